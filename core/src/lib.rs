@@ -1,0 +1,1 @@
+//! oxray-core (being built).

@@ -1,0 +1,1 @@
+//! Gymnasium-compatible environment API for oxray (being built).

@@ -1,0 +1,1 @@
+//! RLlib-style building blocks for oxray (being built).
