@@ -1,1 +1,58 @@
-//! RLlib-style building blocks for oxray (being built).
+//! RLlib-style building blocks for oxray: tch models and action distributions,
+//! columnar sample batches, GAE, the EnvRunner and Learner (plain structs that
+//! also serve as oxray-core actors), metrics, result loggers and checkpoints.
+//!
+//! Nothing here knows a particular algorithm; `oxray-trainers` composes these
+//! pieces into PPO and friends.
+
+pub mod checkpoint;
+pub mod distributions;
+pub mod gae;
+pub mod learner;
+pub mod loggers;
+pub mod metrics;
+pub mod models;
+pub mod optim;
+pub mod sample_batch;
+
+use std::path::{Path, PathBuf};
+
+pub use metrics::Metrics;
+pub use sample_batch::SampleBatch;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("libtorch: {0}")]
+    Torch(#[from] tch::TchError),
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("checkpoint {}: {reason}", path.display())]
+    Checkpoint { path: PathBuf, reason: String },
+    #[error("{0}")]
+    Incompatible(String),
+    #[error("environment: {0}")]
+    Env(String),
+}
+
+impl Error {
+    pub fn io(path: &Path, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// Every libtorch process shares the machine's cores with the others (EnvRunners,
+/// Learners, the driver): one intra-op and one inter-op thread each keeps them
+/// from oversubscribing it. Safe to call more than once.
+pub fn single_threaded_torch() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        tch::set_num_threads(1);
+        tch::set_num_interop_threads(1);
+    });
+}

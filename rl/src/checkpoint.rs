@@ -1,0 +1,201 @@
+//! Checkpoints: a directory per save with the Learner's weights and optimizer
+//! state plus a JSON document (algorithm, resolved config, counters, RNG and
+//! episode-window state) that records each binary file's length and checksum.
+//!
+//! Saving writes everything into a hidden temporary directory, syncs it, and
+//! renames it into place; `latest` is a symlink replaced by rename too. A crash
+//! at any point therefore leaves the previous checkpoint and `latest` intact.
+//! Loading checks lengths and checksums, so a truncated or altered file is
+//! reported by name instead of surfacing as a libtorch error.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::learner::LearnerState;
+use crate::Error;
+
+const FORMAT: &str = "oxray-checkpoint-1";
+const METADATA: &str = "checkpoint.json";
+const WEIGHTS: &str = "weights.pt";
+const OPTIMIZER: &str = "optimizer.pt";
+pub const LATEST: &str = "latest";
+
+/// What an algorithm saves and restores.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Checkpoint {
+    pub algorithm: String,
+    pub config: serde_json::Value,
+    /// Algorithm-defined training state: counters, RNG, episode window.
+    pub state: serde_json::Value,
+    pub learner: LearnerState,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Metadata {
+    format: String,
+    algorithm: String,
+    config: serde_json::Value,
+    state: serde_json::Value,
+    files: Vec<FileEntry>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct FileEntry {
+    name: String,
+    len: u64,
+    fnv1a64: String,
+}
+
+/// Writes `checkpoint` as `dir/name` and points `dir/latest` at it.
+pub fn save(dir: &Path, name: &str, checkpoint: &Checkpoint) -> Result<PathBuf, Error> {
+    fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let target = dir.join(name);
+    let staging = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    let _ = fs::remove_dir_all(&staging);
+    fs::create_dir(&staging).map_err(|e| Error::io(&staging, e))?;
+    let blobs = [
+        (WEIGHTS, &checkpoint.learner.weights),
+        (OPTIMIZER, &checkpoint.learner.optimizer),
+    ];
+    let mut files = Vec::new();
+    for (file_name, bytes) in blobs {
+        write_synced(&staging.join(file_name), bytes)?;
+        files.push(FileEntry {
+            name: file_name.into(),
+            len: bytes.len() as u64,
+            fnv1a64: format!("{:016x}", fnv1a64(bytes)),
+        });
+    }
+    let metadata = Metadata {
+        format: FORMAT.into(),
+        algorithm: checkpoint.algorithm.clone(),
+        config: checkpoint.config.clone(),
+        state: checkpoint.state.clone(),
+        files,
+    };
+    let json = serde_json::to_vec_pretty(&metadata).expect("JSON values serialize");
+    write_synced(&staging.join(METADATA), &json)?;
+    if target.exists() {
+        fs::remove_dir_all(&target).map_err(|e| Error::io(&target, e))?;
+    }
+    fs::rename(&staging, &target).map_err(|e| Error::io(&target, e))?;
+    let link = dir.join(format!(".{LATEST}.tmp{}", std::process::id()));
+    let _ = fs::remove_file(&link);
+    std::os::unix::fs::symlink(name, &link).map_err(|e| Error::io(&link, e))?;
+    fs::rename(&link, dir.join(LATEST)).map_err(|e| Error::io(dir, e))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(dir, e))?;
+    Ok(target)
+}
+
+/// Reads and verifies the checkpoint in `dir` (a checkpoint directory, or a
+/// `checkpoints/` directory or run directory, whose `latest` is then used).
+pub fn load(dir: &Path) -> Result<Checkpoint, Error> {
+    let dir = resolve(dir);
+    let bad = |reason: String| Error::Checkpoint {
+        path: dir.clone(),
+        reason,
+    };
+    let metadata_path = dir.join(METADATA);
+    let json = fs::read(&metadata_path).map_err(|e| Error::io(&metadata_path, e))?;
+    let metadata: Metadata = serde_json::from_slice(&json)
+        .map_err(|e| bad(format!("{METADATA} is damaged or truncated ({e})")))?;
+    if metadata.format != FORMAT {
+        return Err(bad(format!("unknown format {:?}", metadata.format)));
+    }
+    let read = |name: &str| -> Result<Vec<u8>, Error> {
+        let entry = metadata
+            .files
+            .iter()
+            .find(|f| f.name == name)
+            .ok_or_else(|| bad(format!("{METADATA} lists no {name}")))?;
+        let path = dir.join(name);
+        let bytes = fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        if bytes.len() as u64 != entry.len {
+            return Err(bad(format!(
+                "{name} is truncated or altered: {} bytes, expected {}",
+                bytes.len(),
+                entry.len
+            )));
+        }
+        if format!("{:016x}", fnv1a64(&bytes)) != entry.fnv1a64 {
+            return Err(bad(format!("{name} is corrupted (checksum mismatch)")));
+        }
+        Ok(bytes)
+    };
+    let learner = LearnerState {
+        weights: read(WEIGHTS)?,
+        optimizer: read(OPTIMIZER)?,
+    };
+    Ok(Checkpoint {
+        algorithm: metadata.algorithm,
+        config: metadata.config,
+        state: metadata.state,
+        learner,
+    })
+}
+
+/// Accepts a checkpoint directory, a `checkpoints/` directory or a run directory.
+fn resolve(path: &Path) -> PathBuf {
+    for candidate in [path.to_path_buf(), path.join(LATEST), path.join("checkpoints").join(LATEST)] {
+        if candidate.join(METADATA).exists() {
+            return candidate;
+        }
+    }
+    path.to_path_buf()
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    let mut file = File::create(path).map_err(|e| Error::io(path, e))?;
+    file.write_all(bytes)
+        .and_then(|_| file.sync_all())
+        .map_err(|e| Error::io(path, e))
+}
+
+/// FNV-1a: enough to catch truncation and bit rot, no dependency needed.
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
+        (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Checkpoint {
+        Checkpoint {
+            algorithm: "PPO".into(),
+            config: serde_json::json!({"lr": 0.001}),
+            state: serde_json::json!({"iteration": 3}),
+            learner: LearnerState {
+                weights: vec![1, 2, 3, 4],
+                optimizer: vec![5, 6],
+            },
+        }
+    }
+
+    #[test]
+    fn round_trip_through_latest() {
+        let dir = tempfile::tempdir().unwrap();
+        save(dir.path(), "checkpoint_000001", &sample()).unwrap();
+        let mut second = sample();
+        second.state = serde_json::json!({"iteration": 4});
+        save(dir.path(), "checkpoint_000002", &second).unwrap();
+        assert_eq!(load(dir.path()).unwrap(), second);
+        assert_eq!(load(&dir.path().join("checkpoint_000001")).unwrap(), sample());
+    }
+
+    #[test]
+    fn truncated_file_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = save(dir.path(), "checkpoint_000001", &sample()).unwrap();
+        fs::write(path.join(WEIGHTS), [1, 2]).unwrap();
+        let error = load(&path).unwrap_err().to_string();
+        assert!(error.contains("weights.pt is truncated"), "{error}");
+    }
+}

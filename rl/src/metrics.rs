@@ -1,0 +1,103 @@
+//! Result metrics under RLlib's names, and the sliding window of finished
+//! episodes that `env_runners/episode_return_mean` is averaged over.
+//!
+//! Results are flat maps keyed by RLlib's slash-separated names, the same keys
+//! that become CSV columns, JSON fields and TensorBoard tags, so the three
+//! outputs never disagree.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+/// One iteration's numeric results, keyed by RLlib-style names.
+pub type Metrics = BTreeMap<String, f64>;
+
+pub const EPISODE_RETURN_MEAN: &str = "env_runners/episode_return_mean";
+pub const EPISODE_LEN_MEAN: &str = "env_runners/episode_len_mean";
+pub const NUM_ENV_STEPS_SAMPLED_LIFETIME: &str = "num_env_steps_sampled_lifetime";
+pub const TRAINING_ITERATION: &str = "training_iteration";
+pub const TIME_TOTAL_S: &str = "time_total_s";
+
+/// RLlib averages episode metrics over the last 100 finished episodes.
+pub const EPISODE_WINDOW: usize = 100;
+
+/// Episodes that finished during one `sample()` call.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct EpisodeStats {
+    pub returns: Vec<f32>,
+    pub lengths: Vec<u32>,
+}
+
+/// The last [`EPISODE_WINDOW`] finished episodes over all EnvRunners.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct EpisodeWindow {
+    returns: VecDeque<f64>,
+    lengths: VecDeque<f64>,
+    episodes_lifetime: u64,
+}
+
+impl EpisodeWindow {
+    pub fn push(&mut self, stats: &EpisodeStats) {
+        for (&ret, &len) in stats.returns.iter().zip(&stats.lengths) {
+            if self.returns.len() == EPISODE_WINDOW {
+                self.returns.pop_front();
+                self.lengths.pop_front();
+            }
+            self.returns.push_back(f64::from(ret));
+            self.lengths.push_back(f64::from(len));
+            self.episodes_lifetime += 1;
+        }
+    }
+
+    /// `None` until an episode has finished.
+    pub fn return_mean(&self) -> Option<f64> {
+        mean(&self.returns)
+    }
+
+    /// Adds the episode keys to `metrics` (absent until an episode finished).
+    pub fn report(&self, metrics: &mut Metrics) {
+        let returns = &self.returns;
+        if let Some(m) = mean(returns) {
+            metrics.insert(EPISODE_RETURN_MEAN.into(), m);
+            metrics.insert("env_runners/episode_return_min".into(), fold(returns, f64::min));
+            metrics.insert("env_runners/episode_return_max".into(), fold(returns, f64::max));
+        }
+        if let Some(m) = mean(&self.lengths) {
+            metrics.insert(EPISODE_LEN_MEAN.into(), m);
+        }
+        metrics.insert(
+            "env_runners/num_episodes_lifetime".into(),
+            self.episodes_lifetime as f64,
+        );
+    }
+}
+
+fn mean(values: &VecDeque<f64>) -> Option<f64> {
+    (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+}
+
+fn fold(values: &VecDeque<f64>, f: fn(f64, f64) -> f64) -> f64 {
+    values.iter().copied().reduce(f).unwrap_or(f64::NAN)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_keeps_the_last_hundred_episodes() {
+        let mut window = EpisodeWindow::default();
+        assert_eq!(window.return_mean(), None);
+        let stats = EpisodeStats {
+            returns: (0..150).map(|i| i as f32).collect(),
+            lengths: vec![1; 150],
+        };
+        window.push(&stats);
+        // Episodes 50..150 remain: mean 99.5.
+        assert_eq!(window.return_mean(), Some(99.5));
+        let mut metrics = Metrics::new();
+        window.report(&mut metrics);
+        assert_eq!(metrics["env_runners/episode_return_min"], 50.0);
+        assert_eq!(metrics["env_runners/num_episodes_lifetime"], 150.0);
+    }
+}
