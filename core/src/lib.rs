@@ -1,1 +1,74 @@
-//! oxray-core (being built).
+//! oxray-core: remote tasks, actors, an object store and resource-aware
+//! scheduling, in the spirit of Ray's core.
+//!
+//! ```no_run
+//! use oxray_core::{self as oxray, remote, actor};
+//!
+//! #[remote]
+//! fn square(x: u64) -> u64 {
+//!     x * x
+//! }
+//!
+//! pub struct Counter {
+//!     value: i64,
+//! }
+//!
+//! #[actor]
+//! impl Counter {
+//!     pub fn new(start: i64) -> Self {
+//!         Counter { value: start }
+//!     }
+//!
+//!     pub fn increment(&mut self, by: i64) -> i64 {
+//!         self.value += by;
+//!         self.value
+//!     }
+//! }
+//!
+//! fn main() -> oxray::Result<()> {
+//!     oxray::init(oxray::InitOptions::default())?;
+//!     let squares: Vec<_> = (0..8).map(|i| square::remote(i)).collect();
+//!     assert_eq!(oxray::get_all(&squares)?, vec![0, 1, 4, 9, 16, 25, 36, 49]);
+//!     // Refs are arguments too: the node resolves them before the task runs.
+//!     assert_eq!(square::remote(&squares[3]).get()?, 81);
+//!     let counter = Counter::options().name("counter").remote(10)?;
+//!     counter.increment(5);
+//!     assert_eq!(counter.increment(1).get()?, 16);
+//!     oxray::shutdown();
+//!     Ok(())
+//! }
+//! ```
+//!
+//! Processes: the driver embeds the node (object store, scheduler, worker pool);
+//! workers are the same executable re-executed (see [`worker`](crate::worker)),
+//! talking to the node over one long-lived gRPC stream each.
+
+mod actor;
+mod error;
+mod ids;
+mod node;
+mod object_ref;
+mod options;
+mod protocol;
+mod registry;
+mod resources;
+mod runtime;
+mod shm;
+mod value;
+pub mod wire;
+mod worker;
+
+#[doc(hidden)]
+pub mod private;
+
+pub use actor::{get_actor, kill, ActorClass, ActorHandle, RawActor};
+pub use error::{Error, Result};
+pub use ids::{ActorId, ObjectId, TaskId, WorkerId};
+pub use object_ref::{Arg, ObjectRef};
+pub use options::{ActorOptions, TaskOptions};
+pub use oxray_macros::{actor, remote};
+pub use resources::ResourceSet;
+pub use runtime::{
+    cancel, get, get_all, get_all_timeout, init, is_initialized, put, shutdown, wait, InitOptions,
+};
+pub use worker::get_gpu_ids;

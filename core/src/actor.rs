@@ -1,0 +1,188 @@
+//! Actor handles.
+//!
+//! `#[oxray_core::actor]` on an `impl` block generates a client type with one
+//! method per actor method; [`ActorHandle`] wraps that client and derefs to it,
+//! so `counter.incr(1)` works on a handle with no trait to import. The raw
+//! part ([`RawActor`]) is an id plus the backend, and serialises as the id, so
+//! handles can be passed to other tasks and actors.
+
+use crate::error::{Error, Result};
+use crate::ids::{ActorId, ObjectId, TaskId};
+use crate::object_ref::ObjectRef;
+use crate::protocol::{Invocation, TaskArg, TaskSpec};
+use crate::resources::ResourceSet;
+use crate::runtime::{self, Backend};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::fmt;
+use std::ops::Deref;
+use std::sync::Arc;
+
+/// Implemented by `#[oxray_core::actor]` for each actor type.
+pub trait ActorClass: Send + 'static {
+    /// Registered name, unique in the executable.
+    const NAME: &'static str;
+    /// The generated client with one method per actor method.
+    type Client: From<RawActor> + AsRef<RawActor>;
+}
+
+/// Untyped actor handle: what the generated clients are made of.
+#[derive(Clone)]
+pub struct RawActor {
+    id: ActorId,
+    class: &'static str,
+    backend: Arc<dyn Backend>,
+}
+
+impl RawActor {
+    pub(crate) fn new(id: ActorId, class: &'static str, backend: Arc<dyn Backend>) -> Self {
+        RawActor { id, class, backend }
+    }
+
+    pub fn id(&self) -> ActorId {
+        self.id
+    }
+
+    /// Submits a method call; used by generated clients.
+    #[doc(hidden)]
+    pub fn call<R>(&self, method: &str, args: Vec<Result<TaskArg>>) -> ObjectRef<R> {
+        let return_id = ObjectId(self.backend.next_id());
+        let invocation = Invocation::ActorMethod {
+            class: self.class.to_string(),
+            method: method.to_string(),
+        };
+        submit(
+            &self.backend,
+            return_id,
+            invocation,
+            args,
+            |task_id, invocation, args| TaskSpec {
+                task_id,
+                return_id,
+                invocation,
+                args,
+                actor: Some(self.id),
+                resources: ResourceSet::default(),
+                max_retries: 0,
+                retry_exceptions: false,
+            },
+        )
+    }
+}
+
+/// Submits a task whose arguments may have failed to encode; an encoding error
+/// becomes the task's result instead of a panic at the call site.
+pub(crate) fn submit<R>(
+    backend: &Arc<dyn Backend>,
+    return_id: ObjectId,
+    invocation: Invocation,
+    args: Vec<Result<TaskArg>>,
+    spec: impl FnOnce(TaskId, Invocation, Vec<TaskArg>) -> TaskSpec,
+) -> ObjectRef<R> {
+    match args.into_iter().collect::<Result<Vec<_>>>() {
+        Ok(args) => backend.submit(spec(TaskId(backend.next_id()), invocation, args)),
+        Err(error) => {
+            let failure = Error::Decode {
+                what: format!("arguments of {}", invocation.display_name()),
+                message: error.to_string(),
+            };
+            backend.put(return_id, Err(failure));
+        }
+    }
+    ObjectRef::adopt(return_id, backend.clone())
+}
+
+impl fmt::Debug for RawActor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}({})", self.class, self.id)
+    }
+}
+
+impl Serialize for RawActor {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        (self.id, self.class).serialize(serializer)
+    }
+}
+
+/// A typed handle to a live actor.
+pub struct ActorHandle<A: ActorClass> {
+    client: A::Client,
+}
+
+impl<A: ActorClass> ActorHandle<A> {
+    pub(crate) fn from_raw(raw: RawActor) -> Self {
+        ActorHandle {
+            client: A::Client::from(raw),
+        }
+    }
+
+    pub fn raw(&self) -> &RawActor {
+        self.client.as_ref()
+    }
+
+    pub fn id(&self) -> ActorId {
+        self.raw().id
+    }
+}
+
+impl<A: ActorClass> Deref for ActorHandle<A> {
+    type Target = A::Client;
+
+    fn deref(&self) -> &A::Client {
+        &self.client
+    }
+}
+
+impl<A: ActorClass> Clone for ActorHandle<A> {
+    fn clone(&self) -> Self {
+        ActorHandle::from_raw(self.raw().clone())
+    }
+}
+
+impl<A: ActorClass> fmt::Debug for ActorHandle<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.raw(), f)
+    }
+}
+
+impl<A: ActorClass> Serialize for ActorHandle<A> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.raw().serialize(serializer)
+    }
+}
+
+impl<'de, A: ActorClass> Deserialize<'de> for ActorHandle<A> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let (id, class) = <(ActorId, String)>::deserialize(deserializer)?;
+        if class != A::NAME {
+            return Err(serde::de::Error::custom(format!(
+                "actor handle of {class} where a {} was expected",
+                A::NAME
+            )));
+        }
+        let backend = runtime::current().map_err(serde::de::Error::custom)?;
+        Ok(ActorHandle::from_raw(RawActor::new(id, A::NAME, backend)))
+    }
+}
+
+/// Finds a live actor by the name it was created with.
+pub fn get_actor<A: ActorClass>(name: &str) -> Result<ActorHandle<A>> {
+    let backend = runtime::current()?;
+    match backend.named_actor(name)? {
+        Some((id, class)) if class == A::NAME => {
+            Ok(ActorHandle::from_raw(RawActor::new(id, A::NAME, backend)))
+        }
+        Some((_, class)) => Err(Error::TypeMismatch {
+            expected: A::NAME.to_string(),
+            found: class,
+        }),
+        None => Err(Error::ActorNotFound {
+            name: name.to_string(),
+        }),
+    }
+}
+
+/// Kills an actor's process; it is not restarted and its pending calls fail
+/// with [`Error::ActorDied`] (Ray's `ray.kill`).
+pub fn kill<A: ActorClass>(actor: &ActorHandle<A>) -> Result<()> {
+    actor.raw().backend.kill_actor(actor.id())
+}

@@ -1,0 +1,89 @@
+//! The one error type of the core API.
+//!
+//! Errors cross process boundaries (a task fails in a worker, the driver sees it
+//! at `get`), so every variant carries plain strings and the type is serde
+//! serialisable: the error a worker reports is exactly the error the caller
+//! receives, with the function's name and the message intact.
+
+use serde::{Deserialize, Serialize};
+
+/// Result of every fallible core operation.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What went wrong with a task, an actor, an object or the runtime itself.
+#[derive(Debug, Clone, PartialEq, thiserror::Error, Serialize, Deserialize)]
+pub enum Error {
+    /// The remote function or actor method returned an error or panicked.
+    #[error("task {function} failed: {message}")]
+    TaskFailed { function: String, message: String },
+
+    /// The worker process running the task exited before finishing it, and no
+    /// retries were left.
+    #[error("worker process running {function} died ({message}); no retries left")]
+    WorkerDied { function: String, message: String },
+
+    /// The actor is dead: its constructor failed, it was killed, or its process
+    /// died with no restarts left.
+    #[error("actor {actor} is dead: {message}")]
+    ActorDied { actor: String, message: String },
+
+    /// The request can never be satisfied by any node of the cluster.
+    #[error("infeasible resource request for {what}: asked for {requested}, but the largest node offers {available}")]
+    Infeasible {
+        what: String,
+        requested: String,
+        available: String,
+    },
+
+    /// `get` asked for a different type than the object holds.
+    #[error("object holds a {found}, not the requested {expected}")]
+    TypeMismatch { expected: String, found: String },
+
+    /// Bytes that should hold a value could not be decoded.
+    #[error("could not decode {what}: {message}")]
+    Decode { what: String, message: String },
+
+    /// The executable has no remote function or actor type of that name
+    /// (driver and worker built from different sources).
+    #[error("no remote function or actor type named `{name}` is registered in this executable")]
+    UnknownFunction { name: String },
+
+    /// The task was cancelled before it produced a value.
+    #[error("task {function} was cancelled")]
+    Cancelled { function: String },
+
+    /// `get` or `wait` ran out of time.
+    #[error("timed out after {seconds:.3} s waiting for objects")]
+    Timeout { seconds: f64 },
+
+    /// No live actor has that name.
+    #[error("no actor named `{name}`")]
+    ActorNotFound { name: String },
+
+    /// The actor name is taken by a different live actor.
+    #[error("an actor named `{name}` already exists")]
+    NameTaken { name: String },
+
+    /// The object's value is gone (freed or lost with its node).
+    #[error("object {id} is not available: {message}")]
+    ObjectLost { id: String, message: String },
+
+    /// The core API was used before `init()` (or after `shutdown()`).
+    #[error("oxray is not initialized: call oxray_core::init() first")]
+    NotInitialized,
+
+    /// `init()` was called twice in one process.
+    #[error("oxray is already initialized in this process")]
+    AlreadyInitialized,
+
+    /// The runtime itself failed: a worker could not be started, a connection
+    /// broke, a file could not be written.
+    #[error("{0}")]
+    Runtime(String),
+}
+
+impl Error {
+    pub(crate) fn runtime(context: &str, error: impl std::fmt::Display) -> Self {
+        Error::Runtime(format!("{context}: {error}"))
+    }
+}

@@ -1,0 +1,1574 @@
+//! The node: object store, resource scheduler, worker pool and actor manager of
+//! one machine, with the gRPC service its worker processes connect to.
+//!
+//! All bookkeeping lives in one [`NodeState`] behind a mutex. Every event (a
+//! submission, a finished task, a worker starting or dying, a reference
+//! released) takes the lock, updates the state and runs [`NodeState::schedule`],
+//! which hands queued work to workers. Keeping the scheduler a plain state
+//! machine makes each transition easy to follow and keeps the hot path free of
+//! extra hops: the driver of the embedded cluster calls it directly.
+//!
+//! Scheduling: tasks of one resource shape share a FIFO queue. A task first
+//! tries to *lease* a free worker with its resources; when the node is full it
+//! may be *pipelined* behind a running task of the same shape on a leased
+//! worker (bounded depth), which hides the round trip without ever running more
+//! tasks at once than the resources allow. A worker that blocks in `get` gives
+//! its resources back until the value arrives, so nested tasks cannot deadlock.
+
+use crate::error::{Error, Result};
+use crate::ids::{ActorId, IdMinter, ObjectId, TaskId, WorkerId};
+use crate::protocol::*;
+use crate::resources::{Allocation, ResourcePool, ResourceSet, CPU, GPU, MEMORY};
+use crate::runtime::{Backend, InitOptions};
+use crate::shm;
+use crate::wire::MAX_MESSAGE_BYTES;
+use parking_lot::{Condvar, Mutex};
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tokio_stream::{Stream, StreamExt};
+
+pub(crate) mod generated {
+    include!(concat!(env!("OUT_DIR"), "/oxray.Node.rs"));
+}
+use generated::node_server::{Node as NodeService, NodeServer};
+
+/// Tasks queued behind a running one on the same leased worker.
+const PIPELINE_DEPTH: usize = 4;
+/// Most worker processes for stateless tasks.
+const MAX_TASK_WORKERS: usize = 64;
+
+/// Resources and identity of a node.
+#[derive(Debug, Clone)]
+pub(crate) struct NodeConfig {
+    pub resources: ResourceSet,
+    pub session: String,
+}
+
+impl NodeConfig {
+    /// Fills what `options` leaves open from the machine.
+    pub fn detect(options: &InitOptions) -> Result<Self> {
+        let mut resources = ResourceSet::default();
+        let cpus = options
+            .num_cpus
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()) as f64);
+        let gpus = options.num_gpus.unwrap_or_else(detect_gpus);
+        for (name, amount) in [(CPU, cpus), (GPU, gpus)] {
+            if !(amount >= 0.0 && amount.is_finite()) {
+                return Err(Error::Runtime(format!(
+                    "{name} count must be a finite number >= 0, got {amount}"
+                )));
+            }
+            resources.set(name, amount);
+        }
+        if gpus.fract() != 0.0 {
+            return Err(Error::Runtime(format!(
+                "a node offers whole GPUs, got num_gpus = {gpus}"
+            )));
+        }
+        resources.set(MEMORY, options.memory.unwrap_or_else(detect_memory));
+        for (name, amount) in &options.resources {
+            resources.set(name, *amount);
+        }
+        let session = format!(
+            "{}-{:x}",
+            std::process::id(),
+            Instant::now().elapsed().as_nanos() ^ (std::process::id() as u128) << 17
+        );
+        Ok(NodeConfig { resources, session })
+    }
+}
+
+/// NVIDIA devices visible to this process, honouring `CUDA_VISIBLE_DEVICES`.
+fn detect_gpus() -> f64 {
+    if let Ok(visible) = std::env::var("CUDA_VISIBLE_DEVICES") {
+        return visible.split(',').filter(|s| !s.trim().is_empty()).count() as f64;
+    }
+    std::fs::read_dir("/proc/driver/nvidia/gpus").map_or(0.0, |d| d.count() as f64)
+}
+
+fn detect_memory() -> f64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kib| kib * 1024.0 * 0.7)
+}
+
+struct ObjectEntry {
+    value: Option<Arc<Result<ObjectBlob>>>,
+    refs: u64,
+    producer: Option<TaskId>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum TaskKind {
+    Stateless,
+    ActorCall(ActorId),
+    ActorCreate(ActorId),
+}
+
+struct TaskRecord {
+    spec: TaskSpec,
+    kind: TaskKind,
+    retries_left: u32,
+    missing_deps: usize,
+    worker: Option<WorkerId>,
+    cancelled: bool,
+}
+
+struct Lease {
+    shape: String,
+    allocation: Allocation,
+    /// Resources handed back while the worker blocks in `get`.
+    lent_out: bool,
+}
+
+struct WorkerRecord {
+    pid: Option<u32>,
+    sender: Option<mpsc::UnboundedSender<NodeToWorker>>,
+    gpu_ids: Vec<u32>,
+    actor: Option<ActorId>,
+    lease: Option<Lease>,
+    assigned: VecDeque<TaskId>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum ActorStatus {
+    WaitingForResources,
+    Starting,
+    Alive,
+    Dead(Error),
+}
+
+struct ActorRecord {
+    spec: ActorSpec,
+    status: ActorStatus,
+    allocation: Option<Allocation>,
+    worker: Option<WorkerId>,
+    restarts_used: u32,
+    /// Calls not yet sent, in submission order.
+    pending: VecDeque<TaskId>,
+    /// Calls sent to the worker, in order.
+    inflight: VecDeque<TaskId>,
+}
+
+struct ShapeQueue {
+    request: ResourceSet,
+    tasks: VecDeque<TaskId>,
+}
+
+struct NodeState {
+    objects: HashMap<ObjectId, ObjectEntry>,
+    tasks: HashMap<TaskId, TaskRecord>,
+    waiting_on: HashMap<ObjectId, Vec<TaskId>>,
+    queues: HashMap<String, ShapeQueue>,
+    workers: HashMap<WorkerId, WorkerRecord>,
+    actors: HashMap<ActorId, ActorRecord>,
+    named_actors: HashMap<String, ActorId>,
+    actors_waiting: VecDeque<ActorId>,
+    pool: ResourcePool,
+    shutting_down: bool,
+    /// Counts objects becoming ready, so waiters know when to look again.
+    ready_events: u64,
+    /// Work for the async side: workers to spawn, processes to kill, files to
+    /// remove. Collected under the lock, done after it is released.
+    effects: Vec<Effect>,
+}
+
+enum Effect {
+    Spawn { worker: WorkerId, gpu_ids: Vec<u32> },
+    Kill { pid: u32 },
+    RemoveFile { path: String },
+}
+
+/// One node of the cluster.
+pub(crate) struct Node {
+    /// Lets async tasks hold the node without keeping it alive.
+    this: Weak<Node>,
+    state: Mutex<NodeState>,
+    objects_changed: Condvar,
+    ready_epoch: watch::Sender<u64>,
+    ids: IdMinter,
+    config: NodeConfig,
+    address: SocketAddr,
+    has_gpus: bool,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Node {
+    pub fn start(config: NodeConfig) -> Result<Arc<Node>> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("oxray-node")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::runtime("cannot start the node's runtime", e))?;
+        let incoming = runtime
+            .block_on(async {
+                tonic::transport::server::TcpIncoming::bind(([127, 0, 0, 1], 0).into())
+            })
+            .map_err(|e| Error::runtime("cannot listen for workers on 127.0.0.1", e))?
+            .with_nodelay(Some(true));
+        let address = incoming
+            .local_addr()
+            .map_err(|e| Error::runtime("cannot read the worker port", e))?;
+        let (ready_epoch, _) = watch::channel(0);
+        let node = Arc::new_cyclic(|this| Node {
+            this: this.clone(),
+            state: Mutex::new(NodeState {
+                objects: HashMap::new(),
+                tasks: HashMap::new(),
+                waiting_on: HashMap::new(),
+                queues: HashMap::new(),
+                workers: HashMap::new(),
+                actors: HashMap::new(),
+                named_actors: HashMap::new(),
+                actors_waiting: VecDeque::new(),
+                pool: ResourcePool::new(config.resources.clone()),
+                shutting_down: false,
+                ready_events: 0,
+                effects: Vec::new(),
+            }),
+            objects_changed: Condvar::new(),
+            ready_epoch,
+            ids: IdMinter::new(0),
+            has_gpus: config.resources.get(GPU) > 0.0,
+            config,
+            address,
+            runtime,
+        });
+        let service = NodeServer::new(WorkerService { node: node.weak() })
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        node.runtime.spawn(async move {
+            let served = tonic::transport::Server::builder()
+                .initial_stream_window_size(Some(8 << 20))
+                .initial_connection_window_size(Some(16 << 20))
+                .add_service(service)
+                .serve_with_incoming(incoming)
+                .await;
+            if let Err(e) = served {
+                tracing::error!("worker service stopped: {e}");
+            }
+        });
+        // A warm pool: one worker per CPU, as Ray prestarts them.
+        {
+            let mut state = node.state.lock();
+            let warm = node.config.resources.get(CPU).ceil() as usize;
+            for _ in 0..warm.min(MAX_TASK_WORKERS) {
+                state.add_worker(
+                    WorkerId(crate::worker::next_worker_number()),
+                    Vec::new(),
+                    None,
+                );
+            }
+        }
+        node.apply_effects();
+        Ok(node)
+    }
+
+    /// Takes the lock, runs `f`, schedules, and performs the side effects.
+    fn with_state<R>(&self, f: impl FnOnce(&mut NodeState, &Node) -> R) -> R {
+        let (result, changed) = {
+            let mut state = self.state.lock();
+            let before = state.ready_events;
+            let result = f(&mut state, self);
+            state.schedule(self);
+            (result, state.ready_events != before)
+        };
+        if changed {
+            self.objects_changed.notify_all();
+            self.ready_epoch.send_modify(|e| *e += 1);
+        }
+        self.apply_effects();
+        result
+    }
+
+    fn apply_effects(&self) {
+        let effects = std::mem::take(&mut self.state.lock().effects);
+        for effect in effects {
+            match effect {
+                Effect::Spawn { worker, gpu_ids } => self.spawn_worker(worker, gpu_ids),
+                Effect::Kill { pid } => kill_process(pid),
+                Effect::RemoveFile { path } => {
+                    let _ = std::fs::remove_file(path);
+                }
+            }
+        }
+    }
+
+    fn spawn_worker(&self, worker: WorkerId, gpu_ids: Vec<u32>) {
+        let exe = match std::env::current_exe() {
+            Ok(exe) => exe,
+            Err(e) => {
+                return self
+                    .worker_failed_to_start(worker, format!("cannot find own executable: {e}"))
+            }
+        };
+        let mut command = tokio::process::Command::new(exe);
+        command
+            .env(crate::worker::NODE_ADDRESS_ENV, self.address.to_string())
+            .env(crate::worker::WORKER_ID_ENV, worker.0.to_string())
+            .env(crate::worker::SESSION_ENV, &self.config.session)
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(false);
+        if self.has_gpus || !gpu_ids.is_empty() {
+            let ids: Vec<String> = gpu_ids.iter().map(u32::to_string).collect();
+            command.env("CUDA_VISIBLE_DEVICES", ids.join(","));
+        }
+        // SAFETY: prctl is async-signal-safe; it makes the worker die with its
+        // node instead of lingering as an orphan.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let _guard = self.runtime.enter();
+        match command.spawn() {
+            Ok(mut child) => {
+                if let Some(pid) = child.id() {
+                    self.state
+                        .lock()
+                        .workers
+                        .get_mut(&worker)
+                        .map(|w| w.pid = Some(pid));
+                }
+                let node = self.weak();
+                self.runtime.spawn(async move {
+                    let status = child.wait().await;
+                    if let Some(node) = node.upgrade() {
+                        let message = match status {
+                            Ok(status) => describe_exit(status),
+                            Err(e) => format!("could not wait for the process: {e}"),
+                        };
+                        node.worker_exited(worker, message);
+                    }
+                });
+            }
+            Err(e) => {
+                self.worker_failed_to_start(worker, format!("cannot start worker process: {e}"))
+            }
+        }
+    }
+
+    fn weak(&self) -> Weak<Node> {
+        self.this.clone()
+    }
+
+    fn worker_failed_to_start(&self, worker: WorkerId, message: String) {
+        tracing::error!("{message}");
+        self.worker_exited(worker, message);
+    }
+
+    /// A worker's process ended or its stream broke.
+    fn worker_exited(&self, worker: WorkerId, message: String) {
+        self.with_state(|state, node| state.remove_worker(node, worker, &message));
+    }
+
+    pub fn shutdown(&self) {
+        let pids: Vec<u32> = {
+            let mut state = self.state.lock();
+            state.shutting_down = true;
+            state
+                .workers
+                .values_mut()
+                .filter_map(|w| {
+                    w.sender = None;
+                    w.pid
+                })
+                .collect()
+        };
+        // Closing the streams asks workers to exit; give them a moment, then
+        // make sure.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        for pid in &pids {
+            while process_alive(*pid) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            kill_process(*pid);
+        }
+        shm::remove_session(&self.config.session);
+    }
+
+    fn register_worker(
+        &self,
+        worker: WorkerId,
+        pid: u32,
+        sender: mpsc::UnboundedSender<NodeToWorker>,
+    ) -> bool {
+        self.with_state(|state, node| {
+            let Some(record) = state.workers.get_mut(&worker) else {
+                return false;
+            };
+            record.pid = Some(pid);
+            record.sender = Some(sender);
+            if let Some(actor) = record.actor {
+                state.start_actor_on(node, actor, worker);
+            }
+            true
+        })
+    }
+
+    fn handle_worker_message(&self, worker: WorkerId, message: WorkerToNode) {
+        match message {
+            WorkerToNode::Hello { .. } => {}
+            WorkerToNode::Finished { task_id, outcome } => {
+                self.with_state(|state, node| state.task_finished(node, worker, task_id, outcome))
+            }
+            WorkerToNode::Submit(spec) => self.submit(spec),
+            WorkerToNode::Put { id, value } => self.put(id, value),
+            WorkerToNode::AddRefs(ids) => self.add_refs(&ids),
+            WorkerToNode::Release(ids) => self.release(&ids),
+            WorkerToNode::Request {
+                request_id,
+                request,
+            } => self.handle_request(worker, request_id, request),
+        }
+    }
+
+    fn handle_request(&self, worker: WorkerId, request_id: u64, request: Request) {
+        let reply_to = move |node: &Node, reply: Result<Reply>| {
+            if let Some(sender) = node
+                .state
+                .lock()
+                .workers
+                .get(&worker)
+                .and_then(|w| w.sender.clone())
+            {
+                let _ = sender.send(NodeToWorker::Reply { request_id, reply });
+            }
+        };
+        match request {
+            Request::CreateActor(spec) => reply_to(self, self.create_actor(spec).map(Reply::Actor)),
+            Request::NamedActor { name } => {
+                reply_to(self, self.named_actor(&name).map(Reply::NamedActor))
+            }
+            Request::KillActor(id) => reply_to(self, self.kill_actor(id).map(|_| Reply::Done)),
+            Request::Cancel(id) => reply_to(self, self.cancel(id).map(|_| Reply::Done)),
+            Request::Get { ids, timeout_ms } => {
+                let node = self.weak();
+                self.runtime.spawn(async move {
+                    let Some(node) = node.upgrade() else { return };
+                    let timeout = timeout_ms.map(Duration::from_millis);
+                    let reply = node
+                        .await_objects(worker, &ids, ids.len(), timeout)
+                        .await
+                        .and_then(|_| {
+                            let state = node.state.lock();
+                            Ok(Reply::Objects(
+                                ids.iter().map(|id| state.value_of(*id)).collect(),
+                            ))
+                        });
+                    reply_to(&node, reply);
+                });
+            }
+            Request::Wait {
+                ids,
+                num_returns,
+                timeout_ms,
+            } => {
+                let node = self.weak();
+                self.runtime.spawn(async move {
+                    let Some(node) = node.upgrade() else { return };
+                    let timeout = timeout_ms.map(Duration::from_millis);
+                    let reply = match node.await_objects(worker, &ids, num_returns, timeout).await {
+                        Ok(()) | Err(Error::Timeout { .. }) => Ok(Reply::Ready(
+                            node.state.lock().ready_flags(&ids, num_returns),
+                        )),
+                        Err(e) => Err(e),
+                    };
+                    reply_to(&node, reply);
+                });
+            }
+        }
+    }
+
+    /// Waits (asynchronously, for a worker) until `count` of `ids` are ready,
+    /// lending the worker's resources out meanwhile.
+    async fn await_objects(
+        &self,
+        worker: WorkerId,
+        ids: &[ObjectId],
+        count: usize,
+        timeout: Option<Duration>,
+    ) -> Result<()> {
+        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+        let mut epoch = self.ready_epoch.subscribe();
+        let mut lent = false;
+        let outcome = loop {
+            epoch.borrow_and_update();
+            match self.state.lock().count_ready(ids) {
+                Err(e) => break Err(e),
+                Ok(ready) if ready >= count => break Ok(()),
+                Ok(_) => {}
+            }
+            if !lent {
+                lent = true;
+                self.with_state(|state, _| state.lend_out(worker, true));
+            }
+            let changed = epoch.changed();
+            match deadline {
+                Some(deadline) => {
+                    if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                        break Err(Error::Timeout {
+                            seconds: timeout.unwrap_or_default().as_secs_f64(),
+                        });
+                    }
+                }
+                None => {
+                    let _ = changed.await;
+                }
+            }
+        };
+        if lent {
+            self.with_state(|state, _| state.lend_out(worker, false));
+        }
+        outcome
+    }
+}
+
+impl Backend for Node {
+    fn session(&self) -> &str {
+        &self.config.session
+    }
+
+    fn next_id(&self) -> u64 {
+        self.ids.next()
+    }
+
+    fn submit(&self, spec: TaskSpec) {
+        self.with_state(|state, _| state.submit(spec));
+    }
+
+    fn create_actor(&self, spec: ActorSpec) -> Result<ActorId> {
+        self.with_state(|state, _| state.create_actor(spec))
+    }
+
+    fn put(&self, id: ObjectId, value: Result<ObjectBlob>) {
+        self.with_state(|state, _| {
+            state.objects.insert(
+                id,
+                ObjectEntry {
+                    value: None,
+                    refs: 1,
+                    producer: None,
+                },
+            );
+            state.complete(id, value);
+        });
+    }
+
+    fn get(&self, ids: &[ObjectId], timeout: Option<Duration>) -> Result<Vec<Result<ObjectBlob>>> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut state = self.state.lock();
+        loop {
+            if state.count_ready(ids)? == ids.len() {
+                return Ok(ids.iter().map(|id| state.value_of(*id)).collect());
+            }
+            match deadline {
+                Some(deadline) => {
+                    if self
+                        .objects_changed
+                        .wait_until(&mut state, deadline)
+                        .timed_out()
+                        && state.count_ready(ids)? < ids.len()
+                    {
+                        return Err(Error::Timeout {
+                            seconds: timeout.unwrap_or_default().as_secs_f64(),
+                        });
+                    }
+                }
+                None => self.objects_changed.wait(&mut state),
+            }
+        }
+    }
+
+    fn wait(
+        &self,
+        ids: &[ObjectId],
+        num_returns: usize,
+        timeout: Option<Duration>,
+    ) -> Result<Vec<bool>> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut state = self.state.lock();
+        while state.count_ready(ids)? < num_returns {
+            match deadline {
+                Some(deadline) => {
+                    if self
+                        .objects_changed
+                        .wait_until(&mut state, deadline)
+                        .timed_out()
+                    {
+                        break;
+                    }
+                }
+                None => self.objects_changed.wait(&mut state),
+            }
+        }
+        Ok(state.ready_flags(ids, num_returns))
+    }
+
+    fn add_refs(&self, ids: &[ObjectId]) {
+        let mut state = self.state.lock();
+        for id in ids {
+            if let Some(entry) = state.objects.get_mut(id) {
+                entry.refs += 1;
+            }
+        }
+    }
+
+    fn release(&self, ids: &[ObjectId]) {
+        let has_effects = {
+            let mut state = self.state.lock();
+            for id in ids {
+                state.release(*id);
+            }
+            !state.effects.is_empty()
+        };
+        if has_effects {
+            self.apply_effects();
+        }
+    }
+
+    fn cancel(&self, id: ObjectId) -> Result<()> {
+        self.with_state(|state, _| state.cancel(id))
+    }
+
+    fn kill_actor(&self, id: ActorId) -> Result<()> {
+        self.with_state(|state, _| state.kill_actor(id))
+    }
+
+    fn named_actor(&self, name: &str) -> Result<Option<(ActorId, String)>> {
+        let state = self.state.lock();
+        Ok(state.named_actors.get(name).and_then(|id| {
+            let actor = state.actors.get(id)?;
+            (!matches!(actor.status, ActorStatus::Dead(_))).then(|| (*id, actor.spec.class.clone()))
+        }))
+    }
+}
+
+impl NodeState {
+    fn add_worker(&mut self, id: WorkerId, gpu_ids: Vec<u32>, actor: Option<ActorId>) {
+        self.workers.insert(
+            id,
+            WorkerRecord {
+                pid: None,
+                sender: None,
+                gpu_ids: gpu_ids.clone(),
+                actor,
+                lease: None,
+                assigned: VecDeque::new(),
+            },
+        );
+        self.effects.push(Effect::Spawn {
+            worker: id,
+            gpu_ids,
+        });
+    }
+
+    fn value_of(&self, id: ObjectId) -> Result<ObjectBlob> {
+        match self.objects.get(&id).and_then(|e| e.value.as_ref()) {
+            Some(value) => (**value).clone(),
+            None => Err(Error::ObjectLost {
+                id: id.to_string(),
+                message: "freed or never created".into(),
+            }),
+        }
+    }
+
+    /// How many of `ids` are ready; an id the node does not know is an error.
+    fn count_ready(&self, ids: &[ObjectId]) -> Result<usize> {
+        let mut ready = 0;
+        for id in ids {
+            match self.objects.get(id) {
+                Some(entry) => ready += usize::from(entry.value.is_some()),
+                None => {
+                    return Err(Error::ObjectLost {
+                        id: id.to_string(),
+                        message: "freed or never created".into(),
+                    })
+                }
+            }
+        }
+        Ok(ready)
+    }
+
+    fn ready_flags(&self, ids: &[ObjectId], num_returns: usize) -> Vec<bool> {
+        let mut left = num_returns;
+        ids.iter()
+            .map(|id| {
+                let ready = left > 0 && self.objects.get(id).is_some_and(|e| e.value.is_some());
+                left -= usize::from(ready);
+                ready
+            })
+            .collect()
+    }
+
+    /// Stores a value (or error) for `id` and wakes what waits on it.
+    fn complete(&mut self, id: ObjectId, value: Result<ObjectBlob>) {
+        self.ready_events += 1;
+        let unwanted = match self.objects.get_mut(&id) {
+            Some(entry) if entry.refs > 0 => {
+                entry.value = Some(Arc::new(value));
+                entry.producer = None;
+                None
+            }
+            Some(_) => {
+                self.objects.remove(&id);
+                Some(value)
+            }
+            None => Some(value),
+        };
+        if let Some(value) = unwanted {
+            self.free_value(&value);
+        }
+        for task in self.waiting_on.remove(&id).unwrap_or_default() {
+            if let Some(record) = self.tasks.get_mut(&task) {
+                record.missing_deps -= 1;
+                if record.missing_deps == 0 {
+                    self.dependencies_ready(task);
+                }
+            }
+        }
+    }
+
+    fn free_value(&mut self, value: &Result<ObjectBlob>) {
+        if let Ok(blob) = value {
+            self.free_blob(blob);
+        }
+    }
+
+    fn free_blob(&mut self, blob: &ObjectBlob) {
+        if let Payload::Shared { path, .. } = &blob.payload {
+            self.effects.push(Effect::RemoveFile { path: path.clone() });
+        }
+        for id in &blob.contained {
+            self.release(*id);
+        }
+    }
+
+    fn release(&mut self, id: ObjectId) {
+        let Some(entry) = self.objects.get_mut(&id) else {
+            return;
+        };
+        entry.refs = entry.refs.saturating_sub(1);
+        if entry.refs == 0 && entry.value.is_some() {
+            let entry = self.objects.remove(&id).expect("entry just seen");
+            if let Some(value) = entry.value {
+                self.free_value(&value);
+            }
+        }
+    }
+
+    fn submit(&mut self, spec: TaskSpec) {
+        let return_id = spec.return_id;
+        self.objects.insert(
+            return_id,
+            ObjectEntry {
+                value: None,
+                refs: 1,
+                producer: Some(spec.task_id),
+            },
+        );
+        let kind = match spec.actor {
+            Some(actor) => TaskKind::ActorCall(actor),
+            None => TaskKind::Stateless,
+        };
+        if kind == TaskKind::Stateless && !self.pool.feasible(&spec.resources) {
+            let error = Error::Infeasible {
+                what: spec.invocation.display_name(),
+                requested: spec.resources.to_string(),
+                available: self.pool.total().to_string(),
+            };
+            self.release_task_args(&spec);
+            return self.complete(return_id, Err(error));
+        }
+        let task_id = spec.task_id;
+        let retries_left = match kind {
+            TaskKind::ActorCall(actor) => self
+                .actors
+                .get(&actor)
+                .map_or(0, |a| a.spec.max_task_retries),
+            _ => spec.max_retries,
+        };
+        self.tasks.insert(
+            task_id,
+            TaskRecord {
+                spec,
+                kind,
+                retries_left,
+                missing_deps: 0,
+                worker: None,
+                cancelled: false,
+            },
+        );
+        self.track_dependencies(task_id);
+    }
+
+    /// Counts the task's ref arguments that are not ready yet; the task moves on
+    /// when the count reaches zero.
+    fn track_dependencies(&mut self, task_id: TaskId) {
+        let refs: Vec<ObjectId> = self.tasks[&task_id]
+            .spec
+            .args
+            .iter()
+            .filter_map(|a| match a {
+                TaskArg::Ref(id) => Some(*id),
+                TaskArg::Value(_) => None,
+            })
+            .collect();
+        let mut missing = 0;
+        for id in refs {
+            match self.objects.get(&id) {
+                Some(entry) if entry.value.is_none() => {
+                    missing += 1;
+                    self.waiting_on.entry(id).or_default().push(task_id);
+                }
+                Some(_) => {}
+                None => {
+                    let lost = Error::ObjectLost {
+                        id: id.to_string(),
+                        message: "argument was freed before the task ran".into(),
+                    };
+                    return self.finish_task(task_id, Err(lost));
+                }
+            }
+        }
+        self.tasks
+            .get_mut(&task_id)
+            .expect("task just inserted")
+            .missing_deps = missing;
+        if missing == 0 {
+            self.dependencies_ready(task_id);
+        }
+    }
+
+    fn dependencies_ready(&mut self, task_id: TaskId) {
+        let record = &self.tasks[&task_id];
+        // A failed argument fails the task without running it, as in Ray.
+        let failed_arg = record.spec.args.iter().find_map(|a| match a {
+            TaskArg::Ref(id) => match self.objects.get(id).and_then(|e| e.value.as_deref()) {
+                Some(Err(e)) => Some(e.clone()),
+                _ => None,
+            },
+            TaskArg::Value(_) => None,
+        });
+        if let Some(error) = failed_arg {
+            return self.finish_task(task_id, Err(error));
+        }
+        match record.kind {
+            TaskKind::Stateless => {
+                let request = record.spec.resources.clone();
+                self.queues
+                    .entry(request.shape_key())
+                    .or_insert_with(|| ShapeQueue {
+                        request,
+                        tasks: VecDeque::new(),
+                    })
+                    .tasks
+                    .push_back(task_id);
+            }
+            TaskKind::ActorCall(actor) => match self.actors.get_mut(&actor) {
+                Some(record) if !matches!(record.status, ActorStatus::Dead(_)) => {
+                    record.pending.push_back(task_id)
+                }
+                Some(record) => {
+                    let ActorStatus::Dead(error) = record.status.clone() else {
+                        unreachable!()
+                    };
+                    self.finish_task(task_id, Err(error));
+                }
+                None => {
+                    let error = Error::ActorDied {
+                        actor: actor.to_string(),
+                        message: "no such actor".into(),
+                    };
+                    self.finish_task(task_id, Err(error));
+                }
+            },
+            TaskKind::ActorCreate(_) => {}
+        }
+    }
+
+    /// Records a task's final outcome and drops the references it held.
+    fn finish_task(&mut self, task_id: TaskId, outcome: Result<ObjectBlob>) {
+        let Some(record) = self.tasks.remove(&task_id) else {
+            return;
+        };
+        self.release_task_args(&record.spec);
+        self.complete(record.spec.return_id, outcome);
+    }
+
+    fn release_task_args(&mut self, spec: &TaskSpec) {
+        for arg in &spec.args {
+            match arg {
+                TaskArg::Ref(id) => self.release(*id),
+                TaskArg::Value(blob) => self.free_blob(blob),
+            }
+        }
+    }
+
+    /// Hands queued work to workers; see the module doc for the policy.
+    fn schedule(&mut self, node: &Node) {
+        if self.shutting_down {
+            return;
+        }
+        self.start_waiting_actors(node);
+        let shapes: Vec<String> = self
+            .queues
+            .iter()
+            .filter(|(_, q)| !q.tasks.is_empty())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for shape in shapes {
+            loop {
+                let Some(queue) = self.queues.get(&shape) else {
+                    break;
+                };
+                let Some(&task_id) = queue.tasks.front() else {
+                    break;
+                };
+                let request = queue.request.clone();
+                let Some(worker) = self
+                    .lease_worker(&shape, &request)
+                    .or_else(|| self.pipeline_worker(&shape))
+                else {
+                    break;
+                };
+                self.queues
+                    .get_mut(&shape)
+                    .expect("queue seen above")
+                    .tasks
+                    .pop_front();
+                self.assign(node, worker, task_id);
+            }
+        }
+        self.queues.retain(|_, q| !q.tasks.is_empty());
+    }
+
+    /// A free worker with `request` newly reserved for it, if the node has both.
+    fn lease_worker(&mut self, shape: &str, request: &ResourceSet) -> Option<WorkerId> {
+        let allocation = self.pool.try_acquire(request)?;
+        let gpu_ids = allocation.gpu_ids();
+        let idle = self.workers.iter().find(|(_, w)| {
+            w.actor.is_none()
+                && w.sender.is_some()
+                && w.lease.is_none()
+                && w.assigned.is_empty()
+                && w.gpu_ids == gpu_ids
+        });
+        match idle {
+            Some((&id, _)) => {
+                let worker = self.workers.get_mut(&id).expect("worker just found");
+                worker.lease = Some(Lease {
+                    shape: shape.to_string(),
+                    allocation,
+                    lent_out: false,
+                });
+                Some(id)
+            }
+            None => {
+                self.pool.release(&allocation);
+                let starting = self
+                    .workers
+                    .values()
+                    .any(|w| w.actor.is_none() && w.sender.is_none() && w.gpu_ids == gpu_ids);
+                let task_workers = self.workers.values().filter(|w| w.actor.is_none()).count();
+                if !starting && task_workers < MAX_TASK_WORKERS {
+                    let id = WorkerId(crate::worker::next_worker_number());
+                    self.add_worker(id, gpu_ids, None);
+                }
+                None
+            }
+        }
+    }
+
+    /// A leased worker of the same shape with room in its pipeline.
+    fn pipeline_worker(&self, shape: &str) -> Option<WorkerId> {
+        self.workers
+            .iter()
+            .filter(|(_, w)| {
+                w.sender.is_some()
+                    && w.assigned.len() < PIPELINE_DEPTH
+                    && w.lease
+                        .as_ref()
+                        .is_some_and(|l| l.shape == shape && !l.lent_out)
+            })
+            .min_by_key(|(_, w)| w.assigned.len())
+            .map(|(id, _)| *id)
+    }
+
+    fn assign(&mut self, node: &Node, worker: WorkerId, task_id: TaskId) {
+        let Some(record) = self.tasks.get_mut(&task_id) else {
+            return;
+        };
+        record.worker = Some(worker);
+        let spec = record.spec.clone();
+        let kind = record.kind;
+        let gpu_ids = self
+            .workers
+            .get(&worker)
+            .map(|w| w.gpu_ids.clone())
+            .unwrap_or_default();
+        let args: Result<Vec<ObjectBlob>> = spec
+            .args
+            .iter()
+            .map(|a| match a {
+                TaskArg::Value(blob) => Ok(blob.clone()),
+                TaskArg::Ref(id) => self.value_of(*id),
+            })
+            .collect();
+        let args = match args {
+            Ok(args) => args,
+            Err(error) => return self.finish_task(task_id, Err(error)),
+        };
+        let w = self
+            .workers
+            .get_mut(&worker)
+            .expect("assigning to a known worker");
+        w.assigned.push_back(task_id);
+        let message = NodeToWorker::Execute(Execute {
+            task_id,
+            invocation: spec.invocation,
+            args,
+            gpu_ids,
+        });
+        let sent = w.sender.as_ref().is_some_and(|s| s.send(message).is_ok());
+        if !sent {
+            self.remove_worker(node, worker, "its connection closed");
+        } else if let TaskKind::ActorCall(actor) = kind {
+            if let Some(a) = self.actors.get_mut(&actor) {
+                a.inflight.push_back(task_id);
+            }
+        }
+    }
+
+    fn task_finished(
+        &mut self,
+        node: &Node,
+        worker: WorkerId,
+        task_id: TaskId,
+        outcome: Result<ObjectBlob>,
+    ) {
+        if let Some(w) = self.workers.get_mut(&worker) {
+            w.assigned.retain(|t| *t != task_id);
+        }
+        let Some(record) = self.tasks.get_mut(&task_id) else {
+            return;
+        };
+        match record.kind {
+            TaskKind::Stateless => {
+                let retry = record.spec.retry_exceptions
+                    && record.retries_left > 0
+                    && !record.cancelled
+                    && outcome.is_err();
+                if retry {
+                    record.retries_left -= 1;
+                    record.worker = None;
+                    self.requeue_front(task_id);
+                } else {
+                    self.finish_task(task_id, outcome);
+                }
+                self.end_lease_if_idle(worker);
+            }
+            TaskKind::ActorCall(actor) => {
+                if let Some(a) = self.actors.get_mut(&actor) {
+                    a.inflight.retain(|t| *t != task_id);
+                }
+                self.finish_task(task_id, outcome);
+            }
+            TaskKind::ActorCreate(actor) => {
+                self.tasks.remove(&task_id);
+                match outcome {
+                    Ok(_) => {
+                        if let Some(a) = self.actors.get_mut(&actor) {
+                            a.status = ActorStatus::Alive;
+                        }
+                    }
+                    Err(error) => {
+                        let message = format!("its constructor failed: {error}");
+                        self.actor_dead(actor, message);
+                        self.effects.extend(
+                            self.workers
+                                .get(&worker)
+                                .and_then(|w| w.pid)
+                                .map(|pid| Effect::Kill { pid }),
+                        );
+                    }
+                }
+            }
+        }
+        let _ = node;
+    }
+
+    fn end_lease_if_idle(&mut self, worker: WorkerId) {
+        let Some(w) = self.workers.get_mut(&worker) else {
+            return;
+        };
+        if w.assigned.is_empty() {
+            if let Some(lease) = w.lease.take() {
+                if !lease.lent_out {
+                    self.pool.release(&lease.allocation);
+                }
+            }
+        }
+    }
+
+    fn requeue_front(&mut self, task_id: TaskId) {
+        let request = self.tasks[&task_id].spec.resources.clone();
+        self.queues
+            .entry(request.shape_key())
+            .or_insert_with(|| ShapeQueue {
+                request,
+                tasks: VecDeque::new(),
+            })
+            .tasks
+            .push_front(task_id);
+    }
+
+    /// A worker blocked in `get` lends its resources out (`lend = true`) and
+    /// takes them back when the value arrives. Tasks pipelined behind it go back
+    /// to the queue: they may be what it waits for.
+    fn lend_out(&mut self, worker: WorkerId, lend: bool) {
+        let Some(w) = self.workers.get_mut(&worker) else {
+            return;
+        };
+        let Some(lease) = w.lease.as_mut() else {
+            return;
+        };
+        if lease.lent_out == lend {
+            return;
+        }
+        lease.lent_out = lend;
+        let allocation = lease.allocation.clone();
+        if lend {
+            let waiting: Vec<TaskId> = w.assigned.drain(1..).collect();
+            self.pool.release(&allocation);
+            for task in waiting.into_iter().rev() {
+                if let Some(record) = self.tasks.get_mut(&task) {
+                    record.worker = None;
+                }
+                self.requeue_front(task);
+            }
+            // The worker still runs its task; it just holds nothing meanwhile.
+        } else {
+            self.pool.force_acquire(&allocation);
+        }
+    }
+
+    fn remove_worker(&mut self, _node: &Node, worker: WorkerId, message: &str) {
+        let Some(record) = self.workers.remove(&worker) else {
+            return;
+        };
+        if let Some(pid) = record.pid {
+            self.effects.push(Effect::Kill { pid });
+        }
+        if let Some(lease) = &record.lease {
+            if !lease.lent_out {
+                self.pool.release(&lease.allocation);
+            }
+        }
+        if self.shutting_down {
+            return;
+        }
+        if let Some(actor) = record.actor {
+            return self.actor_process_died(actor, message);
+        }
+        let mut assigned = record.assigned.into_iter();
+        let mut requeue = Vec::new();
+        if let Some(running) = assigned.next() {
+            if let Some(task) = self.tasks.get_mut(&running) {
+                task.worker = None;
+                if task.cancelled {
+                    let function = task.spec.invocation.display_name();
+                    self.finish_task(running, Err(Error::Cancelled { function }));
+                } else if task.retries_left > 0 {
+                    task.retries_left -= 1;
+                    requeue.push(running);
+                } else {
+                    let function = task.spec.invocation.display_name();
+                    self.finish_task(
+                        running,
+                        Err(Error::WorkerDied {
+                            function,
+                            message: message.to_string(),
+                        }),
+                    );
+                }
+            }
+        }
+        requeue.extend(assigned);
+        for task in requeue.into_iter().rev() {
+            if let Some(record) = self.tasks.get_mut(&task) {
+                record.worker = None;
+            }
+            self.requeue_front(task);
+        }
+    }
+
+    fn cancel(&mut self, id: ObjectId) -> Result<()> {
+        let Some(task_id) = self.objects.get(&id).and_then(|e| e.producer) else {
+            return Ok(());
+        };
+        let Some(record) = self.tasks.get_mut(&task_id) else {
+            return Ok(());
+        };
+        let function = record.spec.invocation.display_name();
+        match (record.worker, record.kind) {
+            (Some(worker), TaskKind::Stateless) => {
+                let running =
+                    self.workers.get(&worker).and_then(|w| w.assigned.front()) == Some(&task_id);
+                if running {
+                    record.cancelled = true;
+                    if let Some(pid) = self.workers.get(&worker).and_then(|w| w.pid) {
+                        self.effects.push(Effect::Kill { pid });
+                    }
+                    return Ok(());
+                }
+                if let Some(w) = self.workers.get_mut(&worker) {
+                    w.assigned.retain(|t| *t != task_id);
+                }
+            }
+            (Some(_), _) => return Ok(()),
+            (None, _) => {}
+        }
+        for queue in self.queues.values_mut() {
+            queue.tasks.retain(|t| *t != task_id);
+        }
+        for actor in self.actors.values_mut() {
+            actor.pending.retain(|t| *t != task_id);
+        }
+        for waiting in self.waiting_on.values_mut() {
+            waiting.retain(|t| *t != task_id);
+        }
+        self.finish_task(task_id, Err(Error::Cancelled { function }));
+        Ok(())
+    }
+
+    // ----- actors -----
+
+    fn create_actor(&mut self, spec: ActorSpec) -> Result<ActorId> {
+        if let Some(name) = &spec.name {
+            if let Some(&existing) = self.named_actors.get(name) {
+                let alive = self
+                    .actors
+                    .get(&existing)
+                    .is_some_and(|a| !matches!(a.status, ActorStatus::Dead(_)));
+                if alive {
+                    if spec.get_if_exists {
+                        self.release_actor_args(&spec);
+                        return Ok(existing);
+                    }
+                    self.release_actor_args(&spec);
+                    return Err(Error::NameTaken { name: name.clone() });
+                }
+            }
+        }
+        if !self.pool.feasible(&spec.resources) {
+            self.release_actor_args(&spec);
+            return Err(Error::Infeasible {
+                what: format!("actor {}", spec.class),
+                requested: spec.resources.to_string(),
+                available: self.pool.total().to_string(),
+            });
+        }
+        let id = spec.actor_id;
+        if let Some(name) = &spec.name {
+            self.named_actors.insert(name.clone(), id);
+        }
+        self.actors.insert(
+            id,
+            ActorRecord {
+                spec,
+                status: ActorStatus::WaitingForResources,
+                allocation: None,
+                worker: None,
+                restarts_used: 0,
+                pending: VecDeque::new(),
+                inflight: VecDeque::new(),
+            },
+        );
+        self.actors_waiting.push_back(id);
+        Ok(id)
+    }
+
+    fn release_actor_args(&mut self, spec: &ActorSpec) {
+        for arg in &spec.args {
+            match arg {
+                TaskArg::Ref(id) => self.release(*id),
+                TaskArg::Value(blob) => self.free_blob(blob),
+            }
+        }
+    }
+
+    fn start_waiting_actors(&mut self, node: &Node) {
+        let mut still_waiting = VecDeque::new();
+        while let Some(id) = self.actors_waiting.pop_front() {
+            let Some(actor) = self.actors.get(&id) else {
+                continue;
+            };
+            if actor.status != ActorStatus::WaitingForResources {
+                continue;
+            }
+            match self.pool.try_acquire(&actor.spec.resources.clone()) {
+                Some(allocation) => {
+                    let worker = WorkerId(crate::worker::next_worker_number());
+                    let gpu_ids = allocation.gpu_ids();
+                    let actor = self.actors.get_mut(&id).expect("actor seen above");
+                    actor.allocation = Some(allocation);
+                    actor.status = ActorStatus::Starting;
+                    actor.worker = Some(worker);
+                    self.add_worker(worker, gpu_ids, Some(id));
+                }
+                None => still_waiting.push_back(id),
+            }
+        }
+        self.actors_waiting = still_waiting;
+        let _ = node;
+        let ready: Vec<ActorId> = self
+            .actors
+            .iter()
+            .filter(|(_, a)| a.status == ActorStatus::Alive && !a.pending.is_empty())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ready {
+            let Some(worker) = self.actors[&id].worker else {
+                continue;
+            };
+            while let Some(task) = self.actors.get_mut(&id).and_then(|a| a.pending.pop_front()) {
+                self.assign(node, worker, task);
+            }
+        }
+    }
+
+    /// The actor's worker said hello: run its constructor there first.
+    fn start_actor_on(&mut self, node: &Node, actor: ActorId, worker: WorkerId) {
+        let Some(record) = self.actors.get(&actor) else {
+            return;
+        };
+        let task_id = TaskId(node.ids.next());
+        let spec = TaskSpec {
+            task_id,
+            return_id: ObjectId(node.ids.next()),
+            invocation: Invocation::ActorCreate {
+                class: record.spec.class.clone(),
+            },
+            args: record.spec.args.clone(),
+            actor: Some(actor),
+            resources: ResourceSet::default(),
+            max_retries: 0,
+            retry_exceptions: false,
+        };
+        self.tasks.insert(
+            task_id,
+            TaskRecord {
+                spec,
+                kind: TaskKind::ActorCreate(actor),
+                retries_left: 0,
+                missing_deps: 0,
+                worker: None,
+                cancelled: false,
+            },
+        );
+        self.assign(node, worker, task_id);
+    }
+
+    fn actor_process_died(&mut self, actor: ActorId, message: &str) {
+        let Some(record) = self.actors.get_mut(&actor) else {
+            return;
+        };
+        if matches!(record.status, ActorStatus::Dead(_)) {
+            return;
+        }
+        if record.restarts_used >= record.spec.max_restarts {
+            let message = format!(
+                "its process died ({message}) and max_restarts={} is used up",
+                record.spec.max_restarts
+            );
+            return self.actor_dead(actor, message);
+        }
+        record.restarts_used += 1;
+        record.status = ActorStatus::Starting;
+        let inflight: Vec<TaskId> = record.inflight.drain(..).collect();
+        let mut retried = Vec::new();
+        for task in inflight {
+            match self.tasks.get_mut(&task) {
+                Some(t) if t.retries_left > 0 => {
+                    t.retries_left -= 1;
+                    retried.push(task);
+                }
+                Some(t) => {
+                    let error = Error::ActorDied {
+                        actor: t.spec.invocation.display_name(),
+                        message: format!("its process died ({message}) while running this call; the actor is restarting"),
+                    };
+                    self.finish_task(task, Err(error));
+                }
+                None => {}
+            }
+        }
+        let record = self.actors.get_mut(&actor).expect("actor seen above");
+        for task in retried.into_iter().rev() {
+            record.pending.push_front(task);
+        }
+        let gpu_ids = record
+            .allocation
+            .as_ref()
+            .map(Allocation::gpu_ids)
+            .unwrap_or_default();
+        let worker = WorkerId(crate::worker::next_worker_number());
+        record.worker = Some(worker);
+        self.add_worker(worker, gpu_ids, Some(actor));
+    }
+
+    fn actor_dead(&mut self, actor: ActorId, message: String) {
+        let Some(record) = self.actors.get_mut(&actor) else {
+            return;
+        };
+        let error = Error::ActorDied {
+            actor: format!("{} ({actor})", record.spec.class),
+            message,
+        };
+        record.status = ActorStatus::Dead(error.clone());
+        let calls: Vec<TaskId> = record
+            .inflight
+            .drain(..)
+            .chain(record.pending.drain(..))
+            .collect();
+        let allocation = record.allocation.take();
+        let name = record.spec.name.clone();
+        let args = record.spec.args.clone();
+        if let Some(allocation) = allocation {
+            self.pool.release(&allocation);
+        }
+        if let Some(name) = name {
+            if self.named_actors.get(&name) == Some(&actor) {
+                self.named_actors.remove(&name);
+            }
+        }
+        for arg in &args {
+            match arg {
+                TaskArg::Ref(id) => self.release(*id),
+                TaskArg::Value(blob) => self.free_blob(blob),
+            }
+        }
+        if let Some(record) = self.actors.get_mut(&actor) {
+            record.spec.args.clear();
+        }
+        for call in calls {
+            self.finish_task(call, Err(error.clone()));
+        }
+    }
+
+    fn kill_actor(&mut self, actor: ActorId) -> Result<()> {
+        let Some(record) = self.actors.get(&actor) else {
+            return Err(Error::ActorNotFound {
+                name: actor.to_string(),
+            });
+        };
+        let worker = record.worker;
+        self.actor_dead(actor, "killed by oxray_core::kill".into());
+        if let Some(worker) = worker {
+            if let Some(w) = self.workers.remove(&worker) {
+                self.effects.extend(w.pid.map(|pid| Effect::Kill { pid }));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The gRPC service workers connect to.
+struct WorkerService {
+    node: Weak<Node>,
+}
+
+type ToWorkerStream =
+    Pin<Box<dyn Stream<Item = std::result::Result<NodeToWorker, tonic::Status>> + Send>>;
+
+#[tonic::async_trait]
+impl NodeService for WorkerService {
+    type WorkerStreamStream = ToWorkerStream;
+
+    async fn worker_stream(
+        &self,
+        request: tonic::Request<tonic::Streaming<WorkerToNode>>,
+    ) -> std::result::Result<tonic::Response<ToWorkerStream>, tonic::Status> {
+        let mut inbound = request.into_inner();
+        let (worker, pid) = match inbound.message().await? {
+            Some(WorkerToNode::Hello { worker_id, pid }) => (worker_id, pid),
+            Some(_) => {
+                return Err(tonic::Status::invalid_argument(
+                    "the first message of a worker stream must be Hello",
+                ))
+            }
+            None => {
+                return Err(tonic::Status::invalid_argument(
+                    "worker stream closed before Hello",
+                ))
+            }
+        };
+        let node = self
+            .node
+            .upgrade()
+            .ok_or_else(|| tonic::Status::unavailable("node is shutting down"))?;
+        let (sender, receiver) = mpsc::unbounded_channel();
+        if !node.register_worker(worker, pid, sender) {
+            return Err(tonic::Status::permission_denied(format!(
+                "{worker} was not started by this node"
+            )));
+        }
+        let weak = self.node.clone();
+        tokio::spawn(async move {
+            let reason = loop {
+                match inbound.message().await {
+                    Ok(Some(message)) => match weak.upgrade() {
+                        Some(node) => node.handle_worker_message(worker, message),
+                        None => return,
+                    },
+                    Ok(None) => break "its connection closed".to_string(),
+                    Err(status) => break format!("its connection failed: {}", status.message()),
+                }
+            };
+            if let Some(node) = weak.upgrade() {
+                node.worker_exited(worker, reason);
+            }
+        });
+        Ok(tonic::Response::new(Box::pin(
+            UnboundedReceiverStream::new(receiver).map(Ok),
+        )))
+    }
+}
+
+fn kill_process(pid: u32) {
+    // SAFETY: plain syscall on a pid this node started.
+    unsafe {
+        libc::kill(pid as libc::pid_t, libc::SIGKILL);
+    }
+}
+
+fn process_alive(pid: u32) -> bool {
+    // SAFETY: signal 0 only checks for existence.
+    let exists = unsafe { libc::kill(pid as libc::pid_t, 0) == 0 };
+    exists
+        && std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| !s.contains(") Z "))
+            .unwrap_or(false)
+}
+
+fn describe_exit(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit code {code}"),
+        (None, Some(signal)) => format!("killed by signal {signal}"),
+        _ => status.to_string(),
+    }
+}

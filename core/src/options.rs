@@ -1,0 +1,166 @@
+//! Per-call options for tasks and actors, named as Ray names them.
+//!
+//! The generated `options()` builders of remote functions and actor types wrap
+//! these structs and forward the setters (see the `__*_option_setters` macros),
+//! so `add::options().num_cpus(0.5).remote(1, 2)` reads as Ray's
+//! `add.options(num_cpus=0.5).remote(1, 2)`.
+
+use crate::resources::{ResourceSet, CPU, GPU, MEMORY};
+
+/// Options of a stateless task.
+#[derive(Debug, Clone)]
+pub struct TaskOptions {
+    pub resources: ResourceSet,
+    /// Retries when the worker process dies (Ray's default is 3).
+    pub max_retries: u32,
+    /// Also retry when the function returns an error or panics.
+    pub retry_exceptions: bool,
+}
+
+impl Default for TaskOptions {
+    fn default() -> Self {
+        let mut resources = ResourceSet::default();
+        resources.set(CPU, 1.0);
+        TaskOptions {
+            resources,
+            max_retries: 3,
+            retry_exceptions: false,
+        }
+    }
+}
+
+/// Options of an actor.
+#[derive(Debug, Clone, Default)]
+pub struct ActorOptions {
+    /// Held for the actor's whole life. Like Ray's effective default, an actor
+    /// asks for no CPU unless told, so many light actors fit on a small node.
+    pub resources: ResourceSet,
+    pub max_restarts: u32,
+    pub max_task_retries: u32,
+    pub name: Option<String>,
+    pub get_if_exists: bool,
+}
+
+macro_rules! resource_setters {
+    () => {
+        /// CPUs to reserve; fractions allowed.
+        pub fn num_cpus(mut self, amount: f64) -> Self {
+            self.resources.set(CPU, amount);
+            self
+        }
+
+        /// GPUs to reserve; the worker sees the granted ids in
+        /// `CUDA_VISIBLE_DEVICES`.
+        pub fn num_gpus(mut self, amount: f64) -> Self {
+            self.resources.set(GPU, amount);
+            self
+        }
+
+        /// Bytes of memory to reserve.
+        pub fn memory(mut self, bytes: f64) -> Self {
+            self.resources.set(MEMORY, bytes);
+            self
+        }
+
+        /// A custom resource, e.g. `resource("accelerator_slot", 1.0)`.
+        pub fn resource(mut self, name: &str, amount: f64) -> Self {
+            self.resources.set(name, amount);
+            self
+        }
+    };
+}
+
+impl TaskOptions {
+    resource_setters!();
+
+    pub fn max_retries(mut self, retries: u32) -> Self {
+        self.max_retries = retries;
+        self
+    }
+
+    pub fn retry_exceptions(mut self, retry: bool) -> Self {
+        self.retry_exceptions = retry;
+        self
+    }
+}
+
+impl ActorOptions {
+    resource_setters!();
+
+    pub fn max_restarts(mut self, restarts: u32) -> Self {
+        self.max_restarts = restarts;
+        self
+    }
+
+    pub fn max_task_retries(mut self, retries: u32) -> Self {
+        self.max_task_retries = retries;
+        self
+    }
+
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    pub fn get_if_exists(mut self, get_if_exists: bool) -> Self {
+        self.get_if_exists = get_if_exists;
+        self
+    }
+}
+
+/// Forwards the [`TaskOptions`] setters on a generated `options()` builder
+/// (a tuple struct whose field 0 is the options).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __task_option_setters {
+    () => {
+        $crate::__forward_setters!(
+            num_cpus(f64),
+            num_gpus(f64),
+            memory(f64),
+            max_retries(u32),
+            retry_exceptions(bool)
+        );
+        pub fn resource(mut self, name: &str, amount: f64) -> Self {
+            self.0 = self.0.resource(name, amount);
+            self
+        }
+    };
+}
+
+/// Forwards the [`ActorOptions`] setters, like [`__task_option_setters`].
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __actor_option_setters {
+    () => {
+        $crate::__forward_setters!(
+            num_cpus(f64),
+            num_gpus(f64),
+            memory(f64),
+            max_restarts(u32),
+            max_task_retries(u32),
+            get_if_exists(bool)
+        );
+        pub fn resource(mut self, name: &str, amount: f64) -> Self {
+            self.0 = self.0.resource(name, amount);
+            self
+        }
+        pub fn name(mut self, name: impl Into<String>) -> Self {
+            self.0 = self.0.name(name);
+            self
+        }
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __forward_setters {
+    ($($setter:ident($ty:ty)),* $(,)?) => {
+        $(
+            pub fn $setter(mut self, value: $ty) -> Self {
+                self.0 = self.0.$setter(value);
+                self
+            }
+        )*
+    };
+}

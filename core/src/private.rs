@@ -1,0 +1,111 @@
+//! Items the generated code of `#[remote]` and `#[actor]` calls. Not a public
+//! API: paths and signatures here may change with the macros.
+
+pub use crate::protocol::{ObjectBlob, TaskArg};
+pub use crate::registry::{ActorState, ActorType, RemoteFunction, ACTOR_TYPES, REMOTE_FUNCTIONS};
+pub use linkme;
+
+use crate::actor::{ActorClass, ActorHandle, RawActor};
+use crate::error::{Error, Result};
+use crate::ids::{ActorId, ObjectId};
+use crate::object_ref::{Arg, ObjectRef};
+use crate::options::{ActorOptions, TaskOptions};
+use crate::protocol::{ActorSpec, Invocation, TaskSpec};
+use crate::runtime;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// Encodes one argument; an error is reported when the call is submitted.
+pub fn task_arg<T: Serialize>(arg: Arg<T>) -> Result<TaskArg> {
+    let backend = runtime::current()?;
+    arg.into_task_arg(&*backend)
+}
+
+pub fn decode_arg<T: DeserializeOwned>(
+    function: &str,
+    args: &[ObjectBlob],
+    index: usize,
+) -> Result<T> {
+    crate::object_ref::decode_arg(function, args, index)
+}
+
+pub fn encode_result<T: Serialize>(value: &T) -> Result<ObjectBlob> {
+    crate::value::encode_current(value)
+}
+
+/// Turns a function's `Err` into the task's error.
+pub fn application_error(function: &str, error: &dyn std::fmt::Display) -> Error {
+    Error::TaskFailed {
+        function: function.to_string(),
+        message: format!("{error:#}"),
+    }
+}
+
+/// Submits a remote function call. Without a runtime the returned ref fails
+/// at `get` with [`Error::NotInitialized`]... which needs a runtime to hold it,
+/// so that case panics with the error's message, like using Ray before init.
+pub fn submit_function<R>(
+    name: &'static str,
+    args: Vec<Result<TaskArg>>,
+    options: &TaskOptions,
+) -> ObjectRef<R> {
+    let backend = match runtime::current() {
+        Ok(backend) => backend,
+        Err(error) => panic!("cannot call {name}: {error}"),
+    };
+    let return_id = ObjectId(backend.next_id());
+    let invocation = Invocation::Function {
+        name: name.to_string(),
+    };
+    crate::actor::submit(
+        &backend,
+        return_id,
+        invocation,
+        args,
+        |task_id, invocation, args| TaskSpec {
+            task_id,
+            return_id,
+            invocation,
+            args,
+            actor: None,
+            resources: options.resources.clone(),
+            max_retries: options.max_retries,
+            retry_exceptions: options.retry_exceptions,
+        },
+    )
+}
+
+/// Creates an actor of type `A` with encoded constructor arguments.
+pub fn create_actor<A: ActorClass>(
+    args: Vec<Result<TaskArg>>,
+    options: &ActorOptions,
+) -> Result<ActorHandle<A>> {
+    let backend = runtime::current()?;
+    let args = args.into_iter().collect::<Result<Vec<_>>>()?;
+    let spec = ActorSpec {
+        actor_id: ActorId(backend.next_id()),
+        class: A::NAME.to_string(),
+        args,
+        resources: options.resources.clone(),
+        max_restarts: options.max_restarts,
+        max_task_retries: options.max_task_retries,
+        name: options.name.clone(),
+        get_if_exists: options.get_if_exists,
+    };
+    let id = backend.create_actor(spec)?;
+    Ok(ActorHandle::from_raw(RawActor::new(id, A::NAME, backend)))
+}
+
+/// The error for a method name the actor type does not have.
+pub fn unknown_method(class: &str, method: &str) -> Error {
+    Error::UnknownFunction {
+        name: format!("{class}::{method}"),
+    }
+}
+
+/// Downcasts an actor's state to its type.
+pub fn actor_state<'a, A: 'static>(state: &'a mut ActorState, class: &str) -> Result<&'a mut A> {
+    state
+        .downcast_mut::<A>()
+        .ok_or_else(|| Error::Runtime(format!("actor state is not a {class}")))
+}

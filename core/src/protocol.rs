@@ -1,0 +1,159 @@
+//! Messages between a node and its worker processes, and the specs that drivers
+//! and workers submit.
+//!
+//! A worker holds one long-lived bidirectional gRPC stream to its node: tasks,
+//! actor calls, results, reference counts and the worker's own API requests all
+//! travel on it, so the hot path never pays for a new call. Because the stream
+//! is ordered, a worker's one-way messages (submit, put, release) need no reply:
+//! anything it sends later is seen after them.
+
+use crate::error::Error;
+use crate::ids::{ActorId, ObjectId, TaskId, WorkerId};
+use crate::resources::ResourceSet;
+use serde::{Deserialize, Serialize};
+
+/// An encoded value: its bytes (inline or in shared memory), the Rust type it
+/// was made from, and the object ids serialised inside it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ObjectBlob {
+    pub type_name: String,
+    pub contained: Vec<ObjectId>,
+    pub payload: Payload,
+}
+
+/// Where an encoded value's bytes are.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Payload {
+    /// Small values travel with the message.
+    Inline(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// Large values live in a shared-memory file of the node; readers map it.
+    Shared { path: String, len: u64 },
+}
+
+/// What a task is: a remote function, an actor's constructor, or a method.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Invocation {
+    Function { name: String },
+    ActorCreate { class: String },
+    ActorMethod { class: String, method: String },
+}
+
+impl Invocation {
+    /// The name users see in errors.
+    pub fn display_name(&self) -> String {
+        match self {
+            Invocation::Function { name } => name.clone(),
+            Invocation::ActorCreate { class } => format!("{class}::new"),
+            Invocation::ActorMethod { class, method } => format!("{class}::{method}"),
+        }
+    }
+}
+
+/// One argument of a submitted task.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum TaskArg {
+    Value(ObjectBlob),
+    /// Resolved by the node before the task runs.
+    Ref(ObjectId),
+}
+
+/// A stateless task or an actor call, as submitted.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskSpec {
+    pub task_id: TaskId,
+    pub return_id: ObjectId,
+    pub invocation: Invocation,
+    pub args: Vec<TaskArg>,
+    /// `Some` for actor calls.
+    pub actor: Option<ActorId>,
+    pub resources: ResourceSet,
+    pub max_retries: u32,
+    pub retry_exceptions: bool,
+}
+
+/// A request to create an actor.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ActorSpec {
+    pub actor_id: ActorId,
+    pub class: String,
+    pub args: Vec<TaskArg>,
+    pub resources: ResourceSet,
+    pub max_restarts: u32,
+    pub max_task_retries: u32,
+    pub name: Option<String>,
+    pub get_if_exists: bool,
+}
+
+/// What a worker is told to run, with every argument already resolved.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Execute {
+    pub task_id: TaskId,
+    pub invocation: Invocation,
+    pub args: Vec<ObjectBlob>,
+    pub gpu_ids: Vec<u32>,
+}
+
+/// Requests from a worker's own use of the API that need an answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Request {
+    CreateActor(ActorSpec),
+    Get {
+        ids: Vec<ObjectId>,
+        timeout_ms: Option<u64>,
+    },
+    Wait {
+        ids: Vec<ObjectId>,
+        num_returns: usize,
+        timeout_ms: Option<u64>,
+    },
+    NamedActor {
+        name: String,
+    },
+    KillActor(ActorId),
+    Cancel(ObjectId),
+}
+
+/// Answers to [`Request`]s.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Reply {
+    Actor(ActorId),
+    NamedActor(Option<(ActorId, String)>),
+    Objects(Vec<Result<ObjectBlob, Error>>),
+    Ready(Vec<bool>),
+    Done,
+}
+
+/// Worker → node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum WorkerToNode {
+    /// First message on the stream.
+    Hello {
+        worker_id: WorkerId,
+        pid: u32,
+    },
+    Finished {
+        task_id: TaskId,
+        outcome: Result<ObjectBlob, Error>,
+    },
+    Submit(TaskSpec),
+    Put {
+        id: ObjectId,
+        value: Result<ObjectBlob, Error>,
+    },
+    AddRefs(Vec<ObjectId>),
+    Release(Vec<ObjectId>),
+    Request {
+        request_id: u64,
+        request: Request,
+    },
+}
+
+/// Node → worker.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum NodeToWorker {
+    Execute(Execute),
+    Reply {
+        request_id: u64,
+        reply: Result<Reply, Error>,
+    },
+}

@@ -1,0 +1,192 @@
+//! The process-wide runtime and the public API built on it.
+//!
+//! Every process has one *backend*: in a driver it is the embedded node itself
+//! (calls are plain function calls, no sockets), in a worker it is a client that
+//! speaks to the node over the worker's stream. The API functions (`put`, `get`,
+//! `wait`, remote calls) only see the [`Backend`] trait, which is also the seam
+//! for joining a remote cluster by address.
+
+use crate::error::{Error, Result};
+use crate::ids::{ActorId, ObjectId};
+use crate::node::{Node, NodeConfig};
+use crate::object_ref::ObjectRef;
+use crate::protocol::{ActorSpec, ObjectBlob, TaskSpec};
+use crate::value;
+use parking_lot::RwLock;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What the API needs from "the cluster", wherever it is.
+pub(crate) trait Backend: Send + Sync {
+    fn session(&self) -> &str;
+    fn next_id(&self) -> u64;
+    fn submit(&self, spec: TaskSpec);
+    fn create_actor(&self, spec: ActorSpec) -> Result<ActorId>;
+    fn put(&self, id: ObjectId, value: Result<ObjectBlob>);
+    fn get(&self, ids: &[ObjectId], timeout: Option<Duration>) -> Result<Vec<Result<ObjectBlob>>>;
+    fn wait(
+        &self,
+        ids: &[ObjectId],
+        num_returns: usize,
+        timeout: Option<Duration>,
+    ) -> Result<Vec<bool>>;
+    fn add_refs(&self, ids: &[ObjectId]);
+    fn release(&self, ids: &[ObjectId]);
+    fn cancel(&self, id: ObjectId) -> Result<()>;
+    fn kill_actor(&self, id: ActorId) -> Result<()>;
+    fn named_actor(&self, name: &str) -> Result<Option<(ActorId, String)>>;
+}
+
+static CURRENT: RwLock<Option<Arc<dyn Backend>>> = RwLock::new(None);
+static EMBEDDED: RwLock<Option<Arc<Node>>> = RwLock::new(None);
+
+pub(crate) fn current() -> Result<Arc<dyn Backend>> {
+    CURRENT.read().clone().ok_or(Error::NotInitialized)
+}
+
+pub(crate) fn install(backend: Arc<dyn Backend>) {
+    *CURRENT.write() = Some(backend);
+}
+
+/// How to start or join a cluster; see [`init`].
+#[derive(Debug, Clone, Default)]
+pub struct InitOptions {
+    pub address: Option<String>,
+    pub num_cpus: Option<f64>,
+    pub num_gpus: Option<f64>,
+    pub memory: Option<f64>,
+    pub resources: BTreeMap<String, f64>,
+}
+
+impl InitOptions {
+    /// Join the cluster whose head listens at `address` (`host:port`).
+    pub fn address(mut self, address: impl Into<String>) -> Self {
+        self.address = Some(address.into());
+        self
+    }
+
+    /// CPUs this node offers (default: the machine's logical cores).
+    pub fn num_cpus(mut self, n: f64) -> Self {
+        self.num_cpus = Some(n);
+        self
+    }
+
+    /// GPUs this node offers (default: detected NVIDIA devices).
+    pub fn num_gpus(mut self, n: f64) -> Self {
+        self.num_gpus = Some(n);
+        self
+    }
+
+    /// Bytes of memory this node offers for `memory` requests.
+    pub fn memory(mut self, bytes: f64) -> Self {
+        self.memory = Some(bytes);
+        self
+    }
+
+    /// A custom resource this node offers.
+    pub fn resource(mut self, name: impl Into<String>, amount: f64) -> Self {
+        self.resources.insert(name.into(), amount);
+        self
+    }
+}
+
+/// Starts the embedded single-node cluster (head services and node in this
+/// process, workers as child processes), or joins one by address.
+pub fn init(options: InitOptions) -> Result<()> {
+    crate::worker::keep_worker_entry_linked();
+    let mut embedded = EMBEDDED.write();
+    if embedded.is_some() || CURRENT.read().is_some() {
+        return Err(Error::AlreadyInitialized);
+    }
+    if let Some(address) = &options.address {
+        return Err(Error::Runtime(format!(
+            "cannot join the cluster at {address}: this build runs the embedded single-node cluster only"
+        )));
+    }
+    let node = Node::start(NodeConfig::detect(&options)?)?;
+    install(node.clone());
+    *embedded = Some(node);
+    Ok(())
+}
+
+/// Stops the embedded cluster: workers are told to exit and reaped, shared
+/// memory is removed. Safe to call when not initialized.
+pub fn shutdown() {
+    let node = EMBEDDED.write().take();
+    *CURRENT.write() = None;
+    if let Some(node) = node {
+        node.shutdown();
+    }
+}
+
+/// Whether [`init`] has run in this process (or this is a worker).
+pub fn is_initialized() -> bool {
+    CURRENT.read().is_some()
+}
+
+/// Stores `value` in the object store (Ray's `ray.put`).
+pub fn put<T: Serialize>(value: &T) -> Result<ObjectRef<T>> {
+    let backend = current()?;
+    let blob = value::encode(value, &*backend)?;
+    let id = ObjectId(backend.next_id());
+    backend.put(id, Ok(blob));
+    Ok(ObjectRef::adopt(id, backend))
+}
+
+/// Waits for one object and returns its value (Ray's `ray.get`).
+pub fn get<T: DeserializeOwned>(object: &ObjectRef<T>) -> Result<T> {
+    let backend = current()?;
+    let mut blobs = backend.get(&[object.id()], None)?;
+    value::decode(&blobs.pop().expect("one id asked, one blob answered")?)
+}
+
+/// Waits for all objects and returns their values in order.
+pub fn get_all<T: DeserializeOwned>(objects: &[ObjectRef<T>]) -> Result<Vec<T>> {
+    get_all_timeout(objects, None)
+}
+
+/// Like [`get_all`], failing with [`Error::Timeout`] after `timeout`.
+pub fn get_all_timeout<T: DeserializeOwned>(
+    objects: &[ObjectRef<T>],
+    timeout: Option<Duration>,
+) -> Result<Vec<T>> {
+    let backend = current()?;
+    let ids: Vec<ObjectId> = objects.iter().map(ObjectRef::id).collect();
+    backend
+        .get(&ids, timeout)?
+        .into_iter()
+        .map(|blob| value::decode(&blob?))
+        .collect()
+}
+
+/// Splits `objects` into ready and not-ready lists, returning once
+/// `num_returns` are ready or `timeout` passes. Both lists keep the input order
+/// and the ready list holds at most `num_returns` refs, as in Ray.
+pub fn wait<T>(
+    objects: &[ObjectRef<T>],
+    num_returns: usize,
+    timeout: Option<Duration>,
+) -> Result<(Vec<ObjectRef<T>>, Vec<ObjectRef<T>>)> {
+    let backend = current()?;
+    let ids: Vec<ObjectId> = objects.iter().map(ObjectRef::id).collect();
+    let ready = backend.wait(&ids, num_returns.min(ids.len()), timeout)?;
+    let (mut done, mut pending) = (Vec::new(), Vec::new());
+    for (object, is_ready) in objects.iter().zip(ready) {
+        if is_ready {
+            done.push(object.clone());
+        } else {
+            pending.push(object.clone());
+        }
+    }
+    Ok((done, pending))
+}
+
+/// Cancels the task that produces `object`: a queued task never runs, a
+/// running one has its worker stopped. `get` then fails with
+/// [`Error::Cancelled`]. Cancelling a finished task does nothing.
+pub fn cancel<T>(object: &ObjectRef<T>) -> Result<()> {
+    current()?.cancel(object.id())
+}

@@ -1,0 +1,104 @@
+//! Encoding values into objects and back.
+//!
+//! Values are serde-encoded with postcard. Two things ride along with the bytes:
+//! the Rust type name, so a `get` of the wrong type is a clear
+//! [`Error::TypeMismatch`] rather than garbage; and the ids of every
+//! [`ObjectRef`](crate::ObjectRef) serialised inside the value, so the node keeps
+//! those objects alive for as long as the value that mentions them exists.
+
+use crate::error::{Error, Result};
+use crate::ids::ObjectId;
+use crate::protocol::{ObjectBlob, Payload};
+use crate::runtime::{self, Backend};
+use crate::shm;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::cell::RefCell;
+
+thread_local! {
+    /// Ids of object refs met while encoding on this thread.
+    static CAPTURED: RefCell<Option<Vec<ObjectId>>> = const { RefCell::new(None) };
+}
+
+/// Called by `ObjectRef`'s `Serialize` impl.
+pub(crate) fn capture(id: ObjectId) {
+    CAPTURED.with(|c| {
+        if let Some(ids) = c.borrow_mut().as_mut() {
+            ids.push(id);
+        }
+    });
+}
+
+/// Encodes `value` for `backend`, writing large values to shared memory.
+pub(crate) fn encode<T: Serialize + ?Sized>(
+    value: &T,
+    backend: &dyn Backend,
+) -> Result<ObjectBlob> {
+    let previous = CAPTURED.with(|c| c.borrow_mut().replace(Vec::new()));
+    let encoded = encode_bytes(value, backend);
+    let contained = CAPTURED
+        .with(|c| std::mem::replace(&mut *c.borrow_mut(), previous))
+        .unwrap_or_default();
+    let payload = encoded?;
+    if !contained.is_empty() {
+        // The value now holds references of its own, released when it is freed.
+        backend.add_refs(&contained);
+    }
+    Ok(ObjectBlob {
+        type_name: std::any::type_name::<T>().to_string(),
+        contained,
+        payload,
+    })
+}
+
+fn encode_bytes<T: Serialize + ?Sized>(value: &T, backend: &dyn Backend) -> Result<Payload> {
+    let encode_error = |e: postcard::Error| Error::Decode {
+        what: format!("a {} to encode", std::any::type_name::<T>()),
+        message: e.to_string(),
+    };
+    let len = postcard::serialize_with_flavor(value, postcard::ser_flavors::Size::default())
+        .map_err(encode_error)?;
+    if len < shm::INLINE_LIMIT {
+        return postcard::to_allocvec(value)
+            .map(Payload::Inline)
+            .map_err(encode_error);
+    }
+    let id = ObjectId(backend.next_id());
+    let path = shm::create(backend.session(), id, len, |buf| {
+        postcard::to_slice(value, buf)
+            .map(|_| ())
+            .map_err(encode_error)
+    })?;
+    Ok(Payload::Shared {
+        path: path.to_string_lossy().into_owned(),
+        len: len as u64,
+    })
+}
+
+/// Decodes a blob into `T`, checking the type it was made from.
+pub(crate) fn decode<T: DeserializeOwned>(blob: &ObjectBlob) -> Result<T> {
+    let expected = std::any::type_name::<T>();
+    if blob.type_name != expected {
+        return Err(Error::TypeMismatch {
+            expected: expected.to_string(),
+            found: blob.type_name.clone(),
+        });
+    }
+    let decode_error = |e: postcard::Error| Error::Decode {
+        what: format!("a {expected}"),
+        message: e.to_string(),
+    };
+    match &blob.payload {
+        Payload::Inline(bytes) => postcard::from_bytes(bytes).map_err(decode_error),
+        Payload::Shared { path, .. } => {
+            let map = shm::open(path)?;
+            postcard::from_bytes(&map).map_err(decode_error)
+        }
+    }
+}
+
+/// Encodes with the current runtime (used by generated code and the API).
+pub(crate) fn encode_current<T: Serialize + ?Sized>(value: &T) -> Result<ObjectBlob> {
+    let backend = runtime::current()?;
+    encode(value, &*backend)
+}
