@@ -1,0 +1,105 @@
+//! CartPole-v1: a pole balanced on a cart pushed left or right.
+//!
+//! Barto, Sutton and Anderson's cart-pole with Gymnasium's constants, explicit
+//! Euler integration and termination at |x| > 2.4 or |θ| > 12°. The state is
+//! float64 and the observation its float32 cast, as in Gymnasium.
+
+use super::{reset_bounds, uniform, Dynamics, Transition, Trig};
+use crate::env::ResetOptions;
+use crate::error::EnvError;
+use crate::rng::EnvRng;
+use crate::spaces::{BoxSpace, DType, Space};
+
+const GRAVITY: f64 = 9.8;
+const MASS_CART: f64 = 1.0;
+const MASS_POLE: f64 = 0.1;
+const TOTAL_MASS: f64 = MASS_POLE + MASS_CART;
+/// Half the pole's length, as Gymnasium's `length` is.
+const HALF_LENGTH: f64 = 0.5;
+const POLE_MASS_LENGTH: f64 = MASS_POLE * HALF_LENGTH;
+const FORCE_MAG: f64 = 10.0;
+const TAU: f64 = 0.02;
+const THETA_THRESHOLD: f64 = 12.0 * 2.0 * std::f64::consts::PI / 360.0;
+const X_THRESHOLD: f64 = 2.4;
+
+/// CartPole-v1's dynamics; the action pushes right when `true`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CartPole;
+
+impl Dynamics for CartPole {
+    const ID: &'static str = "CartPole-v1";
+    const MAX_EPISODE_STEPS: u32 = 500;
+    const STATE_LEN: usize = 4;
+    const OBS_LEN: usize = 4;
+    type State = [f64; 4];
+    type Action = bool;
+
+    fn observation_space(&self) -> Space {
+        let high = vec![
+            X_THRESHOLD * 2.0,
+            f64::INFINITY,
+            THETA_THRESHOLD * 2.0,
+            f64::INFINITY,
+        ];
+        let low = high.iter().map(|x| -x).collect();
+        Space::Box(BoxSpace::new(low, high, vec![4], DType::F32).expect("static bounds"))
+    }
+
+    fn action_space(&self) -> Space {
+        Space::discrete(2)
+    }
+
+    fn discrete_action(&self, action: i64) -> Option<bool> {
+        match action {
+            0 => Some(false),
+            1 => Some(true),
+            _ => None,
+        }
+    }
+
+    fn initial_state(
+        &self,
+        rng: &mut EnvRng,
+        options: Option<&ResetOptions>,
+    ) -> Result<[f64; 4], EnvError> {
+        let (low, high) = reset_bounds(Self::ID, options, -0.05, 0.05)?;
+        Ok(std::array::from_fn(|_| uniform(rng, low, high)))
+    }
+
+    #[inline(always)]
+    fn step<T: Trig>(&self, state: &mut [f64; 4], push_right: bool) -> Transition {
+        let [x, x_dot, theta, theta_dot] = *state;
+        let force = if push_right { FORCE_MAG } else { -FORCE_MAG };
+        let cos_theta = T::cos(theta);
+        let sin_theta = T::sin(theta);
+        // Same operation order as Gymnasium, so results agree to the last bit.
+        let temp = (force + POLE_MASS_LENGTH * (theta_dot * theta_dot) * sin_theta) / TOTAL_MASS;
+        let theta_acc = (GRAVITY * sin_theta - cos_theta * temp)
+            / (HALF_LENGTH * (4.0 / 3.0 - MASS_POLE * (cos_theta * cos_theta) / TOTAL_MASS));
+        let x_acc = temp - POLE_MASS_LENGTH * theta_acc * cos_theta / TOTAL_MASS;
+        let x = x + TAU * x_dot;
+        let x_dot = x_dot + TAU * x_acc;
+        let theta = theta + TAU * theta_dot;
+        let theta_dot = theta_dot + TAU * theta_acc;
+        *state = [x, x_dot, theta, theta_dot];
+        let terminated = (x < -X_THRESHOLD)
+            | (x > X_THRESHOLD)
+            | (theta < -THETA_THRESHOLD)
+            | (theta > THETA_THRESHOLD);
+        Transition {
+            reward: 1.0,
+            terminated,
+        }
+    }
+
+    #[inline(always)]
+    fn observe<T: Trig>(&self, state: &[f64; 4], obs: &mut [f32]) {
+        for (o, s) in obs.iter_mut().zip(state) {
+            *o = *s as f32;
+        }
+    }
+
+    fn reward_after_termination(&self, _reward: f64) -> f64 {
+        0.0
+    }
+}

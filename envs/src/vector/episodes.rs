@@ -1,0 +1,55 @@
+//! Per-sub-env episode bookkeeping shared by the vector envs: running
+//! returns and lengths, which sub-envs await a `NextStep` reset, and the list
+//! of episodes that finished in the current step.
+
+use super::FinishedEpisode;
+
+#[derive(Debug, Clone, Default)]
+pub(super) struct EpisodeTracker {
+    returns: Vec<f64>,
+    lengths: Vec<u64>,
+    pub(super) needs_reset: Vec<bool>,
+    pub(super) finished: Vec<FinishedEpisode>,
+}
+
+impl EpisodeTracker {
+    pub(super) fn new(num_envs: usize) -> Self {
+        Self {
+            returns: vec![0.0; num_envs],
+            lengths: vec![0; num_envs],
+            needs_reset: vec![false; num_envs],
+            finished: Vec::new(),
+        }
+    }
+
+    /// Forgets all episodes (after a full reset).
+    pub(super) fn reset_all(&mut self) {
+        self.returns.fill(0.0);
+        self.lengths.fill(0);
+        self.needs_reset.fill(false);
+        self.finished.clear();
+    }
+
+    /// Starts sub-env `index`'s next episode.
+    #[inline]
+    pub(super) fn restart(&mut self, index: usize) {
+        self.returns[index] = 0.0;
+        self.lengths[index] = 0;
+        self.needs_reset[index] = false;
+    }
+
+    /// Adds a step's reward; returns whether the episode ended, recording it.
+    #[inline]
+    pub(super) fn record(&mut self, index: usize, reward: f64, done: bool) -> bool {
+        self.returns[index] += reward;
+        self.lengths[index] += 1;
+        if done {
+            self.finished.push(FinishedEpisode {
+                env_index: index,
+                episode_return: self.returns[index],
+                length: self.lengths[index],
+            });
+        }
+        done
+    }
+}

@@ -1,0 +1,200 @@
+//! The fast path for the built-in envs: all copies' states side by side,
+//! stepped by one loop over the shared [`Dynamics::step`].
+//!
+//! The loop body is the scalar dynamics inlined, with [`Poly`] sines and
+//! cosines (no calls, no branches the optimizer cannot turn into selects), so
+//! LLVM vectorizes it across environments. Everything rare (time limits,
+//! episode ends, resets) happens in a second, scalar pass over the flags.
+//! Each copy has its own generator seeded with `seed + i`, exactly as the
+//! scalar envs are, so both paths start the same episodes.
+
+use super::episodes::EpisodeTracker;
+use super::{
+    invalid_sub_action, wrong_action_count, Actions, AutoresetMode, VectorEnv, VectorStep,
+};
+use crate::classic::{Dynamics, Poly, Trig};
+use crate::error::EnvError;
+use crate::rng::{seeded_rng, EnvRng};
+use crate::spaces::Space;
+use ndarray::{Array2, ArrayView2};
+use std::marker::PhantomData;
+
+/// `num_envs` copies of a built-in env, time-limited to `max_episode_steps`.
+pub struct SoaVectorEnv<D: Dynamics, T: Trig = Poly> {
+    dynamics: D,
+    observation_space: Space,
+    action_space: Space,
+    mode: AutoresetMode,
+    max_episode_steps: u64,
+    states: Vec<D::State>,
+    actions: Vec<D::Action>,
+    rngs: Vec<EnvRng>,
+    elapsed: Vec<u64>,
+    obs: Array2<f32>,
+    final_obs: Array2<f32>,
+    rewards: Vec<f64>,
+    terminated: Vec<bool>,
+    truncated: Vec<bool>,
+    episodes: EpisodeTracker,
+    trig: PhantomData<T>,
+}
+
+impl<D: Dynamics, T: Trig> SoaVectorEnv<D, T> {
+    pub fn new(dynamics: D, num_envs: usize, max_episode_steps: u64, mode: AutoresetMode) -> Self {
+        Self {
+            observation_space: dynamics.observation_space(),
+            action_space: dynamics.action_space(),
+            dynamics,
+            mode,
+            max_episode_steps,
+            states: vec![D::State::default(); num_envs],
+            actions: vec![D::Action::default(); num_envs],
+            rngs: (0..num_envs).map(|_| seeded_rng(None)).collect(),
+            elapsed: vec![0; num_envs],
+            obs: Array2::zeros((num_envs, D::OBS_LEN)),
+            final_obs: Array2::zeros((num_envs, D::OBS_LEN)),
+            rewards: vec![0.0; num_envs],
+            terminated: vec![false; num_envs],
+            truncated: vec![false; num_envs],
+            episodes: EpisodeTracker::new(num_envs),
+            trig: PhantomData,
+        }
+    }
+
+    /// The physical state of copy `index` (Gymnasium's `env.unwrapped.state`).
+    pub fn state(&self, index: usize) -> Option<&[f64]> {
+        self.states.get(index).map(|s| &s.as_ref()[..D::STATE_LEN])
+    }
+
+    fn reset_copy(&mut self, index: usize) -> Result<(), EnvError> {
+        let state = self.dynamics.initial_state(&mut self.rngs[index], None)?;
+        let row = self
+            .obs
+            .row_mut(index)
+            .into_slice()
+            .expect("rows are contiguous");
+        self.dynamics.observe::<T>(&state, row);
+        self.states[index] = state;
+        self.elapsed[index] = 0;
+        self.episodes.restart(index);
+        Ok(())
+    }
+
+    /// Validates and decodes every copy's action into `self.actions`.
+    fn decode_actions(&mut self, actions: Actions<'_>) -> Result<(), EnvError> {
+        let n = self.states.len();
+        let id = D::ID;
+        match actions {
+            Actions::Discrete(a) if a.len() == n => {
+                for (index, (slot, action)) in self.actions.iter_mut().zip(a).enumerate() {
+                    *slot = self.dynamics.discrete_action(*action).ok_or_else(|| {
+                        invalid_sub_action(id, &self.action_space, index, action.to_string())
+                    })?;
+                }
+            }
+            Actions::Continuous(a) if n > 0 && a.len() % n == 0 && a.len() > 0 => {
+                let dim = a.len() / n;
+                for (index, (slot, action)) in
+                    self.actions.iter_mut().zip(a.chunks_exact(dim)).enumerate()
+                {
+                    *slot = self.dynamics.continuous_action(action).ok_or_else(|| {
+                        invalid_sub_action(id, &self.action_space, index, format!("{action:?}"))
+                    })?;
+                }
+            }
+            _ => return Err(wrong_action_count(id, &self.action_space, actions.len(), n)),
+        }
+        Ok(())
+    }
+
+    /// The hot loop: every copy advances one step. Kept free of anything but
+    /// the dynamics so that it vectorizes.
+    fn advance_all(&mut self) {
+        let obs = self.obs.as_slice_mut().expect("standard layout");
+        let copies = self
+            .states
+            .iter_mut()
+            .zip(&self.actions)
+            .zip(obs.chunks_exact_mut(D::OBS_LEN))
+            .zip(self.rewards.iter_mut().zip(&mut self.terminated));
+        for (((state, action), obs), (reward, terminated)) in copies {
+            let transition = self.dynamics.step::<T>(state, *action);
+            self.dynamics.observe::<T>(state, obs);
+            *reward = transition.reward;
+            *terminated = transition.terminated;
+        }
+    }
+}
+
+impl<D: Dynamics, T: Trig + Send> VectorEnv for SoaVectorEnv<D, T> {
+    fn id(&self) -> &str {
+        D::ID
+    }
+
+    fn num_envs(&self) -> usize {
+        self.states.len()
+    }
+
+    fn single_observation_space(&self) -> &Space {
+        &self.observation_space
+    }
+
+    fn single_action_space(&self) -> &Space {
+        &self.action_space
+    }
+
+    fn autoreset_mode(&self) -> AutoresetMode {
+        self.mode
+    }
+
+    fn observations(&self) -> ArrayView2<'_, f32> {
+        self.obs.view()
+    }
+
+    fn reset(&mut self, seed: Option<u64>) -> Result<ArrayView2<'_, f32>, EnvError> {
+        self.episodes.reset_all();
+        for index in 0..self.states.len() {
+            if let Some(seed) = seed {
+                self.rngs[index] = seeded_rng(Some(seed.wrapping_add(index as u64)));
+            }
+            self.reset_copy(index)?;
+        }
+        Ok(self.obs.view())
+    }
+
+    fn step(&mut self, actions: Actions<'_>) -> Result<VectorStep<'_>, EnvError> {
+        self.decode_actions(actions)?;
+        self.advance_all();
+        self.episodes.finished.clear();
+        for index in 0..self.states.len() {
+            if self.episodes.needs_reset[index] {
+                self.reset_copy(index)?;
+                self.rewards[index] = 0.0;
+                self.terminated[index] = false;
+                self.truncated[index] = false;
+                continue;
+            }
+            self.elapsed[index] += 1;
+            let truncated = self.elapsed[index] >= self.max_episode_steps;
+            self.truncated[index] = truncated;
+            let done = self.terminated[index] || truncated;
+            if self.episodes.record(index, self.rewards[index], done) {
+                match self.mode {
+                    AutoresetMode::NextStep => self.episodes.needs_reset[index] = true,
+                    AutoresetMode::SameStep => {
+                        self.final_obs.row_mut(index).assign(&self.obs.row(index));
+                        self.reset_copy(index)?;
+                    }
+                }
+            }
+        }
+        Ok(VectorStep {
+            obs: self.obs.view(),
+            rewards: &self.rewards,
+            terminated: &self.terminated,
+            truncated: &self.truncated,
+            final_obs: (self.mode == AutoresetMode::SameStep).then(|| self.final_obs.view()),
+            episodes: &self.episodes.finished,
+        })
+    }
+}
