@@ -141,7 +141,11 @@ pub fn load(dir: &Path) -> Result<Checkpoint, Error> {
 
 /// Accepts a checkpoint directory, a `checkpoints/` directory or a run directory.
 fn resolve(path: &Path) -> PathBuf {
-    for candidate in [path.to_path_buf(), path.join(LATEST), path.join("checkpoints").join(LATEST)] {
+    for candidate in [
+        path.to_path_buf(),
+        path.join(LATEST),
+        path.join("checkpoints").join(LATEST),
+    ] {
         if candidate.join(METADATA).exists() {
             return candidate;
         }
@@ -187,7 +191,10 @@ mod tests {
         second.state = serde_json::json!({"iteration": 4});
         save(dir.path(), "checkpoint_000002", &second).unwrap();
         assert_eq!(load(dir.path()).unwrap(), second);
-        assert_eq!(load(&dir.path().join("checkpoint_000001")).unwrap(), sample());
+        assert_eq!(
+            load(&dir.path().join("checkpoint_000001")).unwrap(),
+            sample()
+        );
     }
 
     #[test]

@@ -31,6 +31,21 @@ impl ActionDistribution {
         ActionDistribution::DiagGaussian { mean, log_std }
     }
 
+    /// The rows `index` of this batch of distributions.
+    pub fn select(&self, index: &Tensor) -> ActionDistribution {
+        match self {
+            ActionDistribution::Categorical { log_probs } => ActionDistribution::Categorical {
+                log_probs: log_probs.index_select(0, index),
+            },
+            ActionDistribution::DiagGaussian { mean, log_std } => {
+                ActionDistribution::DiagGaussian {
+                    mean: mean.index_select(0, index),
+                    log_std: log_std.index_select(0, index),
+                }
+            }
+        }
+    }
+
     /// log π(a|s) for actions laid out `[B, action_dim]` (a Discrete action is
     /// its index as f32), shape `[B]`.
     pub fn log_prob(&self, actions: &Tensor) -> Tensor {
@@ -68,13 +83,22 @@ impl ActionDistribution {
                 (p.exp() * (p - q)).sum_dim_intlist(-1, false, Kind::Float)
             }
             (
-                DiagGaussian { mean: m1, log_std: s1 },
-                DiagGaussian { mean: m2, log_std: s2 },
+                DiagGaussian {
+                    mean: m1,
+                    log_std: s1,
+                },
+                DiagGaussian {
+                    mean: m2,
+                    log_std: s2,
+                },
             ) => {
                 let var_ratio = ((s1 - s2) * 2.0).exp();
                 let mean_term = ((m1 - m2) / s2.exp()).square();
-                ((var_ratio + mean_term - 1.0) * 0.5 - (s1 - s2))
-                    .sum_dim_intlist(-1, false, Kind::Float)
+                ((var_ratio + mean_term - 1.0) * 0.5 - (s1 - s2)).sum_dim_intlist(
+                    -1,
+                    false,
+                    Kind::Float,
+                )
             }
             _ => panic!("KL between different distribution kinds"),
         }
@@ -113,7 +137,11 @@ impl ActionDistribution {
                     let mut total = 0.0;
                     for j in 0..d {
                         let i = b * d + j;
-                        let z: f32 = if explore { rng.sample(StandardNormal) } else { 0.0 };
+                        let z: f32 = if explore {
+                            rng.sample(StandardNormal)
+                        } else {
+                            0.0
+                        };
                         actions[i] = mean[i] + log_std[i].exp() * z;
                         total += -0.5 * z * z - log_std[i] - HALF_LN_2PI as f32;
                     }
@@ -145,7 +173,13 @@ fn argmax(values: &[f32]) -> usize {
     values
         .iter()
         .enumerate()
-        .fold((0, f32::NEG_INFINITY), |best, (i, &v)| if v > best.1 { (i, v) } else { best })
+        .fold((0, f32::NEG_INFINITY), |best, (i, &v)| {
+            if v > best.1 {
+                (i, v)
+            } else {
+                best
+            }
+        })
         .0
 }
 
@@ -164,11 +198,23 @@ mod tests {
     #[test]
     fn categorical_terms_match_hand_computed_values() {
         // probabilities 0.25 and 0.75
-        let d = ActionDistribution::categorical(Tensor::from_slice(&[0.25f32.ln(), 0.75f32.ln()]).view([1, 2]));
-        close(&d.log_prob(&Tensor::from_slice(&[1.0f32]).view([1, 1])), &[0.75f64.ln()]);
-        close(&d.entropy(), &[-(0.25 * 0.25f64.ln() + 0.75 * 0.75f64.ln())]);
-        let uniform = ActionDistribution::categorical(Tensor::zeros([1, 2], (Kind::Float, tch::Device::Cpu)));
-        close(&d.kl(&uniform), &[0.25 * (0.25f64 / 0.5).ln() + 0.75 * (0.75f64 / 0.5).ln()]);
+        let d = ActionDistribution::categorical(
+            Tensor::from_slice(&[0.25f32.ln(), 0.75f32.ln()]).view([1, 2]),
+        );
+        close(
+            &d.log_prob(&Tensor::from_slice(&[1.0f32]).view([1, 1])),
+            &[0.75f64.ln()],
+        );
+        close(
+            &d.entropy(),
+            &[-(0.25 * 0.25f64.ln() + 0.75 * 0.75f64.ln())],
+        );
+        let uniform =
+            ActionDistribution::categorical(Tensor::zeros([1, 2], (Kind::Float, tch::Device::Cpu)));
+        close(
+            &d.kl(&uniform),
+            &[0.25 * (0.25f64 / 0.5).ln() + 0.75 * (0.75f64 / 0.5).ln()],
+        );
     }
 
     #[test]
@@ -180,20 +226,28 @@ mod tests {
         let sigma = 0.5f64.exp();
         let a = 2.0;
         let expected_logp = -0.5 * ((a - 1.0) / sigma).powi(2) - 0.5 - HALF_LN_2PI;
-        close(&d.log_prob(&Tensor::from_slice(&[2.0f32]).view([1, 1])), &[expected_logp]);
+        close(
+            &d.log_prob(&Tensor::from_slice(&[2.0f32]).view([1, 1])),
+            &[expected_logp],
+        );
         close(&d.entropy(), &[0.5 + 0.5 + HALF_LN_2PI]);
         let std_normal = ActionDistribution::diag_gaussian(
             Tensor::zeros([1, 1], (Kind::Float, tch::Device::Cpu)),
             Tensor::zeros([1, 1], (Kind::Float, tch::Device::Cpu)),
         );
         // KL(N(1, σ²) ‖ N(0, 1)) = (σ² + 1 − 1)/2 − ln σ
-        close(&d.kl(&std_normal), &[(sigma * sigma + 1.0 - 1.0) / 2.0 - 0.5]);
+        close(
+            &d.kl(&std_normal),
+            &[(sigma * sigma + 1.0 - 1.0) / 2.0 - 0.5],
+        );
     }
 
     #[test]
     fn host_sampling_agrees_with_tensor_log_prob() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
-        let d = ActionDistribution::categorical(Tensor::from_slice(&[0.1f32, 0.2, 0.7, 1.0, 1.0, -2.0]).view([2, 3]));
+        let d = ActionDistribution::categorical(
+            Tensor::from_slice(&[0.1f32, 0.2, 0.7, 1.0, 1.0, -2.0]).view([2, 3]),
+        );
         let (mut actions, mut logp) = ([0.0; 2], [0.0; 2]);
         d.sample_into(&mut rng, true, &mut actions, &mut logp);
         let logp_tensor = d.log_prob(&Tensor::from_slice(&actions).view([2, 1]));

@@ -7,6 +7,8 @@
 
 pub mod checkpoint;
 pub mod distributions;
+pub mod env_runner;
+pub mod env_runner_group;
 pub mod gae;
 pub mod learner;
 pub mod loggers;

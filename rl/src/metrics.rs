@@ -59,8 +59,14 @@ impl EpisodeWindow {
         let returns = &self.returns;
         if let Some(m) = mean(returns) {
             metrics.insert(EPISODE_RETURN_MEAN.into(), m);
-            metrics.insert("env_runners/episode_return_min".into(), fold(returns, f64::min));
-            metrics.insert("env_runners/episode_return_max".into(), fold(returns, f64::max));
+            metrics.insert(
+                "env_runners/episode_return_min".into(),
+                fold(returns, f64::min),
+            );
+            metrics.insert(
+                "env_runners/episode_return_max".into(),
+                fold(returns, f64::max),
+            );
         }
         if let Some(m) = mean(&self.lengths) {
             metrics.insert(EPISODE_LEN_MEAN.into(), m);

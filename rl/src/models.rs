@@ -43,10 +43,15 @@ impl Default for ModelConfig {
 /// Action space as the model and the distributions see it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum ActionSpace {
-    Discrete { n: usize },
+    Discrete {
+        n: usize,
+    },
     /// Actions are clipped to `[low, high]` before they reach the env; the
     /// Gaussian itself is unbounded, as in RLlib.
-    Box { low: Vec<f32>, high: Vec<f32> },
+    Box {
+        low: Vec<f32>,
+        high: Vec<f32>,
+    },
 }
 
 impl ActionSpace {
@@ -191,8 +196,7 @@ impl ActorCritic {
     }
 
     pub fn set_weights(&mut self, bytes: &[u8]) -> Result<(), tch::TchError> {
-        self.var_store
-            .load_from_stream(std::io::Cursor::new(bytes))
+        self.var_store.load_from_stream(std::io::Cursor::new(bytes))
     }
 }
 

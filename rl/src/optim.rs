@@ -39,7 +39,11 @@ impl Adam {
         let step_size = self.lr * bias2_sqrt / bias1;
         let eps = self.eps * bias2_sqrt;
         tch::no_grad(|| {
-            for ((param, m), v) in params.iter().zip(&mut self.exp_avg).zip(&mut self.exp_avg_sq) {
+            for ((param, m), v) in params
+                .iter()
+                .zip(&mut self.exp_avg)
+                .zip(&mut self.exp_avg_sq)
+            {
                 let grad = param.grad();
                 let _ = m.lerp_(&grad, 1.0 - self.beta1);
                 let _ = v.lerp_(&grad.square(), 1.0 - self.beta2);
@@ -63,7 +67,12 @@ impl Adam {
     pub fn load_state(&mut self, state: &[(String, Tensor)]) -> Option<()> {
         let find = |name: &str| state.iter().find(|(n, _)| n == name).map(|(_, t)| t);
         let step = find("step")?.int64_value(&[]);
-        for (i, (m, v)) in self.exp_avg.iter_mut().zip(&mut self.exp_avg_sq).enumerate() {
+        for (i, (m, v)) in self
+            .exp_avg
+            .iter_mut()
+            .zip(&mut self.exp_avg_sq)
+            .enumerate()
+        {
             for (dst, name) in [(m, format!("exp_avg.{i}")), (v, format!("exp_avg_sq.{i}"))] {
                 let src = find(&name)?;
                 if src.size() != dst.size() {
@@ -104,4 +113,3 @@ pub fn zero_grad(params: &[Tensor]) {
         }
     }
 }
-

@@ -136,8 +136,9 @@ impl SampleBatch {
         for (k, &i) in self.truncation_index.iter().enumerate() {
             if (lo..hi).contains(&i) {
                 truncation_index.push(i - lo);
-                truncation_obs
-                    .extend_from_slice(&self.truncation_obs[k * self.obs_dim..(k + 1) * self.obs_dim]);
+                truncation_obs.extend_from_slice(
+                    &self.truncation_obs[k * self.obs_dim..(k + 1) * self.obs_dim],
+                );
             }
         }
         SampleBatch {

@@ -2,6 +2,8 @@
 //! its clap arguments and a `run` function, so the commands stay independent.
 
 mod envs;
+mod evaluate;
+mod train;
 
 use clap::{Parser, Subcommand};
 
@@ -18,12 +20,18 @@ enum Command {
     /// Inspect, replay and benchmark the built-in environments.
     #[command(subcommand)]
     Envs(envs::EnvsCommand),
+    /// Train an algorithm from a YAML experiment config.
+    Train(train::TrainArgs),
+    /// Roll out a checkpoint's policy and report episode returns.
+    Evaluate(evaluate::EvaluateArgs),
 }
 
 impl Cli {
     pub fn run(self) -> anyhow::Result<()> {
         match self.command {
             Command::Envs(command) => envs::run(command),
+            Command::Train(args) => train::run_train(args),
+            Command::Evaluate(args) => evaluate::run_evaluate(args),
         }
     }
 }

@@ -1,0 +1,36 @@
+//! `oxray evaluate`: roll out a checkpoint's policy and print the mean, min
+//! and max episode return and length.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use oxray_trainers::evaluate::{evaluate, Evaluation};
+
+#[derive(Debug, Args)]
+pub struct EvaluateArgs {
+    /// A checkpoint directory (or a run directory / its checkpoints/, whose
+    /// latest checkpoint is used).
+    checkpoint: PathBuf,
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    episodes: u64,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Sample actions from the policy instead of taking its most likely one.
+    #[arg(long)]
+    explore: bool,
+}
+
+pub fn run_evaluate(args: EvaluateArgs) -> anyhow::Result<()> {
+    let evaluation = evaluate(
+        &args.checkpoint,
+        args.episodes as usize,
+        args.seed,
+        args.explore,
+    )?;
+    let (r_mean, r_min, r_max) = Evaluation::stats(&evaluation.returns);
+    let (l_mean, l_min, l_max) = Evaluation::stats(&evaluation.lengths);
+    println!("{}: {} episodes", evaluation.env, evaluation.returns.len());
+    println!("return  mean {r_mean:.2}  min {r_min:.2}  max {r_max:.2}");
+    println!("length  mean {l_mean:.1}  min {l_min}  max {l_max}");
+    Ok(())
+}

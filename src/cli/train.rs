@@ -1,0 +1,130 @@
+//! `oxray train`: run an experiment config to its stop criterion, showing
+//! progress, and print where the run directory is.
+//!
+//! The embedded single-node cluster is started only when the config asks for
+//! remote EnvRunners or Learners (or `--address` names a cluster): a config
+//! that samples and learns in the driver needs no worker processes.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use oxray_rl::metrics::{self, Metrics};
+use oxray_trainers::run::{run, RunOptions};
+use oxray_trainers::ExperimentConfig;
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Experiment config (YAML), e.g. configs/ppo-cartpole.yaml.
+    config: PathBuf,
+    /// Override a config key, e.g. `--set training.lr=1e-4` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Results go to results/NAME/<timestamp>/ [default: the config file's name].
+    #[arg(long)]
+    name: Option<String>,
+    /// Continue the run in RUN_DIR from its latest checkpoint.
+    #[arg(long, value_name = "RUN_DIR")]
+    resume: Option<PathBuf>,
+    /// Join the cluster whose head listens at ADDR instead of starting one.
+    #[arg(long, value_name = "ADDR")]
+    address: Option<String>,
+}
+
+pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
+    let config = ExperimentConfig::load(&args.config, &args.set)?;
+    let name = args.name.unwrap_or_else(|| {
+        args.config
+            .file_stem()
+            .map_or("run".into(), |s| s.to_string_lossy().into_owned())
+    });
+    let uses_actors = config.env_runners.num_env_runners > 0 || config.learners.num_learners > 0;
+    if uses_actors || args.address.is_some() {
+        let mut options = oxray_core::InitOptions::default();
+        if let Some(address) = &args.address {
+            options = options.address(address);
+        }
+        oxray_core::init(options)?;
+    }
+    let mut progress = Progress::new();
+    let outcome = run(
+        RunOptions {
+            config,
+            name,
+            results_dir: PathBuf::from("results"),
+            resume: args.resume,
+        },
+        |result| progress.report(result),
+    );
+    progress.finish();
+    if uses_actors || args.address.is_some() {
+        oxray_core::shutdown();
+    }
+    let summary = outcome?;
+    let result = &summary.last_result;
+    println!(
+        "done: {} after {} iterations, {} env steps, {:.1} s; return mean {}",
+        summary.stop_reason,
+        result[metrics::TRAINING_ITERATION],
+        result[metrics::NUM_ENV_STEPS_SAMPLED_LIFETIME],
+        result[metrics::TIME_TOTAL_S],
+        format_return(result),
+    );
+    println!("run directory: {}", summary.run_dir.display());
+    if let Some(checkpoint) = summary.checkpoint {
+        println!("checkpoint: {}", checkpoint.display());
+    }
+    Ok(())
+}
+
+/// A progress bar on a terminal, one plain line per iteration otherwise.
+enum Progress {
+    Bar(ProgressBar),
+    Lines,
+}
+
+impl Progress {
+    fn new() -> Self {
+        if std::io::stderr().is_terminal() {
+            let bar = ProgressBar::new_spinner();
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}")
+                    .expect("valid template"),
+            );
+            Progress::Bar(bar)
+        } else {
+            Progress::Lines
+        }
+    }
+
+    fn report(&mut self, result: &Metrics) {
+        let line = format!(
+            "iter {:>4}  env steps {:>9}  return mean {:>8}  {:>7.0} steps/s  {:>6.1} s",
+            result[metrics::TRAINING_ITERATION],
+            result[metrics::NUM_ENV_STEPS_SAMPLED_LIFETIME],
+            format_return(result),
+            result[metrics::NUM_ENV_STEPS_SAMPLED_LIFETIME] / result[metrics::TIME_TOTAL_S],
+            result[metrics::TIME_TOTAL_S],
+        );
+        match self {
+            Progress::Bar(bar) => {
+                bar.set_message(line);
+                bar.tick();
+            }
+            Progress::Lines => println!("{line}"),
+        }
+    }
+
+    fn finish(&self) {
+        if let Progress::Bar(bar) = self {
+            bar.finish();
+        }
+    }
+}
+
+fn format_return(result: &Metrics) -> String {
+    result
+        .get(metrics::EPISODE_RETURN_MEAN)
+        .map_or("-".into(), |r| format!("{r:.1}"))
+}

@@ -1,0 +1,58 @@
+//! The `Algorithm` trait every trainer implements (PPO now; DQN, SAC and APPO
+//! next), and the one place that maps a config's `algorithm:` to its type.
+//!
+//! It is deliberately RLlib's surface: `train()` runs one iteration and returns
+//! one result; `save` and `restore` move the whole training state through a
+//! checkpoint. Everything around it (run directories, loggers, stop criteria)
+//! lives in [`crate::run`] and works for any algorithm.
+
+use std::path::{Path, PathBuf};
+
+use oxray_rl::checkpoint::Checkpoint;
+use oxray_rl::Metrics;
+
+use crate::config::{Algorithm as AlgorithmName, ConfigError, ExperimentConfig};
+use crate::ppo::Ppo;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Rl(#[from] oxray_rl::Error),
+    #[error("cluster: {0}")]
+    Cluster(#[from] oxray_core::Error),
+    #[error("learner: {0}")]
+    Learner(String),
+    #[error("non-finite loss in iteration {iteration}: {reason}; the last good weights were checkpointed")]
+    NonFiniteLoss { iteration: u64, reason: String },
+    #[error("cannot restore checkpoint: {0}")]
+    Restore(String),
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+pub trait Algorithm {
+    /// One training iteration: sample, learn, report.
+    fn train(&mut self) -> Result<Metrics, TrainError>;
+
+    /// Writes a checkpoint of the whole training state under `checkpoint_dir`
+    /// and returns its path.
+    fn save(&self, checkpoint_dir: &Path) -> Result<PathBuf, TrainError>;
+
+    /// Continues from `checkpoint` (weights, optimizer, counters).
+    fn restore(&mut self, checkpoint: &Checkpoint) -> Result<(), TrainError>;
+
+    /// Iterations completed so far.
+    fn iteration(&self) -> u64;
+}
+
+/// The algorithm a config names, ready to train.
+pub fn build(config: &ExperimentConfig) -> Result<Box<dyn Algorithm>, TrainError> {
+    match config.algorithm {
+        AlgorithmName::Ppo => Ok(Box::new(Ppo::new(config)?)),
+    }
+}

@@ -1,0 +1,326 @@
+//! Experiment configs: the YAML schema with its defaults, `--set` overrides,
+//! and validation whose errors name the key and the line.
+//!
+//! Keys follow RLlib's `AlgorithmConfig` names, grouped in the sections RLlib
+//! groups them in (`env_runners`, `learners`, `training`, `model`), so an
+//! RLlib user can read a config at a glance. Parsing is strict: every section
+//! rejects unknown keys, and serde_yaml_ng reports the dotted path and line of
+//! an unknown key or a wrong type. Range checks run after `--set` overrides
+//! were applied; they look the key up in the file to give its line.
+
+use std::path::Path;
+
+use oxray_rl::models::ModelConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::ppo::PpoTraining;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config {path}: {message}")]
+    Invalid { path: String, message: String },
+    #[error("--set {assignment}: {message}")]
+    Override { assignment: String, message: String },
+}
+
+/// A whole experiment: which algorithm on which env, how to sample and learn,
+/// when to stop and when to checkpoint.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentConfig {
+    pub algorithm: Algorithm,
+    pub env: String,
+    #[serde(default)]
+    pub seed: u64,
+    #[serde(default)]
+    pub env_runners: EnvRunnersConfig,
+    #[serde(default)]
+    pub learners: LearnersConfig,
+    #[serde(default)]
+    pub training: PpoTraining,
+    #[serde(default)]
+    pub model: ModelConfig,
+    #[serde(default)]
+    pub stop: StopConfig,
+    #[serde(default)]
+    pub checkpoint: CheckpointConfig,
+}
+
+/// The algorithms `oxray train` can run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Algorithm {
+    #[serde(rename = "PPO")]
+    Ppo,
+}
+
+impl Algorithm {
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::Ppo => "PPO",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnvRunnersConfig {
+    /// 0 samples in the driver process.
+    pub num_env_runners: usize,
+    pub num_envs_per_env_runner: usize,
+    pub num_cpus_per_env_runner: f64,
+    /// Steps per env per `sample()`; `auto` divides `train_batch_size` evenly.
+    pub rollout_fragment_length: FragmentLength,
+}
+
+impl Default for EnvRunnersConfig {
+    fn default() -> Self {
+        EnvRunnersConfig {
+            num_env_runners: 0,
+            num_envs_per_env_runner: 1,
+            num_cpus_per_env_runner: 1.0,
+            rollout_fragment_length: FragmentLength::Auto,
+        }
+    }
+}
+
+/// `rollout_fragment_length`: a number of steps or the word `auto`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FragmentLength {
+    Steps(usize),
+    Auto,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum FragmentLengthYaml {
+    Steps(usize),
+    Word(String),
+}
+
+impl Serialize for FragmentLength {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match *self {
+            FragmentLength::Steps(steps) => FragmentLengthYaml::Steps(steps),
+            FragmentLength::Auto => FragmentLengthYaml::Word("auto".into()),
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for FragmentLength {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match FragmentLengthYaml::deserialize(d)? {
+            FragmentLengthYaml::Steps(steps) => Ok(FragmentLength::Steps(steps)),
+            FragmentLengthYaml::Word(word) if word == "auto" => Ok(FragmentLength::Auto),
+            FragmentLengthYaml::Word(word) => Err(serde::de::Error::custom(format!(
+                "expected a number of steps or `auto`, found `{word}`"
+            ))),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LearnersConfig {
+    /// 0 trains in the driver process; N ≥ 1 runs N Learner actors.
+    pub num_learners: usize,
+    pub num_gpus_per_learner: f64,
+}
+
+impl Default for LearnersConfig {
+    fn default() -> Self {
+        LearnersConfig {
+            num_learners: 0,
+            num_gpus_per_learner: 0.0,
+        }
+    }
+}
+
+/// Stop criteria; the first one reached ends the run, as in RLlib.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StopConfig {
+    pub episode_return_mean: Option<f64>,
+    pub env_steps: Option<u64>,
+    pub iterations: Option<u64>,
+    pub time_s: Option<f64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckpointConfig {
+    /// Save every N iterations; 0 never does.
+    pub checkpoint_frequency: u64,
+    pub checkpoint_at_end: bool,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        CheckpointConfig {
+            checkpoint_frequency: 0,
+            checkpoint_at_end: true,
+        }
+    }
+}
+
+impl ExperimentConfig {
+    /// Reads `path`, applies `overrides` (`training.lr=1e-4`), validates.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Self, ConfigError> {
+        let source = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&source, &path.display().to_string(), overrides)
+    }
+
+    /// Parses YAML `source` (named `origin` in errors), applies `overrides`,
+    /// validates.
+    pub fn parse(source: &str, origin: &str, overrides: &[String]) -> Result<Self, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: origin.to_string(),
+            message,
+        };
+        let mut config: ExperimentConfig =
+            serde_yaml_ng::from_str(source).map_err(|e| invalid(e.to_string()))?;
+        for assignment in overrides {
+            config = config.with_override(assignment)?;
+        }
+        config.validate().map_err(|(key, message)| {
+            let location = match line_of(source, &key) {
+                Some(line) => format!(" at line {line}"),
+                None => String::new(),
+            };
+            invalid(format!("{key}: {message}{location}"))
+        })?;
+        Ok(config)
+    }
+
+    /// The config with one `dotted.key=value` applied. The key must exist in
+    /// the schema; the value is read as YAML and type-checked.
+    fn with_override(&self, assignment: &str) -> Result<Self, ConfigError> {
+        let fail = |message: String| ConfigError::Override {
+            assignment: assignment.to_string(),
+            message,
+        };
+        let (key, value) = assignment
+            .split_once('=')
+            .ok_or_else(|| fail("expected KEY=VALUE".into()))?;
+        let value: serde_json::Value = serde_yaml_ng::from_str(value)
+            .map_err(|e| fail(format!("value is not valid YAML: {e}")))?;
+        let mut tree = serde_json::to_value(self).expect("configs serialize");
+        let mut slot = &mut tree;
+        for part in key.split('.') {
+            slot = slot
+                .as_object_mut()
+                .and_then(|section| section.get_mut(part))
+                .ok_or_else(|| fail(format!("no config key `{key}`")))?;
+        }
+        *slot = value;
+        serde_json::from_value(tree).map_err(|e| fail(e.to_string()))
+    }
+
+    /// The first out-of-range value, as (dotted key, what is wrong).
+    fn validate(&self) -> Result<(), (String, String)> {
+        let check = |ok: bool, key: &str, message: &str| {
+            if ok {
+                Ok(())
+            } else {
+                Err((key.to_string(), message.to_string()))
+            }
+        };
+        let runners = &self.env_runners;
+        check(
+            runners.num_envs_per_env_runner >= 1,
+            "env_runners.num_envs_per_env_runner",
+            "must be at least 1",
+        )?;
+        check(
+            runners.num_cpus_per_env_runner >= 0.0,
+            "env_runners.num_cpus_per_env_runner",
+            "must not be negative",
+        )?;
+        check(
+            runners.rollout_fragment_length != FragmentLength::Steps(0),
+            "env_runners.rollout_fragment_length",
+            "must be at least 1",
+        )?;
+        check(
+            self.learners.num_learners <= 1,
+            "learners.num_learners",
+            "more than one Learner needs gradient all-reduce, which is not available yet",
+        )?;
+        check(
+            self.learners.num_gpus_per_learner >= 0.0,
+            "learners.num_gpus_per_learner",
+            "must not be negative",
+        )?;
+        check(
+            !self.model.fcnet_hiddens.iter().any(|&h| h < 1),
+            "model.fcnet_hiddens",
+            "layer sizes must be at least 1",
+        )?;
+        check(
+            self.stop.time_s.is_none_or(|t| t > 0.0),
+            "stop.time_s",
+            "must be positive",
+        )?;
+        self.training.validate()?;
+        check(
+            self.train_batch_size_per_runner_step() <= self.training.train_batch_size,
+            "training.train_batch_size",
+            "must be at least num_env_runners × num_envs_per_env_runner (one step per env)",
+        )
+    }
+
+    fn train_batch_size_per_runner_step(&self) -> usize {
+        self.env_runners.num_env_runners.max(1) * self.env_runners.num_envs_per_env_runner
+    }
+
+    /// Steps per env per `sample()`: the configured length, or `auto`'s
+    /// `train_batch_size / (runners × envs)`, rounded up.
+    pub fn rollout_fragment_length(&self) -> usize {
+        match self.env_runners.rollout_fragment_length {
+            FragmentLength::Steps(steps) => steps,
+            FragmentLength::Auto => self
+                .training
+                .train_batch_size
+                .div_ceil(self.train_batch_size_per_runner_step()),
+        }
+    }
+
+    /// The resolved config as YAML, for `params.yaml` and checkpoints.
+    pub fn to_yaml(&self) -> String {
+        serde_yaml_ng::to_string(self).expect("configs serialize")
+    }
+}
+
+/// 1-based line of `dotted_key` in a YAML block mapping, found by walking the
+/// key's parts at increasing indentation.
+fn line_of(source: &str, dotted_key: &str) -> Option<usize> {
+    let mut parts = dotted_key.split('.').peekable();
+    let mut min_indent = 0;
+    for (number, line) in source.lines().enumerate() {
+        let trimmed = line.trim_start();
+        let indent = line.len() - trimmed.len();
+        if trimmed.starts_with('#') || trimmed.is_empty() || indent < min_indent {
+            continue;
+        }
+        let part = *parts.peek()?;
+        if trimmed
+            .strip_prefix(part)
+            .is_some_and(|rest| rest.trim_start().starts_with(':'))
+        {
+            parts.next();
+            if parts.peek().is_none() {
+                return Some(number + 1);
+            }
+            min_indent = indent + 1;
+        }
+    }
+    None
+}

@@ -1,0 +1,71 @@
+//! Policy evaluation from a checkpoint: the policy it holds, on the env its
+//! config names, for a number of whole episodes.
+//!
+//! It reuses the EnvRunner (one sub-env, so episodes are counted in the order
+//! they finish without favouring short ones) and only needs the weights, so it
+//! works for any algorithm whose checkpoint carries an actor-critic policy.
+
+use std::path::Path;
+
+use oxray_rl::checkpoint;
+use oxray_rl::env_runner::{policy_spec, EnvRunner, EnvRunnerConfig};
+
+use crate::algorithm::TrainError;
+use crate::config::ExperimentConfig;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evaluation {
+    pub env: String,
+    pub returns: Vec<f64>,
+    pub lengths: Vec<f64>,
+}
+
+impl Evaluation {
+    /// (mean, min, max)
+    pub fn stats(values: &[f64]) -> (f64, f64, f64) {
+        let mean = values.iter().sum::<f64>() / values.len() as f64;
+        let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        (mean, min, max)
+    }
+}
+
+/// Runs `episodes` episodes with the checkpoint's policy, greedy unless
+/// `explore`.
+pub fn evaluate(
+    path: &Path,
+    episodes: usize,
+    seed: u64,
+    explore: bool,
+) -> Result<Evaluation, TrainError> {
+    let saved = checkpoint::load(path)?;
+    let config: ExperimentConfig = serde_json::from_value(saved.config)
+        .map_err(|e| TrainError::Restore(format!("config in checkpoint: {e}")))?;
+    let mut runner = EnvRunner::new(EnvRunnerConfig {
+        env: config.env.clone(),
+        num_envs: 1,
+        rollout_fragment_length: 256,
+        policy: policy_spec(&config.env, &config.model)?,
+        seed,
+        worker_index: 0,
+        explore,
+    })?;
+    runner.set_weights(0, saved.learner.weights)?;
+    let mut evaluation = Evaluation {
+        env: config.env,
+        returns: Vec::new(),
+        lengths: Vec::new(),
+    };
+    while evaluation.returns.len() < episodes {
+        let rollout = runner.sample()?;
+        evaluation
+            .returns
+            .extend(rollout.episodes.returns.iter().map(|&r| f64::from(r)));
+        evaluation
+            .lengths
+            .extend(rollout.episodes.lengths.iter().map(|&l| f64::from(l)));
+    }
+    evaluation.returns.truncate(episodes);
+    evaluation.lengths.truncate(episodes);
+    Ok(evaluation)
+}

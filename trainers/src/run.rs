@@ -1,0 +1,181 @@
+//! One training run: build the algorithm, lay out its run directory, iterate
+//! until a stop criterion is met, log every result, checkpoint on schedule and
+//! at the end.
+//!
+//! Layout of `results/<name>/<timestamp>/`: `params.yaml` (the resolved
+//! config), `progress.csv`, `result.json`, TensorBoard event files and
+//! `checkpoints/`. The algorithm is built (env made, actors started) before
+//! the directory is created, and a fresh directory is removed again if the run
+//! fails before its first iteration, so a bad config never leaves something
+//! that looks like a run behind.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use oxray_rl::checkpoint;
+use oxray_rl::loggers::ResultLoggers;
+use oxray_rl::metrics::{self, Metrics};
+
+use crate::algorithm::{build, Algorithm, TrainError};
+use crate::config::{ExperimentConfig, StopConfig};
+
+pub struct RunOptions {
+    pub config: ExperimentConfig,
+    /// `results/<name>/...`
+    pub name: String,
+    pub results_dir: PathBuf,
+    /// Continue this run directory from its latest checkpoint.
+    pub resume: Option<PathBuf>,
+}
+
+#[derive(Debug)]
+pub struct RunSummary {
+    pub run_dir: PathBuf,
+    pub stop_reason: String,
+    pub last_result: Metrics,
+    pub checkpoint: Option<PathBuf>,
+}
+
+/// Trains until a stop criterion holds; `on_result` sees every iteration's
+/// result (for progress display).
+pub fn run(options: RunOptions, on_result: impl FnMut(&Metrics)) -> Result<RunSummary, TrainError> {
+    let mut algorithm = build(&options.config)?;
+    let (run_dir, fresh) = match &options.resume {
+        Some(dir) => {
+            let latest = checkpoint::load(&dir.join("checkpoints"))?;
+            let expected = options.config.algorithm.name();
+            if latest.algorithm != expected {
+                return Err(TrainError::Restore(format!(
+                    "{} holds a {} checkpoint, the config trains {expected}",
+                    dir.display(),
+                    latest.algorithm
+                )));
+            }
+            algorithm.restore(&latest)?;
+            (dir.clone(), false)
+        }
+        None => (create_run_dir(&options.results_dir, &options.name)?, true),
+    };
+    let outcome = train(algorithm.as_mut(), &options.config, &run_dir, on_result);
+    if fresh && outcome.is_err() && algorithm.iteration() == 0 {
+        let _ = fs::remove_dir_all(&run_dir);
+    }
+    outcome
+}
+
+fn train(
+    algorithm: &mut dyn Algorithm,
+    config: &ExperimentConfig,
+    run_dir: &Path,
+    mut on_result: impl FnMut(&Metrics),
+) -> Result<RunSummary, TrainError> {
+    let params = run_dir.join("params.yaml");
+    fs::write(&params, config.to_yaml()).map_err(|source| TrainError::Io {
+        path: params,
+        source,
+    })?;
+    let mut loggers = ResultLoggers::open(run_dir)?;
+    let checkpoints = run_dir.join("checkpoints");
+    let frequency = config.checkpoint.checkpoint_frequency;
+    let mut last_checkpoint: Option<(u64, PathBuf)> = None;
+    let (stop_reason, last_result) = loop {
+        let result = match algorithm.train() {
+            Ok(result) => result,
+            Err(error @ TrainError::NonFiniteLoss { .. }) => {
+                algorithm.save(&checkpoints)?;
+                return Err(error);
+            }
+            Err(error) => return Err(error),
+        };
+        loggers.log(&result)?;
+        on_result(&result);
+        let iteration = algorithm.iteration();
+        if frequency > 0 && iteration % frequency == 0 {
+            last_checkpoint = Some((iteration, algorithm.save(&checkpoints)?));
+        }
+        if let Some(reason) = stop_reason(&config.stop, &result) {
+            break (reason, result);
+        }
+    };
+    let iteration = algorithm.iteration();
+    let checkpoint = match last_checkpoint {
+        Some((at, path)) if at == iteration => Some(path),
+        _ if config.checkpoint.checkpoint_at_end => Some(algorithm.save(&checkpoints)?),
+        other => other.map(|(_, path)| path),
+    };
+    Ok(RunSummary {
+        run_dir: run_dir.to_path_buf(),
+        stop_reason,
+        last_result,
+        checkpoint,
+    })
+}
+
+/// The first stop criterion `result` meets, described; RLlib's semantics.
+pub fn stop_reason(stop: &StopConfig, result: &Metrics) -> Option<String> {
+    let value = |key: &str| result.get(key).copied();
+    let reached = |key: &str, target: Option<f64>| match (value(key), target) {
+        (Some(v), Some(t)) if v >= t => Some(format!("{key} {v} >= {t}")),
+        _ => None,
+    };
+    reached(metrics::EPISODE_RETURN_MEAN, stop.episode_return_mean)
+        .or_else(|| {
+            reached(
+                metrics::NUM_ENV_STEPS_SAMPLED_LIFETIME,
+                stop.env_steps.map(|s| s as f64),
+            )
+        })
+        .or_else(|| {
+            reached(
+                metrics::TRAINING_ITERATION,
+                stop.iterations.map(|i| i as f64),
+            )
+        })
+        .or_else(|| reached(metrics::TIME_TOTAL_S, stop.time_s))
+}
+
+/// `results/<name>/<UTC timestamp>`, made unique with a suffix if needed.
+fn create_run_dir(results_dir: &Path, name: &str) -> Result<PathBuf, TrainError> {
+    let parent = results_dir.join(name);
+    fs::create_dir_all(&parent).map_err(|source| TrainError::Io {
+        path: parent.clone(),
+        source,
+    })?;
+    let stamp = utc_timestamp();
+    for attempt in 0u32.. {
+        let dir = match attempt {
+            0 => parent.join(&stamp),
+            n => parent.join(format!("{stamp}_{n}")),
+        };
+        match fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(source) => return Err(TrainError::Io { path: dir, source }),
+        }
+    }
+    unreachable!("u32 attempts exhausted")
+}
+
+/// `YYYY-MM-DD_HH-MM-SS` in UTC (days to civil date after Howard Hinnant).
+fn utc_timestamp() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}_{:02}-{:02}-{:02}",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
