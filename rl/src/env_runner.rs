@@ -98,7 +98,7 @@ fn action_space(env: &str, space: &Space) -> Result<ActionSpace, Error> {
         ))),
     }
 }
-
+#[oxray_core::actor]
 impl EnvRunner {
     pub fn new(config: EnvRunnerConfig) -> Result<Self, Error> {
         crate::single_threaded_torch();

@@ -37,6 +37,8 @@ pub enum Error {
     Incompatible(String),
     #[error("environment: {0}")]
     Env(String),
+    #[error("cluster: {0}")]
+    Cluster(#[from] oxray_core::Error),
 }
 
 impl Error {

@@ -11,6 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use oxray_core::ActorHandle;
 use oxray_rl::checkpoint::{self, Checkpoint};
 use oxray_rl::distributions::ActionDistribution;
 use oxray_rl::env_runner::{policy_spec, EnvRunnerConfig};
@@ -269,6 +270,14 @@ pub struct PpoLearner {
     training: PpoTraining,
 }
 
+/// What an update reports: metrics, or why it stopped before applying a step.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum UpdateOutcome {
+    Trained(Metrics),
+    NonFiniteLoss(String),
+}
+
+#[oxray_core::actor]
 impl PpoLearner {
     pub fn new(config: PpoLearnerConfig) -> Self {
         PpoLearner {
@@ -279,7 +288,7 @@ impl PpoLearner {
 
     /// GAE over `batch`, then `num_epochs` epochs of minibatch steps. Stops
     /// before applying a non-finite loss, so the weights stay the last good ones.
-    pub fn update(&mut self, batch: SampleBatch, params: UpdateParams) -> Result<Metrics, String> {
+    pub fn update(&mut self, batch: SampleBatch, params: UpdateParams) -> UpdateOutcome {
         let cfg = &self.training;
         self.learner.set_lr(params.lr);
         let l = &self.learner;
@@ -344,7 +353,9 @@ impl PpoLearner {
                 let loss = ppo_loss(&dist, &values, &mb, cfg, params.kl_coeff);
                 let total = loss.total.double_value(&[]);
                 if !total.is_finite() {
-                    return Err(format!("loss is {total} (minibatch step {steps})"));
+                    return UpdateOutcome::NonFiniteLoss(format!(
+                        "loss is {total} at minibatch step {steps}"
+                    ));
                 }
                 let grad_norm = self.learner.apply_loss(&loss.total);
                 for (sum, term) in sums.iter_mut().zip([
@@ -366,7 +377,7 @@ impl PpoLearner {
         let explained_var = explained_variance(&values, &gae.value_targets);
         let n = f64::from(steps);
         let prefix = "learners/default_policy";
-        Ok(Metrics::from([
+        UpdateOutcome::Trained(Metrics::from([
             (format!("{prefix}/total_loss"), sums[0] / n),
             (format!("{prefix}/policy_loss"), sums[1] / n),
             (format!("{prefix}/vf_loss"), sums[2] / n),
@@ -402,6 +413,70 @@ impl PpoLearner {
         match self.learner.device() {
             tch::Device::Cuda(i) => format!("cuda:{i}"),
             other => format!("{other:?}").to_lowercase(),
+        }
+    }
+}
+
+/// A PPO Learner in the driver (`num_learners: 0`) or as an actor.
+enum LearnerRef {
+    Local(Box<PpoLearner>),
+    Remote(ActorHandle<PpoLearner>),
+}
+
+impl LearnerRef {
+    fn new(
+        config: PpoLearnerConfig,
+        num_learners: usize,
+        num_gpus: f64,
+    ) -> Result<Self, TrainError> {
+        Ok(if num_learners == 0 {
+            LearnerRef::Local(Box::new(PpoLearner::new(config)))
+        } else {
+            LearnerRef::Remote(
+                PpoLearner::options()
+                    .num_cpus(1.0)
+                    .num_gpus(num_gpus)
+                    .remote(config)?,
+            )
+        })
+    }
+
+    fn update(
+        &mut self,
+        batch: SampleBatch,
+        params: UpdateParams,
+    ) -> Result<UpdateOutcome, TrainError> {
+        match self {
+            LearnerRef::Local(learner) => Ok(learner.update(batch, params)),
+            LearnerRef::Remote(actor) => Ok(actor.update(batch, params).get()?),
+        }
+    }
+
+    fn weights(&self) -> Result<Vec<u8>, TrainError> {
+        match self {
+            LearnerRef::Local(learner) => learner.weights().map_err(TrainError::Learner),
+            LearnerRef::Remote(actor) => Ok(actor.weights().get()?),
+        }
+    }
+
+    fn state(&self) -> Result<LearnerState, TrainError> {
+        match self {
+            LearnerRef::Local(learner) => learner.state().map_err(TrainError::Learner),
+            LearnerRef::Remote(actor) => Ok(actor.state().get()?),
+        }
+    }
+
+    fn set_state(&mut self, state: LearnerState) -> Result<(), TrainError> {
+        match self {
+            LearnerRef::Local(learner) => learner.set_state(state).map_err(TrainError::Restore),
+            LearnerRef::Remote(actor) => Ok(actor.set_state(state).get()?),
+        }
+    }
+
+    fn device(&self) -> Result<String, TrainError> {
+        match self {
+            LearnerRef::Local(learner) => Ok(learner.device()),
+            LearnerRef::Remote(actor) => Ok(actor.device().get()?),
         }
     }
 }
@@ -447,7 +522,7 @@ struct Progress {
 pub struct Ppo {
     config: ExperimentConfig,
     env_runners: EnvRunnerGroup,
-    learners: LearnerGroup<PpoLearner>,
+    learners: LearnerGroup<LearnerRef>,
     progress: Progress,
     started: Instant,
 }
@@ -474,13 +549,17 @@ impl Ppo {
             },
             training: config.training.clone(),
         };
-        let learners = LearnerGroup::new(vec![PpoLearner::new(learner_config)]);
+        let learners = LearnerGroup::new(vec![LearnerRef::new(
+            learner_config,
+            config.learners.num_learners,
+            config.learners.num_gpus_per_learner,
+        )?]);
         let mut env_runners = EnvRunnerGroup::new(
             &runner_config,
             config.env_runners.num_env_runners,
             config.env_runners.num_cpus_per_env_runner,
         )?;
-        env_runners.sync_weights(0, learners.first().weights().map_err(TrainError::Learner)?)?;
+        env_runners.sync_weights(0, learners.first().weights()?)?;
         Ok(Ppo {
             config: config.clone(),
             env_runners,
@@ -493,8 +572,8 @@ impl Ppo {
         })
     }
 
-    /// The device the (first) Learner trains on.
-    pub fn learner_device(&self) -> String {
+    /// The device the (first) Learner trains on (`cpu`, `cuda:0`).
+    pub fn learner_device(&self) -> Result<String, TrainError> {
         self.learners.first().device()
     }
 }
@@ -524,10 +603,14 @@ impl Algorithm for Ppo {
                 .wrapping_mul(1_000_003)
                 .wrapping_add(iteration),
         };
-        let mut result = self
-            .learners
-            .update(&batch, |learner, shard| learner.update(shard, params))
-            .map_err(|reason| TrainError::NonFiniteLoss { iteration, reason })?;
+        let mut result = self.learners.update(&batch, |learner, shard| {
+            match learner.update(shard, params)? {
+                UpdateOutcome::Trained(metrics) => Ok(metrics),
+                UpdateOutcome::NonFiniteLoss(reason) => {
+                    Err(TrainError::NonFiniteLoss { iteration, reason })
+                }
+            }
+        })?;
         self.progress.env_steps_trained += batch.len() as u64;
         // RLlib's adaptive KL coefficient.
         let kl = result["learners/default_policy/mean_kl_loss"];
@@ -537,11 +620,7 @@ impl Algorithm for Ppo {
             self.progress.kl_coeff *= 0.5;
         }
         self.progress.weights_version += 1;
-        let weights = self
-            .learners
-            .first()
-            .weights()
-            .map_err(TrainError::Learner)?;
+        let weights = self.learners.first().weights()?;
         self.env_runners
             .sync_weights(self.progress.weights_version, weights)?;
         let learn_s = learn_start.elapsed().as_secs_f64();
@@ -585,7 +664,7 @@ impl Algorithm for Ppo {
             algorithm: self.config.algorithm.name().to_string(),
             config: serde_json::to_value(&self.config).expect("configs serialize"),
             state: serde_json::to_value(&progress).expect("progress serializes"),
-            learner: self.learners.first().state().map_err(TrainError::Learner)?,
+            learner: self.learners.first().state()?,
         };
         let name = format!("checkpoint_{:06}", progress.iteration);
         Ok(checkpoint::save(checkpoint_dir, &name, &checkpoint)?)
@@ -596,8 +675,7 @@ impl Algorithm for Ppo {
             .map_err(|e| TrainError::Restore(format!("training state: {e}")))?;
         self.learners
             .first_mut()
-            .set_state(checkpoint.learner.clone())
-            .map_err(TrainError::Restore)?;
+            .set_state(checkpoint.learner.clone())?;
         self.env_runners
             .sync_weights(progress.weights_version, checkpoint.learner.weights.clone())?;
         self.progress = progress;
