@@ -69,6 +69,7 @@ pub use options::{ActorOptions, TaskOptions};
 pub use oxray_macros::{actor, remote};
 pub use resources::ResourceSet;
 pub use runtime::{
-    cancel, get, get_all, get_all_timeout, init, is_initialized, put, shutdown, wait, InitOptions,
+    cancel, get, get_all, get_all_timeout, init, is_initialized, node_summary, put, shutdown, wait,
+    InitOptions, NodeSummary,
 };
 pub use worker::get_gpu_ids;

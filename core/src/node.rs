@@ -8,12 +8,13 @@
 //! machine makes each transition easy to follow and keeps the hot path free of
 //! extra hops: the driver of the embedded cluster calls it directly.
 //!
-//! Scheduling: tasks of one resource shape share a FIFO queue. A task first
-//! tries to *lease* a free worker with its resources; when the node is full it
-//! may be *pipelined* behind a running task of the same shape on a leased
-//! worker (bounded depth), which hides the round trip without ever running more
-//! tasks at once than the resources allow. A worker that blocks in `get` gives
-//! its resources back until the value arrives, so nested tasks cannot deadlock.
+//! Scheduling: tasks of one resource shape share a FIFO queue, so a task that
+//! waits for a GPU never holds up CPU tasks behind it. A task *leases* a free
+//! worker together with its resources and holds both until it finishes; a
+//! worker runs one task at a time, so a short task never waits behind a long
+//! one on a busy worker while another is free. A worker that blocks in `get`
+//! gives its resources back until the value arrives, so nested tasks cannot
+//! deadlock.
 
 use crate::error::{Error, Result};
 use crate::ids::{ActorId, IdMinter, ObjectId, TaskId, WorkerId};
@@ -37,8 +38,6 @@ pub(crate) mod generated {
 }
 use generated::node_server::{Node as NodeService, NodeServer};
 
-/// Tasks queued behind a running one on the same leased worker.
-const PIPELINE_DEPTH: usize = 4;
 /// Most worker processes for stateless tasks.
 const MAX_TASK_WORKERS: usize = 64;
 
@@ -369,9 +368,48 @@ impl Node {
         self.worker_exited(worker, message);
     }
 
-    /// A worker's process ended or its stream broke.
+    /// A worker's stream ended. Its process is stopped for certain, and the
+    /// death is reported by the process watcher, which knows the exit status
+    /// (a signal, an exit code) that makes the error useful.
+    fn stream_closed(&self, worker: WorkerId, reason: String) {
+        let pid = self.state.lock().workers.get(&worker).and_then(|w| w.pid);
+        match pid {
+            Some(pid) => kill_process(pid),
+            None => self.worker_exited(worker, reason),
+        }
+    }
+
+    /// A worker's process ended.
     fn worker_exited(&self, worker: WorkerId, message: String) {
         self.with_state(|state, node| state.remove_worker(node, worker, &message));
+    }
+
+    pub fn summary(&self) -> crate::runtime::NodeSummary {
+        let state = self.state.lock();
+        let shared_memory_bytes = state
+            .objects
+            .values()
+            .filter_map(|e| match e.value.as_deref() {
+                Some(Ok(ObjectBlob {
+                    payload: Payload::Shared { len, .. },
+                    ..
+                })) => Some(*len),
+                _ => None,
+            })
+            .sum();
+        crate::runtime::NodeSummary {
+            objects: state.objects.len(),
+            shared_memory_bytes,
+            tasks: state.tasks.len(),
+            workers: state.workers.len(),
+            actors_alive: state
+                .actors
+                .values()
+                .filter(|a| !matches!(a.status, ActorStatus::Dead(_)))
+                .count(),
+            total: state.pool.total().clone(),
+            available: state.pool.available().clone(),
+        }
     }
 
     pub fn shutdown(&self) {
@@ -938,10 +976,7 @@ impl NodeState {
                     break;
                 };
                 let request = queue.request.clone();
-                let Some(worker) = self
-                    .lease_worker(&shape, &request)
-                    .or_else(|| self.pipeline_worker(&shape))
-                else {
+                let Some(worker) = self.lease_worker(&shape, &request) else {
                     break;
                 };
                 self.queues
@@ -990,21 +1025,6 @@ impl NodeState {
                 None
             }
         }
-    }
-
-    /// A leased worker of the same shape with room in its pipeline.
-    fn pipeline_worker(&self, shape: &str) -> Option<WorkerId> {
-        self.workers
-            .iter()
-            .filter(|(_, w)| {
-                w.sender.is_some()
-                    && w.assigned.len() < PIPELINE_DEPTH
-                    && w.lease
-                        .as_ref()
-                        .is_some_and(|l| l.shape == shape && !l.lent_out)
-            })
-            .min_by_key(|(_, w)| w.assigned.len())
-            .map(|(id, _)| *id)
     }
 
     fn assign(&mut self, node: &Node, worker: WorkerId, task_id: TaskId) {
@@ -1539,7 +1559,7 @@ impl NodeService for WorkerService {
                 }
             };
             if let Some(node) = weak.upgrade() {
-                node.worker_exited(worker, reason);
+                node.stream_closed(worker, reason);
             }
         });
         Ok(tonic::Response::new(Box::pin(

@@ -97,6 +97,10 @@ impl ResourcePool {
         &self.total
     }
 
+    pub fn available(&self) -> &ResourceSet {
+        &self.available
+    }
+
     /// Whether this node could ever grant `request`, even when idle.
     pub fn feasible(&self, request: &ResourceSet) -> bool {
         request

@@ -109,7 +109,42 @@ pub fn init(options: InitOptions) -> Result<()> {
     let node = Node::start(NodeConfig::detect(&options)?)?;
     install(node.clone());
     *embedded = Some(node);
+    static CLEANUP_AT_EXIT: std::sync::Once = std::sync::Once::new();
+    // SAFETY: registers a plain extern "C" function once.
+    CLEANUP_AT_EXIT.call_once(|| unsafe {
+        libc::atexit(shutdown_at_exit);
+    });
     Ok(())
+}
+
+/// A driver that never calls [`shutdown`] still leaves no workers or shared
+/// memory behind.
+extern "C" fn shutdown_at_exit() {
+    if let Some(node) = EMBEDDED.try_write().and_then(|mut e| e.take()) {
+        node.shutdown();
+    }
+}
+
+/// Counts of what the local node holds: objects, tasks, workers, actors.
+/// Lets tests and tools see that objects are really freed.
+pub fn node_summary() -> Result<NodeSummary> {
+    EMBEDDED
+        .read()
+        .as_ref()
+        .map(|node| node.summary())
+        .ok_or(Error::NotInitialized)
+}
+
+/// See [`node_summary`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeSummary {
+    pub objects: usize,
+    pub shared_memory_bytes: u64,
+    pub tasks: usize,
+    pub workers: usize,
+    pub actors_alive: usize,
+    pub total: crate::ResourceSet,
+    pub available: crate::ResourceSet,
 }
 
 /// Stops the embedded cluster: workers are told to exit and reaped, shared
