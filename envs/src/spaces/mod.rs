@@ -7,6 +7,7 @@
 //! (no generator inside) so they can be cloned, compared and shared freely.
 
 pub mod flatten;
+mod json;
 
 use crate::rng::EnvRng;
 use rand::Rng;

@@ -103,6 +103,11 @@ pub trait VectorEnv: Send {
     /// Resets every sub-env, sub-env `i` with `seed + i` when seeded.
     fn reset(&mut self, seed: Option<u64>) -> Result<ArrayView2<'_, f32>, EnvError>;
 
+    /// Overwrites sub-env `index`'s physical state (Gymnasium's
+    /// `env.unwrapped.state` layout), e.g. to replay from a chosen state. As
+    /// in Gymnasium, observations change only with the next step.
+    fn set_state(&mut self, index: usize, state: &[f64]) -> Result<(), EnvError>;
+
     /// Steps every sub-env with its action.
     fn step(&mut self, actions: Actions<'_>) -> Result<VectorStep<'_>, EnvError>;
 }
@@ -113,6 +118,15 @@ fn wrong_action_count(id: &str, space: &Space, got: usize, expected: usize) -> E
         env: id.to_string(),
         action: format!("a buffer of {got} values"),
         space: format!("{expected} values of {space} (one per sub-env)"),
+    }
+}
+
+/// The error for a sub-env index past `num_envs`.
+fn no_such_sub_env(id: &str, index: usize, num_envs: usize) -> EnvError {
+    EnvError::InvalidOption {
+        env: id.to_string(),
+        name: "index".into(),
+        reason: format!("sub-env {index} does not exist ({num_envs} sub-envs)"),
     }
 }
 

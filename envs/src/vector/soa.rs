@@ -10,9 +10,10 @@
 
 use super::episodes::EpisodeTracker;
 use super::{
-    invalid_sub_action, wrong_action_count, Actions, AutoresetMode, VectorEnv, VectorStep,
+    invalid_sub_action, no_such_sub_env, wrong_action_count, Actions, AutoresetMode, VectorEnv,
+    VectorStep,
 };
-use crate::classic::{Dynamics, Poly, Trig};
+use crate::classic::{check_physical_state, Dynamics, Poly, Trig};
 use crate::error::EnvError;
 use crate::rng::{seeded_rng, EnvRng};
 use crate::spaces::Space;
@@ -160,6 +161,17 @@ impl<D: Dynamics, T: Trig + Send> VectorEnv for SoaVectorEnv<D, T> {
             self.reset_copy(index)?;
         }
         Ok(self.obs.view())
+    }
+
+    fn set_state(&mut self, index: usize, state: &[f64]) -> Result<(), EnvError> {
+        let n = self.states.len();
+        if index >= n {
+            return Err(no_such_sub_env(D::ID, index, n));
+        }
+        check_physical_state(D::ID, D::STATE_LEN, state)?;
+        self.states[index] = self.dynamics.state_from_physical(state);
+        self.episodes.needs_reset[index] = false;
+        Ok(())
     }
 
     fn step(&mut self, actions: Actions<'_>) -> Result<VectorStep<'_>, EnvError> {

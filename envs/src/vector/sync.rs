@@ -4,7 +4,8 @@
 
 use super::episodes::EpisodeTracker;
 use super::{
-    invalid_sub_action, wrong_action_count, Actions, AutoresetMode, VectorEnv, VectorStep,
+    invalid_sub_action, no_such_sub_env, wrong_action_count, Actions, AutoresetMode, VectorEnv,
+    VectorStep,
 };
 use crate::env::Env;
 use crate::error::EnvError;
@@ -135,6 +136,17 @@ impl VectorEnv for SyncVectorEnv {
             self.reset_sub_env(index, seed.map(|s| s.wrapping_add(index as u64)))?;
         }
         Ok(self.obs.view())
+    }
+
+    fn set_state(&mut self, index: usize, state: &[f64]) -> Result<(), EnvError> {
+        let n = self.envs.len();
+        let env = self
+            .envs
+            .get_mut(index)
+            .ok_or_else(|| no_such_sub_env(&self.id, index, n))?;
+        env.set_state(state)?;
+        self.episodes.needs_reset[index] = false;
+        Ok(())
     }
 
     fn step(&mut self, actions: Actions<'_>) -> Result<VectorStep<'_>, EnvError> {
