@@ -1,0 +1,160 @@
+//! Actors on the embedded cluster: ordering, names, restarts, kill.
+
+mod common;
+
+use common::cluster;
+use oxray::core::{self as oxray_core, actor, Error, InitOptions};
+
+fn start() {
+    cluster(|| InitOptions::default().num_cpus(2.0));
+}
+
+pub struct Recorder {
+    seen: Vec<u64>,
+    pid: u32,
+}
+
+#[actor]
+impl Recorder {
+    pub fn new() -> Self {
+        Recorder { seen: Vec::new(), pid: std::process::id() }
+    }
+
+    pub fn record(&mut self, value: u64) -> usize {
+        self.seen.push(value);
+        self.seen.len()
+    }
+
+    pub fn seen(&self) -> Vec<u64> {
+        self.seen.clone()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Kills the actor's own process, as a crash would.
+    pub fn crash(&self) -> u32 {
+        // SAFETY: sends SIGKILL to this very process.
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGKILL);
+        }
+        0
+    }
+}
+
+pub struct Picky;
+
+#[actor]
+impl Picky {
+    pub fn new(ok: bool) -> Result<Self, String> {
+        if ok {
+            Ok(Picky)
+        } else {
+            Err("refused to start".to_string())
+        }
+    }
+
+    pub fn ping(&self) -> String {
+        "pong".to_string()
+    }
+}
+
+#[test]
+fn calls_run_in_submission_order_in_their_own_process() {
+    start();
+    let recorder = Recorder::remote().unwrap();
+    let counts: Vec<_> = (0..200).map(|i| recorder.record(i)).collect();
+    assert_eq!(oxray_core::get_all(&counts).unwrap(), (1..=200).collect::<Vec<usize>>());
+    assert_eq!(recorder.seen().get().unwrap(), (0..200).collect::<Vec<u64>>());
+    assert_ne!(recorder.pid().get().unwrap(), std::process::id());
+}
+
+#[test]
+fn two_actors_live_in_two_processes() {
+    start();
+    let (a, b) = (Recorder::remote().unwrap(), Recorder::remote().unwrap());
+    a.record(1);
+    assert_ne!(a.pid().get().unwrap(), b.pid().get().unwrap());
+    assert!(b.seen().get().unwrap().is_empty());
+}
+
+#[test]
+fn named_actors_are_found_by_name() {
+    start();
+    let original = Recorder::options().name("ledger").remote().unwrap();
+    original.record(7).get().unwrap();
+    let found = oxray_core::get_actor::<Recorder>("ledger").unwrap();
+    assert_eq!(found.id(), original.id());
+    assert_eq!(found.seen().get().unwrap(), vec![7]);
+    let again = Recorder::options().name("ledger").get_if_exists(true).remote().unwrap();
+    assert_eq!(again.id(), original.id());
+    assert!(matches!(Recorder::options().name("ledger").remote(), Err(Error::NameTaken { .. })));
+    assert!(matches!(oxray_core::get_actor::<Recorder>("nobody"), Err(Error::ActorNotFound { .. })));
+    assert!(matches!(oxray_core::get_actor::<Picky>("ledger"), Err(Error::TypeMismatch { .. })));
+}
+
+#[test]
+fn crashed_actor_restarts_with_a_fresh_constructor_then_dies_for_good() {
+    start();
+    let recorder = Recorder::options().max_restarts(1).remote().unwrap();
+    recorder.record(1).get().unwrap();
+    let first_pid = recorder.pid().get().unwrap();
+    assert!(matches!(recorder.crash().get(), Err(Error::ActorDied { .. })));
+    // Restarted: a new process whose state was built by the constructor again.
+    assert_eq!(recorder.seen().get().unwrap(), Vec::<u64>::new());
+    assert_ne!(recorder.pid().get().unwrap(), first_pid);
+    assert!(matches!(recorder.crash().get(), Err(Error::ActorDied { .. })));
+    match recorder.seen().get() {
+        Err(Error::ActorDied { message, .. }) => assert!(message.contains("max_restarts=1"), "{message}"),
+        other => panic!("expected ActorDied, got {other:?}"),
+    }
+}
+
+#[test]
+fn calls_in_flight_are_retried_with_max_task_retries() {
+    start();
+    let recorder = Recorder::options().max_restarts(1).max_task_retries(1).remote().unwrap();
+    let first_pid = recorder.pid().get().unwrap();
+    // The crash call itself is retried once on the restarted actor, which
+    // crashes again and exhausts the restarts.
+    assert!(matches!(recorder.crash().get(), Err(Error::ActorDied { .. })));
+    assert_ne!(first_pid, 0);
+}
+
+#[test]
+fn killed_actors_fail_their_calls() {
+    start();
+    let recorder = Recorder::options().max_restarts(5).name("doomed").remote().unwrap();
+    recorder.record(1).get().unwrap();
+    oxray_core::kill(&recorder).unwrap();
+    match recorder.record(2).get() {
+        Err(Error::ActorDied { message, .. }) => assert!(message.contains("killed"), "{message}"),
+        other => panic!("expected ActorDied, got {other:?}"),
+    }
+    assert!(matches!(oxray_core::get_actor::<Recorder>("doomed"), Err(Error::ActorNotFound { .. })));
+}
+
+#[test]
+fn failing_constructor_makes_calls_fail_with_its_message() {
+    start();
+    let picky = Picky::remote(false).unwrap();
+    match picky.ping().get() {
+        Err(Error::ActorDied { message, .. }) => assert!(message.contains("refused to start"), "{message}"),
+        other => panic!("expected ActorDied, got {other:?}"),
+    }
+    assert_eq!(Picky::remote(true).unwrap().ping().get().unwrap(), "pong");
+}
+
+#[test]
+fn handles_can_be_passed_to_tasks() {
+    start();
+    let recorder = Recorder::remote().unwrap();
+    assert_eq!(record_through::remote(recorder.clone(), 5).get().unwrap(), 1);
+    assert_eq!(recorder.seen().get().unwrap(), vec![5]);
+}
+
+#[oxray_core::remote]
+fn record_through(recorder: oxray_core::ActorHandle<Recorder>, value: u64) -> usize {
+    recorder.record(value).get().expect("call from a task")
+}
