@@ -3,6 +3,7 @@
 
 mod envs;
 mod evaluate;
+mod microbenchmark;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -24,6 +25,8 @@ enum Command {
     Train(train::TrainArgs),
     /// Roll out a checkpoint's policy and report episode returns.
     Evaluate(evaluate::EvaluateArgs),
+    /// Measure core throughput the way `ray microbenchmark` does.
+    Microbenchmark(microbenchmark::Args),
 }
 
 impl Cli {
@@ -32,6 +35,7 @@ impl Cli {
             Command::Envs(command) => envs::run(command),
             Command::Train(args) => train::run_train(args),
             Command::Evaluate(args) => evaluate::run_evaluate(args),
+            Command::Microbenchmark(args) => microbenchmark::run(args),
         }
     }
 }

@@ -1,0 +1,441 @@
+//! `oxray microbenchmark`: throughput of the core's basic operations (put, get,
+//! wait, tasks, actor calls), measured the way Ray's `ray microbenchmark`
+//! measures them so the two sets of figures can be read side by side.
+//!
+//! Each metric keeps Ray's name, loop shape and batch multiplier (Ray's
+//! `python/ray/_private/ray_perf.py`): a warm-up of 1 s, then timed rounds of
+//! about 2 s, each round's calls per second times the multiplier giving one
+//! sample; the line printed is `<name> per second <mean> +- <sd>`, as Ray prints
+//! it. Ray's metrics that need features oxray does not have (async actors,
+//! `max_concurrency`, placement groups, out-of-scope callbacks) are left out.
+//! The run ends with a table of the ratio to Ray 2.60's figures on the
+//! reference machine, which are quoted, not measured.
+
+use anyhow::Context;
+use oxray_core::{actor, remote, ActorHandle, InitOptions, ObjectRef};
+use serde::{Serialize, Serializer};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Run only the metrics whose name contains this text (Ray's TESTS_TO_RUN).
+    filter: Option<String>,
+    /// Timed rounds per metric.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
+    rounds: u32,
+    /// Seconds per timed round; the warm-up lasts 1 s or one round, whichever
+    /// is shorter.
+    #[arg(long, default_value_t = 2.0)]
+    round_seconds: f64,
+}
+
+/// Ray 2.60's `ray microbenchmark` means on the reference machine (2 cores,
+/// 24 GiB), from the peers table; the comparison table divides by these.
+const RAY_REFERENCE: &[(&str, f64)] = &[
+    ("single client get calls (Plasma Store)", 11_628.0),
+    ("single client put calls (Plasma Store)", 1_707.0),
+    ("multi client put calls (Plasma Store)", 1_110.0),
+    ("single client put gigabytes", 8.06),
+    ("single client tasks and get batch", 1.48),
+    ("multi client put gigabytes", 6.42),
+    ("single client get object containing 10k refs", 6.62),
+    ("single client wait 1k refs", 1.18),
+    ("single client tasks sync", 493.0),
+    ("single client tasks async", 1_412.0),
+    ("multi client tasks async", 1_318.0),
+    ("1:1 actor calls sync", 1_107.0),
+    ("1:1 actor calls async", 3_663.0),
+    ("1:n actor calls async", 2_877.0),
+    ("n:n actor calls async", 3_350.0),
+    ("n:n actor calls with arg async", 994.0),
+];
+
+/// What Ray's small tasks and actor methods return (`b"ok"`).
+const SMALL_VALUE: [u8; 2] = *b"ok";
+
+/// Ray's large put: `np.zeros(100 * 1024 * 1024, dtype=np.int64)`, counted as 0.8 GB.
+const LARGE_PUT_BYTES: usize = 100 * 1024 * 1024 * 8;
+const LARGE_PUT_GIGABYTES: f64 = 8.0 * 0.1;
+
+/// Each put of Ray's multi-client large put: 10 Mi int64 zeros.
+const MULTI_CLIENT_PUT_BYTES: usize = 10 * 1024 * 1024 * 8;
+const PUTS_PER_CLIENT: u32 = 10;
+const SMALL_PUTS_PER_CLIENT: u32 = 100;
+const PUT_CLIENTS: u32 = 10;
+
+/// Calls per batch in the single-client batched metrics.
+const BATCH: u32 = 1000;
+
+/// A zero-filled buffer that serialises as one byte string, as a NumPy array
+/// does in Ray, so put throughput measures the store rather than per-element
+/// encoding.
+struct ZeroBytes(Vec<u8>);
+
+impl ZeroBytes {
+    fn new(len: usize) -> Self {
+        ZeroBytes(vec![0; len])
+    }
+}
+
+impl Serialize for ZeroBytes {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(&self.0)
+    }
+}
+
+/// The smallest useful task (Ray's `small_value`).
+#[remote]
+fn small_value() -> [u8; 2] {
+    SMALL_VALUE
+}
+
+/// Submits `count` small tasks and waits for all of them.
+fn run_small_tasks(count: u32) -> oxray_core::Result<()> {
+    let refs: Vec<_> = (0..count).map(|_| small_value::remote()).collect();
+    oxray_core::get_all(&refs).map(drop)
+}
+
+/// One client of the multi-client small put metric (Ray's `do_put_small`).
+#[remote]
+fn put_small_objects() -> oxray_core::Result<()> {
+    for _ in 0..SMALL_PUTS_PER_CLIENT {
+        oxray_core::put(&0i64)?;
+    }
+    Ok(())
+}
+
+/// One client of the multi-client large put metric (Ray's `do_put`).
+#[remote]
+fn put_large_objects() -> oxray_core::Result<()> {
+    for _ in 0..PUTS_PER_CLIENT {
+        oxray_core::put(&ZeroBytes::new(MULTI_CLIENT_PUT_BYTES))?;
+    }
+    Ok(())
+}
+
+/// An object holding 10k refs (Ray's `create_object_containing_ref`).
+#[remote]
+fn create_object_containing_refs() -> oxray_core::Result<Vec<ObjectRef<i64>>> {
+    (0..10_000).map(|_| oxray_core::put(&1i64)).collect()
+}
+
+/// Calls `small_value` `count` times round-robin over `servers` (Ray's `work`).
+#[remote]
+fn call_servers_round_robin(
+    servers: Vec<ActorHandle<Server>>,
+    count: u32,
+) -> oxray_core::Result<()> {
+    let refs: Vec<_> = servers
+        .iter()
+        .cycle()
+        .take(count as usize)
+        .map(|server| server.small_value())
+        .collect();
+    oxray_core::get_all(&refs).map(drop)
+}
+
+/// The actor whose methods are called (Ray's `Actor`).
+pub struct Server;
+
+#[actor]
+impl Server {
+    pub fn new() -> Self {
+        Server
+    }
+
+    pub fn small_value(&self) -> [u8; 2] {
+        SMALL_VALUE
+    }
+
+    pub fn small_value_arg(&self, _value: i64) -> [u8; 2] {
+        SMALL_VALUE
+    }
+
+    /// Submits `count` small tasks from inside the actor and waits for them.
+    pub fn small_value_batch(&self, count: u32) -> oxray_core::Result<()> {
+        run_small_tasks(count)
+    }
+}
+
+/// An actor that calls servers in batches (Ray's `Client`).
+pub struct Client {
+    servers: Vec<ActorHandle<Server>>,
+}
+
+#[actor]
+impl Client {
+    pub fn new(servers: Vec<ActorHandle<Server>>) -> Self {
+        Client { servers }
+    }
+
+    /// Calls `small_value` `count` times on every server, then waits.
+    pub fn small_value_batch(&self, count: u32) -> oxray_core::Result<()> {
+        let refs: Vec<_> = self
+            .servers
+            .iter()
+            .flat_map(|server| (0..count).map(|_| server.small_value()))
+            .collect();
+        oxray_core::get_all(&refs).map(drop)
+    }
+
+    /// Like `small_value_batch`, passing one stored object by reference.
+    pub fn small_value_batch_arg(&self, count: u32) -> oxray_core::Result<()> {
+        let arg = oxray_core::put(&0i64)?;
+        let refs: Vec<_> = self
+            .servers
+            .iter()
+            .flat_map(|server| (0..count).map(|_| server.small_value_arg(&arg)))
+            .collect();
+        oxray_core::get_all(&refs).map(drop)
+    }
+}
+
+fn create_servers(count: usize) -> anyhow::Result<Vec<ActorHandle<Server>>> {
+    (0..count)
+        .map(|_| Server::remote().context("creating a server actor"))
+        .collect()
+}
+
+/// One metric's result: mean and population standard deviation of ops/s.
+struct Measurement {
+    name: &'static str,
+    mean: f64,
+    sd: f64,
+}
+
+/// Runs metrics with Ray's timing procedure and keeps their results.
+struct Timer {
+    filter: Option<String>,
+    warmup: Duration,
+    round: Duration,
+    rounds: u32,
+    measurements: Vec<Measurement>,
+}
+
+impl Timer {
+    /// Measures `name` if the filter selects it. `setup` creates what the
+    /// metric needs (actors, objects) and returns one call of its loop body;
+    /// each call counts as `multiplier` operations.
+    fn timeit<Call>(
+        &mut self,
+        name: &'static str,
+        multiplier: f64,
+        setup: impl FnOnce() -> anyhow::Result<Call>,
+    ) -> anyhow::Result<()>
+    where
+        Call: FnMut() -> oxray_core::Result<()>,
+    {
+        if self.filter.as_deref().is_some_and(|f| !name.contains(f)) {
+            return Ok(());
+        }
+        let mut call = setup().with_context(|| format!("setting up {name}"))?;
+        let mut call = || call().with_context(|| format!("running {name}"));
+        let start = Instant::now();
+        let mut warmup_calls = 0u64;
+        while start.elapsed() < self.warmup {
+            call()?;
+            warmup_calls += 1;
+        }
+        // Like Ray, check the clock every tenth of the warm-up's call count.
+        let step = warmup_calls / 10 + 1;
+        let mut rates = Vec::with_capacity(self.rounds as usize);
+        for _ in 0..self.rounds {
+            let start = Instant::now();
+            let mut calls = 0u64;
+            while start.elapsed() < self.round {
+                for _ in 0..step {
+                    call()?;
+                }
+                calls += step;
+            }
+            rates.push(multiplier * calls as f64 / start.elapsed().as_secs_f64());
+        }
+        let mean = rates.iter().sum::<f64>() / rates.len() as f64;
+        let variance = rates.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / rates.len() as f64;
+        let sd = variance.sqrt();
+        println!("{name} per second {mean:.2} +- {sd:.2}");
+        self.measurements.push(Measurement { name, mean, sd });
+        Ok(())
+    }
+
+    fn print_comparison(&self) {
+        if self.measurements.is_empty() {
+            println!("no metric matches the filter");
+            return;
+        }
+        println!();
+        println!(
+            "Ray 2.60 reference figures (quoted from the peers table, not measured in this run):"
+        );
+        println!(
+            "{:<46} {:>22} {:>12} {:>10}",
+            "metric", "oxray", "Ray 2.60", "oxray/Ray"
+        );
+        for m in &self.measurements {
+            let reference = RAY_REFERENCE.iter().find(|(name, _)| *name == m.name);
+            let oxray = format!("{:.2} +- {:.2}", m.mean, m.sd);
+            match reference {
+                Some((_, ray)) => println!(
+                    "{:<46} {oxray:>22} {ray:>12.2} {:>9.2}x",
+                    m.name,
+                    m.mean / ray
+                ),
+                None => println!("{:<46} {oxray:>22} {:>12} {:>10}", m.name, "-", "-"),
+            }
+        }
+    }
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let round = Duration::try_from_secs_f64(args.round_seconds)
+        .ok()
+        .filter(|round| !round.is_zero())
+        .context("--round-seconds must be a positive number of seconds")?;
+    let mut timer = Timer {
+        filter: args.filter,
+        warmup: round.min(Duration::from_secs(1)),
+        round,
+        rounds: args.rounds,
+        measurements: Vec::new(),
+    };
+    oxray_core::init(InitOptions::default())?;
+    let outcome = run_metrics(&mut timer);
+    oxray_core::shutdown();
+    outcome?;
+    timer.print_comparison();
+    Ok(())
+}
+
+/// Ray's metrics in Ray's order.
+fn run_metrics(timer: &mut Timer) -> anyhow::Result<()> {
+    // Ray runs the actor fan-out metrics with half the logical cores.
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let fan_out = (cpus / 2).max(1);
+
+    timer.timeit("single client get calls (Plasma Store)", 1.0, || {
+        let value = oxray_core::put(&0i64)?;
+        Ok(move || value.get().map(drop))
+    })?;
+    timer.timeit("single client put calls (Plasma Store)", 1.0, || {
+        Ok(|| oxray_core::put(&0i64).map(drop))
+    })?;
+    timer.timeit(
+        "multi client put calls (Plasma Store)",
+        f64::from(PUT_CLIENTS * SMALL_PUTS_PER_CLIENT),
+        || {
+            Ok(|| {
+                let refs: Vec<_> = (0..PUT_CLIENTS)
+                    .map(|_| put_small_objects::remote())
+                    .collect();
+                oxray_core::get_all(&refs).map(drop)
+            })
+        },
+    )?;
+    timer.timeit("single client put gigabytes", LARGE_PUT_GIGABYTES, || {
+        let array = ZeroBytes::new(LARGE_PUT_BYTES);
+        Ok(move || oxray_core::put(&array).map(drop))
+    })?;
+    timer.timeit("single client tasks and get batch", 1.0, || {
+        Ok(|| run_small_tasks(BATCH))
+    })?;
+    timer.timeit(
+        "multi client put gigabytes",
+        f64::from(PUT_CLIENTS) * LARGE_PUT_GIGABYTES,
+        || {
+            Ok(|| {
+                let refs: Vec<_> = (0..PUT_CLIENTS)
+                    .map(|_| put_large_objects::remote())
+                    .collect();
+                oxray_core::get_all(&refs).map(drop)
+            })
+        },
+    )?;
+    timer.timeit("single client get object containing 10k refs", 1.0, || {
+        let object = create_object_containing_refs::remote();
+        Ok(move || object.get().map(drop))
+    })?;
+    timer.timeit("single client wait 1k refs", 1.0, || {
+        Ok(|| {
+            let mut pending: Vec<_> = (0..BATCH).map(|_| small_value::remote()).collect();
+            while !pending.is_empty() {
+                pending = oxray_core::wait(&pending, 1, None)?.1;
+            }
+            Ok(())
+        })
+    })?;
+    timer.timeit("single client tasks sync", 1.0, || {
+        Ok(|| small_value::remote().get().map(drop))
+    })?;
+    timer.timeit("single client tasks async", f64::from(BATCH), || {
+        Ok(|| run_small_tasks(BATCH))
+    })?;
+
+    let (tasks_per_client, clients) = (10_000, 4);
+    timer.timeit(
+        "multi client tasks async",
+        f64::from(tasks_per_client * clients),
+        || {
+            let servers = create_servers(clients as usize)?;
+            Ok(move || {
+                let refs: Vec<_> = servers
+                    .iter()
+                    .map(|server| server.small_value_batch(tasks_per_client))
+                    .collect();
+                oxray_core::get_all(&refs).map(drop)
+            })
+        },
+    )?;
+    timer.timeit("1:1 actor calls sync", 1.0, || {
+        let server = Server::remote()?;
+        Ok(move || server.small_value().get().map(drop))
+    })?;
+    timer.timeit("1:1 actor calls async", f64::from(BATCH), || {
+        let server = Server::remote()?;
+        Ok(move || {
+            let refs: Vec<_> = (0..BATCH).map(|_| server.small_value()).collect();
+            oxray_core::get_all(&refs).map(drop)
+        })
+    })?;
+
+    let calls_per_server = 5000;
+    timer.timeit(
+        "1:n actor calls async",
+        f64::from(calls_per_server) * fan_out as f64,
+        || {
+            let client = Client::remote(create_servers(fan_out)?)?;
+            Ok(move || client.small_value_batch(calls_per_server).get())
+        },
+    )?;
+    let (calls_per_task, tasks) = (5000, 4);
+    timer.timeit(
+        "n:n actor calls async",
+        f64::from(calls_per_task * tasks),
+        || {
+            let servers = create_servers(fan_out)?;
+            Ok(move || {
+                let refs: Vec<_> = (0..tasks)
+                    .map(|_| call_servers_round_robin::remote(servers.clone(), calls_per_task))
+                    .collect();
+                oxray_core::get_all(&refs).map(drop)
+            })
+        },
+    )?;
+    let calls_per_client = 1000;
+    timer.timeit(
+        "n:n actor calls with arg async",
+        f64::from(calls_per_client) * fan_out as f64,
+        || {
+            let clients = create_servers(fan_out)?
+                .into_iter()
+                .map(|server| Client::remote(vec![server]).context("creating a client actor"))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            Ok(move || {
+                let refs: Vec<_> = clients
+                    .iter()
+                    .map(|client| client.small_value_batch_arg(calls_per_client))
+                    .collect();
+                oxray_core::get_all(&refs).map(drop)
+            })
+        },
+    )
+}
