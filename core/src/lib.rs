@@ -70,6 +70,6 @@ pub use oxray_macros::{actor, remote};
 pub use resources::ResourceSet;
 pub use runtime::{
     cancel, get, get_all, get_all_timeout, init, is_initialized, node_summary, put, shutdown, wait,
-    InitOptions, NodeSummary,
+    InitOptions, NodeSummary, ReadyAndPending,
 };
 pub use worker::get_gpu_ids;

@@ -124,7 +124,6 @@ struct TaskRecord {
 }
 
 struct Lease {
-    shape: String,
     allocation: Allocation,
     /// Resources handed back while the worker blocks in `get`.
     lent_out: bool,
@@ -335,11 +334,9 @@ impl Node {
         match command.spawn() {
             Ok(mut child) => {
                 if let Some(pid) = child.id() {
-                    self.state
-                        .lock()
-                        .workers
-                        .get_mut(&worker)
-                        .map(|w| w.pid = Some(pid));
+                    if let Some(w) = self.state.lock().workers.get_mut(&worker) {
+                        w.pid = Some(pid);
+                    }
                 }
                 let node = self.weak();
                 self.runtime.spawn(async move {
@@ -500,11 +497,9 @@ impl Node {
                     let reply = node
                         .await_objects(worker, &ids, ids.len(), timeout)
                         .await
-                        .and_then(|_| {
+                        .map(|_| {
                             let state = node.state.lock();
-                            Ok(Reply::Objects(
-                                ids.iter().map(|id| state.value_of(*id)).collect(),
-                            ))
+                            Reply::Objects(ids.iter().map(|id| state.value_of(*id)).collect())
                         });
                     reply_to(&node, reply);
                 });
@@ -968,15 +963,12 @@ impl NodeState {
             .map(|(k, _)| k.clone())
             .collect();
         for shape in shapes {
-            loop {
-                let Some(queue) = self.queues.get(&shape) else {
-                    break;
-                };
-                let Some(&task_id) = queue.tasks.front() else {
-                    break;
-                };
-                let request = queue.request.clone();
-                let Some(worker) = self.lease_worker(&shape, &request) else {
+            while let Some((task_id, request)) = self
+                .queues
+                .get(&shape)
+                .and_then(|q| Some((*q.tasks.front()?, q.request.clone())))
+            {
+                let Some(worker) = self.lease_worker(&request) else {
                     break;
                 };
                 self.queues
@@ -991,7 +983,7 @@ impl NodeState {
     }
 
     /// A free worker with `request` newly reserved for it, if the node has both.
-    fn lease_worker(&mut self, shape: &str, request: &ResourceSet) -> Option<WorkerId> {
+    fn lease_worker(&mut self, request: &ResourceSet) -> Option<WorkerId> {
         let allocation = self.pool.try_acquire(request)?;
         let gpu_ids = allocation.gpu_ids();
         let idle = self.workers.iter().find(|(_, w)| {
@@ -1005,7 +997,6 @@ impl NodeState {
             Some((&id, _)) => {
                 let worker = self.workers.get_mut(&id).expect("worker just found");
                 worker.lease = Some(Lease {
-                    shape: shape.to_string(),
                     allocation,
                     lent_out: false,
                 });

@@ -197,6 +197,9 @@ pub fn get_all_timeout<T: DeserializeOwned>(
         .collect()
 }
 
+/// The ready and the not-ready refs of a [`wait`].
+pub type ReadyAndPending<T> = (Vec<ObjectRef<T>>, Vec<ObjectRef<T>>);
+
 /// Splits `objects` into ready and not-ready lists, returning once
 /// `num_returns` are ready or `timeout` passes. Both lists keep the input order
 /// and the ready list holds at most `num_returns` refs, as in Ray.
@@ -204,7 +207,7 @@ pub fn wait<T>(
     objects: &[ObjectRef<T>],
     num_returns: usize,
     timeout: Option<Duration>,
-) -> Result<(Vec<ObjectRef<T>>, Vec<ObjectRef<T>>)> {
+) -> Result<ReadyAndPending<T>> {
     let backend = current()?;
     let ids: Vec<ObjectId> = objects.iter().map(ObjectRef::id).collect();
     let ready = backend.wait(&ids, num_returns.min(ids.len()), timeout)?;
