@@ -7,7 +7,7 @@
 //! drawn in float64 and stored as float32 (Gymnasium casts it), everything
 //! after that is float64.
 
-use super::{reset_bounds, uniform, Dynamics, Transition, Trig};
+use super::{reset_bounds, uniform, Dynamics, Libm, Math, Transition};
 use crate::env::ResetOptions;
 use crate::error::EnvError;
 use crate::rng::EnvRng;
@@ -33,7 +33,7 @@ pub struct Acrobot;
 /// Time derivative of `[θ1, θ2, θ1', θ2']` under `torque`, with Gymnasium's
 /// operation order.
 #[inline(always)]
-fn derivatives<T: Trig>(s: [f64; 4], torque: f64) -> [f64; 4] {
+fn derivatives<M: Math>(s: [f64; 4], torque: f64) -> [f64; 4] {
     let (m1, m2, l1, lc1, lc2) = (
         LINK_MASS_1,
         LINK_MASS_2,
@@ -43,31 +43,31 @@ fn derivatives<T: Trig>(s: [f64; 4], torque: f64) -> [f64; 4] {
     );
     let (i1, i2, g) = (LINK_MOI, LINK_MOI, GRAVITY);
     let [theta1, theta2, dtheta1, dtheta2] = s;
-    let cos_theta2 = T::cos(theta2);
-    let sin_theta2 = T::sin(theta2);
+    let cos_theta2 = M::cos(theta2);
+    let sin_theta2 = M::sin(theta2);
     let d1 = m1 * (lc1 * lc1) + m2 * (l1 * l1 + lc2 * lc2 + 2.0 * l1 * lc2 * cos_theta2) + i1 + i2;
     let d2 = m2 * (lc2 * lc2 + l1 * lc2 * cos_theta2) + i2;
-    let phi2 = m2 * lc2 * g * T::cos(theta1 + theta2 - PI / 2.0);
-    let phi1 = -m2 * l1 * lc2 * (dtheta2 * dtheta2) * sin_theta2
+    let phi2 = m2 * lc2 * g * M::cos(theta1 + theta2 - PI / 2.0);
+    let phi1 = -m2 * l1 * lc2 * M::square(dtheta2) * sin_theta2
         - 2.0 * m2 * l1 * lc2 * dtheta2 * dtheta1 * sin_theta2
-        + (m1 * lc1 + m2 * l1) * g * T::cos(theta1 - PI / 2.0)
+        + (m1 * lc1 + m2 * l1) * g * M::cos(theta1 - PI / 2.0)
         + phi2;
     let ddtheta2 =
-        (torque + d2 / d1 * phi1 - m2 * l1 * lc2 * (dtheta1 * dtheta1) * sin_theta2 - phi2)
-            / (m2 * (lc2 * lc2) + i2 - (d2 * d2) / d1);
+        (torque + d2 / d1 * phi1 - m2 * l1 * lc2 * M::square(dtheta1) * sin_theta2 - phi2)
+            / (m2 * (lc2 * lc2) + i2 - M::square(d2) / d1);
     let ddtheta1 = -(d2 * ddtheta2 + phi1) / d1;
     [dtheta1, dtheta2, ddtheta1, ddtheta2]
 }
 
 /// One RK4 step of length `DT`.
 #[inline(always)]
-fn rk4<T: Trig>(y0: [f64; 4], torque: f64) -> [f64; 4] {
+fn rk4<M: Math>(y0: [f64; 4], torque: f64) -> [f64; 4] {
     let half = DT / 2.0;
     let along = |k: [f64; 4], h: f64| std::array::from_fn(|j| y0[j] + h * k[j]);
-    let k1 = derivatives::<T>(y0, torque);
-    let k2 = derivatives::<T>(along(k1, half), torque);
-    let k3 = derivatives::<T>(along(k2, half), torque);
-    let k4 = derivatives::<T>(along(k3, DT), torque);
+    let k1 = derivatives::<M>(y0, torque);
+    let k2 = derivatives::<M>(along(k1, half), torque);
+    let k3 = derivatives::<M>(along(k2, half), torque);
+    let k4 = derivatives::<M>(along(k3, DT), torque);
     std::array::from_fn(|j| y0[j] + DT / 6.0 * (k1[j] + 2.0 * k2[j] + 2.0 * k3[j] + k4[j]))
 }
 
@@ -89,6 +89,7 @@ impl Dynamics for Acrobot {
     const MAX_EPISODE_STEPS: u32 = 500;
     const STATE_LEN: usize = 4;
     const OBS_LEN: usize = 6;
+    type VectorMath = Libm;
     type State = [f64; 4];
     type Action = u8;
 
@@ -118,14 +119,14 @@ impl Dynamics for Acrobot {
     }
 
     #[inline(always)]
-    fn step<T: Trig>(&self, state: &mut [f64; 4], action: u8) -> Transition {
-        let next = rk4::<T>(*state, AVAILABLE_TORQUE[usize::from(action)]);
+    fn step<M: Math>(&self, state: &mut [f64; 4], action: u8) -> Transition {
+        let next = rk4::<M>(*state, AVAILABLE_TORQUE[usize::from(action)]);
         let theta1 = wrap(next[0], -PI, PI);
         let theta2 = wrap(next[1], -PI, PI);
-        let dtheta1 = next[2].max(-MAX_VEL_1).min(MAX_VEL_1);
-        let dtheta2 = next[3].max(-MAX_VEL_2).min(MAX_VEL_2);
+        let dtheta1 = next[2].clamp(-MAX_VEL_1, MAX_VEL_1);
+        let dtheta2 = next[3].clamp(-MAX_VEL_2, MAX_VEL_2);
         *state = [theta1, theta2, dtheta1, dtheta2];
-        let terminated = -T::cos(theta1) - T::cos(theta2 + theta1) > 1.0;
+        let terminated = -M::cos(theta1) - M::cos(theta2 + theta1) > 1.0;
         Transition {
             reward: if terminated { 0.0 } else { -1.0 },
             terminated,
@@ -133,13 +134,13 @@ impl Dynamics for Acrobot {
     }
 
     #[inline(always)]
-    fn observe<T: Trig>(&self, state: &[f64; 4], obs: &mut [f32]) {
+    fn observe<M: Math>(&self, state: &[f64; 4], obs: &mut [f32]) {
         let [theta1, theta2, dtheta1, dtheta2] = *state;
         let values = [
-            T::cos(theta1),
-            T::sin(theta1),
-            T::cos(theta2),
-            T::sin(theta2),
+            M::cos(theta1),
+            M::sin(theta1),
+            M::cos(theta2),
+            M::sin(theta2),
             dtheta1,
             dtheta2,
         ];

@@ -4,7 +4,7 @@
 //! Euler integration and termination at |x| > 2.4 or |θ| > 12°. The state is
 //! float64 and the observation its float32 cast, as in Gymnasium.
 
-use super::{reset_bounds, uniform, Dynamics, Transition, Trig};
+use super::{reset_bounds, uniform, Dynamics, Math, Poly, Transition};
 use crate::env::ResetOptions;
 use crate::error::EnvError;
 use crate::rng::EnvRng;
@@ -31,6 +31,7 @@ impl Dynamics for CartPole {
     const MAX_EPISODE_STEPS: u32 = 500;
     const STATE_LEN: usize = 4;
     const OBS_LEN: usize = 4;
+    type VectorMath = Poly;
     type State = [f64; 4];
     type Action = bool;
 
@@ -67,11 +68,11 @@ impl Dynamics for CartPole {
     }
 
     #[inline(always)]
-    fn step<T: Trig>(&self, state: &mut [f64; 4], push_right: bool) -> Transition {
+    fn step<M: Math>(&self, state: &mut [f64; 4], push_right: bool) -> Transition {
         let [x, x_dot, theta, theta_dot] = *state;
         let force = if push_right { FORCE_MAG } else { -FORCE_MAG };
-        let cos_theta = T::cos(theta);
-        let sin_theta = T::sin(theta);
+        let cos_theta = M::cos(theta);
+        let sin_theta = M::sin(theta);
         // Same operation order as Gymnasium, so results agree to the last bit.
         let temp = (force + POLE_MASS_LENGTH * (theta_dot * theta_dot) * sin_theta) / TOTAL_MASS;
         let theta_acc = (GRAVITY * sin_theta - cos_theta * temp)
@@ -82,10 +83,8 @@ impl Dynamics for CartPole {
         let theta = theta + TAU * theta_dot;
         let theta_dot = theta_dot + TAU * theta_acc;
         *state = [x, x_dot, theta, theta_dot];
-        let terminated = (x < -X_THRESHOLD)
-            | (x > X_THRESHOLD)
-            | (theta < -THETA_THRESHOLD)
-            | (theta > THETA_THRESHOLD);
+        let terminated = !(-X_THRESHOLD..=X_THRESHOLD).contains(&x)
+            || !(-THETA_THRESHOLD..=THETA_THRESHOLD).contains(&theta);
         Transition {
             reward: 1.0,
             terminated,
@@ -93,7 +92,7 @@ impl Dynamics for CartPole {
     }
 
     #[inline(always)]
-    fn observe<T: Trig>(&self, state: &[f64; 4], obs: &mut [f32]) {
+    fn observe<M: Math>(&self, state: &[f64; 4], obs: &mut [f32]) {
         for (o, s) in obs.iter_mut().zip(state) {
             *o = *s as f32;
         }

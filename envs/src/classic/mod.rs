@@ -2,22 +2,23 @@
 //!
 //! Each env is a [`Dynamics`] implementation: its constants, spaces, initial
 //! state distribution and one `step` function written once, generic over the
-//! [`Trig`] used for sines and cosines. [`ClassicEnv`] turns any `Dynamics`
+//! [`Math`] used for sines, cosines and squares. [`ClassicEnv`] turns any `Dynamics`
 //! into a scalar [`Env`] (using [`Libm`], bit-faithful to Gymnasium), and
 //! `vector::soa` runs the very same `step` over many copies at once (using
-//! [`Poly`], which vectorizes). Nothing about the physics is written twice.
+//! the env's [`Dynamics::VectorMath`], [`Poly`] where parity allows, which
+//! vectorizes). Nothing about the physics is written twice.
 
 mod acrobot;
 mod cartpole;
+pub mod math;
 mod mountain_car;
 mod pendulum;
-pub mod trig;
 
 pub use acrobot::Acrobot;
 pub use cartpole::CartPole;
+pub use math::{Libm, Math, Poly};
 pub use mountain_car::{MountainCar, MountainCarContinuous};
 pub use pendulum::Pendulum;
-pub use trig::{Libm, Poly, Trig};
 
 use crate::env::{Env, Info, Reset, ResetOptions, Step};
 use crate::error::EnvError;
@@ -43,6 +44,12 @@ pub trait Dynamics: Clone + Send + Sync + 'static {
     const STATE_LEN: usize;
     /// Length of the observation.
     const OBS_LEN: usize;
+
+    /// The [`Math`] the vector fast path steps with: [`Poly`] where the
+    /// parity tests show the trajectories stay within Gymnasium's (and the
+    /// reward does not depend on the last bit of the state), [`Libm`] where
+    /// only bit-exact arithmetic keeps rewards exactly equal.
+    type VectorMath: Math;
 
     /// The internal state: the physical state first, then any bookkeeping a
     /// faithful step needs (e.g. the dtype Gymnasium holds the state in).
@@ -82,10 +89,10 @@ pub trait Dynamics: Clone + Send + Sync + 'static {
     }
 
     /// One transition, computed as Gymnasium computes it.
-    fn step<T: Trig>(&self, state: &mut Self::State, action: Self::Action) -> Transition;
+    fn step<M: Math>(&self, state: &mut Self::State, action: Self::Action) -> Transition;
 
     /// Writes the observation of `state` into `obs` (length `OBS_LEN`).
-    fn observe<T: Trig>(&self, state: &Self::State, obs: &mut [f32]);
+    fn observe<M: Math>(&self, state: &Self::State, obs: &mut [f32]);
 
     /// The reward Gymnasium gives for steps taken after termination without
     /// a reset (only CartPole changes it: to 0).

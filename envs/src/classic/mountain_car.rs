@@ -9,7 +9,7 @@
 //! below reproduces those precisions exactly, which is why it carries the
 //! state's dtype alongside the state.
 
-use super::{reset_bounds, uniform, Dynamics, Transition, Trig};
+use super::{reset_bounds, uniform, Dynamics, Math, Poly, Transition};
 use crate::env::ResetOptions;
 use crate::error::EnvError;
 use crate::rng::EnvRng;
@@ -62,6 +62,7 @@ impl Dynamics for MountainCar {
     const MAX_EPISODE_STEPS: u32 = 200;
     const STATE_LEN: usize = 2;
     const OBS_LEN: usize = 2;
+    type VectorMath = Poly;
     type State = [f64; 2];
     type Action = i64;
 
@@ -86,12 +87,12 @@ impl Dynamics for MountainCar {
     }
 
     #[inline(always)]
-    fn step<T: Trig>(&self, state: &mut [f64; 2], action: i64) -> Transition {
+    fn step<M: Math>(&self, state: &mut [f64; 2], action: i64) -> Transition {
         let [position, velocity] = *state;
         let velocity =
-            velocity + ((action - 1) as f64 * Self::FORCE + T::cos(3.0 * position) * -GRAVITY);
-        let velocity = velocity.max(-MAX_SPEED).min(MAX_SPEED);
-        let position = (position + velocity).max(MIN_POSITION).min(MAX_POSITION);
+            velocity + ((action - 1) as f64 * Self::FORCE + M::cos(3.0 * position) * -GRAVITY);
+        let velocity = velocity.clamp(-MAX_SPEED, MAX_SPEED);
+        let position = (position + velocity).clamp(MIN_POSITION, MAX_POSITION);
         let velocity = if position == MIN_POSITION && velocity < 0.0 {
             0.0
         } else {
@@ -105,7 +106,7 @@ impl Dynamics for MountainCar {
     }
 
     #[inline(always)]
-    fn observe<T: Trig>(&self, state: &[f64; 2], obs: &mut [f32]) {
+    fn observe<M: Math>(&self, state: &[f64; 2], obs: &mut [f32]) {
         obs[0] = state[0] as f32;
         obs[1] = state[1] as f32;
     }
@@ -136,6 +137,7 @@ impl Dynamics for MountainCarContinuous {
     /// Position, velocity, and a flag (1.0) once Gymnasium would hold the
     /// state as float32, which it does after any step (a reset or an assigned
     /// state is float64).
+    type VectorMath = Poly;
     type State = [f64; 3];
     type Action = f32;
 
@@ -166,7 +168,7 @@ impl Dynamics for MountainCarContinuous {
     }
 
     #[inline(always)]
-    fn step<T: Trig>(&self, state: &mut [f64; 3], action: f32) -> Transition {
+    fn step<M: Math>(&self, state: &mut [f64; 3], action: f32) -> Transition {
         let [position, velocity, float32_flag] = *state;
         let is_float32 = float32_flag != 0.0;
         // Python's min/max leave a float32 action a float32 but replace it by
@@ -174,9 +176,9 @@ impl Dynamics for MountainCarContinuous {
         // the acceleration below.
         let clipped = !(-1.0..=1.0).contains(&action);
         let cos_term = if is_float32 {
-            0.0025 * T::cos((3.0f32 * position as f32) as f64)
+            0.0025 * M::cos((3.0f32 * position as f32) as f64)
         } else {
-            0.0025 * T::cos(3.0 * position)
+            0.0025 * M::cos(3.0 * position)
         };
         let acceleration = if clipped {
             action.signum() as f64 * Self::POWER - cos_term
@@ -215,7 +217,7 @@ impl Dynamics for MountainCarContinuous {
     }
 
     #[inline(always)]
-    fn observe<T: Trig>(&self, state: &[f64; 3], obs: &mut [f32]) {
+    fn observe<M: Math>(&self, state: &[f64; 3], obs: &mut [f32]) {
         obs[0] = state[0] as f32;
         obs[1] = state[1] as f32;
     }

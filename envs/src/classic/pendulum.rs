@@ -5,7 +5,7 @@
 //! action is a float32 array; the step below keeps those precisions, and
 //! normalizes the angle for the cost with a floored modulo as NumPy does.
 
-use super::{number_option, Dynamics, Transition, Trig};
+use super::{number_option, Dynamics, Libm, Math, Transition};
 use crate::env::ResetOptions;
 use crate::error::EnvError;
 use crate::rng::EnvRng;
@@ -44,6 +44,7 @@ impl Dynamics for Pendulum {
     const MAX_EPISODE_STEPS: u32 = 200;
     const STATE_LEN: usize = 2;
     const OBS_LEN: usize = 3;
+    type VectorMath = Libm;
     type State = [f64; 2];
     type Action = f32;
 
@@ -85,15 +86,15 @@ impl Dynamics for Pendulum {
     }
 
     #[inline(always)]
-    fn step<T: Trig>(&self, state: &mut [f64; 2], torque: f32) -> Transition {
+    fn step<M: Math>(&self, state: &mut [f64; 2], torque: f32) -> Transition {
         let [angle, speed] = *state;
         let torque = torque.clamp(-MAX_TORQUE, MAX_TORQUE);
         let normalized = angle_normalize(angle);
-        let torque_cost = (0.001f32 * (torque * torque)) as f64;
-        let cost = normalized * normalized + 0.1 * (speed * speed) + torque_cost;
+        let torque_cost = (0.001f32 * M::square_f32(torque)) as f64;
+        let cost = M::square(normalized) + 0.1 * M::square(speed) + torque_cost;
         let gravity_gain = 3.0 * self.gravity / (2.0 * LENGTH);
         let torque_gain = (3.0 / (MASS * LENGTH * LENGTH)) as f32;
-        let acceleration = gravity_gain * T::sin(angle) + (torque_gain * torque) as f64;
+        let acceleration = gravity_gain * M::sin(angle) + (torque_gain * torque) as f64;
         let speed = (speed + acceleration * DT).clamp(-MAX_SPEED, MAX_SPEED);
         *state = [angle + speed * DT, speed];
         Transition {
@@ -103,9 +104,9 @@ impl Dynamics for Pendulum {
     }
 
     #[inline(always)]
-    fn observe<T: Trig>(&self, state: &[f64; 2], obs: &mut [f32]) {
-        obs[0] = T::cos(state[0]) as f32;
-        obs[1] = T::sin(state[0]) as f32;
+    fn observe<M: Math>(&self, state: &[f64; 2], obs: &mut [f32]) {
+        obs[0] = M::cos(state[0]) as f32;
+        obs[1] = M::sin(state[0]) as f32;
         obs[2] = state[1] as f32;
     }
 }

@@ -1,9 +1,10 @@
 //! The fast path for the built-in envs: all copies' states side by side,
 //! stepped by one loop over the shared [`Dynamics::step`].
 //!
-//! The loop body is the scalar dynamics inlined, with [`Poly`] sines and
-//! cosines (no calls, no branches the optimizer cannot turn into selects), so
-//! LLVM vectorizes it across environments. Everything rare (time limits,
+//! The loop body is the scalar dynamics inlined with the env's
+//! [`Dynamics::VectorMath`]; with [`crate::classic::Poly`] it has no calls and
+//! no branches the optimizer cannot turn into selects, so LLVM vectorizes it
+//! across environments. Everything rare (time limits,
 //! episode ends, resets) happens in a second, scalar pass over the flags.
 //! Each copy has its own generator seeded with `seed + i`, exactly as the
 //! scalar envs are, so both paths start the same episodes.
@@ -13,15 +14,14 @@ use super::{
     invalid_sub_action, no_such_sub_env, wrong_action_count, Actions, AutoresetMode, VectorEnv,
     VectorStep,
 };
-use crate::classic::{check_physical_state, Dynamics, Poly, Trig};
+use crate::classic::{check_physical_state, Dynamics};
 use crate::error::EnvError;
 use crate::rng::{seeded_rng, EnvRng};
 use crate::spaces::Space;
 use ndarray::{Array2, ArrayView2};
-use std::marker::PhantomData;
 
 /// `num_envs` copies of a built-in env, time-limited to `max_episode_steps`.
-pub struct SoaVectorEnv<D: Dynamics, T: Trig = Poly> {
+pub struct SoaVectorEnv<D: Dynamics> {
     dynamics: D,
     observation_space: Space,
     action_space: Space,
@@ -37,10 +37,9 @@ pub struct SoaVectorEnv<D: Dynamics, T: Trig = Poly> {
     terminated: Vec<bool>,
     truncated: Vec<bool>,
     episodes: EpisodeTracker,
-    trig: PhantomData<T>,
 }
 
-impl<D: Dynamics, T: Trig> SoaVectorEnv<D, T> {
+impl<D: Dynamics> SoaVectorEnv<D> {
     pub fn new(dynamics: D, num_envs: usize, max_episode_steps: u64, mode: AutoresetMode) -> Self {
         Self {
             observation_space: dynamics.observation_space(),
@@ -58,7 +57,6 @@ impl<D: Dynamics, T: Trig> SoaVectorEnv<D, T> {
             terminated: vec![false; num_envs],
             truncated: vec![false; num_envs],
             episodes: EpisodeTracker::new(num_envs),
-            trig: PhantomData,
         }
     }
 
@@ -74,7 +72,7 @@ impl<D: Dynamics, T: Trig> SoaVectorEnv<D, T> {
             .row_mut(index)
             .into_slice()
             .expect("rows are contiguous");
-        self.dynamics.observe::<T>(&state, row);
+        self.dynamics.observe::<D::VectorMath>(&state, row);
         self.states[index] = state;
         self.elapsed[index] = 0;
         self.episodes.restart(index);
@@ -93,7 +91,7 @@ impl<D: Dynamics, T: Trig> SoaVectorEnv<D, T> {
                     })?;
                 }
             }
-            Actions::Continuous(a) if n > 0 && a.len() % n == 0 && a.len() > 0 => {
+            Actions::Continuous(a) if !a.is_empty() && a.len().is_multiple_of(n) => {
                 let dim = a.len() / n;
                 for (index, (slot, action)) in
                     self.actions.iter_mut().zip(a.chunks_exact(dim)).enumerate()
@@ -119,15 +117,15 @@ impl<D: Dynamics, T: Trig> SoaVectorEnv<D, T> {
             .zip(obs.chunks_exact_mut(D::OBS_LEN))
             .zip(self.rewards.iter_mut().zip(&mut self.terminated));
         for (((state, action), obs), (reward, terminated)) in copies {
-            let transition = self.dynamics.step::<T>(state, *action);
-            self.dynamics.observe::<T>(state, obs);
+            let transition = self.dynamics.step::<D::VectorMath>(state, *action);
+            self.dynamics.observe::<D::VectorMath>(state, obs);
             *reward = transition.reward;
             *terminated = transition.terminated;
         }
     }
 }
 
-impl<D: Dynamics, T: Trig + Send> VectorEnv for SoaVectorEnv<D, T> {
+impl<D: Dynamics> VectorEnv for SoaVectorEnv<D> {
     fn id(&self) -> &str {
         D::ID
     }

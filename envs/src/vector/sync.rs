@@ -151,10 +151,11 @@ impl VectorEnv for SyncVectorEnv {
 
     fn step(&mut self, actions: Actions<'_>) -> Result<VectorStep<'_>, EnvError> {
         let n = self.envs.len();
-        if actions.len() == 0
-            || actions.len() % n != 0
-            || (matches!(actions, Actions::Discrete(_)) && actions.len() != n)
-        {
+        let one_per_env = match actions {
+            Actions::Discrete(a) => a.len() == n,
+            Actions::Continuous(a) => !a.is_empty() && a.len().is_multiple_of(n),
+        };
+        if !one_per_env {
             return Err(wrong_action_count(
                 &self.id,
                 &self.action_space,

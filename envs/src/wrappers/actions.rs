@@ -119,7 +119,7 @@ impl<E: Env> RescaleAction<E> {
                 env.action_space()
             )));
         }
-        if !(min_action < max_action) {
+        if min_action.partial_cmp(&max_action) != Some(std::cmp::Ordering::Less) {
             return Err(invalid(format!(
                 "min_action {min_action} must be below max_action {max_action}"
             )));

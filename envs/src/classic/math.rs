@@ -1,24 +1,39 @@
-//! Sine and cosine for the dynamics, behind a trait so one dynamics function
-//! serves both the scalar envs and the vectorized fast path.
+//! The elementary functions the dynamics use (sine, cosine, squaring),
+//! behind a trait so one dynamics function serves both the scalar envs and
+//! the vectorized fast path.
 //!
-//! [`Libm`] calls the platform `sin`/`cos`, the same functions NumPy calls for
-//! `float64`, which makes the scalar envs bit-for-bit faithful to Gymnasium.
-//! Those calls cannot be vectorized, so [`Poly`] evaluates the classic fdlibm
-//! minimax kernels after a branch-free Cody-Waite reduction: within one ulp of
-//! `Libm` and free of calls and branches, which lets LLVM vectorize a loop over
-//! many environments.
+//! [`Libm`] calls the platform's `sin`, `cos` and `pow`, the functions NumPy
+//! calls on `float64` scalars, which makes the scalar envs bit-for-bit
+//! faithful to Gymnasium. (NumPy evaluates `x**2` on a scalar with `pow`,
+//! which differs from `x * x` in the last bit about once in a thousand
+//! (likewise `powf` for float32), and
+//! in a chaotic system such as Acrobot that bit grows into a different
+//! trajectory.) Those calls cannot be vectorized, so [`Poly`] evaluates the
+//! classic fdlibm minimax kernels after a branch-free Cody-Waite reduction,
+//! and squares by multiplying: within one ulp of `Libm` and free of calls and
+//! branches, which lets LLVM vectorize a loop over many environments. Each
+//! env picks which one its vector fast path uses (see
+//! [`super::Dynamics::VectorMath`]).
 
-/// A sine/cosine implementation.
-pub trait Trig {
+// The constants below keep fdlibm's published digits so they can be checked
+// against it; the compiler rounds them to the same doubles.
+#![allow(clippy::excessive_precision)]
+
+/// An implementation of the elementary functions.
+pub trait Math: Send + Sync + 'static {
     fn sin(x: f64) -> f64;
     fn cos(x: f64) -> f64;
+    /// `x**2` as NumPy computes it for a float64 scalar.
+    fn square(x: f64) -> f64;
+    /// `x**2` as NumPy computes it for a float32 scalar.
+    fn square_f32(x: f32) -> f32;
 }
 
-/// The platform's correctly-rounded-in-practice `sin`/`cos` (what NumPy uses).
+/// The platform's `sin`, `cos` and `pow` (what NumPy uses).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Libm;
 
-impl Trig for Libm {
+impl Math for Libm {
     #[inline(always)]
     fn sin(x: f64) -> f64 {
         x.sin()
@@ -28,9 +43,21 @@ impl Trig for Libm {
     fn cos(x: f64) -> f64 {
         x.cos()
     }
+
+    #[inline(always)]
+    fn square(x: f64) -> f64 {
+        // Hidden from the optimizer, which would otherwise rewrite
+        // `pow(x, 2.0)` as `x * x`.
+        x.powf(std::hint::black_box(2.0))
+    }
+
+    #[inline(always)]
+    fn square_f32(x: f32) -> f32 {
+        x.powf(std::hint::black_box(2.0))
+    }
 }
 
-/// Vectorizable polynomial `sin`/`cos`, accurate to about one ulp for
+/// Vectorizable polynomial `sin`/`cos` and `x * x`, accurate to one ulp for
 /// `|x| < 2^19` (far beyond any angle the classic-control envs reach).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Poly;
@@ -85,7 +112,7 @@ fn rotate(quadrant: u64, sin_r: f64, cos_r: f64) -> f64 {
     }
 }
 
-impl Trig for Poly {
+impl Math for Poly {
     #[inline(always)]
     fn sin(x: f64) -> f64 {
         let (r, quadrant) = reduce(x);
@@ -98,6 +125,16 @@ impl Trig for Poly {
         let (r, quadrant) = reduce(x);
         let (s, c) = kernels(r);
         rotate(quadrant.wrapping_add(1), s, c)
+    }
+
+    #[inline(always)]
+    fn square(x: f64) -> f64 {
+        x * x
+    }
+
+    #[inline(always)]
+    fn square_f32(x: f32) -> f32 {
+        x * x
     }
 }
 
