@@ -268,7 +268,7 @@ impl Timer {
             "Ray 2.60 reference figures (quoted from the peers table, not measured in this run):"
         );
         println!(
-            "{:<46} {:>22} {:>12} {:>10}",
+            "{:<46} {:>26} {:>12} {:>10}",
             "metric", "oxray", "Ray 2.60", "oxray/Ray"
         );
         for m in &self.measurements {
@@ -276,11 +276,11 @@ impl Timer {
             let oxray = format!("{:.2} +- {:.2}", m.mean, m.sd);
             match reference {
                 Some((_, ray)) => println!(
-                    "{:<46} {oxray:>22} {ray:>12.2} {:>9.2}x",
+                    "{:<46} {oxray:>26} {ray:>12.2} {:>9.2}x",
                     m.name,
                     m.mean / ray
                 ),
-                None => println!("{:<46} {oxray:>22} {:>12} {:>10}", m.name, "-", "-"),
+                None => println!("{:<46} {oxray:>26} {:>12} {:>10}", m.name, "-", "-"),
             }
         }
     }
