@@ -33,10 +33,12 @@ struct RecordedStep {
 }
 
 fn python() -> PathBuf {
-    let candidate = std::env::var_os("OXRAY_PYTHON").map(PathBuf::from).unwrap_or_else(|| {
-        let home = std::env::var_os("HOME").expect("HOME is set");
-        Path::new(&home).join(".cache/oxray/venv/bin/python")
-    });
+    let candidate = std::env::var_os("OXRAY_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("HOME").expect("HOME is set");
+            Path::new(&home).join(".cache/oxray/venv/bin/python")
+        });
     let works = Command::new(&candidate)
         .args(["-c", "import gymnasium"])
         .status()
@@ -57,7 +59,11 @@ fn cases() -> &'static [Case] {
         let dir = tempfile::tempdir().expect("temp dir");
         let out = dir.path().join("cases.json");
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/gym_parity.py");
-        let status = Command::new(python()).arg(&script).arg(&out).status().expect("run gym_parity.py");
+        let status = Command::new(python())
+            .arg(&script)
+            .arg(&out)
+            .status()
+            .expect("run gym_parity.py");
         assert!(status.success(), "gym_parity.py failed");
         let text = std::fs::read_to_string(&out).expect("cases written");
         serde_json::from_str(&text).expect("cases parse")
@@ -67,7 +73,11 @@ fn cases() -> &'static [Case] {
 fn action_values(space: &Space, case: &Case) -> Vec<Value> {
     case.actions
         .iter()
-        .map(|a| space.value_from_json(a).expect("recorded action fits the space"))
+        .map(|a| {
+            space
+                .value_from_json(a)
+                .expect("recorded action fits the space")
+        })
         .collect()
 }
 
@@ -75,12 +85,29 @@ fn action_values(space: &Space, case: &Case) -> Vec<Value> {
 /// observation difference.
 fn check_step(case: &Case, index: usize, path: &str, got: &RecordedStep) -> f32 {
     let want = &case.steps[index];
-    let label = format!("{} {} seed {} step {index} ({path})", case.env_id, case.policy, case.seed);
+    let label = format!(
+        "{} {} seed {} step {index} ({path})",
+        case.env_id, case.policy, case.seed
+    );
     assert_eq!(got.obs.len(), want.obs.len(), "{label}: observation length");
-    let diff = got.obs.iter().zip(&want.obs).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
-    assert!(diff <= OBS_TOLERANCE, "{label}: obs {:?} vs Gymnasium {:?}", got.obs, want.obs);
+    let diff = got
+        .obs
+        .iter()
+        .zip(&want.obs)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
+    assert!(
+        diff <= OBS_TOLERANCE,
+        "{label}: obs {:?} vs Gymnasium {:?}",
+        got.obs,
+        want.obs
+    );
     assert_eq!(got.reward, want.reward, "{label}: reward");
-    assert_eq!((got.terminated, got.truncated), (want.terminated, want.truncated), "{label}: flags");
+    assert_eq!(
+        (got.terminated, got.truncated),
+        (want.terminated, want.truncated),
+        "{label}: flags"
+    );
     diff
 }
 
@@ -109,7 +136,13 @@ fn scalar_envs_match_gymnasium_over_full_episodes() {
                 break;
             }
         }
-        assert_eq!(steps, case.steps.len(), "{} {}: episode length", case.env_id, case.policy);
+        assert_eq!(
+            steps,
+            case.steps.len(),
+            "{} {}: episode length",
+            case.env_id,
+            case.policy
+        );
     }
     assert_eq!(worst.len(), 5, "every classic-control env was checked");
     println!("largest observation difference per env (scalar path): {worst:?}");
@@ -144,7 +177,13 @@ fn vector_fast_path_matches_gymnasium_over_full_episodes() {
             let entry = worst.entry(case.env_id.clone()).or_insert(0.0f32);
             *entry = entry.max(diff);
             if got.terminated || got.truncated {
-                assert_eq!(i + 1, case.steps.len(), "{} {}: episode length", case.env_id, case.policy);
+                assert_eq!(
+                    i + 1,
+                    case.steps.len(),
+                    "{} {}: episode length",
+                    case.env_id,
+                    case.policy
+                );
                 break;
             }
         }
@@ -169,20 +208,43 @@ fn replay_command_prints_gymnasium_trajectories() {
         let state = serde_json::to_string(&case.state).unwrap();
         for vector in [false, true] {
             let mut command = Command::new(env!("CARGO_BIN_EXE_oxray"));
-            command.args(["envs", "replay", &case.env_id, "--state", &state, "--actions"]).arg(&actions);
+            command
+                .args([
+                    "envs",
+                    "replay",
+                    &case.env_id,
+                    "--state",
+                    &state,
+                    "--actions",
+                ])
+                .arg(&actions);
             if vector {
                 command.arg("--vector");
             }
             let output = command.output().unwrap();
-            assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+            assert!(
+                output.status.success(),
+                "{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
             let lines: Vec<RecordedStep> = String::from_utf8(output.stdout)
                 .unwrap()
                 .lines()
                 .map(|line| serde_json::from_str(line).expect("one JSON object per line"))
                 .collect();
-            assert_eq!(lines.len(), case.steps.len(), "{}: replay length", case.env_id);
+            assert_eq!(
+                lines.len(),
+                case.steps.len(),
+                "{}: replay length",
+                case.env_id
+            );
             for (i, got) in lines.iter().enumerate() {
-                check_step(case, i, if vector { "replay --vector" } else { "replay" }, got);
+                check_step(
+                    case,
+                    i,
+                    if vector { "replay --vector" } else { "replay" },
+                    got,
+                );
             }
         }
     }
