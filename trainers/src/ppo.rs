@@ -432,9 +432,12 @@ impl LearnerRef {
         Ok(if num_learners == 0 {
             LearnerRef::Local(Box::new(PpoLearner::new(config)))
         } else {
+            // RLlib's `num_cpus_per_learner: auto`: a CPU Learner takes a
+            // core, a GPU Learner only its GPU.
+            let num_cpus = if num_gpus > 0.0 { 0.0 } else { 1.0 };
             LearnerRef::Remote(
                 PpoLearner::options()
-                    .num_cpus(1.0)
+                    .num_cpus(num_cpus)
                     .num_gpus(num_gpus)
                     .remote(config)?,
             )

@@ -1,0 +1,266 @@
+//! Checkpoints: a restored Learner gives identical action distributions and
+//! continues Adam exactly; `oxray train --resume` continues counters, files
+//! and the TensorBoard curve; damaged or foreign checkpoints are refused.
+
+mod train_support;
+
+use std::fs;
+use std::path::Path;
+
+use oxray_rl::checkpoint::{self, Checkpoint};
+use oxray_rl::learner::{Learner, LearnerConfig};
+use oxray_rl::models::{ActionSpace, ModelConfig, PolicySpec};
+use tch::{Kind, Tensor};
+use train_support::{assert_clean_error, stdout, Scratch, SMALL_PPO};
+
+fn learner_config(action_space: ActionSpace) -> LearnerConfig {
+    LearnerConfig {
+        policy: PolicySpec {
+            obs_dim: 3,
+            action_space,
+            model: ModelConfig::default(),
+        },
+        lr: 1e-2,
+        grad_clip: Some(1.0),
+        use_gpu: false,
+        seed: 7,
+    }
+}
+
+/// A loss that moves every parameter: mean log-prob of fixed actions plus
+/// the squared values.
+fn step(learner: &mut Learner, obs: &Tensor) {
+    let (dist, values) = learner.model().forward(obs);
+    let actions = Tensor::zeros([obs.size()[0], 1], (Kind::Float, tch::Device::Cpu));
+    let loss = -dist.log_prob(&actions).mean(Kind::Float) + values.square().mean(Kind::Float);
+    learner.apply_loss(&loss);
+}
+
+fn assert_same_policy(a: &Learner, b: &Learner, obs: &Tensor) {
+    let (da, va) = a.model().forward(obs);
+    let (db, vb) = b.model().forward(obs);
+    let actions = Tensor::from_slice(&[0.3f32, -0.2, 0.1, 1.0]).view([4, 1]);
+    for (x, y) in [
+        (da.log_prob(&actions), db.log_prob(&actions)),
+        (da.entropy(), db.entropy()),
+        (va, vb),
+    ] {
+        assert!(x.equal(&y), "{x} != {y}");
+    }
+    assert_eq!(da.kl(&db).abs().max().double_value(&[]), 0.0);
+}
+
+#[test]
+fn restored_learner_matches_and_continues_identically() {
+    let obs = Tensor::from_slice(&[
+        0.1f32, -0.4, 0.9, 1.0, 0.0, -1.0, 0.3, 0.3, 0.3, -2.0, 2.0, 0.5,
+    ])
+    .view([4, 3]);
+    let spaces = [
+        ActionSpace::Discrete { n: 3 },
+        ActionSpace::Box {
+            low: vec![-2.0],
+            high: vec![2.0],
+        },
+    ];
+    for space in spaces {
+        let config = learner_config(space);
+        let mut original = Learner::new(&config);
+        for _ in 0..3 {
+            step(&mut original, &obs);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        checkpoint::save(
+            dir.path(),
+            "checkpoint_000003",
+            &Checkpoint {
+                algorithm: "PPO".into(),
+                config: serde_json::json!({}),
+                state: serde_json::json!({}),
+                learner: original.state().unwrap(),
+            },
+        )
+        .unwrap();
+        let mut restored = Learner::new(&LearnerConfig { seed: 99, ..config });
+        restored
+            .set_state(&checkpoint::load(dir.path()).unwrap().learner)
+            .unwrap();
+        assert_same_policy(&original, &restored, &obs);
+        // Same optimizer moments: the next step lands on the same weights.
+        step(&mut original, &obs);
+        step(&mut restored, &obs);
+        assert_same_policy(&original, &restored, &obs);
+    }
+}
+
+fn lines(path: &Path) -> Vec<String> {
+    fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn resume_continues_counters_files_and_curve() {
+    let scratch = Scratch::new();
+    scratch.write("small.yaml", SMALL_PPO);
+    let first = scratch.oxray(&["train", "small.yaml"]);
+    assert!(first.status.success(), "{first:?}");
+    let run = scratch.runs("small").pop().expect("run directory");
+    assert!(stdout(&first).contains(&run.file_name().unwrap().to_string_lossy().into_owned()));
+    assert!(run.join("params.yaml").exists());
+    assert!(run
+        .join("checkpoints/checkpoint_000002/checkpoint.json")
+        .exists());
+
+    let run_arg = run.to_string_lossy().into_owned();
+    let second = scratch.oxray(&[
+        "train",
+        "small.yaml",
+        "--set",
+        "stop.iterations=4",
+        "--resume",
+        &run_arg,
+    ]);
+    assert!(second.status.success(), "{second:?}");
+    assert_eq!(
+        scratch.runs("small").len(),
+        1,
+        "resume must not start a new run"
+    );
+
+    let csv = lines(&run.join("progress.csv"));
+    assert_eq!(csv.len(), 1 + 4, "{csv:?}");
+    let header: Vec<&str> = csv[0].split(',').collect();
+    let column = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let (iteration, steps) = (
+        column("training_iteration"),
+        column("num_env_steps_sampled_lifetime"),
+    );
+    for (i, row) in csv[1..].iter().enumerate() {
+        let cells: Vec<&str> = row.split(',').collect();
+        assert_eq!(cells[iteration], (i + 1).to_string());
+        assert_eq!(cells[steps], (256 * (i + 1)).to_string());
+    }
+    let json = lines(&run.join("result.json"));
+    assert_eq!(json.len(), 4);
+    let last: serde_json::Value = serde_json::from_str(&json[3]).unwrap();
+    assert_eq!(last["training_iteration"], 4.0);
+    assert!(last["learners/default_policy/policy_loss"].is_number());
+    assert!(run.join("checkpoints/checkpoint_000004").exists());
+    assert_eq!(
+        fs::read_link(run.join("checkpoints/latest")).unwrap(),
+        Path::new("checkpoint_000004")
+    );
+
+    // Two TensorBoard event files (one per session), every record CRC-valid,
+    // steps continuing from 512 to 1024 in the second.
+    let mut event_files: Vec<_> = fs::read_dir(&run)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("events.out.tfevents")
+        })
+        .collect();
+    event_files.sort();
+    assert_eq!(event_files.len(), 2);
+    let scalars_per_iteration = header.len();
+    for file in &event_files {
+        let records = tfrecord::read(&fs::read(file).unwrap());
+        // A file-version event, then one event per scalar per iteration.
+        assert_eq!(
+            records.len(),
+            1 + 2 * scalars_per_iteration,
+            "{}",
+            file.display()
+        );
+        assert!(records
+            .iter()
+            .any(|r| contains(r, b"env_runners/episode_len_mean")));
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// TFRecord reading with CRC-32C checks, independent of the writer's code.
+mod tfrecord {
+    fn crc32c(data: &[u8]) -> u32 {
+        let mut crc = !0u32;
+        for &byte in data {
+            crc ^= u32::from(byte);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0x82f6_3b78
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+
+    fn masked(data: &[u8]) -> u32 {
+        let crc = crc32c(data);
+        (crc.rotate_right(15)).wrapping_add(0xa282_ead8)
+    }
+
+    /// Every record's payload; panics on a bad length or CRC.
+    pub fn read(mut bytes: &[u8]) -> Vec<Vec<u8>> {
+        let mut records = Vec::new();
+        while !bytes.is_empty() {
+            let len_bytes = &bytes[..8];
+            let len = u64::from_le_bytes(len_bytes.try_into().unwrap()) as usize;
+            let len_crc = u32::from_le_bytes(bytes[8..12].try_into().unwrap());
+            assert_eq!(len_crc, masked(len_bytes), "length CRC");
+            let data = &bytes[12..12 + len];
+            let data_crc = u32::from_le_bytes(bytes[12 + len..16 + len].try_into().unwrap());
+            assert_eq!(data_crc, masked(data), "data CRC");
+            records.push(data.to_vec());
+            bytes = &bytes[16 + len..];
+        }
+        records
+    }
+}
+
+#[test]
+fn damaged_and_foreign_checkpoints_are_refused() {
+    let scratch = Scratch::new();
+    scratch.write("small.yaml", SMALL_PPO);
+    assert!(scratch.oxray(&["train", "small.yaml"]).status.success());
+    let run = scratch.runs("small").pop().unwrap();
+    let checkpoint_dir = run.join("checkpoints/checkpoint_000002");
+    let ckpt = checkpoint_dir.to_string_lossy().into_owned();
+
+    let evaluation = scratch.oxray(&["evaluate", &ckpt, "--episodes", "2"]);
+    assert!(evaluation.status.success(), "{evaluation:?}");
+    let out = stdout(&evaluation);
+    assert!(
+        out.contains("CartPole-v1: 2 episodes") && out.contains("return  mean"),
+        "{out}"
+    );
+
+    // Another algorithm's checkpoint cannot be resumed by a PPO config.
+    let metadata = checkpoint_dir.join("checkpoint.json");
+    let original = fs::read_to_string(&metadata).unwrap();
+    fs::write(
+        &metadata,
+        original.replace("\"algorithm\": \"PPO\"", "\"algorithm\": \"DQN\""),
+    )
+    .unwrap();
+    let run_arg = run.to_string_lossy().into_owned();
+    let resumed = scratch.oxray(&["train", "small.yaml", "--resume", &run_arg]);
+    assert_clean_error(&resumed, &["DQN checkpoint", "PPO"]);
+    fs::write(&metadata, original).unwrap();
+
+    let weights = checkpoint_dir.join("weights.pt");
+    let bytes = fs::read(&weights).unwrap();
+    fs::write(&weights, &bytes[..bytes.len() / 2]).unwrap();
+    let truncated = scratch.oxray(&["evaluate", &ckpt]);
+    assert_clean_error(&truncated, &["weights.pt is truncated"]);
+}

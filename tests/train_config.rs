@@ -1,0 +1,110 @@
+//! Bad input to `oxray train` and the config loader: each mistake gives one
+//! error line naming the problem (and for YAML, the key and line), exit code
+//! 1, and no run directory.
+
+mod train_support;
+
+use oxray_trainers::ExperimentConfig;
+use train_support::{assert_clean_error, Scratch, SMALL_PPO};
+
+fn parse(source: &str, overrides: &[&str]) -> Result<ExperimentConfig, String> {
+    let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+    ExperimentConfig::parse(source, "test.yaml", &overrides).map_err(|e| e.to_string())
+}
+
+#[test]
+fn defaults_fill_in_and_overrides_apply() {
+    let config = parse(SMALL_PPO, &["training.lr=1e-4", "stop.env_steps=5000"]).unwrap();
+    assert_eq!(config.training.lr, 1e-4);
+    assert_eq!(config.stop.env_steps, Some(5000));
+    assert_eq!(config.training.gamma, 0.99);
+    // auto fragment length: 256 steps over 8 envs
+    assert_eq!(config.rollout_fragment_length(), 32);
+}
+
+#[test]
+fn unknown_key_names_key_and_line() {
+    let source = SMALL_PPO.replace("  num_epochs: 2", "  num_epoch: 2");
+    let error = parse(&source, &[]).unwrap_err();
+    assert!(
+        error.contains("training: unknown field `num_epoch`"),
+        "{error}"
+    );
+    assert!(error.contains("line 10"), "{error}");
+}
+
+#[test]
+fn wrong_type_names_key_and_line() {
+    let source = SMALL_PPO.replace("lr: 1.0e-3", "lr: fast");
+    let error = parse(&source, &[]).unwrap_err();
+    assert!(error.contains("training.lr: invalid type"), "{error}");
+    assert!(error.contains("line 7"), "{error}");
+}
+
+#[test]
+fn out_of_range_value_names_key_and_line() {
+    let source = SMALL_PPO.replace("minibatch_size: 128", "minibatch_size: 0");
+    let error = parse(&source, &[]).unwrap_err();
+    assert!(
+        error.contains("training.minibatch_size: must be at least 1 at line 9"),
+        "{error}"
+    );
+    let error = parse(SMALL_PPO, &["training.gamma=1.5"]).unwrap_err();
+    assert!(
+        error.contains("training.gamma: must be within [0, 1]"),
+        "{error}"
+    );
+}
+
+#[test]
+fn override_errors_name_the_assignment() {
+    let error = parse(SMALL_PPO, &["training.lrr=1"]).unwrap_err();
+    assert!(
+        error.contains("--set training.lrr=1: no config key `training.lrr`"),
+        "{error}"
+    );
+    let error = parse(SMALL_PPO, &["training.num_epochs=many"]).unwrap_err();
+    assert!(error.contains("--set training.num_epochs=many"), "{error}");
+    let error = parse(SMALL_PPO, &["training.lr"]).unwrap_err();
+    assert!(error.contains("expected KEY=VALUE"), "{error}");
+}
+
+#[test]
+fn cli_rejects_bad_input_without_leaving_a_run_directory() {
+    let scratch = Scratch::new();
+    let missing = scratch.oxray(&["train", "nope.yaml"]);
+    assert_clean_error(&missing, &["nope.yaml"]);
+
+    scratch.write("malformed.yaml", "algorithm: PPO\nenv: [CartPole\n");
+    assert_clean_error(
+        &scratch.oxray(&["train", "malformed.yaml"]),
+        &["malformed.yaml", "line"],
+    );
+
+    scratch.write(
+        "algo.yaml",
+        &SMALL_PPO.replace("algorithm: PPO", "algorithm: PPOX"),
+    );
+    assert_clean_error(
+        &scratch.oxray(&["train", "algo.yaml"]),
+        &["algorithm", "PPOX"],
+    );
+
+    scratch.write("env.yaml", &SMALL_PPO.replace("CartPole-v1", "CartPol-v1"));
+    assert_clean_error(
+        &scratch.oxray(&["train", "env.yaml"]),
+        &["unknown environment id `CartPol-v1`"],
+    );
+
+    scratch.write("ok.yaml", SMALL_PPO);
+    let bad_set = scratch.oxray(&["train", "ok.yaml", "--set", "training.nope=1"]);
+    assert_clean_error(&bad_set, &["training.nope"]);
+
+    assert!(!scratch.path().join("results").exists() || scratch.runs("env").is_empty());
+    for name in ["nope", "malformed", "algo", "env", "ok"] {
+        assert!(
+            scratch.runs(name).is_empty(),
+            "run directory left for {name}"
+        );
+    }
+}
