@@ -27,7 +27,10 @@ fn add(a: u64, b: u64) -> u64 {
 /// Reads the values behind refs from inside a worker.
 #[remote]
 fn sum_nested(refs: Vec<ObjectRef<u64>>) -> u64 {
-    oxray_core::get_all(&refs).expect("nested refs resolve").iter().sum()
+    oxray_core::get_all(&refs)
+        .expect("nested refs resolve")
+        .iter()
+        .sum()
 }
 
 #[remote]
@@ -80,7 +83,10 @@ fn remote_tasks_run_in_parallel_worker_processes() {
     let runs = oxray_core::get_all(&refs).unwrap();
     let pids: std::collections::HashSet<u32> = runs.iter().map(|r| r.0).collect();
     assert!(pids.len() >= 2, "ran in {pids:?}");
-    assert!(!pids.contains(&std::process::id()), "tasks ran in the driver");
+    assert!(
+        !pids.contains(&std::process::id()),
+        "tasks ran in the driver"
+    );
     let intervals: Vec<_> = runs.iter().map(|r| (r.1, r.2)).collect();
     assert_eq!(max_overlap(&intervals), 2, "{intervals:?}");
 }
@@ -110,7 +116,11 @@ fn wait_keeps_input_order_and_returns_at_most_num_returns() {
     start();
     let slow = timed_sleep::remote(60_000);
     let fast: Vec<_> = (0..2).map(|i| add::remote(i, 1)).collect();
-    let refs = vec![slow.clone(), fast[0].clone().into_sleep(), fast[1].clone().into_sleep()];
+    let refs = vec![
+        slow.clone(),
+        fast[0].clone().into_sleep(),
+        fast[1].clone().into_sleep(),
+    ];
     let (ready, pending) = oxray_core::wait(&refs, 2, Some(Duration::from_secs(30))).unwrap();
     assert_eq!(ready, vec![refs[1].clone(), refs[2].clone()]);
     assert_eq!(pending, vec![slow.clone()]);
@@ -120,7 +130,11 @@ fn wait_keeps_input_order_and_returns_at_most_num_returns() {
     let (ready, _) = oxray_core::wait(&[slow.clone()], 1, Some(Duration::from_millis(50))).unwrap();
     assert!(ready.is_empty());
     oxray_core::cancel(&slow).unwrap();
-    assert!(matches!(slow.get(), Err(Error::Cancelled { .. })), "{:?}", slow.get());
+    assert!(
+        matches!(slow.get(), Err(Error::Cancelled { .. })),
+        "{:?}",
+        slow.get()
+    );
 }
 
 /// Lets refs of different tasks share one list in the `wait` test.
@@ -192,9 +206,16 @@ fn killed_worker_is_retried_then_reported() {
 #[test]
 fn infeasible_requests_fail_at_once() {
     start();
-    let result = oxray_core::get_all_timeout(&[add::options().num_cpus(64.0).remote(1, 1)], Some(Duration::from_secs(10)));
+    let result = oxray_core::get_all_timeout(
+        &[add::options().num_cpus(64.0).remote(1, 1)],
+        Some(Duration::from_secs(10)),
+    );
     match result {
-        Err(Error::Infeasible { requested, available, .. }) => {
+        Err(Error::Infeasible {
+            requested,
+            available,
+            ..
+        }) => {
             assert!(requested.contains("CPU: 64"), "{requested}");
             assert!(available.contains("CPU: 2"), "{available}");
         }
@@ -217,9 +238,13 @@ fn unknown_functions_and_undecodable_arguments_are_typed_errors() {
         oxray_core::private::task_arg::<String>("seven".to_string().into()),
         oxray_core::private::task_arg::<u64>(1u64.into()),
     ];
-    let bad: ObjectRef<u64> = oxray_core::private::submit_function(add::NAME, wrong_args, &Default::default());
+    let bad: ObjectRef<u64> =
+        oxray_core::private::submit_function(add::NAME, wrong_args, &Default::default());
     match bad.get() {
-        Err(Error::Decode { what, .. }) => assert!(what.contains("argument 1") && what.contains("add"), "{what}"),
+        Err(Error::Decode { what, .. }) => assert!(
+            what.contains("argument 1") && what.contains("add"),
+            "{what}"
+        ),
         other => panic!("expected Decode, got {other:?}"),
     }
 }
@@ -244,9 +269,16 @@ fn many_small_tasks_are_freed() {
         }
     }
     let summary = oxray_core::node_summary().unwrap();
-    assert!(summary.objects <= baseline_objects + 16, "objects left: {} (baseline {baseline_objects})", summary.objects);
+    assert!(
+        summary.objects <= baseline_objects + 16,
+        "objects left: {} (baseline {baseline_objects})",
+        summary.objects
+    );
     let growth = rss_kib().saturating_sub(rss_after_first_wave);
-    assert!(growth < 64 * 1024, "driver grew by {growth} KiB over 95,000 more tasks");
+    assert!(
+        growth < 64 * 1024,
+        "driver grew by {growth} KiB over 95,000 more tasks"
+    );
 }
 
 #[test]
@@ -257,12 +289,48 @@ fn large_objects_use_shared_memory_and_are_freed() {
     let stored = oxray_core::put(&big).unwrap();
     let during = oxray_core::node_summary().unwrap().shared_memory_bytes;
     assert!(during >= before + 100_000, "{before} -> {during}");
-    assert_eq!(sum_big::remote(&stored).get().unwrap(), big.iter().sum::<u64>());
+    assert_eq!(
+        sum_big::remote(&stored).get().unwrap(),
+        big.iter().sum::<u64>()
+    );
     drop(stored);
-    assert_eq!(oxray_core::node_summary().unwrap().shared_memory_bytes, before);
+    assert_eq!(
+        oxray_core::node_summary().unwrap().shared_memory_bytes,
+        before
+    );
 }
 
 #[remote]
 fn sum_big(values: Vec<u64>) -> u64 {
     values.iter().sum()
+}
+
+#[remote]
+fn wait_for_key(key: String) -> Result<Vec<u8>, String> {
+    oxray_core::kv_wait(&key, Duration::from_secs(30)).map_err(|e| e.to_string())
+}
+
+#[remote]
+fn node_of_worker() -> String {
+    oxray_core::node_id().expect("worker knows its node")
+}
+
+#[test]
+fn key_value_store_connects_processes() {
+    start();
+    let waiting = wait_for_key::remote("rendezvous/a".to_string());
+    oxray_core::kv_put("rendezvous/a", b"127.0.0.1:9".to_vec()).unwrap();
+    assert_eq!(waiting.get().unwrap(), b"127.0.0.1:9".to_vec());
+    assert_eq!(
+        oxray_core::kv_get("rendezvous/a").unwrap(),
+        Some(b"127.0.0.1:9".to_vec())
+    );
+    oxray_core::kv_delete("rendezvous/a").unwrap();
+    assert_eq!(oxray_core::kv_get("rendezvous/a").unwrap(), None);
+    let missing = oxray_core::kv_wait("rendezvous/never", Duration::from_millis(20));
+    assert!(matches!(missing, Err(Error::Timeout { .. })), "{missing:?}");
+    assert_eq!(
+        node_of_worker::remote().get().unwrap(),
+        oxray_core::node_id().unwrap()
+    );
 }

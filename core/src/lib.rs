@@ -69,7 +69,7 @@ pub use options::{ActorOptions, TaskOptions};
 pub use oxray_macros::{actor, remote};
 pub use resources::ResourceSet;
 pub use runtime::{
-    cancel, get, get_all, get_all_timeout, init, is_initialized, node_summary, put, shutdown, wait,
-    InitOptions, NodeSummary, ReadyAndPending,
+    cancel, get, get_all, get_all_timeout, init, is_initialized, kv_delete, kv_get, kv_put,
+    kv_wait, node_id, node_summary, put, shutdown, wait, InitOptions, NodeSummary, ReadyAndPending,
 };
 pub use worker::get_gpu_ids;

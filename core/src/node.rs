@@ -46,6 +46,7 @@ const MAX_TASK_WORKERS: usize = 64;
 pub(crate) struct NodeConfig {
     pub resources: ResourceSet,
     pub session: String,
+    pub node_id: String,
 }
 
 impl NodeConfig {
@@ -78,7 +79,12 @@ impl NodeConfig {
             std::process::id(),
             Instant::now().elapsed().as_nanos() ^ (std::process::id() as u128) << 17
         );
-        Ok(NodeConfig { resources, session })
+        let node_id = format!("node-{session}");
+        Ok(NodeConfig {
+            resources,
+            session,
+            node_id,
+        })
     }
 }
 
@@ -173,6 +179,7 @@ struct NodeState {
     named_actors: HashMap<String, ActorId>,
     actors_waiting: VecDeque<ActorId>,
     pool: ResourcePool,
+    kv: HashMap<String, Vec<u8>>,
     shutting_down: bool,
     /// Counts objects becoming ready, so waiters know when to look again.
     ready_events: u64,
@@ -231,6 +238,7 @@ impl Node {
                 named_actors: HashMap::new(),
                 actors_waiting: VecDeque::new(),
                 pool: ResourcePool::new(config.resources.clone()),
+                kv: HashMap::new(),
                 shutting_down: false,
                 ready_events: 0,
                 effects: Vec::new(),
@@ -316,6 +324,7 @@ impl Node {
             .env(crate::worker::NODE_ADDRESS_ENV, self.address.to_string())
             .env(crate::worker::WORKER_ID_ENV, worker.0.to_string())
             .env(crate::worker::SESSION_ENV, &self.config.session)
+            .env(crate::worker::NODE_ID_ENV, &self.config.node_id)
             .stdin(std::process::Stdio::null())
             .kill_on_drop(false);
         if self.has_gpus || !gpu_ids.is_empty() {
@@ -489,13 +498,32 @@ impl Node {
             }
             Request::KillActor(id) => reply_to(self, self.kill_actor(id).map(|_| Reply::Done)),
             Request::Cancel(id) => reply_to(self, self.cancel(id).map(|_| Reply::Done)),
+            Request::KvPut { key, value } => {
+                reply_to(self, self.kv_put(&key, value).map(|_| Reply::Done))
+            }
+            Request::KvGet { key } => reply_to(self, self.kv_get(&key).map(Reply::Value)),
+            Request::KvDelete { key } => reply_to(self, self.kv_delete(&key).map(|_| Reply::Done)),
+            Request::KvWait { key, timeout_ms } => {
+                let node = self.weak();
+                self.runtime.spawn(async move {
+                    let Some(node) = node.upgrade() else { return };
+                    let timeout = Some(Duration::from_millis(timeout_ms));
+                    let reply = node
+                        .await_until(worker, timeout, |state| Ok(state.kv.contains_key(&key)))
+                        .await
+                        .map(|_| Reply::Value(node.state.lock().kv.get(&key).cloned()));
+                    reply_to(&node, reply);
+                });
+            }
             Request::Get { ids, timeout_ms } => {
                 let node = self.weak();
                 self.runtime.spawn(async move {
                     let Some(node) = node.upgrade() else { return };
                     let timeout = timeout_ms.map(Duration::from_millis);
                     let reply = node
-                        .await_objects(worker, &ids, ids.len(), timeout)
+                        .await_until(worker, timeout, |state| {
+                            Ok(state.count_ready(&ids)? == ids.len())
+                        })
                         .await
                         .map(|_| {
                             let state = node.state.lock();
@@ -513,7 +541,8 @@ impl Node {
                 self.runtime.spawn(async move {
                     let Some(node) = node.upgrade() else { return };
                     let timeout = timeout_ms.map(Duration::from_millis);
-                    let reply = match node.await_objects(worker, &ids, num_returns, timeout).await {
+                    let enough = |state: &NodeState| Ok(state.count_ready(&ids)? >= num_returns);
+                    let reply = match node.await_until(worker, timeout, enough).await {
                         Ok(()) | Err(Error::Timeout { .. }) => Ok(Reply::Ready(
                             node.state.lock().ready_flags(&ids, num_returns),
                         )),
@@ -525,24 +554,23 @@ impl Node {
         }
     }
 
-    /// Waits (asynchronously, for a worker) until `count` of `ids` are ready,
-    /// lending the worker's resources out meanwhile.
-    async fn await_objects(
+    /// Waits (asynchronously, for a worker) until `done` holds, lending the
+    /// worker's resources out meanwhile.
+    async fn await_until(
         &self,
         worker: WorkerId,
-        ids: &[ObjectId],
-        count: usize,
         timeout: Option<Duration>,
+        done: impl Fn(&NodeState) -> Result<bool>,
     ) -> Result<()> {
         let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
         let mut epoch = self.ready_epoch.subscribe();
         let mut lent = false;
         let outcome = loop {
             epoch.borrow_and_update();
-            match self.state.lock().count_ready(ids) {
+            match done(&self.state.lock()) {
                 Err(e) => break Err(e),
-                Ok(ready) if ready >= count => break Ok(()),
-                Ok(_) => {}
+                Ok(true) => break Ok(()),
+                Ok(false) => {}
             }
             if !lent {
                 lent = true;
@@ -678,6 +706,48 @@ impl Backend for Node {
 
     fn kill_actor(&self, id: ActorId) -> Result<()> {
         self.with_state(|state, _| state.kill_actor(id))
+    }
+
+    fn node_id(&self) -> &str {
+        &self.config.node_id
+    }
+
+    fn kv_put(&self, key: &str, value: Vec<u8>) -> Result<()> {
+        self.with_state(|state, _| {
+            state.kv.insert(key.to_string(), value);
+            // Wakes `kv_wait`ers, which share the objects' wake-up.
+            state.ready_events += 1;
+        });
+        Ok(())
+    }
+
+    fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.state.lock().kv.get(key).cloned())
+    }
+
+    fn kv_wait(&self, key: &str, timeout: Duration) -> Result<Vec<u8>> {
+        let deadline = Instant::now() + timeout;
+        let mut state = self.state.lock();
+        loop {
+            if let Some(value) = state.kv.get(key) {
+                return Ok(value.clone());
+            }
+            if self
+                .objects_changed
+                .wait_until(&mut state, deadline)
+                .timed_out()
+                && !state.kv.contains_key(key)
+            {
+                return Err(Error::Timeout {
+                    seconds: timeout.as_secs_f64(),
+                });
+            }
+        }
+    }
+
+    fn kv_delete(&self, key: &str) -> Result<()> {
+        self.state.lock().kv.remove(key);
+        Ok(())
     }
 
     fn named_actor(&self, name: &str) -> Result<Option<(ActorId, String)>> {

@@ -111,6 +111,21 @@ pub enum Request {
     },
     KillActor(ActorId),
     Cancel(ObjectId),
+    KvPut {
+        key: String,
+        #[serde(with = "serde_bytes")]
+        value: Vec<u8>,
+    },
+    KvGet {
+        key: String,
+    },
+    KvWait {
+        key: String,
+        timeout_ms: u64,
+    },
+    KvDelete {
+        key: String,
+    },
 }
 
 /// Answers to [`Request`]s.
@@ -120,6 +135,7 @@ pub enum Reply {
     NamedActor(Option<(ActorId, String)>),
     Objects(Vec<Result<ObjectBlob, Error>>),
     Ready(Vec<bool>),
+    Value(Option<Vec<u8>>),
     Done,
 }
 

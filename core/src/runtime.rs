@@ -38,6 +38,11 @@ pub(crate) trait Backend: Send + Sync {
     fn cancel(&self, id: ObjectId) -> Result<()>;
     fn kill_actor(&self, id: ActorId) -> Result<()>;
     fn named_actor(&self, name: &str) -> Result<Option<(ActorId, String)>>;
+    fn node_id(&self) -> &str;
+    fn kv_put(&self, key: &str, value: Vec<u8>) -> Result<()>;
+    fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>>;
+    fn kv_wait(&self, key: &str, timeout: Duration) -> Result<Vec<u8>>;
+    fn kv_delete(&self, key: &str) -> Result<()>;
 }
 
 static CURRENT: RwLock<Option<Arc<dyn Backend>>> = RwLock::new(None);
@@ -227,4 +232,32 @@ pub fn wait<T>(
 /// [`Error::Cancelled`]. Cancelling a finished task does nothing.
 pub fn cancel<T>(object: &ObjectRef<T>) -> Result<()> {
     current()?.cancel(object.id())
+}
+
+/// The id of the node this process runs on (driver or worker).
+pub fn node_id() -> Result<String> {
+    Ok(current()?.node_id().to_string())
+}
+
+/// Stores `value` under `key` in the cluster's key-value store (Ray's internal
+/// KV): how processes that are not parent and child find each other, e.g. the
+/// ranks of a collective group.
+pub fn kv_put(key: &str, value: Vec<u8>) -> Result<()> {
+    current()?.kv_put(key, value)
+}
+
+/// The value under `key`, if any.
+pub fn kv_get(key: &str) -> Result<Option<Vec<u8>>> {
+    current()?.kv_get(key)
+}
+
+/// Blocks until `key` exists and returns its value; [`Error::Timeout`] after
+/// `timeout`.
+pub fn kv_wait(key: &str, timeout: Duration) -> Result<Vec<u8>> {
+    current()?.kv_wait(key, timeout)
+}
+
+/// Removes `key`; removing a missing key is not an error.
+pub fn kv_delete(key: &str) -> Result<()> {
+    current()?.kv_delete(key)
 }

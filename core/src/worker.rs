@@ -30,6 +30,7 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 pub(crate) const NODE_ADDRESS_ENV: &str = "OXRAY_WORKER_NODE_ADDRESS";
 pub(crate) const WORKER_ID_ENV: &str = "OXRAY_WORKER_ID";
 pub(crate) const SESSION_ENV: &str = "OXRAY_SESSION";
+pub(crate) const NODE_ID_ENV: &str = "OXRAY_NODE_ID";
 
 static WORKER_NUMBERS: AtomicU64 = AtomicU64::new(1);
 
@@ -68,6 +69,7 @@ fn run_worker(address: &str) -> Result<()> {
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| Error::Runtime(format!("{WORKER_ID_ENV} is missing or not a number")))?;
     let session = std::env::var(SESSION_ENV).unwrap_or_default();
+    let node_id = std::env::var(NODE_ID_ENV).unwrap_or_default();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("oxray-worker-io")
@@ -105,6 +107,7 @@ fn run_worker(address: &str) -> Result<()> {
     let client = Arc::new(WorkerClient {
         outbound,
         session,
+        node_id,
         ids: IdMinter::new(worker_id),
         pending: Mutex::new(HashMap::new()),
         next_request: AtomicU64::new(1),
@@ -205,6 +208,7 @@ pub fn get_gpu_ids() -> Vec<u32> {
 struct WorkerClient {
     outbound: mpsc::UnboundedSender<WorkerToNode>,
     session: String,
+    node_id: String,
     ids: IdMinter,
     pending: Mutex<HashMap<u64, oneshot::Sender<Result<Reply>>>>,
     next_request: AtomicU64,
@@ -300,6 +304,42 @@ impl Backend for WorkerClient {
 
     fn kill_actor(&self, id: ActorId) -> Result<()> {
         self.request(Request::KillActor(id)).map(|_| ())
+    }
+
+    fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    fn kv_put(&self, key: &str, value: Vec<u8>) -> Result<()> {
+        let key = key.to_string();
+        self.request(Request::KvPut { key, value }).map(|_| ())
+    }
+
+    fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        match self.request(Request::KvGet {
+            key: key.to_string(),
+        })? {
+            Reply::Value(value) => Ok(value),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    fn kv_wait(&self, key: &str, timeout: Duration) -> Result<Vec<u8>> {
+        let timeout_ms = timeout.as_millis() as u64;
+        match self.request(Request::KvWait {
+            key: key.to_string(),
+            timeout_ms,
+        })? {
+            Reply::Value(Some(value)) => Ok(value),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    fn kv_delete(&self, key: &str) -> Result<()> {
+        self.request(Request::KvDelete {
+            key: key.to_string(),
+        })
+        .map(|_| ())
     }
 
     fn named_actor(&self, name: &str) -> Result<Option<(ActorId, String)>> {
