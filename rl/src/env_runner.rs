@@ -124,7 +124,7 @@ impl EnvRunner {
             env,
             model: ActorCritic::new(&config.policy, Device::Cpu),
             weights_version: 0,
-            rng: ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_0f_ac7104),
+            rng: ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_0fac_7104),
             fragment_len: config.rollout_fragment_length,
             explore: config.explore,
             obs,

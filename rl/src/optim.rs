@@ -47,7 +47,7 @@ impl Adam {
                 let grad = param.grad();
                 let _ = m.lerp_(&grad, 1.0 - self.beta1);
                 let _ = v.lerp_(&grad.square(), 1.0 - self.beta2);
-                let update = m.as_ref() / (v.sqrt() + eps);
+                let update = &*m / (v.sqrt() + eps);
                 let _ = param.shallow_clone().g_sub_(&(update * step_size));
             }
         });

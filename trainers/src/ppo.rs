@@ -234,7 +234,7 @@ pub fn ppo_loss(
     let mut total =
         &policy_loss + &vf_loss * config.vf_loss_coeff - &entropy * config.entropy_coeff;
     if config.use_kl_loss {
-        total = total + &mean_kl * kl_coeff;
+        total += &mean_kl * kl_coeff;
     }
     PpoLoss {
         total,

@@ -91,7 +91,7 @@ fn train(
         loggers.log(&result)?;
         on_result(&result);
         let iteration = algorithm.iteration();
-        if frequency > 0 && iteration % frequency == 0 {
+        if iteration.checked_rem(frequency) == Some(0) {
             last_checkpoint = Some((iteration, algorithm.save(&checkpoints)?));
         }
         if let Some(reason) = stop_reason(&config.stop, &result) {
