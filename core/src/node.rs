@@ -24,6 +24,7 @@ use crate::runtime::{Backend, InitOptions};
 use crate::shm;
 use crate::wire::MAX_MESSAGE_BYTES;
 use parking_lot::{Condvar, Mutex};
+use rustc_hash::FxHashMap;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -170,12 +171,12 @@ struct ShapeQueue {
 }
 
 struct NodeState {
-    objects: HashMap<ObjectId, ObjectEntry>,
-    tasks: HashMap<TaskId, TaskRecord>,
-    waiting_on: HashMap<ObjectId, Vec<TaskId>>,
+    objects: FxHashMap<ObjectId, ObjectEntry>,
+    tasks: FxHashMap<TaskId, TaskRecord>,
+    waiting_on: FxHashMap<ObjectId, Vec<TaskId>>,
     queues: HashMap<String, ShapeQueue>,
-    workers: HashMap<WorkerId, WorkerRecord>,
-    actors: HashMap<ActorId, ActorRecord>,
+    workers: FxHashMap<WorkerId, WorkerRecord>,
+    actors: FxHashMap<ActorId, ActorRecord>,
     named_actors: HashMap<String, ActorId>,
     actors_waiting: VecDeque<ActorId>,
     pool: ResourcePool,
@@ -229,12 +230,12 @@ impl Node {
         let node = Arc::new_cyclic(|this| Node {
             this: this.clone(),
             state: Mutex::new(NodeState {
-                objects: HashMap::new(),
-                tasks: HashMap::new(),
-                waiting_on: HashMap::new(),
+                objects: FxHashMap::default(),
+                tasks: FxHashMap::default(),
+                waiting_on: FxHashMap::default(),
                 queues: HashMap::new(),
-                workers: HashMap::new(),
-                actors: HashMap::new(),
+                workers: FxHashMap::default(),
+                actors: FxHashMap::default(),
                 named_actors: HashMap::new(),
                 actors_waiting: VecDeque::new(),
                 pool: ResourcePool::new(config.resources.clone()),
@@ -304,15 +305,19 @@ impl Node {
             match effect {
                 Effect::Spawn { worker, gpu_ids } => self.spawn_worker(worker, gpu_ids),
                 Effect::Kill { pid } => kill_process(pid),
-                Effect::RemoveFile { path } => {
-                    let _ = std::fs::remove_file(path);
-                }
+                Effect::RemoveFile { path } => shm::free(&path),
             }
         }
     }
 
     fn spawn_worker(&self, worker: WorkerId, gpu_ids: Vec<u32>) {
-        let exe = match std::env::current_exe() {
+        // The running image, even if its file was replaced by a rebuild.
+        let own_image = std::path::Path::new("/proc/self/exe");
+        let exe = match own_image
+            .exists()
+            .then(|| own_image.to_path_buf())
+            .map_or_else(std::env::current_exe, Ok)
+        {
             Ok(exe) => exe,
             Err(e) => {
                 return self
@@ -520,9 +525,10 @@ impl Node {
                 self.runtime.spawn(async move {
                     let Some(node) = node.upgrade() else { return };
                     let timeout = timeout_ms.map(Duration::from_millis);
-                    let reply = node
-                        .await_until(worker, timeout, |state| {
-                            Ok(state.count_ready(&ids)? == ids.len())
+                    let mut outstanding = Outstanding::new(&ids);
+                    let reply =
+                        node.await_until(worker, timeout, |state| {
+                            Ok(outstanding.missing(state)? == 0)
                         })
                         .await
                         .map(|_| {
@@ -541,7 +547,10 @@ impl Node {
                 self.runtime.spawn(async move {
                     let Some(node) = node.upgrade() else { return };
                     let timeout = timeout_ms.map(Duration::from_millis);
-                    let enough = |state: &NodeState| Ok(state.count_ready(&ids)? >= num_returns);
+                    let mut outstanding = Outstanding::new(&ids);
+                    let enough = |state: &NodeState| {
+                        Ok(ids.len() - outstanding.missing(state)? >= num_returns)
+                    };
                     let reply = match node.await_until(worker, timeout, enough).await {
                         Ok(()) | Err(Error::Timeout { .. }) => Ok(Reply::Ready(
                             node.state.lock().ready_flags(&ids, num_returns),
@@ -560,7 +569,7 @@ impl Node {
         &self,
         worker: WorkerId,
         timeout: Option<Duration>,
-        done: impl Fn(&NodeState) -> Result<bool>,
+        mut done: impl FnMut(&NodeState) -> Result<bool>,
     ) -> Result<()> {
         let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
         let mut epoch = self.ready_epoch.subscribe();
@@ -602,6 +611,10 @@ impl Backend for Node {
         &self.config.session
     }
 
+    fn hosts_node(&self) -> bool {
+        true
+    }
+
     fn next_id(&self) -> u64 {
         self.ids.next()
     }
@@ -630,9 +643,10 @@ impl Backend for Node {
 
     fn get(&self, ids: &[ObjectId], timeout: Option<Duration>) -> Result<Vec<Result<ObjectBlob>>> {
         let deadline = timeout.map(|t| Instant::now() + t);
+        let mut outstanding = Outstanding::new(ids);
         let mut state = self.state.lock();
         loop {
-            if state.count_ready(ids)? == ids.len() {
+            if outstanding.missing(&state)? == 0 {
                 return Ok(ids.iter().map(|id| state.value_of(*id)).collect());
             }
             match deadline {
@@ -641,7 +655,7 @@ impl Backend for Node {
                         .objects_changed
                         .wait_until(&mut state, deadline)
                         .timed_out()
-                        && state.count_ready(ids)? < ids.len()
+                        && outstanding.missing(&state)? > 0
                     {
                         return Err(Error::Timeout {
                             seconds: timeout.unwrap_or_default().as_secs_f64(),
@@ -660,8 +674,9 @@ impl Backend for Node {
         timeout: Option<Duration>,
     ) -> Result<Vec<bool>> {
         let deadline = timeout.map(|t| Instant::now() + t);
+        let mut outstanding = Outstanding::new(ids);
         let mut state = self.state.lock();
-        while state.count_ready(ids)? < num_returns {
+        while ids.len() - outstanding.missing(&state)? < num_returns {
             match deadline {
                 Some(deadline) => {
                     if self
@@ -786,23 +801,6 @@ impl NodeState {
                 message: "freed or never created".into(),
             }),
         }
-    }
-
-    /// How many of `ids` are ready; an id the node does not know is an error.
-    fn count_ready(&self, ids: &[ObjectId]) -> Result<usize> {
-        let mut ready = 0;
-        for id in ids {
-            match self.objects.get(id) {
-                Some(entry) => ready += usize::from(entry.value.is_some()),
-                None => {
-                    return Err(Error::ObjectLost {
-                        id: id.to_string(),
-                        message: "freed or never created".into(),
-                    })
-                }
-            }
-        }
-        Ok(ready)
     }
 
     fn ready_flags(&self, ids: &[ObjectId], num_returns: usize) -> Vec<bool> {
@@ -1141,7 +1139,7 @@ impl NodeState {
         outcome: Result<ObjectBlob>,
     ) {
         if let Some(w) = self.workers.get_mut(&worker) {
-            w.assigned.retain(|t| *t != task_id);
+            remove_in_order(&mut w.assigned, task_id);
         }
         let Some(record) = self.tasks.get_mut(&task_id) else {
             return;
@@ -1163,7 +1161,7 @@ impl NodeState {
             }
             TaskKind::ActorCall(actor) => {
                 if let Some(a) = self.actors.get_mut(&actor) {
-                    a.inflight.retain(|t| *t != task_id);
+                    remove_in_order(&mut a.inflight, task_id);
                 }
                 self.finish_task(task_id, outcome);
             }
@@ -1626,6 +1624,48 @@ impl NodeService for WorkerService {
         Ok(tonic::Response::new(Box::pin(
             UnboundedReceiverStream::new(receiver).map(Ok),
         )))
+    }
+}
+
+/// Removes `task` from a queue where tasks usually finish in order, so the
+/// common case is a pop from the front rather than a scan.
+fn remove_in_order(queue: &mut VecDeque<TaskId>, task: TaskId) {
+    if queue.front() == Some(&task) {
+        queue.pop_front();
+    } else {
+        queue.retain(|t| *t != task);
+    }
+}
+
+/// The ids of a `get` or `wait` that are not ready yet. Rechecking only these
+/// keeps each wake-up cheap when a large batch completes one object at a time.
+struct Outstanding {
+    ids: Vec<ObjectId>,
+}
+
+impl Outstanding {
+    fn new(ids: &[ObjectId]) -> Self {
+        Outstanding { ids: ids.to_vec() }
+    }
+
+    /// Forgets the ids that became ready and says how many are still missing;
+    /// an id the node does not know is an error.
+    fn missing(&mut self, state: &NodeState) -> Result<usize> {
+        let mut lost = None;
+        self.ids.retain(|id| match state.objects.get(id) {
+            Some(entry) => entry.value.is_none(),
+            None => {
+                lost = Some(*id);
+                false
+            }
+        });
+        match lost {
+            Some(id) => Err(Error::ObjectLost {
+                id: id.to_string(),
+                message: "freed or never created".into(),
+            }),
+            None => Ok(self.ids.len()),
+        }
     }
 }
 

@@ -22,6 +22,9 @@ use std::time::Duration;
 /// What the API needs from "the cluster", wherever it is.
 pub(crate) trait Backend: Send + Sync {
     fn session(&self) -> &str;
+    /// Whether this process hosts the node (and so may keep shared memory
+    /// mapped for reuse; see `shm`).
+    fn hosts_node(&self) -> bool;
     fn next_id(&self) -> u64;
     fn submit(&self, spec: TaskSpec);
     fn create_actor(&self, spec: ActorSpec) -> Result<ActorId>;

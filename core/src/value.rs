@@ -64,7 +64,7 @@ fn encode_bytes<T: Serialize + ?Sized>(value: &T, backend: &dyn Backend) -> Resu
             .map_err(encode_error);
     }
     let id = ObjectId(backend.next_id());
-    let path = shm::create(backend.session(), id, len, |buf| {
+    let path = shm::create(backend.session(), id, len, backend.hosts_node(), |buf| {
         postcard::to_slice(value, buf)
             .map(|_| ())
             .map_err(encode_error)
@@ -90,9 +90,13 @@ pub(crate) fn decode<T: DeserializeOwned>(blob: &ObjectBlob) -> Result<T> {
     };
     match &blob.payload {
         Payload::Inline(bytes) => postcard::from_bytes(bytes).map_err(decode_error),
-        Payload::Shared { path, .. } => {
+        Payload::Shared { path, len } => {
             let map = shm::open(path)?;
-            postcard::from_bytes(&map).map_err(decode_error)
+            let bytes = map.get(..*len as usize).ok_or_else(|| Error::ObjectLost {
+                id: path.clone(),
+                message: format!("shared memory holds {} bytes, expected {len}", map.len()),
+            })?;
+            postcard::from_bytes(bytes).map_err(decode_error)
         }
     }
 }

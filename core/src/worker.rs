@@ -243,6 +243,10 @@ impl Backend for WorkerClient {
         &self.session
     }
 
+    fn hosts_node(&self) -> bool {
+        false
+    }
+
     fn next_id(&self) -> u64 {
         self.ids.next()
     }
