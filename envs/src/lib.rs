@@ -45,6 +45,7 @@
 //! action_dim` row-major. Sub-envs reset themselves in Gymnasium 1.x's
 //! `NEXT_STEP` mode by default; `make_vec_with` selects `SAME_STEP`.
 
+pub mod bench;
 pub mod classic;
 pub mod env;
 pub mod error;

@@ -38,18 +38,28 @@ impl EpisodeTracker {
         self.needs_reset[index] = false;
     }
 
-    /// Adds a step's reward; returns whether the episode ended, recording it.
+    /// Adds one step's reward to sub-env `index`'s running episode.
     #[inline]
-    pub(super) fn record(&mut self, index: usize, reward: f64, done: bool) -> bool {
+    pub(super) fn add(&mut self, index: usize, reward: f64) {
         self.returns[index] += reward;
         self.lengths[index] += 1;
-        if done {
-            self.finished.push(FinishedEpisode {
-                env_index: index,
-                episode_return: self.returns[index],
-                length: self.lengths[index],
-            });
+    }
+
+    /// Adds one step's reward to every sub-env's running episode.
+    pub(super) fn add_all(&mut self, rewards: &[f64]) {
+        for ((total, length), reward) in self.returns.iter_mut().zip(&mut self.lengths).zip(rewards)
+        {
+            *total += reward;
+            *length += 1;
         }
-        done
+    }
+
+    /// Records sub-env `index`'s episode as finished in this step.
+    pub(super) fn finish(&mut self, index: usize) {
+        self.finished.push(FinishedEpisode {
+            env_index: index,
+            episode_return: self.returns[index],
+            length: self.lengths[index],
+        });
     }
 }

@@ -14,6 +14,7 @@
 //! states side by side and steps them in one tight loop.
 
 mod episodes;
+mod kernel;
 mod soa;
 mod sync;
 

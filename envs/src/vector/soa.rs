@@ -10,6 +10,7 @@
 //! scalar envs are, so both paths start the same episodes.
 
 use super::episodes::EpisodeTracker;
+use super::kernel::{self, Batch, InstructionSet};
 use super::{
     invalid_sub_action, no_such_sub_env, wrong_action_count, Actions, AutoresetMode, VectorEnv,
     VectorStep,
@@ -37,6 +38,7 @@ pub struct SoaVectorEnv<D: Dynamics> {
     terminated: Vec<bool>,
     truncated: Vec<bool>,
     episodes: EpisodeTracker,
+    isa: InstructionSet,
 }
 
 impl<D: Dynamics> SoaVectorEnv<D> {
@@ -57,6 +59,7 @@ impl<D: Dynamics> SoaVectorEnv<D> {
             terminated: vec![false; num_envs],
             truncated: vec![false; num_envs],
             episodes: EpisodeTracker::new(num_envs),
+            isa: InstructionSet::detect(),
         }
     }
 
@@ -106,22 +109,17 @@ impl<D: Dynamics> SoaVectorEnv<D> {
         Ok(())
     }
 
-    /// The hot loop: every copy advances one step. Kept free of anything but
-    /// the dynamics so that it vectorizes.
+    /// The hot loop: every copy advances one step.
     fn advance_all(&mut self) {
-        let obs = self.obs.as_slice_mut().expect("standard layout");
-        let copies = self
-            .states
-            .iter_mut()
-            .zip(&self.actions)
-            .zip(obs.chunks_exact_mut(D::OBS_LEN))
-            .zip(self.rewards.iter_mut().zip(&mut self.terminated));
-        for (((state, action), obs), (reward, terminated)) in copies {
-            let transition = self.dynamics.step::<D::VectorMath>(state, *action);
-            self.dynamics.observe::<D::VectorMath>(state, obs);
-            *reward = transition.reward;
-            *terminated = transition.terminated;
-        }
+        let batch = Batch {
+            dynamics: &self.dynamics,
+            states: &mut self.states,
+            actions: &self.actions,
+            obs: self.obs.as_slice_mut().expect("standard layout"),
+            rewards: &mut self.rewards,
+            terminated: &mut self.terminated,
+        };
+        kernel::advance(self.isa, batch);
     }
 }
 
@@ -176,19 +174,21 @@ impl<D: Dynamics> VectorEnv for SoaVectorEnv<D> {
         self.decode_actions(actions)?;
         self.advance_all();
         self.episodes.finished.clear();
+        // Time limits and running returns for every copy, branch-free; the
+        // copies with something to do are handled one by one below.
+        for (elapsed, truncated) in self.elapsed.iter_mut().zip(&mut self.truncated) {
+            *elapsed += 1;
+            *truncated = *elapsed >= self.max_episode_steps;
+        }
+        self.episodes.add_all(&self.rewards);
         for index in 0..self.states.len() {
             if self.episodes.needs_reset[index] {
                 self.reset_copy(index)?;
                 self.rewards[index] = 0.0;
                 self.terminated[index] = false;
                 self.truncated[index] = false;
-                continue;
-            }
-            self.elapsed[index] += 1;
-            let truncated = self.elapsed[index] >= self.max_episode_steps;
-            self.truncated[index] = truncated;
-            let done = self.terminated[index] || truncated;
-            if self.episodes.record(index, self.rewards[index], done) {
+            } else if self.terminated[index] || self.truncated[index] {
+                self.episodes.finish(index);
                 match self.mode {
                     AutoresetMode::NextStep => self.episodes.needs_reset[index] = true,
                     AutoresetMode::SameStep => {

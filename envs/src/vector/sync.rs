@@ -189,7 +189,9 @@ impl VectorEnv for SyncVectorEnv {
             self.rewards[index] = reward;
             self.terminated[index] = terminated;
             self.truncated[index] = truncated;
-            if self.episodes.record(index, reward, terminated || truncated) {
+            self.episodes.add(index, reward);
+            if terminated || truncated {
+                self.episodes.finish(index);
                 match self.mode {
                     AutoresetMode::NextStep => self.episodes.needs_reset[index] = true,
                     AutoresetMode::SameStep => {

@@ -1,0 +1,159 @@
+//! The hot loop of the fast path, compiled for several instruction sets.
+//!
+//! The loop is the env's scalar [`Dynamics::step`] and `observe`, inlined and
+//! vectorized by LLVM across copies. The crate is built for the baseline
+//! x86-64 target (two `f64` lanes), so the same loop is also compiled with
+//! AVX2 and AVX-512 enabled and the widest one the CPU supports is picked at
+//! construction. Only `+ - * /`, comparisons and bit operations are involved
+//! (no fused multiply-add: LLVM does not contract without fast-math), so
+//! every variant computes bit-identical results and episodes stay the same on
+//! every machine.
+
+use crate::classic::Dynamics;
+
+/// The slices one step of the fast path reads and writes; all have one
+/// entry (or one `OBS_LEN` row) per copy.
+pub(super) struct Batch<'a, D: Dynamics> {
+    pub dynamics: &'a D,
+    pub states: &'a mut [D::State],
+    pub actions: &'a [D::Action],
+    pub obs: &'a mut [f32],
+    pub rewards: &'a mut [f64],
+    pub terminated: &'a mut [bool],
+}
+
+/// The widest vector instruction set the loop may use on this CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum InstructionSet {
+    Baseline,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+}
+
+impl InstructionSet {
+    pub(super) fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512dq")
+            {
+                return InstructionSet::Avx512;
+            }
+            if std::arch::is_x86_feature_detected!("avx2") {
+                return InstructionSet::Avx2;
+            }
+        }
+        InstructionSet::Baseline
+    }
+}
+
+/// Advances every copy by one step with the widest loop `isa` allows.
+pub(super) fn advance<D: Dynamics>(isa: InstructionSet, batch: Batch<'_, D>) {
+    match isa {
+        InstructionSet::Baseline => advance_portable(batch),
+        // SAFETY: `isa` comes from `InstructionSet::detect`, which saw the CPU
+        // support these features.
+        #[cfg(target_arch = "x86_64")]
+        InstructionSet::Avx2 => unsafe { advance_avx2(batch) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        InstructionSet::Avx512 => unsafe { advance_avx512(batch) },
+    }
+}
+
+/// Copies per vector block: a multiple of every vector width times the
+/// unrolling LLVM picks (8 lanes x 4 for AVX-512), so a loop over a multiple
+/// of it never reaches the scalar remainder loop.
+const BLOCK: usize = 32;
+/// Largest observation the remainder scratch holds (Acrobot's is 6).
+const MAX_OBS_LEN: usize = 8;
+
+/// Whole blocks run in one long loop; the remaining copies (fewer than a
+/// block, which is all of them for small vector envs) are padded to a full
+/// block in a scratch copy, so they run vectorized too instead of one by one.
+#[inline(always)]
+fn advance_portable<D: Dynamics>(batch: Batch<'_, D>) {
+    let Batch {
+        dynamics,
+        states,
+        actions,
+        obs,
+        rewards,
+        terminated,
+    } = batch;
+    let whole = states.len() / BLOCK * BLOCK;
+    let (states, state_rest) = states.split_at_mut(whole);
+    let (obs, obs_rest) = obs.split_at_mut(whole * D::OBS_LEN);
+    let (rewards, reward_rest) = rewards.split_at_mut(whole);
+    let (terminated, terminated_rest) = terminated.split_at_mut(whole);
+    advance_copies(
+        dynamics,
+        states,
+        &actions[..whole],
+        obs,
+        rewards,
+        terminated,
+    );
+    let rest = state_rest.len();
+    if rest == 0 {
+        return;
+    }
+    assert!(D::OBS_LEN <= MAX_OBS_LEN, "scratch observation too small");
+    // Padding lanes repeat the first real copy, so they compute harmless values.
+    let mut scratch_states = [state_rest[0]; BLOCK];
+    let mut scratch_actions = [actions[whole]; BLOCK];
+    scratch_states[..rest].copy_from_slice(state_rest);
+    scratch_actions[..rest].copy_from_slice(&actions[whole..]);
+    let mut scratch_obs = [0.0f32; BLOCK * MAX_OBS_LEN];
+    let mut scratch_rewards = [0.0; BLOCK];
+    let mut scratch_terminated = [false; BLOCK];
+    advance_copies(
+        dynamics,
+        &mut scratch_states,
+        &scratch_actions,
+        &mut scratch_obs[..BLOCK * D::OBS_LEN],
+        &mut scratch_rewards,
+        &mut scratch_terminated,
+    );
+    state_rest.copy_from_slice(&scratch_states[..rest]);
+    obs_rest.copy_from_slice(&scratch_obs[..rest * D::OBS_LEN]);
+    reward_rest.copy_from_slice(&scratch_rewards[..rest]);
+    terminated_rest.copy_from_slice(&scratch_terminated[..rest]);
+}
+
+/// Steps the copies of equal-length slices (`obs` has `OBS_LEN` per copy).
+#[inline(always)]
+fn advance_copies<D: Dynamics>(
+    dynamics: &D,
+    states: &mut [D::State],
+    actions: &[D::Action],
+    obs: &mut [f32],
+    rewards: &mut [f64],
+    terminated: &mut [bool],
+) {
+    let copies = states
+        .iter_mut()
+        .zip(actions)
+        .zip(obs.chunks_exact_mut(D::OBS_LEN))
+        .zip(rewards.iter_mut().zip(terminated.iter_mut()));
+    for (((state, action), obs), (reward, terminated)) in copies {
+        let transition = dynamics.step::<D::VectorMath>(state, *action);
+        dynamics.observe::<D::VectorMath>(state, obs);
+        *reward = transition.reward;
+        *terminated = transition.terminated;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn advance_avx2<D: Dynamics>(batch: Batch<'_, D>) {
+    advance_portable(batch)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512dq,avx512vl")]
+fn advance_avx512<D: Dynamics>(batch: Batch<'_, D>) {
+    advance_portable(batch)
+}
