@@ -182,7 +182,10 @@ impl ActorCritic {
         match &self.log_std {
             None => ActionDistribution::categorical(out),
             Some(log_std) => {
-                let log_std = log_std.expand_as(&out);
+                // Materialised rather than a view of the parameter: a
+                // distribution kept across optimizer steps (PPO's π_θold)
+                // must not alias weights that Adam updates in place.
+                let log_std = log_std.expand_as(&out).contiguous();
                 ActionDistribution::diag_gaussian(out, log_std)
             }
         }

@@ -116,7 +116,9 @@ fn train(
 pub fn stop_reason(stop: &StopConfig, result: &Metrics) -> Option<String> {
     let value = |key: &str| result.get(key).copied();
     let reached = |key: &str, target: Option<f64>| match (value(key), target) {
-        (Some(v), Some(t)) if v >= t => Some(format!("{key} {v} >= {t}")),
+        (Some(v), Some(t)) if v >= t => {
+            Some(format!("{key} {} >= {t}", (v * 100.0).round() / 100.0))
+        }
         _ => None,
     };
     reached(metrics::EPISODE_RETURN_MEAN, stop.episode_return_mean)
