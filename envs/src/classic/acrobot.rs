@@ -7,8 +7,9 @@
 //! drawn in float64 and stored as float32 (Gymnasium casts it), everything
 //! after that is float64.
 
+use super::canvas::{place, rectangle, Canvas};
 use super::{reset_bounds, uniform, Dynamics, Libm, Math, Transition};
-use crate::env::ResetOptions;
+use crate::env::{ResetOptions, RgbImage};
 use crate::error::EnvError;
 use crate::rng::EnvRng;
 use crate::spaces::{BoxSpace, DType, Space};
@@ -16,6 +17,7 @@ use std::f64::consts::PI;
 
 const DT: f64 = 0.2;
 const LINK_LENGTH_1: f64 = 1.0;
+const LINK_LENGTH_2: f64 = 1.0;
 const LINK_MASS_1: f64 = 1.0;
 const LINK_MASS_2: f64 = 1.0;
 const LINK_COM_POS_1: f64 = 0.5;
@@ -131,6 +133,43 @@ impl Dynamics for Acrobot {
             reward: if terminated { 0.0 } else { -1.0 },
             terminated,
         }
+    }
+
+    /// Gymnasium's 500x500 frame: the goal line, both links and the joints.
+    fn render(&self, state: &[f64; 4]) -> Option<RgbImage> {
+        let size = 500;
+        let bound = LINK_LENGTH_1 + LINK_LENGTH_2 + 0.2;
+        let scale = size as f64 / (bound * 2.0);
+        let offset = size as f64 / 2.0;
+        let [theta1, theta2, ..] = *state;
+        let elbow = (
+            -LINK_LENGTH_1 * theta1.cos() * scale,
+            LINK_LENGTH_1 * theta1.sin() * scale,
+        );
+        let tip_angle = theta1 + theta2;
+        let tip = (
+            elbow.0 - tip_angle.cos() * scale,
+            elbow.1 + tip_angle.sin() * scale,
+        );
+        let mut canvas = Canvas::new(size, size);
+        let goal = scale + offset;
+        canvas.line(
+            (-2.2 * scale + offset, goal),
+            (2.2 * scale + offset, goal),
+            1.0,
+            [0, 0, 0],
+        );
+        // Gymnasium swaps the coordinates of the joints when drawing.
+        let joints = [(0.0, 0.0), (elbow.1, elbow.0), (tip.1, tip.0)];
+        let angles = [theta1 - PI / 2.0, tip_angle - PI / 2.0];
+        for (&(x, y), angle) in joints.iter().zip(angles) {
+            let joint = (x + offset, y + offset);
+            let link =
+                rectangle(0.0, scale, -0.1 * scale, 0.1 * scale).map(|c| place(c, angle, joint));
+            canvas.fill_polygon(&link, [0, 204, 204]);
+            canvas.fill_circle(joint, 0.1 * scale, [204, 204, 0]);
+        }
+        Some(canvas.into_image())
     }
 
     #[inline(always)]

@@ -4,8 +4,9 @@
 //! Euler integration and termination at |x| > 2.4 or |θ| > 12°. The state is
 //! float64 and the observation its float32 cast, as in Gymnasium.
 
+use super::canvas::{place, rectangle, Canvas};
 use super::{reset_bounds, uniform, Dynamics, Math, Poly, Transition};
-use crate::env::ResetOptions;
+use crate::env::{ResetOptions, RgbImage};
 use crate::error::EnvError;
 use crate::rng::EnvRng;
 use crate::spaces::{BoxSpace, DType, Space};
@@ -96,6 +97,25 @@ impl Dynamics for CartPole {
         for (o, s) in obs.iter_mut().zip(state) {
             *o = *s as f32;
         }
+    }
+
+    /// Gymnasium's 600x400 frame: the cart, the pole on its axle, the track.
+    fn render(&self, state: &[f64; 4]) -> Option<RgbImage> {
+        let (width, height) = (600, 400);
+        let scale = width as f64 / (X_THRESHOLD * 2.0);
+        let pole_length = scale * (2.0 * HALF_LENGTH);
+        let cart = (state[0] * scale + width as f64 / 2.0, 100.0);
+        let axle = (cart.0, cart.1 + 30.0 / 4.0);
+        let mut canvas = Canvas::new(width, height);
+        canvas.fill_polygon(
+            &rectangle(-25.0, 25.0, -15.0, 15.0).map(|c| place(c, 0.0, cart)),
+            [0, 0, 0],
+        );
+        let pole = rectangle(-5.0, 5.0, -5.0, pole_length - 5.0).map(|c| place(c, -state[2], axle));
+        canvas.fill_polygon(&pole, [202, 152, 101]);
+        canvas.fill_circle(axle, 5.0, [129, 132, 203]);
+        canvas.line((0.0, cart.1), (width as f64, cart.1), 1.0, [0, 0, 0]);
+        Some(canvas.into_image())
     }
 
     fn reward_after_termination(&self, _reward: f64) -> f64 {

@@ -9,6 +9,7 @@
 //! vectorizes). Nothing about the physics is written twice.
 
 mod acrobot;
+mod canvas;
 mod cartpole;
 pub mod math;
 mod mountain_car;
@@ -20,7 +21,7 @@ pub use math::{Libm, Math, Poly};
 pub use mountain_car::{MountainCar, MountainCarContinuous};
 pub use pendulum::Pendulum;
 
-use crate::env::{Env, Info, Reset, ResetOptions, Step};
+use crate::env::{Env, Info, Reset, ResetOptions, RgbImage, Step};
 use crate::error::EnvError;
 use crate::rng::{seeded_rng, EnvRng};
 use crate::spaces::{Space, Value};
@@ -93,6 +94,12 @@ pub trait Dynamics: Clone + Send + Sync + 'static {
 
     /// Writes the observation of `state` into `obs` (length `OBS_LEN`).
     fn observe<M: Math>(&self, state: &Self::State, obs: &mut [f32]);
+
+    /// A frame of `state` in Gymnasium's layout and colours, if the env draws.
+    fn render(&self, state: &Self::State) -> Option<RgbImage> {
+        let _ = state;
+        None
+    }
 
     /// The reward Gymnasium gives for steps taken after termination without
     /// a reset (only CartPole changes it: to 0).
@@ -202,6 +209,19 @@ impl<D: Dynamics> Env for ClassicEnv<D> {
             truncated: false,
             info: Info::default(),
         })
+    }
+
+    fn render(&mut self) -> Result<RgbImage, EnvError> {
+        let state = self
+            .state
+            .as_ref()
+            .ok_or_else(|| EnvError::ResetNeeded { env: D::ID.into() })?;
+        self.dynamics
+            .render(state)
+            .ok_or_else(|| EnvError::Unsupported {
+                env: D::ID.into(),
+                operation: "render".into(),
+            })
     }
 
     fn state(&self) -> Result<Vec<f64>, EnvError> {

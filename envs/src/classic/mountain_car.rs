@@ -9,8 +9,9 @@
 //! below reproduces those precisions exactly, which is why it carries the
 //! state's dtype alongside the state.
 
+use super::canvas::{place, rectangle, Canvas, Point};
 use super::{reset_bounds, uniform, Dynamics, Math, Poly, Transition};
-use crate::env::ResetOptions;
+use crate::env::{ResetOptions, RgbImage};
 use crate::error::EnvError;
 use crate::rng::EnvRng;
 use crate::spaces::{BoxSpace, DType, Space};
@@ -38,6 +39,47 @@ fn start_state(
 ) -> Result<[f64; 2], EnvError> {
     let (low, high) = reset_bounds(env, options, -0.6, -0.4)?;
     Ok([uniform(rng, low, high), 0.0])
+}
+
+/// Gymnasium's 600x400 frame of a car at `position`: the track, the car
+/// tilted with the slope, its wheels and the goal flag.
+fn render_track(position: f64, goal_position: f64) -> RgbImage {
+    let (width, height) = (600, 400);
+    let scale = width as f64 / (MAX_POSITION - MIN_POSITION);
+    let track_height = |x: f64| (3.0 * x).sin() * 0.45 + 0.55;
+    let mut canvas = Canvas::new(width, height);
+    let track: Vec<Point> = (0..100)
+        .map(|i| {
+            let x = MIN_POSITION + (MAX_POSITION - MIN_POSITION) * i as f64 / 99.0;
+            ((x - MIN_POSITION) * scale, track_height(x) * scale)
+        })
+        .collect();
+    for segment in track.windows(2) {
+        canvas.line(segment[0], segment[1], 1.0, [0, 0, 0]);
+    }
+    let tilt = (3.0 * position).cos();
+    let base = (
+        (position - MIN_POSITION) * scale,
+        10.0 + track_height(position) * scale,
+    );
+    canvas.fill_polygon(
+        &rectangle(-20.0, 20.0, 0.0, 20.0).map(|c| place(c, tilt, base)),
+        [0, 0, 0],
+    );
+    for wheel in [(10.0, 0.0), (-10.0, 0.0)] {
+        canvas.fill_circle(place(wheel, tilt, base), 8.0, [128, 128, 128]);
+    }
+    let flag_x = ((goal_position - MIN_POSITION) * scale).floor();
+    let flag_bottom = (track_height(goal_position) * scale).floor();
+    let flag_top = flag_bottom + 50.0;
+    canvas.line((flag_x, flag_bottom), (flag_x, flag_top), 1.0, [0, 0, 0]);
+    let flag = [
+        (flag_x, flag_top),
+        (flag_x, flag_top - 10.0),
+        (flag_x + 25.0, flag_top - 5.0),
+    ];
+    canvas.fill_polygon(&flag, [204, 204, 0]);
+    canvas.into_image()
 }
 
 /// MountainCar-v0's dynamics: accelerate left (0), not at all (1) or right (2).
@@ -103,6 +145,10 @@ impl Dynamics for MountainCar {
             reward: -1.0,
             terminated: position >= Self::GOAL_POSITION && velocity >= self.goal_velocity,
         }
+    }
+
+    fn render(&self, state: &[f64; 2]) -> Option<RgbImage> {
+        Some(render_track(state[0], Self::GOAL_POSITION))
     }
 
     #[inline(always)]
@@ -214,6 +260,10 @@ impl Dynamics for MountainCarContinuous {
         let reward = if terminated { 100.0 } else { 0.0 } - (action as f64).powi(2) * 0.1;
         *state = [position as f32 as f64, velocity as f32 as f64, 1.0];
         Transition { reward, terminated }
+    }
+
+    fn render(&self, state: &[f64; 3]) -> Option<RgbImage> {
+        Some(render_track(state[0], Self::GOAL_POSITION))
     }
 
     #[inline(always)]

@@ -5,8 +5,9 @@
 //! action is a float32 array; the step below keeps those precisions, and
 //! normalizes the angle for the cost with a floored modulo as NumPy does.
 
+use super::canvas::{place, rectangle, Canvas};
 use super::{number_option, Dynamics, Libm, Math, Transition};
-use crate::env::ResetOptions;
+use crate::env::{ResetOptions, RgbImage};
 use crate::error::EnvError;
 use crate::rng::EnvRng;
 use crate::spaces::{BoxSpace, DType, Space};
@@ -101,6 +102,29 @@ impl Dynamics for Pendulum {
             reward: -cost,
             terminated: false,
         }
+    }
+
+    /// Gymnasium's 500x500 frame: the rod with rounded ends and its pivot
+    /// (without the torque arrow).
+    fn render(&self, state: &[f64; 2]) -> Option<RgbImage> {
+        let size = 500;
+        let scale = size as f64 / 4.4;
+        let centre = ((size / 2) as f64, (size / 2) as f64);
+        let (rod_length, rod_width) = (scale, 0.2 * scale);
+        let angle = state[0] + PI / 2.0;
+        let red = [204, 77, 77];
+        let mut canvas = Canvas::new(size, size);
+        let rod = rectangle(0.0, rod_length, -rod_width / 2.0, rod_width / 2.0)
+            .map(|c| place(c, angle, centre));
+        canvas.fill_polygon(&rod, red);
+        canvas.fill_circle(centre, (rod_width / 2.0).floor(), red);
+        canvas.fill_circle(
+            place((rod_length, 0.0), angle, centre),
+            (rod_width / 2.0).floor(),
+            red,
+        );
+        canvas.fill_circle(centre, (0.05 * scale).floor(), [0, 0, 0]);
+        Some(canvas.into_image())
     }
 
     #[inline(always)]
