@@ -9,13 +9,11 @@
 
 use anyhow::{bail, Context};
 use clap::Subcommand;
-use oxray_envs::{
-    make, make_vec_with, specs, Actions, Env, Space, Value, VecOptions, VectorEnv, Vectorization,
-};
-use std::hint::black_box;
+use oxray_envs::bench::{single_env_rate, vector_env_rate};
+use oxray_envs::{make, make_vec_with, specs, Actions, Env, Space, Value, VecOptions, VectorEnv};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[derive(Debug, Subcommand)]
 pub enum EnvsCommand {
@@ -237,84 +235,6 @@ impl Replayer {
     }
 }
 
-/// Distinct pre-sampled actions cycled through, so that sampling is not timed.
-const ACTION_TABLE_LEN: usize = 1024;
-
-/// Steps per second of `make(id)` (TimeLimit included), resetting on episode end.
-fn single_env_rate(id: &str, budget: Duration) -> anyhow::Result<f64> {
-    let mut env = make(id)?;
-    let mut rng = oxray_envs::seeded_rng(Some(0));
-    let actions: Vec<Value> = (0..ACTION_TABLE_LEN)
-        .map(|_| env.action_space().sample(&mut rng))
-        .collect();
-    env.reset(Some(0), None)?;
-    let mut steps = 0u64;
-    let start = Instant::now();
-    while start.elapsed() < budget {
-        for action in &actions {
-            let step = env.step(action)?;
-            let done = step.terminated || step.truncated;
-            black_box(step.obs);
-            if done {
-                env.reset(None, None)?;
-            }
-        }
-        steps += ACTION_TABLE_LEN as u64;
-    }
-    Ok(steps as f64 / start.elapsed().as_secs_f64())
-}
-
-/// Sub-env steps per second of `make_vec(id, num_envs)` (native fast path).
-fn vector_env_rate(id: &str, num_envs: usize, budget: Duration) -> anyhow::Result<f64> {
-    let options = VecOptions {
-        vectorization: Vectorization::Auto,
-        ..Default::default()
-    };
-    let mut env = make_vec_with(id, num_envs, &options)?;
-    env.reset(Some(0))?;
-    let mut rng = oxray_envs::seeded_rng(Some(0));
-    let space = env.single_action_space().clone();
-    let samples: Vec<Value> = (0..ACTION_TABLE_LEN * num_envs)
-        .map(|_| space.sample(&mut rng))
-        .collect();
-    let discrete: Vec<i64> = samples
-        .iter()
-        .filter_map(|v| {
-            if let Value::Int(i) = v {
-                Some(*i)
-            } else {
-                None
-            }
-        })
-        .collect();
-    let continuous: Vec<f32> = samples
-        .iter()
-        .filter_map(|v| {
-            if let Value::Floats(x) = v {
-                Some(x.iter().map(|x| *x as f32))
-            } else {
-                None
-            }
-        })
-        .flatten()
-        .collect();
-    let dim = continuous.len() / (ACTION_TABLE_LEN * num_envs);
-    let mut steps = 0u64;
-    let start = Instant::now();
-    while start.elapsed() < budget {
-        for k in 0..ACTION_TABLE_LEN {
-            let actions = if discrete.is_empty() {
-                Actions::Continuous(&continuous[k * num_envs * dim..(k + 1) * num_envs * dim])
-            } else {
-                Actions::Discrete(&discrete[k * num_envs..(k + 1) * num_envs])
-            };
-            black_box(env.step(actions)?.rewards);
-        }
-        steps += (ACTION_TABLE_LEN * num_envs) as u64;
-    }
-    Ok(steps as f64 / start.elapsed().as_secs_f64())
-}
-
 /// Gymnasium's `(single, vector)` steps per second, from scripts/gym_bench.py.
 fn gymnasium_rates(id: &str, num_envs: usize, steps: u64) -> anyhow::Result<(f64, f64)> {
     let python = std::env::var("OXRAY_PYTHON")
@@ -367,7 +287,7 @@ fn bench(
     println!();
     for id in ids {
         let single = single_env_rate(id, budget)?;
-        let vector = vector_env_rate(id, num_envs, budget)?;
+        let vector = vector_env_rate(id, num_envs, &VecOptions::default(), budget)?;
         print!("{id:<26} {single:>18.0} {vector:>24.0}");
         if let Some(steps) = gymnasium_steps {
             let (gym_single, gym_vector) = gymnasium_rates(id, num_envs, steps)?;
