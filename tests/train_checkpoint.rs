@@ -264,3 +264,30 @@ fn damaged_and_foreign_checkpoints_are_refused() {
     let truncated = scratch.oxray(&["evaluate", &ckpt]);
     assert_clean_error(&truncated, &["weights.pt is truncated"]);
 }
+
+#[test]
+fn diverging_loss_stops_with_the_iteration_and_keeps_the_last_good_weights() {
+    let scratch = Scratch::new();
+    scratch.write("small.yaml", SMALL_PPO);
+    // Adam with an absurd step size overflows the weights within a minibatch or two.
+    let output = scratch.oxray(&[
+        "train",
+        "small.yaml",
+        "--set",
+        "training.lr=1e38",
+        "--set",
+        "training.grad_clip=null",
+    ]);
+    assert_clean_error(
+        &output,
+        &["non-finite loss in iteration 1", "last good weights"],
+    );
+    let run = scratch
+        .runs("small")
+        .pop()
+        .expect("the run directory is kept");
+    let checkpoints = run.join("checkpoints").to_string_lossy().into_owned();
+    let evaluation = scratch.oxray(&["evaluate", &checkpoints, "--episodes", "1"]);
+    assert!(evaluation.status.success(), "{evaluation:?}");
+    assert!(stdout(&evaluation).contains("return  mean"));
+}

@@ -71,6 +71,7 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
         result[metrics::TIME_TOTAL_S],
         format_return(result),
     );
+    println!("learner device: {}", summary.learner_devices.join(", "));
     println!("run directory: {}", summary.run_dir.display());
     if let Some(checkpoint) = summary.checkpoint {
         println!("checkpoint: {}", checkpoint.display());

@@ -24,8 +24,13 @@ pub enum TrainError {
     Cluster(#[from] oxray_core::Error),
     #[error("learner: {0}")]
     Learner(String),
-    #[error("non-finite loss in iteration {iteration}: {reason}; the last good weights were checkpointed")]
+    #[error("non-finite loss in iteration {iteration}: {reason}")]
     NonFiniteLoss { iteration: u64, reason: String },
+    #[error("training diverged: {cause}; the last good weights are in {}", checkpoint.display())]
+    Diverged {
+        cause: Box<TrainError>,
+        checkpoint: PathBuf,
+    },
     #[error("cannot restore checkpoint: {0}")]
     Restore(String),
     #[error("{}: {source}", path.display())]
@@ -48,6 +53,9 @@ pub trait Algorithm {
 
     /// Iterations completed so far.
     fn iteration(&self) -> u64;
+
+    /// Where each Learner trains (`cpu`, `cuda:0`).
+    fn learner_devices(&self) -> Result<Vec<String>, TrainError>;
 }
 
 /// The algorithm a config names, ready to train.

@@ -286,9 +286,24 @@ impl PpoLearner {
         }
     }
 
-    /// GAE over `batch`, then `num_epochs` epochs of minibatch steps. Stops
-    /// before applying a non-finite loss, so the weights stay the last good ones.
+    /// GAE over `batch`, then `num_epochs` epochs of minibatch steps. On a
+    /// non-finite loss the Learner goes back to the weights and optimizer
+    /// state it started the update with: the last good ones.
     pub fn update(&mut self, batch: SampleBatch, params: UpdateParams) -> UpdateOutcome {
+        let last_good = match self.learner.state() {
+            Ok(state) => state,
+            Err(e) => return UpdateOutcome::NonFiniteLoss(format!("cannot snapshot weights: {e}")),
+        };
+        let outcome = self.update_from(batch, params);
+        if let UpdateOutcome::NonFiniteLoss(_) = outcome {
+            if let Err(e) = self.learner.set_state(&last_good) {
+                return UpdateOutcome::NonFiniteLoss(format!("cannot restore weights: {e}"));
+            }
+        }
+        outcome
+    }
+
+    fn update_from(&mut self, batch: SampleBatch, params: UpdateParams) -> UpdateOutcome {
         let cfg = &self.training;
         self.learner.set_lr(params.lr);
         let l = &self.learner;
@@ -574,11 +589,6 @@ impl Ppo {
             started: Instant::now(),
         })
     }
-
-    /// The device the (first) Learner trains on (`cpu`, `cuda:0`).
-    pub fn learner_device(&self) -> Result<String, TrainError> {
-        self.learners.first().device()
-    }
 }
 
 impl Algorithm for Ppo {
@@ -688,6 +698,10 @@ impl Algorithm for Ppo {
 
     fn iteration(&self) -> u64 {
         self.progress.iteration
+    }
+
+    fn learner_devices(&self) -> Result<Vec<String>, TrainError> {
+        Ok(vec![self.learners.first().device()?])
     }
 }
 

@@ -35,6 +35,7 @@ pub struct RunSummary {
     pub stop_reason: String,
     pub last_result: Metrics,
     pub checkpoint: Option<PathBuf>,
+    pub learner_devices: Vec<String>,
 }
 
 /// Trains until a stop criterion holds; `on_result` sees every iteration's
@@ -58,7 +59,8 @@ pub fn run(options: RunOptions, on_result: impl FnMut(&Metrics)) -> Result<RunSu
         None => (create_run_dir(&options.results_dir, &options.name)?, true),
     };
     let outcome = train(algorithm.as_mut(), &options.config, &run_dir, on_result);
-    if fresh && outcome.is_err() && algorithm.iteration() == 0 {
+    let diverged = matches!(outcome, Err(TrainError::Diverged { .. }));
+    if fresh && outcome.is_err() && !diverged && algorithm.iteration() == 0 {
         let _ = fs::remove_dir_all(&run_dir);
     }
     outcome
@@ -83,8 +85,10 @@ fn train(
         let result = match algorithm.train() {
             Ok(result) => result,
             Err(error @ TrainError::NonFiniteLoss { .. }) => {
-                algorithm.save(&checkpoints)?;
-                return Err(error);
+                return Err(TrainError::Diverged {
+                    checkpoint: algorithm.save(&checkpoints)?,
+                    cause: Box::new(error),
+                });
             }
             Err(error) => return Err(error),
         };
@@ -109,6 +113,7 @@ fn train(
         stop_reason,
         last_result,
         checkpoint,
+        learner_devices: algorithm.learner_devices()?,
     })
 }
 
