@@ -1,22 +1,62 @@
-//! Generates the tonic service plumbing for oxray's node service. Messages are
-//! Rust types encoded with postcard (see `src/wire.rs`), so the service is
-//! described here instead of in a `.proto` file and no `protoc` is needed.
+//! Generates the tonic service plumbing for oxray's services. Messages are
+//! Rust types encoded with postcard (see `src/wire.rs`), so the services are
+//! described here instead of in `.proto` files and no `protoc` is needed.
+
+use tonic_build::manual::{Builder, Method, Service};
+
+fn method(
+    name: &str,
+    route: &str,
+    input: &str,
+    output: &str,
+) -> tonic_build::manual::MethodBuilder {
+    Method::builder()
+        .name(name)
+        .route_name(route)
+        .input_type(format!("crate::protocol::{input}"))
+        .output_type(format!("crate::protocol::{output}"))
+        .codec_path("crate::wire::PostcardCodec")
+}
 
 fn main() {
-    let node = tonic_build::manual::Service::builder()
-        .name("Node")
+    let head = Service::builder()
+        .name("Head")
         .package("oxray")
         .method(
-            tonic_build::manual::Method::builder()
-                .name("worker_stream")
-                .route_name("WorkerStream")
-                .input_type("crate::protocol::WorkerToNode")
-                .output_type("crate::protocol::NodeToWorker")
-                .codec_path("crate::wire::PostcardCodec")
+            method(
+                "worker_stream",
+                "WorkerStream",
+                "WorkerToNode",
+                "NodeToWorker",
+            )
+            .client_streaming()
+            .server_streaming()
+            .build(),
+        )
+        .method(
+            method("node_stream", "NodeStream", "NodeToHead", "HeadToNode")
                 .client_streaming()
                 .server_streaming()
                 .build(),
         )
+        .method(
+            method(
+                "cluster_status",
+                "ClusterStatus",
+                "StatusRequest",
+                "ClusterStatus",
+            )
+            .build(),
+        )
         .build();
-    tonic_build::manual::Builder::new().compile(&[node]);
+    let objects = Service::builder()
+        .name("ObjectStore")
+        .package("oxray")
+        .method(
+            method("pull_object", "PullObject", "PullRequest", "Chunk")
+                .server_streaming()
+                .build(),
+        )
+        .build();
+    Builder::new().compile(&[head, objects]);
 }

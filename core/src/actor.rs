@@ -62,6 +62,7 @@ impl RawActor {
                 args,
                 actor: Some(self.id),
                 resources: ResourceSet::default(),
+                strategy: Default::default(),
                 max_retries: 0,
                 retry_exceptions: false,
             },

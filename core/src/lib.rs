@@ -44,6 +44,8 @@
 //! talking to the node over one long-lived gRPC stream each.
 
 mod actor;
+mod auth;
+pub mod daemon;
 mod error;
 mod ids;
 mod node;
@@ -54,6 +56,7 @@ mod registry;
 mod resources;
 mod runtime;
 mod shm;
+mod transfer;
 mod value;
 pub mod wire;
 mod worker;
@@ -67,7 +70,8 @@ pub use ids::{ActorId, ObjectId, TaskId, WorkerId};
 pub use object_ref::{Arg, ObjectRef};
 pub use options::{ActorOptions, TaskOptions};
 pub use oxray_macros::{actor, remote};
-pub use resources::ResourceSet;
+pub use protocol::{ActorStatusLine, ClusterStatus, NodeStatus};
+pub use resources::{ResourceSet, SchedulingStrategy};
 pub use runtime::{
     cancel, get, get_all, get_all_timeout, init, is_initialized, kv_delete, kv_get, kv_put,
     kv_wait, node_id, node_summary, put, shutdown, wait, InitOptions, NodeSummary, ReadyAndPending,

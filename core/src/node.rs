@@ -19,7 +19,9 @@
 use crate::error::{Error, Result};
 use crate::ids::{ActorId, IdMinter, ObjectId, TaskId, WorkerId};
 use crate::protocol::*;
-use crate::resources::{Allocation, ResourcePool, ResourceSet, CPU, GPU, MEMORY};
+use crate::resources::{
+    Allocation, ClusterResources, ResourceSet, SchedulingStrategy, CPU, GPU, MEMORY,
+};
 use crate::runtime::{Backend, InitOptions};
 use crate::shm;
 use crate::wire::MAX_MESSAGE_BYTES;
@@ -35,9 +37,16 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 
 pub(crate) mod generated {
-    include!(concat!(env!("OUT_DIR"), "/oxray.Node.rs"));
+    include!(concat!(env!("OUT_DIR"), "/oxray.Head.rs"));
+    include!(concat!(env!("OUT_DIR"), "/oxray.ObjectStore.rs"));
 }
-use generated::node_server::{Node as NodeService, NodeServer};
+use crate::auth::RequireToken;
+use generated::head_server::{Head as HeadService, HeadServer};
+
+/// A node daemon heartbeats this often...
+pub(crate) const HEARTBEAT_PERIOD: Duration = Duration::from_secs(1);
+/// ...and is dead after this long without one (Ray: about 15-20 s).
+pub(crate) const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(6);
 
 /// Most worker processes for stateless tasks.
 const MAX_TASK_WORKERS: usize = 64;
@@ -48,6 +57,14 @@ pub(crate) struct NodeConfig {
     pub resources: ResourceSet,
     pub session: String,
     pub node_id: String,
+    /// Where the head serves workers, nodes and drivers.
+    pub bind: SocketAddr,
+    pub token: String,
+    /// Start one worker per CPU at once (the embedded cluster, whose driver's
+    /// executable is known); a standalone head waits for a driver.
+    pub prestart_workers: bool,
+    /// A node silent for this long is declared dead.
+    pub heartbeat_timeout: Duration,
 }
 
 impl NodeConfig {
@@ -75,16 +92,17 @@ impl NodeConfig {
         for (name, amount) in &options.resources {
             resources.set(name, *amount);
         }
-        let session = format!(
-            "{}-{:x}",
-            std::process::id(),
-            Instant::now().elapsed().as_nanos() ^ (std::process::id() as u128) << 17
-        );
+        let token = crate::auth::generate_token()?;
+        let session = format!("{}-{}", std::process::id(), &token[..8]);
         let node_id = format!("node-{session}");
         Ok(NodeConfig {
             resources,
             session,
             node_id,
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            token,
+            prestart_workers: true,
+            heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
         })
     }
 }
@@ -137,6 +155,10 @@ struct Lease {
 }
 
 struct WorkerRecord {
+    node: String,
+    executable: String,
+    /// A remote driver's connection: it submits work but never runs any.
+    is_driver: bool,
     pid: Option<u32>,
     sender: Option<mpsc::UnboundedSender<NodeToWorker>>,
     gpu_ids: Vec<u32>,
@@ -165,8 +187,16 @@ struct ActorRecord {
     inflight: VecDeque<TaskId>,
 }
 
+/// Another node of the cluster, as the head sees it.
+struct RemoteNode {
+    sender: mpsc::UnboundedSender<HeadToNode>,
+    last_heartbeat: Instant,
+    object_server: String,
+}
+
 struct ShapeQueue {
     request: ResourceSet,
+    strategy: SchedulingStrategy,
     tasks: VecDeque<TaskId>,
 }
 
@@ -179,7 +209,13 @@ struct NodeState {
     actors: FxHashMap<ActorId, ActorRecord>,
     named_actors: HashMap<String, ActorId>,
     actors_waiting: VecDeque<ActorId>,
-    pool: ResourcePool,
+    pool: ClusterResources,
+    /// Control streams of the other nodes, by node id.
+    remote_nodes: HashMap<String, RemoteNode>,
+    /// Nodes declared dead, kept for `oxray status`.
+    dead_nodes: Vec<NodeStatus>,
+    /// The executable workers run: the latest driver's, so its functions exist there.
+    worker_executable: Option<String>,
     kv: HashMap<String, Vec<u8>>,
     shutting_down: bool,
     /// Counts objects becoming ready, so waiters know when to look again.
@@ -190,9 +226,17 @@ struct NodeState {
 }
 
 enum Effect {
-    Spawn { worker: WorkerId, gpu_ids: Vec<u32> },
-    Kill { pid: u32 },
-    RemoveFile { path: String },
+    Spawn {
+        worker: WorkerId,
+        node: String,
+        gpu_ids: Vec<u32>,
+    },
+    Kill {
+        pid: u32,
+    },
+    RemoveFile {
+        path: String,
+    },
 }
 
 /// One node of the cluster.
@@ -205,6 +249,7 @@ pub(crate) struct Node {
     ids: IdMinter,
     config: NodeConfig,
     address: SocketAddr,
+    object_server_address: String,
     has_gpus: bool,
     runtime: tokio::runtime::Runtime,
 }
@@ -217,11 +262,10 @@ impl Node {
             .enable_all()
             .build()
             .map_err(|e| Error::runtime("cannot start the node's runtime", e))?;
+        let bind = config.bind;
         let incoming = runtime
-            .block_on(async {
-                tonic::transport::server::TcpIncoming::bind(([127, 0, 0, 1], 0).into())
-            })
-            .map_err(|e| Error::runtime("cannot listen for workers on 127.0.0.1", e))?
+            .block_on(async { tonic::transport::server::TcpIncoming::bind(bind) })
+            .map_err(|e| Error::runtime(&format!("cannot listen on {bind}"), e))?
             .with_nodelay(Some(true));
         let address = incoming
             .local_addr()
@@ -238,7 +282,14 @@ impl Node {
                 actors: FxHashMap::default(),
                 named_actors: HashMap::new(),
                 actors_waiting: VecDeque::new(),
-                pool: ResourcePool::new(config.resources.clone()),
+                pool: {
+                    let mut pool = ClusterResources::default();
+                    pool.add_node(&config.node_id, config.resources.clone());
+                    pool
+                },
+                remote_nodes: HashMap::new(),
+                dead_nodes: Vec::new(),
+                worker_executable: None,
                 kv: HashMap::new(),
                 shutting_down: false,
                 ready_events: 0,
@@ -249,33 +300,39 @@ impl Node {
             ids: IdMinter::new(0),
             has_gpus: config.resources.get(GPU) > 0.0,
             config,
+            object_server_address: address.to_string(),
             address,
             runtime,
         });
-        let service = NodeServer::new(WorkerService { node: node.weak() })
+        let head = HeadServer::new(HeadEndpoint { node: node.weak() })
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let head = tonic::service::interceptor::InterceptedService::new(
+            head,
+            RequireToken::new(&node.config.token),
+        );
+        let objects =
+            crate::transfer::ObjectServer::service(&node.config.session, &node.config.token);
         node.runtime.spawn(async move {
             let served = tonic::transport::Server::builder()
                 .initial_stream_window_size(Some(8 << 20))
                 .initial_connection_window_size(Some(16 << 20))
-                .add_service(service)
+                .add_service(head)
+                .add_service(objects)
                 .serve_with_incoming(incoming)
                 .await;
             if let Err(e) = served {
                 tracing::error!("worker service stopped: {e}");
             }
         });
+        node.runtime.spawn(watch_heartbeats(node.weak()));
         // A warm pool: one worker per CPU, as Ray prestarts them.
-        {
+        if node.config.prestart_workers {
             let mut state = node.state.lock();
             let warm = node.config.resources.get(CPU).ceil() as usize;
             for _ in 0..warm.min(MAX_TASK_WORKERS) {
-                state.add_worker(
-                    WorkerId(crate::worker::next_worker_number()),
-                    Vec::new(),
-                    None,
-                );
+                let id = WorkerId(crate::worker::next_worker_number());
+                state.add_worker(id, &node.config.node_id, Vec::new(), None);
             }
         }
         node.apply_effects();
@@ -303,7 +360,17 @@ impl Node {
         let effects = std::mem::take(&mut self.state.lock().effects);
         for effect in effects {
             match effect {
-                Effect::Spawn { worker, gpu_ids } => self.spawn_worker(worker, gpu_ids),
+                Effect::Spawn {
+                    worker,
+                    node,
+                    gpu_ids,
+                } => {
+                    if node == self.config.node_id {
+                        self.spawn_worker(worker, gpu_ids)
+                    } else {
+                        self.spawn_remote_worker(&node, worker, gpu_ids)
+                    }
+                }
                 Effect::Kill { pid } => kill_process(pid),
                 Effect::RemoveFile { path } => shm::free(&path),
             }
@@ -311,41 +378,20 @@ impl Node {
     }
 
     fn spawn_worker(&self, worker: WorkerId, gpu_ids: Vec<u32>) {
-        // The running image, even if its file was replaced by a rebuild.
-        let own_image = std::path::Path::new("/proc/self/exe");
-        let exe = match own_image
-            .exists()
-            .then(|| own_image.to_path_buf())
-            .map_or_else(std::env::current_exe, Ok)
-        {
-            Ok(exe) => exe,
-            Err(e) => {
-                return self
-                    .worker_failed_to_start(worker, format!("cannot find own executable: {e}"))
-            }
+        let executable = self.worker_executable();
+        let launch = crate::worker::WorkerLaunch {
+            executable: &executable,
+            head_address: &self.address.to_string(),
+            worker,
+            session: &self.config.session,
+            node_id: &self.config.node_id,
+            object_server: &self.address.to_string(),
+            token: &self.config.token,
+            gpu_ids: &gpu_ids,
+            hide_gpus: self.has_gpus,
         };
-        let mut command = tokio::process::Command::new(exe);
-        command
-            .env(crate::worker::NODE_ADDRESS_ENV, self.address.to_string())
-            .env(crate::worker::WORKER_ID_ENV, worker.0.to_string())
-            .env(crate::worker::SESSION_ENV, &self.config.session)
-            .env(crate::worker::NODE_ID_ENV, &self.config.node_id)
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(false);
-        if self.has_gpus || !gpu_ids.is_empty() {
-            let ids: Vec<String> = gpu_ids.iter().map(u32::to_string).collect();
-            command.env("CUDA_VISIBLE_DEVICES", ids.join(","));
-        }
-        // SAFETY: prctl is async-signal-safe; it makes the worker die with its
-        // node instead of lingering as an orphan.
-        unsafe {
-            command.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
         let _guard = self.runtime.enter();
-        match command.spawn() {
+        match launch.command().spawn() {
             Ok(mut child) => {
                 if let Some(pid) = child.id() {
                     if let Some(w) = self.state.lock().workers.get_mut(&worker) {
@@ -370,6 +416,43 @@ impl Node {
         }
     }
 
+    /// What new workers run: the connected driver's executable, or this
+    /// process's own image (the embedded cluster's driver), even if its file
+    /// was replaced by a rebuild since.
+    fn worker_executable(&self) -> String {
+        self.state
+            .lock()
+            .worker_executable
+            .clone()
+            .unwrap_or_else(|| {
+                let own_image = std::path::Path::new("/proc/self/exe");
+                if own_image.exists() {
+                    own_image.to_string_lossy().into_owned()
+                } else {
+                    std::env::current_exe().map_or_else(
+                        |_| "oxray".to_string(),
+                        |p| p.to_string_lossy().into_owned(),
+                    )
+                }
+            })
+    }
+
+    fn spawn_remote_worker(&self, node: &str, worker: WorkerId, gpu_ids: Vec<u32>) {
+        let executable = self.worker_executable();
+        let sent = self.state.lock().remote_nodes.get(node).is_some_and(|n| {
+            n.sender
+                .send(HeadToNode::Spawn {
+                    worker,
+                    gpu_ids,
+                    executable,
+                })
+                .is_ok()
+        });
+        if !sent {
+            self.worker_exited(worker, format!("its node {node} is gone"));
+        }
+    }
+
     fn weak(&self) -> Weak<Node> {
         self.this.clone()
     }
@@ -383,8 +466,14 @@ impl Node {
     /// death is reported by the process watcher, which knows the exit status
     /// (a signal, an exit code) that makes the error useful.
     fn stream_closed(&self, worker: WorkerId, reason: String) {
-        let pid = self.state.lock().workers.get(&worker).and_then(|w| w.pid);
-        match pid {
+        let local_pid = self
+            .state
+            .lock()
+            .workers
+            .get(&worker)
+            .filter(|w| w.node == self.config.node_id)
+            .and_then(|w| w.pid);
+        match local_pid {
             Some(pid) => kill_process(pid),
             None => self.worker_exited(worker, reason),
         }
@@ -418,9 +507,20 @@ impl Node {
                 .values()
                 .filter(|a| !matches!(a.status, ActorStatus::Dead(_)))
                 .count(),
-            total: state.pool.total().clone(),
-            available: state.pool.available().clone(),
+            total: self.local_pool(&state).total().clone(),
+            available: self.local_pool(&state).available().clone(),
         }
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    fn local_pool<'a>(&self, state: &'a NodeState) -> &'a crate::resources::ResourcePool {
+        state
+            .pool
+            .node(&self.config.node_id)
+            .expect("the head's own node never leaves")
     }
 
     pub fn shutdown(&self) {
@@ -467,9 +567,125 @@ impl Node {
         })
     }
 
+    /// A driver joined from outside: it gets a record (to route replies) but no
+    /// work, and its executable is what new workers run.
+    fn register_driver(
+        &self,
+        id: WorkerId,
+        pid: u32,
+        executable: String,
+        sender: mpsc::UnboundedSender<NodeToWorker>,
+    ) -> WorkerId {
+        self.with_state(|state, _| {
+            state.worker_executable = Some(executable.clone());
+            state.workers.insert(
+                id,
+                WorkerRecord {
+                    node: format!("driver-{pid}"),
+                    is_driver: true,
+                    executable,
+                    pid: None,
+                    sender: Some(sender),
+                    gpu_ids: Vec::new(),
+                    actor: None,
+                    lease: None,
+                    assigned: VecDeque::new(),
+                },
+            );
+        });
+        id
+    }
+
+    fn register_node(
+        &self,
+        node_id: &str,
+        resources: ResourceSet,
+        object_server: String,
+        sender: mpsc::UnboundedSender<HeadToNode>,
+    ) -> std::result::Result<(), tonic::Status> {
+        self.with_state(|state, node| {
+            if node_id == node.config.node_id || state.remote_nodes.contains_key(node_id) {
+                eprintln!("oxray: refused node {node_id}: a live node already has that id");
+                return Err(tonic::Status::already_exists(format!(
+                    "node {node_id} is already registered"
+                )));
+            }
+            eprintln!("oxray: node {node_id} joined with {resources}");
+            state.pool.add_node(node_id, resources);
+            state.remote_nodes.insert(
+                node_id.to_string(),
+                RemoteNode {
+                    sender,
+                    last_heartbeat: Instant::now(),
+                    object_server,
+                },
+            );
+            Ok(())
+        })
+    }
+
+    fn handle_node_message(&self, node_id: &str, message: NodeToHead) {
+        match message {
+            NodeToHead::Register { .. } => {}
+            NodeToHead::Heartbeat => {
+                if let Some(node) = self.state.lock().remote_nodes.get_mut(node_id) {
+                    node.last_heartbeat = Instant::now();
+                }
+            }
+            NodeToHead::WorkerExited { worker, message } => self.worker_exited(worker, message),
+        }
+    }
+
+    pub fn cluster_status(&self) -> ClusterStatus {
+        let state = self.state.lock();
+        let workers_on = |node: &str| state.workers.values().filter(|w| w.node == node).count();
+        let nodes = state
+            .pool
+            .nodes()
+            .map(|(id, pool)| NodeStatus {
+                node_id: id.to_string(),
+                address: state
+                    .remote_nodes
+                    .get(id)
+                    .map_or_else(|| self.address.to_string(), |n| n.object_server.clone()),
+                alive: true,
+                is_head: id == self.config.node_id,
+                total: pool.total().clone(),
+                available: pool.available().clone(),
+                workers: workers_on(id),
+            })
+            .chain(state.dead_nodes.iter().cloned())
+            .collect();
+        let actors = state
+            .actors
+            .iter()
+            .map(|(id, a)| ActorStatusLine {
+                actor_id: *id,
+                class: a.spec.class.clone(),
+                name: a.spec.name.clone(),
+                state: match &a.status {
+                    ActorStatus::WaitingForResources => "PENDING_CREATION".into(),
+                    ActorStatus::Starting => "STARTING".into(),
+                    ActorStatus::Alive => "ALIVE".into(),
+                    ActorStatus::Dead(_) => "DEAD".into(),
+                },
+                node_id: a.allocation.as_ref().map(|al| al.node.clone()),
+                restarts: a.restarts_used,
+            })
+            .collect();
+        let running = state.tasks.values().filter(|t| t.worker.is_some()).count();
+        ClusterStatus {
+            nodes,
+            actors,
+            pending_tasks: state.tasks.len() - running,
+            running_tasks: running,
+            objects: state.objects.len(),
+        }
+    }
+
     fn handle_worker_message(&self, worker: WorkerId, message: WorkerToNode) {
         match message {
-            WorkerToNode::Hello { .. } => {}
+            WorkerToNode::Hello { .. } | WorkerToNode::DriverHello { .. } => {}
             WorkerToNode::Finished { task_id, outcome } => {
                 self.with_state(|state, node| state.task_finished(node, worker, task_id, outcome))
             }
@@ -613,6 +829,14 @@ impl Backend for Node {
 
     fn hosts_node(&self) -> bool {
         true
+    }
+
+    fn object_server(&self) -> Option<&str> {
+        Some(&self.object_server_address)
+    }
+
+    fn token(&self) -> &str {
+        &self.config.token
     }
 
     fn next_id(&self) -> u64 {
@@ -775,10 +999,13 @@ impl Backend for Node {
 }
 
 impl NodeState {
-    fn add_worker(&mut self, id: WorkerId, gpu_ids: Vec<u32>, actor: Option<ActorId>) {
+    fn add_worker(&mut self, id: WorkerId, node: &str, gpu_ids: Vec<u32>, actor: Option<ActorId>) {
         self.workers.insert(
             id,
             WorkerRecord {
+                node: node.to_string(),
+                executable: self.worker_executable.clone().unwrap_or_default(),
+                is_driver: false,
                 pid: None,
                 sender: None,
                 gpu_ids: gpu_ids.clone(),
@@ -789,6 +1016,7 @@ impl NodeState {
         );
         self.effects.push(Effect::Spawn {
             worker: id,
+            node: node.to_string(),
             gpu_ids,
         });
     }
@@ -849,8 +1077,13 @@ impl NodeState {
     }
 
     fn free_blob(&mut self, blob: &ObjectBlob) {
-        if let Payload::Shared { path, .. } = &blob.payload {
-            self.effects.push(Effect::RemoveFile { path: path.clone() });
+        if let Payload::Shared { path, node, .. } = &blob.payload {
+            match self.remote_nodes.get(node) {
+                Some(remote) => {
+                    let _ = remote.sender.send(HeadToNode::Free { path: path.clone() });
+                }
+                None => self.effects.push(Effect::RemoveFile { path: path.clone() }),
+            }
         }
         for id in &blob.contained {
             self.release(*id);
@@ -884,11 +1117,11 @@ impl NodeState {
             Some(actor) => TaskKind::ActorCall(actor),
             None => TaskKind::Stateless,
         };
-        if kind == TaskKind::Stateless && !self.pool.feasible(&spec.resources) {
+        if kind == TaskKind::Stateless && !self.pool.feasible(&spec.resources, &spec.strategy) {
             let error = Error::Infeasible {
                 what: spec.invocation.display_name(),
                 requested: spec.resources.to_string(),
-                available: self.pool.total().to_string(),
+                available: self.pool.largest_node(),
             };
             self.release_task_args(&spec);
             return self.complete(return_id, Err(error));
@@ -967,17 +1200,7 @@ impl NodeState {
             return self.finish_task(task_id, Err(error));
         }
         match record.kind {
-            TaskKind::Stateless => {
-                let request = record.spec.resources.clone();
-                self.queues
-                    .entry(request.shape_key())
-                    .or_insert_with(|| ShapeQueue {
-                        request,
-                        tasks: VecDeque::new(),
-                    })
-                    .tasks
-                    .push_back(task_id);
-            }
+            TaskKind::Stateless => self.queue_for(task_id).push_back(task_id),
             TaskKind::ActorCall(actor) => match self.actors.get_mut(&actor) {
                 Some(record) if !matches!(record.status, ActorStatus::Dead(_)) => {
                     record.pending.push_back(task_id)
@@ -1031,12 +1254,12 @@ impl NodeState {
             .map(|(k, _)| k.clone())
             .collect();
         for shape in shapes {
-            while let Some((task_id, request)) = self
+            while let Some((task_id, request, strategy)) = self
                 .queues
                 .get(&shape)
-                .and_then(|q| Some((*q.tasks.front()?, q.request.clone())))
+                .and_then(|q| Some((*q.tasks.front()?, q.request.clone(), q.strategy.clone())))
             {
-                let Some(worker) = self.lease_worker(&request) else {
+                let Some(worker) = self.lease_worker(&request, &strategy) else {
                     break;
                 };
                 self.queues
@@ -1051,11 +1274,20 @@ impl NodeState {
     }
 
     /// A free worker with `request` newly reserved for it, if the node has both.
-    fn lease_worker(&mut self, request: &ResourceSet) -> Option<WorkerId> {
-        let allocation = self.pool.try_acquire(request)?;
+    fn lease_worker(
+        &mut self,
+        request: &ResourceSet,
+        strategy: &SchedulingStrategy,
+    ) -> Option<WorkerId> {
+        let allocation = self.pool.try_acquire(request, strategy)?;
         let gpu_ids = allocation.gpu_ids();
+        let node = allocation.node.clone();
+        let executable = self.worker_executable.clone().unwrap_or_default();
         let idle = self.workers.iter().find(|(_, w)| {
             w.actor.is_none()
+                && !w.is_driver
+                && w.executable == executable
+                && w.node == node
                 && w.sender.is_some()
                 && w.lease.is_none()
                 && w.assigned.is_empty()
@@ -1072,14 +1304,20 @@ impl NodeState {
             }
             None => {
                 self.pool.release(&allocation);
-                let starting = self
+                let starting = self.workers.values().any(|w| {
+                    w.actor.is_none()
+                        && w.sender.is_none()
+                        && w.node == node
+                        && w.gpu_ids == gpu_ids
+                });
+                let task_workers = self
                     .workers
                     .values()
-                    .any(|w| w.actor.is_none() && w.sender.is_none() && w.gpu_ids == gpu_ids);
-                let task_workers = self.workers.values().filter(|w| w.actor.is_none()).count();
+                    .filter(|w| w.actor.is_none() && !w.is_driver && w.node == node)
+                    .count();
                 if !starting && task_workers < MAX_TASK_WORKERS {
                     let id = WorkerId(crate::worker::next_worker_number());
-                    self.add_worker(id, gpu_ids, None);
+                    self.add_worker(id, &node, gpu_ids, None);
                 }
                 None
             }
@@ -1203,15 +1441,22 @@ impl NodeState {
     }
 
     fn requeue_front(&mut self, task_id: TaskId) {
-        let request = self.tasks[&task_id].spec.resources.clone();
-        self.queues
-            .entry(request.shape_key())
+        self.queue_for(task_id).push_front(task_id);
+    }
+
+    /// The queue of tasks with the same resources and strategy as `task_id`.
+    fn queue_for(&mut self, task_id: TaskId) -> &mut VecDeque<TaskId> {
+        let spec = &self.tasks[&task_id].spec;
+        let (request, strategy) = (spec.resources.clone(), spec.strategy.clone());
+        &mut self
+            .queues
+            .entry(format!("{}|{:?}", request.shape_key(), strategy))
             .or_insert_with(|| ShapeQueue {
                 request,
+                strategy,
                 tasks: VecDeque::new(),
             })
             .tasks
-            .push_front(task_id);
     }
 
     /// A worker blocked in `get` lends its resources out (`lend = true`) and
@@ -1352,12 +1597,12 @@ impl NodeState {
                 }
             }
         }
-        if !self.pool.feasible(&spec.resources) {
+        if !self.pool.feasible(&spec.resources, &spec.strategy) {
             self.release_actor_args(&spec);
             return Err(Error::Infeasible {
                 what: format!("actor {}", spec.class),
                 requested: spec.resources.to_string(),
-                available: self.pool.total().to_string(),
+                available: self.pool.largest_node(),
             });
         }
         let id = spec.actor_id;
@@ -1398,15 +1643,17 @@ impl NodeState {
             if actor.status != ActorStatus::WaitingForResources {
                 continue;
             }
-            match self.pool.try_acquire(&actor.spec.resources.clone()) {
+            let (request, strategy) = (actor.spec.resources.clone(), actor.spec.strategy.clone());
+            match self.pool.try_acquire(&request, &strategy) {
                 Some(allocation) => {
                     let worker = WorkerId(crate::worker::next_worker_number());
                     let gpu_ids = allocation.gpu_ids();
+                    let node = allocation.node.clone();
                     let actor = self.actors.get_mut(&id).expect("actor seen above");
                     actor.allocation = Some(allocation);
                     actor.status = ActorStatus::Starting;
                     actor.worker = Some(worker);
-                    self.add_worker(worker, gpu_ids, Some(id));
+                    self.add_worker(worker, &node, gpu_ids, Some(id));
                 }
                 None => still_waiting.push_back(id),
             }
@@ -1444,6 +1691,7 @@ impl NodeState {
             args: record.spec.args.clone(),
             actor: Some(actor),
             resources: ResourceSet::default(),
+            strategy: SchedulingStrategy::Default,
             max_retries: 0,
             retry_exceptions: false,
         };
@@ -1499,14 +1747,71 @@ impl NodeState {
         for task in retried.into_iter().rev() {
             record.pending.push_front(task);
         }
-        let gpu_ids = record
+        let node_alive = record
             .allocation
             .as_ref()
-            .map(Allocation::gpu_ids)
-            .unwrap_or_default();
+            .is_some_and(|a| self.pool.node(&a.node).is_some());
+        if !node_alive {
+            // Its node is gone: start over on whichever node has room.
+            record.allocation = None;
+            record.worker = None;
+            record.status = ActorStatus::WaitingForResources;
+            self.actors_waiting.push_back(actor);
+            return;
+        }
+        let allocation = record.allocation.as_ref().expect("checked above");
+        let (node, gpu_ids) = (allocation.node.clone(), allocation.gpu_ids());
         let worker = WorkerId(crate::worker::next_worker_number());
         record.worker = Some(worker);
-        self.add_worker(worker, gpu_ids, Some(actor));
+        self.add_worker(worker, &node, gpu_ids, Some(actor));
+    }
+
+    /// A node stopped: its workers are gone (their tasks retried and actors
+    /// restarted elsewhere), and objects whose only copy was there are lost.
+    fn node_died(&mut self, node: &Node, node_id: &str, reason: &str) {
+        let Some(remote) = self.remote_nodes.remove(node_id) else {
+            return;
+        };
+        eprintln!("oxray: node {node_id} is dead: {reason}");
+        if let Some(pool) = self.pool.node(node_id) {
+            self.dead_nodes.push(NodeStatus {
+                node_id: node_id.to_string(),
+                address: remote.object_server,
+                alive: false,
+                is_head: false,
+                total: pool.total().clone(),
+                available: ResourceSet::default(),
+                workers: 0,
+            });
+        }
+        self.pool.remove_node(node_id);
+        let workers: Vec<WorkerId> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.node == node_id)
+            .map(|(id, _)| *id)
+            .collect();
+        let message = format!("its node {node_id} died: {reason}");
+        for worker in workers {
+            self.remove_worker(node, worker, &message);
+        }
+        let lost: Vec<ObjectId> = self
+            .objects
+            .iter()
+            .filter(|(_, e)| {
+                matches!(e.value.as_deref(), Some(Ok(ObjectBlob { payload: Payload::Shared { node, .. }, .. })) if node == node_id)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in lost {
+            if let Some(entry) = self.objects.get_mut(&id) {
+                entry.value = Some(Arc::new(Err(Error::ObjectLost {
+                    id: id.to_string(),
+                    message: message.clone(),
+                })));
+            }
+        }
+        self.ready_events += 1;
     }
 
     fn actor_dead(&mut self, actor: ActorId, message: String) {
@@ -1565,46 +1870,62 @@ impl NodeState {
     }
 }
 
-/// The gRPC service workers connect to.
-struct WorkerService {
+/// The head's gRPC service: worker streams, node control streams, status.
+struct HeadEndpoint {
     node: Weak<Node>,
 }
 
 type ToWorkerStream =
     Pin<Box<dyn Stream<Item = std::result::Result<NodeToWorker, tonic::Status>> + Send>>;
+type ToNodeStream =
+    Pin<Box<dyn Stream<Item = std::result::Result<HeadToNode, tonic::Status>> + Send>>;
+
+impl HeadEndpoint {
+    fn node(&self) -> std::result::Result<Arc<Node>, tonic::Status> {
+        self.node
+            .upgrade()
+            .ok_or_else(|| tonic::Status::unavailable("the head is shutting down"))
+    }
+}
 
 #[tonic::async_trait]
-impl NodeService for WorkerService {
+impl HeadService for HeadEndpoint {
     type WorkerStreamStream = ToWorkerStream;
+    type NodeStreamStream = ToNodeStream;
 
     async fn worker_stream(
         &self,
         request: tonic::Request<tonic::Streaming<WorkerToNode>>,
     ) -> std::result::Result<tonic::Response<ToWorkerStream>, tonic::Status> {
         let mut inbound = request.into_inner();
-        let (worker, pid) = match inbound.message().await? {
-            Some(WorkerToNode::Hello { worker_id, pid }) => (worker_id, pid),
+        let first = inbound.message().await?;
+        let node = self.node()?;
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let worker = match first {
+            Some(WorkerToNode::Hello { worker_id, pid }) => {
+                if !node.register_worker(worker_id, pid, sender) {
+                    return Err(tonic::Status::permission_denied(format!(
+                        "{worker_id} was not started by this cluster"
+                    )));
+                }
+                worker_id
+            }
+            Some(WorkerToNode::DriverHello {
+                origin,
+                pid,
+                executable,
+            }) => node.register_driver(WorkerId(origin), pid, executable, sender),
             Some(_) => {
                 return Err(tonic::Status::invalid_argument(
-                    "the first message of a worker stream must be Hello",
+                    "the first message of a worker stream must be Hello or DriverHello",
                 ))
             }
             None => {
                 return Err(tonic::Status::invalid_argument(
-                    "worker stream closed before Hello",
+                    "stream closed before Hello",
                 ))
             }
         };
-        let node = self
-            .node
-            .upgrade()
-            .ok_or_else(|| tonic::Status::unavailable("node is shutting down"))?;
-        let (sender, receiver) = mpsc::unbounded_channel();
-        if !node.register_worker(worker, pid, sender) {
-            return Err(tonic::Status::permission_denied(format!(
-                "{worker} was not started by this node"
-            )));
-        }
         let weak = self.node.clone();
         tokio::spawn(async move {
             let reason = loop {
@@ -1624,6 +1945,82 @@ impl NodeService for WorkerService {
         Ok(tonic::Response::new(Box::pin(
             UnboundedReceiverStream::new(receiver).map(Ok),
         )))
+    }
+
+    async fn node_stream(
+        &self,
+        request: tonic::Request<tonic::Streaming<NodeToHead>>,
+    ) -> std::result::Result<tonic::Response<ToNodeStream>, tonic::Status> {
+        let mut inbound = request.into_inner();
+        let Some(NodeToHead::Register {
+            node_id,
+            resources,
+            object_server,
+            version,
+        }) = inbound.message().await?
+        else {
+            return Err(tonic::Status::invalid_argument(
+                "the first message of a node stream must be Register",
+            ));
+        };
+        if version != PROTOCOL_VERSION {
+            eprintln!("oxray: refused node {node_id}: it runs {version}, this head runs {PROTOCOL_VERSION}");
+            return Err(tonic::Status::failed_precondition(format!(
+                "version mismatch: the node runs {version}, the head runs {PROTOCOL_VERSION}"
+            )));
+        }
+        let node = self.node()?;
+        let (sender, receiver) = mpsc::unbounded_channel();
+        node.register_node(&node_id, resources, object_server, sender)?;
+        let weak = self.node.clone();
+        tokio::spawn(async move {
+            let reason = loop {
+                match inbound.message().await {
+                    Ok(Some(message)) => match weak.upgrade() {
+                        Some(head) => head.handle_node_message(&node_id, message),
+                        None => return,
+                    },
+                    Ok(None) => break "its connection closed".to_string(),
+                    Err(status) => break format!("its connection failed: {}", status.message()),
+                }
+            };
+            if let Some(head) = weak.upgrade() {
+                head.with_state(|state, node| state.node_died(node, &node_id, &reason));
+            }
+        });
+        Ok(tonic::Response::new(Box::pin(
+            UnboundedReceiverStream::new(receiver).map(Ok),
+        )))
+    }
+
+    async fn cluster_status(
+        &self,
+        _request: tonic::Request<StatusRequest>,
+    ) -> std::result::Result<tonic::Response<ClusterStatus>, tonic::Status> {
+        Ok(tonic::Response::new(self.node()?.cluster_status()))
+    }
+}
+
+/// Declares nodes dead when their heartbeats stop, even if their connection
+/// looks open (a hung machine, a partition).
+async fn watch_heartbeats(node: Weak<Node>) {
+    let mut tick = tokio::time::interval(HEARTBEAT_PERIOD / 4);
+    loop {
+        tick.tick().await;
+        let Some(head) = node.upgrade() else { return };
+        let deadline = head.config.heartbeat_timeout;
+        let silent: Vec<String> = head
+            .state
+            .lock()
+            .remote_nodes
+            .iter()
+            .filter(|(_, n)| n.last_heartbeat.elapsed() > deadline)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in silent {
+            let reason = format!("no heartbeat for {:.1} s", deadline.as_secs_f64());
+            head.with_state(|state, node| state.node_died(node, &id, &reason));
+        }
     }
 }
 
@@ -1669,7 +2066,7 @@ impl Outstanding {
     }
 }
 
-fn kill_process(pid: u32) {
+pub(crate) fn kill_process(pid: u32) {
     // SAFETY: plain syscall on a pid this node started.
     unsafe {
         libc::kill(pid as libc::pid_t, libc::SIGKILL);
@@ -1685,7 +2082,7 @@ fn process_alive(pid: u32) -> bool {
             .unwrap_or(false)
 }
 
-fn describe_exit(status: std::process::ExitStatus) -> String {
+pub(crate) fn describe_exit(status: std::process::ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
         (Some(code), _) => format!("exit code {code}"),

@@ -5,12 +5,13 @@
 //! so `add::options().num_cpus(0.5).remote(1, 2)` reads as Ray's
 //! `add.options(num_cpus=0.5).remote(1, 2)`.
 
-use crate::resources::{ResourceSet, CPU, GPU, MEMORY};
+use crate::resources::{ResourceSet, SchedulingStrategy, CPU, GPU, MEMORY};
 
 /// Options of a stateless task.
 #[derive(Debug, Clone)]
 pub struct TaskOptions {
     pub resources: ResourceSet,
+    pub scheduling_strategy: SchedulingStrategy,
     /// Retries when the worker process dies (Ray's default is 3).
     pub max_retries: u32,
     /// Also retry when the function returns an error or panics.
@@ -23,6 +24,7 @@ impl Default for TaskOptions {
         resources.set(CPU, 1.0);
         TaskOptions {
             resources,
+            scheduling_strategy: SchedulingStrategy::Default,
             max_retries: 3,
             retry_exceptions: false,
         }
@@ -35,6 +37,7 @@ pub struct ActorOptions {
     /// Held for the actor's whole life. Like Ray's effective default, an actor
     /// asks for no CPU unless told, so many light actors fit on a small node.
     pub resources: ResourceSet,
+    pub scheduling_strategy: SchedulingStrategy,
     pub max_restarts: u32,
     pub max_task_retries: u32,
     pub name: Option<String>,
@@ -65,6 +68,13 @@ macro_rules! resource_setters {
         /// A custom resource, e.g. `resource("accelerator_slot", 1.0)`.
         pub fn resource(mut self, name: &str, amount: f64) -> Self {
             self.resources.set(name, amount);
+            self
+        }
+
+        /// Where to run: `Default` (pack, then spread), `Spread`, or
+        /// `NodeAffinity` to one node (hard or soft).
+        pub fn scheduling_strategy(mut self, strategy: SchedulingStrategy) -> Self {
+            self.scheduling_strategy = strategy;
             self
         }
     };
@@ -125,6 +135,10 @@ macro_rules! __task_option_setters {
             self.0 = self.0.resource(name, amount);
             self
         }
+        pub fn scheduling_strategy(mut self, strategy: $crate::SchedulingStrategy) -> Self {
+            self.0 = self.0.scheduling_strategy(strategy);
+            self
+        }
     };
 }
 
@@ -147,6 +161,10 @@ macro_rules! __actor_option_setters {
         }
         pub fn name(mut self, name: impl Into<String>) -> Self {
             self.0 = self.0.name(name);
+            self
+        }
+        pub fn scheduling_strategy(mut self, strategy: $crate::SchedulingStrategy) -> Self {
+            self.0 = self.0.scheduling_strategy(strategy);
             self
         }
     };

@@ -9,7 +9,7 @@
 
 use crate::error::Error;
 use crate::ids::{ActorId, ObjectId, TaskId, WorkerId};
-use crate::resources::ResourceSet;
+use crate::resources::{ResourceSet, SchedulingStrategy};
 use serde::{Deserialize, Serialize};
 
 /// An encoded value: its bytes (inline or in shared memory), the Rust type it
@@ -26,8 +26,14 @@ pub struct ObjectBlob {
 pub enum Payload {
     /// Small values travel with the message.
     Inline(#[serde(with = "serde_bytes")] Vec<u8>),
-    /// Large values live in a shared-memory file of the node; readers map it.
-    Shared { path: String, len: u64 },
+    /// Large values live in a shared-memory file of the node that made them;
+    /// readers on that node map it, readers elsewhere pull it from `server`.
+    Shared {
+        path: String,
+        len: u64,
+        node: String,
+        server: String,
+    },
 }
 
 /// What a task is: a remote function, an actor's constructor, or a method.
@@ -67,6 +73,7 @@ pub struct TaskSpec {
     /// `Some` for actor calls.
     pub actor: Option<ActorId>,
     pub resources: ResourceSet,
+    pub strategy: SchedulingStrategy,
     pub max_retries: u32,
     pub retry_exceptions: bool,
 }
@@ -78,6 +85,7 @@ pub struct ActorSpec {
     pub class: String,
     pub args: Vec<TaskArg>,
     pub resources: ResourceSet,
+    pub strategy: SchedulingStrategy,
     pub max_restarts: u32,
     pub max_task_retries: u32,
     pub name: Option<String>,
@@ -147,6 +155,13 @@ pub enum WorkerToNode {
         worker_id: WorkerId,
         pid: u32,
     },
+    /// First message of a remote driver's stream: it submits work, runs none,
+    /// and its executable is what new workers run.
+    DriverHello {
+        origin: u64,
+        pid: u32,
+        executable: String,
+    },
     Finished {
         task_id: TaskId,
         outcome: Result<ObjectBlob, Error>,
@@ -172,4 +187,89 @@ pub enum NodeToWorker {
         request_id: u64,
         reply: Result<Reply, Error>,
     },
+}
+
+/// Nodes and drivers of one cluster must speak the same protocol.
+pub const PROTOCOL_VERSION: &str = concat!("oxray-", env!("CARGO_PKG_VERSION"), "-wire-1");
+
+/// A node daemon → the head, on the node's control stream.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum NodeToHead {
+    /// First message on the stream.
+    Register {
+        node_id: String,
+        resources: ResourceSet,
+        object_server: String,
+        version: String,
+    },
+    Heartbeat,
+    WorkerExited {
+        worker: WorkerId,
+        message: String,
+    },
+}
+
+/// The head → a node daemon.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum HeadToNode {
+    Spawn {
+        worker: WorkerId,
+        gpu_ids: Vec<u32>,
+        executable: String,
+    },
+    Kill {
+        worker: WorkerId,
+    },
+    /// The head freed an object stored on this node.
+    Free {
+        path: String,
+    },
+}
+
+/// Asks a node's object server for one of its shared-memory objects.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PullRequest {
+    pub path: String,
+}
+
+/// A piece of a pulled object.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Chunk {
+    #[serde(with = "serde_bytes")]
+    pub data: Vec<u8>,
+}
+
+/// Asks the head for the cluster's state.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StatusRequest {}
+
+/// What `oxray status` and `oxray list` show.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    pub nodes: Vec<NodeStatus>,
+    pub actors: Vec<ActorStatusLine>,
+    pub pending_tasks: usize,
+    pub running_tasks: usize,
+    pub objects: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub node_id: String,
+    pub address: String,
+    pub alive: bool,
+    pub is_head: bool,
+    pub total: ResourceSet,
+    pub available: ResourceSet,
+    pub workers: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActorStatusLine {
+    pub actor_id: ActorId,
+    pub class: String,
+    pub name: Option<String>,
+    pub state: String,
+    pub node_id: Option<String>,
+    pub restarts: u32,
 }

@@ -25,6 +25,11 @@ pub(crate) trait Backend: Send + Sync {
     /// Whether this process hosts the node (and so may keep shared memory
     /// mapped for reuse; see `shm`).
     fn hosts_node(&self) -> bool;
+    /// Where other nodes pull this process's shared-memory objects from;
+    /// `None` means it has none and sends every value inline.
+    fn object_server(&self) -> Option<&str>;
+    /// The cluster token, for pulls from other nodes.
+    fn token(&self) -> &str;
     fn next_id(&self) -> u64;
     fn submit(&self, spec: TaskSpec);
     fn create_actor(&self, spec: ActorSpec) -> Result<ActorId>;
@@ -63,6 +68,9 @@ pub(crate) fn install(backend: Arc<dyn Backend>) {
 #[derive(Debug, Clone, Default)]
 pub struct InitOptions {
     pub address: Option<String>,
+    /// The cluster token; by default `OXRAY_TOKEN`, then the session file
+    /// that `oxray start --head` wrote on this machine.
+    pub token: Option<String>,
     pub num_cpus: Option<f64>,
     pub num_gpus: Option<f64>,
     pub memory: Option<f64>,
@@ -73,6 +81,12 @@ impl InitOptions {
     /// Join the cluster whose head listens at `address` (`host:port`).
     pub fn address(mut self, address: impl Into<String>) -> Self {
         self.address = Some(address.into());
+        self
+    }
+
+    /// The cluster token to present when joining by address.
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
         self
     }
 
@@ -110,9 +124,12 @@ pub fn init(options: InitOptions) -> Result<()> {
         return Err(Error::AlreadyInitialized);
     }
     if let Some(address) = &options.address {
-        return Err(Error::Runtime(format!(
-            "cannot join the cluster at {address}: this build runs the embedded single-node cluster only"
-        )));
+        let token = match &options.token {
+            Some(token) => token.clone(),
+            None => crate::daemon::find_token()?,
+        };
+        install(crate::worker::connect_driver(address, &token)?);
+        return Ok(());
     }
     let node = Node::start(NodeConfig::detect(&options)?)?;
     install(node.clone());
@@ -159,6 +176,7 @@ pub struct NodeSummary {
 /// memory is removed. Safe to call when not initialized.
 pub fn shutdown() {
     let node = EMBEDDED.write().take();
+    // A driver joined by address just drops its connection.
     *CURRENT.write() = None;
     if let Some(node) = node {
         node.shutdown();

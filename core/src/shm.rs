@@ -52,6 +52,25 @@ pub fn object_path(session: &str, id: ObjectId) -> PathBuf {
     shm_dir().join(format!("oxray-{session}-{:x}", id.0))
 }
 
+/// Whether `path` is an object file of `session` (what an object server may
+/// hand out).
+pub fn belongs_to_session(path: &str, session: &str) -> bool {
+    let path = Path::new(path);
+    path.parent() == Some(shm_dir().as_path())
+        && path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with(&format!("oxray-{session}-")) && !n.contains('/'))
+}
+
+/// Where this node keeps its copy of an object pulled from another node.
+pub fn pulled_path(session: &str, server: &str, remote_path: &str) -> PathBuf {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (server, remote_path).hash(&mut hasher);
+    shm_dir().join(format!("oxray-{session}-pulled-{:016x}", hasher.finish()))
+}
+
 /// A recycled file that holds `len` bytes without wasting more than half.
 fn take_recycled(len: usize) -> Option<Segment> {
     let mut recycled = RECYCLED.lock();

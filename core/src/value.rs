@@ -58,11 +58,13 @@ fn encode_bytes<T: Serialize + ?Sized>(value: &T, backend: &dyn Backend) -> Resu
     };
     let len = postcard::serialize_with_flavor(value, postcard::ser_flavors::Size::default())
         .map_err(encode_error)?;
-    if len < shm::INLINE_LIMIT {
+    // A process with no object server (a driver outside the cluster) sends
+    // everything inline: nobody could pull its files.
+    let Some(server) = backend.object_server().filter(|_| len >= shm::INLINE_LIMIT) else {
         return postcard::to_allocvec(value)
             .map(Payload::Inline)
             .map_err(encode_error);
-    }
+    };
     let id = ObjectId(backend.next_id());
     let path = shm::create(backend.session(), id, len, backend.hosts_node(), |buf| {
         postcard::to_slice(value, buf)
@@ -72,6 +74,8 @@ fn encode_bytes<T: Serialize + ?Sized>(value: &T, backend: &dyn Backend) -> Resu
     Ok(Payload::Shared {
         path: path.to_string_lossy().into_owned(),
         len: len as u64,
+        node: backend.node_id().to_string(),
+        server: server.to_string(),
     })
 }
 
@@ -90,8 +94,18 @@ pub(crate) fn decode<T: DeserializeOwned>(blob: &ObjectBlob) -> Result<T> {
     };
     match &blob.payload {
         Payload::Inline(bytes) => postcard::from_bytes(bytes).map_err(decode_error),
-        Payload::Shared { path, len } => {
-            let map = shm::open(path)?;
+        Payload::Shared {
+            path,
+            len,
+            node,
+            server,
+        } => {
+            let backend = runtime::current()?;
+            let map = if *node == backend.node_id() {
+                shm::open(path)?
+            } else {
+                crate::transfer::pull(server, path, *len, backend.session(), backend.token())?
+            };
             let bytes = map.get(..*len as usize).ok_or_else(|| Error::ObjectLost {
                 id: path.clone(),
                 message: format!("shared memory holds {} bytes, expected {len}", map.len()),

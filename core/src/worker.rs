@@ -12,9 +12,10 @@
 //! the stream moving. The task thread's own API calls (`get`, nested `remote`,
 //! `put`) go through [`WorkerClient`], which sends them on the same stream.
 
+use crate::auth::{AttachToken, TOKEN_ENV};
 use crate::error::{Error, Result};
 use crate::ids::{ActorId, IdMinter, ObjectId, WorkerId};
-use crate::node::generated::node_client::NodeClient;
+use crate::node::generated::head_client::HeadClient;
 use crate::protocol::*;
 use crate::registry::{self, ActorState};
 use crate::runtime::{self, Backend};
@@ -31,6 +32,50 @@ pub(crate) const NODE_ADDRESS_ENV: &str = "OXRAY_WORKER_NODE_ADDRESS";
 pub(crate) const WORKER_ID_ENV: &str = "OXRAY_WORKER_ID";
 pub(crate) const SESSION_ENV: &str = "OXRAY_SESSION";
 pub(crate) const NODE_ID_ENV: &str = "OXRAY_NODE_ID";
+pub(crate) const OBJECT_SERVER_ENV: &str = "OXRAY_OBJECT_SERVER";
+
+/// Everything a worker process needs to know, passed through its environment.
+pub(crate) struct WorkerLaunch<'a> {
+    pub executable: &'a str,
+    pub head_address: &'a str,
+    pub worker: WorkerId,
+    pub session: &'a str,
+    pub node_id: &'a str,
+    pub object_server: &'a str,
+    pub token: &'a str,
+    pub gpu_ids: &'a [u32],
+    /// Set `CUDA_VISIBLE_DEVICES` even when no GPU is granted, so a worker
+    /// without GPUs sees none on a node that has some.
+    pub hide_gpus: bool,
+}
+
+impl WorkerLaunch<'_> {
+    pub fn command(&self) -> tokio::process::Command {
+        let mut command = tokio::process::Command::new(self.executable);
+        command
+            .env(NODE_ADDRESS_ENV, self.head_address)
+            .env(WORKER_ID_ENV, self.worker.0.to_string())
+            .env(SESSION_ENV, self.session)
+            .env(NODE_ID_ENV, self.node_id)
+            .env(OBJECT_SERVER_ENV, self.object_server)
+            .env(TOKEN_ENV, self.token)
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(false);
+        if self.hide_gpus || !self.gpu_ids.is_empty() {
+            let ids: Vec<String> = self.gpu_ids.iter().map(u32::to_string).collect();
+            command.env("CUDA_VISIBLE_DEVICES", ids.join(","));
+        }
+        // SAFETY: prctl is async-signal-safe; it makes the worker die with its
+        // node instead of lingering as an orphan.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        command
+    }
+}
 
 static WORKER_NUMBERS: AtomicU64 = AtomicU64::new(1);
 
@@ -63,86 +108,164 @@ extern "C" fn enter_worker_mode_if_asked() {
     std::process::exit(code);
 }
 
+fn env(name: &str) -> Result<String> {
+    std::env::var(name).map_err(|_| Error::Runtime(format!("{name} is not set")))
+}
+
 fn run_worker(address: &str) -> Result<()> {
-    let worker_id: u64 = std::env::var(WORKER_ID_ENV)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| Error::Runtime(format!("{WORKER_ID_ENV} is missing or not a number")))?;
-    let session = std::env::var(SESSION_ENV).unwrap_or_default();
-    let node_id = std::env::var(NODE_ID_ENV).unwrap_or_default();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("oxray-worker-io")
-        .enable_all()
-        .build()
-        .map_err(|e| Error::runtime("cannot start the worker runtime", e))?;
-    let (outbound, outbound_rx) = mpsc::unbounded_channel::<WorkerToNode>();
-    let _ = outbound.send(WorkerToNode::Hello {
+    let worker_id: u64 = env(WORKER_ID_ENV)?
+        .parse()
+        .map_err(|_| Error::Runtime(format!("{WORKER_ID_ENV} is not a number")))?;
+    let identity = Identity {
+        origin: worker_id,
+        session: env(SESSION_ENV)?,
+        node_id: env(NODE_ID_ENV)?,
+        object_server: Some(env(OBJECT_SERVER_ENV)?),
+        token: env(TOKEN_ENV)?,
+    };
+    let hello = WorkerToNode::Hello {
         worker_id: WorkerId(worker_id),
         pid: std::process::id(),
-    });
-    let endpoint = format!("http://{address}");
-    let mut inbound = runtime.block_on(async {
-        let channel = tonic::transport::Endpoint::from_shared(endpoint)
-            .map_err(|e| Error::runtime("bad node address", e))?
-            .tcp_nodelay(true)
-            .initial_stream_window_size(Some(8 << 20))
-            .initial_connection_window_size(Some(16 << 20))
-            .connect_timeout(Duration::from_secs(10))
-            .connect()
-            .await
-            .map_err(|e| Error::runtime(&format!("cannot connect to node at {address}"), e))?;
-        let mut client = NodeClient::new(channel)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        client
-            .worker_stream(UnboundedReceiverStream::new(outbound_rx))
-            .await
-            .map(tonic::Response::into_inner)
-            .map_err(|status| {
-                Error::Runtime(format!("node refused the worker: {}", status.message()))
-            })
-    })?;
-
-    let client = Arc::new(WorkerClient {
-        outbound,
-        session,
-        node_id,
-        ids: IdMinter::new(worker_id),
-        pending: Mutex::new(HashMap::new()),
-        next_request: AtomicU64::new(1),
-    });
-    runtime::install(client.clone());
+    };
+    let connection = Connection::open(address, identity, hello)?;
+    runtime::install(connection.client.clone());
 
     let (tasks, task_queue) = std::sync::mpsc::channel::<Execute>();
     let executor = {
-        let client = client.clone();
+        let client = connection.client.clone();
         std::thread::Builder::new()
             .name("oxray-task".into())
             .spawn(move || execute_tasks(&client, task_queue))
             .map_err(|e| Error::runtime("cannot start the task thread", e))?
     };
-    runtime.block_on(async {
-        loop {
-            match inbound.message().await {
-                Ok(Some(NodeToWorker::Execute(task))) => {
-                    if tasks.send(task).is_err() {
-                        break;
-                    }
-                }
-                Ok(Some(NodeToWorker::Reply { request_id, reply })) => {
-                    if let Some(waiter) = client.pending.lock().remove(&request_id) {
-                        let _ = waiter.send(reply);
-                    }
-                }
-                Ok(None) | Err(_) => break,
-            }
-        }
-    });
+    connection.serve(Some(tasks));
     // The node closed the stream: shutdown, or the node is gone.
-    drop(tasks);
     drop(executor);
     Ok(())
+}
+
+/// Who a stream client is.
+struct Identity {
+    origin: u64,
+    session: String,
+    node_id: String,
+    object_server: Option<String>,
+    token: String,
+}
+
+/// An open stream to the head and the client API on top of it.
+struct Connection {
+    runtime: tokio::runtime::Runtime,
+    inbound: tonic::Streaming<NodeToWorker>,
+    client: Arc<WorkerClient>,
+}
+
+impl Connection {
+    fn open(address: &str, identity: Identity, hello: WorkerToNode) -> Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("oxray-client-io")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::runtime("cannot start the client runtime", e))?;
+        let (outbound, outbound_rx) = mpsc::unbounded_channel::<WorkerToNode>();
+        let _ = outbound.send(hello);
+        let endpoint = format!("http://{address}");
+        let token = AttachToken::new(&identity.token)?;
+        let inbound = runtime.block_on(async {
+            let channel = tonic::transport::Endpoint::from_shared(endpoint)
+                .map_err(|e| Error::runtime("bad head address", e))?
+                .tcp_nodelay(true)
+                .initial_stream_window_size(Some(8 << 20))
+                .initial_connection_window_size(Some(16 << 20))
+                .connect_timeout(Duration::from_secs(10))
+                .connect()
+                .await
+                .map_err(|e| {
+                    Error::runtime(&format!("cannot connect to the head at {address}"), e)
+                })?;
+            let mut client = HeadClient::with_interceptor(channel, token)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES);
+            client
+                .worker_stream(UnboundedReceiverStream::new(outbound_rx))
+                .await
+                .map(tonic::Response::into_inner)
+                .map_err(|status| crate::auth::explain_refusal(&status, "the head", address))
+        })?;
+        let client = Arc::new(WorkerClient {
+            outbound,
+            session: identity.session,
+            node_id: identity.node_id,
+            object_server: identity.object_server,
+            token: identity.token,
+            ids: IdMinter::new(identity.origin),
+            pending: Mutex::new(HashMap::new()),
+            next_request: AtomicU64::new(1),
+        });
+        Ok(Connection {
+            runtime,
+            inbound,
+            client,
+        })
+    }
+
+    /// Dispatches what the head sends until it closes the stream: tasks go to
+    /// `tasks` (a worker), replies to the callers waiting for them.
+    fn serve(mut self, tasks: Option<std::sync::mpsc::Sender<Execute>>) {
+        let client = self.client.clone();
+        self.runtime.block_on(async {
+            loop {
+                match self.inbound.message().await {
+                    Ok(Some(NodeToWorker::Execute(task))) => {
+                        let accepted = tasks.as_ref().is_some_and(|t| t.send(task).is_ok());
+                        if !accepted {
+                            break;
+                        }
+                    }
+                    Ok(Some(NodeToWorker::Reply { request_id, reply })) => {
+                        if let Some(waiter) = client.pending.lock().remove(&request_id) {
+                            let _ = waiter.send(reply);
+                        }
+                    }
+                    Ok(None) | Err(_) => break,
+                }
+            }
+        });
+        // Wakes every caller still waiting: the head is gone.
+        client.pending.lock().clear();
+    }
+}
+
+/// Joins the cluster whose head is at `address` as a driver: this process
+/// submits work and reads results but runs none, and its executable becomes
+/// what new workers run.
+pub(crate) fn connect_driver(address: &str, token: &str) -> Result<Arc<dyn Backend>> {
+    // Ids minted by drivers start above every worker number.
+    let origin = (1 << 23) | (std::process::id() as u64 & 0x7f_ffff);
+    let executable = std::env::current_exe()
+        .map_err(|e| Error::runtime("cannot find this driver's executable", e))?
+        .to_string_lossy()
+        .into_owned();
+    let identity = Identity {
+        origin,
+        session: format!("driver-{}", std::process::id()),
+        node_id: format!("driver-{}", std::process::id()),
+        object_server: None,
+        token: token.to_string(),
+    };
+    let hello = WorkerToNode::DriverHello {
+        origin,
+        pid: std::process::id(),
+        executable,
+    };
+    let connection = Connection::open(address, identity, hello)?;
+    let client: Arc<dyn Backend> = connection.client.clone();
+    std::thread::Builder::new()
+        .name("oxray-driver-io".into())
+        .spawn(move || connection.serve(None))
+        .map_err(|e| Error::runtime("cannot start the driver's connection thread", e))?;
+    Ok(client)
 }
 
 fn execute_tasks(client: &WorkerClient, queue: std::sync::mpsc::Receiver<Execute>) {
@@ -209,6 +332,8 @@ struct WorkerClient {
     outbound: mpsc::UnboundedSender<WorkerToNode>,
     session: String,
     node_id: String,
+    object_server: Option<String>,
+    token: String,
     ids: IdMinter,
     pending: Mutex<HashMap<u64, oneshot::Sender<Result<Reply>>>>,
     next_request: AtomicU64,
@@ -245,6 +370,14 @@ impl Backend for WorkerClient {
 
     fn hosts_node(&self) -> bool {
         false
+    }
+
+    fn object_server(&self) -> Option<&str> {
+        self.object_server.as_deref()
+    }
+
+    fn token(&self) -> &str {
+        &self.token
     }
 
     fn next_id(&self) -> u64 {

@@ -1,6 +1,7 @@
 //! Command-line surface of `oxray`. Each subcommand lives in its own module with
 //! its clap arguments and a `run` function, so the commands stay independent.
 
+mod cluster;
 mod envs;
 mod evaluate;
 mod microbenchmark;
@@ -25,6 +26,14 @@ enum Command {
     Train(train::TrainArgs),
     /// Roll out a checkpoint's policy and report episode returns.
     Evaluate(evaluate::EvaluateArgs),
+    /// Start the head of a cluster, or a node joining one.
+    Start(cluster::StartArgs),
+    /// Stop the oxray processes this machine started.
+    Stop,
+    /// Show the cluster's nodes, actors, tasks and objects.
+    Status(cluster::StatusArgs),
+    /// List nodes, actors, tasks, objects or placement groups.
+    List(cluster::ListArgs),
     /// Measure core throughput the way `ray microbenchmark` does.
     Microbenchmark(microbenchmark::Args),
 }
@@ -36,6 +45,10 @@ impl Cli {
             Command::Train(args) => train::run_train(args),
             Command::Evaluate(args) => evaluate::run_evaluate(args),
             Command::Microbenchmark(args) => microbenchmark::run(args),
+            Command::Start(args) => cluster::start(args),
+            Command::Stop => cluster::stop(),
+            Command::Status(args) => cluster::status(args),
+            Command::List(args) => cluster::list(args),
         }
     }
 }

@@ -1,0 +1,309 @@
+//! Long-running cluster processes: the head (`oxray start --head`) and node
+//! daemons (`oxray start --address`), and the session directory through which
+//! `oxray stop`, `oxray status` and drivers on the same machine find them.
+//!
+//! The head is the embedded node with a public port and without a warm pool
+//! (it waits for a driver to say which executable workers run). A node daemon
+//! only starts and reaps workers on the head's command, serves its
+//! shared-memory objects to other nodes, and heartbeats; all scheduling stays
+//! on the head, so a node has no state worth losing.
+
+use crate::auth::{AttachToken, TOKEN_ENV};
+use crate::error::{Error, Result};
+use crate::ids::WorkerId;
+use crate::node::generated::head_client::HeadClient;
+use crate::node::{Node, NodeConfig, HEARTBEAT_PERIOD};
+use crate::protocol::{ClusterStatus, HeadToNode, NodeToHead, StatusRequest, PROTOCOL_VERSION};
+use crate::runtime::InitOptions;
+use crate::wire::MAX_MESSAGE_BYTES;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+
+/// Where this machine's cluster processes leave their address, token, pids
+/// and logs (Ray's `/tmp/ray/session_latest`).
+pub fn session_dir() -> PathBuf {
+    std::env::var_os("OXRAY_SESSION_DIR")
+        .map_or_else(|| PathBuf::from("/tmp/oxray/session_latest"), PathBuf::from)
+}
+
+/// The token to present: `OXRAY_TOKEN`, else the session's token file.
+pub fn find_token() -> Result<String> {
+    if let Ok(token) = std::env::var(TOKEN_ENV) {
+        return Ok(token);
+    }
+    let file = session_dir().join("token");
+    std::fs::read_to_string(&file).map(|t| t.trim().to_string()).map_err(|_| {
+        Error::Runtime(format!(
+            "no cluster token: pass --token, set {TOKEN_ENV}, or run where `oxray start --head` wrote {}",
+            file.display()
+        ))
+    })
+}
+
+/// The head address recorded in the session directory.
+pub fn find_head_address() -> Result<String> {
+    let file = session_dir().join("head_address");
+    std::fs::read_to_string(&file)
+        .map(|a| a.trim().to_string())
+        .map_err(|_| {
+            Error::Runtime(format!(
+                "no running cluster found ({} is missing): pass --address",
+                file.display()
+            ))
+        })
+}
+
+fn write_private(path: &std::path::Path, contents: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| Error::runtime(&format!("cannot write {}", path.display()), e))?;
+    file.write_all(contents.as_bytes())
+        .map_err(|e| Error::runtime(&format!("cannot write {}", path.display()), e))
+}
+
+/// Records this process in the session directory so `oxray stop` finds it.
+pub fn record_pid(role: &str) -> Result<()> {
+    let dir = session_dir().join("pids");
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| Error::runtime(&format!("cannot create {}", dir.display()), e))?;
+    write_private(&dir.join(std::process::id().to_string()), role)
+}
+
+/// Options of a head.
+#[derive(Debug, Clone)]
+pub struct HeadOptions {
+    pub bind: SocketAddr,
+    pub resources: InitOptions,
+    pub token: Option<String>,
+    pub heartbeat_timeout: Duration,
+}
+
+/// A running head; dropping it stops the cluster's services.
+pub struct Head {
+    node: std::sync::Arc<Node>,
+    pub address: SocketAddr,
+    pub token: String,
+}
+
+impl Head {
+    pub fn start(options: HeadOptions) -> Result<Head> {
+        let mut config = NodeConfig::detect(&options.resources)?;
+        config.bind = options.bind;
+        config.prestart_workers = false;
+        config.heartbeat_timeout = options.heartbeat_timeout;
+        if let Some(token) = options.token {
+            config.token = token;
+        }
+        let token = config.token.clone();
+        let node = Node::start(config)?;
+        let address = node.address();
+        let dir = session_dir();
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::runtime(&format!("cannot create {}", dir.display()), e))?;
+        write_private(&dir.join("token"), &token)?;
+        write_private(&dir.join("head_address"), &address.to_string())?;
+        Ok(Head {
+            node,
+            address,
+            token,
+        })
+    }
+
+    pub fn status(&self) -> ClusterStatus {
+        self.node.cluster_status()
+    }
+}
+
+impl Drop for Head {
+    fn drop(&mut self) {
+        self.node.shutdown();
+    }
+}
+
+/// Asks the head at `address` for the cluster's state.
+pub fn cluster_status(address: &str, token: &str) -> Result<ClusterStatus> {
+    block_on(async {
+        let mut client = head_client(address, token).await?;
+        client
+            .cluster_status(StatusRequest::default())
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|status| crate::auth::explain_refusal(&status, "the head", address))
+    })
+}
+
+fn block_on<T>(future: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::runtime("cannot start a runtime", e))?
+        .block_on(future)
+}
+
+async fn head_client(
+    address: &str,
+    token: &str,
+) -> Result<
+    HeadClient<
+        tonic::service::interceptor::InterceptedService<tonic::transport::Channel, AttachToken>,
+    >,
+> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+        .map_err(|e| Error::runtime("bad head address", e))?
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(10))
+        .connect()
+        .await
+        .map_err(|e| Error::runtime(&format!("cannot reach the head at {address}"), e))?;
+    Ok(
+        HeadClient::with_interceptor(channel, AttachToken::new(token)?)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES),
+    )
+}
+
+/// Options of a node daemon.
+#[derive(Debug, Clone)]
+pub struct NodeDaemonOptions {
+    pub head_address: String,
+    pub token: String,
+    /// The address other nodes reach this one at (its object server binds here).
+    pub node_ip: String,
+    pub resources: InitOptions,
+}
+
+/// Runs a node daemon until the head goes away: registers, heartbeats, starts
+/// and reaps workers on command, serves this node's objects. `ready` is called
+/// once the head accepted the node.
+pub fn run_node_daemon(options: NodeDaemonOptions, ready: impl FnOnce(&str)) -> Result<()> {
+    let config = NodeConfig::detect(&options.resources)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("oxray-daemon")
+        .enable_all()
+        .build()
+        .map_err(|e| Error::runtime("cannot start the node daemon's runtime", e))?;
+    let result = runtime.block_on(serve_node(&options, &config, ready));
+    crate::shm::remove_session(&config.session);
+    result
+}
+
+async fn serve_node(
+    options: &NodeDaemonOptions,
+    config: &NodeConfig,
+    ready: impl FnOnce(&str),
+) -> Result<()> {
+    let bind: SocketAddr = format!("{}:0", options.node_ip).parse().map_err(|_| {
+        Error::Runtime(format!(
+            "--node-ip-address {} is not an IP address",
+            options.node_ip
+        ))
+    })?;
+    let incoming = tonic::transport::server::TcpIncoming::bind(bind)
+        .map_err(|e| Error::runtime(&format!("cannot listen on {bind}"), e))?
+        .with_nodelay(Some(true));
+    let object_server = incoming
+        .local_addr()
+        .map_err(|e| Error::runtime("cannot read the object port", e))?
+        .to_string();
+    let objects = crate::transfer::ObjectServer::service(&config.session, &options.token);
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(objects)
+            .serve_with_incoming(incoming),
+    );
+
+    let (outbound, outbound_rx) = mpsc::unbounded_channel();
+    let _ = outbound.send(NodeToHead::Register {
+        node_id: config.node_id.clone(),
+        resources: config.resources.clone(),
+        object_server: object_server.clone(),
+        version: PROTOCOL_VERSION.to_string(),
+    });
+    let mut client = head_client(&options.head_address, &options.token).await?;
+    let mut commands = client
+        .node_stream(UnboundedReceiverStream::new(outbound_rx))
+        .await
+        .map_err(|status| crate::auth::explain_refusal(&status, "the head", &options.head_address))?
+        .into_inner();
+    ready(&config.node_id);
+
+    let heartbeats = outbound.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(HEARTBEAT_PERIOD);
+        while heartbeats.send(NodeToHead::Heartbeat).is_ok() {
+            tick.tick().await;
+        }
+    });
+    let mut workers: HashMap<WorkerId, u32> = HashMap::new();
+    let (exited, mut exits) = mpsc::unbounded_channel::<(WorkerId, String)>();
+    let has_gpus = config.resources.get(crate::resources::GPU) > 0.0;
+    loop {
+        tokio::select! {
+            command = commands.message() => match command {
+                Ok(Some(HeadToNode::Spawn { worker, gpu_ids, executable })) => {
+                    let launch = crate::worker::WorkerLaunch {
+                        executable: &executable,
+                        head_address: &options.head_address,
+                        worker,
+                        session: &config.session,
+                        node_id: &config.node_id,
+                        object_server: &object_server,
+                        token: &options.token,
+                        gpu_ids: &gpu_ids,
+                        hide_gpus: has_gpus,
+                    };
+                    match launch.command().spawn() {
+                        Ok(mut child) => {
+                            workers.extend(child.id().map(|pid| (worker, pid)));
+                            let exited = exited.clone();
+                            tokio::spawn(async move {
+                                let message = match child.wait().await {
+                                    Ok(status) => crate::node::describe_exit(status),
+                                    Err(e) => format!("could not wait for the process: {e}"),
+                                };
+                                let _ = exited.send((worker, message));
+                            });
+                        }
+                        Err(e) => {
+                            let _ = outbound.send(NodeToHead::WorkerExited { worker, message: format!("cannot start {executable}: {e}") });
+                        }
+                    }
+                }
+                Ok(Some(HeadToNode::Kill { worker })) => {
+                    if let Some(pid) = workers.get(&worker) {
+                        crate::node::kill_process(*pid);
+                    }
+                }
+                Ok(Some(HeadToNode::Free { path })) => {
+                    if crate::shm::belongs_to_session(&path, &config.session) {
+                        let _ = std::fs::remove_file(path);
+                    }
+                }
+                Ok(None) | Err(_) => break,
+            },
+            Some((worker, message)) = exits.recv() => {
+                workers.remove(&worker);
+                let _ = outbound.send(NodeToHead::WorkerExited { worker, message });
+            }
+        }
+    }
+    eprintln!(
+        "oxray: the head at {} went away; stopping this node",
+        options.head_address
+    );
+    for pid in workers.values() {
+        crate::node::kill_process(*pid);
+    }
+    Ok(())
+}

@@ -1,0 +1,353 @@
+//! `oxray start`, `oxray stop`, `oxray status` and `oxray list`: running a
+//! cluster by hand or under SLURM, as `ray start` / `ray stop` / `ray status`
+//! do.
+//!
+//! Without `--block`, `start` re-executes itself with `--block` in a new
+//! session (so it outlives the terminal), waits for the daemon's one "ready"
+//! line on a pipe, prints it and returns: the caller knows the daemon serves
+//! when the command ends. The daemon's logs go to the session directory.
+
+use anyhow::{bail, Context};
+use clap::{Args, ValueEnum};
+use oxray_core::daemon::{self, HeadOptions, NodeDaemonOptions};
+use oxray_core::{ClusterStatus, InitOptions};
+use std::io::BufRead;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    /// Start the head of a new cluster on this machine.
+    #[arg(long, conflicts_with = "address", required_unless_present = "address")]
+    head: bool,
+    /// Join the cluster whose head listens at HOST:PORT.
+    #[arg(long)]
+    address: Option<String>,
+    /// Port of the head.
+    #[arg(long, default_value_t = 6379)]
+    port: u16,
+    /// Address this node listens on and others reach it at.
+    #[arg(long, default_value = "127.0.0.1")]
+    node_ip_address: String,
+    /// CPUs this node offers (default: all cores).
+    #[arg(long)]
+    num_cpus: Option<f64>,
+    /// GPUs this node offers (default: detected).
+    #[arg(long)]
+    num_gpus: Option<f64>,
+    /// Custom resources as a JSON object, e.g. '{"accelerator": 2}'.
+    #[arg(long)]
+    resources: Option<String>,
+    /// Cluster token (the head makes one if absent; nodes read OXRAY_TOKEN or
+    /// the session directory).
+    #[arg(long)]
+    token: Option<String>,
+    /// Seconds without a heartbeat after which the head declares a node dead.
+    #[arg(long, default_value_t = 6.0)]
+    heartbeat_timeout_s: f64,
+    /// Stay in the foreground instead of detaching.
+    #[arg(long)]
+    block: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Head address (default: the cluster started on this machine).
+    #[arg(long)]
+    address: Option<String>,
+    /// Cluster token (default: OXRAY_TOKEN, then the session directory).
+    #[arg(long)]
+    token: Option<String>,
+    /// Wait until this many nodes are alive.
+    #[arg(long)]
+    wait_nodes: Option<usize>,
+    /// Seconds to wait for --wait-nodes.
+    #[arg(long, default_value_t = 60.0)]
+    timeout: f64,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Listing {
+    Nodes,
+    Actors,
+    Tasks,
+    Objects,
+    PlacementGroups,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// What to list.
+    what: Listing,
+    #[command(flatten)]
+    cluster: StatusArgs,
+}
+
+fn resources(args: &StartArgs) -> anyhow::Result<InitOptions> {
+    let mut options = InitOptions::default();
+    if let Some(n) = args.num_cpus {
+        options = options.num_cpus(n);
+    }
+    if let Some(n) = args.num_gpus {
+        options = options.num_gpus(n);
+    }
+    if let Some(json) = &args.resources {
+        let custom: std::collections::BTreeMap<String, f64> = serde_json::from_str(json)
+            .with_context(|| format!("--resources must be a JSON object of numbers, got {json}"))?;
+        for (name, amount) in custom {
+            if !(amount >= 0.0 && amount.is_finite()) {
+                bail!("--resources: {name} must be a finite number >= 0, got {amount}");
+            }
+            options = options.resource(name, amount);
+        }
+    }
+    Ok(options)
+}
+
+pub fn start(args: StartArgs) -> anyhow::Result<()> {
+    if !(args.heartbeat_timeout_s > 0.0 && args.heartbeat_timeout_s.is_finite()) {
+        bail!("--heartbeat-timeout-s must be a positive number of seconds");
+    }
+    let resources = resources(&args)?;
+    if !args.block {
+        return detach();
+    }
+    if args.head {
+        let bind = format!("{}:{}", args.node_ip_address, args.port)
+            .parse()
+            .with_context(|| {
+                format!(
+                    "--node-ip-address {} is not an IP address",
+                    args.node_ip_address
+                )
+            })?;
+        let head = daemon::Head::start(HeadOptions {
+            bind,
+            resources,
+            token: args.token.clone(),
+            heartbeat_timeout: Duration::from_secs_f64(args.heartbeat_timeout_s),
+        })?;
+        daemon::record_pid("head")?;
+        println!("oxray head ready at {} token {}", head.address, head.token);
+        eprintln!(
+            "join other nodes with: oxray start --address {} --token {}",
+            head.address, head.token
+        );
+        wait_for_termination()?;
+        drop(head);
+        return Ok(());
+    }
+    let head_address = args
+        .address
+        .clone()
+        .context("--address is required without --head")?;
+    let token = match args.token.clone() {
+        Some(token) => token,
+        None => daemon::find_token()?,
+    };
+    daemon::record_pid("node")?;
+    let options = NodeDaemonOptions {
+        head_address: head_address.clone(),
+        token,
+        node_ip: args.node_ip_address.clone(),
+        resources,
+    };
+    daemon::run_node_daemon(options, |node_id| {
+        println!("oxray node {node_id} ready, joined {head_address}");
+    })?;
+    Ok(())
+}
+
+/// Runs this same command with `--block` in the background and returns once
+/// the daemon says it is ready.
+fn detach() -> anyhow::Result<()> {
+    let dir = daemon::session_dir().join("logs");
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let log_path = dir.join(format!("start-{}.log", std::process::id()));
+    let log = std::fs::File::create(&log_path)
+        .with_context(|| format!("cannot create {}", log_path.display()))?;
+    let exe = std::env::current_exe().context("cannot find the oxray executable")?;
+    let mut command = std::process::Command::new(exe);
+    command
+        .args(std::env::args_os().skip(1))
+        .arg("--block")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(log);
+    // SAFETY: setsid is async-signal-safe; it detaches the daemon from this
+    // terminal's session so it outlives it.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        command.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().context("cannot start the daemon")?;
+    let stdout = child.stdout.take().context("daemon has no stdout")?;
+    let mut line = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .context("reading the daemon's ready line")?;
+    if line.trim().is_empty() {
+        let status = child.wait().context("waiting for the daemon")?;
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        bail!(
+            "the daemon exited before it was ready ({status}): {}",
+            log.trim()
+        );
+    }
+    println!("{}", line.trim());
+    println!("logs: {}", log_path.display());
+    Ok(())
+}
+
+fn wait_for_termination() -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        Ok(())
+    })
+}
+
+pub fn stop() -> anyhow::Result<()> {
+    let dir = daemon::session_dir().join("pids");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        println!("no oxray processes started on this machine");
+        return Ok(());
+    };
+    let mut stopped = 0;
+    for entry in entries.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        // SAFETY: signals a process this machine's `oxray start` recorded.
+        if unsafe { libc::kill(pid, libc::SIGTERM) } == 0 {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            // SAFETY: signal 0 only checks that the process exists.
+            while unsafe { libc::kill(pid, 0) } == 0 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            // SAFETY: as above; makes sure a process that ignored SIGTERM ends.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            stopped += 1;
+        }
+        let _ = std::fs::remove_file(entry.path());
+    }
+    for file in ["head_address", "token"] {
+        let _ = std::fs::remove_file(daemon::session_dir().join(file));
+    }
+    println!("stopped {stopped} oxray process(es)");
+    Ok(())
+}
+
+fn connect(args: &StatusArgs) -> anyhow::Result<(String, String)> {
+    let address = match &args.address {
+        Some(address) => address.clone(),
+        None => daemon::find_head_address()?,
+    };
+    let token = match &args.token {
+        Some(token) => token.clone(),
+        None => daemon::find_token()?,
+    };
+    Ok((address, token))
+}
+
+pub fn status(args: StatusArgs) -> anyhow::Result<()> {
+    let (address, token) = connect(&args)?;
+    let mut state = daemon::cluster_status(&address, &token)?;
+    if let Some(wanted) = args.wait_nodes {
+        let deadline = Instant::now() + Duration::from_secs_f64(args.timeout.max(0.0));
+        while alive(&state) < wanted {
+            if Instant::now() >= deadline {
+                bail!(
+                    "only {} of {wanted} nodes alive after {} s",
+                    alive(&state),
+                    args.timeout
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+            state = daemon::cluster_status(&address, &token)?;
+        }
+    }
+    print_status(&address, &state);
+    Ok(())
+}
+
+fn alive(state: &ClusterStatus) -> usize {
+    state.nodes.iter().filter(|n| n.alive).count()
+}
+
+fn print_status(address: &str, state: &ClusterStatus) {
+    let dead = state.nodes.len() - alive(state);
+    println!("cluster at {address}");
+    println!("nodes: {} alive, {dead} dead", alive(state));
+    for node in &state.nodes {
+        let role = if node.is_head { " (head)" } else { "" };
+        let liveness = if node.alive { "ALIVE" } else { "DEAD" };
+        println!(
+            "  {}{role} {} {liveness} used {} of {}",
+            node.node_id,
+            node.address,
+            used(node),
+            node.total
+        );
+    }
+    let alive_actors = state.actors.iter().filter(|a| a.state != "DEAD").count();
+    println!("actors: {} ({alive_actors} alive)", state.actors.len());
+    println!(
+        "tasks: {} pending, {} running",
+        state.pending_tasks, state.running_tasks
+    );
+    println!("objects: {}", state.objects);
+    println!("placement groups: none");
+}
+
+fn used(node: &oxray_core::NodeStatus) -> String {
+    let mut used = oxray_core::ResourceSet::default();
+    for (name, total) in &node.total.0 {
+        used.set(name, total - node.available.get(name));
+    }
+    used.to_string()
+}
+
+pub fn list(args: ListArgs) -> anyhow::Result<()> {
+    let (address, token) = connect(&args.cluster)?;
+    let state = daemon::cluster_status(&address, &token)?;
+    match args.what {
+        Listing::Nodes => {
+            println!("NODE_ID\tADDRESS\tSTATE\tHEAD\tRESOURCES");
+            for node in &state.nodes {
+                let liveness = if node.alive { "ALIVE" } else { "DEAD" };
+                println!(
+                    "{}\t{}\t{liveness}\t{}\t{}",
+                    node.node_id, node.address, node.is_head, node.total
+                );
+            }
+        }
+        Listing::Actors => {
+            println!("ACTOR_ID\tCLASS\tNAME\tSTATE\tNODE_ID\tRESTARTS");
+            for actor in &state.actors {
+                let name = actor.name.as_deref().unwrap_or("-");
+                let node = actor.node_id.as_deref().unwrap_or("-");
+                println!(
+                    "{}\t{}\t{name}\t{}\t{node}\t{}",
+                    actor.actor_id, actor.class, actor.state, actor.restarts
+                );
+            }
+        }
+        Listing::Tasks => println!(
+            "pending\t{}\nrunning\t{}",
+            state.pending_tasks, state.running_tasks
+        ),
+        Listing::Objects => println!("objects\t{}", state.objects),
+        Listing::PlacementGroups => println!("no placement groups"),
+    }
+    Ok(())
+}

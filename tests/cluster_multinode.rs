@@ -1,0 +1,207 @@
+//! A three-node cluster on 127.0.0.1 in one test: the head and two node
+//! daemons are real `oxray start --block` processes; this test binary is the
+//! driver, joined by address, and its own executable is what the workers on
+//! every node run.
+
+use oxray::core::{self as oxray_core, remote, Error, InitOptions, SchedulingStrategy};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A daemon started by the test, stopped when dropped.
+struct Daemon {
+    child: Child,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn oxray(session: &std::path::Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_oxray"));
+    command
+        .env("OXRAY_SESSION_DIR", session)
+        .env_remove("OXRAY_TOKEN");
+    command
+}
+
+/// Starts a daemon in the foreground and returns it with its ready line.
+fn start(session: &std::path::Path, args: &[&str]) -> (Daemon, String) {
+    let mut child = oxray(session)
+        .arg("start")
+        .args(args)
+        .arg("--block")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("oxray starts");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("piped stdout"))
+        .read_line(&mut line)
+        .expect("ready line");
+    assert!(line.contains("ready"), "daemon did not get ready: {line:?}");
+    (Daemon { child }, line)
+}
+
+fn status(session: &std::path::Path, address: &str, token: &str, extra: &[&str]) -> (bool, String) {
+    let output = oxray(session)
+        .args(["status", "--address", address, "--token", token])
+        .args(extra)
+        .output()
+        .expect("oxray status runs");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned()
+            + &String::from_utf8_lossy(&output.stderr),
+    )
+}
+
+#[remote]
+fn where_am_i(millis: u64) -> String {
+    std::thread::sleep(Duration::from_millis(millis));
+    oxray_core::node_id().expect("worker knows its node")
+}
+
+#[remote]
+fn make_big(len: u64) -> Vec<u64> {
+    (0..len).collect()
+}
+
+#[remote]
+fn sum_on_node(values: Vec<u64>) -> (String, u64) {
+    (oxray_core::node_id().expect("node id"), values.iter().sum())
+}
+
+/// Announces that it runs, then works long enough for its node to be killed.
+#[remote]
+fn long_task(key: String) -> String {
+    let node = oxray_core::node_id().expect("node id");
+    oxray_core::kv_put(&format!("{key}/{node}"), node.clone().into_bytes()).expect("kv put");
+    oxray_core::kv_put(&key, node.clone().into_bytes()).expect("kv put");
+    std::thread::sleep(Duration::from_secs(4));
+    node
+}
+
+#[test]
+fn three_node_cluster_schedules_moves_objects_and_survives_a_node_loss() {
+    let session = tempfile::tempdir().unwrap();
+    let session = session.path();
+    let (_head, ready) = start(session, &["--head", "--port", "0", "--num-cpus", "1"]);
+    let words: Vec<&str> = ready.split_whitespace().collect();
+    let (address, token) = (words[4].to_string(), words[6].to_string());
+    let (_node_a, _) = start(
+        session,
+        &["--address", &address, "--token", &token, "--num-cpus", "1"],
+    );
+    let (mut node_b, ready_b) = start(
+        session,
+        &["--address", &address, "--token", &token, "--num-cpus", "1"],
+    );
+    let node_b_id = ready_b.split_whitespace().nth(2).unwrap().to_string();
+
+    let (ok, shown) = status(
+        session,
+        &address,
+        &token,
+        &["--wait-nodes", "3", "--timeout", "30"],
+    );
+    assert!(ok && shown.contains("nodes: 3 alive, 0 dead"), "{shown}");
+
+    oxray_core::init(InitOptions::default().address(&address).token(&token)).unwrap();
+
+    // SPREAD puts tasks on every node.
+    let spread: Vec<_> = (0..6)
+        .map(|_| {
+            where_am_i::options()
+                .scheduling_strategy(SchedulingStrategy::Spread)
+                .remote(400)
+        })
+        .collect();
+    let nodes: std::collections::BTreeSet<String> =
+        oxray_core::get_all(&spread).unwrap().into_iter().collect();
+    assert_eq!(nodes.len(), 3, "{nodes:?}");
+
+    // An object made on one node is read on another (pulled in chunks).
+    let others: Vec<String> = nodes.iter().cloned().collect();
+    let on = |node: &str| SchedulingStrategy::NodeAffinity {
+        node_id: node.to_string(),
+        soft: false,
+    };
+    let big = make_big::options()
+        .scheduling_strategy(on(&others[0]))
+        .remote(300_000);
+    let (reader_node, sum) = sum_on_node::options()
+        .scheduling_strategy(on(&others[1]))
+        .remote(&big)
+        .get()
+        .unwrap();
+    assert_eq!(reader_node, others[1]);
+    assert_eq!(sum, (0..300_000u64).sum::<u64>());
+    assert_eq!(big.get().unwrap().len(), 300_000, "the driver pulls it too");
+
+    // A node killed with SIGKILL is declared dead; its task reruns elsewhere.
+    let only_on_b = make_big::options()
+        .scheduling_strategy(on(&node_b_id))
+        .remote(200_000);
+    let (ready, _) =
+        oxray_core::wait(&[only_on_b.clone()], 1, Some(Duration::from_secs(60))).unwrap();
+    assert_eq!(ready.len(), 1);
+    let prefer_b = SchedulingStrategy::NodeAffinity {
+        node_id: node_b_id.clone(),
+        soft: true,
+    };
+    let doomed = long_task::options()
+        .scheduling_strategy(prefer_b)
+        .remote("long".to_string());
+    let first_node = oxray_core::kv_wait("long", Duration::from_secs(60)).unwrap();
+    assert_eq!(String::from_utf8(first_node).unwrap(), node_b_id);
+    node_b.child.kill().unwrap();
+    let finished_on = doomed.get().unwrap();
+    assert_ne!(finished_on, node_b_id, "the retry ran on a surviving node");
+    let (ok, shown) = status(session, &address, &token, &[]);
+    assert!(ok && shown.contains("nodes: 2 alive, 1 dead"), "{shown}");
+
+    // An object whose only copy was on the dead node is reported lost.
+    match only_on_b.get() {
+        Err(Error::ObjectLost { message, .. }) => {
+            assert!(message.contains(&node_b_id), "{message}")
+        }
+        other => panic!("expected ObjectLost, got {:?}", other.map(|v| v.len())),
+    }
+    oxray_core::shutdown();
+}
+
+#[test]
+fn joining_without_the_token_is_refused_on_both_sides() {
+    let session = tempfile::tempdir().unwrap();
+    let session = session.path();
+    let (_head, ready) = start(session, &["--head", "--port", "0", "--num-cpus", "1"]);
+    let address = ready.split_whitespace().nth(4).unwrap().to_string();
+    let output = oxray(session)
+        .args([
+            "start",
+            "--address",
+            &address,
+            "--token",
+            "not-the-token",
+            "--block",
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("refused") && stderr.contains("token"),
+        "{stderr}"
+    );
+    let (ok, shown) = status(session, &address, "not-the-token", &[]);
+    assert!(!ok && shown.contains("token"), "{shown}");
+    let err = oxray_core::daemon::cluster_status(&address, "wrong").unwrap_err();
+    assert!(
+        matches!(err, Error::Runtime(ref m) if m.contains("token")),
+        "{err}"
+    );
+}
