@@ -117,7 +117,7 @@ impl ActionDistribution {
         match self {
             ActionDistribution::Categorical { log_probs } => {
                 let n = log_probs.size()[1] as usize;
-                let log_probs = host_vec(log_probs);
+                let log_probs = crate::to_host(log_probs);
                 for (row, (action, logp)) in
                     log_probs.chunks_exact(n).zip(actions.iter_mut().zip(logp))
                 {
@@ -132,7 +132,7 @@ impl ActionDistribution {
             }
             ActionDistribution::DiagGaussian { mean, log_std } => {
                 let d = mean.size()[1] as usize;
-                let (mean, log_std) = (host_vec(mean), host_vec(log_std));
+                let (mean, log_std) = (crate::to_host(mean), crate::to_host(log_std));
                 for (b, logp) in logp.iter_mut().enumerate() {
                     let mut total = 0.0;
                     for j in 0..d {
@@ -150,11 +150,6 @@ impl ActionDistribution {
             }
         }
     }
-}
-
-fn host_vec(t: &Tensor) -> Vec<f32> {
-    let t = t.to_device(tch::Device::Cpu).contiguous().view(-1);
-    Vec::<f32>::try_from(&t).expect("float tensor")
 }
 
 /// Inverse-CDF draw from normalised log-probabilities.

@@ -50,6 +50,15 @@ impl Error {
     }
 }
 
+/// A float tensor's values on the host, flattened.
+///
+/// # Panics
+/// If `t` is not an f32 tensor; callers only pass model outputs.
+pub fn to_host(t: &tch::Tensor) -> Vec<f32> {
+    let flat = t.to_device(tch::Device::Cpu).contiguous().view(-1);
+    Vec::<f32>::try_from(&flat).expect("f32 tensor")
+}
+
 /// Every libtorch process shares the machine's cores with the others (EnvRunners,
 /// Learners, the driver): one intra-op and one inter-op thread each keeps them
 /// from oversubscribing it. Safe to call more than once.

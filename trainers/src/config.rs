@@ -271,13 +271,13 @@ impl ExperimentConfig {
         )?;
         self.training.validate()?;
         check(
-            self.train_batch_size_per_runner_step() <= self.training.train_batch_size,
+            self.envs_sampled_in_parallel() <= self.training.train_batch_size,
             "training.train_batch_size",
             "must be at least num_env_runners × num_envs_per_env_runner (one step per env)",
         )
     }
 
-    fn train_batch_size_per_runner_step(&self) -> usize {
+    fn envs_sampled_in_parallel(&self) -> usize {
         self.env_runners.num_env_runners.max(1) * self.env_runners.num_envs_per_env_runner
     }
 
@@ -289,7 +289,7 @@ impl ExperimentConfig {
             FragmentLength::Auto => self
                 .training
                 .train_batch_size
-                .div_ceil(self.train_batch_size_per_runner_step()),
+                .div_ceil(self.envs_sampled_in_parallel()),
         }
     }
 

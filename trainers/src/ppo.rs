@@ -19,7 +19,7 @@ use oxray_rl::env_runner_group::EnvRunnerGroup;
 use oxray_rl::gae::compute_gae;
 use oxray_rl::learner::{Learner, LearnerConfig, LearnerGroup, LearnerState};
 use oxray_rl::metrics::{self, EpisodeWindow, Metrics};
-use oxray_rl::SampleBatch;
+use oxray_rl::{to_host, SampleBatch};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -315,10 +315,10 @@ impl PpoLearner {
         // truncation observations) and π_θold for the KL term.
         let (old_dist, values, bootstrap_values, truncation_values) = tch::no_grad(|| {
             let (dist, values) = l.model().forward(&obs);
-            let value_of = |o: &[f32]| host(&l.model().value(&l.tensor(o, batch.obs_dim)));
+            let value_of = |o: &[f32]| to_host(&l.model().value(&l.tensor(o, batch.obs_dim)));
             (
                 dist,
-                host(&values),
+                to_host(&values),
                 value_of(&batch.bootstrap_obs),
                 value_of(&batch.truncation_obs),
             )
@@ -497,10 +497,6 @@ impl LearnerRef {
             LearnerRef::Remote(actor) => Ok(actor.device().get()?),
         }
     }
-}
-
-fn host(t: &Tensor) -> Vec<f32> {
-    Vec::<f32>::try_from(&t.to_device(tch::Device::Cpu).contiguous().view(-1)).expect("f32 tensor")
 }
 
 /// 1 − Var[targets − values] / Var[targets]: how much of the return the value
