@@ -101,7 +101,12 @@ pub fn load(dir: &Path) -> Result<Checkpoint, Error> {
         reason,
     };
     let metadata_path = dir.join(METADATA);
-    let json = fs::read(&metadata_path).map_err(|e| Error::io(&metadata_path, e))?;
+    let json = fs::read(&metadata_path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory => {
+            bad(format!("no checkpoint here ({METADATA} not found)"))
+        }
+        _ => Error::io(&metadata_path, e),
+    })?;
     let metadata: Metadata = serde_json::from_slice(&json)
         .map_err(|e| bad(format!("{METADATA} is damaged or truncated ({e})")))?;
     if metadata.format != FORMAT {

@@ -33,10 +33,10 @@ pub enum TrainError {
     },
     #[error("cannot restore checkpoint: {0}")]
     Restore(String),
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {error}", path.display())]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 

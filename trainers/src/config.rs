@@ -17,11 +17,8 @@ use crate::ppo::PpoTraining;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error("cannot read config {path}: {error}")]
+    Read { path: String, error: std::io::Error },
     #[error("config {path}: {message}")]
     Invalid { path: String, message: String },
     #[error("--set {assignment}: {message}")]
@@ -171,9 +168,9 @@ impl Default for CheckpointConfig {
 impl ExperimentConfig {
     /// Reads `path`, applies `overrides` (`training.lr=1e-4`), validates.
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self, ConfigError> {
-        let source = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let source = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: path.display().to_string(),
-            source,
+            error,
         })?;
         Self::parse(&source, &path.display().to_string(), overrides)
     }

@@ -73,9 +73,9 @@ fn train(
     mut on_result: impl FnMut(&Metrics),
 ) -> Result<RunSummary, TrainError> {
     let params = run_dir.join("params.yaml");
-    fs::write(&params, config.to_yaml()).map_err(|source| TrainError::Io {
+    fs::write(&params, config.to_yaml()).map_err(|error| TrainError::Io {
         path: params,
-        source,
+        error,
     })?;
     let mut loggers = ResultLoggers::open(run_dir)?;
     let checkpoints = run_dir.join("checkpoints");
@@ -145,9 +145,9 @@ pub fn stop_reason(stop: &StopConfig, result: &Metrics) -> Option<String> {
 /// `results/<name>/<UTC timestamp>`, made unique with a suffix if needed.
 fn create_run_dir(results_dir: &Path, name: &str) -> Result<PathBuf, TrainError> {
     let parent = results_dir.join(name);
-    fs::create_dir_all(&parent).map_err(|source| TrainError::Io {
+    fs::create_dir_all(&parent).map_err(|error| TrainError::Io {
         path: parent.clone(),
-        source,
+        error,
     })?;
     let stamp = utc_timestamp();
     for attempt in 0u32.. {
@@ -158,7 +158,7 @@ fn create_run_dir(results_dir: &Path, name: &str) -> Result<PathBuf, TrainError>
         match fs::create_dir(&dir) {
             Ok(()) => return Ok(dir),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(source) => return Err(TrainError::Io { path: dir, source }),
+            Err(error) => return Err(TrainError::Io { path: dir, error }),
         }
     }
     unreachable!("u32 attempts exhausted")
