@@ -21,6 +21,9 @@
 
 /// An implementation of the elementary functions.
 pub trait Math: Send + Sync + 'static {
+    /// Whether a loop using these functions can be vectorized (no calls).
+    const VECTORIZES: bool;
+
     fn sin(x: f64) -> f64;
     fn cos(x: f64) -> f64;
     /// `x**2` as NumPy computes it for a float64 scalar.
@@ -34,6 +37,8 @@ pub trait Math: Send + Sync + 'static {
 pub struct Libm;
 
 impl Math for Libm {
+    const VECTORIZES: bool = false;
+
     #[inline(always)]
     fn sin(x: f64) -> f64 {
         x.sin()
@@ -113,6 +118,8 @@ fn rotate(quadrant: u64, sin_r: f64, cos_r: f64) -> f64 {
 }
 
 impl Math for Poly {
+    const VECTORIZES: bool = true;
+
     #[inline(always)]
     fn sin(x: f64) -> f64 {
         let (r, quadrant) = reduce(x);

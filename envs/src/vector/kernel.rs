@@ -9,7 +9,7 @@
 //! every variant computes bit-identical results and episodes stay the same on
 //! every machine.
 
-use crate::classic::Dynamics;
+use crate::classic::{Dynamics, Math};
 
 /// The slices one step of the fast path reads and writes; all have one
 /// entry (or one `OBS_LEN` row) per copy.
@@ -73,6 +73,7 @@ const MAX_OBS_LEN: usize = 8;
 /// Whole blocks run in one long loop; the remaining copies (fewer than a
 /// block, which is all of them for small vector envs) are padded to a full
 /// block in a scratch copy, so they run vectorized too instead of one by one.
+/// Envs whose math does not vectorize just loop over their copies.
 #[inline(always)]
 fn advance_portable<D: Dynamics>(batch: Batch<'_, D>) {
     let Batch {
@@ -83,6 +84,10 @@ fn advance_portable<D: Dynamics>(batch: Batch<'_, D>) {
         rewards,
         terminated,
     } = batch;
+    if !<D::VectorMath as Math>::VECTORIZES {
+        // Calls to libm keep the loop scalar; padding would only add work.
+        return advance_copies(dynamics, states, actions, obs, rewards, terminated);
+    }
     let whole = states.len() / BLOCK * BLOCK;
     let (states, state_rest) = states.split_at_mut(whole);
     let (obs, obs_rest) = obs.split_at_mut(whole * D::OBS_LEN);
