@@ -3,61 +3,11 @@
 //! driver, joined by address, and its own executable is what the workers on
 //! every node run.
 
+mod cluster_support;
+
+use cluster_support::{oxray, start_head, start_node, status};
 use oxray::core::{self as oxray_core, remote, Error, InitOptions, SchedulingStrategy};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-
-/// A daemon started by the test, stopped when dropped.
-struct Daemon {
-    child: Child,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn oxray(session: &std::path::Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_oxray"));
-    command
-        .env("OXRAY_SESSION_DIR", session)
-        .env_remove("OXRAY_TOKEN");
-    command
-}
-
-/// Starts a daemon in the foreground and returns it with its ready line.
-fn start(session: &std::path::Path, args: &[&str]) -> (Daemon, String) {
-    let mut child = oxray(session)
-        .arg("start")
-        .args(args)
-        .arg("--block")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("oxray starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("piped stdout"))
-        .read_line(&mut line)
-        .expect("ready line");
-    assert!(line.contains("ready"), "daemon did not get ready: {line:?}");
-    (Daemon { child }, line)
-}
-
-fn status(session: &std::path::Path, address: &str, token: &str, extra: &[&str]) -> (bool, String) {
-    let output = oxray(session)
-        .args(["status", "--address", address, "--token", token])
-        .args(extra)
-        .output()
-        .expect("oxray status runs");
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned()
-            + &String::from_utf8_lossy(&output.stderr),
-    )
-}
 
 #[remote]
 fn where_am_i(millis: u64) -> String {
@@ -89,18 +39,9 @@ fn long_task(key: String) -> String {
 fn three_node_cluster_schedules_moves_objects_and_survives_a_node_loss() {
     let session = tempfile::tempdir().unwrap();
     let session = session.path();
-    let (_head, ready) = start(session, &["--head", "--port", "0", "--num-cpus", "1"]);
-    let words: Vec<&str> = ready.split_whitespace().collect();
-    let (address, token) = (words[4].to_string(), words[6].to_string());
-    let (_node_a, _) = start(
-        session,
-        &["--address", &address, "--token", &token, "--num-cpus", "1"],
-    );
-    let (mut node_b, ready_b) = start(
-        session,
-        &["--address", &address, "--token", &token, "--num-cpus", "1"],
-    );
-    let node_b_id = ready_b.split_whitespace().nth(2).unwrap().to_string();
+    let (_head, address, token) = start_head(session, &["--num-cpus", "1"]);
+    let (_node_a, _) = start_node(session, &address, &token, &["--num-cpus", "1"]);
+    let (mut node_b, node_b_id) = start_node(session, &address, &token, &["--num-cpus", "1"]);
 
     let (ok, shown) = status(
         session,
@@ -178,8 +119,7 @@ fn three_node_cluster_schedules_moves_objects_and_survives_a_node_loss() {
 fn joining_without_the_token_is_refused_on_both_sides() {
     let session = tempfile::tempdir().unwrap();
     let session = session.path();
-    let (_head, ready) = start(session, &["--head", "--port", "0", "--num-cpus", "1"]);
-    let address = ready.split_whitespace().nth(4).unwrap().to_string();
+    let (_head, address, _token) = start_head(session, &["--num-cpus", "1"]);
     let output = oxray(session)
         .args([
             "start",

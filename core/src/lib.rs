@@ -51,7 +51,7 @@ mod ids;
 mod node;
 mod object_ref;
 mod options;
-mod protocol;
+pub mod protocol;
 mod registry;
 mod resources;
 mod runtime;

@@ -187,6 +187,17 @@ struct ActorRecord {
     inflight: VecDeque<TaskId>,
 }
 
+impl WorkerRecord {
+    /// The effect that ends this worker's process, wherever it runs.
+    fn stop(&self, worker: WorkerId) -> Effect {
+        Effect::Stop {
+            worker,
+            node: self.node.clone(),
+            pid: self.pid,
+        }
+    }
+}
+
 /// Another node of the cluster, as the head sees it.
 struct RemoteNode {
     sender: mpsc::UnboundedSender<HeadToNode>,
@@ -231,8 +242,10 @@ enum Effect {
         node: String,
         gpu_ids: Vec<u32>,
     },
-    Kill {
-        pid: u32,
+    Stop {
+        worker: WorkerId,
+        node: String,
+        pid: Option<u32>,
     },
     RemoveFile {
         path: String,
@@ -371,7 +384,15 @@ impl Node {
                         self.spawn_remote_worker(&node, worker, gpu_ids)
                     }
                 }
-                Effect::Kill { pid } => kill_process(pid),
+                Effect::Stop { worker, node, pid } => {
+                    if node == self.config.node_id {
+                        pid.map(kill_process);
+                    } else if let Some(remote) = self.state.lock().remote_nodes.get(&node) {
+                        // A pid of another machine means nothing here: its
+                        // node daemon stops the process.
+                        let _ = remote.sender.send(HeadToNode::Kill { worker });
+                    }
+                }
                 Effect::RemoveFile { path } => shm::free(&path),
             }
         }
@@ -527,12 +548,15 @@ impl Node {
         let pids: Vec<u32> = {
             let mut state = self.state.lock();
             state.shutting_down = true;
+            // Closing the control streams tells node daemons the head is gone.
+            state.remote_nodes.clear();
+            let local = &self.config.node_id;
             state
                 .workers
                 .values_mut()
                 .filter_map(|w| {
                     w.sender = None;
-                    w.pid
+                    w.pid.filter(|_| w.node == *local)
                 })
                 .collect()
         };
@@ -1414,12 +1438,8 @@ impl NodeState {
                     Err(error) => {
                         let message = format!("its constructor failed: {error}");
                         self.actor_dead(actor, message);
-                        self.effects.extend(
-                            self.workers
-                                .get(&worker)
-                                .and_then(|w| w.pid)
-                                .map(|pid| Effect::Kill { pid }),
-                        );
+                        self.effects
+                            .extend(self.workers.get(&worker).map(|w| w.stop(worker)));
                     }
                 }
             }
@@ -1493,9 +1513,7 @@ impl NodeState {
         let Some(record) = self.workers.remove(&worker) else {
             return;
         };
-        if let Some(pid) = record.pid {
-            self.effects.push(Effect::Kill { pid });
-        }
+        self.effects.push(record.stop(worker));
         if let Some(lease) = &record.lease {
             if !lease.lent_out {
                 self.pool.release(&lease.allocation);
@@ -1553,9 +1571,8 @@ impl NodeState {
                     self.workers.get(&worker).and_then(|w| w.assigned.front()) == Some(&task_id);
                 if running {
                     record.cancelled = true;
-                    if let Some(pid) = self.workers.get(&worker).and_then(|w| w.pid) {
-                        self.effects.push(Effect::Kill { pid });
-                    }
+                    self.effects
+                        .extend(self.workers.get(&worker).map(|w| w.stop(worker)));
                     return Ok(());
                 }
                 if let Some(w) = self.workers.get_mut(&worker) {
@@ -1863,7 +1880,7 @@ impl NodeState {
         self.actor_dead(actor, "killed by oxray_core::kill".into());
         if let Some(worker) = worker {
             if let Some(w) = self.workers.remove(&worker) {
-                self.effects.extend(w.pid.map(|pid| Effect::Kill { pid }));
+                self.effects.push(w.stop(worker));
             }
         }
         Ok(())
