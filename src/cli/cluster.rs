@@ -83,14 +83,24 @@ pub struct ListArgs {
 }
 
 fn resources(args: &StartArgs) -> anyhow::Result<InitOptions> {
+    resource_options(args.num_cpus, args.num_gpus, args.resources.as_deref())
+}
+
+/// A node's resources from `--num-cpus`, `--num-gpus` and `--resources` (also
+/// used by `oxray symmetric-run`).
+pub(crate) fn resource_options(
+    num_cpus: Option<f64>,
+    num_gpus: Option<f64>,
+    resources: Option<&str>,
+) -> anyhow::Result<InitOptions> {
     let mut options = InitOptions::default();
-    if let Some(n) = args.num_cpus {
+    if let Some(n) = num_cpus {
         options = options.num_cpus(n);
     }
-    if let Some(n) = args.num_gpus {
+    if let Some(n) = num_gpus {
         options = options.num_gpus(n);
     }
-    if let Some(json) = &args.resources {
+    if let Some(json) = resources {
         let custom: std::collections::BTreeMap<String, f64> = serde_json::from_str(json)
             .with_context(|| format!("--resources must be a JSON object of numbers, got {json}"))?;
         for (name, amount) in custom {

@@ -5,6 +5,7 @@ mod cluster;
 mod envs;
 mod evaluate;
 mod microbenchmark;
+mod symmetric_run;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -36,6 +37,10 @@ enum Command {
     List(cluster::ListArgs),
     /// Measure core throughput the way `ray microbenchmark` does.
     Microbenchmark(microbenchmark::Args),
+    /// Run by every task of one `srun`: task 0 starts the head, waits for
+    /// --min-nodes and runs CMD; the others join and wait for it to finish.
+    #[command(name = "symmetric-run")]
+    SymmetricRun(symmetric_run::SymmetricRunArgs),
 }
 
 impl Cli {
@@ -45,6 +50,7 @@ impl Cli {
             Command::Train(args) => train::run_train(args),
             Command::Evaluate(args) => evaluate::run_evaluate(args),
             Command::Microbenchmark(args) => microbenchmark::run(args),
+            Command::SymmetricRun(args) => symmetric_run::run(args),
             Command::Start(args) => cluster::start(args),
             Command::Stop => cluster::stop(),
             Command::Status(args) => cluster::status(args),
