@@ -141,6 +141,15 @@ impl EnvRunner {
         Ok(())
     }
 
+    /// The action-sampling RNG, for checkpoints.
+    pub fn rng_state(&self) -> ChaCha8Rng {
+        self.rng.clone()
+    }
+
+    pub fn set_rng_state(&mut self, rng: ChaCha8Rng) {
+        self.rng = rng;
+    }
+
     /// Steps every sub-env `rollout_fragment_length` times.
     pub fn sample(&mut self) -> Result<Rollout, Error> {
         let spec = self.model.spec();

@@ -8,6 +8,7 @@
 //! r_t(θ) accounts for (each rollout records the version it used).
 
 use oxray_core::{ActorHandle, ObjectRef};
+use rand_chacha::ChaCha8Rng;
 
 use crate::env_runner::{EnvRunner, EnvRunnerConfig, Rollout};
 use crate::Error;
@@ -85,6 +86,39 @@ impl EnvRunnerGroup {
             } => {
                 let shared = oxray_core::put(&weights)?;
                 weight_acks.extend(runners.iter().map(|r| r.set_weights(version, &shared)));
+                Ok(())
+            }
+        }
+    }
+
+    /// Each runner's action-sampling RNG, for checkpoints.
+    pub fn rng_states(&self) -> Result<Vec<ChaCha8Rng>, Error> {
+        match self {
+            EnvRunnerGroup::Local(runner) => Ok(vec![runner.rng_state()]),
+            EnvRunnerGroup::Remote { runners, .. } => {
+                let states: Vec<_> = runners.iter().map(|r| r.rng_state()).collect();
+                Ok(oxray_core::get_all(&states)?)
+            }
+        }
+    }
+
+    /// Restores what [`EnvRunnerGroup::rng_states`] returned; runners beyond
+    /// the saved ones (a resumed run with more of them) keep their own.
+    pub fn set_rng_states(&mut self, states: Vec<ChaCha8Rng>) -> Result<(), Error> {
+        match self {
+            EnvRunnerGroup::Local(runner) => {
+                if let Some(state) = states.into_iter().next() {
+                    runner.set_rng_state(state);
+                }
+                Ok(())
+            }
+            EnvRunnerGroup::Remote { runners, .. } => {
+                let acks: Vec<_> = runners
+                    .iter()
+                    .zip(states)
+                    .map(|(r, state)| r.set_rng_state(state))
+                    .collect();
+                oxray_core::get_all(&acks)?;
                 Ok(())
             }
         }

@@ -531,6 +531,7 @@ struct Progress {
     weights_version: u64,
     kl_coeff: f64,
     episodes: EpisodeWindow,
+    env_runner_rngs: Vec<ChaCha8Rng>,
 }
 
 pub struct Ppo {
@@ -669,6 +670,7 @@ impl Algorithm for Ppo {
     fn save(&self, checkpoint_dir: &Path) -> Result<PathBuf, TrainError> {
         let mut progress = self.progress.clone();
         progress.time_before_s += self.started.elapsed().as_secs_f64();
+        progress.env_runner_rngs = self.env_runners.rng_states()?;
         let checkpoint = Checkpoint {
             algorithm: self.config.algorithm.name().to_string(),
             config: serde_json::to_value(&self.config).expect("configs serialize"),
@@ -687,6 +689,8 @@ impl Algorithm for Ppo {
             .set_state(checkpoint.learner.clone())?;
         self.env_runners
             .sync_weights(progress.weights_version, checkpoint.learner.weights.clone())?;
+        self.env_runners
+            .set_rng_states(progress.env_runner_rngs.clone())?;
         self.progress = progress;
         self.started = Instant::now();
         Ok(())
