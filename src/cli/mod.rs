@@ -1,6 +1,8 @@
 //! Command-line surface of `oxray`. Each subcommand lives in its own module with
 //! its clap arguments and a `run` function, so the commands stay independent.
 
+mod bench;
+mod bench_cluster;
 mod cluster;
 mod envs;
 mod evaluate;
@@ -41,6 +43,9 @@ enum Command {
     /// --min-nodes and runs CMD; the others join and wait for it to finish.
     #[command(name = "symmetric-run")]
     SymmetricRun(symmetric_run::SymmetricRunArgs),
+    /// Benchmark the collective layer (`oxray bench allreduce`).
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 impl Cli {
@@ -51,6 +56,7 @@ impl Cli {
             Command::Evaluate(args) => evaluate::run_evaluate(args),
             Command::Microbenchmark(args) => microbenchmark::run(args),
             Command::SymmetricRun(args) => symmetric_run::run(args),
+            Command::Bench(command) => bench::run(command),
             Command::Start(args) => cluster::start(args),
             Command::Stop => cluster::stop(),
             Command::Status(args) => cluster::status(args),

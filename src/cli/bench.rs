@@ -1,0 +1,247 @@
+//! `oxray bench allreduce`: all-reduce time and bandwidth of the collective
+//! layer, reported the way nccl-tests reports them, with torch.distributed's
+//! gloo backend optionally measured in the same run for a side-by-side ratio.
+//!
+//! Ranks are threads of this process, each with its own TCP sockets to every
+//! other rank over loopback (the same transport separate processes use), so
+//! the figures measure the data path rather than process start-up. Each size
+//! gets warm-up iterations, a barrier, then timed iterations; the time shown
+//! is rank 0's mean per iteration, as gloo's script reports it. algbw is
+//! bytes / time, busbw = algbw x 2(n-1)/n (nccl-tests), and for layouts that
+//! span nodes the inter-node bytes each node sent per iteration are printed
+//! beside the hierarchical bound 2(M-1)/M x S.
+
+use anyhow::{bail, Context};
+use clap::Subcommand;
+use oxray_collective::{
+    Algorithm, CollectiveGroup, GroupOptions, InProcessRendezvous, Layout, ReduceOp,
+};
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// All-reduce (f32 sum) on loopback: world 2, world 4, and 2 nodes x 2 ranks.
+    Allreduce(AllreduceArgs),
+    /// Head CPU and scheduling latency with many heartbeating nodes.
+    Heartbeats(super::bench_cluster::HeartbeatArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AllreduceArgs {
+    /// Buffer sizes in MiB.
+    #[arg(long, value_delimiter = ',', default_values_t = vec![1, 16, 64])]
+    sizes_mib: Vec<usize>,
+    /// Timed iterations per size.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    iterations: u32,
+    /// Untimed iterations before the timed ones.
+    #[arg(long, default_value_t = 3)]
+    warmup: u32,
+    /// Send bf16 on the wire instead of f32.
+    #[arg(long)]
+    bf16: bool,
+    /// Also run torch.distributed gloo's all-reduce with this script (the
+    /// peers' `gloo_allreduce.py`) for worlds 2 and 4, and print the ratios.
+    #[arg(long)]
+    gloo: Option<PathBuf>,
+}
+
+/// One layout the bench runs: node labels per rank and the algorithm.
+struct Setup {
+    name: &'static str,
+    nodes: &'static [&'static str],
+    algorithm: Algorithm,
+}
+
+const SETUPS: &[Setup] = &[
+    Setup {
+        name: "world 2, 1 node",
+        nodes: &["a", "a"],
+        algorithm: Algorithm::Ring,
+    },
+    Setup {
+        name: "world 4, 1 node",
+        nodes: &["a", "a", "a", "a"],
+        algorithm: Algorithm::Ring,
+    },
+    Setup {
+        name: "2 nodes x 2 ranks",
+        nodes: &["a", "a", "b", "b"],
+        algorithm: Algorithm::Hierarchical,
+    },
+];
+
+/// What one size measured.
+struct Measurement {
+    seconds: f64,
+    /// Most inter-node bytes any node sent, per iteration.
+    inter_node_bytes_per_node: f64,
+}
+
+pub fn run(command: BenchCommand) -> anyhow::Result<()> {
+    match command {
+        BenchCommand::Allreduce(args) => run_allreduce(&args),
+        BenchCommand::Heartbeats(args) => super::bench_cluster::run(&args),
+    }
+}
+
+fn run_allreduce(args: &AllreduceArgs) -> anyhow::Result<()> {
+    if args.sizes_mib.is_empty() {
+        bail!("--sizes-mib needs at least one size");
+    }
+    println!(
+        "oxray all-reduce, f32 sum, ranks as threads over TCP loopback, {} timed iterations{}",
+        args.iterations,
+        if args.bf16 { ", bf16 on the wire" } else { "" }
+    );
+    println!(
+        "{:<18} {:<13} {:>6} {:>10} {:>9} {:>9} {:>16} {:>16}",
+        "layout", "algorithm", "MiB", "time ms", "algbw", "busbw", "inter B/node", "2(M-1)/M x S"
+    );
+    let mut busbw_by_world: Vec<(usize, usize, f64)> = Vec::new();
+    for setup in SETUPS {
+        let world = setup.nodes.len();
+        let nodes = Layout::from_labels(setup.nodes).num_nodes();
+        let measurements = measure(setup, args)?;
+        for (&mib, measurement) in args.sizes_mib.iter().zip(measurements) {
+            let bytes = (mib * 1024 * 1024) as f64;
+            let algbw = bytes / measurement.seconds / 1e9;
+            let busbw = algbw * 2.0 * (world as f64 - 1.0) / world as f64;
+            let bound = 2.0 * (nodes as f64 - 1.0) / nodes as f64 * bytes;
+            println!(
+                "{:<18} {:<13} {:>6} {:>10.2} {:>7.2}GB/s {:>5.2}GB/s {:>16.0} {:>16.0}",
+                setup.name,
+                format!("{:?}", setup.algorithm),
+                mib,
+                measurement.seconds * 1e3,
+                algbw,
+                busbw,
+                measurement.inter_node_bytes_per_node,
+                bound
+            );
+            if nodes == 1 {
+                busbw_by_world.push((world, mib, busbw));
+            }
+        }
+    }
+    if let Some(script) = &args.gloo {
+        compare_with_gloo(script, &busbw_by_world)?;
+    }
+    Ok(())
+}
+
+/// Runs every size of `setup` on one group of thread ranks.
+fn measure(setup: &Setup, args: &AllreduceArgs) -> anyhow::Result<Vec<Measurement>> {
+    let world = setup.nodes.len();
+    let rendezvous = InProcessRendezvous::new();
+    let options = GroupOptions::default()
+        .algorithm(setup.algorithm)
+        .layout(setup.nodes.iter().copied())
+        .bf16_compression(args.bf16);
+    let ranks: Vec<_> = (0..world)
+        .map(|rank| {
+            let (rendezvous, options) = (rendezvous.clone(), options.clone());
+            let sizes = args.sizes_mib.clone();
+            let (iterations, warmup) = (args.iterations, args.warmup);
+            std::thread::spawn(move || -> oxray_collective::Result<Vec<(f64, u64)>> {
+                let mut group = CollectiveGroup::join(world, rank, "bench", options, &rendezvous)?;
+                let mut results = Vec::new();
+                for mib in sizes {
+                    let mut buffer = vec![1.0f32; mib * 1024 * 1024 / 4];
+                    for _ in 0..warmup {
+                        group.allreduce(&mut buffer, ReduceOp::Sum)?;
+                    }
+                    group.barrier()?;
+                    group.reset_counters();
+                    let start = Instant::now();
+                    for _ in 0..iterations {
+                        group.allreduce(&mut buffer, ReduceOp::Sum)?;
+                    }
+                    let seconds = start.elapsed().as_secs_f64() / f64::from(iterations);
+                    results.push((seconds, group.counters().inter_node / u64::from(iterations)));
+                }
+                Ok(results)
+            })
+        })
+        .collect();
+    let mut per_rank = Vec::new();
+    for (rank, thread) in ranks.into_iter().enumerate() {
+        let outcome = thread
+            .join()
+            .map_err(|_| anyhow::anyhow!("bench rank {rank} panicked"))?;
+        per_rank.push(outcome.with_context(|| format!("{}: rank {rank}", setup.name))?);
+    }
+    let layout = Layout::from_labels(setup.nodes);
+    Ok((0..args.sizes_mib.len())
+        .map(|size| {
+            let mut per_node = vec![0u64; layout.num_nodes()];
+            for (rank, results) in per_rank.iter().enumerate() {
+                per_node[layout.node_of(rank)] += results[size].1;
+            }
+            Measurement {
+                seconds: per_rank[0][size].0,
+                inter_node_bytes_per_node: per_node.into_iter().max().unwrap_or(0) as f64,
+            }
+        })
+        .collect())
+}
+
+/// Runs gloo's script for each single-node world measured and prints the
+/// busbw ratio per size.
+fn compare_with_gloo(script: &PathBuf, measured: &[(usize, usize, f64)]) -> anyhow::Result<()> {
+    let python = std::env::var("OXRAY_PYTHON").unwrap_or_else(|_| "python3".to_string());
+    let mut worlds: Vec<usize> = measured.iter().map(|&(world, _, _)| world).collect();
+    worlds.dedup();
+    println!();
+    println!(
+        "{:<8} {:>6} {:>14} {:>14} {:>8}",
+        "world", "MiB", "oxray busbw", "gloo busbw", "ratio"
+    );
+    for world in worlds {
+        let output = std::process::Command::new(&python)
+            .arg(script)
+            .arg(world.to_string())
+            .output()
+            .with_context(|| format!("running {} {}", python, script.display()))?;
+        if !output.status.success() {
+            bail!(
+                "gloo script failed ({}): {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        let text = String::from_utf8_lossy(&output.stdout);
+        print!("{text}");
+        for line in text.lines() {
+            let field = |name: &str| {
+                line.split_whitespace()
+                    .find_map(|word| word.strip_prefix(name))
+                    .map(|value| {
+                        value
+                            .trim_end_matches("GB/s")
+                            .trim_end_matches("MiB")
+                            .to_string()
+                    })
+            };
+            let (Some(mib), Some(busbw)) = (field("size="), field("busbw=")) else {
+                continue;
+            };
+            let (Ok(mib), Ok(gloo)) = (mib.parse::<usize>(), busbw.parse::<f64>()) else {
+                continue;
+            };
+            if let Some(&(_, _, ours)) = measured.iter().find(|&&(w, m, _)| w == world && m == mib)
+            {
+                println!(
+                    "{:<8} {:>6} {:>10.2}GB/s {:>10.2}GB/s {:>7.2}x",
+                    world,
+                    mib,
+                    ours,
+                    gloo,
+                    ours / gloo
+                );
+            }
+        }
+    }
+    Ok(())
+}

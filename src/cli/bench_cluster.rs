@@ -1,0 +1,147 @@
+//! `oxray bench heartbeats`: what a head spends on a large cluster.
+//!
+//! A real head runs as its own process (so its CPU time can be read from
+//! `/proc`), a thousand simulated nodes register with it over the real
+//! protocol and heartbeat once a second, and meanwhile this process, joined as
+//! a driver, measures the round trip of trivial tasks through the head. The
+//! report: the head's share of one core, task latency percentiles, and whether
+//! any node was wrongly declared dead.
+
+use anyhow::{bail, Context};
+use oxray_core::daemon::{self, SimulatedNodes};
+use oxray_core::{remote, InitOptions};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, clap::Args)]
+pub struct HeartbeatArgs {
+    /// Simulated nodes.
+    #[arg(long, default_value_t = 1000)]
+    nodes: usize,
+    /// Seconds to measure after all nodes registered.
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Heartbeat period of each simulated node, in seconds.
+    #[arg(long, default_value_t = 1.0)]
+    period: f64,
+}
+
+/// The cheapest task there is: its round trip is the scheduling latency.
+#[remote]
+fn ping() -> u8 {
+    1
+}
+
+/// The head process, stopped when dropped.
+struct HeadProcess(Child);
+
+impl Drop for HeadProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// CPU seconds a process has used, from `/proc/<pid>/stat`.
+fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .context("reading the head's /proc stat")?;
+    let after_name = stat.rsplit_once(')').context("malformed /proc stat")?.1;
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Ok(ticks / per_second)
+}
+
+pub fn run(args: &HeartbeatArgs) -> anyhow::Result<()> {
+    if args.nodes == 0 || !(args.seconds > 0.0) || !(args.period > 0.0) {
+        bail!("--nodes, --seconds and --period must be positive");
+    }
+    let session =
+        std::env::temp_dir().join(format!("oxray-bench-heartbeats-{}", std::process::id()));
+    let exe = std::env::current_exe().context("cannot find the oxray executable")?;
+    let mut child = Command::new(exe)
+        .args([
+            "start",
+            "--head",
+            "--port",
+            "0",
+            "--num-cpus",
+            "1",
+            "--block",
+        ])
+        .env("OXRAY_SESSION_DIR", &session)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("cannot start a head")?;
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().context("head stdout")?).read_line(&mut line)?;
+    let head = HeadProcess(child);
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let (address, token) = match words.as_slice() {
+        [_, _, _, _, address, _, token, ..] => (address.to_string(), token.to_string()),
+        _ => bail!("the head did not start: {line:?}"),
+    };
+
+    let started = Instant::now();
+    let nodes = SimulatedNodes::start(
+        &address,
+        &token,
+        args.nodes,
+        Duration::from_secs_f64(args.period),
+    )?;
+    println!(
+        "{} simulated nodes registered in {:.2} s",
+        args.nodes,
+        started.elapsed().as_secs_f64()
+    );
+    oxray_core::init(InitOptions::default().address(&address).token(&token))?;
+    ping::remote().get()?;
+
+    let cpu_before = cpu_seconds(head.0.id())?;
+    let window = Duration::from_secs_f64(args.seconds);
+    let window_start = Instant::now();
+    let mut latencies = Vec::new();
+    while window_start.elapsed() < window {
+        let sent = Instant::now();
+        ping::remote().get()?;
+        latencies.push(sent.elapsed().as_secs_f64() * 1e6);
+        // Paced, so the figure is the heartbeats' cost plus light traffic,
+        // not a saturated task loop.
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let elapsed = window_start.elapsed().as_secs_f64();
+    let cpu = cpu_seconds(head.0.id())? - cpu_before;
+    let status = daemon::cluster_status(&address, &token)?;
+    let dead = status.nodes.iter().filter(|n| !n.alive).count();
+    let alive = status.nodes.len() - dead;
+    drop(nodes);
+    oxray_core::shutdown();
+    drop(head);
+    let _ = std::fs::remove_dir_all(&session);
+
+    latencies.sort_by(f64::total_cmp);
+    let percentile = |p: f64| latencies[((latencies.len() - 1) as f64 * p).round() as usize];
+    println!(
+        "head CPU: {:.2} % of one core over {elapsed:.1} s ({} heartbeats/s)",
+        100.0 * cpu / elapsed,
+        (args.nodes as f64 / args.period).round()
+    );
+    println!(
+        "task round trip through the head ({} tasks): p50 {:.0} us, p99 {:.0} us, max {:.0} us",
+        latencies.len(),
+        percentile(0.5),
+        percentile(0.99),
+        percentile(1.0)
+    );
+    println!(
+        "nodes alive at the end: {alive} (the head's own included), falsely declared dead: {dead}"
+    );
+    if dead > 0 {
+        bail!("{dead} simulated nodes were declared dead while heartbeating");
+    }
+    Ok(())
+}
