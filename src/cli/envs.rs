@@ -45,7 +45,7 @@ pub enum EnvsCommand {
         /// Seconds spent measuring each figure.
         #[arg(long, default_value_t = 1.0)]
         seconds: f64,
-        /// Also measure Gymnasium (needs OXRAY_PYTHON, see scripts/env.sh) and print the ratios.
+        /// Also measure Gymnasium (OXRAY_PYTHON or the venv of scripts/env.sh) and print the ratios.
         #[arg(long)]
         compare_gymnasium: bool,
         /// Steps Gymnasium runs for its single-env figure.
@@ -235,10 +235,22 @@ impl Replayer {
     }
 }
 
+/// `OXRAY_PYTHON`, else the interpreter of the venv scripts/env.sh creates.
+fn gymnasium_python() -> Option<PathBuf> {
+    let python = std::env::var_os("OXRAY_PYTHON")
+        .map(PathBuf::from)
+        .or_else(|| {
+            let home = std::env::var_os("HOME")?;
+            Some(Path::new(&home).join(".cache/oxray/venv/bin/python"))
+        })?;
+    python.exists().then_some(python)
+}
+
 /// Gymnasium's `(single, vector)` steps per second, from scripts/gym_bench.py.
 fn gymnasium_rates(id: &str, num_envs: usize, steps: u64) -> anyhow::Result<(f64, f64)> {
-    let python = std::env::var("OXRAY_PYTHON")
-        .context("--compare-gymnasium needs OXRAY_PYTHON (source scripts/env.sh)")?;
+    let python = gymnasium_python().context(
+        "--compare-gymnasium needs a Python with gymnasium: source scripts/env.sh (sets OXRAY_PYTHON)",
+    )?;
     let script = include_str!("../../scripts/gym_bench.py");
     let output = std::process::Command::new(&python)
         .args([
@@ -252,7 +264,7 @@ fn gymnasium_rates(id: &str, num_envs: usize, steps: u64) -> anyhow::Result<(f64
             &steps.to_string(),
         ])
         .output()
-        .with_context(|| format!("cannot run {python}"))?;
+        .with_context(|| format!("cannot run {}", python.display()))?;
     if !output.status.success() {
         bail!(
             "Gymnasium benchmark failed: {}",
