@@ -274,8 +274,8 @@ impl fmt::Display for Space {
                 write!(
                     f,
                     "Box({}, {}, {shape}, {})",
-                    bounds_repr(&space.low),
-                    bounds_repr(&space.high),
+                    bounds_repr(&space.low, space.dtype),
+                    bounds_repr(&space.high, space.dtype),
                     space.dtype.name()
                 )
             }
@@ -294,18 +294,14 @@ impl fmt::Display for Space {
     }
 }
 
-/// A scalar when all bounds agree (as Gymnasium prints), the array otherwise.
-fn bounds_repr(bounds: &[f64]) -> String {
-    let scalar = |x: f64| {
-        if x.is_infinite() {
-            if x > 0.0 {
-                "inf".to_string()
-            } else {
-                "-inf".to_string()
-            }
-        } else {
-            format!("{x:?}")
-        }
+/// A scalar when all bounds agree (as Gymnasium prints), the array otherwise;
+/// each number in the shortest form that round-trips in the box's dtype.
+fn bounds_repr(bounds: &[f64], dtype: DType) -> String {
+    let scalar = |x: f64| match (x.is_infinite(), dtype) {
+        (true, _) if x > 0.0 => "inf".to_string(),
+        (true, _) => "-inf".to_string(),
+        (false, DType::F32) => format!("{:?}", x as f32),
+        (false, DType::F64) => format!("{x:?}"),
     };
     match bounds {
         [first, rest @ ..] if rest.iter().all(|x| x == first) => scalar(*first),
