@@ -38,6 +38,7 @@ impl InstructionSet {
         {
             if std::arch::is_x86_feature_detected!("avx512f")
                 && std::arch::is_x86_feature_detected!("avx512dq")
+                && std::arch::is_x86_feature_detected!("avx512vl")
             {
                 return InstructionSet::Avx512;
             }
@@ -161,4 +162,98 @@ fn advance_avx2<D: Dynamics>(batch: Batch<'_, D>) {
 #[target_feature(enable = "avx512f,avx512dq,avx512vl")]
 fn advance_avx512<D: Dynamics>(batch: Batch<'_, D>) {
     advance_portable(batch)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::classic::{Acrobot, CartPole, MountainCarContinuous};
+    use crate::rng::seeded_rng;
+
+    /// Steps `copies` copies from random states with every instruction set
+    /// this CPU has and returns the bit patterns of everything computed.
+    fn trajectory<D: Dynamics>(
+        dynamics: &D,
+        isa: InstructionSet,
+        copies: usize,
+        actions: &[D::Action],
+    ) -> Vec<u64> {
+        let mut rng = seeded_rng(Some(1));
+        let mut states: Vec<D::State> = (0..copies)
+            .map(|_| dynamics.initial_state(&mut rng, None).unwrap())
+            .collect();
+        let mut obs = vec![0.0f32; copies * D::OBS_LEN];
+        let mut rewards = vec![0.0; copies];
+        let mut terminated = vec![false; copies];
+        let mut bits = Vec::new();
+        for step in 0..60 {
+            let step_actions: Vec<D::Action> = (0..copies)
+                .map(|i| actions[(i + step) % actions.len()])
+                .collect();
+            let batch = Batch {
+                dynamics,
+                states: &mut states,
+                actions: &step_actions,
+                obs: &mut obs,
+                rewards: &mut rewards,
+                terminated: &mut terminated,
+            };
+            advance(isa, batch);
+            bits.extend(
+                states
+                    .iter()
+                    .flat_map(|s| s.as_ref().iter().map(|x| x.to_bits())),
+            );
+            bits.extend(obs.iter().map(|x| u64::from(x.to_bits())));
+            bits.extend(rewards.iter().map(|x| x.to_bits()));
+            bits.extend(terminated.iter().map(|t| u64::from(*t)));
+        }
+        bits
+    }
+
+    #[test]
+    fn every_instruction_set_computes_the_same_bits() {
+        let isas: Vec<InstructionSet> = match InstructionSet::detect() {
+            InstructionSet::Baseline => vec![InstructionSet::Baseline],
+            #[cfg(target_arch = "x86_64")]
+            InstructionSet::Avx2 => vec![InstructionSet::Baseline, InstructionSet::Avx2],
+            #[cfg(target_arch = "x86_64")]
+            InstructionSet::Avx512 => vec![
+                InstructionSet::Baseline,
+                InstructionSet::Avx2,
+                InstructionSet::Avx512,
+            ],
+        };
+        // 37 copies: one whole block and a padded remainder.
+        for copies in [5, 37] {
+            let reference = trajectory(
+                &CartPole,
+                InstructionSet::Baseline,
+                copies,
+                &[true, false, false],
+            );
+            let continuous = trajectory(
+                &MountainCarContinuous::default(),
+                InstructionSet::Baseline,
+                copies,
+                &[1.5, -0.3],
+            );
+            let acrobot = trajectory(&Acrobot, InstructionSet::Baseline, copies, &[0, 2, 1]);
+            for &isa in &isas {
+                assert_eq!(
+                    trajectory(&CartPole, isa, copies, &[true, false, false]),
+                    reference,
+                    "{isa:?}"
+                );
+                let other =
+                    trajectory(&MountainCarContinuous::default(), isa, copies, &[1.5, -0.3]);
+                assert_eq!(other, continuous, "{isa:?}");
+                assert_eq!(
+                    trajectory(&Acrobot, isa, copies, &[0, 2, 1]),
+                    acrobot,
+                    "{isa:?}"
+                );
+            }
+        }
+    }
 }
