@@ -44,6 +44,11 @@ set -euo pipefail
 ls "$OXRAY_SESSION_DIR/pids" >"$FAKE_DIR/session.pids" 2>/dev/null || true
 printf '%s' "$OXRAY_TOKEN" >"$FAKE_DIR/token.txt"
 echo "job ran with: $*"
+if [[ -n "${JOB_UNTIL_TERM:-}" ]]; then
+    trap 'echo "job got TERM" >"$FAKE_DIR/term.txt"; exit 7' TERM
+    : >"$FAKE_DIR/started"
+    while :; do sleep 0.05; done
+fi
 exit "${JOB_EXIT:-0}"
 "#;
 
@@ -237,6 +242,37 @@ fn sbatch_script_exits_with_the_jobs_status_and_still_stops_the_cluster() {
         fake.read("status.txt").contains("nodes: 2 alive"),
         "{output}"
     );
+    let started: Vec<u32> = pids(&fake.read("session.pids"))
+        .into_iter()
+        .chain(pids(&fake.read("srun.pids")))
+        .collect();
+    assert_eq!(started.len(), 3, "{started:?}");
+    assert!(started.iter().all(|&p| !running(p)), "{started:?}");
+}
+
+#[test]
+fn sbatch_script_passes_sigterm_to_the_job_and_stops_the_cluster() {
+    let fake = Fake::new();
+    let mut command = fake.sbatch(2, free_port());
+    command
+        .arg(fake.dir.join("job.sh"))
+        .env("JOB_UNTIL_TERM", "1")
+        .stdout(std::fs::File::create(fake.dir.join("term.out")).unwrap())
+        .stderr(std::fs::File::create(fake.dir.join("term.err")).unwrap());
+    let script = command.spawn().unwrap();
+    let deadline = Instant::now() + LIMIT;
+    while !fake.dir.join("started").exists() {
+        assert!(Instant::now() < deadline, "the job never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // What scancel (or --signal=B:TERM@SECONDS) does to the batch shell.
+    // SAFETY: signals the child this test started and has not yet waited for.
+    unsafe { libc::kill(script.id() as i32, libc::SIGTERM) };
+    let status = wait_bounded(script, "sbatch");
+    let output = fake.read("term.out") + &fake.read("term.err");
+    assert_eq!(status.code(), Some(7), "the job's status:\n{output}");
+    assert_eq!(fake.read("term.txt").trim(), "job got TERM", "{output}");
+    assert!(output.contains("cluster stopped"), "{output}");
     let started: Vec<u32> = pids(&fake.read("session.pids"))
         .into_iter()
         .chain(pids(&fake.read("srun.pids")))
