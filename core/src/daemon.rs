@@ -8,7 +8,8 @@
 //! shared-memory objects to other nodes, and heartbeats; all scheduling stays
 //! on the head, so a node has no state worth losing.
 
-use crate::auth::{AttachToken, TOKEN_ENV};
+use crate::auth::AttachToken;
+pub use crate::auth::TOKEN_ENV;
 use crate::error::{Error, Result};
 use crate::ids::WorkerId;
 use crate::node::generated::head_client::HeadClient;

@@ -51,6 +51,7 @@ mod ids;
 mod node;
 mod object_ref;
 mod options;
+mod placement;
 pub mod protocol;
 mod registry;
 mod resources;
@@ -70,6 +71,7 @@ pub use ids::{ActorId, ObjectId, TaskId, WorkerId};
 pub use object_ref::{Arg, ObjectRef};
 pub use options::{ActorOptions, TaskOptions};
 pub use oxray_macros::{actor, remote};
+pub use placement::{placement_group, remove_placement_group, PlacementGroup, PlacementStrategy};
 pub use protocol::{ActorStatusLine, ClusterStatus, NodeStatus};
 pub use resources::{ResourceSet, SchedulingStrategy};
 pub use runtime::{

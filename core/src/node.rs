@@ -18,9 +18,10 @@
 
 use crate::error::{Error, Result};
 use crate::ids::{ActorId, IdMinter, ObjectId, TaskId, WorkerId};
+use crate::placement::{self, PlacementStrategy};
 use crate::protocol::*;
 use crate::resources::{
-    Allocation, ClusterResources, ResourceSet, SchedulingStrategy, CPU, GPU, MEMORY,
+    Allocation, ClusterResources, ResourcePool, ResourceSet, SchedulingStrategy, CPU, GPU, MEMORY,
 };
 use crate::runtime::{Backend, InitOptions};
 use crate::shm;
@@ -198,6 +199,13 @@ impl WorkerRecord {
     }
 }
 
+struct PlacementGroupRecord {
+    bundles: Vec<ResourceSet>,
+    strategy: PlacementStrategy,
+    /// One per bundle once reserved; empty while pending.
+    allocations: Vec<Allocation>,
+}
+
 /// Another node of the cluster, as the head sees it.
 struct RemoteNode {
     sender: mpsc::UnboundedSender<HeadToNode>,
@@ -228,6 +236,7 @@ struct NodeState {
     /// The executable workers run: the latest driver's, so its functions exist there.
     worker_executable: Option<String>,
     kv: HashMap<String, Vec<u8>>,
+    placement_groups: std::collections::BTreeMap<u64, PlacementGroupRecord>,
     shutting_down: bool,
     /// Counts objects becoming ready, so waiters know when to look again.
     ready_events: u64,
@@ -304,6 +313,7 @@ impl Node {
                 dead_nodes: Vec::new(),
                 worker_executable: None,
                 kv: HashMap::new(),
+                placement_groups: Default::default(),
                 shutting_down: false,
                 ready_events: 0,
                 effects: Vec::new(),
@@ -697,10 +707,31 @@ impl Node {
                 restarts: a.restarts_used,
             })
             .collect();
+        let placement_groups = state
+            .placement_groups
+            .iter()
+            .map(|(id, g)| PlacementGroupLine {
+                id: *id,
+                strategy: g.strategy,
+                state: if g.allocations.is_empty() {
+                    "PENDING"
+                } else {
+                    "CREATED"
+                }
+                .into(),
+                bundles: g
+                    .bundles
+                    .iter()
+                    .enumerate()
+                    .map(|(i, b)| (b.clone(), g.allocations.get(i).map(|a| a.node.clone())))
+                    .collect(),
+            })
+            .collect();
         let running = state.tasks.values().filter(|t| t.worker.is_some()).count();
         ClusterStatus {
             nodes,
             actors,
+            placement_groups,
             pending_tasks: state.tasks.len() - running,
             running_tasks: running,
             objects: state.objects.len(),
@@ -747,6 +778,30 @@ impl Node {
                 reply_to(self, self.kv_put(&key, value).map(|_| Reply::Done))
             }
             Request::KvGet { key } => reply_to(self, self.kv_get(&key).map(Reply::Value)),
+            Request::CreatePlacementGroup {
+                id,
+                bundles,
+                strategy,
+            } => reply_to(
+                self,
+                self.create_placement_group(id, bundles, strategy)
+                    .map(|_| Reply::Done),
+            ),
+            Request::RemovePlacementGroup { id } => {
+                reply_to(self, self.remove_placement_group(id).map(|_| Reply::Done))
+            }
+            Request::WaitPlacementGroup { id, timeout_ms } => {
+                let node = self.weak();
+                self.runtime.spawn(async move {
+                    let Some(node) = node.upgrade() else { return };
+                    let timeout = Some(Duration::from_millis(timeout_ms));
+                    let reply = node
+                        .await_until(worker, timeout, |state| state.placement_group_ready(id))
+                        .await
+                        .map(|_| Reply::Done);
+                    reply_to(&node, reply);
+                });
+            }
             Request::KvDelete { key } => reply_to(self, self.kv_delete(&key).map(|_| Reply::Done)),
             Request::KvWait { key, timeout_ms } => {
                 let node = self.weak();
@@ -1013,6 +1068,37 @@ impl Backend for Node {
         Ok(())
     }
 
+    fn create_placement_group(
+        &self,
+        id: u64,
+        bundles: Vec<ResourceSet>,
+        strategy: PlacementStrategy,
+    ) -> Result<()> {
+        self.with_state(|state, _| state.create_placement_group(id, bundles, strategy))
+    }
+
+    fn wait_placement_group(&self, id: u64, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        let mut state = self.state.lock();
+        while !state.placement_group_ready(id)? {
+            if self
+                .objects_changed
+                .wait_until(&mut state, deadline)
+                .timed_out()
+                && !state.placement_group_ready(id)?
+            {
+                return Err(Error::Timeout {
+                    seconds: timeout.as_secs_f64(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn remove_placement_group(&self, id: u64) -> Result<()> {
+        self.with_state(|state, _| state.remove_placement_group(id))
+    }
+
     fn named_actor(&self, name: &str) -> Result<Option<(ActorId, String)>> {
         let state = self.state.lock();
         Ok(state.named_actors.get(name).and_then(|id| {
@@ -1270,6 +1356,7 @@ impl NodeState {
         if self.shutting_down {
             return;
         }
+        self.reserve_pending_groups();
         self.start_waiting_actors(node);
         let shapes: Vec<String> = self
             .queues
@@ -1783,6 +1870,102 @@ impl NodeState {
         self.add_worker(worker, &node, gpu_ids, Some(actor));
     }
 
+    fn create_placement_group(
+        &mut self,
+        id: u64,
+        bundles: Vec<ResourceSet>,
+        strategy: PlacementStrategy,
+    ) -> Result<()> {
+        let idle: Vec<ResourcePool> = self
+            .pool
+            .node_pools()
+            .iter()
+            .map(|(_, p)| ResourcePool::new(p.total().clone()))
+            .collect();
+        if placement::place(&idle, &bundles, strategy).is_none() {
+            let shown: Vec<String> = bundles.iter().map(ResourceSet::to_string).collect();
+            return Err(Error::Infeasible {
+                what: format!("placement group ({strategy:?})"),
+                requested: format!("[{}]", shown.join(", ")),
+                available: format!(
+                    "{} node(s), largest {}",
+                    idle.len(),
+                    self.pool.largest_node()
+                ),
+            });
+        }
+        self.placement_groups.insert(
+            id,
+            PlacementGroupRecord {
+                bundles,
+                strategy,
+                allocations: Vec::new(),
+            },
+        );
+        Ok(())
+    }
+
+    /// Reserves pending groups in creation order, each all or nothing.
+    fn reserve_pending_groups(&mut self) {
+        let pending: Vec<u64> = self
+            .placement_groups
+            .iter()
+            .filter(|(_, g)| g.allocations.is_empty())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in pending {
+            let group = &self.placement_groups[&id];
+            let pools: Vec<ResourcePool> = self
+                .pool
+                .node_pools()
+                .iter()
+                .map(|(_, p)| p.clone())
+                .collect();
+            let Some(nodes) = placement::place(&pools, &group.bundles, group.strategy) else {
+                continue;
+            };
+            let placement: Vec<(usize, ResourceSet)> = nodes
+                .into_iter()
+                .zip(group.bundles.iter().cloned())
+                .collect();
+            let allocations = self.pool.reserve_bundles(id, &placement);
+            self.placement_groups
+                .get_mut(&id)
+                .expect("group seen above")
+                .allocations = allocations;
+            self.ready_events += 1;
+        }
+    }
+
+    fn placement_group_ready(&self, id: u64) -> Result<bool> {
+        self.placement_groups
+            .get(&id)
+            .map(|g| !g.allocations.is_empty())
+            .ok_or_else(|| Error::Runtime(format!("no placement group {id} (removed?)")))
+    }
+
+    fn remove_placement_group(&mut self, id: u64) -> Result<()> {
+        let group = self
+            .placement_groups
+            .remove(&id)
+            .ok_or_else(|| Error::Runtime(format!("no placement group {id}")))?;
+        let placed: Vec<ActorId> = self
+            .actors
+            .iter()
+            .filter(|(_, a)| {
+                matches!(a.spec.strategy, SchedulingStrategy::PlacementGroup { group, .. } if group == id)
+                    && !matches!(a.status, ActorStatus::Dead(_))
+            })
+            .map(|(actor, _)| *actor)
+            .collect();
+        for actor in placed {
+            self.kill_actor(actor)?;
+        }
+        self.pool.release_bundles(id, &group.allocations);
+        self.ready_events += 1;
+        Ok(())
+    }
+
     /// A node stopped: its workers are gone (their tasks retried and actors
     /// restarted elsewhere), and objects whose only copy was there are lost.
     fn node_died(&mut self, node: &Node, node_id: &str, reason: &str) {
@@ -1800,6 +1983,18 @@ impl NodeState {
                 available: ResourceSet::default(),
                 workers: 0,
             });
+        }
+        // Groups with a bundle there are placed again, whole, elsewhere.
+        let displaced: Vec<u64> = self
+            .placement_groups
+            .iter()
+            .filter(|(_, g)| g.allocations.iter().any(|a| a.node == node_id))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in displaced {
+            let group = self.placement_groups.get_mut(&id).expect("group just seen");
+            let allocations = std::mem::take(&mut group.allocations);
+            self.pool.release_bundles(id, &allocations);
         }
         self.pool.remove_node(node_id);
         let workers: Vec<WorkerId> = self

@@ -9,6 +9,7 @@
 
 use crate::error::Error;
 use crate::ids::{ActorId, ObjectId, TaskId, WorkerId};
+use crate::placement::PlacementStrategy;
 use crate::resources::{ResourceSet, SchedulingStrategy};
 use serde::{Deserialize, Serialize};
 
@@ -134,6 +135,18 @@ pub enum Request {
     KvDelete {
         key: String,
     },
+    CreatePlacementGroup {
+        id: u64,
+        bundles: Vec<ResourceSet>,
+        strategy: PlacementStrategy,
+    },
+    WaitPlacementGroup {
+        id: u64,
+        timeout_ms: u64,
+    },
+    RemovePlacementGroup {
+        id: u64,
+    },
 }
 
 /// Answers to [`Request`]s.
@@ -248,6 +261,7 @@ pub struct StatusRequest {}
 pub struct ClusterStatus {
     pub nodes: Vec<NodeStatus>,
     pub actors: Vec<ActorStatusLine>,
+    pub placement_groups: Vec<PlacementGroupLine>,
     pub pending_tasks: usize,
     pub running_tasks: usize,
     pub objects: usize,
@@ -262,6 +276,16 @@ pub struct NodeStatus {
     pub total: ResourceSet,
     pub available: ResourceSet,
     pub workers: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlacementGroupLine {
+    pub id: u64,
+    pub strategy: PlacementStrategy,
+    /// "PENDING" or "CREATED".
+    pub state: String,
+    /// Each bundle and, once reserved, its node.
+    pub bundles: Vec<(ResourceSet, Option<String>)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

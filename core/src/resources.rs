@@ -65,6 +65,8 @@ const EPSILON: f64 = 1e-9;
 #[derive(Debug, Clone, Default)]
 pub struct Allocation {
     pub node: String,
+    /// The placement-group bundle it was taken from, if any.
+    pub bundle: Option<(u64, usize)>,
     pub resources: ResourceSet,
     /// (gpu id, fraction of that GPU).
     pub gpus: Vec<(u32, f64)>,
@@ -81,7 +83,10 @@ impl Allocation {
 pub struct ResourcePool {
     total: ResourceSet,
     available: ResourceSet,
+    /// Free fraction of each GPU, by position in `gpu_ids`.
     gpu_free: Vec<f64>,
+    /// The device ids of the node's GPUs this pool hands out.
+    gpu_ids: Vec<u32>,
 }
 
 impl ResourcePool {
@@ -91,7 +96,27 @@ impl ResourcePool {
             available: total.clone(),
             total,
             gpu_free: vec![1.0; gpus],
+            gpu_ids: (0..gpus as u32).collect(),
         }
+    }
+
+    /// A pool holding exactly what `allocation` reserved: a placement-group
+    /// bundle, whose GPUs keep their device ids.
+    pub fn for_bundle(allocation: &Allocation) -> Self {
+        ResourcePool {
+            total: allocation.resources.clone(),
+            available: allocation.resources.clone(),
+            gpu_free: allocation
+                .gpus
+                .iter()
+                .map(|(_, fraction)| *fraction)
+                .collect(),
+            gpu_ids: allocation.gpu_ids(),
+        }
+    }
+
+    fn gpu_index(&self, id: u32) -> Option<usize> {
+        self.gpu_ids.iter().position(|g| *g == id)
     }
 
     pub fn total(&self) -> &ResourceSet {
@@ -108,9 +133,7 @@ impl ResourcePool {
             .0
             .iter()
             .all(|(name, amount)| *amount <= self.total.get(name) + EPSILON)
-            && self
-                .gpu_ids_for(request, &vec![1.0; self.gpu_free.len()])
-                .is_some()
+            && self.gpu_ids_for(request, &self.gpu_capacity()).is_some()
     }
 
     /// Grants `request` now if the node has it free.
@@ -127,13 +150,17 @@ impl ResourcePool {
             let left = self.available.get(name) - amount;
             self.available.0.insert(name.clone(), left.max(0.0));
         }
-        for (id, fraction) in &gpus {
-            self.gpu_free[*id as usize] -= fraction;
+        for (index, fraction) in &gpus {
+            self.gpu_free[*index as usize] -= fraction;
         }
         Some(Allocation {
             node: String::new(),
+            bundle: None,
             resources: request.clone(),
-            gpus,
+            gpus: gpus
+                .into_iter()
+                .map(|(index, f)| (self.gpu_ids[index as usize], f))
+                .collect(),
         })
     }
 
@@ -146,7 +173,9 @@ impl ResourcePool {
             self.available.0.insert(name.clone(), left);
         }
         for (id, fraction) in &allocation.gpus {
-            self.gpu_free[*id as usize] -= fraction;
+            if let Some(index) = self.gpu_index(*id) {
+                self.gpu_free[index] -= fraction;
+            }
         }
     }
 
@@ -157,8 +186,22 @@ impl ResourcePool {
             self.available.0.insert(name.clone(), back);
         }
         for (id, fraction) in &allocation.gpus {
-            let free = &mut self.gpu_free[*id as usize];
-            *free = (*free + fraction).min(1.0);
+            if let Some(index) = self.gpu_index(*id) {
+                let capacity = self.gpu_capacity()[index];
+                let free = &mut self.gpu_free[index];
+                *free = (*free + fraction).min(capacity);
+            }
+        }
+    }
+
+    /// What each GPU holds when the pool is idle: whole GPUs for a node, the
+    /// reserved fractions for a bundle.
+    fn gpu_capacity(&self) -> Vec<f64> {
+        let whole = self.total.get(GPU).floor() as usize == self.gpu_ids.len();
+        if whole {
+            vec![1.0; self.gpu_ids.len()]
+        } else {
+            vec![self.total.get(GPU) / self.gpu_ids.len().max(1) as f64; self.gpu_ids.len()]
         }
     }
 
@@ -201,6 +244,8 @@ pub enum SchedulingStrategy {
     Spread,
     /// A given node; with `soft`, any node when that one cannot take it.
     NodeAffinity { node_id: String, soft: bool },
+    /// Resources reserved by a placement group: one bundle, or any of them.
+    PlacementGroup { group: u64, bundle: Option<usize> },
 }
 
 /// Used fraction of a node's scarcest resource, after adding `extra`.
@@ -218,6 +263,8 @@ fn utilization(pool: &ResourcePool, extra: &ResourceSet) -> f64 {
 #[derive(Debug, Default)]
 pub struct ClusterResources {
     nodes: Vec<(String, ResourcePool)>,
+    /// Reserved placement-group bundles: (group, index) -> (node, pool).
+    bundles: std::collections::BTreeMap<(u64, usize), (String, ResourcePool)>,
     spread_cursor: usize,
 }
 
@@ -240,9 +287,50 @@ impl ClusterResources {
         self.nodes.iter().map(|(id, p)| (id.as_str(), p))
     }
 
+    /// The pools of live nodes, for reserving placement groups.
+    pub(crate) fn node_pools(&self) -> &[(String, ResourcePool)] {
+        &self.nodes
+    }
+
+    /// Takes a placement group's bundles out of their nodes' pools; each
+    /// becomes a pool of its own that only the group's work draws from.
+    pub(crate) fn reserve_bundles(
+        &mut self,
+        group: u64,
+        placement: &[(usize, ResourceSet)],
+    ) -> Vec<Allocation> {
+        let mut allocations = Vec::new();
+        for (index, (node_index, request)) in placement.iter().enumerate() {
+            let (node, pool) = &mut self.nodes[*node_index];
+            let mut allocation = pool
+                .try_acquire(request)
+                .expect("placement was checked against these pools");
+            allocation.node = node.clone();
+            self.bundles.insert(
+                (group, index),
+                (node.clone(), ResourcePool::for_bundle(&allocation)),
+            );
+            allocations.push(allocation);
+        }
+        allocations
+    }
+
+    /// Gives a group's bundles back to their nodes.
+    pub(crate) fn release_bundles(&mut self, group: u64, allocations: &[Allocation]) {
+        self.bundles.retain(|(g, _), _| *g != group);
+        for allocation in allocations {
+            self.release(allocation);
+        }
+    }
+
     /// Whether some node could ever grant `request` under `strategy`.
     pub fn feasible(&self, request: &ResourceSet, strategy: &SchedulingStrategy) -> bool {
         match strategy {
+            SchedulingStrategy::PlacementGroup { group, bundle } => self
+                .bundles
+                .iter()
+                .filter(|((g, i), _)| g == group && bundle.is_none_or(|b| b == *i))
+                .any(|(_, (_, pool))| pool.feasible(request)),
             SchedulingStrategy::NodeAffinity {
                 node_id,
                 soft: false,
@@ -265,6 +353,17 @@ impl ClusterResources {
         request: &ResourceSet,
         strategy: &SchedulingStrategy,
     ) -> Option<Allocation> {
+        if let SchedulingStrategy::PlacementGroup { group, bundle } = strategy {
+            let ((_, index), (node, pool)) = self
+                .bundles
+                .iter_mut()
+                .filter(|((g, i), _)| g == group && bundle.is_none_or(|b| b == *i))
+                .find(|(_, (_, pool))| pool.clone().try_acquire(request).is_some())?;
+            let mut allocation = pool.try_acquire(request)?;
+            allocation.node = node.clone();
+            allocation.bundle = Some((*group, *index));
+            return Some(allocation);
+        }
         let index = self.choose(request, strategy)?;
         let (node, pool) = &mut self.nodes[index];
         let mut allocation = pool.try_acquire(request)?;
@@ -275,6 +374,8 @@ impl ClusterResources {
     fn choose(&mut self, request: &ResourceSet, strategy: &SchedulingStrategy) -> Option<usize> {
         let fits = |pool: &ResourcePool| pool.clone().try_acquire(request).is_some();
         match strategy {
+            // Bundles are chosen in `try_acquire`; never a node's free pool.
+            SchedulingStrategy::PlacementGroup { .. } => None,
             SchedulingStrategy::NodeAffinity { node_id, soft } => {
                 let preferred = self
                     .nodes
@@ -316,14 +417,26 @@ impl ClusterResources {
         }
     }
 
+    /// The pool an allocation came from, if it still exists.
+    fn pool_of(&mut self, allocation: &Allocation) -> Option<&mut ResourcePool> {
+        match allocation.bundle {
+            Some(key) => self.bundles.get_mut(&key).map(|(_, pool)| pool),
+            None => self
+                .nodes
+                .iter_mut()
+                .find(|(id, _)| *id == allocation.node)
+                .map(|(_, pool)| pool),
+        }
+    }
+
     pub fn release(&mut self, allocation: &Allocation) {
-        if let Some((_, pool)) = self.nodes.iter_mut().find(|(id, _)| *id == allocation.node) {
+        if let Some(pool) = self.pool_of(allocation) {
             pool.release(allocation);
         }
     }
 
     pub fn force_acquire(&mut self, allocation: &Allocation) {
-        if let Some((_, pool)) = self.nodes.iter_mut().find(|(id, _)| *id == allocation.node) {
+        if let Some(pool) = self.pool_of(allocation) {
             pool.force_acquire(allocation);
         }
     }

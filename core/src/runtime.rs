@@ -51,6 +51,14 @@ pub(crate) trait Backend: Send + Sync {
     fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>>;
     fn kv_wait(&self, key: &str, timeout: Duration) -> Result<Vec<u8>>;
     fn kv_delete(&self, key: &str) -> Result<()>;
+    fn create_placement_group(
+        &self,
+        id: u64,
+        bundles: Vec<crate::ResourceSet>,
+        strategy: crate::PlacementStrategy,
+    ) -> Result<()>;
+    fn wait_placement_group(&self, id: u64, timeout: Duration) -> Result<()>;
+    fn remove_placement_group(&self, id: u64) -> Result<()>;
 }
 
 static CURRENT: RwLock<Option<Arc<dyn Backend>>> = RwLock::new(None);

@@ -472,6 +472,31 @@ impl Backend for WorkerClient {
         }
     }
 
+    fn create_placement_group(
+        &self,
+        id: u64,
+        bundles: Vec<crate::ResourceSet>,
+        strategy: crate::PlacementStrategy,
+    ) -> Result<()> {
+        self.request(Request::CreatePlacementGroup {
+            id,
+            bundles,
+            strategy,
+        })
+        .map(|_| ())
+    }
+
+    fn wait_placement_group(&self, id: u64, timeout: Duration) -> Result<()> {
+        let timeout_ms = timeout.as_millis() as u64;
+        self.request(Request::WaitPlacementGroup { id, timeout_ms })
+            .map(|_| ())
+    }
+
+    fn remove_placement_group(&self, id: u64) -> Result<()> {
+        self.request(Request::RemovePlacementGroup { id })
+            .map(|_| ())
+    }
+
     fn kv_delete(&self, key: &str) -> Result<()> {
         self.request(Request::KvDelete {
             key: key.to_string(),

@@ -9,7 +9,7 @@
 
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
-use oxray_core::daemon::{self, HeadOptions, NodeDaemonOptions};
+use oxray_core::daemon::{self, HeadOptions, NodeDaemonOptions, TOKEN_ENV};
 use oxray_core::{ClusterStatus, InitOptions};
 use std::io::BufRead;
 use std::time::{Duration, Instant};
@@ -133,14 +133,16 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
         let head = daemon::Head::start(HeadOptions {
             bind,
             resources,
-            token: args.token.clone(),
+            token: args.token.clone().or_else(|| std::env::var(TOKEN_ENV).ok()),
             heartbeat_timeout: Duration::from_secs_f64(args.heartbeat_timeout_s),
         })?;
         daemon::record_pid("head")?;
         println!("oxray head ready at {} token {}", head.address, head.token);
+        // The log may be readable by others: name where the token is, not it.
         eprintln!(
-            "join other nodes with: oxray start --address {} --token {}",
-            head.address, head.token
+            "join other nodes with: oxray start --address {} (token in {})",
+            head.address,
+            daemon::session_dir().join("token").display()
         );
         wait_for_termination()?;
         drop(head);
@@ -316,7 +318,18 @@ fn print_status(address: &str, state: &ClusterStatus) {
         state.pending_tasks, state.running_tasks
     );
     println!("objects: {}", state.objects);
-    println!("placement groups: none");
+    let pending = state
+        .placement_groups
+        .iter()
+        .filter(|g| g.state == "PENDING")
+        .count();
+    println!(
+        "placement groups: {} ({pending} pending)",
+        state.placement_groups.len()
+    );
+    for group in &state.placement_groups {
+        println!("  {} {:?} {}", group.id, group.strategy, group.state);
+    }
 }
 
 fn used(node: &oxray_core::NodeStatus) -> String {
@@ -357,7 +370,25 @@ pub fn list(args: ListArgs) -> anyhow::Result<()> {
             state.pending_tasks, state.running_tasks
         ),
         Listing::Objects => println!("objects\t{}", state.objects),
-        Listing::PlacementGroups => println!("no placement groups"),
+        Listing::PlacementGroups => {
+            println!("ID\tSTRATEGY\tSTATE\tBUNDLES");
+            for group in &state.placement_groups {
+                let bundles: Vec<String> = group
+                    .bundles
+                    .iter()
+                    .map(|(resources, node)| {
+                        format!("{resources}@{}", node.as_deref().unwrap_or("-"))
+                    })
+                    .collect();
+                println!(
+                    "{}\t{:?}\t{}\t{}",
+                    group.id,
+                    group.strategy,
+                    group.state,
+                    bundles.join(" ")
+                );
+            }
+        }
     }
     Ok(())
 }
