@@ -1,6 +1,9 @@
 //! Helpers for the collective tests: run a group's ranks as threads and
 //! compute what they should end with.
 
+// Each test binary compiles this module and uses a different subset of it.
+#![allow(dead_code)]
+
 use oxray_collective::{CollectiveGroup, GroupOptions, InProcessRendezvous, Result};
 
 /// Runs `body` on every rank of a fresh group of `world` threads and returns
