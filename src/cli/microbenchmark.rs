@@ -12,7 +12,7 @@
 //! reference machine, which are quoted, not measured.
 
 use anyhow::Context;
-use oxray_core::{actor, remote, ActorHandle, InitOptions, ObjectRef};
+use oxray_core::{actor, remote, ActorHandle, InitOptions, ObjectRef, PlacementStrategy};
 use serde::{Serialize, Serializer};
 use std::time::{Duration, Instant};
 
@@ -48,7 +48,12 @@ const RAY_REFERENCE: &[(&str, f64)] = &[
     ("1:n actor calls async", 2_877.0),
     ("n:n actor calls async", 3_350.0),
     ("n:n actor calls with arg async", 994.0),
+    ("placement group create/removal", 314.0),
 ];
+
+/// Ray's placement-group loop: this many groups of one tiny bundle created,
+/// waited for, then removed, per call.
+const PLACEMENT_GROUPS_PER_CALL: usize = 100;
 
 /// What Ray's small tasks and actor methods return (`b"ok"`).
 const SMALL_VALUE: [u8; 2] = *b"ok";
@@ -435,6 +440,24 @@ fn run_metrics(timer: &mut Timer) -> anyhow::Result<()> {
                     .map(|client| client.small_value_batch_arg(calls_per_client))
                     .collect();
                 oxray_core::get_all(&refs).map(drop)
+            })
+        },
+    )?;
+    timer.timeit(
+        "placement group create/removal",
+        PLACEMENT_GROUPS_PER_CALL as f64,
+        || {
+            Ok(|| {
+                let tiny: &[(&str, f64)] = &[("CPU", 0.001)];
+                let groups = (0..PLACEMENT_GROUPS_PER_CALL)
+                    .map(|_| oxray_core::placement_group(&[tiny], PlacementStrategy::Pack))
+                    .collect::<oxray_core::Result<Vec<_>>>()?;
+                for group in &groups {
+                    group.wait(Duration::from_secs(30))?;
+                }
+                groups
+                    .iter()
+                    .try_for_each(oxray_core::remove_placement_group)
             })
         },
     )
