@@ -42,12 +42,18 @@ fn main() -> oxray_core::Result<()> {
 
     let start = Instant::now();
     let sequential: Vec<u64> = (0..8).map(slow_square).collect();
-    println!("sequential: {sequential:?} in {:.2} s", start.elapsed().as_secs_f64());
+    println!(
+        "sequential: {sequential:?} in {:.2} s",
+        start.elapsed().as_secs_f64()
+    );
 
     let start = Instant::now();
     let refs: Vec<_> = (0..8).map(slow_square::remote).collect();
     let parallel = oxray_core::get_all(&refs)?;
-    println!("remote:     {parallel:?} in {:.2} s", start.elapsed().as_secs_f64());
+    println!(
+        "remote:     {parallel:?} in {:.2} s",
+        start.elapsed().as_secs_f64()
+    );
     assert_eq!(sequential, parallel);
 
     // Refs as arguments: the sum is computed from values that never come back

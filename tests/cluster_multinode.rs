@@ -87,8 +87,12 @@ fn three_node_cluster_schedules_moves_objects_and_survives_a_node_loss() {
     let only_on_b = make_big::options()
         .scheduling_strategy(on(&node_b_id))
         .remote(200_000);
-    let (ready, _) =
-        oxray_core::wait(&[only_on_b.clone()], 1, Some(Duration::from_secs(60))).unwrap();
+    let (ready, _) = oxray_core::wait(
+        std::slice::from_ref(&only_on_b),
+        1,
+        Some(Duration::from_secs(60)),
+    )
+    .unwrap();
     assert_eq!(ready.len(), 1);
     let prefer_b = SchedulingStrategy::NodeAffinity {
         node_id: node_b_id.clone(),

@@ -17,7 +17,10 @@ pub struct Recorder {
 #[actor]
 impl Recorder {
     pub fn new() -> Self {
-        Recorder { seen: Vec::new(), pid: std::process::id() }
+        Recorder {
+            seen: Vec::new(),
+            pid: std::process::id(),
+        }
     }
 
     pub fn record(&mut self, value: u64) -> usize {
@@ -65,8 +68,14 @@ fn calls_run_in_submission_order_in_their_own_process() {
     start();
     let recorder = Recorder::remote().unwrap();
     let counts: Vec<_> = (0..200).map(|i| recorder.record(i)).collect();
-    assert_eq!(oxray_core::get_all(&counts).unwrap(), (1..=200).collect::<Vec<usize>>());
-    assert_eq!(recorder.seen().get().unwrap(), (0..200).collect::<Vec<u64>>());
+    assert_eq!(
+        oxray_core::get_all(&counts).unwrap(),
+        (1..=200).collect::<Vec<usize>>()
+    );
+    assert_eq!(
+        recorder.seen().get().unwrap(),
+        (0..200).collect::<Vec<u64>>()
+    );
     assert_ne!(recorder.pid().get().unwrap(), std::process::id());
 }
 
@@ -87,11 +96,24 @@ fn named_actors_are_found_by_name() {
     let found = oxray_core::get_actor::<Recorder>("ledger").unwrap();
     assert_eq!(found.id(), original.id());
     assert_eq!(found.seen().get().unwrap(), vec![7]);
-    let again = Recorder::options().name("ledger").get_if_exists(true).remote().unwrap();
+    let again = Recorder::options()
+        .name("ledger")
+        .get_if_exists(true)
+        .remote()
+        .unwrap();
     assert_eq!(again.id(), original.id());
-    assert!(matches!(Recorder::options().name("ledger").remote(), Err(Error::NameTaken { .. })));
-    assert!(matches!(oxray_core::get_actor::<Recorder>("nobody"), Err(Error::ActorNotFound { .. })));
-    assert!(matches!(oxray_core::get_actor::<Picky>("ledger"), Err(Error::TypeMismatch { .. })));
+    assert!(matches!(
+        Recorder::options().name("ledger").remote(),
+        Err(Error::NameTaken { .. })
+    ));
+    assert!(matches!(
+        oxray_core::get_actor::<Recorder>("nobody"),
+        Err(Error::ActorNotFound { .. })
+    ));
+    assert!(matches!(
+        oxray_core::get_actor::<Picky>("ledger"),
+        Err(Error::TypeMismatch { .. })
+    ));
 }
 
 #[test]
@@ -100,13 +122,21 @@ fn crashed_actor_restarts_with_a_fresh_constructor_then_dies_for_good() {
     let recorder = Recorder::options().max_restarts(1).remote().unwrap();
     recorder.record(1).get().unwrap();
     let first_pid = recorder.pid().get().unwrap();
-    assert!(matches!(recorder.crash().get(), Err(Error::ActorDied { .. })));
+    assert!(matches!(
+        recorder.crash().get(),
+        Err(Error::ActorDied { .. })
+    ));
     // Restarted: a new process whose state was built by the constructor again.
     assert_eq!(recorder.seen().get().unwrap(), Vec::<u64>::new());
     assert_ne!(recorder.pid().get().unwrap(), first_pid);
-    assert!(matches!(recorder.crash().get(), Err(Error::ActorDied { .. })));
+    assert!(matches!(
+        recorder.crash().get(),
+        Err(Error::ActorDied { .. })
+    ));
     match recorder.seen().get() {
-        Err(Error::ActorDied { message, .. }) => assert!(message.contains("max_restarts=1"), "{message}"),
+        Err(Error::ActorDied { message, .. }) => {
+            assert!(message.contains("max_restarts=1"), "{message}")
+        }
         other => panic!("expected ActorDied, got {other:?}"),
     }
 }
@@ -114,25 +144,39 @@ fn crashed_actor_restarts_with_a_fresh_constructor_then_dies_for_good() {
 #[test]
 fn calls_in_flight_are_retried_with_max_task_retries() {
     start();
-    let recorder = Recorder::options().max_restarts(1).max_task_retries(1).remote().unwrap();
+    let recorder = Recorder::options()
+        .max_restarts(1)
+        .max_task_retries(1)
+        .remote()
+        .unwrap();
     let first_pid = recorder.pid().get().unwrap();
     // The crash call itself is retried once on the restarted actor, which
     // crashes again and exhausts the restarts.
-    assert!(matches!(recorder.crash().get(), Err(Error::ActorDied { .. })));
+    assert!(matches!(
+        recorder.crash().get(),
+        Err(Error::ActorDied { .. })
+    ));
     assert_ne!(first_pid, 0);
 }
 
 #[test]
 fn killed_actors_fail_their_calls() {
     start();
-    let recorder = Recorder::options().max_restarts(5).name("doomed").remote().unwrap();
+    let recorder = Recorder::options()
+        .max_restarts(5)
+        .name("doomed")
+        .remote()
+        .unwrap();
     recorder.record(1).get().unwrap();
     oxray_core::kill(&recorder).unwrap();
     match recorder.record(2).get() {
         Err(Error::ActorDied { message, .. }) => assert!(message.contains("killed"), "{message}"),
         other => panic!("expected ActorDied, got {other:?}"),
     }
-    assert!(matches!(oxray_core::get_actor::<Recorder>("doomed"), Err(Error::ActorNotFound { .. })));
+    assert!(matches!(
+        oxray_core::get_actor::<Recorder>("doomed"),
+        Err(Error::ActorNotFound { .. })
+    ));
 }
 
 #[test]
@@ -140,7 +184,9 @@ fn failing_constructor_makes_calls_fail_with_its_message() {
     start();
     let picky = Picky::remote(false).unwrap();
     match picky.ping().get() {
-        Err(Error::ActorDied { message, .. }) => assert!(message.contains("refused to start"), "{message}"),
+        Err(Error::ActorDied { message, .. }) => {
+            assert!(message.contains("refused to start"), "{message}")
+        }
         other => panic!("expected ActorDied, got {other:?}"),
     }
     assert_eq!(Picky::remote(true).unwrap().ping().get().unwrap(), "pong");
@@ -150,7 +196,10 @@ fn failing_constructor_makes_calls_fail_with_its_message() {
 fn handles_can_be_passed_to_tasks() {
     start();
     let recorder = Recorder::remote().unwrap();
-    assert_eq!(record_through::remote(recorder.clone(), 5).get().unwrap(), 1);
+    assert_eq!(
+        record_through::remote(recorder.clone(), 5).get().unwrap(),
+        1
+    );
     assert_eq!(recorder.seen().get().unwrap(), vec![5]);
 }
 

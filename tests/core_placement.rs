@@ -59,8 +59,12 @@ fn gpu_bundles_give_their_work_the_reserved_device_ids() {
     assert_eq!(gpus, vec!["0", "1"]);
     // The group holds both GPUs, so a GPU task outside it has to wait.
     let outside = devices::options().num_cpus(0.0).num_gpus(1.0).remote();
-    let (ready, _) =
-        oxray_core::wait(&[outside.clone()], 1, Some(Duration::from_millis(300))).unwrap();
+    let (ready, _) = oxray_core::wait(
+        std::slice::from_ref(&outside),
+        1,
+        Some(Duration::from_millis(300)),
+    )
+    .unwrap();
     assert!(
         ready.is_empty(),
         "a GPU task ran although the group holds both GPUs"

@@ -127,7 +127,12 @@ fn wait_keeps_input_order_and_returns_at_most_num_returns() {
     let (ready, pending) = oxray_core::wait(&refs, 1, Some(Duration::from_secs(30))).unwrap();
     assert_eq!(ready.len(), 1);
     assert_eq!(pending.len(), 2);
-    let (ready, _) = oxray_core::wait(&[slow.clone()], 1, Some(Duration::from_millis(50))).unwrap();
+    let (ready, _) = oxray_core::wait(
+        std::slice::from_ref(&slow),
+        1,
+        Some(Duration::from_millis(50)),
+    )
+    .unwrap();
     assert!(ready.is_empty());
     oxray_core::cancel(&slow).unwrap();
     assert!(

@@ -396,7 +396,9 @@ impl Node {
                 }
                 Effect::Stop { worker, node, pid } => {
                     if node == self.config.node_id {
-                        pid.map(kill_process);
+                        if let Some(pid) = pid {
+                            kill_process(pid);
+                        }
                     } else if let Some(remote) = self.state.lock().remote_nodes.get(&node) {
                         // A pid of another machine means nothing here: its
                         // node daemon stops the process.

@@ -56,7 +56,8 @@ fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
 }
 
 pub fn run(args: &HeartbeatArgs) -> anyhow::Result<()> {
-    if args.nodes == 0 || !(args.seconds > 0.0) || !(args.period > 0.0) {
+    let positive = |x: f64| x.is_finite() && x > 0.0;
+    if args.nodes == 0 || !positive(args.seconds) || !positive(args.period) {
         bail!("--nodes, --seconds and --period must be positive");
     }
     let session =

@@ -1,6 +1,9 @@
 //! Helpers shared by the core integration tests: one embedded cluster per test
 //! binary, started on first use.
 
+// Each test binary compiles this module and uses only some of it.
+#![allow(dead_code)]
+
 use oxray::core::{self as oxray_core, InitOptions};
 use std::sync::Once;
 

@@ -290,6 +290,9 @@ fn expand_actor(block: &ItemImpl) -> syn::Result<TokenStream2> {
         format!("Methods of a [`{type_name}`] actor, reached through its `ActorHandle`.");
     let options_doc = format!("Options for creating a [`{type_name}`] actor.");
     Ok(quote! {
+        // Actors are built remotely from their constructor's arguments; a
+        // `Default` would never be called.
+        #[allow(clippy::new_without_default)]
         #block
 
         impl ::oxray_core::ActorClass for #self_ty {
