@@ -1,7 +1,11 @@
 //! The hot loop of the fast path, compiled for several instruction sets.
 //!
-//! The loop is the env's scalar [`Dynamics::step`] and `observe`, inlined and
-//! vectorized by LLVM across copies. The crate is built for the baseline
+//! States are stored structure-of-arrays: field `k` of copy `i` lives at
+//! `k * copies + i`, so each field is one contiguous `f64` array. The loop
+//! gathers a copy's fields into the env's scalar state, runs its scalar
+//! [`Dynamics::step`] and `observe`, and scatters the fields back; inlined,
+//! that is plain contiguous loads and stores, and LLVM vectorizes the whole
+//! body across copies. The crate is built for the baseline
 //! x86-64 target (two `f64` lanes), so the same loop is also compiled with
 //! AVX2 and AVX-512 enabled and the widest one the CPU supports is picked at
 //! construction. Only `+ - * /`, comparisons and bit operations are involved
@@ -11,11 +15,16 @@
 
 use crate::classic::{Dynamics, Math};
 
+/// State fields the structure-of-arrays storage holds per copy; envs with
+/// fewer leave the rest unused (CartPole and Acrobot have four).
+pub(super) const MAX_FIELDS: usize = 4;
+
 /// The slices one step of the fast path reads and writes; all have one
-/// entry (or one `OBS_LEN` row) per copy.
+/// entry (or one `OBS_LEN` row) per copy, `states` has `MAX_FIELDS` fields
+/// of one entry per copy.
 pub(super) struct Batch<'a, D: Dynamics> {
     pub dynamics: &'a D,
-    pub states: &'a mut [D::State],
+    pub states: &'a mut [f64],
     pub actions: &'a [D::Action],
     pub obs: &'a mut [f32],
     pub rewards: &'a mut [f64],
@@ -85,68 +94,110 @@ fn advance_portable<D: Dynamics>(batch: Batch<'_, D>) {
         rewards,
         terminated,
     } = batch;
+    let copies = actions.len();
+    if copies == 0 {
+        return;
+    }
     if !<D::VectorMath as Math>::VECTORIZES {
         // Calls to libm keep the loop scalar; padding would only add work.
-        return advance_copies(dynamics, states, actions, obs, rewards, terminated);
+        let fields = field_slices(states, copies, 0..copies);
+        return advance_copies(dynamics, fields, actions, obs, rewards, terminated);
     }
-    let whole = states.len() / BLOCK * BLOCK;
-    let (states, state_rest) = states.split_at_mut(whole);
+    let whole = copies / BLOCK * BLOCK;
     let (obs, obs_rest) = obs.split_at_mut(whole * D::OBS_LEN);
     let (rewards, reward_rest) = rewards.split_at_mut(whole);
     let (terminated, terminated_rest) = terminated.split_at_mut(whole);
+    let fields = field_slices(states, copies, 0..whole);
     advance_copies(
         dynamics,
-        states,
+        fields,
         &actions[..whole],
         obs,
         rewards,
         terminated,
     );
-    let rest = state_rest.len();
+    let rest = copies - whole;
     if rest == 0 {
         return;
     }
     assert!(D::OBS_LEN <= MAX_OBS_LEN, "scratch observation too small");
-    // Padding lanes repeat the first real copy, so they compute harmless values.
-    let mut scratch_states = [state_rest[0]; BLOCK];
-    let mut scratch_actions = [actions[whole]; BLOCK];
-    scratch_states[..rest].copy_from_slice(state_rest);
+    // Padding lanes repeat the last real copy, so they compute harmless values.
+    let mut scratch_states = [0.0; MAX_FIELDS * BLOCK];
+    for (field, scratch) in states
+        .chunks_exact(copies)
+        .zip(scratch_states.chunks_exact_mut(BLOCK))
+    {
+        let real = &field[whole..];
+        scratch[..rest].copy_from_slice(real);
+        scratch[rest..].fill(real[rest - 1]);
+    }
+    let mut scratch_actions = [actions[copies - 1]; BLOCK];
     scratch_actions[..rest].copy_from_slice(&actions[whole..]);
     let mut scratch_obs = [0.0f32; BLOCK * MAX_OBS_LEN];
     let mut scratch_rewards = [0.0; BLOCK];
     let mut scratch_terminated = [false; BLOCK];
     advance_copies(
         dynamics,
-        &mut scratch_states,
+        field_slices(&mut scratch_states, BLOCK, 0..BLOCK),
         &scratch_actions,
         &mut scratch_obs[..BLOCK * D::OBS_LEN],
         &mut scratch_rewards,
         &mut scratch_terminated,
     );
-    state_rest.copy_from_slice(&scratch_states[..rest]);
+    for (field, scratch) in states
+        .chunks_exact_mut(copies)
+        .zip(scratch_states.chunks_exact(BLOCK))
+    {
+        field[whole..].copy_from_slice(&scratch[..rest]);
+    }
     obs_rest.copy_from_slice(&scratch_obs[..rest * D::OBS_LEN]);
     reward_rest.copy_from_slice(&scratch_rewards[..rest]);
     terminated_rest.copy_from_slice(&scratch_terminated[..rest]);
 }
 
-/// Steps the copies of equal-length slices (`obs` has `OBS_LEN` per copy).
+/// The `range` of copies of each field of structure-of-arrays `states`
+/// holding `copies` copies.
+fn field_slices(
+    states: &mut [f64],
+    copies: usize,
+    range: std::ops::Range<usize>,
+) -> [&mut [f64]; MAX_FIELDS] {
+    let mut fields = states.chunks_exact_mut(copies);
+    std::array::from_fn(|_| &mut fields.next().expect("MAX_FIELDS fields")[range.clone()])
+}
+
+/// Steps the copies whose fields are `fields` (each as long as `actions`;
+/// `obs` has `OBS_LEN` per copy).
 #[inline(always)]
 fn advance_copies<D: Dynamics>(
     dynamics: &D,
-    states: &mut [D::State],
+    fields: [&mut [f64]; MAX_FIELDS],
     actions: &[D::Action],
     obs: &mut [f32],
     rewards: &mut [f64],
     terminated: &mut [bool],
 ) {
-    let copies = states
+    let [f0, f1, f2, f3] = fields;
+    let states = f0
         .iter_mut()
-        .zip(actions)
-        .zip(obs.chunks_exact_mut(D::OBS_LEN))
+        .zip(f1.iter_mut())
+        .zip(f2.iter_mut().zip(f3.iter_mut()));
+    let outputs = obs
+        .chunks_exact_mut(D::OBS_LEN)
         .zip(rewards.iter_mut().zip(terminated.iter_mut()));
-    for (((state, action), obs), (reward, terminated)) in copies {
-        let transition = dynamics.step::<D::VectorMath>(state, *action);
-        dynamics.observe::<D::VectorMath>(state, obs);
+    for ((((x0, x1), (x2, x3)), action), (obs, (reward, terminated))) in
+        states.zip(actions).zip(outputs)
+    {
+        let mut slots = [x0, x1, x2, x3];
+        let mut state = D::State::default();
+        for (value, slot) in state.as_mut().iter_mut().zip(&slots) {
+            *value = **slot;
+        }
+        let transition = dynamics.step::<D::VectorMath>(&mut state, *action);
+        dynamics.observe::<D::VectorMath>(&state, obs);
+        for (value, slot) in state.as_ref().iter().zip(&mut slots) {
+            **slot = *value;
+        }
         *reward = transition.reward;
         *terminated = transition.terminated;
     }
@@ -179,9 +230,13 @@ mod tests {
         actions: &[D::Action],
     ) -> Vec<u64> {
         let mut rng = seeded_rng(Some(1));
-        let mut states: Vec<D::State> = (0..copies)
-            .map(|_| dynamics.initial_state(&mut rng, None).unwrap())
-            .collect();
+        let mut states = vec![0.0; MAX_FIELDS * copies];
+        for i in 0..copies {
+            let state = dynamics.initial_state(&mut rng, None).unwrap();
+            for (k, value) in state.as_ref().iter().enumerate() {
+                states[k * copies + i] = *value;
+            }
+        }
         let mut obs = vec![0.0f32; copies * D::OBS_LEN];
         let mut rewards = vec![0.0; copies];
         let mut terminated = vec![false; copies];
@@ -199,11 +254,7 @@ mod tests {
                 terminated: &mut terminated,
             };
             advance(isa, batch);
-            bits.extend(
-                states
-                    .iter()
-                    .flat_map(|s| s.as_ref().iter().map(|x| x.to_bits())),
-            );
+            bits.extend(states.iter().map(|x| x.to_bits()));
             bits.extend(obs.iter().map(|x| u64::from(x.to_bits())));
             bits.extend(rewards.iter().map(|x| x.to_bits()));
             bits.extend(terminated.iter().map(|t| u64::from(*t)));

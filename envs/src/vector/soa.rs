@@ -1,5 +1,6 @@
-//! The fast path for the built-in envs: all copies' states side by side,
-//! stepped by one loop over the shared [`Dynamics::step`].
+//! The fast path for the built-in envs: all copies' states stored
+//! structure-of-arrays (one contiguous array per state field), stepped by one
+//! loop over the shared [`Dynamics::step`].
 //!
 //! The loop body is the scalar dynamics inlined with the env's
 //! [`Dynamics::VectorMath`]; with [`crate::classic::Poly`] it has no calls and
@@ -10,7 +11,7 @@
 //! scalar envs are, so both paths start the same episodes.
 
 use super::episodes::EpisodeTracker;
-use super::kernel::{self, Batch, InstructionSet};
+use super::kernel::{self, Batch, InstructionSet, MAX_FIELDS};
 use super::{
     invalid_sub_action, no_such_sub_env, wrong_action_count, Actions, AutoresetMode, VectorEnv,
     VectorStep,
@@ -28,7 +29,8 @@ pub struct SoaVectorEnv<D: Dynamics> {
     action_space: Space,
     mode: AutoresetMode,
     max_episode_steps: u64,
-    states: Vec<D::State>,
+    /// Field `k` of copy `i` at `k * num_envs + i`.
+    states: Vec<f64>,
     actions: Vec<D::Action>,
     rngs: Vec<EnvRng>,
     elapsed: Vec<u64>,
@@ -42,14 +44,21 @@ pub struct SoaVectorEnv<D: Dynamics> {
 }
 
 impl<D: Dynamics> SoaVectorEnv<D> {
+    /// # Panics
+    /// If the env's state has more than four fields (no built-in env does).
     pub fn new(dynamics: D, num_envs: usize, max_episode_steps: u64, mode: AutoresetMode) -> Self {
+        assert!(
+            D::State::default().as_ref().len() <= MAX_FIELDS,
+            "{}: the vector fast path holds at most {MAX_FIELDS} state fields",
+            D::ID
+        );
         Self {
             observation_space: dynamics.observation_space(),
             action_space: dynamics.action_space(),
             dynamics,
             mode,
             max_episode_steps,
-            states: vec![D::State::default(); num_envs],
+            states: vec![0.0; MAX_FIELDS * num_envs],
             actions: vec![D::Action::default(); num_envs],
             rngs: (0..num_envs).map(|_| seeded_rng(None)).collect(),
             elapsed: vec![0; num_envs],
@@ -64,8 +73,26 @@ impl<D: Dynamics> SoaVectorEnv<D> {
     }
 
     /// The physical state of copy `index` (Gymnasium's `env.unwrapped.state`).
-    pub fn state(&self, index: usize) -> Option<&[f64]> {
-        self.states.get(index).map(|s| &s.as_ref()[..D::STATE_LEN])
+    pub fn state(&self, index: usize) -> Option<Vec<f64>> {
+        (index < self.num_envs()).then(|| self.load(index).as_ref()[..D::STATE_LEN].to_vec())
+    }
+
+    /// Copy `index`'s state, gathered from its fields.
+    fn load(&self, index: usize) -> D::State {
+        let mut state = D::State::default();
+        let fields = self.states.chunks_exact(self.actions.len());
+        for (value, field) in state.as_mut().iter_mut().zip(fields) {
+            *value = field[index];
+        }
+        state
+    }
+
+    /// Scatters `state` into copy `index`'s fields.
+    fn store(&mut self, index: usize, state: &D::State) {
+        let fields = self.states.chunks_exact_mut(self.actions.len());
+        for (value, field) in state.as_ref().iter().zip(fields) {
+            field[index] = *value;
+        }
     }
 
     fn reset_copy(&mut self, index: usize) -> Result<(), EnvError> {
@@ -76,7 +103,7 @@ impl<D: Dynamics> SoaVectorEnv<D> {
             .into_slice()
             .expect("rows are contiguous");
         self.dynamics.observe::<D::VectorMath>(&state, row);
-        self.states[index] = state;
+        self.store(index, &state);
         self.elapsed[index] = 0;
         self.episodes.restart(index);
         Ok(())
@@ -84,7 +111,7 @@ impl<D: Dynamics> SoaVectorEnv<D> {
 
     /// Validates and decodes every copy's action into `self.actions`.
     fn decode_actions(&mut self, actions: Actions<'_>) -> Result<(), EnvError> {
-        let n = self.states.len();
+        let n = self.actions.len();
         let id = D::ID;
         match actions {
             Actions::Discrete(a) if a.len() == n => {
@@ -129,7 +156,7 @@ impl<D: Dynamics> VectorEnv for SoaVectorEnv<D> {
     }
 
     fn num_envs(&self) -> usize {
-        self.states.len()
+        self.actions.len()
     }
 
     fn single_observation_space(&self) -> &Space {
@@ -150,7 +177,7 @@ impl<D: Dynamics> VectorEnv for SoaVectorEnv<D> {
 
     fn reset(&mut self, seed: Option<u64>) -> Result<ArrayView2<'_, f32>, EnvError> {
         self.episodes.reset_all();
-        for index in 0..self.states.len() {
+        for index in 0..self.actions.len() {
             if let Some(seed) = seed {
                 self.rngs[index] = seeded_rng(Some(seed.wrapping_add(index as u64)));
             }
@@ -160,12 +187,13 @@ impl<D: Dynamics> VectorEnv for SoaVectorEnv<D> {
     }
 
     fn set_state(&mut self, index: usize, state: &[f64]) -> Result<(), EnvError> {
-        let n = self.states.len();
+        let n = self.actions.len();
         if index >= n {
             return Err(no_such_sub_env(D::ID, index, n));
         }
         check_physical_state(D::ID, D::STATE_LEN, state)?;
-        self.states[index] = self.dynamics.state_from_physical(state);
+        let state = self.dynamics.state_from_physical(state);
+        self.store(index, &state);
         self.episodes.needs_reset[index] = false;
         Ok(())
     }
@@ -181,7 +209,7 @@ impl<D: Dynamics> VectorEnv for SoaVectorEnv<D> {
             *truncated = *elapsed >= self.max_episode_steps;
         }
         self.episodes.add_all(&self.rewards);
-        for index in 0..self.states.len() {
+        for index in 0..self.actions.len() {
             if self.episodes.needs_reset[index] {
                 self.reset_copy(index)?;
                 self.rewards[index] = 0.0;
