@@ -11,7 +11,7 @@
 //!
 //! [`SyncVectorEnv`] runs any [`crate::Env`]s one after the other;
 //! [`SoaVectorEnv`] is the fast path for the built-in envs, which keeps all
-//! states side by side and steps them in one tight loop.
+//! states structure-of-arrays and steps them in one tight, vectorized loop.
 
 mod episodes;
 mod kernel;

@@ -5,8 +5,9 @@
 //! The loop body is the scalar dynamics inlined with the env's
 //! [`Dynamics::VectorMath`]; with [`crate::classic::Poly`] it has no calls and
 //! no branches the optimizer cannot turn into selects, so LLVM vectorizes it
-//! across environments. Everything rare (time limits,
-//! episode ends, resets) happens in a second, scalar pass over the flags.
+//! across environments (see `kernel`). Time limits and running returns are
+//! updated in a second, branch-free pass; episode ends and resets, which are
+//! rare, are then handled copy by copy.
 //! Each copy has its own generator seeded with `seed + i`, exactly as the
 //! scalar envs are, so both paths start the same episodes.
 
