@@ -81,8 +81,9 @@ const BLOCK: usize = 32;
 const MAX_OBS_LEN: usize = 8;
 
 /// Whole blocks run in one long loop; the remaining copies (fewer than a
-/// block, which is all of them for small vector envs) are padded to a full
-/// block in a scratch copy, so they run vectorized too instead of one by one.
+/// block, which is all of them for small vector envs) are padded to 8, 16 or
+/// 32 lanes in a scratch copy, so they run vectorized too instead of one by
+/// one.
 /// Envs whose math does not vectorize just loop over their copies.
 #[inline(always)]
 fn advance_portable<D: Dynamics>(batch: Batch<'_, D>) {
@@ -116,43 +117,77 @@ fn advance_portable<D: Dynamics>(batch: Batch<'_, D>) {
         rewards,
         terminated,
     );
-    let rest = copies - whole;
-    if rest == 0 {
-        return;
+    let rest = &actions[whole..];
+    let tail = Tail {
+        states,
+        copies,
+        actions: rest,
+        obs: obs_rest,
+        rewards: reward_rest,
+        terminated: terminated_rest,
+    };
+    // The smallest padded width that fits, so few copies waste few lanes.
+    match rest.len() {
+        0 => {}
+        1..=8 => advance_padded::<D, 8>(dynamics, tail),
+        9..=16 => advance_padded::<D, 16>(dynamics, tail),
+        _ => advance_padded::<D, BLOCK>(dynamics, tail),
     }
+}
+
+/// The copies after the last whole block: their actions and outputs, and
+/// the full structure-of-arrays `states` of all `copies` (they are its last
+/// entries of each field).
+struct Tail<'a, D: Dynamics> {
+    states: &'a mut [f64],
+    copies: usize,
+    actions: &'a [D::Action],
+    obs: &'a mut [f32],
+    rewards: &'a mut [f64],
+    terminated: &'a mut [bool],
+}
+
+/// Steps the tail copies in a scratch block of `LANES` lanes, padded with
+/// repeats of the last real copy (harmless values), so the loop has a fixed
+/// trip count and runs vectorized.
+#[inline(always)]
+fn advance_padded<D: Dynamics, const LANES: usize>(dynamics: &D, tail: Tail<'_, D>) {
+    let Tail {
+        states,
+        copies,
+        actions,
+        obs,
+        rewards,
+        terminated,
+    } = tail;
+    let rest = actions.len();
+    let first = copies - rest;
     assert!(D::OBS_LEN <= MAX_OBS_LEN, "scratch observation too small");
-    // Padding lanes repeat the last real copy, so they compute harmless values.
-    let mut scratch_states = [0.0; MAX_FIELDS * BLOCK];
-    for (field, scratch) in states
-        .chunks_exact(copies)
-        .zip(scratch_states.chunks_exact_mut(BLOCK))
-    {
-        let real = &field[whole..];
+    let mut scratch_states = [[0.0; LANES]; MAX_FIELDS];
+    for (field, scratch) in states.chunks_exact(copies).zip(&mut scratch_states) {
+        let real = &field[first..];
         scratch[..rest].copy_from_slice(real);
         scratch[rest..].fill(real[rest - 1]);
     }
-    let mut scratch_actions = [actions[copies - 1]; BLOCK];
-    scratch_actions[..rest].copy_from_slice(&actions[whole..]);
-    let mut scratch_obs = [0.0f32; BLOCK * MAX_OBS_LEN];
-    let mut scratch_rewards = [0.0; BLOCK];
-    let mut scratch_terminated = [false; BLOCK];
+    let mut scratch_actions = [actions[rest - 1]; LANES];
+    scratch_actions[..rest].copy_from_slice(actions);
+    let mut scratch_obs = [[0.0f32; MAX_OBS_LEN]; LANES];
+    let mut scratch_rewards = [0.0; LANES];
+    let mut scratch_terminated = [false; LANES];
     advance_copies(
         dynamics,
-        field_slices(&mut scratch_states, BLOCK, 0..BLOCK),
+        field_slices(scratch_states.as_flattened_mut(), LANES, 0..LANES),
         &scratch_actions,
-        &mut scratch_obs[..BLOCK * D::OBS_LEN],
+        &mut scratch_obs.as_flattened_mut()[..LANES * D::OBS_LEN],
         &mut scratch_rewards,
         &mut scratch_terminated,
     );
-    for (field, scratch) in states
-        .chunks_exact_mut(copies)
-        .zip(scratch_states.chunks_exact(BLOCK))
-    {
-        field[whole..].copy_from_slice(&scratch[..rest]);
+    for (field, scratch) in states.chunks_exact_mut(copies).zip(&scratch_states) {
+        field[first..].copy_from_slice(&scratch[..rest]);
     }
-    obs_rest.copy_from_slice(&scratch_obs[..rest * D::OBS_LEN]);
-    reward_rest.copy_from_slice(&scratch_rewards[..rest]);
-    terminated_rest.copy_from_slice(&scratch_terminated[..rest]);
+    obs.copy_from_slice(&scratch_obs.as_flattened()[..rest * D::OBS_LEN]);
+    rewards.copy_from_slice(&scratch_rewards[..rest]);
+    terminated.copy_from_slice(&scratch_terminated[..rest]);
 }
 
 /// The `range` of copies of each field of structure-of-arrays `states`
@@ -275,8 +310,8 @@ mod tests {
                 InstructionSet::Avx512,
             ],
         };
-        // 37 copies: one whole block and a padded remainder.
-        for copies in [5, 37] {
+        // Remainders padded to 8, 16 and 32 lanes, with and without a whole block.
+        for copies in [5, 13, 37, 52] {
             let reference = trajectory(
                 &CartPole,
                 InstructionSet::Baseline,
