@@ -75,7 +75,7 @@ impl CollectiveGroup {
             Algorithm::Ring => (0..world_size).collect(),
             _ => layout.topology_order(),
         };
-        Ok(CollectiveGroup {
+        let mut group = CollectiveGroup {
             name: group_name.to_string(),
             mesh,
             options,
@@ -85,7 +85,13 @@ impl CollectiveGroup {
             staging: Staging::default(),
             scratch: Vec::new(),
             failure: None,
-        })
+        };
+        // Once every rank is past this barrier, every rank has mapped the
+        // shared-memory files it needs, so their names can go.
+        group.barrier()?;
+        group.mesh.remove_shared_files();
+        group.reset_counters();
+        Ok(group)
     }
 
     pub fn name(&self) -> &str {

@@ -31,13 +31,16 @@
 //! ([`init_collective_group`]), a shared map for threads. After that they talk
 //! peer-to-peer; nothing goes through the head.
 //!
-//! **Transport.** Bulk data goes over plain TCP with a 32-byte header per
-//! block, as gloo and NCCL's socket transport do: a collective moves large
-//! contiguous f32 buffers between fixed pairs, so a byte stream with
-//! `TCP_NODELAY` and large kernel buffers is all it needs, while gRPC would
-//! add message framing, copies and a scheduler between the socket and the
-//! reduction loop. Both neighbours' sockets are non-blocking and driven by one
-//! `poll` loop that reduces each chunk as it arrives (the `pipeline` module).
+//! **Transport.** Between nodes, bulk data goes over plain TCP with a 32-byte
+//! header per block, as gloo and NCCL's socket transport do: a collective
+//! moves large contiguous f32 buffers between fixed pairs, so a byte stream
+//! with `TCP_NODELAY` and large kernel buffers is all it needs, while gRPC
+//! would add message framing, copies and a scheduler between the socket and
+//! the reduction loop. Ranks on the same node use a shared-memory ring per
+//! pair instead (one copy in, one copy out, no system call per chunk), with
+//! the same framing; their socket stays open only to notice a peer's death.
+//! Both neighbours' links are non-blocking and driven by one loop that
+//! reduces each chunk as it arrives (the `pipeline` module).
 //!
 //! **Algorithms.** A chunked, pipelined ring (reduce-scatter then all-gather),
 //! in rank order or ordered by node; and a hierarchical all-reduce (reduce to
@@ -60,6 +63,7 @@ mod options;
 mod pipeline;
 mod rendezvous;
 mod ring;
+mod shm;
 mod transport;
 mod wire;
 

@@ -50,6 +50,9 @@ pub struct GroupOptions {
     /// Bucket size of [`GradientBucketer`](crate::GradientBucketer)s built
     /// from this group's options.
     pub bucket_bytes: usize,
+    /// Let ranks on the same node exchange data through shared memory
+    /// (`/dev/shm`) instead of loopback TCP. Off, every byte goes over TCP.
+    pub shared_memory: bool,
     /// The address peers use to reach this rank's listener. Loopback suits a
     /// single machine; a multi-node deployment sets the node's own address.
     pub advertise_host: String,
@@ -63,6 +66,7 @@ impl Default for GroupOptions {
             timeout: Duration::from_secs(60),
             bf16_compression: false,
             bucket_bytes: DEFAULT_BUCKET_BYTES,
+            shared_memory: true,
             advertise_host: "127.0.0.1".to_string(),
         }
     }
@@ -91,6 +95,11 @@ impl GroupOptions {
 
     pub fn bucket_bytes(mut self, bytes: usize) -> Self {
         self.bucket_bytes = bytes;
+        self
+    }
+
+    pub fn shared_memory(mut self, enabled: bool) -> Self {
+        self.shared_memory = enabled;
         self
     }
 

@@ -13,13 +13,12 @@
 //! and every wait is bounded by the operation's deadline.
 
 use crate::error::{CollectiveError, OpKind, Result};
-use crate::transport::{socket_error, Mesh};
+use crate::transport::{socket_error, Mesh, Transfer};
 use crate::wire::{
     add_bf16_into, add_into, copy_bf16_into, encode_bf16_rounding, FrameHeader, HeaderCheck,
     RawHeader, WireFormat, HEADER_BYTES,
 };
 use std::ops::Range;
-use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
 /// Elements staged per chunk: large enough that a syscall moves a lot, small
@@ -156,48 +155,6 @@ enum SideState {
     Gated,
 }
 
-/// Outcome of one non-blocking socket call.
-enum Transfer {
-    Moved(usize),
-    WouldBlock,
-}
-
-fn send_some(fd: RawFd, bytes: &[u8]) -> std::io::Result<Transfer> {
-    loop {
-        // SAFETY: `bytes` is a valid readable region of the given length.
-        let sent =
-            unsafe { libc::send(fd, bytes.as_ptr().cast(), bytes.len(), libc::MSG_NOSIGNAL) };
-        if sent >= 0 {
-            return Ok(Transfer::Moved(sent as usize));
-        }
-        let error = std::io::Error::last_os_error();
-        match error.kind() {
-            std::io::ErrorKind::WouldBlock => return Ok(Transfer::WouldBlock),
-            std::io::ErrorKind::Interrupted => continue,
-            _ => return Err(error),
-        }
-    }
-}
-
-fn receive_some(fd: RawFd, bytes: &mut [u8]) -> std::io::Result<Transfer> {
-    loop {
-        // SAFETY: `bytes` is a valid writable region of the given length.
-        let received = unsafe { libc::recv(fd, bytes.as_mut_ptr().cast(), bytes.len(), 0) };
-        if received > 0 {
-            return Ok(Transfer::Moved(received as usize));
-        }
-        if received == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        let error = std::io::Error::last_os_error();
-        match error.kind() {
-            std::io::ErrorKind::WouldBlock => return Ok(Transfer::WouldBlock),
-            std::io::ErrorKind::Interrupted => continue,
-            _ => return Err(error),
-        }
-    }
-}
-
 /// Runs `plan` on `buffer` until both sides are done, the deadline passes or
 /// a peer fails.
 pub(crate) fn run(
@@ -212,96 +169,21 @@ pub(crate) fn run(
     let mut sending = SendProgress::default();
     let mut receiving = ReceiveProgress::default();
     loop {
+        // Read before the transfers, so a peer that rings while they run
+        // makes the wait below return at once.
+        let observed = mesh.observe();
         let receive_state = advance_receive(mesh, staging, buffer, plan, frame, &mut receiving)?;
         let send_state =
             advance_send(mesh, staging, buffer, plan, frame, &mut sending, &receiving)?;
         if send_state == SideState::Done && receive_state == SideState::Done {
             return Ok(());
         }
-        let want_send = send_state == SideState::WouldBlock;
-        let want_receive = receive_state == SideState::WouldBlock;
-        wait_for_sockets(
-            mesh,
-            plan,
-            frame.op,
-            want_send,
-            want_receive,
-            deadline,
-            timeout,
-        )?;
+        let send_to = plan.send_to.filter(|_| send_state == SideState::WouldBlock);
+        let receive_from = plan
+            .receive_from
+            .filter(|_| receive_state == SideState::WouldBlock);
+        mesh.wait(send_to, receive_from, observed, frame.op, deadline, timeout)?;
     }
-}
-
-fn wait_for_sockets(
-    mesh: &Mesh,
-    plan: &Plan,
-    op: OpKind,
-    want_send: bool,
-    want_receive: bool,
-    deadline: Instant,
-    timeout: Duration,
-) -> Result<()> {
-    let mut fds = [
-        libc::pollfd {
-            fd: -1,
-            events: 0,
-            revents: 0,
-        },
-        libc::pollfd {
-            fd: -1,
-            events: 0,
-            revents: 0,
-        },
-    ];
-    // The peer this rank is stuck on, for the timeout message: the one it
-    // waits to hear from, else the one whose socket is full.
-    let mut waiting_on = plan.send_to.or(plan.receive_from).unwrap_or(mesh.rank());
-    if let (true, Some(peer)) = (want_send, plan.send_to) {
-        fds[0] = libc::pollfd {
-            fd: mesh.fd(peer),
-            events: libc::POLLOUT,
-            revents: 0,
-        };
-    }
-    if let (true, Some(peer)) = (want_receive, plan.receive_from) {
-        waiting_on = peer;
-        if fds[0].fd == mesh.fd(peer) {
-            fds[0].events |= libc::POLLIN;
-        } else {
-            fds[1] = libc::pollfd {
-                fd: mesh.fd(peer),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-        }
-    }
-    let remaining = deadline.saturating_duration_since(Instant::now());
-    if remaining.is_zero() {
-        return Err(CollectiveError::Timeout {
-            rank: mesh.rank(),
-            peer: waiting_on,
-            op,
-            timeout,
-        });
-    }
-    let millis = remaining.as_millis().clamp(1, i32::MAX as u128) as libc::c_int;
-    // SAFETY: `fds` is a valid array of two pollfds; fd -1 entries are ignored.
-    let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, millis) };
-    if ready < 0 {
-        let error = std::io::Error::last_os_error();
-        if error.kind() != std::io::ErrorKind::Interrupted {
-            return Err(socket_error(mesh.rank(), waiting_on, op, error));
-        }
-    }
-    if ready == 0 && Instant::now() >= deadline {
-        return Err(CollectiveError::Timeout {
-            rank: mesh.rank(),
-            peer: waiting_on,
-            op,
-            timeout,
-        });
-    }
-    Ok(())
 }
 
 fn advance_send(
@@ -317,7 +199,6 @@ fn advance_send(
         return Ok(SideState::Done);
     };
     let rank = mesh.rank();
-    let fd = mesh.fd(peer);
     let fail = |error| socket_error(rank, peer, frame.op, error);
     let element_bytes = frame.format.element_bytes();
     while let Some(block) = plan.sends.get(progress.block) {
@@ -332,10 +213,12 @@ fn advance_send(
             if progress.header_sent == 0 {
                 progress.header = frame.header(block.range.len()).encode();
             }
-            match send_some(fd, &progress.header[progress.header_sent..]).map_err(fail)? {
+            match mesh
+                .send_some(peer, &progress.header[progress.header_sent..])
+                .map_err(fail)?
+            {
                 Transfer::Moved(bytes) => {
                     progress.header_sent += bytes;
-                    mesh.count_sent(peer, bytes);
                     continue;
                 }
                 Transfer::WouldBlock => return Ok(SideState::WouldBlock),
@@ -372,11 +255,10 @@ fn advance_send(
         if pending.is_empty() {
             return Ok(SideState::Gated);
         }
-        match send_some(fd, pending).map_err(fail)? {
+        match mesh.send_some(peer, pending).map_err(fail)? {
             Transfer::Moved(bytes) => {
                 progress.payload_sent += bytes;
                 progress.staged_sent += bytes;
-                mesh.count_sent(peer, bytes);
             }
             Transfer::WouldBlock => return Ok(SideState::WouldBlock),
         }
@@ -396,12 +278,12 @@ fn advance_receive(
         return Ok(SideState::Done);
     };
     let rank = mesh.rank();
-    let fd = mesh.fd(peer);
     let fail = |error| socket_error(rank, peer, frame.op, error);
     let element_bytes = frame.format.element_bytes();
     while let Some(block) = plan.receives.get(progress.block) {
         if progress.header_received < HEADER_BYTES {
-            match receive_some(fd, &mut progress.header[progress.header_received..])
+            match mesh
+                .receive_some(peer, &mut progress.header[progress.header_received..])
                 .map_err(fail)?
             {
                 Transfer::Moved(bytes) => progress.header_received += bytes,
@@ -425,7 +307,10 @@ fn advance_receive(
         if frame.format == WireFormat::F32 && block.apply == Apply::Copy {
             // Straight into place: no staging copy for plain f32 copies.
             let bytes: &mut [u8] = bytemuck::cast_slice_mut(target);
-            match receive_some(fd, &mut bytes[progress.payload_received..]).map_err(fail)? {
+            match mesh
+                .receive_some(peer, &mut bytes[progress.payload_received..])
+                .map_err(fail)?
+            {
                 Transfer::Moved(count) => {
                     progress.payload_received += count;
                     progress.applied = progress.payload_received / element_bytes;
@@ -437,7 +322,7 @@ fn advance_receive(
         let staging_bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut staging.receive[..]);
         let room = (staging_bytes.len() - progress.staged_bytes).min(remaining);
         let window = &mut staging_bytes[progress.staged_bytes..progress.staged_bytes + room];
-        match receive_some(fd, window).map_err(fail)? {
+        match mesh.receive_some(peer, window).map_err(fail)? {
             Transfer::Moved(count) => {
                 progress.staged_bytes += count;
                 progress.payload_received += count;

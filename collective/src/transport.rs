@@ -1,4 +1,4 @@
-//! Peer-to-peer TCP connections between the ranks of a group, and the byte
+//! Peer-to-peer connections between the ranks of a group, and the byte
 //! counters every rank keeps.
 //!
 //! Each rank binds its own listener, publishes its address through the
@@ -9,21 +9,35 @@
 //! second rendezvous; groups are small (learners), so the n(n-1)/2 sockets are
 //! cheap. Sockets get `TCP_NODELAY` (headers must not wait for Nagle) and 4 MiB
 //! kernel buffers (a whole pipeline chunk fits in flight).
+//!
+//! Two ranks on the same node (by the layout) move their data through a
+//! shared-memory ring instead (see the `shm` module) when they can map the
+//! same file; their socket then only tells each when the other is gone. The
+//! rest of the crate sees one interface either way: [`Mesh::send_some`],
+//! [`Mesh::receive_some`] and [`Mesh::wait`].
 
 use crate::error::{CollectiveError, OpKind, Result};
 use crate::layout::Layout;
 use crate::options::GroupOptions;
 use crate::rendezvous::Rendezvous;
+use crate::shm::{Mailbox, PairSegment, SharedLink};
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream, ToSocketAddrs};
 use std::os::fd::{AsRawFd, RawFd};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 const HELLO_MAGIC: u32 = u32::from_le_bytes(*b"OXHI");
 const SOCKET_BUFFER_BYTES: libc::c_int = 4 * 1024 * 1024;
-/// Longest node label accepted in a hello, so a stray connection cannot make
-/// a rank allocate without bound.
-const MAX_LABEL_BYTES: usize = 4096;
+/// Longest string (node label, file path) accepted in a hello, so a stray
+/// connection cannot make a rank allocate without bound.
+const MAX_HELLO_STRING_BYTES: usize = 4096;
+/// How long a rank sleeps on its doorbell before it checks that the peers it
+/// waits for are still alive.
+const LIVENESS_SLICE: Duration = Duration::from_millis(20);
+/// How long a wait that involves both a socket and a shared-memory link
+/// blocks in `poll` before it looks at the shared-memory side again.
+const MIXED_WAIT_SLICE: Duration = Duration::from_micros(200);
 
 /// Bytes this rank has sent, split by whether the receiver is on its node.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -32,15 +46,39 @@ pub struct ByteCounters {
     pub inter_node: u64,
 }
 
-/// The connected sockets of one rank.
+/// The connection to one peer: always a socket, plus a shared-memory link
+/// when the two ranks share a node.
+struct Link {
+    stream: TcpStream,
+    shared: Option<SharedLink>,
+}
+
+/// Outcome of one non-blocking transfer.
+pub(crate) enum Transfer {
+    Moved(usize),
+    WouldBlock,
+}
+
+/// The connected links of one rank.
 pub(crate) struct Mesh {
     rank: usize,
     layout: Layout,
-    peers: Vec<Option<TcpStream>>,
+    links: Vec<Option<Link>>,
+    /// This rank's doorbell, when it can use shared memory at all.
+    mailbox: Option<Mailbox>,
     counters: ByteCounters,
 }
 
-/// The key under which `rank` of `group` publishes its address.
+/// What a rank publishes for its peers: enough to connect and to decide on
+/// shared memory.
+struct Record {
+    world_size: usize,
+    address: String,
+    mailbox: Option<PathBuf>,
+    label: String,
+}
+
+/// The key under which `rank` of `group` publishes its record.
 fn rendezvous_key(group: &str, rank: usize) -> String {
     format!("oxray/collective/{group}/rank/{rank}")
 }
@@ -76,42 +114,68 @@ impl Mesh {
             .local_addr()
             .map_err(|error| failed(error.to_string()))?
             .port();
-        let record = format!(
-            "{world_size}\n{}:{port}\n{own_label}",
-            options.advertise_host
-        );
+        // No /dev/shm (or shared memory turned off): every link uses TCP.
+        let mailbox = if options.shared_memory {
+            Mailbox::create().ok()
+        } else {
+            None
+        };
+        let own_record = Record {
+            world_size,
+            address: format!("{}:{port}", options.advertise_host),
+            mailbox: mailbox.as_ref().and_then(Mailbox::path),
+            label: own_label.clone(),
+        };
         rendezvous
-            .put(&rendezvous_key(group, rank), record.into_bytes())
+            .put(&rendezvous_key(group, rank), own_record.encode())
             .map_err(&failed)?;
 
-        let mut peers: Vec<Option<TcpStream>> = (0..world_size).map(|_| None).collect();
+        let mut links: Vec<Option<Link>> = (0..world_size).map(|_| None).collect();
         let mut labels: Vec<Option<String>> = vec![None; world_size];
         labels[rank] = Some(own_label.clone());
-        let hello = encode_hello(world_size, rank, &own_label);
 
         for higher in rank + 1..world_size {
-            let remaining = remaining_until(deadline);
             let record = rendezvous
-                .wait(&rendezvous_key(group, higher), remaining)
+                .wait(&rendezvous_key(group, higher), remaining_until(deadline))
                 .map_err(&failed)?;
-            let (peer_world, address, label) = parse_record(&record)
-                .ok_or_else(|| failed(format!("rank {higher} published a malformed address")))?;
-            if peer_world != world_size {
+            let record = Record::decode(&record)
+                .ok_or_else(|| failed(format!("rank {higher} published a malformed record")))?;
+            if record.world_size != world_size {
                 return Err(failed(format!(
-                    "rank {higher} joined with world size {peer_world}, this rank with {world_size}"
+                    "rank {higher} joined with world size {}, this rank with {world_size}",
+                    record.world_size
                 )));
             }
-            let stream = connect_with_deadline(&address, deadline).map_err(|error| {
+            let stream = connect_with_deadline(&record.address, deadline).map_err(|error| {
                 failed(format!(
-                    "cannot connect to rank {higher} at {address}: {error}"
+                    "cannot connect to rank {higher} at {}: {error}",
+                    record.address
                 ))
             })?;
             tune_socket(&stream).map_err(|error| failed(error.to_string()))?;
+            // The lower rank of a same-node pair creates the pair's rings; if
+            // that or mapping the peer's doorbell fails, the pair uses TCP.
+            let shared = match (&mailbox, &record.mailbox) {
+                (Some(_), Some(peer_mailbox)) if record.label == own_label => PairSegment::create()
+                    .and_then(|segment| {
+                        Ok(SharedLink::new(segment, true, Mailbox::open(peer_mailbox)?))
+                    })
+                    .ok(),
+                _ => None,
+            };
+            let segment_path = shared.as_ref().and_then(|link| link.segment().path());
+            let hello = Hello {
+                world_size,
+                rank,
+                label: own_label.clone(),
+                segment: segment_path,
+                mailbox: own_record.mailbox.clone(),
+            };
             (&stream)
-                .write_all(&hello)
+                .write_all(&hello.encode())
                 .map_err(|error| failed(format!("cannot greet rank {higher}: {error}")))?;
-            labels[higher] = Some(label);
-            peers[higher] = Some(stream);
+            labels[higher] = Some(record.label);
+            links[higher] = Some(Link { stream, shared });
         }
 
         listener
@@ -124,15 +188,17 @@ impl Mesh {
                 .set_nonblocking(false)
                 .and_then(|()| stream.set_read_timeout(Some(remaining_until(deadline))))
                 .map_err(|error| failed(error.to_string()))?;
-            let (peer_world, lower, label) = read_hello(&stream).map_err(|error| {
+            let hello = Hello::read(&stream).map_err(|error| {
                 failed(format!("a connecting peer sent no valid greeting: {error}"))
             })?;
-            if peer_world != world_size || lower >= rank {
+            let lower = hello.rank;
+            if hello.world_size != world_size || lower >= rank {
                 return Err(failed(format!(
-                    "a peer claiming rank {lower} of {peer_world} connected to rank {rank} of {world_size}"
+                    "a peer claiming rank {lower} of {} connected to rank {rank} of {world_size}",
+                    hello.world_size
                 )));
             }
-            if peers[lower].is_some() {
+            if links[lower].is_some() {
                 return Err(CollectiveError::DuplicateRank {
                     group: group.to_string(),
                     rank,
@@ -140,17 +206,27 @@ impl Mesh {
                 });
             }
             tune_socket(&stream).map_err(|error| failed(error.to_string()))?;
-            labels[lower] = Some(label);
-            peers[lower] = Some(stream);
+            let shared = match (&hello.segment, &hello.mailbox) {
+                (Some(segment), Some(peer_mailbox)) => {
+                    Some(attach_shared(segment, peer_mailbox).map_err(|error| {
+                        failed(format!(
+                            "rank {lower} is on this node but its shared memory is not: {error}"
+                        ))
+                    })?)
+                }
+                _ => None,
+            };
+            labels[lower] = Some(hello.label);
+            links[lower] = Some(Link { stream, shared });
         }
-        // Every rank that needed this key has connected, so it can go; a
+        // Every lower rank has connected, so none needs this key any more; a
         // later group of the same name starts from a clean slate.
         rendezvous
             .delete(&rendezvous_key(group, rank))
             .map_err(&failed)?;
 
-        for stream in peers.iter().flatten() {
-            stream
+        for link in links.iter().flatten() {
+            link.stream
                 .set_nonblocking(true)
                 .map_err(|error| failed(error.to_string()))?;
         }
@@ -162,7 +238,8 @@ impl Mesh {
         Ok(Mesh {
             rank,
             layout,
-            peers,
+            links,
+            mailbox,
             counters: ByteCounters::default(),
         })
     }
@@ -175,22 +252,147 @@ impl Mesh {
         &self.layout
     }
 
-    /// The socket shared with `peer`. Every other rank has one once
-    /// [`Mesh::connect`] succeeded.
-    pub(crate) fn fd(&self, peer: usize) -> RawFd {
-        self.peers[peer]
+    fn link(&self, peer: usize) -> std::io::Result<&Link> {
+        self.links[peer]
             .as_ref()
-            .map(AsRawFd::as_raw_fd)
-            .unwrap_or(-1)
+            .ok_or_else(|| std::io::ErrorKind::NotConnected.into())
     }
 
-    pub(crate) fn count_sent(&mut self, peer: usize, bytes: usize) {
+    fn count_sent(&mut self, peer: usize, bytes: usize) {
         let bytes = bytes as u64;
         if self.layout.same_node(self.rank, peer) {
             self.counters.intra_node += bytes;
         } else {
             self.counters.inter_node += bytes;
         }
+    }
+
+    /// Hands as much of `bytes` to `peer` as its link takes without waiting.
+    pub(crate) fn send_some(&mut self, peer: usize, bytes: &[u8]) -> std::io::Result<Transfer> {
+        let link = self.link(peer)?;
+        let sent = match &link.shared {
+            Some(shared) => shared.send(bytes)?,
+            None => match socket_send(link.stream.as_raw_fd(), bytes)? {
+                Transfer::Moved(count) => count,
+                Transfer::WouldBlock => 0,
+            },
+        };
+        if sent == 0 {
+            return Ok(Transfer::WouldBlock);
+        }
+        self.count_sent(peer, sent);
+        Ok(Transfer::Moved(sent))
+    }
+
+    /// Takes what `peer` has sent, up to `bytes.len()`, without waiting.
+    pub(crate) fn receive_some(
+        &mut self,
+        peer: usize,
+        bytes: &mut [u8],
+    ) -> std::io::Result<Transfer> {
+        let link = self.link(peer)?;
+        match &link.shared {
+            Some(shared) => Ok(match shared.receive(bytes)? {
+                0 => Transfer::WouldBlock,
+                count => Transfer::Moved(count),
+            }),
+            None => socket_receive(link.stream.as_raw_fd(), bytes),
+        }
+    }
+
+    /// The doorbell count before a round of transfers; [`Mesh::wait`] returns
+    /// at once if a shared-memory peer rang since.
+    pub(crate) fn observe(&self) -> u32 {
+        self.mailbox.as_ref().map_or(0, Mailbox::observe)
+    }
+
+    /// Blocks until the link to `send_to` can take more, the link from
+    /// `receive_from` has more, or a slice of time passes; fails when the
+    /// deadline has passed or a peer is gone.
+    pub(crate) fn wait(
+        &self,
+        send_to: Option<usize>,
+        receive_from: Option<usize>,
+        observed: u32,
+        op: OpKind,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<()> {
+        // The peer this rank is stuck on, for a timeout: the one it waits to
+        // hear from, else the one that does not take its data.
+        let waiting_on = receive_from.or(send_to).unwrap_or(self.rank);
+        let remaining = remaining_until(deadline);
+        if remaining.is_zero() {
+            return Err(CollectiveError::Timeout {
+                rank: self.rank,
+                peer: waiting_on,
+                op,
+                timeout,
+            });
+        }
+        let broken = |peer: usize| move |error| socket_error(self.rank, peer, op, error);
+        let mut socket_waits: Vec<libc::pollfd> = Vec::with_capacity(2);
+        let mut shared_peers: Vec<usize> = Vec::with_capacity(2);
+        for (peer, events) in [(send_to, libc::POLLOUT), (receive_from, libc::POLLIN)] {
+            let Some(peer) = peer else { continue };
+            let link = self.link(peer).map_err(broken(peer))?;
+            if link.shared.is_some() {
+                shared_peers.push(peer);
+                continue;
+            }
+            let fd = link.stream.as_raw_fd();
+            match socket_waits.iter_mut().find(|entry| entry.fd == fd) {
+                Some(entry) => entry.events |= events,
+                None => socket_waits.push(libc::pollfd {
+                    fd,
+                    events,
+                    revents: 0,
+                }),
+            }
+        }
+        if socket_waits.is_empty() {
+            if let Some(mailbox) = &self.mailbox {
+                mailbox.sleep(observed, remaining.min(LIVENESS_SLICE));
+                if mailbox.observe() != observed {
+                    return Ok(());
+                }
+            }
+            return self.check_alive(&shared_peers, op);
+        }
+        if shared_peers.is_empty() {
+            return poll_fds(&mut socket_waits, remaining).map_err(broken(waiting_on));
+        }
+        // Waiting on a socket and a ring at once: poll the socket in short
+        // slices so the ring is looked at again soon.
+        poll_fds(&mut socket_waits, remaining.min(MIXED_WAIT_SLICE)).map_err(broken(waiting_on))?;
+        self.check_alive(&shared_peers, op)
+    }
+
+    /// Fails if any of `peers`, which use shared memory and so send nothing
+    /// on their sockets, has closed its socket: its process is gone.
+    fn check_alive(&self, peers: &[usize], op: OpKind) -> Result<()> {
+        for &peer in peers {
+            let fd = self
+                .link(peer)
+                .map_err(|error| socket_error(self.rank, peer, op, error))?
+                .stream
+                .as_raw_fd();
+            let mut entry = [libc::pollfd {
+                fd,
+                events: libc::POLLIN | libc::POLLRDHUP,
+                revents: 0,
+            }];
+            poll_fds(&mut entry, Duration::ZERO)
+                .map_err(|error| socket_error(self.rank, peer, op, error))?;
+            if entry[0].revents != 0 {
+                return Err(CollectiveError::PeerDisconnected {
+                    rank: self.rank,
+                    peer,
+                    op,
+                });
+            }
+        }
+        Ok(())
     }
 
     pub(crate) fn counters(&self) -> ByteCounters {
@@ -201,12 +403,40 @@ impl Mesh {
         self.counters = ByteCounters::default();
     }
 
-    /// Closes every connection, so peers blocked on this rank fail at once
-    /// instead of waiting for their timeout.
+    /// Removes the shared-memory files this rank created; call once every
+    /// rank has joined, so every peer has mapped them.
+    pub(crate) fn remove_shared_files(&self) {
+        if let Some(mailbox) = &self.mailbox {
+            mailbox.remove_file();
+        }
+        for link in self.links.iter().flatten() {
+            if let Some(shared) = &link.shared {
+                shared.segment().remove_file();
+            }
+        }
+    }
+
+    /// Closes every link, so peers blocked on this rank fail at once instead
+    /// of waiting for their timeout.
     pub(crate) fn shut_down(&mut self) {
-        for stream in self.peers.iter().flatten() {
+        for link in self.links.iter().flatten() {
+            if let Some(shared) = &link.shared {
+                shared.close();
+            }
             // Already-closed sockets report an error here; nothing to do then.
-            let _ = stream.shutdown(Shutdown::Both);
+            let _ = link.stream.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+impl Drop for Mesh {
+    fn drop(&mut self) {
+        // A peer reading a ring does not look at the socket until it has
+        // waited a while; marking the rings closed tells it at once.
+        for link in self.links.iter().flatten() {
+            if let Some(shared) = &link.shared {
+                shared.close();
+            }
         }
     }
 }
@@ -215,43 +445,118 @@ fn remaining_until(deadline: Instant) -> Duration {
     deadline.saturating_duration_since(Instant::now())
 }
 
-fn parse_record(record: &[u8]) -> Option<(usize, String, String)> {
-    let text = std::str::from_utf8(record).ok()?;
-    let mut lines = text.splitn(3, '\n');
-    let world = lines.next()?.parse().ok()?;
-    let address = lines.next()?.to_string();
-    let label = lines.next()?.to_string();
-    Some((world, address, label))
+impl Record {
+    fn encode(&self) -> Vec<u8> {
+        let mailbox = self
+            .mailbox
+            .as_ref()
+            .map(|path| path.display().to_string())
+            .unwrap_or_default();
+        format!(
+            "{}\n{}\n{mailbox}\n{}",
+            self.world_size, self.address, self.label
+        )
+        .into_bytes()
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Record> {
+        let text = std::str::from_utf8(bytes).ok()?;
+        let mut lines = text.splitn(4, '\n');
+        let world_size = lines.next()?.parse().ok()?;
+        let address = lines.next()?.to_string();
+        let mailbox = non_empty_path(lines.next()?.to_string());
+        let label = lines.next()?.to_string();
+        Some(Record {
+            world_size,
+            address,
+            mailbox,
+            label,
+        })
+    }
 }
 
-fn encode_hello(world_size: usize, rank: usize, label: &str) -> Vec<u8> {
-    let mut hello = Vec::with_capacity(16 + label.len());
-    hello.extend_from_slice(&HELLO_MAGIC.to_le_bytes());
-    hello.extend_from_slice(&(world_size as u32).to_le_bytes());
-    hello.extend_from_slice(&(rank as u32).to_le_bytes());
-    hello.extend_from_slice(&(label.len() as u32).to_le_bytes());
-    hello.extend_from_slice(label.as_bytes());
-    hello
+fn non_empty_path(text: String) -> Option<PathBuf> {
+    Some(text)
+        .filter(|text| !text.is_empty())
+        .map(PathBuf::from)
 }
 
-fn read_hello(mut stream: &TcpStream) -> std::io::Result<(usize, usize, String)> {
-    let invalid =
-        |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
-    let mut fixed = [0u8; 16];
-    stream.read_exact(&mut fixed)?;
-    let word =
-        |at: usize| u32::from_le_bytes([fixed[at], fixed[at + 1], fixed[at + 2], fixed[at + 3]]);
-    if word(0) != HELLO_MAGIC {
-        return Err(invalid("not an oxray collective peer"));
+/// The greeting a connecting rank sends first.
+struct Hello {
+    world_size: usize,
+    rank: usize,
+    label: String,
+    /// The pair's rings, when the connecting rank set them up.
+    segment: Option<PathBuf>,
+    /// The connecting rank's doorbell.
+    mailbox: Option<PathBuf>,
+}
+
+impl Hello {
+    fn encode(&self) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(64 + self.label.len());
+        bytes.extend_from_slice(&HELLO_MAGIC.to_le_bytes());
+        bytes.extend_from_slice(&(self.world_size as u32).to_le_bytes());
+        bytes.extend_from_slice(&(self.rank as u32).to_le_bytes());
+        let path_text = |path: &Option<PathBuf>| {
+            path.as_ref()
+                .map(|path| path.display().to_string())
+                .unwrap_or_default()
+        };
+        for text in [
+            self.label.clone(),
+            path_text(&self.segment),
+            path_text(&self.mailbox),
+        ] {
+            bytes.extend_from_slice(&(text.len() as u32).to_le_bytes());
+            bytes.extend_from_slice(text.as_bytes());
+        }
+        bytes
     }
-    let label_len = word(12) as usize;
-    if label_len > MAX_LABEL_BYTES {
-        return Err(invalid("node label too long"));
+
+    fn read(mut stream: &TcpStream) -> std::io::Result<Hello> {
+        let invalid =
+            |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
+        let mut read_u32 = || -> std::io::Result<u32> {
+            let mut word = [0u8; 4];
+            stream.read_exact(&mut word)?;
+            Ok(u32::from_le_bytes(word))
+        };
+        if read_u32()? != HELLO_MAGIC {
+            return Err(invalid("not an oxray collective peer"));
+        }
+        let world_size = read_u32()? as usize;
+        let rank = read_u32()? as usize;
+        let mut read_text = || -> std::io::Result<String> {
+            let mut word = [0u8; 4];
+            stream.read_exact(&mut word)?;
+            let len = u32::from_le_bytes(word) as usize;
+            if len > MAX_HELLO_STRING_BYTES {
+                return Err(invalid("greeting field too long"));
+            }
+            let mut text = vec![0u8; len];
+            stream.read_exact(&mut text)?;
+            String::from_utf8(text).map_err(|_| invalid("greeting field is not UTF-8"))
+        };
+        let label = read_text()?;
+        let segment = non_empty_path(read_text()?);
+        let mailbox = non_empty_path(read_text()?);
+        Ok(Hello {
+            world_size,
+            rank,
+            label,
+            segment,
+            mailbox,
+        })
     }
-    let mut label = vec![0u8; label_len];
-    stream.read_exact(&mut label)?;
-    let label = String::from_utf8(label).map_err(|_| invalid("node label is not UTF-8"))?;
-    Ok((word(4) as usize, word(8) as usize, label))
+}
+
+fn attach_shared(segment: &Path, peer_mailbox: &Path) -> std::io::Result<SharedLink> {
+    Ok(SharedLink::new(
+        PairSegment::open(segment)?,
+        false,
+        Mailbox::open(peer_mailbox)?,
+    ))
 }
 
 fn connect_with_deadline(address: &str, deadline: Instant) -> std::io::Result<TcpStream> {
@@ -282,7 +587,12 @@ fn accept_with_deadline(listener: &TcpListener, deadline: Instant) -> std::io::R
                         "timed out",
                     ));
                 }
-                wait_for_fd(listener.as_raw_fd(), libc::POLLIN, remaining)?;
+                let mut entry = [libc::pollfd {
+                    fd: listener.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                }];
+                poll_fds(&mut entry, remaining)?;
             }
             Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
             Err(error) => return Err(error),
@@ -290,17 +600,16 @@ fn accept_with_deadline(listener: &TcpListener, deadline: Instant) -> std::io::R
     }
 }
 
-/// Blocks until `fd` reports `events` or `timeout` passes (then returns Ok;
-/// callers re-check their deadline).
-fn wait_for_fd(fd: RawFd, events: libc::c_short, timeout: Duration) -> std::io::Result<()> {
-    let mut poll_fd = libc::pollfd {
-        fd,
-        events,
-        revents: 0,
+/// Blocks until one of `fds` reports an event or `timeout` passes (then
+/// returns Ok; callers re-check their deadline).
+fn poll_fds(fds: &mut [libc::pollfd], timeout: Duration) -> std::io::Result<()> {
+    let millis = if timeout.is_zero() {
+        0
+    } else {
+        timeout.as_millis().clamp(1, i32::MAX as u128) as libc::c_int
     };
-    let millis = timeout.as_millis().clamp(1, i32::MAX as u128) as libc::c_int;
-    // SAFETY: one valid pollfd, count 1.
-    let ready = unsafe { libc::poll(&mut poll_fd, 1, millis) };
+    // SAFETY: `fds` is a valid slice of pollfds of the given length.
+    let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, millis) };
     if ready < 0 {
         let error = std::io::Error::last_os_error();
         if error.kind() != std::io::ErrorKind::Interrupted {
@@ -308,6 +617,43 @@ fn wait_for_fd(fd: RawFd, events: libc::c_short, timeout: Duration) -> std::io::
         }
     }
     Ok(())
+}
+
+fn socket_send(fd: RawFd, bytes: &[u8]) -> std::io::Result<Transfer> {
+    loop {
+        // SAFETY: `bytes` is a valid readable region of the given length;
+        // MSG_NOSIGNAL turns a closed peer into EPIPE instead of SIGPIPE.
+        let sent =
+            unsafe { libc::send(fd, bytes.as_ptr().cast(), bytes.len(), libc::MSG_NOSIGNAL) };
+        if sent >= 0 {
+            return Ok(Transfer::Moved(sent as usize));
+        }
+        let error = std::io::Error::last_os_error();
+        match error.kind() {
+            std::io::ErrorKind::WouldBlock => return Ok(Transfer::WouldBlock),
+            std::io::ErrorKind::Interrupted => continue,
+            _ => return Err(error),
+        }
+    }
+}
+
+fn socket_receive(fd: RawFd, bytes: &mut [u8]) -> std::io::Result<Transfer> {
+    loop {
+        // SAFETY: `bytes` is a valid writable region of the given length.
+        let received = unsafe { libc::recv(fd, bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+        if received > 0 {
+            return Ok(Transfer::Moved(received as usize));
+        }
+        if received == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        let error = std::io::Error::last_os_error();
+        match error.kind() {
+            std::io::ErrorKind::WouldBlock => return Ok(Transfer::WouldBlock),
+            std::io::ErrorKind::Interrupted => continue,
+            _ => return Err(error),
+        }
+    }
 }
 
 fn tune_socket(stream: &TcpStream) -> std::io::Result<()> {

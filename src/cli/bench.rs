@@ -2,9 +2,10 @@
 //! layer, reported the way nccl-tests reports them, with torch.distributed's
 //! gloo backend optionally measured in the same run for a side-by-side ratio.
 //!
-//! Ranks are threads of this process, each with its own TCP sockets to every
-//! other rank over loopback (the same transport separate processes use), so
-//! the figures measure the data path rather than process start-up. Each size
+//! Ranks are threads of this process, each with its own links to every other
+//! rank, exactly as separate processes would have them: shared-memory rings
+//! between ranks of one node, TCP over loopback between the emulated nodes of
+//! the 2 x 2 layout. The figures measure the data path, not process start-up. Each size
 //! gets warm-up iterations, a barrier, then timed iterations; the time shown
 //! is rank 0's mean per iteration, as gloo's script reports it. algbw is
 //! bytes / time, busbw = algbw x 2(n-1)/n (nccl-tests), and for layouts that
@@ -91,7 +92,7 @@ fn run_allreduce(args: &AllreduceArgs) -> anyhow::Result<()> {
         bail!("--sizes-mib needs at least one size");
     }
     println!(
-        "oxray all-reduce, f32 sum, ranks as threads over TCP loopback, {} timed iterations{}",
+        "oxray all-reduce, f32 sum, {} timed iterations{}; ranks are threads, shared memory inside a node, TCP loopback between nodes",
         args.iterations,
         if args.bf16 { ", bf16 on the wire" } else { "" }
     );
