@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
 use crate::models::{ActorCritic, PolicySpec};
-use crate::optim::{clip_grad_norm, zero_grad, Adam};
+use crate::optim::{clip_grad_norm, flat_gradient, flatten_parameters, Adam};
 use crate::sample_batch::SampleBatch;
 use crate::Error;
 
@@ -36,6 +36,8 @@ pub struct LearnerState {
 pub struct Learner {
     model: ActorCritic,
     params: Vec<Tensor>,
+    /// The buffer `params` view (see [`flatten_parameters`]).
+    flat_params: Tensor,
     adam: Adam,
     grad_clip: Option<f64>,
 }
@@ -51,10 +53,12 @@ impl Learner {
         };
         let model = ActorCritic::new(&config.policy, device);
         let params = model.var_store().trainable_variables();
-        let adam = Adam::new(&params, config.lr);
+        let flat_params = flatten_parameters(&params);
+        let adam = Adam::new(&flat_params, config.lr);
         Learner {
             model,
             params,
+            flat_params,
             adam,
             grad_clip: config.grad_clip,
         }
@@ -82,10 +86,9 @@ impl Learner {
     /// Backward pass of `loss`, clipping, one Adam step. Returns the global
     /// gradient norm before clipping.
     pub fn apply_loss(&mut self, loss: &Tensor) -> f64 {
-        zero_grad(&self.params);
-        loss.backward();
-        let norm = clip_grad_norm(&self.params, self.grad_clip);
-        self.adam.step(&self.params);
+        let mut grad = flat_gradient(loss, &self.params);
+        let norm = clip_grad_norm(&mut grad, self.grad_clip);
+        self.adam.step(&self.flat_params, &grad);
         norm
     }
 
@@ -104,6 +107,8 @@ impl Learner {
 
     pub fn set_state(&mut self, state: &LearnerState) -> Result<(), Error> {
         self.model.set_weights(&state.weights)?;
+        // Loading may have given parameters storage of their own.
+        self.flat_params = flatten_parameters(&self.params);
         let tensors = Tensor::load_multi_from_stream_with_device(
             std::io::Cursor::new(&state.optimizer),
             self.device(),

@@ -1,9 +1,54 @@
-//! Adam with global-norm gradient clipping, written out so its state can be
-//! checkpointed: libtorch's optimizer behind tch keeps its moments out of
-//! reach, and a resumed run must continue with the same moments it stopped
-//! with, not restart Adam's bias correction from zero.
+//! Adam with global-norm gradient clipping over one flat parameter buffer.
+//!
+//! The model's parameters are re-pointed into a single contiguous tensor
+//! ([`flatten_parameters`]), and gradients are gathered into one as well, so
+//! clipping and the Adam update are a handful of tensor ops per step instead
+//! of a handful per parameter: for the small MLPs RL uses, per-op overhead,
+//! not arithmetic, is what a step costs. The moments are plain tensors, so a
+//! checkpoint can carry them and a resumed run continues with the same ones
+//! rather than restarting Adam's bias correction.
 
-use tch::{Device, Tensor};
+use tch::{Device, Kind, Tensor};
+
+/// Moves the data of `params` into one contiguous buffer that each parameter
+/// then views, and returns that buffer. In-place updates of the buffer are
+/// updates of the parameters.
+pub fn flatten_parameters(params: &[Tensor]) -> Tensor {
+    tch::no_grad(|| {
+        let Some(first) = params.first() else {
+            return Tensor::zeros([0], (Kind::Float, Device::Cpu));
+        };
+        let flat = Tensor::cat(&params.iter().map(|p| p.view(-1)).collect::<Vec<_>>(), 0);
+        let mut offset = 0;
+        for param in params {
+            let numel = param.numel() as i64;
+            let view = flat.narrow(0, offset, numel).view(param.size().as_slice());
+            param.shallow_clone().set_data(&view);
+            offset += numel;
+        }
+        debug_assert_eq!(flat.device(), first.device());
+        flat
+    })
+}
+
+/// The gradient of `loss` with respect to `params`, as one flat tensor laid
+/// out like [`flatten_parameters`]' buffer. Nothing accumulates in `.grad`,
+/// so there is nothing to zero between steps.
+pub fn flat_gradient(loss: &Tensor, params: &[Tensor]) -> Tensor {
+    let grads = Tensor::run_backward(&[loss], params, false, false);
+    Tensor::cat(&grads.iter().map(|g| g.view(-1)).collect::<Vec<_>>(), 0)
+}
+
+/// Scales `grad` so its L2 norm is at most `max_norm`; returns the norm before.
+pub fn clip_grad_norm(grad: &mut Tensor, max_norm: Option<f64>) -> f64 {
+    let norm = grad.norm().double_value(&[]);
+    if let Some(max_norm) = max_norm {
+        if norm > max_norm {
+            let _ = grad.g_mul_scalar_(max_norm / (norm + 1e-6));
+        }
+    }
+    norm
+}
 
 pub struct Adam {
     pub lr: f64,
@@ -11,13 +56,13 @@ pub struct Adam {
     beta2: f64,
     eps: f64,
     step: i64,
-    exp_avg: Vec<Tensor>,
-    exp_avg_sq: Vec<Tensor>,
+    exp_avg: Tensor,
+    exp_avg_sq: Tensor,
 }
 
 impl Adam {
-    /// Moments start at zero, shaped like `params`.
-    pub fn new(params: &[Tensor], lr: f64) -> Self {
+    /// Moments start at zero, shaped like the flat parameter buffer.
+    pub fn new(flat_params: &Tensor, lr: f64) -> Self {
         Adam {
             lr,
             beta1: 0.9,
@@ -25,13 +70,13 @@ impl Adam {
             // RLlib's and CleanRL's PPO both use 1e-5 rather than torch's 1e-8.
             eps: 1e-5,
             step: 0,
-            exp_avg: params.iter().map(Tensor::zeros_like).collect(),
-            exp_avg_sq: params.iter().map(Tensor::zeros_like).collect(),
+            exp_avg: flat_params.zeros_like(),
+            exp_avg_sq: flat_params.zeros_like(),
         }
     }
 
-    /// One Adam step on `params` from their accumulated gradients.
-    pub fn step(&mut self, params: &[Tensor]) {
+    /// One Adam step of `flat_params` along `grad`.
+    pub fn step(&mut self, flat_params: &Tensor, grad: &Tensor) {
         self.step += 1;
         let bias1 = 1.0 - self.beta1.powi(self.step as i32);
         let bias2_sqrt = (1.0 - self.beta2.powi(self.step as i32)).sqrt();
@@ -39,77 +84,38 @@ impl Adam {
         let step_size = self.lr * bias2_sqrt / bias1;
         let eps = self.eps * bias2_sqrt;
         tch::no_grad(|| {
-            for ((param, m), v) in params
-                .iter()
-                .zip(&mut self.exp_avg)
-                .zip(&mut self.exp_avg_sq)
-            {
-                let grad = param.grad();
-                let _ = m.lerp_(&grad, 1.0 - self.beta1);
-                let _ = v.lerp_(&grad.square(), 1.0 - self.beta2);
-                let update = &*m / (v.sqrt() + eps);
-                let _ = param.shallow_clone().g_sub_(&(update * step_size));
-            }
+            let _ = self.exp_avg.lerp_(grad, 1.0 - self.beta1);
+            let _ = self.exp_avg_sq.lerp_(&grad.square(), 1.0 - self.beta2);
+            let update = &self.exp_avg / (self.exp_avg_sq.sqrt() + eps);
+            let _ = flat_params.shallow_clone().g_sub_(&(update * step_size));
         });
     }
 
     /// Step count and moments, as named tensors for a checkpoint.
     pub fn state(&self) -> Vec<(String, Tensor)> {
-        let mut state = vec![("step".to_string(), Tensor::from(self.step))];
-        for (i, (m, v)) in self.exp_avg.iter().zip(&self.exp_avg_sq).enumerate() {
-            state.push((format!("exp_avg.{i}"), m.to_device(Device::Cpu)));
-            state.push((format!("exp_avg_sq.{i}"), v.to_device(Device::Cpu)));
-        }
-        state
+        vec![
+            ("step".to_string(), Tensor::from(self.step)),
+            ("exp_avg".to_string(), self.exp_avg.to_device(Device::Cpu)),
+            (
+                "exp_avg_sq".to_string(),
+                self.exp_avg_sq.to_device(Device::Cpu),
+            ),
+        ]
     }
 
     /// Restores what [`Adam::state`] returned; `None` if it does not fit.
     pub fn load_state(&mut self, state: &[(String, Tensor)]) -> Option<()> {
         let find = |name: &str| state.iter().find(|(n, _)| n == name).map(|(_, t)| t);
         let step = find("step")?.int64_value(&[]);
-        for (i, (m, v)) in self
-            .exp_avg
-            .iter_mut()
-            .zip(&mut self.exp_avg_sq)
-            .enumerate()
-        {
-            for (dst, name) in [(m, format!("exp_avg.{i}")), (v, format!("exp_avg_sq.{i}"))] {
-                let src = find(&name)?;
-                if src.size() != dst.size() {
-                    return None;
-                }
-                tch::no_grad(|| dst.copy_(src));
-            }
+        let (m, v) = (find("exp_avg")?, find("exp_avg_sq")?);
+        if m.size() != self.exp_avg.size() || v.size() != self.exp_avg_sq.size() {
+            return None;
         }
+        tch::no_grad(|| {
+            self.exp_avg.copy_(m);
+            self.exp_avg_sq.copy_(v);
+        });
         self.step = step;
         Some(())
-    }
-}
-
-/// Scales gradients so their global L2 norm is at most `max_norm`; returns the
-/// norm before clipping.
-pub fn clip_grad_norm(params: &[Tensor], max_norm: Option<f64>) -> f64 {
-    tch::no_grad(|| {
-        let grads: Vec<Tensor> = params.iter().map(|p| p.grad().view(-1)).collect();
-        let norm = Tensor::cat(&grads, 0).norm().double_value(&[]);
-        if let Some(max_norm) = max_norm {
-            if norm > max_norm {
-                let scale = max_norm / (norm + 1e-6);
-                for p in params {
-                    let _ = p.grad().g_mul_scalar_(scale);
-                }
-            }
-        }
-        norm
-    })
-}
-
-/// All parameters' gradients to zero, keeping their buffers.
-pub fn zero_grad(params: &[Tensor]) {
-    for p in params {
-        let mut grad = p.grad();
-        if grad.defined() {
-            let _ = grad.zero_();
-        }
     }
 }
