@@ -40,6 +40,10 @@ pub enum EnvError {
         reason: String,
     },
 
+    /// Space bounds or shapes that do not describe a space.
+    #[error("invalid space: {reason}")]
+    InvalidSpace { reason: String },
+
     /// A value that does not fit the space it was flattened with or unflattened into.
     #[error("value does not match space {space}: {reason}")]
     SpaceMismatch { space: String, reason: String },

@@ -9,6 +9,7 @@
 pub mod flatten;
 mod json;
 
+use crate::error::EnvError;
 use crate::rng::EnvRng;
 use rand::Rng;
 use std::collections::BTreeMap;
@@ -55,22 +56,24 @@ impl BoxSpace {
         high: Vec<f64>,
         shape: Vec<usize>,
         dtype: DType,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, EnvError> {
         let len: usize = shape.iter().product();
         if low.len() != len || high.len() != len {
-            return Err(format!(
+            return Err(invalid_space(format!(
                 "bounds of length {} and {} do not match shape {:?}",
                 low.len(),
                 high.len(),
                 shape
-            ));
+            )));
         }
         if low
             .iter()
             .zip(&high)
             .any(|(l, h)| l.is_nan() || h.is_nan() || l > h)
         {
-            return Err("every low bound must be <= its high bound".into());
+            return Err(invalid_space(
+                "every low bound must be <= its high bound".into(),
+            ));
         }
         Ok(Self {
             low: low.into_iter().map(|x| dtype.round(x)).collect(),
@@ -81,7 +84,7 @@ impl BoxSpace {
     }
 
     /// A box whose elements all share the scalar bounds `low` and `high`.
-    pub fn uniform(low: f64, high: f64, shape: Vec<usize>, dtype: DType) -> Result<Self, String> {
+    pub fn uniform(low: f64, high: f64, shape: Vec<usize>, dtype: DType) -> Result<Self, EnvError> {
         let len = shape.iter().product();
         Self::new(vec![low; len], vec![high; len], shape, dtype)
     }
@@ -142,6 +145,10 @@ impl BoxSpace {
             })
             .collect()
     }
+}
+
+fn invalid_space(reason: String) -> EnvError {
+    EnvError::InvalidSpace { reason }
 }
 
 fn standard_normal(rng: &mut EnvRng) -> f64 {

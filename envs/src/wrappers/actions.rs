@@ -129,8 +129,7 @@ impl<E: Env> RescaleAction<E> {
             max_action,
             inner_space.shape().to_vec(),
             inner_space.dtype(),
-        )
-        .map_err(invalid)?;
+        )?;
         Ok(Self {
             env,
             inner_space,

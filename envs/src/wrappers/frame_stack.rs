@@ -40,8 +40,7 @@ impl<E: Env> FrameStack<E> {
             tile(single.high()),
             shape,
             single.dtype(),
-        )
-        .map_err(invalid)?;
+        )?;
         let frames = vec![0.0; single.len() * stack_size];
         Ok(Self {
             env,
