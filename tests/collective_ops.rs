@@ -74,6 +74,26 @@ fn allreduce_sums_and_averages_for_every_algorithm_layout_and_size() {
 }
 
 #[test]
+fn same_node_ranks_without_shared_memory_use_tcp_and_agree() {
+    for algorithm in ALGORITHMS {
+        let options = GroupOptions::default()
+            .algorithm(algorithm)
+            .layout(["a", "a", "a", "b"])
+            .shared_memory(false);
+        let results = run_group(4, options, |group| {
+            let mut values = contribution(group.rank(), 300_007);
+            group.allreduce(&mut values, ReduceOp::Sum)?;
+            Ok(values)
+        });
+        let expected = reference_sum(4, 300_007);
+        for result in results {
+            let values = result.unwrap_or_else(|error| panic!("{algorithm:?}: {error}"));
+            assert_close(&values, &expected, &format!("{algorithm:?} over TCP"));
+        }
+    }
+}
+
+#[test]
 fn broadcast_copies_the_roots_buffer_from_every_root() {
     for layout in layouts() {
         let world = layout.len();

@@ -319,6 +319,33 @@ fn advance_receive(
             }
             continue;
         }
+        if progress.staged_bytes == 0 {
+            // Shared memory: reduce straight out of the ring, whole elements
+            // at a time, skipping the copy into staging.
+            let applied = progress.applied;
+            let in_place = mesh
+                .receive_in_place(peer, remaining, |bytes| {
+                    let whole = bytes.len() / element_bytes * element_bytes;
+                    let destination = &mut target[applied..applied + whole / element_bytes];
+                    if apply_bytes(frame.format, block.apply, destination, &bytes[..whole]) {
+                        whole
+                    } else {
+                        0
+                    }
+                })
+                .map_err(fail)?;
+            match in_place {
+                Some(Transfer::WouldBlock) => return Ok(SideState::WouldBlock),
+                Some(Transfer::Moved(count)) if count > 0 => {
+                    progress.payload_received += count;
+                    progress.applied += count / element_bytes;
+                    continue;
+                }
+                // A socket, or a ring holding only part of an element or
+                // misaligned data: take the staging path.
+                _ => {}
+            }
+        }
         let staging_bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut staging.receive[..]);
         let room = (staging_bytes.len() - progress.staged_bytes).min(remaining);
         let window = &mut staging_bytes[progress.staged_bytes..progress.staged_bytes + room];
@@ -332,17 +359,10 @@ fn advance_receive(
         let complete = progress.staged_bytes / element_bytes;
         let fresh = progress.staged_applied..complete;
         let destination = &mut target[progress.applied..progress.applied + fresh.len()];
-        match (frame.format, block.apply) {
-            (WireFormat::F32, _) => add_into(destination, &staging.receive[fresh.clone()]),
-            (WireFormat::Bf16, Apply::Reduce) => add_bf16_into(
-                destination,
-                &bytemuck::cast_slice::<f32, u16>(&staging.receive)[fresh.clone()],
-            ),
-            (WireFormat::Bf16, Apply::Copy) => copy_bf16_into(
-                destination,
-                &bytemuck::cast_slice::<f32, u16>(&staging.receive)[fresh.clone()],
-            ),
-        }
+        let staged: &[u8] = bytemuck::cast_slice(&staging.receive[..]);
+        let fresh_bytes = &staged[fresh.start * element_bytes..fresh.end * element_bytes];
+        // Staging is f32-aligned, so the cast inside cannot fail here.
+        apply_bytes(frame.format, block.apply, destination, fresh_bytes);
         progress.applied += fresh.len();
         progress.staged_applied = complete;
         // The staging chunk holds a whole number of elements, so when it is
@@ -353,6 +373,32 @@ fn advance_receive(
         }
     }
     Ok(SideState::Done)
+}
+
+/// Reduces or copies the elements encoded in `bytes` into `destination`;
+/// false (and nothing done) when `bytes` is not aligned for its element type.
+fn apply_bytes(format: WireFormat, apply: Apply, destination: &mut [f32], bytes: &[u8]) -> bool {
+    match format {
+        WireFormat::F32 => {
+            let Ok(source) = bytemuck::try_cast_slice::<u8, f32>(bytes) else {
+                return false;
+            };
+            match apply {
+                Apply::Reduce => add_into(destination, source),
+                Apply::Copy => destination.copy_from_slice(source),
+            }
+        }
+        WireFormat::Bf16 => {
+            let Ok(source) = bytemuck::try_cast_slice::<u8, u16>(bytes) else {
+                return false;
+            };
+            match apply {
+                Apply::Reduce => add_bf16_into(destination, source),
+                Apply::Copy => copy_bf16_into(destination, source),
+            }
+        }
+    }
+    true
 }
 
 fn staging_bytes_len(staging: &Staging) -> usize {

@@ -344,4 +344,37 @@ impl SharedLink {
         self.peer_mailbox.ring();
         Ok(count)
     }
+
+    /// Shows `consume` the next contiguous readable bytes of the incoming
+    /// ring (at most `limit`) and takes the ones it reports used; `None`
+    /// when the ring is empty, end-of-file once empty and closed.
+    pub(crate) fn receive_in_place(
+        &self,
+        limit: usize,
+        consume: impl FnOnce(&[u8]) -> usize,
+    ) -> std::io::Result<Option<usize>> {
+        let incoming = 1 - self.outgoing;
+        let (written_count, read_count) = self.counts(incoming);
+        let read = read_count.load(Ordering::Relaxed);
+        let available = (written_count.load(Ordering::Acquire) - read) as usize;
+        if available == 0 {
+            if self.closed() {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            return Ok(None);
+        }
+        let start = (read % RING_BYTES as u64) as usize;
+        let count = available.min(RING_BYTES - start).min(limit);
+        // SAFETY: the writer published these bytes (Acquire above) and will
+        // not overwrite them until the read count moves past them, which
+        // happens only after `consume` returns.
+        let bytes =
+            unsafe { std::slice::from_raw_parts(self.ring_data(incoming).add(start), count) };
+        let used = consume(bytes).min(count);
+        if used > 0 {
+            read_count.store(read + used as u64, Ordering::Release);
+            self.peer_mailbox.ring();
+        }
+        Ok(Some(used))
+    }
 }

@@ -300,6 +300,24 @@ impl Mesh {
         }
     }
 
+    /// Lets `consume` read up to `limit` received bytes where they lie, when
+    /// `peer` is a shared-memory peer (`None` for a socket); `consume`
+    /// returns how many it used, and only those are taken off the ring.
+    pub(crate) fn receive_in_place(
+        &mut self,
+        peer: usize,
+        limit: usize,
+        consume: impl FnOnce(&[u8]) -> usize,
+    ) -> std::io::Result<Option<Transfer>> {
+        let Some(shared) = &self.link(peer)?.shared else {
+            return Ok(None);
+        };
+        Ok(Some(match shared.receive_in_place(limit, consume)? {
+            None => Transfer::WouldBlock,
+            Some(used) => Transfer::Moved(used),
+        }))
+    }
+
     /// The doorbell count before a round of transfers; [`Mesh::wait`] returns
     /// at once if a shared-memory peer rang since.
     pub(crate) fn observe(&self) -> u32 {
