@@ -216,3 +216,61 @@ fn set_state_round_trips_through_state() {
     env.step(&Value::Int(2)).unwrap();
     assert_ne!(env.state().unwrap(), vec![0.5, -0.25, 1.0, -2.0]);
 }
+
+#[test]
+fn cartpole_rewards_after_termination_follow_gymnasium() {
+    // Expected values recorded from Gymnasium 1.2.2 for the same sequence:
+    // fall, keep falling, set upright, fall again, then reset and fall.
+    for (sutton_barto, expected) in [
+        (
+            false,
+            [
+                (1.0, true),
+                (0.0, true),
+                (1.0, false),
+                (0.0, true),
+                (1.0, true),
+            ],
+        ),
+        (
+            true,
+            [
+                (-1.0, true),
+                (-1.0, true),
+                (0.0, false),
+                (-1.0, true),
+                (-1.0, true),
+            ],
+        ),
+    ] {
+        let mut kwargs = oxray_envs::Kwargs::new();
+        kwargs.insert("sutton_barto_reward".into(), sutton_barto.into());
+        let options = MakeOptions {
+            kwargs,
+            ..Default::default()
+        };
+        let mut env = make_with("CartPole-v1", &options).unwrap();
+        env.reset(Some(0), None).unwrap();
+        let fallen = [0.0, 0.0, 0.25, 0.0];
+        let mut got = Vec::new();
+        for state in [Some(fallen), None, Some([0.0; 4]), Some(fallen)] {
+            if let Some(state) = state {
+                env.set_state(&state).unwrap();
+            }
+            let s = env.step(&Value::Int(1)).unwrap();
+            got.push((s.reward, s.terminated));
+        }
+        env.reset(Some(0), None).unwrap();
+        env.set_state(&fallen).unwrap();
+        let s = env.step(&Value::Int(1)).unwrap();
+        got.push((s.reward, s.terminated));
+        assert_eq!(got, expected, "sutton_barto_reward = {sutton_barto}");
+    }
+    let mut bad = oxray_envs::Kwargs::new();
+    bad.insert("sutton_barto_reward".into(), 1.into());
+    let options = MakeOptions {
+        kwargs: bad,
+        ..Default::default()
+    };
+    assert!(make_with("CartPole-v1", &options).is_err());
+}

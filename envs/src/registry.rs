@@ -109,7 +109,19 @@ fn float_kwargs<const N: usize>(
 
 impl FromKwargs for CartPole {
     fn from_kwargs(kwargs: &Kwargs) -> Result<Self, EnvError> {
-        float_kwargs(Self::ID, kwargs, [], []).map(|[]| CartPole)
+        let name = "sutton_barto_reward";
+        let mut others = kwargs.clone();
+        let sutton_barto_reward = match others.remove(name) {
+            None => false,
+            Some(value) => value.as_bool().ok_or_else(|| EnvError::InvalidOption {
+                env: Self::ID.into(),
+                name: name.into(),
+                reason: format!("{value} is not a boolean"),
+            })?,
+        };
+        float_kwargs(Self::ID, &others, [], []).map(|[]| CartPole {
+            sutton_barto_reward,
+        })
     }
 }
 

@@ -25,7 +25,11 @@ const X_THRESHOLD: f64 = 2.4;
 
 /// CartPole-v1's dynamics; the action pushes right when `true`.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct CartPole;
+pub struct CartPole {
+    /// Gymnasium's `sutton_barto_reward`: 0 per step and -1 on termination
+    /// instead of 1 per step.
+    pub sutton_barto_reward: bool,
+}
 
 impl Dynamics for CartPole {
     const ID: &'static str = "CartPole-v1";
@@ -86,10 +90,12 @@ impl Dynamics for CartPole {
         *state = [x, x_dot, theta, theta_dot];
         let terminated = !(-X_THRESHOLD..=X_THRESHOLD).contains(&x)
             || !(-THETA_THRESHOLD..=THETA_THRESHOLD).contains(&theta);
-        Transition {
-            reward: 1.0,
-            terminated,
-        }
+        let reward = match (self.sutton_barto_reward, terminated) {
+            (false, _) => 1.0,
+            (true, false) => 0.0,
+            (true, true) => -1.0,
+        };
+        Transition { reward, terminated }
     }
 
     #[inline(always)]
@@ -119,6 +125,10 @@ impl Dynamics for CartPole {
     }
 
     fn reward_after_termination(&self, _reward: f64) -> f64 {
-        0.0
+        if self.sutton_barto_reward {
+            -1.0
+        } else {
+            0.0
+        }
     }
 }

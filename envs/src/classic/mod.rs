@@ -101,8 +101,9 @@ pub trait Dynamics: Clone + Send + Sync + 'static {
         None
     }
 
-    /// The reward Gymnasium gives for steps taken after termination without
-    /// a reset (only CartPole changes it: to 0).
+    /// The reward Gymnasium gives for a terminal step when an earlier step
+    /// already terminated and no reset came in between (only CartPole
+    /// changes it).
     fn reward_after_termination(&self, reward: f64) -> f64 {
         reward
     }
@@ -198,7 +199,7 @@ impl<D: Dynamics> Env for ClassicEnv<D> {
             .ok_or_else(|| EnvError::ResetNeeded { env: D::ID.into() })?;
         let mut transition = self.dynamics.step::<Libm>(state, parsed);
         self.dynamics.observe::<Libm>(state, &mut self.obs);
-        if self.terminated {
+        if self.terminated && transition.terminated {
             transition.reward = self.dynamics.reward_after_termination(transition.reward);
         }
         self.terminated |= transition.terminated;
@@ -236,8 +237,9 @@ impl<D: Dynamics> Env for ClassicEnv<D> {
         check_physical_state(D::ID, D::STATE_LEN, physical)?;
         let state = self.dynamics.state_from_physical(physical);
         self.dynamics.observe::<Libm>(&state, &mut self.obs);
+        // Like assigning `env.unwrapped.state`: whether the episode already
+        // terminated is remembered until the next reset.
         self.state = Some(state);
-        self.terminated = false;
         Ok(())
     }
 }

@@ -313,7 +313,7 @@ mod tests {
         // Remainders padded to 8, 16 and 32 lanes, with and without a whole block.
         for copies in [5, 13, 37, 52] {
             let reference = trajectory(
-                &CartPole,
+                &CartPole::default(),
                 InstructionSet::Baseline,
                 copies,
                 &[true, false, false],
@@ -327,7 +327,7 @@ mod tests {
             let acrobot = trajectory(&Acrobot, InstructionSet::Baseline, copies, &[0, 2, 1]);
             for &isa in &isas {
                 assert_eq!(
-                    trajectory(&CartPole, isa, copies, &[true, false, false]),
+                    trajectory(&CartPole::default(), isa, copies, &[true, false, false]),
                     reference,
                     "{isa:?}"
                 );
