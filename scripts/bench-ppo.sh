@@ -16,7 +16,7 @@ seeds=("$@")
 
 . "$repo/scripts/env.sh"
 (cd "$repo" && cargo build --release --quiet)
-oxray="$repo/target/release/oxray"
+oxray="${CARGO_TARGET_DIR:-$repo/target}/release/oxray"
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 
