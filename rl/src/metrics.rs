@@ -49,11 +49,6 @@ impl EpisodeWindow {
         }
     }
 
-    /// `None` until an episode has finished.
-    pub fn return_mean(&self) -> Option<f64> {
-        mean(&self.returns)
-    }
-
     /// Adds the episode keys to `metrics` (absent until an episode finished).
     pub fn report(&self, metrics: &mut Metrics) {
         let returns = &self.returns;
@@ -93,16 +88,17 @@ mod tests {
     #[test]
     fn window_keeps_the_last_hundred_episodes() {
         let mut window = EpisodeWindow::default();
-        assert_eq!(window.return_mean(), None);
+        let mut metrics = Metrics::new();
+        window.report(&mut metrics);
+        assert!(!metrics.contains_key(EPISODE_RETURN_MEAN));
         let stats = EpisodeStats {
             returns: (0..150).map(|i| i as f32).collect(),
             lengths: vec![1; 150],
         };
         window.push(&stats);
         // Episodes 50..150 remain: mean 99.5.
-        assert_eq!(window.return_mean(), Some(99.5));
-        let mut metrics = Metrics::new();
         window.report(&mut metrics);
+        assert_eq!(metrics[EPISODE_RETURN_MEAN], 99.5);
         assert_eq!(metrics["env_runners/episode_return_min"], 50.0);
         assert_eq!(metrics["env_runners/num_episodes_lifetime"], 150.0);
     }

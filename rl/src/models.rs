@@ -148,10 +148,6 @@ impl ActorCritic {
         &self.var_store
     }
 
-    pub fn var_store_mut(&mut self) -> &mut nn::VarStore {
-        &mut self.var_store
-    }
-
     /// The action distribution for a batch of observations `[B, obs_dim]`.
     pub fn distribution(&self, obs: &Tensor) -> ActionDistribution {
         self.distribution_from_features(&self.policy_trunk.forward(obs))

@@ -101,15 +101,6 @@ impl SampleBatch {
         self.truncation_obs.extend_from_slice(&other.truncation_obs);
     }
 
-    /// Concatenates batches in order.
-    pub fn concat(batches: &[SampleBatch]) -> SampleBatch {
-        let mut all = SampleBatch::default();
-        for batch in batches {
-            all.append(batch);
-        }
-        all
-    }
-
     /// Splits the batch into `n` shards of whole trajectories (as even as
     /// possible), one per Learner.
     pub fn shard(&self, n: usize) -> Vec<SampleBatch> {
@@ -178,7 +169,8 @@ mod tests {
     #[test]
     fn append_offsets_truncation_indices_and_shard_undoes_it() {
         let (a, b) = (batch(2, 0.0), batch(1, 10.0));
-        let all = SampleBatch::concat(&[a.clone(), b.clone()]);
+        let mut all = a.clone();
+        all.append(&b);
         assert_eq!(all.num_fragments, 3);
         assert_eq!(all.truncation_index, vec![1, 7]);
         let shards = all.shard(2);
