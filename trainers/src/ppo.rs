@@ -275,6 +275,8 @@ pub struct PpoLearner {
 pub enum UpdateOutcome {
     Trained(Metrics),
     NonFiniteLoss(String),
+    /// The weights could not be snapshotted or restored around the update.
+    Failed(String),
 }
 
 #[oxray_core::actor]
@@ -292,12 +294,12 @@ impl PpoLearner {
     pub fn update(&mut self, batch: SampleBatch, params: UpdateParams) -> UpdateOutcome {
         let last_good = match self.learner.state() {
             Ok(state) => state,
-            Err(e) => return UpdateOutcome::NonFiniteLoss(format!("cannot snapshot weights: {e}")),
+            Err(e) => return UpdateOutcome::Failed(format!("cannot snapshot weights: {e}")),
         };
         let outcome = self.update_from(batch, params);
         if let UpdateOutcome::NonFiniteLoss(_) = outcome {
             if let Err(e) = self.learner.set_state(&last_good) {
-                return UpdateOutcome::NonFiniteLoss(format!("cannot restore weights: {e}"));
+                return UpdateOutcome::Failed(format!("cannot restore weights: {e}"));
             }
         }
         outcome
@@ -619,6 +621,7 @@ impl Algorithm for Ppo {
                 UpdateOutcome::NonFiniteLoss(reason) => {
                     Err(TrainError::NonFiniteLoss { iteration, reason })
                 }
+                UpdateOutcome::Failed(reason) => Err(TrainError::Learner(reason)),
             }
         })?;
         self.progress.env_steps_trained += batch.len() as u64;
