@@ -212,6 +212,9 @@ fn advance_copies<D: Dynamics>(
     rewards: &mut [f64],
     terminated: &mut [bool],
 ) {
+    // A local copy of the parameters, so the optimizer knows the loop's
+    // stores cannot change them and keeps them in registers.
+    let dynamics = dynamics.clone();
     let [f0, f1, f2, f3] = fields;
     let states = f0
         .iter_mut()
