@@ -40,6 +40,9 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
             .map_or("run".into(), |s| s.to_string_lossy().into_owned())
     });
     let uses_actors = config.env_runners.num_env_runners > 0 || config.learners.num_learners > 0;
+    if uses_actors && args.address.is_none() {
+        warn_if_actors_exceed_cores(&config);
+    }
     if uses_actors || args.address.is_some() {
         let mut options = oxray_core::InitOptions::default();
         if let Some(address) = &args.address {
@@ -77,6 +80,26 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
         println!("checkpoint: {}", checkpoint.display());
     }
     Ok(())
+}
+
+/// Actors that do not fit the embedded node's CPUs wait for resources, as in
+/// Ray; say so up front rather than leave a silent wait.
+fn warn_if_actors_exceed_cores(config: &ExperimentConfig) {
+    let runners = &config.env_runners;
+    let learner_cpus = if config.learners.num_gpus_per_learner > 0.0 {
+        0.0
+    } else {
+        1.0
+    };
+    let wanted = runners.num_env_runners as f64 * runners.num_cpus_per_env_runner
+        + config.learners.num_learners as f64 * learner_cpus;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    if wanted > cores {
+        eprintln!(
+            "warning: the EnvRunner and Learner actors ask for {wanted} CPUs but this machine has \
+             {cores}; the ones that do not fit wait (lower env_runners.num_cpus_per_env_runner)"
+        );
+    }
 }
 
 /// A progress bar on a terminal, one plain line per iteration otherwise.
