@@ -2,10 +2,12 @@
 //! layer, reported the way nccl-tests reports them, with torch.distributed's
 //! gloo backend optionally measured in the same run for a side-by-side ratio.
 //!
-//! Ranks are threads of this process, each with its own links to every other
-//! rank, exactly as separate processes would have them: shared-memory rings
+//! By default each rank is an oxray actor, i.e. its own worker process, as
+//! gloo's ranks are; the ranks meet through the cluster's key-value store.
+//! `--ranks threads` runs them as threads of this process instead. Either way
+//! each rank has its own links to every other rank: shared-memory rings
 //! between ranks of one node, TCP over loopback between the emulated nodes of
-//! the 2 x 2 layout. The figures measure the data path, not process start-up. Each size
+//! the 2 x 2 layout. Only the all-reduce loop is timed, not start-up. Each size
 //! gets warm-up iterations, a barrier, then timed iterations; the time shown
 //! is rank 0's mean per iteration, as gloo's script reports it. algbw is
 //! bytes / time, busbw = algbw x 2(n-1)/n (nccl-tests), and for layouts that
@@ -13,10 +15,12 @@
 //! beside the hierarchical bound 2(M-1)/M x S.
 
 use anyhow::{bail, Context};
-use clap::Subcommand;
+use clap::{Subcommand, ValueEnum};
 use oxray_collective::{
-    Algorithm, CollectiveGroup, GroupOptions, InProcessRendezvous, Layout, ReduceOp,
+    Algorithm, CollectiveGroup, GroupOptions, InProcessRendezvous, KvRendezvous, Layout, ReduceOp,
+    Rendezvous,
 };
+use oxray_core::{actor, InitOptions};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -42,10 +46,19 @@ pub struct AllreduceArgs {
     /// Send bf16 on the wire instead of f32.
     #[arg(long)]
     bf16: bool,
+    /// What a rank is: an actor's worker process, or a thread of this process.
+    #[arg(long, value_enum, default_value_t = RankKind::Processes)]
+    ranks: RankKind,
     /// Also run torch.distributed gloo's all-reduce with this script (the
     /// peers' `gloo_allreduce.py`) for worlds 2 and 4, and print the ratios.
     #[arg(long)]
     gloo: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum RankKind {
+    Processes,
+    Threads,
 }
 
 /// One layout the bench runs: node labels per rank and the algorithm.
@@ -92,19 +105,26 @@ fn run_allreduce(args: &AllreduceArgs) -> anyhow::Result<()> {
         bail!("--sizes-mib needs at least one size");
     }
     println!(
-        "oxray all-reduce, f32 sum, {} timed iterations{}; ranks are threads, shared memory inside a node, TCP loopback between nodes",
+        "oxray all-reduce, f32 sum, {} timed iterations{}; ranks are {}, shared memory inside a node, TCP loopback between nodes",
         args.iterations,
-        if args.bf16 { ", bf16 on the wire" } else { "" }
+        if args.bf16 { ", bf16 on the wire" } else { "" },
+        match args.ranks {
+            RankKind::Processes => "worker processes (actors)",
+            RankKind::Threads => "threads",
+        }
     );
     println!(
         "{:<18} {:<13} {:>6} {:>10} {:>9} {:>9} {:>16} {:>16}",
         "layout", "algorithm", "MiB", "time ms", "algbw", "busbw", "inter B/node", "2(M-1)/M x S"
     );
     let mut busbw_by_world: Vec<(usize, usize, f64)> = Vec::new();
-    for setup in SETUPS {
+    if args.ranks == RankKind::Processes {
+        oxray_core::init(InitOptions::default())?;
+    }
+    for (setup_index, setup) in SETUPS.iter().enumerate() {
         let world = setup.nodes.len();
         let nodes = Layout::from_labels(setup.nodes).num_nodes();
-        let measurements = measure(setup, args)?;
+        let measurements = measure(setup_index, args)?;
         for (&mib, measurement) in args.sizes_mib.iter().zip(measurements) {
             let bytes = (mib * 1024 * 1024) as f64;
             let algbw = bytes / measurement.seconds / 1e9;
@@ -132,53 +152,121 @@ fn run_allreduce(args: &AllreduceArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs every size of `setup` on one group of thread ranks.
-fn measure(setup: &Setup, args: &AllreduceArgs) -> anyhow::Result<Vec<Measurement>> {
-    let world = setup.nodes.len();
-    let rendezvous = InProcessRendezvous::new();
+/// What one rank measured per size: seconds per iteration, and inter-node
+/// bytes it sent per iteration.
+type RankTimings = Vec<(f64, u64)>;
+
+/// The settings every rank of one setup runs with.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct RankPlan {
+    setup: usize,
+    group: String,
+    sizes_mib: Vec<usize>,
+    iterations: u32,
+    warmup: u32,
+    bf16: bool,
+}
+
+/// One rank: joins the group, then warms up, synchronises and times each size.
+fn run_rank(
+    plan: &RankPlan,
+    rank: usize,
+    rendezvous: &dyn Rendezvous,
+) -> oxray_collective::Result<RankTimings> {
+    let setup = &SETUPS[plan.setup];
     let options = GroupOptions::default()
         .algorithm(setup.algorithm)
         .layout(setup.nodes.iter().copied())
-        .bf16_compression(args.bf16);
-    let ranks: Vec<_> = (0..world)
-        .map(|rank| {
-            let (rendezvous, options) = (rendezvous.clone(), options.clone());
-            let sizes = args.sizes_mib.clone();
-            let (iterations, warmup) = (args.iterations, args.warmup);
-            std::thread::spawn(move || -> oxray_collective::Result<Vec<(f64, u64)>> {
-                let mut group = CollectiveGroup::join(world, rank, "bench", options, &rendezvous)?;
-                let mut results = Vec::new();
-                for mib in sizes {
-                    let mut buffer = vec![1.0f32; mib * 1024 * 1024 / 4];
-                    for _ in 0..warmup {
-                        group.allreduce(&mut buffer, ReduceOp::Sum)?;
-                    }
-                    group.barrier()?;
-                    group.reset_counters();
-                    let start = Instant::now();
-                    for _ in 0..iterations {
-                        group.allreduce(&mut buffer, ReduceOp::Sum)?;
-                    }
-                    let seconds = start.elapsed().as_secs_f64() / f64::from(iterations);
-                    results.push((seconds, group.counters().inter_node / u64::from(iterations)));
-                }
-                Ok(results)
-            })
-        })
-        .collect();
-    let mut per_rank = Vec::new();
-    for (rank, thread) in ranks.into_iter().enumerate() {
-        let outcome = thread
-            .join()
-            .map_err(|_| anyhow::anyhow!("bench rank {rank} panicked"))?;
-        per_rank.push(outcome.with_context(|| format!("{}: rank {rank}", setup.name))?);
+        .bf16_compression(plan.bf16);
+    let mut group =
+        CollectiveGroup::join(setup.nodes.len(), rank, &plan.group, options, rendezvous)?;
+    let mut timings = Vec::new();
+    for &mib in &plan.sizes_mib {
+        let mut buffer = vec![1.0f32; mib * 1024 * 1024 / 4];
+        for _ in 0..plan.warmup {
+            group.allreduce(&mut buffer, ReduceOp::Sum)?;
+        }
+        group.barrier()?;
+        group.reset_counters();
+        let start = Instant::now();
+        for _ in 0..plan.iterations {
+            group.allreduce(&mut buffer, ReduceOp::Sum)?;
+        }
+        let seconds = start.elapsed().as_secs_f64() / f64::from(plan.iterations);
+        timings.push((
+            seconds,
+            group.counters().inter_node / u64::from(plan.iterations),
+        ));
     }
+    Ok(timings)
+}
+
+/// A bench rank living in its own worker process.
+pub struct BenchRank;
+
+#[actor]
+impl BenchRank {
+    pub fn new() -> Self {
+        BenchRank
+    }
+
+    pub fn run(&mut self, plan: RankPlan, rank: usize) -> Result<RankTimings, String> {
+        run_rank(&plan, rank, &KvRendezvous).map_err(|error| error.to_string())
+    }
+}
+
+/// Runs every size of `setup` on one group and folds the ranks' timings.
+fn measure(setup_index: usize, args: &AllreduceArgs) -> anyhow::Result<Vec<Measurement>> {
+    let setup = &SETUPS[setup_index];
+    let world = setup.nodes.len();
+    let plan = RankPlan {
+        setup: setup_index,
+        group: format!("bench-allreduce-{}-{setup_index}", std::process::id()),
+        sizes_mib: args.sizes_mib.clone(),
+        iterations: args.iterations,
+        warmup: args.warmup,
+        bf16: args.bf16,
+    };
+    let per_rank: Vec<RankTimings> = match args.ranks {
+        RankKind::Threads => {
+            let rendezvous = InProcessRendezvous::new();
+            let threads: Vec<_> = (0..world)
+                .map(|rank| {
+                    let (plan, rendezvous) = (plan.clone(), rendezvous.clone());
+                    std::thread::spawn(move || run_rank(&plan, rank, &rendezvous))
+                })
+                .collect();
+            let mut timings = Vec::new();
+            for (rank, thread) in threads.into_iter().enumerate() {
+                let outcome = thread
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("bench rank {rank} panicked"))?;
+                timings.push(outcome.with_context(|| format!("{}: rank {rank}", setup.name))?);
+            }
+            timings
+        }
+        RankKind::Processes => {
+            let actors = (0..world)
+                .map(|_| BenchRank::options().remote())
+                .collect::<Result<Vec<_>, _>>()?;
+            let calls: Vec<_> = actors
+                .iter()
+                .enumerate()
+                .map(|(rank, actor)| actor.run(plan.clone(), rank))
+                .collect();
+            let timings = oxray_core::get_all(&calls).with_context(|| setup.name.to_string());
+            for actor in &actors {
+                oxray_core::kill(actor)?;
+            }
+            timings?
+        }
+    };
     let layout = Layout::from_labels(setup.nodes);
     Ok((0..args.sizes_mib.len())
         .map(|size| {
             let mut per_node = vec![0u64; layout.num_nodes()];
-            for (rank, results) in per_rank.iter().enumerate() {
-                per_node[layout.node_of(rank)] += results[size].1;
+            for (rank, timings) in per_rank.iter().enumerate() {
+                per_node[layout.node_of(rank)] += timings[size].1;
             }
             Measurement {
                 seconds: per_rank[0][size].0,
