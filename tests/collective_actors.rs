@@ -45,6 +45,13 @@ impl Rank {
         let counters = collective::byte_counters(&group).map_err(|error| error.to_string())?;
         Ok((values, counters.intra_node, counters.inter_node))
     }
+
+    /// Leaves the group; reports whether the process still knows it.
+    pub fn leave(&mut self) -> Result<bool, String> {
+        let group = self.group.take().ok_or("not in a group")?;
+        collective::destroy_collective_group(&group).map_err(|error| error.to_string())?;
+        Ok(collective::is_group_initialized(&group))
+    }
 }
 
 fn form_group(actors: &[ActorHandle<Rank>], name: &str) -> Vec<u32> {
@@ -89,6 +96,11 @@ fn two_actor_processes_allreduce_through_the_kv_rendezvous() {
         );
         assert_eq!(inter_node, 0);
     }
+    let leaves: Vec<_> = actors.iter().map(|actor| actor.leave()).collect();
+    assert_eq!(
+        oxray_core::get_all(&leaves).expect("both ranks leave"),
+        vec![false, false]
+    );
 }
 
 #[test]
