@@ -8,9 +8,11 @@
 //! segment sent at step s is the one received at step s-1) and a chain (each
 //! rank forwards what it has just received).
 //!
-//! Both sockets are non-blocking and driven from one thread with `poll`, so
-//! sending, receiving and reducing overlap without locks or per-step threads,
-//! and every wait is bounded by the operation's deadline.
+//! Both links (a socket or a shared-memory ring each) are non-blocking and
+//! driven from one thread, so sending, receiving and reducing overlap without
+//! locks or per-step threads; when neither can move, the rank waits in
+//! `Mesh::wait` (poll for sockets, a futex for rings), and every wait is
+//! bounded by the operation's deadline.
 
 use crate::error::{CollectiveError, OpKind, Result};
 use crate::transport::{socket_error, Mesh, Transfer};
@@ -105,7 +107,7 @@ struct SendProgress {
     block: usize,
     header: [u8; HEADER_BYTES],
     header_sent: usize,
-    /// Payload bytes of the current block already handed to the kernel.
+    /// Payload bytes of the current block already handed to the link.
     payload_sent: usize,
     /// bf16 only: elements encoded into staging, and how many of those bytes
     /// went out.
@@ -258,7 +260,9 @@ fn advance_send(
         match mesh.send_some(peer, pending).map_err(fail)? {
             Transfer::Moved(bytes) => {
                 progress.payload_sent += bytes;
-                progress.staged_sent += bytes;
+                if frame.format == WireFormat::Bf16 {
+                    progress.staged_sent += bytes;
+                }
             }
             Transfer::WouldBlock => return Ok(SideState::WouldBlock),
         }
