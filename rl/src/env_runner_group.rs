@@ -6,8 +6,15 @@
 //! current one is collected, so sampling overlaps the Learner's update; those
 //! actions come from weights one version old, which PPO's importance ratio
 //! r_t(θ) accounts for (each rollout records the version it used).
+//!
+//! Remote runners are spread over the cluster's nodes and restarted by the
+//! core when their process or node dies (RLlib's `restart_failed_env_runners`).
+//! A sample lost that way is skipped, not fatal: the iteration goes on with the
+//! healthy runners' rollouts, the restarted runner gets the latest weights
+//! before its next sample, and the losses show in the results under
+//! `fault_tolerance/`.
 
-use oxray_core::{ActorHandle, ObjectRef};
+use oxray_core::{ActorHandle, ObjectRef, SchedulingStrategy};
 use rand_chacha::ChaCha8Rng;
 
 use crate::env_runner::{EnvRunner, EnvRunnerConfig, Rollout};
@@ -21,7 +28,30 @@ pub enum EnvRunnerGroup {
         in_flight: Vec<ObjectRef<Rollout>>,
         /// `set_weights` calls not yet confirmed.
         weight_acks: Vec<ObjectRef<()>>,
+        /// The last weights sent, for runners that come back from a restart.
+        latest_weights: Option<(u64, ObjectRef<Vec<u8>>)>,
+        /// Whether each runner's last sample arrived.
+        healthy: Vec<bool>,
+        /// Samples lost to runner failures, over the run.
+        restarts: u64,
+        /// Consecutive `sample()` calls in which every runner failed.
+        barren_rounds: u32,
     },
+}
+
+/// RLlib's `max_num_env_runner_restarts` default.
+const MAX_ENV_RUNNER_RESTARTS: u32 = 1000;
+/// After this many rounds with no runner delivering, training stops.
+const MAX_BARREN_ROUNDS: u32 = 20;
+
+/// Failures a restart can cure: the runner's process or node went away.
+fn is_runner_failure(error: &oxray_core::Error) -> bool {
+    matches!(
+        error,
+        oxray_core::Error::ActorDied { .. }
+            | oxray_core::Error::WorkerDied { .. }
+            | oxray_core::Error::ObjectLost { .. }
+    )
 }
 
 impl EnvRunnerGroup {
@@ -41,7 +71,8 @@ impl EnvRunnerGroup {
             .map(|worker_index| {
                 EnvRunner::options()
                     .num_cpus(num_cpus_per_env_runner)
-                    .max_restarts(1)
+                    .scheduling_strategy(SchedulingStrategy::Spread)
+                    .max_restarts(MAX_ENV_RUNNER_RESTARTS)
                     .remote(EnvRunnerConfig {
                         worker_index,
                         ..config.clone()
@@ -49,9 +80,13 @@ impl EnvRunnerGroup {
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(EnvRunnerGroup::Remote {
+            healthy: vec![true; runners.len()],
             runners,
             in_flight: Vec::new(),
             weight_acks: Vec::new(),
+            latest_weights: None,
+            restarts: 0,
+            barren_rounds: 0,
         })
     }
 
@@ -63,13 +98,53 @@ impl EnvRunnerGroup {
                 runners,
                 in_flight,
                 weight_acks,
+                latest_weights,
+                healthy,
+                restarts,
+                barren_rounds,
             } => {
-                oxray_core::get_all(weight_acks)?;
-                weight_acks.clear();
+                for ack in weight_acks.drain(..) {
+                    match ack.get() {
+                        Err(error) if !is_runner_failure(&error) => return Err(error.into()),
+                        // A runner that died gets the weights again below.
+                        _ => {}
+                    }
+                }
                 if in_flight.is_empty() {
                     *in_flight = runners.iter().map(|r| r.sample()).collect();
                 }
-                let rollouts = oxray_core::get_all(in_flight)?;
+                let mut rollouts = Vec::with_capacity(runners.len());
+                for (index, pending) in in_flight.iter().enumerate() {
+                    match pending.get() {
+                        Ok(rollout) => {
+                            healthy[index] = true;
+                            rollouts.push(rollout);
+                        }
+                        Err(error) if is_runner_failure(&error) => {
+                            eprintln!("EnvRunner {} failed and is restarting: {error}", index + 1);
+                            healthy[index] = false;
+                            *restarts += 1;
+                        }
+                        Err(error) => return Err(error.into()),
+                    }
+                }
+                *barren_rounds = if rollouts.is_empty() {
+                    *barren_rounds + 1
+                } else {
+                    0
+                };
+                if *barren_rounds >= MAX_BARREN_ROUNDS {
+                    return Err(Error::Env(format!(
+                        "every EnvRunner failed {MAX_BARREN_ROUNDS} times in a row; the last restarts did not help"
+                    )));
+                }
+                // Calls to one actor run in order, so a restarted runner has
+                // the latest weights before it samples again.
+                if let Some((version, weights)) = latest_weights {
+                    for (runner, _) in runners.iter().zip(healthy.iter()).filter(|(_, ok)| !**ok) {
+                        weight_acks.push(runner.set_weights(*version, &*weights));
+                    }
+                }
                 *in_flight = runners.iter().map(|r| r.sample()).collect();
                 Ok(rollouts)
             }
@@ -82,13 +157,36 @@ impl EnvRunnerGroup {
             EnvRunnerGroup::Remote {
                 runners,
                 weight_acks,
+                latest_weights,
                 ..
             } => {
                 let shared = oxray_core::put(&weights)?;
                 weight_acks.extend(runners.iter().map(|r| r.set_weights(version, &shared)));
+                *latest_weights = Some((version, shared));
                 Ok(())
             }
         }
+    }
+
+    /// RLlib's `fault_tolerance/` results: runners whose last sample arrived,
+    /// and samples lost to failed runners over the run.
+    pub fn fault_tolerance(&self) -> [(String, f64); 2] {
+        let (healthy, restarts) = match self {
+            EnvRunnerGroup::Local(_) => (1, 0),
+            EnvRunnerGroup::Remote {
+                healthy, restarts, ..
+            } => (healthy.iter().filter(|ok| **ok).count(), *restarts),
+        };
+        [
+            (
+                "fault_tolerance/num_healthy_env_runners".to_string(),
+                healthy as f64,
+            ),
+            (
+                "fault_tolerance/num_remote_env_runner_restarts".to_string(),
+                restarts as f64,
+            ),
+        ]
     }
 
     /// Each runner's action-sampling RNG, for checkpoints.

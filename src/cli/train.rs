@@ -5,7 +5,7 @@
 //! remote EnvRunners or Learners (or `--address` names a cluster): a config
 //! that samples and learns in the driver needs no worker processes.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
 use clap::Args;
@@ -27,7 +27,8 @@ pub struct TrainArgs {
     /// Continue the run in RUN_DIR from its latest checkpoint.
     #[arg(long, value_name = "RUN_DIR")]
     resume: Option<PathBuf>,
-    /// Join the cluster whose head listens at ADDR instead of starting one.
+    /// Join the cluster whose head listens at ADDR instead of starting one
+    /// (default: `OXRAY_ADDRESS` if set).
     #[arg(long, value_name = "ADDR")]
     address: Option<String>,
 }
@@ -39,13 +40,16 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
             .file_stem()
             .map_or("run".into(), |s| s.to_string_lossy().into_owned())
     });
+    // Inside `oxray symmetric-run` or an sbatch job the cluster is in the
+    // environment.
+    let address = args.address.or_else(|| std::env::var("OXRAY_ADDRESS").ok());
     let uses_actors = config.env_runners.num_env_runners > 0 || config.learners.num_learners > 0;
-    if uses_actors && args.address.is_none() {
+    if uses_actors && address.is_none() {
         warn_if_actors_exceed_cores(&config);
     }
-    if uses_actors || args.address.is_some() {
+    if uses_actors || address.is_some() {
         let mut options = oxray_core::InitOptions::default();
-        if let Some(address) = &args.address {
+        if let Some(address) = &address {
             options = options.address(address);
         }
         oxray_core::init(options)?;
@@ -61,23 +65,26 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
         |result| progress.report(result),
     );
     progress.finish();
-    if uses_actors || args.address.is_some() {
+    if uses_actors || address.is_some() {
         oxray_core::shutdown();
     }
     let summary = outcome?;
     let result = &summary.last_result;
-    println!(
+    say(format_args!(
         "done: {} after {} iterations, {} env steps, {:.1} s; return mean {}",
         summary.stop_reason,
         result[metrics::TRAINING_ITERATION],
         result[metrics::NUM_ENV_STEPS_SAMPLED_LIFETIME],
         result[metrics::TIME_TOTAL_S],
         format_return(result),
-    );
-    println!("learner device: {}", summary.learner_devices.join(", "));
-    println!("run directory: {}", summary.run_dir.display());
+    ));
+    say(format_args!(
+        "learner device: {}",
+        summary.learner_devices.join(", ")
+    ));
+    say(format_args!("run directory: {}", summary.run_dir.display()));
     if let Some(checkpoint) = summary.checkpoint {
-        println!("checkpoint: {}", checkpoint.display());
+        say(format_args!("checkpoint: {}", checkpoint.display()));
     }
     Ok(())
 }
@@ -95,10 +102,10 @@ fn warn_if_actors_exceed_cores(config: &ExperimentConfig) {
         + config.learners.num_learners as f64 * learner_cpus;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     if wanted > cores {
-        eprintln!(
+        esay(format_args!(
             "warning: the EnvRunner and Learner actors ask for {wanted} CPUs but this machine has \
              {cores}; the ones that do not fit wait (lower env_runners.num_cpus_per_env_runner)"
-        );
+        ));
     }
 }
 
@@ -136,7 +143,7 @@ impl Progress {
                 bar.set_message(line);
                 bar.tick();
             }
-            Progress::Lines => println!("{line}"),
+            Progress::Lines => say(format_args!("{line}")),
         }
     }
 
@@ -145,6 +152,12 @@ impl Progress {
             bar.finish();
         }
     }
+}
+
+/// Prints a line to stdout. A closed pipe (`oxray train ... | head`) is no
+/// reason to stop training or to die with a panic.
+pub(super) fn say(line: std::fmt::Arguments) {
+    let _ = writeln!(std::io::stdout(), "{line}");
 }
 
 fn format_return(result: &Metrics) -> String {

@@ -641,6 +641,7 @@ impl Algorithm for Ppo {
         self.progress.iteration = iteration;
         let time_total_s = self.progress.time_before_s + self.started.elapsed().as_secs_f64();
         self.progress.episodes.report(&mut result);
+        result.extend(self.env_runners.fault_tolerance());
         result.extend([
             (metrics::TRAINING_ITERATION.to_string(), iteration as f64),
             (metrics::TIME_TOTAL_S.to_string(), time_total_s),
