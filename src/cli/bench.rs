@@ -21,7 +21,7 @@ use oxray_collective::{
     Rendezvous,
 };
 use oxray_core::{actor, InitOptions};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 #[derive(Debug, Subcommand)]
@@ -117,7 +117,9 @@ fn run_allreduce(args: &AllreduceArgs) -> anyhow::Result<()> {
         "{:<18} {:<13} {:>6} {:>10} {:>9} {:>9} {:>16} {:>16}",
         "layout", "algorithm", "MiB", "time ms", "algbw", "busbw", "inter B/node", "2(M-1)/M x S"
     );
-    let mut busbw_by_world: Vec<(usize, usize, f64)> = Vec::new();
+    // (world, MiB, oxray busbw, gloo busbw)
+    let mut comparisons: Vec<(usize, usize, f64, f64)> = Vec::new();
+    let mut gloo_lines: Vec<String> = Vec::new();
     if args.ranks == RankKind::Processes {
         oxray_core::init(InitOptions::default())?;
     }
@@ -125,6 +127,11 @@ fn run_allreduce(args: &AllreduceArgs) -> anyhow::Result<()> {
         let world = setup.nodes.len();
         let nodes = Layout::from_labels(setup.nodes).num_nodes();
         let measurements = measure(setup_index, args)?;
+        // gloo runs right after the same world, so both see the same load.
+        let gloo = match (&args.gloo, nodes) {
+            (Some(script), 1) => run_gloo(script, world, &mut gloo_lines)?,
+            _ => Vec::new(),
+        };
         for (&mib, measurement) in args.sizes_mib.iter().zip(measurements) {
             let bytes = (mib * 1024 * 1024) as f64;
             let algbw = bytes / measurement.seconds / 1e9;
@@ -141,13 +148,30 @@ fn run_allreduce(args: &AllreduceArgs) -> anyhow::Result<()> {
                 measurement.inter_node_bytes_per_node,
                 bound
             );
-            if nodes == 1 {
-                busbw_by_world.push((world, mib, busbw));
+            if let Some(&(_, gloo_busbw)) = gloo.iter().find(|&&(size, _)| size == mib) {
+                comparisons.push((world, mib, busbw, gloo_busbw));
             }
         }
     }
-    if let Some(script) = &args.gloo {
-        compare_with_gloo(script, &busbw_by_world)?;
+    if args.gloo.is_some() {
+        println!();
+        for line in &gloo_lines {
+            println!("{line}");
+        }
+        println!(
+            "{:<8} {:>6} {:>14} {:>14} {:>8}",
+            "world", "MiB", "oxray busbw", "gloo busbw", "ratio"
+        );
+        for (world, mib, ours, gloo) in comparisons {
+            println!(
+                "{:<8} {:>6} {:>10.2}GB/s {:>10.2}GB/s {:>7.2}x",
+                world,
+                mib,
+                ours,
+                gloo,
+                ours / gloo
+            );
+        }
     }
     Ok(())
 }
@@ -276,61 +300,45 @@ fn measure(setup_index: usize, args: &AllreduceArgs) -> anyhow::Result<Vec<Measu
         .collect())
 }
 
-/// Runs gloo's script for each single-node world measured and prints the
-/// busbw ratio per size.
-fn compare_with_gloo(script: &PathBuf, measured: &[(usize, usize, f64)]) -> anyhow::Result<()> {
+/// Runs gloo's all-reduce script for `world` ranks; returns its busbw per
+/// size in MiB and keeps its output lines in `lines`.
+fn run_gloo(
+    script: &Path,
+    world: usize,
+    lines: &mut Vec<String>,
+) -> anyhow::Result<Vec<(usize, f64)>> {
     let python = std::env::var("OXRAY_PYTHON").unwrap_or_else(|_| "python3".to_string());
-    let mut worlds: Vec<usize> = measured.iter().map(|&(world, _, _)| world).collect();
-    worlds.dedup();
-    println!();
-    println!(
-        "{:<8} {:>6} {:>14} {:>14} {:>8}",
-        "world", "MiB", "oxray busbw", "gloo busbw", "ratio"
-    );
-    for world in worlds {
-        let output = std::process::Command::new(&python)
-            .arg(script)
-            .arg(world.to_string())
-            .output()
-            .with_context(|| format!("running {} {}", python, script.display()))?;
-        if !output.status.success() {
-            bail!(
-                "gloo script failed ({}): {}",
-                output.status,
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        let text = String::from_utf8_lossy(&output.stdout);
-        print!("{text}");
-        for line in text.lines() {
-            let field = |name: &str| {
-                line.split_whitespace()
-                    .find_map(|word| word.strip_prefix(name))
-                    .map(|value| {
-                        value
-                            .trim_end_matches("GB/s")
-                            .trim_end_matches("MiB")
-                            .to_string()
-                    })
-            };
-            let (Some(mib), Some(busbw)) = (field("size="), field("busbw=")) else {
-                continue;
-            };
-            let (Ok(mib), Ok(gloo)) = (mib.parse::<usize>(), busbw.parse::<f64>()) else {
-                continue;
-            };
-            if let Some(&(_, _, ours)) = measured.iter().find(|&&(w, m, _)| w == world && m == mib)
-            {
-                println!(
-                    "{:<8} {:>6} {:>10.2}GB/s {:>10.2}GB/s {:>7.2}x",
-                    world,
-                    mib,
-                    ours,
-                    gloo,
-                    ours / gloo
-                );
-            }
+    let output = std::process::Command::new(&python)
+        .arg(script)
+        .arg(world.to_string())
+        .output()
+        .with_context(|| format!("running {python} {}", script.display()))?;
+    if !output.status.success() {
+        bail!(
+            "gloo script failed ({}; `. scripts/env.sh` points OXRAY_PYTHON at a Python with torch): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let mut busbw_by_size = Vec::new();
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        lines.push(line.to_string());
+        let field = |name: &str| {
+            line.split_whitespace()
+                .find_map(|word| word.strip_prefix(name))
+                .map(|value| {
+                    value
+                        .trim_end_matches("GB/s")
+                        .trim_end_matches("MiB")
+                        .to_string()
+                })
+        };
+        if let (Some(Ok(mib)), Some(Ok(busbw))) = (
+            field("size=").map(|value| value.parse::<usize>()),
+            field("busbw=").map(|value| value.parse::<f64>()),
+        ) {
+            busbw_by_size.push((mib, busbw));
         }
     }
-    Ok(())
+    Ok(busbw_by_size)
 }
