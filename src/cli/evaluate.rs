@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use clap::Args;
 use oxray_trainers::evaluate::{evaluate, Evaluation};
 
+use super::train::say;
+
 #[derive(Debug, Args)]
 pub struct EvaluateArgs {
     /// A checkpoint directory (or a run directory / its checkpoints/, whose
@@ -29,8 +31,16 @@ pub fn run_evaluate(args: EvaluateArgs) -> anyhow::Result<()> {
     )?;
     let (r_mean, r_min, r_max) = Evaluation::stats(&evaluation.returns);
     let (l_mean, l_min, l_max) = Evaluation::stats(&evaluation.lengths);
-    println!("{}: {} episodes", evaluation.env, evaluation.returns.len());
-    println!("return  mean {r_mean:.2}  min {r_min:.2}  max {r_max:.2}");
-    println!("length  mean {l_mean:.1}  min {l_min}  max {l_max}");
+    say(format_args!(
+        "{}: {} episodes",
+        evaluation.env,
+        evaluation.returns.len()
+    ));
+    say(format_args!(
+        "return  mean {r_mean:.2}  min {r_min:.2}  max {r_max:.2}"
+    ));
+    say(format_args!(
+        "length  mean {l_mean:.1}  min {l_min}  max {l_max}"
+    ));
     Ok(())
 }

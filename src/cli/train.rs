@@ -102,10 +102,10 @@ fn warn_if_actors_exceed_cores(config: &ExperimentConfig) {
         + config.learners.num_learners as f64 * learner_cpus;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     if wanted > cores {
-        esay(format_args!(
+        eprintln!(
             "warning: the EnvRunner and Learner actors ask for {wanted} CPUs but this machine has \
              {cores}; the ones that do not fit wait (lower env_runners.num_cpus_per_env_runner)"
-        ));
+        );
     }
 }
 

@@ -92,50 +92,48 @@ pub enum FragmentLength {
     Auto,
 }
 
-#[derive(Serialize, Deserialize)]
-#[serde(untagged)]
-enum FragmentLengthYaml {
-    Steps(usize),
-    Word(String),
-}
-
 impl Serialize for FragmentLength {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match *self {
-            FragmentLength::Steps(steps) => FragmentLengthYaml::Steps(steps),
-            FragmentLength::Auto => FragmentLengthYaml::Word("auto".into()),
+            FragmentLength::Steps(steps) => s.serialize_u64(steps as u64),
+            FragmentLength::Auto => s.serialize_str("auto"),
         }
-        .serialize(s)
     }
 }
 
+/// A visitor rather than an untagged enum, so serde_yaml_ng can still name
+/// the key and line of a bad value.
 impl<'de> Deserialize<'de> for FragmentLength {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        match FragmentLengthYaml::deserialize(d)? {
-            FragmentLengthYaml::Steps(steps) => Ok(FragmentLength::Steps(steps)),
-            FragmentLengthYaml::Word(word) if word == "auto" => Ok(FragmentLength::Auto),
-            FragmentLengthYaml::Word(word) => Err(serde::de::Error::custom(format!(
-                "expected a number of steps or `auto`, found `{word}`"
-            ))),
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = FragmentLength;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a number of steps or `auto`")
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, steps: u64) -> Result<FragmentLength, E> {
+                Ok(FragmentLength::Steps(steps as usize))
+            }
+
+            fn visit_str<E: serde::de::Error>(self, word: &str) -> Result<FragmentLength, E> {
+                match word {
+                    "auto" => Ok(FragmentLength::Auto),
+                    _ => Err(E::invalid_value(serde::de::Unexpected::Str(word), &self)),
+                }
+            }
         }
+        d.deserialize_any(Visitor)
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LearnersConfig {
     /// 0 trains in the driver process; N ≥ 1 runs N Learner actors.
     pub num_learners: usize,
     pub num_gpus_per_learner: f64,
-}
-
-impl Default for LearnersConfig {
-    fn default() -> Self {
-        LearnersConfig {
-            num_learners: 0,
-            num_gpus_per_learner: 0.0,
-        }
-    }
 }
 
 /// Stop criteria; the first one reached ends the run, as in RLlib.
