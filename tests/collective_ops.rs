@@ -13,9 +13,10 @@ const ALGORITHMS: [Algorithm; 3] = [
     Algorithm::Hierarchical,
 ];
 
-/// Layouts of 2, 3 and 4 ranks over one or two nodes, uneven ones included.
+/// Layouts of 1 to 4 ranks over one or two nodes, uneven ones included.
 fn layouts() -> Vec<Vec<&'static str>> {
     vec![
+        vec!["a"],
         vec!["a", "a"],
         vec!["a", "b"],
         vec!["a", "b", "a"],
