@@ -8,7 +8,8 @@
 //! each rank has its own links to every other rank: shared-memory rings
 //! between ranks of one node, TCP over loopback between the emulated nodes of
 //! the 2 x 2 layout. Only the all-reduce loop is timed, not start-up. Each size
-//! gets warm-up iterations, a barrier, then timed iterations; the time shown
+//! gets warm-up iterations (at least 3 and at least 0.5 s, so freshly started
+//! workers have settled), a barrier, then timed iterations; the time shown
 //! is rank 0's mean per iteration, as gloo's script reports it. algbw is
 //! bytes / time, busbw = algbw x 2(n-1)/n (nccl-tests), and for layouts that
 //! span nodes the inter-node bytes each node sent per iteration are printed
@@ -22,7 +23,7 @@ use oxray_collective::{
 };
 use oxray_core::{actor, InitOptions};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
@@ -40,9 +41,13 @@ pub struct AllreduceArgs {
     /// Timed iterations per size.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
     iterations: u32,
-    /// Untimed iterations before the timed ones.
+    /// Untimed iterations before the timed ones (at least).
     #[arg(long, default_value_t = 3)]
     warmup: u32,
+    /// Keep warming up for at least this long, so freshly started worker
+    /// processes have settled before timing starts.
+    #[arg(long, default_value_t = 0.5)]
+    warmup_seconds: f64,
     /// Send bf16 on the wire instead of f32.
     #[arg(long)]
     bf16: bool,
@@ -188,6 +193,7 @@ pub struct RankPlan {
     sizes_mib: Vec<usize>,
     iterations: u32,
     warmup: u32,
+    warmup_seconds: f64,
     bf16: bool,
 }
 
@@ -207,8 +213,19 @@ fn run_rank(
     let mut timings = Vec::new();
     for &mib in &plan.sizes_mib {
         let mut buffer = vec![1.0f32; mib * 1024 * 1024 / 4];
-        for _ in 0..plan.warmup {
+        let warm_until = Instant::now() + Duration::from_secs_f64(plan.warmup_seconds.max(0.0));
+        let mut warmed = 0;
+        loop {
             group.allreduce(&mut buffer, ReduceOp::Sum)?;
+            warmed += 1;
+            // Rank 0 decides for all, so every rank runs the same iterations.
+            let mut more = [f32::from(u8::from(
+                warmed < plan.warmup || Instant::now() < warm_until,
+            ))];
+            group.broadcast(&mut more, 0)?;
+            if more[0] == 0.0 {
+                break;
+            }
         }
         group.barrier()?;
         group.reset_counters();
@@ -249,6 +266,7 @@ fn measure(setup_index: usize, args: &AllreduceArgs) -> anyhow::Result<Vec<Measu
         sizes_mib: args.sizes_mib.clone(),
         iterations: args.iterations,
         warmup: args.warmup,
+        warmup_seconds: args.warmup_seconds,
         bf16: args.bf16,
     };
     let per_rank: Vec<RankTimings> = match args.ranks {
