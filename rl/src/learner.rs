@@ -3,16 +3,25 @@
 //!
 //! It owns the generic half of a training step (tensors onto the device,
 //! backward, global-norm clipping, Adam) while each algorithm supplies the loss
-//! and the epoch/minibatch loop, so PPO, DQN or SAC reuse the same Learner. A
-//! [`LearnerGroup`] spreads one batch over several Learners by whole
-//! trajectories; until gradients are all-reduced between them it runs one.
+//! and the epoch/minibatch loop, so PPO, DQN or SAC reuse the same Learner.
+//!
+//! Several Learners train data-parallel: each joins one collective group
+//! ([`Learner::join_data_parallel_group`]), computes the gradient of its slice
+//! of every minibatch, and all-reduces it (mean) before clipping and Adam, so
+//! every replica takes the same step and they stay in sync without ever
+//! exchanging weights. A [`LearnerGroup`] starts an update on all of them at
+//! once and averages what they report.
 
+use std::ops::Range;
+
+use oxray_collective::{GroupOptions, ReduceOp};
+use oxray_core::{PlacementGroup, PlacementStrategy};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
+use crate::collective::allreduce_tensor;
 use crate::models::{ActorCritic, PolicySpec};
 use crate::optim::{clip_grad_norm, flat_gradient, flatten_parameters, Adam};
-use crate::sample_batch::SampleBatch;
 use crate::Error;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -40,6 +49,24 @@ pub struct Learner {
     flat_params: Tensor,
     adam: Adam,
     grad_clip: Option<f64>,
+    data_parallel: Option<DataParallel>,
+}
+
+/// This Learner's place in a data-parallel group.
+struct DataParallel {
+    group_name: String,
+    rank: usize,
+    world_size: usize,
+}
+
+/// What one optimizer step did.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Step {
+    /// `loss` is the (group-averaged) loss the step descended.
+    Applied { loss: f64, grad_norm: f64 },
+    /// The loss was NaN or infinite (on any Learner of the group); the
+    /// weights are untouched.
+    NonFiniteLoss(f64),
 }
 
 impl Learner {
@@ -61,7 +88,51 @@ impl Learner {
             flat_params,
             adam,
             grad_clip: config.grad_clip,
+            data_parallel: None,
         }
+    }
+
+    /// Joins collective group `group_name` as `rank` of `world_size`; from then
+    /// on every step averages the gradient over the group. The layout comes
+    /// from each rank's node, so the all-reduce sees the real topology.
+    pub fn join_data_parallel_group(
+        &mut self,
+        group_name: &str,
+        rank: usize,
+        world_size: usize,
+    ) -> Result<(), Error> {
+        oxray_collective::init_collective_group(
+            world_size,
+            rank,
+            group_name,
+            GroupOptions::default(),
+        )?;
+        self.data_parallel = Some(DataParallel {
+            group_name: group_name.to_string(),
+            rank,
+            world_size,
+        });
+        Ok(())
+    }
+
+    /// The rows of a `len`-row minibatch this Learner trains on: its
+    /// contiguous part of `world_size` near-equal parts (all rows alone).
+    pub fn slice_of(&self, len: usize) -> Range<usize> {
+        match &self.data_parallel {
+            None => 0..len,
+            Some(dp) => {
+                let bound = |rank: usize| rank * len / dp.world_size;
+                bound(dp.rank)..bound(dp.rank + 1)
+            }
+        }
+    }
+
+    /// Scales a loss that is the mean over this Learner's `slice_len` rows of a
+    /// `len`-row minibatch so that the group's mean gradient is the gradient
+    /// of the mean over all `len` rows, however unevenly they split.
+    pub fn slice_weight(&self, slice_len: usize, len: usize) -> f64 {
+        let world_size = self.data_parallel.as_ref().map_or(1, |dp| dp.world_size);
+        (world_size * slice_len) as f64 / len as f64
     }
 
     pub fn model(&self) -> &ActorCritic {
@@ -83,13 +154,45 @@ impl Learner {
             .to_device(self.device())
     }
 
-    /// Backward pass of `loss`, clipping, one Adam step. Returns the global
-    /// gradient norm before clipping.
-    pub fn apply_loss(&mut self, loss: &Tensor) -> f64 {
-        let mut grad = flat_gradient(loss, &self.params);
-        let norm = clip_grad_norm(&mut grad, self.grad_clip);
+    /// Backward pass of `loss`, the group's mean gradient, clipping, one Adam
+    /// step.
+    pub fn apply_loss(&mut self, loss: &Tensor) -> Result<Step, Error> {
+        let value = loss.double_value(&[]);
+        if self.data_parallel.is_none() && !value.is_finite() {
+            return Ok(Step::NonFiniteLoss(value));
+        }
+        let grad = flat_gradient(loss, &self.params);
+        self.step(value, grad)
+    }
+
+    /// A step for a Learner whose slice of the minibatch is empty: it still
+    /// takes part in the group's all-reduce, with a zero gradient.
+    pub fn apply_no_loss(&mut self) -> Result<Step, Error> {
+        let grad = self.flat_params.zeros_like();
+        self.step(0.0, grad)
+    }
+
+    fn step(&mut self, loss: f64, mut grad: Tensor) -> Result<Step, Error> {
+        let loss = match &self.data_parallel {
+            None => loss,
+            Some(dp) => {
+                // The loss rides along with the gradient, so every rank learns
+                // in the same collective whether any rank's loss was non-finite
+                // and all of them skip the step together.
+                let numel = grad.numel() as i64;
+                let loss = Tensor::from_slice(&[loss as f32]).to_device(grad.device());
+                let mut packed = Tensor::cat(&[grad, loss], 0);
+                allreduce_tensor(&mut packed, &dp.group_name, ReduceOp::Mean)?;
+                grad = packed.narrow(0, 0, numel);
+                packed.double_value(&[numel])
+            }
+        };
+        if !loss.is_finite() {
+            return Ok(Step::NonFiniteLoss(loss));
+        }
+        let grad_norm = clip_grad_norm(&mut grad, self.grad_clip);
         self.adam.step(&self.flat_params, &grad);
-        norm
+        Ok(Step::Applied { loss, grad_norm })
     }
 
     pub fn weights(&self) -> Result<Vec<u8>, Error> {
@@ -119,7 +222,30 @@ impl Learner {
     }
 }
 
-/// N Learners, each given a shard of whole trajectories.
+/// Reserves one bundle per Learner actor (`{CPU: num_cpus, GPU: num_gpus}`)
+/// so data-parallel Learners start together: on one node when one can hold
+/// them all (STRICT_PACK keeps the all-reduce inside a node), else on as few
+/// nodes as possible (PACK). Learner `i` goes into `bundle(i)`.
+pub fn learner_placement_group(
+    num_learners: usize,
+    num_cpus: f64,
+    num_gpus: f64,
+) -> Result<PlacementGroup, Error> {
+    let bundle = [("CPU", num_cpus), ("GPU", num_gpus)];
+    let bundle: Vec<(&str, f64)> = bundle.into_iter().filter(|(_, n)| *n > 0.0).collect();
+    let bundles = vec![bundle.as_slice(); num_learners];
+    // Infeasibility is judged against the idle cluster, so it means that no
+    // node can ever hold the whole group.
+    match oxray_core::placement_group(&bundles, PlacementStrategy::StrictPack) {
+        Err(oxray_core::Error::Infeasible { .. }) => Ok(oxray_core::placement_group(
+            &bundles,
+            PlacementStrategy::Pack,
+        )?),
+        placed => Ok(placed?),
+    }
+}
+
+/// N Learners that train together, each on its slice of every minibatch.
 pub struct LearnerGroup<L> {
     learners: Vec<L>,
 }
@@ -135,22 +261,31 @@ impl<L> LearnerGroup<L> {
         &self.learners[0]
     }
 
-    pub fn first_mut(&mut self) -> &mut L {
-        &mut self.learners[0]
+    pub fn learners(&self) -> &[L] {
+        &self.learners
     }
 
-    /// Runs `update` on every Learner with its shard of `batch` and averages
-    /// the metrics they report.
-    pub fn update<E>(
+    pub fn learners_mut(&mut self) -> &mut [L] {
+        &mut self.learners
+    }
+
+    /// Starts an update on every Learner (`start`) before waiting for any
+    /// (`finish`): data-parallel Learners meet in each step's all-reduce, so
+    /// they must all be running. Averages the metrics they report.
+    pub fn update<P, E>(
         &mut self,
-        batch: &SampleBatch,
-        mut update: impl FnMut(&mut L, SampleBatch) -> Result<crate::Metrics, E>,
+        start: impl FnMut(&mut L) -> Result<P, E>,
+        finish: impl FnMut(P) -> Result<crate::Metrics, E>,
     ) -> Result<crate::Metrics, E> {
-        let shards = batch.shard(self.learners.len());
+        let pending = self
+            .learners
+            .iter_mut()
+            .map(start)
+            .collect::<Result<Vec<P>, E>>()?;
+        let n = pending.len() as f64;
         let mut total = crate::Metrics::new();
-        let n = shards.len() as f64;
-        for (learner, shard) in self.learners.iter_mut().zip(shards) {
-            for (key, value) in update(learner, shard)? {
+        for metrics in pending.into_iter().map(finish) {
+            for (key, value) in metrics? {
                 *total.entry(key).or_default() += value / n;
             }
         }

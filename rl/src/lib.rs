@@ -6,6 +6,7 @@
 //! pieces into PPO and friends.
 
 pub mod checkpoint;
+pub mod collective;
 pub mod distributions;
 pub mod env_runner;
 pub mod env_runner_group;
@@ -39,6 +40,8 @@ pub enum Error {
     Env(String),
     #[error("cluster: {0}")]
     Cluster(#[from] oxray_core::Error),
+    #[error("collective: {0}")]
+    Collective(#[from] oxray_collective::CollectiveError),
 }
 
 impl Error {

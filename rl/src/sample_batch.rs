@@ -2,9 +2,8 @@
 //!
 //! Each column is one flat `Vec` laid out env-major: all `fragment_len` steps of
 //! the first env, then the second, and so on. That layout keeps every env's
-//! trajectory contiguous, so GAE is a reverse scan over a slice, batches from
-//! several EnvRunners concatenate by appending, and a LearnerGroup shards a
-//! batch by whole trajectories without copying per step.
+//! trajectory contiguous, so GAE is a reverse scan over a slice, and batches
+//! from several EnvRunners concatenate by appending.
 //!
 //! Values are not recorded while sampling: the Learner evaluates the value
 //! function once over the whole batch (plus the bootstrap observations), which
@@ -100,55 +99,6 @@ impl SampleBatch {
             .extend(other.truncation_index.iter().map(|i| i + offset));
         self.truncation_obs.extend_from_slice(&other.truncation_obs);
     }
-
-    /// Splits the batch into `n` shards of whole trajectories (as even as
-    /// possible), one per Learner.
-    pub fn shard(&self, n: usize) -> Vec<SampleBatch> {
-        let n = n.clamp(1, self.num_fragments.max(1));
-        let (per, extra) = (self.num_fragments / n, self.num_fragments % n);
-        let mut start = 0;
-        (0..n)
-            .map(|i| {
-                let count = per + usize::from(i < extra);
-                let shard = self.fragments(start, start + count);
-                start += count;
-                shard
-            })
-            .collect()
-    }
-
-    /// Trajectories `from..to` as their own batch.
-    fn fragments(&self, from: usize, to: usize) -> SampleBatch {
-        let t = self.fragment_len;
-        let steps = from * t..to * t;
-        let (lo, hi) = (steps.start as u32, steps.end as u32);
-        let mut truncation_index = Vec::new();
-        let mut truncation_obs = Vec::new();
-        for (k, &i) in self.truncation_index.iter().enumerate() {
-            if (lo..hi).contains(&i) {
-                truncation_index.push(i - lo);
-                truncation_obs.extend_from_slice(
-                    &self.truncation_obs[k * self.obs_dim..(k + 1) * self.obs_dim],
-                );
-            }
-        }
-        SampleBatch {
-            obs_dim: self.obs_dim,
-            action_dim: self.action_dim,
-            fragment_len: t,
-            num_fragments: to - from,
-            obs: self.obs[steps.start * self.obs_dim..steps.end * self.obs_dim].to_vec(),
-            actions: self.actions[steps.start * self.action_dim..steps.end * self.action_dim]
-                .to_vec(),
-            action_logp: self.action_logp[steps.clone()].to_vec(),
-            rewards: self.rewards[steps.clone()].to_vec(),
-            terminateds: self.terminateds[steps.clone()].to_vec(),
-            truncateds: self.truncateds[steps].to_vec(),
-            bootstrap_obs: self.bootstrap_obs[from * self.obs_dim..to * self.obs_dim].to_vec(),
-            truncation_index,
-            truncation_obs,
-        }
-    }
 }
 
 #[cfg(test)]
@@ -167,14 +117,13 @@ mod tests {
     }
 
     #[test]
-    fn append_offsets_truncation_indices_and_shard_undoes_it() {
+    fn append_concatenates_columns_and_offsets_truncation_indices() {
         let (a, b) = (batch(2, 0.0), batch(1, 10.0));
         let mut all = a.clone();
         all.append(&b);
         assert_eq!(all.num_fragments, 3);
+        assert_eq!(all.obs, [&a.obs[..], &b.obs[..]].concat());
         assert_eq!(all.truncation_index, vec![1, 7]);
-        let shards = all.shard(2);
-        assert_eq!(shards[0], a);
-        assert_eq!(shards[1], b);
+        assert_eq!(all.truncation_obs, vec![100.0, 110.0]);
     }
 }

@@ -131,7 +131,8 @@ impl<'de> Deserialize<'de> for FragmentLength {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LearnersConfig {
-    /// 0 trains in the driver process; N ≥ 1 runs N Learner actors.
+    /// 0 trains in the driver process; N ≥ 1 runs N Learner actors, which
+    /// average their gradients (data-parallel) when N > 1.
     pub num_learners: usize,
     pub num_gpus_per_learner: f64,
 }
@@ -243,11 +244,6 @@ impl ExperimentConfig {
             runners.rollout_fragment_length != FragmentLength::Steps(0),
             "env_runners.rollout_fragment_length",
             "must be at least 1",
-        )?;
-        check(
-            self.learners.num_learners <= 1,
-            "learners.num_learners",
-            "more than one Learner needs gradient all-reduce, which is not available yet",
         )?;
         check(
             self.learners.num_gpus_per_learner >= 0.0,

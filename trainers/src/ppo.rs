@@ -4,20 +4,26 @@
 //! 2. the loss — ratio r_t(θ), clipped surrogate L^CLIP, value loss L^VF,
 //!    entropy bonus S, optional KL penalty,
 //! 3. the PPO Learner: GAE(γ, λ) over the batch, then `num_epochs` passes of
-//!    shuffled minibatches,
+//!    shuffled minibatches; with several Learners each takes its slice of
+//!    every minibatch and the gradients are averaged between them,
 //! 4. the algorithm: sample with the EnvRunners, update through the
 //!    LearnerGroup, broadcast the new weights, report RLlib's metrics.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use oxray_core::ActorHandle;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use oxray_core::{ActorHandle, ObjectRef, PlacementGroup};
 use oxray_rl::checkpoint::{self, Checkpoint};
 use oxray_rl::distributions::ActionDistribution;
 use oxray_rl::env_runner::{policy_spec, EnvRunnerConfig};
 use oxray_rl::env_runner_group::EnvRunnerGroup;
 use oxray_rl::gae::compute_gae;
-use oxray_rl::learner::{Learner, LearnerConfig, LearnerGroup, LearnerState};
+use oxray_rl::learner::{
+    learner_placement_group, Learner, LearnerConfig, LearnerGroup, LearnerState, Step,
+};
 use oxray_rl::metrics::{self, EpisodeWindow, Metrics};
 use oxray_rl::{to_host, SampleBatch};
 use rand::seq::SliceRandom;
@@ -27,7 +33,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use crate::algorithm::{Algorithm, TrainError};
-use crate::config::ExperimentConfig;
+use crate::config::{ExperimentConfig, LearnersConfig};
 
 // ---------------------------------------------------------------------------
 // 1. Config
@@ -187,6 +193,8 @@ pub struct Minibatch {
     pub old_logp: Tensor,
     /// π_θold(·|s_t) before this update, for the KL term.
     pub old_dist: ActionDistribution,
+    /// Already normalised when the config asks for it (see
+    /// [`normalize_advantages`]).
     pub advantages: Tensor,
     pub value_targets: Tensor,
 }
@@ -209,17 +217,13 @@ pub fn ppo_loss(
     config: &PpoTraining,
     kl_coeff: f64,
 ) -> PpoLoss {
-    let advantages = if config.normalize_advantages && mb.advantages.size()[0] > 1 {
-        (&mb.advantages - mb.advantages.mean(Kind::Float)) / (mb.advantages.std(true) + 1e-8)
-    } else {
-        mb.advantages.shallow_clone()
-    };
+    let advantages = &mb.advantages;
     // r_t(θ) = π_θ(a_t|s_t) / π_θold(a_t|s_t)
     let ratio = (dist.log_prob(&mb.actions) - &mb.old_logp).exp();
     // L^CLIP = E_t[min(r_t Â_t, clip(r_t, 1−ε, 1+ε) Â_t)]
     let eps = config.clip_param;
     let surrogate =
-        (&ratio * &advantages).minimum(&(ratio.clamp(1.0 - eps, 1.0 + eps) * &advantages));
+        (&ratio * advantages).minimum(&(ratio.clamp(1.0 - eps, 1.0 + eps) * advantages));
     let policy_loss = -surrogate.mean(Kind::Float);
     // L^VF = E_t[(V_θ(s_t) − V_t^targ)²], each term clipped at vf_clip_param
     let squared_error = (values - &mb.value_targets).square();
@@ -242,6 +246,16 @@ pub fn ppo_loss(
         vf_loss,
         entropy,
         mean_kl,
+    }
+}
+
+/// A minibatch's advantages scaled to zero mean and unit variance, with the
+/// statistics of the whole minibatch even when several Learners split it.
+pub fn normalize_advantages(advantages: &Tensor) -> Tensor {
+    if advantages.size()[0] > 1 {
+        (advantages - advantages.mean(Kind::Float)) / (advantages.std(true) + 1e-8)
+    } else {
+        advantages.shallow_clone()
     }
 }
 
@@ -358,30 +372,48 @@ impl PpoLearner {
             order.shuffle(&mut rng);
             for chunk in order.chunks(cfg.minibatch_size) {
                 let index = Tensor::from_slice(chunk).to_device(device);
-                let mb = Minibatch {
-                    obs: obs.index_select(0, &index),
-                    actions: actions.index_select(0, &index),
-                    old_logp: old_logp.index_select(0, &index),
-                    old_dist: old_dist.select(&index),
-                    advantages: advantages.index_select(0, &index),
-                    value_targets: value_targets.index_select(0, &index),
-                };
-                let (dist, values) = self.learner.model().forward(&mb.obs);
-                let loss = ppo_loss(&dist, &values, &mb, cfg, params.kl_coeff);
-                let total = loss.total.double_value(&[]);
-                if !total.is_finite() {
-                    return UpdateOutcome::NonFiniteLoss(format!(
-                        "loss is {total} at minibatch step {steps}"
-                    ));
+                let mut mb_advantages = advantages.index_select(0, &index);
+                if cfg.normalize_advantages {
+                    mb_advantages = normalize_advantages(&mb_advantages);
                 }
-                let grad_norm = self.learner.apply_loss(&loss.total);
-                for (sum, term) in sums.iter_mut().zip([
-                    total,
-                    loss.policy_loss.double_value(&[]),
-                    loss.vf_loss.double_value(&[]),
-                    loss.entropy.double_value(&[]),
-                    grad_norm,
-                ]) {
+                let rows = self.learner.slice_of(chunk.len());
+                let (step, terms) = if rows.is_empty() {
+                    (self.learner.apply_no_loss(), [0.0; 3])
+                } else {
+                    let (start, len) = (rows.start as i64, rows.len() as i64);
+                    let index = index.narrow(0, start, len);
+                    let mb = Minibatch {
+                        obs: obs.index_select(0, &index),
+                        actions: actions.index_select(0, &index),
+                        old_logp: old_logp.index_select(0, &index),
+                        old_dist: old_dist.select(&index),
+                        advantages: mb_advantages.narrow(0, start, len),
+                        value_targets: value_targets.index_select(0, &index),
+                    };
+                    let (dist, values) = self.learner.model().forward(&mb.obs);
+                    let loss = ppo_loss(&dist, &values, &mb, cfg, params.kl_coeff);
+                    // Averaged over the Learners, weighted slice means are the
+                    // whole minibatch's means.
+                    let weight = self.learner.slice_weight(rows.len(), chunk.len());
+                    let terms = [&loss.policy_loss, &loss.vf_loss, &loss.entropy]
+                        .map(|term| term.double_value(&[]) * weight);
+                    (self.learner.apply_loss(&(loss.total * weight)), terms)
+                };
+                let (total, grad_norm) = match step {
+                    Ok(Step::Applied { loss, grad_norm }) => (loss, grad_norm),
+                    Ok(Step::NonFiniteLoss(total)) => {
+                        return UpdateOutcome::NonFiniteLoss(format!(
+                            "loss is {total} at minibatch step {steps}"
+                        ))
+                    }
+                    Err(e) => {
+                        return UpdateOutcome::Failed(format!("minibatch step {steps} failed: {e}"))
+                    }
+                };
+                for (sum, term) in sums
+                    .iter_mut()
+                    .zip([total, terms[0], terms[1], terms[2], grad_norm])
+                {
                     *sum += term;
                 }
                 steps += 1;
@@ -413,6 +445,18 @@ impl PpoLearner {
         ]))
     }
 
+    /// Joins the data-parallel group of a run with several Learners.
+    pub fn join_data_parallel_group(
+        &mut self,
+        group_name: String,
+        rank: usize,
+        world_size: usize,
+    ) -> Result<(), String> {
+        self.learner
+            .join_data_parallel_group(&group_name, rank, world_size)
+            .map_err(|e| e.to_string())
+    }
+
     pub fn weights(&self) -> Result<Vec<u8>, String> {
         self.learner.weights().map_err(|e| e.to_string())
     }
@@ -440,35 +484,19 @@ enum LearnerRef {
     Remote(ActorHandle<PpoLearner>),
 }
 
-impl LearnerRef {
-    fn new(
-        config: PpoLearnerConfig,
-        num_learners: usize,
-        num_gpus: f64,
-    ) -> Result<Self, TrainError> {
-        Ok(if num_learners == 0 {
-            LearnerRef::Local(Box::new(PpoLearner::new(config)))
-        } else {
-            // RLlib's `num_cpus_per_learner: auto`: a CPU Learner takes a
-            // core, a GPU Learner only its GPU.
-            let num_cpus = if num_gpus > 0.0 { 0.0 } else { 1.0 };
-            LearnerRef::Remote(
-                PpoLearner::options()
-                    .num_cpus(num_cpus)
-                    .num_gpus(num_gpus)
-                    .remote(config)?,
-            )
-        })
-    }
+/// An update a [`LearnerRef`] has started.
+enum PendingUpdate {
+    Done(UpdateOutcome),
+    Remote(ObjectRef<UpdateOutcome>),
+}
 
-    fn update(
-        &mut self,
-        batch: SampleBatch,
-        params: UpdateParams,
-    ) -> Result<UpdateOutcome, TrainError> {
+impl LearnerRef {
+    fn start_update(&mut self, batch: &SampleBatch, params: UpdateParams) -> PendingUpdate {
         match self {
-            LearnerRef::Local(learner) => Ok(learner.update(batch, params)),
-            LearnerRef::Remote(actor) => Ok(actor.update(batch, params).get()?),
+            LearnerRef::Local(learner) => {
+                PendingUpdate::Done(learner.update(batch.clone(), params))
+            }
+            LearnerRef::Remote(actor) => PendingUpdate::Remote(actor.update(batch.clone(), params)),
         }
     }
 
@@ -499,6 +527,134 @@ impl LearnerRef {
             LearnerRef::Remote(actor) => Ok(actor.device().get()?),
         }
     }
+}
+
+/// How long Learner actors may wait for their placement group.
+const LEARNER_PLACEMENT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The PPO Learners of a run: one in the driver, one actor, or several
+/// data-parallel actors in a placement group that average their gradients.
+pub struct PpoLearners {
+    group: LearnerGroup<LearnerRef>,
+    /// Kept so the bundles stay reserved while the Learners live.
+    _placement: Option<PlacementGroup>,
+}
+
+impl PpoLearners {
+    pub fn new(config: PpoLearnerConfig, learners: &LearnersConfig) -> Result<Self, TrainError> {
+        let count = learners.num_learners;
+        let num_gpus = learners.num_gpus_per_learner;
+        if count == 0 {
+            return Ok(PpoLearners {
+                group: LearnerGroup::new(vec![LearnerRef::Local(Box::new(PpoLearner::new(
+                    config,
+                )))]),
+                _placement: None,
+            });
+        }
+        // RLlib's `num_cpus_per_learner: auto`: a CPU Learner takes a core, a
+        // GPU Learner only its GPU.
+        let num_cpus = if num_gpus > 0.0 { 0.0 } else { 1.0 };
+        let placement = if count > 1 || num_gpus > 0.0 {
+            let group = learner_placement_group(count, num_cpus, num_gpus)?;
+            group.wait(LEARNER_PLACEMENT_TIMEOUT)?;
+            Some(group)
+        } else {
+            None
+        };
+        let actors = (0..count)
+            .map(|index| {
+                let mut options = PpoLearner::options().num_cpus(num_cpus).num_gpus(num_gpus);
+                if let Some(group) = &placement {
+                    options = options.scheduling_strategy(group.bundle(index));
+                }
+                options.remote(config.clone())
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if count > 1 {
+            let group_name = data_parallel_group_name();
+            let joins: Vec<_> = actors
+                .iter()
+                .enumerate()
+                .map(|(rank, actor)| {
+                    actor.join_data_parallel_group(group_name.clone(), rank, count)
+                })
+                .collect();
+            oxray_core::get_all(&joins)?;
+        }
+        Ok(PpoLearners {
+            group: LearnerGroup::new(actors.into_iter().map(LearnerRef::Remote).collect()),
+            _placement: placement,
+        })
+    }
+
+    /// One PPO update on `batch` by every Learner; the first error any of
+    /// them reports (a non-finite loss, a failed all-reduce, a dead actor)
+    /// fails the update.
+    pub fn update(
+        &mut self,
+        batch: &SampleBatch,
+        params: UpdateParams,
+        iteration: u64,
+    ) -> Result<Metrics, TrainError> {
+        self.group.update(
+            |learner| Ok(learner.start_update(batch, params)),
+            |pending| {
+                let outcome = match pending {
+                    PendingUpdate::Done(outcome) => outcome,
+                    PendingUpdate::Remote(outcome) => outcome.get()?,
+                };
+                match outcome {
+                    UpdateOutcome::Trained(metrics) => Ok(metrics),
+                    UpdateOutcome::NonFiniteLoss(reason) => {
+                        Err(TrainError::NonFiniteLoss { iteration, reason })
+                    }
+                    UpdateOutcome::Failed(reason) => Err(TrainError::Learner(reason)),
+                }
+            },
+        )
+    }
+
+    /// The weights every Learner holds (they step in sync).
+    pub fn weights(&self) -> Result<Vec<u8>, TrainError> {
+        self.group.first().weights()
+    }
+
+    pub fn state(&self) -> Result<LearnerState, TrainError> {
+        self.group.first().state()
+    }
+
+    /// Gives every Learner `state`, so data-parallel replicas resume in sync.
+    pub fn set_state(&mut self, state: &LearnerState) -> Result<(), TrainError> {
+        self.group
+            .learners_mut()
+            .iter_mut()
+            .try_for_each(|learner| learner.set_state(state.clone()))
+    }
+
+    /// Where each Learner's model lives (`cpu`, `cuda:0`).
+    pub fn devices(&self) -> Result<Vec<String>, TrainError> {
+        self.group
+            .learners()
+            .iter()
+            .map(LearnerRef::device)
+            .collect()
+    }
+}
+
+/// Collective groups are named in the cluster's key-value store, which
+/// several drivers may share: the process id, the time and a counter make the
+/// name unique to this set of Learners.
+fn data_parallel_group_name() -> String {
+    static CREATED: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |t| t.as_nanos());
+    format!(
+        "ppo-learners-{}-{nanos}-{}",
+        std::process::id(),
+        CREATED.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// 1 − Var[targets − values] / Var[targets]: how much of the return the value
@@ -539,7 +695,7 @@ struct Progress {
 pub struct Ppo {
     config: ExperimentConfig,
     env_runners: EnvRunnerGroup,
-    learners: LearnerGroup<LearnerRef>,
+    learners: PpoLearners,
     progress: Progress,
     started: Instant,
 }
@@ -566,17 +722,13 @@ impl Ppo {
             },
             training: config.training.clone(),
         };
-        let learners = LearnerGroup::new(vec![LearnerRef::new(
-            learner_config,
-            config.learners.num_learners,
-            config.learners.num_gpus_per_learner,
-        )?]);
+        let learners = PpoLearners::new(learner_config, &config.learners)?;
         let mut env_runners = EnvRunnerGroup::new(
             &runner_config,
             config.env_runners.num_env_runners,
             config.env_runners.num_cpus_per_env_runner,
         )?;
-        env_runners.sync_weights(0, learners.first().weights()?)?;
+        env_runners.sync_weights(0, learners.weights()?)?;
         Ok(Ppo {
             config: config.clone(),
             env_runners,
@@ -615,15 +767,7 @@ impl Algorithm for Ppo {
                 .wrapping_mul(1_000_003)
                 .wrapping_add(iteration),
         };
-        let mut result = self.learners.update(&batch, |learner, shard| {
-            match learner.update(shard, params)? {
-                UpdateOutcome::Trained(metrics) => Ok(metrics),
-                UpdateOutcome::NonFiniteLoss(reason) => {
-                    Err(TrainError::NonFiniteLoss { iteration, reason })
-                }
-                UpdateOutcome::Failed(reason) => Err(TrainError::Learner(reason)),
-            }
-        })?;
+        let mut result = self.learners.update(&batch, params, iteration)?;
         self.progress.env_steps_trained += batch.len() as u64;
         // RLlib's adaptive KL coefficient.
         let kl = result["learners/default_policy/mean_kl_loss"];
@@ -633,7 +777,7 @@ impl Algorithm for Ppo {
             self.progress.kl_coeff *= 0.5;
         }
         self.progress.weights_version += 1;
-        let weights = self.learners.first().weights()?;
+        let weights = self.learners.weights()?;
         self.env_runners
             .sync_weights(self.progress.weights_version, weights)?;
         let learn_s = learn_start.elapsed().as_secs_f64();
@@ -679,7 +823,7 @@ impl Algorithm for Ppo {
             algorithm: self.config.algorithm.name().to_string(),
             config: serde_json::to_value(&self.config).expect("configs serialize"),
             state: serde_json::to_value(&progress).expect("progress serializes"),
-            learner: self.learners.first().state()?,
+            learner: self.learners.state()?,
         };
         let name = format!("checkpoint_{:06}", progress.iteration);
         Ok(checkpoint::save(checkpoint_dir, &name, &checkpoint)?)
@@ -688,9 +832,7 @@ impl Algorithm for Ppo {
     fn restore(&mut self, checkpoint: &Checkpoint) -> Result<(), TrainError> {
         let progress: Progress = serde_json::from_value(checkpoint.state.clone())
             .map_err(|e| TrainError::Restore(format!("training state: {e}")))?;
-        self.learners
-            .first_mut()
-            .set_state(checkpoint.learner.clone())?;
+        self.learners.set_state(&checkpoint.learner)?;
         self.env_runners
             .sync_weights(progress.weights_version, checkpoint.learner.weights.clone())?;
         self.env_runners
@@ -705,7 +847,7 @@ impl Algorithm for Ppo {
     }
 
     fn learner_devices(&self) -> Result<Vec<String>, TrainError> {
-        Ok(vec![self.learners.first().device()?])
+        self.learners.devices()
     }
 }
 

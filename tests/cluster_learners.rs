@@ -1,0 +1,140 @@
+//! Data-parallel PPO Learners on a two-node cluster on 127.0.0.1: one update
+//! by two Learner actors (one per node, averaging their gradients) gives the
+//! weights one Learner gets from the whole batch, and a Learner whose node
+//! dies fails the next update with an error instead of hanging it.
+
+mod cluster_support;
+
+use cluster_support::{start_head, start_node, status};
+use oxray::core::{self as oxray_core, InitOptions};
+use oxray_rl::env_runner::{policy_spec, EnvRunner, EnvRunnerConfig};
+use oxray_rl::learner::LearnerConfig;
+use oxray_rl::models::ModelConfig;
+use oxray_rl::SampleBatch;
+use oxray_trainers::config::LearnersConfig;
+use oxray_trainers::ppo::{
+    PpoLearner, PpoLearnerConfig, PpoLearners, PpoTraining, UpdateOutcome, UpdateParams,
+};
+use tch::Tensor;
+
+fn learner_config() -> PpoLearnerConfig {
+    let policy = policy_spec("CartPole-v1", &ModelConfig::default()).unwrap();
+    PpoLearnerConfig {
+        learner: LearnerConfig {
+            policy,
+            lr: 1e-3,
+            grad_clip: Some(0.5),
+            use_gpu: false,
+            seed: 3,
+        },
+        training: PpoTraining {
+            num_epochs: 2,
+            // 200 rows in minibatches of 63: the last one has 11, which two
+            // Learners split unevenly (5 and 6).
+            minibatch_size: 63,
+            use_kl_loss: true,
+            normalize_advantages: true,
+            entropy_coeff: 0.01,
+            ..PpoTraining::default()
+        },
+    }
+}
+
+/// 4 CartPole envs × 50 steps, sampled with the initial policy.
+fn fixed_batch(config: &PpoLearnerConfig) -> SampleBatch {
+    let mut runner = EnvRunner::new(EnvRunnerConfig {
+        env: "CartPole-v1".into(),
+        num_envs: 4,
+        rollout_fragment_length: 50,
+        policy: config.learner.policy.clone(),
+        seed: 11,
+        worker_index: 0,
+        explore: true,
+    })
+    .unwrap();
+    runner.sample().unwrap().batch
+}
+
+/// Every parameter of a weights archive, flattened in name order.
+fn flat_weights(bytes: &[u8]) -> Vec<f32> {
+    let mut named = Tensor::load_multi_from_stream(std::io::Cursor::new(bytes)).unwrap();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    named
+        .iter()
+        .flat_map(|(_, t)| oxray_rl::to_host(t))
+        .collect()
+}
+
+#[test]
+fn two_learners_on_two_nodes_match_one_learner_on_the_whole_batch() {
+    let session = tempfile::tempdir().unwrap();
+    let session = session.path();
+    // One CPU per node: no node can hold both Learners, so they are packed
+    // one per node and their all-reduce crosses nodes.
+    let (_head, address, token) = start_head(session, &["--num-cpus", "1"]);
+    let (mut node, _) = start_node(session, &address, &token, &["--num-cpus", "1"]);
+    let (ok, shown) = status(
+        session,
+        &address,
+        &token,
+        &["--wait-nodes", "2", "--timeout", "30"],
+    );
+    assert!(ok, "{shown}");
+    oxray_core::init(InitOptions::default().address(&address).token(&token)).unwrap();
+
+    let config = learner_config();
+    let batch = fixed_batch(&config);
+    let params = UpdateParams {
+        lr: 1e-3,
+        kl_coeff: 0.2,
+        shuffle_seed: 5,
+    };
+
+    let mut single = PpoLearner::new(config.clone());
+    let initial = flat_weights(&single.weights().unwrap());
+    match single.update(batch.clone(), params) {
+        UpdateOutcome::Trained(_) => {}
+        other => panic!("single Learner: {other:?}"),
+    }
+    let expected = flat_weights(&single.weights().unwrap());
+
+    let mut learners = PpoLearners::new(
+        config,
+        &LearnersConfig {
+            num_learners: 2,
+            num_gpus_per_learner: 0.0,
+        },
+    )
+    .unwrap();
+    assert_eq!(learners.devices().unwrap(), ["cpu", "cpu"]);
+    assert_eq!(flat_weights(&learners.weights().unwrap()), initial);
+    learners.update(&batch, params, 1).unwrap();
+    let got = flat_weights(&learners.weights().unwrap());
+
+    assert_eq!(got.len(), expected.len());
+    let scale = expected.iter().fold(0.0f32, |m, w| m.max(w.abs()));
+    let max_diff = got
+        .iter()
+        .zip(&expected)
+        .fold(0.0f32, |m, (g, e)| m.max((g - e).abs()));
+    let moved = initial
+        .iter()
+        .zip(&expected)
+        .fold(0.0f32, |m, (i, e)| m.max((i - e).abs()));
+    eprintln!("max |Δw| / max |w| = {:e}", max_diff / scale);
+    assert!(moved > 1e-3, "the update must move the weights");
+    assert!(
+        max_diff / scale <= 1e-5,
+        "two Learners differ from one by {max_diff} (max |w| {scale})"
+    );
+
+    // The node hosting the second Learner dies: the next update reports it.
+    node.child.kill().unwrap();
+    let error = learners.update(&batch, params, 2).unwrap_err().to_string();
+    assert!(
+        ["collective", "died", "rank"]
+            .iter()
+            .any(|word| error.contains(word)),
+        "{error}"
+    );
+}
