@@ -5,4 +5,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
-cargo test --workspace --release "$@"
+cargo test --workspace --release --no-fail-fast "$@"
