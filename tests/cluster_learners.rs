@@ -66,7 +66,7 @@ fn flat_weights(bytes: &[u8]) -> Vec<f32> {
 }
 
 #[test]
-fn two_learners_on_two_nodes_match_one_learner_on_the_whole_batch() {
+fn two_learners_on_two_nodes_match_one_learner_and_a_lost_one_fails_the_update() {
     let session = tempfile::tempdir().unwrap();
     let session = session.path();
     // One CPU per node: no node can hold both Learners, so they are packed
@@ -132,7 +132,7 @@ fn two_learners_on_two_nodes_match_one_learner_on_the_whole_batch() {
     node.child.kill().unwrap();
     let error = learners.update(&batch, params, 2).unwrap_err().to_string();
     assert!(
-        ["collective", "died", "rank"]
+        ["disconnected", "dead"]
             .iter()
             .any(|word| error.contains(word)),
         "{error}"
