@@ -58,10 +58,7 @@ fn main() -> oxray_core::Result<()> {
 
     // Refs as arguments: the sum is computed from values that never come back
     // to the driver until the end.
-    let sum = refs
-        .iter()
-        .skip(1)
-        .fold(refs[0].clone(), |acc, r| add::remote(acc, r));
+    let sum = refs.iter().skip(1).fold(refs[0].clone(), add::remote);
     println!("sum of squares via refs: {}", sum.get()?);
 
     let counter = Counter::remote()?;

@@ -7,7 +7,7 @@
 //! Needs Gymnasium: `OXRAY_PYTHON` (exported by `scripts/env.sh`), else the
 //! venv's interpreter at `~/.cache/oxray/venv/bin/python`.
 
-use oxray_envs::{make, make_vec_with, Actions, Env, Space, Value, VecOptions, VectorEnv};
+use oxray_envs::{make, make_vec_with, Actions, Env, Space, Value, VecOptions};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -33,7 +33,9 @@ fn step(learner: &mut Learner, obs: &Tensor) {
     let (dist, values) = learner.model().forward(obs);
     let actions = Tensor::zeros([obs.size()[0], 1], (Kind::Float, tch::Device::Cpu));
     let loss = -dist.log_prob(&actions).mean(Kind::Float) + values.square().mean(Kind::Float);
-    learner.apply_loss(&loss).expect("a Learner outside any group steps");
+    learner
+        .apply_loss(&loss)
+        .expect("a Learner outside any group steps");
 }
 
 fn assert_same_policy(a: &Learner, b: &Learner, obs: &Tensor) {

@@ -1,6 +1,9 @@
 //! Starting real `oxray start --block` daemons on 127.0.0.1 for the
 //! multi-node tests.
 
+// Each test binary compiles this module and uses only some of it.
+#![allow(dead_code)]
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
