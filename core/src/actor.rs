@@ -9,6 +9,7 @@
 use crate::error::{Error, Result};
 use crate::ids::{ActorId, ObjectId, TaskId};
 use crate::object_ref::ObjectRef;
+use crate::options::TaskOptions;
 use crate::protocol::{Invocation, TaskArg, TaskSpec};
 use crate::resources::ResourceSet;
 use crate::runtime::{self, Backend};
@@ -45,42 +46,46 @@ impl RawActor {
     /// Submits a method call; used by generated clients.
     #[doc(hidden)]
     pub fn call<R>(&self, method: &str, args: Vec<Result<TaskArg>>) -> ObjectRef<R> {
-        let return_id = ObjectId(self.backend.next_id());
         let invocation = Invocation::ActorMethod {
             class: self.class.to_string(),
             method: method.to_string(),
         };
-        submit(
-            &self.backend,
-            return_id,
-            invocation,
-            args,
-            |task_id, invocation, args| TaskSpec {
-                task_id,
-                return_id,
-                invocation,
-                args,
-                actor: Some(self.id),
-                resources: ResourceSet::default(),
-                strategy: Default::default(),
-                max_retries: 0,
-                retry_exceptions: false,
-            },
-        )
+        submit(&self.backend, invocation, args, Some(self.id), &ACTOR_CALL)
     }
 }
 
-/// Submits a task whose arguments may have failed to encode; an encoding error
-/// becomes the task's result instead of a panic at the call site.
+/// Actor calls hold no resources of their own (the actor holds them) and are
+/// retried by the node according to the actor's `max_task_retries`.
+const ACTOR_CALL: TaskOptions = TaskOptions {
+    resources: ResourceSet(std::collections::BTreeMap::new()),
+    scheduling_strategy: crate::SchedulingStrategy::Default,
+    max_retries: 0,
+    retry_exceptions: false,
+};
+
+/// Submits a task or actor call whose arguments may have failed to encode; an
+/// encoding error becomes the task's result instead of a panic at the call
+/// site.
 pub(crate) fn submit<R>(
     backend: &Arc<dyn Backend>,
-    return_id: ObjectId,
     invocation: Invocation,
     args: Vec<Result<TaskArg>>,
-    spec: impl FnOnce(TaskId, Invocation, Vec<TaskArg>) -> TaskSpec,
+    actor: Option<ActorId>,
+    options: &TaskOptions,
 ) -> ObjectRef<R> {
+    let return_id = ObjectId(backend.next_id());
     match args.into_iter().collect::<Result<Vec<_>>>() {
-        Ok(args) => backend.submit(spec(TaskId(backend.next_id()), invocation, args)),
+        Ok(args) => backend.submit(TaskSpec {
+            task_id: TaskId(backend.next_id()),
+            return_id,
+            invocation,
+            args,
+            actor,
+            resources: options.resources.clone(),
+            strategy: options.scheduling_strategy.clone(),
+            max_retries: options.max_retries,
+            retry_exceptions: options.retry_exceptions,
+        }),
         Err(error) => {
             let failure = Error::Decode {
                 what: format!("arguments of {}", invocation.display_name()),

@@ -1235,7 +1235,7 @@ impl NodeState {
                 requested: spec.resources.to_string(),
                 available: self.pool.largest_node(),
             };
-            self.release_task_args(&spec);
+            self.release_args(&spec.args);
             return self.complete(return_id, Err(error));
         }
         let task_id = spec.task_id;
@@ -1340,12 +1340,13 @@ impl NodeState {
         let Some(record) = self.tasks.remove(&task_id) else {
             return;
         };
-        self.release_task_args(&record.spec);
+        self.release_args(&record.spec.args);
         self.complete(record.spec.return_id, outcome);
     }
 
-    fn release_task_args(&mut self, spec: &TaskSpec) {
-        for arg in &spec.args {
+    /// Drops the references a task's or actor's arguments held.
+    fn release_args(&mut self, args: &[TaskArg]) {
+        for arg in args {
             match arg {
                 TaskArg::Ref(id) => self.release(*id),
                 TaskArg::Value(blob) => self.free_blob(blob),
@@ -1695,16 +1696,16 @@ impl NodeState {
                     .is_some_and(|a| !matches!(a.status, ActorStatus::Dead(_)));
                 if alive {
                     if spec.get_if_exists {
-                        self.release_actor_args(&spec);
+                        self.release_args(&spec.args);
                         return Ok(existing);
                     }
-                    self.release_actor_args(&spec);
+                    self.release_args(&spec.args);
                     return Err(Error::NameTaken { name: name.clone() });
                 }
             }
         }
         if !self.pool.feasible(&spec.resources, &spec.strategy) {
-            self.release_actor_args(&spec);
+            self.release_args(&spec.args);
             return Err(Error::Infeasible {
                 what: format!("actor {}", spec.class),
                 requested: spec.resources.to_string(),
@@ -1729,15 +1730,6 @@ impl NodeState {
         );
         self.actors_waiting.push_back(id);
         Ok(id)
-    }
-
-    fn release_actor_args(&mut self, spec: &ActorSpec) {
-        for arg in &spec.args {
-            match arg {
-                TaskArg::Ref(id) => self.release(*id),
-                TaskArg::Value(blob) => self.free_blob(blob),
-            }
-        }
     }
 
     fn start_waiting_actors(&mut self, node: &Node) {
@@ -2053,12 +2045,7 @@ impl NodeState {
                 self.named_actors.remove(&name);
             }
         }
-        for arg in &args {
-            match arg {
-                TaskArg::Ref(id) => self.release(*id),
-                TaskArg::Value(blob) => self.free_blob(blob),
-            }
-        }
+        self.release_args(&args);
         if let Some(record) = self.actors.get_mut(&actor) {
             record.spec.args.clear();
         }

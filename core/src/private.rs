@@ -7,10 +7,10 @@ pub use linkme;
 
 use crate::actor::{ActorClass, ActorHandle, RawActor};
 use crate::error::{Error, Result};
-use crate::ids::{ActorId, ObjectId};
+use crate::ids::ActorId;
 use crate::object_ref::{Arg, ObjectRef};
 use crate::options::{ActorOptions, TaskOptions};
-use crate::protocol::{ActorSpec, Invocation, TaskSpec};
+use crate::protocol::{ActorSpec, Invocation};
 use crate::runtime;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -41,9 +41,9 @@ pub fn application_error(function: &str, error: &dyn std::fmt::Display) -> Error
     }
 }
 
-/// Submits a remote function call. Without a runtime the returned ref fails
-/// at `get` with [`Error::NotInitialized`]... which needs a runtime to hold it,
-/// so that case panics with the error's message, like using Ray before init.
+/// Submits a remote function call. Calling a remote function before `init`
+/// is a programming error (an `ObjectRef` cannot exist without a runtime), so
+/// it panics with a message saying so, as Ray raises when used before init.
 pub fn submit_function<R>(
     name: &'static str,
     args: Vec<Result<TaskArg>>,
@@ -53,27 +53,10 @@ pub fn submit_function<R>(
         Ok(backend) => backend,
         Err(error) => panic!("cannot call {name}: {error}"),
     };
-    let return_id = ObjectId(backend.next_id());
     let invocation = Invocation::Function {
         name: name.to_string(),
     };
-    crate::actor::submit(
-        &backend,
-        return_id,
-        invocation,
-        args,
-        |task_id, invocation, args| TaskSpec {
-            task_id,
-            return_id,
-            invocation,
-            args,
-            actor: None,
-            resources: options.resources.clone(),
-            strategy: options.scheduling_strategy.clone(),
-            max_retries: options.max_retries,
-            retry_exceptions: options.retry_exceptions,
-        },
-    )
+    crate::actor::submit(&backend, invocation, args, None, options)
 }
 
 /// Creates an actor of type `A` with encoded constructor arguments.
