@@ -75,7 +75,8 @@ pub use placement::{placement_group, remove_placement_group, PlacementGroup, Pla
 pub use protocol::{ActorStatusLine, ClusterStatus, NodeStatus};
 pub use resources::{ResourceSet, SchedulingStrategy};
 pub use runtime::{
-    cancel, get, get_all, get_all_timeout, init, is_initialized, kv_delete, kv_get, kv_put,
-    kv_wait, node_id, node_summary, put, shutdown, wait, InitOptions, NodeSummary, ReadyAndPending,
+    cancel, get, get_all, get_all_timeout, init, is_initialized, join_address, kv_delete, kv_get,
+    kv_put, kv_wait, node_id, node_summary, put, shutdown, wait, InitOptions, NodeSummary,
+    ReadyAndPending,
 };
 pub use worker::get_gpu_ids;

@@ -549,6 +549,10 @@ impl Node {
         self.address
     }
 
+    pub fn token(&self) -> &str {
+        &self.config.token
+    }
+
     fn local_pool<'a>(&self, state: &'a NodeState) -> &'a crate::resources::ResourcePool {
         state
             .pool

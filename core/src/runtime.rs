@@ -158,6 +158,15 @@ extern "C" fn shutdown_at_exit() {
     }
 }
 
+/// Where other nodes join this process's embedded cluster, and its token:
+/// `oxray start --address ADDRESS --token TOKEN` adds a node to it.
+pub fn join_address() -> Option<(String, String)> {
+    EMBEDDED
+        .read()
+        .as_ref()
+        .map(|node| (node.address().to_string(), node.token().to_string()))
+}
+
 /// Counts of what the local node holds: objects, tasks, workers, actors.
 /// Lets tests and tools see that objects are really freed.
 pub fn node_summary() -> Result<NodeSummary> {

@@ -68,6 +68,9 @@ const PUTS_PER_CLIENT: u32 = 10;
 const SMALL_PUTS_PER_CLIENT: u32 = 100;
 const PUT_CLIENTS: u32 = 10;
 
+/// Bytes moved per call of the cross-node metrics.
+const CROSS_NODE_BYTES: usize = 64 * 1024 * 1024;
+
 /// Calls per batch in the single-client batched metrics.
 const BATCH: u32 = 1000;
 
@@ -230,7 +233,7 @@ impl Timer {
     where
         Call: FnMut() -> oxray_core::Result<()>,
     {
-        if self.filter.as_deref().is_some_and(|f| !name.contains(f)) {
+        if !self.selects(name) {
             return Ok(());
         }
         let mut call = setup().with_context(|| format!("setting up {name}"))?;
@@ -261,6 +264,10 @@ impl Timer {
         println!("{name} per second {mean:.2} +- {sd:.2}");
         self.measurements.push(Measurement { name, mean, sd });
         Ok(())
+    }
+
+    fn selects(&self, name: &str) -> bool {
+        self.filter.as_deref().is_none_or(|f| name.contains(f))
     }
 
     fn print_comparison(&self) {
@@ -304,7 +311,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         measurements: Vec::new(),
     };
     oxray_core::init(InitOptions::default())?;
-    let outcome = run_metrics(&mut timer);
+    let outcome = run_metrics(&mut timer).and_then(|()| run_cross_node_metrics(&mut timer));
     oxray_core::shutdown();
     outcome?;
     timer.print_comparison();
@@ -461,4 +468,105 @@ fn run_metrics(timer: &mut Timer) -> anyhow::Result<()> {
             })
         },
     )
+}
+
+/// Makes `len` bytes on whichever node runs it.
+#[remote]
+fn make_bytes(len: u64) -> serde_bytes::ByteBuf {
+    serde_bytes::ByteBuf::from(vec![1u8; len as usize])
+}
+
+/// Reads bytes that may live on another node.
+#[remote]
+fn count_bytes(bytes: serde_bytes::ByteBuf) -> u64 {
+    bytes.len() as u64
+}
+
+/// A second node joined to the embedded cluster for the cross-node metrics,
+/// stopped when dropped.
+struct SecondNode {
+    daemon: std::process::Child,
+    node_id: String,
+    _session: tempfile::TempDir,
+}
+
+impl SecondNode {
+    fn start() -> anyhow::Result<Self> {
+        use std::io::BufRead;
+        let (address, token) =
+            oxray_core::join_address().context("the embedded cluster has no join address")?;
+        let session = tempfile::tempdir().context("cannot create a session directory")?;
+        let mut daemon = std::process::Command::new(std::env::current_exe()?)
+            .args(["start", "--address", &address, "--num-cpus", "1", "--block"])
+            .env("OXRAY_TOKEN", &token)
+            .env("OXRAY_SESSION_DIR", session.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context("cannot start a second node")?;
+        let mut ready = String::new();
+        std::io::BufReader::new(daemon.stdout.take().context("node stdout")?)
+            .read_line(&mut ready)?;
+        let node_id = ready
+            .split_whitespace()
+            .nth(2)
+            .context("the second node did not start")?
+            .to_string();
+        Ok(SecondNode {
+            daemon,
+            node_id,
+            _session: session,
+        })
+    }
+
+    fn pinned(&self) -> oxray_core::SchedulingStrategy {
+        oxray_core::SchedulingStrategy::NodeAffinity {
+            node_id: self.node_id.clone(),
+            soft: false,
+        }
+    }
+}
+
+impl Drop for SecondNode {
+    fn drop(&mut self) {
+        let _ = self.daemon.kill();
+        let _ = self.daemon.wait();
+    }
+}
+
+/// Objects crossing between two nodes on this machine (the second node joined
+/// over loopback): each call moves a fresh object, pulled in chunks over gRPC.
+/// "put" is a driver's object read by a task on the other node; "get" is an
+/// object made on the other node read by the driver.
+fn run_cross_node_metrics(timer: &mut Timer) -> anyhow::Result<()> {
+    const PUT: &str = "cross node put gigabytes";
+    const GET: &str = "cross node get gigabytes";
+    if !timer.selects(PUT) && !timer.selects(GET) {
+        return Ok(());
+    }
+    let node = SecondNode::start()?;
+    let gigabytes = CROSS_NODE_BYTES as f64 / 1e9;
+    timer.timeit(PUT, gigabytes, || {
+        let pinned = node.pinned();
+        Ok(move || {
+            let bytes = oxray_core::put(&serde_bytes::ByteBuf::from(vec![1u8; CROSS_NODE_BYTES]))?;
+            count_bytes::options()
+                .num_cpus(0.0)
+                .scheduling_strategy(pinned.clone())
+                .remote(&bytes)
+                .get()
+                .map(drop)
+        })
+    })?;
+    timer.timeit(GET, gigabytes, || {
+        let pinned = node.pinned();
+        Ok(move || {
+            make_bytes::options()
+                .num_cpus(0.0)
+                .scheduling_strategy(pinned.clone())
+                .remote(CROSS_NODE_BYTES as u64)
+                .get()
+                .map(drop)
+        })
+    })
 }
