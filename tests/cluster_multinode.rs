@@ -107,7 +107,10 @@ fn three_node_cluster_schedules_moves_objects_and_survives_a_node_loss() {
     let finished_on = doomed.get().unwrap();
     assert_ne!(finished_on, node_b_id, "the retry ran on a surviving node");
     let (ok, shown) = status(session, &address, &token, &[]);
-    assert!(ok && shown.contains("nodes: 2 alive, 1 dead"), "{shown}");
+    assert!(
+        ok && shown.contains("nodes: 2 alive, 1 dead") && shown.contains("jobs: 1 (1 running)"),
+        "{shown}"
+    );
 
     // An object whose only copy was on the dead node is reported lost.
     match only_on_b.get() {

@@ -233,6 +233,8 @@ struct NodeState {
     remote_nodes: HashMap<String, RemoteNode>,
     /// Nodes declared dead, kept for `oxray status`.
     dead_nodes: Vec<NodeStatus>,
+    /// Every driver that has used the cluster (the job table).
+    jobs: Vec<JobStatus>,
     /// The executable workers run: the latest driver's, so its functions exist there.
     worker_executable: Option<String>,
     kv: HashMap<String, Vec<u8>>,
@@ -311,6 +313,7 @@ impl Node {
                 },
                 remote_nodes: HashMap::new(),
                 dead_nodes: Vec::new(),
+                jobs: Vec::new(),
                 worker_executable: None,
                 kv: HashMap::new(),
                 placement_groups: Default::default(),
@@ -351,7 +354,12 @@ impl Node {
         node.runtime.spawn(watch_heartbeats(node.weak()));
         // A warm pool: one worker per CPU, as Ray prestarts them.
         if node.config.prestart_workers {
+            let executable = node.worker_executable();
             let mut state = node.state.lock();
+            // The embedded driver is the cluster's first job.
+            state
+                .jobs
+                .push(job(WorkerId(0), std::process::id(), &executable));
             let warm = node.config.resources.get(CPU).ceil() as usize;
             for _ in 0..warm.min(MAX_TASK_WORKERS) {
                 let id = WorkerId(crate::worker::next_worker_number());
@@ -512,8 +520,18 @@ impl Node {
         }
     }
 
-    /// A worker's process ended.
+    /// A worker's process ended (or a remote driver left).
     fn worker_exited(&self, worker: WorkerId, message: String) {
+        let job_id = worker.to_string();
+        if let Some(job) = self
+            .state
+            .lock()
+            .jobs
+            .iter_mut()
+            .find(|j| j.job_id == job_id)
+        {
+            job.running = false;
+        }
         self.with_state(|state, node| state.remove_worker(node, worker, &message));
     }
 
@@ -617,6 +635,7 @@ impl Node {
         sender: mpsc::UnboundedSender<NodeToWorker>,
     ) -> WorkerId {
         self.with_state(|state, _| {
+            state.jobs.push(job(id, pid, &executable));
             state.worker_executable = Some(executable.clone());
             state.workers.insert(
                 id,
@@ -736,6 +755,7 @@ impl Node {
         let running = state.tasks.values().filter(|t| t.worker.is_some()).count();
         ClusterStatus {
             nodes,
+            jobs: state.jobs.clone(),
             actors,
             placement_groups,
             pending_tasks: state.tasks.len() - running,
@@ -2203,6 +2223,20 @@ impl HeadService for HeadEndpoint {
         _request: tonic::Request<StatusRequest>,
     ) -> std::result::Result<tonic::Response<ClusterStatus>, tonic::Status> {
         Ok(tonic::Response::new(self.node()?.cluster_status()))
+    }
+}
+
+/// A job-table entry for a driver starting now.
+fn job(id: WorkerId, pid: u32, executable: &str) -> JobStatus {
+    let started_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    JobStatus {
+        job_id: id.to_string(),
+        driver_pid: pid,
+        executable: executable.to_string(),
+        started_at,
+        running: true,
     }
 }
 

@@ -260,6 +260,7 @@ pub struct StatusRequest {}
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ClusterStatus {
     pub nodes: Vec<NodeStatus>,
+    pub jobs: Vec<JobStatus>,
     pub actors: Vec<ActorStatusLine>,
     pub placement_groups: Vec<PlacementGroupLine>,
     pub pending_tasks: usize,
@@ -276,6 +277,17 @@ pub struct NodeStatus {
     pub total: ResourceSet,
     pub available: ResourceSet,
     pub workers: usize,
+}
+
+/// A driver of the cluster: the embedded one, or one joined by address.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobStatus {
+    pub job_id: String,
+    pub driver_pid: u32,
+    pub executable: String,
+    /// Seconds since the Unix epoch.
+    pub started_at: u64,
+    pub running: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

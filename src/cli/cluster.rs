@@ -68,6 +68,7 @@ pub struct StatusArgs {
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum Listing {
     Nodes,
+    Jobs,
     Actors,
     Tasks,
     Objects,
@@ -311,6 +312,8 @@ fn print_status(address: &str, state: &ClusterStatus) {
             node.total
         );
     }
+    let running = state.jobs.iter().filter(|j| j.running).count();
+    println!("jobs: {} ({running} running)", state.jobs.len());
     let alive_actors = state.actors.iter().filter(|a| a.state != "DEAD").count();
     println!("actors: {} ({alive_actors} alive)", state.actors.len());
     println!(
@@ -351,6 +354,16 @@ pub fn list(args: ListArgs) -> anyhow::Result<()> {
                 println!(
                     "{}\t{}\t{liveness}\t{}\t{}",
                     node.node_id, node.address, node.is_head, node.total
+                );
+            }
+        }
+        Listing::Jobs => {
+            println!("JOB_ID\tSTATE\tDRIVER_PID\tSTARTED_AT\tEXECUTABLE");
+            for job in &state.jobs {
+                let liveness = if job.running { "RUNNING" } else { "FINISHED" };
+                println!(
+                    "{}\t{liveness}\t{}\t{}\t{}",
+                    job.job_id, job.driver_pid, job.started_at, job.executable
                 );
             }
         }
