@@ -185,11 +185,22 @@ fn ranks_calling_different_operations_are_told_so() {
         "{first:?}"
     );
     assert!(next.is_err());
-    let (_, root_next) = results[0].as_ref().expect("the body itself returns Ok");
-    let error = root_next
-        .as_ref()
-        .expect_err("the root learns of the failure");
-    assert!(spread_failure(error, 0, OpKind::Barrier), "{error}");
+    let (root_first, root_next) = results[0].as_ref().expect("the body itself returns Ok");
+    // The root learns of the failure during its broadcast (if rank 1 hung up
+    // while it was still sending) or at its next operation.
+    match root_first {
+        Err(error) => assert!(spread_failure(error, 0, OpKind::Broadcast), "{error}"),
+        Ok(()) => {
+            let error = root_next
+                .as_ref()
+                .expect_err("the root learns of the failure");
+            assert!(spread_failure(error, 0, OpKind::Barrier), "{error}");
+        }
+    }
+    assert!(
+        root_next.is_err(),
+        "a failed group refuses further operations"
+    );
 }
 
 #[test]
