@@ -83,7 +83,7 @@ fn training_survives_the_loss_of_an_env_runner_node() {
         "{last}"
     );
     assert!(
-        stderr.contains("EnvRunner") && stderr.contains("restarting"),
+        stderr.contains("EnvRunner") && stderr.contains("restart"),
         "{stderr}"
     );
 }

@@ -32,7 +32,8 @@ pub enum EnvRunnerGroup {
         latest_weights: Option<(u64, ObjectRef<Vec<u8>>)>,
         /// Whether each runner's last sample arrived.
         healthy: Vec<bool>,
-        /// Samples lost to runner failures, over the run.
+        /// Runner restarts seen over the run: a lost sample, or a sample drawn
+        /// with stale weights by a runner that restarted between calls.
         restarts: u64,
         /// Consecutive `sample()` calls in which every runner failed.
         barren_rounds: u32,
@@ -113,16 +114,31 @@ impl EnvRunnerGroup {
                 if in_flight.is_empty() {
                     *in_flight = runners.iter().map(|r| r.sample()).collect();
                 }
+                let latest_version = latest_weights.as_ref().map_or(0, |(v, _)| *v);
                 let mut rollouts = Vec::with_capacity(runners.len());
+                let mut needs_weights = vec![false; runners.len()];
                 for (index, pending) in in_flight.iter().enumerate() {
                     match pending.get() {
                         Ok(rollout) => {
+                            // A healthy runner is at most one version behind
+                            // (its sample was requested before the last
+                            // sync); older means it restarted between two
+                            // calls and came back with its first weights.
+                            if rollout.weights_version + 1 < latest_version {
+                                eprintln!(
+                                    "EnvRunner {} restarted; sending it the latest weights",
+                                    index + 1
+                                );
+                                needs_weights[index] = true;
+                                *restarts += 1;
+                            }
                             healthy[index] = true;
                             rollouts.push(rollout);
                         }
                         Err(error) if is_runner_failure(&error) => {
                             eprintln!("EnvRunner {} failed and is restarting: {error}", index + 1);
                             healthy[index] = false;
+                            needs_weights[index] = true;
                             *restarts += 1;
                         }
                         Err(error) => return Err(error.into()),
@@ -141,7 +157,11 @@ impl EnvRunnerGroup {
                 // Calls to one actor run in order, so a restarted runner has
                 // the latest weights before it samples again.
                 if let Some((version, weights)) = latest_weights {
-                    for (runner, _) in runners.iter().zip(healthy.iter()).filter(|(_, ok)| !**ok) {
+                    for (runner, _) in runners
+                        .iter()
+                        .zip(&needs_weights)
+                        .filter(|(_, needs)| **needs)
+                    {
                         weight_acks.push(runner.set_weights(*version, &*weights));
                     }
                 }
@@ -169,7 +189,7 @@ impl EnvRunnerGroup {
     }
 
     /// RLlib's `fault_tolerance/` results: runners whose last sample arrived,
-    /// and samples lost to failed runners over the run.
+    /// and runner restarts seen over the run.
     pub fn fault_tolerance(&self) -> [(String, f64); 2] {
         let (healthy, restarts) = match self {
             EnvRunnerGroup::Local(_) => (1, 0),
