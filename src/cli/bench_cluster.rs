@@ -10,8 +10,7 @@
 use anyhow::{bail, Context};
 use oxray_core::daemon::{self, SimulatedNodes};
 use oxray_core::{remote, InitOptions};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, clap::Args)]
@@ -60,31 +59,13 @@ pub fn run(args: &HeartbeatArgs) -> anyhow::Result<()> {
     if args.nodes == 0 || !positive(args.seconds) || !positive(args.period) {
         bail!("--nodes, --seconds and --period must be positive");
     }
-    let session =
-        std::env::temp_dir().join(format!("oxray-bench-heartbeats-{}", std::process::id()));
-    let exe = std::env::current_exe().context("cannot find the oxray executable")?;
-    let mut child = Command::new(exe)
-        .args([
-            "start",
-            "--head",
-            "--port",
-            "0",
-            "--num-cpus",
-            "1",
-            "--block",
-        ])
-        .env("OXRAY_SESSION_DIR", &session)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("cannot start a head")?;
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().context("head stdout")?).read_line(&mut line)?;
+    let session = tempfile::tempdir().context("cannot create a session directory")?;
+    let head_args = ["--head", "--port", "0", "--num-cpus", "1"];
+    let (child, ready) = super::cluster::spawn_daemon(&head_args, session.path(), &[])?;
     let head = HeadProcess(child);
-    let words: Vec<&str> = line.split_whitespace().collect();
-    let (address, token) = match words.as_slice() {
-        [_, _, _, _, address, _, token, ..] => (address.to_string(), token.to_string()),
-        _ => bail!("the head did not start: {line:?}"),
+    let (address, token) = match ready.as_slice() {
+        [_, _, _, _, address, _, token, ..] => (address.clone(), token.clone()),
+        _ => bail!("unexpected ready line from the head: {ready:?}"),
     };
 
     let started = Instant::now();
@@ -122,7 +103,6 @@ pub fn run(args: &HeartbeatArgs) -> anyhow::Result<()> {
     drop(nodes);
     oxray_core::shutdown();
     drop(head);
-    let _ = std::fs::remove_dir_all(&session);
 
     latencies.sort_by(f64::total_cmp);
     let percentile = |p: f64| latencies[((latencies.len() - 1) as f64 * p).round() as usize];

@@ -28,15 +28,8 @@ pub struct StartArgs {
     /// Address this node listens on and others reach it at.
     #[arg(long, default_value = "127.0.0.1")]
     node_ip_address: String,
-    /// CPUs this node offers (default: all cores).
-    #[arg(long)]
-    num_cpus: Option<f64>,
-    /// GPUs this node offers (default: detected).
-    #[arg(long)]
-    num_gpus: Option<f64>,
-    /// Custom resources as a JSON object, e.g. '{"accelerator": 2}'.
-    #[arg(long)]
-    resources: Option<String>,
+    #[command(flatten)]
+    resources: NodeResources,
     /// Cluster token (the head makes one if absent; nodes read OXRAY_TOKEN or
     /// the session directory).
     #[arg(long)]
@@ -83,25 +76,33 @@ pub struct ListArgs {
     cluster: StatusArgs,
 }
 
-fn resources(args: &StartArgs) -> anyhow::Result<InitOptions> {
-    resource_options(args.num_cpus, args.num_gpus, args.resources.as_deref())
+/// The resource flags a node is started with (`oxray start` and
+/// `oxray symmetric-run`).
+#[derive(Debug, Args)]
+pub struct NodeResources {
+    /// CPUs this node offers (default: all cores).
+    #[arg(long)]
+    num_cpus: Option<f64>,
+    /// GPUs this node offers (default: detected).
+    #[arg(long)]
+    num_gpus: Option<f64>,
+    /// Custom resources as a JSON object, e.g. '{"accelerator": 2}'.
+    #[arg(long)]
+    resources: Option<String>,
 }
 
-/// A node's resources from `--num-cpus`, `--num-gpus` and `--resources` (also
-/// used by `oxray symmetric-run`).
-pub(crate) fn resource_options(
-    num_cpus: Option<f64>,
-    num_gpus: Option<f64>,
-    resources: Option<&str>,
-) -> anyhow::Result<InitOptions> {
-    let mut options = InitOptions::default();
-    if let Some(n) = num_cpus {
-        options = options.num_cpus(n);
-    }
-    if let Some(n) = num_gpus {
-        options = options.num_gpus(n);
-    }
-    if let Some(json) = resources {
+impl NodeResources {
+    pub fn options(&self) -> anyhow::Result<InitOptions> {
+        let mut options = InitOptions::default();
+        if let Some(n) = self.num_cpus {
+            options = options.num_cpus(n);
+        }
+        if let Some(n) = self.num_gpus {
+            options = options.num_gpus(n);
+        }
+        let Some(json) = &self.resources else {
+            return Ok(options);
+        };
         let custom: std::collections::BTreeMap<String, f64> = serde_json::from_str(json)
             .with_context(|| format!("--resources must be a JSON object of numbers, got {json}"))?;
         for (name, amount) in custom {
@@ -110,15 +111,47 @@ pub(crate) fn resource_options(
             }
             options = options.resource(name, amount);
         }
+        Ok(options)
     }
-    Ok(options)
+}
+
+/// Runs `oxray start ARGS --block` as a child with its own session directory
+/// and returns it once it printed its ready line (split into words).
+pub(crate) fn spawn_daemon(
+    args: &[&str],
+    session: &std::path::Path,
+    envs: &[(&str, &str)],
+) -> anyhow::Result<(std::process::Child, Vec<String>)> {
+    let mut command = std::process::Command::new(std::env::current_exe()?);
+    command
+        .arg("start")
+        .args(args)
+        .arg("--block")
+        .env("OXRAY_SESSION_DIR", session)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    for (name, value) in envs {
+        command.env(name, value);
+    }
+    let mut daemon = command.spawn().context("cannot start an oxray daemon")?;
+    let mut ready = String::new();
+    let stdout = daemon.stdout.take().context("daemon stdout")?;
+    std::io::BufReader::new(stdout).read_line(&mut ready)?;
+    if !ready.contains("ready") {
+        let _ = daemon.kill();
+        bail!("the daemon did not start: {ready:?}");
+    }
+    Ok((
+        daemon,
+        ready.split_whitespace().map(str::to_string).collect(),
+    ))
 }
 
 pub fn start(args: StartArgs) -> anyhow::Result<()> {
     if !(args.heartbeat_timeout_s > 0.0 && args.heartbeat_timeout_s.is_finite()) {
         bail!("--heartbeat-timeout-s must be a positive number of seconds");
     }
-    let resources = resources(&args)?;
+    let resources = args.resources.options()?;
     if !args.block {
         return detach();
     }

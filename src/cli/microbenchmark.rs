@@ -492,26 +492,16 @@ struct SecondNode {
 
 impl SecondNode {
     fn start() -> anyhow::Result<Self> {
-        use std::io::BufRead;
         let (address, token) =
             oxray_core::join_address().context("the embedded cluster has no join address")?;
         let session = tempfile::tempdir().context("cannot create a session directory")?;
-        let mut daemon = std::process::Command::new(std::env::current_exe()?)
-            .args(["start", "--address", &address, "--num-cpus", "1", "--block"])
-            .env("OXRAY_TOKEN", &token)
-            .env("OXRAY_SESSION_DIR", session.path())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .context("cannot start a second node")?;
-        let mut ready = String::new();
-        std::io::BufReader::new(daemon.stdout.take().context("node stdout")?)
-            .read_line(&mut ready)?;
+        let node_args = ["--address", address.as_str(), "--num-cpus", "1"];
+        let (daemon, ready) =
+            super::cluster::spawn_daemon(&node_args, session.path(), &[("OXRAY_TOKEN", &token)])?;
         let node_id = ready
-            .split_whitespace()
-            .nth(2)
-            .context("the second node did not start")?
-            .to_string();
+            .get(2)
+            .context("the second node did not name itself")?
+            .clone();
         Ok(SecondNode {
             daemon,
             node_id,

@@ -47,15 +47,8 @@ pub struct SymmetricRunArgs {
     /// the head].
     #[arg(long)]
     node_ip_address: Option<String>,
-    /// CPUs this node offers (default: all cores).
-    #[arg(long)]
-    num_cpus: Option<f64>,
-    /// GPUs this node offers (default: detected).
-    #[arg(long)]
-    num_gpus: Option<f64>,
-    /// Custom resources as a JSON object, e.g. '{"accelerator": 2}'.
-    #[arg(long)]
-    resources: Option<String>,
+    #[command(flatten)]
+    resources: super::cluster::NodeResources,
     /// Cluster token shared by every task [default: OXRAY_TOKEN].
     #[arg(long)]
     token: Option<String>,
@@ -146,8 +139,7 @@ fn run_head(args: &SymmetricRunArgs, token: Option<String>) -> anyhow::Result<i3
         Some(ip) => SocketAddr::new(parse_ip(ip)?, wanted.port()),
         None => wanted,
     };
-    let resources =
-        super::cluster::resource_options(args.num_cpus, args.num_gpus, args.resources.as_deref())?;
+    let resources = args.resources.options()?;
     let head = daemon::Head::start(HeadOptions {
         bind,
         resources,
@@ -271,8 +263,7 @@ fn run_node(args: &SymmetricRunArgs, token: String) -> anyhow::Result<()> {
         Some(ip) => parse_ip(ip)?,
         None => route_to(head)?,
     };
-    let resources =
-        super::cluster::resource_options(args.num_cpus, args.num_gpus, args.resources.as_deref())?;
+    let resources = args.resources.options()?;
     daemon::run_node_daemon(
         NodeDaemonOptions {
             head_address: head_address.clone(),
