@@ -129,14 +129,11 @@ macro_rules! __task_option_setters {
             num_gpus(f64),
             memory(f64),
             max_retries(u32),
-            retry_exceptions(bool)
+            retry_exceptions(bool),
+            scheduling_strategy($crate::SchedulingStrategy)
         );
         pub fn resource(mut self, name: &str, amount: f64) -> Self {
             self.0 = self.0.resource(name, amount);
-            self
-        }
-        pub fn scheduling_strategy(mut self, strategy: $crate::SchedulingStrategy) -> Self {
-            self.0 = self.0.scheduling_strategy(strategy);
             self
         }
     };
@@ -153,18 +150,12 @@ macro_rules! __actor_option_setters {
             memory(f64),
             max_restarts(u32),
             max_task_retries(u32),
-            get_if_exists(bool)
+            get_if_exists(bool),
+            name(impl Into<String>),
+            scheduling_strategy($crate::SchedulingStrategy)
         );
         pub fn resource(mut self, name: &str, amount: f64) -> Self {
             self.0 = self.0.resource(name, amount);
-            self
-        }
-        pub fn name(mut self, name: impl Into<String>) -> Self {
-            self.0 = self.0.name(name);
-            self
-        }
-        pub fn scheduling_strategy(mut self, strategy: $crate::SchedulingStrategy) -> Self {
-            self.0 = self.0.scheduling_strategy(strategy);
             self
         }
     };
