@@ -33,6 +33,8 @@ fn start_head() -> Head {
             "--head",
             "--port",
             "0",
+            "--node-ip-address",
+            "127.0.0.1",
             "--num-cpus",
             "1",
             "--block",

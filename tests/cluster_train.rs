@@ -4,9 +4,8 @@
 
 mod cluster_support;
 
-use cluster_support::{oxray, start_head, start_node};
+use cluster_support::{start_head, start_node, train};
 use std::io::{BufRead, BufReader};
-use std::process::Stdio;
 
 #[test]
 fn training_survives_the_loss_of_an_env_runner_node() {
@@ -14,27 +13,20 @@ fn training_survives_the_loss_of_an_env_runner_node() {
     let session = session.path();
     let (_head, address, token) = start_head(session, &["--num-cpus", "2"]);
     let (mut node, _) = start_node(session, &address, &token, &["--num-cpus", "2"]);
-    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/configs/ppo-cartpole.yaml");
-    let mut train = oxray(session)
-        .current_dir(session)
-        .args(["train", config, "--address", &address, "--name", "survivor"])
-        .args([
-            "--set",
+    let mut train = train(
+        session,
+        &address,
+        &token,
+        "survivor",
+        &[
             "env_runners.num_env_runners=2",
-            "--set",
             "env_runners.num_envs_per_env_runner=4",
-        ])
-        .args([
-            "--set",
             "stop.iterations=40",
-            "--set",
             "stop.episode_return_mean=100000",
-        ])
-        .env("OXRAY_TOKEN", &token)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        ],
+    )
+    .spawn()
+    .unwrap();
     let mut progress = BufReader::new(train.stdout.take().unwrap()).lines();
     let first = progress.next().expect("a progress line").unwrap();
     assert!(first.starts_with("iter"), "{first}");

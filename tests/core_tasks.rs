@@ -339,3 +339,22 @@ fn key_value_store_connects_processes() {
         oxray_core::node_id().unwrap()
     );
 }
+
+#[remote]
+fn sleep_then(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+#[test]
+fn get_timeout_fails_in_time_and_returns_a_ready_value() {
+    start();
+    let slow = sleep_then::remote(5_000);
+    let asked = std::time::Instant::now();
+    let error = slow.get_timeout(Duration::from_millis(200)).unwrap_err();
+    assert!(matches!(error, Error::Timeout { .. }), "{error}");
+    assert!(asked.elapsed() < Duration::from_secs(2));
+    let quick = sleep_then::remote(1);
+    assert_eq!(quick.get_timeout(Duration::from_secs(30)).unwrap(), 1);
+    oxray_core::cancel(&slow).unwrap();
+}

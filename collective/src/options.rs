@@ -53,8 +53,10 @@ pub struct GroupOptions {
     /// Let ranks on the same node exchange data through shared memory
     /// (`/dev/shm`) instead of loopback TCP. Off, every byte goes over TCP.
     pub shared_memory: bool,
-    /// The address peers use to reach this rank's listener. Loopback suits a
-    /// single machine; a multi-node deployment sets the node's own address.
+    /// The address peers use to reach this rank's listener (it binds there
+    /// too). By default the address of this process's node
+    /// ([`oxray_core::node_ip_address`]), so ranks on other machines can
+    /// reach it; loopback outside a cluster.
     pub advertise_host: String,
 }
 
@@ -67,7 +69,8 @@ impl Default for GroupOptions {
             bf16_compression: false,
             bucket_bytes: DEFAULT_BUCKET_BYTES,
             shared_memory: true,
-            advertise_host: "127.0.0.1".to_string(),
+            advertise_host: oxray_core::node_ip_address()
+                .map_or_else(|_| "127.0.0.1".to_string(), |ip| ip.to_string()),
         }
     }
 }

@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::ids::WorkerId;
 use crate::node::generated::head_client::HeadClient;
 use crate::node::{Node, NodeConfig, HEARTBEAT_PERIOD};
+pub use crate::node_ip::{default_node_ip, route_to};
 use crate::protocol::{ClusterStatus, HeadToNode, NodeToHead, StatusRequest, PROTOCOL_VERSION};
 use crate::runtime::InitOptions;
 use crate::wire::MAX_MESSAGE_BYTES;
@@ -70,6 +71,12 @@ fn write_private(path: &std::path::Path, contents: &str) -> Result<()> {
         .map_err(|e| Error::runtime(&format!("cannot write {}", path.display()), e))?;
     file.write_all(contents.as_bytes())
         .map_err(|e| Error::runtime(&format!("cannot write {}", path.display()), e))
+}
+
+/// Removes the shared-memory files of oxray processes on this machine that
+/// died without cleaning up (`oxray stop` runs it); returns how many.
+pub fn remove_orphaned_shared_memory() -> usize {
+    crate::shm::remove_orphans()
 }
 
 /// Records this process in the session directory so `oxray stop` finds it.
@@ -159,13 +166,10 @@ async fn head_client(
         tonic::service::interceptor::InterceptedService<tonic::transport::Channel, AttachToken>,
     >,
 > {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-        .map_err(|e| Error::runtime("bad head address", e))?
-        .tcp_nodelay(true)
-        .connect_timeout(Duration::from_secs(10))
+    let channel = crate::head_link::endpoint(address)?
         .connect()
         .await
-        .map_err(|e| Error::runtime(&format!("cannot reach the head at {address}"), e))?;
+        .map_err(|e| crate::head_link::unreachable(address, format!("cannot connect: {e}")))?;
     Ok(
         HeadClient::with_interceptor(channel, AttachToken::new(token)?)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -181,11 +185,19 @@ pub struct NodeDaemonOptions {
     /// The address other nodes reach this one at (its object server binds here).
     pub node_ip: String,
     pub resources: InitOptions,
+    /// How long to keep trying to reach a lost head before exiting.
+    pub head_reconnect_timeout: Duration,
 }
 
-/// Runs a node daemon until the head goes away: registers, heartbeats, starts
-/// and reaps workers on command, serves this node's objects. `ready` is called
-/// once the head accepted the node.
+/// Ray's default for how long a raylet waits for a lost GCS.
+pub const DEFAULT_HEAD_RECONNECT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs a node daemon until the head is lost for good or SIGTERM/SIGINT:
+/// registers, heartbeats, starts and reaps workers on command, serves this
+/// node's objects. When the head stops answering the node stops its workers
+/// (their tasks and actors belong to that head) and keeps trying to register
+/// again for `head_reconnect_timeout`. `ready` is called once the head first
+/// accepted the node.
 pub fn run_node_daemon(options: NodeDaemonOptions, ready: impl FnOnce(&str)) -> Result<()> {
     let config = NodeConfig::detect(&options.resources)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -197,6 +209,12 @@ pub fn run_node_daemon(options: NodeDaemonOptions, ready: impl FnOnce(&str)) -> 
     let result = runtime.block_on(serve_node(&options, &config, ready));
     crate::shm::remove_session(&config.session);
     result
+}
+
+/// Why one registration with the head ended.
+enum SessionEnd {
+    HeadLost(String),
+    Terminated,
 }
 
 async fn serve_node(
@@ -223,24 +241,96 @@ async fn serve_node(
             .add_service(objects)
             .serve_with_incoming(incoming),
     );
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| Error::runtime("cannot watch SIGTERM", e))?;
+    let mut session = register(options, config, &object_server).await?;
+    ready(&config.node_id);
+    loop {
+        let reason = match serve_head(
+            options,
+            config,
+            &object_server,
+            &mut session,
+            &mut terminate,
+        )
+        .await
+        {
+            SessionEnd::Terminated => return Ok(()),
+            SessionEnd::HeadLost(reason) => reason,
+        };
+        eprintln!(
+            "oxray: lost the head at {} ({reason}); stopped this node's workers; retrying for {:.0} s",
+            options.head_address,
+            options.head_reconnect_timeout.as_secs_f64()
+        );
+        let deadline = tokio::time::Instant::now() + options.head_reconnect_timeout;
+        session = loop {
+            tokio::select! {
+                _ = terminate.recv() => return Ok(()),
+                _ = tokio::signal::ctrl_c() => return Ok(()),
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+            match register(options, config, &object_server).await {
+                Ok(session) => break session,
+                Err(error) if tokio::time::Instant::now() >= deadline => {
+                    return Err(crate::head_link::unreachable(
+                        &options.head_address,
+                        format!(
+                            "{reason}; still unreachable after --head-reconnect-timeout {:.0} s ({error})",
+                            options.head_reconnect_timeout.as_secs_f64()
+                        ),
+                    ));
+                }
+                Err(_) => {}
+            }
+        };
+        eprintln!(
+            "oxray: registered again with the head at {}",
+            options.head_address
+        );
+    }
+}
 
+/// A registration with the head: what this node sends it, what it commands.
+type HeadSession = (
+    mpsc::UnboundedSender<NodeToHead>,
+    tonic::Streaming<HeadToNode>,
+);
+
+/// Registers this node with the head; returns the head's command stream.
+async fn register(
+    options: &NodeDaemonOptions,
+    config: &NodeConfig,
+    object_server: &str,
+) -> Result<HeadSession> {
     let (outbound, outbound_rx) = mpsc::unbounded_channel();
     let _ = outbound.send(NodeToHead::Register {
         node_id: config.node_id.clone(),
         resources: config.resources.clone(),
-        object_server: object_server.clone(),
+        object_server: object_server.to_string(),
         version: PROTOCOL_VERSION.to_string(),
     });
     let mut client = head_client(&options.head_address, &options.token).await?;
-    let mut commands = client
+    let commands = client
         .node_stream(UnboundedReceiverStream::new(outbound_rx))
         .await
         .map_err(|status| crate::auth::explain_refusal(&status, "the head", &options.head_address))?
         .into_inner();
-    ready(&config.node_id);
+    Ok((outbound, commands))
+}
 
+/// Serves one registration: heartbeats, and starts and reaps workers on the
+/// head's command until the head is lost or the daemon is told to stop.
+/// Every worker is stopped when it returns.
+async fn serve_head(
+    options: &NodeDaemonOptions,
+    config: &NodeConfig,
+    object_server: &str,
+    (outbound, commands): &mut HeadSession,
+    terminate: &mut tokio::signal::unix::Signal,
+) -> SessionEnd {
     let heartbeats = outbound.clone();
-    tokio::spawn(async move {
+    let beating = tokio::spawn(async move {
         let mut tick = tokio::time::interval(HEARTBEAT_PERIOD);
         while heartbeats.send(NodeToHead::Heartbeat).is_ok() {
             tick.tick().await;
@@ -249,8 +339,10 @@ async fn serve_node(
     let mut workers: HashMap<WorkerId, u32> = HashMap::new();
     let (exited, mut exits) = mpsc::unbounded_channel::<(WorkerId, String)>();
     let has_gpus = config.resources.get(crate::resources::GPU) > 0.0;
-    loop {
+    let end = loop {
         tokio::select! {
+            _ = terminate.recv() => break SessionEnd::Terminated,
+            _ = tokio::signal::ctrl_c() => break SessionEnd::Terminated,
             command = commands.message() => match command {
                 Ok(Some(HeadToNode::Spawn { worker, gpu_ids, executable })) => {
                     let launch = crate::worker::WorkerLaunch {
@@ -259,7 +351,7 @@ async fn serve_node(
                         worker,
                         session: &config.session,
                         node_id: &config.node_id,
-                        object_server: &object_server,
+                        object_server,
                         token: &options.token,
                         gpu_ids: &gpu_ids,
                         hide_gpus: has_gpus,
@@ -286,27 +378,28 @@ async fn serve_node(
                         crate::node::kill_process(*pid);
                     }
                 }
-                Ok(Some(HeadToNode::Free { path })) => {
+                Ok(Some(HeadToNode::Free { path, server, generation })) => {
                     if crate::shm::belongs_to_session(&path, &config.session) {
                         let _ = std::fs::remove_file(path);
                     }
+                    crate::shm::remove_pulled(&config.session, &server, generation);
                 }
-                Ok(None) | Err(_) => break,
+                Ok(None) => break SessionEnd::HeadLost("it closed the connection".into()),
+                Err(status) => break SessionEnd::HeadLost(format!("the connection failed: {}", status.message())),
             },
             Some((worker, message)) = exits.recv() => {
                 workers.remove(&worker);
                 let _ = outbound.send(NodeToHead::WorkerExited { worker, message });
             }
         }
-    }
-    eprintln!(
-        "oxray: the head at {} went away; stopping this node",
-        options.head_address
-    );
+    };
+    beating.abort();
     for pid in workers.values() {
         crate::node::kill_process(*pid);
     }
-    Ok(())
+    // The workers' objects belonged to that head; nobody can free them now.
+    crate::shm::remove_session(&config.session);
+    end
 }
 
 /// Light stand-ins for node daemons, for measuring what a head spends on a

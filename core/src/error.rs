@@ -68,6 +68,12 @@ pub enum Error {
     #[error("object {id} is not available: {message}")]
     ObjectLost { id: String, message: String },
 
+    /// The head stopped answering (it died, hangs, or the network is cut):
+    /// every pending and later call of a driver, worker or node daemon fails
+    /// with this instead of waiting forever.
+    #[error("the head at {address} is unreachable: {message}")]
+    HeadUnreachable { address: String, message: String },
+
     /// The core API was used before `init()` (or after `shutdown()`).
     #[error("oxray is not initialized: call oxray_core::init() first")]
     NotInitialized,

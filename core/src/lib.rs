@@ -47,8 +47,10 @@ mod actor;
 mod auth;
 pub mod daemon;
 mod error;
+mod head_link;
 mod ids;
 mod node;
+mod node_ip;
 mod object_ref;
 mod options;
 mod placement;
@@ -67,7 +69,9 @@ pub mod private;
 
 pub use actor::{get_actor, kill, ActorClass, ActorHandle, RawActor};
 pub use error::{Error, Result};
+pub use head_link::HEAD_LOSS_DEADLINE;
 pub use ids::{ActorId, ObjectId, TaskId, WorkerId};
+pub use node_ip::node_ip_address;
 pub use object_ref::{Arg, ObjectRef};
 pub use options::{ActorOptions, TaskOptions};
 pub use oxray_macros::{actor, remote};
@@ -79,4 +83,5 @@ pub use runtime::{
     kv_put, kv_wait, node_id, node_summary, put, shutdown, wait, InitOptions, NodeSummary,
     ReadyAndPending,
 };
+pub use transfer::{transfer_counters, TransferCounters};
 pub use worker::get_gpu_ids;

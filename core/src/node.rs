@@ -258,8 +258,12 @@ enum Effect {
         node: String,
         pid: Option<u32>,
     },
-    RemoveFile {
-        path: String,
+    /// A shared-memory value was freed: remove (or recycle) its file if this
+    /// node holds it (`path`), and this node's pulled copy if any.
+    Free {
+        path: Option<String>,
+        server: String,
+        generation: u64,
     },
 }
 
@@ -413,7 +417,16 @@ impl Node {
                         let _ = remote.sender.send(HeadToNode::Kill { worker });
                     }
                 }
-                Effect::RemoveFile { path } => shm::free(&path),
+                Effect::Free {
+                    path,
+                    server,
+                    generation,
+                } => {
+                    if let Some(path) = path {
+                        shm::free(&path);
+                    }
+                    shm::remove_pulled(&self.config.session, &server, generation);
+                }
             }
         }
     }
@@ -479,7 +492,18 @@ impl Node {
     }
 
     fn spawn_remote_worker(&self, node: &str, worker: WorkerId, gpu_ids: Vec<u32>) {
-        let executable = self.worker_executable();
+        // Another machine's /proc/self/exe is its own daemon: name the file.
+        let executable = self
+            .state
+            .lock()
+            .worker_executable
+            .clone()
+            .unwrap_or_else(|| {
+                std::env::current_exe().map_or_else(
+                    |_| "oxray".to_string(),
+                    |p| p.to_string_lossy().into_owned(),
+                )
+            });
         let sent = self.state.lock().remote_nodes.get(node).is_some_and(|n| {
             n.sender
                 .send(HeadToNode::Spawn {
@@ -1213,13 +1237,28 @@ impl NodeState {
     }
 
     fn free_blob(&mut self, blob: &ObjectBlob) {
-        if let Payload::Shared { path, node, .. } = &blob.payload {
-            match self.remote_nodes.get(node) {
-                Some(remote) => {
-                    let _ = remote.sender.send(HeadToNode::Free { path: path.clone() });
-                }
-                None => self.effects.push(Effect::RemoveFile { path: path.clone() }),
+        if let Payload::Shared {
+            path,
+            node,
+            server,
+            generation,
+            ..
+        } = &blob.payload
+        {
+            // The holder frees the file; every other node drops its copy.
+            let free = HeadToNode::Free {
+                path: path.clone(),
+                server: server.clone(),
+                generation: *generation,
+            };
+            for remote in self.remote_nodes.values() {
+                let _ = remote.sender.send(free.clone());
             }
+            self.effects.push(Effect::Free {
+                path: (!self.remote_nodes.contains_key(node)).then(|| path.clone()),
+                server: server.clone(),
+                generation: *generation,
+            });
         }
         for id in &blob.contained {
             self.release(*id);

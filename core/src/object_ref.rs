@@ -45,6 +45,14 @@ impl<T: DeserializeOwned> ObjectRef<T> {
     pub fn get(&self) -> Result<T> {
         crate::get(self)
     }
+
+    /// Like [`get`](Self::get), failing with [`Error::Timeout`] once
+    /// `timeout` passes without the value (Ray's `ray.get(ref, timeout=...)`).
+    pub fn get_timeout(&self, timeout: std::time::Duration) -> Result<T> {
+        crate::get_all_timeout(std::slice::from_ref(self), Some(timeout))?
+            .pop()
+            .ok_or_else(|| Error::Runtime("get returned no value for one ref".into()))
+    }
 }
 
 impl<T> Clone for ObjectRef<T> {

@@ -29,11 +29,15 @@ pub enum Payload {
     Inline(#[serde(with = "serde_bytes")] Vec<u8>),
     /// Large values live in a shared-memory file of the node that made them;
     /// readers on that node map it, readers elsewhere pull it from `server`.
+    /// The node reuses freed files under the same path, so `generation` (an id
+    /// minted for these bytes alone) is what names them: other nodes key
+    /// their pulled copies by it, never by the path.
     Shared {
         path: String,
         len: u64,
         node: String,
         server: String,
+        generation: u64,
     },
 }
 
@@ -233,9 +237,12 @@ pub enum HeadToNode {
     Kill {
         worker: WorkerId,
     },
-    /// The head freed an object stored on this node.
+    /// The head freed a shared-memory value: the node holding it removes (or
+    /// recycles) `path`, every other node drops its pulled copy, if any.
     Free {
         path: String,
+        server: String,
+        generation: u64,
     },
 }
 
@@ -243,6 +250,11 @@ pub enum HeadToNode {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PullRequest {
     pub path: String,
+    /// The generation the reader expects; the server refuses a file that
+    /// holds another one (it was freed and reused).
+    pub generation: u64,
+    /// Bytes of the value (a reused file may be longer).
+    pub len: u64,
 }
 
 /// A piece of a pulled object.

@@ -63,6 +63,13 @@ pub(crate) trait Backend: Send + Sync {
 
 static CURRENT: RwLock<Option<Arc<dyn Backend>>> = RwLock::new(None);
 static EMBEDDED: RwLock<Option<Arc<Node>>> = RwLock::new(None);
+/// The head a driver joined by address talks to.
+static HEAD_ADDRESS: RwLock<Option<String>> = RwLock::new(None);
+
+/// The head this driver joined by address, if it did.
+pub(crate) fn head_address() -> Option<String> {
+    HEAD_ADDRESS.read().clone()
+}
 
 pub(crate) fn current() -> Result<Arc<dyn Backend>> {
     CURRENT.read().clone().ok_or(Error::NotInitialized)
@@ -137,6 +144,7 @@ pub fn init(options: InitOptions) -> Result<()> {
             None => crate::daemon::find_token()?,
         };
         install(crate::worker::connect_driver(address, &token)?);
+        *HEAD_ADDRESS.write() = Some(address.clone());
         return Ok(());
     }
     let node = Node::start(NodeConfig::detect(&options)?)?;

@@ -11,6 +11,12 @@
 //! one it goes to a pool that later writes of a similar size reuse, already
 //! mapped and faulted in — the same idea as a plasma arena, with files as the
 //! unit. Worker processes never see frees, so they write and forget.
+//!
+//! Because a path is reused, a path does not name bytes: every file starts
+//! with the *generation* of the value it holds (an id minted for those bytes
+//! alone), and every reader checks it, so a stale path can never be read as
+//! another value. Copies pulled from other nodes are named by the holder and
+//! the generation, and removed when the head frees the value.
 
 use crate::error::{Error, Result};
 use crate::ids::ObjectId;
@@ -27,6 +33,9 @@ pub const INLINE_LIMIT: usize = 100 * 1024;
 
 /// Most bytes of freed files kept for reuse.
 const RECYCLE_LIMIT_BYTES: usize = 2 << 30;
+
+/// Bytes before the value: its generation, little-endian.
+pub const HEADER_BYTES: usize = 8;
 
 struct Segment {
     path: PathBuf,
@@ -63,12 +72,23 @@ pub fn belongs_to_session(path: &str, session: &str) -> bool {
             .is_some_and(|n| n.starts_with(&format!("oxray-{session}-")) && !n.contains('/'))
 }
 
-/// Where this node keeps its copy of an object pulled from another node.
-pub fn pulled_path(session: &str, server: &str, remote_path: &str) -> PathBuf {
+/// Where a node keeps its copy of the value of `generation` pulled from the
+/// object server at `server`.
+pub fn pulled_path(session: &str, server: &str, generation: u64) -> PathBuf {
     use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    (server, remote_path).hash(&mut hasher);
-    shm_dir().join(format!("oxray-{session}-pulled-{:016x}", hasher.finish()))
+    server.hash(&mut hasher);
+    shm_dir().join(format!(
+        "oxray-{session}-pulled-{:016x}-{generation:x}",
+        hasher.finish()
+    ))
+}
+
+/// The head freed the value of `generation`: drops this node's pulled copy.
+/// Readers that still map it keep their mapping; the memory goes with the
+/// last one.
+pub fn remove_pulled(session: &str, server: &str, generation: u64) {
+    let _ = std::fs::remove_file(pulled_path(session, server, generation));
 }
 
 /// A recycled file that holds `len` bytes without wasting more than half.
@@ -80,9 +100,10 @@ fn take_recycled(len: usize) -> Option<Segment> {
     Some(recycled.swap_remove(index))
 }
 
-/// Creates the file for `id` with `len` bytes and lets `fill` write them.
-/// With `keep_mapped` (the node's own process) the file stays mapped for reads
-/// and reuse; the returned path names the bytes either way.
+/// Creates the file for the value of generation `id` with `len` bytes and
+/// lets `fill` write them. With `keep_mapped` (the node's own process) the
+/// file stays mapped for reads and reuse; the returned path names the file
+/// either way.
 pub fn create(
     session: &str,
     id: ObjectId,
@@ -90,10 +111,15 @@ pub fn create(
     keep_mapped: bool,
     fill: impl FnOnce(&mut [u8]) -> Result<()>,
 ) -> Result<PathBuf> {
+    let file_len = len + HEADER_BYTES;
+    let write = |map: &mut [u8]| {
+        map[..HEADER_BYTES].copy_from_slice(&id.0.to_le_bytes());
+        fill(&mut map[HEADER_BYTES..file_len])
+    };
     if keep_mapped {
-        if let Some(mut segment) = take_recycled(len) {
+        if let Some(mut segment) = take_recycled(file_len) {
             let map = Arc::get_mut(&mut segment.map).expect("recycled segments are unshared");
-            fill(&mut map[..len])?;
+            write(map)?;
             let path = segment.path.clone();
             LIVE.lock()
                 .get_or_insert_with(HashMap::new)
@@ -110,11 +136,11 @@ pub fn create(
         .truncate(true)
         .open(&path)
         .map_err(io)?;
-    file.set_len(len as u64).map_err(io)?;
+    file.set_len(file_len as u64).map_err(io)?;
     // SAFETY: the file was just created by this process under a unique name;
     // nobody else maps it until its path is published after this returns.
     let mut map = unsafe { MmapMut::map_mut(&file) }.map_err(io)?;
-    if let Err(e) = fill(&mut map) {
+    if let Err(e) = write(&mut map) {
         drop(map);
         let _ = std::fs::remove_file(&path);
         return Err(e);
@@ -131,31 +157,80 @@ pub fn create(
     Ok(path)
 }
 
-/// The bytes of an object file, mapped.
-pub enum SharedBytes {
+/// Where the bytes of a value are held.
+enum Holding {
     Mapped(Mmap),
     Live(Arc<MmapMut>),
+    /// Pulled by a process that is no node's (a driver joined by address).
+    Owned(Vec<u8>),
+}
+
+/// The bytes of one value: its file mapped (or pulled into memory), without
+/// the header.
+pub struct SharedBytes {
+    holding: Holding,
+    len: usize,
 }
 
 impl Deref for SharedBytes {
     type Target = [u8];
 
     fn deref(&self) -> &[u8] {
-        match self {
-            SharedBytes::Mapped(map) => map,
-            SharedBytes::Live(map) => map,
-        }
+        let file: &[u8] = match &self.holding {
+            Holding::Mapped(map) => map,
+            Holding::Live(map) => map,
+            Holding::Owned(bytes) => bytes,
+        };
+        &file[HEADER_BYTES..HEADER_BYTES + self.len]
     }
 }
 
-/// Maps an object's file read-only (or shares this process's own mapping).
-pub fn open(path: &str) -> Result<SharedBytes> {
+impl SharedBytes {
+    /// Bytes pulled into this process's memory: a header and `len` bytes.
+    pub fn owned(file: Vec<u8>, len: usize, generation: u64, what: &str) -> Result<Self> {
+        SharedBytes::checked(Holding::Owned(file), len, generation, what)
+    }
+
+    /// Checks that `holding` holds `len` bytes of the value of `generation`.
+    fn checked(holding: Holding, len: usize, generation: u64, what: &str) -> Result<Self> {
+        let file: &[u8] = match &holding {
+            Holding::Mapped(map) => map,
+            Holding::Live(map) => map,
+            Holding::Owned(bytes) => bytes,
+        };
+        let found = file
+            .get(..HEADER_BYTES)
+            .map(|h| u64::from_le_bytes(h.try_into().expect("eight bytes")));
+        let lost = |message: String| Error::ObjectLost {
+            id: what.to_string(),
+            message,
+        };
+        if found != Some(generation) {
+            return Err(lost(format!(
+                "the file holds another value (generation {found:x?}, expected {generation:x}): it was freed"
+            )));
+        }
+        if file.len() < HEADER_BYTES + len {
+            return Err(lost(format!(
+                "shared memory holds {} bytes, expected {len}",
+                file.len().saturating_sub(HEADER_BYTES)
+            )));
+        }
+        Ok(SharedBytes { holding, len })
+    }
+}
+
+/// Maps the file of the value of `generation`, `len` bytes long, read-only
+/// (or shares this process's own mapping), checking that it still holds that
+/// value.
+pub fn open(path: &str, len: u64, generation: u64) -> Result<SharedBytes> {
+    let len = len as usize;
     if let Some(segment) = LIVE
         .lock()
         .as_ref()
         .and_then(|live| live.get(Path::new(path)))
     {
-        return Ok(SharedBytes::Live(segment.map.clone()));
+        return SharedBytes::checked(Holding::Live(segment.map.clone()), len, generation, path);
     }
     let io = |e: std::io::Error| Error::ObjectLost {
         id: path.to_string(),
@@ -164,10 +239,18 @@ pub fn open(path: &str) -> Result<SharedBytes> {
     let file = std::fs::File::open(path).map_err(io)?;
     // SAFETY: object files are written once before their path is published and
     // are only rewritten after the node freed the object, when no reference to
-    // it — and so no reader — is left.
-    unsafe { Mmap::map(&file) }
-        .map(SharedBytes::Mapped)
-        .map_err(io)
+    // it — and so no reader — is left; the generation check catches a reader
+    // that kept a stale path.
+    let map = unsafe { Mmap::map(&file) }.map_err(io)?;
+    SharedBytes::checked(Holding::Mapped(map), len, generation, path)
+}
+
+/// The generation at the start of an object file, if it has one.
+pub fn generation_of(file: &mut std::fs::File) -> Option<u64> {
+    use std::io::Read;
+    let mut header = [0u8; HEADER_BYTES];
+    file.read_exact(&mut header).ok()?;
+    Some(u64::from_le_bytes(header))
 }
 
 /// The node freed the object stored at `path`: keep the file for reuse if this
@@ -206,4 +289,31 @@ pub fn remove_session(session: &str) {
             }
         }
     }
+}
+
+/// Removes the files of sessions whose node process is gone (a node that was
+/// SIGKILLed had no chance to clean up), and of collective groups whose
+/// creator is gone. A session's name starts with its node's pid, a collective
+/// file's after `collective-`. Returns how many files were removed.
+pub fn remove_orphans() -> usize {
+    let Ok(entries) = std::fs::read_dir(shm_dir()) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix("oxray-") else {
+            continue;
+        };
+        let rest = rest.strip_prefix("collective-").unwrap_or(rest);
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists()
+            && std::fs::remove_file(entry.path()).is_ok()
+        {
+            removed += 1;
+        }
+    }
+    removed
 }

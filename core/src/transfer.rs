@@ -4,6 +4,14 @@
 //! object server; a reader on another node pulls the file over a gRPC stream
 //! in 1 MiB chunks into a shared-memory file of its own session and maps that,
 //! so an object crosses the network once per node however many readers it has.
+//! The copy is named by the value's generation (never by the holder's path,
+//! which the holder reuses) and removed when the head frees the value. A
+//! process that is no node's (a driver joined by address) pulls into its own
+//! memory instead, so it leaves nothing in `/dev/shm`.
+//!
+//! Each process counts the bytes its object server sent and its pulls
+//! received ([`transfer_counters`]), so a benchmark can show what actually
+//! crossed the wire.
 
 use crate::auth::{AttachToken, RequireToken};
 use crate::error::{Error, Result};
@@ -14,9 +22,30 @@ use crate::shm::{self, SharedBytes};
 use crate::wire::MAX_MESSAGE_BYTES;
 use std::io::{Read, Write};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio_stream::Stream;
 
 const CHUNK_BYTES: usize = 1 << 20;
+
+static BYTES_SENT: AtomicU64 = AtomicU64::new(0);
+static BYTES_RECEIVED: AtomicU64 = AtomicU64::new(0);
+
+/// Bytes of objects this process moved between nodes since it started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TransferCounters {
+    /// Sent by this process's object server to other nodes.
+    pub sent: u64,
+    /// Received by this process's pulls from other nodes.
+    pub received: u64,
+}
+
+/// What this process's object server sent and its pulls received so far.
+pub fn transfer_counters() -> TransferCounters {
+    TransferCounters {
+        sent: BYTES_SENT.load(Ordering::Relaxed),
+        received: BYTES_RECEIVED.load(Ordering::Relaxed),
+    }
+}
 
 /// Serves this node's shared-memory files (of one session) to other nodes.
 pub(crate) struct ObjectServer {
@@ -50,7 +79,11 @@ impl ObjectStore for ObjectServer {
         &self,
         request: tonic::Request<PullRequest>,
     ) -> std::result::Result<tonic::Response<ChunkStream>, tonic::Status> {
-        let path = request.into_inner().path;
+        let PullRequest {
+            path,
+            generation,
+            len,
+        } = request.into_inner();
         // Only this session's object files, never an arbitrary path.
         if !shm::belongs_to_session(&path, &self.session) {
             return Err(tonic::Status::permission_denied(format!(
@@ -59,9 +92,22 @@ impl ObjectStore for ObjectServer {
         }
         let mut file = std::fs::File::open(&path)
             .map_err(|e| tonic::Status::not_found(format!("object file {path}: {e}")))?;
+        // The file was freed and reused for another value: never send that.
+        if shm::generation_of(&mut file) != Some(generation) {
+            return Err(tonic::Status::not_found(format!(
+                "{path} no longer holds generation {generation:x}: the object was freed"
+            )));
+        }
+        let header = generation.to_le_bytes().to_vec();
         let (sender, receiver) = tokio::sync::mpsc::channel(4);
+        if sender.try_send(Ok(Chunk { data: header })).is_err() {
+            return Err(tonic::Status::internal(
+                "the chunk channel refused the header",
+            ));
+        }
+        let mut remaining = len as usize;
         tokio::task::spawn_blocking(move || loop {
-            let mut data = vec![0u8; CHUNK_BYTES];
+            let mut data = vec![0u8; CHUNK_BYTES.min(remaining)];
             let read = match file.read(&mut data) {
                 Ok(0) => return,
                 Ok(n) => n,
@@ -73,6 +119,8 @@ impl ObjectStore for ObjectServer {
                 }
             };
             data.truncate(read);
+            remaining -= read;
+            BYTES_SENT.fetch_add(read as u64, Ordering::Relaxed);
             if sender.blocking_send(Ok(Chunk { data })).is_err() {
                 return;
             }
@@ -83,24 +131,65 @@ impl ObjectStore for ObjectServer {
     }
 }
 
-/// Copies the object at `path` on the node serving `server` into this node's
-/// session (once) and maps the copy.
+/// A value stored on another node, as its blob names it.
+pub(crate) struct RemoteValue<'a> {
+    pub server: &'a str,
+    pub path: &'a str,
+    pub len: u64,
+    pub generation: u64,
+}
+
+/// Reads a value held by another node: from this node's pulled copy, or pulled
+/// now into `local_session` (a node's process) or into memory (`None`).
 pub(crate) fn pull(
-    server: &str,
-    path: &str,
-    len: u64,
-    local_session: &str,
+    value: &RemoteValue,
+    local_session: Option<&str>,
     token: &str,
 ) -> Result<SharedBytes> {
-    let local = shm::pulled_path(local_session, server, path);
-    if std::fs::metadata(&local).is_ok_and(|m| m.len() == len) {
-        return shm::open(&local.to_string_lossy());
+    let Some(session) = local_session else {
+        let mut bytes = Vec::with_capacity(value.len as usize + shm::HEADER_BYTES);
+        receive(value, token, &mut bytes)?;
+        return SharedBytes::owned(bytes, value.len as usize, value.generation, value.path);
+    };
+    let local = shm::pulled_path(session, value.server, value.generation);
+    let local_name = local.to_string_lossy().into_owned();
+    if let Ok(copy) = shm::open(&local_name, value.len, value.generation) {
+        return Ok(copy);
     }
+    // Readers on this node may pull the same value at once: each writes its
+    // own partial file and the last rename wins (with the same bytes).
+    static PARTIALS: AtomicU64 = AtomicU64::new(0);
+    let partial = local.with_extension(format!(
+        "partial-{}-{}",
+        std::process::id(),
+        PARTIALS.fetch_add(1, Ordering::Relaxed)
+    ));
+    let written = std::fs::File::create(&partial)
+        .map_err(|e| Error::runtime("cannot create a local copy", e))
+        .and_then(|mut file| receive(value, token, &mut file))
+        .and_then(|()| {
+            std::fs::rename(&partial, &local)
+                .map_err(|e| Error::runtime("cannot publish a local copy", e))
+        });
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&partial);
+        return Err(e);
+    }
+    shm::open(&local_name, value.len, value.generation)
+}
+
+/// Streams the value's file (header and bytes) from its node into `sink`.
+fn receive(value: &RemoteValue, token: &str, sink: &mut impl Write) -> Result<()> {
+    let RemoteValue {
+        server,
+        path,
+        len,
+        generation,
+    } = *value;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| Error::runtime("cannot start a transfer runtime", e))?;
-    let partial = local.with_extension("partial");
     let lost = |message: String| Error::ObjectLost {
         id: path.to_string(),
         message,
@@ -110,6 +199,7 @@ pub(crate) fn pull(
             .map_err(|e| lost(format!("bad object server address {server}: {e}")))?
             .tcp_nodelay(true)
             .initial_stream_window_size(Some(8 << 20))
+            .connect_timeout(std::time::Duration::from_secs(10))
             .connect()
             .await
             .map_err(|e| lost(format!("cannot reach the node holding it at {server}: {e}")))?;
@@ -118,6 +208,8 @@ pub(crate) fn pull(
         let mut stream = client
             .pull_object(PullRequest {
                 path: path.to_string(),
+                generation,
+                len,
             })
             .await
             .map_err(|status| {
@@ -127,8 +219,6 @@ pub(crate) fn pull(
                 ))
             })?
             .into_inner();
-        let mut file = std::fs::File::create(&partial)
-            .map_err(|e| Error::runtime("cannot create a local copy", e))?;
         let mut received = 0u64;
         while let Some(chunk) = stream
             .message()
@@ -136,15 +226,19 @@ pub(crate) fn pull(
             .map_err(|s| lost(format!("transfer from {server} broke: {}", s.message())))?
         {
             received += chunk.data.len() as u64;
-            file.write_all(&chunk.data)
+            sink.write_all(&chunk.data)
                 .map_err(|e| Error::runtime("cannot write a local copy", e))?;
         }
-        if received < len {
-            return Err(lost(format!("{server} sent {received} of {len} bytes")));
+        let expected = len + shm::HEADER_BYTES as u64;
+        BYTES_RECEIVED.fetch_add(
+            received.saturating_sub(shm::HEADER_BYTES as u64),
+            Ordering::Relaxed,
+        );
+        if received < expected {
+            return Err(lost(format!(
+                "{server} sent {received} of {expected} bytes"
+            )));
         }
         Ok(())
-    })?;
-    std::fs::rename(&partial, &local)
-        .map_err(|e| Error::runtime("cannot publish a local copy", e))?;
-    shm::open(&local.to_string_lossy())
+    })
 }

@@ -76,6 +76,7 @@ fn encode_bytes<T: Serialize + ?Sized>(value: &T, backend: &dyn Backend) -> Resu
         len: len as u64,
         node: backend.node_id().to_string(),
         server: server.to_string(),
+        generation: id.0,
     })
 }
 
@@ -99,18 +100,24 @@ pub(crate) fn decode<T: DeserializeOwned>(blob: &ObjectBlob) -> Result<T> {
             len,
             node,
             server,
+            generation,
         } => {
             let backend = runtime::current()?;
-            let map = if *node == backend.node_id() {
-                shm::open(path)?
+            let bytes = if *node == backend.node_id() {
+                shm::open(path, *len, *generation)?
             } else {
-                crate::transfer::pull(server, path, *len, backend.session(), backend.token())?
+                let remote = crate::transfer::RemoteValue {
+                    server,
+                    path,
+                    len: *len,
+                    generation: *generation,
+                };
+                // A process without an object server is no node's: it keeps
+                // what it pulls in its own memory.
+                let session = backend.object_server().map(|_| backend.session());
+                crate::transfer::pull(&remote, session, backend.token())?
             };
-            let bytes = map.get(..*len as usize).ok_or_else(|| Error::ObjectLost {
-                id: path.clone(),
-                message: format!("shared memory holds {} bytes, expected {len}", map.len()),
-            })?;
-            postcard::from_bytes(bytes).map_err(decode_error)
+            postcard::from_bytes(&bytes).map_err(decode_error)
         }
     }
 }

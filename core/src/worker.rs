@@ -14,6 +14,7 @@
 
 use crate::auth::{AttachToken, TOKEN_ENV};
 use crate::error::{Error, Result};
+use crate::head_link;
 use crate::ids::{ActorId, IdMinter, ObjectId, WorkerId};
 use crate::node::generated::head_client::HeadClient;
 use crate::protocol::*;
@@ -170,20 +171,12 @@ impl Connection {
             .map_err(|e| Error::runtime("cannot start the client runtime", e))?;
         let (outbound, outbound_rx) = mpsc::unbounded_channel::<WorkerToNode>();
         let _ = outbound.send(hello);
-        let endpoint = format!("http://{address}");
         let token = AttachToken::new(&identity.token)?;
         let inbound = runtime.block_on(async {
-            let channel = tonic::transport::Endpoint::from_shared(endpoint)
-                .map_err(|e| Error::runtime("bad head address", e))?
-                .tcp_nodelay(true)
-                .initial_stream_window_size(Some(8 << 20))
-                .initial_connection_window_size(Some(16 << 20))
-                .connect_timeout(Duration::from_secs(10))
+            let channel = head_link::endpoint(address)?
                 .connect()
                 .await
-                .map_err(|e| {
-                    Error::runtime(&format!("cannot connect to the head at {address}"), e)
-                })?;
+                .map_err(|e| head_link::unreachable(address, format!("cannot connect: {e}")))?;
             let mut client = HeadClient::with_interceptor(channel, token)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -200,7 +193,8 @@ impl Connection {
             object_server: identity.object_server,
             token: identity.token,
             ids: IdMinter::new(identity.origin),
-            pending: Mutex::new(HashMap::new()),
+            head_address: address.to_string(),
+            pending: Mutex::new(Some(HashMap::new())),
             next_request: AtomicU64::new(1),
         });
         Ok(Connection {
@@ -214,26 +208,39 @@ impl Connection {
     /// `tasks` (a worker), replies to the callers waiting for them.
     fn serve(mut self, tasks: Option<std::sync::mpsc::Sender<Execute>>) {
         let client = self.client.clone();
-        self.runtime.block_on(async {
+        let reason = self.runtime.block_on(async {
             loop {
                 match self.inbound.message().await {
                     Ok(Some(NodeToWorker::Execute(task))) => {
                         let accepted = tasks.as_ref().is_some_and(|t| t.send(task).is_ok());
                         if !accepted {
-                            break;
+                            break "a task arrived at a driver".to_string();
                         }
                     }
                     Ok(Some(NodeToWorker::Reply { request_id, reply })) => {
-                        if let Some(waiter) = client.pending.lock().remove(&request_id) {
+                        let waiter = client
+                            .pending
+                            .lock()
+                            .as_mut()
+                            .and_then(|pending| pending.remove(&request_id));
+                        if let Some(waiter) = waiter {
                             let _ = waiter.send(reply);
                         }
                     }
-                    Ok(None) | Err(_) => break,
+                    Ok(None) => break "it closed the connection".to_string(),
+                    Err(status) => break format!("the connection failed: {}", status.message()),
                 }
             }
         });
-        // Wakes every caller still waiting: the head is gone.
-        client.pending.lock().clear();
+        // The head is gone: every caller still waiting, and every later
+        // request, fails at once.
+        let waiting = client.pending.lock().take().unwrap_or_default();
+        for waiter in waiting.into_values() {
+            let _ = waiter.send(Err(head_link::unreachable(
+                &client.head_address,
+                reason.clone(),
+            )));
+        }
     }
 }
 
@@ -335,7 +342,9 @@ struct WorkerClient {
     object_server: Option<String>,
     token: String,
     ids: IdMinter,
-    pending: Mutex<HashMap<u64, oneshot::Sender<Result<Reply>>>>,
+    head_address: String,
+    /// Callers waiting for replies; `None` once the head is gone.
+    pending: Mutex<Option<HashMap<u64, oneshot::Sender<Result<Reply>>>>>,
     next_request: AtomicU64,
 }
 
@@ -348,14 +357,19 @@ impl WorkerClient {
     fn request(&self, request: Request) -> Result<Reply> {
         let request_id = self.next_request.fetch_add(1, Ordering::Relaxed);
         let (waiter, answer) = oneshot::channel();
-        self.pending.lock().insert(request_id, waiter);
+        match self.pending.lock().as_mut() {
+            Some(pending) => pending.insert(request_id, waiter),
+            None => return Err(self.head_lost()),
+        };
         self.send(WorkerToNode::Request {
             request_id,
             request,
         });
-        answer
-            .blocking_recv()
-            .map_err(|_| Error::Runtime("the node closed the connection".into()))?
+        answer.blocking_recv().map_err(|_| self.head_lost())?
+    }
+
+    fn head_lost(&self) -> Error {
+        head_link::unreachable(&self.head_address, "the connection to it ended")
     }
 }
 

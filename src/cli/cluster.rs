@@ -25,9 +25,11 @@ pub struct StartArgs {
     /// Port of the head.
     #[arg(long, default_value_t = 6379)]
     port: u16,
-    /// Address this node listens on and others reach it at.
-    #[arg(long, default_value = "127.0.0.1")]
-    node_ip_address: String,
+    /// Address this node binds and advertises (default: a head takes the
+    /// address of the default route's interface, a node the address that
+    /// routes to the head; 127.0.0.1 only on a machine with no route).
+    #[arg(long)]
+    node_ip_address: Option<String>,
     #[command(flatten)]
     resources: NodeResources,
     /// Cluster token (the head makes one if absent; nodes read OXRAY_TOKEN or
@@ -37,6 +39,9 @@ pub struct StartArgs {
     /// Seconds without a heartbeat after which the head declares a node dead.
     #[arg(long, default_value_t = 6.0)]
     heartbeat_timeout_s: f64,
+    /// Seconds a node keeps trying to reach a lost head before it exits.
+    #[arg(long, default_value_t = 60.0)]
+    head_reconnect_timeout: f64,
     /// Stay in the foreground instead of detaching.
     #[arg(long)]
     block: bool,
@@ -151,19 +156,24 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
     if !(args.heartbeat_timeout_s > 0.0 && args.heartbeat_timeout_s.is_finite()) {
         bail!("--heartbeat-timeout-s must be a positive number of seconds");
     }
+    if !(args.head_reconnect_timeout >= 0.0 && args.head_reconnect_timeout.is_finite()) {
+        bail!("--head-reconnect-timeout must be a number of seconds >= 0");
+    }
     let resources = args.resources.options()?;
+    let node_ip: Option<std::net::IpAddr> = args
+        .node_ip_address
+        .as_deref()
+        .map(|ip| {
+            ip.parse()
+                .with_context(|| format!("--node-ip-address {ip} is not an IP address"))
+        })
+        .transpose()?;
     if !args.block {
         return detach();
     }
     if args.head {
-        let bind = format!("{}:{}", args.node_ip_address, args.port)
-            .parse()
-            .with_context(|| {
-                format!(
-                    "--node-ip-address {} is not an IP address",
-                    args.node_ip_address
-                )
-            })?;
+        let ip = node_ip.unwrap_or_else(daemon::default_node_ip);
+        let bind = std::net::SocketAddr::new(ip, args.port);
         let head = daemon::Head::start(HeadOptions {
             bind,
             resources,
@@ -190,12 +200,25 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
         Some(token) => token,
         None => daemon::find_token()?,
     };
+    let node_ip = match node_ip {
+        Some(ip) => ip,
+        None => {
+            let head = std::net::ToSocketAddrs::to_socket_addrs(&head_address)
+                .with_context(|| format!("--address {head_address} is not HOST:PORT"))?
+                .next()
+                .with_context(|| format!("--address {head_address} resolves to no address"))?;
+            daemon::route_to(head).with_context(|| {
+                format!("no route to the head at {head}; pass --node-ip-address")
+            })?
+        }
+    };
     daemon::record_pid("node")?;
     let options = NodeDaemonOptions {
         head_address: head_address.clone(),
         token,
-        node_ip: args.node_ip_address.clone(),
+        node_ip: node_ip.to_string(),
         resources,
+        head_reconnect_timeout: Duration::from_secs_f64(args.head_reconnect_timeout),
     };
     daemon::run_node_daemon(options, |node_id| {
         println!("oxray node {node_id} ready, joined {head_address}");
@@ -290,6 +313,10 @@ pub fn stop() -> anyhow::Result<()> {
         let _ = std::fs::remove_file(daemon::session_dir().join(file));
     }
     println!("stopped {stopped} oxray process(es)");
+    let orphans = daemon::remove_orphaned_shared_memory();
+    if orphans > 0 {
+        println!("removed {orphans} shared-memory file(s) of oxray processes that died");
+    }
     Ok(())
 }
 

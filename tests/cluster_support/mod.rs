@@ -1,5 +1,7 @@
-//! Starting real `oxray start --block` daemons on 127.0.0.1 for the
-//! multi-node tests.
+//! Starting real `oxray start --block` daemons for the multi-node tests, each
+//! node on its own loopback address (the head on 127.0.0.2, nodes on
+//! 127.0.0.3, 127.0.0.4, ...) and bound only there, as separate machines would
+//! be: anything that advertises 127.0.0.1 instead of its node's address fails.
 
 // Each test binary compiles this module and uses only some of it.
 #![allow(dead_code)]
@@ -7,6 +9,17 @@
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::{Duration, Instant};
+
+/// The head's address.
+pub const HEAD_IP: &str = "127.0.0.2";
+
+/// A loopback address for the next node of this test binary.
+pub fn next_node_ip() -> String {
+    static NEXT: AtomicU8 = AtomicU8::new(3);
+    format!("127.0.0.{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
 
 /// A daemon started by a test, killed when dropped.
 pub struct Daemon {
@@ -15,10 +28,33 @@ pub struct Daemon {
     pub ready: Vec<String>,
 }
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
+impl Daemon {
+    /// Asks the daemon to stop (SIGTERM, as `oxray stop` does) and waits for
+    /// it; SIGKILL only if it does not stop within 10 s. Returns how long it
+    /// took.
+    pub fn stop(&mut self) -> Duration {
+        let start = Instant::now();
+        // SAFETY: signals the daemon this test started; SIGCONT lets one that
+        // a test froze handle the SIGTERM.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+            libc::kill(self.child.id() as i32, libc::SIGCONT);
+        }
+        while start.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return start.elapsed();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        start.elapsed()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
@@ -27,6 +63,23 @@ pub fn oxray(session: &Path) -> Command {
     command
         .env("OXRAY_SESSION_DIR", session)
         .env_remove("OXRAY_TOKEN");
+    command
+}
+
+/// `oxray train CONFIG --address ADDRESS --name NAME --set ...` as a driver
+/// of the cluster, run in `session` with piped output.
+pub fn train(session: &Path, address: &str, token: &str, name: &str, sets: &[&str]) -> Command {
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/configs/ppo-cartpole.yaml");
+    let mut command = oxray(session);
+    command
+        .current_dir(session)
+        .args(["train", config, "--address", address, "--name", name])
+        .env("OXRAY_TOKEN", token)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for set in sets {
+        command.args(["--set", set]);
+    }
     command
 }
 
@@ -51,18 +104,26 @@ pub fn start(session: &Path, args: &[&str]) -> Daemon {
     }
 }
 
-/// A head on an ephemeral port: (daemon, address, token).
+/// A head on [`HEAD_IP`] and an ephemeral port: (daemon, address, token).
 pub fn start_head(session: &Path, extra: &[&str]) -> (Daemon, String, String) {
-    let mut args = vec!["--head", "--port", "0"];
+    let mut args = vec!["--head", "--port", "0", "--node-ip-address", HEAD_IP];
     args.extend_from_slice(extra);
     let head = start(session, &args);
     let (address, token) = (head.ready[4].clone(), head.ready[6].clone());
     (head, address, token)
 }
 
-/// A node joining `address`: (daemon, node id).
+/// A node on the next loopback address joining `address`: (daemon, node id).
 pub fn start_node(session: &Path, address: &str, token: &str, extra: &[&str]) -> (Daemon, String) {
-    let mut args = vec!["--address", address, "--token", token];
+    let ip = next_node_ip();
+    let mut args = vec![
+        "--address",
+        address,
+        "--token",
+        token,
+        "--node-ip-address",
+        &ip,
+    ];
     args.extend_from_slice(extra);
     let node = start(session, &args);
     let id = node.ready[2].clone();
@@ -79,4 +140,59 @@ pub fn status(session: &Path, address: &str, token: &str, extra: &[&str]) -> (bo
     let text = String::from_utf8_lossy(&output.stdout).into_owned()
         + &String::from_utf8_lossy(&output.stderr);
     (output.status.success(), text)
+}
+
+/// The shared-memory session of a node, from its id (`node-SESSION`).
+pub fn node_session(node_id: &str) -> String {
+    node_id.strip_prefix("node-").unwrap_or(node_id).to_string()
+}
+
+/// The files of a node's session in /dev/shm.
+pub fn shm_files_of(session: &str) -> Vec<String> {
+    let prefix = format!("oxray-{session}-");
+    std::fs::read_dir("/dev/shm")
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|name| name.starts_with(&prefix))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Processes started for the cluster of session directory `session` (daemons
+/// carry it in their environment) or by its nodes (workers carry their node's
+/// shared-memory session).
+pub fn processes_of(session: &Path, node_sessions: &[String]) -> Vec<u32> {
+    let daemon_mark = format!("OXRAY_SESSION_DIR={}", session.display());
+    let worker_marks: Vec<String> = node_sessions
+        .iter()
+        .map(|s| format!("OXRAY_SESSION={s}"))
+        .collect();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        if stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|s| s.trim_start().starts_with('Z'))
+        {
+            continue;
+        }
+        let ours = environ.split(|b| *b == 0).any(|var| {
+            let var = String::from_utf8_lossy(var);
+            var == daemon_mark || worker_marks.iter().any(|m| var == *m)
+        });
+        if ours && pid != std::process::id() {
+            found.push(pid);
+        }
+    }
+    found
 }

@@ -1,0 +1,45 @@
+//! Reaching the head, and noticing when it stops answering.
+//!
+//! Workers, drivers and node daemons each hold one long-lived stream to the
+//! head. A head that is SIGKILLed closes its sockets, but one that hangs, is
+//! stopped or is cut off by the network closes nothing: the stream would just
+//! stay silent and every caller waiting on it would block forever. So every
+//! channel to the head runs HTTP/2 keepalive pings; a head that misses one for
+//! [`KEEPALIVE_TIMEOUT`] ends the stream, and everything waiting on it gets
+//! [`Error::HeadUnreachable`] — within [`HEAD_LOSS_DEADLINE`] of the head's
+//! last answer.
+
+use crate::error::{Error, Result};
+use std::time::Duration;
+use tonic::transport::Endpoint;
+
+/// How often a quiet channel to the head pings it...
+pub(crate) const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
+/// ...and how long a ping may go unanswered before the head counts as lost.
+pub(crate) const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest a client takes to notice a silent head.
+pub const HEAD_LOSS_DEADLINE: Duration = Duration::from_secs(7);
+/// How long connecting to the head may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A channel configuration to the head at `address` (`host:port`), with
+/// keepalive on.
+pub(crate) fn endpoint(address: &str) -> Result<Endpoint> {
+    Ok(Endpoint::from_shared(format!("http://{address}"))
+        .map_err(|e| unreachable(address, format!("bad head address: {e}")))?
+        .tcp_nodelay(true)
+        .initial_stream_window_size(Some(8 << 20))
+        .initial_connection_window_size(Some(16 << 20))
+        .connect_timeout(CONNECT_TIMEOUT)
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true))
+}
+
+/// The error of every call that needed the head at `address`.
+pub(crate) fn unreachable(address: &str, message: impl Into<String>) -> Error {
+    Error::HeadUnreachable {
+        address: address.to_string(),
+        message: message.into(),
+    }
+}
