@@ -93,7 +93,7 @@ fn two_learners_on_two_nodes_match_one_learner_and_a_lost_one_fails_the_update()
     let mut single = PpoLearner::new(config.clone());
     let initial = flat_weights(&single.weights().unwrap());
     match single.update(batch.clone(), params) {
-        UpdateOutcome::Trained(_) => {}
+        UpdateOutcome::Trained { .. } => {}
         other => panic!("single Learner: {other:?}"),
     }
     let expected = flat_weights(&single.weights().unwrap());

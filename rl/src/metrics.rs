@@ -12,11 +12,32 @@ use serde::{Deserialize, Serialize};
 /// One iteration's numeric results, keyed by RLlib-style names.
 pub type Metrics = BTreeMap<String, f64>;
 
+/// Value distributions of one iteration (sampled actions, advantages,
+/// weights), keyed like [`Metrics`]; they become TensorBoard histograms.
+pub type Histograms = BTreeMap<String, Vec<f32>>;
+
 pub const EPISODE_RETURN_MEAN: &str = "env_runners/episode_return_mean";
 pub const EPISODE_LEN_MEAN: &str = "env_runners/episode_len_mean";
 pub const NUM_ENV_STEPS_SAMPLED_LIFETIME: &str = "num_env_steps_sampled_lifetime";
 pub const TRAINING_ITERATION: &str = "training_iteration";
 pub const TIME_TOTAL_S: &str = "time_total_s";
+
+/// Histogram of the actions the EnvRunners sampled (one per dimension,
+/// `.../0`, `.../1`, ..., for a multi-dimensional action).
+pub const SAMPLED_ACTIONS: &str = "env_runners/sampled_actions";
+
+/// Adds the histogram(s) of a batch's `actions` (`action_dim` columns per
+/// row) to `out`.
+pub fn add_action_histograms(actions: &[f32], action_dim: usize, out: &mut Histograms) {
+    if action_dim <= 1 {
+        out.insert(SAMPLED_ACTIONS.into(), actions.to_vec());
+        return;
+    }
+    for column in 0..action_dim {
+        let values = actions.iter().skip(column).step_by(action_dim).copied();
+        out.insert(format!("{SAMPLED_ACTIONS}/{column}"), values.collect());
+    }
+}
 
 /// RLlib averages episode metrics over the last 100 finished episodes.
 pub const EPISODE_WINDOW: usize = 100;
@@ -101,5 +122,17 @@ mod tests {
         assert_eq!(metrics[EPISODE_RETURN_MEAN], 99.5);
         assert_eq!(metrics["env_runners/episode_return_min"], 50.0);
         assert_eq!(metrics["env_runners/num_episodes_lifetime"], 150.0);
+    }
+
+    #[test]
+    fn actions_get_one_histogram_per_dimension() {
+        let mut histograms = Histograms::new();
+        add_action_histograms(&[0.0, 1.0, 1.0], 1, &mut histograms);
+        assert_eq!(histograms[SAMPLED_ACTIONS], [0.0, 1.0, 1.0]);
+        let mut histograms = Histograms::new();
+        add_action_histograms(&[0.1, -1.0, 0.2, -2.0], 2, &mut histograms);
+        assert_eq!(histograms.len(), 2);
+        assert_eq!(histograms["env_runners/sampled_actions/0"], [0.1, 0.2]);
+        assert_eq!(histograms["env_runners/sampled_actions/1"], [-1.0, -2.0]);
     }
 }

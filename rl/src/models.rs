@@ -199,6 +199,19 @@ impl ActorCritic {
     }
 }
 
+/// Every tensor of `weights` (as [`ActorCritic::weights`] serialises them)
+/// as a histogram named `prefix/<variable>` (`pi.0.weight`, `vf_head.bias`).
+pub fn add_weight_histograms(
+    weights: &[u8],
+    prefix: &str,
+    out: &mut crate::metrics::Histograms,
+) -> Result<(), tch::TchError> {
+    for (name, tensor) in Tensor::load_multi_from_stream(std::io::Cursor::new(weights))? {
+        out.insert(format!("{prefix}/{name}"), crate::to_host(&tensor));
+    }
+    Ok(())
+}
+
 fn linear(path: nn::Path, inputs: i64, outputs: i64, gain: f64) -> nn::Linear {
     let config = nn::LinearConfig {
         ws_init: nn::Init::Orthogonal { gain },

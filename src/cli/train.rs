@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use oxray_rl::metrics::{self, Metrics};
-use oxray_trainers::run::{run, RunOptions};
+use oxray_trainers::run::{run, RunEvent, RunOptions};
 use oxray_trainers::ExperimentConfig;
 
 #[derive(Debug, Args)]
@@ -62,7 +62,10 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
             results_dir: PathBuf::from("results"),
             resume: args.resume,
         },
-        |result| progress.report(result),
+        |event| match event {
+            RunEvent::Result(result) => progress.report(result),
+            RunEvent::Warning(warning) => progress.warn(&warning),
+        },
     );
     progress.finish();
     if uses_actors || address.is_some() {
@@ -144,6 +147,14 @@ impl Progress {
                 bar.tick();
             }
             Progress::Lines => say(format_args!("{line}")),
+        }
+    }
+
+    /// A warning on its own line, above the progress bar if there is one.
+    fn warn(&self, warning: &str) {
+        match self {
+            Progress::Bar(bar) => bar.suspend(|| eprintln!("warning: {warning}")),
+            Progress::Lines => eprintln!("warning: {warning}"),
         }
     }
 

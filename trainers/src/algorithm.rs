@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use oxray_rl::checkpoint::Checkpoint;
-use oxray_rl::Metrics;
+use oxray_rl::metrics::{Histograms, Metrics};
 
 use crate::config::{Algorithm as AlgorithmName, ConfigError, ExperimentConfig};
 use crate::ppo::Ppo;
@@ -50,6 +50,12 @@ pub trait Algorithm {
 
     /// Continues from `checkpoint` (weights, optimizer, counters).
     fn restore(&mut self, checkpoint: &Checkpoint) -> Result<(), TrainError>;
+
+    /// Value distributions of the latest iteration for TensorBoard: the
+    /// sampled actions, the quantities the loss is built from (advantages,
+    /// TD errors, ...) and the policy's weights. The run asks for them every
+    /// `reporting.histogram_frequency` iterations.
+    fn histograms(&self) -> Result<Histograms, TrainError>;
 
     /// Iterations completed so far.
     fn iteration(&self) -> u64;

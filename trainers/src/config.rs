@@ -46,6 +46,8 @@ pub struct ExperimentConfig {
     pub stop: StopConfig,
     #[serde(default)]
     pub checkpoint: CheckpointConfig,
+    #[serde(default)]
+    pub reporting: ReportingConfig,
 }
 
 /// The algorithms `oxray train` can run.
@@ -161,6 +163,33 @@ impl Default for CheckpointConfig {
             checkpoint_frequency: 0,
             checkpoint_at_end: true,
         }
+    }
+}
+
+/// What a run reports besides its per-iteration results (RLlib's
+/// `reporting` section).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReportingConfig {
+    /// Write TensorBoard histograms (sampled actions, advantages, weights) at
+    /// the first iteration and every N iterations after it; 0 never does.
+    pub histogram_frequency: u64,
+}
+
+impl Default for ReportingConfig {
+    fn default() -> Self {
+        ReportingConfig {
+            histogram_frequency: 10,
+        }
+    }
+}
+
+impl ReportingConfig {
+    /// Whether iteration `iteration` (1-based) writes histograms.
+    pub fn histograms_due(&self, iteration: u64) -> bool {
+        (iteration.saturating_sub(1))
+            .checked_rem(self.histogram_frequency)
+            .is_some_and(|r| r == 0)
     }
 }
 
@@ -314,4 +343,24 @@ fn line_of(source: &str, dotted_key: &str) -> Option<usize> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histograms_are_due_at_the_first_iteration_and_every_nth_after() {
+        let every = |n| ReportingConfig {
+            histogram_frequency: n,
+        };
+        let due = |n, until| {
+            (1..=until)
+                .filter(|&i| every(n).histograms_due(i))
+                .collect::<Vec<u64>>()
+        };
+        assert_eq!(due(10, 25), [1, 11, 21]);
+        assert_eq!(due(1, 3), [1, 2, 3]);
+        assert!(due(0, 25).is_empty());
+    }
 }

@@ -24,7 +24,8 @@ use oxray_rl::gae::compute_gae;
 use oxray_rl::learner::{
     learner_placement_group, Learner, LearnerConfig, LearnerGroup, LearnerState, Step,
 };
-use oxray_rl::metrics::{self, EpisodeWindow, Metrics};
+use oxray_rl::metrics::{self, EpisodeWindow, Histograms, Metrics};
+use oxray_rl::models::add_weight_histograms;
 use oxray_rl::{to_host, SampleBatch};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -284,10 +285,14 @@ pub struct PpoLearner {
     training: PpoTraining,
 }
 
-/// What an update reports: metrics, or why it stopped before applying a step.
+/// What an update reports: metrics and the batch's GAE advantages (for
+/// histograms), or why it stopped before applying a step.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum UpdateOutcome {
-    Trained(Metrics),
+    Trained {
+        metrics: Metrics,
+        advantages: Vec<f32>,
+    },
     NonFiniteLoss(String),
     /// The weights could not be snapshotted or restored around the update.
     Failed(String),
@@ -426,7 +431,7 @@ impl PpoLearner {
         let explained_var = explained_variance(&values, &gae.value_targets);
         let n = f64::from(steps);
         let prefix = "learners/default_policy";
-        UpdateOutcome::Trained(Metrics::from([
+        let metrics = Metrics::from([
             (format!("{prefix}/total_loss"), sums[0] / n),
             (format!("{prefix}/policy_loss"), sums[1] / n),
             (format!("{prefix}/vf_loss"), sums[2] / n),
@@ -442,7 +447,11 @@ impl PpoLearner {
                 format!("{prefix}/default_optimizer_learning_rate"),
                 params.lr,
             ),
-        ]))
+        ]);
+        UpdateOutcome::Trained {
+            metrics,
+            advantages: gae.advantages,
+        }
     }
 
     /// Joins the data-parallel group of a run with several Learners.
@@ -588,16 +597,18 @@ impl PpoLearners {
         })
     }
 
-    /// One PPO update on `batch` by every Learner; the first error any of
-    /// them reports (a non-finite loss, a failed all-reduce, a dead actor)
-    /// fails the update.
+    /// One PPO update on `batch` by every Learner, with the averaged metrics
+    /// and the batch's advantages; the first error any of them reports (a
+    /// non-finite loss, a failed all-reduce, a dead actor) fails the update.
     pub fn update(
         &mut self,
         batch: &SampleBatch,
         params: UpdateParams,
         iteration: u64,
-    ) -> Result<Metrics, TrainError> {
-        self.group.update(
+    ) -> Result<(Metrics, Vec<f32>), TrainError> {
+        // Every Learner computes GAE over the whole batch: keep the first's.
+        let mut batch_advantages = None;
+        let metrics = self.group.update(
             |learner| Ok(learner.start_update(batch, params)),
             |pending| {
                 let outcome = match pending {
@@ -605,14 +616,21 @@ impl PpoLearners {
                     PendingUpdate::Remote(outcome) => outcome.get()?,
                 };
                 match outcome {
-                    UpdateOutcome::Trained(metrics) => Ok(metrics),
+                    UpdateOutcome::Trained {
+                        metrics,
+                        advantages,
+                    } => {
+                        batch_advantages.get_or_insert(advantages);
+                        Ok(metrics)
+                    }
                     UpdateOutcome::NonFiniteLoss(reason) => {
                         Err(TrainError::NonFiniteLoss { iteration, reason })
                     }
                     UpdateOutcome::Failed(reason) => Err(TrainError::Learner(reason)),
                 }
             },
-        )
+        )?;
+        Ok((metrics, batch_advantages.unwrap_or_default()))
     }
 
     /// The weights every Learner holds (they step in sync).
@@ -698,6 +716,17 @@ pub struct Ppo {
     learners: PpoLearners,
     progress: Progress,
     started: Instant,
+    last_iteration: LastIteration,
+}
+
+/// What the latest iteration's histograms are made of, kept rather than
+/// computed so an iteration that logs none pays only for moving them here.
+#[derive(Default)]
+struct LastIteration {
+    actions: Vec<f32>,
+    action_dim: usize,
+    advantages: Vec<f32>,
+    weights: Vec<u8>,
 }
 
 impl Ppo {
@@ -738,6 +767,7 @@ impl Ppo {
                 ..Progress::default()
             },
             started: Instant::now(),
+            last_iteration: LastIteration::default(),
         })
     }
 }
@@ -767,7 +797,7 @@ impl Algorithm for Ppo {
                 .wrapping_mul(1_000_003)
                 .wrapping_add(iteration),
         };
-        let mut result = self.learners.update(&batch, params, iteration)?;
+        let (mut result, advantages) = self.learners.update(&batch, params, iteration)?;
         self.progress.env_steps_trained += batch.len() as u64;
         // RLlib's adaptive KL coefficient.
         let kl = result["learners/default_policy/mean_kl_loss"];
@@ -779,7 +809,7 @@ impl Algorithm for Ppo {
         self.progress.weights_version += 1;
         let weights = self.learners.weights()?;
         self.env_runners
-            .sync_weights(self.progress.weights_version, weights)?;
+            .sync_weights(self.progress.weights_version, weights.clone())?;
         let learn_s = learn_start.elapsed().as_secs_f64();
 
         self.progress.iteration = iteration;
@@ -812,7 +842,30 @@ impl Algorithm for Ppo {
             ("timers/env_runner_sampling_timer".to_string(), sample_s),
             ("timers/learner_update_timer".to_string(), learn_s),
         ]);
+        self.last_iteration = LastIteration {
+            action_dim: batch.action_dim,
+            actions: batch.actions,
+            advantages,
+            weights,
+        };
         Ok(result)
+    }
+
+    fn histograms(&self) -> Result<Histograms, TrainError> {
+        let last = &self.last_iteration;
+        let mut histograms = Histograms::new();
+        metrics::add_action_histograms(&last.actions, last.action_dim, &mut histograms);
+        histograms.insert(
+            "learners/default_policy/advantages".into(),
+            last.advantages.clone(),
+        );
+        add_weight_histograms(
+            &last.weights,
+            "learners/default_policy/weights",
+            &mut histograms,
+        )
+        .map_err(|e| TrainError::Learner(format!("cannot read the weights: {e}")))?;
+        Ok(histograms)
     }
 
     fn save(&self, checkpoint_dir: &Path) -> Result<PathBuf, TrainError> {

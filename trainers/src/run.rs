@@ -3,8 +3,11 @@
 //! at the end.
 //!
 //! Layout of `results/<name>/<timestamp>/`: `params.yaml` (the resolved
-//! config), `progress.csv`, `result.json`, TensorBoard event files and
-//! `checkpoints/`. The algorithm is built (env made, actors started) before
+//! config), `progress.csv`, `result.json`, TensorBoard event files (results,
+//! the config as HParams and text, histograms every
+//! `reporting.histogram_frequency` iterations) and `checkpoints/`. Losing the
+//! result files mid-run (disk full, directory removed) is a warning, not the
+//! end of the training. The algorithm is built (env made, actors started) before
 //! the directory is created, and a fresh directory is removed again if the run
 //! fails before its first iteration, so a bad config never leaves something
 //! that looks like a run behind.
@@ -14,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use oxray_rl::checkpoint;
-use oxray_rl::loggers::ResultLoggers;
+use oxray_rl::loggers::{ResultLoggers, ResultsLost};
 use oxray_rl::metrics::{self, Metrics};
 
 use crate::algorithm::{build, Algorithm, TrainError};
@@ -29,6 +32,14 @@ pub struct RunOptions {
     pub resume: Option<PathBuf>,
 }
 
+/// What a run reports while it trains.
+pub enum RunEvent<'a> {
+    /// One iteration's result.
+    Result(&'a Metrics),
+    /// Something the user should know that does not stop the run.
+    Warning(String),
+}
+
 #[derive(Debug)]
 pub struct RunSummary {
     pub run_dir: PathBuf,
@@ -38,9 +49,12 @@ pub struct RunSummary {
     pub learner_devices: Vec<String>,
 }
 
-/// Trains until a stop criterion holds; `on_result` sees every iteration's
-/// result (for progress display).
-pub fn run(options: RunOptions, on_result: impl FnMut(&Metrics)) -> Result<RunSummary, TrainError> {
+/// Trains until a stop criterion holds; `on_event` sees every iteration's
+/// result (for progress display) and every warning.
+pub fn run(
+    options: RunOptions,
+    on_event: impl FnMut(RunEvent<'_>),
+) -> Result<RunSummary, TrainError> {
     let mut algorithm = build(&options.config)?;
     let (run_dir, fresh) = match &options.resume {
         Some(dir) => {
@@ -58,7 +72,7 @@ pub fn run(options: RunOptions, on_result: impl FnMut(&Metrics)) -> Result<RunSu
         }
         None => (create_run_dir(&options.results_dir, &options.name)?, true),
     };
-    let outcome = train(algorithm.as_mut(), &options.config, &run_dir, on_result);
+    let outcome = train(algorithm.as_mut(), &options.config, &run_dir, on_event);
     let diverged = matches!(outcome, Err(TrainError::Diverged { .. }));
     if fresh && outcome.is_err() && !diverged && algorithm.iteration() == 0 {
         let _ = fs::remove_dir_all(&run_dir);
@@ -70,14 +84,17 @@ fn train(
     algorithm: &mut dyn Algorithm,
     config: &ExperimentConfig,
     run_dir: &Path,
-    mut on_result: impl FnMut(&Metrics),
+    mut on_event: impl FnMut(RunEvent<'_>),
 ) -> Result<RunSummary, TrainError> {
     let params = run_dir.join("params.yaml");
-    fs::write(&params, config.to_yaml()).map_err(|error| TrainError::Io {
+    let yaml = config.to_yaml();
+    fs::write(&params, &yaml).map_err(|error| TrainError::Io {
         path: params,
         error,
     })?;
     let mut loggers = ResultLoggers::open(run_dir)?;
+    let config_json = serde_json::to_value(config).expect("configs serialize");
+    warn_if_lost(&mut on_event, loggers.log_config(&config_json, &yaml));
     let checkpoints = run_dir.join("checkpoints");
     let frequency = config.checkpoint.checkpoint_frequency;
     let mut last_checkpoint: Option<(u64, PathBuf)> = None;
@@ -92,9 +109,13 @@ fn train(
             }
             Err(error) => return Err(error),
         };
-        loggers.log(&result)?;
-        on_result(&result);
         let iteration = algorithm.iteration();
+        warn_if_lost(&mut on_event, loggers.log(&result));
+        if config.reporting.histograms_due(iteration) {
+            let histograms = algorithm.histograms()?;
+            warn_if_lost(&mut on_event, loggers.log_histograms(&result, &histograms));
+        }
+        on_event(RunEvent::Result(&result));
         if iteration.checked_rem(frequency) == Some(0) {
             last_checkpoint = Some((iteration, algorithm.save(&checkpoints)?));
         }
@@ -115,6 +136,13 @@ fn train(
         checkpoint,
         learner_devices: algorithm.learner_devices()?,
     })
+}
+
+/// Training goes on without its result files; the user hears of it once.
+fn warn_if_lost(on_event: &mut impl FnMut(RunEvent<'_>), logged: Result<(), ResultsLost>) {
+    if let Err(lost) = logged {
+        on_event(RunEvent::Warning(lost.to_string()));
+    }
 }
 
 /// The first stop criterion `result` meets, described; RLlib's semantics.
