@@ -239,10 +239,7 @@ impl Replayer {
 fn gymnasium_python() -> Option<PathBuf> {
     let python = std::env::var_os("OXRAY_PYTHON")
         .map(PathBuf::from)
-        .or_else(|| {
-            let home = std::env::var_os("HOME")?;
-            Some(Path::new(&home).join(".cache/oxray/venv/bin/python"))
-        })?;
+        .or_else(|| Some(super::python::cached_venv().ok()?.join("bin/python")))?;
     python.exists().then_some(python)
 }
 

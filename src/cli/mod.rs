@@ -7,7 +7,9 @@ mod cluster;
 mod envs;
 mod evaluate;
 mod microbenchmark;
+mod python;
 mod symmetric_run;
+mod tensorboard;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -46,6 +48,8 @@ enum Command {
     /// Benchmark the collective layer (`oxray bench allreduce`).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Serve the training results in TensorBoard (installed on first use).
+    Tensorboard(tensorboard::TensorboardArgs),
 }
 
 impl Cli {
@@ -61,6 +65,7 @@ impl Cli {
             Command::Stop => cluster::stop(),
             Command::Status(args) => cluster::status(args),
             Command::List(args) => cluster::list(args),
+            Command::Tensorboard(args) => tensorboard::run(args),
         }
     }
 }
