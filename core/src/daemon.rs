@@ -11,9 +11,9 @@
 use crate::auth::AttachToken;
 pub use crate::auth::TOKEN_ENV;
 use crate::error::{Error, Result};
+use crate::head::generated::head_client::HeadClient;
+use crate::head::{Node, NodeConfig, HEARTBEAT_PERIOD};
 use crate::ids::WorkerId;
-use crate::node::generated::head_client::HeadClient;
-use crate::node::{Node, NodeConfig, HEARTBEAT_PERIOD};
 pub use crate::node_ip::{default_node_ip, route_to};
 use crate::protocol::{ClusterStatus, HeadToNode, NodeToHead, StatusRequest, PROTOCOL_VERSION};
 use crate::runtime::InitOptions;
@@ -362,7 +362,7 @@ async fn serve_head(
                             let exited = exited.clone();
                             tokio::spawn(async move {
                                 let message = match child.wait().await {
-                                    Ok(status) => crate::node::describe_exit(status),
+                                    Ok(status) => crate::worker::describe_exit(status),
                                     Err(e) => format!("could not wait for the process: {e}"),
                                 };
                                 let _ = exited.send((worker, message));
@@ -375,7 +375,7 @@ async fn serve_head(
                 }
                 Ok(Some(HeadToNode::Kill { worker })) => {
                     if let Some(pid) = workers.get(&worker) {
-                        crate::node::kill_process(*pid);
+                        crate::worker::kill_process(*pid);
                     }
                 }
                 Ok(Some(HeadToNode::Free { path, server, generation })) => {
@@ -395,7 +395,7 @@ async fn serve_head(
     };
     beating.abort();
     for pid in workers.values() {
-        crate::node::kill_process(*pid);
+        crate::worker::kill_process(*pid);
     }
     // The workers' objects belonged to that head; nobody can free them now.
     crate::shm::remove_session(&config.session);

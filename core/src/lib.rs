@@ -42,14 +42,28 @@
 //! Processes: the driver embeds the node (object store, scheduler, worker pool);
 //! workers are the same executable re-executed (see [`worker`](crate::worker)),
 //! talking to the node over one long-lived gRPC stream each.
+//!
+//! # Layout
+//!
+//! | module | what lives there |
+//! |---|---|
+//! | `runtime` | the public API (`init`, `get`, `put`, `wait`, KV) over one `Backend` per process |
+//! | `head/` | the head: object directory, tasks, scheduler, worker pool, actors, placement groups, jobs, membership, status, and its gRPC service; one file per concept (see its module doc) |
+//! | `worker/` | worker processes: launch, `.init_array` entry, stream client, task executor |
+//! | `resources/` | resource sets; accounting (node pools, GPU ids, bundles) and scheduling policy |
+//! | `placement` | placement-group bundle packing |
+//! | `daemon` | `oxray start` head and node daemons, the session directory |
+//! | `transfer`, `shm` | pulling objects between nodes; shared-memory object files |
+//! | `protocol`, `wire`, `auth` | messages, their codec, the cluster token |
+//! | `actor`, `object_ref`, `options`, `registry`, `value`, `ids`, `error` | the user-facing types behind `#[remote]` and `#[actor]` |
 
 mod actor;
 mod auth;
 pub mod daemon;
 mod error;
+mod head;
 mod head_link;
 mod ids;
-mod node;
 mod node_ip;
 mod object_ref;
 mod options;

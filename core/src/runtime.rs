@@ -7,8 +7,8 @@
 //! for joining a remote cluster by address.
 
 use crate::error::{Error, Result};
+use crate::head::{Node, NodeConfig};
 use crate::ids::{ActorId, ObjectId};
-use crate::node::{Node, NodeConfig};
 use crate::object_ref::ObjectRef;
 use crate::protocol::{ActorSpec, ObjectBlob, TaskSpec};
 use crate::value;

@@ -15,8 +15,8 @@
 
 use crate::auth::{AttachToken, RequireToken};
 use crate::error::{Error, Result};
-use crate::node::generated::object_store_client::ObjectStoreClient;
-use crate::node::generated::object_store_server::{ObjectStore, ObjectStoreServer};
+use crate::head::generated::object_store_client::ObjectStoreClient;
+use crate::head::generated::object_store_server::{ObjectStore, ObjectStoreServer};
 use crate::protocol::{Chunk, PullRequest};
 use crate::shm::{self, SharedBytes};
 use crate::wire::MAX_MESSAGE_BYTES;

@@ -1,25 +1,16 @@
-//! Worker processes.
-//!
-//! A worker is the driver's own executable, started again with a few
-//! environment variables set. A function placed in `.init_array` runs before
-//! `main` in every process of that executable; in a worker it connects to the
-//! node, serves tasks until the node closes the stream, and exits — so `main`
-//! (or the test harness) never runs there. That is what lets a user's binary,
-//! an example or a test binary serve its own remote functions with no extra
-//! entry point.
-//!
-//! Inside a worker, one thread runs tasks in order while the async side keeps
-//! the stream moving. The task thread's own API calls (`get`, nested `remote`,
-//! `put`) go through [`WorkerClient`], which sends them on the same stream.
+//! The client side of a worker's stream (Ray's core worker): one long-lived
+//! gRPC stream to the head carries tasks in and results, submissions, puts,
+//! reference counts and API requests out. Workers and drivers joined by
+//! address use it as their [`Backend`]; requests wait on a oneshot answered
+//! when the head's reply arrives.
 
-use crate::auth::{AttachToken, TOKEN_ENV};
+use crate::auth::AttachToken;
 use crate::error::{Error, Result};
+use crate::head::generated::head_client::HeadClient;
 use crate::head_link;
-use crate::ids::{ActorId, IdMinter, ObjectId, WorkerId};
-use crate::node::generated::head_client::HeadClient;
+use crate::ids::{ActorId, IdMinter, ObjectId};
 use crate::protocol::*;
-use crate::registry::{self, ActorState};
-use crate::runtime::{self, Backend};
+use crate::runtime::Backend;
 use crate::wire::MAX_MESSAGE_BYTES;
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -29,140 +20,24 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
-pub(crate) const NODE_ADDRESS_ENV: &str = "OXRAY_WORKER_NODE_ADDRESS";
-pub(crate) const WORKER_ID_ENV: &str = "OXRAY_WORKER_ID";
-pub(crate) const SESSION_ENV: &str = "OXRAY_SESSION";
-pub(crate) const NODE_ID_ENV: &str = "OXRAY_NODE_ID";
-pub(crate) const OBJECT_SERVER_ENV: &str = "OXRAY_OBJECT_SERVER";
-
-/// Everything a worker process needs to know, passed through its environment.
-pub(crate) struct WorkerLaunch<'a> {
-    pub executable: &'a str,
-    pub head_address: &'a str,
-    pub worker: WorkerId,
-    pub session: &'a str,
-    pub node_id: &'a str,
-    pub object_server: &'a str,
-    pub token: &'a str,
-    pub gpu_ids: &'a [u32],
-    /// Set `CUDA_VISIBLE_DEVICES` even when no GPU is granted, so a worker
-    /// without GPUs sees none on a node that has some.
-    pub hide_gpus: bool,
-}
-
-impl WorkerLaunch<'_> {
-    pub fn command(&self) -> tokio::process::Command {
-        let mut command = tokio::process::Command::new(self.executable);
-        command
-            .env(NODE_ADDRESS_ENV, self.head_address)
-            .env(WORKER_ID_ENV, self.worker.0.to_string())
-            .env(SESSION_ENV, self.session)
-            .env(NODE_ID_ENV, self.node_id)
-            .env(OBJECT_SERVER_ENV, self.object_server)
-            .env(TOKEN_ENV, self.token)
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(false);
-        if self.hide_gpus || !self.gpu_ids.is_empty() {
-            let ids: Vec<String> = self.gpu_ids.iter().map(u32::to_string).collect();
-            command.env("CUDA_VISIBLE_DEVICES", ids.join(","));
-        }
-        // SAFETY: prctl is async-signal-safe; it makes the worker die with its
-        // node instead of lingering as an orphan.
-        unsafe {
-            command.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        command
-    }
-}
-
-static WORKER_NUMBERS: AtomicU64 = AtomicU64::new(1);
-
-/// Numbers worker processes; also the origin of the ids they mint.
-pub(crate) fn next_worker_number() -> u64 {
-    WORKER_NUMBERS.fetch_add(1, Ordering::Relaxed)
-}
-
-#[used]
-#[link_section = ".init_array"]
-static WORKER_ENTRY: extern "C" fn() = enter_worker_mode_if_asked;
-
-/// Referenced from `init` so the linker keeps the object file holding
-/// [`WORKER_ENTRY`] in every executable that uses oxray.
-pub(crate) fn keep_worker_entry_linked() {
-    std::hint::black_box(&WORKER_ENTRY);
-}
-
-extern "C" fn enter_worker_mode_if_asked() {
-    let Ok(address) = std::env::var(NODE_ADDRESS_ENV) else {
-        return;
-    };
-    let code = match run_worker(&address) {
-        Ok(()) => 0,
-        Err(error) => {
-            eprintln!("oxray worker: {error}");
-            1
-        }
-    };
-    std::process::exit(code);
-}
-
-fn env(name: &str) -> Result<String> {
-    std::env::var(name).map_err(|_| Error::Runtime(format!("{name} is not set")))
-}
-
-fn run_worker(address: &str) -> Result<()> {
-    let worker_id: u64 = env(WORKER_ID_ENV)?
-        .parse()
-        .map_err(|_| Error::Runtime(format!("{WORKER_ID_ENV} is not a number")))?;
-    let identity = Identity {
-        origin: worker_id,
-        session: env(SESSION_ENV)?,
-        node_id: env(NODE_ID_ENV)?,
-        object_server: Some(env(OBJECT_SERVER_ENV)?),
-        token: env(TOKEN_ENV)?,
-    };
-    let hello = WorkerToNode::Hello {
-        worker_id: WorkerId(worker_id),
-        pid: std::process::id(),
-    };
-    let connection = Connection::open(address, identity, hello)?;
-    runtime::install(connection.client.clone());
-
-    let (tasks, task_queue) = std::sync::mpsc::channel::<Execute>();
-    let executor = {
-        let client = connection.client.clone();
-        std::thread::Builder::new()
-            .name("oxray-task".into())
-            .spawn(move || execute_tasks(&client, task_queue))
-            .map_err(|e| Error::runtime("cannot start the task thread", e))?
-    };
-    connection.serve(Some(tasks));
-    // The node closed the stream: shutdown, or the node is gone.
-    drop(executor);
-    Ok(())
-}
-
 /// Who a stream client is.
-struct Identity {
-    origin: u64,
-    session: String,
-    node_id: String,
-    object_server: Option<String>,
-    token: String,
+pub(super) struct Identity {
+    pub(super) origin: u64,
+    pub(super) session: String,
+    pub(super) node_id: String,
+    pub(super) object_server: Option<String>,
+    pub(super) token: String,
 }
 
 /// An open stream to the head and the client API on top of it.
-struct Connection {
+pub(super) struct Connection {
     runtime: tokio::runtime::Runtime,
     inbound: tonic::Streaming<NodeToWorker>,
-    client: Arc<WorkerClient>,
+    pub(super) client: Arc<WorkerClient>,
 }
 
 impl Connection {
-    fn open(address: &str, identity: Identity, hello: WorkerToNode) -> Result<Self> {
+    pub(super) fn open(address: &str, identity: Identity, hello: WorkerToNode) -> Result<Self> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("oxray-client-io")
@@ -206,7 +81,7 @@ impl Connection {
 
     /// Dispatches what the head sends until it closes the stream: tasks go to
     /// `tasks` (a worker), replies to the callers waiting for them.
-    fn serve(mut self, tasks: Option<std::sync::mpsc::Sender<Execute>>) {
+    pub(super) fn serve(mut self, tasks: Option<std::sync::mpsc::Sender<Execute>>) {
         let client = self.client.clone();
         let reason = self.runtime.block_on(async {
             loop {
@@ -275,67 +150,8 @@ pub(crate) fn connect_driver(address: &str, token: &str) -> Result<Arc<dyn Backe
     Ok(client)
 }
 
-fn execute_tasks(client: &WorkerClient, queue: std::sync::mpsc::Receiver<Execute>) {
-    let mut actor: Option<ActorState> = None;
-    for task in queue {
-        let function = task.invocation.display_name();
-        set_gpu_ids(task.gpu_ids.clone());
-        let outcome =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_task(&mut actor, &task)))
-                .unwrap_or_else(|panic| {
-                    let message = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "panicked".to_string());
-                    Err(Error::TaskFailed {
-                        function: function.clone(),
-                        message: format!("panicked: {message}"),
-                    })
-                });
-        client.send(WorkerToNode::Finished {
-            task_id: task.task_id,
-            outcome,
-        });
-    }
-}
-
-fn run_task(actor: &mut Option<ActorState>, task: &Execute) -> Result<ObjectBlob> {
-    match &task.invocation {
-        Invocation::Function { name } => (registry::function(name)?.invoke)(&task.args),
-        Invocation::ActorCreate { class } => {
-            let state = (registry::actor_type(class)?.construct)(&task.args)?;
-            *actor = Some(state);
-            crate::value::encode_current(&())
-        }
-        Invocation::ActorMethod { class, method } => {
-            let entry = registry::actor_type(class)?;
-            let state = actor.as_mut().ok_or_else(|| {
-                Error::Runtime(format!(
-                    "{class}::{method} called before the actor was constructed"
-                ))
-            })?;
-            (entry.call)(state, method, &task.args)
-        }
-    }
-}
-
-thread_local! {
-    static GPU_IDS: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-fn set_gpu_ids(ids: Vec<u32>) {
-    GPU_IDS.with(|g| *g.borrow_mut() = ids);
-}
-
-/// GPU ids granted to the running task or actor (Ray's `ray.get_gpu_ids()`);
-/// empty in the driver.
-pub fn get_gpu_ids() -> Vec<u32> {
-    GPU_IDS.with(|g| g.borrow().clone())
-}
-
 /// The backend of a worker process: API calls become messages on the stream.
-struct WorkerClient {
+pub(super) struct WorkerClient {
     outbound: mpsc::UnboundedSender<WorkerToNode>,
     session: String,
     node_id: String,
@@ -349,7 +165,7 @@ struct WorkerClient {
 }
 
 impl WorkerClient {
-    fn send(&self, message: WorkerToNode) {
+    pub(super) fn send(&self, message: WorkerToNode) {
         // If the node is gone the worker is about to exit anyway.
         let _ = self.outbound.send(message);
     }

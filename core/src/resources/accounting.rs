@@ -1,62 +1,9 @@
-//! Resource sets and a node's resource accounting.
-//!
-//! A node advertises CPU, GPU, memory and custom resources; tasks and actors ask
-//! for amounts of them. GPUs are special: a request for GPUs is granted specific
-//! device ids (exported to the worker as `CUDA_VISIBLE_DEVICES`), so the pool
-//! tracks each GPU's free fraction, not just a total.
+//! Resource accounting: a node's total and free resources (with the free
+//! fraction of each GPU, so grants name device ids), and the cluster's pools
+//! of live nodes and reserved placement-group bundles. Which pool a request
+//! draws from is the policy's choice (`policy.rs`).
 
-use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
-use std::fmt;
-
-pub const CPU: &str = "CPU";
-pub const GPU: &str = "GPU";
-pub const MEMORY: &str = "memory";
-
-/// Amounts of named resources. Kept sorted so equal requests compare equal and
-/// print the same way.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ResourceSet(pub BTreeMap<String, f64>);
-
-impl ResourceSet {
-    pub fn set(&mut self, name: &str, amount: f64) {
-        if amount > 0.0 {
-            self.0.insert(name.to_string(), amount);
-        } else {
-            self.0.remove(name);
-        }
-    }
-
-    pub fn get(&self, name: &str) -> f64 {
-        self.0.get(name).copied().unwrap_or(0.0)
-    }
-
-    /// A key that is equal for requests of the same shape; tasks of one shape
-    /// share a queue and may be pipelined onto one leased worker.
-    pub(crate) fn shape_key(&self) -> String {
-        self.to_string()
-    }
-}
-
-impl fmt::Display for ResourceSet {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0.is_empty() {
-            return f.write_str("{}");
-        }
-        f.write_str("{")?;
-        for (i, (name, amount)) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str(", ")?;
-            }
-            if name == MEMORY {
-                write!(f, "{name}: {:.0} MiB", amount / (1024.0 * 1024.0))?;
-            } else {
-                write!(f, "{name}: {amount}")?;
-            }
-        }
-        f.write_str("}")
-    }
-}
+use super::{ResourceSet, GPU};
 
 /// Tolerance for summing fractional amounts back to whole numbers.
 const EPSILON: f64 = 1e-9;
@@ -233,39 +180,14 @@ impl ResourcePool {
     }
 }
 
-/// Where a task or actor may run, named as Ray names its strategies.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub enum SchedulingStrategy {
-    /// Pack onto the first nodes until they are half used, then spread to the
-    /// least used node (Ray's hybrid default).
-    #[default]
-    Default,
-    /// The least used node that fits, rotating among equals.
-    Spread,
-    /// A given node; with `soft`, any node when that one cannot take it.
-    NodeAffinity { node_id: String, soft: bool },
-    /// Resources reserved by a placement group: one bundle, or any of them.
-    PlacementGroup { group: u64, bundle: Option<usize> },
-}
-
-/// Used fraction of a node's scarcest resource, after adding `extra`.
-fn utilization(pool: &ResourcePool, extra: &ResourceSet) -> f64 {
-    pool.total
-        .0
-        .iter()
-        .filter(|(name, total)| **total > 0.0 && name.as_str() != MEMORY)
-        .map(|(name, total)| (total - pool.available.get(name) + extra.get(name)) / total)
-        .fold(0.0, f64::max)
-}
-
 /// The resource pools of every live node of the cluster, in registration
 /// order (the head's own node first).
 #[derive(Debug, Default)]
 pub struct ClusterResources {
-    nodes: Vec<(String, ResourcePool)>,
+    pub(super) nodes: Vec<(String, ResourcePool)>,
     /// Reserved placement-group bundles: (group, index) -> (node, pool).
-    bundles: std::collections::BTreeMap<(u64, usize), (String, ResourcePool)>,
-    spread_cursor: usize,
+    pub(super) bundles: std::collections::BTreeMap<(u64, usize), (String, ResourcePool)>,
+    pub(super) spread_cursor: usize,
 }
 
 impl ClusterResources {
@@ -323,100 +245,6 @@ impl ClusterResources {
         }
     }
 
-    /// Whether some node could ever grant `request` under `strategy`.
-    pub fn feasible(&self, request: &ResourceSet, strategy: &SchedulingStrategy) -> bool {
-        match strategy {
-            SchedulingStrategy::PlacementGroup { group, bundle } => self
-                .bundles
-                .iter()
-                .filter(|((g, i), _)| g == group && bundle.is_none_or(|b| b == *i))
-                .any(|(_, (_, pool))| pool.feasible(request)),
-            SchedulingStrategy::NodeAffinity {
-                node_id,
-                soft: false,
-            } => self.node(node_id).is_some_and(|p| p.feasible(request)),
-            _ => self.nodes.iter().any(|(_, p)| p.feasible(request)),
-        }
-    }
-
-    /// The largest node's total, for error messages.
-    pub fn largest_node(&self) -> String {
-        self.nodes
-            .iter()
-            .max_by(|a, b| a.1.total.get(CPU).total_cmp(&b.1.total.get(CPU)))
-            .map_or_else(|| "no live node".to_string(), |(_, p)| p.total.to_string())
-    }
-
-    /// Grants `request` on a node chosen by `strategy`, if one has it free.
-    pub fn try_acquire(
-        &mut self,
-        request: &ResourceSet,
-        strategy: &SchedulingStrategy,
-    ) -> Option<Allocation> {
-        if let SchedulingStrategy::PlacementGroup { group, bundle } = strategy {
-            let ((_, index), (node, pool)) = self
-                .bundles
-                .iter_mut()
-                .filter(|((g, i), _)| g == group && bundle.is_none_or(|b| b == *i))
-                .find(|(_, (_, pool))| pool.clone().try_acquire(request).is_some())?;
-            let mut allocation = pool.try_acquire(request)?;
-            allocation.node = node.clone();
-            allocation.bundle = Some((*group, *index));
-            return Some(allocation);
-        }
-        let index = self.choose(request, strategy)?;
-        let (node, pool) = &mut self.nodes[index];
-        let mut allocation = pool.try_acquire(request)?;
-        allocation.node = node.clone();
-        Some(allocation)
-    }
-
-    fn choose(&mut self, request: &ResourceSet, strategy: &SchedulingStrategy) -> Option<usize> {
-        let fits = |pool: &ResourcePool| pool.clone().try_acquire(request).is_some();
-        match strategy {
-            // Bundles are chosen in `try_acquire`; never a node's free pool.
-            SchedulingStrategy::PlacementGroup { .. } => None,
-            SchedulingStrategy::NodeAffinity { node_id, soft } => {
-                let preferred = self
-                    .nodes
-                    .iter()
-                    .position(|(id, p)| id == node_id && fits(p));
-                match (preferred, soft) {
-                    (Some(index), _) => Some(index),
-                    (None, true) => self.choose(request, &SchedulingStrategy::Default),
-                    (None, false) => None,
-                }
-            }
-            SchedulingStrategy::Default => {
-                let candidates = self.nodes.iter().enumerate().filter(|(_, (_, p))| fits(p));
-                let mut least_used: Option<(usize, f64)> = None;
-                for (index, (_, pool)) in candidates {
-                    let used = utilization(pool, request);
-                    if used <= 0.5 + 1e-9 {
-                        return Some(index);
-                    }
-                    if least_used.is_none_or(|(_, u)| used < u) {
-                        least_used = Some((index, used));
-                    }
-                }
-                least_used.map(|(index, _)| index)
-            }
-            SchedulingStrategy::Spread => {
-                let count = self.nodes.len();
-                let start = self.spread_cursor;
-                let best = (0..count)
-                    .map(|offset| (start + offset) % count)
-                    .filter(|i| fits(&self.nodes[*i].1))
-                    .min_by(|a, b| {
-                        utilization(&self.nodes[*a].1, request)
-                            .total_cmp(&utilization(&self.nodes[*b].1, request))
-                    })?;
-                self.spread_cursor = (best + 1) % count.max(1);
-                Some(best)
-            }
-        }
-    }
-
     /// The pool an allocation came from, if it still exists.
     fn pool_of(&mut self, allocation: &Allocation) -> Option<&mut ResourcePool> {
         match allocation.bundle {
@@ -445,6 +273,7 @@ impl ClusterResources {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::resources::CPU;
 
     fn set(pairs: &[(&str, f64)]) -> ResourceSet {
         let mut s = ResourceSet::default();
@@ -488,77 +317,5 @@ mod tests {
         assert!(!pool.feasible(&set(&[(CPU, 3.0)])));
         assert!(!pool.feasible(&set(&[("other", 1.0)])));
         assert!(!pool.feasible(&set(&[(GPU, 1.0)])));
-    }
-}
-
-#[cfg(test)]
-mod cluster_tests {
-    use super::*;
-
-    fn cpus(n: f64) -> ResourceSet {
-        let mut s = ResourceSet::default();
-        s.set(CPU, n);
-        s
-    }
-
-    fn cluster(nodes: usize) -> ClusterResources {
-        let mut cluster = ClusterResources::default();
-        for i in 0..nodes {
-            cluster.add_node(&format!("n{i}"), cpus(4.0));
-        }
-        cluster
-    }
-
-    #[test]
-    fn default_packs_then_spreads() {
-        let mut cluster = cluster(2);
-        let nodes: Vec<String> = (0..4)
-            .map(|_| {
-                cluster
-                    .try_acquire(&cpus(1.0), &SchedulingStrategy::Default)
-                    .unwrap()
-                    .node
-            })
-            .collect();
-        // n0 takes work until half used, then n1 until half used.
-        assert_eq!(nodes, ["n0", "n0", "n1", "n1"]);
-    }
-
-    #[test]
-    fn spread_visits_every_node() {
-        let mut cluster = cluster(3);
-        let mut nodes: Vec<String> = (0..3)
-            .map(|_| {
-                cluster
-                    .try_acquire(&cpus(1.0), &SchedulingStrategy::Spread)
-                    .unwrap()
-                    .node
-            })
-            .collect();
-        nodes.sort();
-        assert_eq!(nodes, ["n0", "n1", "n2"]);
-    }
-
-    #[test]
-    fn hard_affinity_waits_soft_affinity_moves() {
-        let mut cluster = cluster(2);
-        let hard = SchedulingStrategy::NodeAffinity {
-            node_id: "n1".into(),
-            soft: false,
-        };
-        let soft = SchedulingStrategy::NodeAffinity {
-            node_id: "n1".into(),
-            soft: true,
-        };
-        assert_eq!(cluster.try_acquire(&cpus(4.0), &hard).unwrap().node, "n1");
-        assert!(cluster.try_acquire(&cpus(1.0), &hard).is_none());
-        assert_eq!(cluster.try_acquire(&cpus(1.0), &soft).unwrap().node, "n0");
-        assert!(!cluster.feasible(
-            &cpus(1.0),
-            &SchedulingStrategy::NodeAffinity {
-                node_id: "gone".into(),
-                soft: false
-            }
-        ));
     }
 }

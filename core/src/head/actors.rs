@@ -1,0 +1,261 @@
+//! Actors (Ray's GCS actor manager): creation once resources are free, the
+//! constructor run first on the actor's own worker, calls kept in order,
+//! restarts within `max_restarts` (on another node if its node died), death
+//! with every pending call failed, and the names of named actors.
+
+use super::tasks::{TaskKind, TaskRecord};
+use super::{Node, NodeState};
+use crate::error::{Error, Result};
+use crate::ids::{ActorId, ObjectId, TaskId, WorkerId};
+use crate::protocol::*;
+use crate::resources::{Allocation, ResourceSet, SchedulingStrategy};
+use std::collections::VecDeque;
+
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum ActorStatus {
+    WaitingForResources,
+    Starting,
+    Alive,
+    Dead(Error),
+}
+
+pub(super) struct ActorRecord {
+    pub(super) spec: ActorSpec,
+    pub(super) status: ActorStatus,
+    pub(super) allocation: Option<Allocation>,
+    pub(super) worker: Option<WorkerId>,
+    pub(super) restarts_used: u32,
+    /// Calls not yet sent, in submission order.
+    pub(super) pending: VecDeque<TaskId>,
+    /// Calls sent to the worker, in order.
+    pub(super) inflight: VecDeque<TaskId>,
+}
+
+impl NodeState {
+    pub(super) fn create_actor(&mut self, spec: ActorSpec) -> Result<ActorId> {
+        if let Some(name) = &spec.name {
+            if let Some(&existing) = self.named_actors.get(name) {
+                let alive = self
+                    .actors
+                    .get(&existing)
+                    .is_some_and(|a| !matches!(a.status, ActorStatus::Dead(_)));
+                if alive {
+                    if spec.get_if_exists {
+                        self.release_args(&spec.args);
+                        return Ok(existing);
+                    }
+                    self.release_args(&spec.args);
+                    return Err(Error::NameTaken { name: name.clone() });
+                }
+            }
+        }
+        if !self.pool.feasible(&spec.resources, &spec.strategy) {
+            self.release_args(&spec.args);
+            return Err(Error::Infeasible {
+                what: format!("actor {}", spec.class),
+                requested: spec.resources.to_string(),
+                available: self.pool.largest_node(),
+            });
+        }
+        let id = spec.actor_id;
+        if let Some(name) = &spec.name {
+            self.named_actors.insert(name.clone(), id);
+        }
+        self.actors.insert(
+            id,
+            ActorRecord {
+                spec,
+                status: ActorStatus::WaitingForResources,
+                allocation: None,
+                worker: None,
+                restarts_used: 0,
+                pending: VecDeque::new(),
+                inflight: VecDeque::new(),
+            },
+        );
+        self.actors_waiting.push_back(id);
+        Ok(id)
+    }
+
+    pub(super) fn start_waiting_actors(&mut self, node: &Node) {
+        let mut still_waiting = VecDeque::new();
+        while let Some(id) = self.actors_waiting.pop_front() {
+            let Some(actor) = self.actors.get(&id) else {
+                continue;
+            };
+            if actor.status != ActorStatus::WaitingForResources {
+                continue;
+            }
+            let (request, strategy) = (actor.spec.resources.clone(), actor.spec.strategy.clone());
+            match self.pool.try_acquire(&request, &strategy) {
+                Some(allocation) => {
+                    let worker = WorkerId(crate::worker::next_worker_number());
+                    let gpu_ids = allocation.gpu_ids();
+                    let node = allocation.node.clone();
+                    let actor = self.actors.get_mut(&id).expect("actor seen above");
+                    actor.allocation = Some(allocation);
+                    actor.status = ActorStatus::Starting;
+                    actor.worker = Some(worker);
+                    self.add_worker(worker, &node, gpu_ids, Some(id));
+                }
+                None => still_waiting.push_back(id),
+            }
+        }
+        self.actors_waiting = still_waiting;
+        let _ = node;
+        let ready: Vec<ActorId> = self
+            .actors
+            .iter()
+            .filter(|(_, a)| a.status == ActorStatus::Alive && !a.pending.is_empty())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ready {
+            let Some(worker) = self.actors[&id].worker else {
+                continue;
+            };
+            while let Some(task) = self.actors.get_mut(&id).and_then(|a| a.pending.pop_front()) {
+                self.assign(node, worker, task);
+            }
+        }
+    }
+
+    /// The actor's worker said hello: run its constructor there first.
+    pub(super) fn start_actor_on(&mut self, node: &Node, actor: ActorId, worker: WorkerId) {
+        let Some(record) = self.actors.get(&actor) else {
+            return;
+        };
+        let task_id = TaskId(node.ids.next());
+        let spec = TaskSpec {
+            task_id,
+            return_id: ObjectId(node.ids.next()),
+            invocation: Invocation::ActorCreate {
+                class: record.spec.class.clone(),
+            },
+            args: record.spec.args.clone(),
+            actor: Some(actor),
+            resources: ResourceSet::default(),
+            strategy: SchedulingStrategy::Default,
+            max_retries: 0,
+            retry_exceptions: false,
+        };
+        self.tasks.insert(
+            task_id,
+            TaskRecord {
+                spec,
+                kind: TaskKind::ActorCreate(actor),
+                retries_left: 0,
+                missing_deps: 0,
+                worker: None,
+                cancelled: false,
+            },
+        );
+        self.assign(node, worker, task_id);
+    }
+
+    pub(super) fn actor_process_died(&mut self, actor: ActorId, message: &str) {
+        let Some(record) = self.actors.get_mut(&actor) else {
+            return;
+        };
+        if matches!(record.status, ActorStatus::Dead(_)) {
+            return;
+        }
+        if record.restarts_used >= record.spec.max_restarts {
+            let message = format!(
+                "its process died ({message}) and max_restarts={} is used up",
+                record.spec.max_restarts
+            );
+            return self.actor_dead(actor, message);
+        }
+        record.restarts_used += 1;
+        record.status = ActorStatus::Starting;
+        let inflight: Vec<TaskId> = record.inflight.drain(..).collect();
+        let mut retried = Vec::new();
+        for task in inflight {
+            match self.tasks.get_mut(&task) {
+                Some(t) if t.retries_left > 0 => {
+                    t.retries_left -= 1;
+                    retried.push(task);
+                }
+                Some(t) => {
+                    let error = Error::ActorDied {
+                        actor: t.spec.invocation.display_name(),
+                        message: format!("its process died ({message}) while running this call; the actor is restarting"),
+                    };
+                    self.finish_task(task, Err(error));
+                }
+                None => {}
+            }
+        }
+        let record = self.actors.get_mut(&actor).expect("actor seen above");
+        for task in retried.into_iter().rev() {
+            record.pending.push_front(task);
+        }
+        let node_alive = record
+            .allocation
+            .as_ref()
+            .is_some_and(|a| self.pool.node(&a.node).is_some());
+        if !node_alive {
+            // Its node is gone: start over on whichever node has room.
+            record.allocation = None;
+            record.worker = None;
+            record.status = ActorStatus::WaitingForResources;
+            self.actors_waiting.push_back(actor);
+            return;
+        }
+        let allocation = record.allocation.as_ref().expect("checked above");
+        let (node, gpu_ids) = (allocation.node.clone(), allocation.gpu_ids());
+        let worker = WorkerId(crate::worker::next_worker_number());
+        record.worker = Some(worker);
+        self.add_worker(worker, &node, gpu_ids, Some(actor));
+    }
+
+    pub(super) fn actor_dead(&mut self, actor: ActorId, message: String) {
+        let Some(record) = self.actors.get_mut(&actor) else {
+            return;
+        };
+        let error = Error::ActorDied {
+            actor: format!("{} ({actor})", record.spec.class),
+            message,
+        };
+        record.status = ActorStatus::Dead(error.clone());
+        let calls: Vec<TaskId> = record
+            .inflight
+            .drain(..)
+            .chain(record.pending.drain(..))
+            .collect();
+        let allocation = record.allocation.take();
+        let name = record.spec.name.clone();
+        let args = record.spec.args.clone();
+        if let Some(allocation) = allocation {
+            self.pool.release(&allocation);
+        }
+        if let Some(name) = name {
+            if self.named_actors.get(&name) == Some(&actor) {
+                self.named_actors.remove(&name);
+            }
+        }
+        self.release_args(&args);
+        if let Some(record) = self.actors.get_mut(&actor) {
+            record.spec.args.clear();
+        }
+        for call in calls {
+            self.finish_task(call, Err(error.clone()));
+        }
+    }
+
+    pub(super) fn kill_actor(&mut self, actor: ActorId) -> Result<()> {
+        let Some(record) = self.actors.get(&actor) else {
+            return Err(Error::ActorNotFound {
+                name: actor.to_string(),
+            });
+        };
+        let worker = record.worker;
+        self.actor_dead(actor, "killed by oxray_core::kill".into());
+        if let Some(worker) = worker {
+            if let Some(w) = self.workers.remove(&worker) {
+                self.effects.push(w.stop(worker));
+            }
+        }
+        Ok(())
+    }
+}

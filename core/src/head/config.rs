@@ -1,0 +1,84 @@
+//! A node's resources and identity: what `InitOptions` or `oxray start` flags
+//! say, and the machine's CPUs, GPUs and memory for what they leave open.
+
+use super::membership::DEFAULT_HEARTBEAT_TIMEOUT;
+use crate::error::{Error, Result};
+use crate::resources::{ResourceSet, CPU, GPU, MEMORY};
+use crate::runtime::InitOptions;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Resources and identity of a node.
+#[derive(Debug, Clone)]
+pub(crate) struct NodeConfig {
+    pub resources: ResourceSet,
+    pub session: String,
+    pub node_id: String,
+    /// Where the head serves workers, nodes and drivers.
+    pub bind: SocketAddr,
+    pub token: String,
+    /// Start one worker per CPU at once (the embedded cluster, whose driver's
+    /// executable is known); a standalone head waits for a driver.
+    pub prestart_workers: bool,
+    /// A node silent for this long is declared dead.
+    pub heartbeat_timeout: Duration,
+}
+
+impl NodeConfig {
+    /// Fills what `options` leaves open from the machine.
+    pub fn detect(options: &InitOptions) -> Result<Self> {
+        let mut resources = ResourceSet::default();
+        let cpus = options
+            .num_cpus
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()) as f64);
+        let gpus = options.num_gpus.unwrap_or_else(detect_gpus);
+        for (name, amount) in [(CPU, cpus), (GPU, gpus)] {
+            if !(amount >= 0.0 && amount.is_finite()) {
+                return Err(Error::Runtime(format!(
+                    "{name} count must be a finite number >= 0, got {amount}"
+                )));
+            }
+            resources.set(name, amount);
+        }
+        if gpus.fract() != 0.0 {
+            return Err(Error::Runtime(format!(
+                "a node offers whole GPUs, got num_gpus = {gpus}"
+            )));
+        }
+        resources.set(MEMORY, options.memory.unwrap_or_else(detect_memory));
+        for (name, amount) in &options.resources {
+            resources.set(name, *amount);
+        }
+        let token = crate::auth::generate_token()?;
+        let session = format!("{}-{}", std::process::id(), &token[..8]);
+        let node_id = format!("node-{session}");
+        Ok(NodeConfig {
+            resources,
+            session,
+            node_id,
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            token,
+            prestart_workers: true,
+            heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
+        })
+    }
+}
+
+/// NVIDIA devices visible to this process, honouring `CUDA_VISIBLE_DEVICES`.
+fn detect_gpus() -> f64 {
+    if let Ok(visible) = std::env::var("CUDA_VISIBLE_DEVICES") {
+        return visible.split(',').filter(|s| !s.trim().is_empty()).count() as f64;
+    }
+    std::fs::read_dir("/proc/driver/nvidia/gpus").map_or(0.0, |d| d.count() as f64)
+}
+
+fn detect_memory() -> f64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kib| kib * 1024.0 * 0.7)
+}

@@ -1,0 +1,221 @@
+//! The embedded driver's backend: the driver that hosts the head calls it
+//! directly (no socket, no serialisation), blocking on the head's condition
+//! variable where a worker would wait on its stream.
+
+use super::actors::ActorStatus;
+use super::object_directory::{ObjectEntry, Outstanding};
+use super::Node;
+use crate::error::{Error, Result};
+use crate::ids::{ActorId, ObjectId};
+use crate::placement::PlacementStrategy;
+use crate::protocol::*;
+use crate::resources::ResourceSet;
+use crate::runtime::Backend;
+use std::time::{Duration, Instant};
+
+impl Backend for Node {
+    fn session(&self) -> &str {
+        &self.config.session
+    }
+
+    fn hosts_node(&self) -> bool {
+        true
+    }
+
+    fn object_server(&self) -> Option<&str> {
+        Some(&self.object_server_address)
+    }
+
+    fn token(&self) -> &str {
+        &self.config.token
+    }
+
+    fn next_id(&self) -> u64 {
+        self.ids.next()
+    }
+
+    fn submit(&self, spec: TaskSpec) {
+        self.with_state(|state, _| state.submit(spec));
+    }
+
+    fn create_actor(&self, spec: ActorSpec) -> Result<ActorId> {
+        self.with_state(|state, _| state.create_actor(spec))
+    }
+
+    fn put(&self, id: ObjectId, value: Result<ObjectBlob>) {
+        self.with_state(|state, _| {
+            state.objects.insert(
+                id,
+                ObjectEntry {
+                    value: None,
+                    refs: 1,
+                    producer: None,
+                },
+            );
+            state.complete(id, value);
+        });
+    }
+
+    fn get(&self, ids: &[ObjectId], timeout: Option<Duration>) -> Result<Vec<Result<ObjectBlob>>> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut outstanding = Outstanding::new(ids);
+        let mut state = self.state.lock();
+        loop {
+            if outstanding.missing(&state)? == 0 {
+                return Ok(ids.iter().map(|id| state.value_of(*id)).collect());
+            }
+            match deadline {
+                Some(deadline) => {
+                    if self
+                        .objects_changed
+                        .wait_until(&mut state, deadline)
+                        .timed_out()
+                        && outstanding.missing(&state)? > 0
+                    {
+                        return Err(Error::Timeout {
+                            seconds: timeout.unwrap_or_default().as_secs_f64(),
+                        });
+                    }
+                }
+                None => self.objects_changed.wait(&mut state),
+            }
+        }
+    }
+
+    fn wait(
+        &self,
+        ids: &[ObjectId],
+        num_returns: usize,
+        timeout: Option<Duration>,
+    ) -> Result<Vec<bool>> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut outstanding = Outstanding::new(ids);
+        let mut state = self.state.lock();
+        while ids.len() - outstanding.missing(&state)? < num_returns {
+            match deadline {
+                Some(deadline) => {
+                    if self
+                        .objects_changed
+                        .wait_until(&mut state, deadline)
+                        .timed_out()
+                    {
+                        break;
+                    }
+                }
+                None => self.objects_changed.wait(&mut state),
+            }
+        }
+        Ok(state.ready_flags(ids, num_returns))
+    }
+
+    fn add_refs(&self, ids: &[ObjectId]) {
+        let mut state = self.state.lock();
+        for id in ids {
+            if let Some(entry) = state.objects.get_mut(id) {
+                entry.refs += 1;
+            }
+        }
+    }
+
+    fn release(&self, ids: &[ObjectId]) {
+        let has_effects = {
+            let mut state = self.state.lock();
+            for id in ids {
+                state.release(*id);
+            }
+            !state.effects.is_empty()
+        };
+        if has_effects {
+            self.apply_effects();
+        }
+    }
+
+    fn cancel(&self, id: ObjectId) -> Result<()> {
+        self.with_state(|state, _| state.cancel(id))
+    }
+
+    fn kill_actor(&self, id: ActorId) -> Result<()> {
+        self.with_state(|state, _| state.kill_actor(id))
+    }
+
+    fn node_id(&self) -> &str {
+        &self.config.node_id
+    }
+
+    fn kv_put(&self, key: &str, value: Vec<u8>) -> Result<()> {
+        self.with_state(|state, _| {
+            state.kv.insert(key.to_string(), value);
+            // Wakes `kv_wait`ers, which share the objects' wake-up.
+            state.ready_events += 1;
+        });
+        Ok(())
+    }
+
+    fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.state.lock().kv.get(key).cloned())
+    }
+
+    fn kv_wait(&self, key: &str, timeout: Duration) -> Result<Vec<u8>> {
+        let deadline = Instant::now() + timeout;
+        let mut state = self.state.lock();
+        loop {
+            if let Some(value) = state.kv.get(key) {
+                return Ok(value.clone());
+            }
+            if self
+                .objects_changed
+                .wait_until(&mut state, deadline)
+                .timed_out()
+                && !state.kv.contains_key(key)
+            {
+                return Err(Error::Timeout {
+                    seconds: timeout.as_secs_f64(),
+                });
+            }
+        }
+    }
+
+    fn kv_delete(&self, key: &str) -> Result<()> {
+        self.state.lock().kv.remove(key);
+        Ok(())
+    }
+
+    fn create_placement_group(
+        &self,
+        id: u64,
+        bundles: Vec<ResourceSet>,
+        strategy: PlacementStrategy,
+    ) -> Result<()> {
+        self.with_state(|state, _| state.create_placement_group(id, bundles, strategy))
+    }
+
+    fn wait_placement_group(&self, id: u64, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        let mut state = self.state.lock();
+        while !state.placement_group_ready(id)? {
+            if self
+                .objects_changed
+                .wait_until(&mut state, deadline)
+                .timed_out()
+                && !state.placement_group_ready(id)?
+            {
+                return Err(Error::Timeout {
+                    seconds: timeout.as_secs_f64(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn remove_placement_group(&self, id: u64) -> Result<()> {
+        self.with_state(|state, _| state.remove_placement_group(id))
+    }
+
+    fn named_actor(&self, name: &str) -> Result<Option<(ActorId, String)>> {
+        let state = self.state.lock();
+        Ok(state.named_actors.get(name).and_then(|id| {
+            let actor = state.actors.get(id)?;
+            (!matches!(actor.status, ActorStatus::Dead(_))).then(|| (*id, actor.spec.class.clone()))
+        }))
+    }
+}

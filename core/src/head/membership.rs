@@ -1,0 +1,154 @@
+//! Cluster membership (Ray's GCS node manager and health checks): nodes join
+//! over a control stream, heartbeat, and are declared dead when the stream
+//! closes or the heartbeats stop. A node's death removes its workers (their
+//! tasks retried and actors restarted elsewhere), re-places the placement
+//! groups that had a bundle there and marks objects whose only copy was there
+//! as lost.
+
+use super::{Node, NodeState};
+use crate::error::Error;
+use crate::ids::{ObjectId, WorkerId};
+use crate::protocol::*;
+use crate::resources::ResourceSet;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// A node daemon heartbeats this often...
+pub(crate) const HEARTBEAT_PERIOD: Duration = Duration::from_secs(1);
+/// ...and is dead after this long without one (Ray: about 15-20 s).
+pub(crate) const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(6);
+
+/// Another node of the cluster, as the head sees it.
+pub(super) struct RemoteNode {
+    pub(super) sender: mpsc::UnboundedSender<HeadToNode>,
+    pub(super) last_heartbeat: Instant,
+    pub(super) object_server: String,
+}
+
+impl Node {
+    pub(super) fn register_node(
+        &self,
+        node_id: &str,
+        resources: ResourceSet,
+        object_server: String,
+        sender: mpsc::UnboundedSender<HeadToNode>,
+    ) -> std::result::Result<(), tonic::Status> {
+        self.with_state(|state, node| {
+            if node_id == node.config.node_id || state.remote_nodes.contains_key(node_id) {
+                eprintln!("oxray: refused node {node_id}: a live node already has that id");
+                return Err(tonic::Status::already_exists(format!(
+                    "node {node_id} is already registered"
+                )));
+            }
+            eprintln!("oxray: node {node_id} joined with {resources}");
+            state.pool.add_node(node_id, resources);
+            state.remote_nodes.insert(
+                node_id.to_string(),
+                RemoteNode {
+                    sender,
+                    last_heartbeat: Instant::now(),
+                    object_server,
+                },
+            );
+            Ok(())
+        })
+    }
+
+    pub(super) fn handle_node_message(&self, node_id: &str, message: NodeToHead) {
+        match message {
+            NodeToHead::Register { .. } => {}
+            NodeToHead::Heartbeat => {
+                if let Some(node) = self.state.lock().remote_nodes.get_mut(node_id) {
+                    node.last_heartbeat = Instant::now();
+                }
+            }
+            NodeToHead::WorkerExited { worker, message } => self.worker_exited(worker, message),
+        }
+    }
+}
+
+impl NodeState {
+    /// A node stopped: its workers are gone (their tasks retried and actors
+    /// restarted elsewhere), and objects whose only copy was there are lost.
+    pub(super) fn node_died(&mut self, node: &Node, node_id: &str, reason: &str) {
+        let Some(remote) = self.remote_nodes.remove(node_id) else {
+            return;
+        };
+        eprintln!("oxray: node {node_id} is dead: {reason}");
+        if let Some(pool) = self.pool.node(node_id) {
+            self.dead_nodes.push(NodeStatus {
+                node_id: node_id.to_string(),
+                address: remote.object_server,
+                alive: false,
+                is_head: false,
+                total: pool.total().clone(),
+                available: ResourceSet::default(),
+                workers: 0,
+            });
+        }
+        // Groups with a bundle there are placed again, whole, elsewhere.
+        let displaced: Vec<u64> = self
+            .placement_groups
+            .iter()
+            .filter(|(_, g)| g.allocations.iter().any(|a| a.node == node_id))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in displaced {
+            let group = self.placement_groups.get_mut(&id).expect("group just seen");
+            let allocations = std::mem::take(&mut group.allocations);
+            self.pool.release_bundles(id, &allocations);
+        }
+        self.pool.remove_node(node_id);
+        let workers: Vec<WorkerId> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.node == node_id)
+            .map(|(id, _)| *id)
+            .collect();
+        let message = format!("its node {node_id} died: {reason}");
+        for worker in workers {
+            self.remove_worker(node, worker, &message);
+        }
+        let lost: Vec<ObjectId> = self
+            .objects
+            .iter()
+            .filter(|(_, e)| {
+                matches!(e.value.as_deref(), Some(Ok(ObjectBlob { payload: Payload::Shared { node, .. }, .. })) if node == node_id)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in lost {
+            if let Some(entry) = self.objects.get_mut(&id) {
+                entry.value = Some(Arc::new(Err(Error::ObjectLost {
+                    id: id.to_string(),
+                    message: message.clone(),
+                })));
+            }
+        }
+        self.ready_events += 1;
+    }
+}
+
+/// Declares nodes dead when their heartbeats stop, even if their connection
+/// looks open (a hung machine, a partition).
+pub(super) async fn watch_heartbeats(node: Weak<Node>) {
+    let mut tick = tokio::time::interval(HEARTBEAT_PERIOD / 4);
+    loop {
+        tick.tick().await;
+        let Some(head) = node.upgrade() else { return };
+        let deadline = head.config.heartbeat_timeout;
+        let silent: Vec<String> = head
+            .state
+            .lock()
+            .remote_nodes
+            .iter()
+            .filter(|(_, n)| n.last_heartbeat.elapsed() > deadline)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in silent {
+            let reason = format!("no heartbeat for {:.1} s", deadline.as_secs_f64());
+            head.with_state(|state, node| state.node_died(node, &id, &reason));
+        }
+    }
+}

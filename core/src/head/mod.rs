@@ -1,0 +1,340 @@
+//! The head: object directory, scheduler, worker pool, actor and placement-group
+//! managers and cluster membership, with the gRPC service that workers, node
+//! daemons and drivers connect to. The embedded cluster is this same head
+//! running inside the driver; `oxray start --head` runs it as a daemon.
+//!
+//! All bookkeeping lives in one [`NodeState`] behind a mutex. Every event (a
+//! submission, a finished task, a worker starting or dying, a reference
+//! released) takes the lock, updates the state and runs [`NodeState::schedule`],
+//! which hands queued work to workers. Keeping the scheduler a plain state
+//! machine makes each transition easy to follow and keeps the hot path free of
+//! extra hops: the driver of the embedded cluster calls it directly. Work that
+//! needs I/O (spawning and killing processes, removing files) is collected as
+//! [`Effect`]s under the lock and done after it is released.
+//!
+//! The state is one struct, but its transitions are split by concept, one file
+//! each, named as Ray names the component that does the same job:
+//!
+//! | file | concept (Ray's counterpart) |
+//! |---|---|
+//! | `mod.rs` | [`Node`], [`NodeState`], the lock and the effects |
+//! | `config.rs` | a node's resources and identity, detected from the machine |
+//! | `service.rs` | the gRPC service and the worker's API requests (GCS/raylet RPC handlers) |
+//! | `embedded.rs` | the embedded driver's in-process backend (core worker of the driver) |
+//! | `object_directory.rs` | object values, reference counts, waiters (object directory, reference counter) |
+//! | `tasks.rs` | task lifecycle: submission, dependencies, completion, retries, cancel (task manager, dependency manager) |
+//! | `scheduler.rs` | shape queues, worker leases, dispatch (cluster task manager, lease manager) |
+//! | `worker_pool.rs` | starting, registering and removing worker processes (worker pool) |
+//! | `jobs.rs` | the job table of drivers (GCS job manager) |
+//! | `actors.rs` | actor creation, restarts, death, names (GCS actor manager) |
+//! | `placement_groups.rs` | bundle reservation and removal (GCS placement group manager) |
+//! | `membership.rs` | nodes joining, heartbeats, node death (GCS node manager, health checks) |
+//! | `status.rs` | `oxray status` and the node summary |
+//!
+//! Scheduling: tasks of one resource shape share a FIFO queue, so a task that
+//! waits for a GPU never holds up CPU tasks behind it. A task *leases* a free
+//! worker together with its resources and holds both until it finishes; a
+//! worker runs one task at a time, so a short task never waits behind a long
+//! one on a busy worker while another is free. A worker that blocks in `get`
+//! gives its resources back until the value arrives, so nested tasks cannot
+//! deadlock.
+
+mod actors;
+mod config;
+mod embedded;
+mod jobs;
+mod membership;
+mod object_directory;
+mod placement_groups;
+mod scheduler;
+mod service;
+mod status;
+mod tasks;
+mod worker_pool;
+
+pub(crate) use config::NodeConfig;
+pub(crate) use membership::HEARTBEAT_PERIOD;
+
+use crate::auth::RequireToken;
+use crate::error::{Error, Result};
+use crate::ids::{ActorId, IdMinter, ObjectId, TaskId, WorkerId};
+use crate::protocol::*;
+use crate::resources::{ClusterResources, CPU, GPU};
+use crate::shm;
+use crate::wire::MAX_MESSAGE_BYTES;
+use crate::worker::{kill_process, process_alive};
+use actors::ActorRecord;
+use generated::head_server::HeadServer;
+use jobs::job;
+use membership::{watch_heartbeats, RemoteNode};
+use object_directory::ObjectEntry;
+use parking_lot::{Condvar, Mutex};
+use placement_groups::PlacementGroupRecord;
+use rustc_hash::FxHashMap;
+use scheduler::ShapeQueue;
+use service::HeadEndpoint;
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+use tasks::TaskRecord;
+use tokio::sync::watch;
+use worker_pool::{WorkerRecord, MAX_TASK_WORKERS};
+
+pub(crate) mod generated {
+    include!(concat!(env!("OUT_DIR"), "/oxray.Head.rs"));
+    include!(concat!(env!("OUT_DIR"), "/oxray.ObjectStore.rs"));
+}
+
+struct NodeState {
+    objects: FxHashMap<ObjectId, ObjectEntry>,
+    tasks: FxHashMap<TaskId, TaskRecord>,
+    waiting_on: FxHashMap<ObjectId, Vec<TaskId>>,
+    queues: HashMap<String, ShapeQueue>,
+    workers: FxHashMap<WorkerId, WorkerRecord>,
+    actors: FxHashMap<ActorId, ActorRecord>,
+    named_actors: HashMap<String, ActorId>,
+    actors_waiting: VecDeque<ActorId>,
+    pool: ClusterResources,
+    /// Control streams of the other nodes, by node id.
+    remote_nodes: HashMap<String, RemoteNode>,
+    /// Nodes declared dead, kept for `oxray status`.
+    dead_nodes: Vec<NodeStatus>,
+    /// Every driver that has used the cluster (the job table).
+    jobs: Vec<JobStatus>,
+    /// The executable workers run: the latest driver's, so its functions exist there.
+    worker_executable: Option<String>,
+    kv: HashMap<String, Vec<u8>>,
+    placement_groups: std::collections::BTreeMap<u64, PlacementGroupRecord>,
+    shutting_down: bool,
+    /// Counts objects becoming ready, so waiters know when to look again.
+    ready_events: u64,
+    /// Work for the async side: workers to spawn, processes to kill, files to
+    /// remove. Collected under the lock, done after it is released.
+    effects: Vec<Effect>,
+}
+
+enum Effect {
+    Spawn {
+        worker: WorkerId,
+        node: String,
+        gpu_ids: Vec<u32>,
+    },
+    Stop {
+        worker: WorkerId,
+        node: String,
+        pid: Option<u32>,
+    },
+    /// A shared-memory value was freed: remove (or recycle) its file if this
+    /// node holds it (`path`), and this node's pulled copy if any.
+    Free {
+        path: Option<String>,
+        server: String,
+        generation: u64,
+    },
+}
+
+/// One node of the cluster.
+pub(crate) struct Node {
+    /// Lets async tasks hold the node without keeping it alive.
+    this: Weak<Node>,
+    state: Mutex<NodeState>,
+    objects_changed: Condvar,
+    ready_epoch: watch::Sender<u64>,
+    ids: IdMinter,
+    config: NodeConfig,
+    address: SocketAddr,
+    object_server_address: String,
+    has_gpus: bool,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Node {
+    pub fn start(config: NodeConfig) -> Result<Arc<Node>> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("oxray-node")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::runtime("cannot start the node's runtime", e))?;
+        let bind = config.bind;
+        let incoming = runtime
+            .block_on(async { tonic::transport::server::TcpIncoming::bind(bind) })
+            .map_err(|e| Error::runtime(&format!("cannot listen on {bind}"), e))?
+            .with_nodelay(Some(true));
+        let address = incoming
+            .local_addr()
+            .map_err(|e| Error::runtime("cannot read the worker port", e))?;
+        let (ready_epoch, _) = watch::channel(0);
+        let node = Arc::new_cyclic(|this| Node {
+            this: this.clone(),
+            state: Mutex::new(NodeState {
+                objects: FxHashMap::default(),
+                tasks: FxHashMap::default(),
+                waiting_on: FxHashMap::default(),
+                queues: HashMap::new(),
+                workers: FxHashMap::default(),
+                actors: FxHashMap::default(),
+                named_actors: HashMap::new(),
+                actors_waiting: VecDeque::new(),
+                pool: {
+                    let mut pool = ClusterResources::default();
+                    pool.add_node(&config.node_id, config.resources.clone());
+                    pool
+                },
+                remote_nodes: HashMap::new(),
+                dead_nodes: Vec::new(),
+                jobs: Vec::new(),
+                worker_executable: None,
+                kv: HashMap::new(),
+                placement_groups: Default::default(),
+                shutting_down: false,
+                ready_events: 0,
+                effects: Vec::new(),
+            }),
+            objects_changed: Condvar::new(),
+            ready_epoch,
+            ids: IdMinter::new(0),
+            has_gpus: config.resources.get(GPU) > 0.0,
+            config,
+            object_server_address: address.to_string(),
+            address,
+            runtime,
+        });
+        let head = HeadServer::new(HeadEndpoint { node: node.weak() })
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let head = tonic::service::interceptor::InterceptedService::new(
+            head,
+            RequireToken::new(&node.config.token),
+        );
+        let objects =
+            crate::transfer::ObjectServer::service(&node.config.session, &node.config.token);
+        node.runtime.spawn(async move {
+            let served = tonic::transport::Server::builder()
+                .initial_stream_window_size(Some(8 << 20))
+                .initial_connection_window_size(Some(16 << 20))
+                .add_service(head)
+                .add_service(objects)
+                .serve_with_incoming(incoming)
+                .await;
+            if let Err(e) = served {
+                tracing::error!("worker service stopped: {e}");
+            }
+        });
+        node.runtime.spawn(watch_heartbeats(node.weak()));
+        // A warm pool: one worker per CPU, as Ray prestarts them.
+        if node.config.prestart_workers {
+            let executable = node.worker_executable();
+            let mut state = node.state.lock();
+            // The embedded driver is the cluster's first job.
+            state
+                .jobs
+                .push(job(WorkerId(0), std::process::id(), &executable));
+            let warm = node.config.resources.get(CPU).ceil() as usize;
+            for _ in 0..warm.min(MAX_TASK_WORKERS) {
+                let id = WorkerId(crate::worker::next_worker_number());
+                state.add_worker(id, &node.config.node_id, Vec::new(), None);
+            }
+        }
+        node.apply_effects();
+        Ok(node)
+    }
+
+    /// Takes the lock, runs `f`, schedules, and performs the side effects.
+    fn with_state<R>(&self, f: impl FnOnce(&mut NodeState, &Node) -> R) -> R {
+        let (result, changed) = {
+            let mut state = self.state.lock();
+            let before = state.ready_events;
+            let result = f(&mut state, self);
+            state.schedule(self);
+            (result, state.ready_events != before)
+        };
+        if changed {
+            self.objects_changed.notify_all();
+            self.ready_epoch.send_modify(|e| *e += 1);
+        }
+        self.apply_effects();
+        result
+    }
+
+    fn apply_effects(&self) {
+        let effects = std::mem::take(&mut self.state.lock().effects);
+        for effect in effects {
+            match effect {
+                Effect::Spawn {
+                    worker,
+                    node,
+                    gpu_ids,
+                } => {
+                    if node == self.config.node_id {
+                        self.spawn_worker(worker, gpu_ids)
+                    } else {
+                        self.spawn_remote_worker(&node, worker, gpu_ids)
+                    }
+                }
+                Effect::Stop { worker, node, pid } => {
+                    if node == self.config.node_id {
+                        if let Some(pid) = pid {
+                            kill_process(pid);
+                        }
+                    } else if let Some(remote) = self.state.lock().remote_nodes.get(&node) {
+                        // A pid of another machine means nothing here: its
+                        // node daemon stops the process.
+                        let _ = remote.sender.send(HeadToNode::Kill { worker });
+                    }
+                }
+                Effect::Free {
+                    path,
+                    server,
+                    generation,
+                } => {
+                    if let Some(path) = path {
+                        shm::free(&path);
+                    }
+                    shm::remove_pulled(&self.config.session, &server, generation);
+                }
+            }
+        }
+    }
+
+    fn weak(&self) -> Weak<Node> {
+        self.this.clone()
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    pub fn token(&self) -> &str {
+        &self.config.token
+    }
+
+    pub fn shutdown(&self) {
+        let pids: Vec<u32> = {
+            let mut state = self.state.lock();
+            state.shutting_down = true;
+            // Closing the control streams tells node daemons the head is gone.
+            state.remote_nodes.clear();
+            let local = &self.config.node_id;
+            state
+                .workers
+                .values_mut()
+                .filter_map(|w| {
+                    w.sender = None;
+                    w.pid.filter(|_| w.node == *local)
+                })
+                .collect()
+        };
+        // Closing the streams asks workers to exit; give them a moment, then
+        // make sure.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        for pid in &pids {
+            while process_alive(*pid) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            kill_process(*pid);
+        }
+        shm::remove_session(&self.config.session);
+    }
+}

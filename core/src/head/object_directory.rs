@@ -1,0 +1,148 @@
+//! The object directory and reference counts (Ray's object directory and
+//! reference counter, kept on the head): each object's value or error once
+//! ready, how many references hold it, the task that produces it. A value is
+//! freed (its shared-memory file removed, on whichever node holds it) when the
+//! last reference goes.
+
+use super::{Effect, NodeState};
+use crate::error::{Error, Result};
+use crate::ids::{ObjectId, TaskId};
+use crate::protocol::*;
+use std::sync::Arc;
+
+pub(super) struct ObjectEntry {
+    pub(super) value: Option<Arc<Result<ObjectBlob>>>,
+    pub(super) refs: u64,
+    pub(super) producer: Option<TaskId>,
+}
+
+impl NodeState {
+    pub(super) fn value_of(&self, id: ObjectId) -> Result<ObjectBlob> {
+        match self.objects.get(&id).and_then(|e| e.value.as_ref()) {
+            Some(value) => (**value).clone(),
+            None => Err(Error::ObjectLost {
+                id: id.to_string(),
+                message: "freed or never created".into(),
+            }),
+        }
+    }
+
+    pub(super) fn ready_flags(&self, ids: &[ObjectId], num_returns: usize) -> Vec<bool> {
+        let mut left = num_returns;
+        ids.iter()
+            .map(|id| {
+                let ready = left > 0 && self.objects.get(id).is_some_and(|e| e.value.is_some());
+                left -= usize::from(ready);
+                ready
+            })
+            .collect()
+    }
+
+    /// Stores a value (or error) for `id` and wakes what waits on it.
+    pub(super) fn complete(&mut self, id: ObjectId, value: Result<ObjectBlob>) {
+        self.ready_events += 1;
+        let unwanted = match self.objects.get_mut(&id) {
+            Some(entry) if entry.refs > 0 => {
+                entry.value = Some(Arc::new(value));
+                entry.producer = None;
+                None
+            }
+            Some(_) => {
+                self.objects.remove(&id);
+                Some(value)
+            }
+            None => Some(value),
+        };
+        if let Some(value) = unwanted {
+            self.free_value(&value);
+        }
+        for task in self.waiting_on.remove(&id).unwrap_or_default() {
+            if let Some(record) = self.tasks.get_mut(&task) {
+                record.missing_deps -= 1;
+                if record.missing_deps == 0 {
+                    self.dependencies_ready(task);
+                }
+            }
+        }
+    }
+
+    pub(super) fn free_value(&mut self, value: &Result<ObjectBlob>) {
+        if let Ok(blob) = value {
+            self.free_blob(blob);
+        }
+    }
+
+    pub(super) fn free_blob(&mut self, blob: &ObjectBlob) {
+        if let Payload::Shared {
+            path,
+            node,
+            server,
+            generation,
+            ..
+        } = &blob.payload
+        {
+            // The holder frees the file; every other node drops its copy.
+            let free = HeadToNode::Free {
+                path: path.clone(),
+                server: server.clone(),
+                generation: *generation,
+            };
+            for remote in self.remote_nodes.values() {
+                let _ = remote.sender.send(free.clone());
+            }
+            self.effects.push(Effect::Free {
+                path: (!self.remote_nodes.contains_key(node)).then(|| path.clone()),
+                server: server.clone(),
+                generation: *generation,
+            });
+        }
+        for id in &blob.contained {
+            self.release(*id);
+        }
+    }
+
+    pub(super) fn release(&mut self, id: ObjectId) {
+        let Some(entry) = self.objects.get_mut(&id) else {
+            return;
+        };
+        entry.refs = entry.refs.saturating_sub(1);
+        if entry.refs == 0 && entry.value.is_some() {
+            let entry = self.objects.remove(&id).expect("entry just seen");
+            if let Some(value) = entry.value {
+                self.free_value(&value);
+            }
+        }
+    }
+}
+
+/// The ids of a `get` or `wait` that are not ready yet. Rechecking only these
+/// keeps each wake-up cheap when a large batch completes one object at a time.
+pub(super) struct Outstanding {
+    ids: Vec<ObjectId>,
+}
+
+impl Outstanding {
+    pub(super) fn new(ids: &[ObjectId]) -> Self {
+        Outstanding { ids: ids.to_vec() }
+    }
+
+    /// Forgets the ids that became ready and says how many are still missing;
+    /// an id the node does not know is an error.
+    pub(super) fn missing(&mut self, state: &NodeState) -> Result<usize> {
+        let mut lost = None;
+        self.ids.retain(|id| match state.objects.get(id) {
+            Some(entry) => entry.value.is_none(),
+            None => {
+                lost = Some(*id);
+                false
+            }
+        });
+        match lost {
+            Some(id) => Err(Error::ObjectLost {
+                id: id.to_string(),
+                message: "freed or never created".into(),
+            }),
+            None => Ok(self.ids.len()),
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! The scheduler (Ray's cluster task manager and worker leases): tasks of one
+//! resource shape and strategy share a FIFO queue; the head of each queue
+//! leases an idle worker together with its resources on a node the strategy
+//! picks, and holds both until it finishes. A worker blocked in `get` lends its
+//! resources out meanwhile.
+
+use super::tasks::TaskKind;
+use super::worker_pool::MAX_TASK_WORKERS;
+use super::{Node, NodeState};
+use crate::error::Result;
+use crate::ids::{TaskId, WorkerId};
+use crate::protocol::*;
+use crate::resources::{Allocation, ResourceSet, SchedulingStrategy};
+use std::collections::VecDeque;
+
+pub(super) struct Lease {
+    pub(super) allocation: Allocation,
+    /// Resources handed back while the worker blocks in `get`.
+    pub(super) lent_out: bool,
+}
+
+pub(super) struct ShapeQueue {
+    pub(super) request: ResourceSet,
+    pub(super) strategy: SchedulingStrategy,
+    pub(super) tasks: VecDeque<TaskId>,
+}
+
+impl NodeState {
+    /// Hands queued work to workers; see the module doc for the policy.
+    pub(super) fn schedule(&mut self, node: &Node) {
+        if self.shutting_down {
+            return;
+        }
+        self.reserve_pending_groups();
+        self.start_waiting_actors(node);
+        let shapes: Vec<String> = self
+            .queues
+            .iter()
+            .filter(|(_, q)| !q.tasks.is_empty())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for shape in shapes {
+            while let Some((task_id, request, strategy)) = self
+                .queues
+                .get(&shape)
+                .and_then(|q| Some((*q.tasks.front()?, q.request.clone(), q.strategy.clone())))
+            {
+                let Some(worker) = self.lease_worker(&request, &strategy) else {
+                    break;
+                };
+                self.queues
+                    .get_mut(&shape)
+                    .expect("queue seen above")
+                    .tasks
+                    .pop_front();
+                self.assign(node, worker, task_id);
+            }
+        }
+        self.queues.retain(|_, q| !q.tasks.is_empty());
+    }
+
+    /// A free worker with `request` newly reserved for it, if the node has both.
+    pub(super) fn lease_worker(
+        &mut self,
+        request: &ResourceSet,
+        strategy: &SchedulingStrategy,
+    ) -> Option<WorkerId> {
+        let allocation = self.pool.try_acquire(request, strategy)?;
+        let gpu_ids = allocation.gpu_ids();
+        let node = allocation.node.clone();
+        let executable = self.worker_executable.clone().unwrap_or_default();
+        let idle = self.workers.iter().find(|(_, w)| {
+            w.actor.is_none()
+                && !w.is_driver
+                && w.executable == executable
+                && w.node == node
+                && w.sender.is_some()
+                && w.lease.is_none()
+                && w.assigned.is_empty()
+                && w.gpu_ids == gpu_ids
+        });
+        match idle {
+            Some((&id, _)) => {
+                let worker = self.workers.get_mut(&id).expect("worker just found");
+                worker.lease = Some(Lease {
+                    allocation,
+                    lent_out: false,
+                });
+                Some(id)
+            }
+            None => {
+                self.pool.release(&allocation);
+                let starting = self.workers.values().any(|w| {
+                    w.actor.is_none()
+                        && w.sender.is_none()
+                        && w.node == node
+                        && w.gpu_ids == gpu_ids
+                });
+                let task_workers = self
+                    .workers
+                    .values()
+                    .filter(|w| w.actor.is_none() && !w.is_driver && w.node == node)
+                    .count();
+                if !starting && task_workers < MAX_TASK_WORKERS {
+                    let id = WorkerId(crate::worker::next_worker_number());
+                    self.add_worker(id, &node, gpu_ids, None);
+                }
+                None
+            }
+        }
+    }
+
+    pub(super) fn assign(&mut self, node: &Node, worker: WorkerId, task_id: TaskId) {
+        let Some(record) = self.tasks.get_mut(&task_id) else {
+            return;
+        };
+        record.worker = Some(worker);
+        let spec = record.spec.clone();
+        let kind = record.kind;
+        let gpu_ids = self
+            .workers
+            .get(&worker)
+            .map(|w| w.gpu_ids.clone())
+            .unwrap_or_default();
+        let args: Result<Vec<ObjectBlob>> = spec
+            .args
+            .iter()
+            .map(|a| match a {
+                TaskArg::Value(blob) => Ok(blob.clone()),
+                TaskArg::Ref(id) => self.value_of(*id),
+            })
+            .collect();
+        let args = match args {
+            Ok(args) => args,
+            Err(error) => return self.finish_task(task_id, Err(error)),
+        };
+        let w = self
+            .workers
+            .get_mut(&worker)
+            .expect("assigning to a known worker");
+        w.assigned.push_back(task_id);
+        let message = NodeToWorker::Execute(Execute {
+            task_id,
+            invocation: spec.invocation,
+            args,
+            gpu_ids,
+        });
+        let sent = w.sender.as_ref().is_some_and(|s| s.send(message).is_ok());
+        if !sent {
+            self.remove_worker(node, worker, "its connection closed");
+        } else if let TaskKind::ActorCall(actor) = kind {
+            if let Some(a) = self.actors.get_mut(&actor) {
+                a.inflight.push_back(task_id);
+            }
+        }
+    }
+
+    pub(super) fn end_lease_if_idle(&mut self, worker: WorkerId) {
+        let Some(w) = self.workers.get_mut(&worker) else {
+            return;
+        };
+        if w.assigned.is_empty() {
+            if let Some(lease) = w.lease.take() {
+                if !lease.lent_out {
+                    self.pool.release(&lease.allocation);
+                }
+            }
+        }
+    }
+
+    pub(super) fn requeue_front(&mut self, task_id: TaskId) {
+        self.queue_for(task_id).push_front(task_id);
+    }
+
+    /// The queue of tasks with the same resources and strategy as `task_id`.
+    pub(super) fn queue_for(&mut self, task_id: TaskId) -> &mut VecDeque<TaskId> {
+        let spec = &self.tasks[&task_id].spec;
+        let (request, strategy) = (spec.resources.clone(), spec.strategy.clone());
+        &mut self
+            .queues
+            .entry(format!("{}|{:?}", request.shape_key(), strategy))
+            .or_insert_with(|| ShapeQueue {
+                request,
+                strategy,
+                tasks: VecDeque::new(),
+            })
+            .tasks
+    }
+
+    /// A worker blocked in `get` lends its resources out (`lend = true`) and
+    /// takes them back when the value arrives. Tasks pipelined behind it go back
+    /// to the queue: they may be what it waits for.
+    pub(super) fn lend_out(&mut self, worker: WorkerId, lend: bool) {
+        let Some(w) = self.workers.get_mut(&worker) else {
+            return;
+        };
+        let Some(lease) = w.lease.as_mut() else {
+            return;
+        };
+        if lease.lent_out == lend {
+            return;
+        }
+        lease.lent_out = lend;
+        let allocation = lease.allocation.clone();
+        if lend {
+            let waiting: Vec<TaskId> = w.assigned.drain(1..).collect();
+            self.pool.release(&allocation);
+            for task in waiting.into_iter().rev() {
+                if let Some(record) = self.tasks.get_mut(&task) {
+                    record.worker = None;
+                }
+                self.requeue_front(task);
+            }
+            // The worker still runs its task; it just holds nothing meanwhile.
+        } else {
+            self.pool.force_acquire(&allocation);
+        }
+    }
+}

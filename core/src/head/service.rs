@@ -1,0 +1,313 @@
+//! The head's gRPC service: worker and driver streams, node control streams,
+//! `ClusterStatus`, and the API requests workers and joined drivers send on
+//! their stream (`get`, `wait`, actors, KV, placement groups). Requests that
+//! wait run as async tasks, lending the caller's resources out meanwhile.
+
+use super::generated::head_server::Head as HeadService;
+use super::object_directory::Outstanding;
+use super::{Node, NodeState};
+use crate::error::{Error, Result};
+use crate::ids::WorkerId;
+use crate::protocol::*;
+use crate::runtime::Backend;
+use std::pin::Pin;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tokio_stream::{Stream, StreamExt};
+
+impl Node {
+    pub(super) fn handle_worker_message(&self, worker: WorkerId, message: WorkerToNode) {
+        match message {
+            WorkerToNode::Hello { .. } | WorkerToNode::DriverHello { .. } => {}
+            WorkerToNode::Finished { task_id, outcome } => {
+                self.with_state(|state, node| state.task_finished(node, worker, task_id, outcome))
+            }
+            WorkerToNode::Submit(spec) => self.submit(spec),
+            WorkerToNode::Put { id, value } => self.put(id, value),
+            WorkerToNode::AddRefs(ids) => self.add_refs(&ids),
+            WorkerToNode::Release(ids) => self.release(&ids),
+            WorkerToNode::Request {
+                request_id,
+                request,
+            } => self.handle_request(worker, request_id, request),
+        }
+    }
+
+    pub(super) fn handle_request(&self, worker: WorkerId, request_id: u64, request: Request) {
+        let reply_to = move |node: &Node, reply: Result<Reply>| {
+            if let Some(sender) = node
+                .state
+                .lock()
+                .workers
+                .get(&worker)
+                .and_then(|w| w.sender.clone())
+            {
+                let _ = sender.send(NodeToWorker::Reply { request_id, reply });
+            }
+        };
+        match request {
+            Request::CreateActor(spec) => reply_to(self, self.create_actor(spec).map(Reply::Actor)),
+            Request::NamedActor { name } => {
+                reply_to(self, self.named_actor(&name).map(Reply::NamedActor))
+            }
+            Request::KillActor(id) => reply_to(self, self.kill_actor(id).map(|_| Reply::Done)),
+            Request::Cancel(id) => reply_to(self, self.cancel(id).map(|_| Reply::Done)),
+            Request::KvPut { key, value } => {
+                reply_to(self, self.kv_put(&key, value).map(|_| Reply::Done))
+            }
+            Request::KvGet { key } => reply_to(self, self.kv_get(&key).map(Reply::Value)),
+            Request::CreatePlacementGroup {
+                id,
+                bundles,
+                strategy,
+            } => reply_to(
+                self,
+                self.create_placement_group(id, bundles, strategy)
+                    .map(|_| Reply::Done),
+            ),
+            Request::RemovePlacementGroup { id } => {
+                reply_to(self, self.remove_placement_group(id).map(|_| Reply::Done))
+            }
+            Request::WaitPlacementGroup { id, timeout_ms } => {
+                let node = self.weak();
+                self.runtime.spawn(async move {
+                    let Some(node) = node.upgrade() else { return };
+                    let timeout = Some(Duration::from_millis(timeout_ms));
+                    let reply = node
+                        .await_until(worker, timeout, |state| state.placement_group_ready(id))
+                        .await
+                        .map(|_| Reply::Done);
+                    reply_to(&node, reply);
+                });
+            }
+            Request::KvDelete { key } => reply_to(self, self.kv_delete(&key).map(|_| Reply::Done)),
+            Request::KvWait { key, timeout_ms } => {
+                let node = self.weak();
+                self.runtime.spawn(async move {
+                    let Some(node) = node.upgrade() else { return };
+                    let timeout = Some(Duration::from_millis(timeout_ms));
+                    let reply = node
+                        .await_until(worker, timeout, |state| Ok(state.kv.contains_key(&key)))
+                        .await
+                        .map(|_| Reply::Value(node.state.lock().kv.get(&key).cloned()));
+                    reply_to(&node, reply);
+                });
+            }
+            Request::Get { ids, timeout_ms } => {
+                let node = self.weak();
+                self.runtime.spawn(async move {
+                    let Some(node) = node.upgrade() else { return };
+                    let timeout = timeout_ms.map(Duration::from_millis);
+                    let mut outstanding = Outstanding::new(&ids);
+                    let reply =
+                        node.await_until(worker, timeout, |state| {
+                            Ok(outstanding.missing(state)? == 0)
+                        })
+                        .await
+                        .map(|_| {
+                            let state = node.state.lock();
+                            Reply::Objects(ids.iter().map(|id| state.value_of(*id)).collect())
+                        });
+                    reply_to(&node, reply);
+                });
+            }
+            Request::Wait {
+                ids,
+                num_returns,
+                timeout_ms,
+            } => {
+                let node = self.weak();
+                self.runtime.spawn(async move {
+                    let Some(node) = node.upgrade() else { return };
+                    let timeout = timeout_ms.map(Duration::from_millis);
+                    let mut outstanding = Outstanding::new(&ids);
+                    let enough = |state: &NodeState| {
+                        Ok(ids.len() - outstanding.missing(state)? >= num_returns)
+                    };
+                    let reply = match node.await_until(worker, timeout, enough).await {
+                        Ok(()) | Err(Error::Timeout { .. }) => Ok(Reply::Ready(
+                            node.state.lock().ready_flags(&ids, num_returns),
+                        )),
+                        Err(e) => Err(e),
+                    };
+                    reply_to(&node, reply);
+                });
+            }
+        }
+    }
+
+    /// Waits (asynchronously, for a worker) until `done` holds, lending the
+    /// worker's resources out meanwhile.
+    pub(super) async fn await_until(
+        &self,
+        worker: WorkerId,
+        timeout: Option<Duration>,
+        mut done: impl FnMut(&NodeState) -> Result<bool>,
+    ) -> Result<()> {
+        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+        let mut epoch = self.ready_epoch.subscribe();
+        let mut lent = false;
+        let outcome = loop {
+            epoch.borrow_and_update();
+            match done(&self.state.lock()) {
+                Err(e) => break Err(e),
+                Ok(true) => break Ok(()),
+                Ok(false) => {}
+            }
+            if !lent {
+                lent = true;
+                self.with_state(|state, _| state.lend_out(worker, true));
+            }
+            let changed = epoch.changed();
+            match deadline {
+                Some(deadline) => {
+                    if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                        break Err(Error::Timeout {
+                            seconds: timeout.unwrap_or_default().as_secs_f64(),
+                        });
+                    }
+                }
+                None => {
+                    let _ = changed.await;
+                }
+            }
+        };
+        if lent {
+            self.with_state(|state, _| state.lend_out(worker, false));
+        }
+        outcome
+    }
+}
+
+/// The head's gRPC service: worker streams, node control streams, status.
+pub(super) struct HeadEndpoint {
+    pub(super) node: Weak<Node>,
+}
+
+pub(super) type ToWorkerStream =
+    Pin<Box<dyn Stream<Item = std::result::Result<NodeToWorker, tonic::Status>> + Send>>;
+pub(super) type ToNodeStream =
+    Pin<Box<dyn Stream<Item = std::result::Result<HeadToNode, tonic::Status>> + Send>>;
+
+impl HeadEndpoint {
+    pub(super) fn node(&self) -> std::result::Result<Arc<Node>, tonic::Status> {
+        self.node
+            .upgrade()
+            .ok_or_else(|| tonic::Status::unavailable("the head is shutting down"))
+    }
+}
+
+#[tonic::async_trait]
+impl HeadService for HeadEndpoint {
+    type WorkerStreamStream = ToWorkerStream;
+    type NodeStreamStream = ToNodeStream;
+
+    async fn worker_stream(
+        &self,
+        request: tonic::Request<tonic::Streaming<WorkerToNode>>,
+    ) -> std::result::Result<tonic::Response<ToWorkerStream>, tonic::Status> {
+        let mut inbound = request.into_inner();
+        let first = inbound.message().await?;
+        let node = self.node()?;
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let worker = match first {
+            Some(WorkerToNode::Hello { worker_id, pid }) => {
+                if !node.register_worker(worker_id, pid, sender) {
+                    return Err(tonic::Status::permission_denied(format!(
+                        "{worker_id} was not started by this cluster"
+                    )));
+                }
+                worker_id
+            }
+            Some(WorkerToNode::DriverHello {
+                origin,
+                pid,
+                executable,
+            }) => node.register_driver(WorkerId(origin), pid, executable, sender),
+            Some(_) => {
+                return Err(tonic::Status::invalid_argument(
+                    "the first message of a worker stream must be Hello or DriverHello",
+                ))
+            }
+            None => {
+                return Err(tonic::Status::invalid_argument(
+                    "stream closed before Hello",
+                ))
+            }
+        };
+        let weak = self.node.clone();
+        tokio::spawn(async move {
+            let reason = loop {
+                match inbound.message().await {
+                    Ok(Some(message)) => match weak.upgrade() {
+                        Some(node) => node.handle_worker_message(worker, message),
+                        None => return,
+                    },
+                    Ok(None) => break "its connection closed".to_string(),
+                    Err(status) => break format!("its connection failed: {}", status.message()),
+                }
+            };
+            if let Some(node) = weak.upgrade() {
+                node.stream_closed(worker, reason);
+            }
+        });
+        Ok(tonic::Response::new(Box::pin(
+            UnboundedReceiverStream::new(receiver).map(Ok),
+        )))
+    }
+
+    async fn node_stream(
+        &self,
+        request: tonic::Request<tonic::Streaming<NodeToHead>>,
+    ) -> std::result::Result<tonic::Response<ToNodeStream>, tonic::Status> {
+        let mut inbound = request.into_inner();
+        let Some(NodeToHead::Register {
+            node_id,
+            resources,
+            object_server,
+            version,
+        }) = inbound.message().await?
+        else {
+            return Err(tonic::Status::invalid_argument(
+                "the first message of a node stream must be Register",
+            ));
+        };
+        if version != PROTOCOL_VERSION {
+            eprintln!("oxray: refused node {node_id}: it runs {version}, this head runs {PROTOCOL_VERSION}");
+            return Err(tonic::Status::failed_precondition(format!(
+                "version mismatch: the node runs {version}, the head runs {PROTOCOL_VERSION}"
+            )));
+        }
+        let node = self.node()?;
+        let (sender, receiver) = mpsc::unbounded_channel();
+        node.register_node(&node_id, resources, object_server, sender)?;
+        let weak = self.node.clone();
+        tokio::spawn(async move {
+            let reason = loop {
+                match inbound.message().await {
+                    Ok(Some(message)) => match weak.upgrade() {
+                        Some(head) => head.handle_node_message(&node_id, message),
+                        None => return,
+                    },
+                    Ok(None) => break "its connection closed".to_string(),
+                    Err(status) => break format!("its connection failed: {}", status.message()),
+                }
+            };
+            if let Some(head) = weak.upgrade() {
+                head.with_state(|state, node| state.node_died(node, &node_id, &reason));
+            }
+        });
+        Ok(tonic::Response::new(Box::pin(
+            UnboundedReceiverStream::new(receiver).map(Ok),
+        )))
+    }
+
+    async fn cluster_status(
+        &self,
+        _request: tonic::Request<StatusRequest>,
+    ) -> std::result::Result<tonic::Response<ClusterStatus>, tonic::Status> {
+        Ok(tonic::Response::new(self.node()?.cluster_status()))
+    }
+}

@@ -1,0 +1,116 @@
+//! What the head reports about itself: the cluster table behind `oxray
+//! status` (nodes, jobs, actors, placement groups, task counts) and the local
+//! node's summary for `oxray_core::node_summary`.
+
+use super::actors::ActorStatus;
+use super::{Node, NodeState};
+use crate::protocol::*;
+
+impl Node {
+    pub fn summary(&self) -> crate::runtime::NodeSummary {
+        let state = self.state.lock();
+        let shared_memory_bytes = state
+            .objects
+            .values()
+            .filter_map(|e| match e.value.as_deref() {
+                Some(Ok(ObjectBlob {
+                    payload: Payload::Shared { len, .. },
+                    ..
+                })) => Some(*len),
+                _ => None,
+            })
+            .sum();
+        crate::runtime::NodeSummary {
+            objects: state.objects.len(),
+            shared_memory_bytes,
+            tasks: state.tasks.len(),
+            workers: state.workers.len(),
+            actors_alive: state
+                .actors
+                .values()
+                .filter(|a| !matches!(a.status, ActorStatus::Dead(_)))
+                .count(),
+            total: self.local_pool(&state).total().clone(),
+            available: self.local_pool(&state).available().clone(),
+        }
+    }
+
+    pub(super) fn local_pool<'a>(
+        &self,
+        state: &'a NodeState,
+    ) -> &'a crate::resources::ResourcePool {
+        state
+            .pool
+            .node(&self.config.node_id)
+            .expect("the head's own node never leaves")
+    }
+
+    pub fn cluster_status(&self) -> ClusterStatus {
+        let state = self.state.lock();
+        let workers_on = |node: &str| state.workers.values().filter(|w| w.node == node).count();
+        let nodes = state
+            .pool
+            .nodes()
+            .map(|(id, pool)| NodeStatus {
+                node_id: id.to_string(),
+                address: state
+                    .remote_nodes
+                    .get(id)
+                    .map_or_else(|| self.address.to_string(), |n| n.object_server.clone()),
+                alive: true,
+                is_head: id == self.config.node_id,
+                total: pool.total().clone(),
+                available: pool.available().clone(),
+                workers: workers_on(id),
+            })
+            .chain(state.dead_nodes.iter().cloned())
+            .collect();
+        let actors = state
+            .actors
+            .iter()
+            .map(|(id, a)| ActorStatusLine {
+                actor_id: *id,
+                class: a.spec.class.clone(),
+                name: a.spec.name.clone(),
+                state: match &a.status {
+                    ActorStatus::WaitingForResources => "PENDING_CREATION".into(),
+                    ActorStatus::Starting => "STARTING".into(),
+                    ActorStatus::Alive => "ALIVE".into(),
+                    ActorStatus::Dead(_) => "DEAD".into(),
+                },
+                node_id: a.allocation.as_ref().map(|al| al.node.clone()),
+                restarts: a.restarts_used,
+            })
+            .collect();
+        let placement_groups = state
+            .placement_groups
+            .iter()
+            .map(|(id, g)| PlacementGroupLine {
+                id: *id,
+                strategy: g.strategy,
+                state: if g.allocations.is_empty() {
+                    "PENDING"
+                } else {
+                    "CREATED"
+                }
+                .into(),
+                bundles: g
+                    .bundles
+                    .iter()
+                    .enumerate()
+                    .map(|(i, b)| (b.clone(), g.allocations.get(i).map(|a| a.node.clone())))
+                    .collect(),
+            })
+            .collect();
+        let running = state.tasks.values().filter(|t| t.worker.is_some()).count();
+        ClusterStatus {
+            nodes,
+            jobs: state.jobs.clone(),
+            actors,
+            placement_groups,
+            pending_tasks: state.tasks.len() - running,
+            running_tasks: running,
+            objects: state.objects.len(),
+        }
+    }
+}

@@ -1,0 +1,264 @@
+//! The worker pool (Ray's worker pool): worker processes for tasks and one per
+//! actor, started on the node the scheduler chose (locally as children, on
+//! other nodes by their daemon), registered when their stream says hello, and
+//! removed when their process or stream ends, with their work retried or
+//! failed.
+
+use super::scheduler::Lease;
+use super::{Effect, Node, NodeState};
+use crate::error::Error;
+use crate::ids::{ActorId, TaskId, WorkerId};
+use crate::protocol::*;
+use crate::worker::{describe_exit, kill_process};
+use std::collections::VecDeque;
+use tokio::sync::mpsc;
+
+/// Most worker processes for stateless tasks.
+pub(super) const MAX_TASK_WORKERS: usize = 64;
+
+pub(super) struct WorkerRecord {
+    pub(super) node: String,
+    pub(super) executable: String,
+    /// A remote driver's connection: it submits work but never runs any.
+    pub(super) is_driver: bool,
+    pub(super) pid: Option<u32>,
+    pub(super) sender: Option<mpsc::UnboundedSender<NodeToWorker>>,
+    pub(super) gpu_ids: Vec<u32>,
+    pub(super) actor: Option<ActorId>,
+    pub(super) lease: Option<Lease>,
+    pub(super) assigned: VecDeque<TaskId>,
+}
+
+impl WorkerRecord {
+    /// The effect that ends this worker's process, wherever it runs.
+    pub(super) fn stop(&self, worker: WorkerId) -> Effect {
+        Effect::Stop {
+            worker,
+            node: self.node.clone(),
+            pid: self.pid,
+        }
+    }
+}
+
+impl Node {
+    pub(super) fn spawn_worker(&self, worker: WorkerId, gpu_ids: Vec<u32>) {
+        let executable = self.worker_executable();
+        let launch = crate::worker::WorkerLaunch {
+            executable: &executable,
+            head_address: &self.address.to_string(),
+            worker,
+            session: &self.config.session,
+            node_id: &self.config.node_id,
+            object_server: &self.address.to_string(),
+            token: &self.config.token,
+            gpu_ids: &gpu_ids,
+            hide_gpus: self.has_gpus,
+        };
+        let _guard = self.runtime.enter();
+        match launch.command().spawn() {
+            Ok(mut child) => {
+                if let Some(pid) = child.id() {
+                    if let Some(w) = self.state.lock().workers.get_mut(&worker) {
+                        w.pid = Some(pid);
+                    }
+                }
+                let node = self.weak();
+                self.runtime.spawn(async move {
+                    let status = child.wait().await;
+                    if let Some(node) = node.upgrade() {
+                        let message = match status {
+                            Ok(status) => describe_exit(status),
+                            Err(e) => format!("could not wait for the process: {e}"),
+                        };
+                        node.worker_exited(worker, message);
+                    }
+                });
+            }
+            Err(e) => {
+                self.worker_failed_to_start(worker, format!("cannot start worker process: {e}"))
+            }
+        }
+    }
+
+    /// What new workers run: the connected driver's executable, or this
+    /// process's own image (the embedded cluster's driver), even if its file
+    /// was replaced by a rebuild since.
+    pub(super) fn worker_executable(&self) -> String {
+        self.state
+            .lock()
+            .worker_executable
+            .clone()
+            .unwrap_or_else(|| {
+                let own_image = std::path::Path::new("/proc/self/exe");
+                if own_image.exists() {
+                    own_image.to_string_lossy().into_owned()
+                } else {
+                    std::env::current_exe().map_or_else(
+                        |_| "oxray".to_string(),
+                        |p| p.to_string_lossy().into_owned(),
+                    )
+                }
+            })
+    }
+
+    pub(super) fn spawn_remote_worker(&self, node: &str, worker: WorkerId, gpu_ids: Vec<u32>) {
+        // Another machine's /proc/self/exe is its own daemon: name the file.
+        let executable = self
+            .state
+            .lock()
+            .worker_executable
+            .clone()
+            .unwrap_or_else(|| {
+                std::env::current_exe().map_or_else(
+                    |_| "oxray".to_string(),
+                    |p| p.to_string_lossy().into_owned(),
+                )
+            });
+        let sent = self.state.lock().remote_nodes.get(node).is_some_and(|n| {
+            n.sender
+                .send(HeadToNode::Spawn {
+                    worker,
+                    gpu_ids,
+                    executable,
+                })
+                .is_ok()
+        });
+        if !sent {
+            self.worker_exited(worker, format!("its node {node} is gone"));
+        }
+    }
+
+    pub(super) fn worker_failed_to_start(&self, worker: WorkerId, message: String) {
+        tracing::error!("{message}");
+        self.worker_exited(worker, message);
+    }
+
+    /// A worker's stream ended. Its process is stopped for certain, and the
+    /// death is reported by the process watcher, which knows the exit status
+    /// (a signal, an exit code) that makes the error useful.
+    pub(super) fn stream_closed(&self, worker: WorkerId, reason: String) {
+        let local_pid = self
+            .state
+            .lock()
+            .workers
+            .get(&worker)
+            .filter(|w| w.node == self.config.node_id)
+            .and_then(|w| w.pid);
+        match local_pid {
+            Some(pid) => kill_process(pid),
+            None => self.worker_exited(worker, reason),
+        }
+    }
+
+    /// A worker's process ended (or a remote driver left).
+    pub(super) fn worker_exited(&self, worker: WorkerId, message: String) {
+        let job_id = worker.to_string();
+        if let Some(job) = self
+            .state
+            .lock()
+            .jobs
+            .iter_mut()
+            .find(|j| j.job_id == job_id)
+        {
+            job.running = false;
+        }
+        self.with_state(|state, node| state.remove_worker(node, worker, &message));
+    }
+
+    pub(super) fn register_worker(
+        &self,
+        worker: WorkerId,
+        pid: u32,
+        sender: mpsc::UnboundedSender<NodeToWorker>,
+    ) -> bool {
+        self.with_state(|state, node| {
+            let Some(record) = state.workers.get_mut(&worker) else {
+                return false;
+            };
+            record.pid = Some(pid);
+            record.sender = Some(sender);
+            if let Some(actor) = record.actor {
+                state.start_actor_on(node, actor, worker);
+            }
+            true
+        })
+    }
+}
+
+impl NodeState {
+    pub(super) fn add_worker(
+        &mut self,
+        id: WorkerId,
+        node: &str,
+        gpu_ids: Vec<u32>,
+        actor: Option<ActorId>,
+    ) {
+        self.workers.insert(
+            id,
+            WorkerRecord {
+                node: node.to_string(),
+                executable: self.worker_executable.clone().unwrap_or_default(),
+                is_driver: false,
+                pid: None,
+                sender: None,
+                gpu_ids: gpu_ids.clone(),
+                actor,
+                lease: None,
+                assigned: VecDeque::new(),
+            },
+        );
+        self.effects.push(Effect::Spawn {
+            worker: id,
+            node: node.to_string(),
+            gpu_ids,
+        });
+    }
+
+    pub(super) fn remove_worker(&mut self, _node: &Node, worker: WorkerId, message: &str) {
+        let Some(record) = self.workers.remove(&worker) else {
+            return;
+        };
+        self.effects.push(record.stop(worker));
+        if let Some(lease) = &record.lease {
+            if !lease.lent_out {
+                self.pool.release(&lease.allocation);
+            }
+        }
+        if self.shutting_down {
+            return;
+        }
+        if let Some(actor) = record.actor {
+            return self.actor_process_died(actor, message);
+        }
+        let mut assigned = record.assigned.into_iter();
+        let mut requeue = Vec::new();
+        if let Some(running) = assigned.next() {
+            if let Some(task) = self.tasks.get_mut(&running) {
+                task.worker = None;
+                if task.cancelled {
+                    let function = task.spec.invocation.display_name();
+                    self.finish_task(running, Err(Error::Cancelled { function }));
+                } else if task.retries_left > 0 {
+                    task.retries_left -= 1;
+                    requeue.push(running);
+                } else {
+                    let function = task.spec.invocation.display_name();
+                    self.finish_task(
+                        running,
+                        Err(Error::WorkerDied {
+                            function,
+                            message: message.to_string(),
+                        }),
+                    );
+                }
+            }
+        }
+        requeue.extend(assigned);
+        for task in requeue.into_iter().rev() {
+            if let Some(record) = self.tasks.get_mut(&task) {
+                record.worker = None;
+            }
+            self.requeue_front(task);
+        }
+    }
+}

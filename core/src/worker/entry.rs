@@ -1,0 +1,73 @@
+//! The worker entry: a function in `.init_array` that runs before `main` in
+//! every process of an executable linking oxray. In a process started as a
+//! worker it serves tasks until the head closes the stream, then exits, so
+//! `main` never runs there.
+
+use super::client::{Connection, Identity};
+use super::executor::execute_tasks;
+use super::launch::{NODE_ADDRESS_ENV, NODE_ID_ENV, OBJECT_SERVER_ENV, SESSION_ENV, WORKER_ID_ENV};
+use crate::auth::TOKEN_ENV;
+use crate::error::{Error, Result};
+use crate::ids::WorkerId;
+use crate::protocol::*;
+use crate::runtime;
+
+#[used]
+#[link_section = ".init_array"]
+static WORKER_ENTRY: extern "C" fn() = enter_worker_mode_if_asked;
+
+/// Referenced from `init` so the linker keeps the object file holding
+/// [`WORKER_ENTRY`] in every executable that uses oxray.
+pub(crate) fn keep_worker_entry_linked() {
+    std::hint::black_box(&WORKER_ENTRY);
+}
+
+extern "C" fn enter_worker_mode_if_asked() {
+    let Ok(address) = std::env::var(NODE_ADDRESS_ENV) else {
+        return;
+    };
+    let code = match run_worker(&address) {
+        Ok(()) => 0,
+        Err(error) => {
+            eprintln!("oxray worker: {error}");
+            1
+        }
+    };
+    std::process::exit(code);
+}
+
+fn env(name: &str) -> Result<String> {
+    std::env::var(name).map_err(|_| Error::Runtime(format!("{name} is not set")))
+}
+
+fn run_worker(address: &str) -> Result<()> {
+    let worker_id: u64 = env(WORKER_ID_ENV)?
+        .parse()
+        .map_err(|_| Error::Runtime(format!("{WORKER_ID_ENV} is not a number")))?;
+    let identity = Identity {
+        origin: worker_id,
+        session: env(SESSION_ENV)?,
+        node_id: env(NODE_ID_ENV)?,
+        object_server: Some(env(OBJECT_SERVER_ENV)?),
+        token: env(TOKEN_ENV)?,
+    };
+    let hello = WorkerToNode::Hello {
+        worker_id: WorkerId(worker_id),
+        pid: std::process::id(),
+    };
+    let connection = Connection::open(address, identity, hello)?;
+    runtime::install(connection.client.clone());
+
+    let (tasks, task_queue) = std::sync::mpsc::channel::<Execute>();
+    let executor = {
+        let client = connection.client.clone();
+        std::thread::Builder::new()
+            .name("oxray-task".into())
+            .spawn(move || execute_tasks(&client, task_queue))
+            .map_err(|e| Error::runtime("cannot start the task thread", e))?
+    };
+    connection.serve(Some(tasks));
+    // The node closed the stream: shutdown, or the node is gone.
+    drop(executor);
+    Ok(())
+}

@@ -1,0 +1,88 @@
+//! Starting and stopping worker processes: everything a worker needs to know
+//! travels in its environment; it dies with the process that started it
+//! (`PR_SET_PDEATHSIG`), and its exit is described in words for errors.
+
+use crate::auth::TOKEN_ENV;
+use crate::ids::WorkerId;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+pub(crate) const NODE_ADDRESS_ENV: &str = "OXRAY_WORKER_NODE_ADDRESS";
+pub(crate) const WORKER_ID_ENV: &str = "OXRAY_WORKER_ID";
+pub(crate) const SESSION_ENV: &str = "OXRAY_SESSION";
+pub(crate) const NODE_ID_ENV: &str = "OXRAY_NODE_ID";
+pub(crate) const OBJECT_SERVER_ENV: &str = "OXRAY_OBJECT_SERVER";
+
+/// Everything a worker process needs to know, passed through its environment.
+pub(crate) struct WorkerLaunch<'a> {
+    pub executable: &'a str,
+    pub head_address: &'a str,
+    pub worker: WorkerId,
+    pub session: &'a str,
+    pub node_id: &'a str,
+    pub object_server: &'a str,
+    pub token: &'a str,
+    pub gpu_ids: &'a [u32],
+    /// Set `CUDA_VISIBLE_DEVICES` even when no GPU is granted, so a worker
+    /// without GPUs sees none on a node that has some.
+    pub hide_gpus: bool,
+}
+
+impl WorkerLaunch<'_> {
+    pub fn command(&self) -> tokio::process::Command {
+        let mut command = tokio::process::Command::new(self.executable);
+        command
+            .env(NODE_ADDRESS_ENV, self.head_address)
+            .env(WORKER_ID_ENV, self.worker.0.to_string())
+            .env(SESSION_ENV, self.session)
+            .env(NODE_ID_ENV, self.node_id)
+            .env(OBJECT_SERVER_ENV, self.object_server)
+            .env(TOKEN_ENV, self.token)
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(false);
+        if self.hide_gpus || !self.gpu_ids.is_empty() {
+            let ids: Vec<String> = self.gpu_ids.iter().map(u32::to_string).collect();
+            command.env("CUDA_VISIBLE_DEVICES", ids.join(","));
+        }
+        // SAFETY: prctl is async-signal-safe; it makes the worker die with its
+        // node instead of lingering as an orphan.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        command
+    }
+}
+
+static WORKER_NUMBERS: AtomicU64 = AtomicU64::new(1);
+
+/// Numbers worker processes; also the origin of the ids they mint.
+pub(crate) fn next_worker_number() -> u64 {
+    WORKER_NUMBERS.fetch_add(1, Ordering::Relaxed)
+}
+
+pub(crate) fn kill_process(pid: u32) {
+    // SAFETY: plain syscall on a pid this node started.
+    unsafe {
+        libc::kill(pid as libc::pid_t, libc::SIGKILL);
+    }
+}
+
+pub(crate) fn process_alive(pid: u32) -> bool {
+    // SAFETY: signal 0 only checks for existence.
+    let exists = unsafe { libc::kill(pid as libc::pid_t, 0) == 0 };
+    exists
+        && std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| !s.contains(") Z "))
+            .unwrap_or(false)
+}
+
+pub(crate) fn describe_exit(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit code {code}"),
+        (None, Some(signal)) => format!("killed by signal {signal}"),
+        _ => status.to_string(),
+    }
+}

@@ -1,0 +1,32 @@
+//! Worker processes.
+//!
+//! A worker is the driver's own executable, started again with a few
+//! environment variables set. A function placed in `.init_array` runs before
+//! `main` in every process of that executable; in a worker it connects to the
+//! node, serves tasks until the node closes the stream, and exits — so `main`
+//! (or the test harness) never runs there. That is what lets a user's binary,
+//! an example or a test binary serve its own remote functions with no extra
+//! entry point.
+//!
+//! Inside a worker, one thread runs tasks in order while the async side keeps
+//! the stream moving. The task thread's own API calls (`get`, nested `remote`,
+//! `put`) go through the stream client, which sends them on the same stream.
+//!
+//! | file | concept |
+//! |---|---|
+//! | `launch.rs` | starting a worker process (environment, GPU visibility, death with its parent) and reaping it |
+//! | `entry.rs` | the `.init_array` entry that turns a process into a worker |
+//! | `client.rs` | the stream to the head and the API backend of workers and joined drivers (Ray's core worker) |
+//! | `executor.rs` | the task thread: runs functions, constructors and methods in order |
+
+mod client;
+mod entry;
+mod executor;
+mod launch;
+
+pub(crate) use client::connect_driver;
+pub(crate) use entry::keep_worker_entry_linked;
+pub use executor::get_gpu_ids;
+pub(crate) use launch::{
+    describe_exit, kill_process, next_worker_number, process_alive, WorkerLaunch,
+};
