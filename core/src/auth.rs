@@ -75,7 +75,9 @@ impl tonic::service::Interceptor for AttachToken {
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+/// Compares a presented token with the cluster's in time independent of
+/// where they differ (the dashboard checks tokens with it too).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

@@ -82,6 +82,7 @@ mod worker;
 pub mod private;
 
 pub use actor::{get_actor, kill, ActorClass, ActorHandle, RawActor};
+pub use auth::{constant_time_eq, generate_token};
 pub use error::{Error, Result};
 pub use head_link::HEAD_LOSS_DEADLINE;
 pub use ids::{ActorId, ObjectId, TaskId, WorkerId};

@@ -1,4 +1,4 @@
-//! `oxray start`, `oxray stop`, `oxray status` and `oxray list`: running a
+//! `oxray start`, `oxray stop` and `oxray status`: running a
 //! cluster by hand or under SLURM, as `ray start` / `ray stop` / `ray status`
 //! do.
 //!
@@ -8,7 +8,7 @@
 //! when the command ends. The daemon's logs go to the session directory.
 
 use anyhow::{bail, Context};
-use clap::{Args, ValueEnum};
+use clap::Args;
 use oxray_core::daemon::{self, HeadOptions, NodeDaemonOptions, TOKEN_ENV};
 use oxray_core::{ClusterStatus, InitOptions};
 use std::io::BufRead;
@@ -36,6 +36,12 @@ pub struct StartArgs {
     /// the session directory).
     #[arg(long)]
     token: Option<String>,
+    /// Serve the dashboard, the Jobs API and /metrics from the head.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    include_dashboard: bool,
+    /// Port of the dashboard (on --node-ip-address; 0 picks a free one).
+    #[arg(long, default_value_t = oxray_dashboard::DEFAULT_PORT)]
+    dashboard_port: u16,
     /// Seconds without a heartbeat after which the head declares a node dead.
     #[arg(long, default_value_t = 6.0)]
     heartbeat_timeout_s: f64,
@@ -61,24 +67,6 @@ pub struct StatusArgs {
     /// Seconds to wait for --wait-nodes.
     #[arg(long, default_value_t = 60.0)]
     timeout: f64,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum Listing {
-    Nodes,
-    Jobs,
-    Actors,
-    Tasks,
-    Objects,
-    PlacementGroups,
-}
-
-#[derive(Debug, Args)]
-pub struct ListArgs {
-    /// What to list.
-    what: Listing,
-    #[command(flatten)]
-    cluster: StatusArgs,
 }
 
 /// The resource flags a node is started with (`oxray start` and
@@ -174,14 +162,24 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
     if args.head {
         let ip = node_ip.unwrap_or_else(daemon::default_node_ip);
         let bind = std::net::SocketAddr::new(ip, args.port);
-        let head = daemon::Head::start(HeadOptions {
+        let head = std::sync::Arc::new(daemon::Head::start(HeadOptions {
             bind,
             resources,
             token: args.token.clone().or_else(|| std::env::var(TOKEN_ENV).ok()),
             heartbeat_timeout: Duration::from_secs_f64(args.heartbeat_timeout_s),
-        })?;
+        })?);
+        let dashboard = args
+            .include_dashboard
+            .then(|| start_dashboard(&head, bind.ip(), args.dashboard_port))
+            .flatten();
         daemon::record_pid("head")?;
-        println!("oxray head ready at {} token {}", head.address, head.token);
+        let dashboard_words = dashboard
+            .as_ref()
+            .map_or_else(String::new, |d| format!(" dashboard {}", d.url()));
+        println!(
+            "oxray head ready at {} token {}{dashboard_words}",
+            head.address, head.token
+        );
         // The log may be readable by others: name where the token is, not it.
         eprintln!(
             "join other nodes with: oxray start --address {} (token in {})",
@@ -189,6 +187,9 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
             daemon::session_dir().join("token").display()
         );
         wait_for_termination()?;
+        // The dashboard first: it stops the jobs' drivers while their
+        // cluster is still there.
+        drop(dashboard);
         drop(head);
         return Ok(());
     }
@@ -225,6 +226,42 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
     })?;
     Ok(())
 }
+
+/// Serves the dashboard next to the head; a port already taken leaves the
+/// cluster running without it (as Ray's head does), with a warning in the log.
+fn start_dashboard(
+    head: &std::sync::Arc<daemon::Head>,
+    ip: std::net::IpAddr,
+    port: u16,
+) -> Option<oxray_dashboard::Dashboard> {
+    let weak = std::sync::Arc::downgrade(head);
+    let status: oxray_dashboard::StatusSource =
+        std::sync::Arc::new(move || weak.upgrade().map(|h| h.status()).unwrap_or_default());
+    let started = oxray_dashboard::Dashboard::start(oxray_dashboard::DashboardOptions {
+        bind: std::net::SocketAddr::new(ip, port),
+        token: head.token.clone(),
+        head_address: head.address.to_string(),
+        log_dir: daemon::session_dir().join("logs"),
+        status,
+    });
+    match started {
+        Ok(dashboard) => {
+            let file = daemon::session_dir().join(DASHBOARD_ADDRESS_FILE);
+            if let Err(e) = std::fs::write(&file, dashboard.url()) {
+                eprintln!("oxray: cannot write {}: {e}", file.display());
+            }
+            eprintln!("dashboard, Jobs API and /metrics at {}", dashboard.url());
+            Some(dashboard)
+        }
+        Err(e) => {
+            eprintln!("oxray: warning: the dashboard is not served: {e}");
+            None
+        }
+    }
+}
+
+/// Where the head records its dashboard's URL for `oxray job`.
+pub(crate) const DASHBOARD_ADDRESS_FILE: &str = "dashboard_address";
 
 /// Runs this same command with `--block` in the background and returns once
 /// the daemon says it is ready.
@@ -309,7 +346,7 @@ pub fn stop() -> anyhow::Result<()> {
         }
         let _ = std::fs::remove_file(entry.path());
     }
-    for file in ["head_address", "token"] {
+    for file in ["head_address", "token", DASHBOARD_ADDRESS_FILE] {
         let _ = std::fs::remove_file(daemon::session_dir().join(file));
     }
     println!("stopped {stopped} oxray process(es)");
@@ -320,7 +357,7 @@ pub fn stop() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn connect(args: &StatusArgs) -> anyhow::Result<(String, String)> {
+pub(crate) fn connect(args: &StatusArgs) -> anyhow::Result<(String, String)> {
     let address = match &args.address {
         Some(address) => address.clone(),
         None => daemon::find_head_address()?,
@@ -401,67 +438,4 @@ fn used(node: &oxray_core::NodeStatus) -> String {
         used.set(name, total - node.available.get(name));
     }
     used.to_string()
-}
-
-pub fn list(args: ListArgs) -> anyhow::Result<()> {
-    let (address, token) = connect(&args.cluster)?;
-    let state = daemon::cluster_status(&address, &token)?;
-    match args.what {
-        Listing::Nodes => {
-            println!("NODE_ID\tADDRESS\tSTATE\tHEAD\tRESOURCES");
-            for node in &state.nodes {
-                let liveness = if node.alive { "ALIVE" } else { "DEAD" };
-                println!(
-                    "{}\t{}\t{liveness}\t{}\t{}",
-                    node.node_id, node.address, node.is_head, node.total
-                );
-            }
-        }
-        Listing::Jobs => {
-            println!("JOB_ID\tSTATE\tDRIVER_PID\tSTARTED_AT\tEXECUTABLE");
-            for job in &state.jobs {
-                let liveness = if job.running { "RUNNING" } else { "FINISHED" };
-                println!(
-                    "{}\t{liveness}\t{}\t{}\t{}",
-                    job.job_id, job.driver_pid, job.started_at, job.executable
-                );
-            }
-        }
-        Listing::Actors => {
-            println!("ACTOR_ID\tCLASS\tNAME\tSTATE\tNODE_ID\tRESTARTS");
-            for actor in &state.actors {
-                let name = actor.name.as_deref().unwrap_or("-");
-                let node = actor.node_id.as_deref().unwrap_or("-");
-                println!(
-                    "{}\t{}\t{name}\t{}\t{node}\t{}",
-                    actor.actor_id, actor.class, actor.state, actor.restarts
-                );
-            }
-        }
-        Listing::Tasks => println!(
-            "pending\t{}\nrunning\t{}",
-            state.pending_tasks, state.running_tasks
-        ),
-        Listing::Objects => println!("objects\t{}", state.objects),
-        Listing::PlacementGroups => {
-            println!("ID\tSTRATEGY\tSTATE\tBUNDLES");
-            for group in &state.placement_groups {
-                let bundles: Vec<String> = group
-                    .bundles
-                    .iter()
-                    .map(|(resources, node)| {
-                        format!("{resources}@{}", node.as_deref().unwrap_or("-"))
-                    })
-                    .collect();
-                println!(
-                    "{}\t{:?}\t{}\t{}",
-                    group.id,
-                    group.strategy,
-                    group.state,
-                    bundles.join(" ")
-                );
-            }
-        }
-    }
-    Ok(())
 }

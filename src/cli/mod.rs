@@ -6,8 +6,10 @@ mod bench_cluster;
 mod cluster;
 mod envs;
 mod evaluate;
+mod job;
 mod microbenchmark;
 mod python;
+mod state;
 mod symmetric_run;
 mod tensorboard;
 mod train;
@@ -37,8 +39,14 @@ enum Command {
     Stop,
     /// Show the cluster's nodes, actors, tasks and objects.
     Status(cluster::StatusArgs),
-    /// List nodes, actors, tasks, objects or placement groups.
-    List(cluster::ListArgs),
+    /// One row per node, job, actor, task, object, placement group or
+    /// worker (`ray list`).
+    List(state::ListArgs),
+    /// Counts of tasks, actors or objects by name and state (`ray summary`).
+    Summary(state::SummaryArgs),
+    /// Submit drivers to the cluster and watch or stop them (`ray job`).
+    #[command(subcommand)]
+    Job(job::JobCommand),
     /// Measure core throughput the way `ray microbenchmark` does.
     Microbenchmark(microbenchmark::Args),
     /// Run by every task of one `srun`: task 0 starts the head, waits for
@@ -64,8 +72,10 @@ impl Cli {
             Command::Start(args) => cluster::start(args),
             Command::Stop => cluster::stop(),
             Command::Status(args) => cluster::status(args),
-            Command::List(args) => cluster::list(args),
             Command::Tensorboard(args) => tensorboard::run(args),
+            Command::List(args) => state::list(args),
+            Command::Summary(args) => state::summary(args),
+            Command::Job(command) => job::run(command),
         }
     }
 }

@@ -1,0 +1,188 @@
+//! The Jobs REST API over real HTTP on loopback, with real driver processes
+//! (shell commands): states, exit codes, logs, stop, errors, and the token.
+
+use oxray_dashboard::client::http_request;
+use oxray_dashboard::{
+    Dashboard, DashboardClient, DashboardError, DashboardOptions, JobState, JobSubmitRequest,
+    RuntimeEnv,
+};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "test-token-0123456789";
+
+fn dashboard(logs: &std::path::Path) -> Dashboard {
+    Dashboard::start(DashboardOptions {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        token: TOKEN.into(),
+        head_address: "127.0.0.1:1".into(),
+        log_dir: logs.to_path_buf(),
+        status: Arc::new(oxray_core::ClusterStatus::default),
+    })
+    .unwrap()
+}
+
+fn job(entrypoint: &str) -> JobSubmitRequest {
+    JobSubmitRequest {
+        entrypoint: entrypoint.into(),
+        submission_id: None,
+        runtime_env: RuntimeEnv::default(),
+        metadata: Default::default(),
+    }
+}
+
+fn wait_final(client: &DashboardClient, id: &str) -> oxray_dashboard::JobDetails {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let job = client.job(id).unwrap();
+        if job.status.is_terminal() {
+            return job;
+        }
+        assert!(Instant::now() < deadline, "job {id} still {}", job.status);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn jobs_run_to_their_final_state_with_logs_exit_codes_and_environment() {
+    let logs = tempfile::tempdir().unwrap();
+    let dashboard = dashboard(logs.path());
+    let client = DashboardClient::new(&dashboard.url(), TOKEN).unwrap();
+
+    let mut hello = job("echo \"hello from $OXRAY_JOB_SUBMISSION_ID in $PWD with $GREETING\"");
+    let work = tempfile::tempdir().unwrap();
+    hello.runtime_env.working_dir = Some(work.path().display().to_string());
+    hello
+        .runtime_env
+        .env_vars
+        .insert("GREETING".into(), "hi".into());
+    let id = client.submit_job(&hello).unwrap();
+    assert!(id.starts_with("oxraysubmit_"), "{id}");
+    let done = wait_final(&client, &id);
+    assert_eq!(done.status, JobState::Succeeded);
+    assert_eq!(done.driver_exit_code, Some(0));
+    let log = client.job_logs(&id, 0).unwrap();
+    assert_eq!(
+        log.logs,
+        format!("hello from {id} in {} with hi\n", work.path().display())
+    );
+    assert_eq!(client.job_logs(&id, log.offset).unwrap().logs, "");
+
+    let failing = client.submit_job(&job("echo oops >&2; exit 3")).unwrap();
+    let failed = wait_final(&client, &failing);
+    assert_eq!(failed.status, JobState::Failed);
+    assert_eq!(failed.driver_exit_code, Some(3));
+    assert_eq!(client.job_logs(&failing, 0).unwrap().logs, "oops\n");
+
+    let listed: Vec<String> = client
+        .list_jobs()
+        .unwrap()
+        .into_iter()
+        .map(|j| j.submission_id)
+        .collect();
+    assert_eq!(listed, vec![id.clone(), failing.clone()]);
+    client.delete_job(&failing).unwrap();
+    assert!(matches!(
+        client.job(&failing),
+        Err(DashboardError::Api { status: 404, .. })
+    ));
+}
+
+#[test]
+fn stop_ends_the_driver_and_everything_it_started() {
+    let logs = tempfile::tempdir().unwrap();
+    let dashboard = dashboard(logs.path());
+    let client = DashboardClient::new(&dashboard.url(), TOKEN).unwrap();
+    // The driver starts a child that would outlive a plain kill of the driver.
+    let id = client
+        .submit_job(&job("sleep 300 & echo child $!; wait"))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let child: i32 = loop {
+        let text = client.job_logs(&id, 0).unwrap().logs;
+        if let Some(pid) = text.strip_prefix("child ") {
+            break pid.trim().parse().unwrap();
+        }
+        assert!(Instant::now() < deadline, "the driver did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stopping = Instant::now();
+    assert!(client.stop_job(&id).unwrap());
+    let stopped = wait_final(&client, &id);
+    assert_eq!(stopped.status, JobState::Stopped);
+    assert!(stopping.elapsed() < Duration::from_secs(5));
+    // SAFETY: signal 0 only checks whether the process exists.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while unsafe { libc::kill(child, 0) } == 0 {
+        assert!(Instant::now() < deadline, "the driver's child survived");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!client.stop_job(&id).unwrap(), "a stopped job stops once");
+}
+
+#[test]
+fn bad_requests_are_named_and_the_token_is_required() {
+    let logs = tempfile::tempdir().unwrap();
+    let dashboard = dashboard(logs.path());
+    let client = DashboardClient::new(&dashboard.url(), TOKEN).unwrap();
+
+    let mut nowhere = job("true");
+    nowhere.runtime_env.working_dir = Some("/no/such/dir".into());
+    let error = client.submit_job(&nowhere).unwrap_err().to_string();
+    assert!(
+        error.contains("400") && error.contains("/no/such/dir"),
+        "{error}"
+    );
+    let error = client.submit_job(&job("  ")).unwrap_err().to_string();
+    assert!(error.contains("entrypoint is empty"), "{error}");
+    let mut bad_id = job("true");
+    bad_id.submission_id = Some("../escape".into());
+    let error = client.submit_job(&bad_id).unwrap_err().to_string();
+    assert!(error.contains("submission id"), "{error}");
+    let error = client
+        .stop_job("oxraysubmit_missing")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("404") && error.contains("oxraysubmit_missing"),
+        "{error}"
+    );
+    let garbage = http_request(
+        dashboard.address().to_string().as_str(),
+        "POST",
+        "/api/jobs/",
+        &[
+            ("authorization", &format!("Bearer {TOKEN}")),
+            ("content-type", "application/json"),
+        ],
+        Some(b"{\"entry".to_vec()),
+    )
+    .unwrap();
+    assert_eq!(garbage.status, 400, "{}", garbage.text());
+
+    let wrong = DashboardClient::new(&dashboard.url(), "wrong-token").unwrap();
+    assert!(matches!(
+        wrong.list_jobs(),
+        Err(DashboardError::Unauthorized { .. })
+    ));
+    let address = dashboard.address().to_string();
+    let page = http_request(&address, "GET", "/jobs", &[], None).unwrap();
+    assert_eq!(page.status, 303);
+    assert_eq!(page.header("location"), Some("/login"));
+    let cookie = format!("oxray_token={TOKEN}");
+    let page = http_request(&address, "GET", "/jobs", &[("cookie", &cookie)], None).unwrap();
+    assert_eq!(page.status, 200);
+    assert!(page.text().contains("<h1>Jobs</h1>"));
+    let login = http_request(
+        &address,
+        "POST",
+        "/login",
+        &[("content-type", "application/x-www-form-urlencoded")],
+        Some(format!("token={TOKEN}").into_bytes()),
+    )
+    .unwrap();
+    assert_eq!(login.status, 303);
+    assert!(login
+        .header("set-cookie")
+        .is_some_and(|c| c.contains(&cookie) && c.contains("HttpOnly")));
+}
