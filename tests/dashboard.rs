@@ -6,7 +6,7 @@ mod browser_support;
 mod cluster_support;
 
 use browser_support::Browser;
-use cluster_support::{oxray, start, start_node, status, Daemon};
+use cluster_support::{oxray, start, start_node, status, Daemon, HEAD_IP};
 use oxray::core::{self as oxray_core, actor, InitOptions};
 use oxray_dashboard::client::http_request;
 use oxray_dashboard::{DashboardClient, JobState};
@@ -32,7 +32,15 @@ impl Probe {
 
 /// A head with its dashboard on a free port: (daemon, address, token, url).
 fn start_head(session: &Path, extra: &[&str]) -> (Daemon, String, String, String) {
-    let mut args = vec!["--head", "--port", "0", "--dashboard-port", "0"];
+    let mut args = vec![
+        "--head",
+        "--port",
+        "0",
+        "--node-ip-address",
+        HEAD_IP,
+        "--dashboard-port",
+        "0",
+    ];
     args.extend_from_slice(extra);
     let head = start(session, &args);
     assert_eq!(head.ready.get(7).map(String::as_str), Some("dashboard"));
@@ -53,6 +61,14 @@ fn run_oxray(session: &Path, args: &[&str]) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     text
+}
+
+/// `oxray job ARGS --address URL --token TOKEN`, which must succeed.
+fn oxray_job(session: &Path, url: &str, token: &str, args: &[&str]) -> String {
+    let mut all = vec!["job"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--address", url, "--token", token]);
+    run_oxray(session, &all)
 }
 
 fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
@@ -145,15 +161,12 @@ fn dashboard_in_headless_chromium_shows_nodes_actors_jobs_and_refuses_a_wrong_to
     assert_eq!(keeper.ping().get().unwrap(), 1);
 
     // A job submitted with the CLI goes to SUCCEEDED, and its log shows.
-    let submitted = run_oxray(
+    let submitted = oxray_job(
         session,
+        &url,
+        &token,
         &[
-            "job",
             "submit",
-            "--address",
-            &url,
-            "--token",
-            &token,
             "--no-wait",
             "--",
             "oxray status && echo job-says-hello",
@@ -308,83 +321,47 @@ fn used_cpus(state: &oxray_core::ClusterStatus) -> f64 {
 fn job_submit_runs_training_to_succeeded_and_stop_frees_its_resources() {
     let session = tempfile::tempdir().unwrap();
     let session = session.path();
-    let (_head, address, token, url) = start_head(
-        session,
-        &["--node-ip-address", "127.0.0.2", "--num-cpus", "2"],
-    );
+    let (_head, address, token, url) = start_head(session, &["--num-cpus", "2"]);
     assert!(url.starts_with("http://127.0.0.2:"), "{url}");
-    let (_node, _) = start_node(
-        session,
-        &address,
-        &token,
-        &["--node-ip-address", "127.0.0.3", "--num-cpus", "2"],
-    );
+    let (_node, _) = start_node(session, &address, &token, &["--num-cpus", "2"]);
     let (ok, shown) = status(session, &address, &token, &["--wait-nodes", "2"]);
     assert!(ok, "{shown}");
     let work = tempfile::tempdir().unwrap();
     let work_dir = work.path().to_str().unwrap();
     let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/ppo-cartpole.yaml");
     let config = config.to_str().unwrap();
-    let job = |extra: &[&str]| {
-        let mut args = vec![
-            "job",
+    // `oxray job submit --no-wait -- oxray train CONFIG` for `env_steps`.
+    let submit_training = |name: &str, env_steps: u64| {
+        let stop = format!("stop.env_steps={env_steps}");
+        let args = [
             "submit",
-            "--address",
-            &url,
-            "--token",
-            &token,
             "--working-dir",
             work_dir,
+            "--no-wait",
+            "--",
+            "oxray",
+            "train",
+            config,
+            "--set",
+            &stop,
+            "--name",
+            name,
         ];
-        args.extend_from_slice(extra);
-        run_oxray(session, &args)
+        oxray_job(session, &url, &token, &args)
     };
     let id_of = |text: &str| text.split('\'').nth(1).expect("submission id").to_string();
 
     // A short training run, followed with `job logs --follow` to the end.
-    let submitted = job(&[
-        "--no-wait",
-        "--",
-        "oxray",
-        "train",
-        config,
-        "--set",
-        "stop.env_steps=4096",
-        "--name",
-        "short",
-    ]);
+    let submitted = submit_training("short", 4096);
     let short = id_of(&submitted);
-    let followed = run_oxray(
-        session,
-        &[
-            "job",
-            "logs",
-            "--follow",
-            &short,
-            "--address",
-            &url,
-            "--token",
-            &token,
-        ],
-    );
+    let followed = oxray_job(session, &url, &token, &["logs", "--follow", &short]);
     assert!(followed.contains("iter    1"), "{followed}");
     assert!(followed.contains("run directory:"), "{followed}");
     assert!(
         followed.contains(&format!("Status for job '{short}': SUCCEEDED")),
         "{followed}"
     );
-    let shown = run_oxray(
-        session,
-        &[
-            "job",
-            "status",
-            &short,
-            "--address",
-            &url,
-            "--token",
-            &token,
-        ],
-    );
+    let shown = oxray_job(session, &url, &token, &["status", &short]);
     assert!(shown.contains("SUCCEEDED") && shown.contains("Driver exit code: 0"));
     let results = work.path().join("results/short");
     assert!(results.is_dir(), "the run wrote into the working directory");
@@ -392,17 +369,7 @@ fn job_submit_runs_training_to_succeeded_and_stop_frees_its_resources() {
     // A long run; stopping it ends its driver, and the head sees the
     // driver leave, within 5 s.
     let client = DashboardClient::new(&url, &token).unwrap();
-    let submitted = job(&[
-        "--no-wait",
-        "--",
-        "oxray",
-        "train",
-        config,
-        "--set",
-        "stop.env_steps=100000000",
-        "--name",
-        "long",
-    ]);
+    let submitted = submit_training("long", 100_000_000);
     let long = id_of(&submitted);
     wait_until(
         "the long run's driver joined",
@@ -413,10 +380,7 @@ fn job_submit_runs_training_to_succeeded_and_stop_frees_its_resources() {
     assert_eq!(running.status, JobState::Running);
     let driver = running.driver_pid.expect("driver pid");
     let stopping = Instant::now();
-    let stopped = run_oxray(
-        session,
-        &["job", "stop", &long, "--address", &url, "--token", &token],
-    );
+    let stopped = oxray_job(session, &url, &token, &["stop", &long]);
     assert!(stopped.contains("STOPPED"), "{stopped}");
     wait_until(
         "the driver gone from the cluster",
@@ -429,10 +393,7 @@ fn job_submit_runs_training_to_succeeded_and_stop_frees_its_resources() {
     assert!(freed_after < Duration::from_secs(5), "{freed_after:?}");
     assert_eq!(used_cpus(&cluster_state(&client)), 0.0);
     println!("job stop ended the job in {freed_after:?}");
-    let listed = run_oxray(
-        session,
-        &["job", "list", "--address", &url, "--token", &token],
-    );
+    let listed = oxray_job(session, &url, &token, &["list"]);
     let states: HashMap<&str, &str> = listed
         .lines()
         .skip(1)

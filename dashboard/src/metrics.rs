@@ -36,27 +36,26 @@ pub fn render(scrape: &Scrape) -> String {
     let dead = status.nodes.len() - alive;
     out.sample("oxray_nodes", &[("state", "DEAD")], dead as f64);
 
-    out.family(
-        "oxray_node_resource_total",
-        "gauge",
-        "Resources a live node offers (CPU and GPU in units, memory in bytes).",
-    );
-    for node in status.nodes.iter().filter(|n| n.alive) {
-        for (resource, total) in &node.total.0 {
-            let labels = [("node_id", node.node_id.as_str()), ("resource", resource)];
-            out.sample("oxray_node_resource_total", &labels, *total);
-        }
-    }
-    out.family(
-        "oxray_node_resource_used",
-        "gauge",
-        "Resources held by tasks, actors and placement groups on a live node.",
-    );
-    for node in status.nodes.iter().filter(|n| n.alive) {
-        for (resource, total) in &node.total.0 {
-            let labels = [("node_id", node.node_id.as_str()), ("resource", resource)];
-            let used = total - node.available.get(resource);
-            out.sample("oxray_node_resource_used", &labels, used);
+    type NodeFigure = fn(&oxray_core::NodeStatus, &str, f64) -> f64;
+    let node_figures: [(&str, &str, NodeFigure); 2] = [
+        (
+            "oxray_node_resource_total",
+            "Resources a live node offers (CPU and GPU in units, memory in bytes).",
+            |_, _, total| total,
+        ),
+        (
+            "oxray_node_resource_used",
+            "Resources held by tasks, actors and placement groups on a live node.",
+            |node, resource, total| total - node.available.get(resource),
+        ),
+    ];
+    for (name, help, figure) in node_figures {
+        out.family(name, "gauge", help);
+        for node in status.nodes.iter().filter(|n| n.alive) {
+            for (resource, total) in &node.total.0 {
+                let labels = [("node_id", node.node_id.as_str()), ("resource", resource)];
+                out.sample(name, &labels, figure(node, resource, *total));
+            }
         }
     }
     out.family(
