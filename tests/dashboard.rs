@@ -63,11 +63,12 @@ fn run_oxray(session: &Path, args: &[&str]) -> String {
     text
 }
 
-/// `oxray job ARGS --address URL --token TOKEN`, which must succeed.
+/// `oxray job SUBCOMMAND --address URL --token TOKEN ARGS...`, which must
+/// succeed (ARGS may end with `-- CMD`).
 fn oxray_job(session: &Path, url: &str, token: &str, args: &[&str]) -> String {
-    let mut all = vec!["job"];
-    all.extend_from_slice(args);
-    all.extend_from_slice(&["--address", url, "--token", token]);
+    let (subcommand, rest) = args.split_first().expect("a job subcommand");
+    let mut all = vec!["job", subcommand, "--address", url, "--token", token];
+    all.extend_from_slice(rest);
     run_oxray(session, &all)
 }
 
