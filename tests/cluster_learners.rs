@@ -7,27 +7,30 @@ mod cluster_support;
 
 use cluster_support::{start_head, start_node, status};
 use oxray::core::{self as oxray_core, InitOptions};
-use oxray_rl::env_runner::{policy_spec, EnvRunner, EnvRunnerConfig};
+use oxray_rl::env_runner::{module_spec, EnvRunner, EnvRunnerConfig};
 use oxray_rl::learner::LearnerConfig;
-use oxray_rl::models::ModelConfig;
+use oxray_rl::learner_group::{LearnerGroup, UpdateOutcome};
+use oxray_rl::rl_module::{ModelConfig, ModuleKind};
 use oxray_rl::SampleBatch;
-use oxray_trainers::config::LearnersConfig;
-use oxray_trainers::ppo::{
-    PpoLearner, PpoLearnerConfig, PpoLearners, PpoTraining, UpdateOutcome, UpdateParams,
-};
+use oxray_trainers::algorithms::ppo::{PpoConfig, PpoLearner, PpoLearnerConfig, UpdateParams};
 use tch::Tensor;
 
 fn learner_config() -> PpoLearnerConfig {
-    let policy = policy_spec("CartPole-v1", &ModelConfig::default()).unwrap();
+    let module = module_spec(
+        "CartPole-v1",
+        &ModelConfig::default(),
+        ModuleKind::ActorCritic,
+    )
+    .unwrap();
     PpoLearnerConfig {
         learner: LearnerConfig {
-            policy,
+            module,
             lr: 1e-3,
             grad_clip: Some(0.5),
             use_gpu: false,
             seed: 3,
         },
-        training: PpoTraining {
+        training: PpoConfig {
             num_epochs: 2,
             // 200 rows in minibatches of 63: the last one has 11, which two
             // Learners split unevenly (5 and 6).
@@ -35,7 +38,7 @@ fn learner_config() -> PpoLearnerConfig {
             use_kl_loss: true,
             normalize_advantages: true,
             entropy_coeff: 0.01,
-            ..PpoTraining::default()
+            ..PpoConfig::default()
         },
     }
 }
@@ -46,7 +49,7 @@ fn fixed_batch(config: &PpoLearnerConfig) -> SampleBatch {
         env: "CartPole-v1".into(),
         num_envs: 4,
         rollout_fragment_length: 50,
-        policy: config.learner.policy.clone(),
+        module: config.learner.module.clone(),
         seed: 11,
         worker_index: 0,
         explore: true,
@@ -98,17 +101,10 @@ fn two_learners_on_two_nodes_match_one_learner_and_a_lost_one_fails_the_update()
     }
     let expected = flat_weights(&single.weights().unwrap());
 
-    let mut learners = PpoLearners::new(
-        config,
-        &LearnersConfig {
-            num_learners: 2,
-            num_gpus_per_learner: 0.0,
-        },
-    )
-    .unwrap();
+    let mut learners = LearnerGroup::<PpoLearner>::new(config, 2, 0.0).unwrap();
     assert_eq!(learners.devices().unwrap(), ["cpu", "cpu"]);
     assert_eq!(flat_weights(&learners.weights().unwrap()), initial);
-    learners.update(&batch, params, 1).unwrap();
+    learners.update(&batch, params).unwrap();
     let got = flat_weights(&learners.weights().unwrap());
 
     assert_eq!(got.len(), expected.len());
@@ -130,7 +126,7 @@ fn two_learners_on_two_nodes_match_one_learner_and_a_lost_one_fails_the_update()
 
     // The node hosting the second Learner dies: the next update reports it.
     node.child.kill().unwrap();
-    let error = learners.update(&batch, params, 2).unwrap_err().to_string();
+    let error = learners.update(&batch, params).unwrap_err().to_string();
     assert!(
         ["disconnected", "dead"]
             .iter()

@@ -9,16 +9,17 @@ use std::path::Path;
 
 use oxray_rl::checkpoint::{self, Checkpoint};
 use oxray_rl::learner::{Learner, LearnerConfig};
-use oxray_rl::models::{ActionSpace, ModelConfig, PolicySpec};
+use oxray_rl::rl_module::{ActionSpace, ActorCritic, ModelConfig, ModuleKind, ModuleSpec};
 use tch::{Kind, Tensor};
 use train_support::{assert_clean_error, stdout, Scratch, SMALL_PPO};
 
 fn learner_config(action_space: ActionSpace) -> LearnerConfig {
     LearnerConfig {
-        policy: PolicySpec {
-            obs_dim: 3,
+        module: ModuleSpec {
+            observation_shape: vec![3],
             action_space,
             model: ModelConfig::default(),
+            kind: ModuleKind::ActorCritic,
         },
         lr: 1e-2,
         grad_clip: Some(1.0),
@@ -29,8 +30,8 @@ fn learner_config(action_space: ActionSpace) -> LearnerConfig {
 
 /// A loss that moves every parameter: mean log-prob of fixed actions plus
 /// the squared values.
-fn step(learner: &mut Learner, obs: &Tensor) {
-    let (dist, values) = learner.model().forward(obs);
+fn step(learner: &mut Learner<ActorCritic>, obs: &Tensor) {
+    let (dist, values) = learner.module().forward(obs);
     let actions = Tensor::zeros([obs.size()[0], 1], (Kind::Float, tch::Device::Cpu));
     let loss = -dist.log_prob(&actions).mean(Kind::Float) + values.square().mean(Kind::Float);
     learner
@@ -38,9 +39,9 @@ fn step(learner: &mut Learner, obs: &Tensor) {
         .expect("a Learner outside any group steps");
 }
 
-fn assert_same_policy(a: &Learner, b: &Learner, obs: &Tensor) {
-    let (da, va) = a.model().forward(obs);
-    let (db, vb) = b.model().forward(obs);
+fn assert_same_policy(a: &Learner<ActorCritic>, b: &Learner<ActorCritic>, obs: &Tensor) {
+    let (da, va) = a.module().forward(obs);
+    let (db, vb) = b.module().forward(obs);
     let actions = Tensor::from_slice(&[0.3f32, -0.2, 0.1, 1.0]).view([4, 1]);
     for (x, y) in [
         (da.log_prob(&actions), db.log_prob(&actions)),
@@ -67,7 +68,7 @@ fn restored_learner_matches_and_continues_identically() {
     ];
     for space in spaces {
         let config = learner_config(space);
-        let mut original = Learner::new(&config);
+        let mut original = Learner::<ActorCritic>::new(&config);
         for _ in 0..3 {
             step(&mut original, &obs);
         }
@@ -83,7 +84,7 @@ fn restored_learner_matches_and_continues_identically() {
             },
         )
         .unwrap();
-        let mut restored = Learner::new(&LearnerConfig { seed: 99, ..config });
+        let mut restored = Learner::<ActorCritic>::new(&LearnerConfig { seed: 99, ..config });
         restored
             .set_state(&checkpoint::load(dir.path()).unwrap().learner)
             .unwrap();
@@ -290,4 +291,49 @@ fn diverging_loss_stops_with_the_iteration_and_keeps_the_last_good_weights() {
     let evaluation = scratch.oxray(&["evaluate", &checkpoints, "--episodes", "1"]);
     assert!(evaluation.status.success(), "{evaluation:?}");
     assert!(stdout(&evaluation).contains("return  mean"));
+}
+
+/// Iteration 1 trains; iteration 2's learning rate (scheduled by env steps)
+/// overflows the weights. The checkpoint of iteration 1, saved on schedule,
+/// is the one reported and is left as it was: iteration 1's counters, not the
+/// discarded batch's.
+#[test]
+fn divergence_after_a_scheduled_checkpoint_keeps_that_checkpoint_unchanged() {
+    let scratch = Scratch::new();
+    scratch.write("small.yaml", SMALL_PPO);
+    let output = scratch.oxray(&[
+        "train",
+        "small.yaml",
+        "--set",
+        "training.lr_schedule=[[0, 1.0e-3], [256, 1.0e-3], [257, 1.0e38]]",
+        "--set",
+        "training.grad_clip=null",
+        "--set",
+        "checkpoint.checkpoint_frequency=1",
+        "--set",
+        "stop.iterations=5",
+    ]);
+    assert_clean_error(
+        &output,
+        &["non-finite loss in iteration 2", "checkpoint_000001"],
+    );
+    let run = scratch
+        .runs("small")
+        .pop()
+        .expect("the run directory is kept");
+    let checkpoints = run.join("checkpoints");
+    let saved: Vec<String> = fs::read_dir(&checkpoints)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("checkpoint_"))
+        .collect();
+    assert_eq!(saved, ["checkpoint_000001"]);
+    let metadata: serde_json::Value = serde_json::from_slice(
+        &fs::read(checkpoints.join("checkpoint_000001/checkpoint.json")).unwrap(),
+    )
+    .unwrap();
+    let progress = &metadata["state"]["progress"];
+    assert_eq!(progress["iteration"], 1);
+    assert_eq!(progress["env_steps_sampled"], 256);
+    assert_eq!(progress["env_steps_trained"], 256);
 }

@@ -4,6 +4,7 @@
 
 mod train_support;
 
+use oxray_trainers::algorithms::AlgorithmConfig;
 use oxray_trainers::ExperimentConfig;
 use train_support::{assert_clean_error, Scratch, SMALL_PPO};
 
@@ -15,9 +16,13 @@ fn parse(source: &str, overrides: &[&str]) -> Result<ExperimentConfig, String> {
 #[test]
 fn defaults_fill_in_and_overrides_apply() {
     let config = parse(SMALL_PPO, &["training.lr=1e-4", "stop.env_steps=5000"]).unwrap();
-    assert_eq!(config.training.lr, 1e-4);
+    let training = match &config.training {
+        AlgorithmConfig::Ppo(training) => training,
+        other => panic!("algorithm: PPO gave {other:?}"),
+    };
+    assert_eq!(training.lr, 1e-4);
     assert_eq!(config.stop.env_steps, Some(5000));
-    assert_eq!(config.training.gamma, 0.99);
+    assert_eq!(training.gamma, 0.99);
     // auto fragment length: 256 steps over 8 envs
     assert_eq!(config.rollout_fragment_length(), 32);
 }

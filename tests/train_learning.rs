@@ -4,7 +4,9 @@
 
 mod train_support;
 
-use oxray_rl::metrics::{Metrics, EPISODE_RETURN_MEAN};
+use oxray_rl::metrics::{
+    Metrics, ENTROPY, EPISODE_RETURN_MEAN, MEAN_KL_LOSS, POLICY_LOSS, VF_LOSS,
+};
 use oxray_trainers::run::{run, RunOptions};
 use oxray_trainers::ExperimentConfig;
 
@@ -57,19 +59,24 @@ fn ppo_cartpole_learns_with_env_runner_and_learner_actors() {
     assert!(return_mean >= 150.0, "return mean {return_mean}");
 }
 
+/// The shipped Pendulum config must lift the mean return above −500 (an
+/// untrained Gaussian policy scores about −1200 to −1400) within 150k steps;
+/// every 200-step episode ends by truncation, so this also exercises the
+/// bootstrap of truncated episodes.
 #[test]
 fn ppo_trains_a_gaussian_policy_on_pendulum() {
     let result = train(
         "ppo-pendulum.yaml",
-        &["training.train_batch_size=1024", "stop.iterations=4"],
+        &[
+            "seed=3",
+            "stop.episode_return_mean=-500",
+            "stop.env_steps=150000",
+        ],
     );
-    // 16 envs × 64 steps per iteration: each env's first 200-step episode is
-    // cut off by the time limit in iteration 4, exercising the bootstrap of
-    // truncated episodes.
-    assert_eq!(result["env_runners/num_episodes_lifetime"], 16.0);
-    assert!(result[EPISODE_RETURN_MEAN] < 0.0);
-    for key in ["policy_loss", "vf_loss", "entropy", "mean_kl_loss"] {
-        let value = result[&format!("learners/default_policy/{key}")];
+    let return_mean = result[EPISODE_RETURN_MEAN];
+    assert!(return_mean >= -500.0, "return mean {return_mean}");
+    for key in [POLICY_LOSS, VF_LOSS, ENTROPY, MEAN_KL_LOSS] {
+        let value = result[key];
         assert!(value.is_finite(), "{key} = {value}");
     }
 }

@@ -3,8 +3,10 @@
 //! episode-window state) that records each binary file's length and checksum.
 //!
 //! Saving writes everything into a hidden temporary directory, syncs it, and
-//! renames it into place; `latest` is a symlink replaced by rename too. A crash
-//! at any point therefore leaves the previous checkpoint and `latest` intact.
+//! renames it into place; a checkpoint of the same name is swapped out in the
+//! same step (`renameat2` with `RENAME_EXCHANGE`) and only then removed, and
+//! `latest` is a symlink replaced by rename too. A crash at any point
+//! therefore leaves a whole checkpoint under the name and `latest` intact.
 //! Loading checks lengths and checksums, so a truncated or altered file is
 //! reported by name instead of surfacing as a libtorch error.
 
@@ -79,9 +81,12 @@ pub fn save(dir: &Path, name: &str, checkpoint: &Checkpoint) -> Result<PathBuf, 
     let json = serde_json::to_vec_pretty(&metadata).expect("JSON values serialize");
     write_synced(&staging.join(METADATA), &json)?;
     if target.exists() {
-        fs::remove_dir_all(&target).map_err(|e| Error::io(&target, e))?;
+        // The old checkpoint now sits under the staging name.
+        exchange(&staging, &target).map_err(|e| Error::io(&target, e))?;
+        fs::remove_dir_all(&staging).map_err(|e| Error::io(&staging, e))?;
+    } else {
+        fs::rename(&staging, &target).map_err(|e| Error::io(&target, e))?;
     }
-    fs::rename(&staging, &target).map_err(|e| Error::io(&target, e))?;
     let link = dir.join(format!(".{LATEST}.tmp{}", std::process::id()));
     let _ = fs::remove_file(&link);
     std::os::unix::fs::symlink(name, &link).map_err(|e| Error::io(&link, e))?;
@@ -158,6 +163,31 @@ fn resolve(path: &Path) -> PathBuf {
     path.to_path_buf()
 }
 
+/// Swaps the directory entries `a` and `b` atomically.
+fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
+    };
+    let (a, b) = (c(a)?, c(b)?);
+    // SAFETY: both paths are NUL-terminated C strings that outlive the call.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     let mut file = File::create(path).map_err(|e| Error::io(path, e))?;
     file.write_all(bytes)
@@ -200,6 +230,40 @@ mod tests {
             load(&dir.path().join("checkpoint_000001")).unwrap(),
             sample()
         );
+    }
+
+    /// Saving over a checkpoint of the same name swaps the new one in whole:
+    /// the old files are gone, nothing is left under a staging name, and
+    /// a file only the old one had does not survive into the new one.
+    #[test]
+    fn saving_over_a_checkpoint_replaces_it_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = save(dir.path(), "checkpoint_000001", &sample()).unwrap();
+        fs::write(path.join("stale"), b"old").unwrap();
+        let mut second = sample();
+        second.learner.weights = vec![9; 16];
+        save(dir.path(), "checkpoint_000001", &second).unwrap();
+        assert_eq!(load(&path).unwrap(), second);
+        assert!(!path.join("stale").exists());
+        let names: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(names.iter().all(|n| !n.starts_with('.')), "{names:?}");
+    }
+
+    /// While the new checkpoint is swapped in, the old one stays whole under
+    /// the staging name: exchanging two directories keeps both.
+    #[test]
+    fn exchange_swaps_two_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        fs::create_dir(&a).unwrap();
+        fs::create_dir(&b).unwrap();
+        fs::write(a.join("from_a"), b"a").unwrap();
+        fs::write(b.join("from_b"), b"b").unwrap();
+        exchange(&a, &b).unwrap();
+        assert!(a.join("from_b").exists() && b.join("from_a").exists());
     }
 
     #[test]

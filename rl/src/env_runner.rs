@@ -1,13 +1,16 @@
-//! The EnvRunner: a vector env plus a CPU copy of the policy, producing
-//! [`SampleBatch`]es of `rollout_fragment_length` steps per sub-env.
+//! The EnvRunner: a vector env plus a CPU copy of the algorithm's RLModule,
+//! producing [`SampleBatch`]es of `rollout_fragment_length` steps per sub-env.
+//! It acts through [`RLModule::compute_actions`] only, so it serves every
+//! algorithm.
 //!
 //! It is a plain struct that is also an oxray-core actor, so `num_env_runners:
 //! 0` samples in the driver with the very same code the remote actors run.
 //! Per step it does one batched forward over all sub-envs (no gradients), draws
 //! every action on the host and writes straight into the batch columns, which
 //! were allocated once for the fragment. The vector env resets finished
-//! sub-envs within the same step and hands over their final observations, so
-//! truncated episodes can be bootstrapped from V(final observation).
+//! sub-envs within the same step and hands over their final observations,
+//! which the batch keeps: truncated episodes are bootstrapped from them and
+//! replay buffers store them as next observations.
 
 use oxray_envs::{Actions, AutoresetMode, Space, VecOptions, VectorEnv};
 use rand::SeedableRng;
@@ -16,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
 use crate::metrics::EpisodeStats;
-use crate::models::{ActionSpace, ActorCritic, ModelConfig, PolicySpec};
+use crate::rl_module::{ActionSpace, ModelConfig, ModuleKind, ModuleSpec, RLModule};
 use crate::sample_batch::SampleBatch;
 use crate::Error;
 
@@ -25,7 +28,7 @@ pub struct EnvRunnerConfig {
     pub env: String,
     pub num_envs: usize,
     pub rollout_fragment_length: usize,
-    pub policy: PolicySpec,
+    pub module: ModuleSpec,
     /// Sub-env `i` of runner `k` is seeded with `seed + k·num_envs + i`.
     pub seed: u64,
     pub worker_index: u64,
@@ -40,12 +43,19 @@ pub struct Rollout {
     pub episodes: EpisodeStats,
     /// The weights version the actions were drawn with.
     pub weights_version: u64,
+    /// `sample()` calls this runner process has served, this one included:
+    /// a count that starts over tells the group the runner restarted.
+    pub samples_served: u64,
 }
 
 pub struct EnvRunner {
     env: Box<dyn VectorEnv>,
-    model: ActorCritic,
+    module: Box<dyn RLModule>,
     weights_version: u64,
+    samples_served: u64,
+    /// The run's env steps sampled as of the last weights sync, for the
+    /// module's exploration schedule.
+    env_steps_sampled: u64,
     rng: ChaCha8Rng,
     fragment_len: usize,
     explore: bool,
@@ -67,14 +77,19 @@ enum EnvActions {
     },
 }
 
-/// The network shape for `env`: observation width and action space, read from
-/// the env's spaces.
-pub fn policy_spec(env: &str, model: &ModelConfig) -> Result<PolicySpec, Error> {
+/// The module `kind` for `env`: observation shape and action space, read
+/// from the env's spaces.
+pub fn module_spec(env: &str, model: &ModelConfig, kind: ModuleKind) -> Result<ModuleSpec, Error> {
     let vector = make(env, 1)?;
-    Ok(PolicySpec {
-        obs_dim: vector.observation_dim(),
+    let observation_shape = match vector.single_observation_space().shape() {
+        shape if shape.is_empty() => vec![vector.observation_dim()],
+        shape => shape,
+    };
+    Ok(ModuleSpec {
+        observation_shape,
         action_space: action_space(env, vector.single_action_space())?,
         model: model.clone(),
+        kind,
     })
 }
 
@@ -111,8 +126,8 @@ impl EnvRunner {
             .copied()
             .collect();
         let n = config.num_envs;
-        let action_dim = config.policy.action_space.action_dim();
-        let env_actions = match &config.policy.action_space {
+        let action_dim = config.module.action_space.action_dim();
+        let env_actions = match &config.module.action_space {
             ActionSpace::Discrete { .. } => EnvActions::Discrete(vec![0; n]),
             ActionSpace::Box { low, high } => EnvActions::Continuous {
                 clipped: vec![0.0; n * action_dim],
@@ -122,8 +137,10 @@ impl EnvRunner {
         };
         Ok(EnvRunner {
             env,
-            model: ActorCritic::new(&config.policy, Device::Cpu),
+            module: config.module.build(Device::Cpu),
             weights_version: 0,
+            samples_served: 0,
+            env_steps_sampled: 0,
             rng: ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_0fac_7104),
             fragment_len: config.rollout_fragment_length,
             explore: config.explore,
@@ -134,10 +151,17 @@ impl EnvRunner {
         })
     }
 
-    /// Replaces the policy weights; `version` is echoed in later rollouts.
-    pub fn set_weights(&mut self, version: u64, weights: Vec<u8>) -> Result<(), Error> {
-        self.model.set_weights(&weights)?;
+    /// Replaces the module's weights; `version` is echoed in later rollouts
+    /// and `env_steps_sampled` (the run's count) drives exploration schedules.
+    pub fn set_weights(
+        &mut self,
+        version: u64,
+        weights: Vec<u8>,
+        env_steps_sampled: u64,
+    ) -> Result<(), Error> {
+        self.module.set_weights(&weights)?;
         self.weights_version = version;
+        self.env_steps_sampled = env_steps_sampled;
         Ok(())
     }
 
@@ -152,8 +176,9 @@ impl EnvRunner {
 
     /// Steps every sub-env `rollout_fragment_length` times.
     pub fn sample(&mut self) -> Result<Rollout, Error> {
-        let spec = self.model.spec();
-        let (n, t, obs_dim) = (self.env.num_envs(), self.fragment_len, spec.obs_dim);
+        self.samples_served += 1;
+        let spec = self.module.spec();
+        let (n, t, obs_dim) = (self.env.num_envs(), self.fragment_len, spec.obs_dim());
         let action_dim = spec.action_space.action_dim();
         let mut batch = SampleBatch::with_capacity(obs_dim, action_dim, t, n);
         let mut episodes = EpisodeStats::default();
@@ -165,9 +190,11 @@ impl EnvRunner {
             }
             tch::no_grad(|| {
                 let obs = Tensor::from_slice(&self.obs).view([n as i64, obs_dim as i64]);
-                self.model.distribution(&obs).sample_into(
-                    &mut self.rng,
+                self.module.compute_actions(
+                    &obs,
                     self.explore,
+                    self.env_steps_sampled,
+                    &mut self.rng,
                     &mut self.actions,
                     &mut self.logp,
                 );
@@ -201,13 +228,13 @@ impl EnvRunner {
                 batch.rewards[i] = result.rewards[env] as f32;
                 batch.terminateds[i] = result.terminated[env];
                 batch.truncateds[i] = result.truncated[env];
-                if result.truncated[env] && !result.terminated[env] {
+                if result.truncated[env] || result.terminated[env] {
                     let final_obs = result
                         .final_obs
                         .as_ref()
                         .expect("same-step autoreset reports final observations");
-                    batch.truncation_index.push(i as u32);
-                    batch.truncation_obs.extend(final_obs.row(env).iter());
+                    batch.final_index.push(i as u32);
+                    batch.final_obs.extend(final_obs.row(env).iter());
                 }
             }
             for episode in result.episodes {
@@ -223,6 +250,7 @@ impl EnvRunner {
             batch,
             episodes,
             weights_version: self.weights_version,
+            samples_served: self.samples_served,
         })
     }
 }

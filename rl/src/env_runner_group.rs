@@ -2,10 +2,15 @@
 //! `num_env_runners` is 0, otherwise that many oxray-core actors.
 //!
 //! Weights go out once per iteration through the object store with a version
-//! number. With remote runners the next `sample()` is requested as soon as the
-//! current one is collected, so sampling overlaps the Learner's update; those
-//! actions come from weights one version old, which PPO's importance ratio
-//! r_t(θ) accounts for (each rollout records the version it used).
+//! number. Sampling is synchronous by default, as in RLlib's PPO: every
+//! `sample()` is requested after the latest weights were sent, so every
+//! action comes from the weights the Learner is about to update. With
+//! `sample_ahead` the next `sample()` is requested as soon as the current one
+//! is collected, so sampling overlaps the Learner's update; those actions come
+//! from weights one version old (each rollout records the version it used).
+//! Off-policy algorithms do not mind; PPO's ratio then measures the change
+//! from the sampling weights, so its clipping bounds two updates instead of
+//! one.
 //!
 //! Remote runners are spread over the cluster's nodes and restarted by the
 //! core when their process or node dies (RLlib's `restart_failed_env_runners`).
@@ -18,6 +23,7 @@ use oxray_core::{ActorHandle, ObjectRef, SchedulingStrategy};
 use rand_chacha::ChaCha8Rng;
 
 use crate::env_runner::{EnvRunner, EnvRunnerConfig, Rollout};
+use crate::metrics;
 use crate::Error;
 
 pub enum EnvRunnerGroup {
@@ -28,10 +34,15 @@ pub enum EnvRunnerGroup {
         in_flight: Vec<ObjectRef<Rollout>>,
         /// `set_weights` calls not yet confirmed.
         weight_acks: Vec<ObjectRef<()>>,
-        /// The last weights sent, for runners that come back from a restart.
-        latest_weights: Option<(u64, ObjectRef<Vec<u8>>)>,
+        /// The last weights sent (version, weights, env steps), for runners
+        /// that come back from a restart.
+        latest_weights: Option<(u64, ObjectRef<Vec<u8>>, u64)>,
+        /// Request the next sample as soon as one is collected.
+        sample_ahead: bool,
         /// Whether each runner's last sample arrived.
         healthy: Vec<bool>,
+        /// Samples each runner has delivered since it (re)started.
+        served: Vec<u64>,
         /// Runner restarts seen over the run: a lost sample, or a sample drawn
         /// with stale weights by a runner that restarted between calls.
         restarts: u64,
@@ -62,6 +73,7 @@ impl EnvRunnerGroup {
         config: &EnvRunnerConfig,
         num_env_runners: usize,
         num_cpus_per_env_runner: f64,
+        sample_ahead: bool,
     ) -> Result<Self, Error> {
         if num_env_runners == 0 {
             return Ok(EnvRunnerGroup::Local(Box::new(EnvRunner::new(
@@ -82,10 +94,12 @@ impl EnvRunnerGroup {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(EnvRunnerGroup::Remote {
             healthy: vec![true; runners.len()],
+            served: vec![0; runners.len()],
             runners,
             in_flight: Vec::new(),
             weight_acks: Vec::new(),
             latest_weights: None,
+            sample_ahead,
             restarts: 0,
             barren_rounds: 0,
         })
@@ -101,8 +115,10 @@ impl EnvRunnerGroup {
                 weight_acks,
                 latest_weights,
                 healthy,
+                served,
                 restarts,
                 barren_rounds,
+                sample_ahead,
             } => {
                 for ack in weight_acks.drain(..) {
                     match ack.get() {
@@ -114,30 +130,37 @@ impl EnvRunnerGroup {
                 if in_flight.is_empty() {
                     *in_flight = runners.iter().map(|r| r.sample()).collect();
                 }
-                let latest_version = latest_weights.as_ref().map_or(0, |(v, _)| *v);
+                let latest_version = latest_weights.as_ref().map_or(0, |(v, ..)| *v);
                 let mut rollouts = Vec::with_capacity(runners.len());
                 let mut needs_weights = vec![false; runners.len()];
                 for (index, pending) in in_flight.iter().enumerate() {
                     match pending.get() {
                         Ok(rollout) => {
-                            // A healthy runner is at most one version behind
-                            // (its sample was requested before the last
-                            // sync); older means it restarted between two
-                            // calls and came back with its first weights.
-                            if rollout.weights_version + 1 < latest_version {
-                                eprintln!(
-                                    "EnvRunner {} restarted; sending it the latest weights",
-                                    index + 1
-                                );
-                                needs_weights[index] = true;
+                            // A runner whose count of samples served started
+                            // over restarted between two calls; one whose
+                            // weights are more than a version old (with
+                            // `sample_ahead` its sample was requested before
+                            // the last sync) came back with its first weights
+                            // and needs the latest.
+                            let stale = rollout.weights_version + 1 < latest_version;
+                            if stale || rollout.samples_served != served[index] + 1 {
+                                let resend = if stale {
+                                    "; sending it the latest weights"
+                                } else {
+                                    ""
+                                };
+                                eprintln!("EnvRunner {} restarted{resend}", index + 1);
                                 *restarts += 1;
                             }
+                            needs_weights[index] = stale;
+                            served[index] = rollout.samples_served;
                             healthy[index] = true;
                             rollouts.push(rollout);
                         }
                         Err(error) if is_runner_failure(&error) => {
                             eprintln!("EnvRunner {} failed and is restarting: {error}", index + 1);
                             healthy[index] = false;
+                            served[index] = 0;
                             needs_weights[index] = true;
                             *restarts += 1;
                         }
@@ -156,24 +179,37 @@ impl EnvRunnerGroup {
                 }
                 // Calls to one actor run in order, so a restarted runner has
                 // the latest weights before it samples again.
-                if let Some((version, weights)) = latest_weights {
+                if let Some((version, weights, env_steps)) = latest_weights {
                     for (runner, _) in runners
                         .iter()
                         .zip(&needs_weights)
                         .filter(|(_, needs)| **needs)
                     {
-                        weight_acks.push(runner.set_weights(*version, &*weights));
+                        weight_acks.push(runner.set_weights(*version, &*weights, *env_steps));
                     }
                 }
-                *in_flight = runners.iter().map(|r| r.sample()).collect();
+                *in_flight = if *sample_ahead {
+                    runners.iter().map(|r| r.sample()).collect()
+                } else {
+                    Vec::new()
+                };
                 Ok(rollouts)
             }
         }
     }
 
-    pub fn sync_weights(&mut self, version: u64, weights: Vec<u8>) -> Result<(), Error> {
+    /// Sends `weights` (version `version`) and the run's `env_steps_sampled`
+    /// to every runner.
+    pub fn sync_weights(
+        &mut self,
+        version: u64,
+        weights: Vec<u8>,
+        env_steps_sampled: u64,
+    ) -> Result<(), Error> {
         match self {
-            EnvRunnerGroup::Local(runner) => runner.set_weights(version, weights),
+            EnvRunnerGroup::Local(runner) => {
+                runner.set_weights(version, weights, env_steps_sampled)
+            }
             EnvRunnerGroup::Remote {
                 runners,
                 weight_acks,
@@ -181,8 +217,12 @@ impl EnvRunnerGroup {
                 ..
             } => {
                 let shared = oxray_core::put(&weights)?;
-                weight_acks.extend(runners.iter().map(|r| r.set_weights(version, &shared)));
-                *latest_weights = Some((version, shared));
+                weight_acks.extend(
+                    runners
+                        .iter()
+                        .map(|r| r.set_weights(version, &shared, env_steps_sampled)),
+                );
+                *latest_weights = Some((version, shared, env_steps_sampled));
                 Ok(())
             }
         }
@@ -198,12 +238,9 @@ impl EnvRunnerGroup {
             } => (healthy.iter().filter(|ok| **ok).count(), *restarts),
         };
         [
+            (metrics::NUM_HEALTHY_ENV_RUNNERS.to_string(), healthy as f64),
             (
-                "fault_tolerance/num_healthy_env_runners".to_string(),
-                healthy as f64,
-            ),
-            (
-                "fault_tolerance/num_remote_env_runner_restarts".to_string(),
+                metrics::NUM_REMOTE_ENV_RUNNER_RESTARTS.to_string(),
                 restarts as f64,
             ),
         ]

@@ -1,32 +1,32 @@
-//! The Learner: one model replica with its optimizer, on a GPU when one is
-//! assigned and CUDA is present, else on the CPU.
+//! The Learner: one RLModule replica with its optimizer, on a GPU when one
+//! is assigned and CUDA is present, else on the CPU.
 //!
 //! It owns the generic half of a training step (tensors onto the device,
 //! backward, global-norm clipping, Adam) while each algorithm supplies the loss
-//! and the epoch/minibatch loop, so PPO, DQN or SAC reuse the same Learner.
+//! and the epoch/minibatch loop, so PPO and DQN reuse the same Learner, generic
+//! over their module type.
 //!
 //! Several Learners train data-parallel: each joins one collective group
 //! ([`Learner::join_data_parallel_group`]), computes the gradient of its slice
 //! of every minibatch, and all-reduces it (mean) before clipping and Adam, so
 //! every replica takes the same step and they stay in sync without ever
-//! exchanging weights. A [`LearnerGroup`] starts an update on all of them at
-//! once and averages what they report.
+//! exchanging weights. A [`crate::learner_group::LearnerGroup`] starts an
+//! update on all of them at once and averages what they report.
 
 use std::ops::Range;
 
 use oxray_collective::{GroupOptions, ReduceOp};
-use oxray_core::{PlacementGroup, PlacementStrategy};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
 use crate::collective::allreduce_tensor;
-use crate::models::{ActorCritic, PolicySpec};
 use crate::optim::{clip_grad_norm, flat_gradient, flatten_parameters, Adam};
+use crate::rl_module::{ModuleSpec, RLModule};
 use crate::Error;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LearnerConfig {
-    pub policy: PolicySpec,
+    pub module: ModuleSpec,
     pub lr: f64,
     /// Global-norm clipping threshold (`grad_clip`); `None` disables it.
     pub grad_clip: Option<f64>,
@@ -42,8 +42,8 @@ pub struct LearnerState {
     pub optimizer: Vec<u8>,
 }
 
-pub struct Learner {
-    model: ActorCritic,
+pub struct Learner<M> {
+    module: M,
     params: Vec<Tensor>,
     /// The buffer `params` view (see [`flatten_parameters`]).
     flat_params: Tensor,
@@ -69,7 +69,7 @@ pub enum Step {
     NonFiniteLoss(f64),
 }
 
-impl Learner {
+impl<M: RLModule> Learner<M> {
     pub fn new(config: &LearnerConfig) -> Self {
         crate::single_threaded_torch();
         tch::manual_seed(config.seed as i64);
@@ -78,12 +78,12 @@ impl Learner {
         } else {
             Device::Cpu
         };
-        let model = ActorCritic::new(&config.policy, device);
-        let params = model.var_store().trainable_variables();
+        let module = M::new(&config.module, device);
+        let params = module.var_store().trainable_variables();
         let flat_params = flatten_parameters(&params);
         let adam = Adam::new(&flat_params, config.lr);
         Learner {
-            model,
+            module,
             params,
             flat_params,
             adam,
@@ -135,12 +135,12 @@ impl Learner {
         (world_size * slice_len) as f64 / len as f64
     }
 
-    pub fn model(&self) -> &ActorCritic {
-        &self.model
+    pub fn module(&self) -> &M {
+        &self.module
     }
 
     pub fn device(&self) -> Device {
-        self.model.device()
+        self.module.device()
     }
 
     pub fn set_lr(&mut self, lr: f64) {
@@ -196,7 +196,7 @@ impl Learner {
     }
 
     pub fn weights(&self) -> Result<Vec<u8>, Error> {
-        Ok(self.model.weights()?)
+        Ok(self.module.weights()?)
     }
 
     pub fn state(&self) -> Result<LearnerState, Error> {
@@ -209,7 +209,7 @@ impl Learner {
     }
 
     pub fn set_state(&mut self, state: &LearnerState) -> Result<(), Error> {
-        self.model.set_weights(&state.weights)?;
+        self.module.set_weights(&state.weights)?;
         // Loading may have given parameters storage of their own.
         self.flat_params = flatten_parameters(&self.params);
         let tensors = Tensor::load_multi_from_stream_with_device(
@@ -219,76 +219,5 @@ impl Learner {
         self.adam
             .load_state(&tensors)
             .ok_or_else(|| Error::Incompatible("optimizer state does not fit the model".into()))
-    }
-}
-
-/// Reserves one bundle per Learner actor (`{CPU: num_cpus, GPU: num_gpus}`)
-/// so data-parallel Learners start together: on one node when one can hold
-/// them all (STRICT_PACK keeps the all-reduce inside a node), else on as few
-/// nodes as possible (PACK). Learner `i` goes into `bundle(i)`.
-pub fn learner_placement_group(
-    num_learners: usize,
-    num_cpus: f64,
-    num_gpus: f64,
-) -> Result<PlacementGroup, Error> {
-    let bundle = [("CPU", num_cpus), ("GPU", num_gpus)];
-    let bundle: Vec<(&str, f64)> = bundle.into_iter().filter(|(_, n)| *n > 0.0).collect();
-    let bundles = vec![bundle.as_slice(); num_learners];
-    // Infeasibility is judged against the idle cluster, so it means that no
-    // node can ever hold the whole group.
-    match oxray_core::placement_group(&bundles, PlacementStrategy::StrictPack) {
-        Err(oxray_core::Error::Infeasible { .. }) => Ok(oxray_core::placement_group(
-            &bundles,
-            PlacementStrategy::Pack,
-        )?),
-        placed => Ok(placed?),
-    }
-}
-
-/// N Learners that train together, each on its slice of every minibatch.
-pub struct LearnerGroup<L> {
-    learners: Vec<L>,
-}
-
-impl<L> LearnerGroup<L> {
-    pub fn new(learners: Vec<L>) -> Self {
-        assert!(!learners.is_empty(), "a LearnerGroup needs a Learner");
-        LearnerGroup { learners }
-    }
-
-    /// The Learner whose weights the EnvRunners receive and checkpoints save.
-    pub fn first(&self) -> &L {
-        &self.learners[0]
-    }
-
-    pub fn learners(&self) -> &[L] {
-        &self.learners
-    }
-
-    pub fn learners_mut(&mut self) -> &mut [L] {
-        &mut self.learners
-    }
-
-    /// Starts an update on every Learner (`start`) before waiting for any
-    /// (`finish`): data-parallel Learners meet in each step's all-reduce, so
-    /// they must all be running. Averages the metrics they report.
-    pub fn update<P, E>(
-        &mut self,
-        start: impl FnMut(&mut L) -> Result<P, E>,
-        finish: impl FnMut(P) -> Result<crate::Metrics, E>,
-    ) -> Result<crate::Metrics, E> {
-        let pending = self
-            .learners
-            .iter_mut()
-            .map(start)
-            .collect::<Result<Vec<P>, E>>()?;
-        let n = pending.len() as f64;
-        let mut total = crate::Metrics::new();
-        for metrics in pending.into_iter().map(finish) {
-            for (key, value) in metrics? {
-                *total.entry(key).or_default() += value / n;
-            }
-        }
-        Ok(total)
     }
 }

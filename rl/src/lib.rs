@@ -1,9 +1,19 @@
-//! RLlib-style building blocks for oxray: tch models and action distributions,
-//! columnar sample batches, GAE, the EnvRunner and Learner (plain structs that
-//! also serve as oxray-core actors), metrics, result loggers and checkpoints.
+//! RLlib-style building blocks for oxray: RLModules over shared encoders and
+//! action distributions, columnar sample batches, GAE, replay buffers, the
+//! EnvRunner and Learner (plain structs that also serve as oxray-core actors),
+//! the generic LearnerGroup, metrics, result loggers and checkpoints.
 //!
 //! Nothing here knows a particular algorithm; `oxray-trainers` composes these
-//! pieces into PPO and friends.
+//! pieces into PPO, DQN and friends.
+//!
+//! # Layout
+//! - `rl_module`: RLModule trait, encoders, actor-critic and Q-network modules,
+//! - `distributions`: action distributions,
+//! - `sample_batch`, `gae`, `schedule`, `replay_buffer`: data and its
+//!   processing,
+//! - `env_runner`, `env_runner_group`: sampling,
+//! - `learner`, `learner_group`, `optim`, `collective`: learning,
+//! - `metrics`, `loggers`, `checkpoint`: results and state.
 
 pub mod checkpoint;
 pub mod collective;
@@ -12,11 +22,14 @@ pub mod env_runner;
 pub mod env_runner_group;
 pub mod gae;
 pub mod learner;
+pub mod learner_group;
 pub mod loggers;
 pub mod metrics;
-pub mod models;
 pub mod optim;
+pub mod replay_buffer;
+pub mod rl_module;
 pub mod sample_batch;
+pub mod schedule;
 
 use std::path::{Path, PathBuf};
 
@@ -36,6 +49,10 @@ pub enum Error {
     Checkpoint { path: PathBuf, reason: String },
     #[error("{0}")]
     Incompatible(String),
+    #[error("non-finite loss: {0}")]
+    NonFiniteLoss(String),
+    #[error("learner: {0}")]
+    Learner(String),
     #[error("environment: {0}")]
     Env(String),
     #[error("cluster: {0}")]

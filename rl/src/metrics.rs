@@ -3,7 +3,8 @@
 //!
 //! Results are flat maps keyed by RLlib's slash-separated names, the same keys
 //! that become CSV columns, JSON fields and TensorBoard tags, so the three
-//! outputs never disagree.
+//! outputs never disagree. Every key any algorithm reports is a constant here,
+//! so the names are spelled once.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -17,10 +18,44 @@ pub type Metrics = BTreeMap<String, f64>;
 pub type Histograms = BTreeMap<String, Vec<f32>>;
 
 pub const EPISODE_RETURN_MEAN: &str = "env_runners/episode_return_mean";
+pub const EPISODE_RETURN_MIN: &str = "env_runners/episode_return_min";
+pub const EPISODE_RETURN_MAX: &str = "env_runners/episode_return_max";
 pub const EPISODE_LEN_MEAN: &str = "env_runners/episode_len_mean";
+pub const NUM_EPISODES_LIFETIME: &str = "env_runners/num_episodes_lifetime";
+pub const NUM_ENV_STEPS_SAMPLED: &str = "env_runners/num_env_steps_sampled";
+pub const NUM_ENV_STEPS_SAMPLED_PER_S: &str = "env_runners/num_env_steps_sampled_per_s";
 pub const NUM_ENV_STEPS_SAMPLED_LIFETIME: &str = "num_env_steps_sampled_lifetime";
+pub const NUM_ENV_STEPS_TRAINED_LIFETIME: &str = "num_env_steps_trained_lifetime";
+pub const NUM_ENV_STEPS_TRAINED_PER_S: &str = "num_env_steps_trained_per_s";
 pub const TRAINING_ITERATION: &str = "training_iteration";
 pub const TIME_TOTAL_S: &str = "time_total_s";
+pub const ENV_RUNNER_SAMPLING_TIMER: &str = "timers/env_runner_sampling_timer";
+pub const LEARNER_UPDATE_TIMER: &str = "timers/learner_update_timer";
+pub const NUM_HEALTHY_ENV_RUNNERS: &str = "fault_tolerance/num_healthy_env_runners";
+pub const NUM_REMOTE_ENV_RUNNER_RESTARTS: &str = "fault_tolerance/num_remote_env_runner_restarts";
+
+/// Learner results, under `learners/default_policy/` as in RLlib.
+pub const TOTAL_LOSS: &str = "learners/default_policy/total_loss";
+pub const POLICY_LOSS: &str = "learners/default_policy/policy_loss";
+pub const VF_LOSS: &str = "learners/default_policy/vf_loss";
+pub const ENTROPY: &str = "learners/default_policy/entropy";
+pub const MEAN_KL_LOSS: &str = "learners/default_policy/mean_kl_loss";
+pub const CURR_KL_COEFF: &str = "learners/default_policy/curr_kl_coeff";
+pub const VF_EXPLAINED_VAR: &str = "learners/default_policy/vf_explained_var";
+pub const GRADIENTS_GLOBAL_NORM: &str =
+    "learners/default_policy/gradients_default_optimizer_global_norm";
+pub const LEARNING_RATE: &str = "learners/default_policy/default_optimizer_learning_rate";
+pub const QF_LOSS: &str = "learners/default_policy/qf_loss";
+pub const QF_MEAN: &str = "learners/default_policy/qf_mean";
+pub const TD_ERROR_MEAN: &str = "learners/default_policy/td_error_mean";
+pub const NUM_TARGET_UPDATES: &str = "learners/default_policy/num_target_updates";
+pub const CURR_EPSILON: &str = "env_runners/curr_epsilon";
+pub const REPLAY_BUFFER_SIZE: &str = "replay_buffer/num_env_steps_stored";
+
+/// Histograms of the Learner's per-row quantities and weights.
+pub const ADVANTAGES: &str = "learners/default_policy/advantages";
+pub const TD_ERRORS: &str = "learners/default_policy/td_errors";
+pub const WEIGHTS: &str = "learners/default_policy/weights";
 
 /// Histogram of the actions the EnvRunners sampled (one per dimension,
 /// `.../0`, `.../1`, ..., for a multi-dimensional action).
@@ -75,22 +110,13 @@ impl EpisodeWindow {
         let returns = &self.returns;
         if let Some(m) = mean(returns) {
             metrics.insert(EPISODE_RETURN_MEAN.into(), m);
-            metrics.insert(
-                "env_runners/episode_return_min".into(),
-                fold(returns, f64::min),
-            );
-            metrics.insert(
-                "env_runners/episode_return_max".into(),
-                fold(returns, f64::max),
-            );
+            metrics.insert(EPISODE_RETURN_MIN.into(), fold(returns, f64::min));
+            metrics.insert(EPISODE_RETURN_MAX.into(), fold(returns, f64::max));
         }
         if let Some(m) = mean(&self.lengths) {
             metrics.insert(EPISODE_LEN_MEAN.into(), m);
         }
-        metrics.insert(
-            "env_runners/num_episodes_lifetime".into(),
-            self.episodes_lifetime as f64,
-        );
+        metrics.insert(NUM_EPISODES_LIFETIME.into(), self.episodes_lifetime as f64);
     }
 }
 
@@ -120,8 +146,8 @@ mod tests {
         // Episodes 50..150 remain: mean 99.5.
         window.report(&mut metrics);
         assert_eq!(metrics[EPISODE_RETURN_MEAN], 99.5);
-        assert_eq!(metrics["env_runners/episode_return_min"], 50.0);
-        assert_eq!(metrics["env_runners/num_episodes_lifetime"], 150.0);
+        assert_eq!(metrics[EPISODE_RETURN_MIN], 50.0);
+        assert_eq!(metrics[NUM_EPISODES_LIFETIME], 150.0);
     }
 
     #[test]

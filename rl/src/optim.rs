@@ -66,7 +66,8 @@ impl Adam {
             lr,
             beta1: 0.9,
             beta2: 0.999,
-            // RLlib's and CleanRL's PPO both use 1e-5 rather than torch's 1e-8.
+            // CleanRL's PPO uses 1e-5 rather than torch's default 1e-8 (which
+            // RLlib keeps); on tiny MLPs the larger ε damps the first steps.
             eps: 1e-5,
             step: 0,
             exp_avg: flat_params.zeros_like(),

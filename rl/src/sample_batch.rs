@@ -8,6 +8,12 @@
 //! Values are not recorded while sampling: the Learner evaluates the value
 //! function once over the whole batch (plus the bootstrap observations), which
 //! is one batched forward instead of one per step.
+//!
+//! Next observations are not a column of their own (that would double the
+//! batch): within a trajectory the next observation is the next row's, after a
+//! fragment's last step it is the bootstrap observation, and at an episode end
+//! it is the final observation the env reported before resetting, which the
+//! batch keeps for every end. [`SampleBatch::next_obs`] puts them together.
 
 use serde::{Deserialize, Serialize};
 
@@ -27,14 +33,16 @@ pub struct SampleBatch {
     pub rewards: Vec<f32>,
     /// The episode ended in a terminal state: no value to bootstrap.
     pub terminateds: Vec<bool>,
-    /// The episode was cut off (time limit): bootstrap from `truncation_obs`.
+    /// The episode was cut off (time limit): bootstrap from its final
+    /// observation.
     pub truncateds: Vec<bool>,
     /// `[fragment, obs_dim]`: the observation after each fragment's last step.
     pub bootstrap_obs: Vec<f32>,
-    /// Flat step indices of truncated steps, and the final observation each one
-    /// reached before the env reset (`[len, obs_dim]`).
-    pub truncation_index: Vec<u32>,
-    pub truncation_obs: Vec<f32>,
+    /// Flat step indices of the steps that ended an episode (terminated or
+    /// truncated), in sampling order, and the final observation each one reached
+    /// before the env reset (`[len, obs_dim]`).
+    pub final_index: Vec<u32>,
+    pub final_obs: Vec<f32>,
 }
 
 impl SampleBatch {
@@ -58,8 +66,8 @@ impl SampleBatch {
             terminateds: vec![false; steps],
             truncateds: vec![false; steps],
             bootstrap_obs: vec![0.0; num_fragments * obs_dim],
-            truncation_index: Vec::new(),
-            truncation_obs: Vec::new(),
+            final_index: Vec::new(),
+            final_obs: Vec::new(),
         }
     }
 
@@ -95,9 +103,42 @@ impl SampleBatch {
         self.terminateds.extend_from_slice(&other.terminateds);
         self.truncateds.extend_from_slice(&other.truncateds);
         self.bootstrap_obs.extend_from_slice(&other.bootstrap_obs);
-        self.truncation_index
-            .extend(other.truncation_index.iter().map(|i| i + offset));
-        self.truncation_obs.extend_from_slice(&other.truncation_obs);
+        self.final_index
+            .extend(other.final_index.iter().map(|i| i + offset));
+        self.final_obs.extend_from_slice(&other.final_obs);
+    }
+
+    /// The observation each step led to, `[len, obs_dim]`.
+    pub fn next_obs(&self) -> Vec<f32> {
+        let d = self.obs_dim;
+        let mut next = vec![0.0; self.len() * d];
+        for fragment in 0..self.num_fragments {
+            let start = fragment * self.fragment_len;
+            let end = start + self.fragment_len;
+            next[start * d..(end - 1) * d].copy_from_slice(&self.obs[(start + 1) * d..end * d]);
+            next[(end - 1) * d..end * d]
+                .copy_from_slice(&self.bootstrap_obs[fragment * d..(fragment + 1) * d]);
+        }
+        for (k, &i) in self.final_index.iter().enumerate() {
+            let i = i as usize;
+            next[i * d..(i + 1) * d].copy_from_slice(&self.final_obs[k * d..(k + 1) * d]);
+        }
+        next
+    }
+
+    /// The final observations of truncated (not terminated) steps, with
+    /// their flat step indices: the states to bootstrap cut-off episodes from.
+    pub fn truncations(&self) -> (Vec<u32>, Vec<f32>) {
+        let d = self.obs_dim;
+        let mut index = Vec::new();
+        let mut obs = Vec::new();
+        for (k, &i) in self.final_index.iter().enumerate() {
+            if !self.terminateds[i as usize] {
+                index.push(i);
+                obs.extend_from_slice(&self.final_obs[k * d..(k + 1) * d]);
+            }
+        }
+        (index, obs)
     }
 }
 
@@ -111,19 +152,34 @@ mod tests {
             *o = first_obs + i as f32;
         }
         b.truncateds[1] = true;
-        b.truncation_index.push(1);
-        b.truncation_obs.push(first_obs + 100.0);
+        b.final_index.push(1);
+        b.final_obs.push(first_obs + 100.0);
+        for (f, o) in b.bootstrap_obs.iter_mut().enumerate() {
+            *o = first_obs + 50.0 + f as f32;
+        }
         b
     }
 
     #[test]
-    fn append_concatenates_columns_and_offsets_truncation_indices() {
+    fn append_concatenates_columns_and_offsets_final_indices() {
         let (a, b) = (batch(2, 0.0), batch(1, 10.0));
         let mut all = a.clone();
         all.append(&b);
         assert_eq!(all.num_fragments, 3);
         assert_eq!(all.obs, [&a.obs[..], &b.obs[..]].concat());
-        assert_eq!(all.truncation_index, vec![1, 7]);
-        assert_eq!(all.truncation_obs, vec![100.0, 110.0]);
+        assert_eq!(all.final_index, vec![1, 7]);
+        assert_eq!(all.final_obs, vec![100.0, 110.0]);
+    }
+
+    #[test]
+    fn next_obs_follows_rows_then_bootstrap_and_final_observations() {
+        let mut b = batch(2, 0.0);
+        b.terminateds[4] = true;
+        b.final_index.push(4);
+        b.final_obs.push(-4.0);
+        // obs 0..6 in fragments [0, 1, 2] and [3, 4, 5]; step 1 truncated
+        // (final 100), step 4 terminated (final −4); bootstraps 50 and 51.
+        assert_eq!(b.next_obs(), vec![1.0, 100.0, 50.0, 4.0, -4.0, 51.0]);
+        assert_eq!(b.truncations(), (vec![1], vec![100.0]));
     }
 }

@@ -1,18 +1,15 @@
-//! The `Algorithm` trait every trainer implements (PPO now; DQN, SAC and APPO
-//! next), and the one place that maps a config's `algorithm:` to its type.
-//!
-//! It is deliberately RLlib's surface: `train()` runs one iteration and returns
-//! one result; `save` and `restore` move the whole training state through a
-//! checkpoint. Everything around it (run directories, loggers, stop criteria)
-//! lives in [`crate::run`] and works for any algorithm.
+//! The `Algorithm` trait every trainer implements (RLlib's `Algorithm`):
+//! `train()` runs one iteration and returns one result; `save` and `restore`
+//! move the whole training state through a checkpoint. Everything around it
+//! (run directories, loggers, stop criteria) lives in [`crate::run`] and works
+//! for any algorithm; the registry of algorithms is [`crate::algorithms`].
 
 use std::path::{Path, PathBuf};
 
 use oxray_rl::checkpoint::Checkpoint;
 use oxray_rl::metrics::{Histograms, Metrics};
 
-use crate::config::{Algorithm as AlgorithmName, ConfigError, ExperimentConfig};
-use crate::ppo::Ppo;
+use crate::config::ConfigError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
@@ -33,11 +30,26 @@ pub enum TrainError {
     },
     #[error("cannot restore checkpoint: {0}")]
     Restore(String),
+    #[error("unsupported setup: {0}")]
+    Unsupported(String),
     #[error("{}: {error}", path.display())]
     Io {
         path: PathBuf,
         error: std::io::Error,
     },
+}
+
+impl TrainError {
+    /// A LearnerGroup's error in iteration `iteration`, with a non-finite
+    /// loss told apart so the run can save the last good state.
+    pub fn from_learner(error: oxray_rl::Error, iteration: u64) -> Self {
+        match error {
+            oxray_rl::Error::NonFiniteLoss(reason) => {
+                TrainError::NonFiniteLoss { iteration, reason }
+            }
+            other => TrainError::Rl(other),
+        }
+    }
 }
 
 pub trait Algorithm {
@@ -62,11 +74,4 @@ pub trait Algorithm {
 
     /// Where each Learner trains (`cpu`, `cuda:0`).
     fn learner_devices(&self) -> Result<Vec<String>, TrainError>;
-}
-
-/// The algorithm a config names, ready to train.
-pub fn build(config: &ExperimentConfig) -> Result<Box<dyn Algorithm>, TrainError> {
-    match config.algorithm {
-        AlgorithmName::Ppo => Ok(Box::new(Ppo::new(config)?)),
-    }
 }

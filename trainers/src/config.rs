@@ -3,17 +3,20 @@
 //!
 //! Keys follow RLlib's `AlgorithmConfig` names, grouped in the sections RLlib
 //! groups them in (`env_runners`, `learners`, `training`, `model`), so an
-//! RLlib user can read a config at a glance. Parsing is strict: every section
-//! rejects unknown keys, and serde_yaml_ng reports the dotted path and line of
-//! an unknown key or a wrong type. Range checks run after `--set` overrides
-//! were applied; they look the key up in the file to give its line.
+//! RLlib user can read a config at a glance. `algorithm:` selects which
+//! algorithm's `training:` section is expected: the key is read first, then
+//! the whole document with that section's type. Parsing is strict: every
+//! section rejects unknown keys, and serde_yaml_ng reports the dotted path and
+//! line of an unknown key or a wrong type. Range checks run after `--set`
+//! overrides were applied; they look the key up in the file to give its
+//! line.
 
 use std::path::Path;
 
-use oxray_rl::models::ModelConfig;
+use oxray_rl::rl_module::ModelConfig;
 use serde::{Deserialize, Serialize};
 
-use crate::ppo::PpoTraining;
+use crate::algorithms::{self, AlgorithmConfig, AlgorithmName};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -26,11 +29,12 @@ pub enum ConfigError {
 }
 
 /// A whole experiment: which algorithm on which env, how to sample and learn,
-/// when to stop and when to checkpoint.
+/// when to stop and when to checkpoint. `T` is the `training:` section: one
+/// algorithm's while decoding, [`AlgorithmConfig`] (any of them) after.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ExperimentConfig {
-    pub algorithm: Algorithm,
+pub struct ExperimentConfig<T = AlgorithmConfig> {
+    pub algorithm: AlgorithmName,
     pub env: String,
     #[serde(default)]
     pub seed: u64,
@@ -39,7 +43,7 @@ pub struct ExperimentConfig {
     #[serde(default)]
     pub learners: LearnersConfig,
     #[serde(default)]
-    pub training: PpoTraining,
+    pub training: T,
     #[serde(default)]
     pub model: ModelConfig,
     #[serde(default)]
@@ -50,17 +54,26 @@ pub struct ExperimentConfig {
     pub reporting: ReportingConfig,
 }
 
-/// The algorithms `oxray train` can run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Algorithm {
-    #[serde(rename = "PPO")]
-    Ppo,
+/// The first pass of decoding: only `algorithm:`, every other key ignored.
+#[derive(Deserialize)]
+pub(crate) struct AlgorithmKey {
+    pub algorithm: AlgorithmName,
 }
 
-impl Algorithm {
-    pub fn name(self) -> &'static str {
-        match self {
-            Algorithm::Ppo => "PPO",
+impl<T> ExperimentConfig<T> {
+    /// The same config with its `training:` section mapped by `f`.
+    pub fn map_training<U>(self, f: impl FnOnce(T) -> U) -> ExperimentConfig<U> {
+        ExperimentConfig {
+            algorithm: self.algorithm,
+            env: self.env,
+            seed: self.seed,
+            env_runners: self.env_runners,
+            learners: self.learners,
+            training: f(self.training),
+            model: self.model,
+            stop: self.stop,
+            checkpoint: self.checkpoint,
+            reporting: self.reporting,
         }
     }
 }
@@ -210,8 +223,8 @@ impl ExperimentConfig {
             path: origin.to_string(),
             message,
         };
-        let mut config: ExperimentConfig =
-            serde_yaml_ng::from_str(source).map_err(|e| invalid(e.to_string()))?;
+        let mut config = algorithms::decode(|| serde_yaml_ng::Deserializer::from_str(source))
+            .map_err(|e| invalid(e.to_string()))?;
         for assignment in overrides {
             config = config.with_override(assignment)?;
         }
@@ -246,7 +259,12 @@ impl ExperimentConfig {
                 .ok_or_else(|| fail(format!("no config key `{key}`")))?;
         }
         *slot = value;
-        serde_json::from_value(tree).map_err(|e| fail(e.to_string()))
+        Self::from_json(&tree).map_err(|e| fail(e.to_string()))
+    }
+
+    /// A config as serialised into checkpoints (JSON).
+    pub fn from_json(value: &serde_json::Value) -> Result<Self, serde_json::Error> {
+        algorithms::decode(|| value)
     }
 
     /// The first out-of-range value, as (dotted key, what is wrong).
@@ -289,27 +307,25 @@ impl ExperimentConfig {
             "stop.time_s",
             "must be positive",
         )?;
-        self.training.validate()?;
-        check(
-            self.envs_sampled_in_parallel() <= self.training.train_batch_size,
-            "training.train_batch_size",
-            "must be at least num_env_runners × num_envs_per_env_runner (one step per env)",
-        )
+        self.training
+            .training()
+            .validate(self.envs_sampled_in_parallel())
     }
 
     fn envs_sampled_in_parallel(&self) -> usize {
         self.env_runners.num_env_runners.max(1) * self.env_runners.num_envs_per_env_runner
     }
 
-    /// Steps per env per `sample()`: the configured length, or `auto`'s
-    /// `train_batch_size / (runners × envs)`, rounded up.
+    /// Steps per env per `sample()`: the configured length, or what `auto`
+    /// means for the algorithm (PPO: `train_batch_size / (runners × envs)`,
+    /// rounded up).
     pub fn rollout_fragment_length(&self) -> usize {
         match self.env_runners.rollout_fragment_length {
             FragmentLength::Steps(steps) => steps,
             FragmentLength::Auto => self
                 .training
-                .train_batch_size
-                .div_ceil(self.envs_sampled_in_parallel()),
+                .training()
+                .auto_rollout_fragment_length(self.envs_sampled_in_parallel()),
         }
     }
 

@@ -2,13 +2,14 @@
 //! config names, for a number of whole episodes.
 //!
 //! It reuses the EnvRunner (one sub-env, so episodes are counted in the order
-//! they finish without favouring short ones) and only needs the weights, so it
-//! works for any algorithm whose checkpoint carries an actor-critic policy.
+//! they finish without favouring short ones) with the RLModule the
+//! checkpoint's algorithm trains, and only needs the weights, so it works for
+//! every algorithm.
 
 use std::path::Path;
 
 use oxray_rl::checkpoint;
-use oxray_rl::env_runner::{policy_spec, EnvRunner, EnvRunnerConfig};
+use oxray_rl::env_runner::{module_spec, EnvRunner, EnvRunnerConfig};
 
 use crate::algorithm::TrainError;
 use crate::config::ExperimentConfig;
@@ -39,18 +40,19 @@ pub fn evaluate(
     explore: bool,
 ) -> Result<Evaluation, TrainError> {
     let saved = checkpoint::load(path)?;
-    let config: ExperimentConfig = serde_json::from_value(saved.config)
+    let config = ExperimentConfig::from_json(&saved.config)
         .map_err(|e| TrainError::Restore(format!("config in checkpoint: {e}")))?;
+    let kind = config.training.training().module_kind();
     let mut runner = EnvRunner::new(EnvRunnerConfig {
         env: config.env.clone(),
         num_envs: 1,
         rollout_fragment_length: 256,
-        policy: policy_spec(&config.env, &config.model)?,
+        module: module_spec(&config.env, &config.model, kind)?,
         seed,
         worker_index: 0,
         explore,
     })?;
-    runner.set_weights(0, saved.learner.weights)?;
+    runner.set_weights(0, saved.learner.weights, 0)?;
     let mut evaluation = Evaluation {
         env: config.env,
         returns: Vec::new(),

@@ -1,13 +1,22 @@
 //! Training algorithms for oxray, RLlib style: the experiment config schema,
-//! the [`Algorithm`] trait with PPO as its first implementation, the training
-//! loop with its run directory, loggers, checkpoints and stop criteria, and
-//! policy evaluation from a checkpoint.
+//! the [`Algorithm`] trait and its implementations, the training loop with its
+//! run directory, loggers, checkpoints and stop criteria, and policy
+//! evaluation from a checkpoint.
+//!
+//! # Layout
+//! - `config`: the YAML schema (`algorithm:` selects the `training:` section),
+//! - `algorithm`: the `Algorithm` trait and `TrainError`,
+//! - `algorithms`: the registry, and one folder per algorithm (`ppo/`),
+//! - `progress`: counters every algorithm keeps and reports,
+//! - `run`: the training loop; `evaluate`: policy evaluation.
 
 pub mod algorithm;
+pub mod algorithms;
 pub mod config;
 pub mod evaluate;
-pub mod ppo;
+pub mod progress;
 pub mod run;
 
-pub use algorithm::{build, Algorithm, TrainError};
+pub use algorithm::{Algorithm, TrainError};
+pub use algorithms::build;
 pub use config::ExperimentConfig;

@@ -20,7 +20,8 @@ use oxray_rl::checkpoint;
 use oxray_rl::loggers::{ResultLoggers, ResultsLost};
 use oxray_rl::metrics::{self, Metrics};
 
-use crate::algorithm::{build, Algorithm, TrainError};
+use crate::algorithm::{Algorithm, TrainError};
+use crate::algorithms::build;
 use crate::config::{ExperimentConfig, StopConfig};
 
 pub struct RunOptions {
@@ -59,7 +60,7 @@ pub fn run(
     let (run_dir, fresh) = match &options.resume {
         Some(dir) => {
             let latest = checkpoint::load(&dir.join("checkpoints"))?;
-            let expected = options.config.algorithm.name();
+            let expected = options.config.algorithm.as_str();
             if latest.algorithm != expected {
                 return Err(TrainError::Restore(format!(
                     "{} holds a {} checkpoint, the config trains {expected}",
@@ -102,8 +103,14 @@ fn train(
         let result = match algorithm.train() {
             Ok(result) => result,
             Err(error @ TrainError::NonFiniteLoss { .. }) => {
+                // The algorithm is back at the last good iteration; a
+                // checkpoint of it saved on schedule is kept, not rewritten.
+                let checkpoint = match last_checkpoint {
+                    Some((at, path)) if at == algorithm.iteration() => path,
+                    _ => algorithm.save(&checkpoints)?,
+                };
                 return Err(TrainError::Diverged {
-                    checkpoint: algorithm.save(&checkpoints)?,
+                    checkpoint,
                     cause: Box::new(error),
                 });
             }

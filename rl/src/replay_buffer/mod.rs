@@ -1,0 +1,286 @@
+//! Replay buffers for off-policy algorithms: a ring of n-step transitions,
+//! sampled uniformly or in proportion to priority (prioritized experience
+//! replay, Schaul et al. 2016, with sum and min segment trees).
+//!
+//! Transitions are stored as flat columns (like [`crate::SampleBatch`]) so a
+//! sample is a handful of row copies. The buffer is a plain struct used in
+//! the driver; it is also an oxray-core actor (`ReplayBuffer::remote`), for
+//! setups that keep it apart from the driver. Its contents are not saved in
+//! checkpoints (as RLlib's default): a resumed run refills it, and learning
+//! waits for `num_steps_sampled_before_learning_starts` again.
+//!
+//! # Layout
+//! - `n_step`: n-step transitions from sample batches,
+//! - `segment_tree`: sum and min trees for prioritized sampling.
+
+mod n_step;
+mod segment_tree;
+
+pub use n_step::{NStep, Transition};
+pub use segment_tree::SegmentTree;
+
+use rand::Rng;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+/// How a buffer is sampled.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReplayBufferConfig {
+    pub capacity: usize,
+    /// Prioritized replay; uniform when false.
+    pub prioritized: bool,
+    /// Priority exponent α: P(i) ∝ p_i^α.
+    pub alpha: f64,
+    /// Importance-sampling exponent β: w_i = (N·P(i))^−β / max_j w_j.
+    pub beta: f64,
+    /// Added to |δ| so no transition's priority reaches zero.
+    pub epsilon: f64,
+    pub obs_dim: usize,
+    pub action_dim: usize,
+    pub seed: u64,
+}
+
+/// A sample of transitions, columns of `len` rows.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReplayBatch {
+    pub obs_dim: usize,
+    pub action_dim: usize,
+    pub obs: Vec<f32>,
+    pub actions: Vec<f32>,
+    pub rewards: Vec<f32>,
+    pub next_obs: Vec<f32>,
+    pub terminateds: Vec<bool>,
+    pub discounts: Vec<f32>,
+    /// Importance-sampling weights (all 1 for uniform replay).
+    pub weights: Vec<f32>,
+    /// Buffer slots, for updating priorities.
+    pub indices: Vec<u32>,
+}
+
+impl ReplayBatch {
+    pub fn len(&self) -> usize {
+        self.rewards.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rewards.is_empty()
+    }
+}
+
+pub struct ReplayBuffer {
+    config: ReplayBufferConfig,
+    obs: Vec<f32>,
+    actions: Vec<f32>,
+    rewards: Vec<f32>,
+    next_obs: Vec<f32>,
+    terminateds: Vec<bool>,
+    discounts: Vec<f32>,
+    /// Slots filled so far (at most `capacity`), and the next slot to write.
+    len: usize,
+    next: usize,
+    sum_tree: SegmentTree,
+    min_tree: SegmentTree,
+    /// Largest priority (before α) seen: new transitions get it, so each is
+    /// replayed at least once soon.
+    max_priority: f64,
+    rng: ChaCha8Rng,
+    added_lifetime: u64,
+}
+
+#[oxray_core::actor]
+impl ReplayBuffer {
+    pub fn new(config: ReplayBufferConfig) -> Self {
+        let capacity = config.capacity.max(1);
+        let (d, a) = (config.obs_dim, config.action_dim);
+        ReplayBuffer {
+            obs: vec![0.0; capacity * d],
+            actions: vec![0.0; capacity * a],
+            rewards: vec![0.0; capacity],
+            next_obs: vec![0.0; capacity * d],
+            terminateds: vec![false; capacity],
+            discounts: vec![0.0; capacity],
+            len: 0,
+            next: 0,
+            sum_tree: SegmentTree::sum(capacity),
+            min_tree: SegmentTree::min(capacity),
+            max_priority: 1.0,
+            rng: ChaCha8Rng::seed_from_u64(config.seed ^ 0x7e91_a7b0),
+            added_lifetime: 0,
+            config: ReplayBufferConfig { capacity, ..config },
+        }
+    }
+
+    /// Transitions stored now.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Transitions ever added.
+    pub fn added_lifetime(&self) -> u64 {
+        self.added_lifetime
+    }
+
+    /// Stores `transitions`, overwriting the oldest once full.
+    pub fn add(&mut self, transitions: Vec<Transition>) {
+        let (d, a) = (self.config.obs_dim, self.config.action_dim);
+        let priority = self.max_priority.powf(self.config.alpha);
+        for t in transitions {
+            let i = self.next;
+            self.obs[i * d..(i + 1) * d].copy_from_slice(&t.obs);
+            self.actions[i * a..(i + 1) * a].copy_from_slice(&t.action);
+            self.rewards[i] = t.reward;
+            self.next_obs[i * d..(i + 1) * d].copy_from_slice(&t.next_obs);
+            self.terminateds[i] = t.terminated;
+            self.discounts[i] = t.discount;
+            self.sum_tree.set(i, priority);
+            self.min_tree.set(i, priority);
+            self.next = (i + 1) % self.config.capacity;
+            self.len = (self.len + 1).min(self.config.capacity);
+            self.added_lifetime += 1;
+        }
+    }
+
+    /// `batch_size` transitions, drawn with replacement: uniformly, or with
+    /// P(i) = p_i^α / Σ_j p_j^α and importance weights normalised by the
+    /// largest possible weight, (N·P_min)^−β.
+    ///
+    /// # Panics
+    /// If the buffer is empty; callers wait for learning to start.
+    pub fn sample(&mut self, batch_size: usize) -> ReplayBatch {
+        assert!(self.len > 0, "sampling an empty replay buffer");
+        let indices: Vec<usize> = if self.config.prioritized {
+            let total = self.sum_tree.root();
+            // Stratified: one draw from each of batch_size equal segments.
+            (0..batch_size)
+                .map(|k| {
+                    let mass = (k as f64 + self.rng.gen::<f64>()) * total / batch_size as f64;
+                    self.sum_tree
+                        .find_prefix_sum(mass.min(total * (1.0 - 1e-12)))
+                        .min(self.len - 1)
+                })
+                .collect()
+        } else {
+            (0..batch_size)
+                .map(|_| self.rng.gen_range(0..self.len))
+                .collect()
+        };
+        let weights = if self.config.prioritized {
+            let total = self.sum_tree.root();
+            let n = self.len as f64;
+            let beta = self.config.beta;
+            let max_weight = (n * self.min_tree.root() / total).powf(-beta);
+            indices
+                .iter()
+                .map(|&i| ((n * self.sum_tree.get(i) / total).powf(-beta) / max_weight) as f32)
+                .collect()
+        } else {
+            vec![1.0; batch_size]
+        };
+        let (d, a) = (self.config.obs_dim, self.config.action_dim);
+        let rows = |column: &[f32], width: usize| -> Vec<f32> {
+            indices
+                .iter()
+                .flat_map(|&i| column[i * width..(i + 1) * width].iter().copied())
+                .collect()
+        };
+        ReplayBatch {
+            obs_dim: d,
+            action_dim: a,
+            obs: rows(&self.obs, d),
+            actions: rows(&self.actions, a),
+            rewards: rows(&self.rewards, 1),
+            next_obs: rows(&self.next_obs, d),
+            terminateds: indices.iter().map(|&i| self.terminateds[i]).collect(),
+            discounts: rows(&self.discounts, 1),
+            weights,
+            indices: indices.iter().map(|&i| i as u32).collect(),
+        }
+    }
+
+    /// Sets the priorities of sampled slots to |δ| + ε (prioritized replay
+    /// only; a no-op for uniform buffers).
+    pub fn update_priorities(&mut self, indices: Vec<u32>, td_errors: Vec<f32>) {
+        if !self.config.prioritized {
+            return;
+        }
+        for (&i, &td) in indices.iter().zip(&td_errors) {
+            let priority = f64::from(td.abs()) + self.config.epsilon;
+            self.max_priority = self.max_priority.max(priority);
+            let p = priority.powf(self.config.alpha);
+            self.sum_tree.set(i as usize, p);
+            self.min_tree.set(i as usize, p);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(capacity: usize, prioritized: bool) -> ReplayBufferConfig {
+        ReplayBufferConfig {
+            capacity,
+            prioritized,
+            alpha: 1.0,
+            beta: 1.0,
+            epsilon: 0.0,
+            obs_dim: 1,
+            action_dim: 1,
+            seed: 1,
+        }
+    }
+
+    fn transition(x: f32) -> Transition {
+        Transition {
+            obs: vec![x],
+            action: vec![0.0],
+            reward: x,
+            next_obs: vec![x + 1.0],
+            terminated: false,
+            discount: 0.99,
+        }
+    }
+
+    #[test]
+    fn ring_overwrites_the_oldest_transitions() {
+        let mut buffer = ReplayBuffer::new(config(3, false));
+        buffer.add((0..5).map(|x| transition(x as f32)).collect());
+        assert_eq!((buffer.len(), buffer.added_lifetime()), (3, 5));
+        let batch = buffer.sample(200);
+        assert!(batch.obs.iter().all(|&o| (2.0..=4.0).contains(&o)));
+        assert!(batch
+            .rewards
+            .iter()
+            .zip(&batch.next_obs)
+            .all(|(r, n)| n - r == 1.0));
+        for x in [2.0, 3.0, 4.0] {
+            assert!(batch.obs.contains(&x), "uniform sampling missed {x}");
+        }
+    }
+
+    /// Priorities 1 and 3 (α = 1): slot 1 is drawn about three times as
+    /// often, and its importance weight is a third of slot 0's (β = 1),
+    /// normalised so the largest weight is 1.
+    #[test]
+    fn prioritized_sampling_follows_priorities_with_importance_weights() {
+        let mut buffer = ReplayBuffer::new(config(4, true));
+        buffer.add(vec![transition(0.0), transition(1.0)]);
+        buffer.update_priorities(vec![0, 1], vec![1.0, -3.0]);
+        let batch = buffer.sample(4000);
+        let ones = batch.indices.iter().filter(|&&i| i == 1).count() as f64;
+        let share = ones / 4000.0;
+        assert!((share - 0.75).abs() < 0.03, "share of slot 1: {share}");
+        for (&i, &w) in batch.indices.iter().zip(&batch.weights) {
+            let expected = if i == 0 { 1.0 } else { 1.0 / 3.0 };
+            assert!((w - expected).abs() < 1e-5, "slot {i}: weight {w}");
+        }
+        // A new transition gets the largest priority seen (3).
+        buffer.add(vec![transition(2.0)]);
+        assert_eq!(buffer.sum_tree.get(2), 3.0);
+    }
+}

@@ -1,0 +1,205 @@
+//! RLModules: the neural networks an algorithm trains and its EnvRunners act
+//! with (RLlib's `RLModule`), built from one serialisable [`ModuleSpec`] so
+//! the same network exists in every process and weights move as plain bytes.
+//!
+//! Each module is an [`Encoder`] chosen by the observation space plus the
+//! heads its algorithm needs: [`ActorCritic`] (policy and value heads, PPO and
+//! APPO), [`QNetwork`] (Q-values with an optional dueling head, DQN). An
+//! EnvRunner only needs [`RLModule::compute_actions`], so it holds any module
+//! behind the trait; a Learner is generic over the concrete module type and
+//! calls its algorithm-specific forward passes directly.
+//!
+//! # Layout
+//! - `encoder`: observation encoders (MLP; the place for a CNN),
+//! - `actor_critic`: policy and value heads,
+//! - `q_network`: Q-value head, dueling or plain, with ε-greedy acting.
+
+mod actor_critic;
+mod encoder;
+mod q_network;
+
+pub use actor_critic::ActorCritic;
+pub use encoder::{Encoder, EncoderSpec};
+pub use q_network::{EpsilonSchedule, QNetwork};
+
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use tch::nn;
+use tch::{Device, Tensor};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Activation {
+    Tanh,
+    Relu,
+    Linear,
+}
+
+/// The `model:` section of a config, with RLlib's key names.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    pub fcnet_hiddens: Vec<i64>,
+    pub fcnet_activation: Activation,
+    /// One trunk for policy and value heads instead of two.
+    pub vf_share_layers: bool,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            fcnet_hiddens: vec![64, 64],
+            fcnet_activation: Activation::Tanh,
+            vf_share_layers: false,
+        }
+    }
+}
+
+/// Action space as the modules and the distributions see it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ActionSpace {
+    Discrete {
+        n: usize,
+    },
+    /// Actions are clipped to `[low, high]` before they reach the env; the
+    /// Gaussian itself is unbounded, as in RLlib.
+    Box {
+        low: Vec<f32>,
+        high: Vec<f32>,
+    },
+}
+
+impl ActionSpace {
+    /// Columns one action takes in a [`crate::SampleBatch`].
+    pub fn action_dim(&self) -> usize {
+        match self {
+            ActionSpace::Discrete { .. } => 1,
+            ActionSpace::Box { low, .. } => low.len(),
+        }
+    }
+}
+
+/// Which network a [`ModuleSpec`] builds, with the settings only it has.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ModuleKind {
+    ActorCritic,
+    QNetwork {
+        dueling: bool,
+        epsilon: EpsilonSchedule,
+    },
+}
+
+/// Everything needed to build the same module in any process.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModuleSpec {
+    /// The shape of one observation, as the env's observation space gives it.
+    pub observation_shape: Vec<usize>,
+    pub action_space: ActionSpace,
+    pub model: ModelConfig,
+    pub kind: ModuleKind,
+}
+
+impl ModuleSpec {
+    /// Width of a flattened observation.
+    pub fn obs_dim(&self) -> usize {
+        self.observation_shape.iter().product()
+    }
+
+    /// The encoder this observation space calls for.
+    pub fn encoder(&self) -> EncoderSpec {
+        EncoderSpec::for_observations(&self.observation_shape, &self.model)
+    }
+
+    /// The module for acting, behind the trait (what EnvRunners hold).
+    pub fn build(&self, device: Device) -> Box<dyn RLModule> {
+        match self.kind {
+            ModuleKind::ActorCritic => Box::new(ActorCritic::new(self, device)),
+            ModuleKind::QNetwork { .. } => Box::new(QNetwork::new(self, device)),
+        }
+    }
+}
+
+/// What every module offers, whatever its heads.
+pub trait RLModule: Send {
+    /// Builds the module `spec` describes on `device`.
+    fn new(spec: &ModuleSpec, device: Device) -> Self
+    where
+        Self: Sized;
+
+    fn spec(&self) -> &ModuleSpec;
+
+    fn var_store(&self) -> &nn::VarStore;
+
+    fn var_store_mut(&mut self) -> &mut nn::VarStore;
+
+    /// One action per row of `obs` (`[B, obs_dim]`) into `actions`
+    /// (`[B, action_dim]`), with its log-probability under the behaviour
+    /// policy in `logp` (`[B]`). `explore: false` acts greedily.
+    /// `env_steps` is the run's lifetime count of sampled steps, for
+    /// exploration schedules.
+    fn compute_actions(
+        &self,
+        obs: &Tensor,
+        explore: bool,
+        env_steps: u64,
+        rng: &mut ChaCha8Rng,
+        actions: &mut [f32],
+        logp: &mut [f32],
+    );
+
+    fn device(&self) -> Device {
+        self.var_store().device()
+    }
+
+    /// Weights as bytes (libtorch's archive format), for shipping and checkpoints.
+    fn weights(&self) -> Result<Vec<u8>, tch::TchError> {
+        let mut bytes = Vec::new();
+        self.var_store().save_to_stream(&mut bytes)?;
+        Ok(bytes)
+    }
+
+    fn set_weights(&mut self, bytes: &[u8]) -> Result<(), tch::TchError> {
+        self.var_store_mut()
+            .load_from_stream(std::io::Cursor::new(bytes))
+    }
+}
+
+/// A linear layer with orthogonal weights of `gain` and zero bias: CleanRL's
+/// `layer_init` (RLlib's default MLP keeps torch's default initialisation).
+pub(crate) fn linear(path: nn::Path, inputs: i64, outputs: i64, gain: f64) -> nn::Linear {
+    let config = nn::LinearConfig {
+        ws_init: nn::Init::Orthogonal { gain },
+        bs_init: Some(nn::Init::Const(0.0)),
+        bias: true,
+    };
+    nn::linear(path, inputs, outputs, config)
+}
+
+/// Every tensor of `weights` (as [`RLModule::weights`] serialises them) as a
+/// histogram named `prefix/<variable>` (`pi.0.weight`, `vf_head.bias`).
+pub fn add_weight_histograms(
+    weights: &[u8],
+    prefix: &str,
+    out: &mut crate::metrics::Histograms,
+) -> Result<(), tch::TchError> {
+    for (name, tensor) in Tensor::load_multi_from_stream(std::io::Cursor::new(weights))? {
+        out.insert(format!("{prefix}/{name}"), crate::to_host(&tensor));
+    }
+    Ok(())
+}
+
+/// θ⁻ ← τ·θ + (1 − τ)·θ⁻ for every variable of `target` from the
+/// same-named one of `source` (τ = 1 copies): target networks of DQN and SAC.
+pub fn polyak_update(target: &nn::VarStore, source: &nn::VarStore, tau: f64) {
+    let source = source.variables();
+    tch::no_grad(|| {
+        for (name, mut theta_target) in target.variables() {
+            let theta = &source[&name];
+            if tau >= 1.0 {
+                theta_target.copy_(theta);
+            } else {
+                let _ = theta_target.lerp_(theta, tau);
+            }
+        }
+    });
+}

@@ -1,0 +1,190 @@
+//! DQN's `training:` section, with RLlib's names and defaults (except where a
+//! comment says otherwise), and its range checks.
+
+use oxray_rl::rl_module::ModuleKind;
+use oxray_rl::schedule::Schedule;
+use serde::{Deserialize, Serialize};
+
+use crate::algorithms::TrainingConfig;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DqnConfig {
+    pub lr: f64,
+    pub gamma: f64,
+    /// Transitions per gradient step (RLlib's `train_batch_size_per_learner`).
+    pub train_batch_size: usize,
+    /// Double Q-learning (van Hasselt et al. 2016): the online network picks
+    /// the next action, the target network values it.
+    pub double_q: bool,
+    /// Dueling head (Wang et al. 2016).
+    pub dueling: bool,
+    /// Steps summed into each return before bootstrapping.
+    pub n_step: usize,
+    /// Env steps between target network updates.
+    pub target_network_update_freq: u64,
+    /// θ⁻ ← τ·θ + (1 − τ)·θ⁻ at each target update; 1 is a hard copy.
+    pub tau: f64,
+    /// ε-greedy exploration, `[[env_steps, ε], ...]`.
+    pub epsilon: Schedule,
+    pub num_steps_sampled_before_learning_starts: u64,
+    /// Env steps trained per env step sampled (each replayed transition
+    /// counts once per gradient step it is in); one gradient step per
+    /// `sample()` round when absent.
+    pub training_intensity: Option<f64>,
+    pub replay_buffer_config: ReplayBufferSettings,
+    pub td_error_loss_fn: TdErrorLoss,
+    /// Global-norm gradient clipping; none when absent.
+    pub grad_clip: Option<f64>,
+    /// An iteration runs sample-and-learn rounds until it has sampled this
+    /// many env steps, so results are reported per ~1000 steps, not per step.
+    pub min_sample_timesteps_per_iteration: usize,
+}
+
+/// `replay_buffer_config:` (RLlib's keys).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReplayBufferSettings {
+    #[serde(rename = "type")]
+    pub kind: ReplayBufferKind,
+    pub capacity: usize,
+    /// Priority exponent (prioritized replay only).
+    pub alpha: f64,
+    /// Importance-sampling exponent (prioritized replay only).
+    pub beta: f64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReplayBufferKind {
+    #[serde(rename = "PrioritizedEpisodeReplayBuffer")]
+    Prioritized,
+    #[serde(rename = "EpisodeReplayBuffer")]
+    Uniform,
+}
+
+/// The loss on the TD error δ.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TdErrorLoss {
+    /// Quadratic for |δ| ≤ 1, linear beyond (RLlib's default).
+    Huber,
+    Mse,
+}
+
+impl Default for ReplayBufferSettings {
+    fn default() -> Self {
+        ReplayBufferSettings {
+            kind: ReplayBufferKind::Prioritized,
+            capacity: 50_000,
+            alpha: 0.6,
+            beta: 0.4,
+        }
+    }
+}
+
+impl Default for DqnConfig {
+    fn default() -> Self {
+        DqnConfig {
+            lr: 5e-4,
+            gamma: 0.99,
+            train_batch_size: 32,
+            double_q: true,
+            dueling: true,
+            n_step: 1,
+            target_network_update_freq: 500,
+            tau: 1.0,
+            epsilon: Schedule(vec![(0, 1.0), (10_000, 0.05)]),
+            num_steps_sampled_before_learning_starts: 1000,
+            training_intensity: None,
+            replay_buffer_config: ReplayBufferSettings::default(),
+            td_error_loss_fn: TdErrorLoss::Huber,
+            grad_clip: Some(40.0),
+            min_sample_timesteps_per_iteration: 1000,
+        }
+    }
+}
+
+impl TrainingConfig for DqnConfig {
+    fn validate(&self, _envs_sampled_in_parallel: usize) -> Result<(), (String, String)> {
+        let replay = &self.replay_buffer_config;
+        let checks: [(bool, &str, &str); 12] = [
+            (
+                self.lr > 0.0 && self.lr.is_finite(),
+                "lr",
+                "must be positive",
+            ),
+            (
+                (0.0..=1.0).contains(&self.gamma),
+                "gamma",
+                "must be within [0, 1]",
+            ),
+            (
+                self.train_batch_size >= 1,
+                "train_batch_size",
+                "must be at least 1",
+            ),
+            (self.n_step >= 1, "n_step", "must be at least 1"),
+            (
+                self.target_network_update_freq >= 1,
+                "target_network_update_freq",
+                "must be at least 1",
+            ),
+            (
+                self.tau > 0.0 && self.tau <= 1.0,
+                "tau",
+                "must be within (0, 1]",
+            ),
+            (
+                self.epsilon.check().is_ok()
+                    && self.epsilon.min() >= 0.0
+                    && self.epsilon.max() <= 1.0,
+                "epsilon",
+                "needs [env_steps, ε] points with ascending steps and ε within [0, 1]",
+            ),
+            (
+                self.training_intensity.is_none_or(|i| i > 0.0),
+                "training_intensity",
+                "must be positive",
+            ),
+            (
+                replay.capacity >= 1,
+                "replay_buffer_config.capacity",
+                "must be at least 1",
+            ),
+            (
+                replay.alpha >= 0.0 && replay.beta >= 0.0,
+                "replay_buffer_config.alpha",
+                "alpha and beta must not be negative",
+            ),
+            (
+                self.grad_clip.is_none_or(|c| c > 0.0),
+                "grad_clip",
+                "must be positive",
+            ),
+            (
+                self.min_sample_timesteps_per_iteration >= 1,
+                "min_sample_timesteps_per_iteration",
+                "must be at least 1",
+            ),
+        ];
+        for (ok, key, message) in checks {
+            if !ok {
+                return Err((format!("training.{key}"), message.into()));
+            }
+        }
+        Ok(())
+    }
+
+    /// One step per env per `sample()`, as RLlib's DQN: the Learner keeps
+    /// pace with every step.
+    fn auto_rollout_fragment_length(&self, _envs_sampled_in_parallel: usize) -> usize {
+        1
+    }
+
+    fn module_kind(&self) -> ModuleKind {
+        ModuleKind::QNetwork {
+            dueling: self.dueling,
+            epsilon: self.epsilon.clone(),
+        }
+    }
+}

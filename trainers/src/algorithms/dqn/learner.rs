@@ -1,0 +1,139 @@
+//! The DQN Learner: the online Q-network in a [`Learner`] (Adam, clipping)
+//! and a target network beside it. Each update is one gradient step on one
+//! replayed minibatch through [`dqn_loss`], reporting the TD errors for the
+//! replay priorities; the target network follows when the driver says so.
+//!
+//! Checkpoints hold the online network and Adam's state; a restored Learner
+//! starts its target network as a copy of the online one.
+
+use oxray_rl::learner::{Learner, LearnerConfig, LearnerState, Step};
+use oxray_rl::learner_group::{AlgorithmLearner, LearnerCore, Trained, UpdateOutcome};
+use oxray_rl::metrics::{self, Metrics};
+use oxray_rl::replay_buffer::ReplayBatch;
+use oxray_rl::rl_module::{polyak_update, QNetwork, RLModule};
+use oxray_rl::{to_host, Error};
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
+
+use super::config::DqnConfig;
+use super::loss::{dqn_loss, Minibatch};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DqnLearnerConfig {
+    pub learner: LearnerConfig,
+    pub training: DqnConfig,
+}
+
+/// What the driver sends with each minibatch.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DqnUpdateParams {
+    /// Move the target network towards the online one after this step.
+    pub update_target: bool,
+}
+
+pub struct DqnLearner {
+    learner: Learner<QNetwork>,
+    target: QNetwork,
+    training: DqnConfig,
+}
+
+oxray_rl::learner_actor!(DqnLearner);
+
+impl DqnLearner {
+    fn sync_target(&self, tau: f64) {
+        polyak_update(
+            self.target.var_store(),
+            self.learner.module().var_store(),
+            tau,
+        );
+    }
+}
+
+impl AlgorithmLearner for DqnLearner {
+    type Config = DqnLearnerConfig;
+    type Batch = ReplayBatch;
+    type Params = DqnUpdateParams;
+    const ALGORITHM: &'static str = "DQN";
+
+    fn build(config: DqnLearnerConfig) -> Self {
+        let learner = Learner::<QNetwork>::new(&config.learner);
+        let target = QNetwork::new(&config.learner.module, learner.device());
+        let dqn = DqnLearner {
+            learner,
+            target,
+            training: config.training,
+        };
+        dqn.sync_target(1.0);
+        dqn
+    }
+
+    fn learn(&mut self, batch: ReplayBatch, params: DqnUpdateParams) -> UpdateOutcome {
+        let l = &self.learner;
+        let flags = |xs: &[bool]| xs.iter().map(|&x| f32::from(u8::from(x))).collect::<Vec<_>>();
+        let mb = Minibatch {
+            obs: l.tensor(&batch.obs, batch.obs_dim),
+            actions: l.tensor(&batch.actions, 1).view(-1).to_kind(Kind::Int64),
+            rewards: l.tensor(&batch.rewards, 1).view(-1),
+            next_obs: l.tensor(&batch.next_obs, batch.obs_dim),
+            terminateds: l.tensor(&flags(&batch.terminateds), 1).view(-1),
+            discounts: l.tensor(&batch.discounts, 1).view(-1),
+            weights: l.tensor(&batch.weights, 1).view(-1),
+        };
+        let q_values = l.module().q_values(&mb.obs);
+        let (next_online_q, next_target_q) = tch::no_grad(|| {
+            let online = if self.training.double_q {
+                l.module().q_values(&mb.next_obs)
+            } else {
+                Tensor::zeros([0], (Kind::Float, l.device()))
+            };
+            (online, self.target.q_values(&mb.next_obs))
+        });
+        let loss = dqn_loss(
+            &q_values,
+            &next_online_q,
+            &next_target_q,
+            &mb,
+            self.training.double_q,
+            self.training.td_error_loss_fn,
+        );
+        let td_errors = to_host(&loss.td_errors);
+        let (total, grad_norm) = match self.learner.apply_loss(&loss.total) {
+            Ok(Step::Applied { loss, grad_norm }) => (loss, grad_norm),
+            Ok(Step::NonFiniteLoss(total)) => {
+                return UpdateOutcome::NonFiniteLoss(format!("loss is {total}"))
+            }
+            Err(e) => return UpdateOutcome::Failed(format!("gradient step failed: {e}")),
+        };
+        if params.update_target {
+            self.sync_target(self.training.tau);
+        }
+        let td_error_mean =
+            td_errors.iter().map(|&d| f64::from(d.abs())).sum::<f64>() / td_errors.len() as f64;
+        UpdateOutcome::Trained(Trained {
+            metrics: Metrics::from([
+                (metrics::QF_LOSS.into(), total),
+                (metrics::TOTAL_LOSS.into(), total),
+                (metrics::QF_MEAN.into(), loss.q_mean.double_value(&[])),
+                (metrics::TD_ERROR_MEAN.into(), td_error_mean),
+                (metrics::GRADIENTS_GLOBAL_NORM.into(), grad_norm),
+                (metrics::LEARNING_RATE.into(), self.training.lr),
+            ]),
+            histograms: Default::default(),
+            td_errors,
+        })
+    }
+
+    fn learner(&self) -> &dyn LearnerCore {
+        &self.learner
+    }
+
+    fn learner_mut(&mut self) -> &mut dyn LearnerCore {
+        &mut self.learner
+    }
+
+    fn restore_state(&mut self, state: &LearnerState) -> Result<(), Error> {
+        self.learner.set_state(state)?;
+        self.sync_target(1.0);
+        Ok(())
+    }
+}

@@ -1,0 +1,184 @@
+//! Proximal Policy Optimization (Schulman et al. 2017):
+//!
+//! - `config`: the `training:` section and its checks,
+//! - `loss`: the clipped surrogate, value loss, entropy bonus, KL penalty,
+//! - `learner`: GAE and the epochs of minibatch steps,
+//! - here, the training step: sample with the EnvRunners (synchronously
+//!   unless `sample_ahead`), update through the LearnerGroup, adapt the KL
+//!   coefficient, broadcast the new weights, report RLlib's metrics.
+
+mod config;
+mod learner;
+mod loss;
+
+pub use config::PpoConfig;
+pub use learner::{bootstrap_truncated, PpoLearner, PpoLearnerConfig, UpdateParams};
+pub use loss::{normalize_advantages, ppo_loss, Minibatch, PpoLoss};
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use oxray_rl::checkpoint::Checkpoint;
+use oxray_rl::env_runner_group::EnvRunnerGroup;
+use oxray_rl::learner::LearnerConfig;
+use oxray_rl::learner_group::LearnerGroup;
+use oxray_rl::metrics::{self, Histograms, Metrics};
+use oxray_rl::SampleBatch;
+use serde::{Deserialize, Serialize};
+
+use crate::algorithm::{Algorithm, TrainError};
+use crate::algorithms::{self as shared, LastIteration};
+use crate::config::ExperimentConfig;
+use crate::progress::{IterationTimes, Progress};
+
+/// What a PPO checkpoint carries besides the weights.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+struct PpoState {
+    progress: Progress,
+    kl_coeff: f64,
+}
+
+pub struct Ppo {
+    config: ExperimentConfig,
+    training: PpoConfig,
+    env_runners: EnvRunnerGroup,
+    learners: LearnerGroup<PpoLearner>,
+    state: PpoState,
+    started: Instant,
+    last_iteration: LastIteration,
+}
+
+impl Ppo {
+    pub fn new(config: &ExperimentConfig, training: &PpoConfig) -> Result<Self, TrainError> {
+        let module = shared::module_spec(config)?;
+        let learner_config = PpoLearnerConfig {
+            learner: LearnerConfig {
+                module: module.clone(),
+                lr: training.lr_at(0),
+                grad_clip: training.grad_clip,
+                use_gpu: config.learners.num_gpus_per_learner > 0.0,
+                seed: config.seed,
+            },
+            training: training.clone(),
+        };
+        let learners = LearnerGroup::new(
+            learner_config,
+            config.learners.num_learners,
+            config.learners.num_gpus_per_learner,
+        )?;
+        let mut env_runners = shared::env_runners(config, module, training.sample_ahead)?;
+        env_runners.sync_weights(0, learners.weights()?, 0)?;
+        Ok(Ppo {
+            config: config.clone(),
+            training: training.clone(),
+            env_runners,
+            learners,
+            state: PpoState {
+                kl_coeff: training.kl_coeff,
+                ..PpoState::default()
+            },
+            started: Instant::now(),
+            last_iteration: LastIteration::default(),
+        })
+    }
+}
+
+impl Algorithm for Ppo {
+    /// The counters and episode window change only once the update has
+    /// succeeded, so after a non-finite loss the state (and the checkpoint
+    /// saved from it) is the last good iteration's.
+    fn train(&mut self) -> Result<Metrics, TrainError> {
+        let iteration = self.state.progress.iteration + 1;
+        let cfg = &self.training;
+        let sample_start = Instant::now();
+        let mut batch = SampleBatch::default();
+        let mut episodes = self.state.progress.episodes.clone();
+        while batch.len() < cfg.train_batch_size {
+            for rollout in self.env_runners.sample()? {
+                episodes.push(&rollout.episodes);
+                batch.append(&rollout.batch);
+            }
+        }
+        let sample_s = sample_start.elapsed().as_secs_f64();
+        let env_steps_sampled = self.state.progress.env_steps_sampled + batch.len() as u64;
+
+        let learn_start = Instant::now();
+        let params = UpdateParams {
+            lr: cfg.lr_at(env_steps_sampled),
+            kl_coeff: self.state.kl_coeff,
+            shuffle_seed: self
+                .config
+                .seed
+                .wrapping_mul(1_000_003)
+                .wrapping_add(iteration),
+        };
+        let trained = self
+            .learners
+            .update(&batch, params)
+            .map_err(|e| TrainError::from_learner(e, iteration))?;
+        let mut result = trained.metrics;
+        let progress = &mut self.state.progress;
+        progress.iteration = iteration;
+        progress.env_steps_sampled = env_steps_sampled;
+        progress.env_steps_trained += batch.len() as u64;
+        progress.episodes = episodes;
+        progress.weights_version += 1;
+        self.state.kl_coeff = cfg.next_kl_coeff(self.state.kl_coeff, result[metrics::MEAN_KL_LOSS]);
+        let weights = self.learners.weights()?;
+        self.env_runners
+            .sync_weights(progress.weights_version, weights.clone(), env_steps_sampled)?;
+        let learn_s = learn_start.elapsed().as_secs_f64();
+
+        progress.report(
+            &mut result,
+            self.started,
+            &IterationTimes {
+                sampled: batch.len(),
+                sample_s,
+                trained: batch.len(),
+                learn_s,
+            },
+        );
+        result.extend(self.env_runners.fault_tolerance());
+        self.last_iteration = LastIteration {
+            action_dim: batch.action_dim,
+            actions: batch.actions,
+            learner: trained.histograms,
+            weights,
+        };
+        Ok(result)
+    }
+
+    fn histograms(&self) -> Result<Histograms, TrainError> {
+        self.last_iteration.histograms()
+    }
+
+    fn save(&self, checkpoint_dir: &Path) -> Result<PathBuf, TrainError> {
+        let mut state = self.state.clone();
+        state.progress = shared::progress_to_save(&state.progress, self.started, &self.env_runners)?;
+        shared::save(
+            checkpoint_dir,
+            &self.config,
+            &state,
+            state.progress.iteration,
+            self.learners.state()?,
+        )
+    }
+
+    fn restore(&mut self, checkpoint: &Checkpoint) -> Result<(), TrainError> {
+        let state: PpoState = shared::restore_state(checkpoint)?;
+        self.learners.set_state(&checkpoint.learner)?;
+        shared::restore_env_runners(&mut self.env_runners, &state.progress, checkpoint)?;
+        self.state = state;
+        self.started = Instant::now();
+        Ok(())
+    }
+
+    fn iteration(&self) -> u64 {
+        self.state.progress.iteration
+    }
+
+    fn learner_devices(&self) -> Result<Vec<String>, TrainError> {
+        Ok(self.learners.devices()?)
+    }
+}
