@@ -6,7 +6,7 @@
 use oxray_core::InitOptions;
 use oxray_rl::env_runner::{module_spec, EnvRunnerConfig};
 use oxray_rl::env_runner_group::EnvRunnerGroup;
-use oxray_rl::rl_module::{ModelConfig, ModuleKind, RLModule};
+use oxray_rl::rl_module::{ModelConfig, ModuleKind};
 
 fn config(kind: ModuleKind) -> EnvRunnerConfig {
     EnvRunnerConfig {

@@ -22,6 +22,8 @@ use crate::algorithm::{Algorithm, TrainError};
 use crate::config::ExperimentConfig;
 use crate::progress::Progress;
 
+pub mod check;
+
 /// What every algorithm's `training:` section answers.
 pub trait TrainingConfig {
     /// The first out-of-range value, as (dotted key, what is wrong), given
@@ -151,54 +153,53 @@ pub fn env_runners(
     )?)
 }
 
-/// `progress` as a checkpoint stores it: this session's time added, the
-/// EnvRunners' RNG states taken.
-pub fn progress_to_save(
-    progress: &Progress,
-    started: Instant,
-    env_runners: &EnvRunnerGroup,
-) -> Result<Progress, TrainError> {
-    let mut progress = progress.clone();
-    progress.time_before_s += started.elapsed().as_secs_f64();
-    progress.env_runner_rngs = env_runners.rng_states()?;
-    Ok(progress)
+/// What a checkpoint carries besides the weights: the counters every
+/// algorithm keeps and the algorithm's own state `A`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TrainingState<A> {
+    pub progress: Progress,
+    pub algorithm: A,
 }
 
-/// Writes `checkpoint_<iteration>` with the algorithm's `state`.
-pub fn save(
-    checkpoint_dir: &Path,
-    config: &ExperimentConfig,
-    state: &impl Serialize,
-    iteration: u64,
-    learner: LearnerState,
-) -> Result<PathBuf, TrainError> {
-    let checkpoint = Checkpoint {
-        algorithm: config.algorithm.as_str().to_string(),
-        config: serde_json::to_value(config).expect("configs serialize"),
-        state: serde_json::to_value(state).expect("training state serializes"),
-        learner,
-    };
-    let name = format!("checkpoint_{iteration:06}");
-    Ok(checkpoint::save(checkpoint_dir, &name, &checkpoint)?)
-}
+impl<A: Serialize + DeserializeOwned + Clone> TrainingState<A> {
+    /// Writes `checkpoint_<iteration>` with this state (this session's time
+    /// added, the EnvRunners' RNG states taken) and the Learner's.
+    pub fn save(
+        &self,
+        checkpoint_dir: &Path,
+        config: &ExperimentConfig,
+        started: Instant,
+        env_runners: &EnvRunnerGroup,
+        learner: LearnerState,
+    ) -> Result<PathBuf, TrainError> {
+        let mut state = self.clone();
+        state.progress.time_before_s += started.elapsed().as_secs_f64();
+        state.progress.env_runner_rngs = env_runners.rng_states()?;
+        let checkpoint = Checkpoint {
+            algorithm: config.algorithm.as_str().to_string(),
+            config: serde_json::to_value(config).expect("configs serialize"),
+            state: serde_json::to_value(&state).expect("training state serializes"),
+            learner,
+        };
+        let name = format!("checkpoint_{:06}", state.progress.iteration);
+        Ok(checkpoint::save(checkpoint_dir, &name, &checkpoint)?)
+    }
 
-/// The algorithm's training state from `checkpoint`.
-pub fn restore_state<T: DeserializeOwned>(checkpoint: &Checkpoint) -> Result<T, TrainError> {
-    serde_json::from_value(checkpoint.state.clone())
-        .map_err(|e| TrainError::Restore(format!("training state: {e}")))
-}
-
-/// Gives the EnvRunners the checkpoint's weights and RNG states.
-pub fn restore_env_runners(
-    env_runners: &mut EnvRunnerGroup,
-    progress: &Progress,
-    checkpoint: &Checkpoint,
-) -> Result<(), TrainError> {
-    env_runners.sync_weights(
-        progress.weights_version,
-        checkpoint.learner.weights.clone(),
-        progress.env_steps_sampled,
-    )?;
-    env_runners.set_rng_states(progress.env_runner_rngs.clone())?;
-    Ok(())
+    /// The state `checkpoint` holds; the EnvRunners get its weights and RNG
+    /// states.
+    pub fn restore(
+        checkpoint: &Checkpoint,
+        env_runners: &mut EnvRunnerGroup,
+    ) -> Result<Self, TrainError> {
+        let state: Self = serde_json::from_value(checkpoint.state.clone())
+            .map_err(|e| TrainError::Restore(format!("training state: {e}")))?;
+        let progress = &state.progress;
+        env_runners.sync_weights(
+            progress.weights_version,
+            checkpoint.learner.weights.clone(),
+            progress.env_steps_sampled,
+        )?;
+        env_runners.set_rng_states(progress.env_runner_rngs.clone())?;
+        Ok(state)
+    }
 }

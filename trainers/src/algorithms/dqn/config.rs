@@ -5,7 +5,7 @@ use oxray_rl::rl_module::ModuleKind;
 use oxray_rl::schedule::Schedule;
 use serde::{Deserialize, Serialize};
 
-use crate::algorithms::TrainingConfig;
+use crate::algorithms::{check, TrainingConfig};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -107,22 +107,8 @@ impl Default for DqnConfig {
 impl TrainingConfig for DqnConfig {
     fn validate(&self, _envs_sampled_in_parallel: usize) -> Result<(), (String, String)> {
         let replay = &self.replay_buffer_config;
-        let checks: [(bool, &str, &str); 12] = [
-            (
-                self.lr > 0.0 && self.lr.is_finite(),
-                "lr",
-                "must be positive",
-            ),
-            (
-                (0.0..=1.0).contains(&self.gamma),
-                "gamma",
-                "must be within [0, 1]",
-            ),
-            (
-                self.train_batch_size >= 1,
-                "train_batch_size",
-                "must be at least 1",
-            ),
+        check::common(self.lr, self.gamma, self.train_batch_size, self.grad_clip)?;
+        check::first_failed(&[
             (self.n_step >= 1, "n_step", "must be at least 1"),
             (
                 self.target_network_update_freq >= 1,
@@ -157,22 +143,11 @@ impl TrainingConfig for DqnConfig {
                 "alpha and beta must not be negative",
             ),
             (
-                self.grad_clip.is_none_or(|c| c > 0.0),
-                "grad_clip",
-                "must be positive",
-            ),
-            (
                 self.min_sample_timesteps_per_iteration >= 1,
                 "min_sample_timesteps_per_iteration",
                 "must be at least 1",
             ),
-        ];
-        for (ok, key, message) in checks {
-            if !ok {
-                return Err((format!("training.{key}"), message.into()));
-            }
-        }
-        Ok(())
+        ])
     }
 
     /// One step per env per `sample()`, as RLlib's DQN: the Learner keeps

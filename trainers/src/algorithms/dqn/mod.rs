@@ -36,14 +36,13 @@ use oxray_rl::SampleBatch;
 use serde::{Deserialize, Serialize};
 
 use crate::algorithm::{Algorithm, TrainError};
-use crate::algorithms::{self as shared, LastIteration};
+use crate::algorithms::{self as shared, LastIteration, TrainingState};
 use crate::config::ExperimentConfig;
-use crate::progress::{IterationTimes, Progress};
+use crate::progress::IterationTimes;
 
-/// What a DQN checkpoint carries besides the weights.
+/// DQN's own training state.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 struct DqnState {
-    progress: Progress,
     /// Env steps sampled at the last target network update.
     last_target_update: u64,
     num_target_updates: u64,
@@ -58,7 +57,7 @@ pub struct Dqn {
     learners: LearnerGroup<DqnLearner>,
     replay: ReplayBuffer,
     n_step: NStep,
-    state: DqnState,
+    state: TrainingState<DqnState>,
     started: Instant,
     last_iteration: LastIteration,
 }
@@ -107,7 +106,7 @@ impl Dqn {
             env_runners,
             learners,
             replay,
-            state: DqnState::default(),
+            state: TrainingState::default(),
             started: Instant::now(),
             last_iteration: LastIteration {
                 weights,
@@ -122,10 +121,10 @@ impl Dqn {
         match self.training.training_intensity {
             None => 1,
             Some(intensity) => {
-                self.state.update_credit +=
+                self.state.algorithm.update_credit +=
                     intensity * sampled as f64 / self.training.train_batch_size as f64;
-                let updates = self.state.update_credit.floor();
-                self.state.update_credit -= updates;
+                let updates = self.state.algorithm.update_credit.floor();
+                self.state.algorithm.update_credit -= updates;
                 updates as usize
             }
         }
@@ -162,11 +161,11 @@ impl Algorithm for Dqn {
             let mut trained_this_round = 0;
             for _ in 0..self.updates_for(batch.len()) {
                 let env_steps = self.state.progress.env_steps_sampled;
-                let update_target = env_steps - self.state.last_target_update
+                let update_target = env_steps - self.state.algorithm.last_target_update
                     >= self.training.target_network_update_freq;
                 if update_target {
-                    self.state.last_target_update = env_steps;
-                    self.state.num_target_updates += 1;
+                    self.state.algorithm.last_target_update = env_steps;
+                    self.state.algorithm.num_target_updates += 1;
                 }
                 let minibatch = self.replay.sample(self.training.train_batch_size);
                 trained_this_round += minibatch.len();
@@ -219,7 +218,7 @@ impl Algorithm for Dqn {
             ),
             (
                 metrics::NUM_TARGET_UPDATES.to_string(),
-                self.state.num_target_updates as f64,
+                self.state.algorithm.num_target_updates as f64,
             ),
         ]);
         Ok(result)
@@ -230,27 +229,22 @@ impl Algorithm for Dqn {
     }
 
     fn save(&self, checkpoint_dir: &Path) -> Result<PathBuf, TrainError> {
-        let mut state = self.state.clone();
-        state.progress =
-            shared::progress_to_save(&state.progress, self.started, &self.env_runners)?;
-        shared::save(
+        self.state.save(
             checkpoint_dir,
             &self.config,
-            &state,
-            state.progress.iteration,
+            self.started,
+            &self.env_runners,
             self.learners.state()?,
         )
     }
 
     fn restore(&mut self, checkpoint: &Checkpoint) -> Result<(), TrainError> {
-        let state: DqnState = shared::restore_state(checkpoint)?;
         self.learners.set_state(&checkpoint.learner)?;
-        shared::restore_env_runners(&mut self.env_runners, &state.progress, checkpoint)?;
+        self.state = TrainingState::restore(checkpoint, &mut self.env_runners)?;
         // The replay buffer starts empty: learning waits until it holds
         // `num_steps_sampled_before_learning_starts` steps again.
         self.training.num_steps_sampled_before_learning_starts +=
-            state.progress.env_steps_sampled;
-        self.state = state;
+            self.state.progress.env_steps_sampled;
         self.started = Instant::now();
         Ok(())
     }

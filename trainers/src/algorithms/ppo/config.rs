@@ -5,7 +5,7 @@ use oxray_rl::rl_module::ModuleKind;
 use oxray_rl::schedule::Schedule;
 use serde::{Deserialize, Serialize};
 
-use crate::algorithms::TrainingConfig;
+use crate::algorithms::{check, TrainingConfig};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -88,17 +88,8 @@ impl PpoConfig {
 
 impl TrainingConfig for PpoConfig {
     fn validate(&self, envs_sampled_in_parallel: usize) -> Result<(), (String, String)> {
-        let checks: [(bool, &str, &str); 12] = [
-            (
-                self.lr > 0.0 && self.lr.is_finite(),
-                "lr",
-                "must be positive",
-            ),
-            (
-                (0.0..=1.0).contains(&self.gamma),
-                "gamma",
-                "must be within [0, 1]",
-            ),
+        check::common(self.lr, self.gamma, self.train_batch_size, self.grad_clip)?;
+        check::first_failed(&[
             (
                 (0.0..=1.0).contains(&self.lambda),
                 "lambda",
@@ -127,26 +118,11 @@ impl TrainingConfig for PpoConfig {
                 "must be at least 1",
             ),
             (
-                self.train_batch_size >= 1,
-                "train_batch_size",
-                "must be at least 1",
-            ),
-            (
-                self.grad_clip.is_none_or(|c| c > 0.0),
-                "grad_clip",
-                "must be positive",
-            ),
-            (
                 envs_sampled_in_parallel <= self.train_batch_size,
                 "train_batch_size",
                 "must be at least num_env_runners × num_envs_per_env_runner (one step per env)",
             ),
-        ];
-        for (ok, key, message) in checks {
-            if !ok {
-                return Err((format!("training.{key}"), message.into()));
-            }
-        }
+        ])?;
         match &self.lr_schedule {
             Some(schedule) if schedule.check().is_err() || schedule.min() < 0.0 => Err((
                 "training.lr_schedule".into(),

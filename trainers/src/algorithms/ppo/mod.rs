@@ -27,14 +27,13 @@ use oxray_rl::SampleBatch;
 use serde::{Deserialize, Serialize};
 
 use crate::algorithm::{Algorithm, TrainError};
-use crate::algorithms::{self as shared, LastIteration};
+use crate::algorithms::{self as shared, LastIteration, TrainingState};
 use crate::config::ExperimentConfig;
 use crate::progress::{IterationTimes, Progress};
 
-/// What a PPO checkpoint carries besides the weights.
+/// PPO's own training state.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 struct PpoState {
-    progress: Progress,
     kl_coeff: f64,
 }
 
@@ -43,7 +42,7 @@ pub struct Ppo {
     training: PpoConfig,
     env_runners: EnvRunnerGroup,
     learners: LearnerGroup<PpoLearner>,
-    state: PpoState,
+    state: TrainingState<PpoState>,
     started: Instant,
     last_iteration: LastIteration,
 }
@@ -73,9 +72,11 @@ impl Ppo {
             training: training.clone(),
             env_runners,
             learners,
-            state: PpoState {
-                kl_coeff: training.kl_coeff,
-                ..PpoState::default()
+            state: TrainingState {
+                progress: Progress::default(),
+                algorithm: PpoState {
+                    kl_coeff: training.kl_coeff,
+                },
             },
             started: Instant::now(),
             last_iteration: LastIteration::default(),
@@ -105,7 +106,7 @@ impl Algorithm for Ppo {
         let learn_start = Instant::now();
         let params = UpdateParams {
             lr: cfg.lr_at(env_steps_sampled),
-            kl_coeff: self.state.kl_coeff,
+            kl_coeff: self.state.algorithm.kl_coeff,
             shuffle_seed: self
                 .config
                 .seed
@@ -123,7 +124,8 @@ impl Algorithm for Ppo {
         progress.env_steps_trained += batch.len() as u64;
         progress.episodes = episodes;
         progress.weights_version += 1;
-        self.state.kl_coeff = cfg.next_kl_coeff(self.state.kl_coeff, result[metrics::MEAN_KL_LOSS]);
+        self.state.algorithm.kl_coeff =
+            cfg.next_kl_coeff(self.state.algorithm.kl_coeff, result[metrics::MEAN_KL_LOSS]);
         let weights = self.learners.weights()?;
         self.env_runners
             .sync_weights(progress.weights_version, weights.clone(), env_steps_sampled)?;
@@ -154,22 +156,18 @@ impl Algorithm for Ppo {
     }
 
     fn save(&self, checkpoint_dir: &Path) -> Result<PathBuf, TrainError> {
-        let mut state = self.state.clone();
-        state.progress = shared::progress_to_save(&state.progress, self.started, &self.env_runners)?;
-        shared::save(
+        self.state.save(
             checkpoint_dir,
             &self.config,
-            &state,
-            state.progress.iteration,
+            self.started,
+            &self.env_runners,
             self.learners.state()?,
         )
     }
 
     fn restore(&mut self, checkpoint: &Checkpoint) -> Result<(), TrainError> {
-        let state: PpoState = shared::restore_state(checkpoint)?;
         self.learners.set_state(&checkpoint.learner)?;
-        shared::restore_env_runners(&mut self.env_runners, &state.progress, checkpoint)?;
-        self.state = state;
+        self.state = TrainingState::restore(checkpoint, &mut self.env_runners)?;
         self.started = Instant::now();
         Ok(())
     }
