@@ -7,12 +7,22 @@ mod cluster_support;
 
 use browser_support::Browser;
 use cluster_support::{oxray, start, start_node, status, Daemon, HEAD_IP};
-use oxray::core::{self as oxray_core, actor, InitOptions};
+use oxray::core::{self as oxray_core, actor, remote, InitOptions};
 use oxray_dashboard::client::http_request;
 use oxray_dashboard::{DashboardClient, JobState};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+#[remote]
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+#[remote]
+fn fails_on_purpose(code: u64) -> Result<u64, String> {
+    Err(format!("failed-on-purpose-{code}"))
+}
 
 pub struct Probe {
     pings: u64,
@@ -161,6 +171,21 @@ fn dashboard_in_headless_chromium_shows_nodes_actors_jobs_and_refuses_a_wrong_to
         .unwrap();
     assert_eq!(keeper.ping().get().unwrap(), 1);
 
+    // Tasks show by state, a failure with its error.
+    let squares: Vec<_> = (0..4).map(square::remote).collect();
+    assert_eq!(oxray_core::get_all(&squares).unwrap(), vec![0, 1, 4, 9]);
+    let failure = fails_on_purpose::remote(7).get().unwrap_err().to_string();
+    assert!(failure.contains("failed-on-purpose-7"), "{failure}");
+    browser.goto(&format!("{url}/tasks"));
+    browser.wait_for("the failed task and its error", Duration::from_secs(15), |b| {
+        b.text("#tasks").lines().any(|line| {
+            line.contains("fails_on_purpose")
+                && line.contains("FAILED")
+                && line.contains("failed-on-purpose-7")
+        })
+    });
+    browser.screenshot(&shots, "tasks");
+
     // A job submitted with the CLI goes to SUCCEEDED, and its log shows.
     let submitted = oxray_job(
         session,
@@ -194,7 +219,6 @@ fn dashboard_in_headless_chromium_shows_nodes_actors_jobs_and_refuses_a_wrong_to
     browser.screenshot(&shots, "job-log");
 
     for (path, title) in [
-        ("/tasks", "Tasks"),
         ("/placement-groups", "Placement groups"),
         ("/logs", "Logs"),
         ("/training", "Training"),
@@ -251,6 +275,39 @@ fn dashboard_in_headless_chromium_shows_nodes_actors_jobs_and_refuses_a_wrong_to
     }
     assert_eq!(metrics.value("oxray_actors", &[("state", "ALIVE")]), 1.0);
     assert_eq!(metrics.value("oxray_actors", &[("state", "DEAD")]), 1.0);
+    let tasks = list("tasks");
+    for state in ["FINISHED", "FAILED", "RUNNING", "PENDING_NODE_ASSIGNMENT"] {
+        let listed = tasks.iter().filter(|t| t["state"] == state).count();
+        let shown = metrics.value("oxray_tasks", &[("state", state)]);
+        assert_eq!(shown, listed as f64, "{state} tasks");
+    }
+    let failed = run_oxray(
+        session,
+        &[
+            "list", "tasks", "--filter", "state=FAILED", "--format", "json", "--address",
+            &address, "--token", &token,
+        ],
+    );
+    let failed: Vec<serde_json::Value> = serde_json::from_str(&failed).unwrap();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0]["name"], "fails_on_purpose");
+    assert!(failed[0]["error"]
+        .as_str()
+        .is_some_and(|e| e.contains("failed-on-purpose-7")));
+    let squares_done = tasks
+        .iter()
+        .filter(|t| t["name"] == "square" && t["state"] == "FINISHED")
+        .count();
+    assert_eq!(squares_done, 4);
+    let summary = run_oxray(
+        session,
+        &[
+            "summary", "tasks", "--format", "json", "--address", &address, "--token", &token,
+        ],
+    );
+    let summary: Vec<serde_json::Value> = serde_json::from_str(&summary).unwrap();
+    let square = summary.iter().find(|s| s["name"] == "square").unwrap();
+    assert_eq!(square["state_counts"]["FINISHED"], 4);
     let jobs = client.list_jobs().unwrap();
     assert_eq!(
         metrics.value("oxray_jobs", &[("status", "SUCCEEDED")]),

@@ -91,7 +91,10 @@ pub use object_ref::{Arg, ObjectRef};
 pub use options::{ActorOptions, TaskOptions};
 pub use oxray_macros::{actor, remote};
 pub use placement::{placement_group, remove_placement_group, PlacementGroup, PlacementStrategy};
-pub use protocol::{ActorStatusLine, ClusterStatus, JobStatus, NodeStatus};
+pub use protocol::{
+    ActorStatusLine, ClusterStatus, JobStatus, NodeStatus, ObjectRow, TaskRow, TaskState, TaskType,
+    WorkerRow,
+};
 pub use resources::{ResourceSet, SchedulingStrategy};
 pub use runtime::{
     cancel, get, get_all, get_all_timeout, init, is_initialized, join_address, kv_delete, kv_get,

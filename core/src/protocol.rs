@@ -278,7 +278,16 @@ pub struct ClusterStatus {
     pub pending_tasks: usize,
     pub running_tasks: usize,
     pub objects: usize,
+    /// The latest state of recent tasks (the head's bounded task-event ring).
+    pub tasks: Vec<TaskRow>,
+    /// The first [`MAX_OBJECT_ROWS`] objects of the object directory.
+    pub object_rows: Vec<ObjectRow>,
+    /// Worker processes and connected drivers.
+    pub workers: Vec<WorkerRow>,
 }
+
+/// Most object rows one status carries; `objects` stays the exact count.
+pub const MAX_OBJECT_ROWS: usize = 10_000;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodeStatus {
@@ -289,6 +298,8 @@ pub struct NodeStatus {
     pub total: ResourceSet,
     pub available: ResourceSet,
     pub workers: usize,
+    /// Bytes of shared-memory objects stored on the node.
+    pub object_store_bytes: u64,
 }
 
 /// A driver of the cluster: the embedded one, or one joined by address.
@@ -320,4 +331,108 @@ pub struct ActorStatusLine {
     pub state: String,
     pub node_id: Option<String>,
     pub restarts: u32,
+}
+
+/// A task's state, with Ray's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TaskState {
+    /// Waiting for its object arguments.
+    PendingArgsAvail,
+    /// Queued for resources and a worker.
+    PendingNodeAssignment,
+    Running,
+    Finished,
+    Failed,
+}
+
+impl TaskState {
+    pub const ALL: [TaskState; 5] = [
+        TaskState::PendingArgsAvail,
+        TaskState::PendingNodeAssignment,
+        TaskState::Running,
+        TaskState::Finished,
+        TaskState::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::PendingArgsAvail => "PENDING_ARGS_AVAIL",
+            TaskState::PendingNodeAssignment => "PENDING_NODE_ASSIGNMENT",
+            TaskState::Running => "RUNNING",
+            TaskState::Finished => "FINISHED",
+            TaskState::Failed => "FAILED",
+        }
+    }
+}
+
+/// What kind of task, with Ray's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TaskType {
+    NormalTask,
+    ActorTask,
+}
+
+impl TaskType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskType::NormalTask => "NORMAL_TASK",
+            TaskType::ActorTask => "ACTOR_TASK",
+        }
+    }
+}
+
+/// One task as `oxray list tasks` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskRow {
+    pub task_id: TaskId,
+    /// The function, or `Class::method`.
+    pub name: String,
+    pub task_type: TaskType,
+    pub state: TaskState,
+    pub actor_id: Option<ActorId>,
+    pub node_id: Option<String>,
+    pub worker_id: Option<WorkerId>,
+    pub worker_pid: Option<u32>,
+    pub required_resources: ResourceSet,
+    /// How many times it was started (retries count).
+    pub attempts: u32,
+    /// Milliseconds since the Unix epoch.
+    pub submitted_at_ms: u64,
+    pub started_at_ms: Option<u64>,
+    pub finished_at_ms: Option<u64>,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+/// One object as `oxray list objects` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ObjectRow {
+    pub object_id: ObjectId,
+    /// "PENDING" (its task has not finished), "READY" or "FAILED".
+    pub state: String,
+    /// The encoded value's bytes (0 while pending).
+    pub size_bytes: u64,
+    /// Where the bytes are: the node's shared memory, or inline in the head.
+    pub in_shared_memory: bool,
+    /// The node whose shared memory holds it.
+    pub node_id: Option<String>,
+    pub reference_count: u64,
+    /// The Rust type of the value.
+    pub type_name: Option<String>,
+    /// The task that will produce it, while pending.
+    pub producer_task: Option<TaskId>,
+}
+
+/// One worker process (or connected driver) as `oxray list workers` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerRow {
+    pub worker_id: WorkerId,
+    pub node_id: String,
+    pub pid: Option<u32>,
+    /// "DRIVER" or "WORKER".
+    pub worker_type: String,
+    pub actor_id: Option<ActorId>,
+    /// Tasks sent to it and not finished.
+    pub running_tasks: usize,
+    pub executable: String,
 }

@@ -10,7 +10,7 @@
 
 use crate::jobs::{JobDetails, JobState};
 use crate::training::TrainingRun;
-use oxray_core::ClusterStatus;
+use oxray_core::{ClusterStatus, TaskState};
 use std::fmt::Write;
 
 /// Actor states as `oxray list actors` shows them.
@@ -59,6 +59,16 @@ pub fn render(scrape: &Scrape) -> String {
         }
     }
     out.family(
+        "oxray_node_object_store_bytes",
+        "gauge",
+        "Bytes of shared-memory objects stored on a live node.",
+    );
+    for node in status.nodes.iter().filter(|n| n.alive) {
+        let labels = [("node_id", node.node_id.as_str())];
+        let bytes = node.object_store_bytes as f64;
+        out.sample("oxray_node_object_store_bytes", &labels, bytes);
+    }
+    out.family(
         "oxray_node_workers",
         "gauge",
         "Worker processes (task workers and actors) on a live node.",
@@ -68,17 +78,15 @@ pub fn render(scrape: &Scrape) -> String {
         out.sample("oxray_node_workers", &labels, node.workers as f64);
     }
 
-    out.family("oxray_tasks", "gauge", "Tasks the head tracks, by state.");
-    out.sample(
+    out.family(
         "oxray_tasks",
-        &[("state", "PENDING")],
-        status.pending_tasks as f64,
+        "gauge",
+        "Recent tasks (the head's task-event ring) by state.",
     );
-    out.sample(
-        "oxray_tasks",
-        &[("state", "RUNNING")],
-        status.running_tasks as f64,
-    );
+    for state in TaskState::ALL {
+        let count = status.tasks.iter().filter(|t| t.state == state).count();
+        out.sample("oxray_tasks", &[("state", state.as_str())], count as f64);
+    }
 
     out.family("oxray_actors", "gauge", "Actors by state.");
     for state in ACTOR_STATES {

@@ -237,13 +237,25 @@ fn nodes(status: &ClusterStatus) -> String {
                 usage(used("CPU"), node.total.get("CPU"), false),
                 usage(used("GPU"), node.total.get("GPU"), false),
                 usage(used("memory"), node.total.get("memory"), true),
+                format!(
+                    "{:.1} MiB",
+                    node.object_store_bytes as f64 / f64::from(1u32 << 20)
+                ),
                 node.workers.to_string(),
             ]
         })
         .collect();
     table(
         &[
-            "Node", "Address", "State", "Role", "CPU", "GPU", "Memory", "Workers",
+            "Node",
+            "Address",
+            "State",
+            "Role",
+            "CPU",
+            "GPU",
+            "Memory",
+            "Object store",
+            "Workers",
         ],
         &rows,
         "No nodes.",
@@ -371,11 +383,49 @@ fn actors(status: &ClusterStatus) -> String {
 }
 
 fn tasks(status: &ClusterStatus) -> String {
-    let rows = vec![
-        vec![state_badge("PENDING"), status.pending_tasks.to_string()],
-        vec![state_badge("RUNNING"), status.running_tasks.to_string()],
+    let counts: Vec<Vec<String>> = oxray_core::TaskState::ALL
+        .iter()
+        .map(|state| {
+            let count = status.tasks.iter().filter(|t| t.state == *state).count();
+            vec![state_badge(state.as_str()), count.to_string()]
+        })
+        .collect();
+    let row = |task: &oxray_core::TaskRow| {
+        vec![
+            format!("<code>{}</code>", task.task_id),
+            escape(&task.name),
+            state_badge(task.state.as_str()),
+            format!(
+                "<code>{}</code>",
+                escape(task.node_id.as_deref().unwrap_or(""))
+            ),
+            task.worker_pid.map_or_else(String::new, |p| p.to_string()),
+            task.attempts.to_string(),
+            format!(
+                "<span class=\"error\">{}</span>",
+                escape(task.error.as_deref().unwrap_or(""))
+            ),
+        ]
+    };
+    const SHOWN: usize = 50;
+    let failed: Vec<Vec<String>> = status
+        .tasks
+        .iter()
+        .rev()
+        .filter(|t| t.state == oxray_core::TaskState::Failed)
+        .take(SHOWN)
+        .map(row)
+        .collect();
+    let recent: Vec<Vec<String>> = status.tasks.iter().rev().take(SHOWN).map(row).collect();
+    let headers = [
+        "Task", "Name", "State", "Node", "Worker pid", "Attempts", "Error",
     ];
-    table(&["State", "Tasks"], &rows, "")
+    format!(
+        "{}<h2>Failed tasks</h2>{}<h2>Recent tasks</h2>{}",
+        table(&["State", "Tasks"], &counts, ""),
+        table(&headers, &failed, "No failed tasks."),
+        table(&headers, &recent, "No tasks yet.")
+    )
 }
 
 fn placement_groups(status: &ClusterStatus) -> String {

@@ -115,6 +115,7 @@ fn rows(what: Listing, state: &ClusterStatus) -> Vec<Row> {
                     field("is_head_node", node.is_head),
                     field("address", node.address.clone()),
                     field("workers", node.workers),
+                    field("object_store_bytes", node.object_store_bytes),
                     field("resources_total", resources(&node.total)),
                     detail("resources_used", Value::Object(used)),
                 ]
@@ -165,24 +166,59 @@ fn rows(what: Listing, state: &ClusterStatus) -> Vec<Row> {
                 ]
             })
             .collect(),
-        Listing::Tasks => vec![
-            vec![
-                field("state", "PENDING"),
-                field("count", state.pending_tasks),
-            ],
-            vec![
-                field("state", "RUNNING"),
-                field("count", state.running_tasks),
-            ],
-        ],
-        Listing::Objects => vec![vec![field("objects", state.objects)]],
-        Listing::Workers => state
-            .nodes
+        Listing::Tasks => state
+            .tasks
             .iter()
-            .map(|node| {
+            .map(|task| {
                 vec![
-                    field("node_id", node.node_id.clone()),
-                    field("workers", node.workers),
+                    field("task_id", task.task_id.to_string()),
+                    field("name", task.name.clone()),
+                    field("state", task.state.as_str()),
+                    field("type", task.task_type.as_str()),
+                    field("node_id", task.node_id.clone()),
+                    field("worker_pid", task.worker_pid),
+                    field("error", task.error.clone()),
+                    detail("actor_id", task.actor_id.map(|a| a.to_string())),
+                    detail("worker_id", task.worker_id.map(|w| w.to_string())),
+                    detail("required_resources", resources(&task.required_resources)),
+                    detail("attempts", task.attempts),
+                    detail("submitted_at_ms", task.submitted_at_ms),
+                    detail("started_at_ms", task.started_at_ms),
+                    detail("finished_at_ms", task.finished_at_ms),
+                ]
+            })
+            .collect(),
+        Listing::Objects => state
+            .object_rows
+            .iter()
+            .map(|object| {
+                vec![
+                    field("object_id", object.object_id.to_string()),
+                    field("state", object.state.clone()),
+                    field("size_bytes", object.size_bytes),
+                    field("node_id", object.node_id.clone()),
+                    field("reference_count", object.reference_count),
+                    field("type_name", object.type_name.clone()),
+                    detail("in_shared_memory", object.in_shared_memory),
+                    detail(
+                        "producer_task",
+                        object.producer_task.map(|t| t.to_string()),
+                    ),
+                ]
+            })
+            .collect(),
+        Listing::Workers => state
+            .workers
+            .iter()
+            .map(|worker| {
+                vec![
+                    field("worker_id", worker.worker_id.to_string()),
+                    field("worker_type", worker.worker_type.clone()),
+                    field("node_id", worker.node_id.clone()),
+                    field("pid", worker.pid),
+                    field("actor_id", worker.actor_id.map(|a| a.to_string())),
+                    field("running_tasks", worker.running_tasks),
+                    detail("executable", worker.executable.clone()),
                 ]
             })
             .collect(),

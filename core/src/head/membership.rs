@@ -85,6 +85,7 @@ impl NodeState {
                 total: pool.total().clone(),
                 available: ResourceSet::default(),
                 workers: 0,
+                object_store_bytes: 0,
             });
         }
         // Groups with a bundle there are placed again, whole, elsewhere.

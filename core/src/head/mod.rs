@@ -29,7 +29,8 @@
 //! | `actors.rs` | actor creation, restarts, death, names (GCS actor manager) |
 //! | `placement_groups.rs` | bundle reservation and removal (GCS placement group manager) |
 //! | `membership.rs` | nodes joining, heartbeats, node death (GCS node manager, health checks) |
-//! | `status.rs` | `oxray status` and the node summary |
+//! | `status.rs` | `oxray status`, the state API's rows and the node summary |
+//! | `task_events.rs` | the bounded ring of recent tasks' states (GCS task event table) |
 //!
 //! Scheduling: tasks of one resource shape share a FIFO queue, so a task that
 //! waits for a GPU never holds up CPU tasks behind it. A task *leases* a free
@@ -49,6 +50,7 @@ mod placement_groups;
 mod scheduler;
 mod service;
 mod status;
+mod task_events;
 mod tasks;
 mod worker_pool;
 
@@ -112,6 +114,8 @@ struct NodeState {
     /// Work for the async side: workers to spawn, processes to kill, files to
     /// remove. Collected under the lock, done after it is released.
     effects: Vec<Effect>,
+    /// Recent tasks' states, for the state API.
+    task_events: task_events::TaskEvents,
 }
 
 enum Effect {
@@ -191,6 +195,7 @@ impl Node {
                 shutting_down: false,
                 ready_events: 0,
                 effects: Vec::new(),
+                task_events: task_events::TaskEvents::from_env(),
             }),
             objects_changed: Condvar::new(),
             ready_epoch,

@@ -4,6 +4,7 @@
 //! picks, and holds both until it finishes. A worker blocked in `get` lends its
 //! resources out meanwhile.
 
+use super::task_events::now_ms;
 use super::tasks::TaskKind;
 use super::worker_pool::MAX_TASK_WORKERS;
 use super::{Node, NodeState};
@@ -139,6 +140,15 @@ impl NodeState {
             .get_mut(&worker)
             .expect("assigning to a known worker");
         w.assigned.push_back(task_id);
+        let (node_id, pid) = (&w.node, w.pid);
+        self.task_events.update(task_id, |row| {
+            row.state = TaskState::Running;
+            row.node_id = Some(node_id.clone());
+            row.worker_id = Some(worker);
+            row.worker_pid = pid;
+            row.attempts += 1;
+            row.started_at_ms = Some(now_ms());
+        });
         let message = NodeToWorker::Execute(Execute {
             task_id,
             invocation: spec.invocation,
@@ -169,6 +179,8 @@ impl NodeState {
     }
 
     pub(super) fn requeue_front(&mut self, task_id: TaskId) {
+        self.task_events
+            .update(task_id, |row| row.state = TaskState::PendingNodeAssignment);
         self.queue_for(task_id).push_front(task_id);
     }
 

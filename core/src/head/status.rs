@@ -1,6 +1,7 @@
 //! What the head reports about itself: the cluster table behind `oxray
-//! status` (nodes, jobs, actors, placement groups, task counts) and the local
-//! node's summary for `oxray_core::node_summary`.
+//! status`, `oxray list` and the dashboard (nodes, jobs, actors, placement
+//! groups, task counts, and one row per recent task, object and worker) and
+//! the local node's summary for `oxray_core::node_summary`.
 
 use super::actors::ActorStatus;
 use super::{Node, NodeState};
@@ -48,6 +49,16 @@ impl Node {
     pub fn cluster_status(&self) -> ClusterStatus {
         let state = self.state.lock();
         let workers_on = |node: &str| state.workers.values().filter(|w| w.node == node).count();
+        let mut stored_on: std::collections::HashMap<&str, u64> = Default::default();
+        for entry in state.objects.values() {
+            if let Some(Ok(ObjectBlob {
+                payload: Payload::Shared { len, node, .. },
+                ..
+            })) = entry.value.as_deref()
+            {
+                *stored_on.entry(node.as_str()).or_default() += len;
+            }
+        }
         let nodes = state
             .pool
             .nodes()
@@ -62,6 +73,7 @@ impl Node {
                 total: pool.total().clone(),
                 available: pool.available().clone(),
                 workers: workers_on(id),
+                object_store_bytes: stored_on.get(id).copied().unwrap_or(0),
             })
             .chain(state.dead_nodes.iter().cloned())
             .collect();
@@ -111,6 +123,49 @@ impl Node {
             pending_tasks: state.tasks.len() - running,
             running_tasks: running,
             objects: state.objects.len(),
+            tasks: state.task_events.rows(),
+            object_rows: state
+                .objects
+                .iter()
+                .take(MAX_OBJECT_ROWS)
+                .map(|(id, entry)| object_row(*id, entry))
+                .collect(),
+            workers: state
+                .workers
+                .iter()
+                .map(|(id, w)| WorkerRow {
+                    worker_id: *id,
+                    node_id: w.node.clone(),
+                    pid: w.pid,
+                    worker_type: if w.is_driver { "DRIVER" } else { "WORKER" }.into(),
+                    actor_id: w.actor,
+                    running_tasks: w.assigned.len(),
+                    executable: w.executable.clone(),
+                })
+                .collect(),
         }
+    }
+}
+
+fn object_row(id: crate::ids::ObjectId, entry: &super::object_directory::ObjectEntry) -> ObjectRow {
+    let (state, blob) = match entry.value.as_deref() {
+        None => ("PENDING", None),
+        Some(Ok(blob)) => ("READY", Some(blob)),
+        Some(Err(_)) => ("FAILED", None),
+    };
+    let (size_bytes, node_id) = match blob.map(|b| &b.payload) {
+        Some(Payload::Inline(bytes)) => (bytes.len() as u64, None),
+        Some(Payload::Shared { len, node, .. }) => (*len, Some(node.clone())),
+        None => (0, None),
+    };
+    ObjectRow {
+        object_id: id,
+        state: state.into(),
+        size_bytes,
+        in_shared_memory: node_id.is_some(),
+        node_id,
+        reference_count: entry.refs,
+        type_name: blob.map(|b| b.type_name.clone()),
+        producer_task: entry.producer,
     }
 }

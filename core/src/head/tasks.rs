@@ -5,6 +5,7 @@
 
 use super::actors::ActorStatus;
 use super::object_directory::ObjectEntry;
+use super::task_events::now_ms;
 use super::{Node, NodeState};
 use crate::error::{Error, Result};
 use crate::ids::{ActorId, ObjectId, TaskId, WorkerId};
@@ -30,6 +31,25 @@ pub(super) struct TaskRecord {
 impl NodeState {
     pub(super) fn submit(&mut self, spec: TaskSpec) {
         let return_id = spec.return_id;
+        self.task_events.submitted(|| TaskRow {
+            task_id: spec.task_id,
+            name: spec.invocation.display_name(),
+            task_type: match spec.actor {
+                Some(_) => TaskType::ActorTask,
+                None => TaskType::NormalTask,
+            },
+            state: TaskState::PendingArgsAvail,
+            actor_id: spec.actor,
+            node_id: None,
+            worker_id: None,
+            worker_pid: None,
+            required_resources: spec.resources.clone(),
+            attempts: 0,
+            submitted_at_ms: now_ms(),
+            started_at_ms: None,
+            finished_at_ms: None,
+            error: None,
+        });
         self.objects.insert(
             return_id,
             ObjectEntry {
@@ -49,7 +69,9 @@ impl NodeState {
                 available: self.pool.largest_node(),
             };
             self.release_args(&spec.args);
-            return self.complete(return_id, Err(error));
+            let outcome = Err(error);
+            self.record_end(spec.task_id, &outcome);
+            return self.complete(return_id, outcome);
         }
         let task_id = spec.task_id;
         let retries_left = match kind {
@@ -124,6 +146,8 @@ impl NodeState {
         if let Some(error) = failed_arg {
             return self.finish_task(task_id, Err(error));
         }
+        self.task_events
+            .update(task_id, |row| row.state = TaskState::PendingNodeAssignment);
         match record.kind {
             TaskKind::Stateless => self.queue_for(task_id).push_back(task_id),
             TaskKind::ActorCall(actor) => match self.actors.get_mut(&actor) {
@@ -154,7 +178,22 @@ impl NodeState {
             return;
         };
         self.release_args(&record.spec.args);
+        self.record_end(task_id, &outcome);
         self.complete(record.spec.return_id, outcome);
+    }
+
+    /// A task's final state in the task events.
+    fn record_end(&mut self, task_id: TaskId, outcome: &Result<ObjectBlob>) {
+        self.task_events.update(task_id, |row| {
+            row.finished_at_ms = Some(now_ms());
+            match outcome {
+                Ok(_) => row.state = TaskState::Finished,
+                Err(error) => {
+                    row.state = TaskState::Failed;
+                    row.error = Some(error.to_string());
+                }
+            }
+        });
     }
 
     /// Drops the references a task's or actor's arguments held.
