@@ -177,13 +177,17 @@ fn dashboard_in_headless_chromium_shows_nodes_actors_jobs_and_refuses_a_wrong_to
     let failure = fails_on_purpose::remote(7).get().unwrap_err().to_string();
     assert!(failure.contains("failed-on-purpose-7"), "{failure}");
     browser.goto(&format!("{url}/tasks"));
-    browser.wait_for("the failed task and its error", Duration::from_secs(15), |b| {
-        b.text("#tasks").lines().any(|line| {
-            line.contains("fails_on_purpose")
-                && line.contains("FAILED")
-                && line.contains("failed-on-purpose-7")
-        })
-    });
+    browser.wait_for(
+        "the failed task and its error",
+        Duration::from_secs(15),
+        |b| {
+            b.text("#tasks").lines().any(|line| {
+                line.contains("fails_on_purpose")
+                    && line.contains("FAILED")
+                    && line.contains("failed-on-purpose-7")
+            })
+        },
+    );
     browser.screenshot(&shots, "tasks");
 
     // A job submitted with the CLI goes to SUCCEEDED, and its log shows.
@@ -284,29 +288,47 @@ fn dashboard_in_headless_chromium_shows_nodes_actors_jobs_and_refuses_a_wrong_to
     let failed = run_oxray(
         session,
         &[
-            "list", "tasks", "--filter", "state=FAILED", "--format", "json", "--address",
-            &address, "--token", &token,
+            "list",
+            "tasks",
+            "--filter",
+            "state=FAILED",
+            "--format",
+            "json",
+            "--address",
+            &address,
+            "--token",
+            &token,
         ],
     );
     let failed: Vec<serde_json::Value> = serde_json::from_str(&failed).unwrap();
     assert_eq!(failed.len(), 1, "{failed:?}");
-    assert_eq!(failed[0]["name"], "fails_on_purpose");
+    assert_eq!(failed[0]["name"], "dashboard::fails_on_purpose");
     assert!(failed[0]["error"]
         .as_str()
         .is_some_and(|e| e.contains("failed-on-purpose-7")));
     let squares_done = tasks
         .iter()
-        .filter(|t| t["name"] == "square" && t["state"] == "FINISHED")
+        .filter(|t| t["name"] == "dashboard::square" && t["state"] == "FINISHED")
         .count();
     assert_eq!(squares_done, 4);
     let summary = run_oxray(
         session,
         &[
-            "summary", "tasks", "--format", "json", "--address", &address, "--token", &token,
+            "summary",
+            "tasks",
+            "--format",
+            "json",
+            "--address",
+            &address,
+            "--token",
+            &token,
         ],
     );
     let summary: Vec<serde_json::Value> = serde_json::from_str(&summary).unwrap();
-    let square = summary.iter().find(|s| s["name"] == "square").unwrap();
+    let square = summary
+        .iter()
+        .find(|s| s["name"] == "dashboard::square")
+        .unwrap();
     assert_eq!(square["state_counts"]["FINISHED"], 4);
     let jobs = client.list_jobs().unwrap();
     assert_eq!(

@@ -418,7 +418,13 @@ fn tasks(status: &ClusterStatus) -> String {
         .collect();
     let recent: Vec<Vec<String>> = status.tasks.iter().rev().take(SHOWN).map(row).collect();
     let headers = [
-        "Task", "Name", "State", "Node", "Worker pid", "Attempts", "Error",
+        "Task",
+        "Name",
+        "State",
+        "Node",
+        "Worker pid",
+        "Attempts",
+        "Error",
     ];
     format!(
         "{}<h2>Failed tasks</h2>{}<h2>Recent tasks</h2>{}",

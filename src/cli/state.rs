@@ -200,10 +200,7 @@ fn rows(what: Listing, state: &ClusterStatus) -> Vec<Row> {
                     field("reference_count", object.reference_count),
                     field("type_name", object.type_name.clone()),
                     detail("in_shared_memory", object.in_shared_memory),
-                    detail(
-                        "producer_task",
-                        object.producer_task.map(|t| t.to_string()),
-                    ),
+                    detail("producer_task", object.producer_task.map(|t| t.to_string())),
                 ]
             })
             .collect(),
@@ -401,4 +398,28 @@ pub fn summary(args: SummaryArgs) -> anyhow::Result<()> {
         .collect();
     print_rows(&rows, args.format);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_match_shown_values_and_negate() {
+        let row = vec![
+            field("state", "FAILED"),
+            field("name", "square"),
+            field("worker_pid", 42),
+            field("node_id", Value::Null),
+        ];
+        let keeps = |text: &str| parse_filter(text).unwrap().keeps(&row);
+        assert!(keeps("state=FAILED"));
+        assert!(keeps("state=failed"));
+        assert!(!keeps("state!=FAILED"));
+        assert!(keeps("name!=cube"));
+        assert!(keeps("worker_pid=42"));
+        assert!(keeps("node_id=-"));
+        assert!(parse_filter("state").is_err());
+        assert!(parse_filter("=x").is_err());
+    }
 }
