@@ -239,22 +239,14 @@ fn dashboard_in_headless_chromium_shows_nodes_actors_jobs_and_refuses_a_wrong_to
     // /metrics, parsed as Prometheus parses it, says what `oxray list` says.
     let client = DashboardClient::new(&url, &token).unwrap();
     let metrics = parse_metrics(&client.metrics().unwrap());
-    let list = |what: &str| -> Vec<serde_json::Value> {
-        let text = run_oxray(
-            session,
-            &[
-                "list",
-                what,
-                "--format",
-                "json",
-                "--address",
-                &address,
-                "--token",
-                &token,
-            ],
-        );
-        serde_json::from_str(&text).expect("oxray list --format json")
+    // `oxray ARGS --format json` against the cluster, parsed.
+    let state_json = |args: &[&str]| -> Vec<serde_json::Value> {
+        let mut all = args.to_vec();
+        all.extend_from_slice(&["--format", "json", "--address", &address, "--token", &token]);
+        let text = run_oxray(session, &all);
+        serde_json::from_str(&text).expect("oxray --format json")
     };
+    let list = |what: &str| state_json(&["list", what]);
     let nodes = list("nodes");
     assert_eq!(nodes.len(), 3);
     assert_eq!(metrics.value("oxray_nodes", &[("state", "ALIVE")]), 3.0);
@@ -285,22 +277,7 @@ fn dashboard_in_headless_chromium_shows_nodes_actors_jobs_and_refuses_a_wrong_to
         let shown = metrics.value("oxray_tasks", &[("state", state)]);
         assert_eq!(shown, listed as f64, "{state} tasks");
     }
-    let failed = run_oxray(
-        session,
-        &[
-            "list",
-            "tasks",
-            "--filter",
-            "state=FAILED",
-            "--format",
-            "json",
-            "--address",
-            &address,
-            "--token",
-            &token,
-        ],
-    );
-    let failed: Vec<serde_json::Value> = serde_json::from_str(&failed).unwrap();
+    let failed = state_json(&["list", "tasks", "--filter", "state=FAILED"]);
     assert_eq!(failed.len(), 1, "{failed:?}");
     assert_eq!(failed[0]["name"], "dashboard::fails_on_purpose");
     assert!(failed[0]["error"]
@@ -311,20 +288,7 @@ fn dashboard_in_headless_chromium_shows_nodes_actors_jobs_and_refuses_a_wrong_to
         .filter(|t| t["name"] == "dashboard::square" && t["state"] == "FINISHED")
         .count();
     assert_eq!(squares_done, 4);
-    let summary = run_oxray(
-        session,
-        &[
-            "summary",
-            "tasks",
-            "--format",
-            "json",
-            "--address",
-            &address,
-            "--token",
-            &token,
-        ],
-    );
-    let summary: Vec<serde_json::Value> = serde_json::from_str(&summary).unwrap();
+    let summary = state_json(&["summary", "tasks"]);
     let square = summary
         .iter()
         .find(|s| s["name"] == "dashboard::square")
