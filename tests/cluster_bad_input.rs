@@ -51,7 +51,11 @@ fn start_head() -> Head {
     let words: Vec<&str> = line.split_whitespace().collect();
     Head {
         address: words[4].to_string(),
-        token: words[6].to_string(),
+        // The ready line names the head's private token file, never the token.
+        token: std::fs::read_to_string(words[6])
+            .unwrap()
+            .trim()
+            .to_string(),
         child,
         _session: session,
     }

@@ -54,9 +54,11 @@ fn start_head(session: &Path, extra: &[&str]) -> (Daemon, String, String, String
     args.extend_from_slice(extra);
     let head = start(session, &args);
     assert_eq!(head.ready.get(7).map(String::as_str), Some("dashboard"));
+    // The ready line names the head's private token file, never the token.
+    let token = std::fs::read_to_string(&head.ready[6]).expect("the head's token file");
     let (address, token, url) = (
         head.ready[4].clone(),
-        head.ready[6].clone(),
+        token.trim().to_string(),
         head.ready[8].clone(),
     );
     (head, address, token, url)

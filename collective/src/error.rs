@@ -65,6 +65,21 @@ pub enum CollectiveError {
         rank: usize,
         detail: String,
     },
+    #[error("rank {rank} of group {group:?}: rank {peer} failed authentication: {detail}")]
+    Unauthenticated {
+        group: String,
+        rank: usize,
+        peer: usize,
+        detail: String,
+    },
+    #[error("rank {rank} of group {group:?}: refused shared-memory file {path} from rank {peer}: {detail}")]
+    ForeignSharedFile {
+        group: String,
+        rank: usize,
+        peer: usize,
+        path: String,
+        detail: String,
+    },
     #[error(
         "rank {rank}: {op} sizes differ: this rank has {expected} elements, rank {peer} has {got}"
     )]

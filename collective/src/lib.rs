@@ -57,7 +57,11 @@
 mod api;
 mod bucket;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
+mod greeting;
 mod group;
+mod handshake;
 mod layout;
 mod options;
 mod pipeline;

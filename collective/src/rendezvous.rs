@@ -6,6 +6,11 @@
 //! it is a trait: [`KvRendezvous`] uses the cluster's key-value store (ranks
 //! in different processes or machines), [`InProcessRendezvous`] a map shared by
 //! threads (ranks as threads in one process, as tests and the bench run them).
+//!
+//! The store also supplies the secret the ranks prove to each other (see the
+//! `handshake` module): whoever can meet through a store shares its secret,
+//! a key derived from the cluster token for the cluster's store, a random key
+//! per map for threads.
 
 use parking_lot::{Condvar, Mutex};
 use std::collections::HashMap;
@@ -19,6 +24,8 @@ pub trait Rendezvous: Send + Sync {
     fn wait(&self, key: &str, timeout: Duration) -> Result<Vec<u8>, String>;
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String>;
     fn delete(&self, key: &str) -> Result<(), String>;
+    /// The secret every rank meeting here shares; never sent anywhere.
+    fn cluster_secret(&self) -> Result<Vec<u8>, String>;
 }
 
 /// A rendezvous through the cluster's KV store (`oxray_core::kv_*`); needs
@@ -42,6 +49,12 @@ impl Rendezvous for KvRendezvous {
     fn delete(&self, key: &str) -> Result<(), String> {
         oxray_core::kv_delete(key).map_err(|error| error.to_string())
     }
+
+    fn cluster_secret(&self) -> Result<Vec<u8>, String> {
+        oxray_core::cluster_key("collective")
+            .map(|key| key.to_vec())
+            .map_err(|error| error.to_string())
+    }
 }
 
 /// The published entries and the condition variable that wakes waiters when
@@ -49,10 +62,11 @@ impl Rendezvous for KvRendezvous {
 type SharedEntries = Arc<(Mutex<HashMap<String, Vec<u8>>>, Condvar)>;
 
 /// A rendezvous for ranks that are threads of one process. Clones share the
-/// same map.
+/// same map and the same secret, drawn at random on first use.
 #[derive(Debug, Clone, Default)]
 pub struct InProcessRendezvous {
     shared: SharedEntries,
+    secret: Arc<Mutex<Option<[u8; 32]>>>,
 }
 
 impl InProcessRendezvous {
@@ -90,5 +104,14 @@ impl Rendezvous for InProcessRendezvous {
     fn delete(&self, key: &str) -> Result<(), String> {
         self.shared.0.lock().remove(key);
         Ok(())
+    }
+
+    fn cluster_secret(&self) -> Result<Vec<u8>, String> {
+        let mut secret = self.secret.lock();
+        let key = match *secret {
+            Some(key) => key,
+            None => *secret.insert(oxray_core::auth::random_bytes().map_err(|e| e.to_string())?),
+        };
+        Ok(key.to_vec())
     }
 }

@@ -12,9 +12,17 @@
 //!
 //! The files live in `/dev/shm` only while the group forms; every rank maps
 //! them and the creator removes them once all ranks have joined.
+//!
+//! A rank maps only what a peer names, so a name is checked before anything
+//! is opened: it must be one of this group's files (its name carries the
+//! group's tag, see `handshake`) of the expected kind, directly in
+//! `/dev/shm`, not a symbolic link, a regular file of this user that nobody
+//! else can read or write (files are created 0600 with `O_EXCL`), and of the
+//! exact size. Anything else is refused rather than mapped read-write.
 
 use parking_lot::Mutex;
 use std::fs::OpenOptions;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
@@ -33,6 +41,22 @@ const RING_CONTROL_AT: [(usize, usize); 2] = [(64, 128), (192, 256)];
 const DOORBELL_AT: usize = 0;
 const SLEEPING_AT: usize = 64;
 
+const SHM_DIR: &str = "/dev/shm";
+const MAILBOX_KIND: &str = "mailbox";
+const PAIR_KIND: &str = "pair";
+
+/// Why a file a peer named could not be used.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum OpenError {
+    /// Not one of this group's files: never to be mapped.
+    #[error("{0}")]
+    Foreign(String),
+    /// The file may be fine but is not reachable from here (another machine
+    /// under the same node label, say): the pair falls back to TCP.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
 /// A file in `/dev/shm` mapped into this process, removed when its creator
 /// says so or drops it.
 struct SharedFile {
@@ -40,22 +64,38 @@ struct SharedFile {
     created: Mutex<Option<PathBuf>>,
 }
 
+/// Whether `name` is a `kind` file of the group tagged `tag`:
+/// `oxray-collective-PID-TAG-NANOS-COUNT-KIND`.
+fn is_group_file_name(name: &str, tag: &str, kind: &str) -> bool {
+    let Some(rest) = name.strip_prefix("oxray-collective-") else {
+        return false;
+    };
+    let parts: Vec<&str> = rest.split('-').collect();
+    let number = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
+    matches!(parts.as_slice(), [pid, found_tag, nanos, count, found_kind]
+        if number(pid) && *found_tag == tag && number(nanos) && number(count) && *found_kind == kind)
+}
+
 impl SharedFile {
-    fn create(kind: &str, len: usize) -> std::io::Result<Self> {
+    fn create(tag: &str, kind: &str, len: usize) -> std::io::Result<Self> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let unique = NEXT.fetch_add(1, Ordering::Relaxed);
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|elapsed| elapsed.subsec_nanos())
             .unwrap_or(0);
-        let path = PathBuf::from(format!(
-            "/dev/shm/oxray-collective-{}-{nanos}-{unique}-{kind}",
+        // The creator's pid comes first: `oxray stop` removes the files of
+        // creators that died without cleaning up.
+        let path = Path::new(SHM_DIR).join(format!(
+            "oxray-collective-{}-{tag}-{nanos}-{unique}-{kind}",
             std::process::id()
         ));
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&path)?;
         file.set_len(len as u64)?;
         // SAFETY: the file was just created with this length; all shared
@@ -68,12 +108,50 @@ impl SharedFile {
         })
     }
 
-    fn open(path: &Path, len: usize) -> std::io::Result<Self> {
-        let file = OpenOptions::new().read(true).write(true).open(path)?;
-        if file.metadata()?.len() != len as u64 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("{} has the wrong size", path.display()),
+    /// Maps the file a peer named, after checking it is a `kind` file of
+    /// the group tagged `tag` (see the module doc).
+    fn open(path: &Path, tag: &str, kind: &str, len: usize) -> Result<Self, OpenError> {
+        let foreign = |detail: &str| Err(OpenError::Foreign(detail.to_string()));
+        let name = path.file_name().and_then(|name| name.to_str());
+        let named_right = path.parent() == Some(Path::new(SHM_DIR))
+            && name.is_some_and(|name| is_group_file_name(name, tag, kind));
+        if !named_right {
+            return foreign(&format!("not a {kind} file of this group in {SHM_DIR}"));
+        }
+        let file = match OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(path)
+        {
+            Ok(file) => file,
+            Err(error) if error.raw_os_error() == Some(libc::ELOOP) => {
+                return foreign("it is a symbolic link")
+            }
+            Err(error) => return Err(OpenError::Io(error)),
+        };
+        let metadata = file.metadata()?;
+        // SAFETY: geteuid has no preconditions.
+        let user = unsafe { libc::geteuid() };
+        if !metadata.is_file() {
+            return foreign("not a regular file");
+        }
+        if metadata.uid() != user {
+            return foreign(&format!(
+                "owned by uid {}, not by this process's uid {user}",
+                metadata.uid()
+            ));
+        }
+        if metadata.mode() & 0o077 != 0 {
+            return foreign(&format!(
+                "mode {:o} lets other users in (oxray creates 0600)",
+                metadata.mode() & 0o777
+            ));
+        }
+        if metadata.len() != len as u64 {
+            return foreign(&format!(
+                "{} bytes, not the {len} of a {kind} file",
+                metadata.len()
             ));
         }
         // SAFETY: as in `create`; the creator sized the file.
@@ -123,15 +201,15 @@ pub(crate) struct Mailbox {
 }
 
 impl Mailbox {
-    pub(crate) fn create() -> std::io::Result<Self> {
+    pub(crate) fn create(tag: &str) -> std::io::Result<Self> {
         Ok(Mailbox {
-            file: SharedFile::create("mailbox", MAILBOX_BYTES)?,
+            file: SharedFile::create(tag, MAILBOX_KIND, MAILBOX_BYTES)?,
         })
     }
 
-    pub(crate) fn open(path: &Path) -> std::io::Result<Self> {
+    pub(crate) fn open(path: &Path, tag: &str) -> Result<Self, OpenError> {
         Ok(Mailbox {
-            file: SharedFile::open(path, MAILBOX_BYTES)?,
+            file: SharedFile::open(path, tag, MAILBOX_KIND, MAILBOX_BYTES)?,
         })
     }
 
@@ -217,15 +295,15 @@ pub(crate) struct PairSegment {
 }
 
 impl PairSegment {
-    pub(crate) fn create() -> std::io::Result<Self> {
+    pub(crate) fn create(tag: &str) -> std::io::Result<Self> {
         Ok(PairSegment {
-            file: SharedFile::create("pair", SEGMENT_BYTES)?,
+            file: SharedFile::create(tag, PAIR_KIND, SEGMENT_BYTES)?,
         })
     }
 
-    pub(crate) fn open(path: &Path) -> std::io::Result<Self> {
+    pub(crate) fn open(path: &Path, tag: &str) -> Result<Self, OpenError> {
         Ok(PairSegment {
-            file: SharedFile::open(path, SEGMENT_BYTES)?,
+            file: SharedFile::open(path, tag, PAIR_KIND, SEGMENT_BYTES)?,
         })
     }
 
@@ -376,5 +454,67 @@ impl SharedLink {
             self.peer_mailbox.ring();
         }
         Ok(Some(used))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    const TAG: &str = "5eC0ffee5eC0ffee";
+
+    fn refused(path: &Path) -> String {
+        match Mailbox::open(path, TAG) {
+            Err(OpenError::Foreign(detail)) => detail,
+            Err(OpenError::Io(error)) => {
+                panic!("{}: expected a refusal, got {error}", path.display())
+            }
+            Ok(_) => panic!("{} must not be mapped", path.display()),
+        }
+    }
+
+    #[test]
+    fn created_files_are_private_and_open_for_the_group() {
+        let mailbox = Mailbox::create(TAG).unwrap();
+        let path = mailbox.path().unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{}", path.display());
+        assert!(Mailbox::open(&path, TAG).is_ok());
+        let other_group = Mailbox::open(&path, "0000000000000000");
+        assert!(
+            matches!(&other_group, Err(OpenError::Foreign(detail)) if detail.contains("not a mailbox file of this group")),
+            "another group's tag is refused"
+        );
+        assert!(matches!(
+            PairSegment::open(&path, TAG),
+            Err(OpenError::Foreign(_))
+        ));
+    }
+
+    #[test]
+    fn links_shared_files_and_wrong_sizes_are_refused() {
+        let name = |what: u32| {
+            Path::new(SHM_DIR).join(format!(
+                "oxray-collective-{}-{TAG}-{what}-0-mailbox",
+                std::process::id()
+            ))
+        };
+        let target = Mailbox::create(TAG).unwrap();
+        let link = name(1);
+        std::os::unix::fs::symlink(target.path().unwrap(), &link).unwrap();
+        let readable = name(2);
+        std::fs::write(&readable, [0u8; MAILBOX_BYTES]).unwrap();
+        std::fs::set_permissions(&readable, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let short = name(3);
+        std::fs::write(&short, [0u8; 8]).unwrap();
+        std::fs::set_permissions(&short, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let details = [refused(&link), refused(&readable), refused(&short)];
+        for path in [&link, &readable, &short] {
+            std::fs::remove_file(path).unwrap();
+        }
+        assert!(details[0].contains("symbolic link"), "{}", details[0]);
+        assert!(details[1].contains("mode 644"), "{}", details[1]);
+        assert!(details[2].contains("8 bytes"), "{}", details[2]);
     }
 }

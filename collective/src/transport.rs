@@ -15,29 +15,36 @@
 //! same file; their socket then only tells each when the other is gone. The
 //! rest of the crate sees one interface either way: [`Mesh::send_some`],
 //! [`Mesh::receive_some`] and [`Mesh::wait`].
+//!
+//! Every connection is authenticated (the `handshake` module) before its
+//! greeting is believed: a stranger that reaches a rank's port is dropped and
+//! logged, and the rank goes on waiting for its real peers.
 
 use crate::error::{CollectiveError, OpKind, Result};
+use crate::greeting::{Hello, Record};
+use crate::handshake::{self, GroupKey, HandshakeError};
 use crate::layout::Layout;
 use crate::options::GroupOptions;
 use crate::rendezvous::Rendezvous;
-use crate::shm::{Mailbox, PairSegment, SharedLink};
-use std::io::{Read, Write};
+use crate::shm::{Mailbox, OpenError, PairSegment, SharedLink};
 use std::net::{Shutdown, TcpListener, TcpStream, ToSocketAddrs};
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-const HELLO_MAGIC: u32 = u32::from_le_bytes(*b"OXHI");
 const SOCKET_BUFFER_BYTES: libc::c_int = 4 * 1024 * 1024;
-/// Longest string (node label, file path) accepted in a hello, so a stray
-/// connection cannot make a rank allocate without bound.
-const MAX_HELLO_STRING_BYTES: usize = 4096;
 /// How long a rank sleeps on its doorbell before it checks that the peers it
 /// waits for are still alive.
 const LIVENESS_SLICE: Duration = Duration::from_millis(20);
 /// How long a wait that involves both a socket and a shared-memory link
 /// blocks in `poll` before it looks at the shared-memory side again.
 const MIXED_WAIT_SLICE: Duration = Duration::from_micros(200);
+/// How long an accepted connection may take to greet and prove itself: a
+/// real peer answers the challenge at once, and a silent stranger must not
+/// hold up the ranks that queue behind it.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Refused connections logged per join; the rest are only counted.
+const LOGGED_REFUSALS: usize = 5;
 
 /// Bytes this rank has sent, split by whether the receiver is on its node.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -69,15 +76,6 @@ pub(crate) struct Mesh {
     counters: ByteCounters,
 }
 
-/// What a rank publishes for its peers: enough to connect and to decide on
-/// shared memory.
-struct Record {
-    world_size: usize,
-    address: String,
-    mailbox: Option<PathBuf>,
-    label: String,
-}
-
 /// The key under which `rank` of `group` publishes its record.
 fn rendezvous_key(group: &str, rank: usize) -> String {
     format!("oxray/collective/{group}/rank/{rank}")
@@ -98,6 +96,9 @@ impl Mesh {
             rank,
             detail,
         };
+        let secret = rendezvous.cluster_secret().map_err(&failed)?;
+        let key = GroupKey::derive(&secret, group);
+        let tag = key.file_tag();
         let own_label = match &options.layout {
             Some(layout) => layout[rank].clone(),
             None => oxray_core::node_id()
@@ -116,7 +117,7 @@ impl Mesh {
             .port();
         // No /dev/shm (or shared memory turned off): every link uses TCP.
         let mailbox = if options.shared_memory {
-            Mailbox::create().ok()
+            Mailbox::create(&tag).ok()
         } else {
             None
         };
@@ -154,13 +155,26 @@ impl Mesh {
             })?;
             tune_socket(&stream).map_err(|error| failed(error.to_string()))?;
             // The lower rank of a same-node pair creates the pair's rings; if
-            // that or mapping the peer's doorbell fails, the pair uses TCP.
+            // that or reaching the peer's doorbell fails, the pair uses TCP.
+            // A doorbell that is not this group's own file is refused.
             let shared = match (&mailbox, &record.mailbox) {
-                (Some(_), Some(peer_mailbox)) if record.label == own_label => PairSegment::create()
-                    .and_then(|segment| {
-                        Ok(SharedLink::new(segment, true, Mailbox::open(peer_mailbox)?))
-                    })
-                    .ok(),
+                (Some(_), Some(peer_mailbox)) if record.label == own_label => {
+                    match Mailbox::open(peer_mailbox, &tag) {
+                        Ok(peer) => PairSegment::create(&tag)
+                            .ok()
+                            .map(|segment| SharedLink::new(segment, true, peer)),
+                        Err(OpenError::Io(_)) => None,
+                        Err(OpenError::Foreign(detail)) => {
+                            return Err(CollectiveError::ForeignSharedFile {
+                                group: group.to_string(),
+                                rank,
+                                peer: higher,
+                                path: peer_mailbox.display().to_string(),
+                                detail,
+                            })
+                        }
+                    }
+                }
                 _ => None,
             };
             let segment_path = shared.as_ref().and_then(|link| link.segment().path());
@@ -171,9 +185,24 @@ impl Mesh {
                 segment: segment_path,
                 mailbox: own_record.mailbox.clone(),
             };
-            (&stream)
-                .write_all(&hello.encode())
-                .map_err(|error| failed(format!("cannot greet rank {higher}: {error}")))?;
+            stream
+                .set_read_timeout(Some(
+                    remaining_until(deadline).max(Duration::from_millis(1)),
+                ))
+                .map_err(|error| failed(error.to_string()))?;
+            handshake::prove_and_verify(&stream, &key, &hello.encode()).map_err(
+                |error| match error {
+                    HandshakeError::Io(error) => {
+                        failed(format!("cannot authenticate with rank {higher}: {error}"))
+                    }
+                    other => CollectiveError::Unauthenticated {
+                        group: group.to_string(),
+                        rank,
+                        peer: higher,
+                        detail: other.to_string(),
+                    },
+                },
+            )?;
             labels[higher] = Some(record.label);
             links[higher] = Some(Link { stream, shared });
         }
@@ -181,16 +210,39 @@ impl Mesh {
         listener
             .set_nonblocking(true)
             .map_err(|error| failed(error.to_string()))?;
-        for _ in 0..rank {
-            let stream = accept_with_deadline(&listener, deadline)
-                .map_err(|error| failed(format!("waiting for lower ranks to connect: {error}")))?;
+        let mut accepted = 0;
+        let mut refused = 0;
+        while accepted < rank {
+            let (stream, from) = accept_with_deadline(&listener, deadline).map_err(|error| {
+                let strangers = if refused > 0 {
+                    format!(" ({refused} unauthenticated connections refused)")
+                } else {
+                    String::new()
+                };
+                failed(format!(
+                    "waiting for lower ranks to connect: {error}{strangers}"
+                ))
+            })?;
             stream
                 .set_nonblocking(false)
-                .and_then(|()| stream.set_read_timeout(Some(remaining_until(deadline))))
+                .and_then(|()| {
+                    let limit = remaining_until(deadline).min(HANDSHAKE_TIMEOUT);
+                    stream.set_read_timeout(Some(limit.max(Duration::from_millis(1))))
+                })
                 .map_err(|error| failed(error.to_string()))?;
-            let hello = Hello::read(&stream).map_err(|error| {
-                failed(format!("a connecting peer sent no valid greeting: {error}"))
-            })?;
+            let hello = match authenticate_lower(&stream, &key) {
+                Ok(hello) => hello,
+                Err(error) => {
+                    refused += 1;
+                    if refused <= LOGGED_REFUSALS {
+                        eprintln!(
+                            "oxray: rank {rank} of collective group {group:?} refused a connection from {from}: {error}"
+                        );
+                    }
+                    continue;
+                }
+            };
+            accepted += 1;
             let lower = hello.rank;
             if hello.world_size != world_size || lower >= rank {
                 return Err(failed(format!(
@@ -207,13 +259,22 @@ impl Mesh {
             }
             tune_socket(&stream).map_err(|error| failed(error.to_string()))?;
             let shared = match (&hello.segment, &hello.mailbox) {
-                (Some(segment), Some(peer_mailbox)) => {
-                    Some(attach_shared(segment, peer_mailbox).map_err(|error| {
-                        failed(format!(
-                            "rank {lower} is on this node but its shared memory is not: {error}"
-                        ))
-                    })?)
-                }
+                (Some(segment), Some(peer_mailbox)) => Some(
+                    attach_shared(segment, peer_mailbox, &tag).map_err(
+                        |(path, error)| match error {
+                            OpenError::Foreign(detail) => CollectiveError::ForeignSharedFile {
+                                group: group.to_string(),
+                                rank,
+                                peer: lower,
+                                path: path.display().to_string(),
+                                detail,
+                            },
+                            OpenError::Io(error) => failed(format!(
+                                "rank {lower} is on this node but its shared memory is not: {error}"
+                            )),
+                        },
+                    )?,
+                ),
                 _ => None,
             };
             labels[lower] = Some(hello.label);
@@ -463,118 +524,25 @@ fn remaining_until(deadline: Instant) -> Duration {
     deadline.saturating_duration_since(Instant::now())
 }
 
-impl Record {
-    fn encode(&self) -> Vec<u8> {
-        let mailbox = self
-            .mailbox
-            .as_ref()
-            .map(|path| path.display().to_string())
-            .unwrap_or_default();
-        format!(
-            "{}\n{}\n{mailbox}\n{}",
-            self.world_size, self.address, self.label
-        )
-        .into_bytes()
-    }
-
-    fn decode(bytes: &[u8]) -> Option<Record> {
-        let text = std::str::from_utf8(bytes).ok()?;
-        let mut lines = text.splitn(4, '\n');
-        let world_size = lines.next()?.parse().ok()?;
-        let address = lines.next()?.to_string();
-        let mailbox = non_empty_path(lines.next()?.to_string());
-        let label = lines.next()?.to_string();
-        Some(Record {
-            world_size,
-            address,
-            mailbox,
-            label,
-        })
-    }
+/// Maps the rings and doorbell a lower rank named; on failure, the path at
+/// fault and why.
+fn attach_shared(
+    segment: &Path,
+    peer_mailbox: &Path,
+    tag: &str,
+) -> Result<SharedLink, (PathBuf, OpenError)> {
+    let rings = PairSegment::open(segment, tag).map_err(|error| (segment.to_path_buf(), error))?;
+    let doorbell =
+        Mailbox::open(peer_mailbox, tag).map_err(|error| (peer_mailbox.to_path_buf(), error))?;
+    Ok(SharedLink::new(rings, false, doorbell))
 }
 
-fn non_empty_path(text: String) -> Option<PathBuf> {
-    Some(text)
-        .filter(|text| !text.is_empty())
-        .map(PathBuf::from)
-}
-
-/// The greeting a connecting rank sends first.
-struct Hello {
-    world_size: usize,
-    rank: usize,
-    label: String,
-    /// The pair's rings, when the connecting rank set them up.
-    segment: Option<PathBuf>,
-    /// The connecting rank's doorbell.
-    mailbox: Option<PathBuf>,
-}
-
-impl Hello {
-    fn encode(&self) -> Vec<u8> {
-        let mut bytes = Vec::with_capacity(64 + self.label.len());
-        bytes.extend_from_slice(&HELLO_MAGIC.to_le_bytes());
-        bytes.extend_from_slice(&(self.world_size as u32).to_le_bytes());
-        bytes.extend_from_slice(&(self.rank as u32).to_le_bytes());
-        let path_text = |path: &Option<PathBuf>| {
-            path.as_ref()
-                .map(|path| path.display().to_string())
-                .unwrap_or_default()
-        };
-        for text in [
-            self.label.clone(),
-            path_text(&self.segment),
-            path_text(&self.mailbox),
-        ] {
-            bytes.extend_from_slice(&(text.len() as u32).to_le_bytes());
-            bytes.extend_from_slice(text.as_bytes());
-        }
-        bytes
-    }
-
-    fn read(mut stream: &TcpStream) -> std::io::Result<Hello> {
-        let invalid =
-            |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
-        let mut read_u32 = || -> std::io::Result<u32> {
-            let mut word = [0u8; 4];
-            stream.read_exact(&mut word)?;
-            Ok(u32::from_le_bytes(word))
-        };
-        if read_u32()? != HELLO_MAGIC {
-            return Err(invalid("not an oxray collective peer"));
-        }
-        let world_size = read_u32()? as usize;
-        let rank = read_u32()? as usize;
-        let mut read_text = || -> std::io::Result<String> {
-            let mut word = [0u8; 4];
-            stream.read_exact(&mut word)?;
-            let len = u32::from_le_bytes(word) as usize;
-            if len > MAX_HELLO_STRING_BYTES {
-                return Err(invalid("greeting field too long"));
-            }
-            let mut text = vec![0u8; len];
-            stream.read_exact(&mut text)?;
-            String::from_utf8(text).map_err(|_| invalid("greeting field is not UTF-8"))
-        };
-        let label = read_text()?;
-        let segment = non_empty_path(read_text()?);
-        let mailbox = non_empty_path(read_text()?);
-        Ok(Hello {
-            world_size,
-            rank,
-            label,
-            segment,
-            mailbox,
-        })
-    }
-}
-
-fn attach_shared(segment: &Path, peer_mailbox: &Path) -> std::io::Result<SharedLink> {
-    Ok(SharedLink::new(
-        PairSegment::open(segment)?,
-        false,
-        Mailbox::open(peer_mailbox)?,
-    ))
+/// Challenges a connecting peer, reads its greeting and checks its proof.
+fn authenticate_lower(stream: &TcpStream, key: &GroupKey) -> Result<Hello, HandshakeError> {
+    let challenge = handshake::send_challenge(stream)?;
+    let hello = Hello::read(stream)?;
+    handshake::verify_and_answer(stream, key, &challenge, &hello.encode())?;
+    Ok(hello)
 }
 
 fn connect_with_deadline(address: &str, deadline: Instant) -> std::io::Result<TcpStream> {
@@ -593,10 +561,13 @@ fn connect_with_deadline(address: &str, deadline: Instant) -> std::io::Result<Tc
     }))
 }
 
-fn accept_with_deadline(listener: &TcpListener, deadline: Instant) -> std::io::Result<TcpStream> {
+fn accept_with_deadline(
+    listener: &TcpListener,
+    deadline: Instant,
+) -> std::io::Result<(TcpStream, std::net::SocketAddr)> {
     loop {
         match listener.accept() {
-            Ok((stream, _)) => return Ok(stream),
+            Ok(accepted) => return Ok(accepted),
             Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
                 let remaining = remaining_until(deadline);
                 if remaining.is_zero() {

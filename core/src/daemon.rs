@@ -17,6 +17,10 @@ use crate::ids::WorkerId;
 pub use crate::node_ip::{default_node_ip, route_to};
 use crate::protocol::{ClusterStatus, HeadToNode, NodeToHead, StatusRequest, PROTOCOL_VERSION};
 use crate::runtime::InitOptions;
+pub use crate::session::{
+    create_private_file, ensure_private_dir, read_private_file, session_dir, session_subdir,
+    write_private_file, SESSION_DIR_ENV,
+};
 use crate::wire::MAX_MESSAGE_BYTES;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -25,11 +29,9 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
-/// Where this machine's cluster processes leave their address, token, pids
-/// and logs (Ray's `/tmp/ray/session_latest`).
-pub fn session_dir() -> PathBuf {
-    std::env::var_os("OXRAY_SESSION_DIR")
-        .map_or_else(|| PathBuf::from("/tmp/oxray/session_latest"), PathBuf::from)
+/// The file in the session directory that holds the head's token.
+pub fn token_file() -> Result<PathBuf> {
+    Ok(session_dir()?.join("token"))
 }
 
 /// The token to present: `OXRAY_TOKEN`, else the session's token file.
@@ -37,40 +39,41 @@ pub fn find_token() -> Result<String> {
     if let Ok(token) = std::env::var(TOKEN_ENV) {
         return Ok(token);
     }
-    let file = session_dir().join("token");
-    std::fs::read_to_string(&file).map(|t| t.trim().to_string()).map_err(|_| {
-        Error::Runtime(format!(
-            "no cluster token: pass --token, set {TOKEN_ENV}, or run where `oxray start --head` wrote {}",
+    let file = token_file()?;
+    match read_private_file(&file)? {
+        Some(token) => Ok(token.trim().to_string()),
+        None => Err(Error::Runtime(format!(
+            "no cluster token: pass --token-file, set {TOKEN_ENV}, or run where `oxray start --head` wrote {}",
             file.display()
-        ))
-    })
+        ))),
+    }
+}
+
+/// Reads a token from a file given with `--token-file`: like an ssh key, it
+/// must be the user's own and private.
+pub fn read_token_file(path: &std::path::Path) -> Result<String> {
+    let token = read_private_file(path)?
+        .ok_or_else(|| Error::Runtime(format!("--token-file {} does not exist", path.display())))?;
+    let token = token.trim().to_string();
+    if token.is_empty() {
+        return Err(Error::Runtime(format!(
+            "--token-file {} is empty",
+            path.display()
+        )));
+    }
+    Ok(token)
 }
 
 /// The head address recorded in the session directory.
 pub fn find_head_address() -> Result<String> {
-    let file = session_dir().join("head_address");
-    std::fs::read_to_string(&file)
-        .map(|a| a.trim().to_string())
-        .map_err(|_| {
-            Error::Runtime(format!(
-                "no running cluster found ({} is missing): pass --address",
-                file.display()
-            ))
-        })
-}
-
-fn write_private(path: &std::path::Path, contents: &str) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| Error::runtime(&format!("cannot write {}", path.display()), e))?;
-    file.write_all(contents.as_bytes())
-        .map_err(|e| Error::runtime(&format!("cannot write {}", path.display()), e))
+    let file = session_dir()?.join("head_address");
+    match read_private_file(&file)? {
+        Some(address) => Ok(address.trim().to_string()),
+        None => Err(Error::Runtime(format!(
+            "no running cluster found ({} is missing): pass --address",
+            file.display()
+        ))),
+    }
 }
 
 /// Removes the shared-memory files of oxray processes on this machine that
@@ -81,10 +84,8 @@ pub fn remove_orphaned_shared_memory() -> usize {
 
 /// Records this process in the session directory so `oxray stop` finds it.
 pub fn record_pid(role: &str) -> Result<()> {
-    let dir = session_dir().join("pids");
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| Error::runtime(&format!("cannot create {}", dir.display()), e))?;
-    write_private(&dir.join(std::process::id().to_string()), role)
+    let dir = session_subdir("pids")?;
+    write_private_file(&dir.join(std::process::id().to_string()), role)
 }
 
 /// Options of a head.
@@ -115,11 +116,9 @@ impl Head {
         let token = config.token.clone();
         let node = Node::start(config)?;
         let address = node.address();
-        let dir = session_dir();
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| Error::runtime(&format!("cannot create {}", dir.display()), e))?;
-        write_private(&dir.join("token"), &token)?;
-        write_private(&dir.join("head_address"), &address.to_string())?;
+        let dir = session_dir()?;
+        write_private_file(&dir.join("token"), &token)?;
+        write_private_file(&dir.join("head_address"), &address.to_string())?;
         Ok(Head {
             node,
             address,

@@ -82,6 +82,12 @@ pub enum Error {
     #[error("oxray is already initialized in this process")]
     AlreadyInitialized,
 
+    /// Local state (the session directory or a file in it, a token file) is
+    /// not private to this user, so it may have been planted or read by
+    /// another user; oxray refuses to use it.
+    #[error("refusing {path}: {problem}; remove it or make it this user's own with mode 0700 (directories) or 0600 (files)")]
+    UnsafeLocalState { path: String, problem: String },
+
     /// The runtime itself failed: a worker could not be started, a connection
     /// broke, a file could not be written.
     #[error("{0}")]

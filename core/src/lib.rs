@@ -58,7 +58,7 @@
 //! | `actor`, `object_ref`, `options`, `registry`, `value`, `ids`, `error` | the user-facing types behind `#[remote]` and `#[actor]` |
 
 mod actor;
-mod auth;
+pub mod auth;
 pub mod daemon;
 mod error;
 mod head;
@@ -72,6 +72,7 @@ pub mod protocol;
 mod registry;
 mod resources;
 mod runtime;
+mod session;
 mod shm;
 mod transfer;
 mod value;
@@ -97,9 +98,9 @@ pub use protocol::{
 };
 pub use resources::{ResourceSet, SchedulingStrategy};
 pub use runtime::{
-    cancel, get, get_all, get_all_timeout, init, is_initialized, join_address, kv_delete, kv_get,
-    kv_put, kv_wait, node_id, node_summary, put, shutdown, wait, InitOptions, NodeSummary,
-    ReadyAndPending,
+    cancel, cluster_key, get, get_all, get_all_timeout, init, is_initialized, join_address,
+    kv_delete, kv_get, kv_put, kv_wait, node_id, node_summary, put, shutdown, wait, InitOptions,
+    NodeSummary, ReadyAndPending,
 };
 pub use transfer::{transfer_counters, TransferCounters};
 pub use worker::get_gpu_ids;

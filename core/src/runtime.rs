@@ -288,6 +288,13 @@ pub fn node_id() -> Result<String> {
 /// Stores `value` under `key` in the cluster's key-value store (Ray's internal
 /// KV): how processes that are not parent and child find each other, e.g. the
 /// ranks of a collective group.
+/// A key for `purpose` derived from the cluster token (see
+/// [`auth::derive_key`](crate::auth::derive_key)): ranks of a collective
+/// group prove membership with it without the token crossing the network.
+pub fn cluster_key(purpose: &str) -> Result<[u8; 32]> {
+    Ok(crate::auth::derive_key(current()?.token(), purpose))
+}
+
 pub fn kv_put(key: &str, value: Vec<u8>) -> Result<()> {
     current()?.kv_put(key, value)
 }

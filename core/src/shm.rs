@@ -17,6 +17,11 @@
 //! alone), and every reader checks it, so a stale path can never be read as
 //! another value. Copies pulled from other nodes are named by the holder and
 //! the generation, and removed when the head frees the value.
+//!
+//! `/dev/shm` is shared by every user of the machine, so object files are
+//! created 0600 without following links, a file another user placed at an
+//! object's path first is refused rather than written into, and only this
+//! user's private files are ever mapped as values.
 
 use crate::error::{Error, Result};
 use crate::ids::ObjectId;
@@ -25,6 +30,7 @@ use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::fs::OpenOptions;
 use std::ops::Deref;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -129,14 +135,10 @@ pub fn create(
     }
     let path = object_path(session, id);
     let io = |e: std::io::Error| Error::runtime(&format!("shared memory {}", path.display()), e);
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&path)
+    let file = create_private(&path)?;
+    file.set_len(0)
+        .and_then(|()| file.set_len(file_len as u64))
         .map_err(io)?;
-    file.set_len(file_len as u64).map_err(io)?;
     // SAFETY: the file was just created by this process under a unique name;
     // nobody else maps it until its path is published after this returns.
     let mut map = unsafe { MmapMut::map_mut(&file) }.map_err(io)?;
@@ -155,6 +157,40 @@ pub fn create(
             .insert(path.clone(), segment);
     }
     Ok(path)
+}
+
+/// Opens `path` for writing from its start, creating it 0600 without
+/// following a link. A file that was already there (a retried task writing
+/// the same object) must be this user's own and private, or it is refused
+/// rather than written into.
+pub fn create_private(path: &Path) -> Result<std::fs::File> {
+    let io = |e: std::io::Error| Error::runtime(&format!("shared memory {}", path.display()), e);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(io)?;
+    let metadata = file.metadata().map_err(io)?;
+    if !is_private(&metadata) {
+        return Err(Error::UnsafeLocalState {
+            path: path.display().to_string(),
+            problem: format!(
+                "a file of uid {} with mode {:o} is in the way of an object",
+                metadata.uid(),
+                metadata.mode() & 0o777
+            ),
+        });
+    }
+    Ok(file)
+}
+
+/// Whether a file is this user's own and closed to everyone else.
+fn is_private(metadata: &std::fs::Metadata) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    metadata.uid() == unsafe { libc::geteuid() } && metadata.mode() & 0o077 == 0
 }
 
 /// Where the bytes of a value are held.
@@ -236,7 +272,24 @@ pub fn open(path: &str, len: u64, generation: u64) -> Result<SharedBytes> {
         id: path.to_string(),
         message: format!("cannot map shared memory: {e}"),
     };
-    let file = std::fs::File::open(path).map_err(io)?;
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(io)?;
+    // Another user's file at an object's path (planted before the value was
+    // written, or a link) is never taken for the value.
+    let metadata = file.metadata().map_err(io)?;
+    if !metadata.is_file() || !is_private(&metadata) {
+        return Err(Error::ObjectLost {
+            id: path.to_string(),
+            message: format!(
+                "the file is not this user's private object file (uid {}, mode {:o})",
+                metadata.uid(),
+                metadata.mode() & 0o777
+            ),
+        });
+    }
     // SAFETY: object files are written once before their path is published and
     // are only rewritten after the node freed the object, when no reference to
     // it — and so no reader — is left; the generation check catches a reader
@@ -316,4 +369,45 @@ pub fn remove_orphans() -> usize {
         }
     }
     removed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn object_files_are_private_and_planted_ones_are_refused() {
+        let session = format!("shm-test-{}", std::process::id());
+        let path = create(&session, ObjectId(1), 4096, false, |bytes| {
+            bytes.fill(7);
+            Ok(())
+        })
+        .unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{}", path.display());
+        assert_eq!(open(&path.to_string_lossy(), 4096, 1).unwrap()[0], 7);
+
+        // A file others may read, waiting at the next object's path with the
+        // right generation in its header.
+        let planted = object_path(&session, ObjectId(2));
+        let mut forged = 2u64.to_le_bytes().to_vec();
+        forged.extend_from_slice(&[9u8; 4096]);
+        std::fs::write(&planted, &forged).unwrap();
+        std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let read = open(&planted.to_string_lossy(), 4096, 2);
+        assert!(
+            matches!(read, Err(Error::ObjectLost { .. })),
+            "a planted value is not read"
+        );
+        let refused = create(&session, ObjectId(2), 4096, false, |_| Ok(()));
+        assert!(
+            matches!(refused, Err(Error::UnsafeLocalState { .. })),
+            "{:?}",
+            refused.map(|_| ())
+        );
+        assert_eq!(std::fs::read(&planted).unwrap(), forged, "nor written into");
+        remove_session(&session);
+        assert!(!path.exists() && !planted.exists());
+    }
 }

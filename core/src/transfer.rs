@@ -164,8 +164,7 @@ pub(crate) fn pull(
         std::process::id(),
         PARTIALS.fetch_add(1, Ordering::Relaxed)
     ));
-    let written = std::fs::File::create(&partial)
-        .map_err(|e| Error::runtime("cannot create a local copy", e))
+    let written = shm::create_private(&partial)
         .and_then(|mut file| receive(value, token, &mut file))
         .and_then(|()| {
             std::fs::rename(&partial, &local)
@@ -226,6 +225,11 @@ fn receive(value: &RemoteValue, token: &str, sink: &mut impl Write) -> Result<()
             .map_err(|s| lost(format!("transfer from {server} broke: {}", s.message())))?
         {
             received += chunk.data.len() as u64;
+            if received > len + shm::HEADER_BYTES as u64 {
+                return Err(lost(format!(
+                    "{server} sent more than the {len} bytes asked for"
+                )));
+            }
             sink.write_all(&chunk.data)
                 .map_err(|e| Error::runtime("cannot write a local copy", e))?;
         }

@@ -171,6 +171,137 @@ mod tests {
         assert!(decode_message::<crate::protocol::NodeToHead>(&bytes).is_ok());
     }
 
+    /// Valid encodings of messages from every direction, for mutation.
+    fn valid_messages() -> Vec<(WireMessage, Vec<u8>)> {
+        use crate::ids::WorkerId;
+        use crate::protocol as p;
+        let encode = |value: &dyn erased::Encode| value.encode();
+        vec![
+            (
+                WireMessage::WorkerToNode,
+                encode(&p::WorkerToNode::Hello {
+                    worker_id: WorkerId(7),
+                    pid: 4242,
+                }),
+            ),
+            (
+                WireMessage::WorkerToNode,
+                encode(&p::WorkerToNode::DriverHello {
+                    origin: 3,
+                    pid: 99,
+                    executable: "/usr/local/bin/oxray".into(),
+                }),
+            ),
+            (
+                WireMessage::NodeToHead,
+                encode(&p::NodeToHead::Register {
+                    node_id: "node-a".into(),
+                    resources: Default::default(),
+                    object_server: "127.0.0.2:40000".into(),
+                    version: p::PROTOCOL_VERSION.into(),
+                }),
+            ),
+            (
+                WireMessage::NodeToHead,
+                encode(&p::NodeToHead::WorkerExited {
+                    worker: WorkerId(9),
+                    message: "exit status 1".into(),
+                }),
+            ),
+            (
+                WireMessage::HeadToNode,
+                encode(&p::HeadToNode::Spawn {
+                    worker: WorkerId(1),
+                    gpu_ids: vec![0, 1],
+                    executable: "/usr/local/bin/oxray".into(),
+                }),
+            ),
+            (
+                WireMessage::HeadToNode,
+                encode(&p::HeadToNode::Free {
+                    path: "/dev/shm/oxray-s-1".into(),
+                }),
+            ),
+            (
+                WireMessage::PullRequest,
+                encode(&p::PullRequest {
+                    path: "/dev/shm/oxray-s-2".into(),
+                }),
+            ),
+            (
+                WireMessage::Chunk,
+                encode(&p::Chunk {
+                    data: vec![1, 2, 3, 4],
+                }),
+            ),
+            (
+                WireMessage::ClusterStatus,
+                encode(&p::ClusterStatus::default()),
+            ),
+        ]
+    }
+
+    mod erased {
+        /// Lets `valid_messages` list messages of different types.
+        pub trait Encode {
+            fn encode(&self) -> Vec<u8>;
+        }
+
+        impl<T: serde::Serialize> Encode for T {
+            fn encode(&self) -> Vec<u8> {
+                postcard::to_allocvec(self).expect("sample messages encode")
+            }
+        }
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Inputs per property in the normal test run; raise with
+        /// `PROPTEST_CASES` for a longer campaign.
+        const CASES: u32 = 4096;
+
+        fn refused_cleanly(kind: WireMessage, bytes: &[u8]) -> Result<(), TestCaseError> {
+            if let Err(status) = decode_any_message(kind, bytes) {
+                prop_assert_eq!(status.code(), tonic::Code::InvalidArgument);
+                prop_assert!(status.message().starts_with("malformed "));
+            }
+            Ok(())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(CASES))]
+
+            #[test]
+            fn arbitrary_bytes_are_decoded_or_refused_by_every_decoder(
+                bytes in proptest::collection::vec(any::<u8>(), 0..4096),
+            ) {
+                for kind in WireMessage::ALL {
+                    refused_cleanly(kind, &bytes)?;
+                }
+            }
+
+            #[test]
+            fn mutated_valid_messages_are_decoded_or_refused(
+                which in any::<prop::sample::Index>(),
+                edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+                cut in any::<prop::sample::Index>(),
+            ) {
+                let samples = valid_messages();
+                let (kind, original) = &samples[which.index(samples.len())];
+                prop_assert!(decode_any_message(*kind, original).is_ok());
+                let mut bytes = original.clone();
+                for (at, value) in &edits {
+                    let at = at.index(bytes.len());
+                    bytes[at] = *value;
+                }
+                refused_cleanly(*kind, &bytes)?;
+                refused_cleanly(*kind, &bytes[..cut.index(bytes.len())])?;
+            }
+        }
+    }
+
     #[test]
     fn huge_length_prefixes_are_refused_without_allocating() {
         // PullRequest starts with a string: claim u64::MAX bytes of it.

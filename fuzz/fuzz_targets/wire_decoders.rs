@@ -1,6 +1,7 @@
 //! Feeds arbitrary bytes to every decoder that reads what the network sends a
-//! head, node or worker: each must return an error, never panic or hang.
-//! Run with `cargo +nightly fuzz run wire_decoders` from `fuzz/`.
+//! head, node, worker or collective rank: each must return an error, never
+//! panic or hang. Run with `scripts/fuzz.sh` (needs a nightly toolchain);
+//! the corpus it grows is kept in `fuzz/corpus/wire_decoders`.
 
 #![no_main]
 
@@ -11,4 +12,5 @@ fuzz_target!(|bytes: &[u8]| {
     for kind in WireMessage::ALL {
         let _ = decode_any_message(kind, bytes);
     }
+    let _ = oxray_collective::fuzzing::decode_peer_input(bytes);
 });

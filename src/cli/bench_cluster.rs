@@ -64,7 +64,13 @@ pub fn run(args: &HeartbeatArgs) -> anyhow::Result<()> {
     let (child, ready) = super::cluster::spawn_daemon(&head_args, session.path(), &[])?;
     let head = HeadProcess(child);
     let (address, token) = match ready.as_slice() {
-        [_, _, _, _, address, _, token, ..] => (address.clone(), token.clone()),
+        [_, _, _, _, address, _, token_file, ..] => (
+            address.clone(),
+            std::fs::read_to_string(token_file)
+                .with_context(|| format!("cannot read the head's token file {token_file}"))?
+                .trim()
+                .to_string(),
+        ),
         _ => bail!("unexpected ready line from the head: {ready:?}"),
     };
 

@@ -32,10 +32,8 @@ pub struct StartArgs {
     node_ip_address: Option<String>,
     #[command(flatten)]
     resources: NodeResources,
-    /// Cluster token (the head makes one if absent; nodes read OXRAY_TOKEN or
-    /// the session directory).
-    #[arg(long)]
-    token: Option<String>,
+    #[command(flatten)]
+    token: TokenArgs,
     /// Serve the dashboard, the Jobs API and /metrics from the head.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     include_dashboard: bool,
@@ -58,15 +56,50 @@ pub struct StatusArgs {
     /// Head address (default: the cluster started on this machine).
     #[arg(long)]
     address: Option<String>,
-    /// Cluster token (default: OXRAY_TOKEN, then the session directory).
-    #[arg(long)]
-    token: Option<String>,
+    #[command(flatten)]
+    token: TokenArgs,
     /// Wait until this many nodes are alive.
     #[arg(long)]
     wait_nodes: Option<usize>,
     /// Seconds to wait for --wait-nodes.
     #[arg(long, default_value_t = 60.0)]
     timeout: f64,
+}
+
+/// Where the cluster token comes from: `--token-file` (kept out of `ps`, as a
+/// command-line `--token` is not), `--token`, then `OXRAY_TOKEN`, then the
+/// session directory (for processes on the head's machine).
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// File holding the cluster token (private to you: mode 0600).
+    #[arg(long, value_name = "PATH", conflicts_with = "token")]
+    token_file: Option<std::path::PathBuf>,
+    /// Cluster token. Visible to every local user in `ps`: prefer
+    /// --token-file or OXRAY_TOKEN.
+    #[arg(long)]
+    token: Option<String>,
+}
+
+impl TokenArgs {
+    /// The token given on the command line or in `OXRAY_TOKEN`, if any.
+    pub fn given(&self) -> anyhow::Result<Option<String>> {
+        if let Some(path) = &self.token_file {
+            return Ok(Some(daemon::read_token_file(path)?));
+        }
+        Ok(self
+            .token
+            .clone()
+            .or_else(|| std::env::var(TOKEN_ENV).ok())
+            .filter(|token| !token.is_empty()))
+    }
+
+    /// The token to present: given, else the session directory's.
+    pub fn resolve(&self) -> anyhow::Result<String> {
+        match self.given()? {
+            Some(token) => Ok(token),
+            None => Ok(daemon::find_token()?),
+        }
+    }
 }
 
 /// The resource flags a node is started with (`oxray start` and
@@ -165,7 +198,7 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
         let head = std::sync::Arc::new(daemon::Head::start(HeadOptions {
             bind,
             resources,
-            token: args.token.clone().or_else(|| std::env::var(TOKEN_ENV).ok()),
+            token: args.token.given()?,
             heartbeat_timeout: Duration::from_secs_f64(args.heartbeat_timeout_s),
         })?);
         let dashboard = args
@@ -176,15 +209,18 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
         let dashboard_words = dashboard
             .as_ref()
             .map_or_else(String::new, |d| format!(" dashboard {}", d.url()));
+        // Output and logs may be readable by others (a SLURM job's output
+        // file, say): name the private file that holds the token, never it.
+        let token_file = daemon::token_file()?;
         println!(
-            "oxray head ready at {} token {}{dashboard_words}",
-            head.address, head.token
-        );
-        // The log may be readable by others: name where the token is, not it.
-        eprintln!(
-            "join other nodes with: oxray start --address {} (token in {})",
+            "oxray head ready at {} token-file {}{dashboard_words}",
             head.address,
-            daemon::session_dir().join("token").display()
+            token_file.display()
+        );
+        eprintln!(
+            "join other nodes with: oxray start --address {} --token-file FILE (a private copy of {})",
+            head.address,
+            token_file.display()
         );
         wait_for_termination()?;
         // The dashboard first: it stops the jobs' drivers while their
@@ -197,10 +233,7 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
         .address
         .clone()
         .context("--address is required without --head")?;
-    let token = match args.token.clone() {
-        Some(token) => token,
-        None => daemon::find_token()?,
-    };
+    let token = args.token.resolve()?;
     let node_ip = match node_ip {
         Some(ip) => ip,
         None => {
@@ -241,14 +274,16 @@ fn start_dashboard(
         bind: std::net::SocketAddr::new(ip, port),
         token: head.token.clone(),
         head_address: head.address.to_string(),
-        log_dir: daemon::session_dir().join("logs"),
+        log_dir: daemon::session_subdir("logs").ok()?,
         status,
     });
     match started {
         Ok(dashboard) => {
-            let file = daemon::session_dir().join(DASHBOARD_ADDRESS_FILE);
-            if let Err(e) = std::fs::write(&file, dashboard.url()) {
-                eprintln!("oxray: cannot write {}: {e}", file.display());
+            let written = daemon::session_dir().and_then(|dir| {
+                daemon::write_private_file(&dir.join(DASHBOARD_ADDRESS_FILE), &dashboard.url())
+            });
+            if let Err(e) = written {
+                eprintln!("oxray: cannot record the dashboard's address: {e}");
             }
             eprintln!("dashboard, Jobs API and /metrics at {}", dashboard.url());
             Some(dashboard)
@@ -266,11 +301,9 @@ pub(crate) const DASHBOARD_ADDRESS_FILE: &str = "dashboard_address";
 /// Runs this same command with `--block` in the background and returns once
 /// the daemon says it is ready.
 fn detach() -> anyhow::Result<()> {
-    let dir = daemon::session_dir().join("logs");
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let dir = daemon::session_subdir("logs")?;
     let log_path = dir.join(format!("start-{}.log", std::process::id()));
-    let log = std::fs::File::create(&log_path)
-        .with_context(|| format!("cannot create {}", log_path.display()))?;
+    let log = daemon::create_private_file(&log_path)?;
     let exe = std::env::current_exe().context("cannot find the oxray executable")?;
     let mut command = std::process::Command::new(exe);
     command
@@ -323,7 +356,7 @@ fn wait_for_termination() -> anyhow::Result<()> {
 }
 
 pub fn stop() -> anyhow::Result<()> {
-    let dir = daemon::session_dir().join("pids");
+    let dir = daemon::session_subdir("pids")?;
     let Ok(entries) = std::fs::read_dir(&dir) else {
         println!("no oxray processes started on this machine");
         return Ok(());
@@ -346,8 +379,9 @@ pub fn stop() -> anyhow::Result<()> {
         }
         let _ = std::fs::remove_file(entry.path());
     }
+    let session = daemon::session_dir()?;
     for file in ["head_address", "token", DASHBOARD_ADDRESS_FILE] {
-        let _ = std::fs::remove_file(daemon::session_dir().join(file));
+        let _ = std::fs::remove_file(session.join(file));
     }
     println!("stopped {stopped} oxray process(es)");
     let orphans = daemon::remove_orphaned_shared_memory();
@@ -362,11 +396,7 @@ pub(crate) fn connect(args: &StatusArgs) -> anyhow::Result<(String, String)> {
         Some(address) => address.clone(),
         None => daemon::find_head_address()?,
     };
-    let token = match &args.token {
-        Some(token) => token.clone(),
-        None => daemon::find_token()?,
-    };
-    Ok((address, token))
+    Ok((address, args.token.resolve()?))
 }
 
 pub fn status(args: StatusArgs) -> anyhow::Result<()> {

@@ -124,8 +124,8 @@ fn client(args: &DashboardArgs) -> anyhow::Result<DashboardClient> {
     let address = match &args.address {
         Some(address) => address.clone(),
         None => {
-            let file = daemon::session_dir().join(super::cluster::DASHBOARD_ADDRESS_FILE);
-            std::fs::read_to_string(&file)
+            let file = daemon::session_dir()?.join(super::cluster::DASHBOARD_ADDRESS_FILE);
+            daemon::read_private_file(&file)?
                 .map(|a| a.trim().to_string())
                 .with_context(|| {
                     format!(

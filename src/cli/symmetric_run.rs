@@ -16,7 +16,7 @@
 //! Every other task waits for the head to answer, joins it as a node daemon
 //! and blocks until the head goes away, then exits 0.
 //!
-//! All tasks must share one token (`--token` or `OXRAY_TOKEN`); only a lone
+//! All tasks must share one token (`--token-file`, `--token` or `OXRAY_TOKEN`); only a lone
 //! head (`--min-nodes 1`) may make its own. The head and node daemons are the
 //! ones `oxray start` runs (`oxray_core::daemon`), inside this process.
 
@@ -49,9 +49,10 @@ pub struct SymmetricRunArgs {
     node_ip_address: Option<String>,
     #[command(flatten)]
     resources: super::cluster::NodeResources,
-    /// Cluster token shared by every task [default: OXRAY_TOKEN].
-    #[arg(long)]
-    token: Option<String>,
+    /// The cluster token shared by every task (--token-file, --token or
+    /// OXRAY_TOKEN).
+    #[command(flatten)]
+    token: super::cluster::TokenArgs,
     /// Seconds to wait for the head to answer and for --min-nodes to be alive.
     #[arg(long, default_value_t = 300.0)]
     timeout: f64,
@@ -73,11 +74,7 @@ pub fn run(args: SymmetricRunArgs) -> anyhow::Result<()> {
     if !(args.heartbeat_timeout_s > 0.0 && args.heartbeat_timeout_s.is_finite()) {
         bail!("--heartbeat-timeout-s must be a positive number of seconds");
     }
-    let token = args
-        .token
-        .clone()
-        .or_else(|| std::env::var(TOKEN_ENV).ok())
-        .filter(|t| !t.is_empty());
+    let token = args.token.given()?;
     if is_head()? {
         let code = run_head(&args, token)?;
         if code != 0 {
@@ -86,7 +83,7 @@ pub fn run(args: SymmetricRunArgs) -> anyhow::Result<()> {
         Ok(())
     } else {
         let token = token.context(
-            "every task needs the cluster's token: pass --token or export OXRAY_TOKEN \
+            "every task needs the cluster's token: pass --token-file or export OXRAY_TOKEN \
              (the same value for all tasks of the srun)",
         )?;
         run_node(&args, token)
@@ -130,7 +127,7 @@ fn parse_ip(ip: &str) -> anyhow::Result<IpAddr> {
 fn run_head(args: &SymmetricRunArgs, token: Option<String>) -> anyhow::Result<i32> {
     if token.is_none() && args.min_nodes > 1 {
         bail!(
-            "other tasks cannot join without the token: pass --token or export OXRAY_TOKEN \
+            "other tasks cannot join without the token: pass --token-file or export OXRAY_TOKEN \
              (the same value for all tasks of the srun)"
         );
     }
@@ -227,7 +224,9 @@ fn exit_code(status: ExitStatus) -> i32 {
 /// Removes the session directory's address and token once this head is gone,
 /// unless another head has written its own since.
 fn forget_session(address: &str) {
-    let dir = daemon::session_dir();
+    let Ok(dir) = daemon::session_dir() else {
+        return;
+    };
     if daemon::find_head_address().is_ok_and(|a| a == address) {
         for file in ["head_address", "token"] {
             let _ = std::fs::remove_file(dir.join(file));

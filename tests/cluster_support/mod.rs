@@ -109,8 +109,10 @@ pub fn start_head(session: &Path, extra: &[&str]) -> (Daemon, String, String) {
     let mut args = vec!["--head", "--port", "0", "--node-ip-address", HEAD_IP];
     args.extend_from_slice(extra);
     let head = start(session, &args);
-    let (address, token) = (head.ready[4].clone(), head.ready[6].clone());
-    (head, address, token)
+    // The ready line names the private file that holds the token, never it.
+    let token = std::fs::read_to_string(&head.ready[6]).expect("the head's token file");
+    let address = head.ready[4].clone();
+    (head, address, token.trim().to_string())
 }
 
 /// A node on the next loopback address joining `address`: (daemon, node id).
