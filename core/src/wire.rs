@@ -220,12 +220,16 @@ mod tests {
                 WireMessage::HeadToNode,
                 encode(&p::HeadToNode::Free {
                     path: "/dev/shm/oxray-s-1".into(),
+                    server: "127.0.0.2:40000".into(),
+                    generation: 11,
                 }),
             ),
             (
                 WireMessage::PullRequest,
                 encode(&p::PullRequest {
                     path: "/dev/shm/oxray-s-2".into(),
+                    generation: 12,
+                    len: 1 << 20,
                 }),
             ),
             (
