@@ -3,19 +3,22 @@
 //! user), serves the results directory on a port the OS picks, and TensorBoard's
 //! own HTTP data API must then show the run's scalars (with env steps as the
 //! step), its config as HParams next to its final return, its config text and
-//! its histograms. Headless Chromium (Debian's `chromium`) then renders the
-//! Scalars dashboard, which must name the run's tags, and saves a screenshot.
-//! Ctrl-C (SIGINT) must stop TensorBoard and everything it started.
+//! its histograms. Headless Chromium (Debian's `chromium`, through
+//! chromedriver) then renders the Scalars dashboard, which must show the
+//! run's chart, and saves a screenshot. Ctrl-C (SIGINT) must stop TensorBoard
+//! and everything it started.
 
+mod browser_support;
 mod train_support;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use browser_support::Browser;
+use oxray_dashboard::client::http_request;
 use serde_json::{json, Value};
 use train_support::{Scratch, SMALL_PPO};
 
@@ -24,13 +27,31 @@ const START_TIMEOUT: Duration = Duration::from_secs(600);
 /// TensorBoard loads event files in the background.
 const LOAD_TIMEOUT: Duration = Duration::from_secs(60);
 const POLL: Duration = Duration::from_millis(100);
-const WINDOW: (u32, u32) = (1400, 1000);
+const ITERATIONS: usize = 6;
+
+/// Whether the page's text, shadow roots included, contains every string of
+/// `arguments[0]`.
+const SHOWS_ALL: &str = "
+    const text = (root) => [...root.querySelectorAll('*')]
+        .filter((e) => e.shadowRoot)
+        .reduce((t, e) => t + '\\n' + text(e.shadowRoot), root.textContent || '');
+    const all = text(document.documentElement);
+    return arguments[0].every((needle) => all.includes(needle));
+";
 
 #[test]
 fn tensorboard_shows_scalars_hparams_text_and_histograms_of_a_run() {
     let scratch = Scratch::new();
     scratch.write("ppo.yaml", SMALL_PPO);
-    let trained = scratch.oxray(&["train", "ppo.yaml", "--name", "tb"]);
+    // Enough iterations for TensorBoard to scale and draw the charts.
+    let trained = scratch.oxray(&[
+        "train",
+        "ppo.yaml",
+        "--name",
+        "tb",
+        "--set",
+        &format!("stop.iterations={ITERATIONS}"),
+    ]);
     assert!(
         trained.status.success(),
         "{}",
@@ -43,7 +64,8 @@ fn tensorboard_shows_scalars_hparams_text_and_histograms_of_a_run() {
         .lines()
         .map(|line| serde_json::from_str(line).unwrap())
         .collect();
-    assert_eq!(results.len(), 2);
+    assert_eq!(results.len(), ITERATIONS);
+    let last = &results[ITERATIONS - 1];
 
     let server = Tensorboard::start(scratch.path());
     let runs = server.poll("/data/runs", |runs| {
@@ -56,13 +78,13 @@ fn tensorboard_shows_scalars_hparams_text_and_histograms_of_a_run() {
         tags[&run].get("time_total_s").is_some()
     });
     let scalar_tags = tags[&run].as_object().unwrap();
-    for key in results[1].as_object().unwrap().keys() {
+    for key in last.as_object().unwrap().keys() {
         assert!(scalar_tags.contains_key(key), "no scalar {key}");
     }
     let tag = "env_runners/episode_return_mean";
     let series = server.get(&format!("/data/plugin/scalars/scalars?run={run}&tag={tag}"));
     let points = series.as_array().unwrap();
-    assert_eq!(points.len(), 2);
+    assert_eq!(points.len(), ITERATIONS);
     for (point, result) in points.iter().zip(&results) {
         assert_eq!(
             point[1].as_f64(),
@@ -114,7 +136,7 @@ fn tensorboard_shows_scalars_hparams_text_and_histograms_of_a_run() {
         .iter()
         .find(|m| m["name"]["tag"] == json!(tag))
         .unwrap_or_else(|| panic!("no {tag} in {groups:?}"));
-    let logged = results[1][tag].as_f64().unwrap();
+    let logged = last[tag].as_f64().unwrap();
     assert!((final_return["value"].as_f64().unwrap() - logged).abs() < 1e-4 * logged.abs());
 
     // The config as text.
@@ -154,23 +176,24 @@ fn tensorboard_shows_scalars_hparams_text_and_histograms_of_a_run() {
         results[0]["env_runners/num_env_steps_sampled"].as_f64()
     );
 
-    // The scalars in a real browser: a screenshot of the Scalars dashboard,
-    // and the rendered page of the Time Series dashboard (Angular, so its
-    // tags and runs are in the DOM Chromium dumps; the Scalars dashboard's
-    // Polymer elements keep theirs in shadow roots) must name the run and tag.
-    let screenshot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("tensorboard-scalars.png");
-    chromium(
-        &format!("{}#scalars", server.url),
-        &format!("--screenshot={}", screenshot.display()),
+    // The Scalars dashboard in a real browser: the run's chart of the tag,
+    // found through the Polymer elements' shadow roots.
+    let browser = Browser::start();
+    browser.goto(&format!("{}#scalars", server.url));
+    browser.wait_for(
+        "the run's chart on the Scalars dashboard",
+        LOAD_TIMEOUT,
+        |b| b.script(SHOWS_ALL, json!([[tag, run]])) == json!(true),
     );
-    let dom = chromium(&format!("{}#timeseries", server.url), "--dump-dom");
-    assert!(dom.contains(tag), "the page does not show {tag}");
-    assert!(dom.contains(&run), "the page does not show run {run}");
-    let png = std::fs::read(&screenshot).unwrap();
-    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
-    let size = |at: usize| u32::from_be_bytes(png[at..at + 4].try_into().unwrap());
-    assert_eq!((size(16), size(20)), WINDOW, "screenshot size");
+    let screenshot = browser.screenshot(
+        Path::new(env!("CARGO_TARGET_TMPDIR")),
+        "tensorboard-scalars",
+    );
+    // A blank page of that size compresses to a few kilobytes.
+    let size = std::fs::metadata(&screenshot).unwrap().len();
+    assert!(size > 20_000, "{} is {size} bytes", screenshot.display());
     eprintln!("screenshot: {}", screenshot.display());
+    drop(browser);
 
     server.stop();
 }
@@ -239,25 +262,14 @@ impl Tensorboard {
         }
     }
 
-    /// One HTTP/1.0 request (the connection closes after the answer).
     fn request(&self, method: &str, path: &str, body: Option<Value>) -> Value {
-        let mut stream = TcpStream::connect(self.address()).expect("connect to TensorBoard");
-        let body = body.map(|b| b.to_string()).unwrap_or_default();
-        write!(
-            stream,
-            "{method} {} HTTP/1.0\r\nHost: {}\r\nContent-Type: application/json\r\n\
-             Content-Length: {}\r\n\r\n{body}",
-            path,
-            self.address(),
-            body.len()
-        )
-        .unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
-        let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
-        let status = head.split_whitespace().nth(1);
-        assert_eq!(status, Some("200"), "{method} {path}: {head}\n{body}");
-        serde_json::from_str(body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
+        let body = body.map(|b| b.to_string().into_bytes());
+        let headers = [("content-type", "application/json")];
+        let response = http_request(self.address(), method, path, &headers, body)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let text = String::from_utf8_lossy(&response.body);
+        assert_eq!(response.status, 200, "{method} {path}: {text}");
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}: {text}"))
     }
 
     /// Ctrl-C: TensorBoard and everything in its process group must be gone.
@@ -314,38 +326,4 @@ fn processes_in_group(group: i32) -> Vec<i32> {
             fields[0] != "Z" && fields[2] == group.to_string()
         })
         .collect()
-}
-
-/// Loads `url` in headless Chromium with a fresh profile, doing `mode`
-/// (`--screenshot=FILE`, `--dump-dom`); what it printed.
-fn chromium(url: &str, mode: &str) -> String {
-    let profile = tempfile::tempdir().unwrap();
-    let output = Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--hide-scrollbars",
-            &format!("--window-size={},{}", WINDOW.0, WINDOW.1),
-            // Lets the dashboard fetch its data and draw before the page is
-            // captured.
-            "--virtual-time-budget=15000",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg(mode)
-        .arg(url)
-        .stdin(Stdio::null())
-        .output()
-        .expect("headless Chromium (Debian package `chromium`; .ci/run installs it)");
-    assert!(
-        output.status.success(),
-        "chromium {mode}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
 }
