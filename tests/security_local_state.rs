@@ -110,6 +110,10 @@ fn session_files_are_private_and_the_token_is_never_printed() {
         !shared.status.success() && text.contains("mode 644"),
         "a token file others can read is refused: {text}"
     );
-    let (ok, _) = status(session.path(), &address, &token, &[]);
+    let (ok, shown) = status(session.path(), &address, &token, &[]);
     assert!(ok, "the head serves on");
+    assert!(
+        !shown.contains(&token[..8]),
+        "no piece of the token in node ids or session names: {shown}"
+    );
 }

@@ -82,6 +82,15 @@ pub enum Error {
     #[error("oxray is already initialized in this process")]
     AlreadyInitialized,
 
+    /// A client asked for a quantity (a node's resources, a timeout) beyond
+    /// what the cluster accepts from anyone.
+    #[error("{what} = {value} is out of bounds: {limit}")]
+    OutOfBounds {
+        what: String,
+        value: String,
+        limit: String,
+    },
+
     /// Local state (the session directory or a file in it, a token file) is
     /// not private to this user, so it may have been planted or read by
     /// another user; oxray refuses to use it.

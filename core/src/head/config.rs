@@ -50,7 +50,11 @@ impl NodeConfig {
             resources.set(name, *amount);
         }
         let token = crate::auth::generate_token()?;
-        let session = format!("{}-{}", std::process::id(), &token[..8]);
+        // Session names show in /dev/shm and `oxray status`: random bits of
+        // their own, never a piece of the token.
+        let tag: [u8; 4] = crate::auth::random_bytes()?;
+        let tag: String = tag.iter().map(|b| format!("{b:02x}")).collect();
+        let session = format!("{}-{tag}", std::process::id());
         let node_id = format!("node-{session}");
         Ok(NodeConfig {
             resources,

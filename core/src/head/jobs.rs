@@ -11,15 +11,22 @@ use tokio::sync::mpsc;
 
 impl Node {
     /// A driver joined from outside: it gets a record (to route replies) but no
-    /// work, and its executable is what new workers run.
+    /// work, and its executable is what new workers run. Its id must be free:
+    /// a connection that claimed a live worker's or driver's id would receive
+    /// that process's replies.
     pub(super) fn register_driver(
         &self,
         id: WorkerId,
         pid: u32,
         executable: String,
         sender: mpsc::UnboundedSender<NodeToWorker>,
-    ) -> WorkerId {
+    ) -> std::result::Result<WorkerId, tonic::Status> {
         self.with_state(|state, _| {
+            if state.workers.contains_key(&id) {
+                return Err(tonic::Status::already_exists(format!(
+                    "{id} belongs to a live process of this cluster"
+                )));
+            }
             state.jobs.push(job(id, pid, &executable));
             state.worker_executable = Some(executable.clone());
             state.workers.insert(
@@ -36,8 +43,8 @@ impl Node {
                     assigned: VecDeque::new(),
                 },
             );
-        });
-        id
+            Ok(id)
+        })
     }
 }
 

@@ -41,6 +41,7 @@
 //! deadlock.
 
 mod actors;
+mod bounds;
 mod config;
 mod embedded;
 mod jobs;
@@ -294,7 +295,11 @@ impl Node {
                     server,
                     generation,
                 } => {
-                    if let Some(path) = path {
+                    // Only this session's own files: the path came from a
+                    // client's blob and could name any file.
+                    if let Some(path) =
+                        path.filter(|p| shm::belongs_to_session(p, &self.config.session))
+                    {
                         shm::free(&path);
                     }
                     shm::remove_pulled(&self.config.session, &server, generation);

@@ -146,6 +146,7 @@ impl Node {
         timeout: Option<Duration>,
         mut done: impl FnMut(&NodeState) -> Result<bool>,
     ) -> Result<()> {
+        super::bounds::check_timeout(timeout)?;
         let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
         let mut epoch = self.ready_epoch.subscribe();
         let mut lent = false;
@@ -213,8 +214,10 @@ impl HeadService for HeadEndpoint {
         let node = self.node()?;
         let (sender, receiver) = mpsc::unbounded_channel();
         let worker = match first {
-            Some(WorkerToNode::Hello { worker_id, pid }) => {
-                if !node.register_worker(worker_id, pid, sender) {
+            // The pid a worker reports is never believed: the process
+            // that spawned it recorded the real one.
+            Some(WorkerToNode::Hello { worker_id, .. }) => {
+                if !node.register_worker(worker_id, sender) {
                     return Err(tonic::Status::permission_denied(format!(
                         "{worker_id} was not started by this cluster"
                     )));
@@ -225,7 +228,7 @@ impl HeadService for HeadEndpoint {
                 origin,
                 pid,
                 executable,
-            }) => node.register_driver(WorkerId(origin), pid, executable, sender),
+            }) => node.register_driver(WorkerId(origin), pid, executable, sender)?,
             Some(_) => {
                 return Err(tonic::Status::invalid_argument(
                     "the first message of a worker stream must be Hello or DriverHello",
@@ -279,6 +282,10 @@ impl HeadService for HeadEndpoint {
             return Err(tonic::Status::failed_precondition(format!(
                 "version mismatch: the node runs {version}, the head runs {PROTOCOL_VERSION}"
             )));
+        }
+        if let Err(error) = super::bounds::check_node_resources(&node_id, &resources) {
+            eprintln!("oxray: refused node {node_id}: {error}");
+            return Err(tonic::Status::invalid_argument(error.to_string()));
         }
         let node = self.node()?;
         let (sender, receiver) = mpsc::unbounded_channel();

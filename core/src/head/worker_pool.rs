@@ -168,14 +168,12 @@ impl Node {
     pub(super) fn register_worker(
         &self,
         worker: WorkerId,
-        pid: u32,
         sender: mpsc::UnboundedSender<NodeToWorker>,
     ) -> bool {
         self.with_state(|state, node| {
             let Some(record) = state.workers.get_mut(&worker) else {
                 return false;
             };
-            record.pid = Some(pid);
             record.sender = Some(sender);
             if let Some(actor) = record.actor {
                 state.start_actor_on(node, actor, worker);

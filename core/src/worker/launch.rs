@@ -63,6 +63,11 @@ pub(crate) fn next_worker_number() -> u64 {
 }
 
 pub(crate) fn kill_process(pid: u32) {
+    // 0 and values that turn negative as a pid_t would signal a process
+    // group or every process of the user (kill(-1)).
+    if pid == 0 || pid > i32::MAX as u32 {
+        return;
+    }
     // SAFETY: plain syscall on a pid this node started.
     unsafe {
         libc::kill(pid as libc::pid_t, libc::SIGKILL);
