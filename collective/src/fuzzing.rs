@@ -35,9 +35,14 @@ mod tests {
     use proptest::prelude::*;
     use std::path::PathBuf;
 
-    /// Inputs per property in the normal test run; raise with
-    /// `PROPTEST_CASES` for a longer campaign.
-    const CASES: u32 = 4096;
+    /// Inputs per property: 4,096 in the normal test run, `PROPTEST_CASES`
+    /// for a longer campaign.
+    fn cases() -> u32 {
+        std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|cases| cases.parse().ok())
+            .unwrap_or(4096)
+    }
 
     fn hello(rank: u32, world: u32, label: String, path: String) -> Hello {
         Hello {
@@ -50,7 +55,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(CASES))]
+        #![proptest_config(ProptestConfig::with_cases(cases()))]
 
         #[test]
         fn arbitrary_bytes_never_panic_a_decoder(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {

@@ -262,9 +262,14 @@ mod tests {
         use super::*;
         use proptest::prelude::*;
 
-        /// Inputs per property in the normal test run; raise with
-        /// `PROPTEST_CASES` for a longer campaign.
-        const CASES: u32 = 4096;
+        /// Inputs per property: 4,096 in the normal test run, `PROPTEST_CASES`
+        /// for a longer campaign.
+        fn cases() -> u32 {
+            std::env::var("PROPTEST_CASES")
+                .ok()
+                .and_then(|cases| cases.parse().ok())
+                .unwrap_or(4096)
+        }
 
         fn refused_cleanly(kind: WireMessage, bytes: &[u8]) -> Result<(), TestCaseError> {
             if let Err(status) = decode_any_message(kind, bytes) {
@@ -275,7 +280,7 @@ mod tests {
         }
 
         proptest! {
-            #![proptest_config(ProptestConfig::with_cases(CASES))]
+            #![proptest_config(ProptestConfig::with_cases(cases()))]
 
             #[test]
             fn arbitrary_bytes_are_decoded_or_refused_by_every_decoder(
