@@ -296,6 +296,22 @@ fn dashboard_in_headless_chromium_shows_nodes_actors_jobs_and_refuses_a_wrong_to
         .find(|s| s["name"] == "dashboard::square")
         .unwrap();
     assert_eq!(square["state_counts"]["FINISHED"], 4);
+    // The driver's `get`s went to the head as API requests over its stream.
+    let gets = metrics
+        .samples
+        .iter()
+        .find(|s| s.metric == "oxray_rpc_latency_seconds" && s.labels.get("method") == Some("Get"))
+        .expect("a Get latency histogram");
+    let prometheus_parse::Value::Histogram(buckets) = &gets.value else {
+        panic!("oxray_rpc_latency_seconds is a histogram: {:?}", gets.value);
+    };
+    let counts: Vec<f64> = buckets.iter().map(|b| b.count).collect();
+    assert!(
+        counts.windows(2).all(|w| w[0] <= w[1]),
+        "cumulative: {counts:?}"
+    );
+    // Two pings, the squares and the failing task: four `get`s at least.
+    assert!(counts.last().is_some_and(|c| *c >= 4.0), "{counts:?}");
     let jobs = client.list_jobs().unwrap();
     assert_eq!(
         metrics.value("oxray_jobs", &[("status", "SUCCEEDED")]),

@@ -71,6 +71,7 @@ mod placement;
 pub mod protocol;
 mod registry;
 mod resources;
+mod rpc_metrics;
 mod runtime;
 mod session;
 mod shm;
@@ -97,6 +98,7 @@ pub use protocol::{
     WorkerRow,
 };
 pub use resources::{ResourceSet, SchedulingStrategy};
+pub use rpc_metrics::{rpc_latencies, LatencyHistogram, BUCKETS as RPC_LATENCY_BUCKETS};
 pub use runtime::{
     cancel, cluster_key, get, get_all, get_all_timeout, init, is_initialized, join_address,
     kv_delete, kv_get, kv_put, kv_wait, node_id, node_summary, put, shutdown, wait, InitOptions,

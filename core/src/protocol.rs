@@ -153,6 +153,27 @@ pub enum Request {
     },
 }
 
+impl Request {
+    /// The method name metrics use.
+    pub fn method(&self) -> &'static str {
+        match self {
+            Request::CreateActor(_) => "CreateActor",
+            Request::Get { .. } => "Get",
+            Request::Wait { .. } => "Wait",
+            Request::NamedActor { .. } => "NamedActor",
+            Request::KillActor(_) => "KillActor",
+            Request::Cancel(_) => "Cancel",
+            Request::KvPut { .. } => "KvPut",
+            Request::KvGet { .. } => "KvGet",
+            Request::KvWait { .. } => "KvWait",
+            Request::KvDelete { .. } => "KvDelete",
+            Request::CreatePlacementGroup { .. } => "CreatePlacementGroup",
+            Request::WaitPlacementGroup { .. } => "WaitPlacementGroup",
+            Request::RemovePlacementGroup { .. } => "RemovePlacementGroup",
+        }
+    }
+}
+
 /// Answers to [`Request`]s.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Reply {

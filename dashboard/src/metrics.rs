@@ -23,6 +23,8 @@ pub struct Scrape<'a> {
     pub status: &'a ClusterStatus,
     pub jobs: &'a [JobDetails],
     pub runs: &'a [TrainingRun],
+    /// The head's API request latencies by method.
+    pub rpc: &'a std::collections::BTreeMap<&'static str, oxray_core::LatencyHistogram>,
 }
 
 /// Renders the exposition text.
@@ -132,7 +134,34 @@ pub fn render(scrape: &Scrape) -> String {
     }
 
     render_training(&mut out, scrape.runs);
+    render_rpc(&mut out, scrape.rpc);
     out.text
+}
+
+/// `oxray_rpc_latency_seconds`: a histogram per request method.
+fn render_rpc(
+    out: &mut Exposition,
+    rpc: &std::collections::BTreeMap<&'static str, oxray_core::LatencyHistogram>,
+) {
+    const NAME: &str = "oxray_rpc_latency_seconds";
+    out.family(
+        NAME,
+        "histogram",
+        "Time from a worker's or driver's API request reaching the head to its answer.",
+    );
+    for (method, histogram) in rpc {
+        let bounds = oxray_core::RPC_LATENCY_BUCKETS.iter().map(f64::to_string);
+        let counts = histogram.cumulative.iter();
+        for (bound, count) in bounds.zip(counts) {
+            let labels = [("method", *method), ("le", bound.as_str())];
+            out.sample(&format!("{NAME}_bucket"), &labels, *count as f64);
+        }
+        let labels = [("method", *method), ("le", "+Inf")];
+        out.sample(&format!("{NAME}_bucket"), &labels, histogram.count as f64);
+        let labels = [("method", *method)];
+        out.sample(&format!("{NAME}_sum"), &labels, histogram.sum_seconds);
+        out.sample(&format!("{NAME}_count"), &labels, histogram.count as f64);
+    }
 }
 
 /// The latest iteration of every training run of a submitted job.

@@ -202,10 +202,12 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
     let status = (state.status)();
     let jobs = state.supervisor.list();
     let runs = training::runs(&jobs);
+    let rpc = oxray_core::rpc_latencies();
     let text = metrics::render(&metrics::Scrape {
         status: &status,
         jobs: &jobs,
         runs: &runs,
+        rpc: &rpc,
     });
     (
         [(

@@ -36,7 +36,9 @@ impl Node {
     }
 
     pub(super) fn handle_request(&self, worker: WorkerId, request_id: u64, request: Request) {
+        let (method, received) = (request.method(), std::time::Instant::now());
         let reply_to = move |node: &Node, reply: Result<Reply>| {
+            crate::rpc_metrics::observe(method, received.elapsed());
             if let Some(sender) = node
                 .state
                 .lock()
