@@ -17,7 +17,7 @@ use tch::Tensor;
 
 fn learner_config() -> PpoLearnerConfig {
     let module = module_spec(
-        "CartPole-v1",
+        &"CartPole-v1".into(),
         &ModelConfig::default(),
         ModuleKind::ActorCritic,
     )

@@ -1,10 +1,11 @@
 //! Step-rate measurement for `oxray envs bench`: steps per second of a
-//! registered env alone (behind its registry wrappers) and vectorized.
+//! registered env alone (behind its registry wrappers) and of any vector env
+//! (native, or a Python env behind the Gymnasium bridge).
 //!
 //! Actions are sampled up front and cycled through, so the figures measure
 //! stepping, not sampling; each measurement runs for a wall-clock budget.
 
-use crate::registry::{make, make_vec_with, VecOptions};
+use crate::registry::make;
 use crate::rng::seeded_rng;
 use crate::spaces::Value;
 use crate::vector::{Actions, VectorEnv};
@@ -40,14 +41,9 @@ pub fn single_env_rate(id: &str, budget: Duration) -> Result<f64, EnvError> {
     Ok(steps as f64 / start.elapsed().as_secs_f64())
 }
 
-/// Sub-env steps per second of the vector env `make_vec_with(id, num_envs)`.
-pub fn vector_env_rate(
-    id: &str,
-    num_envs: usize,
-    options: &VecOptions,
-    budget: Duration,
-) -> Result<f64, EnvError> {
-    let mut env = make_vec_with(id, num_envs, options)?;
+/// Sub-env steps per second of a vector env, reset with seed 0 first.
+pub fn vector_env_rate(mut env: Box<dyn VectorEnv>, budget: Duration) -> Result<f64, EnvError> {
+    let num_envs = env.num_envs();
     env.reset(Some(0))?;
     let table = ActionTable::sample(env.as_ref(), ACTION_TABLE_LEN)?;
     let mut steps = 0u64;

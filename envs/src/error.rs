@@ -51,4 +51,13 @@ pub enum EnvError {
     /// An operation the env does not provide (e.g. `render` without a renderer).
     #[error("{env}: {operation} is not supported")]
     Unsupported { env: String, operation: String },
+
+    /// A Python env raised; `traceback` is Python's formatted traceback.
+    #[error("{env}: Python raised in {operation}: {message}\n{traceback}")]
+    Python {
+        env: String,
+        operation: String,
+        message: String,
+        traceback: String,
+    },
 }

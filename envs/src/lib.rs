@@ -1,6 +1,9 @@
 //! Gymnasium's environment API in Rust: spaces, the classic-control envs
-//! computed exactly as Gymnasium computes them, a registry, wrappers, and
-//! vector envs whose observations sit in one contiguous `f32` array.
+//! computed exactly as Gymnasium computes them, a registry (with link-time
+//! registration of user envs, [`register_env`]), wrappers, vector envs whose
+//! observations sit in one contiguous `f32` array, and the `env:` section of
+//! an experiment config ([`EnvConfig`]). Python Gymnasium envs are in the
+//! `oxray-gym` crate.
 //!
 //! # Single env
 //!
@@ -48,15 +51,21 @@
 pub mod bench;
 pub mod classic;
 pub mod env;
+pub mod env_config;
 pub mod error;
+#[doc(hidden)]
+pub mod private;
 pub mod registry;
 pub mod rng;
 pub mod spaces;
 pub mod vector;
+pub mod wrapper_config;
 pub mod wrappers;
 
 pub use env::{Env, EpisodeStatistics, Info, Reset, ResetOptions, RgbImage, Step};
+pub use env_config::{deserialize_env, Backend, EnvConfig};
 pub use error::EnvError;
+pub use oxray_macros::register_env;
 pub use registry::{
     ids, make, make_vec, make_vec_with, make_with, register, spec, specs, EnvSpec, Kwargs,
     MakeOptions, VecOptions, Vectorization,
@@ -64,5 +73,7 @@ pub use registry::{
 pub use rng::{seeded_rng, EnvRng};
 pub use spaces::{BoxSpace, DType, Space, Value};
 pub use vector::{
-    Actions, AutoresetMode, FinishedEpisode, SoaVectorEnv, SyncVectorEnv, VectorEnv, VectorStep,
+    Actions, AutoresetMode, EpisodeTracker, FinishedEpisode, SoaVectorEnv, StepBuffers,
+    SyncVectorEnv, VectorEnv, VectorStep,
 };
+pub use wrapper_config::WrapperConfig;

@@ -3,14 +3,18 @@
 //!
 //! `make("CartPole-v1")` builds the env and wraps it in `TimeLimit(500)` as
 //! `gymnasium.make` does; `make_vec` picks the structure-of-arrays fast path
-//! for the built-in envs and a [`SyncVectorEnv`] otherwise. User envs are added
-//! with [`register`]. An unknown id is an error naming the closest known ids.
+//! for the built-in envs and a [`SyncVectorEnv`] otherwise. User envs are
+//! registered at link time with `#[register_env("Id-v0")]`, which makes them
+//! exist in every worker process of the binary, or at run time with
+//! [`register`], which reaches only the calling process. An unknown id is an
+//! error naming the closest known ids.
 
 use crate::classic::{
     Acrobot, CartPole, ClassicEnv, Dynamics, MountainCar, MountainCarContinuous, Pendulum,
 };
 use crate::env::Env;
 use crate::error::EnvError;
+use crate::private::{LinkedEnv, LINKED_ENVS};
 use crate::vector::{AutoresetMode, SoaVectorEnv, SyncVectorEnv, VectorEnv};
 use crate::wrappers::TimeLimit;
 use std::sync::{Arc, LazyLock, RwLock};
@@ -168,14 +172,35 @@ fn classic_spec<D: Dynamics + FromKwargs>(reward_threshold: Option<f64>) -> EnvS
     }
 }
 
+fn linked_spec(linked: &'static LinkedEnv) -> EnvSpec {
+    EnvSpec {
+        id: linked.id.to_string(),
+        max_episode_steps: linked.max_episode_steps,
+        reward_threshold: linked.reward_threshold,
+        entry_point: Arc::new(linked.make),
+        vector_entry_point: None,
+    }
+}
+
+/// The built-in envs, then those the binary registered with
+/// `#[register_env]` (present in every process of the binary, workers
+/// included), then whatever [`register`] adds at run time.
 static REGISTRY: LazyLock<RwLock<Vec<EnvSpec>>> = LazyLock::new(|| {
-    RwLock::new(vec![
+    let mut specs = vec![
         classic_spec::<CartPole>(Some(475.0)),
         classic_spec::<MountainCar>(Some(-110.0)),
         classic_spec::<MountainCarContinuous>(Some(90.0)),
         classic_spec::<Pendulum>(None),
         classic_spec::<Acrobot>(Some(-100.0)),
-    ])
+    ];
+    for linked in LINKED_ENVS.iter() {
+        // Two link-time registrations of one id: the first one linked wins,
+        // as a second `register` call would be refused.
+        if !specs.iter().any(|s| s.id == linked.id) {
+            specs.push(linked_spec(linked));
+        }
+    }
+    RwLock::new(specs)
 });
 
 fn read_registry() -> std::sync::RwLockReadGuard<'static, Vec<EnvSpec>> {

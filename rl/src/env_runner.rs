@@ -12,7 +12,7 @@
 //! which the batch keeps: truncated episodes are bootstrapped from them and
 //! replay buffers store them as next observations.
 
-use oxray_envs::{Actions, AutoresetMode, Space, VecOptions, VectorEnv};
+use oxray_envs::{Actions, AutoresetMode, EnvConfig, Space, VectorEnv};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -25,7 +25,9 @@ use crate::Error;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EnvRunnerConfig {
-    pub env: String,
+    /// Travels as JSON: its constructor kwargs are free-form.
+    #[serde(with = "oxray_envs::env_config::json_string")]
+    pub env: EnvConfig,
     pub num_envs: usize,
     pub rollout_fragment_length: usize,
     pub module: ModuleSpec,
@@ -79,7 +81,11 @@ enum EnvActions {
 
 /// The module `kind` for `env`: observation shape and action space, read
 /// from the env's spaces.
-pub fn module_spec(env: &str, model: &ModelConfig, kind: ModuleKind) -> Result<ModuleSpec, Error> {
+pub fn module_spec(
+    env: &EnvConfig,
+    model: &ModelConfig,
+    kind: ModuleKind,
+) -> Result<ModuleSpec, Error> {
     let vector = make(env, 1)?;
     let observation_shape = match vector.single_observation_space().shape() {
         shape if shape.is_empty() => vec![vector.observation_dim()],
@@ -87,18 +93,16 @@ pub fn module_spec(env: &str, model: &ModelConfig, kind: ModuleKind) -> Result<M
     };
     Ok(ModuleSpec {
         observation_shape,
-        action_space: action_space(env, vector.single_action_space())?,
+        action_space: action_space(&env.id, vector.single_action_space())?,
         model: model.clone(),
         kind,
     })
 }
 
-fn make(env: &str, num_envs: usize) -> Result<Box<dyn VectorEnv>, Error> {
-    let options = VecOptions {
-        autoreset_mode: AutoresetMode::SameStep,
-        ..VecOptions::default()
-    };
-    oxray_envs::make_vec_with(env, num_envs, &options).map_err(|e| Error::Env(e.to_string()))
+/// The runner's sub-envs from either backend; same-step autoreset so that
+/// truncated episodes come with their final observations.
+fn make(env: &EnvConfig, num_envs: usize) -> Result<Box<dyn VectorEnv>, Error> {
+    Ok(oxray_gym::make_vec(env, num_envs, AutoresetMode::SameStep)?)
 }
 
 fn action_space(env: &str, space: &Space) -> Result<ActionSpace, Error> {
@@ -119,12 +123,7 @@ impl EnvRunner {
         crate::single_threaded_torch();
         let mut env = make(&config.env, config.num_envs)?;
         let seed = config.seed + config.worker_index * config.num_envs as u64;
-        let obs = env
-            .reset(Some(seed))
-            .map_err(|e| Error::Env(e.to_string()))?
-            .iter()
-            .copied()
-            .collect();
+        let obs = env.reset(Some(seed))?.iter().copied().collect();
         let n = config.num_envs;
         let action_dim = config.module.action_space.action_dim();
         let env_actions = match &config.module.action_space {
@@ -219,10 +218,7 @@ impl EnvRunner {
                     Actions::Continuous(clipped)
                 }
             };
-            let result = self
-                .env
-                .step(actions)
-                .map_err(|e| Error::Env(e.to_string()))?;
+            let result = self.env.step(actions)?;
             for env in 0..n {
                 let i = at(env);
                 batch.rewards[i] = result.rewards[env] as f32;

@@ -14,7 +14,9 @@
 //!
 //! Remote runners are spread over the cluster's nodes and restarted by the
 //! core when their process or node dies (RLlib's `restart_failed_env_runners`).
-//! A sample lost that way is skipped, not fatal: the iteration goes on with the
+//! A runner whose `sample()` fails with an error of its own (a Python env that
+//! raised, with its traceback) is replaced by a fresh actor, as RLlib restarts
+//! it. A sample lost either way is skipped, not fatal: the iteration goes on with the
 //! healthy runners' rollouts, the restarted runner gets the latest weights
 //! before its next sample, and the losses show in the results under
 //! `fault_tolerance/`.
@@ -30,6 +32,8 @@ pub enum EnvRunnerGroup {
     Local(Box<EnvRunner>),
     Remote {
         runners: Vec<ActorHandle<EnvRunner>>,
+        /// What replacements of failed runners are built from.
+        spawn: Box<RunnerSpawn>,
         /// Samples requested and not yet collected.
         in_flight: Vec<ObjectRef<Rollout>>,
         /// `set_weights` calls not yet confirmed.
@@ -49,6 +53,25 @@ pub enum EnvRunnerGroup {
         /// Consecutive `sample()` calls in which every runner failed.
         barren_rounds: u32,
     },
+}
+
+/// How to start remote runner `worker_index` (again).
+pub struct RunnerSpawn {
+    config: EnvRunnerConfig,
+    num_cpus: f64,
+}
+
+impl RunnerSpawn {
+    fn start(&self, worker_index: u64) -> Result<ActorHandle<EnvRunner>, Error> {
+        Ok(EnvRunner::options()
+            .num_cpus(self.num_cpus)
+            .scheduling_strategy(SchedulingStrategy::Spread)
+            .max_restarts(MAX_ENV_RUNNER_RESTARTS)
+            .remote(EnvRunnerConfig {
+                worker_index,
+                ..self.config.clone()
+            })?)
+    }
 }
 
 /// RLlib's `max_num_env_runner_restarts` default.
@@ -80,19 +103,15 @@ impl EnvRunnerGroup {
                 config.clone(),
             )?)));
         }
+        let spawn = Box::new(RunnerSpawn {
+            config: config.clone(),
+            num_cpus: num_cpus_per_env_runner,
+        });
         let runners = (1..=num_env_runners as u64)
-            .map(|worker_index| {
-                EnvRunner::options()
-                    .num_cpus(num_cpus_per_env_runner)
-                    .scheduling_strategy(SchedulingStrategy::Spread)
-                    .max_restarts(MAX_ENV_RUNNER_RESTARTS)
-                    .remote(EnvRunnerConfig {
-                        worker_index,
-                        ..config.clone()
-                    })
-            })
+            .map(|worker_index| spawn.start(worker_index))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(EnvRunnerGroup::Remote {
+            spawn,
             healthy: vec![true; runners.len()],
             served: vec![0; runners.len()],
             runners,
@@ -111,6 +130,7 @@ impl EnvRunnerGroup {
             EnvRunnerGroup::Local(runner) => Ok(vec![runner.sample()?]),
             EnvRunnerGroup::Remote {
                 runners,
+                spawn,
                 in_flight,
                 weight_acks,
                 latest_weights,
@@ -133,6 +153,7 @@ impl EnvRunnerGroup {
                 let latest_version = latest_weights.as_ref().map_or(0, |(v, ..)| *v);
                 let mut rollouts = Vec::with_capacity(runners.len());
                 let mut needs_weights = vec![false; runners.len()];
+                let mut last_failure = None;
                 for (index, pending) in in_flight.iter().enumerate() {
                     match pending.get() {
                         Ok(rollout) => {
@@ -164,6 +185,19 @@ impl EnvRunnerGroup {
                             needs_weights[index] = true;
                             *restarts += 1;
                         }
+                        Err(error @ oxray_core::Error::TaskFailed { .. }) => {
+                            eprintln!("EnvRunner {} failed and is replaced: {error}", index + 1);
+                            let failed = std::mem::replace(
+                                &mut runners[index],
+                                spawn.start(index as u64 + 1)?,
+                            );
+                            // Already dead is as good as killed.
+                            let _ = oxray_core::kill(&failed);
+                            healthy[index] = false;
+                            needs_weights[index] = true;
+                            *restarts += 1;
+                            last_failure = Some(error);
+                        }
                         Err(error) => return Err(error.into()),
                     }
                 }
@@ -173,8 +207,9 @@ impl EnvRunnerGroup {
                     0
                 };
                 if *barren_rounds >= MAX_BARREN_ROUNDS {
+                    let last = last_failure.map_or(String::new(), |e| format!("; last error: {e}"));
                     return Err(Error::Env(format!(
-                        "every EnvRunner failed {MAX_BARREN_ROUNDS} times in a row; the last restarts did not help"
+                        "every EnvRunner failed {MAX_BARREN_ROUNDS} times in a row; the last restarts did not help{last}"
                     )));
                 }
                 // Calls to one actor run in order, so a restarted runner has

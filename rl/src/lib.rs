@@ -55,6 +55,10 @@ pub enum Error {
     Learner(String),
     #[error("environment: {0}")]
     Env(String),
+    /// An env failed to build, reset or step (a Python env's exception
+    /// included, with its traceback).
+    #[error("environment: {0}")]
+    EnvFailed(#[from] oxray_envs::EnvError),
     #[error("cluster: {0}")]
     Cluster(#[from] oxray_core::Error),
     #[error("collective: {0}")]

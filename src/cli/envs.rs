@@ -5,12 +5,16 @@
 //! nothing else on stdout. `bench` measures steps per second of the scalar
 //! env (behind the registry's `TimeLimit`) and of the vector env, and can run
 //! Gymnasium's equivalent in the same run so the ratio is measured side by
-//! side on the same (noisy) machine.
+//! side on the same (noisy) machine; `--backend gymnasium` benchmarks the
+//! Python env through oxray's bridge against that same Gymnasium loop.
 
 use anyhow::{bail, Context};
 use clap::Subcommand;
 use oxray_envs::bench::{single_env_rate, vector_env_rate};
-use oxray_envs::{make, make_vec_with, specs, Actions, Env, Space, Value, VecOptions, VectorEnv};
+use oxray_envs::{
+    make, make_vec_with, specs, Actions, AutoresetMode, Backend, Env, EnvConfig, Space, Value,
+    VecOptions, VectorEnv,
+};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -48,6 +52,10 @@ pub enum EnvsCommand {
         /// Also measure Gymnasium (OXRAY_PYTHON or the venv of scripts/env.sh) and print the ratios.
         #[arg(long)]
         compare_gymnasium: bool,
+        /// `native` steps oxray's Rust env; `gymnasium` steps the Python env
+        /// through the bridge (vector figure only).
+        #[arg(long, value_enum, default_value = "native")]
+        backend: BenchBackend,
         /// Steps Gymnasium runs for its single-env figure.
         #[arg(long, default_value_t = 100_000)]
         gymnasium_steps: u64,
@@ -69,14 +77,16 @@ pub fn run(command: EnvsCommand) -> anyhow::Result<()> {
             seconds,
             compare_gymnasium,
             gymnasium_steps,
+            backend,
         } => {
-            let ids = match env_id {
-                Some(id) => vec![oxray_envs::spec(&id)?.id],
-                None => oxray_envs::ids(),
+            let ids = match (env_id, backend) {
+                (Some(id), BenchBackend::Gymnasium) => vec![id],
+                (Some(id), BenchBackend::Native) => vec![oxray_envs::spec(&id)?.id],
+                (None, _) => oxray_envs::ids(),
             };
             let budget = Duration::from_secs_f64(seconds.max(0.01));
             let gymnasium = compare_gymnasium.then_some(gymnasium_steps);
-            bench(&ids, num_envs, budget, gymnasium)
+            bench(&ids, num_envs, budget, gymnasium, backend)
         }
     }
 }
@@ -276,11 +286,19 @@ fn gymnasium_rates(id: &str, num_envs: usize, steps: u64) -> anyhow::Result<(f64
     }
 }
 
+/// Which implementation `oxray envs bench` steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchBackend {
+    Native,
+    Gymnasium,
+}
+
 fn bench(
     ids: &[String],
     num_envs: usize,
     budget: Duration,
     gymnasium_steps: Option<u64>,
+    backend: BenchBackend,
 ) -> anyhow::Result<()> {
     let vector_header = format!("vector x{num_envs} steps/s");
     print!(
@@ -295,9 +313,27 @@ fn bench(
     }
     println!();
     for id in ids {
-        let single = single_env_rate(id, budget)?;
-        let vector = vector_env_rate(id, num_envs, &VecOptions::default(), budget)?;
-        print!("{id:<26} {single:>18.0} {vector:>24.0}");
+        let (single, vector) = match backend {
+            BenchBackend::Native => {
+                let envs = make_vec_with(id, num_envs, &VecOptions::default())?;
+                (single_env_rate(id, budget)?, vector_env_rate(envs, budget)?)
+            }
+            BenchBackend::Gymnasium => {
+                let config = EnvConfig {
+                    backend: Backend::Gymnasium,
+                    ..EnvConfig::new(id.as_str())
+                };
+                // Gymnasium's default autoreset, as the SyncVectorEnv it is compared with.
+                let envs = oxray_gym::make_vec(&config, num_envs, AutoresetMode::NextStep)?;
+                (f64::NAN, vector_env_rate(envs, budget)?)
+            }
+        };
+        let single_column = if single.is_nan() {
+            "-".to_string()
+        } else {
+            format!("{single:.0}")
+        };
+        print!("{id:<26} {single_column:>18} {vector:>24.0}");
         if let Some(steps) = gymnasium_steps {
             let (gym_single, gym_vector) = gymnasium_rates(id, num_envs, steps)?;
             print!(

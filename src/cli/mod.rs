@@ -6,6 +6,7 @@ mod bench_cluster;
 mod cluster;
 mod envs;
 mod evaluate;
+mod export;
 mod job;
 mod microbenchmark;
 mod python;
@@ -33,6 +34,8 @@ enum Command {
     Train(train::TrainArgs),
     /// Roll out a checkpoint's policy and report episode returns.
     Evaluate(evaluate::EvaluateArgs),
+    /// Write a checkpoint's policy as a standalone TorchScript module.
+    Export(export::ExportArgs),
     /// Start the head of a cluster, or a node joining one.
     Start(cluster::StartArgs),
     /// Stop the oxray processes this machine started.
@@ -66,6 +69,7 @@ impl Cli {
             Command::Envs(command) => envs::run(command),
             Command::Train(args) => train::run_train(args),
             Command::Evaluate(args) => evaluate::run_evaluate(args),
+            Command::Export(args) => export::run_export(args),
             Command::Microbenchmark(args) => microbenchmark::run(args),
             Command::SymmetricRun(args) => symmetric_run::run(args),
             Command::Bench(command) => bench::run(command),

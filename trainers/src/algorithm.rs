@@ -28,6 +28,8 @@ pub enum TrainError {
         cause: Box<TrainError>,
         checkpoint: PathBuf,
     },
+    #[error(transparent)]
+    Export(#[from] crate::export::ExportError),
     #[error("cannot restore checkpoint: {0}")]
     Restore(String),
     #[error("unsupported setup: {0}")]

@@ -13,6 +13,7 @@
 
 use std::path::Path;
 
+use oxray_envs::EnvConfig;
 use oxray_rl::rl_module::ModelConfig;
 use serde::{Deserialize, Serialize};
 
@@ -35,7 +36,10 @@ pub enum ConfigError {
 #[serde(deny_unknown_fields)]
 pub struct ExperimentConfig<T = AlgorithmConfig> {
     pub algorithm: AlgorithmName,
-    pub env: String,
+    /// An env id, or the full section (`id`, `backend`, `config`,
+    /// `max_episode_steps`, `wrappers`).
+    #[serde(deserialize_with = "oxray_envs::deserialize_env")]
+    pub env: EnvConfig,
     #[serde(default)]
     pub seed: u64,
     #[serde(default)]

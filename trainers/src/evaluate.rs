@@ -54,7 +54,7 @@ pub fn evaluate(
     })?;
     runner.set_weights(0, saved.learner.weights, 0)?;
     let mut evaluation = Evaluation {
-        env: config.env,
+        env: config.env.id,
         returns: Vec::new(),
         lengths: Vec::new(),
     };

@@ -1,19 +1,21 @@
 //! Training algorithms for oxray, RLlib style: the experiment config schema,
 //! the [`Algorithm`] trait and its implementations, the training loop with its
-//! run directory, loggers, checkpoints and stop criteria, and policy
-//! evaluation from a checkpoint.
+//! run directory, loggers, checkpoints and stop criteria, policy
+//! evaluation from a checkpoint and policy export.
 //!
 //! # Layout
 //! - `config`: the YAML schema (`algorithm:` selects the `training:` section),
 //! - `algorithm`: the `Algorithm` trait and `TrainError`,
 //! - `algorithms`: the registry, and one folder per algorithm (`ppo/`),
 //! - `progress`: counters every algorithm keeps and reports,
-//! - `run`: the training loop; `evaluate`: policy evaluation.
+//! - `run`: the training loop; `evaluate`: policy evaluation; `export`:
+//!   the policy as TorchScript.
 
 pub mod algorithm;
 pub mod algorithms;
 pub mod config;
 pub mod evaluate;
+pub mod export;
 pub mod progress;
 pub mod run;
 

@@ -1,5 +1,6 @@
 //! Attribute macros that turn plain Rust functions and `impl` blocks into
-//! oxray remote functions and actor types.
+//! oxray remote functions and actor types, and register Rust envs
+//! (`#[register_env]`, re-exported by `oxray-envs`).
 //!
 //! `#[remote]` keeps the function as it is and adds a module of the same name
 //! (modules and functions live in different namespaces) holding `remote(..)`,
@@ -370,4 +371,83 @@ fn expand_actor(block: &ItemImpl) -> syn::Result<TokenStream2> {
             }
         };
     })
+}
+
+/// The arguments of `#[register_env("Id-v0", max_episode_steps = 200, reward_threshold = 1.0)]`.
+struct EnvRegistration {
+    id: syn::LitStr,
+    max_episode_steps: Option<syn::Expr>,
+    reward_threshold: Option<syn::Expr>,
+}
+
+impl syn::parse::Parse for EnvRegistration {
+    fn parse(input: syn::parse::ParseStream) -> syn::Result<Self> {
+        let id: syn::LitStr = input.parse()?;
+        let mut registration = EnvRegistration {
+            id,
+            max_episode_steps: None,
+            reward_threshold: None,
+        };
+        while !input.is_empty() {
+            input.parse::<syn::Token![,]>()?;
+            if input.is_empty() {
+                break;
+            }
+            let key: syn::Ident = input.parse()?;
+            input.parse::<syn::Token![=]>()?;
+            let value: syn::Expr = input.parse()?;
+            match key.to_string().as_str() {
+                "max_episode_steps" => registration.max_episode_steps = Some(value),
+                "reward_threshold" => registration.reward_threshold = Some(value),
+                _ => {
+                    return Err(syn::Error::new(
+                        key.span(),
+                        "expected `max_episode_steps = N` or `reward_threshold = X`",
+                    ))
+                }
+            }
+        }
+        Ok(registration)
+    }
+}
+
+/// Registers a Rust env under an id at link time, so every process of the
+/// binary (the driver and each worker it starts) can build it, as
+/// `#[remote]` does for functions. Goes on the env's constructor, a function
+/// from the config's keyword arguments to the env:
+///
+/// ```ignore
+/// #[oxray_envs::register_env("GridWorld-v0", max_episode_steps = 100)]
+/// fn grid_world(kwargs: &oxray_envs::Kwargs) -> Result<GridWorld, oxray_envs::EnvError> { .. }
+/// ```
+#[proc_macro_attribute]
+pub fn register_env(attr: TokenStream, item: TokenStream) -> TokenStream {
+    let registration = parse_macro_input!(attr as EnvRegistration);
+    let function = parse_macro_input!(item as ItemFn);
+    let name = &function.sig.ident;
+    let static_name = format_ident!("__OXRAY_ENV_{}", name.to_string().to_uppercase());
+    let id = &registration.id;
+    let optional = |value: &Option<syn::Expr>| match value {
+        Some(value) => quote! { ::std::option::Option::Some(#value) },
+        None => quote! { ::std::option::Option::None },
+    };
+    let max_episode_steps = optional(&registration.max_episode_steps);
+    let reward_threshold = optional(&registration.reward_threshold);
+    quote! {
+        #function
+
+        #[::oxray_envs::private::linkme::distributed_slice(::oxray_envs::private::LINKED_ENVS)]
+        #[linkme(crate = ::oxray_envs::private::linkme)]
+        static #static_name: ::oxray_envs::private::LinkedEnv = ::oxray_envs::private::LinkedEnv {
+            id: #id,
+            max_episode_steps: #max_episode_steps,
+            reward_threshold: #reward_threshold,
+            make: |kwargs| {
+                #name(kwargs).map(|env| {
+                    ::std::boxed::Box::new(env) as ::std::boxed::Box<dyn ::oxray_envs::Env>
+                })
+            },
+        };
+    }
+    .into()
 }

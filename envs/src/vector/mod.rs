@@ -16,9 +16,12 @@
 mod episodes;
 mod kernel;
 mod soa;
+mod step_buffers;
 mod sync;
 
+pub use episodes::EpisodeTracker;
 pub use soa::SoaVectorEnv;
+pub use step_buffers::StepBuffers;
 pub use sync::SyncVectorEnv;
 
 use crate::error::EnvError;

@@ -2,7 +2,7 @@
 //! thread, with Gymnasium's autoreset semantics. The general path; the
 //! built-in envs have the faster [`super::SoaVectorEnv`].
 
-use super::episodes::EpisodeTracker;
+use super::step_buffers::StepBuffers;
 use super::{
     invalid_sub_action, no_such_sub_env, wrong_action_count, Actions, AutoresetMode, VectorEnv,
     VectorStep,
@@ -10,7 +10,7 @@ use super::{
 use crate::env::Env;
 use crate::error::EnvError;
 use crate::spaces::{Space, Value};
-use ndarray::{Array2, ArrayView2};
+use ndarray::ArrayView2;
 
 /// Sub-envs stepped sequentially, observations gathered into one array.
 pub struct SyncVectorEnv {
@@ -19,12 +19,7 @@ pub struct SyncVectorEnv {
     observation_space: Space,
     action_space: Space,
     mode: AutoresetMode,
-    obs: Array2<f32>,
-    final_obs: Array2<f32>,
-    rewards: Vec<f64>,
-    terminated: Vec<bool>,
-    truncated: Vec<bool>,
-    episodes: EpisodeTracker,
+    out: StepBuffers,
     /// Reused so continuous actions do not allocate per step.
     action: Value,
 }
@@ -57,12 +52,7 @@ impl SyncVectorEnv {
             observation_space,
             action_space,
             mode,
-            obs: Array2::zeros((n, dim)),
-            final_obs: Array2::zeros((n, dim)),
-            rewards: vec![0.0; n],
-            terminated: vec![false; n],
-            truncated: vec![false; n],
-            episodes: EpisodeTracker::new(n),
+            out: StepBuffers::new(n, dim),
             action: Value::Int(0),
         })
     }
@@ -95,12 +85,13 @@ impl SyncVectorEnv {
 
     fn reset_sub_env(&mut self, index: usize, seed: Option<u64>) -> Result<(), EnvError> {
         let reset = self.envs[index].reset(seed, None)?;
-        self.obs
+        self.out
+            .obs
             .row_mut(index)
             .as_slice_mut()
             .expect("rows are contiguous")
             .copy_from_slice(reset.obs);
-        self.episodes.restart(index);
+        self.out.episodes.restart(index);
         Ok(())
     }
 }
@@ -127,15 +118,15 @@ impl VectorEnv for SyncVectorEnv {
     }
 
     fn observations(&self) -> ArrayView2<'_, f32> {
-        self.obs.view()
+        self.out.obs.view()
     }
 
     fn reset(&mut self, seed: Option<u64>) -> Result<ArrayView2<'_, f32>, EnvError> {
-        self.episodes.reset_all();
+        self.out.episodes.reset_all();
         for index in 0..self.envs.len() {
             self.reset_sub_env(index, seed.map(|s| s.wrapping_add(index as u64)))?;
         }
-        Ok(self.obs.view())
+        Ok(self.out.obs.view())
     }
 
     fn set_state(&mut self, index: usize, state: &[f64]) -> Result<(), EnvError> {
@@ -145,7 +136,7 @@ impl VectorEnv for SyncVectorEnv {
             .get_mut(index)
             .ok_or_else(|| no_such_sub_env(&self.id, index, n))?;
         env.set_state(state)?;
-        self.episodes.needs_reset[index] = false;
+        self.out.episodes.needs_reset[index] = false;
         Ok(())
     }
 
@@ -163,13 +154,13 @@ impl VectorEnv for SyncVectorEnv {
                 n,
             ));
         }
-        self.episodes.finished.clear();
+        self.out.episodes.finished.clear();
         for index in 0..n {
-            if self.episodes.needs_reset[index] {
+            if self.out.episodes.needs_reset[index] {
                 self.reset_sub_env(index, None)?;
-                self.rewards[index] = 0.0;
-                self.terminated[index] = false;
-                self.truncated[index] = false;
+                self.out.rewards[index] = 0.0;
+                self.out.terminated[index] = false;
+                self.out.truncated[index] = false;
                 continue;
             }
             self.load_action(actions, index);
@@ -181,33 +172,30 @@ impl VectorEnv for SyncVectorEnv {
             })?;
             let (reward, terminated, truncated) = (step.reward, step.terminated, step.truncated);
             let row = self
+                .out
                 .obs
                 .row_mut(index)
                 .into_slice()
                 .expect("rows are contiguous");
             row.copy_from_slice(step.obs);
-            self.rewards[index] = reward;
-            self.terminated[index] = terminated;
-            self.truncated[index] = truncated;
-            self.episodes.add(index, reward);
+            self.out.rewards[index] = reward;
+            self.out.terminated[index] = terminated;
+            self.out.truncated[index] = truncated;
+            self.out.episodes.add(index, reward);
             if terminated || truncated {
-                self.episodes.finish(index);
+                self.out.episodes.finish(index);
                 match self.mode {
-                    AutoresetMode::NextStep => self.episodes.needs_reset[index] = true,
+                    AutoresetMode::NextStep => self.out.episodes.needs_reset[index] = true,
                     AutoresetMode::SameStep => {
-                        self.final_obs.row_mut(index).assign(&self.obs.row(index));
+                        self.out
+                            .final_obs
+                            .row_mut(index)
+                            .assign(&self.out.obs.row(index));
                         self.reset_sub_env(index, None)?;
                     }
                 }
             }
         }
-        Ok(VectorStep {
-            obs: self.obs.view(),
-            rewards: &self.rewards,
-            terminated: &self.terminated,
-            truncated: &self.truncated,
-            final_obs: (self.mode == AutoresetMode::SameStep).then(|| self.final_obs.view()),
-            episodes: &self.episodes.finished,
-        })
+        Ok(self.out.step(self.mode))
     }
 }

@@ -1,0 +1,99 @@
+//! Policy export: a checkpoint's policy as a TorchScript module that plain
+//! PyTorch (or libtorch) loads without oxray.
+//!
+//! tch can load TorchScript but only trace new modules, and a traced module
+//! has a `forward` and nothing else; the exported module also needs
+//! `act(obs, deterministic)` with its branch, so it is scripted from Python:
+//! the weights go out as an `.npz` under PyTorch-style names (`pi.0.weight`)
+//! with a JSON description of the network, and `export_torchscript.py`
+//! (run with the venv's Python, which has torch) rebuilds the same network,
+//! loads them strictly and saves `torch.jit.script` of it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use oxray_rl::checkpoint;
+use oxray_rl::env_runner::module_spec;
+use oxray_rl::rl_module::{ActionSpace, Activation, ActorCritic, ModuleKind, RLModule};
+use serde_json::json;
+
+use crate::algorithm::TrainError;
+use crate::config::ExperimentConfig;
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot export {} to {}: {reason}", checkpoint.display(), out.display())]
+pub struct ExportError {
+    pub checkpoint: PathBuf,
+    pub out: PathBuf,
+    pub reason: String,
+}
+
+/// Writes the checkpoint's policy to `out` as TorchScript; returns the
+/// module's parameter names.
+pub fn export_torchscript(checkpoint_path: &Path, out: &Path) -> Result<Vec<String>, TrainError> {
+    let fail = |reason: String| ExportError {
+        checkpoint: checkpoint_path.to_path_buf(),
+        out: out.to_path_buf(),
+        reason,
+    };
+    let saved = checkpoint::load(checkpoint_path)?;
+    let config = ExperimentConfig::from_json(&saved.config)
+        .map_err(|e| TrainError::Restore(format!("config in checkpoint: {e}")))?;
+    let kind = config.training.training().module_kind();
+    if !matches!(kind, ModuleKind::ActorCritic) {
+        return Err(fail(format!(
+            "only actor-critic policies (PPO) export so far; this {} checkpoint holds another module",
+            config.algorithm.as_str()
+        ))
+        .into());
+    }
+    let spec = module_spec(&config.env, &config.model, kind)?;
+    let mut model = ActorCritic::new(&spec, tch::Device::Cpu);
+    model
+        .set_weights(&saved.learner.weights)
+        .map_err(oxray_rl::Error::from)?;
+    let action = match &spec.action_space {
+        ActionSpace::Discrete { n } => json!({ "discrete": n }),
+        ActionSpace::Box { low, high } => json!({ "box": { "low": low, "high": high } }),
+    };
+    let activation = match spec.model.fcnet_activation {
+        Activation::Tanh => "tanh",
+        Activation::Relu => "relu",
+        Activation::Linear => "linear",
+    };
+    let description = json!({
+        "obs_dim": spec.obs_dim(),
+        "hiddens": spec.model.fcnet_hiddens,
+        "activation": activation,
+        "vf_share_layers": spec.model.vf_share_layers,
+        "action": action,
+    });
+    let scratch = tempfile::tempdir().map_err(|e| fail(format!("no temporary directory: {e}")))?;
+    let spec_path = scratch.path().join("spec.json");
+    let weights_path = scratch.path().join("weights.npz");
+    let script_path = scratch.path().join("export_torchscript.py");
+    std::fs::write(&spec_path, description.to_string())
+        .and_then(|()| std::fs::write(&script_path, include_str!("export_torchscript.py")))
+        .map_err(|e| fail(e.to_string()))?;
+    let mut variables: Vec<_> = model.var_store().variables().into_iter().collect();
+    variables.sort_by(|a, b| a.0.cmp(&b.0));
+    tch::Tensor::write_npz(&variables, &weights_path).map_err(oxray_rl::Error::from)?;
+    let python = oxray_gym::python_executable();
+    let output = Command::new(&python)
+        .arg(&script_path)
+        .arg(&spec_path)
+        .arg(&weights_path)
+        .arg(out)
+        .output()
+        .map_err(|e| fail(format!("cannot run {}: {e}", python.display())))?;
+    if !output.status.success() {
+        return Err(fail(format!(
+            "{} failed:\n{}",
+            python.display(),
+            String::from_utf8_lossy(&output.stderr).trim_end()
+        ))
+        .into());
+    }
+    serde_json::from_slice(&output.stdout)
+        .map_err(|e| fail(format!("unexpected output from the export script: {e}")).into())
+}

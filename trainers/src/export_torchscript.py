@@ -1,0 +1,110 @@
+"""Writes an oxray actor-critic policy as a TorchScript module.
+
+Run by `oxray export --format torchscript` with the venv's Python (which has
+torch): `python export_torchscript.py SPEC.json WEIGHTS.npz OUT.pt`. SPEC
+describes the network as oxray built it (layer sizes, activation, shared
+trunk, action space); WEIGHTS holds its parameters under PyTorch-style names
+(`pi.0.weight`, `pi_head.bias`, `log_std`). The module mirrors oxray's
+forward pass exactly and is scripted (not traced), so `act` keeps its
+deterministic/stochastic branch.
+"""
+import json
+import sys
+from typing import List
+
+import numpy as np
+import torch
+from torch import nn
+
+
+class Dense(nn.Linear):
+    """A linear layer followed by the trunk's activation, so a trunk is a
+    plain Sequential whose parameters are named `pi.0.weight`, `pi.1.weight`
+    as oxray names them."""
+
+    def __init__(self, inputs: int, outputs: int, activation: str):
+        super().__init__(inputs, outputs)
+        self.activation = activation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = nn.functional.linear(x, self.weight, self.bias)
+        if self.activation == "tanh":
+            return torch.tanh(x)
+        if self.activation == "relu":
+            return torch.relu(x)
+        return x
+
+
+class Policy(nn.Module):
+    def __init__(self, spec):
+        super().__init__()
+        widths = [spec["obs_dim"]] + spec["hiddens"]
+        self.discrete = "discrete" in spec["action"]
+        self.shared = spec["vf_share_layers"]
+
+        def trunk():
+            return nn.Sequential(*(Dense(a, b, spec["activation"])
+                                   for a, b in zip(widths, widths[1:])))
+
+        self.pi = trunk()
+        self.vf = nn.Sequential() if self.shared else trunk()
+        if self.discrete:
+            outputs = spec["action"]["discrete"]
+            low = high = [0.0]
+        else:
+            low, high = spec["action"]["box"]["low"], spec["action"]["box"]["high"]
+            outputs = len(low)
+        self.pi_head = nn.Linear(widths[-1], outputs)
+        self.vf_head = nn.Linear(widths[-1], 1)
+        if self.discrete:  # unused, but TorchScript compiles both branches
+            self.register_buffer("log_std", torch.zeros(0))
+        else:
+            self.log_std = nn.Parameter(torch.zeros(outputs))
+        self.register_buffer("low", torch.tensor(low, dtype=torch.float32))
+        self.register_buffer("high", torch.tensor(high, dtype=torch.float32))
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        """Action distribution inputs: logits (Discrete) or mean and log std
+        side by side (Box), as RLlib's models output them."""
+        out = self.pi_head(self.pi(obs))
+        if self.discrete:
+            return out
+        return torch.cat([out, self.log_std.expand_as(out)], dim=-1)
+
+    @torch.jit.export
+    def value(self, obs: torch.Tensor) -> torch.Tensor:
+        features = self.pi(obs) if self.shared else self.vf(obs)
+        return self.vf_head(features).squeeze(-1)
+
+    @torch.jit.export
+    def act(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
+        """Actions for the env: the mode when deterministic (what
+        `oxray evaluate` takes), else a sample; Box actions clipped to the
+        action space as oxray's EnvRunner clips them."""
+        inputs = self.forward(obs)
+        if self.discrete:
+            if deterministic:
+                return torch.argmax(inputs, dim=-1)
+            return torch.multinomial(torch.softmax(inputs, dim=-1), 1).squeeze(-1)
+        mean, log_std = inputs.chunk(2, dim=-1)
+        action = mean if deterministic else mean + torch.exp(log_std) * torch.randn_like(mean)
+        return torch.max(torch.min(action, self.high), self.low)
+
+
+def main(spec_path, weights_path, out_path):
+    with open(spec_path) as f:
+        spec = json.load(f)
+    policy = Policy(spec)
+    weights = np.load(weights_path)
+    state = {name: torch.from_numpy(weights[name]) for name in weights.files}
+    state["low"], state["high"] = policy.low, policy.high
+    state.setdefault("log_std", policy.log_std.detach())  # Discrete: no log std
+    policy.load_state_dict(state, strict=True)
+    scripted = torch.jit.script(policy.eval())
+    scripted.save(out_path)
+    names: List[str] = [name for name, _ in scripted.named_parameters()]
+    print(json.dumps(names))
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:4])
