@@ -4,6 +4,10 @@
 //! which process minted the id (0 for the driver, the worker id otherwise) and
 //! the low 40 bits count. The node never has to hand ids out, so submitting a
 //! task from a worker is a single one-way message.
+//!
+//! A job (one driver) is named by 128 random bits instead: drivers come and go
+//! on many machines, and nothing about them (a pid, a counter) is unique
+//! across a cluster's life.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -49,6 +53,36 @@ id_type!(
     WorkerId,
     "worker-"
 );
+
+/// Names one job: a driver and everything it creates.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct JobId(pub u128);
+
+impl JobId {
+    /// A new job id from the kernel's random source.
+    pub fn random() -> crate::Result<JobId> {
+        let mut bytes = [0u8; 16];
+        std::io::Read::read_exact(
+            &mut std::fs::File::open("/dev/urandom")
+                .map_err(|e| crate::Error::runtime("cannot open /dev/urandom for a job id", e))?,
+            &mut bytes,
+        )
+        .map_err(|e| crate::Error::runtime("cannot read /dev/urandom for a job id", e))?;
+        Ok(JobId(u128::from_le_bytes(bytes)))
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "job-{:032x}", self.0)
+    }
+}
+
+impl fmt::Debug for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
 
 const COUNTER_BITS: u32 = 40;
 

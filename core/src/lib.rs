@@ -87,10 +87,10 @@ pub use actor::{get_actor, kill, ActorClass, ActorHandle, RawActor};
 pub use auth::{constant_time_eq, generate_token};
 pub use error::{Error, Result};
 pub use head_link::HEAD_LOSS_DEADLINE;
-pub use ids::{ActorId, ObjectId, TaskId, WorkerId};
+pub use ids::{ActorId, JobId, ObjectId, TaskId, WorkerId};
 pub use node_ip::node_ip_address;
 pub use object_ref::{Arg, ObjectRef};
-pub use options::{ActorOptions, TaskOptions};
+pub use options::{ActorOptions, Lifetime, TaskOptions};
 pub use oxray_macros::{actor, remote};
 pub use placement::{placement_group, remove_placement_group, PlacementGroup, PlacementStrategy};
 pub use protocol::{

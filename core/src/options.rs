@@ -42,6 +42,18 @@ pub struct ActorOptions {
     pub max_task_retries: u32,
     pub name: Option<String>,
     pub get_if_exists: bool,
+    pub lifetime: Lifetime,
+}
+
+/// How long an actor lives (Ray's `lifetime=`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Lifetime {
+    /// Ends with the job that created it (when its driver exits).
+    #[default]
+    NonDetached,
+    /// Outlives its job until killed; must be named, and any job of the same
+    /// namespace finds it with `get_actor`.
+    Detached,
 }
 
 macro_rules! resource_setters {
@@ -116,6 +128,12 @@ impl ActorOptions {
         self.get_if_exists = get_if_exists;
         self
     }
+
+    /// `Lifetime::Detached` keeps a named actor after its job ends.
+    pub fn lifetime(mut self, lifetime: Lifetime) -> Self {
+        self.lifetime = lifetime;
+        self
+    }
 }
 
 /// Forwards the [`TaskOptions`] setters on a generated `options()` builder
@@ -151,6 +169,7 @@ macro_rules! __actor_option_setters {
             max_restarts(u32),
             max_task_retries(u32),
             get_if_exists(bool),
+            lifetime($crate::Lifetime),
             name(impl Into<String>),
             scheduling_strategy($crate::SchedulingStrategy)
         );

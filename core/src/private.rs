@@ -66,6 +66,13 @@ pub fn create_actor<A: ActorClass>(
 ) -> Result<ActorHandle<A>> {
     let backend = runtime::current()?;
     let args = args.into_iter().collect::<Result<Vec<_>>>()?;
+    let detached = options.lifetime == crate::Lifetime::Detached;
+    if detached && options.name.is_none() {
+        return Err(Error::Runtime(format!(
+            "a detached {} actor needs a name: set .name(...) with .lifetime(Lifetime::Detached)",
+            A::NAME
+        )));
+    }
     let spec = ActorSpec {
         actor_id: ActorId(backend.next_id()),
         class: A::NAME.to_string(),
@@ -76,6 +83,7 @@ pub fn create_actor<A: ActorClass>(
         max_task_retries: options.max_task_retries,
         name: options.name.clone(),
         get_if_exists: options.get_if_exists,
+        detached,
     };
     let id = backend.create_actor(spec)?;
     Ok(ActorHandle::from_raw(RawActor::new(id, A::NAME, backend)))

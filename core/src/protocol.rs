@@ -8,7 +8,7 @@
 //! anything it sends later is seen after them.
 
 use crate::error::Error;
-use crate::ids::{ActorId, ObjectId, TaskId, WorkerId};
+use crate::ids::{ActorId, JobId, ObjectId, TaskId, WorkerId};
 use crate::placement::PlacementStrategy;
 use crate::resources::{ResourceSet, SchedulingStrategy};
 use serde::{Deserialize, Serialize};
@@ -95,6 +95,8 @@ pub struct ActorSpec {
     pub max_task_retries: u32,
     pub name: Option<String>,
     pub get_if_exists: bool,
+    /// Outlives its job (Ray's `lifetime="detached"`); needs a name.
+    pub detached: bool,
 }
 
 /// What a worker is told to run, with every argument already resolved.
@@ -199,6 +201,9 @@ pub enum WorkerToNode {
         origin: u64,
         pid: u32,
         executable: String,
+        job: JobId,
+        /// Where its named actors live; `None`: a namespace of its own.
+        namespace: Option<String>,
     },
     Finished {
         task_id: TaskId,
@@ -332,6 +337,9 @@ pub struct JobStatus {
     /// Seconds since the Unix epoch.
     pub started_at: u64,
     pub running: bool,
+    /// Seconds since the Unix epoch when the driver left.
+    pub ended_at: Option<u64>,
+    pub namespace: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -350,8 +358,11 @@ pub struct ActorStatusLine {
     pub class: String,
     pub name: Option<String>,
     pub state: String,
+    pub job_id: String,
     pub node_id: Option<String>,
+    pub pid: Option<u32>,
     pub restarts: u32,
+    pub detached: bool,
 }
 
 /// A task's state, with Ray's names.

@@ -90,6 +90,9 @@ pub struct InitOptions {
     pub num_gpus: Option<f64>,
     pub memory: Option<f64>,
     pub resources: BTreeMap<String, f64>,
+    /// Where this job's named actors live; by default a namespace of its own
+    /// (detached actors of a named namespace are found by later jobs in it).
+    pub namespace: Option<String>,
 }
 
 impl InitOptions {
@@ -128,6 +131,12 @@ impl InitOptions {
         self.resources.insert(name.into(), amount);
         self
     }
+
+    /// The namespace of this job's named actors (Ray's `namespace=`).
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = Some(namespace.into());
+        self
+    }
 }
 
 /// Starts the embedded single-node cluster (head services and node in this
@@ -143,7 +152,11 @@ pub fn init(options: InitOptions) -> Result<()> {
             Some(token) => token.clone(),
             None => crate::daemon::find_token()?,
         };
-        install(crate::worker::connect_driver(address, &token)?);
+        install(crate::worker::connect_driver(
+            address,
+            &token,
+            options.namespace.clone(),
+        )?);
         *HEAD_ADDRESS.write() = Some(address.clone());
         return Ok(());
     }

@@ -129,7 +129,9 @@ fn rows(what: Listing, state: &ClusterStatus) -> Vec<Row> {
                     field("job_id", job.job_id.clone()),
                     field("state", if job.running { "RUNNING" } else { "FINISHED" }),
                     field("driver_pid", job.driver_pid),
+                    field("namespace", job.namespace.clone()),
                     field("start_time", job.started_at),
+                    field("end_time", job.ended_at),
                     field("executable", job.executable.clone()),
                 ]
             })
@@ -143,8 +145,18 @@ fn rows(what: Listing, state: &ClusterStatus) -> Vec<Row> {
                     field("class_name", actor.class.clone()),
                     field("name", actor.name.clone()),
                     field("state", actor.state.clone()),
+                    field("job_id", actor.job_id.clone()),
                     field("node_id", actor.node_id.clone()),
+                    field("pid", actor.pid),
                     field("num_restarts", actor.restarts),
+                    field(
+                        "lifetime",
+                        if actor.detached {
+                            "detached"
+                        } else {
+                            "non_detached"
+                        },
+                    ),
                 ]
             })
             .collect(),

@@ -6,7 +6,7 @@
 use super::tasks::{TaskKind, TaskRecord};
 use super::{Node, NodeState};
 use crate::error::{Error, Result};
-use crate::ids::{ActorId, ObjectId, TaskId, WorkerId};
+use crate::ids::{ActorId, JobId, ObjectId, TaskId, WorkerId};
 use crate::protocol::*;
 use crate::resources::{Allocation, ResourceSet, SchedulingStrategy};
 use std::collections::VecDeque;
@@ -21,6 +21,9 @@ pub(super) enum ActorStatus {
 
 pub(super) struct ActorRecord {
     pub(super) spec: ActorSpec,
+    pub(super) job: JobId,
+    /// Where its name lives.
+    pub(super) namespace: String,
     pub(super) status: ActorStatus,
     pub(super) allocation: Option<Allocation>,
     pub(super) worker: Option<WorkerId>,
@@ -32,9 +35,11 @@ pub(super) struct ActorRecord {
 }
 
 impl NodeState {
-    pub(super) fn create_actor(&mut self, spec: ActorSpec) -> Result<ActorId> {
+    pub(super) fn create_actor(&mut self, spec: ActorSpec, job: JobId) -> Result<ActorId> {
+        let namespace = self.namespace_of(job);
         if let Some(name) = &spec.name {
-            if let Some(&existing) = self.named_actors.get(name) {
+            let key = (namespace.clone(), name.clone());
+            if let Some(&existing) = self.named_actors.get(&key) {
                 let alive = self
                     .actors
                     .get(&existing)
@@ -59,12 +64,15 @@ impl NodeState {
         }
         let id = spec.actor_id;
         if let Some(name) = &spec.name {
-            self.named_actors.insert(name.clone(), id);
+            self.named_actors
+                .insert((namespace.clone(), name.clone()), id);
         }
         self.actors.insert(
             id,
             ActorRecord {
                 spec,
+                job,
+                namespace,
                 status: ActorStatus::WaitingForResources,
                 allocation: None,
                 worker: None,
@@ -138,10 +146,12 @@ impl NodeState {
             max_retries: 0,
             retry_exceptions: false,
         };
+        let job = record.job;
         self.tasks.insert(
             task_id,
             TaskRecord {
                 spec,
+                job,
                 kind: TaskKind::ActorCreate(actor),
                 retries_left: 0,
                 missing_deps: 0,
@@ -224,7 +234,11 @@ impl NodeState {
             .chain(record.pending.drain(..))
             .collect();
         let allocation = record.allocation.take();
-        let name = record.spec.name.clone();
+        let name = record
+            .spec
+            .name
+            .clone()
+            .map(|name| (record.namespace.clone(), name));
         let args = record.spec.args.clone();
         if let Some(allocation) = allocation {
             self.pool.release(&allocation);
@@ -244,18 +258,23 @@ impl NodeState {
     }
 
     pub(super) fn kill_actor(&mut self, actor: ActorId) -> Result<()> {
-        let Some(record) = self.actors.get(&actor) else {
+        if !self.actors.contains_key(&actor) {
             return Err(Error::ActorNotFound {
                 name: actor.to_string(),
             });
-        };
-        let worker = record.worker;
-        self.actor_dead(actor, "killed by oxray_core::kill".into());
+        }
+        self.end_actor(actor, "killed by oxray_core::kill".into());
+        Ok(())
+    }
+
+    /// Ends an actor for good, for `message`, and stops its process.
+    pub(super) fn end_actor(&mut self, actor: ActorId, message: String) {
+        let worker = self.actors.get(&actor).and_then(|a| a.worker);
+        self.actor_dead(actor, message);
         if let Some(worker) = worker {
             if let Some(w) = self.workers.remove(&worker) {
                 self.effects.push(w.stop(worker));
             }
         }
-        Ok(())
     }
 }

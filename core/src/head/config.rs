@@ -22,6 +22,8 @@ pub(crate) struct NodeConfig {
     pub prestart_workers: bool,
     /// A node silent for this long is declared dead.
     pub heartbeat_timeout: Duration,
+    /// The embedded driver's namespace (`InitOptions::namespace`).
+    pub namespace: Option<String>,
 }
 
 impl NodeConfig {
@@ -64,6 +66,7 @@ impl NodeConfig {
             token,
             prestart_workers: true,
             heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
+            namespace: options.namespace.clone(),
         })
     }
 }

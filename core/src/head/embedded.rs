@@ -2,7 +2,6 @@
 //! directly (no socket, no serialisation), blocking on the head's condition
 //! variable where a worker would wait on its stream.
 
-use super::actors::ActorStatus;
 use super::object_directory::{ObjectEntry, Outstanding};
 use super::Node;
 use crate::error::{Error, Result};
@@ -35,11 +34,11 @@ impl Backend for Node {
     }
 
     fn submit(&self, spec: TaskSpec) {
-        self.with_state(|state, _| state.submit(spec));
+        self.with_state(|state, _| state.submit(spec, self.embedded_job));
     }
 
     fn create_actor(&self, spec: ActorSpec) -> Result<ActorId> {
-        self.with_state(|state, _| state.create_actor(spec))
+        self.with_state(|state, _| state.create_actor(spec, self.embedded_job))
     }
 
     fn put(&self, id: ObjectId, value: Result<ObjectBlob>) {
@@ -186,7 +185,9 @@ impl Backend for Node {
         bundles: Vec<ResourceSet>,
         strategy: PlacementStrategy,
     ) -> Result<()> {
-        self.with_state(|state, _| state.create_placement_group(id, bundles, strategy))
+        self.with_state(|state, _| {
+            state.create_placement_group(id, bundles, strategy, self.embedded_job)
+        })
     }
 
     fn wait_placement_group(&self, id: u64, timeout: Duration) -> Result<()> {
@@ -212,10 +213,6 @@ impl Backend for Node {
     }
 
     fn named_actor(&self, name: &str) -> Result<Option<(ActorId, String)>> {
-        let state = self.state.lock();
-        Ok(state.named_actors.get(name).and_then(|id| {
-            let actor = state.actors.get(id)?;
-            (!matches!(actor.status, ActorStatus::Dead(_))).then(|| (*id, actor.spec.class.clone()))
-        }))
+        Ok(self.state.lock().named_actor(self.embedded_job, name))
     }
 }

@@ -1,11 +1,17 @@
-//! The job table (Ray's GCS job manager): every driver that has used the
-//! cluster, the embedded driver first, with its executable and whether it is
-//! still connected.
+//! Jobs (Ray's GCS job manager): every driver is a job that owns what it
+//! creates. The job table keeps every driver that used the cluster, the
+//! embedded one first. When a driver leaves (exits, panics, is SIGKILLed: its
+//! stream closes) its job ends, and its non-detached actors, placement
+//! groups, queued and running tasks and the references it still holds are
+//! released. Named actors live in the namespace of the job that made them.
 
+use super::actors::ActorStatus;
+use super::tasks::TaskKind;
 use super::worker_pool::WorkerRecord;
-use super::Node;
-use crate::ids::WorkerId;
+use super::{Node, NodeState};
+use crate::ids::{ActorId, JobId, ObjectId, WorkerId};
 use crate::protocol::*;
+use rustc_hash::FxHashMap;
 use std::collections::VecDeque;
 use tokio::sync::mpsc;
 
@@ -17,17 +23,34 @@ impl Node {
     pub(super) fn register_driver(
         &self,
         id: WorkerId,
-        pid: u32,
-        executable: String,
+        hello: DriverIdentity,
         sender: mpsc::UnboundedSender<NodeToWorker>,
     ) -> std::result::Result<WorkerId, tonic::Status> {
+        let DriverIdentity {
+            pid,
+            executable,
+            job,
+            namespace,
+        } = hello;
         self.with_state(|state, _| {
             if state.workers.contains_key(&id) {
                 return Err(tonic::Status::already_exists(format!(
                     "{id} belongs to a live process of this cluster"
                 )));
             }
-            state.jobs.push(job(id, pid, &executable));
+            if state.jobs.contains_key(&job) {
+                return Err(tonic::Status::already_exists(format!(
+                    "{job} already ran on this cluster"
+                )));
+            }
+            state.start_job(job, pid, &executable, namespace);
+            state.drivers.insert(
+                id,
+                DriverJob {
+                    job,
+                    owned: FxHashMap::default(),
+                },
+            );
             state.worker_executable = Some(executable.clone());
             state.workers.insert(
                 id,
@@ -48,16 +71,189 @@ impl Node {
     }
 }
 
-/// A job-table entry for a driver starting now.
-pub(super) fn job(id: WorkerId, pid: u32, executable: &str) -> JobStatus {
-    let started_at = std::time::SystemTime::now()
+/// What a remote driver says about itself in its hello.
+pub(super) struct DriverIdentity {
+    pub(super) pid: u32,
+    pub(super) executable: String,
+    pub(super) job: JobId,
+    pub(super) namespace: Option<String>,
+}
+
+/// A connected remote driver's job, and the references it holds: its handles
+/// (puts, results of its submissions, clones) that are released for it if it
+/// exits without dropping them.
+pub(super) struct DriverJob {
+    job: JobId,
+    owned: FxHashMap<ObjectId, u64>,
+}
+
+/// Seconds since the Unix epoch.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    JobStatus {
-        job_id: id.to_string(),
-        driver_pid: pid,
-        executable: executable.to_string(),
-        started_at,
-        running: true,
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Most ended jobs the job table keeps (Ray bounds its tables too).
+const MAX_ENDED_JOBS: usize = 1000;
+
+impl NodeState {
+    pub(super) fn start_job(
+        &mut self,
+        job: JobId,
+        pid: u32,
+        executable: &str,
+        namespace: Option<String>,
+    ) {
+        self.jobs.insert(
+            job,
+            JobStatus {
+                job_id: job.to_string(),
+                driver_pid: pid,
+                executable: executable.to_string(),
+                started_at: unix_now(),
+                running: true,
+                ended_at: None,
+                namespace: namespace.unwrap_or_else(|| job.to_string()),
+            },
+        );
+    }
+
+    /// The job a process works for: a driver's own, an actor's creator's, or
+    /// the job of the task a worker runs (nested submissions belong to it).
+    pub(super) fn job_of(&self, worker: WorkerId, embedded: JobId) -> JobId {
+        if let Some(driver) = self.drivers.get(&worker) {
+            return driver.job;
+        }
+        let Some(record) = self.workers.get(&worker) else {
+            return embedded;
+        };
+        if let Some(actor) = record.actor.and_then(|a| self.actors.get(&a)) {
+            return actor.job;
+        }
+        record
+            .assigned
+            .front()
+            .and_then(|t| self.tasks.get(t))
+            .map_or(embedded, |t| t.job)
+    }
+
+    pub(super) fn namespace_of(&self, job: JobId) -> String {
+        self.jobs
+            .get(&job)
+            .map_or_else(|| job.to_string(), |j| j.namespace.clone())
+    }
+
+    /// The live actor named `name` in the namespace of `job`.
+    pub(super) fn named_actor(&self, job: JobId, name: &str) -> Option<(ActorId, String)> {
+        let id = self
+            .named_actors
+            .get(&(self.namespace_of(job), name.to_string()))?;
+        let actor = self.actors.get(id)?;
+        (!matches!(actor.status, ActorStatus::Dead(_))).then(|| (*id, actor.spec.class.clone()))
+    }
+
+    /// A driver took references to `ids`, and handed those of its `args` to a
+    /// task or actor.
+    pub(super) fn note_driver_refs(
+        &mut self,
+        worker: WorkerId,
+        ids: &[ObjectId],
+        args: &[TaskArg],
+    ) {
+        let Some(driver) = self.drivers.get_mut(&worker) else {
+            return;
+        };
+        for id in ids {
+            *driver.owned.entry(*id).or_default() += 1;
+        }
+        let handed = args.iter().filter_map(|a| match a {
+            TaskArg::Ref(id) => Some(*id),
+            TaskArg::Value(_) => None,
+        });
+        for id in handed {
+            forget_one(&mut driver.owned, id);
+        }
+    }
+
+    /// A driver dropped references to `ids`.
+    pub(super) fn note_driver_releases(&mut self, worker: WorkerId, ids: &[ObjectId]) {
+        if let Some(driver) = self.drivers.get_mut(&worker) {
+            for id in ids {
+                forget_one(&mut driver.owned, *id);
+            }
+        }
+    }
+
+    /// The driver of `driver.job` left: release everything the job created.
+    pub(super) fn end_job(&mut self, node: &Node, driver: DriverJob) {
+        let job = driver.job;
+        if let Some(status) = self.jobs.get_mut(&job) {
+            status.running = false;
+            status.ended_at = Some(unix_now());
+        }
+        // Its tasks: queued ones never run, running ones lose their worker.
+        let outputs: Vec<ObjectId> = self
+            .tasks
+            .values()
+            .filter(|t| t.job == job && t.kind == TaskKind::Stateless)
+            .map(|t| t.spec.return_id)
+            .collect();
+        for output in outputs {
+            let _ = self.cancel(output);
+        }
+        let actors: Vec<ActorId> = self
+            .actors
+            .iter()
+            .filter(|(_, a)| {
+                a.job == job && !a.spec.detached && !matches!(a.status, ActorStatus::Dead(_))
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for actor in actors {
+            self.end_actor(actor, format!("its job {job} ended (the driver exited)"));
+        }
+        let groups: Vec<u64> = self
+            .placement_groups
+            .iter()
+            .filter(|(_, g)| g.job == job)
+            .map(|(id, _)| *id)
+            .collect();
+        for group in groups {
+            let _ = self.remove_placement_group(group);
+        }
+        for (id, count) in driver.owned {
+            for _ in 0..count {
+                self.release(id);
+            }
+        }
+        let _ = node;
+        self.forget_ended_jobs();
+    }
+
+    /// Keeps the job table bounded: the oldest ended jobs go first.
+    fn forget_ended_jobs(&mut self) {
+        let mut ended: Vec<(u64, JobId)> = self
+            .jobs
+            .iter()
+            .filter_map(|(id, j)| j.ended_at.map(|at| (at, *id)))
+            .collect();
+        if ended.len() <= MAX_ENDED_JOBS {
+            return;
+        }
+        ended.sort();
+        for (_, id) in &ended[..ended.len() - MAX_ENDED_JOBS] {
+            self.jobs.remove(id);
+        }
+    }
+}
+
+/// Drops one count of `id` from a reference ledger.
+fn forget_one(ledger: &mut FxHashMap<ObjectId, u64>, id: ObjectId) {
+    if let Some(count) = ledger.get_mut(&id) {
+        *count -= 1;
+        if *count == 0 {
+            ledger.remove(&id);
+        }
     }
 }

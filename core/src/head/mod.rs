@@ -60,7 +60,7 @@ pub(crate) use membership::HEARTBEAT_PERIOD;
 
 use crate::auth::RequireToken;
 use crate::error::{Error, Result};
-use crate::ids::{ActorId, IdMinter, ObjectId, TaskId, WorkerId};
+use crate::ids::{ActorId, IdMinter, JobId, ObjectId, TaskId, WorkerId};
 use crate::protocol::*;
 use crate::resources::{ClusterResources, CPU, GPU};
 use crate::shm;
@@ -68,7 +68,7 @@ use crate::wire::MAX_MESSAGE_BYTES;
 use crate::worker::{kill_process, process_alive};
 use actors::ActorRecord;
 use generated::head_server::HeadServer;
-use jobs::job;
+use jobs::DriverJob;
 use membership::{watch_heartbeats, RemoteNode};
 use object_directory::ObjectEntry;
 use parking_lot::{Condvar, Mutex};
@@ -96,7 +96,8 @@ struct NodeState {
     queues: HashMap<String, ShapeQueue>,
     workers: FxHashMap<WorkerId, WorkerRecord>,
     actors: FxHashMap<ActorId, ActorRecord>,
-    named_actors: HashMap<String, ActorId>,
+    /// Live named actors by (namespace, name).
+    named_actors: HashMap<(String, String), ActorId>,
     actors_waiting: VecDeque<ActorId>,
     pool: ClusterResources,
     /// Control streams of the other nodes, by node id.
@@ -104,7 +105,9 @@ struct NodeState {
     /// Nodes declared dead, kept for `oxray status`.
     dead_nodes: Vec<NodeStatus>,
     /// Every driver that has used the cluster (the job table).
-    jobs: Vec<JobStatus>,
+    jobs: FxHashMap<JobId, JobStatus>,
+    /// The connected remote drivers, and what each job holds.
+    drivers: FxHashMap<WorkerId, DriverJob>,
     /// The executable workers run: the latest driver's, so its functions exist there.
     worker_executable: Option<String>,
     kv: HashMap<String, Vec<u8>>,
@@ -147,6 +150,9 @@ pub(crate) struct Node {
     objects_changed: Condvar,
     ready_epoch: watch::Sender<u64>,
     ids: IdMinter,
+    /// The job of the driver this node runs in (a head daemon runs none and
+    /// uses [`JobId`] 0 for what it starts itself).
+    embedded_job: JobId,
     config: NodeConfig,
     address: SocketAddr,
     object_server_address: String,
@@ -171,6 +177,11 @@ impl Node {
             .local_addr()
             .map_err(|e| Error::runtime("cannot read the worker port", e))?;
         let (ready_epoch, _) = watch::channel(0);
+        let embedded_job = if config.prestart_workers {
+            JobId::random()?
+        } else {
+            JobId(0)
+        };
         let node = Arc::new_cyclic(|this| Node {
             this: this.clone(),
             state: Mutex::new(NodeState {
@@ -189,7 +200,8 @@ impl Node {
                 },
                 remote_nodes: HashMap::new(),
                 dead_nodes: Vec::new(),
-                jobs: Vec::new(),
+                jobs: FxHashMap::default(),
+                drivers: FxHashMap::default(),
                 worker_executable: None,
                 kv: HashMap::new(),
                 placement_groups: Default::default(),
@@ -201,6 +213,7 @@ impl Node {
             objects_changed: Condvar::new(),
             ready_epoch,
             ids: IdMinter::new(0),
+            embedded_job,
             has_gpus: config.resources.get(GPU) > 0.0,
             config,
             object_server_address: address.to_string(),
@@ -234,9 +247,8 @@ impl Node {
             let executable = node.worker_executable();
             let mut state = node.state.lock();
             // The embedded driver is the cluster's first job.
-            state
-                .jobs
-                .push(job(WorkerId(0), std::process::id(), &executable));
+            let namespace = node.config.namespace.clone();
+            state.start_job(embedded_job, std::process::id(), &executable, namespace);
             let warm = node.config.resources.get(CPU).ceil() as usize;
             for _ in 0..warm.min(MAX_TASK_WORKERS) {
                 let id = WorkerId(crate::worker::next_worker_number());

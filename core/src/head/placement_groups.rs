@@ -6,11 +6,12 @@
 use super::actors::ActorStatus;
 use super::NodeState;
 use crate::error::{Error, Result};
-use crate::ids::ActorId;
+use crate::ids::{ActorId, JobId};
 use crate::placement::{self, PlacementStrategy};
 use crate::resources::{Allocation, ResourcePool, ResourceSet, SchedulingStrategy};
 
 pub(super) struct PlacementGroupRecord {
+    pub(super) job: JobId,
     pub(super) bundles: Vec<ResourceSet>,
     pub(super) strategy: PlacementStrategy,
     /// One per bundle once reserved; empty while pending.
@@ -23,6 +24,7 @@ impl NodeState {
         id: u64,
         bundles: Vec<ResourceSet>,
         strategy: PlacementStrategy,
+        job: JobId,
     ) -> Result<()> {
         let idle: Vec<ResourcePool> = self
             .pool
@@ -45,6 +47,7 @@ impl NodeState {
         self.placement_groups.insert(
             id,
             PlacementGroupRecord {
+                job,
                 bundles,
                 strategy,
                 allocations: Vec::new(),

@@ -4,6 +4,7 @@
 //! wait run as async tasks, lending the caller's resources out meanwhile.
 
 use super::generated::head_server::Head as HeadService;
+use super::jobs::DriverIdentity;
 use super::object_directory::Outstanding;
 use super::{Node, NodeState};
 use crate::error::{Error, Result};
@@ -24,10 +25,23 @@ impl Node {
             WorkerToNode::Finished { task_id, outcome } => {
                 self.with_state(|state, node| state.task_finished(node, worker, task_id, outcome))
             }
-            WorkerToNode::Submit(spec) => self.submit(spec),
-            WorkerToNode::Put { id, value } => self.put(id, value),
-            WorkerToNode::AddRefs(ids) => self.add_refs(&ids),
-            WorkerToNode::Release(ids) => self.release(&ids),
+            WorkerToNode::Submit(spec) => self.with_state(|state, _| {
+                let job = state.job_of(worker, self.embedded_job);
+                state.note_driver_refs(worker, &[spec.return_id], &spec.args);
+                state.submit(spec, job)
+            }),
+            WorkerToNode::Put { id, value } => {
+                self.state.lock().note_driver_refs(worker, &[id], &[]);
+                self.put(id, value)
+            }
+            WorkerToNode::AddRefs(ids) => {
+                self.state.lock().note_driver_refs(worker, &ids, &[]);
+                self.add_refs(&ids)
+            }
+            WorkerToNode::Release(ids) => {
+                self.state.lock().note_driver_releases(worker, &ids);
+                self.release(&ids)
+            }
             WorkerToNode::Request {
                 request_id,
                 request,
@@ -50,9 +64,20 @@ impl Node {
             }
         };
         match request {
-            Request::CreateActor(spec) => reply_to(self, self.create_actor(spec).map(Reply::Actor)),
+            Request::CreateActor(spec) => {
+                let created = self.with_state(|state, _| {
+                    let job = state.job_of(worker, self.embedded_job);
+                    state.note_driver_refs(worker, &[], &spec.args);
+                    state.create_actor(spec, job)
+                });
+                reply_to(self, created.map(Reply::Actor))
+            }
             Request::NamedActor { name } => {
-                reply_to(self, self.named_actor(&name).map(Reply::NamedActor))
+                let found = {
+                    let state = self.state.lock();
+                    state.named_actor(state.job_of(worker, self.embedded_job), &name)
+                };
+                reply_to(self, Ok(Reply::NamedActor(found)))
             }
             Request::KillActor(id) => reply_to(self, self.kill_actor(id).map(|_| Reply::Done)),
             Request::Cancel(id) => reply_to(self, self.cancel(id).map(|_| Reply::Done)),
@@ -64,11 +89,13 @@ impl Node {
                 id,
                 bundles,
                 strategy,
-            } => reply_to(
-                self,
-                self.create_placement_group(id, bundles, strategy)
-                    .map(|_| Reply::Done),
-            ),
+            } => {
+                let created = self.with_state(|state, _| {
+                    let job = state.job_of(worker, self.embedded_job);
+                    state.create_placement_group(id, bundles, strategy, job)
+                });
+                reply_to(self, created.map(|_| Reply::Done))
+            }
             Request::RemovePlacementGroup { id } => {
                 reply_to(self, self.remove_placement_group(id).map(|_| Reply::Done))
             }
@@ -230,7 +257,17 @@ impl HeadService for HeadEndpoint {
                 origin,
                 pid,
                 executable,
-            }) => node.register_driver(WorkerId(origin), pid, executable, sender)?,
+                job,
+                namespace,
+            }) => {
+                let identity = DriverIdentity {
+                    pid,
+                    executable,
+                    job,
+                    namespace,
+                };
+                node.register_driver(WorkerId(origin), identity, sender)?
+            }
             Some(_) => {
                 return Err(tonic::Status::invalid_argument(
                     "the first message of a worker stream must be Hello or DriverHello",

@@ -90,8 +90,14 @@ impl Node {
                     ActorStatus::Alive => "ALIVE".into(),
                     ActorStatus::Dead(_) => "DEAD".into(),
                 },
+                job_id: a.job.to_string(),
                 node_id: a.allocation.as_ref().map(|al| al.node.clone()),
+                pid: a
+                    .worker
+                    .and_then(|w| state.workers.get(&w))
+                    .and_then(|w| w.pid),
                 restarts: a.restarts_used,
+                detached: a.spec.detached,
             })
             .collect();
         let placement_groups = state
@@ -117,7 +123,11 @@ impl Node {
         let running = state.tasks.values().filter(|t| t.worker.is_some()).count();
         ClusterStatus {
             nodes,
-            jobs: state.jobs.clone(),
+            jobs: {
+                let mut jobs: Vec<JobStatus> = state.jobs.values().cloned().collect();
+                jobs.sort_by(|a, b| (a.started_at, &a.job_id).cmp(&(b.started_at, &b.job_id)));
+                jobs
+            },
             actors,
             placement_groups,
             pending_tasks: state.tasks.len() - running,

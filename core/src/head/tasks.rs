@@ -8,7 +8,7 @@ use super::object_directory::ObjectEntry;
 use super::task_events::now_ms;
 use super::{Node, NodeState};
 use crate::error::{Error, Result};
-use crate::ids::{ActorId, ObjectId, TaskId, WorkerId};
+use crate::ids::{ActorId, JobId, ObjectId, TaskId, WorkerId};
 use crate::protocol::*;
 use std::collections::VecDeque;
 
@@ -21,6 +21,7 @@ pub(super) enum TaskKind {
 
 pub(super) struct TaskRecord {
     pub(super) spec: TaskSpec,
+    pub(super) job: JobId,
     pub(super) kind: TaskKind,
     pub(super) retries_left: u32,
     pub(super) missing_deps: usize,
@@ -29,7 +30,7 @@ pub(super) struct TaskRecord {
 }
 
 impl NodeState {
-    pub(super) fn submit(&mut self, spec: TaskSpec) {
+    pub(super) fn submit(&mut self, spec: TaskSpec, job: JobId) {
         let return_id = spec.return_id;
         self.task_events.submitted(|| TaskRow {
             task_id: spec.task_id,
@@ -85,6 +86,7 @@ impl NodeState {
             task_id,
             TaskRecord {
                 spec,
+                job,
                 kind,
                 retries_left,
                 missing_deps: 0,

@@ -152,17 +152,12 @@ impl Node {
 
     /// A worker's process ended (or a remote driver left).
     pub(super) fn worker_exited(&self, worker: WorkerId, message: String) {
-        let job_id = worker.to_string();
-        if let Some(job) = self
-            .state
-            .lock()
-            .jobs
-            .iter_mut()
-            .find(|j| j.job_id == job_id)
-        {
-            job.running = false;
-        }
-        self.with_state(|state, node| state.remove_worker(node, worker, &message));
+        self.with_state(|state, node| {
+            if let Some(driver) = state.drivers.remove(&worker) {
+                state.end_job(node, driver);
+            }
+            state.remove_worker(node, worker, &message)
+        });
     }
 
     pub(super) fn register_worker(
@@ -174,6 +169,11 @@ impl Node {
             let Some(record) = state.workers.get_mut(&worker) else {
                 return false;
             };
+            // A second hello for a connected worker is an impostor: the
+            // first stream keeps it.
+            if record.sender.is_some() || record.is_driver {
+                return false;
+            }
             record.sender = Some(sender);
             if let Some(actor) = record.actor {
                 state.start_actor_on(node, actor, worker);

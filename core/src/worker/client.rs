@@ -122,9 +122,15 @@ impl Connection {
 /// Joins the cluster whose head is at `address` as a driver: this process
 /// submits work and reads results but runs none, and its executable becomes
 /// what new workers run.
-pub(crate) fn connect_driver(address: &str, token: &str) -> Result<Arc<dyn Backend>> {
-    // Ids minted by drivers start above every worker number.
-    let origin = (1 << 23) | (std::process::id() as u64 & 0x7f_ffff);
+pub(crate) fn connect_driver(
+    address: &str,
+    token: &str,
+    namespace: Option<String>,
+) -> Result<Arc<dyn Backend>> {
+    let job = crate::ids::JobId::random()?;
+    // Ids minted by drivers start above every worker number; the rest of the
+    // origin is random, as the job id is.
+    let origin = (1 << 23) | (job.0 as u64 & 0x7f_ffff);
     let executable = std::env::current_exe()
         .map_err(|e| Error::runtime("cannot find this driver's executable", e))?
         .to_string_lossy()
@@ -140,6 +146,8 @@ pub(crate) fn connect_driver(address: &str, token: &str) -> Result<Arc<dyn Backe
         origin,
         pid: std::process::id(),
         executable,
+        job,
+        namespace,
     };
     let connection = Connection::open(address, identity, hello)?;
     let client: Arc<dyn Backend> = connection.client.clone();

@@ -1,0 +1,131 @@
+//! Jobs own what they create: `oxray train --address` runs back to back on a
+//! three-node loopback cluster each get the CPUs their EnvRunners need,
+//! because a finished or SIGKILLed driver's actors end with it.
+
+mod cluster_support;
+
+use cluster_support::{oxray, start_head, start_node, status, train};
+use oxray::core::{daemon, ClusterStatus};
+use std::io::{BufRead, BufReader};
+use std::time::{Duration, Instant};
+
+/// Two EnvRunners of one CPU each on a cluster of three CPUs: a second run
+/// fits only if the first one's runners are gone.
+const RUN: &[&str] = &[
+    "env_runners.num_env_runners=2",
+    "env_runners.num_envs_per_env_runner=2",
+    "training.train_batch_size=256",
+    "training.minibatch_size=128",
+    "training.num_epochs=1",
+    "stop.episode_return_mean=100000",
+];
+
+fn cpus_in_use(state: &ClusterStatus) -> f64 {
+    state
+        .nodes
+        .iter()
+        .filter(|n| n.alive)
+        .map(|n| n.total.get("CPU") - n.available.get("CPU"))
+        .sum()
+}
+
+fn live_actors(state: &ClusterStatus) -> usize {
+    state.actors.iter().filter(|a| a.state != "DEAD").count()
+}
+
+#[test]
+fn train_runs_back_to_back_and_a_killed_driver_releases_its_actors() {
+    let session = tempfile::tempdir().unwrap();
+    let session = session.path();
+    let (_head, address, token) = start_head(session, &["--num-cpus", "1"]);
+    let _nodes: Vec<_> = (0..2)
+        .map(|_| start_node(session, &address, &token, &["--num-cpus", "1"]))
+        .collect();
+    let (ok, shown) = status(session, &address, &token, &["--wait-nodes", "3"]);
+    assert!(ok, "{shown}");
+    let cluster = || daemon::cluster_status(&address, &token).unwrap();
+
+    for run in ["first", "second"] {
+        let mut args = RUN.to_vec();
+        args.push("stop.iterations=2");
+        let output = train(session, &address, &token, run, &args)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{run} run failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    // A finished driver's actors are gone once its connection closed.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while live_actors(&cluster()) > 0 || cpus_in_use(&cluster()) > 0.0 {
+        assert!(Instant::now() < deadline, "{:?}", cluster().actors);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let mut args = RUN.to_vec();
+    args.push("stop.iterations=100000");
+    let mut third = train(session, &address, &token, "killed", &args)
+        .spawn()
+        .unwrap();
+    let mut progress = BufReader::new(third.stdout.take().unwrap()).lines();
+    let first = progress.next().expect("a progress line").unwrap();
+    assert!(first.starts_with("iter"), "{first}");
+    assert_eq!(live_actors(&cluster()), 2);
+    assert_eq!(cpus_in_use(&cluster()), 2.0);
+    third.kill().unwrap();
+    third.wait().unwrap();
+    let killed_at = Instant::now();
+    while live_actors(&cluster()) > 0 || cpus_in_use(&cluster()) > 0.0 {
+        assert!(
+            killed_at.elapsed() < Duration::from_secs(5),
+            "still held 5 s after the driver died: {:?}",
+            cluster().actors
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!(
+        "driver-kill: actors gone and CPUs free after {:.2} s",
+        killed_at.elapsed().as_secs_f64()
+    );
+
+    let mut args = RUN.to_vec();
+    args.push("stop.iterations=1");
+    let started = Instant::now();
+    let output = train(session, &address, &token, "fourth", &args)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "fourth run failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    eprintln!(
+        "fourth run finished after {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+
+    // Every job is in the table, ended, with its actors' job shown.
+    let listed = oxray(session)
+        .args(["list", "jobs", "--address", &address, "--token", &token])
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    let ended = listed.lines().filter(|l| l.contains("\tENDED\t")).count();
+    assert_eq!(ended, 4, "{listed}");
+    let actors = oxray(session)
+        .args(["list", "actors", "--address", &address, "--token", &token])
+        .output()
+        .unwrap();
+    let actors = String::from_utf8_lossy(&actors.stdout);
+    assert!(actors.starts_with("ACTOR_ID\tCLASS\tNAME\tSTATE\tJOB_ID\tNODE_ID\tPID"));
+    assert_eq!(
+        actors
+            .lines()
+            .filter(|l| l.contains("\tDEAD\tjob-"))
+            .count(),
+        8,
+        "{actors}"
+    );
+}
