@@ -5,7 +5,7 @@
 mod cluster_support;
 
 use cluster_support::{oxray, start_head, start_node, status, train};
-use oxray::core::{daemon, ClusterStatus};
+use oxray::core::{self as oxray_core, actor, daemon, ClusterStatus, InitOptions, Lifetime};
 use std::io::{BufRead, BufReader};
 use std::time::{Duration, Instant};
 
@@ -128,4 +128,71 @@ fn train_runs_back_to_back_and_a_killed_driver_releases_its_actors() {
         8,
         "{actors}"
     );
+}
+
+pub struct Keeper {
+    value: u64,
+}
+
+#[actor]
+impl Keeper {
+    pub fn new(value: u64) -> Self {
+        Keeper { value }
+    }
+
+    pub fn value(&self) -> u64 {
+        self.value
+    }
+}
+
+#[test]
+fn detached_named_actors_outlive_their_job_in_their_namespace() {
+    let session = tempfile::tempdir().unwrap();
+    let session = session.path();
+    let (_head, address, token) = start_head(session, &["--num-cpus", "2"]);
+    let join = |namespace: &str| {
+        oxray_core::init(
+            InitOptions::default()
+                .address(&address)
+                .token(&token)
+                .namespace(namespace),
+        )
+        .unwrap()
+    };
+    join("team");
+    let kept = Keeper::options()
+        .name("kept")
+        .lifetime(Lifetime::Detached)
+        .remote(7)
+        .unwrap();
+    let temporary = Keeper::options().name("temporary").remote(8).unwrap();
+    assert_eq!(kept.value().get().unwrap(), 7);
+    assert_eq!(temporary.value().get().unwrap(), 8);
+    let unnamed = Keeper::options().lifetime(Lifetime::Detached).remote(9);
+    assert!(unnamed.is_err(), "a detached actor needs a name");
+    drop((kept, temporary));
+    // The driver leaves: its job ends, and with it the non-detached actor.
+    oxray_core::shutdown();
+
+    join("team");
+    let found = oxray_core::get_actor::<Keeper>("kept").unwrap();
+    assert_eq!(found.value().get().unwrap(), 7);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while oxray_core::get_actor::<Keeper>("temporary").is_ok() {
+        assert!(Instant::now() < deadline, "the job's actor outlived it");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    oxray_core::shutdown();
+
+    join("another-team");
+    assert!(oxray_core::get_actor::<Keeper>("kept").is_err());
+    oxray_core::shutdown();
+    let state = daemon::cluster_status(&address, &token).unwrap();
+    assert_eq!(state.jobs.iter().filter(|j| !j.running).count(), 3);
+    let kept: Vec<_> = state
+        .actors
+        .iter()
+        .filter(|a| a.name.as_deref() == Some("kept"))
+        .collect();
+    assert!(kept.len() == 1 && kept[0].state == "ALIVE" && kept[0].detached);
 }

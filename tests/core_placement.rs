@@ -121,3 +121,35 @@ fn a_group_that_can_never_fit_is_an_error_and_one_that_must_wait_is_pending() {
     ));
     oxray_core::remove_placement_group(&waiting).unwrap();
 }
+
+#[remote]
+fn hold_cpu(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+#[test]
+fn removing_a_group_cancels_its_queued_and_running_tasks() {
+    start();
+    let group = placement_group(&[&[("CPU", 1.0)]], PlacementStrategy::Pack).unwrap();
+    group.wait(Duration::from_secs(30)).unwrap();
+    let in_group = |ms| {
+        hold_cpu::options()
+            .num_cpus(1.0)
+            .scheduling_strategy(group.bundle(0))
+            .remote(ms)
+    };
+    let running = in_group(60_000);
+    let queued = in_group(1);
+    // The first holds the bundle's only CPU; the second waits for it.
+    let (ready, _) =
+        oxray_core::wait(&[queued.clone()], 1, Some(Duration::from_millis(300))).unwrap();
+    assert!(ready.is_empty());
+    let removed_at = std::time::Instant::now();
+    oxray_core::remove_placement_group(&group).unwrap();
+    for task in [queued, running] {
+        let error = task.get_timeout(Duration::from_secs(10)).unwrap_err();
+        assert!(matches!(error, Error::Cancelled { .. }), "{error}");
+    }
+    assert!(removed_at.elapsed() < Duration::from_secs(5));
+}

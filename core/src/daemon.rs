@@ -110,6 +110,7 @@ impl Head {
         config.bind = options.bind;
         config.prestart_workers = false;
         config.heartbeat_timeout = options.heartbeat_timeout;
+        config.log_dir = Some(session_dir().join("logs"));
         if let Some(token) = options.token {
             config.token = token;
         }
@@ -338,6 +339,7 @@ async fn serve_head(
     let mut workers: HashMap<WorkerId, u32> = HashMap::new();
     let (exited, mut exits) = mpsc::unbounded_channel::<(WorkerId, String)>();
     let has_gpus = config.resources.get(crate::resources::GPU) > 0.0;
+    let log_dir = session_dir().join("logs");
     let end = loop {
         tokio::select! {
             _ = terminate.recv() => break SessionEnd::Terminated,
@@ -354,6 +356,7 @@ async fn serve_head(
                         token: &options.token,
                         gpu_ids: &gpu_ids,
                         hide_gpus: has_gpus,
+                        log_dir: Some(&log_dir),
                     };
                     match launch.command().spawn() {
                         Ok(mut child) => {

@@ -59,6 +59,9 @@ pub(crate) trait Backend: Send + Sync {
     ) -> Result<()>;
     fn wait_placement_group(&self, id: u64, timeout: Duration) -> Result<()>;
     fn remove_placement_group(&self, id: u64) -> Result<()>;
+    /// Leaves the cluster (a driver joined by address ends its job); the
+    /// embedded node is stopped by [`shutdown`] instead.
+    fn disconnect(&self) {}
 }
 
 static CURRENT: RwLock<Option<Arc<dyn Backend>>> = RwLock::new(None);
@@ -214,8 +217,10 @@ pub struct NodeSummary {
 /// memory is removed. Safe to call when not initialized.
 pub fn shutdown() {
     let node = EMBEDDED.write().take();
-    // A driver joined by address just drops its connection.
-    *CURRENT.write() = None;
+    // A driver joined by address closes its connection: its job ends.
+    if let Some(backend) = CURRENT.write().take() {
+        backend.disconnect();
+    }
     if let Some(node) = node {
         node.shutdown();
     }

@@ -366,11 +366,12 @@ pub fn stop() -> anyhow::Result<()> {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
             continue;
         };
-        // SAFETY: signals a process this machine's `oxray start` recorded.
+        // SAFETY: signals a process this machine's `oxray start` recorded;
+        // SIGCONT lets a stopped one handle the SIGTERM.
         if unsafe { libc::kill(pid, libc::SIGTERM) } == 0 {
+            unsafe { libc::kill(pid, libc::SIGCONT) };
             let deadline = Instant::now() + Duration::from_secs(5);
-            // SAFETY: signal 0 only checks that the process exists.
-            while unsafe { libc::kill(pid, 0) } == 0 && Instant::now() < deadline {
+            while running(pid) && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(20));
             }
             // SAFETY: as above; makes sure a process that ignored SIGTERM ends.
@@ -389,6 +390,19 @@ pub fn stop() -> anyhow::Result<()> {
         println!("removed {orphans} shared-memory file(s) of oxray processes that died");
     }
     Ok(())
+}
+
+/// Whether `pid` is a process that still runs (not gone, not a zombie
+/// waiting for its parent).
+fn running(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+    })
 }
 
 pub(crate) fn connect(args: &StatusArgs) -> anyhow::Result<(String, String)> {

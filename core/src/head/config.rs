@@ -24,6 +24,9 @@ pub(crate) struct NodeConfig {
     pub heartbeat_timeout: Duration,
     /// The embedded driver's namespace (`InitOptions::namespace`).
     pub namespace: Option<String>,
+    /// Where workers' output files go (a daemon's session directory); `None`:
+    /// workers share the driver's terminal.
+    pub log_dir: Option<std::path::PathBuf>,
 }
 
 impl NodeConfig {
@@ -67,6 +70,7 @@ impl NodeConfig {
             prestart_workers: true,
             heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
             namespace: options.namespace.clone(),
+            log_dir: None,
         })
     }
 }

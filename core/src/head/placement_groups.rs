@@ -1,12 +1,13 @@
 //! Placement groups (Ray's GCS placement group manager): a group's bundles
 //! are reserved all or nothing, in creation order, on nodes the strategy
-//! allows; removing a group kills the actors placed in it and gives its
-//! bundles back.
+//! allows; removing a group kills the actors placed in it, cancels its tasks
+//! (queued or running) and gives its bundles back.
 
 use super::actors::ActorStatus;
+use super::tasks::TaskKind;
 use super::NodeState;
 use crate::error::{Error, Result};
-use crate::ids::{ActorId, JobId};
+use crate::ids::{ActorId, JobId, ObjectId};
 use crate::placement::{self, PlacementStrategy};
 use crate::resources::{Allocation, ResourcePool, ResourceSet, SchedulingStrategy};
 
@@ -111,6 +112,20 @@ impl NodeState {
             .collect();
         for actor in placed {
             self.kill_actor(actor)?;
+        }
+        // Its tasks can never run (queued) or would oversubscribe the node
+        // once the bundles are freed (running): both are cancelled.
+        let tasks: Vec<ObjectId> = self
+            .tasks
+            .values()
+            .filter(|t| {
+                t.kind == TaskKind::Stateless
+                    && matches!(t.spec.strategy, SchedulingStrategy::PlacementGroup { group, .. } if group == id)
+            })
+            .map(|t| t.spec.return_id)
+            .collect();
+        for output in tasks {
+            self.cancel(output)?;
         }
         self.pool.release_bundles(id, &group.allocations);
         self.ready_events += 1;

@@ -53,6 +53,7 @@ impl Node {
             token: &self.config.token,
             gpu_ids: &gpu_ids,
             hide_gpus: self.has_gpus,
+            log_dir: self.config.log_dir.as_deref(),
         };
         let _guard = self.runtime.enter();
         match launch.command().spawn() {

@@ -71,6 +71,7 @@ impl Connection {
             head_address: address.to_string(),
             pending: Mutex::new(Some(HashMap::new())),
             next_request: AtomicU64::new(1),
+            leave: tokio::sync::Notify::new(),
         });
         Ok(Connection {
             runtime,
@@ -85,7 +86,11 @@ impl Connection {
         let client = self.client.clone();
         let reason = self.runtime.block_on(async {
             loop {
-                match self.inbound.message().await {
+                let message = tokio::select! {
+                    message = self.inbound.message() => message,
+                    _ = client.leave.notified() => break "this driver left".to_string(),
+                };
+                match message {
                     Ok(Some(NodeToWorker::Execute(task))) => {
                         let accepted = tasks.as_ref().is_some_and(|t| t.send(task).is_ok());
                         if !accepted {
@@ -170,6 +175,8 @@ pub(super) struct WorkerClient {
     /// Callers waiting for replies; `None` once the head is gone.
     pending: Mutex<Option<HashMap<u64, oneshot::Sender<Result<Reply>>>>>,
     next_request: AtomicU64,
+    /// Ends the connection (a driver's `shutdown`), which ends its job.
+    leave: tokio::sync::Notify,
 }
 
 impl WorkerClient {
@@ -340,6 +347,10 @@ impl Backend for WorkerClient {
             key: key.to_string(),
         })
         .map(|_| ())
+    }
+
+    fn disconnect(&self) {
+        self.leave.notify_one();
     }
 
     fn named_actor(&self, name: &str) -> Result<Option<(ActorId, String)>> {

@@ -1,6 +1,12 @@
 //! Starting and stopping worker processes: everything a worker needs to know
 //! travels in its environment; it dies with the process that started it
 //! (`PR_SET_PDEATHSIG`), and its exit is described in words for errors.
+//!
+//! A daemon's workers write stdout and stderr to files of their own under the
+//! session directory (`logs/worker-<id>.out`, `.err`, as Ray's
+//! `worker-*.out`): a daemon's own output goes to a log or a pipe nobody
+//! reads, and a task's `println!` must neither be lost nor fail on a closed
+//! pipe. The embedded cluster's workers share the driver's terminal instead.
 
 use crate::auth::TOKEN_ENV;
 use crate::ids::WorkerId;
@@ -25,6 +31,9 @@ pub(crate) struct WorkerLaunch<'a> {
     /// Set `CUDA_VISIBLE_DEVICES` even when no GPU is granted, so a worker
     /// without GPUs sees none on a node that has some.
     pub hide_gpus: bool,
+    /// Where the worker's output files go; `None`: the starter's stdout and
+    /// stderr.
+    pub log_dir: Option<&'a std::path::Path>,
 }
 
 impl WorkerLaunch<'_> {
@@ -39,6 +48,20 @@ impl WorkerLaunch<'_> {
             .env(TOKEN_ENV, self.token)
             .stdin(std::process::Stdio::null())
             .kill_on_drop(false);
+        if let Some(dir) = self.log_dir {
+            let file = |extension: &str| {
+                std::fs::create_dir_all(dir)?;
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(dir.join(format!("{}.{extension}", self.worker)))
+            };
+            // A log that cannot be opened must not keep the worker from
+            // starting: it then writes where its node does.
+            if let (Ok(out), Ok(err)) = (file("out"), file("err")) {
+                command.stdout(out).stderr(err);
+            }
+        }
         if self.hide_gpus || !self.gpu_ids.is_empty() {
             let ids: Vec<String> = self.gpu_ids.iter().map(u32::to_string).collect();
             command.env("CUDA_VISIBLE_DEVICES", ids.join(","));
