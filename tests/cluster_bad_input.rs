@@ -3,7 +3,7 @@
 
 use oxray::core::protocol::{HeadToNode, NodeToHead, NodeToWorker, WorkerToNode, PROTOCOL_VERSION};
 use oxray::core::wire::PostcardCodec;
-use oxray::core::{daemon, WorkerId};
+use oxray::core::{self as oxray_core, daemon, remote, InitOptions, WorkerId};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
@@ -214,4 +214,36 @@ fn garbage_impostors_and_old_versions_are_refused_and_the_head_keeps_serving() {
     });
     let status = daemon::cluster_status(&head.address, &head.token).expect("the head still serves");
     assert!(status.nodes.iter().any(|n| n.is_head && n.alive));
+}
+
+#[remote]
+fn my_pid() -> u32 {
+    std::process::id()
+}
+
+#[test]
+fn a_second_hello_for_a_connected_worker_is_refused_and_the_worker_keeps_serving() {
+    let head = start_head();
+    oxray_core::init(
+        InitOptions::default()
+            .address(&head.address)
+            .token(&head.token),
+    )
+    .unwrap();
+    // The head's first worker (number 1) runs this.
+    let pid = my_pid::remote().get().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let status = runtime.block_on(async {
+        let hijack = WorkerToNode::Hello {
+            worker_id: WorkerId(1),
+            pid: 1,
+        };
+        let codec = PostcardCodec::<WorkerToNode, NodeToWorker>::default();
+        call(&head, "/oxray.Head/WorkerStream", hijack, codec)
+            .await
+            .unwrap_err()
+    });
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert_eq!(my_pid::remote().get().unwrap(), pid);
+    oxray_core::shutdown();
 }

@@ -187,8 +187,18 @@ fn detached_named_actors_outlive_their_job_in_their_namespace() {
     join("another-team");
     assert!(oxray_core::get_actor::<Keeper>("kept").is_err());
     oxray_core::shutdown();
+    // The head sees the last driver's stream end a moment later.
+    let ended = || {
+        let state = daemon::cluster_status(&address, &token).unwrap();
+        state.jobs.iter().filter(|j| !j.running).count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while ended() < 3 {
+        assert!(Instant::now() < deadline, "only {} jobs ended", ended());
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let state = daemon::cluster_status(&address, &token).unwrap();
-    assert_eq!(state.jobs.iter().filter(|j| !j.running).count(), 3);
+    assert_eq!(state.jobs.len(), 3);
     let kept: Vec<_> = state
         .actors
         .iter()

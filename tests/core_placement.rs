@@ -142,8 +142,12 @@ fn removing_a_group_cancels_its_queued_and_running_tasks() {
     let running = in_group(60_000);
     let queued = in_group(1);
     // The first holds the bundle's only CPU; the second waits for it.
-    let (ready, _) =
-        oxray_core::wait(&[queued.clone()], 1, Some(Duration::from_millis(300))).unwrap();
+    let (ready, _) = oxray_core::wait(
+        std::slice::from_ref(&queued),
+        1,
+        Some(Duration::from_millis(300)),
+    )
+    .unwrap();
     assert!(ready.is_empty());
     let removed_at = std::time::Instant::now();
     oxray_core::remove_placement_group(&group).unwrap();

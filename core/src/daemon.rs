@@ -22,6 +22,7 @@ pub use crate::session::{
     write_private_file, SESSION_DIR_ENV,
 };
 use crate::wire::MAX_MESSAGE_BYTES;
+pub use crate::worker::process_alive;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;

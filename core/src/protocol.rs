@@ -204,6 +204,8 @@ pub enum WorkerToNode {
         job: JobId,
         /// Where its named actors live; `None`: a namespace of its own.
         namespace: Option<String>,
+        /// Stream its tasks' and actors' output to it.
+        log_to_driver: bool,
     },
     Finished {
         task_id: TaskId,
@@ -216,6 +218,11 @@ pub enum WorkerToNode {
     },
     AddRefs(Vec<ObjectId>),
     Release(Vec<ObjectId>),
+    /// Lines the worker printed (`err`: on stderr), for its job's driver.
+    Log {
+        err: bool,
+        lines: Vec<String>,
+    },
     Request {
         request_id: u64,
         request: Request,
@@ -226,6 +233,13 @@ pub enum WorkerToNode {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum NodeToWorker {
     Execute(Execute),
+    /// Output of one of the job's workers, for a driver: `source` is Ray's
+    /// `(name pid=N node=ID)` prefix.
+    Log {
+        source: String,
+        err: bool,
+        lines: Vec<String>,
+    },
     Reply {
         request_id: u64,
         reply: Result<Reply, Error>,

@@ -96,6 +96,9 @@ pub struct InitOptions {
     /// Where this job's named actors live; by default a namespace of its own
     /// (detached actors of a named namespace are found by later jobs in it).
     pub namespace: Option<String>,
+    /// Print what this job's tasks and actors on other nodes print, prefixed
+    /// `(name pid=N node=ID)` (Ray's `log_to_driver`); `None`: yes.
+    pub log_to_driver: Option<bool>,
 }
 
 impl InitOptions {
@@ -140,6 +143,12 @@ impl InitOptions {
         self.namespace = Some(namespace.into());
         self
     }
+
+    /// Whether this driver prints its workers' output (default: yes).
+    pub fn log_to_driver(mut self, enabled: bool) -> Self {
+        self.log_to_driver = Some(enabled);
+        self
+    }
 }
 
 /// Starts the embedded single-node cluster (head services and node in this
@@ -159,6 +168,7 @@ pub fn init(options: InitOptions) -> Result<()> {
             address,
             &token,
             options.namespace.clone(),
+            options.log_to_driver.unwrap_or(true),
         )?);
         *HEAD_ADDRESS.write() = Some(address.clone());
         return Ok(());

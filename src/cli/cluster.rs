@@ -371,7 +371,7 @@ pub fn stop() -> anyhow::Result<()> {
         if unsafe { libc::kill(pid, libc::SIGTERM) } == 0 {
             unsafe { libc::kill(pid, libc::SIGCONT) };
             let deadline = Instant::now() + Duration::from_secs(5);
-            while running(pid) && Instant::now() < deadline {
+            while daemon::process_alive(pid as u32) && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(20));
             }
             // SAFETY: as above; makes sure a process that ignored SIGTERM ends.
@@ -390,19 +390,6 @@ pub fn stop() -> anyhow::Result<()> {
         println!("removed {orphans} shared-memory file(s) of oxray processes that died");
     }
     Ok(())
-}
-
-/// Whether `pid` is a process that still runs (not gone, not a zombie
-/// waiting for its parent).
-fn running(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        !stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .trim_start()
-            .starts_with('Z')
-    })
 }
 
 pub(crate) fn connect(args: &StatusArgs) -> anyhow::Result<(String, String)> {

@@ -31,6 +31,7 @@ impl Node {
             executable,
             job,
             namespace,
+            log_to_driver,
         } = hello;
         self.with_state(|state, _| {
             if state.workers.contains_key(&id) {
@@ -48,6 +49,7 @@ impl Node {
                 id,
                 DriverJob {
                     job,
+                    log_to_driver,
                     owned: FxHashMap::default(),
                 },
             );
@@ -64,10 +66,47 @@ impl Node {
                     actor: None,
                     lease: None,
                     assigned: VecDeque::new(),
+                    last_task: None,
                 },
             );
             Ok(id)
         })
+    }
+
+    /// Lines a worker printed go to the driver of the job it works for,
+    /// prefixed `(name pid=N node=ID)` as Ray's log_to_driver does; the
+    /// embedded driver prints them itself.
+    pub(super) fn forward_log(&self, worker: WorkerId, err: bool, lines: Vec<String>) {
+        let (source, sender, embedded) = {
+            let state = self.state.lock();
+            let Some(record) = state.workers.get(&worker) else {
+                return;
+            };
+            let (job, name) = match record.actor.and_then(|a| state.actors.get(&a)) {
+                Some(actor) => (actor.job, actor.spec.class.clone()),
+                None => record
+                    .last_task
+                    .clone()
+                    .unwrap_or((self.embedded_job, "worker".to_string())),
+            };
+            let source = format!(
+                "({name} pid={} node={})",
+                record.pid.unwrap_or_default(),
+                record.node
+            );
+            let driver = state.drivers.iter().find(|(_, d)| d.job == job);
+            let sender = driver
+                .filter(|(_, d)| d.log_to_driver)
+                .and_then(|(id, _)| state.workers.get(id)?.sender.clone());
+            let embedded =
+                driver.is_none() && job == self.embedded_job && self.config.prestart_workers;
+            (source, sender, embedded)
+        };
+        if let Some(sender) = sender {
+            let _ = sender.send(NodeToWorker::Log { source, err, lines });
+        } else if embedded {
+            crate::worker::print_log(&source, err, &lines);
+        }
     }
 }
 
@@ -77,6 +116,7 @@ pub(super) struct DriverIdentity {
     pub(super) executable: String,
     pub(super) job: JobId,
     pub(super) namespace: Option<String>,
+    pub(super) log_to_driver: bool,
 }
 
 /// A connected remote driver's job, and the references it holds: its handles
@@ -84,6 +124,8 @@ pub(super) struct DriverIdentity {
 /// exits without dropping them.
 pub(super) struct DriverJob {
     job: JobId,
+    /// Wants its workers' output (Ray's `log_to_driver`).
+    log_to_driver: bool,
     owned: FxHashMap<ObjectId, u64>,
 }
 

@@ -118,6 +118,7 @@ impl NodeState {
         record.worker = Some(worker);
         let spec = record.spec.clone();
         let kind = record.kind;
+        let job = record.job;
         let gpu_ids = self
             .workers
             .get(&worker)
@@ -140,6 +141,7 @@ impl NodeState {
             .get_mut(&worker)
             .expect("assigning to a known worker");
         w.assigned.push_back(task_id);
+        w.last_task = Some((job, spec.invocation.display_name()));
         let (node_id, pid) = (&w.node, w.pid);
         self.task_events.update(task_id, |row| {
             row.state = TaskState::Running;

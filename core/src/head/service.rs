@@ -38,6 +38,7 @@ impl Node {
                 self.state.lock().note_driver_refs(worker, &ids, &[]);
                 self.add_refs(&ids)
             }
+            WorkerToNode::Log { err, lines } => self.forward_log(worker, err, lines),
             WorkerToNode::Release(ids) => {
                 self.state.lock().note_driver_releases(worker, &ids);
                 self.release(&ids)
@@ -259,12 +260,14 @@ impl HeadService for HeadEndpoint {
                 executable,
                 job,
                 namespace,
+                log_to_driver,
             }) => {
                 let identity = DriverIdentity {
                     pid,
                     executable,
                     job,
                     namespace,
+                    log_to_driver,
                 };
                 node.register_driver(WorkerId(origin), identity, sender)?
             }

@@ -219,8 +219,17 @@ impl NodeState {
             remove_in_order(&mut w.assigned, task_id);
         }
         let Some(record) = self.tasks.get_mut(&task_id) else {
+            // The task already ended (cancelled, failed over): the worker is
+            // free all the same.
+            self.end_lease_if_idle(worker);
             return;
         };
+        if record.kind == TaskKind::Stateless && record.worker != Some(worker) {
+            // A stale report for a task requeued since and owned by another
+            // worker (or none): only this worker's lease ends.
+            self.end_lease_if_idle(worker);
+            return;
+        }
         match record.kind {
             TaskKind::Stateless => {
                 let retry = record.spec.retry_exceptions

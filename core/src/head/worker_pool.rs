@@ -7,7 +7,7 @@
 use super::scheduler::Lease;
 use super::{Effect, Node, NodeState};
 use crate::error::Error;
-use crate::ids::{ActorId, TaskId, WorkerId};
+use crate::ids::{ActorId, JobId, TaskId, WorkerId};
 use crate::protocol::*;
 use crate::worker::{describe_exit, kill_process};
 use std::collections::VecDeque;
@@ -27,6 +27,9 @@ pub(super) struct WorkerRecord {
     pub(super) actor: Option<ActorId>,
     pub(super) lease: Option<Lease>,
     pub(super) assigned: VecDeque<TaskId>,
+    /// The job and name of the last task sent to it: whose driver its output
+    /// goes to, even for lines read after the task finished.
+    pub(super) last_task: Option<(JobId, String)>,
 }
 
 impl WorkerRecord {
@@ -204,6 +207,7 @@ impl NodeState {
                 actor,
                 lease: None,
                 assigned: VecDeque::new(),
+                last_task: None,
             },
         );
         self.effects.push(Effect::Spawn {

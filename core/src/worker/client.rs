@@ -97,6 +97,9 @@ impl Connection {
                             break "a task arrived at a driver".to_string();
                         }
                     }
+                    Ok(Some(NodeToWorker::Log { source, err, lines })) => {
+                        print_log(&source, err, &lines);
+                    }
                     Ok(Some(NodeToWorker::Reply { request_id, reply })) => {
                         let waiter = client
                             .pending
@@ -131,6 +134,7 @@ pub(crate) fn connect_driver(
     address: &str,
     token: &str,
     namespace: Option<String>,
+    log_to_driver: bool,
 ) -> Result<Arc<dyn Backend>> {
     let job = crate::ids::JobId::random()?;
     // Ids minted by drivers start above every worker number; the rest of the
@@ -153,6 +157,7 @@ pub(crate) fn connect_driver(
         executable,
         job,
         namespace,
+        log_to_driver,
     };
     let connection = Connection::open(address, identity, hello)?;
     let client: Arc<dyn Backend> = connection.client.clone();
@@ -361,4 +366,23 @@ impl Backend for WorkerClient {
             other => Err(unexpected(other)),
         }
     }
+}
+
+/// Prints lines a worker of this driver's job wrote, as Ray's log_to_driver
+/// does: `(name pid=N node=ID) line`, on this process's stdout or stderr.
+pub(crate) fn print_log(source: &str, err: bool, lines: &[String]) {
+    use std::io::Write;
+    let mut text = String::new();
+    for line in lines {
+        text.push_str(source);
+        text.push(' ');
+        text.push_str(line);
+        text.push('\n');
+    }
+    // A driver whose output is closed keeps running without it.
+    let _ = if err {
+        std::io::stderr().lock().write_all(text.as_bytes())
+    } else {
+        std::io::stdout().lock().write_all(text.as_bytes())
+    };
 }

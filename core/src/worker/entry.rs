@@ -57,6 +57,10 @@ fn run_worker(address: &str) -> Result<()> {
     };
     let connection = Connection::open(address, identity, hello)?;
     runtime::install(connection.client.clone());
+    if std::env::var_os(super::log_capture::LOG_TO_DRIVER_ENV).is_some() {
+        super::log_capture::capture(&connection.client)
+            .map_err(|e| Error::runtime("cannot capture the worker's output", e))?;
+    }
 
     let (tasks, task_queue) = std::sync::mpsc::channel::<Execute>();
     let executor = {

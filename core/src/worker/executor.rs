@@ -25,6 +25,8 @@ pub(super) fn execute_tasks(client: &WorkerClient, queue: std::sync::mpsc::Recei
                         message: format!("panicked: {message}"),
                     })
                 });
+        // Everything the task printed goes ahead of its result.
+        super::log_capture::flush();
         client.send(WorkerToNode::Finished {
             task_id: task.task_id,
             outcome,

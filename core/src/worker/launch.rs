@@ -59,7 +59,10 @@ impl WorkerLaunch<'_> {
             // A log that cannot be opened must not keep the worker from
             // starting: it then writes where its node does.
             if let (Ok(out), Ok(err)) = (file("out"), file("err")) {
-                command.stdout(out).stderr(err);
+                command
+                    .stdout(out)
+                    .stderr(err)
+                    .env(super::log_capture::LOG_TO_DRIVER_ENV, "1");
             }
         }
         if self.hide_gpus || !self.gpu_ids.is_empty() {
@@ -97,7 +100,8 @@ pub(crate) fn kill_process(pid: u32) {
     }
 }
 
-pub(crate) fn process_alive(pid: u32) -> bool {
+/// Whether `pid` runs (a zombie waiting for its parent does not).
+pub fn process_alive(pid: u32) -> bool {
     // SAFETY: signal 0 only checks for existence.
     let exists = unsafe { libc::kill(pid as libc::pid_t, 0) == 0 };
     exists

@@ -18,15 +18,16 @@
 //! | `entry.rs` | the `.init_array` entry that turns a process into a worker |
 //! | `client.rs` | the stream to the head and the API backend of workers and joined drivers (Ray's core worker) |
 //! | `executor.rs` | the task thread: runs functions, constructors and methods in order |
+//! | `log_capture.rs` | a daemon worker's output: to its log file and, line by line, to its job's driver |
 
 mod client;
 mod entry;
 mod executor;
 mod launch;
+mod log_capture;
 
-pub(crate) use client::connect_driver;
+pub(crate) use client::{connect_driver, print_log};
 pub(crate) use entry::keep_worker_entry_linked;
 pub use executor::get_gpu_ids;
-pub(crate) use launch::{
-    describe_exit, kill_process, next_worker_number, process_alive, WorkerLaunch,
-};
+pub use launch::process_alive;
+pub(crate) use launch::{describe_exit, kill_process, next_worker_number, WorkerLaunch};
