@@ -106,28 +106,31 @@ fn train_runs_back_to_back_and_a_killed_driver_releases_its_actors() {
         started.elapsed().as_secs_f64()
     );
 
-    // Every job is in the table, ended, with its actors' job shown.
-    let listed = oxray(session)
-        .args(["list", "jobs", "--address", &address, "--token", &token])
-        .output()
-        .unwrap();
-    let listed = String::from_utf8_lossy(&listed.stdout);
-    let ended = listed.lines().filter(|l| l.contains("\tENDED\t")).count();
-    assert_eq!(ended, 4, "{listed}");
-    let actors = oxray(session)
-        .args(["list", "actors", "--address", &address, "--token", &token])
-        .output()
-        .unwrap();
-    let actors = String::from_utf8_lossy(&actors.stdout);
-    assert!(actors.starts_with("ACTOR_ID\tCLASS\tNAME\tSTATE\tJOB_ID\tNODE_ID\tPID"));
-    assert_eq!(
-        actors
-            .lines()
-            .filter(|l| l.contains("\tDEAD\tjob-"))
-            .count(),
-        8,
-        "{actors}"
+    // Every job is in the table, finished, and each actor names its job.
+    let list = |what: &str| -> Vec<serde_json::Value> {
+        let output = oxray(session)
+            .args(["list", what, "--format", "json", "--address", &address])
+            .args(["--token", &token])
+            .output()
+            .unwrap();
+        assert!(output.status.success());
+        serde_json::from_slice(&output.stdout).unwrap()
+    };
+    let jobs = list("jobs");
+    assert_eq!(jobs.len(), 4, "{jobs:?}");
+    assert!(
+        jobs.iter()
+            .all(|j| j["state"] == "FINISHED" && j["end_time"].is_u64()),
+        "{jobs:?}"
     );
+    let actors = list("actors");
+    assert_eq!(actors.len(), 8, "{actors:?}");
+    for actor in &actors {
+        assert_eq!(actor["state"], "DEAD");
+        let job = actor["job_id"].as_str().unwrap();
+        assert!(jobs.iter().any(|j| j["job_id"] == job), "{actor}");
+        assert!(actor["pid"].is_u64() || actor["pid"].is_null());
+    }
 }
 
 pub struct Keeper {
