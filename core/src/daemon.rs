@@ -111,7 +111,7 @@ impl Head {
         config.bind = options.bind;
         config.prestart_workers = false;
         config.heartbeat_timeout = options.heartbeat_timeout;
-        config.log_dir = Some(session_dir().join("logs"));
+        config.log_dir = Some(session_subdir("logs")?);
         if let Some(token) = options.token {
             config.token = token;
         }
@@ -340,7 +340,8 @@ async fn serve_head(
     let mut workers: HashMap<WorkerId, u32> = HashMap::new();
     let (exited, mut exits) = mpsc::unbounded_channel::<(WorkerId, String)>();
     let has_gpus = config.resources.get(crate::resources::GPU) > 0.0;
-    let log_dir = session_dir().join("logs");
+    // Without a private log directory workers write where the daemon does.
+    let log_dir = session_subdir("logs").ok();
     let end = loop {
         tokio::select! {
             _ = terminate.recv() => break SessionEnd::Terminated,
@@ -357,7 +358,7 @@ async fn serve_head(
                         token: &options.token,
                         gpu_ids: &gpu_ids,
                         hide_gpus: has_gpus,
-                        log_dir: Some(&log_dir),
+                        log_dir: log_dir.as_deref(),
                     };
                     match launch.command().spawn() {
                         Ok(mut child) => {
