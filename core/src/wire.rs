@@ -190,6 +190,9 @@ mod tests {
                     origin: 3,
                     pid: 99,
                     executable: "/usr/local/bin/oxray".into(),
+                    job: crate::ids::JobId(0x0123_4567_89ab_cdef),
+                    namespace: Some("team".into()),
+                    log_to_driver: true,
                 }),
             ),
             (
