@@ -57,6 +57,9 @@ fn driver_hello(origin: u64) -> WorkerToNode {
         origin,
         pid: std::process::id(),
         executable: "/bin/true".into(),
+        job: oxray::core::JobId::random().unwrap(),
+        namespace: None,
+        log_to_driver: false,
     }
 }
 
