@@ -218,8 +218,10 @@ pub enum WorkerToNode {
     },
     AddRefs(Vec<ObjectId>),
     Release(Vec<ObjectId>),
-    /// Lines the worker printed (`err`: on stderr), for its job's driver.
+    /// Lines the worker printed (`err`: on stderr), for its job's driver;
+    /// `pid` is only shown, never trusted.
     Log {
+        pid: u32,
         err: bool,
         lines: Vec<String>,
     },

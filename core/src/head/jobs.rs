@@ -76,7 +76,7 @@ impl Node {
     /// Lines a worker printed go to the driver of the job it works for,
     /// prefixed `(name pid=N node=ID)` as Ray's log_to_driver does; the
     /// embedded driver prints them itself.
-    pub(super) fn forward_log(&self, worker: WorkerId, err: bool, lines: Vec<String>) {
+    pub(super) fn forward_log(&self, worker: WorkerId, pid: u32, err: bool, lines: Vec<String>) {
         let (source, sender, embedded) = {
             let state = self.state.lock();
             let Some(record) = state.workers.get(&worker) else {
@@ -91,7 +91,7 @@ impl Node {
             };
             let source = format!(
                 "({name} pid={} node={})",
-                record.pid.unwrap_or_default(),
+                record.pid.unwrap_or(pid),
                 record.node
             );
             let driver = state.drivers.iter().find(|(_, d)| d.job == job);

@@ -38,7 +38,7 @@ impl Node {
                 self.state.lock().note_driver_refs(worker, &ids, &[]);
                 self.add_refs(&ids)
             }
-            WorkerToNode::Log { err, lines } => self.forward_log(worker, err, lines),
+            WorkerToNode::Log { pid, err, lines } => self.forward_log(worker, pid, err, lines),
             WorkerToNode::Release(ids) => {
                 self.state.lock().note_driver_releases(worker, &ids);
                 self.release(&ids)

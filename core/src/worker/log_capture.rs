@@ -130,7 +130,11 @@ fn forward(mut pipe: std::fs::File, mut log: std::fs::File, err: bool, client: &
             partial.clear();
         }
         if !lines.is_empty() {
-            client.send(WorkerToNode::Log { err, lines });
+            client.send(WorkerToNode::Log {
+                pid: std::process::id(),
+                err,
+                lines,
+            });
         }
         if markers > 0 {
             if let Some(reached) = REACHED.lock().as_mut() {
