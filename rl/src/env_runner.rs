@@ -152,16 +152,23 @@ impl EnvRunner {
 
     /// Replaces the module's weights; `version` is echoed in later rollouts
     /// and `env_steps_sampled` (the run's count) drives exploration schedules.
+    /// `weights` are the flat trainable parameters
+    /// ([`RLModule::set_flat_weights`]).
     pub fn set_weights(
         &mut self,
         version: u64,
-        weights: Vec<u8>,
+        weights: Vec<f32>,
         env_steps_sampled: u64,
     ) -> Result<(), Error> {
-        self.module.set_weights(&weights)?;
+        self.module.set_flat_weights(&weights)?;
         self.weights_version = version;
         self.env_steps_sampled = env_steps_sampled;
         Ok(())
+    }
+
+    /// Loads weights saved as a libtorch archive (a checkpoint's).
+    pub fn load_weights(&mut self, archive: Vec<u8>) -> Result<(), Error> {
+        Ok(self.module.set_weights(&archive)?)
     }
 
     /// The action-sampling RNG, for checkpoints.

@@ -40,7 +40,7 @@ pub enum EnvRunnerGroup {
         weight_acks: Vec<ObjectRef<()>>,
         /// The last weights sent (version, weights, env steps), for runners
         /// that come back from a restart.
-        latest_weights: Option<(u64, ObjectRef<Vec<u8>>, u64)>,
+        latest_weights: Option<(u64, ObjectRef<Vec<f32>>, u64)>,
         /// Request the next sample as soon as one is collected.
         sample_ahead: bool,
         /// Whether each runner's last sample arrived.
@@ -238,7 +238,7 @@ impl EnvRunnerGroup {
     pub fn sync_weights(
         &mut self,
         version: u64,
-        weights: Vec<u8>,
+        weights: Vec<f32>,
         env_steps_sampled: u64,
     ) -> Result<(), Error> {
         match self {

@@ -59,6 +59,12 @@ struct DataParallel {
     world_size: usize,
 }
 
+/// A Learner's parameters and optimizer state, copied in memory.
+pub struct Snapshot {
+    params: Tensor,
+    adam: Adam,
+}
+
 /// What one optimizer step did.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Step {
@@ -193,6 +199,27 @@ impl<M: RLModule> Learner<M> {
         let grad_norm = clip_grad_norm(&mut grad, self.grad_clip);
         self.adam.step(&self.flat_params, &grad);
         Ok(Step::Applied { loss, grad_norm })
+    }
+
+    /// The trainable parameters as one flat vector (see
+    /// [`RLModule::set_flat_weights`]).
+    pub fn flat_weights(&self) -> Vec<f32> {
+        crate::to_host(&self.flat_params)
+    }
+
+    /// Parameters and Adam's state as they are now, in memory, for rolling
+    /// an update back.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            params: self.flat_params.copy(),
+            adam: self.adam.clone(),
+        }
+    }
+
+    /// Goes back to `snapshot`.
+    pub fn restore_snapshot(&mut self, snapshot: &Snapshot) {
+        tch::no_grad(|| self.flat_params.shallow_clone().copy_(&snapshot.params));
+        self.adam = snapshot.adam.clone();
     }
 
     pub fn weights(&self) -> Result<Vec<u8>, Error> {

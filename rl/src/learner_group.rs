@@ -16,7 +16,7 @@ use oxray_core::{ActorHandle, ObjectRef, PlacementGroup, PlacementStrategy, Sche
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::learner::{Learner, LearnerState};
+use crate::learner::{Learner, LearnerState, Snapshot};
 use crate::metrics::{Histograms, Metrics};
 use crate::rl_module::RLModule;
 use crate::Error;
@@ -26,7 +26,7 @@ use crate::Error;
 pub enum UpdateOutcome {
     Trained(Trained),
     NonFiniteLoss(String),
-    /// The weights could not be snapshotted or restored around the update.
+    /// A step failed (a collective operation, libtorch).
     Failed(String),
 }
 
@@ -52,6 +52,9 @@ pub trait LearnerCore: Send {
         world_size: usize,
     ) -> Result<(), Error>;
     fn weights(&self) -> Result<Vec<u8>, Error>;
+    fn flat_weights(&self) -> Vec<f32>;
+    fn snapshot(&self) -> Snapshot;
+    fn restore_snapshot(&mut self, snapshot: &Snapshot);
     fn state(&self) -> Result<LearnerState, Error>;
     fn set_state(&mut self, state: &LearnerState) -> Result<(), Error>;
     fn device(&self) -> tch::Device;
@@ -69,6 +72,18 @@ impl<M: RLModule> LearnerCore for Learner<M> {
 
     fn weights(&self) -> Result<Vec<u8>, Error> {
         Learner::weights(self)
+    }
+
+    fn flat_weights(&self) -> Vec<f32> {
+        Learner::flat_weights(self)
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        Learner::snapshot(self)
+    }
+
+    fn restore_snapshot(&mut self, snapshot: &Snapshot) {
+        Learner::restore_snapshot(self, snapshot)
     }
 
     fn state(&self) -> Result<LearnerState, Error> {
@@ -111,22 +126,18 @@ pub trait AlgorithmLearner: Sized + Send + 'static {
     }
 }
 
-/// [`AlgorithmLearner::learn`], rolled back to the weights and optimizer
-/// state the update started with (the last good ones) on a non-finite loss.
+/// [`AlgorithmLearner::learn`], rolled back to the parameters and optimizer
+/// state the update started with (the last good ones, copied in memory) on a
+/// non-finite loss.
 pub fn update<A: AlgorithmLearner>(
     learner: &mut A,
     batch: A::Batch,
     params: A::Params,
 ) -> UpdateOutcome {
-    let last_good = match learner.learner().state() {
-        Ok(state) => state,
-        Err(e) => return UpdateOutcome::Failed(format!("cannot snapshot weights: {e}")),
-    };
+    let last_good = learner.learner().snapshot();
     let outcome = learner.learn(batch, params);
     if let UpdateOutcome::NonFiniteLoss(_) = outcome {
-        if let Err(e) = learner.restore_state(&last_good) {
-            return UpdateOutcome::Failed(format!("cannot restore weights: {e}"));
-        }
+        learner.learner_mut().restore_snapshot(&last_good);
     }
     outcome
 }
@@ -160,6 +171,7 @@ pub trait LearnerActor: AlgorithmLearner + oxray_core::ActorClass {
         world_size: usize,
     ) -> ObjectRef<()>;
     fn remote_weights(actor: &ActorHandle<Self>) -> ObjectRef<Vec<u8>>;
+    fn remote_flat_weights(actor: &ActorHandle<Self>) -> ObjectRef<Vec<f32>>;
     fn remote_state(actor: &ActorHandle<Self>) -> ObjectRef<LearnerState>;
     fn remote_set_state(actor: &ActorHandle<Self>, state: LearnerState) -> ObjectRef<()>;
     fn remote_device(actor: &ActorHandle<Self>) -> ObjectRef<String>;
@@ -196,6 +208,10 @@ macro_rules! learner_actor {
                 ::oxray_rl::learner_group::AlgorithmLearner::learner_mut(self)
                     .join_data_parallel_group(&group_name, rank, world_size)
                     .map_err(|e| e.to_string())
+            }
+
+            pub fn flat_weights(&self) -> Vec<f32> {
+                ::oxray_rl::learner_group::AlgorithmLearner::learner(self).flat_weights()
             }
 
             pub fn weights(&self) -> ::std::result::Result<Vec<u8>, String> {
@@ -262,6 +278,12 @@ macro_rules! learner_actor {
                 actor: &::oxray_core::ActorHandle<Self>,
             ) -> ::oxray_core::ObjectRef<Vec<u8>> {
                 actor.weights()
+            }
+
+            fn remote_flat_weights(
+                actor: &::oxray_core::ActorHandle<Self>,
+            ) -> ::oxray_core::ObjectRef<Vec<f32>> {
+                actor.flat_weights()
             }
 
             fn remote_state(
@@ -397,7 +419,17 @@ impl<A: LearnerActor> LearnerGroup<A> {
         Ok(total)
     }
 
-    /// The weights every Learner holds (they step in sync).
+    /// The trainable parameters every Learner holds (they step in sync), as
+    /// one flat vector: what EnvRunners are synced with.
+    pub fn flat_weights(&self) -> Result<Vec<f32>, Error> {
+        match &self.learners[0] {
+            LearnerRef::Local(learner) => Ok(learner.learner().flat_weights()),
+            LearnerRef::Remote(actor) => Ok(A::remote_flat_weights(actor).get()?),
+        }
+    }
+
+    /// The weights every Learner holds, as a libtorch archive (checkpoints,
+    /// histograms).
     pub fn weights(&self) -> Result<Vec<u8>, Error> {
         match &self.learners[0] {
             LearnerRef::Local(learner) => learner.learner().weights(),

@@ -59,6 +59,17 @@ pub struct Adam {
     exp_avg_sq: Tensor,
 }
 
+impl Clone for Adam {
+    /// A deep copy: the moments are copied, not shared.
+    fn clone(&self) -> Self {
+        Adam {
+            exp_avg: self.exp_avg.copy(),
+            exp_avg_sq: self.exp_avg_sq.copy(),
+            ..*self
+        }
+    }
+}
+
 impl Adam {
     /// Moments start at zero, shaped like the flat parameter buffer.
     pub fn new(flat_params: &Tensor, lr: f64) -> Self {

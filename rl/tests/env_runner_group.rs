@@ -24,7 +24,7 @@ fn config(kind: ModuleKind) -> EnvRunnerConfig {
 fn remote_runners_sample_with_the_latest_weights_unless_sampling_ahead() {
     oxray_core::init(InitOptions::default().num_cpus(2.0)).unwrap();
     let config = config(ModuleKind::ActorCritic);
-    let weights = config.module.build(tch::Device::Cpu).weights().unwrap();
+    let weights = config.module.build(tch::Device::Cpu).flat_weights();
     for (sample_ahead, lag) in [(false, 0), (true, 1)] {
         let mut group = EnvRunnerGroup::new(&config, 2, 0.5, sample_ahead).unwrap();
         group.sync_weights(1, weights.clone(), 0).unwrap();

@@ -52,7 +52,7 @@ pub fn evaluate(
         worker_index: 0,
         explore,
     })?;
-    runner.set_weights(0, saved.learner.weights, 0)?;
+    runner.load_weights(saved.learner.weights)?;
     let mut evaluation = Evaluation {
         env: config.env.id,
         returns: Vec::new(),

@@ -162,6 +162,39 @@ pub trait RLModule: Send {
         self.var_store_mut()
             .load_from_stream(std::io::Cursor::new(bytes))
     }
+
+    /// The trainable parameters as one flat vector, in the var store's order.
+    fn flat_weights(&self) -> Vec<f32> {
+        let params = self.var_store().trainable_variables();
+        params.iter().flat_map(crate::to_host).collect()
+    }
+
+    /// Takes the trainable parameters from one flat vector in the var
+    /// store's order, as a Learner's flat parameter buffer holds them: the
+    /// cheap form for syncing EnvRunners (a copy, no archive to parse).
+    fn set_flat_weights(&mut self, flat: &[f32]) -> Result<(), crate::Error> {
+        let params = self.var_store().trainable_variables();
+        let total: i64 = params.iter().map(Tensor::numel).map(|n| n as i64).sum();
+        if total != flat.len() as i64 {
+            return Err(crate::Error::Incompatible(format!(
+                "{} weights for a module of {total} parameters",
+                flat.len()
+            )));
+        }
+        let source = Tensor::from_slice(flat);
+        tch::no_grad(|| {
+            let mut offset = 0;
+            for mut param in params {
+                let numel = param.numel() as i64;
+                let values = source
+                    .narrow(0, offset, numel)
+                    .view(param.size().as_slice());
+                param.copy_(&values.to_device(param.device()));
+                offset += numel;
+            }
+        });
+        Ok(())
+    }
 }
 
 /// A linear layer with orthogonal weights of `gain` and zero bias: CleanRL's

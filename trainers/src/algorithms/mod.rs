@@ -109,15 +109,15 @@ pub struct LastIteration {
     pub action_dim: usize,
     /// The Learner's (advantages, TD errors).
     pub learner: Histograms,
-    pub weights: Vec<u8>,
 }
 
 impl LastIteration {
-    /// Sampled actions, the Learner's histograms and every weight tensor.
-    pub fn histograms(&self) -> Result<Histograms, TrainError> {
+    /// Sampled actions, the Learner's histograms and every tensor of
+    /// `weights` (the Learner's, as a libtorch archive).
+    pub fn histograms(&self, weights: &[u8]) -> Result<Histograms, TrainError> {
         let mut histograms = self.learner.clone();
         metrics::add_action_histograms(&self.actions, self.action_dim, &mut histograms);
-        add_weight_histograms(&self.weights, metrics::WEIGHTS, &mut histograms)
+        add_weight_histograms(weights, metrics::WEIGHTS, &mut histograms)
             .map_err(|e| TrainError::Learner(format!("cannot read the weights: {e}")))?;
         Ok(histograms)
     }
@@ -185,18 +185,19 @@ impl<A: Serialize + DeserializeOwned + Clone> TrainingState<A> {
         Ok(checkpoint::save(checkpoint_dir, &name, &checkpoint)?)
     }
 
-    /// The state `checkpoint` holds; the EnvRunners get its weights and RNG
-    /// states.
+    /// The state `checkpoint` holds; the EnvRunners get `weights` (the
+    /// restored Learner's) and the checkpoint's RNG states.
     pub fn restore(
         checkpoint: &Checkpoint,
         env_runners: &mut EnvRunnerGroup,
+        weights: Vec<f32>,
     ) -> Result<Self, TrainError> {
         let state: Self = serde_json::from_value(checkpoint.state.clone())
             .map_err(|e| TrainError::Restore(format!("training state: {e}")))?;
         let progress = &state.progress;
         env_runners.sync_weights(
             progress.weights_version,
-            checkpoint.learner.weights.clone(),
+            weights,
             progress.env_steps_sampled,
         )?;
         env_runners.set_rng_states(progress.env_runner_rngs.clone())?;

@@ -97,8 +97,7 @@ impl Dqn {
         )?;
         // Off-policy: sampling ahead with weights a round old costs nothing.
         let mut env_runners = shared::env_runners(config, module, true)?;
-        let weights = learners.weights()?;
-        env_runners.sync_weights(0, weights.clone(), 0)?;
+        env_runners.sync_weights(0, learners.flat_weights()?, 0)?;
         Ok(Dqn {
             config: config.clone(),
             n_step: NStep::new(training.n_step, training.gamma as f32),
@@ -108,10 +107,7 @@ impl Dqn {
             replay,
             state: TrainingState::default(),
             started: Instant::now(),
-            last_iteration: LastIteration {
-                weights,
-                ..LastIteration::default()
-            },
+            last_iteration: LastIteration::default(),
         })
     }
 
@@ -183,13 +179,11 @@ impl Algorithm for Dqn {
             let progress = &mut self.state.progress;
             progress.env_steps_trained += trained_this_round as u64;
             progress.weights_version += 1;
-            let weights = self.learners.weights()?;
             self.env_runners.sync_weights(
                 progress.weights_version,
-                weights.clone(),
+                self.learners.flat_weights()?,
                 progress.env_steps_sampled,
             )?;
-            self.last_iteration.weights = weights;
             learn_s += learn_start.elapsed().as_secs_f64();
         }
         self.state.progress.iteration = iteration;
@@ -225,7 +219,7 @@ impl Algorithm for Dqn {
     }
 
     fn histograms(&self) -> Result<Histograms, TrainError> {
-        self.last_iteration.histograms()
+        self.last_iteration.histograms(&self.learners.weights()?)
     }
 
     fn save(&self, checkpoint_dir: &Path) -> Result<PathBuf, TrainError> {
@@ -240,7 +234,8 @@ impl Algorithm for Dqn {
 
     fn restore(&mut self, checkpoint: &Checkpoint) -> Result<(), TrainError> {
         self.learners.set_state(&checkpoint.learner)?;
-        self.state = TrainingState::restore(checkpoint, &mut self.env_runners)?;
+        let weights = self.learners.flat_weights()?;
+        self.state = TrainingState::restore(checkpoint, &mut self.env_runners, weights)?;
         // The replay buffer starts empty: learning waits until it holds
         // `num_steps_sampled_before_learning_starts` steps again.
         self.training.num_steps_sampled_before_learning_starts +=

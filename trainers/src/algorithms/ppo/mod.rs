@@ -66,7 +66,7 @@ impl Ppo {
             config.learners.num_gpus_per_learner,
         )?;
         let mut env_runners = shared::env_runners(config, module, training.sample_ahead)?;
-        env_runners.sync_weights(0, learners.weights()?, 0)?;
+        env_runners.sync_weights(0, learners.flat_weights()?, 0)?;
         Ok(Ppo {
             config: config.clone(),
             training: training.clone(),
@@ -126,9 +126,9 @@ impl Algorithm for Ppo {
         progress.weights_version += 1;
         self.state.algorithm.kl_coeff =
             cfg.next_kl_coeff(self.state.algorithm.kl_coeff, result[metrics::MEAN_KL_LOSS]);
-        let weights = self.learners.weights()?;
+        let weights = self.learners.flat_weights()?;
         self.env_runners
-            .sync_weights(progress.weights_version, weights.clone(), env_steps_sampled)?;
+            .sync_weights(progress.weights_version, weights, env_steps_sampled)?;
         let learn_s = learn_start.elapsed().as_secs_f64();
 
         progress.report(
@@ -146,13 +146,12 @@ impl Algorithm for Ppo {
             action_dim: batch.action_dim,
             actions: batch.actions,
             learner: trained.histograms,
-            weights,
         };
         Ok(result)
     }
 
     fn histograms(&self) -> Result<Histograms, TrainError> {
-        self.last_iteration.histograms()
+        self.last_iteration.histograms(&self.learners.weights()?)
     }
 
     fn save(&self, checkpoint_dir: &Path) -> Result<PathBuf, TrainError> {
@@ -167,7 +166,8 @@ impl Algorithm for Ppo {
 
     fn restore(&mut self, checkpoint: &Checkpoint) -> Result<(), TrainError> {
         self.learners.set_state(&checkpoint.learner)?;
-        self.state = TrainingState::restore(checkpoint, &mut self.env_runners)?;
+        let weights = self.learners.flat_weights()?;
+        self.state = TrainingState::restore(checkpoint, &mut self.env_runners, weights)?;
         self.started = Instant::now();
         Ok(())
     }
