@@ -4,16 +4,18 @@
 //! runners.
 
 use oxray_core::InitOptions;
+use oxray_envs::env_config::EnvConfig;
 use oxray_rl::env_runner::{module_spec, EnvRunnerConfig};
 use oxray_rl::env_runner_group::EnvRunnerGroup;
 use oxray_rl::rl_module::{ModelConfig, ModuleKind};
 
 fn config(kind: ModuleKind) -> EnvRunnerConfig {
+    let env = EnvConfig::new("CartPole-v1");
     EnvRunnerConfig {
-        env: "CartPole-v1".into(),
+        module: module_spec(&env, &ModelConfig::default(), kind).unwrap(),
+        env,
         num_envs: 2,
         rollout_fragment_length: 8,
-        module: module_spec("CartPole-v1", &ModelConfig::default(), kind).unwrap(),
         seed: 5,
         worker_index: 0,
         explore: true,
