@@ -104,7 +104,7 @@ fn tensorboard_shows_scalars_hparams_text_and_histograms_of_a_run() {
         .collect();
     for key in [
         "algorithm",
-        "env",
+        "env.id",
         "seed",
         "training.lr",
         "training.train_batch_size",
