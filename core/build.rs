@@ -48,6 +48,35 @@ fn main() {
             )
             .build(),
         )
+        .method(
+            method(
+                "query_executable",
+                "QueryExecutable",
+                "ExecutableQuery",
+                "ExecutableAnswer",
+            )
+            .build(),
+        )
+        .method(
+            method(
+                "upload_executable",
+                "UploadExecutable",
+                "ExecutableUpload",
+                "ExecutableAnswer",
+            )
+            .client_streaming()
+            .build(),
+        )
+        .method(
+            method(
+                "fetch_executable",
+                "FetchExecutable",
+                "ExecutableRequest",
+                "Chunk",
+            )
+            .server_streaming()
+            .build(),
+        )
         .build();
     let objects = Service::builder()
         .name("ObjectStore")

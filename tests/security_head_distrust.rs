@@ -56,7 +56,12 @@ fn driver_hello(origin: u64) -> WorkerToNode {
     WorkerToNode::DriverHello {
         origin,
         pid: std::process::id(),
-        executable: "/bin/true".into(),
+        executable: oxray::core::JobExecutable {
+            path: "/bin/true".into(),
+            digest: "00".repeat(32),
+            size: 0,
+            ship: oxray::core::ShipExecutable::Never,
+        },
         job: oxray::core::JobId::random().unwrap(),
         namespace: None,
         log_to_driver: false,

@@ -10,11 +10,12 @@
 
 use crate::auth::AttachToken;
 pub use crate::auth::TOKEN_ENV;
-use crate::error::{Error, Result};
+use crate::error::{Error, ExecutableProblem, Result};
 use crate::head::generated::head_client::HeadClient;
 use crate::head::{Node, NodeConfig, HEARTBEAT_PERIOD};
 use crate::ids::WorkerId;
 pub use crate::node_ip::{default_node_ip, route_to};
+use crate::packaging::{self, ExecutableCache, JobExecutable, Plan};
 use crate::protocol::{ClusterStatus, HeadToNode, NodeToHead, StatusRequest, PROTOCOL_VERSION};
 use crate::runtime::InitOptions;
 pub use crate::session::{
@@ -26,6 +27,7 @@ pub use crate::worker::process_alive;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
@@ -81,6 +83,14 @@ pub fn find_head_address() -> Result<String> {
 /// died without cleaning up (`oxray stop` runs it); returns how many.
 pub fn remove_orphaned_shared_memory() -> usize {
     crate::shm::remove_orphans()
+}
+
+/// Removes every node's cache of shipped executables on this machine
+/// (`oxray stop`; a node removes its own when it stops).
+pub fn remove_executable_caches() {
+    if let Ok(dir) = session_dir() {
+        let _ = std::fs::remove_dir_all(dir.join("executables"));
+    }
 }
 
 /// Records this process in the session directory so `oxray stop` finds it.
@@ -207,8 +217,13 @@ pub fn run_node_daemon(options: NodeDaemonOptions, ready: impl FnOnce(&str)) -> 
         .enable_all()
         .build()
         .map_err(|e| Error::runtime("cannot start the node daemon's runtime", e))?;
-    let result = runtime.block_on(serve_node(&options, &config, ready));
+    let cache = Arc::new(ExecutableCache::new(
+        &config.node_id,
+        config.executable_cache_bytes,
+    ));
+    let result = runtime.block_on(serve_node(&options, &config, &cache, ready));
     crate::shm::remove_session(&config.session);
+    cache.remove_all();
     result
 }
 
@@ -221,6 +236,7 @@ enum SessionEnd {
 async fn serve_node(
     options: &NodeDaemonOptions,
     config: &NodeConfig,
+    cache: &Arc<ExecutableCache>,
     ready: impl FnOnce(&str),
 ) -> Result<()> {
     let bind: SocketAddr = format!("{}:0", options.node_ip).parse().map_err(|_| {
@@ -250,6 +266,7 @@ async fn serve_node(
         let reason = match serve_head(
             options,
             config,
+            cache,
             &object_server,
             &mut session,
             &mut terminate,
@@ -326,6 +343,7 @@ async fn register(
 async fn serve_head(
     options: &NodeDaemonOptions,
     config: &NodeConfig,
+    cache: &Arc<ExecutableCache>,
     object_server: &str,
     (outbound, commands): &mut HeadSession,
     terminate: &mut tokio::signal::unix::Signal,
@@ -339,6 +357,7 @@ async fn serve_head(
     });
     let mut workers: HashMap<WorkerId, u32> = HashMap::new();
     let (exited, mut exits) = mpsc::unbounded_channel::<(WorkerId, String)>();
+    let (located, mut locations) = mpsc::unbounded_channel::<Located>();
     let has_gpus = config.resources.get(crate::resources::GPU) > 0.0;
     // Without a private log directory workers write where the daemon does.
     let log_dir = session_subdir("logs").ok();
@@ -348,6 +367,38 @@ async fn serve_head(
             _ = tokio::signal::ctrl_c() => break SessionEnd::Terminated,
             command = commands.message() => match command {
                 Ok(Some(HeadToNode::Spawn { worker, gpu_ids, executable })) => {
+                    tokio::spawn(locate_executable(
+                        options.head_address.clone(),
+                        options.token.clone(),
+                        cache.clone(),
+                        (worker, gpu_ids, executable),
+                        located.clone(),
+                    ));
+                }
+                Ok(Some(HeadToNode::Kill { worker })) => {
+                    if let Some(pid) = workers.get(&worker) {
+                        crate::worker::kill_process(*pid);
+                    }
+                }
+                Ok(Some(HeadToNode::Free { path, server, generation })) => {
+                    if crate::shm::belongs_to_session(&path, &config.session) {
+                        let _ = std::fs::remove_file(path);
+                    }
+                    crate::shm::remove_pulled(&config.session, &server, generation);
+                }
+                Ok(None) => break SessionEnd::HeadLost("it closed the connection".into()),
+                Err(status) => break SessionEnd::HeadLost(format!("the connection failed: {}", status.message())),
+            },
+            Some((worker, gpu_ids, location)) = locations.recv() => {
+                let executable = match location {
+                    Ok(path) => path.to_string_lossy().into_owned(),
+                    Err(reason) => {
+                        let error = Error::ExecutableUnavailable { node: config.node_id.clone(), reason };
+                        let _ = outbound.send(NodeToHead::WorkerNotStarted { worker, error });
+                        continue;
+                    }
+                };
+                {
                     let launch = crate::worker::WorkerLaunch {
                         executable: &executable,
                         head_address: &options.head_address,
@@ -360,7 +411,7 @@ async fn serve_head(
                         hide_gpus: has_gpus,
                         log_dir: log_dir.as_deref(),
                     };
-                    match launch.command().spawn() {
+                    match launch.spawn() {
                         Ok(mut child) => {
                             workers.extend(child.id().map(|pid| (worker, pid)));
                             let exited = exited.clone();
@@ -377,20 +428,7 @@ async fn serve_head(
                         }
                     }
                 }
-                Ok(Some(HeadToNode::Kill { worker })) => {
-                    if let Some(pid) = workers.get(&worker) {
-                        crate::worker::kill_process(*pid);
-                    }
-                }
-                Ok(Some(HeadToNode::Free { path, server, generation })) => {
-                    if crate::shm::belongs_to_session(&path, &config.session) {
-                        let _ = std::fs::remove_file(path);
-                    }
-                    crate::shm::remove_pulled(&config.session, &server, generation);
-                }
-                Ok(None) => break SessionEnd::HeadLost("it closed the connection".into()),
-                Err(status) => break SessionEnd::HeadLost(format!("the connection failed: {}", status.message())),
-            },
+            }
             Some((worker, message)) = exits.recv() => {
                 workers.remove(&worker);
                 let _ = outbound.send(NodeToHead::WorkerExited { worker, message });
@@ -404,6 +442,39 @@ async fn serve_head(
     // The workers' objects belonged to that head; nobody can free them now.
     crate::shm::remove_session(&config.session);
     end
+}
+
+/// Where a worker's executable is on this node, or why it is not.
+type Located = (
+    WorkerId,
+    Vec<u32>,
+    std::result::Result<PathBuf, ExecutableProblem>,
+);
+
+/// Finds the file to start a worker of `executable` from: the driver's path
+/// when it holds the same bytes, else a copy from the cache or the head.
+async fn locate_executable(
+    head_address: String,
+    token: String,
+    cache: Arc<ExecutableCache>,
+    (worker, gpu_ids, executable): (WorkerId, Vec<u32>, JobExecutable),
+    located: mpsc::UnboundedSender<Located>,
+) {
+    let planned = {
+        let (cache, executable) = (cache.clone(), executable.clone());
+        tokio::task::spawn_blocking(move || cache.plan(&executable)).await
+    };
+    let location = match planned {
+        Ok(Ok(Plan::Run(path))) => Ok(path),
+        Ok(Ok(Plan::Fetch)) => {
+            packaging::fetch_from_head(&head_address, &token, &executable, &cache).await
+        }
+        Ok(Err(problem)) => Err(problem),
+        Err(e) => Err(ExecutableProblem::Store {
+            message: e.to_string(),
+        }),
+    };
+    let _ = located.send((worker, gpu_ids, location));
 }
 
 /// Light stand-ins for node daemons, for measuring what a head spends on a

@@ -48,6 +48,15 @@ pub enum Error {
     #[error("no remote function or actor type named `{name}` is registered in this executable")]
     UnknownFunction { name: String },
 
+    /// A node could not get the executable the job's workers run (Ray's
+    /// `RuntimeEnvSetupError`): the job's tasks placed there fail with this
+    /// instead of running other code.
+    #[error("node {node} cannot start this job's workers: {reason}")]
+    ExecutableUnavailable {
+        node: String,
+        reason: ExecutableProblem,
+    },
+
     /// The task was cancelled before it produced a value.
     #[error("task {function} was cancelled")]
     Cancelled { function: String },
@@ -101,6 +110,38 @@ pub enum Error {
     /// broke, a file could not be written.
     #[error("{0}")]
     Runtime(String),
+}
+
+/// Why a node could not get a job's executable.
+#[derive(Debug, Clone, PartialEq, thiserror::Error, Serialize, Deserialize)]
+pub enum ExecutableProblem {
+    /// Nothing at the driver's path there, and shipping is off.
+    #[error("{path} does not exist there and shipping is off (ship_executable = Never)")]
+    Missing { path: String },
+
+    /// Other bytes at the driver's path there, and shipping is off.
+    #[error("{path} there has SHA-256 {found}, the driver's has {expected}, and shipping is off (ship_executable = Never)")]
+    DigestMismatch {
+        path: String,
+        expected: String,
+        found: String,
+    },
+
+    /// The executable is larger than the node may cache.
+    #[error("it is {size} bytes, over the limit of {limit} bytes (--executable-cache-bytes)")]
+    TooLarge { size: u64, limit: u64 },
+
+    /// The copy received does not hash to the driver's digest.
+    #[error("the copy received has SHA-256 {found}, expected {expected}")]
+    CorruptCopy { expected: String, found: String },
+
+    /// The head could not be asked for a copy, or the transfer broke.
+    #[error("fetching it from the head failed: {message}")]
+    FetchFailed { message: String },
+
+    /// The copy could not be written to the node's cache.
+    #[error("cannot store it in the executable cache: {message}")]
+    Store { message: String },
 }
 
 impl Error {

@@ -52,6 +52,7 @@
 //! | `worker/` | worker processes: launch, `.init_array` entry, stream client, task executor |
 //! | `resources/` | resource sets; accounting (node pools, GPU ids, bundles) and scheduling policy |
 //! | `placement` | placement-group bundle packing |
+//! | `packaging` | job executables by SHA-256: checking paths, the bounded per-node cache, shipping through the head |
 //! | `daemon` | `oxray start` head and node daemons, the session directory |
 //! | `transfer`, `shm` | pulling objects between nodes; shared-memory object files |
 //! | `protocol`, `wire`, `auth` | messages, their codec, the cluster token |
@@ -67,6 +68,7 @@ mod ids;
 mod node_ip;
 mod object_ref;
 mod options;
+mod packaging;
 mod placement;
 pub mod protocol;
 mod registry;
@@ -85,13 +87,14 @@ pub mod private;
 
 pub use actor::{get_actor, kill, ActorClass, ActorHandle, RawActor};
 pub use auth::{constant_time_eq, generate_token};
-pub use error::{Error, Result};
+pub use error::{Error, ExecutableProblem, Result};
 pub use head_link::HEAD_LOSS_DEADLINE;
 pub use ids::{ActorId, JobId, ObjectId, TaskId, WorkerId};
 pub use node_ip::node_ip_address;
 pub use object_ref::{Arg, ObjectRef};
 pub use options::{ActorOptions, Lifetime, TaskOptions};
 pub use oxray_macros::{actor, remote};
+pub use packaging::{JobExecutable, ShipExecutable, DEFAULT_EXECUTABLE_CACHE_BYTES};
 pub use placement::{placement_group, remove_placement_group, PlacementGroup, PlacementStrategy};
 pub use protocol::{
     ActorStatusLine, ClusterStatus, JobStatus, NodeStatus, ObjectRow, TaskRow, TaskState, TaskType,

@@ -9,6 +9,7 @@
 
 use crate::error::Error;
 use crate::ids::{ActorId, JobId, ObjectId, TaskId, WorkerId};
+use crate::packaging::JobExecutable;
 use crate::placement::PlacementStrategy;
 use crate::resources::{ResourceSet, SchedulingStrategy};
 use serde::{Deserialize, Serialize};
@@ -196,11 +197,11 @@ pub enum WorkerToNode {
         pid: u32,
     },
     /// First message of a remote driver's stream: it submits work, runs none,
-    /// and its executable is what new workers run.
+    /// and its workers run `executable`.
     DriverHello {
         origin: u64,
         pid: u32,
-        executable: String,
+        executable: JobExecutable,
         job: JobId,
         /// Where its named actors live; `None`: a namespace of its own.
         namespace: Option<String>,
@@ -249,7 +250,7 @@ pub enum NodeToWorker {
 }
 
 /// Nodes and drivers of one cluster must speak the same protocol.
-pub const PROTOCOL_VERSION: &str = concat!("oxray-", env!("CARGO_PKG_VERSION"), "-wire-1");
+pub const PROTOCOL_VERSION: &str = concat!("oxray-", env!("CARGO_PKG_VERSION"), "-wire-2");
 
 /// A node daemon → the head, on the node's control stream.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -262,6 +263,12 @@ pub enum NodeToHead {
         version: String,
     },
     Heartbeat,
+    /// The node could not start a worker it was told to (its job's
+    /// executable is unavailable there); the error says why.
+    WorkerNotStarted {
+        worker: WorkerId,
+        error: Error,
+    },
     WorkerExited {
         worker: WorkerId,
         message: String,
@@ -274,7 +281,7 @@ pub enum HeadToNode {
     Spawn {
         worker: WorkerId,
         gpu_ids: Vec<u32>,
-        executable: String,
+        executable: JobExecutable,
     },
     Kill {
         worker: WorkerId,
@@ -304,6 +311,32 @@ pub struct PullRequest {
 pub struct Chunk {
     #[serde(with = "serde_bytes")]
     pub data: Vec<u8>,
+}
+
+/// Asks the head whether it can serve a job's executable to nodes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExecutableQuery {
+    pub executable: JobExecutable,
+}
+
+/// Whether the head holds the executable, and the most bytes it accepts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExecutableAnswer {
+    pub present: bool,
+    pub limit: u64,
+}
+
+/// A driver's upload of its executable: what it is, then its bytes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ExecutableUpload {
+    Header(JobExecutable),
+    Chunk(Chunk),
+}
+
+/// A node asks the head for a copy of the executable with this digest.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExecutableRequest {
+    pub digest: String,
 }
 
 /// Asks the head for the cluster's state.

@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 use crate::head::{Node, NodeConfig};
 use crate::ids::{ActorId, ObjectId};
 use crate::object_ref::ObjectRef;
+use crate::packaging::ShipExecutable;
 use crate::protocol::{ActorSpec, ObjectBlob, TaskSpec};
 use crate::value;
 use parking_lot::RwLock;
@@ -99,6 +100,12 @@ pub struct InitOptions {
     /// Print what this job's tasks and actors on other nodes print, prefixed
     /// `(name pid=N node=ID)` (Ray's `log_to_driver`); `None`: yes.
     pub log_to_driver: Option<bool>,
+    /// Whether nodes that cannot run this driver's executable from its path
+    /// get a copy through the head (default: when missing).
+    pub ship_executable: ShipExecutable,
+    /// Bound in bytes of this node's cache of shipped executables (default
+    /// 8 GiB); a larger executable is refused.
+    pub executable_cache_bytes: Option<u64>,
 }
 
 impl InitOptions {
@@ -149,6 +156,19 @@ impl InitOptions {
         self.log_to_driver = Some(enabled);
         self
     }
+
+    /// Whether this job's executable is shipped through the head to nodes
+    /// that cannot run it from the driver's path (see [`ShipExecutable`]).
+    pub fn ship_executable(mut self, ship: ShipExecutable) -> Self {
+        self.ship_executable = ship;
+        self
+    }
+
+    /// Bound in bytes of this node's cache of shipped executables.
+    pub fn executable_cache_bytes(mut self, bytes: u64) -> Self {
+        self.executable_cache_bytes = Some(bytes);
+        self
+    }
 }
 
 /// Starts the embedded single-node cluster (head services and node in this
@@ -169,6 +189,7 @@ pub fn init(options: InitOptions) -> Result<()> {
             &token,
             options.namespace.clone(),
             options.log_to_driver.unwrap_or(true),
+            options.ship_executable,
         )?);
         *HEAD_ADDRESS.write() = Some(address.clone());
         return Ok(());

@@ -189,7 +189,12 @@ mod tests {
                 encode(&p::WorkerToNode::DriverHello {
                     origin: 3,
                     pid: 99,
-                    executable: "/usr/local/bin/oxray".into(),
+                    executable: crate::packaging::JobExecutable {
+                        path: "/usr/local/bin/oxray".into(),
+                        digest: "ab".repeat(32),
+                        size: 123_456,
+                        ship: crate::packaging::ShipExecutable::IfMissing,
+                    },
                     job: crate::ids::JobId(0x0123_4567_89ab_cdef),
                     namespace: Some("team".into()),
                     log_to_driver: true,
@@ -216,7 +221,12 @@ mod tests {
                 encode(&p::HeadToNode::Spawn {
                     worker: WorkerId(1),
                     gpu_ids: vec![0, 1],
-                    executable: "/usr/local/bin/oxray".into(),
+                    executable: crate::packaging::JobExecutable {
+                        path: "/usr/local/bin/oxray".into(),
+                        digest: "ab".repeat(32),
+                        size: 123_456,
+                        ship: crate::packaging::ShipExecutable::IfMissing,
+                    },
                 }),
             ),
             (

@@ -46,6 +46,10 @@ pub struct StartArgs {
     /// Seconds a node keeps trying to reach a lost head before it exits.
     #[arg(long, default_value_t = 60.0)]
     head_reconnect_timeout: f64,
+    /// Bound in bytes of this node's cache of executables shipped through the
+    /// head; a larger executable is refused.
+    #[arg(long, default_value_t = oxray_core::DEFAULT_EXECUTABLE_CACHE_BYTES)]
+    executable_cache_bytes: u64,
     /// Stay in the foreground instead of detaching.
     #[arg(long)]
     block: bool,
@@ -180,7 +184,10 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
     if !(args.head_reconnect_timeout >= 0.0 && args.head_reconnect_timeout.is_finite()) {
         bail!("--head-reconnect-timeout must be a number of seconds >= 0");
     }
-    let resources = args.resources.options()?;
+    let resources = args
+        .resources
+        .options()?
+        .executable_cache_bytes(args.executable_cache_bytes);
     let node_ip: Option<std::net::IpAddr> = args
         .node_ip_address
         .as_deref()
@@ -358,6 +365,7 @@ fn wait_for_termination() -> anyhow::Result<()> {
 pub fn stop() -> anyhow::Result<()> {
     let dir = daemon::session_subdir("pids")?;
     let Ok(entries) = std::fs::read_dir(&dir) else {
+        daemon::remove_executable_caches();
         println!("no oxray processes started on this machine");
         return Ok(());
     };
@@ -384,6 +392,7 @@ pub fn stop() -> anyhow::Result<()> {
     for file in ["head_address", "token", DASHBOARD_ADDRESS_FILE] {
         let _ = std::fs::remove_file(session.join(file));
     }
+    daemon::remove_executable_caches();
     println!("stopped {stopped} oxray process(es)");
     let orphans = daemon::remove_orphaned_shared_memory();
     if orphans > 0 {

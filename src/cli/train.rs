@@ -31,6 +31,10 @@ pub struct TrainArgs {
     /// (default: `OXRAY_ADDRESS` if set).
     #[arg(long, value_name = "ADDR")]
     address: Option<String>,
+    /// Never ship this executable to nodes through the head: every node must
+    /// have it at the same path (a shared file system).
+    #[arg(long)]
+    no_ship: bool,
 }
 
 pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
@@ -49,6 +53,9 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
     }
     if uses_actors || address.is_some() {
         let mut options = oxray_core::InitOptions::default();
+        if args.no_ship {
+            options = options.ship_executable(oxray_core::ShipExecutable::Never);
+        }
         if let Some(address) = &address {
             options = options.address(address);
         }

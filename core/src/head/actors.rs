@@ -3,6 +3,7 @@
 //! restarts within `max_restarts` (on another node if its node died), death
 //! with every pending call failed, and the names of named actors.
 
+use super::executables::Code;
 use super::tasks::{TaskKind, TaskRecord};
 use super::{Node, NodeState};
 use crate::error::{Error, Result};
@@ -32,10 +33,18 @@ pub(super) struct ActorRecord {
     pub(super) pending: VecDeque<TaskId>,
     /// Calls sent to the worker, in order.
     pub(super) inflight: VecDeque<TaskId>,
+    /// The creator's executable, which the actor's worker runs.
+    pub(super) code: Code,
 }
 
 impl NodeState {
-    pub(super) fn create_actor(&mut self, spec: ActorSpec, job: JobId) -> Result<ActorId> {
+    /// An actor created for `job` by a process running `code`.
+    pub(super) fn create_actor(
+        &mut self,
+        spec: ActorSpec,
+        job: JobId,
+        code: Code,
+    ) -> Result<ActorId> {
         let namespace = self.namespace_of(job);
         if let Some(name) = &spec.name {
             let key = (namespace.clone(), name.clone());
@@ -79,6 +88,7 @@ impl NodeState {
                 restarts_used: 0,
                 pending: VecDeque::new(),
                 inflight: VecDeque::new(),
+                code,
             },
         );
         self.actors_waiting.push_back(id);
@@ -95,16 +105,22 @@ impl NodeState {
                 continue;
             }
             let (request, strategy) = (actor.spec.resources.clone(), actor.spec.strategy.clone());
+            let code = actor.code.clone();
             match self.pool.try_acquire(&request, &strategy) {
                 Some(allocation) => {
+                    let node = allocation.node.clone();
+                    if let Some(error) = self.unavailable_on(&node, &code) {
+                        self.pool.release(&allocation);
+                        self.actor_failed(id, error);
+                        continue;
+                    }
                     let worker = WorkerId(crate::worker::next_worker_number());
                     let gpu_ids = allocation.gpu_ids();
-                    let node = allocation.node.clone();
                     let actor = self.actors.get_mut(&id).expect("actor seen above");
                     actor.allocation = Some(allocation);
                     actor.status = ActorStatus::Starting;
                     actor.worker = Some(worker);
-                    self.add_worker(worker, &node, gpu_ids, Some(id));
+                    self.add_worker(worker, &node, gpu_ids, Some(id), code);
                 }
                 None => still_waiting.push_back(id),
             }
@@ -157,6 +173,7 @@ impl NodeState {
                 missing_deps: 0,
                 worker: None,
                 cancelled: false,
+                code: record.code.clone(),
             },
         );
         self.assign(node, worker, task_id);
@@ -216,16 +233,25 @@ impl NodeState {
         let (node, gpu_ids) = (allocation.node.clone(), allocation.gpu_ids());
         let worker = WorkerId(crate::worker::next_worker_number());
         record.worker = Some(worker);
-        self.add_worker(worker, &node, gpu_ids, Some(actor));
+        let code = record.code.clone();
+        self.add_worker(worker, &node, gpu_ids, Some(actor), code);
     }
 
     pub(super) fn actor_dead(&mut self, actor: ActorId, message: String) {
-        let Some(record) = self.actors.get_mut(&actor) else {
+        let Some(record) = self.actors.get(&actor) else {
             return;
         };
         let error = Error::ActorDied {
             actor: format!("{} ({actor})", record.spec.class),
             message,
+        };
+        self.actor_failed(actor, error);
+    }
+
+    /// Ends `actor` for good: every pending and later call fails with `error`.
+    pub(super) fn actor_failed(&mut self, actor: ActorId, error: Error) {
+        let Some(record) = self.actors.get_mut(&actor) else {
+            return;
         };
         record.status = ActorStatus::Dead(error.clone());
         let calls: Vec<TaskId> = record

@@ -3,6 +3,7 @@
 
 use super::membership::DEFAULT_HEARTBEAT_TIMEOUT;
 use crate::error::{Error, Result};
+use crate::packaging::{ShipExecutable, DEFAULT_EXECUTABLE_CACHE_BYTES};
 use crate::resources::{ResourceSet, CPU, GPU, MEMORY};
 use crate::runtime::InitOptions;
 use std::net::SocketAddr;
@@ -27,6 +28,10 @@ pub(crate) struct NodeConfig {
     /// Where workers' output files go (a daemon's session directory); `None`:
     /// workers share the driver's terminal.
     pub log_dir: Option<std::path::PathBuf>,
+    /// How the embedded driver's executable reaches other nodes.
+    pub ship_executable: ShipExecutable,
+    /// Bound of this node's cache of shipped executables.
+    pub executable_cache_bytes: u64,
 }
 
 impl NodeConfig {
@@ -71,6 +76,10 @@ impl NodeConfig {
             heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
             namespace: options.namespace.clone(),
             log_dir: None,
+            ship_executable: options.ship_executable,
+            executable_cache_bytes: options
+                .executable_cache_bytes
+                .unwrap_or(DEFAULT_EXECUTABLE_CACHE_BYTES),
         })
     }
 }

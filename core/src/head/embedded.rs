@@ -34,11 +34,11 @@ impl Backend for Node {
     }
 
     fn submit(&self, spec: TaskSpec) {
-        self.with_state(|state, _| state.submit(spec, self.embedded_job));
+        self.with_state(|state, _| state.submit(spec, self.embedded_job, None));
     }
 
     fn create_actor(&self, spec: ActorSpec) -> Result<ActorId> {
-        self.with_state(|state, _| state.create_actor(spec, self.embedded_job))
+        self.with_state(|state, _| state.create_actor(spec, self.embedded_job, None))
     }
 
     fn put(&self, id: ObjectId, value: Result<ObjectBlob>) {

@@ -6,18 +6,21 @@
 //! released. Named actors live in the namespace of the job that made them.
 
 use super::actors::ActorStatus;
+use super::executables::JobCode;
 use super::tasks::TaskKind;
 use super::worker_pool::WorkerRecord;
 use super::{Node, NodeState};
 use crate::ids::{ActorId, JobId, ObjectId, WorkerId};
+use crate::packaging::JobExecutable;
 use crate::protocol::*;
 use rustc_hash::FxHashMap;
 use std::collections::VecDeque;
+use std::sync::Arc;
 use tokio::sync::mpsc;
 
 impl Node {
     /// A driver joined from outside: it gets a record (to route replies) but no
-    /// work, and its executable is what new workers run. Its id must be free:
+    /// work, and the workers it needs run its executable. Its id must be free:
     /// a connection that claimed a live worker's or driver's id would receive
     /// that process's replies.
     pub(super) fn register_driver(
@@ -44,7 +47,7 @@ impl Node {
                     "{job} already ran on this cluster"
                 )));
             }
-            state.start_job(job, pid, &executable, namespace);
+            state.start_job(job, pid, &executable.path, namespace);
             state.drivers.insert(
                 id,
                 DriverJob {
@@ -53,13 +56,12 @@ impl Node {
                     owned: FxHashMap::default(),
                 },
             );
-            state.worker_executable = Some(executable.clone());
             state.workers.insert(
                 id,
                 WorkerRecord {
                     node: format!("driver-{pid}"),
                     is_driver: true,
-                    executable,
+                    code: Some(Arc::new(JobCode { job, executable })),
                     pid: None,
                     sender: Some(sender),
                     gpu_ids: Vec::new(),
@@ -113,7 +115,7 @@ impl Node {
 /// What a remote driver says about itself in its hello.
 pub(super) struct DriverIdentity {
     pub(super) pid: u32,
-    pub(super) executable: String,
+    pub(super) executable: JobExecutable,
     pub(super) job: JobId,
     pub(super) namespace: Option<String>,
     pub(super) log_to_driver: bool,

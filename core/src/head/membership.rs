@@ -64,6 +64,9 @@ impl Node {
                 }
             }
             NodeToHead::WorkerExited { worker, message } => self.worker_exited(worker, message),
+            NodeToHead::WorkerNotStarted { worker, error } => {
+                self.worker_not_started(worker, error)
+            }
         }
     }
 }
@@ -101,6 +104,7 @@ impl NodeState {
             self.pool.release_bundles(id, &allocations);
         }
         self.pool.remove_node(node_id);
+        self.forget_unavailable_on(node_id);
         let workers: Vec<WorkerId> = self
             .workers
             .iter()

@@ -26,6 +26,7 @@
 //! | `scheduler.rs` | shape queues, worker leases, dispatch (cluster task manager, lease manager) |
 //! | `worker_pool.rs` | starting, registering and removing worker processes (worker pool) |
 //! | `jobs.rs` | the job table of drivers (GCS job manager) |
+//! | `executables.rs` | which executable each worker runs, copies served to nodes, nodes that cannot get one (runtime-env agent) |
 //! | `actors.rs` | actor creation, restarts, death, names (GCS actor manager) |
 //! | `placement_groups.rs` | bundle reservation and removal (GCS placement group manager) |
 //! | `membership.rs` | nodes joining, heartbeats, node death (GCS node manager, health checks) |
@@ -44,6 +45,7 @@ mod actors;
 mod bounds;
 mod config;
 mod embedded;
+mod executables;
 mod jobs;
 mod membership;
 mod object_directory;
@@ -61,12 +63,14 @@ pub(crate) use membership::HEARTBEAT_PERIOD;
 use crate::auth::RequireToken;
 use crate::error::{Error, Result};
 use crate::ids::{ActorId, IdMinter, JobId, ObjectId, TaskId, WorkerId};
+use crate::packaging::{ExecutableCache, OWN_IMAGE};
 use crate::protocol::*;
 use crate::resources::{ClusterResources, CPU, GPU};
 use crate::shm;
 use crate::wire::MAX_MESSAGE_BYTES;
 use crate::worker::{kill_process, process_alive};
 use actors::ActorRecord;
+use executables::{Code, Executables};
 use generated::head_server::HeadServer;
 use jobs::DriverJob;
 use membership::{watch_heartbeats, RemoteNode};
@@ -108,8 +112,9 @@ struct NodeState {
     jobs: FxHashMap<JobId, JobStatus>,
     /// The connected remote drivers, and what each job holds.
     drivers: FxHashMap<WorkerId, DriverJob>,
-    /// The executable workers run: the latest driver's, so its functions exist there.
-    worker_executable: Option<String>,
+    /// Why a job's executable cannot run on a node: (node, job) -> error; job
+    /// `None` is the embedded driver's image.
+    unavailable: HashMap<(String, Option<JobId>), Error>,
     kv: HashMap<String, Vec<u8>>,
     placement_groups: std::collections::BTreeMap<u64, PlacementGroupRecord>,
     shutting_down: bool,
@@ -127,6 +132,7 @@ enum Effect {
         worker: WorkerId,
         node: String,
         gpu_ids: Vec<u32>,
+        code: Code,
     },
     Stop {
         worker: WorkerId,
@@ -157,6 +163,7 @@ pub(crate) struct Node {
     address: SocketAddr,
     object_server_address: String,
     has_gpus: bool,
+    executables: Executables,
     runtime: tokio::runtime::Runtime,
 }
 
@@ -202,7 +209,7 @@ impl Node {
                 dead_nodes: Vec::new(),
                 jobs: FxHashMap::default(),
                 drivers: FxHashMap::default(),
-                worker_executable: None,
+                unavailable: HashMap::new(),
                 kv: HashMap::new(),
                 placement_groups: Default::default(),
                 shutting_down: false,
@@ -215,6 +222,10 @@ impl Node {
             ids: IdMinter::new(0),
             embedded_job,
             has_gpus: config.resources.get(GPU) > 0.0,
+            executables: Executables::new(ExecutableCache::new(
+                &config.node_id,
+                config.executable_cache_bytes,
+            )),
             config,
             object_server_address: address.to_string(),
             address,
@@ -244,7 +255,8 @@ impl Node {
         node.runtime.spawn(watch_heartbeats(node.weak()));
         // A warm pool: one worker per CPU, as Ray prestarts them.
         if node.config.prestart_workers {
-            let executable = node.worker_executable();
+            let executable = std::env::current_exe()
+                .map_or_else(|_| "?".into(), |p| p.to_string_lossy().into_owned());
             let mut state = node.state.lock();
             // The embedded driver is the cluster's first job.
             let namespace = node.config.namespace.clone();
@@ -252,7 +264,7 @@ impl Node {
             let warm = node.config.resources.get(CPU).ceil() as usize;
             for _ in 0..warm.min(MAX_TASK_WORKERS) {
                 let id = WorkerId(crate::worker::next_worker_number());
-                state.add_worker(id, &node.config.node_id, Vec::new(), None);
+                state.add_worker(id, &node.config.node_id, Vec::new(), None, None);
             }
         }
         node.apply_effects();
@@ -284,13 +296,12 @@ impl Node {
                     worker,
                     node,
                     gpu_ids,
-                } => {
-                    if node == self.config.node_id {
-                        self.spawn_worker(worker, gpu_ids)
-                    } else {
-                        self.spawn_remote_worker(&node, worker, gpu_ids)
-                    }
-                }
+                    code,
+                } => match (node == self.config.node_id, code) {
+                    (true, None) => self.spawn_worker(worker, gpu_ids, OWN_IMAGE),
+                    (true, Some(code)) => self.spawn_job_worker(worker, gpu_ids, &code.executable),
+                    (false, code) => self.spawn_remote_worker(&node, worker, gpu_ids, code),
+                },
                 Effect::Stop { worker, node, pid } => {
                     if node == self.config.node_id {
                         if let Some(pid) = pid {
@@ -358,5 +369,6 @@ impl Node {
             kill_process(*pid);
         }
         shm::remove_session(&self.config.session);
+        self.executables.cache.remove_all();
     }
 }

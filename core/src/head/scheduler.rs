@@ -4,6 +4,7 @@
 //! picks, and holds both until it finishes. A worker blocked in `get` lends its
 //! resources out meanwhile.
 
+use super::executables::{code_key, Code};
 use super::task_events::now_ms;
 use super::tasks::TaskKind;
 use super::worker_pool::MAX_TASK_WORKERS;
@@ -23,6 +24,8 @@ pub(super) struct Lease {
 pub(super) struct ShapeQueue {
     pub(super) request: ResourceSet,
     pub(super) strategy: SchedulingStrategy,
+    /// The executable its tasks run: each job leases only its own workers.
+    pub(super) code: Code,
     pub(super) tasks: VecDeque<TaskId>,
 }
 
@@ -41,39 +44,57 @@ impl NodeState {
             .map(|(k, _)| k.clone())
             .collect();
         for shape in shapes {
-            while let Some((task_id, request, strategy)) = self
-                .queues
-                .get(&shape)
-                .and_then(|q| Some((*q.tasks.front()?, q.request.clone(), q.strategy.clone())))
+            while let Some((task_id, request, strategy, code)) =
+                self.queues.get(&shape).and_then(|q| {
+                    Some((
+                        *q.tasks.front()?,
+                        q.request.clone(),
+                        q.strategy.clone(),
+                        q.code.clone(),
+                    ))
+                })
             {
-                let Some(worker) = self.lease_worker(&request, &strategy) else {
+                let leased = self.lease_worker(&request, &strategy, &code);
+                if matches!(leased, Ok(None)) {
                     break;
-                };
+                }
                 self.queues
                     .get_mut(&shape)
                     .expect("queue seen above")
                     .tasks
                     .pop_front();
-                self.assign(node, worker, task_id);
+                match leased {
+                    Ok(Some(worker)) => self.assign(node, worker, task_id),
+                    // The node chosen cannot run this job's executable.
+                    Err(error) => self.finish_task(task_id, Err(error)),
+                    Ok(None) => unreachable!("handled above"),
+                }
             }
         }
         self.queues.retain(|_, q| !q.tasks.is_empty());
     }
 
-    /// A free worker with `request` newly reserved for it, if the node has both.
+    /// A free worker running `code` with `request` newly reserved for it, if
+    /// the node has both; the error when the node chosen cannot run `code`.
     pub(super) fn lease_worker(
         &mut self,
         request: &ResourceSet,
         strategy: &SchedulingStrategy,
-    ) -> Option<WorkerId> {
-        let allocation = self.pool.try_acquire(request, strategy)?;
+        code: &Code,
+    ) -> Result<Option<WorkerId>> {
+        let Some(allocation) = self.pool.try_acquire(request, strategy) else {
+            return Ok(None);
+        };
         let gpu_ids = allocation.gpu_ids();
         let node = allocation.node.clone();
-        let executable = self.worker_executable.clone().unwrap_or_default();
+        if let Some(error) = self.unavailable_on(&node, code) {
+            self.pool.release(&allocation);
+            return Err(error);
+        }
         let idle = self.workers.iter().find(|(_, w)| {
             w.actor.is_none()
                 && !w.is_driver
-                && w.executable == executable
+                && code_key(&w.code) == code_key(code)
                 && w.node == node
                 && w.sender.is_some()
                 && w.lease.is_none()
@@ -87,7 +108,7 @@ impl NodeState {
                     allocation,
                     lent_out: false,
                 });
-                Some(id)
+                Ok(Some(id))
             }
             None => {
                 self.pool.release(&allocation);
@@ -96,6 +117,7 @@ impl NodeState {
                         && w.sender.is_none()
                         && w.node == node
                         && w.gpu_ids == gpu_ids
+                        && code_key(&w.code) == code_key(code)
                 });
                 let task_workers = self
                     .workers
@@ -104,9 +126,9 @@ impl NodeState {
                     .count();
                 if !starting && task_workers < MAX_TASK_WORKERS {
                     let id = WorkerId(crate::worker::next_worker_number());
-                    self.add_worker(id, &node, gpu_ids, None);
+                    self.add_worker(id, &node, gpu_ids, None, code.clone());
                 }
-                None
+                Ok(None)
             }
         }
     }
@@ -188,14 +210,17 @@ impl NodeState {
 
     /// The queue of tasks with the same resources and strategy as `task_id`.
     pub(super) fn queue_for(&mut self, task_id: TaskId) -> &mut VecDeque<TaskId> {
-        let spec = &self.tasks[&task_id].spec;
-        let (request, strategy) = (spec.resources.clone(), spec.strategy.clone());
+        let record = &self.tasks[&task_id];
+        let (request, strategy) = (record.spec.resources.clone(), record.spec.strategy.clone());
+        let code = record.code.clone();
+        let key = format!("{}|{:?}|{}", request.shape_key(), strategy, code_key(&code));
         &mut self
             .queues
-            .entry(format!("{}|{:?}", request.shape_key(), strategy))
+            .entry(key)
             .or_insert_with(|| ShapeQueue {
                 request,
                 strategy,
+                code,
                 tasks: VecDeque::new(),
             })
             .tasks

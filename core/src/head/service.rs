@@ -9,6 +9,7 @@ use super::object_directory::Outstanding;
 use super::{Node, NodeState};
 use crate::error::{Error, Result};
 use crate::ids::WorkerId;
+use crate::packaging;
 use crate::protocol::*;
 use crate::runtime::Backend;
 use std::pin::Pin;
@@ -28,7 +29,8 @@ impl Node {
             WorkerToNode::Submit(spec) => self.with_state(|state, _| {
                 let job = state.job_of(worker, self.embedded_job);
                 state.note_driver_refs(worker, &[spec.return_id], &spec.args);
-                state.submit(spec, job)
+                let code = state.code_of(worker);
+                state.submit(spec, job, code)
             }),
             WorkerToNode::Put { id, value } => {
                 self.state.lock().note_driver_refs(worker, &[id], &[]);
@@ -69,7 +71,8 @@ impl Node {
                 let created = self.with_state(|state, _| {
                     let job = state.job_of(worker, self.embedded_job);
                     state.note_driver_refs(worker, &[], &spec.args);
-                    state.create_actor(spec, job)
+                    let code = state.code_of(worker);
+                    state.create_actor(spec, job, code)
                 });
                 reply_to(self, created.map(Reply::Actor))
             }
@@ -359,4 +362,43 @@ impl HeadService for HeadEndpoint {
     ) -> std::result::Result<tonic::Response<ClusterStatus>, tonic::Status> {
         Ok(tonic::Response::new(self.node()?.cluster_status()))
     }
+
+    async fn query_executable(
+        &self,
+        request: tonic::Request<ExecutableQuery>,
+    ) -> std::result::Result<tonic::Response<ExecutableAnswer>, tonic::Status> {
+        let executable = request.into_inner().executable;
+        Ok(tonic::Response::new(
+            self.node()?.query_executable(&executable),
+        ))
+    }
+
+    async fn upload_executable(
+        &self,
+        request: tonic::Request<tonic::Streaming<ExecutableUpload>>,
+    ) -> std::result::Result<tonic::Response<ExecutableAnswer>, tonic::Status> {
+        let node = self.node()?;
+        Ok(tonic::Response::new(
+            node.receive_executable(request.into_inner()).await?,
+        ))
+    }
+
+    type FetchExecutableStream = ChunkStream;
+
+    async fn fetch_executable(
+        &self,
+        request: tonic::Request<ExecutableRequest>,
+    ) -> std::result::Result<tonic::Response<ChunkStream>, tonic::Status> {
+        let digest = request.into_inner().digest;
+        let source = self.node()?.executable_source(&digest).ok_or_else(|| {
+            tonic::Status::not_found(format!(
+                "the head holds no executable with SHA-256 {digest}"
+            ))
+        })?;
+        let chunks = packaging::read_chunks(source)
+            .map(|chunk| chunk.map_err(|e| tonic::Status::internal(format!("reading it: {e}"))));
+        Ok(tonic::Response::new(Box::pin(chunks)))
+    }
 }
+
+type ChunkStream = Pin<Box<dyn Stream<Item = std::result::Result<Chunk, tonic::Status>> + Send>>;

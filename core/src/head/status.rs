@@ -150,7 +150,13 @@ impl Node {
                     worker_type: if w.is_driver { "DRIVER" } else { "WORKER" }.into(),
                     actor_id: w.actor,
                     running_tasks: w.assigned.len(),
-                    executable: w.executable.clone(),
+                    executable: w.code.as_deref().map_or_else(
+                        || {
+                            std::env::current_exe()
+                                .map_or_else(|_| String::new(), |p| p.display().to_string())
+                        },
+                        |c| c.executable.path.clone(),
+                    ),
                 })
                 .collect(),
         }

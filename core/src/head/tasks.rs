@@ -4,6 +4,7 @@
 //! `cancel` removes a task wherever it is (queued, waiting or running).
 
 use super::actors::ActorStatus;
+use super::executables::Code;
 use super::object_directory::ObjectEntry;
 use super::task_events::now_ms;
 use super::{Node, NodeState};
@@ -27,10 +28,13 @@ pub(super) struct TaskRecord {
     pub(super) missing_deps: usize,
     pub(super) worker: Option<WorkerId>,
     pub(super) cancelled: bool,
+    /// The submitter's executable, which a stateless task runs.
+    pub(super) code: Code,
 }
 
 impl NodeState {
-    pub(super) fn submit(&mut self, spec: TaskSpec, job: JobId) {
+    /// A task submitted for `job` by a process running `code`.
+    pub(super) fn submit(&mut self, spec: TaskSpec, job: JobId, code: Code) {
         let return_id = spec.return_id;
         self.task_events.submitted(|| TaskRow {
             task_id: spec.task_id,
@@ -92,6 +96,7 @@ impl NodeState {
                 missing_deps: 0,
                 worker: None,
                 cancelled: false,
+                code,
             },
         );
         self.track_dependencies(task_id);

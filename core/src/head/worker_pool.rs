@@ -4,6 +4,7 @@
 //! removed when their process or stream ends, with their work retried or
 //! failed.
 
+use super::executables::Code;
 use super::scheduler::Lease;
 use super::{Effect, Node, NodeState};
 use crate::error::Error;
@@ -18,7 +19,8 @@ pub(super) const MAX_TASK_WORKERS: usize = 64;
 
 pub(super) struct WorkerRecord {
     pub(super) node: String,
-    pub(super) executable: String,
+    /// What it runs; tasks of other executables never go to it.
+    pub(super) code: Code,
     /// A remote driver's connection: it submits work but never runs any.
     pub(super) is_driver: bool,
     pub(super) pid: Option<u32>,
@@ -44,10 +46,10 @@ impl WorkerRecord {
 }
 
 impl Node {
-    pub(super) fn spawn_worker(&self, worker: WorkerId, gpu_ids: Vec<u32>) {
-        let executable = self.worker_executable();
+    /// Starts `worker` on this node from the file at `executable`.
+    pub(super) fn spawn_worker(&self, worker: WorkerId, gpu_ids: Vec<u32>, executable: &str) {
         let launch = crate::worker::WorkerLaunch {
-            executable: &executable,
+            executable,
             head_address: &self.address.to_string(),
             worker,
             session: &self.config.session,
@@ -59,7 +61,7 @@ impl Node {
             log_dir: self.config.log_dir.as_deref(),
         };
         let _guard = self.runtime.enter();
-        match launch.command().spawn() {
+        match launch.spawn() {
             Ok(mut child) => {
                 if let Some(pid) = child.id() {
                     if let Some(w) = self.state.lock().workers.get_mut(&worker) {
@@ -84,40 +86,22 @@ impl Node {
         }
     }
 
-    /// What new workers run: the connected driver's executable, or this
-    /// process's own image (the embedded cluster's driver), even if its file
-    /// was replaced by a rebuild since.
-    pub(super) fn worker_executable(&self) -> String {
-        self.state
-            .lock()
-            .worker_executable
-            .clone()
-            .unwrap_or_else(|| {
-                let own_image = std::path::Path::new("/proc/self/exe");
-                if own_image.exists() {
-                    own_image.to_string_lossy().into_owned()
-                } else {
-                    std::env::current_exe().map_or_else(
-                        |_| "oxray".to_string(),
-                        |p| p.to_string_lossy().into_owned(),
-                    )
-                }
-            })
-    }
-
-    pub(super) fn spawn_remote_worker(&self, node: &str, worker: WorkerId, gpu_ids: Vec<u32>) {
-        // Another machine's /proc/self/exe is its own daemon: name the file.
-        let executable = self
-            .state
-            .lock()
-            .worker_executable
-            .clone()
-            .unwrap_or_else(|| {
-                std::env::current_exe().map_or_else(
-                    |_| "oxray".to_string(),
-                    |p| p.to_string_lossy().into_owned(),
-                )
-            });
+    /// Asks `node`'s daemon to start `worker` running `code` (the embedded
+    /// driver's own executable when `None`).
+    pub(super) fn spawn_remote_worker(
+        &self,
+        node: &str,
+        worker: WorkerId,
+        gpu_ids: Vec<u32>,
+        code: Code,
+    ) {
+        let executable = match code {
+            Some(code) => code.executable.clone(),
+            None => match self.embedded_executable() {
+                Ok(executable) => (*executable).clone(),
+                Err(e) => return self.worker_failed_to_start(worker, e.to_string()),
+            },
+        };
         let sent = self.state.lock().remote_nodes.get(node).is_some_and(|n| {
             n.sender
                 .send(HeadToNode::Spawn {
@@ -194,12 +178,13 @@ impl NodeState {
         node: &str,
         gpu_ids: Vec<u32>,
         actor: Option<ActorId>,
+        code: Code,
     ) {
         self.workers.insert(
             id,
             WorkerRecord {
                 node: node.to_string(),
-                executable: self.worker_executable.clone().unwrap_or_default(),
+                code: code.clone(),
                 is_driver: false,
                 pid: None,
                 sender: None,
@@ -214,6 +199,7 @@ impl NodeState {
             worker: id,
             node: node.to_string(),
             gpu_ids,
+            code,
         });
     }
 

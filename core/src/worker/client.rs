@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 use crate::head::generated::head_client::HeadClient;
 use crate::head_link;
 use crate::ids::{ActorId, IdMinter, ObjectId};
+use crate::packaging::{self, JobExecutable, ShipExecutable};
 use crate::protocol::*;
 use crate::runtime::Backend;
 use crate::wire::MAX_MESSAGE_BYTES;
@@ -128,22 +129,24 @@ impl Connection {
 }
 
 /// Joins the cluster whose head is at `address` as a driver: this process
-/// submits work and reads results but runs none, and its executable becomes
-/// what new workers run.
+/// submits work and reads results but runs none; the workers of its job run
+/// its executable, which the head gets first unless `ship` is `Never`.
 pub(crate) fn connect_driver(
     address: &str,
     token: &str,
     namespace: Option<String>,
     log_to_driver: bool,
+    ship: ShipExecutable,
 ) -> Result<Arc<dyn Backend>> {
     let job = crate::ids::JobId::random()?;
     // Ids minted by drivers start above every worker number; the rest of the
     // origin is random, as the job id is.
     let origin = (1 << 23) | (job.0 as u64 & 0x7f_ffff);
-    let executable = std::env::current_exe()
-        .map_err(|e| Error::runtime("cannot find this driver's executable", e))?
-        .to_string_lossy()
-        .into_owned();
+    let executable = JobExecutable::of_this_process(ship)
+        .map_err(|e| Error::runtime("cannot read this driver's executable", e))?;
+    if ship != ShipExecutable::Never {
+        packaging::offer_to_head(address, token, &executable)?;
+    }
     let identity = Identity {
         origin,
         session: format!("driver-{}", std::process::id()),

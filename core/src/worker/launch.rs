@@ -37,6 +37,25 @@ pub(crate) struct WorkerLaunch<'a> {
 }
 
 impl WorkerLaunch<'_> {
+    /// Starts the worker. A copy of an executable just written to the cache
+    /// may still be open for writing in a child another thread is forking,
+    /// which the kernel reports as ETXTBSY until that child execs; so that
+    /// error is retried briefly.
+    pub fn spawn(&self) -> std::io::Result<tokio::process::Child> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        loop {
+            match self.command().spawn() {
+                Err(e)
+                    if e.raw_os_error() == Some(libc::ETXTBSY)
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::yield_now()
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
     pub fn command(&self) -> tokio::process::Command {
         let mut command = tokio::process::Command::new(self.executable);
         command

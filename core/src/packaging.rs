@@ -1,0 +1,561 @@
+//! Getting a job's executable onto every node (Ray's runtime-env packaging).
+//!
+//! A job's workers run the driver's executable, named by its SHA-256 digest.
+//! A node runs the file at the driver's path when it holds those very bytes (a
+//! shared file system); otherwise it fetches a copy from the head, which got
+//! it from the driver (an upload when the head cannot see the path, or its own
+//! image for the embedded cluster), verifies the digest and caches it under the
+//! session directory by digest. The cache is bounded: the least recently used
+//! copies go first, and an executable larger than the bound is refused.
+//!
+//! Digests of local files are remembered per (device, inode, size, mtime), so
+//! starting many workers hashes a file once.
+
+use crate::error::ExecutableProblem;
+use crate::protocol::Chunk;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::io::Read;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// Bytes per message when an executable moves between processes.
+pub(crate) const CHUNK_BYTES: usize = 1 << 20;
+
+/// Default bound of one node's executable cache (and of one executable).
+pub const DEFAULT_EXECUTABLE_CACHE_BYTES: u64 = 8 << 30;
+
+/// Whether nodes that cannot run the driver's executable from its path get a
+/// copy from the head ([`InitOptions::ship_executable`](crate::InitOptions::ship_executable)).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ShipExecutable {
+    /// Nodes always run a copy fetched from the head, even where the path
+    /// holds the same bytes.
+    Always,
+    /// Nodes run the driver's path where it holds the same bytes, and fetch a
+    /// copy from the head elsewhere.
+    #[default]
+    IfMissing,
+    /// Nodes run the driver's path or fail: for shared file systems.
+    Never,
+}
+
+/// The executable a job's workers run, named by its content.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobExecutable {
+    /// Where the driver ran it from.
+    pub path: String,
+    /// SHA-256 of its bytes, lowercase hex.
+    pub digest: String,
+    pub size: u64,
+    pub ship: ShipExecutable,
+}
+
+/// Where this process's own image can always be read, even when its file was
+/// replaced or deleted since it started.
+pub(crate) const OWN_IMAGE: &str = "/proc/self/exe";
+
+impl JobExecutable {
+    /// This process's executable: its path as started, the digest of its image.
+    pub(crate) fn of_this_process(ship: ShipExecutable) -> std::io::Result<Self> {
+        let path = std::env::current_exe()?.to_string_lossy().into_owned();
+        // Linux names a deleted image "PATH (deleted)"; the driver ran PATH.
+        let path = path.strip_suffix(" (deleted)").unwrap_or(&path).to_string();
+        let (digest, size) = hash_file(Path::new(OWN_IMAGE))?;
+        Ok(JobExecutable {
+            path,
+            digest,
+            size,
+            ship,
+        })
+    }
+}
+
+fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; CHUNK_BYTES];
+    let mut size = 0u64;
+    loop {
+        let read = file.read(&mut buffer)?;
+        if read == 0 {
+            break;
+        }
+        hasher.update(&buffer[..read]);
+        size += read as u64;
+    }
+    Ok((hex(&hasher.finalize()), size))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Identity of a file's current content, short of reading it.
+type FileStamp = (u64, u64, u64, i64, i64);
+
+static DIGESTS: Mutex<Option<HashMap<FileStamp, String>>> = Mutex::new(None);
+
+/// SHA-256 of the file at `path`, or `None` when there is no file.
+pub(crate) fn file_digest(path: &Path) -> std::io::Result<Option<String>> {
+    let metadata = match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => m,
+        Ok(_) => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let stamp = (
+        metadata.dev(),
+        metadata.ino(),
+        metadata.size(),
+        metadata.mtime(),
+        metadata.mtime_nsec(),
+    );
+    if let Some(digest) = DIGESTS.lock().as_ref().and_then(|d| d.get(&stamp)) {
+        return Ok(Some(digest.clone()));
+    }
+    let (digest, _) = hash_file(path)?;
+    DIGESTS
+        .lock()
+        .get_or_insert_with(HashMap::new)
+        .insert(stamp, digest.clone());
+    Ok(Some(digest))
+}
+
+/// What the driver's path holds on this node.
+pub(crate) enum AtPath {
+    /// The driver's very bytes: run it from there.
+    Same,
+    /// Nothing there, or other bytes (with their digest).
+    Missing,
+    Different(String),
+}
+
+/// Compares the file at the executable's path with its digest.
+pub(crate) fn check_path(executable: &JobExecutable) -> AtPath {
+    match file_digest(Path::new(&executable.path)) {
+        Ok(Some(digest)) if digest == executable.digest => AtPath::Same,
+        Ok(Some(digest)) => AtPath::Different(digest),
+        Ok(None) | Err(_) => AtPath::Missing,
+    }
+}
+
+/// What a node does for an executable before fetching anything: run the path,
+/// use its cache, fetch, or fail with the reason.
+pub(crate) enum Plan {
+    Run(PathBuf),
+    Fetch,
+}
+
+/// One node's cache of shipped executables: `DIR/DIGEST`, bounded in bytes.
+pub(crate) struct ExecutableCache {
+    node_id: String,
+    /// `SESSION/executables/NODE`, found (and created) when first needed, so
+    /// a node that never caches anything leaves nothing behind.
+    dir: std::sync::OnceLock<PathBuf>,
+    limit: u64,
+    /// Serialises stores, so two workers of one job fetch it once.
+    storing: tokio::sync::Mutex<()>,
+}
+
+impl ExecutableCache {
+    pub fn new(node_id: &str, limit: u64) -> Self {
+        ExecutableCache {
+            node_id: node_id.to_string(),
+            dir: std::sync::OnceLock::new(),
+            limit,
+            storing: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// A cache in `dir` instead of the session directory.
+    #[cfg(test)]
+    fn at(dir: PathBuf, limit: u64) -> Self {
+        let cache = ExecutableCache::new("test", limit);
+        let _ = cache.dir.set(dir);
+        cache
+    }
+
+    /// Where nodes keep shipped executables: per node, so nodes sharing a
+    /// machine never evict each other's files; private like the session.
+    fn dir(&self) -> Result<&PathBuf, ExecutableProblem> {
+        if let Some(dir) = self.dir.get() {
+            return Ok(dir);
+        }
+        let dir = crate::session::session_subdir("executables")
+            .map_err(|e| ExecutableProblem::Store {
+                message: e.to_string(),
+            })?
+            .join(&self.node_id);
+        Ok(self.dir.get_or_init(|| dir))
+    }
+
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// The cached copy of `digest`, marked as just used.
+    pub fn get(&self, digest: &str) -> Option<PathBuf> {
+        let path = self.dir().ok()?.join(digest);
+        let file = std::fs::File::open(&path).ok()?;
+        let _ = file.set_modified(std::time::SystemTime::now());
+        Some(path)
+    }
+
+    /// Decides how this node runs `executable` without fetching: from its
+    /// path, from the cache, or not at all (the typed reason).
+    pub fn plan(&self, executable: &JobExecutable) -> Result<Plan, ExecutableProblem> {
+        if executable.ship != ShipExecutable::Always {
+            match check_path(executable) {
+                AtPath::Same => return Ok(Plan::Run(PathBuf::from(&executable.path))),
+                AtPath::Missing if executable.ship == ShipExecutable::Never => {
+                    return Err(ExecutableProblem::Missing {
+                        path: executable.path.clone(),
+                    })
+                }
+                AtPath::Different(found) if executable.ship == ShipExecutable::Never => {
+                    return Err(ExecutableProblem::DigestMismatch {
+                        path: executable.path.clone(),
+                        expected: executable.digest.clone(),
+                        found,
+                    })
+                }
+                AtPath::Missing | AtPath::Different(_) => {}
+            }
+        }
+        if executable.size > self.limit {
+            return Err(ExecutableProblem::TooLarge {
+                size: executable.size,
+                limit: self.limit,
+            });
+        }
+        Ok(match self.get(&executable.digest) {
+            Some(path) => Plan::Run(path),
+            None => Plan::Fetch,
+        })
+    }
+
+    /// Writes a copy of `executable` from `chunks` into the cache, verifying
+    /// its size and digest before it becomes visible, and returns its path.
+    pub async fn store<S>(
+        &self,
+        executable: &JobExecutable,
+        mut chunks: S,
+    ) -> Result<PathBuf, ExecutableProblem>
+    where
+        S: tokio_stream::Stream<Item = Result<Chunk, String>> + Unpin,
+    {
+        use std::io::Write;
+        use tokio_stream::StreamExt;
+        let _storing = self.storing.lock().await;
+        if let Some(path) = self.get(&executable.digest) {
+            return Ok(path);
+        }
+        if executable.size > self.limit {
+            return Err(ExecutableProblem::TooLarge {
+                size: executable.size,
+                limit: self.limit,
+            });
+        }
+        let dir = self.dir()?;
+        let store_error = |e: std::io::Error| ExecutableProblem::Store {
+            message: format!("{}: {e}", dir.display()),
+        };
+        std::fs::create_dir_all(dir).map_err(store_error)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(store_error)?;
+        self.make_room(executable.size);
+        let partial = dir.join(format!(
+            "{}.partial-{}",
+            executable.digest,
+            std::process::id()
+        ));
+        let mut file = std::fs::File::create(&partial).map_err(store_error)?;
+        let mut hasher = Sha256::new();
+        let mut received = 0u64;
+        let outcome = async {
+            while let Some(chunk) = chunks.next().await {
+                let chunk = chunk.map_err(|message| ExecutableProblem::FetchFailed { message })?;
+                received += chunk.data.len() as u64;
+                if received > executable.size {
+                    break;
+                }
+                hasher.update(&chunk.data);
+                file.write_all(&chunk.data).map_err(store_error)?;
+            }
+            let found = hex(&hasher.finalize());
+            if received != executable.size || found != executable.digest {
+                return Err(ExecutableProblem::CorruptCopy {
+                    expected: format!("{} ({} bytes)", executable.digest, executable.size),
+                    found: format!("{found} ({received} bytes)"),
+                });
+            }
+            file.set_permissions(std::fs::Permissions::from_mode(0o755))
+                .map_err(store_error)?;
+            drop(file);
+            let path = dir.join(&executable.digest);
+            std::fs::rename(&partial, &path).map_err(store_error)?;
+            Ok(path)
+        }
+        .await;
+        if outcome.is_err() {
+            let _ = std::fs::remove_file(&partial);
+        }
+        outcome
+    }
+
+    /// Removes the least recently used copies until `incoming` more bytes fit.
+    fn make_room(&self, incoming: u64) {
+        let Some(entries) = self.dir.get().and_then(|d| std::fs::read_dir(d).ok()) else {
+            return;
+        };
+        let mut files: Vec<(std::time::SystemTime, u64, PathBuf)> = entries
+            .flatten()
+            .filter_map(|e| {
+                let m = e.metadata().ok()?;
+                Some((m.modified().ok()?, m.len(), e.path()))
+            })
+            .collect();
+        let mut used: u64 = files.iter().map(|(_, len, _)| len).sum();
+        files.sort();
+        for (_, len, path) in files {
+            if used + incoming <= self.limit {
+                break;
+            }
+            // A running worker keeps its image: Linux frees it at exit.
+            if std::fs::remove_file(&path).is_ok() {
+                used -= len;
+            }
+        }
+    }
+
+    /// Removes the whole cache (the node is stopping).
+    pub fn remove_all(&self) {
+        if let Some(dir) = self.dir.get() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// Reads a file in chunks, for serving it to a node or uploading it.
+pub(crate) fn read_chunks(
+    path: PathBuf,
+) -> impl tokio_stream::Stream<Item = std::io::Result<Chunk>> {
+    let (sender, receiver) = tokio::sync::mpsc::channel(4);
+    tokio::task::spawn_blocking(move || {
+        let mut file = match std::fs::File::open(&path) {
+            Ok(file) => file,
+            Err(e) => {
+                let _ = sender.blocking_send(Err(e));
+                return;
+            }
+        };
+        loop {
+            let mut data = vec![0u8; CHUNK_BYTES];
+            match file.read(&mut data) {
+                Ok(0) => return,
+                Ok(n) => {
+                    data.truncate(n);
+                    if sender.blocking_send(Ok(Chunk { data })).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    let _ = sender.blocking_send(Err(e));
+                    return;
+                }
+            }
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(receiver)
+}
+
+type Head = crate::head::generated::head_client::HeadClient<
+    tonic::service::interceptor::InterceptedService<
+        tonic::transport::Channel,
+        crate::auth::AttachToken,
+    >,
+>;
+
+async fn connect(address: &str, token: &str) -> crate::error::Result<Head> {
+    let channel = crate::head_link::endpoint(address)?
+        .connect()
+        .await
+        .map_err(|e| crate::head_link::unreachable(address, format!("cannot connect: {e}")))?;
+    Ok(
+        crate::head::generated::head_client::HeadClient::with_interceptor(
+            channel,
+            crate::auth::AttachToken::new(token)?,
+        )
+        .max_decoding_message_size(crate::wire::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(crate::wire::MAX_MESSAGE_BYTES),
+    )
+}
+
+/// Makes sure the head at `address` can serve this driver's executable to
+/// nodes: it may read the driver's path itself, else the driver uploads it.
+pub(crate) fn offer_to_head(
+    address: &str,
+    token: &str,
+    executable: &JobExecutable,
+) -> crate::error::Result<()> {
+    let refused = |reason: ExecutableProblem| crate::error::Error::ExecutableUnavailable {
+        node: format!("the head at {address}"),
+        reason,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| crate::error::Error::runtime("cannot start a runtime", e))?;
+    runtime.block_on(async {
+        let mut head = connect(address, token).await?;
+        let answer = head
+            .query_executable(crate::protocol::ExecutableQuery {
+                executable: executable.clone(),
+            })
+            .await
+            .map_err(|s| crate::auth::explain_refusal(&s, "the head", address))?
+            .into_inner();
+        if answer.present {
+            return Ok(());
+        }
+        if executable.size > answer.limit {
+            return Err(refused(ExecutableProblem::TooLarge {
+                size: executable.size,
+                limit: answer.limit,
+            }));
+        }
+        use tokio_stream::StreamExt;
+        let header = crate::protocol::ExecutableUpload::Header(executable.clone());
+        let chunks = read_chunks(PathBuf::from(OWN_IMAGE))
+            .map_while(|chunk| chunk.ok().map(crate::protocol::ExecutableUpload::Chunk));
+        let upload = tokio_stream::once(header).chain(chunks);
+        head.upload_executable(upload).await.map_err(|s| {
+            refused(ExecutableProblem::FetchFailed {
+                message: format!("the upload was refused: {}", s.message()),
+            })
+        })?;
+        Ok(())
+    })
+}
+
+/// Fetches a copy of `executable` from the head at `address` into `cache`.
+pub(crate) async fn fetch_from_head(
+    address: &str,
+    token: &str,
+    executable: &JobExecutable,
+    cache: &ExecutableCache,
+) -> Result<PathBuf, ExecutableProblem> {
+    use tokio_stream::StreamExt;
+    let failed = |message: String| ExecutableProblem::FetchFailed { message };
+    let mut head = connect(address, token)
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    let chunks = head
+        .fetch_executable(crate::protocol::ExecutableRequest {
+            digest: executable.digest.clone(),
+        })
+        .await
+        .map_err(|s| failed(s.message().to_string()))?
+        .into_inner()
+        .map(|chunk| chunk.map_err(|s| s.message().to_string()));
+    cache.store(executable, chunks).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn executable(bytes: &[u8], ship: ShipExecutable, path: &Path) -> JobExecutable {
+        JobExecutable {
+            path: path.to_string_lossy().into_owned(),
+            digest: hex(&Sha256::digest(bytes)),
+            size: bytes.len() as u64,
+            ship,
+        }
+    }
+
+    fn chunks(bytes: &[u8]) -> impl tokio_stream::Stream<Item = Result<Chunk, String>> + Unpin {
+        let pieces: Vec<Result<Chunk, String>> = bytes
+            .chunks(3)
+            .map(|c| Ok(Chunk { data: c.to_vec() }))
+            .collect();
+        tokio_stream::iter(pieces)
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn plans_follow_the_ship_mode_and_what_the_path_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app");
+        std::fs::write(&path, b"the driver's bytes").unwrap();
+        let cache = ExecutableCache::at(dir.path().join("cache"), 1 << 20);
+        let same = executable(b"the driver's bytes", ShipExecutable::IfMissing, &path);
+        assert!(matches!(cache.plan(&same), Ok(Plan::Run(p)) if p == path));
+        let always = JobExecutable {
+            ship: ShipExecutable::Always,
+            ..same.clone()
+        };
+        assert!(matches!(cache.plan(&always), Ok(Plan::Fetch)));
+        let other = executable(b"other bytes", ShipExecutable::Never, &path);
+        assert!(matches!(
+            cache.plan(&other),
+            Err(ExecutableProblem::DigestMismatch { found, .. }) if found == same.digest
+        ));
+        let gone = executable(b"x", ShipExecutable::Never, &dir.path().join("gone"));
+        assert!(matches!(
+            cache.plan(&gone),
+            Err(ExecutableProblem::Missing { .. })
+        ));
+        let fetch = executable(b"other bytes", ShipExecutable::IfMissing, &path);
+        assert!(matches!(cache.plan(&fetch), Ok(Plan::Fetch)));
+    }
+
+    #[test]
+    fn store_verifies_the_digest_and_bounds_the_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ExecutableCache::at(dir.path().join("cache"), 20);
+        let nowhere = dir.path().join("nowhere");
+        let first = executable(b"0123456789ab", ShipExecutable::IfMissing, &nowhere);
+        let stored = runtime()
+            .block_on(cache.store(&first, chunks(b"0123456789ab")))
+            .unwrap();
+        assert_eq!(std::fs::read(&stored).unwrap(), b"0123456789ab");
+        assert!(matches!(cache.plan(&first), Ok(Plan::Run(p)) if p == stored));
+
+        let corrupt = runtime().block_on(cache.store(
+            &executable(b"abcdefgh", ShipExecutable::IfMissing, &nowhere),
+            chunks(b"abcdefgX"),
+        ));
+        assert!(matches!(
+            corrupt,
+            Err(ExecutableProblem::CorruptCopy { .. })
+        ));
+
+        // A second copy that does not fit with the first evicts it.
+        let second = executable(b"second-copy!", ShipExecutable::IfMissing, &nowhere);
+        runtime()
+            .block_on(cache.store(&second, chunks(b"second-copy!")))
+            .unwrap();
+        assert!(cache.get(&first.digest).is_none());
+        assert!(cache.get(&second.digest).is_some());
+        let partials = std::fs::read_dir(dir.path().join("cache")).unwrap().count();
+        assert_eq!(partials, 1, "only the second copy remains");
+
+        let huge = executable(&[7u8; 21], ShipExecutable::IfMissing, &nowhere);
+        assert!(matches!(
+            cache.plan(&huge),
+            Err(ExecutableProblem::TooLarge {
+                size: 21,
+                limit: 20
+            })
+        ));
+    }
+}

@@ -1,0 +1,19 @@
+//! Test program A: squares a number on a given node.
+
+use oxray_core::{self as oxray, remote, SchedulingStrategy};
+
+#[remote]
+fn square_on_node(x: u64) -> (String, u64) {
+    (oxray::node_id().expect("node id"), x * x)
+}
+
+fn main() {
+    ship_app::run(|node, x| {
+        square_on_node::options()
+            .scheduling_strategy(SchedulingStrategy::NodeAffinity {
+                node_id: node.to_string(),
+                soft: false,
+            })
+            .remote(x)
+    });
+}
