@@ -165,6 +165,7 @@ fn garbage_impostors_and_old_versions_are_refused_and_the_head_keeps_serving() {
             node_id: "node-twice".into(),
             resources: Default::default(),
             object_server: "127.0.0.1:1".into(),
+            object_store_memory: 64 << 20,
             version: version.into(),
         };
         let old = call(

@@ -85,6 +85,7 @@ fn absurd_quantities_timeouts_and_taken_ids_get_typed_errors() {
                 node_id: format!("greedy-{name}"),
                 resources,
                 object_server: "127.0.0.1:1".into(),
+                object_store_memory: 64 << 20,
                 version: PROTOCOL_VERSION.into(),
             };
             let refused =

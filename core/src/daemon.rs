@@ -93,6 +93,12 @@ pub fn remove_executable_caches() {
     }
 }
 
+/// Removes the spill files of oxray nodes on this machine that died
+/// (`oxray stop` runs it); returns how many.
+pub fn remove_orphaned_spill_files() -> usize {
+    session_dir().map_or(0, |dir| crate::spill::remove_orphans(&dir.join("spill")))
+}
+
 /// Records this process in the session directory so `oxray stop` finds it.
 pub fn record_pid(role: &str) -> Result<()> {
     let dir = session_subdir("pids")?;
@@ -211,6 +217,7 @@ pub const DEFAULT_HEAD_RECONNECT_TIMEOUT: Duration = Duration::from_secs(60);
 /// accepted the node.
 pub fn run_node_daemon(options: NodeDaemonOptions, ready: impl FnOnce(&str)) -> Result<()> {
     let config = NodeConfig::detect(&options.resources)?;
+    crate::spill::configure(config.store_settings());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("oxray-daemon")
@@ -326,6 +333,7 @@ async fn register(
         node_id: config.node_id.clone(),
         resources: config.resources.clone(),
         object_server: object_server.to_string(),
+        object_store_memory: config.object_store_memory,
         version: PROTOCOL_VERSION.to_string(),
     });
     let mut client = head_client(&options.head_address, &options.token).await?;
@@ -380,9 +388,19 @@ async fn serve_head(
                         crate::worker::kill_process(*pid);
                     }
                 }
+                Ok(Some(HeadToNode::Spill { path, generation, len })) => {
+                    if crate::shm::belongs_to_session(&path, &config.session) {
+                        let spilled = tokio::task::block_in_place(|| {
+                            crate::spill::spill(&path, generation, len)
+                        });
+                        if let Err(e) = spilled {
+                            eprintln!("oxray: cannot spill {path}: {e}");
+                        }
+                    }
+                }
                 Ok(Some(HeadToNode::Free { path, server, generation })) => {
                     if crate::shm::belongs_to_session(&path, &config.session) {
-                        let _ = std::fs::remove_file(path);
+                        crate::shm::free(&path);
                     }
                     crate::shm::remove_pulled(&config.session, &server, generation);
                 }
@@ -410,6 +428,7 @@ async fn serve_head(
                         gpu_ids: &gpu_ids,
                         hide_gpus: has_gpus,
                         log_dir: log_dir.as_deref(),
+                        store: &config.store_settings(),
                     };
                     match launch.spawn() {
                         Ok(mut child) => {
@@ -510,6 +529,7 @@ impl SimulatedNodes {
                         node_id: format!("simulated-{index}"),
                         resources: Default::default(),
                         object_server: "127.0.0.1:1".into(),
+                        object_store_memory: 0,
                         version: PROTOCOL_VERSION.to_string(),
                     });
                     let (ready, is_ready) = tokio::sync::oneshot::channel();

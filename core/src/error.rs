@@ -77,6 +77,11 @@ pub enum Error {
     #[error("object {id} is not available: {message}")]
     ObjectLost { id: String, message: String },
 
+    /// A value larger than its node's whole object store: no amount of
+    /// spilling makes room (Ray's `ObjectStoreFullError`).
+    #[error("an object of {bytes} bytes does not fit in this node's object store of {capacity} bytes (raise --object-store-memory / InitOptions::object_store_memory)")]
+    ObjectStoreFull { bytes: u64, capacity: u64 },
+
     /// The head stopped answering (it died, hangs, or the network is cut):
     /// every pending and later call of a driver, worker or node daemon fails
     /// with this instead of waiting forever.

@@ -54,7 +54,7 @@
 //! | `placement` | placement-group bundle packing |
 //! | `packaging` | job executables by SHA-256: checking paths, the bounded per-node cache, shipping through the head |
 //! | `daemon` | `oxray start` head and node daemons, the session directory |
-//! | `transfer`, `shm` | pulling objects between nodes; shared-memory object files |
+//! | `transfer`, `shm`, `spill` | pulling objects between nodes; shared-memory object files; spilling them to disk when a node's store is full |
 //! | `protocol`, `wire`, `auth` | messages, their codec, the cluster token |
 //! | `actor`, `object_ref`, `options`, `registry`, `value`, `ids`, `error` | the user-facing types behind `#[remote]` and `#[actor]` |
 
@@ -77,6 +77,7 @@ mod rpc_metrics;
 mod runtime;
 mod session;
 mod shm;
+mod spill;
 mod transfer;
 mod value;
 pub mod wire;
@@ -107,5 +108,6 @@ pub use runtime::{
     kv_delete, kv_get, kv_put, kv_wait, node_id, node_summary, put, shutdown, wait, InitOptions,
     NodeSummary, ReadyAndPending,
 };
+pub use spill::MIN_OBJECT_STORE_MEMORY;
 pub use transfer::{transfer_counters, TransferCounters};
 pub use worker::get_gpu_ids;

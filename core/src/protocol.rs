@@ -132,6 +132,13 @@ pub enum Request {
         #[serde(with = "serde_bytes")]
         value: Vec<u8>,
     },
+    /// A put of a value in shared memory: answered once the head has had
+    /// its node spill what no longer fits, so a process putting one large
+    /// object after another never runs ahead of spilling.
+    Put {
+        id: ObjectId,
+        value: Result<ObjectBlob, Error>,
+    },
     KvGet {
         key: String,
     },
@@ -167,6 +174,7 @@ impl Request {
             Request::KillActor(_) => "KillActor",
             Request::Cancel(_) => "Cancel",
             Request::KvPut { .. } => "KvPut",
+            Request::Put { .. } => "Put",
             Request::KvGet { .. } => "KvGet",
             Request::KvWait { .. } => "KvWait",
             Request::KvDelete { .. } => "KvDelete",
@@ -260,6 +268,8 @@ pub enum NodeToHead {
         node_id: String,
         resources: ResourceSet,
         object_server: String,
+        /// Its object store's capacity in bytes (`--object-store-memory`).
+        object_store_memory: u64,
         version: String,
     },
     Heartbeat,
@@ -286,8 +296,16 @@ pub enum HeadToNode {
     Kill {
         worker: WorkerId,
     },
+    /// The node's store is over its capacity: move this object (the value of
+    /// `generation`, `len` bytes) from `path` to the spill directory.
+    Spill {
+        path: String,
+        generation: u64,
+        len: u64,
+    },
     /// The head freed a shared-memory value: the node holding it removes (or
-    /// recycles) `path`, every other node drops its pulled copy, if any.
+    /// recycles) `path` and its spill file, every other node drops its
+    /// pulled copy, if any.
     Free {
         path: String,
         server: String,
@@ -373,8 +391,15 @@ pub struct NodeStatus {
     pub total: ResourceSet,
     pub available: ResourceSet,
     pub workers: usize,
-    /// Bytes of shared-memory objects stored on the node.
+    /// Bytes of shared-memory objects stored on the node (not spilled).
     pub object_store_bytes: u64,
+    /// The node's object store capacity (`--object-store-memory`).
+    pub object_store_capacity_bytes: u64,
+    /// Bytes of its objects spilled to disk now.
+    pub spilled_bytes: u64,
+    /// Bytes and objects it spilled since it joined.
+    pub spilled_bytes_total: u64,
+    pub spilled_objects_total: u64,
 }
 
 /// A driver of the cluster: the embedded one, or one joined by address.

@@ -106,6 +106,9 @@ pub struct InitOptions {
     /// Bound in bytes of this node's cache of shipped executables (default
     /// 8 GiB); a larger executable is refused.
     pub executable_cache_bytes: Option<u64>,
+    /// Bytes of objects this node keeps in shared memory before it spills
+    /// the oldest to disk (Ray's `object_store_memory`); default 30% of RAM.
+    pub object_store_memory: Option<u64>,
 }
 
 impl InitOptions {
@@ -148,6 +151,13 @@ impl InitOptions {
     /// The namespace of this job's named actors (Ray's `namespace=`).
     pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
         self.namespace = Some(namespace.into());
+        self
+    }
+
+    /// The capacity of this node's object store in bytes; objects beyond
+    /// it spill to disk (Ray's `object_store_memory=`).
+    pub fn object_store_memory(mut self, bytes: u64) -> Self {
+        self.object_store_memory = Some(bytes);
         self
     }
 
@@ -236,7 +246,11 @@ pub fn node_summary() -> Result<NodeSummary> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct NodeSummary {
     pub objects: usize,
+    /// Bytes of the node's objects in shared memory (not spilled).
     pub shared_memory_bytes: u64,
+    /// Bytes of its objects spilled to disk now, and since it started.
+    pub spilled_bytes: u64,
+    pub spilled_bytes_total: u64,
     pub tasks: usize,
     pub workers: usize,
     pub actors_alive: usize,

@@ -37,8 +37,15 @@ use std::sync::Arc;
 /// Values at least this large go to shared memory instead of inline.
 pub const INLINE_LIMIT: usize = 100 * 1024;
 
-/// Most bytes of freed files kept for reuse.
+/// Most bytes of freed files kept for reuse (and no more than a quarter of
+/// the node's object store).
 const RECYCLE_LIMIT_BYTES: usize = 2 << 30;
+
+fn recycle_limit() -> usize {
+    crate::spill::settings().map_or(RECYCLE_LIMIT_BYTES, |store| {
+        RECYCLE_LIMIT_BYTES.min((store.capacity / 4) as usize)
+    })
+}
 
 /// Bytes before the value: its generation, little-endian.
 pub const HEADER_BYTES: usize = 8;
@@ -97,6 +104,50 @@ pub fn remove_pulled(session: &str, server: &str, generation: u64) {
     let _ = std::fs::remove_file(pulled_path(session, server, generation));
 }
 
+/// Makes room in the node's store for a new file of `len` bytes in
+/// `session` (an object or a pulled copy) by removing the oldest pulled
+/// copies: they are secondary copies (their node still holds the object), so
+/// a later read pulls again, as Ray evicts secondary copies under pressure.
+/// Everything of the session in shared memory counts; primary copies are
+/// never removed here (the head has them spilled). Returns whether the new
+/// file fits.
+pub fn make_room(session: &str, len: u64) -> bool {
+    let Some(store) = crate::spill::settings() else {
+        return true;
+    };
+    let prefix = format!("oxray-{session}-");
+    let pulled_prefix = format!("oxray-{session}-pulled-");
+    let mut used = 0;
+    let mut pulled = Vec::new();
+    for entry in std::fs::read_dir(shm_dir()).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(metadata) = name
+            .starts_with(&prefix)
+            .then(|| entry.metadata().ok())
+            .flatten()
+        else {
+            continue;
+        };
+        used += metadata.len();
+        // Copies still being written belong to a reader in progress.
+        if name.starts_with(&pulled_prefix) && !name.contains(".partial") {
+            let modified = metadata.modified().unwrap_or(std::time::UNIX_EPOCH);
+            pulled.push((modified, metadata.len(), entry.path()));
+        }
+    }
+    let needed = len + HEADER_BYTES as u64;
+    pulled.sort();
+    for (_, bytes, path) in pulled {
+        if used + needed <= store.capacity {
+            break;
+        }
+        if std::fs::remove_file(path).is_ok() {
+            used -= bytes;
+        }
+    }
+    used + needed <= store.capacity
+}
+
 /// A recycled file that holds `len` bytes without wasting more than half.
 fn take_recycled(len: usize) -> Option<Segment> {
     let mut recycled = RECYCLED.lock();
@@ -117,6 +168,9 @@ pub fn create(
     keep_mapped: bool,
     fill: impl FnOnce(&mut [u8]) -> Result<()>,
 ) -> Result<PathBuf> {
+    crate::spill::check_fits(len as u64)?;
+    // Whatever does not fit yet, the head spills once the object is put.
+    make_room(session, len as u64);
     let file_len = len + HEADER_BYTES;
     let write = |map: &mut [u8]| {
         map[..HEADER_BYTES].copy_from_slice(&id.0.to_le_bytes());
@@ -272,11 +326,8 @@ pub fn open(path: &str, len: u64, generation: u64) -> Result<SharedBytes> {
         id: path.to_string(),
         message: format!("cannot map shared memory: {e}"),
     };
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)
-        .map_err(io)?;
+    // A spilled object is read (restored) from its spill file.
+    let file = crate::spill::open_object_file(Path::new(path)).map_err(io)?;
     // Another user's file at an object's path (planted before the value was
     // written, or a link) is never taken for the value.
     let metadata = file.metadata().map_err(io)?;
@@ -306,9 +357,24 @@ pub fn generation_of(file: &mut std::fs::File) -> Option<u64> {
     Some(u64::from_le_bytes(header))
 }
 
+/// Stops keeping the file at `path` mapped or pooled, if this process maps it
+/// with the value of `generation` (the object is being spilled), and returns
+/// the mapping. Readers that share it keep it until they are done.
+pub fn release_mapping(path: &Path, generation: u64) -> Option<Arc<MmapMut>> {
+    let mut live = LIVE.lock();
+    let live = live.as_mut()?;
+    let holds = |s: &Segment| s.map.get(..HEADER_BYTES) == Some(&generation.to_le_bytes()[..]);
+    if !live.get(path).is_some_and(holds) {
+        return None;
+    }
+    live.remove(path).map(|segment| segment.map)
+}
+
 /// The node freed the object stored at `path`: keep the file for reuse if this
-/// process wrote it and the pool has room, else remove it.
+/// process wrote it and the pool has room, else remove it; a spilled copy is
+/// removed.
 pub fn free(path: &str) {
+    crate::spill::remove(Path::new(path));
     let segment = LIVE
         .lock()
         .as_mut()
@@ -317,7 +383,7 @@ pub fn free(path: &str) {
         Some(segment) if Arc::strong_count(&segment.map) == 1 => {
             let mut recycled = RECYCLED.lock();
             let pooled: usize = recycled.iter().map(|s| s.map.len()).sum();
-            if pooled + segment.map.len() <= RECYCLE_LIMIT_BYTES {
+            if pooled + segment.map.len() <= recycle_limit() {
                 recycled.push(segment);
                 return;
             }
@@ -330,10 +396,12 @@ pub fn free(path: &str) {
     }
 }
 
-/// Removes every file of a session (node shutdown) and forgets the mappings.
+/// Removes every file of a session (node shutdown), spilled ones too, and
+/// forgets the mappings.
 pub fn remove_session(session: &str) {
     LIVE.lock().take();
     RECYCLED.lock().clear();
+    crate::spill::remove_session(session);
     let prefix = format!("oxray-{session}-");
     if let Ok(entries) = std::fs::read_dir(shm_dir()) {
         for entry in entries.flatten() {
@@ -355,11 +423,7 @@ pub fn remove_orphans() -> usize {
     let mut removed = 0;
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(rest) = name.strip_prefix("oxray-") else {
-            continue;
-        };
-        let rest = rest.strip_prefix("collective-").unwrap_or(rest);
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+        let Some(pid) = owner_pid(&name) else {
             continue;
         };
         // A zombie counts as dead: it only waits for its parent to reap it.
@@ -368,6 +432,14 @@ pub fn remove_orphans() -> usize {
         }
     }
     removed
+}
+
+/// The pid of the process whose session (or collective group) an oxray
+/// file name carries.
+pub fn owner_pid(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix("oxray-")?;
+    let rest = rest.strip_prefix("collective-").unwrap_or(rest);
+    rest.split('-').next()?.parse().ok()
 }
 
 #[cfg(test)]

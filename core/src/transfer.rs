@@ -90,7 +90,8 @@ impl ObjectStore for ObjectServer {
                 "{path} is not an object of this node"
             )));
         }
-        let mut file = std::fs::File::open(&path)
+        // A spilled object is served from its spill file.
+        let mut file = crate::spill::open_object_file(std::path::Path::new(&path))
             .map_err(|e| tonic::Status::not_found(format!("object file {path}: {e}")))?;
         // The file was freed and reused for another value: never send that.
         if shm::generation_of(&mut file) != Some(generation) {
@@ -146,15 +147,23 @@ pub(crate) fn pull(
     local_session: Option<&str>,
     token: &str,
 ) -> Result<SharedBytes> {
-    let Some(session) = local_session else {
+    let in_memory = || {
         let mut bytes = Vec::with_capacity(value.len as usize + shm::HEADER_BYTES);
         receive(value, token, &mut bytes)?;
-        return SharedBytes::owned(bytes, value.len as usize, value.generation, value.path);
+        SharedBytes::owned(bytes, value.len as usize, value.generation, value.path)
+    };
+    let Some(session) = local_session else {
+        return in_memory();
     };
     let local = shm::pulled_path(session, value.server, value.generation);
     let local_name = local.to_string_lossy().into_owned();
     if let Ok(copy) = shm::open(&local_name, value.len, value.generation) {
         return Ok(copy);
+    }
+    // Pulled copies share the node's store capacity with its own objects;
+    // one that does not fit stays in this reader's memory.
+    if !shm::make_room(session, value.len) {
+        return in_memory();
     }
     // Readers on this node may pull the same value at once: each writes its
     // own partial file and the last rename wins (with the same bytes).
@@ -164,17 +173,20 @@ pub(crate) fn pull(
         std::process::id(),
         PARTIALS.fetch_add(1, Ordering::Relaxed)
     ));
+    // Mapped before it is published: another reader making room may remove
+    // the published copy at any time, and the mapping outlives that.
     let written = shm::create_private(&partial)
         .and_then(|mut file| receive(value, token, &mut file))
-        .and_then(|()| {
+        .and_then(|()| shm::open(&partial.to_string_lossy(), value.len, value.generation))
+        .and_then(|copy| {
             std::fs::rename(&partial, &local)
-                .map_err(|e| Error::runtime("cannot publish a local copy", e))
+                .map_err(|e| Error::runtime("cannot publish a local copy", e))?;
+            Ok(copy)
         });
-    if let Err(e) = written {
+    if written.is_err() {
         let _ = std::fs::remove_file(&partial);
-        return Err(e);
     }
-    shm::open(&local_name, value.len, value.generation)
+    written
 }
 
 /// Streams the value's file (header and bytes) from its node into `sink`.

@@ -156,6 +156,7 @@ mod tests {
             node_id: "node-a".into(),
             resources: Default::default(),
             object_server: "127.0.0.1:1".into(),
+            object_store_memory: 64 << 20,
             version: crate::protocol::PROTOCOL_VERSION.into(),
         };
         let bytes = postcard::to_allocvec(&message).unwrap();
@@ -206,6 +207,7 @@ mod tests {
                     node_id: "node-a".into(),
                     resources: Default::default(),
                     object_server: "127.0.0.2:40000".into(),
+                    object_store_memory: 64 << 20,
                     version: p::PROTOCOL_VERSION.into(),
                 }),
             ),
@@ -235,6 +237,14 @@ mod tests {
                     path: "/dev/shm/oxray-s-1".into(),
                     server: "127.0.0.2:40000".into(),
                     generation: 11,
+                }),
+            ),
+            (
+                WireMessage::HeadToNode,
+                encode(&p::HeadToNode::Spill {
+                    path: "/dev/shm/oxray-s-3".into(),
+                    generation: 13,
+                    len: 4 << 20,
                 }),
             ),
             (

@@ -60,15 +60,45 @@ pub fn render(scrape: &Scrape) -> String {
             }
         }
     }
-    out.family(
-        "oxray_node_object_store_bytes",
-        "gauge",
-        "Bytes of shared-memory objects stored on a live node.",
-    );
-    for node in status.nodes.iter().filter(|n| n.alive) {
-        let labels = [("node_id", node.node_id.as_str())];
-        let bytes = node.object_store_bytes as f64;
-        out.sample("oxray_node_object_store_bytes", &labels, bytes);
+    type StoreFigure = fn(&oxray_core::NodeStatus) -> u64;
+    let store_figures: [(&str, &str, &str, StoreFigure); 5] = [
+        (
+            "oxray_node_object_store_bytes",
+            "gauge",
+            "Bytes of shared-memory objects stored on a live node (not spilled).",
+            |node| node.object_store_bytes,
+        ),
+        (
+            "oxray_object_store_capacity_bytes",
+            "gauge",
+            "A live node's object store capacity (--object-store-memory).",
+            |node| node.object_store_capacity_bytes,
+        ),
+        (
+            "oxray_object_store_spilled_bytes",
+            "gauge",
+            "Bytes of a live node's objects spilled to disk and not freed yet.",
+            |node| node.spilled_bytes,
+        ),
+        (
+            "oxray_object_store_spilled_bytes_total",
+            "counter",
+            "Bytes a live node spilled to disk since it joined.",
+            |node| node.spilled_bytes_total,
+        ),
+        (
+            "oxray_object_store_spilled_objects_total",
+            "counter",
+            "Objects a live node spilled to disk since it joined.",
+            |node| node.spilled_objects_total,
+        ),
+    ];
+    for (name, kind, help, figure) in store_figures {
+        out.family(name, kind, help);
+        for node in status.nodes.iter().filter(|n| n.alive) {
+            let labels = [("node_id", node.node_id.as_str())];
+            out.sample(name, &labels, figure(node) as f64);
+        }
     }
     out.family(
         "oxray_node_workers",

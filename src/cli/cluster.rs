@@ -119,6 +119,10 @@ pub struct NodeResources {
     /// Custom resources as a JSON object, e.g. '{"accelerator": 2}'.
     #[arg(long)]
     resources: Option<String>,
+    /// Bytes of objects this node keeps in shared memory before it spills
+    /// the oldest to disk under the session directory (default: 30% of RAM).
+    #[arg(long, value_name = "BYTES")]
+    object_store_memory: Option<u64>,
 }
 
 impl NodeResources {
@@ -129,6 +133,15 @@ impl NodeResources {
         }
         if let Some(n) = self.num_gpus {
             options = options.num_gpus(n);
+        }
+        if let Some(bytes) = self.object_store_memory {
+            if bytes < oxray_core::MIN_OBJECT_STORE_MEMORY {
+                bail!(
+                    "--object-store-memory must be at least {} bytes, got {bytes}",
+                    oxray_core::MIN_OBJECT_STORE_MEMORY
+                );
+            }
+            options = options.object_store_memory(bytes);
         }
         let Some(json) = &self.resources else {
             return Ok(options);
@@ -397,6 +410,10 @@ pub fn stop() -> anyhow::Result<()> {
     let orphans = daemon::remove_orphaned_shared_memory();
     if orphans > 0 {
         println!("removed {orphans} shared-memory file(s) of oxray processes that died");
+    }
+    let spilled = daemon::remove_orphaned_spill_files();
+    if spilled > 0 {
+        println!("removed {spilled} spill file(s) of oxray processes that died");
     }
     Ok(())
 }

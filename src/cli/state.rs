@@ -116,6 +116,11 @@ fn rows(what: Listing, state: &ClusterStatus) -> Vec<Row> {
                     field("address", node.address.clone()),
                     field("workers", node.workers),
                     field("object_store_bytes", node.object_store_bytes),
+                    detail(
+                        "object_store_capacity_bytes",
+                        json!(node.object_store_capacity_bytes),
+                    ),
+                    detail("spilled_bytes", json!(node.spilled_bytes)),
                     field("resources_total", resources(&node.total)),
                     detail("resources_used", Value::Object(used)),
                 ]

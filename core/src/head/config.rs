@@ -32,6 +32,10 @@ pub(crate) struct NodeConfig {
     pub ship_executable: ShipExecutable,
     /// Bound of this node's cache of shipped executables.
     pub executable_cache_bytes: u64,
+    /// Bytes of objects the node keeps in shared memory before it spills.
+    pub object_store_memory: u64,
+    /// Where it spills them (`spill/` of the session directory).
+    pub spill_dir: std::path::PathBuf,
 }
 
 impl NodeConfig {
@@ -59,6 +63,15 @@ impl NodeConfig {
         for (name, amount) in &options.resources {
             resources.set(name, *amount);
         }
+        let object_store_memory = options
+            .object_store_memory
+            .unwrap_or_else(crate::spill::default_capacity);
+        if object_store_memory < crate::spill::MIN_OBJECT_STORE_MEMORY {
+            return Err(Error::Runtime(format!(
+                "object_store_memory must be at least {} bytes, got {object_store_memory}",
+                crate::spill::MIN_OBJECT_STORE_MEMORY
+            )));
+        }
         let token = crate::auth::generate_token()?;
         // Session names show in /dev/shm and `oxray status`: random bits of
         // their own, never a piece of the token.
@@ -80,7 +93,17 @@ impl NodeConfig {
             executable_cache_bytes: options
                 .executable_cache_bytes
                 .unwrap_or(DEFAULT_EXECUTABLE_CACHE_BYTES),
+            object_store_memory,
+            spill_dir: crate::session::session_dir()?.join("spill"),
         })
+    }
+
+    /// The object store this node's processes share.
+    pub fn store_settings(&self) -> crate::spill::StoreSettings {
+        crate::spill::StoreSettings {
+            capacity: self.object_store_memory,
+            spill_dir: self.spill_dir.clone(),
+        }
     }
 }
 

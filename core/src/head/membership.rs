@@ -32,6 +32,7 @@ impl Node {
         node_id: &str,
         resources: ResourceSet,
         object_server: String,
+        object_store_memory: u64,
         sender: mpsc::UnboundedSender<HeadToNode>,
     ) -> std::result::Result<(), tonic::Status> {
         self.with_state(|state, node| {
@@ -43,6 +44,10 @@ impl Node {
             }
             eprintln!("oxray: node {node_id} joined with {resources}");
             state.pool.add_node(node_id, resources);
+            state.object_stores.insert(
+                node_id.to_string(),
+                super::object_store::NodeObjectStore::new(object_store_memory),
+            );
             state.remote_nodes.insert(
                 node_id.to_string(),
                 RemoteNode {
@@ -79,6 +84,7 @@ impl NodeState {
             return;
         };
         eprintln!("oxray: node {node_id} is dead: {reason}");
+        self.object_stores.remove(node_id);
         if let Some(pool) = self.pool.node(node_id) {
             self.dead_nodes.push(NodeStatus {
                 node_id: node_id.to_string(),
@@ -89,6 +95,10 @@ impl NodeState {
                 available: ResourceSet::default(),
                 workers: 0,
                 object_store_bytes: 0,
+                object_store_capacity_bytes: 0,
+                spilled_bytes: 0,
+                spilled_bytes_total: 0,
+                spilled_objects_total: 0,
             });
         }
         // Groups with a bundle there are placed again, whole, elsewhere.

@@ -22,6 +22,7 @@
 //! | `service.rs` | the gRPC service and the worker's API requests (GCS/raylet RPC handlers) |
 //! | `embedded.rs` | the embedded driver's in-process backend (core worker of the driver) |
 //! | `object_directory.rs` | object values, reference counts, waiters (object directory, reference counter) |
+//! | `object_store.rs` | each node's store capacity and which objects it spills (plasma store limit, local object manager) |
 //! | `tasks.rs` | task lifecycle: submission, dependencies, completion, retries, cancel (task manager, dependency manager) |
 //! | `scheduler.rs` | shape queues, worker leases, dispatch (cluster task manager, lease manager) |
 //! | `worker_pool.rs` | starting, registering and removing worker processes (worker pool) |
@@ -49,6 +50,7 @@ mod executables;
 mod jobs;
 mod membership;
 mod object_directory;
+mod object_store;
 mod placement_groups;
 mod scheduler;
 mod service;
@@ -75,6 +77,7 @@ use generated::head_server::HeadServer;
 use jobs::DriverJob;
 use membership::{watch_heartbeats, RemoteNode};
 use object_directory::ObjectEntry;
+use object_store::NodeObjectStore;
 use parking_lot::{Condvar, Mutex};
 use placement_groups::PlacementGroupRecord;
 use rustc_hash::FxHashMap;
@@ -106,6 +109,8 @@ struct NodeState {
     pool: ClusterResources,
     /// Control streams of the other nodes, by node id.
     remote_nodes: HashMap<String, RemoteNode>,
+    /// Each live node's object store (capacity, what is spilled), by node id.
+    object_stores: HashMap<String, NodeObjectStore>,
     /// Nodes declared dead, kept for `oxray status`.
     dead_nodes: Vec<NodeStatus>,
     /// Every driver that has used the cluster (the job table).
@@ -139,6 +144,13 @@ enum Effect {
         node: String,
         pid: Option<u32>,
     },
+    /// A node's store is over its capacity: it moves this object to disk.
+    Spill {
+        node: String,
+        path: String,
+        generation: u64,
+        len: u64,
+    },
     /// A shared-memory value was freed: remove (or recycle) its file if this
     /// node holds it (`path`), and this node's pulled copy if any.
     Free {
@@ -169,6 +181,7 @@ pub(crate) struct Node {
 
 impl Node {
     pub fn start(config: NodeConfig) -> Result<Arc<Node>> {
+        crate::spill::configure(config.store_settings());
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("oxray-node")
@@ -206,6 +219,10 @@ impl Node {
                     pool
                 },
                 remote_nodes: HashMap::new(),
+                object_stores: HashMap::from([(
+                    config.node_id.clone(),
+                    NodeObjectStore::new(config.object_store_memory),
+                )]),
                 dead_nodes: Vec::new(),
                 jobs: FxHashMap::default(),
                 drivers: FxHashMap::default(),
@@ -311,6 +328,26 @@ impl Node {
                         // A pid of another machine means nothing here: its
                         // node daemon stops the process.
                         let _ = remote.sender.send(HeadToNode::Kill { worker });
+                    }
+                }
+                Effect::Spill {
+                    node,
+                    path,
+                    generation,
+                    len,
+                } => {
+                    if node != self.config.node_id {
+                        if let Some(remote) = self.state.lock().remote_nodes.get(&node) {
+                            let _ = remote.sender.send(HeadToNode::Spill {
+                                path,
+                                generation,
+                                len,
+                            });
+                        }
+                    } else if shm::belongs_to_session(&path, &self.config.session) {
+                        if let Err(e) = crate::spill::spill(&path, generation, len) {
+                            tracing::error!("cannot spill {path}: {e}");
+                        }
                     }
                 }
                 Effect::Free {

@@ -43,8 +43,12 @@ impl NodeState {
         self.ready_events += 1;
         let unwanted = match self.objects.get_mut(&id) {
             Some(entry) if entry.refs > 0 => {
-                entry.value = Some(Arc::new(value));
+                let value = Arc::new(value);
+                entry.value = Some(value.clone());
                 entry.producer = None;
+                if let Ok(blob) = &*value {
+                    self.store_admit(blob);
+                }
                 None
             }
             Some(_) => {
@@ -73,6 +77,7 @@ impl NodeState {
     }
 
     pub(super) fn free_blob(&mut self, blob: &ObjectBlob) {
+        self.store_forget(blob);
         if let Payload::Shared {
             path,
             node,
@@ -81,7 +86,8 @@ impl NodeState {
             ..
         } = &blob.payload
         {
-            // The holder frees the file; every other node drops its copy.
+            // The holder frees the file (or its spilled copy); every other
+            // node drops its pulled copy.
             let free = HeadToNode::Free {
                 path: path.clone(),
                 server: server.clone(),

@@ -85,6 +85,11 @@ impl Node {
             }
             Request::KillActor(id) => reply_to(self, self.kill_actor(id).map(|_| Reply::Done)),
             Request::Cancel(id) => reply_to(self, self.cancel(id).map(|_| Reply::Done)),
+            Request::Put { id, value } => {
+                self.state.lock().note_driver_refs(worker, &[id], &[]);
+                self.put(id, value);
+                reply_to(self, Ok(Reply::Done))
+            }
             Request::KvPut { key, value } => {
                 reply_to(self, self.kv_put(&key, value).map(|_| Reply::Done))
             }
@@ -315,6 +320,7 @@ impl HeadService for HeadEndpoint {
             node_id,
             resources,
             object_server,
+            object_store_memory,
             version,
         }) = inbound.message().await?
         else {
@@ -334,7 +340,13 @@ impl HeadService for HeadEndpoint {
         }
         let node = self.node()?;
         let (sender, receiver) = mpsc::unbounded_channel();
-        node.register_node(&node_id, resources, object_server, sender)?;
+        node.register_node(
+            &node_id,
+            resources,
+            object_server,
+            object_store_memory,
+            sender,
+        )?;
         let weak = self.node.clone();
         tokio::spawn(async move {
             let reason = loop {

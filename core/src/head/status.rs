@@ -4,26 +4,19 @@
 //! the local node's summary for `oxray_core::node_summary`.
 
 use super::actors::ActorStatus;
+use super::object_store::NodeObjectStore;
 use super::{Node, NodeState};
 use crate::protocol::*;
 
 impl Node {
     pub fn summary(&self) -> crate::runtime::NodeSummary {
         let state = self.state.lock();
-        let shared_memory_bytes = state
-            .objects
-            .values()
-            .filter_map(|e| match e.value.as_deref() {
-                Some(Ok(ObjectBlob {
-                    payload: Payload::Shared { len, .. },
-                    ..
-                })) => Some(*len),
-                _ => None,
-            })
-            .sum();
+        let store = &state.object_stores[&self.config.node_id];
         crate::runtime::NodeSummary {
             objects: state.objects.len(),
-            shared_memory_bytes,
+            shared_memory_bytes: store.resident_bytes,
+            spilled_bytes: store.spilled_bytes,
+            spilled_bytes_total: store.spilled_bytes_total,
             tasks: state.tasks.len(),
             workers: state.workers.len(),
             actors_alive: state
@@ -49,31 +42,29 @@ impl Node {
     pub fn cluster_status(&self) -> ClusterStatus {
         let state = self.state.lock();
         let workers_on = |node: &str| state.workers.values().filter(|w| w.node == node).count();
-        let mut stored_on: std::collections::HashMap<&str, u64> = Default::default();
-        for entry in state.objects.values() {
-            if let Some(Ok(ObjectBlob {
-                payload: Payload::Shared { len, node, .. },
-                ..
-            })) = entry.value.as_deref()
-            {
-                *stored_on.entry(node.as_str()).or_default() += len;
-            }
-        }
         let nodes = state
             .pool
             .nodes()
-            .map(|(id, pool)| NodeStatus {
-                node_id: id.to_string(),
-                address: state
-                    .remote_nodes
-                    .get(id)
-                    .map_or_else(|| self.address.to_string(), |n| n.object_server.clone()),
-                alive: true,
-                is_head: id == self.config.node_id,
-                total: pool.total().clone(),
-                available: pool.available().clone(),
-                workers: workers_on(id),
-                object_store_bytes: stored_on.get(id).copied().unwrap_or(0),
+            .map(|(id, pool)| {
+                let store = state.object_stores.get(id);
+                let figure = |f: fn(&NodeObjectStore) -> u64| store.map_or(0, f);
+                NodeStatus {
+                    node_id: id.to_string(),
+                    address: state
+                        .remote_nodes
+                        .get(id)
+                        .map_or_else(|| self.address.to_string(), |n| n.object_server.clone()),
+                    alive: true,
+                    is_head: id == self.config.node_id,
+                    total: pool.total().clone(),
+                    available: pool.available().clone(),
+                    workers: workers_on(id),
+                    object_store_bytes: figure(|s| s.resident_bytes),
+                    object_store_capacity_bytes: figure(|s| s.capacity),
+                    spilled_bytes: figure(|s| s.spilled_bytes),
+                    spilled_bytes_total: figure(|s| s.spilled_bytes_total),
+                    spilled_objects_total: figure(|s| s.spilled_objects_total),
+                }
             })
             .chain(state.dead_nodes.iter().cloned())
             .collect();

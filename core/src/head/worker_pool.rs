@@ -59,6 +59,7 @@ impl Node {
             gpu_ids: &gpu_ids,
             hide_gpus: self.has_gpus,
             log_dir: self.config.log_dir.as_deref(),
+            store: &self.config.store_settings(),
         };
         let _guard = self.runtime.enter();
         match launch.spawn() {

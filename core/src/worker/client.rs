@@ -249,7 +249,17 @@ impl Backend for WorkerClient {
     }
 
     fn put(&self, id: ObjectId, value: Result<ObjectBlob>) {
-        self.send(WorkerToNode::Put { id, value });
+        if let Ok(ObjectBlob {
+            payload: Payload::Shared { .. },
+            ..
+        }) = &value
+        {
+            // Waits for the node to spill room; a lost head fails the next
+            // call that needs an answer instead.
+            let _ = self.request(Request::Put { id, value });
+        } else {
+            self.send(WorkerToNode::Put { id, value });
+        }
     }
 
     fn get(&self, ids: &[ObjectId], timeout: Option<Duration>) -> Result<Vec<Result<ObjectBlob>>> {

@@ -55,6 +55,7 @@ fn run_worker(address: &str) -> Result<()> {
         worker_id: WorkerId(worker_id),
         pid: std::process::id(),
     };
+    crate::spill::configure_from_env();
     let connection = Connection::open(address, identity, hello)?;
     runtime::install(connection.client.clone());
     if std::env::var_os(super::log_capture::LOG_TO_DRIVER_ENV).is_some() {

@@ -34,6 +34,8 @@ pub(crate) struct WorkerLaunch<'a> {
     /// Where the worker's output files go; `None`: the starter's stdout and
     /// stderr.
     pub log_dir: Option<&'a std::path::Path>,
+    /// Its node's object store.
+    pub store: &'a crate::spill::StoreSettings,
 }
 
 impl WorkerLaunch<'_> {
@@ -65,6 +67,11 @@ impl WorkerLaunch<'_> {
             .env(NODE_ID_ENV, self.node_id)
             .env(OBJECT_SERVER_ENV, self.object_server)
             .env(TOKEN_ENV, self.token)
+            .env(
+                crate::spill::OBJECT_STORE_MEMORY_ENV,
+                self.store.capacity.to_string(),
+            )
+            .env(crate::spill::SPILL_DIR_ENV, &self.store.spill_dir)
             .stdin(std::process::Stdio::null())
             .kill_on_drop(false);
         if let Some(dir) = self.log_dir {

@@ -1,0 +1,178 @@
+//! Each node's object store capacity and what is spilled (Ray's plasma
+//! store limit and local object manager): the head counts the primary
+//! copies every node holds in shared memory, oldest first, and when a new
+//! one takes a node past its capacity it has that node spill the oldest
+//! ones to disk (see [`spill`](crate::spill)) until it fits again.
+//!
+//! The decision lives on the head because the head already sees every
+//! object become ready and every object freed, on every node; a node only
+//! does the I/O it is told to. Objects are named here by their generation,
+//! which is unique to one value (paths are reused).
+
+use super::{Effect, NodeState};
+use crate::protocol::{ObjectBlob, Payload};
+use rustc_hash::FxHashMap;
+use std::collections::BTreeMap;
+
+/// One node's store.
+pub(super) struct NodeObjectStore {
+    pub(super) capacity: u64,
+    /// Bytes of primary copies in shared memory.
+    pub(super) resident_bytes: u64,
+    /// Bytes of objects spilled to disk and not freed yet.
+    pub(super) spilled_bytes: u64,
+    /// Everything ever spilled, for metrics.
+    pub(super) spilled_bytes_total: u64,
+    pub(super) spilled_objects_total: u64,
+    /// Resident objects by age: arrival number → generation.
+    by_age: BTreeMap<u64, u64>,
+    /// What each of the node's objects is: resident (with its arrival
+    /// number) or spilled.
+    objects: FxHashMap<u64, Stored>,
+    arrivals: u64,
+}
+
+struct Stored {
+    len: u64,
+    path: String,
+    /// `Some(arrival)` while in shared memory, `None` once spilled.
+    arrival: Option<u64>,
+}
+
+impl NodeObjectStore {
+    pub(super) fn new(capacity: u64) -> Self {
+        NodeObjectStore {
+            capacity,
+            resident_bytes: 0,
+            spilled_bytes: 0,
+            spilled_bytes_total: 0,
+            spilled_objects_total: 0,
+            by_age: BTreeMap::new(),
+            objects: FxHashMap::default(),
+            arrivals: 0,
+        }
+    }
+
+    fn admit(&mut self, generation: u64, len: u64, path: &str) {
+        if self.objects.contains_key(&generation) {
+            return;
+        }
+        let arrival = self.arrivals;
+        self.arrivals += 1;
+        self.by_age.insert(arrival, generation);
+        self.objects.insert(
+            generation,
+            Stored {
+                len,
+                path: path.to_string(),
+                arrival: Some(arrival),
+            },
+        );
+        self.resident_bytes += len;
+    }
+
+    fn forget(&mut self, generation: u64) {
+        let Some(stored) = self.objects.remove(&generation) else {
+            return;
+        };
+        match stored.arrival {
+            Some(arrival) => {
+                self.by_age.remove(&arrival);
+                self.resident_bytes -= stored.len;
+            }
+            None => self.spilled_bytes -= stored.len,
+        }
+    }
+
+    /// Picks the oldest resident objects to spill until the rest fit:
+    /// (path, generation, len) of each.
+    fn overflow(&mut self) -> Vec<(String, u64, u64)> {
+        let mut victims = Vec::new();
+        while self.resident_bytes > self.capacity {
+            let Some((_, generation)) = self.by_age.pop_first() else {
+                break;
+            };
+            let stored = self
+                .objects
+                .get_mut(&generation)
+                .expect("resident objects are stored");
+            stored.arrival = None;
+            self.resident_bytes -= stored.len;
+            self.spilled_bytes += stored.len;
+            self.spilled_bytes_total += stored.len;
+            self.spilled_objects_total += 1;
+            victims.push((stored.path.clone(), generation, stored.len));
+        }
+        victims
+    }
+}
+
+/// The shared-memory part of a blob: (node, generation, len, path).
+fn shared(blob: &ObjectBlob) -> Option<(&str, u64, u64, &str)> {
+    match &blob.payload {
+        Payload::Shared {
+            path,
+            len,
+            node,
+            generation,
+            ..
+        } => Some((node, *generation, *len, path)),
+        Payload::Inline(_) => None,
+    }
+}
+
+impl NodeState {
+    /// A value became an object of the directory: count it on its node and
+    /// spill what no longer fits there.
+    pub(super) fn store_admit(&mut self, blob: &ObjectBlob) {
+        let Some((node, generation, len, path)) = shared(blob) else {
+            return;
+        };
+        let Some(store) = self.object_stores.get_mut(node) else {
+            return;
+        };
+        store.admit(generation, len, path);
+        for (path, generation, len) in store.overflow() {
+            self.effects.push(Effect::Spill {
+                node: node.to_string(),
+                path,
+                generation,
+                len,
+            });
+        }
+    }
+
+    /// A value was freed: its node no longer holds it, in memory or on disk.
+    pub(super) fn store_forget(&mut self, blob: &ObjectBlob) {
+        if let Some((node, generation, ..)) = shared(blob) {
+            if let Some(store) = self.object_stores.get_mut(node) {
+                store.forget(generation);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_oldest_objects_spill_until_the_rest_fit_and_freed_ones_leave_the_counts() {
+        let mut store = NodeObjectStore::new(10);
+        store.admit(1, 4, "a");
+        store.admit(2, 4, "b");
+        assert!(store.overflow().is_empty());
+        store.admit(3, 4, "c");
+        assert_eq!(store.overflow(), vec![("a".to_string(), 1, 4)]);
+        assert_eq!((store.resident_bytes, store.spilled_bytes), (8, 4));
+        store.admit(4, 7, "d");
+        let spilled: Vec<u64> = store.overflow().iter().map(|v| v.1).collect();
+        assert_eq!(spilled, vec![2, 3], "oldest first, until 7 bytes fit");
+        assert_eq!((store.resident_bytes, store.spilled_bytes), (7, 12));
+        store.forget(1);
+        store.forget(4);
+        assert_eq!((store.resident_bytes, store.spilled_bytes), (0, 8));
+        assert_eq!(store.spilled_objects_total, 3);
+        assert_eq!(store.spilled_bytes_total, 12);
+    }
+}
