@@ -370,6 +370,26 @@ fn running_drivers(state: &oxray_core::ClusterStatus) -> usize {
     state.jobs.iter().filter(|j| j.running).count()
 }
 
+/// Whether `pid` is a process that has not exited (a zombie has).
+fn process_running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        !stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z'))
+    })
+}
+
+/// The states of the EnvRunner actors the cluster lists.
+fn env_runner_states(state: &oxray_core::ClusterStatus) -> Vec<&str> {
+    state
+        .actors
+        .iter()
+        .filter(|a| a.class.contains("EnvRunner"))
+        .map(|a| a.state.as_str())
+        .collect()
+}
+
 fn used_cpus(state: &oxray_core::ClusterStatus) -> f64 {
     state
         .nodes
@@ -392,9 +412,11 @@ fn job_submit_runs_training_to_succeeded_and_stop_frees_its_resources() {
     let work_dir = work.path().to_str().unwrap();
     let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/ppo-cartpole.yaml");
     let config = config.to_str().unwrap();
-    // `oxray job submit --no-wait -- oxray train CONFIG` for `env_steps`.
-    let submit_training = |name: &str, env_steps: u64| {
+    // `oxray job submit --no-wait -- oxray train CONFIG` for `env_steps`,
+    // with `env_runners` remote EnvRunner actors (0: sampling in the driver).
+    let submit_training = |name: &str, env_steps: u64, env_runners: usize| {
         let stop = format!("stop.env_steps={env_steps}");
+        let runners = format!("env_runners.num_env_runners={env_runners}");
         let args = [
             "submit",
             "--working-dir",
@@ -406,6 +428,8 @@ fn job_submit_runs_training_to_succeeded_and_stop_frees_its_resources() {
             config,
             "--set",
             &stop,
+            "--set",
+            &runners,
             "--name",
             name,
         ];
@@ -414,7 +438,7 @@ fn job_submit_runs_training_to_succeeded_and_stop_frees_its_resources() {
     let id_of = |text: &str| text.split('\'').nth(1).expect("submission id").to_string();
 
     // A short training run, followed with `job logs --follow` to the end.
-    let submitted = submit_training("short", 4096);
+    let submitted = submit_training("short", 4096, 0);
     let short = id_of(&submitted);
     let followed = oxray_job(session, &url, &token, &["logs", "--follow", &short]);
     assert!(followed.contains("iter    1"), "{followed}");
@@ -428,33 +452,54 @@ fn job_submit_runs_training_to_succeeded_and_stop_frees_its_resources() {
     let results = work.path().join("results/short");
     assert!(results.is_dir(), "the run wrote into the working directory");
 
-    // A long run; stopping it ends its driver, and the head sees the
-    // driver leave, within 5 s.
+    // A long run sampling with two remote EnvRunner actors (a CPU each);
+    // stopping it ends its driver and its actors and frees their CPUs
+    // within 5 s.
     let client = DashboardClient::new(&url, &token).unwrap();
-    let submitted = submit_training("long", 100_000_000);
+    let submitted = submit_training("long", 100_000_000, 2);
     let long = id_of(&submitted);
     wait_until(
-        "the long run's driver joined",
+        "the long run's driver and its two EnvRunners running",
         Duration::from_secs(60),
-        || running_drivers(&cluster_state(&client)) == 1,
+        || {
+            let state = cluster_state(&client);
+            running_drivers(&state) == 1 && env_runner_states(&state) == ["ALIVE"; 2]
+        },
     );
     let running = client.job(&long).unwrap();
     assert_eq!(running.status, JobState::Running);
     let driver = running.driver_pid.expect("driver pid");
+    let before = cluster_state(&client);
+    assert!(used_cpus(&before) >= 2.0, "{:?}", before.nodes);
+    let runner_pids: Vec<u32> = before
+        .actors
+        .iter()
+        .filter(|a| a.class.contains("EnvRunner"))
+        .map(|a| a.pid.expect("a live actor's pid"))
+        .collect();
     let stopping = Instant::now();
     let stopped = oxray_job(session, &url, &token, &["stop", &long]);
     assert!(stopped.contains("STOPPED"), "{stopped}");
     wait_until(
-        "the driver gone from the cluster",
+        "the driver, its actors and their CPUs released",
         Duration::from_secs(5),
-        || running_drivers(&cluster_state(&client)) == 0,
+        || {
+            let state = cluster_state(&client);
+            running_drivers(&state) == 0
+                && env_runner_states(&state).iter().all(|s| *s == "DEAD")
+                && used_cpus(&state) == 0.0
+        },
     );
-    let freed_after = stopping.elapsed();
     // SAFETY: signal 0 only checks whether the driver still exists.
     assert_ne!(unsafe { libc::kill(driver as i32, 0) }, 0, "driver ended");
+    wait_until(
+        "the EnvRunners' worker processes ended",
+        Duration::from_secs(5).saturating_sub(stopping.elapsed()),
+        || runner_pids.iter().all(|pid| !process_running(*pid)),
+    );
+    let freed_after = stopping.elapsed();
     assert!(freed_after < Duration::from_secs(5), "{freed_after:?}");
-    assert_eq!(used_cpus(&cluster_state(&client)), 0.0);
-    println!("job stop ended the job in {freed_after:?}");
+    println!("job stop ended the job and freed its CPUs in {freed_after:?}");
     let listed = oxray_job(session, &url, &token, &["list"]);
     let states: HashMap<&str, &str> = listed
         .lines()

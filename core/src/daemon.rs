@@ -432,7 +432,10 @@ async fn serve_head(
                     };
                     match launch.spawn() {
                         Ok(mut child) => {
-                            workers.extend(child.id().map(|pid| (worker, pid)));
+                            if let Some(pid) = child.id() {
+                                workers.insert(worker, pid);
+                                let _ = outbound.send(NodeToHead::WorkerStarted { worker, pid });
+                            }
                             let exited = exited.clone();
                             tokio::spawn(async move {
                                 let message = match child.wait().await {

@@ -258,7 +258,7 @@ pub enum NodeToWorker {
 }
 
 /// Nodes and drivers of one cluster must speak the same protocol.
-pub const PROTOCOL_VERSION: &str = concat!("oxray-", env!("CARGO_PKG_VERSION"), "-wire-2");
+pub const PROTOCOL_VERSION: &str = concat!("oxray-", env!("CARGO_PKG_VERSION"), "-wire-3");
 
 /// A node daemon → the head, on the node's control stream.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -278,6 +278,12 @@ pub enum NodeToHead {
     WorkerNotStarted {
         worker: WorkerId,
         error: Error,
+    },
+    /// The node started a worker it was told to, as process `pid` (what
+    /// `oxray list actors|workers` show for it).
+    WorkerStarted {
+        worker: WorkerId,
+        pid: u32,
     },
     WorkerExited {
         worker: WorkerId,

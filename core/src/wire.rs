@@ -213,6 +213,13 @@ mod tests {
             ),
             (
                 WireMessage::NodeToHead,
+                encode(&p::NodeToHead::WorkerStarted {
+                    worker: WorkerId(9),
+                    pid: 4242,
+                }),
+            ),
+            (
+                WireMessage::NodeToHead,
                 encode(&p::NodeToHead::WorkerExited {
                     worker: WorkerId(9),
                     message: "exit status 1".into(),

@@ -68,6 +68,15 @@ impl Node {
                     node.last_heartbeat = Instant::now();
                 }
             }
+            NodeToHead::WorkerStarted { worker, pid } => {
+                // Only a worker the head placed on this node.
+                let mut state = self.state.lock();
+                if let Some(record) = state.workers.get_mut(&worker) {
+                    if record.node == node_id {
+                        record.pid = Some(pid);
+                    }
+                }
+            }
             NodeToHead::WorkerExited { worker, message } => self.worker_exited(worker, message),
             NodeToHead::WorkerNotStarted { worker, error } => {
                 self.worker_not_started(worker, error)
