@@ -40,7 +40,9 @@
 //! pair instead (one copy in, one copy out, no system call per chunk), with
 //! the same framing; their socket stays open only to notice a peer's death.
 //! Both neighbours' links are non-blocking and driven by one loop that
-//! reduces each chunk as it arrives (the `pipeline` module).
+//! reduces each chunk as it arrives (the `pipeline` module). When the cluster
+//! runs with mutual TLS, each socket carries a rustls session driven by the
+//! same non-blocking loop (the `tls_link` module).
 //!
 //! **Algorithms.** A chunked, pipelined ring (reduce-scatter then all-gather),
 //! in rank order or ordered by node; and a hierarchical all-reduce (reduce to
@@ -68,6 +70,7 @@ mod pipeline;
 mod rendezvous;
 mod ring;
 mod shm;
+mod tls_link;
 mod transport;
 mod wire;
 

@@ -5,6 +5,8 @@
 //! `init_collective_group`, so that every operation of a group runs the same
 //! plan on every rank.
 
+use oxray_core::tls::ClusterTls;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// PyTorch DDP's default bucket: gradients are all-reduced 25 MiB at a time.
@@ -58,6 +60,11 @@ pub struct GroupOptions {
     /// ([`oxray_core::node_ip_address`]), so ranks on other machines can
     /// reach it; loopback outside a cluster.
     pub advertise_host: String,
+    /// Mutual TLS on every peer connection, with this process's certificate
+    /// and the cluster CA. `None` uses the process's own configuration
+    /// (`OXRAY_USE_TLS` and `OXRAY_TLS_*`, as every oxray process does):
+    /// TLS exactly when the cluster runs with it.
+    pub tls: Option<Arc<ClusterTls>>,
 }
 
 impl Default for GroupOptions {
@@ -71,6 +78,7 @@ impl Default for GroupOptions {
             shared_memory: true,
             advertise_host: oxray_core::node_ip_address()
                 .map_or_else(|_| "127.0.0.1".to_string(), |ip| ip.to_string()),
+            tls: None,
         }
     }
 }
@@ -103,6 +111,11 @@ impl GroupOptions {
 
     pub fn shared_memory(mut self, enabled: bool) -> Self {
         self.shared_memory = enabled;
+        self
+    }
+
+    pub fn tls(mut self, tls: Arc<ClusterTls>) -> Self {
+        self.tls = Some(tls);
         self
     }
 

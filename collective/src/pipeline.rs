@@ -178,7 +178,7 @@ pub(crate) fn run(
         let send_state =
             advance_send(mesh, staging, buffer, plan, frame, &mut sending, &receiving)?;
         if send_state == SideState::Done && receive_state == SideState::Done {
-            return Ok(());
+            return mesh.flush(frame.op, deadline);
         }
         let send_to = plan.send_to.filter(|_| send_state == SideState::WouldBlock);
         let receive_from = plan

@@ -27,6 +27,8 @@ use crate::layout::Layout;
 use crate::options::GroupOptions;
 use crate::rendezvous::Rendezvous;
 use crate::shm::{Mailbox, OpenError, PairSegment, SharedLink};
+use crate::tls_link::TlsLink;
+use parking_lot::Mutex;
 use std::net::{Shutdown, TcpListener, TcpStream, ToSocketAddrs};
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
@@ -58,6 +60,10 @@ pub struct ByteCounters {
 struct Link {
     stream: TcpStream,
     shared: Option<SharedLink>,
+    /// The TLS session on `stream`, when the cluster runs with mutual TLS.
+    /// A mutex only because [`Mesh::wait`] flushes it through `&self`; one
+    /// thread drives a mesh, so it is never contended.
+    tls: Option<Mutex<TlsLink>>,
 }
 
 /// Outcome of one non-blocking transfer.
@@ -97,6 +103,12 @@ impl Mesh {
             detail,
         };
         let secret = rendezvous.cluster_secret().map_err(&failed)?;
+        let tls = match &options.tls {
+            Some(tls) => Some(tls.clone()),
+            None => {
+                oxray_core::tls::cluster_tls().map_err(|error| failed(format!("TLS: {error}")))?
+            }
+        };
         let key = GroupKey::derive(&secret, group);
         let tag = key.file_tag();
         let own_label = match &options.layout {
@@ -203,8 +215,23 @@ impl Mesh {
                     },
                 },
             )?;
+            let tls_link = match &tls {
+                Some(tls) => Some(TlsLink::handshake(&stream, tls, true).map_err(|error| {
+                    CollectiveError::Unauthenticated {
+                        group: group.to_string(),
+                        rank,
+                        peer: higher,
+                        detail: format!("TLS handshake failed: {error}"),
+                    }
+                })?),
+                None => None,
+            };
             labels[higher] = Some(record.label);
-            links[higher] = Some(Link { stream, shared });
+            links[higher] = Some(Link {
+                stream,
+                shared,
+                tls: tls_link.map(Mutex::new),
+            });
         }
 
         listener
@@ -230,8 +257,16 @@ impl Mesh {
                     stream.set_read_timeout(Some(limit.max(Duration::from_millis(1))))
                 })
                 .map_err(|error| failed(error.to_string()))?;
-            let hello = match authenticate_lower(&stream, &key) {
-                Ok(hello) => hello,
+            let authenticated = authenticate_lower(&stream, &key)
+                .map_err(|error| error.to_string())
+                .and_then(|hello| match &tls {
+                    Some(tls) => TlsLink::handshake(&stream, tls, false)
+                        .map(|link| (hello, Some(link)))
+                        .map_err(|error| format!("TLS handshake failed: {error}")),
+                    None => Ok((hello, None)),
+                });
+            let (hello, tls_link) = match authenticated {
+                Ok(authenticated) => authenticated,
                 Err(error) => {
                     refused += 1;
                     if refused <= LOGGED_REFUSALS {
@@ -278,7 +313,11 @@ impl Mesh {
                 _ => None,
             };
             labels[lower] = Some(hello.label);
-            links[lower] = Some(Link { stream, shared });
+            links[lower] = Some(Link {
+                stream,
+                shared,
+                tls: tls_link.map(Mutex::new),
+            });
         }
         // Every lower rank has connected, so none needs this key any more; a
         // later group of the same name starts from a clean slate.
@@ -331,9 +370,13 @@ impl Mesh {
     /// Hands as much of `bytes` to `peer` as its link takes without waiting.
     pub(crate) fn send_some(&mut self, peer: usize, bytes: &[u8]) -> std::io::Result<Transfer> {
         let link = self.link(peer)?;
-        let sent = match &link.shared {
-            Some(shared) => shared.send(bytes)?,
-            None => match socket_send(link.stream.as_raw_fd(), bytes)? {
+        let sent = match (&link.shared, &link.tls) {
+            (Some(shared), _) => shared.send(bytes)?,
+            (None, Some(tls)) => match tls.lock().send(&link.stream, bytes)? {
+                Transfer::Moved(count) => count,
+                Transfer::WouldBlock => 0,
+            },
+            (None, None) => match socket_send(link.stream.as_raw_fd(), bytes)? {
                 Transfer::Moved(count) => count,
                 Transfer::WouldBlock => 0,
             },
@@ -357,7 +400,10 @@ impl Mesh {
                 0 => Transfer::WouldBlock,
                 count => Transfer::Moved(count),
             }),
-            None => socket_receive(link.stream.as_raw_fd(), bytes),
+            None => match &link.tls {
+                Some(tls) => tls.lock().receive(&link.stream, bytes),
+                None => socket_receive(link.stream.as_raw_fd(), bytes),
+            },
         }
     }
 
@@ -411,6 +457,25 @@ impl Mesh {
         }
         let broken = |peer: usize| move |error| socket_error(self.rank, peer, op, error);
         let mut socket_waits: Vec<libc::pollfd> = Vec::with_capacity(2);
+        // Records still buffered in a TLS session go out now, whichever
+        // peer this round waits on: the peer may be waiting for them.
+        for (peer, link) in self.links.iter().enumerate() {
+            let Some(Link {
+                stream,
+                tls: Some(tls),
+                shared: None,
+            }) = link
+            else {
+                continue;
+            };
+            if !tls.lock().flush(stream).map_err(broken(peer))? {
+                socket_waits.push(libc::pollfd {
+                    fd: stream.as_raw_fd(),
+                    events: libc::POLLOUT,
+                    revents: 0,
+                });
+            }
+        }
         let mut shared_peers: Vec<usize> = Vec::with_capacity(2);
         for (peer, events) in [(send_to, libc::POLLOUT), (receive_from, libc::POLLIN)] {
             let Some(peer) = peer else { continue };
@@ -497,6 +562,26 @@ impl Mesh {
 
     /// Closes every link, so peers blocked on this rank fail at once instead
     /// of waiting for their timeout.
+    /// Writes out every record a TLS session still buffers, before an
+    /// operation returns; nothing without TLS.
+    pub(crate) fn flush(&self, op: OpKind, deadline: Instant) -> Result<()> {
+        for (peer, link) in self.links.iter().enumerate() {
+            if let Some(Link {
+                stream,
+                tls: Some(tls),
+                ..
+            }) = link
+            {
+                let mut tls = tls.lock();
+                if tls.pending() {
+                    tls.flush_blocking(stream, deadline)
+                        .map_err(|error| socket_error(self.rank, peer, op, error))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub(crate) fn shut_down(&mut self) {
         for link in self.links.iter().flatten() {
             if let Some(shared) = &link.shared {

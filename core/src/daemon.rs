@@ -186,7 +186,12 @@ async fn head_client(
     let channel = crate::head_link::endpoint(address)?
         .connect()
         .await
-        .map_err(|e| crate::head_link::unreachable(address, format!("cannot connect: {e}")))?;
+        .map_err(|e| {
+            crate::head_link::unreachable(
+                address,
+                format!("cannot connect: {}", crate::head_link::with_causes(&e)),
+            )
+        })?;
     Ok(
         HeadClient::with_interceptor(channel, AttachToken::new(token)?)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -261,7 +266,7 @@ async fn serve_node(
         .to_string();
     let objects = crate::transfer::ObjectServer::service(&config.session, &options.token);
     tokio::spawn(
-        tonic::transport::Server::builder()
+        crate::tls::grpc_server()?
             .add_service(objects)
             .serve_with_incoming(incoming),
     );

@@ -111,6 +111,12 @@ pub enum Error {
     #[error("refusing {path}: {problem}; remove it or make it this user's own with mode 0700 (directories) or 0600 (files)")]
     UnsafeLocalState { path: String, problem: String },
 
+    /// Mutual TLS is asked for but its configuration is unusable: a missing
+    /// variable, an unreadable or malformed certificate, a key that does not
+    /// fit or is not private.
+    #[error("TLS setup: {what}: {problem}")]
+    Tls { what: String, problem: String },
+
     /// The runtime itself failed: a worker could not be started, a connection
     /// broke, a file could not be written.
     #[error("{0}")]

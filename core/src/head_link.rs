@@ -23,10 +23,9 @@ pub const HEAD_LOSS_DEADLINE: Duration = Duration::from_secs(7);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A channel configuration to the head at `address` (`host:port`), with
-/// keepalive on.
+/// keepalive on (and mutual TLS when it is on).
 pub(crate) fn endpoint(address: &str) -> Result<Endpoint> {
-    Ok(Endpoint::from_shared(format!("http://{address}"))
-        .map_err(|e| unreachable(address, format!("bad head address: {e}")))?
+    Ok(crate::tls::grpc_endpoint(address)?
         .tcp_nodelay(true)
         .initial_stream_window_size(Some(8 << 20))
         .initial_connection_window_size(Some(16 << 20))
@@ -42,4 +41,17 @@ pub(crate) fn unreachable(address: &str, message: impl Into<String>) -> Error {
         address: address.to_string(),
         message: message.into(),
     }
+}
+
+/// `error` and its causes, so a refused TLS handshake says why (tonic's own
+/// message is only "transport error").
+pub(crate) fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    text
 }

@@ -55,7 +55,7 @@
 //! | `packaging` | job executables by SHA-256: checking paths, the bounded per-node cache, shipping through the head |
 //! | `daemon` | `oxray start` head and node daemons, the session directory |
 //! | `transfer`, `shm`, `spill` | pulling objects between nodes; shared-memory object files; spilling them to disk when a node's store is full |
-//! | `protocol`, `wire`, `auth` | messages, their codec, the cluster token |
+//! | `protocol`, `wire`, `auth`, `tls` | messages, their codec, the cluster token, mutual TLS |
 //! | `actor`, `object_ref`, `options`, `registry`, `value`, `ids`, `error` | the user-facing types behind `#[remote]` and `#[actor]` |
 
 mod actor;
@@ -78,6 +78,7 @@ mod runtime;
 mod session;
 mod shm;
 mod spill;
+pub mod tls;
 mod transfer;
 mod value;
 pub mod wire;

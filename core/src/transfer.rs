@@ -206,14 +206,18 @@ fn receive(value: &RemoteValue, token: &str, sink: &mut impl Write) -> Result<()
         message,
     };
     runtime.block_on(async {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{server}"))
-            .map_err(|e| lost(format!("bad object server address {server}: {e}")))?
+        let channel = crate::tls::grpc_endpoint(server)?
             .tcp_nodelay(true)
             .initial_stream_window_size(Some(8 << 20))
             .connect_timeout(std::time::Duration::from_secs(10))
             .connect()
             .await
-            .map_err(|e| lost(format!("cannot reach the node holding it at {server}: {e}")))?;
+            .map_err(|e| {
+                lost(format!(
+                    "cannot reach the node holding it at {server}: {}",
+                    crate::head_link::with_causes(&e)
+                ))
+            })?;
         let mut client = ObjectStoreClient::with_interceptor(channel, AttachToken::new(token)?)
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
         let mut stream = client

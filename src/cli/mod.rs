@@ -13,6 +13,7 @@ mod python;
 mod state;
 mod symmetric_run;
 mod tensorboard;
+mod tls;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -21,6 +22,8 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "oxray", version, about)]
 pub struct Cli {
+    #[command(flatten)]
+    tls: tls::TlsArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -61,10 +64,17 @@ enum Command {
     Bench(bench::BenchCommand),
     /// Serve the training results in TensorBoard (installed on first use).
     Tensorboard(tensorboard::TensorboardArgs),
+    /// Certificates for mutual TLS between the cluster's processes.
+    #[command(subcommand)]
+    Tls(tls::TlsCommand),
 }
 
 impl Cli {
     pub fn run(self) -> anyhow::Result<()> {
+        // Before any thread starts: the processes this one starts inherit it.
+        if !matches!(self.command, Command::Tls(_)) {
+            self.tls.apply()?;
+        }
         match self.command {
             Command::Envs(command) => envs::run(command),
             Command::Train(args) => train::run_train(args),
@@ -80,6 +90,7 @@ impl Cli {
             Command::List(args) => state::list(args),
             Command::Summary(args) => state::summary(args),
             Command::Job(command) => job::run(command),
+            Command::Tls(command) => tls::run(command),
         }
     }
 }

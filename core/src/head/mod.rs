@@ -196,6 +196,7 @@ impl Node {
         let address = incoming
             .local_addr()
             .map_err(|e| Error::runtime("cannot read the worker port", e))?;
+        let server = crate::tls::grpc_server()?;
         let (ready_epoch, _) = watch::channel(0);
         let embedded_job = if config.prestart_workers {
             JobId::random()?
@@ -258,7 +259,7 @@ impl Node {
         let objects =
             crate::transfer::ObjectServer::service(&node.config.session, &node.config.token);
         node.runtime.spawn(async move {
-            let served = tonic::transport::Server::builder()
+            let served = server
                 .initial_stream_window_size(Some(8 << 20))
                 .initial_connection_window_size(Some(16 << 20))
                 .add_service(head)

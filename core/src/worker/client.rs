@@ -49,10 +49,12 @@ impl Connection {
         let _ = outbound.send(hello);
         let token = AttachToken::new(&identity.token)?;
         let inbound = runtime.block_on(async {
-            let channel = head_link::endpoint(address)?
-                .connect()
-                .await
-                .map_err(|e| head_link::unreachable(address, format!("cannot connect: {e}")))?;
+            let channel = head_link::endpoint(address)?.connect().await.map_err(|e| {
+                head_link::unreachable(
+                    address,
+                    format!("cannot connect: {}", crate::head_link::with_causes(&e)),
+                )
+            })?;
             let mut client = HeadClient::with_interceptor(channel, token)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES);

@@ -1,0 +1,382 @@
+//! Attack: a process on the network that does not hold a certificate of the
+//! cluster's CA (none at all, one of another CA, or one that has expired)
+//! talks to a cluster that runs with mutual TLS: the head's gRPC service,
+//! a node's object server, a joining node, and a collective group's peer
+//! links. Each must refuse it during the handshake and go on serving the
+//! cluster's own processes; and a 3-node cluster with mutual TLS trains end
+//! to end, its EnvRunners and Learners spread over the nodes.
+
+mod cluster_support;
+
+use cluster_support::{oxray, start_head, start_node, status, HEAD_IP};
+use oxray_collective::{CollectiveError, CollectiveGroup, GroupOptions, InProcessRendezvous};
+use oxray_core::tls::{ClusterTls, TlsFiles};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose,
+};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// A CA of its own and the certificates it signs, written as PEM files.
+struct Authority {
+    dir: PathBuf,
+    issuer: CertifiedIssuer<'static, KeyPair>,
+}
+
+impl Authority {
+    fn new(dir: &Path, name: &str) -> Authority {
+        let dir = dir.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let now = SystemTime::now();
+        params.not_before = (now - DAY).into();
+        params.not_after = (now + 30 * DAY).into();
+        let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+        write_private(&dir.join("ca.pem"), &issuer.pem());
+        Authority { dir, issuer }
+    }
+
+    /// A node certificate valid from `not_before` to `not_after`.
+    fn node(&self, name: &str, not_before: SystemTime, not_after: SystemTime) -> TlsFiles {
+        let mut params = CertificateParams::new(vec![oxray_core::tls::SERVER_NAME.into()]).unwrap();
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        params.not_before = not_before.into();
+        params.not_after = not_after.into();
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        let files = TlsFiles {
+            cert: self.dir.join(format!("{name}.pem")),
+            key: self.dir.join(format!("{name}.key")),
+            ca: self.dir.join("ca.pem"),
+        };
+        write_private(&files.cert, &cert.pem());
+        write_private(&files.key, &key.serialize_pem());
+        files
+    }
+
+    fn valid_node(&self, name: &str) -> TlsFiles {
+        let now = SystemTime::now();
+        self.node(name, now - DAY, now + 30 * DAY)
+    }
+}
+
+fn write_private(path: &Path, text: &str) {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+}
+
+/// The three ways in without a good certificate: no certificate at all, one
+/// of another CA, and an expired one of the cluster's CA. Each names the
+/// files a client would use (`None`: plain, no TLS).
+struct Strangers {
+    other_ca: TlsFiles,
+    expired: TlsFiles,
+}
+
+impl Strangers {
+    fn new(dir: &Path, cluster: &Authority) -> Strangers {
+        let other = Authority::new(dir, "other");
+        let now = SystemTime::now();
+        Strangers {
+            other_ca: other.valid_node("intruder"),
+            expired: cluster.node("expired", now - 20 * DAY, now - DAY),
+        }
+    }
+
+    /// (what, certificate files trusting the cluster CA for the server) of
+    /// each stranger; the other CA's client still trusts the real CA so the
+    /// refusal is the server's.
+    fn each(&self, cluster_ca: &Path) -> Vec<(&'static str, Option<TlsFiles>)> {
+        let mut other = self.other_ca.clone();
+        other.ca = cluster_ca.to_path_buf();
+        vec![
+            ("no TLS", None),
+            ("a certificate of another CA", Some(other)),
+            ("an expired certificate", Some(self.expired.clone())),
+        ]
+    }
+}
+
+fn tls_args(files: &TlsFiles) -> Vec<String> {
+    vec![
+        "--tls-cert".into(),
+        files.cert.display().to_string(),
+        "--tls-key".into(),
+        files.key.display().to_string(),
+        "--tls-ca".into(),
+        files.ca.display().to_string(),
+    ]
+}
+
+/// A client handshake with `address` using `files` (whose CA is the
+/// cluster's, so the server is trusted), then one read: Err when the server
+/// refuses the client (an alert or a closed connection).
+fn handshake_as(address: &str, files: &TlsFiles) -> Result<(), String> {
+    // The client's own view: it trusts the cluster's CA for the server and
+    // shows whatever certificate it has.
+    let client_files = TlsFiles {
+        cert: files.cert.clone(),
+        key: files.key.clone(),
+        ca: files.ca.clone(),
+    };
+    let config = client_files
+        .load()
+        .map_err(|e| e.to_string())?
+        .client_config();
+    let mut session = rustls::ClientConnection::new(config, ClusterTls::server_name())
+        .map_err(|e| e.to_string())?;
+    let mut socket = TcpStream::connect(address).map_err(|e| e.to_string())?;
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut stream = rustls::Stream::new(&mut session, &mut socket);
+    // An HTTP/2 preface: a server that accepted the client answers with
+    // its SETTINGS frame.
+    stream
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .map_err(|e| e.to_string())?;
+    let mut reply = [0u8; 9];
+    match stream.read(&mut reply) {
+        Ok(0) => Err("connection closed".into()),
+        Ok(_) => Ok(()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+#[test]
+fn a_cluster_with_mutual_tls_refuses_strangers_on_every_service_and_serves_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let session = dir.path().join("session");
+    std::fs::create_dir(&session).unwrap();
+    let cluster = Authority::new(dir.path(), "cluster");
+    let head_files = cluster.valid_node("head");
+    let node_files = cluster.valid_node("node");
+    let client_files = cluster.valid_node("client");
+    let strangers = Strangers::new(dir.path(), &cluster);
+
+    let head_args = tls_args(&head_files);
+    let mut extra: Vec<&str> = vec!["--num-cpus", "1"];
+    extra.extend(head_args.iter().map(String::as_str));
+    let (_head, address, token) = start_head(&session, &extra);
+    let node_args = tls_args(&node_files);
+    let mut extra: Vec<&str> = vec!["--num-cpus", "1"];
+    extra.extend(node_args.iter().map(String::as_str));
+    let (_node, node_id) = start_node(&session, &address, &token, &extra);
+
+    let client_args = tls_args(&client_files);
+    let client: Vec<&str> = client_args.iter().map(String::as_str).collect();
+    let (ok, shown) = status(&session, &address, &token, &client);
+    assert!(ok, "{shown}");
+    let object_server = shown
+        .lines()
+        .find(|line| line.contains(&node_id))
+        .and_then(|line| line.split_whitespace().nth(1))
+        .expect("the node's address in status")
+        .to_string();
+    assert!(object_server.starts_with("127.0.0.3:"), "{shown}");
+
+    let ca = cluster.dir.join("ca.pem");
+    for (what, files) in strangers.each(&ca) {
+        // The head's gRPC service, through the CLI a stranger would use.
+        let args = files.as_ref().map(tls_args).unwrap_or_default();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (ok, shown) = status(&session, &address, &token, &args);
+        assert!(!ok, "the head served a client with {what}: {shown}");
+        assert!(!shown.contains("panicked"), "{shown}");
+        // A node joining with it is refused, and says so.
+        let mut join = oxray(&session);
+        join.args(["start", "--address", &address, "--token", &token])
+            .args(["--node-ip-address", "127.0.0.9", "--num-cpus", "1"])
+            .args(&args);
+        let joined = join.output().unwrap();
+        let said = String::from_utf8_lossy(&joined.stderr);
+        assert!(!joined.status.success(), "a node with {what} joined");
+        assert!(said.contains("error"), "{said}");
+        // Raw handshakes with the head's port and the node's object server.
+        if let Some(files) = &files {
+            for server in [address.as_str(), object_server.as_str()] {
+                let refused = handshake_as(server, files);
+                assert!(refused.is_err(), "{server} accepted {what}");
+            }
+        }
+    }
+    // A plain-text client gets no HTTP/2 answer from either port.
+    for server in [address.as_str(), object_server.as_str()] {
+        let mut socket = TcpStream::connect(server).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        socket
+            .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+            .unwrap();
+        let mut reply = [0u8; 9];
+        let answered = socket.read(&mut reply).unwrap_or(0);
+        assert!(
+            answered == 0 || reply[3] != 0x04,
+            "{server} answered plain HTTP/2 with SETTINGS"
+        );
+    }
+    // The good certificate still works on both, after all of that.
+    for server in [address.as_str(), object_server.as_str()] {
+        handshake_as(server, &client_files).unwrap();
+    }
+    let (ok, shown) = status(&session, &address, &token, &client);
+    assert!(ok && shown.contains("nodes: 2 alive"), "{shown}");
+}
+
+/// One rank of a two-rank group over TCP (two nodes by label) with
+/// `tls`; returns its all-reduce result or the join's error.
+fn rank(
+    rendezvous: &InProcessRendezvous,
+    group: &str,
+    index: usize,
+    tls: Option<Arc<ClusterTls>>,
+    timeout: Duration,
+) -> std::thread::JoinHandle<Result<Vec<f32>, CollectiveError>> {
+    let rendezvous = rendezvous.clone();
+    let group = group.to_string();
+    std::thread::spawn(move || {
+        let mut options = GroupOptions::default()
+            .layout(["node-a", "node-b"])
+            .shared_memory(false)
+            .timeout(timeout);
+        if let Some(tls) = tls {
+            options = options.tls(tls);
+        }
+        let mut group = CollectiveGroup::join(2, index, &group, options, &rendezvous)?;
+        // 4 MiB each way: many TLS records, more than a socket buffer holds.
+        let mut values: Vec<f32> = (0..1 << 20)
+            .map(|i| (i % 1000) as f32 + index as f32)
+            .collect();
+        group.allreduce(&mut values, oxray_collective::ReduceOp::Sum)?;
+        Ok(values)
+    })
+}
+
+#[test]
+fn collective_peers_need_a_certificate_of_the_cluster_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Authority::new(dir.path(), "cluster");
+    let good = |name: &str| Arc::new(cluster.valid_node(name).load().unwrap());
+    let strangers = Strangers::new(dir.path(), &cluster);
+
+    // Two ranks of the cluster: the data crosses TLS and adds up.
+    let rendezvous = InProcessRendezvous::new();
+    let patient = Duration::from_secs(30);
+    let lower = rank(&rendezvous, "sealed", 0, Some(good("rank0")), patient);
+    let higher = rank(&rendezvous, "sealed", 1, Some(good("rank1")), patient);
+    let expected: Vec<f32> = (0..1 << 20)
+        .map(|i| 2.0 * (i % 1000) as f32 + 1.0)
+        .collect();
+    assert!(lower.join().unwrap().unwrap() == expected);
+    assert!(higher.join().unwrap().unwrap() == expected);
+
+    // A stranger in either rank's place is refused by the other.
+    let ca = cluster.dir.join("ca.pem");
+    let member = good("member");
+    for (what, files) in strangers.each(&ca) {
+        let stranger = files.map(|files| Arc::new(files.load().unwrap()));
+        for stranger_rank in [0, 1] {
+            let rendezvous = InProcessRendezvous::new();
+            let (tls0, tls1) = if stranger_rank == 0 {
+                (stranger.clone(), Some(member.clone()))
+            } else {
+                (Some(member.clone()), stranger.clone())
+            };
+            // The member gives up on the stranger after this long.
+            let brief = Duration::from_secs(3);
+            let lower = rank(&rendezvous, "sealed", 0, tls0, brief);
+            let higher = rank(&rendezvous, "sealed", 1, tls1, brief);
+            let (lower, higher) = (lower.join().unwrap(), higher.join().unwrap());
+            let member = if stranger_rank == 0 { higher } else { lower };
+            let refusal = match member {
+                Ok(_) => panic!("a rank joined with a peer that has {what}"),
+                Err(error) => error.to_string(),
+            };
+            // The connecting rank fails the handshake itself; the accepting
+            // one refuses the connection and keeps waiting for a real peer.
+            assert!(
+                refusal.contains("TLS")
+                    || refusal.contains("1 unauthenticated connections refused"),
+                "{what}: {refusal}"
+            );
+        }
+    }
+}
+
+#[test]
+fn three_nodes_with_mutual_tls_train_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let session = dir.path().join("session");
+    std::fs::create_dir(&session).unwrap();
+    let certs = dir.path().join("certs");
+    let generated = oxray(&session)
+        .args(["tls", "gen"])
+        .arg(&certs)
+        .args([
+            "--node", "head", "--node", "a", "--node", "b", "--node", "driver",
+        ])
+        .output()
+        .unwrap();
+    assert!(generated.status.success(), "{generated:?}");
+    let files = |name: &str| TlsFiles {
+        cert: certs.join(format!("{name}.pem")),
+        key: certs.join(format!("{name}.key")),
+        ca: certs.join("ca.pem"),
+    };
+    let with = |name: &str, base: &[&str]| -> Vec<String> {
+        let mut args: Vec<String> = base.iter().map(|s| s.to_string()).collect();
+        args.extend(tls_args(&files(name)));
+        args
+    };
+    let head_args = with("head", &["--num-cpus", "1"]);
+    let head_args: Vec<&str> = head_args.iter().map(String::as_str).collect();
+    let (_head, address, token) = start_head(&session, &head_args);
+    assert!(address.starts_with(HEAD_IP));
+    let mut nodes = Vec::new();
+    for name in ["a", "b"] {
+        let args = with(name, &["--num-cpus", "2"]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        nodes.push(start_node(&session, &address, &token, &args));
+    }
+    // Two Learners (gradients all-reduced over the collective's TLS links)
+    // and two EnvRunners, spread over the nodes by their CPUs.
+    let config = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/configs/ppo-cartpole-2learners.yaml"
+    );
+    let output = oxray(&session)
+        .current_dir(&session)
+        .args(["train", config, "--address", &address, "--name", "sealed"])
+        .env("OXRAY_TOKEN", &token)
+        .args(["--set", "env_runners.num_env_runners=2"])
+        .args(["--set", "env_runners.num_envs_per_env_runner=4"])
+        .args(["--set", "stop.iterations=4"])
+        .args(tls_args(&files("driver")))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("after 4 iterations"), "{stdout}");
+    assert!(stdout.contains("learner device: cpu, cpu"), "{stdout}");
+}
