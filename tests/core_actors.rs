@@ -3,7 +3,8 @@
 mod common;
 
 use common::cluster;
-use oxray::core::{self as oxray_core, actor, Error, InitOptions};
+use oxray::core::{self as oxray_core, actor, ActorHandle, Error, InitOptions, Lifetime};
+use std::time::{Duration, Instant};
 
 fn start() {
     cluster(|| InitOptions::default().num_cpus(2.0));
@@ -206,4 +207,75 @@ fn handles_can_be_passed_to_tasks() {
 #[oxray_core::remote]
 fn record_through(recorder: oxray_core::ActorHandle<Recorder>, value: u64) -> usize {
     recorder.record(value).get().expect("call from a task")
+}
+
+/// Holds another actor's handle until told to let go.
+pub struct Holder {
+    held: Option<ActorHandle<Recorder>>,
+}
+
+#[actor]
+impl Holder {
+    pub fn new() -> Self {
+        Holder { held: None }
+    }
+
+    pub fn hold(&mut self, recorder: ActorHandle<Recorder>) -> bool {
+        self.held.replace(recorder).is_none()
+    }
+
+    pub fn record_held(&self, value: u64) -> usize {
+        let held = self.held.as_ref().expect("a held handle");
+        held.record(value).get().expect("call from an actor")
+    }
+
+    pub fn forget(&mut self) -> bool {
+        self.held.take().is_some()
+    }
+}
+
+/// Whether `pid` is a process that has not exited (a zombie has).
+fn process_running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        !stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z'))
+    })
+}
+
+#[test]
+fn an_actor_ends_with_its_last_handle_in_any_process_unless_detached() {
+    start();
+    let recorder = Recorder::remote().unwrap();
+    let pid = recorder.pid().get().unwrap();
+    let holder = Holder::remote().unwrap();
+    assert!(holder.hold(recorder.clone()).get().unwrap());
+    drop(recorder);
+    // The holder's handle, in its own process, keeps the actor alive.
+    assert_eq!(holder.record_held(3).get().unwrap(), 1);
+    assert!(process_running(pid));
+    assert!(holder.forget().get().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while process_running(pid) {
+        assert!(
+            Instant::now() < deadline,
+            "the actor's process {pid} outlived its last handle"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+
+    // A detached actor outlives its handles: found by name afterwards.
+    let kept = Recorder::options()
+        .name("kept past its handles")
+        .lifetime(Lifetime::Detached)
+        .remote()
+        .unwrap();
+    kept.record(1).get().unwrap();
+    let kept_pid = kept.pid().get().unwrap();
+    drop(kept);
+    let found = oxray_core::get_actor::<Recorder>("kept past its handles").unwrap();
+    assert_eq!(found.seen().get().unwrap(), vec![1]);
+    assert_eq!(found.pid().get().unwrap(), kept_pid);
+    oxray_core::kill(&found).unwrap();
 }

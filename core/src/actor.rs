@@ -13,6 +13,7 @@ use crate::options::TaskOptions;
 use crate::protocol::{Invocation, TaskArg, TaskSpec};
 use crate::resources::ResourceSet;
 use crate::runtime::{self, Backend};
+use crate::value;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 use std::ops::Deref;
@@ -26,8 +27,9 @@ pub trait ActorClass: Send + 'static {
     type Client: From<RawActor> + AsRef<RawActor>;
 }
 
-/// Untyped actor handle: what the generated clients are made of.
-#[derive(Clone)]
+/// Untyped actor handle: what the generated clients are made of. Each one
+/// counts as a reference to its actor on the head; the actor ends when the
+/// last goes, unless detached (see `head/actor_handles.rs`).
 pub struct RawActor {
     id: ActorId,
     class: &'static str,
@@ -35,8 +37,13 @@ pub struct RawActor {
 }
 
 impl RawActor {
+    /// Wraps a handle the head already counted.
     pub(crate) fn new(id: ActorId, class: &'static str, backend: Arc<dyn Backend>) -> Self {
         RawActor { id, class, backend }
+    }
+
+    fn handle_object(&self) -> ObjectId {
+        handle_object(self.id)
     }
 
     pub fn id(&self) -> ActorId {
@@ -52,6 +59,12 @@ impl RawActor {
         };
         submit(&self.backend, invocation, args, Some(self.id), &ACTOR_CALL)
     }
+}
+
+/// The object whose references count an actor's handles (the head's
+/// `actor_handles.rs` uses the same id).
+fn handle_object(actor: ActorId) -> ObjectId {
+    ObjectId(actor.0)
 }
 
 /// Actor calls hold no resources of their own (the actor holds them) and are
@@ -103,8 +116,23 @@ impl fmt::Debug for RawActor {
     }
 }
 
+impl Clone for RawActor {
+    fn clone(&self) -> Self {
+        self.backend.add_refs(&[self.handle_object()]);
+        RawActor::new(self.id, self.class, self.backend.clone())
+    }
+}
+
+impl Drop for RawActor {
+    fn drop(&mut self) {
+        self.backend.release(&[self.handle_object()]);
+    }
+}
+
 impl Serialize for RawActor {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        // A value holding the handle keeps the actor alive while it exists.
+        value::capture(self.handle_object());
         (self.id, self.class).serialize(serializer)
     }
 }
@@ -166,6 +194,7 @@ impl<'de, A: ActorClass> Deserialize<'de> for ActorHandle<A> {
             )));
         }
         let backend = runtime::current().map_err(serde::de::Error::custom)?;
+        backend.add_refs(&[handle_object(id)]);
         Ok(ActorHandle::from_raw(RawActor::new(id, A::NAME, backend)))
     }
 }

@@ -56,6 +56,7 @@ impl NodeState {
                 if alive {
                     if spec.get_if_exists {
                         self.release_args(&spec.args);
+                        self.take_handle(existing);
                         return Ok(existing);
                     }
                     self.release_args(&spec.args);
@@ -92,6 +93,7 @@ impl NodeState {
             },
         );
         self.actors_waiting.push_back(id);
+        self.take_handle(id);
         Ok(id)
     }
 

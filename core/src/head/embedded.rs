@@ -124,8 +124,10 @@ impl Backend for Node {
             }
             !state.effects.is_empty()
         };
+        // Effects may include an actor ended with its last handle: its
+        // resources go to what waits for them.
         if has_effects {
-            self.apply_effects();
+            self.with_state(|_, _| ());
         }
     }
 

@@ -188,13 +188,19 @@ impl NodeState {
             .map_or_else(|| job.to_string(), |j| j.namespace.clone())
     }
 
-    /// The live actor named `name` in the namespace of `job`.
-    pub(super) fn named_actor(&self, job: JobId, name: &str) -> Option<(ActorId, String)> {
-        let id = self
+    /// The live actor named `name` in the namespace of `job`; counts the
+    /// handle the caller gets.
+    pub(super) fn named_actor(&mut self, job: JobId, name: &str) -> Option<(ActorId, String)> {
+        let id = *self
             .named_actors
             .get(&(self.namespace_of(job), name.to_string()))?;
-        let actor = self.actors.get(id)?;
-        (!matches!(actor.status, ActorStatus::Dead(_))).then(|| (*id, actor.spec.class.clone()))
+        let actor = self.actors.get(&id)?;
+        let class = actor.spec.class.clone();
+        if matches!(actor.status, ActorStatus::Dead(_)) {
+            return None;
+        }
+        self.take_handle(id);
+        Some((id, class))
     }
 
     /// A driver took references to `ids`, and handed those of its `args` to a

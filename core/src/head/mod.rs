@@ -22,6 +22,7 @@
 //! | `service.rs` | the gRPC service and the worker's API requests (GCS/raylet RPC handlers) |
 //! | `embedded.rs` | the embedded driver's in-process backend (core worker of the driver) |
 //! | `object_directory.rs` | object values, reference counts, waiters (object directory, reference counter) |
+//! | `actor_handles.rs` | counting each actor's handles in every process; ending it with the last (actor reference counting) |
 //! | `object_store.rs` | each node's store capacity and which objects it spills (plasma store limit, local object manager) |
 //! | `tasks.rs` | task lifecycle: submission, dependencies, completion, retries, cancel (task manager, dependency manager) |
 //! | `scheduler.rs` | shape queues, worker leases, dispatch (cluster task manager, lease manager) |
@@ -42,6 +43,7 @@
 //! gives its resources back until the value arrives, so nested tasks cannot
 //! deadlock.
 
+mod actor_handles;
 mod actors;
 mod bounds;
 mod config;

@@ -117,6 +117,7 @@ impl NodeState {
             if let Some(value) = entry.value {
                 self.free_value(&value);
             }
+            self.handles_released(id);
         }
     }
 }

@@ -3,6 +3,7 @@
 //! their stream (`get`, `wait`, actors, KV, placement groups). Requests that
 //! wait run as async tasks, lending the caller's resources out meanwhile.
 
+use super::actor_handles::handle_object;
 use super::generated::head_server::Head as HeadService;
 use super::jobs::DriverIdentity;
 use super::object_directory::Outstanding;
@@ -72,14 +73,24 @@ impl Node {
                     let job = state.job_of(worker, self.embedded_job);
                     state.note_driver_refs(worker, &[], &spec.args);
                     let code = state.code_of(worker);
-                    state.create_actor(spec, job, code)
+                    let created = state.create_actor(spec, job, code);
+                    // A driver's handle is released with its job.
+                    if let Ok(id) = &created {
+                        state.note_driver_refs(worker, &[handle_object(*id)], &[]);
+                    }
+                    created
                 });
                 reply_to(self, created.map(Reply::Actor))
             }
             Request::NamedActor { name } => {
                 let found = {
-                    let state = self.state.lock();
-                    state.named_actor(state.job_of(worker, self.embedded_job), &name)
+                    let mut state = self.state.lock();
+                    let job = state.job_of(worker, self.embedded_job);
+                    let found = state.named_actor(job, &name);
+                    if let Some((id, _)) = &found {
+                        state.note_driver_refs(worker, &[handle_object(*id)], &[]);
+                    }
+                    found
                 };
                 reply_to(self, Ok(Reply::NamedActor(found)))
             }
