@@ -206,10 +206,14 @@ pub fn get_actor<A: ActorClass>(name: &str) -> Result<ActorHandle<A>> {
         Some((id, class)) if class == A::NAME => {
             Ok(ActorHandle::from_raw(RawActor::new(id, A::NAME, backend)))
         }
-        Some((_, class)) => Err(Error::TypeMismatch {
-            expected: A::NAME.to_string(),
-            found: class,
-        }),
+        Some((id, class)) => {
+            // The head counted the handle it found; none is made of it.
+            backend.release(&[handle_object(id)]);
+            Err(Error::TypeMismatch {
+                expected: A::NAME.to_string(),
+                found: class,
+            })
+        }
         None => Err(Error::ActorNotFound {
             name: name.to_string(),
         }),
