@@ -337,3 +337,67 @@ fn divergence_after_a_scheduled_checkpoint_keeps_that_checkpoint_unchanged() {
     assert_eq!(progress["env_steps_sampled"], 256);
     assert_eq!(progress["env_steps_trained"], 256);
 }
+
+const SMALL_SAC: &str = "\\
+algorithm: SAC
+env: Pendulum-v1
+seed: 1
+training:
+  train_batch_size: 32
+  num_steps_sampled_before_learning_starts: 100
+  min_sample_timesteps_per_iteration: 200
+  replay_buffer_config:
+    type: EpisodeReplayBuffer
+    capacity: 1000
+model:
+  fcnet_hiddens: [32, 32]
+stop:
+  iterations: 2
+";
+
+/// SAC trains, resumes from its checkpoint with the counters continuing
+/// (the replay buffer is not saved: learning waits for it to refill), and
+/// `oxray evaluate` rolls out the checkpoint's squashed Gaussian policy.
+#[test]
+fn sac_trains_resumes_and_evaluates() {
+    let scratch = Scratch::new();
+    scratch.write("sac.yaml", SMALL_SAC);
+    let first = scratch.oxray(&["train", "sac.yaml"]);
+    assert!(first.status.success(), "{first:?}");
+    let run = scratch.runs("sac").pop().expect("run directory");
+    let run_arg = run.to_string_lossy().into_owned();
+    let second = scratch.oxray(&[
+        "train",
+        "sac.yaml",
+        "--set",
+        "stop.iterations=3",
+        "--resume",
+        &run_arg,
+    ]);
+    assert!(second.status.success(), "{second:?}");
+    let json = lines(&run.join("result.json"));
+    assert_eq!(json.len(), 3);
+    for (i, line) in json.iter().enumerate() {
+        let result: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(result["training_iteration"], (i + 1) as f64);
+        assert_eq!(
+            result["num_env_steps_sampled_lifetime"],
+            (200 * (i + 1)) as f64
+        );
+        let alpha = result["learners/default_policy/alpha_value"]
+            .as_f64()
+            .unwrap();
+        assert!(alpha > 0.0 && alpha < 1.0, "alpha {alpha}");
+        assert!(result["learners/default_policy/qf_loss"]
+            .as_f64()
+            .unwrap()
+            .is_finite());
+    }
+    assert!(run.join("checkpoints/checkpoint_000003").exists());
+
+    let evaluated = scratch.oxray(&["evaluate", &run_arg, "--episodes", "2"]);
+    assert!(evaluated.status.success(), "{evaluated:?}");
+    let out = stdout(&evaluated);
+    assert!(out.contains("Pendulum-v1: 2 episodes"), "{out}");
+    assert!(out.contains("return  mean"), "{out}");
+}

@@ -91,9 +91,17 @@ pub fn module_spec(
         shape if shape.is_empty() => vec![vector.observation_dim()],
         shape => shape,
     };
+    let action_space = action_space(&env.id, vector.single_action_space())?;
+    if let Some(reason) = kind.unsupported(&action_space) {
+        return Err(Error::Incompatible(format!(
+            "{}: the algorithm's module {reason}, the env's action space is {}",
+            env.id,
+            vector.single_action_space()
+        )));
+    }
     Ok(ModuleSpec {
         observation_shape,
-        action_space: action_space(&env.id, vector.single_action_space())?,
+        action_space,
         model: model.clone(),
         kind,
     })

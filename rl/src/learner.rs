@@ -153,6 +153,13 @@ impl<M: RLModule> Learner<M> {
         self.adam.lr = lr;
     }
 
+    /// Learning rates per element of the flat parameter buffer (laid out as
+    /// [`RLModule::flat_weights`]), for modules whose parts learn at
+    /// different rates.
+    pub fn set_lr_per_parameter(&mut self, lrs: Tensor) {
+        self.adam.set_lr_per_parameter(lrs);
+    }
+
     /// A host column as a `[rows, width]` f32 tensor on this Learner's device.
     pub fn tensor(&self, data: &[f32], width: usize) -> Tensor {
         Tensor::from_slice(data)
@@ -169,6 +176,16 @@ impl<M: RLModule> Learner<M> {
         }
         let grad = flat_gradient(loss, &self.params);
         self.step(value, grad)
+    }
+
+    /// Clipping and one Adam step along `grad` (laid out as the flat
+    /// parameter buffer), for losses whose parts each train only some of the
+    /// parameters (SAC); `loss` is the value reported and checked.
+    pub fn apply_gradient(&mut self, loss: f64, grad: Tensor) -> Result<Step, Error> {
+        if self.data_parallel.is_none() && !loss.is_finite() {
+            return Ok(Step::NonFiniteLoss(loss));
+        }
+        self.step(loss, grad)
     }
 
     /// A step for a Learner whose slice of the minibatch is empty: it still

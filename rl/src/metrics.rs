@@ -49,6 +49,8 @@ pub const QF_LOSS: &str = "learners/default_policy/qf_loss";
 pub const QF_MEAN: &str = "learners/default_policy/qf_mean";
 pub const TD_ERROR_MEAN: &str = "learners/default_policy/td_error_mean";
 pub const NUM_TARGET_UPDATES: &str = "learners/default_policy/num_target_updates";
+pub const ALPHA_LOSS: &str = "learners/default_policy/alpha_loss";
+pub const ALPHA_VALUE: &str = "learners/default_policy/alpha_value";
 pub const CURR_EPSILON: &str = "env_runners/curr_epsilon";
 pub const REPLAY_BUFFER_SIZE: &str = "replay_buffer/num_env_steps_stored";
 

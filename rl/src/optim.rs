@@ -51,6 +51,10 @@ pub fn clip_grad_norm(grad: &mut Tensor, max_norm: Option<f64>) -> f64 {
 
 pub struct Adam {
     pub lr: f64,
+    /// Learning rates per element of the flat buffer, for modules whose
+    /// parts learn at different rates (SAC's actor, critics and α); `lr`
+    /// applies when absent.
+    lr_per_parameter: Option<Tensor>,
     beta1: f64,
     beta2: f64,
     eps: f64,
@@ -63,6 +67,7 @@ impl Clone for Adam {
     /// A deep copy: the moments are copied, not shared.
     fn clone(&self) -> Self {
         Adam {
+            lr_per_parameter: self.lr_per_parameter.as_ref().map(Tensor::shallow_clone),
             exp_avg: self.exp_avg.copy(),
             exp_avg_sq: self.exp_avg_sq.copy(),
             ..*self
@@ -75,6 +80,7 @@ impl Adam {
     pub fn new(flat_params: &Tensor, lr: f64) -> Self {
         Adam {
             lr,
+            lr_per_parameter: None,
             beta1: 0.9,
             beta2: 0.999,
             // CleanRL's PPO uses 1e-5 rather than torch's default 1e-8 (which
@@ -86,19 +92,28 @@ impl Adam {
         }
     }
 
+    /// Gives each element of the flat buffer its own learning rate (`lrs`
+    /// shaped like the buffer); `lr` no longer applies.
+    pub fn set_lr_per_parameter(&mut self, lrs: Tensor) {
+        self.lr_per_parameter = Some(lrs.to_device(self.exp_avg.device()));
+    }
+
     /// One Adam step of `flat_params` along `grad`.
     pub fn step(&mut self, flat_params: &Tensor, grad: &Tensor) {
         self.step += 1;
         let bias1 = 1.0 - self.beta1.powi(self.step as i32);
         let bias2_sqrt = (1.0 - self.beta2.powi(self.step as i32)).sqrt();
         // p −= lr·m̂/(√v̂ + ε), with the bias corrections folded into two scalars.
-        let step_size = self.lr * bias2_sqrt / bias1;
         let eps = self.eps * bias2_sqrt;
         tch::no_grad(|| {
             let _ = self.exp_avg.lerp_(grad, 1.0 - self.beta1);
             let _ = self.exp_avg_sq.lerp_(&grad.square(), 1.0 - self.beta2);
             let update = &self.exp_avg / (self.exp_avg_sq.sqrt() + eps);
-            let _ = flat_params.shallow_clone().g_sub_(&(update * step_size));
+            let update = match &self.lr_per_parameter {
+                None => update * (self.lr * bias2_sqrt / bias1),
+                Some(lrs) => update * lrs * (bias2_sqrt / bias1),
+            };
+            let _ = flat_params.shallow_clone().g_sub_(&update);
         });
     }
 
@@ -128,5 +143,25 @@ impl Adam {
         });
         self.step = step;
         Some(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Adam's first step moves each element by its learning rate (m̂/√v̂ is
+    /// the gradient's sign): an element with rate 0 stays put.
+    #[test]
+    fn per_parameter_learning_rates_scale_each_element_step() {
+        let params = Tensor::from_slice(&[1.0f32, 1.0, 1.0]);
+        let mut adam = Adam::new(&params, 1.0);
+        adam.set_lr_per_parameter(Tensor::from_slice(&[0.1f32, 0.0, 0.5]));
+        adam.step(&params, &Tensor::from_slice(&[2.0f32, 3.0, -4.0]));
+        let after = Vec::<f32>::try_from(&params).unwrap();
+        let expected = [0.9, 1.0, 1.5];
+        for (got, want) in after.iter().zip(expected) {
+            assert!((got - want).abs() < 1e-4, "{after:?}");
+        }
     }
 }

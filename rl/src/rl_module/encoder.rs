@@ -33,6 +33,22 @@ impl EncoderSpec {
             activation: model.fcnet_activation,
         }
     }
+
+    /// The same encoder over `extra` more inputs concatenated to the
+    /// flattened observation (SAC's Q(s, a) reads the action too).
+    pub fn with_extra_inputs(self, extra: i64) -> Self {
+        match self {
+            EncoderSpec::Mlp {
+                input_dim,
+                hiddens,
+                activation,
+            } => EncoderSpec::Mlp {
+                input_dim: input_dim + extra,
+                hiddens,
+                activation,
+            },
+        }
+    }
 }
 
 pub struct Encoder {

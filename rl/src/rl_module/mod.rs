@@ -4,7 +4,8 @@
 //!
 //! Each module is an [`Encoder`] chosen by the observation space plus the
 //! heads its algorithm needs: [`ActorCritic`] (policy and value heads, PPO and
-//! APPO), [`QNetwork`] (Q-values with an optional dueling head, DQN). An
+//! APPO), [`QNetwork`] (Q-values with an optional dueling head, DQN),
+//! [`SoftActorCritic`] (squashed Gaussian policy and twin Q, SAC). An
 //! EnvRunner only needs [`RLModule::compute_actions`], so it holds any module
 //! behind the trait; a Learner is generic over the concrete module type and
 //! calls its algorithm-specific forward passes directly.
@@ -12,15 +13,18 @@
 //! # Layout
 //! - `encoder`: observation encoders (MLP; the place for a CNN),
 //! - `actor_critic`: policy and value heads,
-//! - `q_network`: Q-value head, dueling or plain, with ε-greedy acting.
+//! - `q_network`: Q-value head, dueling or plain, with ε-greedy acting,
+//! - `soft_actor_critic`: squashed Gaussian policy, twin Q-functions, log α.
 
 mod actor_critic;
 mod encoder;
 mod q_network;
+mod soft_actor_critic;
 
 pub use actor_critic::ActorCritic;
 pub use encoder::{Encoder, EncoderSpec};
 pub use q_network::{EpsilonSchedule, QNetwork};
+pub use soft_actor_critic::{Part, SoftActorCritic};
 
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -87,6 +91,30 @@ pub enum ModuleKind {
         dueling: bool,
         epsilon: EpsilonSchedule,
     },
+    SoftActorCritic {
+        /// α before any update (log α is learned).
+        initial_alpha: f64,
+    },
+}
+
+impl ModuleKind {
+    /// Why this module cannot act in `space`, if it cannot.
+    pub fn unsupported(&self, space: &ActionSpace) -> Option<&'static str> {
+        match (self, space) {
+            (ModuleKind::QNetwork { .. }, ActionSpace::Box { .. }) => {
+                Some("needs a Discrete action space")
+            }
+            (ModuleKind::SoftActorCritic { .. }, ActionSpace::Discrete { .. }) => {
+                Some("needs a Box action space")
+            }
+            (ModuleKind::SoftActorCritic { .. }, ActionSpace::Box { low, high })
+                if low.iter().chain(high).any(|b| !b.is_finite()) =>
+            {
+                Some("needs finite action bounds")
+            }
+            _ => None,
+        }
+    }
 }
 
 /// Everything needed to build the same module in any process.
@@ -115,6 +143,7 @@ impl ModuleSpec {
         match self.kind {
             ModuleKind::ActorCritic => Box::new(ActorCritic::new(self, device)),
             ModuleKind::QNetwork { .. } => Box::new(QNetwork::new(self, device)),
+            ModuleKind::SoftActorCritic { .. } => Box::new(SoftActorCritic::new(self, device)),
         }
     }
 }

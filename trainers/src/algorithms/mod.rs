@@ -23,6 +23,7 @@ use crate::config::ExperimentConfig;
 use crate::progress::Progress;
 
 pub mod check;
+pub mod off_policy;
 
 /// What every algorithm's `training:` section answers.
 pub trait TrainingConfig {
@@ -99,6 +100,7 @@ macro_rules! algorithms {
 algorithms! {
     Ppo("PPO") => ppo::{PpoConfig, Ppo};
     Dqn("DQN") => dqn::{DqnConfig, Dqn};
+    Sac("SAC") => sac::{SacConfig, Sac};
 }
 
 /// What the latest iteration's histograms are made of, kept rather than

@@ -5,6 +5,7 @@ use oxray_rl::rl_module::ModuleKind;
 use oxray_rl::schedule::Schedule;
 use serde::{Deserialize, Serialize};
 
+use crate::algorithms::off_policy::{OffPolicySettings, ReplayBufferSettings};
 use crate::algorithms::{check, TrainingConfig};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -41,27 +42,6 @@ pub struct DqnConfig {
     pub min_sample_timesteps_per_iteration: usize,
 }
 
-/// `replay_buffer_config:` (RLlib's keys).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ReplayBufferSettings {
-    #[serde(rename = "type")]
-    pub kind: ReplayBufferKind,
-    pub capacity: usize,
-    /// Priority exponent (prioritized replay only).
-    pub alpha: f64,
-    /// Importance-sampling exponent (prioritized replay only).
-    pub beta: f64,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ReplayBufferKind {
-    #[serde(rename = "PrioritizedEpisodeReplayBuffer")]
-    Prioritized,
-    #[serde(rename = "EpisodeReplayBuffer")]
-    Uniform,
-}
-
 /// The loss on the TD error δ.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -69,17 +49,6 @@ pub enum TdErrorLoss {
     /// Quadratic for |δ| ≤ 1, linear beyond (RLlib's default).
     Huber,
     Mse,
-}
-
-impl Default for ReplayBufferSettings {
-    fn default() -> Self {
-        ReplayBufferSettings {
-            kind: ReplayBufferKind::Prioritized,
-            capacity: 50_000,
-            alpha: 0.6,
-            beta: 0.4,
-        }
-    }
 }
 
 impl Default for DqnConfig {
@@ -104,12 +73,29 @@ impl Default for DqnConfig {
     }
 }
 
+impl DqnConfig {
+    /// The keys the off-policy training step reads.
+    pub fn off_policy(&self) -> OffPolicySettings {
+        OffPolicySettings {
+            lr: self.lr,
+            grad_clip: self.grad_clip,
+            gamma: self.gamma,
+            train_batch_size: self.train_batch_size,
+            n_step: self.n_step,
+            target_network_update_freq: self.target_network_update_freq,
+            num_steps_sampled_before_learning_starts: self
+                .num_steps_sampled_before_learning_starts,
+            training_intensity: self.training_intensity,
+            replay_buffer_config: self.replay_buffer_config.clone(),
+            min_sample_timesteps_per_iteration: self.min_sample_timesteps_per_iteration,
+        }
+    }
+}
+
 impl TrainingConfig for DqnConfig {
     fn validate(&self, _envs_sampled_in_parallel: usize) -> Result<(), (String, String)> {
-        let replay = &self.replay_buffer_config;
-        check::common(self.lr, self.gamma, self.train_batch_size, self.grad_clip)?;
+        self.off_policy().validate()?;
         check::first_failed(&[
-            (self.n_step >= 1, "n_step", "must be at least 1"),
             (
                 self.target_network_update_freq >= 1,
                 "target_network_update_freq",
@@ -126,26 +112,6 @@ impl TrainingConfig for DqnConfig {
                     && self.epsilon.max() <= 1.0,
                 "epsilon",
                 "needs [env_steps, ε] points with ascending steps and ε within [0, 1]",
-            ),
-            (
-                self.training_intensity.is_none_or(|i| i > 0.0),
-                "training_intensity",
-                "must be positive",
-            ),
-            (
-                replay.capacity >= 1,
-                "replay_buffer_config.capacity",
-                "must be at least 1",
-            ),
-            (
-                replay.alpha >= 0.0 && replay.beta >= 0.0,
-                "replay_buffer_config.alpha",
-                "alpha and beta must not be negative",
-            ),
-            (
-                self.min_sample_timesteps_per_iteration >= 1,
-                "min_sample_timesteps_per_iteration",
-                "must be at least 1",
             ),
         ])
     }

@@ -16,19 +16,13 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use super::config::DqnConfig;
+use crate::algorithms::off_policy::{OffPolicyLearner, OffPolicySettings, TargetUpdate};
 use super::loss::{dqn_loss, Minibatch};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DqnLearnerConfig {
     pub learner: LearnerConfig,
     pub training: DqnConfig,
-}
-
-/// What the driver sends with each minibatch.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct DqnUpdateParams {
-    /// Move the target network towards the online one after this step.
-    pub update_target: bool,
 }
 
 pub struct DqnLearner {
@@ -52,7 +46,7 @@ impl DqnLearner {
 impl AlgorithmLearner for DqnLearner {
     type Config = DqnLearnerConfig;
     type Batch = ReplayBatch;
-    type Params = DqnUpdateParams;
+    type Params = TargetUpdate;
     const ALGORITHM: &'static str = "DQN";
 
     fn build(config: DqnLearnerConfig) -> Self {
@@ -67,7 +61,7 @@ impl AlgorithmLearner for DqnLearner {
         dqn
     }
 
-    fn learn(&mut self, batch: ReplayBatch, params: DqnUpdateParams) -> UpdateOutcome {
+    fn learn(&mut self, batch: ReplayBatch, params: TargetUpdate) -> UpdateOutcome {
         let l = &self.learner;
         let flags = |xs: &[bool]| xs.iter().map(|&x| f32::from(u8::from(x))).collect::<Vec<_>>();
         let mb = Minibatch {
@@ -135,5 +129,27 @@ impl AlgorithmLearner for DqnLearner {
         self.learner.set_state(state)?;
         self.sync_target(1.0);
         Ok(())
+    }
+}
+
+impl OffPolicyLearner for DqnLearner {
+    type Training = DqnConfig;
+
+    fn settings(training: &DqnConfig) -> OffPolicySettings {
+        training.off_policy()
+    }
+
+    fn learner_config(learner: LearnerConfig, training: &DqnConfig) -> DqnLearnerConfig {
+        DqnLearnerConfig {
+            learner,
+            training: training.clone(),
+        }
+    }
+
+    fn exploration_metrics(training: &DqnConfig, env_steps: u64) -> Metrics {
+        Metrics::from([(
+            metrics::CURR_EPSILON.to_string(),
+            training.epsilon.value_at(env_steps),
+        )])
     }
 }

@@ -1,0 +1,197 @@
+//! The SAC Learner: the module (policy, twin Q, log α) in a [`Learner`] and
+//! target Q-networks beside it. Each update is one gradient step on one
+//! replayed minibatch: the three losses of [`sac_loss`] from one set of
+//! forward passes (as RLlib's SAC Learner), each differentiated with respect
+//! to its own part of the module only (the actor loss reaches the critics'
+//! weights through Q(s, ã), and that gradient must not train them), the parts'
+//! gradients laid end to end as the flat buffer, and one Adam step with each
+//! part's learning rate. The target networks follow by Polyak averaging when
+//! the driver says so.
+//!
+//! Checkpoints hold the module (log α included) and Adam's state; a restored
+//! Learner starts its target networks as copies of the online ones.
+
+use oxray_rl::learner::{Learner, LearnerConfig, LearnerState, Step};
+use oxray_rl::learner_group::{AlgorithmLearner, LearnerCore, Trained, UpdateOutcome};
+use oxray_rl::metrics::{self, Metrics};
+use oxray_rl::optim::flat_gradient;
+use oxray_rl::replay_buffer::ReplayBatch;
+use oxray_rl::rl_module::{polyak_update, RLModule, SoftActorCritic};
+use oxray_rl::{to_host, Error};
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
+
+use super::config::SacConfig;
+use super::loss::{sac_loss, Evaluations, Minibatch};
+use crate::algorithms::off_policy::{OffPolicyLearner, OffPolicySettings, TargetUpdate};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SacLearnerConfig {
+    pub learner: LearnerConfig,
+    pub training: SacConfig,
+}
+
+pub struct SacLearner {
+    learner: Learner<SoftActorCritic>,
+    target: SoftActorCritic,
+    training: SacConfig,
+    target_entropy: f64,
+}
+
+oxray_rl::learner_actor!(SacLearner);
+
+impl SacLearner {
+    fn sync_target(&self, tau: f64) {
+        polyak_update(
+            self.target.var_store(),
+            self.learner.module().var_store(),
+            tau,
+        );
+    }
+
+    /// The flat gradient: each loss's gradient with respect to its part
+    /// (policy, critics, log α), in the buffer's order.
+    fn gradient(&self, losses: [&Tensor; 3]) -> Tensor {
+        let parts = self.learner.module().parts();
+        let grads: Vec<Tensor> = losses
+            .iter()
+            .zip(&parts)
+            .map(|(loss, part)| flat_gradient(loss, &part.variables))
+            .collect();
+        Tensor::cat(&grads, 0)
+    }
+}
+
+impl AlgorithmLearner for SacLearner {
+    type Config = SacLearnerConfig;
+    type Batch = ReplayBatch;
+    type Params = TargetUpdate;
+    const ALGORITHM: &'static str = "SAC";
+
+    fn build(config: SacLearnerConfig) -> Self {
+        let mut learner = Learner::<SoftActorCritic>::new(&config.learner);
+        let target = SoftActorCritic::new(&config.learner.module, learner.device());
+        let training = config.training;
+        let lrs: Vec<Tensor> = learner
+            .module()
+            .parts()
+            .iter()
+            .zip([training.actor_lr, training.critic_lr, training.alpha_lr])
+            .map(|(part, lr)| {
+                let numel: i64 = part.variables.iter().map(|v| v.numel() as i64).sum();
+                Tensor::full([numel], lr, (Kind::Float, tch::Device::Cpu))
+            })
+            .collect();
+        learner.set_lr_per_parameter(Tensor::cat(&lrs, 0));
+        let action_dim = config.learner.module.action_space.action_dim();
+        let sac = SacLearner {
+            learner,
+            target,
+            target_entropy: training.target_entropy.value(action_dim),
+            training,
+        };
+        sac.sync_target(1.0);
+        sac
+    }
+
+    fn learn(&mut self, batch: ReplayBatch, params: TargetUpdate) -> UpdateOutcome {
+        let l = &self.learner;
+        let sac = l.module();
+        let column = |xs: &[f32]| l.tensor(xs, 1).view(-1);
+        let terminateds: Vec<f32> = batch.terminateds.iter().map(|&t| f32::from(u8::from(t))).collect();
+        let obs = l.tensor(&batch.obs, batch.obs_dim);
+        let next_obs = l.tensor(&batch.next_obs, batch.obs_dim);
+        let actions = sac.normalize_actions(&l.tensor(&batch.actions, batch.action_dim));
+        let mb = Minibatch {
+            rewards: column(&batch.rewards),
+            terminateds: column(&terminateds),
+            discounts: column(&batch.discounts),
+            weights: column(&batch.weights),
+        };
+        let noise = |like: &Tensor| like.randn_like();
+        let (next_target_q, next_logp) = tch::no_grad(|| {
+            let policy = sac.policy(&next_obs);
+            let (next_actions, next_logp) = policy.rsample(&noise(&policy.mean));
+            (self.target.q_values(&next_obs, &next_actions), next_logp)
+        });
+        let policy = sac.policy(&obs);
+        let (policy_actions, logp_policy) = policy.rsample(&noise(&policy.mean));
+        let evaluations = Evaluations {
+            q: sac.q_values(&obs, &actions),
+            q_policy: sac.q_values(&obs, &policy_actions),
+            logp_policy,
+            next_target_q,
+            next_logp,
+            log_alpha: sac.log_alpha().shallow_clone(),
+        };
+        let loss = sac_loss(&evaluations, &mb, self.target_entropy);
+        let value = |x: &Tensor| x.double_value(&[]);
+        let (critic, actor, alpha) = (value(&loss.critic), value(&loss.actor), value(&loss.alpha));
+        let total = critic + actor + alpha;
+        let grad = if total.is_finite() {
+            self.gradient([&loss.actor, &loss.critic, &loss.alpha])
+        } else {
+            return UpdateOutcome::NonFiniteLoss(format!(
+                "critic loss {critic}, actor loss {actor}, alpha loss {alpha}"
+            ));
+        };
+        let td_errors = to_host(&loss.td_errors);
+        let grad_norm = match self.learner.apply_gradient(total, grad) {
+            Ok(Step::Applied { grad_norm, .. }) => grad_norm,
+            Ok(Step::NonFiniteLoss(total)) => {
+                return UpdateOutcome::NonFiniteLoss(format!("loss is {total}"))
+            }
+            Err(e) => return UpdateOutcome::Failed(format!("gradient step failed: {e}")),
+        };
+        if params.update_target {
+            self.sync_target(self.training.tau);
+        }
+        let td_error_mean =
+            td_errors.iter().map(|&d| f64::from(d)).sum::<f64>() / td_errors.len() as f64;
+        let alpha_value = self.learner.module().log_alpha().exp().double_value(&[0]);
+        UpdateOutcome::Trained(Trained {
+            metrics: Metrics::from([
+                (metrics::QF_LOSS.into(), critic),
+                (metrics::POLICY_LOSS.into(), actor),
+                (metrics::ALPHA_LOSS.into(), alpha),
+                (metrics::TOTAL_LOSS.into(), total),
+                (metrics::ALPHA_VALUE.into(), alpha_value),
+                (metrics::ENTROPY.into(), value(&loss.entropy)),
+                (metrics::QF_MEAN.into(), value(&loss.q_mean)),
+                (metrics::TD_ERROR_MEAN.into(), td_error_mean),
+                (metrics::GRADIENTS_GLOBAL_NORM.into(), grad_norm),
+            ]),
+            histograms: Default::default(),
+            td_errors,
+        })
+    }
+
+    fn learner(&self) -> &dyn LearnerCore {
+        &self.learner
+    }
+
+    fn learner_mut(&mut self) -> &mut dyn LearnerCore {
+        &mut self.learner
+    }
+
+    fn restore_state(&mut self, state: &LearnerState) -> Result<(), Error> {
+        self.learner.set_state(state)?;
+        self.sync_target(1.0);
+        Ok(())
+    }
+}
+
+impl OffPolicyLearner for SacLearner {
+    type Training = SacConfig;
+
+    fn settings(training: &SacConfig) -> OffPolicySettings {
+        training.off_policy()
+    }
+
+    fn learner_config(learner: LearnerConfig, training: &SacConfig) -> SacLearnerConfig {
+        SacLearnerConfig {
+            learner,
+            training: training.clone(),
+        }
+    }
+}
