@@ -338,7 +338,7 @@ fn divergence_after_a_scheduled_checkpoint_keeps_that_checkpoint_unchanged() {
     assert_eq!(progress["env_steps_trained"], 256);
 }
 
-const SMALL_SAC: &str = "\\
+const SMALL_SAC: &str = "\
 algorithm: SAC
 env: Pendulum-v1
 seed: 1
