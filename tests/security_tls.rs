@@ -380,3 +380,80 @@ fn three_nodes_with_mutual_tls_train_end_to_end() {
     assert!(stdout.contains("after 4 iterations"), "{stdout}");
     assert!(stdout.contains("learner device: cpu, cpu"), "{stdout}");
 }
+
+/// `oxray tls gen --ip` puts the addresses into the node certificates, so a
+/// client that checks the address it dialled (not oxray's name) accepts the
+/// head; and a plain-text `oxray status` against a TLS head says to pass the
+/// TLS flags.
+#[test]
+fn generated_certificates_name_the_given_ips_and_plain_clients_are_told_about_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let session = dir.path().join("session");
+    std::fs::create_dir(&session).unwrap();
+    let generate = |certs: &Path, ips: &[&str]| {
+        let mut command = oxray(&session);
+        command.args(["tls", "gen"]).arg(certs);
+        for ip in ips {
+            command.args(["--ip", ip]);
+        }
+        let output = command.output().unwrap();
+        assert!(output.status.success(), "{output:?}");
+    };
+    let with_ip = dir.path().join("with-ip");
+    let without_ip = dir.path().join("without-ip");
+    generate(&with_ip, &[HEAD_IP, "127.0.0.3"]);
+    generate(&without_ip, &[]);
+    let bad_ip = oxray(&session)
+        .args(["tls", "gen", "--ip", "not-an-ip"])
+        .arg(dir.path().join("never"))
+        .output()
+        .unwrap();
+    assert!(!bad_ip.status.success());
+    assert!(!dir.path().join("never").exists());
+
+    let head_files = |certs: &Path| TlsFiles {
+        cert: certs.join("node.pem"),
+        key: certs.join("node.key"),
+        ca: certs.join("ca.pem"),
+    };
+    // The client checks the dialled IP: tonic takes the server name from
+    // the URI when none is set.
+    let dial = |certs: &Path, address: &str| {
+        let files = head_files(certs);
+        let tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(
+                std::fs::read(&files.ca).unwrap(),
+            ))
+            .identity(tonic::transport::Identity::from_pem(
+                std::fs::read(&files.cert).unwrap(),
+                std::fs::read(&files.key).unwrap(),
+            ));
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("https://{address}"))
+            .unwrap()
+            .tls_config(tls)
+            .unwrap();
+        tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(endpoint.connect())
+            .map(drop)
+            .map_err(|e| format!("{e:?}"))
+    };
+    for (certs, names_ip) in [(&with_ip, true), (&without_ip, false)] {
+        let session = session.join(if names_ip { "a" } else { "b" });
+        std::fs::create_dir(&session).unwrap();
+        let (_head, address, token) = start_head(
+            &session,
+            &tls_args(&head_files(certs))
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+        );
+        let dialled = dial(certs, &address);
+        assert_eq!(dialled.is_ok(), names_ip, "{dialled:?}");
+        if names_ip {
+            let (ok, text) = status(&session, &address, &token, &[]);
+            assert!(!ok, "a plain-text client reached the head: {text}");
+            assert!(text.contains("--tls-cert"), "{text}");
+        }
+    }
+}

@@ -183,8 +183,23 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// Turns a refusal into an error that says what to do.
 pub fn explain_refusal(status: &Status, what: &str, address: &str) -> Error {
+    // A plain-text client of a TLS server sees only a garbled HTTP/2 stream
+    // ("h2 protocol error"), so name the likely cause.
+    let hint = if status.code() != tonic::Code::Unauthenticated
+        && matches!(crate::tls::cluster_tls(), Ok(None))
+    {
+        format!(
+            " (if the cluster runs mutual TLS, pass --tls-cert, --tls-key and --tls-ca, or set {}=1 and {}, {}, {})",
+            crate::tls::USE_TLS_ENV,
+            crate::tls::CERT_ENV,
+            crate::tls::KEY_ENV,
+            crate::tls::CA_ENV
+        )
+    } else {
+        String::new()
+    };
     Error::Runtime(format!(
-        "{what} at {address} refused the connection: {}",
+        "{what} at {address} refused the connection: {}{hint}",
         status.message()
     ))
 }

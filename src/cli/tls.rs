@@ -14,7 +14,7 @@ use oxray_core::daemon;
 use oxray_core::tls::{TlsFiles, SERVER_NAME};
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose,
+    KeyPair, KeyUsagePurpose, SanType,
 };
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -79,6 +79,10 @@ pub struct GenArgs {
     /// Name of a node certificate to make (repeat for one per machine).
     #[arg(long = "node", value_name = "NAME", default_values_t = ["node".to_string()])]
     nodes: Vec<String>,
+    /// An IP address every node certificate also names (repeat), for
+    /// clients other than oxray's that check the address they dialled.
+    #[arg(long = "ip", value_name = "IP")]
+    ips: Vec<std::net::IpAddr>,
     /// Days the certificates stay valid.
     #[arg(long, default_value_t = 365)]
     days: u32,
@@ -124,6 +128,9 @@ fn generate(args: &GenArgs) -> anyhow::Result<()> {
 
     for name in &args.nodes {
         let mut params = CertificateParams::new(vec![SERVER_NAME.to_string()])?;
+        params
+            .subject_alt_names
+            .extend(args.ips.iter().map(|ip| SanType::IpAddress(*ip)));
         params
             .distinguished_name
             .push(DnType::CommonName, format!("oxray node {name}"));
