@@ -144,3 +144,94 @@ fn absurd_quantities_timeouts_and_taken_ids_get_typed_errors() {
         .iter()
         .all(|n| !n.node_id.starts_with("greedy")));
 }
+
+/// Whether `child` is still running (not exited, not a zombie).
+fn still_running(child: &mut std::process::Child) -> bool {
+    matches!(child.try_wait(), Ok(None))
+}
+
+#[test]
+fn forged_pids_and_object_paths_never_touch_anything_outside_the_cluster() {
+    let session = tempfile::tempdir().unwrap();
+    let (_head, address, token) = start_head(session.path(), &["--num-cpus", "1"]);
+    // What a hostile token holder would aim at: a process of the user and a
+    // file of the user, neither of them oxray's.
+    let mut victim = std::process::Command::new("sleep")
+        .arg("600")
+        .spawn()
+        .unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let victim_file = elsewhere.path().join("precious.bin");
+    std::fs::write(&victim_file, b"not an object").unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        // A worker hello for a worker the cluster never started, naming the
+        // victim's pid: refused outright.
+        let forged = WorkerToNode::Hello {
+            worker_id: oxray::core::WorkerId(0x5eed),
+            pid: victim.id(),
+        };
+        let refused = open::<_, NodeToWorker>(&address, &token, DRIVER_STREAM, forged).await;
+        let Err(status) = refused else {
+            panic!("a worker the cluster did not start must be refused")
+        };
+        assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+
+        // Drivers claiming the victim's pid and u32::MAX (kill(-1) as a
+        // pid_t), each putting an "object" whose shared-memory path is the
+        // victim file, then releasing it and leaving.
+        for (origin, pid) in [(0x71u64, victim.id()), (0x72, u32::MAX)] {
+            let mut hello = driver_hello(origin);
+            if let WorkerToNode::DriverHello { pid: claimed, .. } = &mut hello {
+                *claimed = pid;
+            }
+            let (driver, mut replies) =
+                open::<_, NodeToWorker>(&address, &token, DRIVER_STREAM, hello)
+                    .await
+                    .expect("a driver joins");
+            let id = oxray::core::ObjectId(origin << 40 | 1);
+            let blob = oxray::core::protocol::ObjectBlob {
+                type_name: "Vec<u8>".into(),
+                contained: Vec::new(),
+                payload: oxray::core::protocol::Payload::Shared {
+                    path: victim_file.display().to_string(),
+                    len: 13,
+                    node: "the-head".into(),
+                    server: address.clone(),
+                    generation: 1,
+                },
+            };
+            driver
+                .send(WorkerToNode::Put {
+                    id,
+                    value: Ok(blob),
+                })
+                .unwrap();
+            driver.send(WorkerToNode::Release(vec![id])).unwrap();
+            // The head handles a stream's messages in order: once this is
+            // answered, the put and the release have been handled.
+            driver
+                .send(WorkerToNode::Request {
+                    request_id: 1,
+                    request: Request::KvGet { key: "sync".into() },
+                })
+                .unwrap();
+            let reply = tokio::time::timeout(Duration::from_secs(20), replies.message())
+                .await
+                .expect("the head answers")
+                .expect("the stream stays up");
+            assert!(reply.is_some());
+            drop(driver);
+        }
+    });
+    // The head ended both jobs and serves on; the victims are untouched.
+    let status = daemon::cluster_status(&address, &token).expect("the head still serves");
+    assert!(!status.nodes.is_empty());
+    assert!(
+        still_running(&mut victim),
+        "the head signalled a forged pid"
+    );
+    assert_eq!(std::fs::read(&victim_file).unwrap(), b"not an object");
+    victim.kill().unwrap();
+    victim.wait().unwrap();
+}
