@@ -17,6 +17,7 @@ fn learner_config(action_space: ActionSpace) -> LearnerConfig {
     LearnerConfig {
         module: ModuleSpec {
             observation_shape: vec![3],
+            observation_dtype: Default::default(),
             action_space,
             model: ModelConfig::default(),
             kind: ModuleKind::ActorCritic,

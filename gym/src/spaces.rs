@@ -1,9 +1,10 @@
 //! Gymnasium spaces as oxray [`Space`]s, from the JSON form the bridge
 //! module writes (`describe_space` in `bridge.py`).
 //!
-//! Boxes of any dtype map to a `Box`: integer and uint8 boxes (images) become
-//! `float32` boxes with the same bounds, since the model reads `f32` rows;
-//! `float64` stays `float64`. Infinite bounds arrive as the strings `"inf"` and
+//! Boxes of any dtype map to a `Box`: `uint8` boxes (images) stay `uint8`, so
+//! the model knows to keep them as bytes and scale them at its input; other
+//! integer boxes become `float32` boxes with the same bounds, since the model
+//! reads `f32` rows; `float64` stays `float64`. Infinite bounds arrive as the strings `"inf"` and
 //! `"-inf"`, which JSON needs.
 
 use oxray_envs::{BoxSpace, DType, EnvError, Space};
@@ -51,6 +52,7 @@ pub fn space_from_json(json: &Json) -> Result<Space, EnvError> {
                 .ok_or_else(bad)?;
             let dtype = match body.get("dtype").and_then(Json::as_str) {
                 Some("float64") => DType::F64,
+                Some("uint8") => DType::U8,
                 _ => DType::F32,
             };
             Ok(Space::Box(BoxSpace::new(low, high, shape, dtype)?))

@@ -12,13 +12,14 @@
 //! which the batch keeps: truncated episodes are bootstrapped from them and
 //! replay buffers store them as next observations.
 
-use oxray_envs::{Actions, AutoresetMode, EnvConfig, Space, VectorEnv};
+use oxray_envs::{Actions, AutoresetMode, DType, EnvConfig, Space, VectorEnv};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
 use crate::metrics::EpisodeStats;
+use crate::obs_buffer::ObsDType;
 use crate::rl_module::{ActionSpace, ModelConfig, ModuleKind, ModuleSpec, RLModule};
 use crate::sample_batch::SampleBatch;
 use crate::Error;
@@ -52,14 +53,20 @@ pub struct Rollout {
 
 pub struct EnvRunner {
     env: Box<dyn VectorEnv>,
-    module: Box<dyn RLModule>,
+    acting: Acting,
     weights_version: u64,
     samples_served: u64,
+    fragment_len: usize,
+}
+
+/// The policy side of a runner: the module, what it acts on and the buffers
+/// it acts into; apart from the env so a step can borrow both.
+struct Acting {
+    module: Box<dyn RLModule>,
     /// The run's env steps sampled as of the last weights sync, for the
     /// module's exploration schedule.
     env_steps_sampled: u64,
     rng: ChaCha8Rng,
-    fragment_len: usize,
     explore: bool,
     /// The observation each sub-env currently shows, `[num_envs, obs_dim]`.
     obs: Vec<f32>,
@@ -79,15 +86,17 @@ enum EnvActions {
     },
 }
 
-/// The module `kind` for `env`: observation shape and action space, read
-/// from the env's spaces.
+/// The module `kind` for `env`: observation shape, element type and action
+/// space, read from the env's spaces; an error when `model` does not fit
+/// them (an image without `conv_filters` for its size).
 pub fn module_spec(
     env: &EnvConfig,
     model: &ModelConfig,
     kind: ModuleKind,
 ) -> Result<ModuleSpec, Error> {
     let vector = make(env, 1)?;
-    let observation_shape = match vector.single_observation_space().shape() {
+    let space = vector.single_observation_space();
+    let observation_shape = match space.shape() {
         shape if shape.is_empty() => vec![vector.observation_dim()],
         shape => shape,
     };
@@ -99,12 +108,30 @@ pub fn module_spec(
             vector.single_action_space()
         )));
     }
-    Ok(ModuleSpec {
+    let observation_dtype = match space.as_box().map(|b| b.dtype()) {
+        Some(DType::U8) => ObsDType::U8,
+        _ => ObsDType::F32,
+    };
+    let spec = ModuleSpec {
         observation_shape,
+        observation_dtype,
         action_space,
         model: model.clone(),
         kind,
-    })
+    };
+    let encoder = spec.encoder().map_err(|error| Error::Model {
+        env: env.id.clone(),
+        error,
+    })?;
+    if matches!(kind, ModuleKind::SoftActorCritic { .. })
+        && matches!(encoder, crate::rl_module::EncoderSpec::Cnn { .. })
+    {
+        return Err(Error::Incompatible(format!(
+            "{}: the algorithm's module has no CNN encoder yet, the env's observations are images",
+            env.id
+        )));
+    }
+    Ok(spec)
 }
 
 /// The runner's sub-envs from either backend; same-step autoreset so that
@@ -125,6 +152,70 @@ fn action_space(env: &str, space: &Space) -> Result<ActionSpace, Error> {
         ))),
     }
 }
+fn record_episodes(stats: &mut EpisodeStats, finished: &[oxray_envs::FinishedEpisode]) {
+    for episode in finished {
+        stats.returns.push(episode.episode_return as f32);
+        stats.lengths.push(episode.length as u32);
+    }
+}
+
+/// How long [`EnvRunner::evaluate`] plays (RLlib's `evaluation_duration`
+/// and `evaluation_duration_unit`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EvaluationDuration {
+    Episodes(u64),
+    /// Env steps over all sub-envs.
+    Timesteps(u64),
+}
+
+impl Acting {
+    /// One step of every sub-env: one batched forward over the current
+    /// observations (no gradients), the actions and their log-probabilities
+    /// into the scratch buffers, the env's actions from them.
+    fn step<'e>(
+        &mut self,
+        env: &'e mut dyn VectorEnv,
+    ) -> Result<oxray_envs::VectorStep<'e>, Error> {
+        let n = env.num_envs();
+        let obs_dim = self.module.spec().obs_dim();
+        let action_dim = self.module.spec().action_space.action_dim();
+        tch::no_grad(|| {
+            let obs = Tensor::from_slice(&self.obs).view([n as i64, obs_dim as i64]);
+            self.module.compute_actions(
+                &obs,
+                self.explore,
+                self.env_steps_sampled,
+                &mut self.rng,
+                &mut self.actions,
+                &mut self.logp,
+            );
+        });
+        let actions = match &mut self.env_actions {
+            EnvActions::Discrete(indices) => {
+                for (index, &a) in indices.iter_mut().zip(&self.actions) {
+                    *index = a as i64;
+                }
+                Actions::Discrete(indices)
+            }
+            EnvActions::Continuous { clipped, low, high } => {
+                for (i, (c, &a)) in clipped.iter_mut().zip(&self.actions).enumerate() {
+                    let j = i % action_dim;
+                    *c = a.clamp(low[j], high[j]);
+                }
+                Actions::Continuous(clipped)
+            }
+        };
+        Ok(env.step(actions)?)
+    }
+
+    /// The observations a step or reset left, as the next to act on.
+    fn observe<'a>(&mut self, obs: impl IntoIterator<Item = &'a f32>) {
+        for (dst, src) in self.obs.iter_mut().zip(obs) {
+            *dst = *src;
+        }
+    }
+}
+
 #[oxray_core::actor]
 impl EnvRunner {
     pub fn new(config: EnvRunnerConfig) -> Result<Self, Error> {
@@ -144,17 +235,19 @@ impl EnvRunner {
         };
         Ok(EnvRunner {
             env,
-            module: config.module.build(Device::Cpu),
+            acting: Acting {
+                module: config.module.build(Device::Cpu),
+                env_steps_sampled: 0,
+                rng: ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_0fac_7104),
+                explore: config.explore,
+                obs,
+                actions: vec![0.0; n * action_dim],
+                logp: vec![0.0; n],
+                env_actions,
+            },
             weights_version: 0,
             samples_served: 0,
-            env_steps_sampled: 0,
-            rng: ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_0fac_7104),
             fragment_len: config.rollout_fragment_length,
-            explore: config.explore,
-            obs,
-            actions: vec![0.0; n * action_dim],
-            logp: vec![0.0; n],
-            env_actions,
         })
     }
 
@@ -168,74 +261,50 @@ impl EnvRunner {
         weights: Vec<f32>,
         env_steps_sampled: u64,
     ) -> Result<(), Error> {
-        self.module.set_flat_weights(&weights)?;
+        self.acting.module.set_flat_weights(&weights)?;
         self.weights_version = version;
-        self.env_steps_sampled = env_steps_sampled;
+        self.acting.env_steps_sampled = env_steps_sampled;
         Ok(())
     }
 
     /// Loads weights saved as a libtorch archive (a checkpoint's).
     pub fn load_weights(&mut self, archive: Vec<u8>) -> Result<(), Error> {
-        Ok(self.module.set_weights(&archive)?)
+        Ok(self.acting.module.set_weights(&archive)?)
     }
 
     /// The action-sampling RNG, for checkpoints.
     pub fn rng_state(&self) -> ChaCha8Rng {
-        self.rng.clone()
+        self.acting.rng.clone()
     }
 
     pub fn set_rng_state(&mut self, rng: ChaCha8Rng) {
-        self.rng = rng;
+        self.acting.rng = rng;
     }
 
     /// Steps every sub-env `rollout_fragment_length` times.
     pub fn sample(&mut self) -> Result<Rollout, Error> {
         self.samples_served += 1;
-        let spec = self.module.spec();
+        let spec = self.acting.module.spec();
         let (n, t, obs_dim) = (self.env.num_envs(), self.fragment_len, spec.obs_dim());
         let action_dim = spec.action_space.action_dim();
-        let mut batch = SampleBatch::with_capacity(obs_dim, action_dim, t, n);
+        let mut batch =
+            SampleBatch::with_capacity(spec.batch_obs_dtype(), obs_dim, action_dim, t, n);
         let mut episodes = EpisodeStats::default();
         for step in 0..t {
             let at = |env: usize| env * t + step;
             for env in 0..n {
-                batch.obs[at(env) * obs_dim..(at(env) + 1) * obs_dim]
-                    .copy_from_slice(&self.obs[env * obs_dim..(env + 1) * obs_dim]);
-            }
-            tch::no_grad(|| {
-                let obs = Tensor::from_slice(&self.obs).view([n as i64, obs_dim as i64]);
-                self.module.compute_actions(
-                    &obs,
-                    self.explore,
-                    self.env_steps_sampled,
-                    &mut self.rng,
-                    &mut self.actions,
-                    &mut self.logp,
+                batch.obs.write(
+                    at(env) * obs_dim,
+                    &self.acting.obs[env * obs_dim..(env + 1) * obs_dim],
                 );
-            });
-            for env in 0..n {
-                batch.actions[at(env) * action_dim..(at(env) + 1) * action_dim]
-                    .copy_from_slice(&self.actions[env * action_dim..(env + 1) * action_dim]);
-                batch.action_logp[at(env)] = self.logp[env];
             }
-            let actions = match &mut self.env_actions {
-                EnvActions::Discrete(indices) => {
-                    for (index, &a) in indices.iter_mut().zip(&self.actions) {
-                        *index = a as i64;
-                    }
-                    Actions::Discrete(indices)
-                }
-                EnvActions::Continuous { clipped, low, high } => {
-                    for (i, (c, &a)) in clipped.iter_mut().zip(&self.actions).enumerate() {
-                        let j = i % action_dim;
-                        *c = a.clamp(low[j], high[j]);
-                    }
-                    Actions::Continuous(clipped)
-                }
-            };
-            let result = self.env.step(actions)?;
+            let result = self.acting.step(self.env.as_mut())?;
             for env in 0..n {
                 let i = at(env);
+                batch.actions[i * action_dim..(i + 1) * action_dim].copy_from_slice(
+                    &self.acting.actions[env * action_dim..(env + 1) * action_dim],
+                );
+                batch.action_logp[i] = self.acting.logp[env];
                 batch.rewards[i] = result.rewards[env] as f32;
                 batch.terminateds[i] = result.terminated[env];
                 batch.truncateds[i] = result.truncated[env];
@@ -245,23 +314,48 @@ impl EnvRunner {
                         .as_ref()
                         .expect("same-step autoreset reports final observations");
                     batch.final_index.push(i as u32);
-                    batch.final_obs.extend(final_obs.row(env).iter());
+                    batch
+                        .final_obs
+                        .extend_from_f32(final_obs.row(env).iter().copied());
                 }
             }
-            for episode in result.episodes {
-                episodes.returns.push(episode.episode_return as f32);
-                episodes.lengths.push(episode.length as u32);
-            }
-            for (dst, src) in self.obs.iter_mut().zip(result.obs.iter()) {
-                *dst = *src;
-            }
+            record_episodes(&mut episodes, result.episodes);
+            self.acting.observe(result.obs.iter());
         }
-        batch.bootstrap_obs.copy_from_slice(&self.obs);
+        batch.bootstrap_obs.write(0, &self.acting.obs);
         Ok(Rollout {
             batch,
             episodes,
             weights_version: self.weights_version,
             samples_served: self.samples_served,
         })
+    }
+
+    /// Plays from fresh resets (each sub-env's generator continuing) until
+    /// `duration` is reached, acting with `explore` as configured, and
+    /// returns the episodes that finished: the first `n` to finish for
+    /// [`EvaluationDuration::Episodes`], every one that finished within the
+    /// steps for [`EvaluationDuration::Timesteps`]. Nothing is kept for
+    /// training.
+    pub fn evaluate(&mut self, duration: EvaluationDuration) -> Result<EpisodeStats, Error> {
+        self.acting.observe(self.env.reset(None)?.iter());
+        let n = self.env.num_envs() as u64;
+        let mut episodes = EpisodeStats::default();
+        let mut steps = 0;
+        loop {
+            match duration {
+                EvaluationDuration::Episodes(wanted) if episodes.returns.len() as u64 >= wanted => {
+                    episodes.returns.truncate(wanted as usize);
+                    episodes.lengths.truncate(wanted as usize);
+                    return Ok(episodes);
+                }
+                EvaluationDuration::Timesteps(wanted) if steps >= wanted => return Ok(episodes),
+                _ => {}
+            }
+            let result = self.acting.step(self.env.as_mut())?;
+            record_episodes(&mut episodes, result.episodes);
+            self.acting.observe(result.obs.iter());
+            steps += n;
+        }
     }
 }

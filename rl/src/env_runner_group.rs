@@ -24,8 +24,8 @@
 use oxray_core::{ActorHandle, ObjectRef, SchedulingStrategy};
 use rand_chacha::ChaCha8Rng;
 
-use crate::env_runner::{EnvRunner, EnvRunnerConfig, Rollout};
-use crate::metrics;
+use crate::env_runner::{EnvRunner, EnvRunnerConfig, EvaluationDuration, Rollout};
+use crate::metrics::{self, EpisodeStats};
 use crate::Error;
 
 pub enum EnvRunnerGroup {
@@ -259,6 +259,39 @@ impl EnvRunnerGroup {
                 );
                 *latest_weights = Some((version, shared, env_steps_sampled));
                 Ok(())
+            }
+        }
+    }
+
+    /// Plays `duration` with the latest weights, split evenly over the
+    /// runners (each gets its share rounded up), and returns the episodes
+    /// that finished. For evaluation groups: the runners' envs start over, so
+    /// they must not also serve [`EnvRunnerGroup::sample`].
+    pub fn evaluate(&mut self, duration: EvaluationDuration) -> Result<EpisodeStats, Error> {
+        match self {
+            EnvRunnerGroup::Local(runner) => runner.evaluate(duration),
+            EnvRunnerGroup::Remote {
+                runners,
+                weight_acks,
+                ..
+            } => {
+                oxray_core::get_all(&std::mem::take(weight_acks))?;
+                let share = |total: u64| total.div_ceil(runners.len() as u64);
+                let each = match duration {
+                    EvaluationDuration::Episodes(n) => EvaluationDuration::Episodes(share(n)),
+                    EvaluationDuration::Timesteps(n) => EvaluationDuration::Timesteps(share(n)),
+                };
+                let pending: Vec<_> = runners.iter().map(|r| r.evaluate(each)).collect();
+                let mut all = EpisodeStats::default();
+                for stats in oxray_core::get_all(&pending)? {
+                    all.returns.extend(stats.returns);
+                    all.lengths.extend(stats.lengths);
+                }
+                if let EvaluationDuration::Episodes(n) = duration {
+                    all.returns.truncate(n as usize);
+                    all.lengths.truncate(n as usize);
+                }
+                Ok(all)
             }
         }
     }

@@ -167,6 +167,13 @@ impl<M: RLModule> Learner<M> {
             .to_device(self.device())
     }
 
+    /// An observation column as a `[rows, width]` tensor on this Learner's
+    /// device, in the column's own element type: image bytes cross to the
+    /// device as bytes and become floats in the module's encoder.
+    pub fn obs_tensor(&self, obs: &crate::ObsBuffer, width: usize) -> Tensor {
+        obs.to_tensor(width).to_device(self.device())
+    }
+
     /// Backward pass of `loss`, the group's mean gradient, clipping, one Adam
     /// step.
     pub fn apply_loss(&mut self, loss: &Tensor) -> Result<Step, Error> {

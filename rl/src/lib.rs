@@ -9,8 +9,8 @@
 //! # Layout
 //! - `rl_module`: RLModule trait, encoders, actor-critic and Q-network modules,
 //! - `distributions`: action distributions,
-//! - `sample_batch`, `gae`, `schedule`, `replay_buffer`: data and its
-//!   processing,
+//! - `sample_batch`, `obs_buffer`, `gae`, `schedule`, `replay_buffer`: data
+//!   and its processing (observation columns keep image bytes as bytes),
 //! - `env_runner`, `env_runner_group`: sampling,
 //! - `learner`, `learner_group`, `optim`, `collective`: learning,
 //! - `metrics`, `loggers`, `checkpoint`: results and state.
@@ -25,6 +25,7 @@ pub mod learner;
 pub mod learner_group;
 pub mod loggers;
 pub mod metrics;
+pub mod obs_buffer;
 pub mod optim;
 pub mod replay_buffer;
 pub mod rl_module;
@@ -34,6 +35,7 @@ pub mod schedule;
 use std::path::{Path, PathBuf};
 
 pub use metrics::Metrics;
+pub use obs_buffer::{ObsBuffer, ObsDType};
 pub use sample_batch::SampleBatch;
 
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +51,12 @@ pub enum Error {
     Checkpoint { path: PathBuf, reason: String },
     #[error("{0}")]
     Incompatible(String),
+    /// The `model:` config does not fit the env's observations.
+    #[error("model for {env}: {error}")]
+    Model {
+        env: String,
+        error: crate::rl_module::EncoderError,
+    },
     #[error("non-finite loss: {0}")]
     NonFiniteLoss(String),
     #[error("learner: {0}")]

@@ -14,8 +14,13 @@
 //! fragment's last step it is the bootstrap observation, and at an episode end
 //! it is the final observation the env reported before resetting, which the
 //! batch keeps for every end. [`SampleBatch::next_obs`] puts them together.
+//!
+//! Observation columns are [`ObsBuffer`]s: bytes for `uint8` (image)
+//! observations, which stay bytes until the Learner's module reads them.
 
 use serde::{Deserialize, Serialize};
+
+use crate::obs_buffer::{ObsBuffer, ObsDType};
 
 /// A block of `num_fragments` trajectories of `fragment_len` steps each.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -25,7 +30,7 @@ pub struct SampleBatch {
     pub fragment_len: usize,
     pub num_fragments: usize,
     /// `[fragment, step, obs_dim]`
-    pub obs: Vec<f32>,
+    pub obs: ObsBuffer,
     /// `[fragment, step, action_dim]`; a Discrete action is its index as f32.
     pub actions: Vec<f32>,
     /// Log-probability of each action under the policy that sampled it.
@@ -37,17 +42,19 @@ pub struct SampleBatch {
     /// observation.
     pub truncateds: Vec<bool>,
     /// `[fragment, obs_dim]`: the observation after each fragment's last step.
-    pub bootstrap_obs: Vec<f32>,
+    pub bootstrap_obs: ObsBuffer,
     /// Flat step indices of the steps that ended an episode (terminated or
     /// truncated), in sampling order, and the final observation each one reached
     /// before the env reset (`[len, obs_dim]`).
     pub final_index: Vec<u32>,
-    pub final_obs: Vec<f32>,
+    pub final_obs: ObsBuffer,
 }
 
 impl SampleBatch {
-    /// An empty batch with room for `num_fragments` trajectories.
+    /// An empty batch with room for `num_fragments` trajectories, keeping
+    /// observations as `obs_dtype`.
     pub fn with_capacity(
+        obs_dtype: ObsDType,
         obs_dim: usize,
         action_dim: usize,
         fragment_len: usize,
@@ -59,15 +66,15 @@ impl SampleBatch {
             action_dim,
             fragment_len,
             num_fragments,
-            obs: vec![0.0; steps * obs_dim],
+            obs: ObsBuffer::zeros(obs_dtype, steps * obs_dim),
             actions: vec![0.0; steps * action_dim],
             action_logp: vec![0.0; steps],
             rewards: vec![0.0; steps],
             terminateds: vec![false; steps],
             truncateds: vec![false; steps],
-            bootstrap_obs: vec![0.0; num_fragments * obs_dim],
+            bootstrap_obs: ObsBuffer::zeros(obs_dtype, num_fragments * obs_dim),
             final_index: Vec::new(),
-            final_obs: Vec::new(),
+            final_obs: ObsBuffer::zeros(obs_dtype, 0),
         }
     }
 
@@ -96,46 +103,48 @@ impl SampleBatch {
         );
         let offset = self.len() as u32;
         self.num_fragments += other.num_fragments;
-        self.obs.extend_from_slice(&other.obs);
+        self.obs.append(&other.obs);
         self.actions.extend_from_slice(&other.actions);
         self.action_logp.extend_from_slice(&other.action_logp);
         self.rewards.extend_from_slice(&other.rewards);
         self.terminateds.extend_from_slice(&other.terminateds);
         self.truncateds.extend_from_slice(&other.truncateds);
-        self.bootstrap_obs.extend_from_slice(&other.bootstrap_obs);
+        self.bootstrap_obs.append(&other.bootstrap_obs);
         self.final_index
             .extend(other.final_index.iter().map(|i| i + offset));
-        self.final_obs.extend_from_slice(&other.final_obs);
+        self.final_obs.append(&other.final_obs);
     }
 
     /// The observation each step led to, `[len, obs_dim]`.
-    pub fn next_obs(&self) -> Vec<f32> {
+    pub fn next_obs(&self) -> ObsBuffer {
         let d = self.obs_dim;
-        let mut next = vec![0.0; self.len() * d];
+        let mut next = ObsBuffer::zeros(self.obs.dtype(), self.len() * d);
         for fragment in 0..self.num_fragments {
             let start = fragment * self.fragment_len;
             let end = start + self.fragment_len;
-            next[start * d..(end - 1) * d].copy_from_slice(&self.obs[(start + 1) * d..end * d]);
-            next[(end - 1) * d..end * d]
-                .copy_from_slice(&self.bootstrap_obs[fragment * d..(fragment + 1) * d]);
+            next.copy_from(start * d, &self.obs, (start + 1) * d..end * d);
+            next.copy_from(
+                (end - 1) * d,
+                &self.bootstrap_obs,
+                fragment * d..(fragment + 1) * d,
+            );
         }
         for (k, &i) in self.final_index.iter().enumerate() {
-            let i = i as usize;
-            next[i * d..(i + 1) * d].copy_from_slice(&self.final_obs[k * d..(k + 1) * d]);
+            next.copy_from(i as usize * d, &self.final_obs, k * d..(k + 1) * d);
         }
         next
     }
 
     /// The final observations of truncated (not terminated) steps, with
     /// their flat step indices: the states to bootstrap cut-off episodes from.
-    pub fn truncations(&self) -> (Vec<u32>, Vec<f32>) {
+    pub fn truncations(&self) -> (Vec<u32>, ObsBuffer) {
         let d = self.obs_dim;
         let mut index = Vec::new();
-        let mut obs = Vec::new();
+        let mut obs = ObsBuffer::zeros(self.obs.dtype(), 0);
         for (k, &i) in self.final_index.iter().enumerate() {
             if !self.terminateds[i as usize] {
                 index.push(i);
-                obs.extend_from_slice(&self.final_obs[k * d..(k + 1) * d]);
+                obs.extend_from(&self.final_obs, k * d..(k + 1) * d);
             }
         }
         (index, obs)
@@ -147,17 +156,21 @@ mod tests {
     use super::*;
 
     fn batch(fragments: usize, first_obs: f32) -> SampleBatch {
-        let mut b = SampleBatch::with_capacity(1, 1, 3, fragments);
-        for (i, o) in b.obs.iter_mut().enumerate() {
-            *o = first_obs + i as f32;
-        }
+        let mut b = SampleBatch::with_capacity(ObsDType::F32, 1, 1, 3, fragments);
+        let obs: Vec<f32> = (0..3 * fragments).map(|i| first_obs + i as f32).collect();
+        b.obs.write(0, &obs);
         b.truncateds[1] = true;
         b.final_index.push(1);
-        b.final_obs.push(first_obs + 100.0);
-        for (f, o) in b.bootstrap_obs.iter_mut().enumerate() {
-            *o = first_obs + 50.0 + f as f32;
-        }
+        b.final_obs.extend_from_f32([first_obs + 100.0]);
+        let bootstrap: Vec<f32> = (0..fragments)
+            .map(|f| first_obs + 50.0 + f as f32)
+            .collect();
+        b.bootstrap_obs.write(0, &bootstrap);
         b
+    }
+
+    fn f32s(values: &[f32]) -> ObsBuffer {
+        ObsBuffer::F32(values.to_vec())
     }
 
     #[test]
@@ -166,9 +179,12 @@ mod tests {
         let mut all = a.clone();
         all.append(&b);
         assert_eq!(all.num_fragments, 3);
-        assert_eq!(all.obs, [&a.obs[..], &b.obs[..]].concat());
+        assert_eq!(
+            all.obs.to_f32(0..9),
+            [a.obs.to_f32(0..6), b.obs.to_f32(0..3)].concat()
+        );
         assert_eq!(all.final_index, vec![1, 7]);
-        assert_eq!(all.final_obs, vec![100.0, 110.0]);
+        assert_eq!(all.final_obs, f32s(&[100.0, 110.0]));
     }
 
     #[test]
@@ -176,10 +192,10 @@ mod tests {
         let mut b = batch(2, 0.0);
         b.terminateds[4] = true;
         b.final_index.push(4);
-        b.final_obs.push(-4.0);
+        b.final_obs.extend_from_f32([-4.0]);
         // obs 0..6 in fragments [0, 1, 2] and [3, 4, 5]; step 1 truncated
         // (final 100), step 4 terminated (final −4); bootstraps 50 and 51.
-        assert_eq!(b.next_obs(), vec![1.0, 100.0, 50.0, 4.0, -4.0, 51.0]);
-        assert_eq!(b.truncations(), (vec![1], vec![100.0]));
+        assert_eq!(b.next_obs(), f32s(&[1.0, 100.0, 50.0, 4.0, -4.0, 51.0]));
+        assert_eq!(b.truncations(), (vec![1], f32s(&[100.0])));
     }
 }

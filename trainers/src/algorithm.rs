@@ -74,6 +74,10 @@ pub trait Algorithm {
     /// Iterations completed so far.
     fn iteration(&self) -> u64;
 
+    /// The Learner's current weights as the EnvRunners take them (flat
+    /// trainable parameters), for evaluation.
+    fn flat_weights(&self) -> Result<Vec<f32>, TrainError>;
+
     /// Where each Learner trains (`cpu`, `cuda:0`).
     fn learner_devices(&self) -> Result<Vec<String>, TrainError>;
 }

@@ -56,6 +56,8 @@ pub struct ExperimentConfig<T = AlgorithmConfig> {
     pub checkpoint: CheckpointConfig,
     #[serde(default)]
     pub reporting: ReportingConfig,
+    #[serde(default)]
+    pub evaluation: EvaluationConfig,
 }
 
 /// The first pass of decoding: only `algorithm:`, every other key ignored.
@@ -78,6 +80,7 @@ impl<T> ExperimentConfig<T> {
             stop: self.stop,
             checkpoint: self.checkpoint,
             reporting: self.reporting,
+            evaluation: self.evaluation,
         }
     }
 }
@@ -210,6 +213,43 @@ impl ReportingConfig {
     }
 }
 
+/// Evaluation during training (RLlib's `evaluation_interval`,
+/// `evaluation_duration`, `evaluation_duration_unit`,
+/// `evaluation_config.explore`, `evaluation_num_env_runners`): every
+/// `interval` iterations the current policy plays `duration` episodes or
+/// env steps on EnvRunners of its own, reported under `evaluation/`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvaluationConfig {
+    /// Evaluate every N iterations; 0 never does.
+    pub interval: u64,
+    pub duration: u64,
+    pub duration_unit: DurationUnit,
+    /// Sample actions as in training rather than take the greedy ones.
+    pub explore: bool,
+    /// 0 evaluates in the driver process.
+    pub num_env_runners: usize,
+}
+
+impl Default for EvaluationConfig {
+    fn default() -> Self {
+        EvaluationConfig {
+            interval: 0,
+            duration: 10,
+            duration_unit: DurationUnit::Episodes,
+            explore: false,
+            num_env_runners: 0,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DurationUnit {
+    Episodes,
+    Timesteps,
+}
+
 impl ExperimentConfig {
     /// Reads `path`, applies `overrides` (`training.lr=1e-4`), validates.
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self, ConfigError> {
@@ -305,6 +345,11 @@ impl ExperimentConfig {
             !self.model.fcnet_hiddens.iter().any(|&h| h < 1),
             "model.fcnet_hiddens",
             "layer sizes must be at least 1",
+        )?;
+        check(
+            self.evaluation.interval == 0 || self.evaluation.duration >= 1,
+            "evaluation.duration",
+            "must be at least 1",
         )?;
         check(
             self.stop.time_s.is_none_or(|t| t > 0.0),

@@ -9,7 +9,7 @@
 use std::path::Path;
 
 use oxray_rl::checkpoint;
-use oxray_rl::env_runner::{module_spec, EnvRunner, EnvRunnerConfig};
+use oxray_rl::env_runner::{module_spec, EnvRunner, EnvRunnerConfig, EvaluationDuration};
 
 use crate::algorithm::TrainError;
 use crate::config::ExperimentConfig;
@@ -46,28 +46,17 @@ pub fn evaluate(
     let mut runner = EnvRunner::new(EnvRunnerConfig {
         env: config.env.clone(),
         num_envs: 1,
-        rollout_fragment_length: 256,
+        rollout_fragment_length: 1,
         module: module_spec(&config.env, &config.model, kind)?,
         seed,
         worker_index: 0,
         explore,
     })?;
     runner.load_weights(saved.learner.weights)?;
-    let mut evaluation = Evaluation {
+    let played = runner.evaluate(EvaluationDuration::Episodes(episodes as u64))?;
+    Ok(Evaluation {
         env: config.env.id,
-        returns: Vec::new(),
-        lengths: Vec::new(),
-    };
-    while evaluation.returns.len() < episodes {
-        let rollout = runner.sample()?;
-        evaluation
-            .returns
-            .extend(rollout.episodes.returns.iter().map(|&r| f64::from(r)));
-        evaluation
-            .lengths
-            .extend(rollout.episodes.lengths.iter().map(|&l| f64::from(l)));
-    }
-    evaluation.returns.truncate(episodes);
-    evaluation.lengths.truncate(episodes);
-    Ok(evaluation)
+        returns: played.returns.iter().map(|&r| f64::from(r)).collect(),
+        lengths: played.lengths.iter().map(|&l| f64::from(l)).collect(),
+    })
 }

@@ -14,7 +14,9 @@ use std::process::Command;
 
 use oxray_rl::checkpoint;
 use oxray_rl::env_runner::module_spec;
-use oxray_rl::rl_module::{ActionSpace, Activation, ActorCritic, ModuleKind, RLModule};
+use oxray_rl::rl_module::{
+    ActionSpace, Activation, ActorCritic, EncoderSpec, ModuleKind, RLModule,
+};
 use serde_json::json;
 
 use crate::algorithm::TrainError;
@@ -48,6 +50,12 @@ pub fn export_torchscript(checkpoint_path: &Path, out: &Path) -> Result<Vec<Stri
         .into());
     }
     let spec = module_spec(&config.env, &config.model, kind)?;
+    if !matches!(spec.encoder(), Ok(EncoderSpec::Mlp { .. })) {
+        return Err(fail(
+            "only MLP policies export so far; this one has a CNN for image observations".into(),
+        )
+        .into());
+    }
     let mut model = ActorCritic::new(&spec, tch::Device::Cpu);
     model
         .set_weights(&saved.learner.weights)

@@ -8,13 +8,15 @@
 //! - `algorithm`: the `Algorithm` trait and `TrainError`,
 //! - `algorithms`: the registry, and one folder per algorithm (`ppo/`),
 //! - `progress`: counters every algorithm keeps and reports,
-//! - `run`: the training loop; `evaluate`: policy evaluation; `export`:
-//!   the policy as TorchScript.
+//! - `run`: the training loop; `evaluation`: evaluation during training
+//!   (`evaluation:` section); `evaluate`: policy evaluation from a
+//!   checkpoint; `export`: the policy as TorchScript.
 
 pub mod algorithm;
 pub mod algorithms;
 pub mod config;
 pub mod evaluate;
+pub mod evaluation;
 pub mod export;
 pub mod progress;
 pub mod run;

@@ -5,7 +5,8 @@
 //! Layout of `results/<name>/<timestamp>/`: `params.yaml` (the resolved
 //! config), `progress.csv`, `result.json`, TensorBoard event files (results,
 //! the config as HParams and text, histograms every
-//! `reporting.histogram_frequency` iterations) and `checkpoints/`. Losing the
+//! `reporting.histogram_frequency` iterations) and `checkpoints/`. Iterations
+//! that `evaluation.interval` selects carry the `evaluation/` results too. Losing the
 //! result files mid-run (disk full, directory removed) is a warning, not the
 //! end of the training. The algorithm is built (env made, actors started) before
 //! the directory is created, and a fresh directory is removed again if the run
@@ -23,6 +24,7 @@ use oxray_rl::metrics::{self, Metrics};
 use crate::algorithm::{Algorithm, TrainError};
 use crate::algorithms::build;
 use crate::config::{ExperimentConfig, StopConfig};
+use crate::evaluation::Evaluator;
 
 pub struct RunOptions {
     pub config: ExperimentConfig,
@@ -57,6 +59,7 @@ pub fn run(
     on_event: impl FnMut(RunEvent<'_>),
 ) -> Result<RunSummary, TrainError> {
     let mut algorithm = build(&options.config)?;
+    let mut evaluation = Evaluator::new(&options.config)?;
     let (run_dir, fresh) = match &options.resume {
         Some(dir) => {
             let latest = checkpoint::load(&dir.join("checkpoints"))?;
@@ -73,7 +76,13 @@ pub fn run(
         }
         None => (create_run_dir(&options.results_dir, &options.name)?, true),
     };
-    let outcome = train(algorithm.as_mut(), &options.config, &run_dir, on_event);
+    let outcome = train(
+        algorithm.as_mut(),
+        evaluation.as_mut(),
+        &options.config,
+        &run_dir,
+        on_event,
+    );
     let diverged = matches!(outcome, Err(TrainError::Diverged { .. }));
     if fresh && outcome.is_err() && !diverged && algorithm.iteration() == 0 {
         let _ = fs::remove_dir_all(&run_dir);
@@ -83,6 +92,7 @@ pub fn run(
 
 fn train(
     algorithm: &mut dyn Algorithm,
+    mut evaluation: Option<&mut Evaluator>,
     config: &ExperimentConfig,
     run_dir: &Path,
     mut on_event: impl FnMut(RunEvent<'_>),
@@ -100,7 +110,7 @@ fn train(
     let frequency = config.checkpoint.checkpoint_frequency;
     let mut last_checkpoint: Option<(u64, PathBuf)> = None;
     let (stop_reason, last_result) = loop {
-        let result = match algorithm.train() {
+        let mut result = match algorithm.train() {
             Ok(result) => result,
             Err(error @ TrainError::NonFiniteLoss { .. }) => {
                 // The algorithm is back at the last good iteration; a
@@ -117,6 +127,9 @@ fn train(
             Err(error) => return Err(error),
         };
         let iteration = algorithm.iteration();
+        if let Some(evaluation) = evaluation.as_deref_mut().filter(|e| e.due(iteration)) {
+            evaluation.evaluate(algorithm, &mut result)?;
+        }
         warn_if_lost(&mut on_event, loggers.log(&result));
         if config.reporting.histograms_due(iteration) {
             let histograms = algorithm.histograms()?;

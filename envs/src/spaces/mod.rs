@@ -17,10 +17,13 @@ use std::fmt;
 
 /// Element type of a [`Space::Box`]; values are held as `f64` either way, and
 /// bounds of an `F32` box are rounded to `f32` as Gymnasium stores them.
+/// `U8` is the image dtype: whole numbers in `0..=255`, which a model keeps
+/// as bytes until its input layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DType {
     F32,
     F64,
+    U8,
 }
 
 impl DType {
@@ -28,6 +31,7 @@ impl DType {
         match self {
             DType::F32 => x as f32 as f64,
             DType::F64 => x,
+            DType::U8 => x.round().clamp(0.0, 255.0),
         }
     }
 
@@ -35,6 +39,7 @@ impl DType {
         match self {
             DType::F32 => "float32",
             DType::F64 => "float64",
+            DType::U8 => "uint8",
         }
     }
 }
@@ -136,6 +141,10 @@ impl BoxSpace {
             .map(|(&l, &h)| {
                 let x = match (l.is_finite(), h.is_finite()) {
                     (true, true) if l == h => l,
+                    // Integers uniformly, as Gymnasium's `integers(low, high + 1)`.
+                    (true, true) if self.dtype == DType::U8 => {
+                        rng.gen_range(l as i64..=h as i64) as f64
+                    }
                     (true, true) => rng.gen_range(l..=h),
                     (false, false) => standard_normal(rng),
                     (true, false) => l + standard_exponential(rng),
@@ -309,6 +318,7 @@ fn bounds_repr(bounds: &[f64], dtype: DType) -> String {
         (true, _) => "-inf".to_string(),
         (false, DType::F32) => format!("{:?}", x as f32),
         (false, DType::F64) => format!("{x:?}"),
+        (false, DType::U8) => format!("{x}"),
     };
     match bounds {
         [first, rest @ ..] if rest.iter().all(|x| x == first) => scalar(*first),

@@ -2,8 +2,9 @@
 //! sampled uniformly or in proportion to priority (prioritized experience
 //! replay, Schaul et al. 2016, with sum and min segment trees).
 //!
-//! Transitions are stored as flat columns (like [`crate::SampleBatch`]) so a
-//! sample is a handful of row copies. The buffer is a plain struct used in
+//! Transitions are stored as flat `f32` columns (like [`crate::SampleBatch`],
+//! image bytes included: the module scales by the observation space, not the
+//! column's type) so a sample is a handful of row copies. The buffer is a plain struct used in
 //! the driver; it is also an oxray-core actor (`ReplayBuffer::remote`), for
 //! setups that keep it apart from the driver. Its contents are not saved in
 //! checkpoints (as RLlib's default): a resumed run refills it, and learning

@@ -67,10 +67,10 @@ impl NStep {
             for i in fragment * batch.fragment_len..(fragment + 1) * batch.fragment_len {
                 let terminated = batch.terminateds[i];
                 stream.push_back(Step {
-                    obs: batch.obs[i * d..(i + 1) * d].to_vec(),
+                    obs: batch.obs.to_f32(i * d..(i + 1) * d),
                     action: batch.actions[i * a..(i + 1) * a].to_vec(),
                     reward: batch.rewards[i],
-                    next_obs: next_obs[i * d..(i + 1) * d].to_vec(),
+                    next_obs: next_obs.to_f32(i * d..(i + 1) * d),
                     terminated,
                     ended: terminated || batch.truncateds[i],
                 });
@@ -111,21 +111,22 @@ fn transition(steps: &VecDeque<Step>, gamma: f32) -> Transition {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::obs_buffer::ObsDType;
 
     /// One env, fragments of 3 steps with obs 0, 1, 2, ... and reward 1 each;
     /// the episode terminates at step 4.
     fn fragment(start: usize, terminal_at: Option<usize>) -> SampleBatch {
-        let mut batch = SampleBatch::with_capacity(1, 1, 3, 1);
+        let mut batch = SampleBatch::with_capacity(ObsDType::F32, 1, 1, 3, 1);
         for k in 0..3 {
-            batch.obs[k] = (start + k) as f32;
+            batch.obs.write(k, &[(start + k) as f32]);
             batch.rewards[k] = 1.0;
             if terminal_at == Some(start + k) {
                 batch.terminateds[k] = true;
                 batch.final_index.push(k as u32);
-                batch.final_obs.push(-1.0);
+                batch.final_obs.extend_from_f32([-1.0]);
             }
         }
-        batch.bootstrap_obs[0] = (start + 3) as f32;
+        batch.bootstrap_obs.write(0, &[(start + 3) as f32]);
         batch
     }
 

@@ -68,7 +68,7 @@ impl RLModule for ActorCritic {
     fn new(spec: &ModuleSpec, device: Device) -> Self {
         let var_store = nn::VarStore::new(device);
         let root = var_store.root();
-        let encoder = spec.encoder();
+        let encoder = spec.encoder().expect("module spec with a valid encoder");
         let policy_encoder = Encoder::new(&root / "pi", &encoder);
         let value_encoder =
             (!spec.model.vf_share_layers).then(|| Encoder::new(&root / "vf", &encoder));

@@ -1,14 +1,93 @@
 //! Observation encoders: the trunk that turns an observation into features
 //! for a module's heads. Which one a module gets depends on the observation
-//! space ([`EncoderSpec::for_observations`]); heads only see
-//! [`Encoder::output_dim`] features, so adding an encoder (a CNN for image
-//! observations) changes no head.
+//! space ([`EncoderSpec::for_observations`]): an MLP over the flattened
+//! observation, or for images (rank-3 boxes) a CNN with RLlib's default
+//! `conv_filters` for the image size, or the config's own. Heads only see
+//! [`Encoder::output_dim`] features, so the choice changes no head.
+//!
+//! Image bytes (`uint8` boxes) arrive as they were sampled, bytes from a
+//! Learner's batch or whole-number floats from an EnvRunner's env; the CNN's
+//! first step turns either into floats in `[0, 1]` (÷255) on the module's
+//! device, so nothing before it holds a float copy of a frame.
 
 use serde::{Deserialize, Serialize};
 use tch::nn::{self, Module};
-use tch::Tensor;
+use tch::{Kind, Tensor};
 
 use super::{linear, Activation, ModelConfig};
+use crate::obs_buffer::ObsDType;
+
+/// One convolution of a CNN encoder, RLlib's `[out_channels, [kh, kw],
+/// stride]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "(i64, [i64; 2], i64)", into = "(i64, [i64; 2], i64)")]
+pub struct ConvFilter {
+    pub out_channels: i64,
+    pub kernel: [i64; 2],
+    pub stride: i64,
+}
+
+impl From<(i64, [i64; 2], i64)> for ConvFilter {
+    fn from((out_channels, kernel, stride): (i64, [i64; 2], i64)) -> Self {
+        ConvFilter {
+            out_channels,
+            kernel,
+            stride,
+        }
+    }
+}
+
+impl From<ConvFilter> for (i64, [i64; 2], i64) {
+    fn from(f: ConvFilter) -> Self {
+        (f.out_channels, f.kernel, f.stride)
+    }
+}
+
+/// RLlib's default filters (`get_filter_config`) by image height and width.
+fn default_conv_filters(height: i64, width: i64) -> Option<Vec<ConvFilter>> {
+    let filters = |layers: &[(i64, i64, i64)]| {
+        layers
+            .iter()
+            .map(|&(out_channels, k, stride)| ConvFilter {
+                out_channels,
+                kernel: [k, k],
+                stride,
+            })
+            .collect()
+    };
+    match (height, width) {
+        (96, 96) => Some(filters(&[(16, 8, 4), (32, 4, 2), (256, 11, 2)])),
+        (84, 84) => Some(filters(&[(16, 8, 4), (32, 4, 2), (256, 11, 1)])),
+        (64, 64) => Some(filters(&[(16, 4, 2), (32, 4, 2), (64, 4, 2), (128, 4, 2)])),
+        (42, 42) => Some(filters(&[(16, 4, 2), (32, 4, 2), (256, 11, 1)])),
+        (10, 10) => Some(filters(&[(16, 5, 2), (32, 5, 2)])),
+        _ => None,
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum EncoderError {
+    #[error(
+        "image observations of shape {shape:?} have no default model.conv_filters \
+         (RLlib's defaults cover 96x96, 84x84, 64x64, 42x42 and 10x10 images); \
+         set model.conv_filters, e.g. [[16, [3, 3], 1], [32, [3, 3], 1]]"
+    )]
+    NoDefaultConvFilters { shape: Vec<usize> },
+    #[error(
+        "model.conv_filters {filters:?} do not fit images of shape {shape:?}: \
+         the last filter's {kernel:?} kernel is larger than the {height}x{width} \
+         image the filters before it leave"
+    )]
+    FiltersTooLarge {
+        shape: Vec<usize>,
+        filters: Vec<ConvFilter>,
+        kernel: [i64; 2],
+        height: i64,
+        width: i64,
+    },
+    #[error("model.conv_filters must not be empty, and every size and stride must be positive")]
+    InvalidConvFilters,
+}
 
 /// An encoder's shape, serialisable so every process builds the same one.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -20,17 +99,89 @@ pub enum EncoderSpec {
         hiddens: Vec<i64>,
         activation: Activation,
     },
+    /// Convolutions over an image (RLlib's `conv_filters`,
+    /// `conv_activation`): "same" padding (as TensorFlow pads) for every
+    /// filter but the last, which is "valid", so RLlib's 84x84 filters end
+    /// in 1x1x256 features; then flattened.
+    Cnn {
+        /// Height, width, channels.
+        image: [i64; 3],
+        /// Rows are `[H, W, C]` (Gymnasium's image layout) rather than
+        /// `[C, H, W]` (a stack of grayscale frames).
+        channels_last: bool,
+        filters: Vec<ConvFilter>,
+        activation: Activation,
+        /// `U8`: bytes, divided by 255 at the input.
+        input: ObsDType,
+    },
 }
 
 impl EncoderSpec {
-    /// The encoder for observations of `shape`: an MLP over the flattened
-    /// observation. (Image observations, rank 3, are where a CNN encoder
-    /// belongs; until one exists they are flattened too.)
-    pub fn for_observations(shape: &[usize], model: &ModelConfig) -> Self {
-        EncoderSpec::Mlp {
-            input_dim: shape.iter().product::<usize>() as i64,
-            hiddens: model.fcnet_hiddens.clone(),
-            activation: model.fcnet_activation,
+    /// The encoder for observations of `shape` and element type `dtype`: a
+    /// CNN for rank-3 shapes (images), an MLP over the flattened observation
+    /// otherwise.
+    pub fn for_observations(
+        shape: &[usize],
+        dtype: ObsDType,
+        model: &ModelConfig,
+    ) -> Result<Self, EncoderError> {
+        let &[a, b, c] = shape else {
+            return Ok(EncoderSpec::Mlp {
+                input_dim: shape.iter().product::<usize>() as i64,
+                hiddens: model.fcnet_hiddens.clone(),
+                activation: model.fcnet_activation,
+            });
+        };
+        // `[4, 84, 84]` is a frame stack, `[84, 84, 3]` an RGB image.
+        let channels_last = a >= c;
+        let [height, width, channels] =
+            if channels_last { [a, b, c] } else { [b, c, a] }.map(|d| d as i64);
+        let filters = match &model.conv_filters {
+            Some(filters) => filters.clone(),
+            None => default_conv_filters(height, width).ok_or_else(|| {
+                EncoderError::NoDefaultConvFilters {
+                    shape: shape.to_vec(),
+                }
+            })?,
+        };
+        if filters.is_empty()
+            || filters
+                .iter()
+                .any(|f| f.out_channels < 1 || f.stride < 1 || f.kernel.iter().any(|&k| k < 1))
+        {
+            return Err(EncoderError::InvalidConvFilters);
+        }
+        let spec = EncoderSpec::Cnn {
+            image: [height, width, channels],
+            channels_last,
+            filters: filters.clone(),
+            activation: model.conv_activation,
+            input: dtype,
+        };
+        let [out_h, out_w] = spec.conv_output_size();
+        if out_h < 1 || out_w < 1 {
+            let kernel = filters.last().expect("not empty").kernel;
+            let sizes = conv_sizes(&filters, [height, width]);
+            let [h, w] = match sizes.len() {
+                1 => [height, width],
+                n => sizes[n - 2].output,
+            };
+            return Err(EncoderError::FiltersTooLarge {
+                shape: shape.to_vec(),
+                filters,
+                kernel,
+                height: h,
+                width: w,
+            });
+        }
+        Ok(spec)
+    }
+
+    /// The element type a batch should keep this encoder's input in.
+    pub fn input_dtype(&self) -> ObsDType {
+        match self {
+            EncoderSpec::Mlp { .. } => ObsDType::F32,
+            EncoderSpec::Cnn { input, .. } => *input,
         }
     }
 
@@ -47,8 +198,61 @@ impl EncoderSpec {
                 hiddens,
                 activation,
             },
+            // `env_runner::module_spec` rejects SAC on images: a CNN has
+            // no flat input to append to, so it stays as it is.
+            cnn @ EncoderSpec::Cnn { .. } => cnn,
         }
     }
+
+    /// Height and width after the last convolution of a CNN.
+    fn conv_output_size(&self) -> [i64; 2] {
+        match self {
+            EncoderSpec::Mlp { .. } => [1, 1],
+            EncoderSpec::Cnn { image, filters, .. } => {
+                let sizes = conv_sizes(filters, [image[0], image[1]]);
+                sizes.last().map_or([image[0], image[1]], |s| s.output)
+            }
+        }
+    }
+}
+
+/// One convolution's geometry: the padding it needs (left, right, top,
+/// bottom) and the size it outputs.
+struct ConvSize {
+    padding: [i64; 4],
+    output: [i64; 2],
+}
+
+/// The geometry of every filter over an image of `[height, width]`: "same"
+/// padding for all but the last, "valid" for the last.
+fn conv_sizes(filters: &[ConvFilter], [height, width]: [i64; 2]) -> Vec<ConvSize> {
+    let mut size = [height, width];
+    filters
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let valid = i + 1 == filters.len();
+            let mut padding = [0; 4];
+            for axis in 0..2 {
+                let (n, k) = (size[axis], f.kernel[axis]);
+                size[axis] = if valid {
+                    (n - k).div_euclid(f.stride) + 1
+                } else {
+                    let out = (n + f.stride - 1) / f.stride;
+                    let total = ((out - 1) * f.stride + k - n).max(0);
+                    // Width pads come first in libtorch's pad order.
+                    let slot = 2 * (1 - axis);
+                    padding[slot] = total / 2;
+                    padding[slot + 1] = total - total / 2;
+                    out
+                };
+            }
+            ConvSize {
+                padding,
+                output: size,
+            }
+        })
+        .collect()
 }
 
 pub struct Encoder {
@@ -56,8 +260,16 @@ pub struct Encoder {
     output_dim: i64,
 }
 
+fn activate(net: nn::Sequential, activation: Activation) -> nn::Sequential {
+    match activation {
+        Activation::Tanh => net.add_fn(Tensor::tanh),
+        Activation::Relu => net.add_fn(Tensor::relu),
+        Activation::Linear => net,
+    }
+}
+
 impl Encoder {
-    /// Hidden layers get orthogonal init with gain √2, as CleanRL's agents.
+    /// Layers get orthogonal init with gain √2, as CleanRL's agents.
     pub fn new(path: nn::Path, spec: &EncoderSpec) -> Self {
         match spec {
             EncoderSpec::Mlp {
@@ -69,11 +281,7 @@ impl Encoder {
                 let mut width = *input_dim;
                 for (i, &size) in hiddens.iter().enumerate() {
                     net = net.add(linear(&path / i, width, size, 2f64.sqrt()));
-                    net = match activation {
-                        Activation::Tanh => net.add_fn(Tensor::tanh),
-                        Activation::Relu => net.add_fn(Tensor::relu),
-                        Activation::Linear => net,
-                    };
+                    net = activate(net, *activation);
                     width = size;
                 }
                 Encoder {
@@ -81,10 +289,73 @@ impl Encoder {
                     output_dim: width,
                 }
             }
+            EncoderSpec::Cnn {
+                image: [height, width, channels],
+                channels_last,
+                filters,
+                activation,
+                input,
+            } => {
+                let (h, w, c, channels_last) = (*height, *width, *channels, *channels_last);
+                let scale = match input {
+                    ObsDType::U8 => Some(1.0 / 255.0),
+                    ObsDType::F32 => None,
+                };
+                let mut net = nn::seq().add_fn(move |obs| {
+                    let x = obs.to_kind(Kind::Float);
+                    let x = match scale {
+                        Some(scale) => x * scale,
+                        None => x,
+                    };
+                    if channels_last {
+                        x.view([-1, h, w, c]).permute([0, 3, 1, 2])
+                    } else {
+                        x.view([-1, c, h, w])
+                    }
+                });
+                let mut in_channels = c;
+                for (i, (filter, size)) in
+                    filters.iter().zip(conv_sizes(filters, [h, w])).enumerate()
+                {
+                    if size.padding.iter().any(|&p| p > 0) {
+                        let padding = size.padding;
+                        net = net.add_fn(move |x| x.constant_pad_nd(padding));
+                    }
+                    let config = nn::ConvConfigND {
+                        stride: [filter.stride; 2],
+                        padding: [0, 0],
+                        dilation: [1, 1],
+                        groups: 1,
+                        bias: true,
+                        ws_init: nn::Init::Const(0.0),
+                        bs_init: nn::Init::Const(0.0),
+                        padding_mode: nn::PaddingMode::Zeros,
+                    };
+                    let mut conv = nn::conv(
+                        &path / i,
+                        in_channels,
+                        filter.out_channels,
+                        filter.kernel,
+                        config,
+                    );
+                    // Set on the created weight: tch's `ws_init` would make
+                    // an orthogonal weight 2-D, not `[out, in, kh, kw]`.
+                    conv.ws.init(nn::Init::Orthogonal { gain: 2f64.sqrt() });
+                    net = net.add(conv);
+                    net = activate(net, *activation);
+                    in_channels = filter.out_channels;
+                }
+                let [out_h, out_w] = spec.conv_output_size();
+                Encoder {
+                    net: net.add_fn(|x| x.flatten(1, -1)),
+                    output_dim: in_channels * out_h * out_w,
+                }
+            }
         }
     }
 
-    /// Features for a batch of flattened observations `[B, obs_dim]`.
+    /// Features for a batch of flattened observations `[B, obs_dim]`
+    /// (`Float`, or `Uint8` image bytes for a CNN).
     pub fn forward(&self, obs: &Tensor) -> Tensor {
         self.net.forward(obs)
     }
@@ -92,5 +363,117 @@ impl Encoder {
     /// Width of the features.
     pub fn output_dim(&self) -> i64 {
         self.output_dim
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tch::Device;
+
+    use super::*;
+
+    fn model(conv_filters: Option<Vec<ConvFilter>>) -> ModelConfig {
+        ModelConfig {
+            conv_filters,
+            ..ModelConfig::default()
+        }
+    }
+
+    fn cnn(shape: &[usize], dtype: ObsDType, model: &ModelConfig) -> (EncoderSpec, Encoder) {
+        let spec = EncoderSpec::for_observations(shape, dtype, model).unwrap();
+        let vs = nn::VarStore::new(Device::Cpu);
+        let encoder = Encoder::new(vs.root() / "pi", &spec);
+        (spec, encoder)
+    }
+
+    fn numel(shape: &[usize]) -> i64 {
+        shape.iter().product::<usize>() as i64
+    }
+
+    /// RLlib's 84x84 filters end in 1x1x256 features ("same" padding, a
+    /// "valid" last layer) for a channel-last RGB image and for a stack of
+    /// grayscale frames alike; 64x64 images get the 4-layer filters
+    /// (64 → 32 → 16 → 8 → 3). Bytes in, floats out, and the bytes give
+    /// exactly the features their whole-number floats give (what an
+    /// EnvRunner's env hands over), so acting and learning see one input.
+    #[test]
+    fn image_bytes_become_rllib_default_cnn_features() {
+        for (shape, features) in [
+            ([84, 84, 3], 256),
+            ([4, 84, 84], 256),
+            ([64, 64, 3], 3 * 3 * 128),
+        ] {
+            let (spec, encoder) = cnn(&shape, ObsDType::U8, &ModelConfig::default());
+            assert_eq!(spec.input_dtype(), ObsDType::U8);
+            assert_eq!(encoder.output_dim(), features, "{shape:?}");
+            let frames = Tensor::randint(256, [5, numel(&shape)], (Kind::Uint8, Device::Cpu));
+            let out = encoder.forward(&frames);
+            assert_eq!(out.size(), [5, features], "{shape:?}");
+            assert_eq!(out.kind(), Kind::Float);
+            let as_floats = encoder.forward(&frames.to_kind(Kind::Float));
+            assert!(out.equal(&as_floats));
+            assert!(out.abs().sum(Kind::Float).double_value(&[]) > 0.0);
+        }
+    }
+
+    /// Scaling is for bytes only: a float image goes in as it is, so the
+    /// same weights give on 1.0 floats what they give on 255 bytes.
+    #[test]
+    fn float_images_are_not_rescaled() {
+        let config = model(Some(vec![ConvFilter::from((4, [3, 3], 1))]));
+        let build = |dtype| {
+            let spec = EncoderSpec::for_observations(&[5, 5, 1], dtype, &config).unwrap();
+            let vs = nn::VarStore::new(Device::Cpu);
+            let encoder = Encoder::new(vs.root() / "pi", &spec);
+            (vs, encoder)
+        };
+        let (floats_vs, floats) = build(ObsDType::F32);
+        let (mut bytes_vs, bytes) = build(ObsDType::U8);
+        bytes_vs.copy(&floats_vs).unwrap();
+        assert_eq!(floats.output_dim(), 4 * 3 * 3);
+        let ones = Tensor::ones([1, 25], (Kind::Float, Device::Cpu));
+        let full = Tensor::full([1, 25], 255, (Kind::Uint8, Device::Cpu));
+        assert!(floats
+            .forward(&ones)
+            .allclose(&bytes.forward(&full), 1e-5, 1e-6, false));
+    }
+
+    /// Configured filters replace the defaults (MiniGrid's 7x7 views have
+    /// none); shapes without defaults, and filters that shrink the image to
+    /// nothing, are errors that say what to set.
+    #[test]
+    fn conv_filters_come_from_the_config_or_the_error_says_to_set_them() {
+        let filters = vec![
+            ConvFilter::from((16, [3, 3], 1)),
+            ConvFilter::from((32, [3, 3], 1)),
+        ];
+        let (_, encoder) = cnn(&[7, 7, 3], ObsDType::U8, &model(Some(filters)));
+        assert_eq!(encoder.output_dim(), 32 * 5 * 5);
+        let none = EncoderSpec::for_observations(&[7, 7, 3], ObsDType::U8, &model(None));
+        assert_eq!(
+            none,
+            Err(EncoderError::NoDefaultConvFilters {
+                shape: vec![7, 7, 3]
+            })
+        );
+        assert!(none.unwrap_err().to_string().contains("model.conv_filters"));
+        let too_large = vec![
+            ConvFilter::from((8, [2, 2], 2)),
+            ConvFilter::from((8, [9, 9], 1)),
+        ];
+        let err = EncoderSpec::for_observations(&[7, 7, 3], ObsDType::U8, &model(Some(too_large)));
+        assert!(
+            matches!(
+                err,
+                Err(EncoderError::FiltersTooLarge {
+                    height: 4,
+                    width: 4,
+                    ..
+                })
+            ),
+            "{err:?}"
+        );
+        let mlp = EncoderSpec::for_observations(&[4], ObsDType::F32, &model(None)).unwrap();
+        assert_eq!(mlp.input_dtype(), ObsDType::F32);
     }
 }

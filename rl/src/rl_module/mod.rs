@@ -11,7 +11,7 @@
 //! calls its algorithm-specific forward passes directly.
 //!
 //! # Layout
-//! - `encoder`: observation encoders (MLP; the place for a CNN),
+//! - `encoder`: observation encoders (MLP, CNN for images),
 //! - `actor_critic`: policy and value heads,
 //! - `q_network`: Q-value head, dueling or plain, with ε-greedy acting,
 //! - `soft_actor_critic`: squashed Gaussian policy, twin Q-functions, log α.
@@ -22,7 +22,7 @@ mod q_network;
 mod soft_actor_critic;
 
 pub use actor_critic::ActorCritic;
-pub use encoder::{Encoder, EncoderSpec};
+pub use encoder::{ConvFilter, Encoder, EncoderError, EncoderSpec};
 pub use q_network::{EpsilonSchedule, QNetwork};
 pub use soft_actor_critic::{Part, SoftActorCritic};
 
@@ -30,6 +30,8 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use tch::nn;
 use tch::{Device, Tensor};
+
+use crate::obs_buffer::ObsDType;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -47,6 +49,10 @@ pub struct ModelConfig {
     pub fcnet_activation: Activation,
     /// One trunk for policy and value heads instead of two.
     pub vf_share_layers: bool,
+    /// The CNN for image observations, `[[out_channels, [kh, kw], stride],
+    /// ...]`; RLlib's default for the image size when unset.
+    pub conv_filters: Option<Vec<ConvFilter>>,
+    pub conv_activation: Activation,
 }
 
 impl Default for ModelConfig {
@@ -55,6 +61,8 @@ impl Default for ModelConfig {
             fcnet_hiddens: vec![64, 64],
             fcnet_activation: Activation::Tanh,
             vf_share_layers: false,
+            conv_filters: None,
+            conv_activation: Activation::Relu,
         }
     }
 }
@@ -122,6 +130,9 @@ impl ModuleKind {
 pub struct ModuleSpec {
     /// The shape of one observation, as the env's observation space gives it.
     pub observation_shape: Vec<usize>,
+    /// `U8` for a `uint8` box (images): its values are bytes.
+    #[serde(default)]
+    pub observation_dtype: ObsDType,
     pub action_space: ActionSpace,
     pub model: ModelConfig,
     pub kind: ModuleKind,
@@ -133,12 +144,25 @@ impl ModuleSpec {
         self.observation_shape.iter().product()
     }
 
-    /// The encoder this observation space calls for.
-    pub fn encoder(&self) -> EncoderSpec {
-        EncoderSpec::for_observations(&self.observation_shape, &self.model)
+    /// The encoder this observation space calls for; an error when the
+    /// model config does not fit it (an image with neither default nor
+    /// configured `conv_filters`). Check it before building modules.
+    pub fn encoder(&self) -> Result<EncoderSpec, EncoderError> {
+        EncoderSpec::for_observations(&self.observation_shape, self.observation_dtype, &self.model)
+    }
+
+    /// The element type sample batches keep observations in: bytes for an
+    /// image encoder's `uint8` input, `f32` otherwise.
+    pub fn batch_obs_dtype(&self) -> ObsDType {
+        self.encoder()
+            .map_or(ObsDType::F32, |encoder| encoder.input_dtype())
     }
 
     /// The module for acting, behind the trait (what EnvRunners hold).
+    ///
+    /// # Panics
+    /// If [`ModuleSpec::encoder`] is an error; specs made by
+    /// `env_runner::module_spec` have been checked.
     pub fn build(&self, device: Device) -> Box<dyn RLModule> {
         match self.kind {
             ModuleKind::ActorCritic => Box::new(ActorCritic::new(self, device)),

@@ -68,7 +68,10 @@ impl RLModule for QNetwork {
         };
         let var_store = nn::VarStore::new(device);
         let root = var_store.root();
-        let encoder = Encoder::new(&root / "q", &spec.encoder());
+        let encoder = Encoder::new(
+            &root / "q",
+            &spec.encoder().expect("module spec with a valid encoder"),
+        );
         let width = encoder.output_dim();
         let n = n as i64;
         let head = if *dueling {
@@ -148,6 +151,7 @@ mod tests {
         QNetwork::new(
             &ModuleSpec {
                 observation_shape: vec![3],
+                observation_dtype: Default::default(),
                 action_space: ActionSpace::Discrete { n: 4 },
                 model: ModelConfig::default(),
                 kind: ModuleKind::QNetwork {

@@ -33,7 +33,10 @@ impl QFunction {
     fn new(path: nn::Path, spec: &ModuleSpec, action_dim: i64) -> Self {
         let encoder = Encoder::new(
             &path / "encoder",
-            &spec.encoder().with_extra_inputs(action_dim),
+            &spec
+                .encoder()
+                .expect("module spec with a valid encoder")
+                .with_extra_inputs(action_dim),
         );
         let head = linear(&path / "head", encoder.output_dim(), 1, 1.0);
         QFunction { encoder, head }
@@ -120,7 +123,10 @@ impl RLModule for SoftActorCritic {
         let root = var_store.root();
         let count = || var_store.trainable_variables().len();
         let action_dim = low.len() as i64;
-        let policy_encoder = Encoder::new(&root / "pi", &spec.encoder());
+        let policy_encoder = Encoder::new(
+            &root / "pi",
+            &spec.encoder().expect("module spec with a valid encoder"),
+        );
         let policy_head = linear(
             &root / "pi_head",
             policy_encoder.output_dim(),

@@ -360,6 +360,10 @@ impl<L: OffPolicyLearner> Algorithm for OffPolicy<L> {
         self.state.progress.iteration
     }
 
+    fn flat_weights(&self) -> Result<Vec<f32>, TrainError> {
+        Ok(self.learners.flat_weights()?)
+    }
+
     fn learner_devices(&self) -> Result<Vec<String>, TrainError> {
         Ok(self.learners.devices()?)
     }

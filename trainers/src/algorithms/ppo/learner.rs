@@ -9,7 +9,7 @@ use oxray_rl::learner::{Learner, LearnerConfig, Step};
 use oxray_rl::learner_group::{AlgorithmLearner, LearnerCore, Trained, UpdateOutcome};
 use oxray_rl::metrics::{self, Histograms, Metrics};
 use oxray_rl::rl_module::ActorCritic;
-use oxray_rl::{to_host, SampleBatch};
+use oxray_rl::{to_host, ObsBuffer, SampleBatch};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -60,7 +60,7 @@ impl AlgorithmLearner for PpoLearner {
         let cfg = &self.training;
         self.learner.set_lr(params.lr);
         let l = &self.learner;
-        let obs = l.tensor(&batch.obs, batch.obs_dim);
+        let obs = l.obs_tensor(&batch.obs, batch.obs_dim);
         let (truncation_index, truncation_obs) = batch.truncations();
         let actions = l.tensor(&batch.actions, batch.action_dim);
         let old_logp = l.tensor(&batch.action_logp, 1).view(-1);
@@ -69,7 +69,8 @@ impl AlgorithmLearner for PpoLearner {
         // truncation observations) and π_θold for the KL term.
         let (old_dist, values, bootstrap_values, truncation_values) = tch::no_grad(|| {
             let (dist, values) = l.module().forward(&obs);
-            let value_of = |o: &[f32]| to_host(&l.module().value(&l.tensor(o, batch.obs_dim)));
+            let value_of =
+                |o: &ObsBuffer| to_host(&l.module().value(&l.obs_tensor(o, batch.obs_dim)));
             (
                 dist,
                 to_host(&values),
@@ -235,15 +236,15 @@ mod tests {
     /// state worth 0.
     #[test]
     fn truncated_steps_bootstrap_from_the_final_observation_value() {
-        let mut batch = SampleBatch::with_capacity(1, 1, 3, 1);
+        let mut batch = SampleBatch::with_capacity(oxray_rl::ObsDType::F32, 1, 1, 3, 1);
         batch.rewards = vec![1.0, 1.0, 1.0];
         batch.truncateds[1] = true;
         batch.terminateds[2] = true;
         batch.final_index = vec![1, 2];
-        batch.final_obs = vec![7.0, 8.0];
+        batch.final_obs = ObsBuffer::F32(vec![7.0, 8.0]);
         let (index, obs) = batch.truncations();
         // Only the truncated step is bootstrapped; the terminated one is not.
-        assert_eq!((index.clone(), obs), (vec![1], vec![7.0]));
+        assert_eq!((index.clone(), obs), (vec![1], ObsBuffer::F32(vec![7.0])));
         let gamma = 0.5;
         let rewards = bootstrap_truncated(&batch.rewards, &index, &[10.0], gamma);
         assert_eq!(rewards, vec![1.0, 6.0, 1.0]);

@@ -176,6 +176,10 @@ impl Algorithm for Ppo {
         self.state.progress.iteration
     }
 
+    fn flat_weights(&self) -> Result<Vec<f32>, TrainError> {
+        Ok(self.learners.flat_weights()?)
+    }
+
     fn learner_devices(&self) -> Result<Vec<String>, TrainError> {
         Ok(self.learners.devices()?)
     }
