@@ -35,7 +35,9 @@ pub fn flatten_parameters(params: &[Tensor]) -> Tensor {
 /// so there is nothing to zero between steps.
 pub fn flat_gradient(loss: &Tensor, params: &[Tensor]) -> Tensor {
     let grads = Tensor::run_backward(&[loss], params, false, false);
-    Tensor::cat(&grads.iter().map(|g| g.view(-1)).collect::<Vec<_>>(), 0)
+    // `reshape`, not `view`: a convolution's weight gradient can come back
+    // strided (channels-last images are permuted at the encoder's input).
+    Tensor::cat(&grads.iter().map(|g| g.reshape(-1)).collect::<Vec<_>>(), 0)
 }
 
 /// Scales `grad` so its L2 norm is at most `max_norm`; returns the norm before.

@@ -47,7 +47,9 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
     // Inside `oxray symmetric-run` or an sbatch job the cluster is in the
     // environment.
     let address = args.address.or_else(|| std::env::var("OXRAY_ADDRESS").ok());
-    let uses_actors = config.env_runners.num_env_runners > 0 || config.learners.num_learners > 0;
+    let uses_actors = config.env_runners.num_env_runners > 0
+        || config.evaluation.num_env_runners > 0
+        || config.learners.num_learners > 0;
     if uses_actors && address.is_none() {
         warn_if_actors_exceed_cores(&config);
     }
@@ -108,7 +110,9 @@ fn warn_if_actors_exceed_cores(config: &ExperimentConfig) {
     } else {
         1.0
     };
-    let wanted = runners.num_env_runners as f64 * runners.num_cpus_per_env_runner
+    let evaluation_runners = config.evaluation.num_env_runners;
+    let wanted = (runners.num_env_runners + evaluation_runners) as f64
+        * runners.num_cpus_per_env_runner
         + config.learners.num_learners as f64 * learner_cpus;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     if wanted > cores {
