@@ -123,7 +123,7 @@ pub fn module_spec(
         env: env.id.clone(),
         error,
     })?;
-    if matches!(kind, ModuleKind::SoftActorCritic { .. })
+    if matches!(spec.kind, ModuleKind::SoftActorCritic { .. })
         && matches!(encoder, crate::rl_module::EncoderSpec::Cnn { .. })
     {
         return Err(Error::Incompatible(format!(
