@@ -1,9 +1,8 @@
 #!/usr/bin/env python3
 """Gymnasium's step rate for one env id: a single env and a SyncVectorEnv.
 
-Measured the way /work/shared/peers/gym_cartpole_steps.py measures CartPole
-(sampled actions for the single env, a fixed action pattern for the vector env),
-for any registered id. Prints one JSON object: {"single": steps/s, "vector": steps/s}.
+Sampled actions for the single env and a fixed action pattern for the vector
+env (so action sampling does not count against Gymnasium), for any registered id. Prints one JSON object: {"single": steps/s, "vector": steps/s}.
 Used by `oxray envs bench --compare-gymnasium` so both sides run in the same run.
 """
 import argparse
