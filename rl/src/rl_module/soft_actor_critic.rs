@@ -205,6 +205,7 @@ mod tests {
         SoftActorCritic::new(
             &ModuleSpec {
                 observation_shape: vec![3],
+                observation_dtype: Default::default(),
                 action_space: ActionSpace::Box {
                     low: vec![-2.0, 0.0],
                     high: vec![2.0, 1.0],
