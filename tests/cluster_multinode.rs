@@ -5,7 +5,7 @@
 
 mod cluster_support;
 
-use cluster_support::{oxray, start_head, start_node, status};
+use cluster_support::{node_session, oxray, shm_files_of, start_head, start_node, status};
 use oxray::core::{self as oxray_core, remote, Error, InitOptions, SchedulingStrategy};
 use std::time::Duration;
 
@@ -120,6 +120,16 @@ fn three_node_cluster_schedules_moves_objects_and_survives_a_node_loss() {
         other => panic!("expected ObjectLost, got {:?}", other.map(|v| v.len())),
     }
     oxray_core::shutdown();
+
+    // The SIGKILLed node had no chance to remove its shared memory (that
+    // object's file); `oxray stop` removes what dead nodes left, as after
+    // any crash.
+    let stopped = oxray(session).arg("stop").output().unwrap();
+    assert!(stopped.status.success(), "{stopped:?}");
+    assert_eq!(
+        shm_files_of(&node_session(&node_b_id)),
+        Vec::<String>::new()
+    );
 }
 
 #[test]
