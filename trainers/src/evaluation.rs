@@ -66,7 +66,7 @@ impl Evaluator {
 
     /// Whether iteration `iteration` (1-based) evaluates.
     pub fn due(&self, iteration: u64) -> bool {
-        iteration % self.config.interval == 0
+        iteration.is_multiple_of(self.config.interval)
     }
 
     /// Plays the configured duration with `algorithm`'s current weights and

@@ -233,9 +233,9 @@ fn conv_sizes(filters: &[ConvFilter], [height, width]: [i64; 2]) -> Vec<ConvSize
         .map(|(i, f)| {
             let valid = i + 1 == filters.len();
             let mut padding = [0; 4];
-            for axis in 0..2 {
-                let (n, k) = (size[axis], f.kernel[axis]);
-                size[axis] = if valid {
+            for (axis, (side, &k)) in size.iter_mut().zip(&f.kernel).enumerate() {
+                let n = *side;
+                *side = if valid {
                     (n - k).div_euclid(f.stride) + 1
                 } else {
                     let out = (n + f.stride - 1) / f.stride;
