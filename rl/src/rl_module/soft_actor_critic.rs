@@ -59,9 +59,13 @@ pub struct SoftActorCritic {
     log_alpha: Tensor,
     /// Trainable variables in each part: policy, Q-functions, log α.
     part_lengths: [usize; 3],
-    /// The Box's midpoint and half-width per dimension.
+    /// The Box's midpoint and half-width per dimension, on the module's
+    /// device (for the Learner's batches) and on the host (for rescaling
+    /// sampled actions without a device round trip per step).
     action_center: Tensor,
     action_half_range: Tensor,
+    host_center: Vec<f32>,
+    host_half_range: Vec<f32>,
     action_dim: i64,
     spec: ModuleSpec,
 }
@@ -138,13 +142,13 @@ impl RLModule for SoftActorCritic {
         let qf_twin = QFunction::new(&root / "qf_twin", spec, action_dim);
         let critics_len = count() - policy_len;
         let log_alpha = root.var("log_alpha", &[1], nn::Init::Const(initial_alpha.ln()));
-        let bound = |values: Vec<f32>| {
-            Tensor::from_slice(&values)
+        let bound = |values: &[f32]| {
+            Tensor::from_slice(values)
                 .view([1, action_dim])
                 .to_device(device)
         };
-        let center = low.iter().zip(high).map(|(l, h)| (l + h) / 2.0).collect();
-        let half_range = low.iter().zip(high).map(|(l, h)| (h - l) / 2.0).collect();
+        let center: Vec<f32> = low.iter().zip(high).map(|(l, h)| (l + h) / 2.0).collect();
+        let half_range: Vec<f32> = low.iter().zip(high).map(|(l, h)| (h - l) / 2.0).collect();
         SoftActorCritic {
             var_store,
             policy_encoder,
@@ -153,8 +157,10 @@ impl RLModule for SoftActorCritic {
             qf_twin,
             log_alpha,
             part_lengths: [policy_len, critics_len, 1],
-            action_center: bound(center),
-            action_half_range: bound(half_range),
+            action_center: bound(&center),
+            action_half_range: bound(&half_range),
+            host_center: center,
+            host_half_range: half_range,
             action_dim,
             spec: spec.clone(),
         }
@@ -184,11 +190,9 @@ impl RLModule for SoftActorCritic {
         logp: &mut [f32],
     ) {
         self.policy(obs).sample_into(rng, explore, actions, logp);
-        let center = crate::to_host(&self.action_center);
-        let half_range = crate::to_host(&self.action_half_range);
-        let d = center.len();
+        let d = self.host_center.len();
         for (i, action) in actions.iter_mut().enumerate() {
-            *action = center[i % d] + half_range[i % d] * *action;
+            *action = self.host_center[i % d] + self.host_half_range[i % d] * *action;
         }
     }
 }
