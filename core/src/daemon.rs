@@ -402,6 +402,9 @@ async fn serve_head(
                             eprintln!("oxray: cannot spill {path}: {e}");
                         }
                     }
+                    // Answered either way: a put waiting for the room must
+                    // not wait for an object that cannot move.
+                    let _ = outbound.send(NodeToHead::Spilled { generation });
                 }
                 Ok(Some(HeadToNode::Free { path, server, generation })) => {
                     if crate::shm::belongs_to_session(&path, &config.session) {

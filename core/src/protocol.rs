@@ -289,6 +289,11 @@ pub enum NodeToHead {
         worker: WorkerId,
         message: String,
     },
+    /// The node did what a `Spill` told it (moved the value of `generation`
+    /// to disk, or found it gone): its shared memory is free again.
+    Spilled {
+        generation: u64,
+    },
 }
 
 /// The head → a node daemon.

@@ -81,6 +81,9 @@ impl Node {
             NodeToHead::WorkerNotStarted { worker, error } => {
                 self.worker_not_started(worker, error)
             }
+            NodeToHead::Spilled { generation } => {
+                self.with_state(|state, _| state.store_spilled(node_id, generation))
+            }
         }
     }
 }

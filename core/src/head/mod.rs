@@ -347,10 +347,13 @@ impl Node {
                                 len,
                             });
                         }
-                    } else if shm::belongs_to_session(&path, &self.config.session) {
-                        if let Err(e) = crate::spill::spill(&path, generation, len) {
-                            tracing::error!("cannot spill {path}: {e}");
+                    } else {
+                        if shm::belongs_to_session(&path, &self.config.session) {
+                            if let Err(e) = crate::spill::spill(&path, generation, len) {
+                                tracing::error!("cannot spill {path}: {e}");
+                            }
                         }
+                        self.with_state(|state, _| state.store_spilled(&node, generation));
                     }
                 }
                 Effect::Free {

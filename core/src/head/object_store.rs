@@ -11,7 +11,7 @@
 
 use super::{Effect, NodeState};
 use crate::protocol::{ObjectBlob, Payload};
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::collections::BTreeMap;
 
 /// One node's store.
@@ -30,6 +30,9 @@ pub(super) struct NodeObjectStore {
     /// number) or spilled.
     objects: FxHashMap<u64, Stored>,
     arrivals: u64,
+    /// Objects the node was told to spill and has not reported spilled:
+    /// until it does, their shared memory is still taken.
+    spills_in_flight: FxHashSet<u64>,
 }
 
 struct Stored {
@@ -50,6 +53,7 @@ impl NodeObjectStore {
             by_age: BTreeMap::new(),
             objects: FxHashMap::default(),
             arrivals: 0,
+            spills_in_flight: FxHashSet::default(),
         }
     }
 
@@ -72,6 +76,7 @@ impl NodeObjectStore {
     }
 
     fn forget(&mut self, generation: u64) {
+        self.spills_in_flight.remove(&generation);
         let Some(stored) = self.objects.remove(&generation) else {
             return;
         };
@@ -101,6 +106,7 @@ impl NodeObjectStore {
             self.spilled_bytes += stored.len;
             self.spilled_bytes_total += stored.len;
             self.spilled_objects_total += 1;
+            self.spills_in_flight.insert(generation);
             victims.push((stored.path.clone(), generation, stored.len));
         }
         victims
@@ -142,6 +148,27 @@ impl NodeState {
         }
     }
 
+    /// The node moved the value of `generation` to disk: its memory is free.
+    pub(super) fn store_spilled(&mut self, node: &str, generation: u64) {
+        if let Some(store) = self.object_stores.get_mut(node) {
+            if store.spills_in_flight.remove(&generation) {
+                // Wakes the puts waiting for the room.
+                self.ready_events += 1;
+            }
+        }
+    }
+
+    /// Whether `node` is still moving objects to disk that its store was
+    /// told to spill. A put on that node is answered only once it is not, so
+    /// the next put finds the room: the node's shared memory stays within
+    /// its capacity plus the object being put (Ray's plasma store likewise
+    /// holds a create request until spilling frees the space).
+    pub(super) fn store_spilling(&self, node: &str) -> bool {
+        self.object_stores
+            .get(node)
+            .is_some_and(|store| !store.spills_in_flight.is_empty())
+    }
+
     /// A value was freed: its node no longer holds it, in memory or on disk.
     pub(super) fn store_forget(&mut self, blob: &ObjectBlob) {
         if let Some((node, generation, ..)) = shared(blob) {
@@ -168,10 +195,16 @@ mod tests {
         store.admit(4, 7, "d");
         let spilled: Vec<u64> = store.overflow().iter().map(|v| v.1).collect();
         assert_eq!(spilled, vec![2, 3], "oldest first, until 7 bytes fit");
+        assert_eq!(store.spills_in_flight.len(), 3, "none reported spilled yet");
         assert_eq!((store.resident_bytes, store.spilled_bytes), (7, 12));
         store.forget(1);
         store.forget(4);
         assert_eq!((store.resident_bytes, store.spilled_bytes), (0, 8));
+        assert_eq!(
+            store.spills_in_flight.len(),
+            2,
+            "a freed object is no longer awaited"
+        );
         assert_eq!(store.spilled_objects_total, 3);
         assert_eq!(store.spilled_bytes_total, 12);
     }

@@ -98,8 +98,32 @@ impl Node {
             Request::Cancel(id) => reply_to(self, self.cancel(id).map(|_| Reply::Done)),
             Request::Put { id, value } => {
                 self.state.lock().note_driver_refs(worker, &[id], &[]);
+                let node_of_value = value.as_ref().ok().and_then(|blob| match &blob.payload {
+                    Payload::Shared { node, .. } => Some(node.clone()),
+                    Payload::Inline(_) => None,
+                });
                 self.put(id, value);
-                reply_to(self, Ok(Reply::Done))
+                // A put into shared memory is answered once its node has
+                // spilled what it overflowed, so the next one finds room.
+                let Some(node_id) = node_of_value.filter(|n| self.state.lock().store_spilling(n))
+                else {
+                    return reply_to(self, Ok(Reply::Done));
+                };
+                let node = self.weak();
+                self.runtime.spawn(async move {
+                    let Some(node) = node.upgrade() else { return };
+                    let mut epoch = node.ready_epoch.subscribe();
+                    loop {
+                        epoch.borrow_and_update();
+                        if !node.state.lock().store_spilling(&node_id) {
+                            break;
+                        }
+                        if epoch.changed().await.is_err() {
+                            return;
+                        }
+                    }
+                    reply_to(&node, Ok(Reply::Done));
+                });
             }
             Request::KvPut { key, value } => {
                 reply_to(self, self.kv_put(&key, value).map(|_| Reply::Done))
