@@ -402,3 +402,65 @@ fn sac_trains_resumes_and_evaluates() {
     assert!(out.contains("Pendulum-v1: 2 episodes"), "{out}");
     assert!(out.contains("return  mean"), "{out}");
 }
+
+/// The shipped APPO config (two remote EnvRunners sampling continuously)
+/// lifts CartPole's mean return above 150 (an untrained policy scores about
+/// 20) while the Learner trains on actions drawn with older weights — the
+/// asynchrony V-trace corrects for; the run resumes with its counters
+/// continuing and `oxray evaluate` plays the checkpoint.
+#[test]
+fn appo_learns_asynchronously_resumes_and_evaluates() {
+    let scratch = Scratch::new();
+    let config = format!("{}/configs/appo-cartpole.yaml", env!("CARGO_MANIFEST_DIR"));
+    let first = scratch.oxray(&[
+        "train",
+        &config,
+        "--set",
+        "stop.episode_return_mean=150",
+        "--set",
+        "stop.env_steps=150000",
+    ]);
+    assert!(first.status.success(), "{first:?}");
+    let run = scratch.runs("appo-cartpole").pop().expect("run directory");
+    let run_arg = run.to_string_lossy().into_owned();
+    let json = lines(&run.join("result.json"));
+    let last: serde_json::Value = serde_json::from_str(json.last().unwrap()).unwrap();
+    let return_mean = last["env_runners/episode_return_mean"].as_f64().unwrap();
+    assert!(return_mean >= 150.0, "return mean {return_mean}");
+    let lags: Vec<f64> = json
+        .iter()
+        .map(|line| {
+            let result: serde_json::Value = serde_json::from_str(line).unwrap();
+            result["env_runners/mean_weights_lag"].as_f64().unwrap()
+        })
+        .collect();
+    assert!(
+        lags.iter().skip(1).any(|&lag| lag > 0.0),
+        "the runners never sampled ahead of the Learner: {lags:?}"
+    );
+    let iterations = json.len();
+    let steps = last["num_env_steps_sampled_lifetime"].as_f64().unwrap();
+
+    let resume_to = format!("stop.iterations={}", iterations + 2);
+    let second = scratch.oxray(&[
+        "train",
+        &config,
+        "--set",
+        &resume_to,
+        "--set",
+        "stop.episode_return_mean=1000",
+        "--resume",
+        &run_arg,
+    ]);
+    assert!(second.status.success(), "{second:?}");
+    let json = lines(&run.join("result.json"));
+    assert_eq!(json.len(), iterations + 2);
+    let resumed: serde_json::Value = serde_json::from_str(&json[iterations]).unwrap();
+    assert_eq!(resumed["training_iteration"], (iterations + 1) as f64);
+    assert!(resumed["num_env_steps_sampled_lifetime"].as_f64().unwrap() > steps);
+
+    let evaluated = scratch.oxray(&["evaluate", &run_arg, "--episodes", "3"]);
+    assert!(evaluated.status.success(), "{evaluated:?}");
+    let out = stdout(&evaluated);
+    assert!(out.contains("CartPole-v1: 3 episodes"), "{out}");
+}

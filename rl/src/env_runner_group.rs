@@ -1,16 +1,22 @@
 //! The EnvRunners of one algorithm: a single in-process runner when
 //! `num_env_runners` is 0, otherwise that many oxray-core actors.
 //!
-//! Weights go out once per iteration through the object store with a version
-//! number. Sampling is synchronous by default, as in RLlib's PPO: every
-//! `sample()` is requested after the latest weights were sent, so every
-//! action comes from the weights the Learner is about to update. With
-//! `sample_ahead` the next `sample()` is requested as soon as the current one
-//! is collected, so sampling overlaps the Learner's update; those actions come
-//! from weights one version old (each rollout records the version it used).
-//! Off-policy algorithms do not mind; PPO's ratio then measures the change
-//! from the sampling weights, so its clipping bounds two updates instead of
-//! one.
+//! Weights go out through the object store with a version number. How the
+//! runners sample is a [`Sampling`] mode:
+//! - `Synchronous` (PPO's default, as in RLlib): every `sample()` is requested
+//!   after the latest weights were sent, so every action comes from the
+//!   weights the Learner is about to update.
+//! - `Ahead`: the next `sample()` is requested as soon as the current one is
+//!   collected, so sampling overlaps the Learner's update; those actions come
+//!   from weights one version old (each rollout records the version it
+//!   used). Off-policy algorithms do not mind; PPO's ratio then measures the
+//!   change from the sampling weights, so its clipping bounds two updates
+//!   instead of one.
+//! - `Asynchronous` (APPO and IMPALA, RLlib's
+//!   `max_requests_in_flight_per_env_runner`): each runner always has that
+//!   many `sample()` calls queued, so it never waits for the Learner; a call
+//!   returns whatever rollouts are ready (at least one), and weights sent in
+//!   between reach each runner after the samples already queued there.
 //!
 //! Remote runners are spread over the cluster's nodes and restarted by the
 //! core when their process or node dies (RLlib's `restart_failed_env_runners`).
@@ -20,6 +26,9 @@
 //! healthy runners' rollouts, the restarted runner gets the latest weights
 //! before its next sample, and the losses show in the results under
 //! `fault_tolerance/`.
+
+use std::collections::VecDeque;
+use std::time::Duration;
 
 use oxray_core::{ActorHandle, ObjectRef, SchedulingStrategy};
 use rand_chacha::ChaCha8Rng;
@@ -34,15 +43,15 @@ pub enum EnvRunnerGroup {
         runners: Vec<ActorHandle<EnvRunner>>,
         /// What replacements of failed runners are built from.
         spawn: Box<RunnerSpawn>,
-        /// Samples requested and not yet collected.
-        in_flight: Vec<ObjectRef<Rollout>>,
+        /// Each runner's samples requested and not yet collected, oldest
+        /// first (calls to one actor run in order).
+        in_flight: Vec<VecDeque<ObjectRef<Rollout>>>,
         /// `set_weights` calls not yet confirmed.
         weight_acks: Vec<ObjectRef<()>>,
         /// The last weights sent (version, weights, env steps), for runners
         /// that come back from a restart.
         latest_weights: Option<(u64, ObjectRef<Vec<f32>>, u64)>,
-        /// Request the next sample as soon as one is collected.
-        sample_ahead: bool,
+        sampling: Sampling,
         /// Whether each runner's last sample arrived.
         healthy: Vec<bool>,
         /// Samples each runner has delivered since it (re)started.
@@ -53,6 +62,15 @@ pub enum EnvRunnerGroup {
         /// Consecutive `sample()` calls in which every runner failed.
         barren_rounds: u32,
     },
+}
+
+/// When remote runners are asked for their next sample (see the module
+/// docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sampling {
+    Synchronous,
+    Ahead,
+    Asynchronous { max_requests_in_flight: usize },
 }
 
 /// How to start remote runner `worker_index` (again).
@@ -96,7 +114,7 @@ impl EnvRunnerGroup {
         config: &EnvRunnerConfig,
         num_env_runners: usize,
         num_cpus_per_env_runner: f64,
-        sample_ahead: bool,
+        sampling: Sampling,
     ) -> Result<Self, Error> {
         if num_env_runners == 0 {
             return Ok(EnvRunnerGroup::Local(Box::new(EnvRunner::new(
@@ -114,17 +132,18 @@ impl EnvRunnerGroup {
             spawn,
             healthy: vec![true; runners.len()],
             served: vec![0; runners.len()],
+            in_flight: vec![VecDeque::new(); runners.len()],
             runners,
-            in_flight: Vec::new(),
             weight_acks: Vec::new(),
             latest_weights: None,
-            sample_ahead,
+            sampling,
             restarts: 0,
             barren_rounds: 0,
         })
     }
 
-    /// One `sample()` from every runner.
+    /// One `sample()` from every runner; in `Asynchronous` mode, the
+    /// samples that are ready (waiting for the first one).
     pub fn sample(&mut self) -> Result<Vec<Rollout>, Error> {
         match self {
             EnvRunnerGroup::Local(runner) => Ok(vec![runner.sample()?]),
@@ -138,33 +157,47 @@ impl EnvRunnerGroup {
                 served,
                 restarts,
                 barren_rounds,
-                sample_ahead,
+                sampling,
             } => {
-                for ack in weight_acks.drain(..) {
-                    match ack.get() {
-                        Err(error) if !is_runner_failure(&error) => return Err(error.into()),
-                        // A runner that died gets the weights again below.
-                        _ => {}
+                let asynchronous = matches!(sampling, Sampling::Asynchronous { .. });
+                check_weight_acks(weight_acks, !asynchronous)?;
+                let collect = match *sampling {
+                    Sampling::Asynchronous {
+                        max_requests_in_flight,
+                    } => {
+                        top_up(runners, in_flight, max_requests_in_flight);
+                        ready_runners(in_flight)?
                     }
-                }
-                if in_flight.is_empty() {
-                    *in_flight = runners.iter().map(|r| r.sample()).collect();
-                }
+                    Sampling::Synchronous | Sampling::Ahead => {
+                        top_up(runners, in_flight, 1);
+                        (0..runners.len()).collect()
+                    }
+                };
                 let latest_version = latest_weights.as_ref().map_or(0, |(v, ..)| *v);
-                let mut rollouts = Vec::with_capacity(runners.len());
+                let mut rollouts = Vec::with_capacity(collect.len());
                 let mut needs_weights = vec![false; runners.len()];
                 let mut last_failure = None;
-                for (index, pending) in in_flight.iter().enumerate() {
+                for index in collect {
+                    let pending = in_flight[index]
+                        .pop_front()
+                        .expect("collected runners have a sample in flight");
                     match pending.get() {
                         Ok(rollout) => {
                             // A runner whose count of samples served started
-                            // over restarted between two calls; one whose
-                            // weights are more than a version old (with
-                            // `sample_ahead` its sample was requested before
-                            // the last sync) came back with its first weights
-                            // and needs the latest.
-                            let stale = rollout.weights_version + 1 < latest_version;
-                            if stale || rollout.samples_served != served[index] + 1 {
+                            // over restarted between two calls. In the
+                            // lockstep modes one whose weights are more than
+                            // a version old (with `Ahead` its sample was
+                            // requested before the last sync) came back with
+                            // its first weights and needs the latest; an
+                            // asynchronous runner lags by design, so its
+                            // restart alone says so.
+                            let restarted = rollout.samples_served != served[index] + 1;
+                            let stale = if asynchronous {
+                                restarted
+                            } else {
+                                rollout.weights_version + 1 < latest_version
+                            };
+                            if stale || restarted {
                                 let resend = if stale {
                                     "; sending it the latest weights"
                                 } else {
@@ -180,6 +213,9 @@ impl EnvRunnerGroup {
                         }
                         Err(error) if is_runner_failure(&error) => {
                             eprintln!("EnvRunner {} failed and is restarting: {error}", index + 1);
+                            // Calls queued behind the failed one went down
+                            // with the process.
+                            in_flight[index].clear();
                             healthy[index] = false;
                             served[index] = 0;
                             needs_weights[index] = true;
@@ -193,6 +229,7 @@ impl EnvRunnerGroup {
                             );
                             // Already dead is as good as killed.
                             let _ = oxray_core::kill(&failed);
+                            in_flight[index].clear();
                             healthy[index] = false;
                             needs_weights[index] = true;
                             *restarts += 1;
@@ -223,11 +260,13 @@ impl EnvRunnerGroup {
                         weight_acks.push(runner.set_weights(*version, &*weights, *env_steps));
                     }
                 }
-                *in_flight = if *sample_ahead {
-                    runners.iter().map(|r| r.sample()).collect()
-                } else {
-                    Vec::new()
-                };
+                match *sampling {
+                    Sampling::Synchronous => {}
+                    Sampling::Ahead => top_up(runners, in_flight, 1),
+                    Sampling::Asynchronous {
+                        max_requests_in_flight,
+                    } => top_up(runners, in_flight, max_requests_in_flight),
+                }
                 Ok(rollouts)
             }
         }
@@ -346,4 +385,57 @@ impl EnvRunnerGroup {
             }
         }
     }
+}
+
+/// Queues `sample()` calls until every runner has `depth` in flight.
+fn top_up(
+    runners: &[ActorHandle<EnvRunner>],
+    in_flight: &mut [VecDeque<ObjectRef<Rollout>>],
+    depth: usize,
+) {
+    for (runner, queue) in runners.iter().zip(in_flight) {
+        while queue.len() < depth {
+            queue.push_back(runner.sample());
+        }
+    }
+}
+
+/// The runners whose oldest sample in flight is ready, waiting until one is.
+fn ready_runners(in_flight: &[VecDeque<ObjectRef<Rollout>>]) -> Result<Vec<usize>, Error> {
+    let oldest: Vec<ObjectRef<Rollout>> = in_flight
+        .iter()
+        .filter_map(|q| q.front().cloned())
+        .collect();
+    oxray_core::wait(&oldest, 1, None)?;
+    let (ready, _) = oxray_core::wait(&oldest, oldest.len(), Some(Duration::ZERO))?;
+    Ok(in_flight
+        .iter()
+        .enumerate()
+        .filter(|(_, q)| {
+            q.front()
+                .is_some_and(|front| ready.iter().any(|r| r.id() == front.id()))
+        })
+        .map(|(index, _)| index)
+        .collect())
+}
+
+/// Collects the `set_weights` confirmations: all of them when `block`, else
+/// those already in (asynchronous runners get them after their queued
+/// samples). A runner that died gets the weights again when its loss shows.
+fn check_weight_acks(weight_acks: &mut Vec<ObjectRef<()>>, block: bool) -> Result<(), Error> {
+    let done = if block || weight_acks.is_empty() {
+        std::mem::take(weight_acks)
+    } else {
+        let (ready, pending) =
+            oxray_core::wait(weight_acks, weight_acks.len(), Some(Duration::ZERO))?;
+        *weight_acks = pending;
+        ready
+    };
+    for ack in done {
+        match ack.get() {
+            Err(error) if !is_runner_failure(&error) => return Err(error.into()),
+            _ => {}
+        }
+    }
+    Ok(())
 }

@@ -49,6 +49,22 @@ pub fn compute_gae(
     }
 }
 
+/// Rewards with γ·V(final observation) added at truncated steps: a truncated
+/// episode continues in principle, so its last reward gets the discounted
+/// value of the state it was cut off in. Terminated steps get nothing.
+pub fn bootstrap_truncated(
+    rewards: &[f32],
+    truncation_index: &[u32],
+    truncation_values: &[f32],
+    gamma: f32,
+) -> Vec<f32> {
+    let mut rewards = rewards.to_vec();
+    for (&i, v) in truncation_index.iter().zip(truncation_values) {
+        rewards[i as usize] += gamma * v;
+    }
+    rewards
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,10 +9,12 @@
 //! # Layout
 //! - `rl_module`: RLModule trait, encoders, actor-critic and Q-network modules,
 //! - `distributions`: action distributions,
-//! - `sample_batch`, `obs_buffer`, `gae`, `schedule`, `replay_buffer`: data
-//!   and its processing (observation columns keep image bytes as bytes),
+//! - `sample_batch`, `obs_buffer`, `gae`, `vtrace`, `schedule`,
+//!   `replay_buffer`: data and its processing (observation columns keep
+//!   image bytes as bytes),
 //! - `env_runner`, `env_runner_group`: sampling,
-//! - `learner`, `learner_group`, `optim`, `collective`: learning,
+//! - `learner`, `learner_group`, `minibatch_sgd`, `optim`, `collective`:
+//!   learning,
 //! - `metrics`, `loggers`, `checkpoint`: results and state.
 
 pub mod checkpoint;
@@ -25,12 +27,14 @@ pub mod learner;
 pub mod learner_group;
 pub mod loggers;
 pub mod metrics;
+pub mod minibatch_sgd;
 pub mod obs_buffer;
 pub mod optim;
 pub mod replay_buffer;
 pub mod rl_module;
 pub mod sample_batch;
 pub mod schedule;
+pub mod vtrace;
 
 use std::path::{Path, PathBuf};
 

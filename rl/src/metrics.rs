@@ -48,6 +48,12 @@ pub const LEARNING_RATE: &str = "learners/default_policy/default_optimizer_learn
 pub const QF_LOSS: &str = "learners/default_policy/qf_loss";
 pub const QF_MEAN: &str = "learners/default_policy/qf_mean";
 pub const TD_ERROR_MEAN: &str = "learners/default_policy/td_error_mean";
+/// How many weight versions behind the Learner's the actions of an
+/// iteration's batch were drawn, averaged over its steps (APPO).
+pub const MEAN_WEIGHTS_LAG: &str = "env_runners/mean_weights_lag";
+/// APPO's mean π_target/μ over the batch: how far the EnvRunners' policy
+/// lags the Learner's.
+pub const MEAN_IMPORTANCE_RATIO: &str = "learners/default_policy/mean_importance_ratio";
 pub const NUM_TARGET_UPDATES: &str = "learners/default_policy/num_target_updates";
 pub const ALPHA_LOSS: &str = "learners/default_policy/alpha_loss";
 pub const ALPHA_VALUE: &str = "learners/default_policy/alpha_value";
@@ -130,9 +136,33 @@ fn fold(values: &VecDeque<f64>, f: fn(f64, f64) -> f64) -> f64 {
     values.iter().copied().reduce(f).unwrap_or(f64::NAN)
 }
 
+/// 1 − Var[targets − values] / Var[targets]: how much of the return the value
+/// function explains.
+pub fn explained_variance(values: &[f32], targets: &[f32]) -> f64 {
+    let var = |xs: &mut dyn Iterator<Item = f64>| {
+        let xs: Vec<f64> = xs.collect();
+        let mean = xs.iter().sum::<f64>() / xs.len() as f64;
+        xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / xs.len() as f64
+    };
+    let target_var = var(&mut targets.iter().map(|&t| f64::from(t)));
+    let residual_var = var(&mut targets.iter().zip(values).map(|(&t, &v)| f64::from(t - v)));
+    if target_var == 0.0 {
+        f64::NAN
+    } else {
+        1.0 - residual_var / target_var
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn explained_variance_is_one_for_perfect_values_and_zero_for_the_mean() {
+        let targets = [1.0, 2.0, 3.0];
+        assert_eq!(explained_variance(&targets, &targets), 1.0);
+        assert!(explained_variance(&[2.0; 3], &targets).abs() < 1e-12);
+    }
 
     #[test]
     fn window_keeps_the_last_hundred_episodes() {

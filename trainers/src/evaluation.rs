@@ -13,7 +13,7 @@
 //! [`Algorithm::flat_weights`]: crate::algorithm::Algorithm::flat_weights
 
 use oxray_rl::env_runner::{EnvRunnerConfig, EvaluationDuration};
-use oxray_rl::env_runner_group::EnvRunnerGroup;
+use oxray_rl::env_runner_group::{EnvRunnerGroup, Sampling};
 use oxray_rl::metrics::Metrics;
 
 use crate::algorithm::{Algorithm, TrainError};
@@ -56,7 +56,7 @@ impl Evaluator {
             &runner_config,
             evaluation.num_env_runners,
             config.env_runners.num_cpus_per_env_runner,
-            false,
+            Sampling::Synchronous,
         )?;
         Ok(Some(Evaluator {
             config: evaluation.clone(),

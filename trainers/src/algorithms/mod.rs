@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use oxray_rl::checkpoint::{self, Checkpoint};
 use oxray_rl::env_runner::{module_spec as env_module_spec, EnvRunnerConfig};
-use oxray_rl::env_runner_group::EnvRunnerGroup;
+use oxray_rl::env_runner_group::{EnvRunnerGroup, Sampling};
 use oxray_rl::learner::LearnerState;
 use oxray_rl::metrics::{self, Histograms};
 use oxray_rl::rl_module::{add_weight_histograms, ModuleKind, ModuleSpec};
@@ -101,6 +101,7 @@ algorithms! {
     Ppo("PPO") => ppo::{PpoConfig, Ppo};
     Dqn("DQN") => dqn::{DqnConfig, Dqn};
     Sac("SAC") => sac::{SacConfig, Sac};
+    Appo("APPO") => appo::{AppoConfig, Appo};
 }
 
 /// What the latest iteration's histograms are made of, kept rather than
@@ -136,7 +137,7 @@ pub fn module_spec(config: &ExperimentConfig) -> Result<ModuleSpec, TrainError> 
 pub fn env_runners(
     config: &ExperimentConfig,
     module: ModuleSpec,
-    sample_ahead: bool,
+    sampling: Sampling,
 ) -> Result<EnvRunnerGroup, TrainError> {
     let runner_config = EnvRunnerConfig {
         env: config.env.clone(),
@@ -151,7 +152,7 @@ pub fn env_runners(
         &runner_config,
         config.env_runners.num_env_runners,
         config.env_runners.num_cpus_per_env_runner,
-        sample_ahead,
+        sampling,
     )?)
 }
 
@@ -204,5 +205,32 @@ impl<A: Serialize + DeserializeOwned + Clone> TrainingState<A> {
         )?;
         env_runners.set_rng_states(progress.env_runner_rngs.clone())?;
         Ok(state)
+    }
+}
+
+/// RLlib's adaptive KL coefficient (PPO, APPO): ×1.5 when the KL overshoots
+/// twice the target, ×0.5 when it stays under half of it.
+pub fn adapt_kl_coeff(kl_coeff: f64, mean_kl: f64, kl_target: f64) -> f64 {
+    if mean_kl > 2.0 * kl_target {
+        kl_coeff * 1.5
+    } else if mean_kl < 0.5 * kl_target {
+        kl_coeff * 0.5
+    } else {
+        kl_coeff
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kl_coeff_adapts_towards_the_target() {
+        assert_eq!(adapt_kl_coeff(0.2, 0.03, 0.01), 0.2 * 1.5);
+        assert_eq!(adapt_kl_coeff(0.2, 0.004, 0.01), 0.1);
+        assert_eq!(adapt_kl_coeff(0.2, 0.01, 0.01), 0.2);
+        // Within [target/2, 2·target] the coefficient stays put.
+        assert_eq!(adapt_kl_coeff(0.2, 0.02, 0.01), 0.2);
+        assert_eq!(adapt_kl_coeff(0.2, 0.005, 0.01), 0.2);
     }
 }

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use oxray_rl::checkpoint::Checkpoint;
-use oxray_rl::env_runner_group::EnvRunnerGroup;
+use oxray_rl::env_runner_group::{EnvRunnerGroup, Sampling};
 use oxray_rl::learner::LearnerConfig;
 use oxray_rl::learner_group::{LearnerActor, LearnerGroup};
 use oxray_rl::metrics::{self, Histograms, Metrics};
@@ -193,7 +193,7 @@ impl<L: OffPolicyLearner> OffPolicy<L> {
             config.learners.num_gpus_per_learner,
         )?;
         // Off-policy: sampling ahead with weights a round old costs nothing.
-        let mut env_runners = shared::env_runners(config, module, true)?;
+        let mut env_runners = shared::env_runners(config, module, Sampling::Ahead)?;
         env_runners.sync_weights(0, learners.flat_weights()?, 0)?;
         Ok(OffPolicy {
             config: config.clone(),

@@ -72,18 +72,6 @@ impl PpoConfig {
             None => self.lr,
         }
     }
-
-    /// RLlib's adaptive KL coefficient: ×1.5 when the KL overshoots twice the
-    /// target, ×0.5 when it stays under half of it.
-    pub fn next_kl_coeff(&self, kl_coeff: f64, mean_kl: f64) -> f64 {
-        if mean_kl > 2.0 * self.kl_target {
-            kl_coeff * 1.5
-        } else if mean_kl < 0.5 * self.kl_target {
-            kl_coeff * 0.5
-        } else {
-            kl_coeff
-        }
-    }
 }
 
 impl TrainingConfig for PpoConfig {
@@ -155,19 +143,5 @@ mod tests {
         assert!((config.lr_at(250) - 7.5e-4).abs() < 1e-12);
         assert_eq!(config.lr_at(5000), 0.0);
         assert_eq!(PpoConfig::default().lr_at(5000), 5e-5);
-    }
-
-    #[test]
-    fn kl_coeff_adapts_towards_the_target() {
-        let config = PpoConfig {
-            kl_target: 0.01,
-            ..PpoConfig::default()
-        };
-        assert_eq!(config.next_kl_coeff(0.2, 0.03), 0.2 * 1.5);
-        assert_eq!(config.next_kl_coeff(0.2, 0.004), 0.1);
-        assert_eq!(config.next_kl_coeff(0.2, 0.01), 0.2);
-        // Within [target/2, 2·target] the coefficient stays put.
-        assert_eq!(config.next_kl_coeff(0.2, 0.02), 0.2);
-        assert_eq!(config.next_kl_coeff(0.2, 0.005), 0.2);
     }
 }

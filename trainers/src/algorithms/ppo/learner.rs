@@ -4,17 +4,15 @@
 //! each takes its slice of every minibatch and the gradients are averaged
 //! between them.
 
-use oxray_rl::gae::compute_gae;
-use oxray_rl::learner::{Learner, LearnerConfig, Step};
+use oxray_rl::gae::{bootstrap_truncated, compute_gae};
+use oxray_rl::learner::{Learner, LearnerConfig};
 use oxray_rl::learner_group::{AlgorithmLearner, LearnerCore, Trained, UpdateOutcome};
-use oxray_rl::metrics::{self, Histograms, Metrics};
+use oxray_rl::metrics::{self, explained_variance, Histograms, Metrics};
+use oxray_rl::minibatch_sgd::{minibatch_sgd, MinibatchPlan};
 use oxray_rl::rl_module::ActorCritic;
 use oxray_rl::{to_host, ObsBuffer, SampleBatch};
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use tch::{Kind, Tensor};
+use tch::Kind;
 
 use super::config::PpoConfig;
 use super::loss::{normalize_advantages, ppo_loss, Minibatch};
@@ -104,78 +102,50 @@ impl AlgorithmLearner for PpoLearner {
         let advantages = l.tensor(&gae.advantages, 1).view(-1);
         let value_targets = l.tensor(&gae.value_targets, 1).view(-1);
 
-        let device = l.device();
-        let mut rng = ChaCha8Rng::seed_from_u64(params.shuffle_seed);
-        let mut order: Vec<i64> = (0..batch.len() as i64).collect();
-        let mut sums = [0.0f64; 5];
-        let mut steps = 0;
-        for _ in 0..cfg.num_epochs {
-            order.shuffle(&mut rng);
-            for chunk in order.chunks(cfg.minibatch_size) {
-                let index = Tensor::from_slice(chunk).to_device(device);
-                let mut mb_advantages = advantages.index_select(0, &index);
-                if cfg.normalize_advantages {
-                    mb_advantages = normalize_advantages(&mb_advantages);
-                }
-                let rows = self.learner.slice_of(chunk.len());
-                let (step, terms) = if rows.is_empty() {
-                    (self.learner.apply_no_loss(), [0.0; 3])
-                } else {
-                    let (start, len) = (rows.start as i64, rows.len() as i64);
-                    let index = index.narrow(0, start, len);
-                    let mb = Minibatch {
-                        obs: obs.index_select(0, &index),
-                        actions: actions.index_select(0, &index),
-                        old_logp: old_logp.index_select(0, &index),
-                        old_dist: old_dist.select(&index),
-                        advantages: mb_advantages.narrow(0, start, len),
-                        value_targets: value_targets.index_select(0, &index),
-                    };
-                    let (dist, values) = self.learner.module().forward(&mb.obs);
-                    let loss = ppo_loss(&dist, &values, &mb, cfg, params.kl_coeff);
-                    // Averaged over the Learners, weighted slice means are the
-                    // whole minibatch's means.
-                    let weight = self.learner.slice_weight(rows.len(), chunk.len());
-                    let terms = [&loss.policy_loss, &loss.vf_loss, &loss.entropy]
-                        .map(|term| term.double_value(&[]) * weight);
-                    (self.learner.apply_loss(&(loss.total * weight)), terms)
-                };
-                let (total, grad_norm) = match step {
-                    Ok(Step::Applied { loss, grad_norm }) => (loss, grad_norm),
-                    Ok(Step::NonFiniteLoss(total)) => {
-                        return UpdateOutcome::NonFiniteLoss(format!(
-                            "loss is {total} at minibatch step {steps}"
-                        ))
-                    }
-                    Err(e) => {
-                        return UpdateOutcome::Failed(format!("minibatch step {steps} failed: {e}"))
-                    }
-                };
-                for (sum, term) in sums
-                    .iter_mut()
-                    .zip([total, terms[0], terms[1], terms[2], grad_norm])
-                {
-                    *sum += term;
-                }
-                steps += 1;
+        let plan = MinibatchPlan {
+            num_epochs: cfg.num_epochs,
+            minibatch_size: cfg.minibatch_size,
+            shuffle_seed: params.shuffle_seed,
+        };
+        let sgd = minibatch_sgd(&mut self.learner, batch.len(), plan, |learner, mb| {
+            // Normalised over the whole minibatch, even when several
+            // Learners split it.
+            let mut mb_advantages = advantages.index_select(0, mb.index);
+            if cfg.normalize_advantages {
+                mb_advantages = normalize_advantages(&mb_advantages);
             }
-        }
+            let minibatch = Minibatch {
+                obs: mb.select(&obs),
+                actions: mb.select(&actions),
+                old_logp: mb.select(&old_logp),
+                old_dist: old_dist.select(&mb.own(mb.index)),
+                advantages: mb.own(&mb_advantages),
+                value_targets: mb.select(&value_targets),
+            };
+            let (dist, values) = learner.module().forward(&minibatch.obs);
+            let loss = ppo_loss(&dist, &values, &minibatch, cfg, params.kl_coeff);
+            (loss.total, [loss.policy_loss, loss.vf_loss, loss.entropy])
+        });
+        let sgd = match sgd {
+            Ok(means) => means,
+            Err(stopped) => return stopped,
+        };
         let mean_kl = tch::no_grad(|| {
             let new_dist = self.learner.module().distribution(&obs);
             old_dist.kl(&new_dist).mean(Kind::Float).double_value(&[])
         });
         let explained_var = explained_variance(&values, &gae.value_targets);
-        let n = f64::from(steps);
+        let [policy_loss, vf_loss, entropy] = sgd.terms;
         UpdateOutcome::Trained(Trained {
             metrics: Metrics::from([
-            (metrics::TOTAL_LOSS.into(), sums[0] / n),
-            (metrics::POLICY_LOSS.into(), sums[1] / n),
-            (metrics::VF_LOSS.into(), sums[2] / n),
-            (metrics::ENTROPY.into(), sums[3] / n),
-            (metrics::GRADIENTS_GLOBAL_NORM.into(), sums[4] / n),
-            (metrics::MEAN_KL_LOSS.into(), mean_kl),
-            (metrics::VF_EXPLAINED_VAR.into(), explained_var),
-            (metrics::CURR_KL_COEFF.into(), params.kl_coeff),
+                (metrics::TOTAL_LOSS.into(), sgd.total_loss),
+                (metrics::POLICY_LOSS.into(), policy_loss),
+                (metrics::VF_LOSS.into(), vf_loss),
+                (metrics::ENTROPY.into(), entropy),
+                (metrics::GRADIENTS_GLOBAL_NORM.into(), sgd.grad_norm),
+                (metrics::MEAN_KL_LOSS.into(), mean_kl),
+                (metrics::VF_EXPLAINED_VAR.into(), explained_var),
+                (metrics::CURR_KL_COEFF.into(), params.kl_coeff),
                 (metrics::LEARNING_RATE.into(), params.lr),
             ]),
             histograms: Histograms::from([(metrics::ADVANTAGES.into(), gae.advantages)]),
@@ -192,43 +162,9 @@ impl AlgorithmLearner for PpoLearner {
     }
 }
 
-/// Rewards with γ·V(final observation) added at truncated steps: a truncated
-/// episode continues in principle, so its last reward gets the discounted
-/// value of the state it was cut off in. Terminated steps get nothing.
-pub fn bootstrap_truncated(
-    rewards: &[f32],
-    truncation_index: &[u32],
-    truncation_values: &[f32],
-    gamma: f32,
-) -> Vec<f32> {
-    let mut rewards = rewards.to_vec();
-    for (&i, v) in truncation_index.iter().zip(truncation_values) {
-        rewards[i as usize] += gamma * v;
-    }
-    rewards
-}
-
-/// 1 − Var[targets − values] / Var[targets]: how much of the return the value
-/// function explains.
-fn explained_variance(values: &[f32], targets: &[f32]) -> f64 {
-    let var = |xs: &mut dyn Iterator<Item = f64>| {
-        let xs: Vec<f64> = xs.collect();
-        let mean = xs.iter().sum::<f64>() / xs.len() as f64;
-        xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / xs.len() as f64
-    };
-    let target_var = var(&mut targets.iter().map(|&t| f64::from(t)));
-    let residual_var = var(&mut targets.iter().zip(values).map(|(&t, &v)| f64::from(t - v)));
-    if target_var == 0.0 {
-        f64::NAN
-    } else {
-        1.0 - residual_var / target_var
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use oxray_rl::gae::compute_gae;
 
     /// One fragment of 3 steps: the episode is truncated at step 1 (final
     /// observation worth V = 10) and the next one runs on. Without the
@@ -252,12 +188,5 @@ mod tests {
         let gae = compute_gae(&rewards, &[0.0; 3], &ends, &[0.0], 3, gamma, 1.0);
         // Step 1: 1 + 0.5·10 = 6; step 0: 1 + 0.5·6 = 4.
         assert_eq!(gae.advantages, vec![4.0, 6.0, 1.0]);
-    }
-
-    #[test]
-    fn explained_variance_is_one_for_perfect_values_and_zero_for_the_mean() {
-        let targets = [1.0, 2.0, 3.0];
-        assert_eq!(explained_variance(&targets, &targets), 1.0);
-        assert!(explained_variance(&[2.0; 3], &targets).abs() < 1e-12);
     }
 }

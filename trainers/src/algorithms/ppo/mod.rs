@@ -12,14 +12,14 @@ mod learner;
 mod loss;
 
 pub use config::PpoConfig;
-pub use learner::{bootstrap_truncated, PpoLearner, PpoLearnerConfig, UpdateParams};
+pub use learner::{PpoLearner, PpoLearnerConfig, UpdateParams};
 pub use loss::{normalize_advantages, ppo_loss, Minibatch, PpoLoss};
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use oxray_rl::checkpoint::Checkpoint;
-use oxray_rl::env_runner_group::EnvRunnerGroup;
+use oxray_rl::env_runner_group::{EnvRunnerGroup, Sampling};
 use oxray_rl::learner::LearnerConfig;
 use oxray_rl::learner_group::LearnerGroup;
 use oxray_rl::metrics::{self, Histograms, Metrics};
@@ -65,7 +65,12 @@ impl Ppo {
             config.learners.num_learners,
             config.learners.num_gpus_per_learner,
         )?;
-        let mut env_runners = shared::env_runners(config, module, training.sample_ahead)?;
+        let sampling = if training.sample_ahead {
+            Sampling::Ahead
+        } else {
+            Sampling::Synchronous
+        };
+        let mut env_runners = shared::env_runners(config, module, sampling)?;
         env_runners.sync_weights(0, learners.flat_weights()?, 0)?;
         Ok(Ppo {
             config: config.clone(),
@@ -124,8 +129,11 @@ impl Algorithm for Ppo {
         progress.env_steps_trained += batch.len() as u64;
         progress.episodes = episodes;
         progress.weights_version += 1;
-        self.state.algorithm.kl_coeff =
-            cfg.next_kl_coeff(self.state.algorithm.kl_coeff, result[metrics::MEAN_KL_LOSS]);
+        self.state.algorithm.kl_coeff = shared::adapt_kl_coeff(
+            self.state.algorithm.kl_coeff,
+            result[metrics::MEAN_KL_LOSS],
+            cfg.kl_target,
+        );
         let weights = self.learners.flat_weights()?;
         self.env_runners
             .sync_weights(progress.weights_version, weights, env_steps_sampled)?;

@@ -1,0 +1,217 @@
+//! APPO, RLlib's asynchronous PPO (IMPALA's architecture, Espeholt et al.
+//! 2018, with PPO's clipped surrogate and a target network):
+//!
+//! - `config`: the `training:` section and its checks,
+//! - `loss`: the clipped surrogate against the target policy, the V-trace
+//!   value loss, entropy bonus and optional KL penalty,
+//! - `learner`: V-trace over the batch, the minibatch steps, the target
+//!   network,
+//! - here, the training step: the EnvRunners sample continuously, each with
+//!   `max_requests_in_flight_per_env_runner` samples queued, so they never
+//!   wait for the Learner; an iteration takes the rollouts as they arrive
+//!   until it has `train_batch_size` steps, updates on them (the actions came
+//!   from weights a few versions old, which V-trace corrects for), and sends
+//!   the new weights without waiting for the runners to take them.
+
+mod config;
+mod learner;
+mod loss;
+
+pub use config::AppoConfig;
+pub use learner::{AppoLearner, AppoLearnerConfig, AppoUpdateParams};
+pub use loss::{appo_loss, AppoLoss, Minibatch};
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use oxray_rl::checkpoint::Checkpoint;
+use oxray_rl::env_runner_group::{EnvRunnerGroup, Sampling};
+use oxray_rl::learner::LearnerConfig;
+use oxray_rl::learner_group::LearnerGroup;
+use oxray_rl::metrics::{self, Histograms, Metrics};
+use oxray_rl::SampleBatch;
+use serde::{Deserialize, Serialize};
+
+use crate::algorithm::{Algorithm, TrainError};
+use crate::algorithms::{self as shared, LastIteration, TrainingState};
+use crate::config::ExperimentConfig;
+use crate::progress::{IterationTimes, Progress};
+
+/// APPO's own training state.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+struct AppoState {
+    kl_coeff: f64,
+    /// Learner updates so far: the target network and the broadcasts go by
+    /// them.
+    num_updates: u64,
+}
+
+pub struct Appo {
+    config: ExperimentConfig,
+    training: AppoConfig,
+    env_runners: EnvRunnerGroup,
+    learners: LearnerGroup<AppoLearner>,
+    state: TrainingState<AppoState>,
+    started: Instant,
+    last_iteration: LastIteration,
+}
+
+impl Appo {
+    pub fn new(config: &ExperimentConfig, training: &AppoConfig) -> Result<Self, TrainError> {
+        let module = shared::module_spec(config)?;
+        let learner_config = AppoLearnerConfig {
+            learner: LearnerConfig {
+                module: module.clone(),
+                lr: training.lr,
+                grad_clip: training.grad_clip,
+                use_gpu: config.learners.num_gpus_per_learner > 0.0,
+                seed: config.seed,
+            },
+            training: training.clone(),
+        };
+        let learners = LearnerGroup::new(
+            learner_config,
+            config.learners.num_learners,
+            config.learners.num_gpus_per_learner,
+        )?;
+        let sampling = Sampling::Asynchronous {
+            max_requests_in_flight: training.max_requests_in_flight_per_env_runner,
+        };
+        let mut env_runners = shared::env_runners(config, module, sampling)?;
+        env_runners.sync_weights(0, learners.flat_weights()?, 0)?;
+        Ok(Appo {
+            config: config.clone(),
+            training: training.clone(),
+            env_runners,
+            learners,
+            state: TrainingState {
+                progress: Progress::default(),
+                algorithm: AppoState {
+                    kl_coeff: training.kl_coeff,
+                    num_updates: 0,
+                },
+            },
+            started: Instant::now(),
+            last_iteration: LastIteration::default(),
+        })
+    }
+}
+
+impl Algorithm for Appo {
+    /// The counters and episode window change only once the update has
+    /// succeeded, so after a non-finite loss the state (and the checkpoint
+    /// saved from it) is the last good iteration's.
+    fn train(&mut self) -> Result<Metrics, TrainError> {
+        let iteration = self.state.progress.iteration + 1;
+        let cfg = &self.training;
+        let sample_start = Instant::now();
+        let mut batch = SampleBatch::default();
+        let mut episodes = self.state.progress.episodes.clone();
+        let mut weights_lag = 0;
+        let latest_version = self.state.progress.weights_version;
+        while batch.len() < cfg.train_batch_size {
+            for rollout in self.env_runners.sample()? {
+                episodes.push(&rollout.episodes);
+                weights_lag += latest_version.saturating_sub(rollout.weights_version)
+                    * rollout.batch.len() as u64;
+                batch.append(&rollout.batch);
+            }
+        }
+        let sample_s = sample_start.elapsed().as_secs_f64();
+        let env_steps_sampled = self.state.progress.env_steps_sampled + batch.len() as u64;
+
+        let learn_start = Instant::now();
+        let num_updates = self.state.algorithm.num_updates + 1;
+        let params = AppoUpdateParams {
+            kl_coeff: self.state.algorithm.kl_coeff,
+            shuffle_seed: self
+                .config
+                .seed
+                .wrapping_mul(1_000_003)
+                .wrapping_add(iteration),
+            update_target: num_updates.is_multiple_of(cfg.target_network_update_freq),
+        };
+        let trained = self
+            .learners
+            .update(&batch, params)
+            .map_err(|e| TrainError::from_learner(e, iteration))?;
+        let mut result = trained.metrics;
+        let progress = &mut self.state.progress;
+        progress.iteration = iteration;
+        progress.env_steps_sampled = env_steps_sampled;
+        progress.env_steps_trained += batch.len() as u64;
+        progress.episodes = episodes;
+        let algorithm = &mut self.state.algorithm;
+        algorithm.num_updates = num_updates;
+        if cfg.use_kl_loss {
+            algorithm.kl_coeff = shared::adapt_kl_coeff(
+                algorithm.kl_coeff,
+                result[metrics::MEAN_KL_LOSS],
+                cfg.kl_target,
+            );
+        }
+        if num_updates.is_multiple_of(cfg.broadcast_interval) {
+            progress.weights_version += 1;
+            let weights = self.learners.flat_weights()?;
+            self.env_runners
+                .sync_weights(progress.weights_version, weights, env_steps_sampled)?;
+        }
+        let learn_s = learn_start.elapsed().as_secs_f64();
+
+        result.insert(
+            metrics::MEAN_WEIGHTS_LAG.into(),
+            weights_lag as f64 / batch.len() as f64,
+        );
+        progress.report(
+            &mut result,
+            self.started,
+            &IterationTimes {
+                sampled: batch.len(),
+                sample_s,
+                trained: batch.len(),
+                learn_s,
+            },
+        );
+        result.extend(self.env_runners.fault_tolerance());
+        self.last_iteration = LastIteration {
+            action_dim: batch.action_dim,
+            actions: batch.actions,
+            learner: trained.histograms,
+        };
+        Ok(result)
+    }
+
+    fn histograms(&self) -> Result<Histograms, TrainError> {
+        self.last_iteration.histograms(&self.learners.weights()?)
+    }
+
+    fn save(&self, checkpoint_dir: &Path) -> Result<PathBuf, TrainError> {
+        self.state.save(
+            checkpoint_dir,
+            &self.config,
+            self.started,
+            &self.env_runners,
+            self.learners.state()?,
+        )
+    }
+
+    fn restore(&mut self, checkpoint: &Checkpoint) -> Result<(), TrainError> {
+        self.learners.set_state(&checkpoint.learner)?;
+        let weights = self.learners.flat_weights()?;
+        self.state = TrainingState::restore(checkpoint, &mut self.env_runners, weights)?;
+        self.started = Instant::now();
+        Ok(())
+    }
+
+    fn iteration(&self) -> u64 {
+        self.state.progress.iteration
+    }
+
+    fn flat_weights(&self) -> Result<Vec<f32>, TrainError> {
+        Ok(self.learners.flat_weights()?)
+    }
+
+    fn learner_devices(&self) -> Result<Vec<String>, TrainError> {
+        Ok(self.learners.devices()?)
+    }
+}
