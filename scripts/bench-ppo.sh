@@ -8,17 +8,11 @@
 # Builds the release binary first, runs each seed in a scratch directory and
 # prints one line per seed plus the median wall time.
 set -euo pipefail
-repo=$(cd "$(dirname "$0")/.." && pwd)
+. "$(dirname "$0")/bench-common.sh"
 config=$(realpath "${1:-$repo/configs/ppo-cartpole.yaml}")
 shift || true
 seeds=("$@")
 [ ${#seeds[@]} -gt 0 ] || seeds=(1 2 3 4 5)
-
-. "$repo/scripts/env.sh"
-(cd "$repo" && cargo build --release --quiet)
-oxray="${CARGO_TARGET_DIR:-$repo/target}/release/oxray"
-scratch=$(mktemp -d)
-trap 'rm -rf "$scratch"' EXIT
 
 walls=()
 printf '%-6s %-8s %-12s %-12s %-10s %s\n' seed solved env_steps return wall_s steps/s
@@ -42,5 +36,5 @@ PY
     printf '%-6s %-8s %-12s %-12.1f %-10.2f %.0f\n' "$seed" "$solved" "$steps" "$ret" "$wall" \
         "$(python3 -c "print($steps / $wall)")"
 done
-median=$(printf '%s\n' "${walls[@]}" | sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}')
+median=$(printf '%s\n' "${walls[@]}" | median)
 echo "median wall: ${median} s over ${#seeds[@]} seeds ($(basename "$config"))"

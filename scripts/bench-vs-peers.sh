@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# oxray against Stable-Baselines3 and RLlib on the same task, back to back on
+# this machine: per seed, oxray on ALGO's config, then each peer; a table of
+# solved?, env steps to the target, wall time to it (from process start) and
+# env steps/s, with the medians over seeds and each peer's ratios to oxray.
+#
+#   scripts/bench-vs-peers.sh ALGO [SEEDS...]     ALGO: ppo | dqn | sac | appo
+#   scripts/bench-vs-peers.sh ppo 1 2 3           (seeds 1 2 3 are the default)
+#
+#   ALGO  oxray config                            peers                       target
+#   ppo   configs/peers/ppo-cleanrl-cartpole.yaml SB3 (same settings), RLlib  CartPole 475
+#   dqn   configs/peers/dqn-sb3-cartpole.yaml     SB3 (same settings), RLlib  CartPole 450
+#   sac   configs/sac-pendulum.yaml               SB3 (same settings)         Pendulum -250 in 20k steps
+#   appo  configs/appo-cartpole.yaml              RLlib                       CartPole 450
+# RLlib runs its tuned examples' settings (scripts/peers/rllib_cartpole.py).
+# Targets are the mean return over the last 100 episodes.
+#
+# The peers run in their own venv, created on first use (several minutes):
+# ${OXRAY_PEERS_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/oxray/peers-venv}.
+# Every run gets BENCH_LIMIT seconds (default 600) before it counts as
+# unsolved; BENCH_LOG_DIR, if set, keeps each run's output there.
+set -euo pipefail
+algo=${1:-}
+shift || true
+seeds=("$@")
+[ ${#seeds[@]} -gt 0 ] || seeds=(1 2 3)
+case "$algo" in
+    ppo) config=configs/peers/ppo-cleanrl-cartpole.yaml target=475 peers=(sb3 rllib) ;;
+    dqn) config=configs/peers/dqn-sb3-cartpole.yaml target=450 peers=(sb3 rllib) ;;
+    sac) config=configs/sac-pendulum.yaml target=-250 peers=(sb3) ;;
+    appo) config=configs/appo-cartpole.yaml target=450 peers=(rllib) ;;
+    *)
+        echo "usage: $0 ppo|dqn|sac|appo [SEEDS...]" >&2
+        exit 2
+        ;;
+esac
+here=$(cd "$(dirname "$0")" && pwd)
+if [ ! -f "$here/../$config" ]; then
+    echo "bench-vs-peers: $config does not exist in this checkout; nothing to compare for $algo" >&2
+    exit 1
+fi
+. "$here/bench-common.sh"
+config="$repo/$config"
+limit=${BENCH_LIMIT:-600}
+logs=${BENCH_LOG_DIR:-$scratch}
+mkdir -p "$logs"
+
+peers_venv="${OXRAY_PEERS_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/oxray/peers-venv}"
+if ! "$peers_venv/bin/python" -c 'import ray.rllib, stable_baselines3' >/dev/null 2>&1; then
+    echo "bench-vs-peers: installing the peers into $peers_venv (once, several minutes)" >&2
+    python3 -m venv "$peers_venv" &&
+        "$peers_venv/bin/pip" install --quiet --upgrade pip &&
+        "$peers_venv/bin/pip" install --quiet torch==2.13.0 "ray[rllib]==2.60.0" stable-baselines3 gymnasium==1.2.2 ||
+        { echo "bench-vs-peers: could not set up $peers_venv" >&2; exit 1; }
+fi
+
+# One libtorch thread per process everywhere, as oxray's own: on a small
+# machine extra intra-op threads only contend with the env loop.
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+results="$scratch/results.jsonl"
+timed() { # RUN SEED CMD...
+    local run=$1 seed=$2
+    shift 2
+    python3 "$here/peers/time_to_target.py" --run "$run" --seed "$seed" --target "$target" \
+        --limit "$limit" --out "$results" --log "$logs/$run-seed$seed.log" -- "$@"
+}
+
+echo "load before: $(uptime)"
+for seed in "${seeds[@]}"; do
+    (cd "$scratch" && timed oxray "$seed" "$oxray" train "$config" --set seed="$seed" --name "seed$seed")
+    for peer in "${peers[@]}"; do
+        timed "$peer-$algo" "$seed" "$peers_venv/bin/python" "$here/peers/${peer}_cartpole.py" "$algo" "$seed"
+    done
+done
+echo "load after: $(uptime)"
+python3 "$here/peers/summarize.py" "$results" "mean return over the last 100 episodes >= $target ($(basename "$config"))"

@@ -1,0 +1,89 @@
+#!/usr/bin/env python3
+"""RLlib 2.60 (new API stack) on CartPole-v1 with settings like RLlib's own
+tuned examples, for scripts/bench-vs-peers.sh.
+
+    rllib_cartpole.py ppo SEED    tuned_examples/ppo/cartpole_ppo.py
+    rllib_cartpole.py dqn SEED    tuned_examples/dqn/cartpole_dqn.py
+    rllib_cartpole.py appo SEED   tuned_examples/appo/cartpole_appo.py
+
+These are RLlib's hyperparameters, not oxray's peer configs': the comparison
+is wall time to the same target on the same task. Ray gets the machine's 2
+CPUs; PPO and DQN sample with 1 EnvRunner and learn in the driver, APPO
+samples with 2 EnvRunners. Prints `iteration steps=S return_mean=R` after
+every training iteration (R: RLlib's mean over the last 100 episodes) and
+stops at the target or the step limit.
+"""
+import sys
+
+import torch
+
+torch.set_num_threads(1)
+
+import ray  # noqa: E402
+from ray.rllib.algorithms.appo import APPOConfig  # noqa: E402
+from ray.rllib.algorithms.dqn import DQNConfig  # noqa: E402
+from ray.rllib.algorithms.ppo import PPOConfig  # noqa: E402
+from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig  # noqa: E402
+
+# ALGO: (target, step limit)
+TASKS = {"ppo": (475.0, 500_000), "dqn": (450.0, 200_000), "appo": (450.0, 2_000_000)}
+
+
+def config(algo, seed):
+    if algo == "ppo":
+        cfg = (
+            PPOConfig()
+            .env_runners(num_env_runners=1)
+            .training(lr=3e-4, num_epochs=6, vf_loss_coeff=0.01)
+            .rl_module(model_config=DefaultModelConfig(
+                fcnet_hiddens=[32], fcnet_activation="linear", vf_share_layers=True))
+        )
+    elif algo == "dqn":
+        cfg = (
+            DQNConfig()
+            .env_runners(num_env_runners=1)
+            .training(
+                lr=5e-4, train_batch_size_per_learner=32, n_step=(2, 5),
+                double_q=True, dueling=True, epsilon=[(0, 1.0), (10000, 0.02)],
+                replay_buffer_config={
+                    "type": "PrioritizedEpisodeReplayBuffer",
+                    "capacity": 50000, "alpha": 0.6, "beta": 0.4,
+                },
+            )
+            .rl_module(model_config=DefaultModelConfig(
+                fcnet_hiddens=[256], fcnet_activation="tanh", fcnet_bias_initializer="zeros_",
+                head_fcnet_hiddens=[256], head_fcnet_activation="tanh",
+                head_fcnet_bias_initializer="zeros_"))
+        )
+    else:
+        cfg = (
+            APPOConfig()
+            .env_runners(num_env_runners=2)
+            .training(circular_buffer_iterations_per_batch=2, vf_loss_coeff=0.05, entropy_coeff=0.0)
+            .rl_module(model_config=DefaultModelConfig(vf_share_layers=True))
+        )
+    return cfg.environment("CartPole-v1").debugging(seed=seed)
+
+
+def main():
+    if len(sys.argv) != 3 or sys.argv[1] not in TASKS:
+        sys.exit(f"usage: {sys.argv[0]} {{{'|'.join(TASKS)}}} SEED")
+    algo, seed = sys.argv[1], int(sys.argv[2])
+    target, limit = TASKS[algo]
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        trainer = config(algo, seed).build_algo()
+        while True:
+            result = trainer.train()
+            ret = result["env_runners"].get("episode_return_mean", float("nan"))
+            steps = int(result["num_env_steps_sampled_lifetime"])
+            print(f"iteration steps={steps} return_mean={ret:.2f}", flush=True)
+            if ret >= target or steps >= limit:
+                break
+        trainer.stop()
+    finally:
+        ray.shutdown()
+
+
+if __name__ == "__main__":
+    main()
