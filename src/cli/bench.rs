@@ -5,15 +5,19 @@
 //! By default each rank is an oxray actor, i.e. its own worker process, as
 //! gloo's ranks are; the ranks meet through the cluster's key-value store.
 //! `--ranks threads` runs them as threads of this process instead. Either way
-//! each rank has its own links to every other rank: shared-memory rings
-//! between ranks of one node, TCP over loopback between the emulated nodes of
-//! the 2 x 2 layout. Only the all-reduce loop is timed, not start-up. Each size
-//! gets warm-up iterations (at least 3 and at least 0.5 s, so freshly started
-//! workers have settled), a barrier, then timed iterations; the time shown
-//! is rank 0's mean per iteration, as gloo's script reports it. algbw is
-//! bytes / time, busbw = algbw x 2(n-1)/n (nccl-tests), and for layouts that
-//! span nodes the inter-node bytes each node sent per iteration are printed
-//! beside the hierarchical bound 2(M-1)/M x S.
+//! each rank has its own links to every other rank. `--transport` says what
+//! those links are: with `shared-memory` (the default, what oxray uses
+//! between ranks of one node) shared-memory rings inside a node and TCP over
+//! loopback between the emulated nodes of the 2 x 2 layout; with `tcp` every
+//! rank is its own node and every byte crosses loopback TCP, which is what
+//! gloo does on one machine, so only `tcp` rows are compared with gloo's
+//! (`--gloo scripts/peers/gloo_allreduce.py`). Only the all-reduce loop is
+//! timed, not start-up. Each size gets warm-up iterations (at least 3 and at
+//! least 0.5 s, so freshly started workers have settled), a barrier, then
+//! timed iterations; the time shown is rank 0's mean per iteration, as
+//! gloo's script reports it. algbw is bytes / time, busbw = algbw x
+//! 2(n-1)/n (nccl-tests), and the inter-node bytes each node sent per
+//! iteration are printed beside the bound 2(M-1)/M x S.
 
 use anyhow::{bail, Context};
 use clap::{Subcommand, ValueEnum};
@@ -54,10 +58,21 @@ pub struct AllreduceArgs {
     /// What a rank is: an actor's worker process, or a thread of this process.
     #[arg(long, value_enum, default_value_t = RankKind::Processes)]
     ranks: RankKind,
-    /// Also run torch.distributed gloo's all-reduce with this script (the
-    /// peers' `gloo_allreduce.py`) for worlds 2 and 4, and print the ratios.
+    /// What carries the bytes between ranks of one machine.
+    #[arg(long, value_enum, default_value_t = Transport::SharedMemory)]
+    transport: Transport,
+    /// Also run torch.distributed gloo's all-reduce with this script
+    /// (`scripts/peers/gloo_allreduce.py`) for worlds 2 and 4 right after
+    /// oxray's, and print the ratios (needs `--transport tcp`: gloo's ranks
+    /// talk over loopback TCP).
     #[arg(long)]
     gloo: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
+pub enum Transport {
+    SharedMemory,
+    Tcp,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -73,7 +88,9 @@ struct Setup {
     algorithm: Algorithm,
 }
 
-const SETUPS: &[Setup] = &[
+/// The shared-memory layouts: ranks of one node share memory, the two
+/// emulated nodes of the last one talk TCP.
+const SHARED_MEMORY_SETUPS: &[Setup] = &[
     Setup {
         name: "world 2, 1 node",
         nodes: &["a", "a"],
@@ -90,6 +107,27 @@ const SETUPS: &[Setup] = &[
         algorithm: Algorithm::Hierarchical,
     },
 ];
+
+/// The TCP layouts: every rank its own node, as gloo's ranks are.
+const TCP_SETUPS: &[Setup] = &[
+    Setup {
+        name: "world 2, TCP",
+        nodes: &["r0", "r1"],
+        algorithm: Algorithm::Ring,
+    },
+    Setup {
+        name: "world 4, TCP",
+        nodes: &["r0", "r1", "r2", "r3"],
+        algorithm: Algorithm::Ring,
+    },
+];
+
+fn setups(transport: Transport) -> &'static [Setup] {
+    match transport {
+        Transport::SharedMemory => SHARED_MEMORY_SETUPS,
+        Transport::Tcp => TCP_SETUPS,
+    }
+}
 
 /// What one size measured.
 struct Measurement {
@@ -109,13 +147,21 @@ fn run_allreduce(args: &AllreduceArgs) -> anyhow::Result<()> {
     if args.sizes_mib.is_empty() {
         bail!("--sizes-mib needs at least one size");
     }
+    if args.gloo.is_some() && args.transport != Transport::Tcp {
+        bail!("--gloo compares like with like: gloo's ranks talk loopback TCP, so add --transport tcp");
+    }
     println!(
-        "oxray all-reduce, f32 sum, {} timed iterations{}; ranks are {}, shared memory inside a node, TCP loopback between nodes",
+        "oxray all-reduce, f32 sum, {} timed iterations{}; ranks are {}, {}",
         args.iterations,
         if args.bf16 { ", bf16 on the wire" } else { "" },
         match args.ranks {
             RankKind::Processes => "worker processes (actors)",
             RankKind::Threads => "threads",
+        },
+        match args.transport {
+            Transport::SharedMemory =>
+                "shared memory inside a node, TCP loopback between nodes (oxray-only rows: gloo has no shared-memory transport)",
+            Transport::Tcp => "each rank its own node, every byte over TCP loopback",
         }
     );
     println!(
@@ -128,14 +174,14 @@ fn run_allreduce(args: &AllreduceArgs) -> anyhow::Result<()> {
     if args.ranks == RankKind::Processes {
         oxray_core::init(InitOptions::default())?;
     }
-    for (setup_index, setup) in SETUPS.iter().enumerate() {
+    for (setup_index, setup) in setups(args.transport).iter().enumerate() {
         let world = setup.nodes.len();
         let nodes = Layout::from_labels(setup.nodes).num_nodes();
         let measurements = measure(setup_index, args)?;
         // gloo runs right after the same world, so both see the same load.
-        let gloo = match (&args.gloo, nodes) {
-            (Some(script), 1) => run_gloo(script, world, &mut gloo_lines)?,
-            _ => Vec::new(),
+        let gloo = match &args.gloo {
+            Some(script) => run_gloo(script, world, args, &mut gloo_lines)?,
+            None => Vec::new(),
         };
         for (&mib, measurement) in args.sizes_mib.iter().zip(measurements) {
             let bytes = (mib * 1024 * 1024) as f64;
@@ -188,6 +234,7 @@ type RankTimings = Vec<(f64, u64)>;
 /// The settings every rank of one setup runs with.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct RankPlan {
+    transport: Transport,
     setup: usize,
     group: String,
     sizes_mib: Vec<usize>,
@@ -203,10 +250,11 @@ fn run_rank(
     rank: usize,
     rendezvous: &dyn Rendezvous,
 ) -> oxray_collective::Result<RankTimings> {
-    let setup = &SETUPS[plan.setup];
+    let setup = &setups(plan.transport)[plan.setup];
     let options = GroupOptions::default()
         .algorithm(setup.algorithm)
         .layout(setup.nodes.iter().copied())
+        .shared_memory(plan.transport == Transport::SharedMemory)
         .bf16_compression(plan.bf16);
     let mut group =
         CollectiveGroup::join(setup.nodes.len(), rank, &plan.group, options, rendezvous)?;
@@ -258,9 +306,10 @@ impl BenchRank {
 
 /// Runs every size of `setup` on one group and folds the ranks' timings.
 fn measure(setup_index: usize, args: &AllreduceArgs) -> anyhow::Result<Vec<Measurement>> {
-    let setup = &SETUPS[setup_index];
+    let setup = &setups(args.transport)[setup_index];
     let world = setup.nodes.len();
     let plan = RankPlan {
+        transport: args.transport,
         setup: setup_index,
         group: format!("bench-allreduce-{}-{setup_index}", std::process::id()),
         sizes_mib: args.sizes_mib.clone(),
@@ -318,17 +367,22 @@ fn measure(setup_index: usize, args: &AllreduceArgs) -> anyhow::Result<Vec<Measu
         .collect())
 }
 
-/// Runs gloo's all-reduce script for `world` ranks; returns its busbw per
-/// size in MiB and keeps its output lines in `lines`.
+/// Runs gloo's all-reduce script for `world` ranks on the bench's sizes and
+/// iterations; returns its busbw per size in MiB and keeps its output lines
+/// in `lines`.
 fn run_gloo(
     script: &Path,
     world: usize,
+    args: &AllreduceArgs,
     lines: &mut Vec<String>,
 ) -> anyhow::Result<Vec<(usize, f64)>> {
+    let sizes: Vec<String> = args.sizes_mib.iter().map(usize::to_string).collect();
     let python = std::env::var("OXRAY_PYTHON").unwrap_or_else(|_| "python3".to_string());
     let output = std::process::Command::new(&python)
         .arg(script)
         .arg(world.to_string())
+        .arg(sizes.join(","))
+        .arg(args.iterations.to_string())
         .output()
         .with_context(|| format!("running {python} {}", script.display()))?;
     if !output.status.success() {
