@@ -1,6 +1,8 @@
 //! The `Algorithm` trait every trainer implements (RLlib's `Algorithm`):
 //! `train()` runs one iteration and returns one result; `save` and `restore`
-//! move the whole training state through a checkpoint. Everything around it
+//! move the whole training state through a checkpoint (by default through the
+//! algorithm's [`Trainer`](crate::algorithms::Trainer), so an algorithm
+//! writes only its training step). Everything around it
 //! (run directories, loggers, stop criteria) lives in [`crate::run`] and works
 //! for any algorithm; the registry of algorithms is [`crate::algorithms`].
 
@@ -9,6 +11,7 @@ use std::path::{Path, PathBuf};
 use oxray_rl::checkpoint::Checkpoint;
 use oxray_rl::metrics::{Histograms, Metrics};
 
+use crate::algorithms::TrainerCore;
 use crate::config::ConfigError;
 
 #[derive(Debug, thiserror::Error)]
@@ -58,26 +61,44 @@ pub trait Algorithm {
     /// One training iteration: sample, learn, report.
     fn train(&mut self) -> Result<Metrics, TrainError>;
 
+    /// The EnvRunners, Learners and training state the methods below move
+    /// around.
+    fn trainer(&self) -> &dyn TrainerCore;
+
+    fn trainer_mut(&mut self) -> &mut dyn TrainerCore;
+
     /// Writes a checkpoint of the whole training state under `checkpoint_dir`
     /// and returns its path.
-    fn save(&self, checkpoint_dir: &Path) -> Result<PathBuf, TrainError>;
+    fn save(&self, checkpoint_dir: &Path) -> Result<PathBuf, TrainError> {
+        self.trainer().save(checkpoint_dir)
+    }
 
     /// Continues from `checkpoint` (weights, optimizer, counters).
-    fn restore(&mut self, checkpoint: &Checkpoint) -> Result<(), TrainError>;
+    fn restore(&mut self, checkpoint: &Checkpoint) -> Result<(), TrainError> {
+        self.trainer_mut().restore(checkpoint)
+    }
 
     /// Value distributions of the latest iteration for TensorBoard: the
     /// sampled actions, the quantities the loss is built from (advantages,
     /// TD errors, ...) and the policy's weights. The run asks for them every
     /// `reporting.histogram_frequency` iterations.
-    fn histograms(&self) -> Result<Histograms, TrainError>;
+    fn histograms(&self) -> Result<Histograms, TrainError> {
+        self.trainer().histograms()
+    }
 
     /// Iterations completed so far.
-    fn iteration(&self) -> u64;
+    fn iteration(&self) -> u64 {
+        self.trainer().iteration()
+    }
 
     /// The Learner's current weights as the EnvRunners take them (flat
     /// trainable parameters), for evaluation.
-    fn flat_weights(&self) -> Result<Vec<f32>, TrainError>;
+    fn flat_weights(&self) -> Result<Vec<f32>, TrainError> {
+        self.trainer().flat_weights()
+    }
 
     /// Where each Learner trains (`cpu`, `cuda:0`).
-    fn learner_devices(&self) -> Result<Vec<String>, TrainError>;
+    fn learner_devices(&self) -> Result<Vec<String>, TrainError> {
+        self.trainer().learner_devices()
+    }
 }

@@ -13,20 +13,19 @@
 //! The replay buffer lives in the driver and is not checkpointed (RLlib's
 //! default): a resumed run refills it before learning again.
 
-use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use oxray_rl::checkpoint::Checkpoint;
-use oxray_rl::env_runner_group::{EnvRunnerGroup, Sampling};
+use oxray_rl::env_runner_group::Sampling;
 use oxray_rl::learner::LearnerConfig;
-use oxray_rl::learner_group::{LearnerActor, LearnerGroup};
+use oxray_rl::learner_group::LearnerActor;
 use oxray_rl::metrics::{self, Histograms, Metrics};
 use oxray_rl::replay_buffer::{NStep, ReplayBatch, ReplayBuffer, ReplayBufferConfig};
 use oxray_rl::SampleBatch;
 use serde::{Deserialize, Serialize};
 
 use crate::algorithm::{Algorithm, TrainError};
-use crate::algorithms::{self as shared, check, LastIteration, TrainingState};
+use crate::algorithms::{self as shared, check, Trainer, TrainerCore};
 use crate::config::ExperimentConfig;
 use crate::progress::IterationTimes;
 
@@ -144,16 +143,11 @@ struct OffPolicyState {
 }
 
 pub struct OffPolicy<L: OffPolicyLearner> {
-    config: ExperimentConfig,
     training: L::Training,
     settings: OffPolicySettings,
-    env_runners: EnvRunnerGroup,
-    learners: LearnerGroup<L>,
     replay: ReplayBuffer,
     n_step: NStep,
-    state: TrainingState<OffPolicyState>,
-    started: Instant,
-    last_iteration: LastIteration,
+    trainer: Trainer<L, OffPolicyState>,
 }
 
 impl<L: OffPolicyLearner> OffPolicy<L> {
@@ -187,25 +181,20 @@ impl<L: OffPolicyLearner> OffPolicy<L> {
             action_dim: module.action_space.action_dim(),
             seed: config.seed,
         });
-        let learners = LearnerGroup::new(
-            learner_config,
-            config.learners.num_learners,
-            config.learners.num_gpus_per_learner,
-        )?;
         // Off-policy: sampling ahead with weights a round old costs nothing.
-        let mut env_runners = shared::env_runners(config, module, Sampling::Ahead)?;
-        env_runners.sync_weights(0, learners.flat_weights()?, 0)?;
+        let trainer = Trainer::new(
+            config,
+            learner_config,
+            module,
+            Sampling::Ahead,
+            OffPolicyState::default(),
+        )?;
         Ok(OffPolicy {
-            config: config.clone(),
             n_step: NStep::new(settings.n_step, settings.gamma as f32),
             training: training.clone(),
             settings,
-            env_runners,
-            learners,
             replay,
-            state: TrainingState::default(),
-            started: Instant::now(),
-            last_iteration: LastIteration::default(),
+            trainer,
         })
     }
 
@@ -215,10 +204,10 @@ impl<L: OffPolicyLearner> OffPolicy<L> {
         match self.settings.training_intensity {
             None => 1,
             Some(intensity) => {
-                self.state.algorithm.update_credit +=
+                self.trainer.state.algorithm.update_credit +=
                     intensity * sampled as f64 / self.settings.train_batch_size as f64;
-                let updates = self.state.algorithm.update_credit.floor();
-                self.state.algorithm.update_credit -= updates;
+                let updates = self.trainer.state.algorithm.update_credit.floor();
+                self.trainer.state.algorithm.update_credit -= updates;
                 updates as usize
             }
         }
@@ -235,31 +224,32 @@ impl<L: OffPolicyLearner> OffPolicy<L> {
         let mut trained = 0;
         let mut last_metrics = None;
         for _ in 0..self.updates_for(sampled) {
-            let env_steps = self.state.progress.env_steps_sampled;
-            let update_target = env_steps - self.state.algorithm.last_target_update
+            let env_steps = self.trainer.state.progress.env_steps_sampled;
+            let update_target = env_steps - self.trainer.state.algorithm.last_target_update
                 >= self.settings.target_network_update_freq;
             if update_target {
-                self.state.algorithm.last_target_update = env_steps;
-                self.state.algorithm.num_target_updates += 1;
+                self.trainer.state.algorithm.last_target_update = env_steps;
+                self.trainer.state.algorithm.num_target_updates += 1;
             }
             let minibatch = self.replay.sample(self.settings.train_batch_size);
             trained += minibatch.len();
             let result = self
+                .trainer
                 .learners
                 .update(&minibatch, TargetUpdate { update_target })
                 .map_err(|e| TrainError::from_learner(e, iteration))?;
-            self.last_iteration.learner =
+            self.trainer.last_iteration.learner =
                 Histograms::from([(metrics::TD_ERRORS.into(), result.td_errors.clone())]);
             self.replay
                 .update_priorities(minibatch.indices, result.td_errors);
             last_metrics = Some(result.metrics);
         }
-        let progress = &mut self.state.progress;
+        let progress = &mut self.trainer.state.progress;
         progress.env_steps_trained += trained as u64;
         progress.weights_version += 1;
-        self.env_runners.sync_weights(
+        self.trainer.env_runners.sync_weights(
             progress.weights_version,
-            self.learners.flat_weights()?,
+            self.trainer.learners.flat_weights()?,
             progress.env_steps_sampled,
         )?;
         Ok((trained, last_metrics))
@@ -268,25 +258,25 @@ impl<L: OffPolicyLearner> OffPolicy<L> {
 
 impl<L: OffPolicyLearner> Algorithm for OffPolicy<L> {
     fn train(&mut self) -> Result<Metrics, TrainError> {
-        let iteration = self.state.progress.iteration + 1;
+        let iteration = self.trainer.state.progress.iteration + 1;
         let (mut sampled, mut trained) = (0, 0);
         let (mut sample_s, mut learn_s) = (0.0, 0.0);
         let mut learner_results = Metrics::new();
         while sampled < self.settings.min_sample_timesteps_per_iteration {
             let sample_start = Instant::now();
             let mut batch = SampleBatch::default();
-            for rollout in self.env_runners.sample()? {
-                self.state.progress.episodes.push(&rollout.episodes);
+            for rollout in self.trainer.env_runners.sample()? {
+                self.trainer.state.progress.episodes.push(&rollout.episodes);
                 batch.append(&rollout.batch);
             }
             self.replay.add(self.n_step.add(&batch));
-            self.last_iteration.action_dim = batch.action_dim;
-            self.last_iteration.actions = batch.actions.clone();
+            self.trainer.last_iteration.action_dim = batch.action_dim;
+            self.trainer.last_iteration.actions = batch.actions.clone();
             sampled += batch.len();
-            self.state.progress.env_steps_sampled += batch.len() as u64;
+            self.trainer.state.progress.env_steps_sampled += batch.len() as u64;
             sample_s += sample_start.elapsed().as_secs_f64();
 
-            if self.state.progress.env_steps_sampled
+            if self.trainer.state.progress.env_steps_sampled
                 < self.settings.num_steps_sampled_before_learning_starts
                 || self.replay.is_empty()
             {
@@ -300,11 +290,11 @@ impl<L: OffPolicyLearner> Algorithm for OffPolicy<L> {
             }
             learn_s += learn_start.elapsed().as_secs_f64();
         }
-        self.state.progress.iteration = iteration;
+        self.trainer.state.progress.iteration = iteration;
         let mut result = learner_results;
-        self.state.progress.report(
+        self.trainer.state.progress.report(
             &mut result,
-            self.started,
+            self.trainer.started,
             &IterationTimes {
                 sampled,
                 sample_s,
@@ -312,10 +302,10 @@ impl<L: OffPolicyLearner> Algorithm for OffPolicy<L> {
                 learn_s,
             },
         );
-        result.extend(self.env_runners.fault_tolerance());
+        result.extend(self.trainer.env_runners.fault_tolerance());
         result.extend(L::exploration_metrics(
             &self.training,
-            self.state.progress.env_steps_sampled,
+            self.trainer.state.progress.env_steps_sampled,
         ));
         result.extend([
             (
@@ -324,47 +314,26 @@ impl<L: OffPolicyLearner> Algorithm for OffPolicy<L> {
             ),
             (
                 metrics::NUM_TARGET_UPDATES.to_string(),
-                self.state.algorithm.num_target_updates as f64,
+                self.trainer.state.algorithm.num_target_updates as f64,
             ),
         ]);
         Ok(result)
     }
 
-    fn histograms(&self) -> Result<Histograms, TrainError> {
-        self.last_iteration.histograms(&self.learners.weights()?)
+    fn trainer(&self) -> &dyn TrainerCore {
+        &self.trainer
     }
 
-    fn save(&self, checkpoint_dir: &Path) -> Result<PathBuf, TrainError> {
-        self.state.save(
-            checkpoint_dir,
-            &self.config,
-            self.started,
-            &self.env_runners,
-            self.learners.state()?,
-        )
+    fn trainer_mut(&mut self) -> &mut dyn TrainerCore {
+        &mut self.trainer
     }
 
     fn restore(&mut self, checkpoint: &Checkpoint) -> Result<(), TrainError> {
-        self.learners.set_state(&checkpoint.learner)?;
-        let weights = self.learners.flat_weights()?;
-        self.state = TrainingState::restore(checkpoint, &mut self.env_runners, weights)?;
+        self.trainer.restore(checkpoint)?;
         // The replay buffer starts empty: learning waits until it holds
         // `num_steps_sampled_before_learning_starts` steps again.
         self.settings.num_steps_sampled_before_learning_starts +=
-            self.state.progress.env_steps_sampled;
-        self.started = Instant::now();
+            self.trainer.state.progress.env_steps_sampled;
         Ok(())
-    }
-
-    fn iteration(&self) -> u64 {
-        self.state.progress.iteration
-    }
-
-    fn flat_weights(&self) -> Result<Vec<f32>, TrainError> {
-        Ok(self.learners.flat_weights()?)
-    }
-
-    fn learner_devices(&self) -> Result<Vec<String>, TrainError> {
-        Ok(self.learners.devices()?)
     }
 }

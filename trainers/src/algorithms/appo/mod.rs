@@ -21,21 +21,18 @@ pub use config::AppoConfig;
 pub use learner::{AppoLearner, AppoLearnerConfig, AppoUpdateParams};
 pub use loss::{appo_loss, AppoLoss, Minibatch};
 
-use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use oxray_rl::checkpoint::Checkpoint;
-use oxray_rl::env_runner_group::{EnvRunnerGroup, Sampling};
+use oxray_rl::env_runner_group::Sampling;
 use oxray_rl::learner::LearnerConfig;
-use oxray_rl::learner_group::LearnerGroup;
-use oxray_rl::metrics::{self, Histograms, Metrics};
+use oxray_rl::metrics::{self, Metrics};
 use oxray_rl::SampleBatch;
 use serde::{Deserialize, Serialize};
 
 use crate::algorithm::{Algorithm, TrainError};
-use crate::algorithms::{self as shared, LastIteration, TrainingState};
+use crate::algorithms::{self as shared, LastIteration, Trainer, TrainerCore};
 use crate::config::ExperimentConfig;
-use crate::progress::{IterationTimes, Progress};
+use crate::progress::IterationTimes;
 
 /// APPO's own training state.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -47,13 +44,8 @@ struct AppoState {
 }
 
 pub struct Appo {
-    config: ExperimentConfig,
     training: AppoConfig,
-    env_runners: EnvRunnerGroup,
-    learners: LearnerGroup<AppoLearner>,
-    state: TrainingState<AppoState>,
-    started: Instant,
-    last_iteration: LastIteration,
+    trainer: Trainer<AppoLearner, AppoState>,
 }
 
 impl Appo {
@@ -69,30 +61,16 @@ impl Appo {
             },
             training: training.clone(),
         };
-        let learners = LearnerGroup::new(
-            learner_config,
-            config.learners.num_learners,
-            config.learners.num_gpus_per_learner,
-        )?;
         let sampling = Sampling::Asynchronous {
             max_requests_in_flight: training.max_requests_in_flight_per_env_runner,
         };
-        let mut env_runners = shared::env_runners(config, module, sampling)?;
-        env_runners.sync_weights(0, learners.flat_weights()?, 0)?;
+        let state = AppoState {
+            kl_coeff: training.kl_coeff,
+            num_updates: 0,
+        };
         Ok(Appo {
-            config: config.clone(),
             training: training.clone(),
-            env_runners,
-            learners,
-            state: TrainingState {
-                progress: Progress::default(),
-                algorithm: AppoState {
-                    kl_coeff: training.kl_coeff,
-                    num_updates: 0,
-                },
-            },
-            started: Instant::now(),
-            last_iteration: LastIteration::default(),
+            trainer: Trainer::new(config, learner_config, module, sampling, state)?,
         })
     }
 }
@@ -102,15 +80,15 @@ impl Algorithm for Appo {
     /// succeeded, so after a non-finite loss the state (and the checkpoint
     /// saved from it) is the last good iteration's.
     fn train(&mut self) -> Result<Metrics, TrainError> {
-        let iteration = self.state.progress.iteration + 1;
+        let iteration = self.trainer.state.progress.iteration + 1;
         let cfg = &self.training;
         let sample_start = Instant::now();
         let mut batch = SampleBatch::default();
-        let mut episodes = self.state.progress.episodes.clone();
+        let mut episodes = self.trainer.state.progress.episodes.clone();
         let mut weights_lag = 0;
-        let latest_version = self.state.progress.weights_version;
+        let latest_version = self.trainer.state.progress.weights_version;
         while batch.len() < cfg.train_batch_size {
-            for rollout in self.env_runners.sample()? {
+            for rollout in self.trainer.env_runners.sample()? {
                 episodes.push(&rollout.episodes);
                 weights_lag += latest_version.saturating_sub(rollout.weights_version)
                     * rollout.batch.len() as u64;
@@ -118,30 +96,30 @@ impl Algorithm for Appo {
             }
         }
         let sample_s = sample_start.elapsed().as_secs_f64();
-        let env_steps_sampled = self.state.progress.env_steps_sampled + batch.len() as u64;
+        let env_steps_sampled = self.trainer.state.progress.env_steps_sampled + batch.len() as u64;
 
         let learn_start = Instant::now();
-        let num_updates = self.state.algorithm.num_updates + 1;
+        let num_updates = self.trainer.state.algorithm.num_updates + 1;
         let params = AppoUpdateParams {
-            kl_coeff: self.state.algorithm.kl_coeff,
+            kl_coeff: self.trainer.state.algorithm.kl_coeff,
             shuffle_seed: self
-                .config
+                .trainer.config
                 .seed
                 .wrapping_mul(1_000_003)
                 .wrapping_add(iteration),
             update_target: num_updates.is_multiple_of(cfg.target_network_update_freq),
         };
         let trained = self
-            .learners
+            .trainer.learners
             .update(&batch, params)
             .map_err(|e| TrainError::from_learner(e, iteration))?;
         let mut result = trained.metrics;
-        let progress = &mut self.state.progress;
+        let progress = &mut self.trainer.state.progress;
         progress.iteration = iteration;
         progress.env_steps_sampled = env_steps_sampled;
         progress.env_steps_trained += batch.len() as u64;
         progress.episodes = episodes;
-        let algorithm = &mut self.state.algorithm;
+        let algorithm = &mut self.trainer.state.algorithm;
         algorithm.num_updates = num_updates;
         if cfg.use_kl_loss {
             algorithm.kl_coeff = shared::adapt_kl_coeff(
@@ -152,8 +130,8 @@ impl Algorithm for Appo {
         }
         if num_updates.is_multiple_of(cfg.broadcast_interval) {
             progress.weights_version += 1;
-            let weights = self.learners.flat_weights()?;
-            self.env_runners
+            let weights = self.trainer.learners.flat_weights()?;
+            self.trainer.env_runners
                 .sync_weights(progress.weights_version, weights, env_steps_sampled)?;
         }
         let learn_s = learn_start.elapsed().as_secs_f64();
@@ -164,7 +142,7 @@ impl Algorithm for Appo {
         );
         progress.report(
             &mut result,
-            self.started,
+            self.trainer.started,
             &IterationTimes {
                 sampled: batch.len(),
                 sample_s,
@@ -172,8 +150,8 @@ impl Algorithm for Appo {
                 learn_s,
             },
         );
-        result.extend(self.env_runners.fault_tolerance());
-        self.last_iteration = LastIteration {
+        result.extend(self.trainer.env_runners.fault_tolerance());
+        self.trainer.last_iteration = LastIteration {
             action_dim: batch.action_dim,
             actions: batch.actions,
             learner: trained.histograms,
@@ -181,37 +159,11 @@ impl Algorithm for Appo {
         Ok(result)
     }
 
-    fn histograms(&self) -> Result<Histograms, TrainError> {
-        self.last_iteration.histograms(&self.learners.weights()?)
+    fn trainer(&self) -> &dyn TrainerCore {
+        &self.trainer
     }
 
-    fn save(&self, checkpoint_dir: &Path) -> Result<PathBuf, TrainError> {
-        self.state.save(
-            checkpoint_dir,
-            &self.config,
-            self.started,
-            &self.env_runners,
-            self.learners.state()?,
-        )
-    }
-
-    fn restore(&mut self, checkpoint: &Checkpoint) -> Result<(), TrainError> {
-        self.learners.set_state(&checkpoint.learner)?;
-        let weights = self.learners.flat_weights()?;
-        self.state = TrainingState::restore(checkpoint, &mut self.env_runners, weights)?;
-        self.started = Instant::now();
-        Ok(())
-    }
-
-    fn iteration(&self) -> u64 {
-        self.state.progress.iteration
-    }
-
-    fn flat_weights(&self) -> Result<Vec<f32>, TrainError> {
-        Ok(self.learners.flat_weights()?)
-    }
-
-    fn learner_devices(&self) -> Result<Vec<String>, TrainError> {
-        Ok(self.learners.devices()?)
+    fn trainer_mut(&mut self) -> &mut dyn TrainerCore {
+        &mut self.trainer
     }
 }
