@@ -4,10 +4,9 @@ env steps until the mean return over the last 100 episodes reaches a target.
 
     time_to_target.py --run NAME --seed N --target T [--limit S] --out FILE -- CMD...
 
-It reads the command's stdout as it comes, in any of three forms:
-  `episode return=R steps=S`              one finished episode (peers/sb3_cartpole.py)
-  `iteration steps=S return_mean=R`       RLlib's 100-episode mean (peers/rllib_cartpole.py)
-  `iter N  env steps S  return mean R`    `oxray train`'s progress line (also a 100-episode mean)
+It reads the command's stdout as it comes, in either of two forms:
+  `episode return=R steps=S`              one finished episode (the scripts in peers/)
+  `iter N  env steps S  return mean R`    `oxray train`'s progress line (a 100-episode mean)
 The clock starts before the process does, so interpreter start, imports and
 setup count for every framework alike. After the target the command gets
 30 s to stop by itself (they all do), then SIGINT; after --limit seconds
@@ -27,7 +26,7 @@ import time
 from collections import deque
 
 EPISODE = re.compile(r"^episode return=(\S+) steps=(\d+)")
-MEAN = re.compile(r"^(?:iteration steps=(\d+) return_mean=(\S+)|iter\s+\d+\s+env steps\s+(\d+)\s+return mean\s+(\S+))")
+MEAN = re.compile(r"^iter\s+\d+\s+env steps\s+(\d+)\s+return mean\s+(\S+)")
 
 
 def main():
@@ -75,8 +74,7 @@ def main():
             steps, mean = int(m.group(2)), sum(window) / len(window)
             full = len(window) == window.maxlen
         elif m := MEAN.match(line):
-            steps = int(m.group(1) or m.group(3))
-            text = m.group(2) or m.group(4)
+            steps, text = int(m.group(1)), m.group(2)
             full = text not in ("-", "nan")
             mean = float(text) if full else float("nan")
         else:
