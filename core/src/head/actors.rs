@@ -5,7 +5,7 @@
 
 use super::executables::Code;
 use super::tasks::{TaskKind, TaskRecord};
-use super::{Node, NodeState};
+use super::NodeState;
 use crate::error::{Error, Result};
 use crate::ids::{ActorId, JobId, ObjectId, TaskId, WorkerId};
 use crate::protocol::*;
@@ -97,7 +97,7 @@ impl NodeState {
         Ok(id)
     }
 
-    pub(super) fn start_waiting_actors(&mut self, node: &Node) {
+    pub(super) fn start_waiting_actors(&mut self) {
         let mut still_waiting = VecDeque::new();
         while let Some(id) = self.actors_waiting.pop_front() {
             let Some(actor) = self.actors.get(&id) else {
@@ -116,7 +116,7 @@ impl NodeState {
                         self.actor_failed(id, error);
                         continue;
                     }
-                    let worker = WorkerId(crate::worker::next_worker_number());
+                    let worker = self.next_worker_id();
                     let gpu_ids = allocation.gpu_ids();
                     let actor = self.actors.get_mut(&id).expect("actor seen above");
                     actor.allocation = Some(allocation);
@@ -128,7 +128,6 @@ impl NodeState {
             }
         }
         self.actors_waiting = still_waiting;
-        let _ = node;
         let ready: Vec<ActorId> = self
             .actors
             .iter()
@@ -140,20 +139,20 @@ impl NodeState {
                 continue;
             };
             while let Some(task) = self.actors.get_mut(&id).and_then(|a| a.pending.pop_front()) {
-                self.assign(node, worker, task);
+                self.assign(worker, task);
             }
         }
     }
 
     /// The actor's worker said hello: run its constructor there first.
-    pub(super) fn start_actor_on(&mut self, node: &Node, actor: ActorId, worker: WorkerId) {
+    pub(super) fn start_actor_on(&mut self, actor: ActorId, worker: WorkerId) {
         let Some(record) = self.actors.get(&actor) else {
             return;
         };
-        let task_id = TaskId(node.ids.next());
+        let task_id = TaskId(self.ids.next());
         let spec = TaskSpec {
             task_id,
-            return_id: ObjectId(node.ids.next()),
+            return_id: ObjectId(self.ids.next()),
             invocation: Invocation::ActorCreate {
                 class: record.spec.class.clone(),
             },
@@ -178,7 +177,7 @@ impl NodeState {
                 code: record.code.clone(),
             },
         );
-        self.assign(node, worker, task_id);
+        self.assign(worker, task_id);
     }
 
     pub(super) fn actor_process_died(&mut self, actor: ActorId, message: &str) {
@@ -233,9 +232,12 @@ impl NodeState {
         }
         let allocation = record.allocation.as_ref().expect("checked above");
         let (node, gpu_ids) = (allocation.node.clone(), allocation.gpu_ids());
-        let worker = WorkerId(crate::worker::next_worker_number());
-        record.worker = Some(worker);
         let code = record.code.clone();
+        let worker = self.next_worker_id();
+        self.actors
+            .get_mut(&actor)
+            .expect("actor seen above")
+            .worker = Some(worker);
         self.add_worker(worker, &node, gpu_ids, Some(actor), code);
     }
 

@@ -34,15 +34,15 @@ impl Backend for Node {
     }
 
     fn submit(&self, spec: TaskSpec) {
-        self.with_state(|state, _| state.submit(spec, self.embedded_job, None));
+        self.with_state(|state| state.submit(spec, self.embedded_job, None));
     }
 
     fn create_actor(&self, spec: ActorSpec) -> Result<ActorId> {
-        self.with_state(|state, _| state.create_actor(spec, self.embedded_job, None))
+        self.with_state(|state| state.create_actor(spec, self.embedded_job, None))
     }
 
     fn put(&self, id: ObjectId, value: Result<ObjectBlob>) {
-        self.with_state(|state, _| {
+        self.with_state(|state| {
             state.objects.insert(
                 id,
                 ObjectEntry {
@@ -127,16 +127,16 @@ impl Backend for Node {
         // Effects may include an actor ended with its last handle: its
         // resources go to what waits for them.
         if has_effects {
-            self.with_state(|_, _| ());
+            self.with_state(|_| ());
         }
     }
 
     fn cancel(&self, id: ObjectId) -> Result<()> {
-        self.with_state(|state, _| state.cancel(id))
+        self.with_state(|state| state.cancel(id))
     }
 
     fn kill_actor(&self, id: ActorId) -> Result<()> {
-        self.with_state(|state, _| state.kill_actor(id))
+        self.with_state(|state| state.kill_actor(id))
     }
 
     fn node_id(&self) -> &str {
@@ -144,7 +144,7 @@ impl Backend for Node {
     }
 
     fn kv_put(&self, key: &str, value: Vec<u8>) -> Result<()> {
-        self.with_state(|state, _| {
+        self.with_state(|state| {
             state.kv.insert(key.to_string(), value);
             // Wakes `kv_wait`ers, which share the objects' wake-up.
             state.ready_events += 1;
@@ -187,7 +187,7 @@ impl Backend for Node {
         bundles: Vec<ResourceSet>,
         strategy: PlacementStrategy,
     ) -> Result<()> {
-        self.with_state(|state, _| {
+        self.with_state(|state| {
             state.create_placement_group(id, bundles, strategy, self.embedded_job)
         })
     }
@@ -211,7 +211,7 @@ impl Backend for Node {
     }
 
     fn remove_placement_group(&self, id: u64) -> Result<()> {
-        self.with_state(|state, _| state.remove_placement_group(id))
+        self.with_state(|state| state.remove_placement_group(id))
     }
 
     fn named_actor(&self, name: &str) -> Result<Option<(ActorId, String)>> {

@@ -153,7 +153,7 @@ impl Node {
     /// and fail what waits for that worker.
     pub(super) fn worker_not_started(&self, worker: WorkerId, error: Error) {
         tracing::warn!("{error}");
-        self.with_state(|state, node| state.executable_unavailable(node, worker, error));
+        self.with_state(|state| state.executable_unavailable(worker, error));
     }
 }
 
@@ -164,7 +164,7 @@ impl NodeState {
         self.workers.get(&worker).and_then(|w| w.code.clone())
     }
 
-    pub(super) fn executable_unavailable(&mut self, node: &Node, worker: WorkerId, error: Error) {
+    pub(super) fn executable_unavailable(&mut self, worker: WorkerId, error: Error) {
         let Some(record) = self.workers.get(&worker) else {
             return;
         };
@@ -175,7 +175,7 @@ impl NodeState {
         if let Some(actor) = record.actor {
             self.actor_failed(actor, error.clone());
         }
-        self.remove_worker(node, worker, &error.to_string());
+        self.remove_worker(worker, &error.to_string());
     }
 
     /// Why `code` cannot run on `node`, if a worker of it failed to start there.

@@ -36,7 +36,7 @@ impl Node {
             namespace,
             log_to_driver,
         } = hello;
-        self.with_state(|state, _| {
+        self.with_state(|state| {
             if state.workers.contains_key(&id) {
                 return Err(tonic::Status::already_exists(format!(
                     "{id} belongs to a live process of this cluster"
@@ -236,7 +236,7 @@ impl NodeState {
     }
 
     /// The driver of `driver.job` left: release everything the job created.
-    pub(super) fn end_job(&mut self, node: &Node, driver: DriverJob) {
+    pub(super) fn end_job(&mut self, driver: DriverJob) {
         let job = driver.job;
         if let Some(status) = self.jobs.get_mut(&job) {
             status.running = false;
@@ -277,7 +277,6 @@ impl NodeState {
                 self.release(id);
             }
         }
-        let _ = node;
         self.forget_ended_jobs();
     }
 

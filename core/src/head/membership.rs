@@ -35,26 +35,20 @@ impl Node {
         object_store_memory: u64,
         sender: mpsc::UnboundedSender<HeadToNode>,
     ) -> std::result::Result<(), tonic::Status> {
-        self.with_state(|state, node| {
-            if node_id == node.config.node_id || state.remote_nodes.contains_key(node_id) {
+        self.with_state(|state| {
+            if node_id == self.config.node_id || state.remote_nodes.contains_key(node_id) {
                 eprintln!("oxray: refused node {node_id}: a live node already has that id");
                 return Err(tonic::Status::already_exists(format!(
                     "node {node_id} is already registered"
                 )));
             }
             eprintln!("oxray: node {node_id} joined with {resources}");
-            state.pool.add_node(node_id, resources);
-            state.object_stores.insert(
-                node_id.to_string(),
-                super::object_store::NodeObjectStore::new(object_store_memory),
-            );
-            state.remote_nodes.insert(
-                node_id.to_string(),
-                RemoteNode {
-                    sender,
-                    last_heartbeat: Instant::now(),
-                    object_server,
-                },
+            state.node_joined(
+                node_id,
+                resources,
+                object_server,
+                object_store_memory,
+                sender,
             );
             Ok(())
         })
@@ -82,20 +76,54 @@ impl Node {
                 self.worker_not_started(worker, error)
             }
             NodeToHead::Spilled { generation } => {
-                self.with_state(|state, _| state.store_spilled(node_id, generation))
+                self.with_state(|state| state.store_spilled(node_id, generation))
             }
         }
     }
 }
 
+impl Node {
+    /// Declares `node_id` dead for `reason` (its stream closed, its
+    /// heartbeats stopped), once.
+    pub(super) fn node_died(&self, node_id: &str, reason: &str) {
+        if self.with_state(|state| state.node_died(node_id, reason)) {
+            eprintln!("oxray: node {node_id} is dead: {reason}");
+        }
+    }
+}
+
 impl NodeState {
+    /// A node joined: its resources, its store and its control stream.
+    pub(super) fn node_joined(
+        &mut self,
+        node_id: &str,
+        resources: ResourceSet,
+        object_server: String,
+        object_store_memory: u64,
+        sender: mpsc::UnboundedSender<HeadToNode>,
+    ) {
+        self.pool.add_node(node_id, resources);
+        self.object_stores.insert(
+            node_id.to_string(),
+            super::object_store::NodeObjectStore::new(object_store_memory),
+        );
+        self.remote_nodes.insert(
+            node_id.to_string(),
+            RemoteNode {
+                sender,
+                last_heartbeat: Instant::now(),
+                object_server,
+            },
+        );
+    }
+
     /// A node stopped: its workers are gone (their tasks retried and actors
     /// restarted elsewhere), and objects whose only copy was there are lost.
-    pub(super) fn node_died(&mut self, node: &Node, node_id: &str, reason: &str) {
+    /// False when `node_id` is not a live node (already declared dead).
+    pub(super) fn node_died(&mut self, node_id: &str, reason: &str) -> bool {
         let Some(remote) = self.remote_nodes.remove(node_id) else {
-            return;
+            return false;
         };
-        eprintln!("oxray: node {node_id} is dead: {reason}");
         self.object_stores.remove(node_id);
         if let Some(pool) = self.pool.node(node_id) {
             self.dead_nodes.push(NodeStatus {
@@ -135,7 +163,7 @@ impl NodeState {
             .collect();
         let message = format!("its node {node_id} died: {reason}");
         for worker in workers {
-            self.remove_worker(node, worker, &message);
+            self.remove_worker(worker, &message);
         }
         let lost: Vec<ObjectId> = self
             .objects
@@ -154,6 +182,7 @@ impl NodeState {
             }
         }
         self.ready_events += 1;
+        true
     }
 }
 
@@ -175,7 +204,7 @@ pub(super) async fn watch_heartbeats(node: Weak<Node>) {
             .collect();
         for id in silent {
             let reason = format!("no heartbeat for {:.1} s", deadline.as_secs_f64());
-            head.with_state(|state, node| state.node_died(node, &id, &reason));
+            head.node_died(&id, &reason);
         }
     }
 }

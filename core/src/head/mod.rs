@@ -8,16 +8,22 @@
 //! released) takes the lock, updates the state and runs [`NodeState::schedule`],
 //! which hands queued work to workers. Keeping the scheduler a plain state
 //! machine makes each transition easy to follow and keeps the hot path free of
-//! extra hops: the driver of the embedded cluster calls it directly. Work that
-//! needs I/O (spawning and killing processes, removing files) is collected as
-//! [`Effect`]s under the lock and done after it is released.
+//! extra hops: the driver of the embedded cluster calls it directly.
+//!
+//! `NodeState` is a pure state machine: it never sees the [`Node`] (its
+//! runtime, config or sockets). It mints the ids it needs itself (worker
+//! numbers, the ids of actor constructors' tasks) and holds only the channel
+//! ends it writes messages into (workers' and nodes' streams, which never
+//! block). Work that needs I/O (spawning and killing processes, spilling and
+//! removing files) is collected as [`Effect`]s under the lock and done by
+//! [`Node`] after it is released.
 //!
 //! The state is one struct, but its transitions are split by concept, one file
 //! each, named as Ray names the component that does the same job:
 //!
 //! | file | concept (Ray's counterpart) |
 //! |---|---|
-//! | `mod.rs` | [`Node`], [`NodeState`], the lock and the effects |
+//! | `mod.rs` | [`Node`], [`NodeState`], the lock and the effects, applied by `Node` |
 //! | `config.rs` | a node's resources and identity, detected from the machine |
 //! | `service.rs` | the gRPC service and the worker's API requests (GCS/raylet RPC handlers) |
 //! | `embedded.rs` | the embedded driver's in-process backend (core worker of the driver) |
@@ -69,7 +75,7 @@ use crate::error::{Error, Result};
 use crate::ids::{ActorId, IdMinter, JobId, ObjectId, TaskId, WorkerId};
 use crate::packaging::{ExecutableCache, OWN_IMAGE};
 use crate::protocol::*;
-use crate::resources::{ClusterResources, CPU, GPU};
+use crate::resources::{ClusterResources, ResourceSet, CPU, GPU};
 use crate::shm;
 use crate::wire::MAX_MESSAGE_BYTES;
 use crate::worker::{kill_process, process_alive};
@@ -132,6 +138,61 @@ struct NodeState {
     effects: Vec<Effect>,
     /// Recent tasks' states, for the state API.
     task_events: task_events::TaskEvents,
+    /// Mints the ids of the tasks the head makes itself (actor constructors).
+    ids: Arc<IdMinter>,
+    /// The number of the last worker started; a worker's number is also the
+    /// origin of the ids it mints.
+    last_worker: u64,
+}
+
+impl NodeState {
+    /// The state of a head on node `node_id` offering `resources`, before any
+    /// other node joins or any work arrives.
+    fn new(
+        node_id: &str,
+        resources: ResourceSet,
+        object_store_memory: u64,
+        ids: Arc<IdMinter>,
+        task_events: task_events::TaskEvents,
+    ) -> Self {
+        let mut pool = ClusterResources::default();
+        pool.add_node(node_id, resources);
+        NodeState {
+            objects: FxHashMap::default(),
+            tasks: FxHashMap::default(),
+            waiting_on: FxHashMap::default(),
+            queues: HashMap::new(),
+            workers: FxHashMap::default(),
+            actors: FxHashMap::default(),
+            named_actors: HashMap::new(),
+            actors_waiting: VecDeque::new(),
+            pool,
+            remote_nodes: HashMap::new(),
+            object_stores: HashMap::from([(
+                node_id.to_string(),
+                NodeObjectStore::new(object_store_memory),
+            )]),
+            dead_nodes: Vec::new(),
+            jobs: FxHashMap::default(),
+            drivers: FxHashMap::default(),
+            unavailable: HashMap::new(),
+            kv: HashMap::new(),
+            placement_groups: Default::default(),
+            shutting_down: false,
+            ready_events: 0,
+            effects: Vec::new(),
+            task_events,
+            ids,
+            last_worker: 0,
+        }
+    }
+
+    /// A fresh worker id (worker numbers start at 1; 0 is the id origin of
+    /// the head and the embedded driver).
+    fn next_worker_id(&mut self) -> WorkerId {
+        self.last_worker += 1;
+        WorkerId(self.last_worker)
+    }
 }
 
 enum Effect {
@@ -169,7 +230,9 @@ pub(crate) struct Node {
     state: Mutex<NodeState>,
     objects_changed: Condvar,
     ready_epoch: watch::Sender<u64>,
-    ids: IdMinter,
+    /// The embedded driver's ids; shared with the state, which mints the
+    /// ids of actor constructors' tasks from the same sequence.
+    ids: Arc<IdMinter>,
     /// The job of the driver this node runs in (a head daemon runs none and
     /// uses [`JobId`] 0 for what it starts itself).
     embedded_job: JobId,
@@ -205,41 +268,19 @@ impl Node {
         } else {
             JobId(0)
         };
+        let ids = Arc::new(IdMinter::new(0));
         let node = Arc::new_cyclic(|this| Node {
             this: this.clone(),
-            state: Mutex::new(NodeState {
-                objects: FxHashMap::default(),
-                tasks: FxHashMap::default(),
-                waiting_on: FxHashMap::default(),
-                queues: HashMap::new(),
-                workers: FxHashMap::default(),
-                actors: FxHashMap::default(),
-                named_actors: HashMap::new(),
-                actors_waiting: VecDeque::new(),
-                pool: {
-                    let mut pool = ClusterResources::default();
-                    pool.add_node(&config.node_id, config.resources.clone());
-                    pool
-                },
-                remote_nodes: HashMap::new(),
-                object_stores: HashMap::from([(
-                    config.node_id.clone(),
-                    NodeObjectStore::new(config.object_store_memory),
-                )]),
-                dead_nodes: Vec::new(),
-                jobs: FxHashMap::default(),
-                drivers: FxHashMap::default(),
-                unavailable: HashMap::new(),
-                kv: HashMap::new(),
-                placement_groups: Default::default(),
-                shutting_down: false,
-                ready_events: 0,
-                effects: Vec::new(),
-                task_events: task_events::TaskEvents::from_env(),
-            }),
+            state: Mutex::new(NodeState::new(
+                &config.node_id,
+                config.resources.clone(),
+                config.object_store_memory,
+                ids.clone(),
+                task_events::TaskEvents::from_env(),
+            )),
             objects_changed: Condvar::new(),
             ready_epoch,
-            ids: IdMinter::new(0),
+            ids,
             embedded_job,
             has_gpus: config.resources.get(GPU) > 0.0,
             executables: Executables::new(ExecutableCache::new(
@@ -283,7 +324,7 @@ impl Node {
             state.start_job(embedded_job, std::process::id(), &executable, namespace);
             let warm = node.config.resources.get(CPU).ceil() as usize;
             for _ in 0..warm.min(MAX_TASK_WORKERS) {
-                let id = WorkerId(crate::worker::next_worker_number());
+                let id = state.next_worker_id();
                 state.add_worker(id, &node.config.node_id, Vec::new(), None, None);
             }
         }
@@ -292,12 +333,12 @@ impl Node {
     }
 
     /// Takes the lock, runs `f`, schedules, and performs the side effects.
-    fn with_state<R>(&self, f: impl FnOnce(&mut NodeState, &Node) -> R) -> R {
+    fn with_state<R>(&self, f: impl FnOnce(&mut NodeState) -> R) -> R {
         let (result, changed) = {
             let mut state = self.state.lock();
             let before = state.ready_events;
-            let result = f(&mut state, self);
-            state.schedule(self);
+            let result = f(&mut state);
+            state.schedule();
             (result, state.ready_events != before)
         };
         if changed {
@@ -353,7 +394,7 @@ impl Node {
                                 tracing::error!("cannot spill {path}: {e}");
                             }
                         }
-                        self.with_state(|state, _| state.store_spilled(&node, generation));
+                        self.with_state(|state| state.store_spilled(&node, generation));
                     }
                 }
                 Effect::Free {

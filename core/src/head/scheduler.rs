@@ -8,7 +8,7 @@ use super::executables::{code_key, Code};
 use super::task_events::now_ms;
 use super::tasks::TaskKind;
 use super::worker_pool::MAX_TASK_WORKERS;
-use super::{Node, NodeState};
+use super::NodeState;
 use crate::error::Result;
 use crate::ids::{TaskId, WorkerId};
 use crate::protocol::*;
@@ -31,12 +31,12 @@ pub(super) struct ShapeQueue {
 
 impl NodeState {
     /// Hands queued work to workers; see the module doc for the policy.
-    pub(super) fn schedule(&mut self, node: &Node) {
+    pub(super) fn schedule(&mut self) {
         if self.shutting_down {
             return;
         }
         self.reserve_pending_groups();
-        self.start_waiting_actors(node);
+        self.start_waiting_actors();
         let shapes: Vec<String> = self
             .queues
             .iter()
@@ -64,7 +64,7 @@ impl NodeState {
                     .tasks
                     .pop_front();
                 match leased {
-                    Ok(Some(worker)) => self.assign(node, worker, task_id),
+                    Ok(Some(worker)) => self.assign(worker, task_id),
                     // The node chosen cannot run this job's executable.
                     Err(error) => self.finish_task(task_id, Err(error)),
                     Ok(None) => unreachable!("handled above"),
@@ -125,7 +125,7 @@ impl NodeState {
                     .filter(|w| w.actor.is_none() && !w.is_driver && w.node == node)
                     .count();
                 if !starting && task_workers < MAX_TASK_WORKERS {
-                    let id = WorkerId(crate::worker::next_worker_number());
+                    let id = self.next_worker_id();
                     self.add_worker(id, &node, gpu_ids, None, code.clone());
                 }
                 Ok(None)
@@ -133,7 +133,7 @@ impl NodeState {
         }
     }
 
-    pub(super) fn assign(&mut self, node: &Node, worker: WorkerId, task_id: TaskId) {
+    pub(super) fn assign(&mut self, worker: WorkerId, task_id: TaskId) {
         let Some(record) = self.tasks.get_mut(&task_id) else {
             return;
         };
@@ -181,7 +181,7 @@ impl NodeState {
         });
         let sent = w.sender.as_ref().is_some_and(|s| s.send(message).is_ok());
         if !sent {
-            self.remove_worker(node, worker, "its connection closed");
+            self.remove_worker(worker, "its connection closed");
         } else if let TaskKind::ActorCall(actor) = kind {
             if let Some(a) = self.actors.get_mut(&actor) {
                 a.inflight.push_back(task_id);

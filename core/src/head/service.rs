@@ -25,9 +25,9 @@ impl Node {
         match message {
             WorkerToNode::Hello { .. } | WorkerToNode::DriverHello { .. } => {}
             WorkerToNode::Finished { task_id, outcome } => {
-                self.with_state(|state, node| state.task_finished(node, worker, task_id, outcome))
+                self.with_state(|state| state.task_finished(worker, task_id, outcome))
             }
-            WorkerToNode::Submit(spec) => self.with_state(|state, _| {
+            WorkerToNode::Submit(spec) => self.with_state(|state| {
                 let job = state.job_of(worker, self.embedded_job);
                 state.note_driver_refs(worker, &[spec.return_id], &spec.args);
                 let code = state.code_of(worker);
@@ -69,7 +69,7 @@ impl Node {
         };
         match request {
             Request::CreateActor(spec) => {
-                let created = self.with_state(|state, _| {
+                let created = self.with_state(|state| {
                     let job = state.job_of(worker, self.embedded_job);
                     state.note_driver_refs(worker, &[], &spec.args);
                     let code = state.code_of(worker);
@@ -134,7 +134,7 @@ impl Node {
                 bundles,
                 strategy,
             } => {
-                let created = self.with_state(|state, _| {
+                let created = self.with_state(|state| {
                     let job = state.job_of(worker, self.embedded_job);
                     state.create_placement_group(id, bundles, strategy, job)
                 });
@@ -232,7 +232,7 @@ impl Node {
             }
             if !lent {
                 lent = true;
-                self.with_state(|state, _| state.lend_out(worker, true));
+                self.with_state(|state| state.lend_out(worker, true));
             }
             let changed = epoch.changed();
             match deadline {
@@ -249,7 +249,7 @@ impl Node {
             }
         };
         if lent {
-            self.with_state(|state, _| state.lend_out(worker, false));
+            self.with_state(|state| state.lend_out(worker, false));
         }
         outcome
     }
@@ -395,7 +395,7 @@ impl HeadService for HeadEndpoint {
                 }
             };
             if let Some(head) = weak.upgrade() {
-                head.with_state(|state, node| state.node_died(node, &node_id, &reason));
+                head.node_died(&node_id, &reason);
             }
         });
         Ok(tonic::Response::new(Box::pin(

@@ -7,7 +7,7 @@ use super::actors::ActorStatus;
 use super::executables::Code;
 use super::object_directory::ObjectEntry;
 use super::task_events::now_ms;
-use super::{Node, NodeState};
+use super::NodeState;
 use crate::error::{Error, Result};
 use crate::ids::{ActorId, JobId, ObjectId, TaskId, WorkerId};
 use crate::protocol::*;
@@ -215,7 +215,6 @@ impl NodeState {
 
     pub(super) fn task_finished(
         &mut self,
-        node: &Node,
         worker: WorkerId,
         task_id: TaskId,
         outcome: Result<ObjectBlob>,
@@ -273,7 +272,6 @@ impl NodeState {
                 }
             }
         }
-        let _ = node;
     }
 
     pub(super) fn cancel(&mut self, id: ObjectId) -> Result<()> {

@@ -141,12 +141,7 @@ impl Node {
 
     /// A worker's process ended (or a remote driver left).
     pub(super) fn worker_exited(&self, worker: WorkerId, message: String) {
-        self.with_state(|state, node| {
-            if let Some(driver) = state.drivers.remove(&worker) {
-                state.end_job(node, driver);
-            }
-            state.remove_worker(node, worker, &message)
-        });
+        self.with_state(|state| state.worker_exited(worker, &message));
     }
 
     pub(super) fn register_worker(
@@ -154,21 +149,7 @@ impl Node {
         worker: WorkerId,
         sender: mpsc::UnboundedSender<NodeToWorker>,
     ) -> bool {
-        self.with_state(|state, node| {
-            let Some(record) = state.workers.get_mut(&worker) else {
-                return false;
-            };
-            // A second hello for a connected worker is an impostor: the
-            // first stream keeps it.
-            if record.sender.is_some() || record.is_driver {
-                return false;
-            }
-            record.sender = Some(sender);
-            if let Some(actor) = record.actor {
-                state.start_actor_on(node, actor, worker);
-            }
-            true
-        })
+        self.with_state(|state| state.worker_connected(worker, sender))
     }
 }
 
@@ -204,7 +185,38 @@ impl NodeState {
         });
     }
 
-    pub(super) fn remove_worker(&mut self, _node: &Node, worker: WorkerId, message: &str) {
+    /// `worker`'s stream said hello: it can take work now, an actor's
+    /// worker its constructor first. False for a worker the head did not
+    /// start, or one already connected (a second hello is an impostor: the
+    /// first stream keeps it).
+    pub(super) fn worker_connected(
+        &mut self,
+        worker: WorkerId,
+        sender: mpsc::UnboundedSender<NodeToWorker>,
+    ) -> bool {
+        let Some(record) = self.workers.get_mut(&worker) else {
+            return false;
+        };
+        if record.sender.is_some() || record.is_driver {
+            return false;
+        }
+        record.sender = Some(sender);
+        if let Some(actor) = record.actor {
+            self.start_actor_on(actor, worker);
+        }
+        true
+    }
+
+    /// `worker`'s process ended, or the remote driver behind it left (which
+    /// ends its job).
+    pub(super) fn worker_exited(&mut self, worker: WorkerId, message: &str) {
+        if let Some(driver) = self.drivers.remove(&worker) {
+            self.end_job(driver);
+        }
+        self.remove_worker(worker, message)
+    }
+
+    pub(super) fn remove_worker(&mut self, worker: WorkerId, message: &str) {
         let Some(record) = self.workers.remove(&worker) else {
             return;
         };

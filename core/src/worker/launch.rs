@@ -10,7 +10,6 @@
 
 use crate::auth::TOKEN_ENV;
 use crate::ids::WorkerId;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 pub(crate) const NODE_ADDRESS_ENV: &str = "OXRAY_WORKER_NODE_ADDRESS";
 pub(crate) const WORKER_ID_ENV: &str = "OXRAY_WORKER_ID";
@@ -105,13 +104,6 @@ impl WorkerLaunch<'_> {
         }
         command
     }
-}
-
-static WORKER_NUMBERS: AtomicU64 = AtomicU64::new(1);
-
-/// Numbers worker processes; also the origin of the ids they mint.
-pub(crate) fn next_worker_number() -> u64 {
-    WORKER_NUMBERS.fetch_add(1, Ordering::Relaxed)
 }
 
 pub(crate) fn kill_process(pid: u32) {

@@ -30,4 +30,4 @@ pub(crate) use client::{connect_driver, print_log};
 pub(crate) use entry::keep_worker_entry_linked;
 pub use executor::get_gpu_ids;
 pub use launch::process_alive;
-pub(crate) use launch::{describe_exit, kill_process, next_worker_number, WorkerLaunch};
+pub(crate) use launch::{describe_exit, kill_process, WorkerLaunch};
