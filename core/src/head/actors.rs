@@ -308,3 +308,196 @@ impl NodeState {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::*;
+    use super::*;
+    use crate::resources::CPU;
+    use tokio::sync::mpsc::UnboundedReceiver;
+
+    /// Creates an actor and runs its constructor to completion on a fresh
+    /// worker: (worker, its inbox).
+    fn start_actor(
+        state: &mut NodeState,
+        spec: ActorSpec,
+    ) -> (WorkerId, UnboundedReceiver<NodeToWorker>) {
+        let id = spec.actor_id;
+        state.create_actor(spec, JOB, None).expect("created");
+        state.schedule();
+        assert_eq!(state.actors[&id].status, ActorStatus::Starting);
+        let (worker, inbox) = state.start_one();
+        constructed(state, id, worker, inbox)
+    }
+
+    /// The actor's constructor is what its new worker runs first; it succeeds.
+    fn constructed(
+        state: &mut NodeState,
+        id: ActorId,
+        worker: WorkerId,
+        mut inbox: UnboundedReceiver<NodeToWorker>,
+    ) -> (WorkerId, UnboundedReceiver<NodeToWorker>) {
+        let runs = executed(&mut inbox);
+        assert_eq!(runs.len(), 1);
+        assert!(
+            matches!(&runs[0].invocation, Invocation::ActorCreate { class } if class == "Counter")
+        );
+        state.finish(worker, runs[0].task_id, Ok(inline(b"")));
+        assert_eq!(state.actors[&id].status, ActorStatus::Alive);
+        (worker, inbox)
+    }
+
+    #[test]
+    fn an_actor_holds_its_resources_and_runs_its_calls_in_order() {
+        let ids = Ids::new();
+        let mut state = NodeState::for_test(cpus(2.0), 1 << 20);
+        let spec = ids.actor(cpus(1.0), 0);
+        let actor = spec.actor_id;
+        let (worker, mut inbox) = start_actor(&mut state, spec);
+        assert_eq!(state.free(HEAD, CPU), 1.0);
+        assert_eq!(state.actors[&actor].worker, Some(worker));
+        let calls: Vec<TaskSpec> = (0..3).map(|_| ids.call(actor, "add")).collect();
+        let tasks: Vec<TaskId> = calls.iter().map(|c| c.task_id).collect();
+        for call in calls {
+            state.submit_now(call);
+        }
+        assert_eq!(executed_ids(&mut inbox), tasks, "sent in submission order");
+        assert_eq!(state.actors[&actor].inflight, VecDeque::from(tasks.clone()));
+        for task in &tasks {
+            state.finish(worker, *task, Ok(inline(b"")));
+        }
+        assert!(state.actors[&actor].inflight.is_empty());
+        assert_eq!(
+            state.free(HEAD, CPU),
+            1.0,
+            "the actor keeps its CPU between calls"
+        );
+    }
+
+    #[test]
+    fn an_actor_is_restarted_after_its_worker_dies_until_max_restarts_is_used_up() {
+        for max_restarts in [0, 1, 3] {
+            let ids = Ids::new();
+            let mut state = NodeState::for_test(cpus(1.0), 1 << 20);
+            let spec = ids.actor(cpus(1.0), max_restarts);
+            let actor = spec.actor_id;
+            let (mut worker, _) = start_actor(&mut state, spec);
+            let mut restarts = 0;
+            loop {
+                state.worker_exited(worker, "killed");
+                state.schedule();
+                let spawns: Vec<(WorkerId, String)> = state
+                    .take_effects()
+                    .into_iter()
+                    .filter_map(|d| match d {
+                        Did::Spawn { worker, node } => Some((worker, node)),
+                        _ => None,
+                    })
+                    .collect();
+                if matches!(state.actors[&actor].status, ActorStatus::Dead(_)) {
+                    assert!(spawns.is_empty(), "a dead actor gets no worker");
+                    break;
+                }
+                restarts += 1;
+                assert_eq!(state.actors[&actor].status, ActorStatus::Starting);
+                assert_eq!(state.actors[&actor].restarts_used, restarts);
+                assert_eq!(spawns.len(), 1);
+                assert_eq!(spawns[0].1, HEAD, "its node is alive: it restarts there");
+                assert_ne!(spawns[0].0, worker);
+                assert_eq!(
+                    state.free(HEAD, CPU),
+                    0.0,
+                    "it keeps its CPU while restarting"
+                );
+                worker = spawns[0].0;
+                let inbox = state.connect(worker);
+                constructed(&mut state, actor, worker, inbox);
+            }
+            assert_eq!(restarts, max_restarts);
+            assert_eq!(state.free(HEAD, CPU), 1.0, "a dead actor's CPU is released");
+            let call = ids.call(actor, "add");
+            let output = call.return_id;
+            state.submit_now(call);
+            assert_eq!(error_kind(&state.value(output)), "ActorDied");
+        }
+    }
+
+    #[test]
+    fn calls_in_flight_when_the_worker_dies_are_retried_within_max_task_retries() {
+        // (max_task_retries, the call's outcome after the restart)
+        for (retries, outcome) in [(0, "ActorDied"), (1, "pending")] {
+            let ids = Ids::new();
+            let mut state = NodeState::for_test(cpus(1.0), 1 << 20);
+            let spec = ActorSpec {
+                max_task_retries: retries,
+                ..ids.actor(cpus(1.0), 1)
+            };
+            let actor = spec.actor_id;
+            let (worker, mut inbox) = start_actor(&mut state, spec);
+            let call = ids.call(actor, "add");
+            let (task, output) = (call.task_id, call.return_id);
+            state.submit_now(call);
+            assert_eq!(executed_ids(&mut inbox), vec![task]);
+            state.worker_exited(worker, "killed");
+            state.schedule();
+            assert_eq!(error_kind(&state.value(output)), outcome);
+            let (new_worker, inbox) = state.start_one();
+            let (_, mut inbox) = constructed(&mut state, actor, new_worker, inbox);
+            let rerun = executed_ids(&mut inbox);
+            assert_eq!(rerun == vec![task], retries > 0, "retries={retries}");
+        }
+    }
+
+    #[test]
+    fn a_failed_constructor_kills_the_actor_and_stops_its_worker() {
+        let ids = Ids::new();
+        let mut state = NodeState::for_test(cpus(1.0), 1 << 20);
+        let spec = ids.actor(cpus(1.0), 5);
+        let actor = spec.actor_id;
+        state.create_actor(spec, JOB, None).expect("created");
+        state.schedule();
+        let (worker, mut inbox) = state.start_one();
+        let constructor = executed_ids(&mut inbox)[0];
+        let error = Error::TaskFailed {
+            function: "Counter::new".into(),
+            message: "raised".into(),
+        };
+        state.finish(worker, constructor, Err(error));
+        assert!(matches!(state.actors[&actor].status, ActorStatus::Dead(_)));
+        assert_eq!(
+            state.take_effects(),
+            vec![Did::Stop {
+                worker,
+                node: HEAD.into()
+            }]
+        );
+        assert_eq!(state.free(HEAD, CPU), 1.0);
+    }
+
+    #[test]
+    fn an_actor_waits_for_resources_and_starts_when_they_free_up() {
+        let ids = Ids::new();
+        let mut state = NodeState::for_test(cpus(1.0), 1 << 20);
+        let first = ids.actor(cpus(1.0), 0);
+        let second = ids.actor(cpus(1.0), 0);
+        let (first_id, second_id) = (first.actor_id, second.actor_id);
+        start_actor(&mut state, first);
+        state.create_actor(second, JOB, None).expect("created");
+        state.schedule();
+        assert_eq!(
+            state.actors[&second_id].status,
+            ActorStatus::WaitingForResources
+        );
+        assert!(state.take_spawns().is_empty());
+        state.kill_actor(first_id).expect("kill");
+        state.schedule();
+        let spawns = state.take_spawns();
+        assert_eq!(
+            spawns.len(),
+            1,
+            "the waiting actor starts once the CPU is free"
+        );
+        assert_eq!(state.actors[&second_id].status, ActorStatus::Starting);
+        assert_eq!(state.actors[&second_id].worker, Some(spawns[0].0));
+    }
+}

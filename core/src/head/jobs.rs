@@ -306,3 +306,98 @@ fn forget_one(ledger: &mut FxHashMap<ObjectId, u64>, id: ObjectId) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::*;
+    use super::*;
+    use crate::protocol::ActorSpec;
+
+    #[test]
+    fn a_driver_leaving_ends_its_job_and_releases_what_it_created() {
+        let ids = Ids::new();
+        let mut state = NodeState::for_test(cpus(4.0), 1 << 20);
+        let job = JobId(7);
+        let driver = WorkerId((1 << 23) | 7);
+        state.start_job(job, 42, "/bin/driver", None);
+        state.drivers.insert(
+            driver,
+            DriverJob {
+                job,
+                log_to_driver: false,
+                owned: FxHashMap::default(),
+            },
+        );
+        let ours = ids.task("ours", cpus(1.0), Vec::new());
+        let theirs = ids.task("theirs", cpus(1.0), Vec::new());
+        let (ours_output, theirs_output) = (ours.return_id, theirs.return_id);
+        state.submit(ours, job, None);
+        state.schedule();
+        let (our_worker, _) = state.start_one();
+        state.submit_now(theirs);
+        let (their_worker, _) = state.start_one();
+        let actor = ids.actor(cpus(1.0), 3);
+        let detached = ActorSpec {
+            name: Some("kept".into()),
+            detached: true,
+            ..ids.actor(cpus(1.0), 0)
+        };
+        let (actor_id, detached_id) = (actor.actor_id, detached.actor_id);
+        state.create_actor(actor, job, None).expect("created");
+        state.create_actor(detached, job, None).expect("created");
+        state.schedule();
+        state.take_spawns();
+        let put = ObjectId(ids.next());
+        state.put_value(put, inline(b"driver's"));
+        state.note_driver_refs(driver, &[put], &[]);
+
+        state.worker_exited(driver, "its stream closed");
+        state.schedule();
+        let job_row = &state.jobs[&job];
+        assert!(!job_row.running && job_row.ended_at.is_some());
+        assert!(matches!(
+            state.actors[&actor_id].status,
+            ActorStatus::Dead(_)
+        ));
+        assert_eq!(
+            state.actors[&detached_id].status,
+            ActorStatus::Starting,
+            "detached: kept"
+        );
+        assert!(
+            !state.objects.contains_key(&put),
+            "the driver's put is released"
+        );
+        // The running task's worker is stopped; the task ends cancelled when
+        // its process is gone.
+        assert!(state.take_effects().contains(&Did::Stop {
+            worker: our_worker,
+            node: HEAD.into()
+        }));
+        state.worker_exited(our_worker, "killed");
+        assert_eq!(error_kind(&state.value(ours_output)), "Cancelled");
+        assert_eq!(
+            error_kind(&state.value(theirs_output)),
+            "pending",
+            "other jobs go on"
+        );
+        assert!(state.workers[&their_worker].lease.is_some());
+    }
+
+    #[test]
+    fn the_job_of_a_worker_is_the_job_of_what_it_runs() {
+        let ids = Ids::new();
+        let mut state = NodeState::for_test(cpus(1.0), 1 << 20);
+        let job = JobId(7);
+        state.start_job(job, 42, "/bin/driver", Some("ns".into()));
+        state.submit(ids.task("f", cpus(1.0), Vec::new()), job, None);
+        state.schedule();
+        let (worker, _) = state.start_one();
+        // (process, its job)
+        let table = [(worker, job), (WorkerId(999), JOB)];
+        for (process, expected) in table {
+            assert_eq!(state.job_of(process, JOB), expected);
+        }
+        assert_eq!(state.namespace_of(job), "ns");
+    }
+}

@@ -208,3 +208,110 @@ pub(super) async fn watch_heartbeats(node: Weak<Node>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::actors::ActorStatus;
+    use super::super::test_support::*;
+    use super::*;
+    use crate::placement::PlacementStrategy;
+    use crate::resources::CPU;
+
+    #[test]
+    fn a_dead_nodes_tasks_retry_its_actors_restart_and_its_only_copies_are_lost() {
+        let ids = Ids::new();
+        // The head offers nothing, so everything runs on the other node.
+        let mut state = NodeState::for_test(ResourceSet::default(), 1 << 20);
+        let _b = state.join("b", cpus(3.0));
+        let task = TaskSpec {
+            max_retries: 1,
+            ..ids.task("f", cpus(1.0), Vec::new())
+        };
+        let doomed = ids.task("g", cpus(1.0), Vec::new());
+        let (task_id, doomed_output) = (task.task_id, doomed.return_id);
+        state.submit_now(task);
+        let (task_worker, mut inbox) = state.start_one();
+        state.submit_now(doomed);
+        let (doomed_worker, _) = state.start_one();
+        assert_eq!(executed_ids(&mut inbox), vec![task_id]);
+        let actor = ids.actor(cpus(1.0), 1);
+        let actor_id = actor.actor_id;
+        state.create_actor(actor, JOB, None).expect("created");
+        state.schedule();
+        let (actor_worker, _) = state.start_one();
+        for worker in [task_worker, doomed_worker, actor_worker] {
+            assert_eq!(state.workers[&worker].node, "b");
+        }
+        let (on_b, on_head) = (ObjectId(ids.next()), ObjectId(ids.next()));
+        state.put_value(on_b, in_shm("b", 1, 10));
+        state.put_value(on_head, in_shm(HEAD, 2, 10));
+
+        assert!(state.node_died("b", "its connection closed"));
+        state.schedule();
+        assert!(!state.node_died("b", "again"), "a node dies once");
+        let task = &state.tasks[&task_id];
+        assert_eq!(
+            (task.worker, task.retries_left),
+            (None, 0),
+            "requeued, one retry used"
+        );
+        assert_eq!(error_kind(&state.value(doomed_output)), "WorkerDied");
+        let actor = &state.actors[&actor_id];
+        assert_eq!(actor.status, ActorStatus::WaitingForResources);
+        assert_eq!((actor.restarts_used, actor.allocation.is_none()), (1, true));
+        assert_eq!(error_kind(&state.value(on_b)), "ObjectLost");
+        assert_eq!(error_kind(&state.value(on_head)), "ok");
+        assert!(state.pool.node("b").is_none() && !state.object_stores.contains_key("b"));
+        assert_eq!(
+            state
+                .dead_nodes
+                .iter()
+                .map(|n| n.node_id.as_str())
+                .collect::<Vec<_>>(),
+            ["b"]
+        );
+        assert!(state.workers.is_empty());
+        let stopped: Vec<WorkerId> = state
+            .take_effects()
+            .into_iter()
+            .filter_map(|d| match d {
+                Did::Stop { worker, .. } => Some(worker),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(stopped.len(), 3);
+
+        // A node that joins takes the actor and the retried task.
+        let _c = state.join("c", cpus(3.0));
+        state.schedule();
+        let spawns = state.take_spawns();
+        assert_eq!(spawns.len(), 2, "{spawns:?}");
+        assert!(spawns.iter().all(|(_, node)| node == "c"));
+        assert_eq!(state.actors[&actor_id].status, ActorStatus::Starting);
+        for (worker, _) in spawns {
+            state.connect(worker);
+        }
+        assert!(state.tasks[&task_id]
+            .worker
+            .is_some_and(|w| state.workers[&w].node == "c"));
+    }
+
+    #[test]
+    fn a_group_with_a_bundle_on_a_dead_node_is_placed_again_elsewhere() {
+        let mut state = NodeState::for_test(ResourceSet::default(), 1 << 20);
+        let _b = state.join("b", cpus(1.0));
+        state
+            .create_placement_group(1, vec![cpus(1.0)], PlacementStrategy::Pack, JOB)
+            .expect("feasible");
+        state.schedule();
+        assert_eq!(state.placement_groups[&1].allocations[0].node, "b");
+        assert!(state.node_died("b", "no heartbeat"));
+        state.schedule();
+        assert!(!state.placement_group_ready(1).expect("still known"));
+        let _c = state.join("c", cpus(1.0));
+        state.schedule();
+        assert!(state.placement_group_ready(1).expect("known"));
+        assert_eq!(state.placement_groups[&1].allocations[0].node, "c");
+        assert_eq!(state.free("c", CPU), 0.0);
+    }
+}

@@ -16,7 +16,9 @@
 //! ends it writes messages into (workers' and nodes' streams, which never
 //! block). Work that needs I/O (spawning and killing processes, spilling and
 //! removing files) is collected as [`Effect`]s under the lock and done by
-//! [`Node`] after it is released.
+//! [`Node`] after it is released. So each transition is driven and checked
+//! by unit tests at the bottom of its concept's file, without a process or a
+//! socket (`test_support.rs` builds the state for them).
 //!
 //! The state is one struct, but its transitions are split by concept, one file
 //! each, named as Ray names the component that does the same job:
@@ -65,6 +67,8 @@ mod service;
 mod status;
 mod task_events;
 mod tasks;
+#[cfg(test)]
+mod test_support;
 mod worker_pool;
 
 pub(crate) use config::NodeConfig;

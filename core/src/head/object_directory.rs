@@ -153,3 +153,90 @@ impl Outstanding {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::*;
+    use super::*;
+    use crate::resources::ResourceSet;
+
+    #[test]
+    fn the_last_reference_frees_a_value_where_it_lives() {
+        // (node holding the value, references taken, the head removes the
+        // file itself)
+        let table = [
+            (HEAD, 1, true),
+            (HEAD, 3, true),
+            ("b", 1, false),
+            ("b", 2, false),
+        ];
+        for (holder, refs, local) in table {
+            let ids = Ids::new();
+            let mut state = NodeState::for_test(ResourceSet::default(), 1 << 20);
+            let mut b = state.join("b", ResourceSet::default());
+            let id = ObjectId(ids.next());
+            state.put_value(id, in_shm(holder, 9, 4));
+            state.objects.get_mut(&id).expect("put").refs = refs;
+            for _ in 1..refs {
+                state.release(id);
+                assert!(state.take_effects().is_empty(), "still referenced");
+                assert!(state.value(id).is_some());
+            }
+            state.release(id);
+            assert!(!state.objects.contains_key(&id));
+            assert_eq!(
+                state.take_effects(),
+                vec![Did::Free {
+                    local_path: local,
+                    generation: 9
+                }],
+                "{holder} {refs}"
+            );
+            // Every other node drops its pulled copy; the holder its file.
+            assert!(matches!(
+                b.try_recv(),
+                Ok(HeadToNode::Free { generation: 9, .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn freeing_a_value_releases_the_refs_inside_it() {
+        let ids = Ids::new();
+        let mut state = NodeState::for_test(ResourceSet::default(), 1 << 20);
+        let inner = ObjectId(ids.next());
+        state.put_value(inner, inline(b"inner"));
+        let outer = ObjectId(ids.next());
+        let blob = ObjectBlob {
+            contained: vec![inner],
+            ..inline(b"outer")
+        };
+        state.put_value(outer, blob);
+        state.release(outer);
+        assert!(!state.objects.contains_key(&outer));
+        assert!(
+            !state.objects.contains_key(&inner),
+            "its only ref was inside"
+        );
+    }
+
+    #[test]
+    fn a_value_nobody_holds_is_freed_on_arrival() {
+        let ids = Ids::new();
+        let mut state = NodeState::for_test(ResourceSet::default(), 1 << 20);
+        let spec = ids.task("f", ResourceSet::default(), Vec::new());
+        let output = spec.return_id;
+        state.submit_now(spec);
+        state.release(output);
+        assert!(
+            state.objects.contains_key(&output),
+            "pending: kept for its producer"
+        );
+        state.complete(output, Ok(in_shm(HEAD, 5, 1)));
+        assert!(!state.objects.contains_key(&output));
+        assert!(state.take_effects().contains(&Did::Free {
+            local_path: true,
+            generation: 5
+        }));
+    }
+}

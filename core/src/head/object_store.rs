@@ -181,7 +181,9 @@ impl NodeState {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_support::*;
     use super::*;
+    use crate::ids::ObjectId;
 
     #[test]
     fn the_oldest_objects_spill_until_the_rest_fit_and_freed_ones_leave_the_counts() {
@@ -207,5 +209,75 @@ mod tests {
         );
         assert_eq!(store.spilled_objects_total, 3);
         assert_eq!(store.spilled_bytes_total, 12);
+    }
+
+    /// The generations the pending effects spill on `node`.
+    fn spills(state: &mut NodeState, node: &str) -> Vec<u64> {
+        state
+            .take_effects()
+            .into_iter()
+            .filter_map(|d| match d {
+                Did::Spill {
+                    node: n,
+                    generation,
+                } if n == node => Some(generation),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn values_past_a_nodes_capacity_spill_there_and_puts_wait_for_the_report() {
+        let ids = Ids::new();
+        let mut state = NodeState::for_test(cpus(1.0), 10);
+        // (generation, bytes, spilled by its arrival, still spilling after)
+        let table: [(u64, u64, &[u64], bool); 4] = [
+            (1, 4, &[], false),
+            (2, 4, &[], false),
+            (3, 4, &[1], true),
+            (4, 7, &[2, 3], true),
+        ];
+        for (generation, len, spilled, spilling) in table {
+            state.put_value(ObjectId(ids.next()), in_shm(HEAD, generation, len));
+            assert_eq!(spills(&mut state, HEAD), spilled, "generation {generation}");
+            assert_eq!(
+                state.store_spilling(HEAD),
+                spilling,
+                "generation {generation}"
+            );
+        }
+        let store = &state.object_stores[HEAD];
+        assert_eq!((store.resident_bytes, store.spilled_bytes), (7, 12));
+        // Each report wakes the waiting puts; the last one ends the wait.
+        for (generation, spilling) in [(1, true), (3, true), (2, false)] {
+            let before = state.ready_events;
+            state.store_spilled(HEAD, generation);
+            assert_eq!(state.ready_events, before + 1);
+            assert_eq!(state.store_spilling(HEAD), spilling, "after {generation}");
+        }
+        let before = state.ready_events;
+        state.store_spilled(HEAD, 1);
+        assert_eq!(
+            state.ready_events, before,
+            "a repeated report changes nothing"
+        );
+    }
+
+    #[test]
+    fn each_node_counts_its_own_objects_and_a_freed_one_leaves_the_counts() {
+        let ids = Ids::new();
+        let mut state = NodeState::for_test(cpus(1.0), 10);
+        let _b = state.join("b", cpus(1.0));
+        let (on_head, on_b) = (ObjectId(ids.next()), ObjectId(ids.next()));
+        state.put_value(on_head, in_shm(HEAD, 1, 8));
+        state.put_value(on_b, in_shm("b", 2, 8));
+        state.put_value(ObjectId(ids.next()), inline(b"small"));
+        assert_eq!(state.object_stores[HEAD].resident_bytes, 8);
+        assert_eq!(state.object_stores["b"].resident_bytes, 8);
+        state.put_value(ObjectId(ids.next()), in_shm("gone", 3, 8));
+        assert!(spills(&mut state, HEAD).is_empty());
+        state.release(on_head);
+        assert_eq!(state.object_stores[HEAD].resident_bytes, 0);
+        assert_eq!(state.object_stores["b"].resident_bytes, 8);
     }
 }

@@ -132,3 +132,145 @@ impl NodeState {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::*;
+    use super::*;
+    use crate::ids::WorkerId;
+    use crate::protocol::{ActorSpec, TaskSpec};
+    use crate::resources::CPU;
+
+    /// Runs a task holding `n` CPUs on a fresh worker: (worker, task).
+    fn occupy(state: &mut NodeState, ids: &Ids, n: f64) -> (WorkerId, crate::ids::TaskId) {
+        let spec = ids.task("busy", cpus(n), Vec::new());
+        let task = spec.task_id;
+        state.submit_now(spec);
+        let (worker, mut inbox) = state.start_one();
+        assert_eq!(executed_ids(&mut inbox), vec![task]);
+        (worker, task)
+    }
+
+    #[test]
+    fn a_group_waits_while_resources_are_short_and_is_reserved_once_they_free() {
+        let ids = Ids::new();
+        let mut state = NodeState::for_test(cpus(2.0), 1 << 20);
+        let (worker, task) = occupy(&mut state, &ids, 2.0);
+        state
+            .create_placement_group(1, vec![cpus(1.0)], PlacementStrategy::Pack, JOB)
+            .expect("feasible on the idle cluster");
+        state.schedule();
+        assert!(!state.placement_group_ready(1).expect("known"));
+        state.finish(worker, task, Ok(inline(b"")));
+        assert!(state.placement_group_ready(1).expect("known"));
+        assert_eq!(state.placement_groups[&1].allocations[0].node, HEAD);
+        assert_eq!(state.free(HEAD, CPU), 1.0, "the bundle holds one CPU");
+        state.remove_placement_group(1).expect("removed");
+        assert_eq!(state.free(HEAD, CPU), 2.0, "removal gives the bundle back");
+        assert!(state.placement_group_ready(1).is_err());
+    }
+
+    #[test]
+    fn a_pending_group_is_reserved_on_a_node_that_joins() {
+        let ids = Ids::new();
+        let mut state = NodeState::for_test(cpus(1.0), 1 << 20);
+        occupy(&mut state, &ids, 1.0);
+        state
+            .create_placement_group(1, vec![cpus(1.0)], PlacementStrategy::Pack, JOB)
+            .expect("feasible");
+        state.schedule();
+        assert!(!state.placement_group_ready(1).expect("known"));
+        let _b = state.join("b", cpus(1.0));
+        state.schedule();
+        assert!(state.placement_group_ready(1).expect("known"));
+        assert_eq!(state.placement_groups[&1].allocations[0].node, "b");
+        assert_eq!(state.free("b", CPU), 0.0);
+    }
+
+    #[test]
+    fn bundles_are_reserved_all_or_nothing() {
+        // (strategy, bundles' CPUs, CPUs busy on the head, reserved), on a
+        // head and a node of 2 CPUs each
+        let table = [
+            (PlacementStrategy::StrictSpread, [2.0, 2.0], 1.0, false),
+            (PlacementStrategy::StrictSpread, [2.0, 2.0], 0.0, true),
+            (PlacementStrategy::Spread, [2.0, 2.0], 1.0, false),
+            (PlacementStrategy::StrictPack, [1.0, 1.0], 1.0, true),
+            (PlacementStrategy::Pack, [2.0, 2.0], 1.0, false),
+        ];
+        for (strategy, sizes, busy, reserved) in table {
+            let ids = Ids::new();
+            let mut state = NodeState::for_test(cpus(2.0), 1 << 20);
+            let _b = state.join("b", cpus(2.0));
+            if busy > 0.0 {
+                // Pinned to the head, so the other node stays idle.
+                let spec = TaskSpec {
+                    strategy: SchedulingStrategy::NodeAffinity {
+                        node_id: HEAD.into(),
+                        soft: false,
+                    },
+                    ..ids.task("busy", cpus(busy), Vec::new())
+                };
+                state.submit_now(spec);
+                state.start_one();
+            }
+            let bundles: Vec<ResourceSet> = sizes.iter().map(|n| cpus(*n)).collect();
+            let wanted: f64 = bundles.iter().map(|b| b.get(CPU)).sum();
+            state
+                .create_placement_group(7, bundles, strategy, JOB)
+                .expect("feasible");
+            state.schedule();
+            assert_eq!(
+                state.placement_group_ready(7).expect("known"),
+                reserved,
+                "{strategy:?} busy={busy}"
+            );
+            let free = state.free(HEAD, CPU) + state.free("b", CPU);
+            let expected = 4.0 - busy - if reserved { wanted } else { 0.0 };
+            assert_eq!(free, expected, "{strategy:?}: nothing is reserved in part");
+        }
+    }
+
+    #[test]
+    fn removing_a_group_kills_its_actors_and_cancels_its_tasks() {
+        let ids = Ids::new();
+        let mut state = NodeState::for_test(cpus(2.0), 1 << 20);
+        state
+            .create_placement_group(1, vec![cpus(1.0), cpus(1.0)], PlacementStrategy::Pack, JOB)
+            .expect("feasible");
+        state.schedule();
+        assert_eq!(state.free(HEAD, CPU), 0.0);
+        let in_group = SchedulingStrategy::PlacementGroup {
+            group: 1,
+            bundle: Some(0),
+        };
+        let actor = ActorSpec {
+            strategy: in_group.clone(),
+            ..ids.actor(cpus(1.0), 3)
+        };
+        let actor_id = actor.actor_id;
+        state.create_actor(actor, JOB, None).expect("created");
+        state.schedule();
+        let (actor_worker, _) = state.start_one();
+        // A task for the bundle the actor holds queues behind it.
+        let task = TaskSpec {
+            strategy: in_group,
+            ..ids.task("f", cpus(1.0), Vec::new())
+        };
+        let output = task.return_id;
+        state.submit_now(task);
+        assert!(state.take_spawns().is_empty());
+        state.remove_placement_group(1).expect("removed");
+        state.schedule();
+        assert!(
+            matches!(state.actors[&actor_id].status, ActorStatus::Dead(_)),
+            "killed, not restarted"
+        );
+        assert_eq!(error_kind(&state.value(output)), "Cancelled");
+        assert!(state.take_effects().contains(&Did::Stop {
+            worker: actor_worker,
+            node: HEAD.into()
+        }));
+        assert_eq!(state.free(HEAD, CPU), 2.0);
+    }
+}

@@ -256,3 +256,109 @@ impl NodeState {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::*;
+    use super::*;
+    use crate::resources::CPU;
+
+    #[test]
+    fn leases_are_limited_by_resources_and_a_returned_one_serves_the_queue() {
+        let ids = Ids::new();
+        let mut state = NodeState::for_test(cpus(2.0), 1 << 20);
+        let specs: Vec<TaskSpec> = (0..3)
+            .map(|_| ids.task("f", cpus(1.0), Vec::new()))
+            .collect();
+        let tasks: Vec<TaskId> = specs.iter().map(|s| s.task_id).collect();
+        for spec in specs {
+            state.submit_now(spec);
+        }
+        // One worker starts per free lease it would serve (none are
+        // started twice for the same node and shape).
+        let first = state.take_spawns();
+        assert_eq!(first.len(), 1);
+        let mut a = state.connect(first[0].0);
+        let second = state.take_spawns();
+        assert_eq!(second.len(), 1);
+        let mut b = state.connect(second[0].0);
+        let (wa, wb) = (first[0].0, second[0].0);
+        // (worker, inbox) pairs run the first two tasks; the third waits.
+        assert_eq!(executed_ids(&mut a), vec![tasks[0]]);
+        assert_eq!(executed_ids(&mut b), vec![tasks[1]]);
+        assert_eq!(state.free(HEAD, CPU), 0.0);
+        assert_eq!(
+            state.queues.values().map(|q| q.tasks.len()).sum::<usize>(),
+            1
+        );
+        assert!(
+            state.take_spawns().is_empty(),
+            "no worker without a free CPU"
+        );
+        state.finish(wb, tasks[1], Ok(inline(b"")));
+        assert_eq!(
+            executed_ids(&mut b),
+            vec![tasks[2]],
+            "the returned lease goes to the queue's head"
+        );
+        assert!(state.queues.is_empty());
+        assert_eq!(state.free(HEAD, CPU), 0.0);
+        state.finish(wa, tasks[0], Ok(inline(b"")));
+        state.finish(wb, tasks[2], Ok(inline(b"")));
+        assert_eq!(state.free(HEAD, CPU), 2.0);
+        assert!(state.workers.values().all(|w| w.lease.is_none()));
+    }
+
+    #[test]
+    fn a_task_waiting_for_a_scarce_resource_does_not_hold_up_other_shapes() {
+        let ids = Ids::new();
+        let mut state = NodeState::for_test(res(&[(CPU, 1.0), ("accel", 1.0)]), 1 << 20);
+        let holder = ids.task("holder", res(&[("accel", 1.0)]), Vec::new());
+        let blocked = ids.task("blocked", res(&[("accel", 1.0)]), Vec::new());
+        let cpu = ids.task("cpu", cpus(1.0), Vec::new());
+        let (holder_task, blocked_task, cpu_task) = (holder.task_id, blocked.task_id, cpu.task_id);
+        state.submit_now(holder);
+        let (_, mut holder_inbox) = state.start_one();
+        assert_eq!(executed_ids(&mut holder_inbox), vec![holder_task]);
+        state.submit_now(blocked);
+        state.submit_now(cpu);
+        let (_, mut cpu_inbox) = state.start_one();
+        assert_eq!(executed_ids(&mut cpu_inbox), vec![cpu_task]);
+        assert!(state.tasks[&blocked_task].worker.is_none());
+        assert_eq!(state.queues.len(), 1, "only the accel shape still waits");
+    }
+
+    #[test]
+    fn a_worker_blocked_in_get_lends_its_resources_and_takes_them_back() {
+        let ids = Ids::new();
+        let mut state = NodeState::for_test(cpus(1.0), 1 << 20);
+        let outer = ids.task("outer", cpus(1.0), Vec::new());
+        let inner = ids.task("inner", cpus(1.0), Vec::new());
+        let (outer_task, inner_task) = (outer.task_id, inner.task_id);
+        state.submit_now(outer);
+        let (outer_worker, mut outer_inbox) = state.start_one();
+        assert_eq!(executed_ids(&mut outer_inbox), vec![outer_task]);
+        state.submit_now(inner);
+        assert!(state.take_spawns().is_empty(), "the only CPU is leased");
+        state.lend_out(outer_worker, true);
+        assert_eq!(state.free(HEAD, CPU), 1.0, "lent out");
+        state.schedule();
+        let (inner_worker, mut inner_inbox) = state.start_one();
+        assert_eq!(
+            state.free(HEAD, CPU),
+            0.0,
+            "the inner task leased the lent CPU"
+        );
+        assert_eq!(executed_ids(&mut inner_inbox), vec![inner_task]);
+        state.finish(inner_worker, inner_task, Ok(inline(b"")));
+        assert_eq!(state.free(HEAD, CPU), 1.0);
+        state.lend_out(outer_worker, false);
+        assert_eq!(
+            state.free(HEAD, CPU),
+            0.0,
+            "taken back when the value arrived"
+        );
+        state.finish(outer_worker, outer_task, Ok(inline(b"")));
+        assert_eq!(state.free(HEAD, CPU), 1.0);
+    }
+}

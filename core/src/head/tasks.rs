@@ -322,3 +322,218 @@ pub(super) fn remove_in_order(queue: &mut VecDeque<TaskId>, task: TaskId) {
         queue.retain(|t| *t != task);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::*;
+    use super::*;
+    use crate::resources::CPU;
+
+    fn failed(function: &str) -> Error {
+        Error::TaskFailed {
+            function: function.into(),
+            message: "raised".into(),
+        }
+    }
+
+    #[test]
+    fn a_task_is_leased_a_worker_runs_and_its_value_becomes_ready() {
+        let ids = Ids::new();
+        let mut state = NodeState::for_test(cpus(2.0), 1 << 20);
+        let spec = ids.task("f", cpus(1.0), vec![TaskArg::Value(inline(b"x"))]);
+        let (task, output) = (spec.task_id, spec.return_id);
+        state.submit_now(spec);
+        // No worker yet: one is started, nothing is held meanwhile.
+        assert_eq!(state.value(output).map(|_| ()), None);
+        assert_eq!(state.free(HEAD, CPU), 2.0);
+        let (worker, mut inbox) = state.start_one();
+        let runs = executed(&mut inbox);
+        assert_eq!(runs.len(), 1);
+        assert_eq!(runs[0].task_id, task);
+        assert!(matches!(&runs[0].args[0].payload, Payload::Inline(b) if b == b"x"));
+        assert_eq!(state.free(HEAD, CPU), 1.0, "the lease holds one CPU");
+        assert_eq!(state.tasks[&task].worker, Some(worker));
+        assert_eq!(
+            state
+                .task_events
+                .rows()
+                .into_iter()
+                .find(|r| r.task_id == task)
+                .map(|r| r.state),
+            Some(TaskState::Running)
+        );
+        let before = state.ready_events;
+        state.finish(worker, task, Ok(inline(b"y")));
+        assert!(
+            matches!(state.value(output), Some(Ok(ObjectBlob { payload: Payload::Inline(b), .. })) if b == b"y")
+        );
+        assert!(state.ready_events > before, "waiters are woken");
+        assert!(!state.tasks.contains_key(&task));
+        assert_eq!(state.free(HEAD, CPU), 2.0, "the lease ended");
+        assert!(state.workers[&worker].lease.is_none());
+    }
+
+    #[test]
+    fn a_task_waits_for_its_argument_and_runs_with_its_value() {
+        let ids = Ids::new();
+        let mut state = NodeState::for_test(cpus(1.0), 1 << 20);
+        let first = ids.task("first", cpus(1.0), Vec::new());
+        let (first_task, first_output) = (first.task_id, first.return_id);
+        let second = ids.task("second", cpus(1.0), vec![TaskArg::Ref(first_output)]);
+        let (second_task, second_output) = (second.task_id, second.return_id);
+        state.submit_now(first);
+        state.submit_now(second);
+        assert_eq!(state.tasks[&second_task].missing_deps, 1);
+        assert_eq!(state.waiting_on[&first_output], vec![second_task]);
+        let (worker, mut inbox) = state.start_one();
+        assert_eq!(executed_ids(&mut inbox), vec![first_task]);
+        state.finish(worker, first_task, Ok(inline(b"1")));
+        let runs = executed(&mut inbox);
+        assert_eq!(runs.len(), 1, "the dependent task runs on the freed worker");
+        assert_eq!(runs[0].task_id, second_task);
+        assert!(matches!(&runs[0].args[0].payload, Payload::Inline(b) if b == b"1"));
+        assert!(!state.waiting_on.contains_key(&first_output));
+        state.finish(worker, second_task, Ok(inline(b"2")));
+        assert_eq!(error_kind(&state.value(second_output)), "ok");
+    }
+
+    #[test]
+    fn a_failed_argument_fails_the_task_without_running_it() {
+        let ids = Ids::new();
+        let mut state = NodeState::for_test(cpus(1.0), 1 << 20);
+        let first = ids.task("first", cpus(1.0), Vec::new());
+        let (first_task, first_output) = (first.task_id, first.return_id);
+        let second = ids.task("second", cpus(1.0), vec![TaskArg::Ref(first_output)]);
+        let second_output = second.return_id;
+        state.submit_now(first);
+        state.submit_now(second);
+        let (worker, mut inbox) = state.start_one();
+        executed(&mut inbox);
+        state.finish(worker, first_task, Err(failed("first")));
+        assert!(executed(&mut inbox).is_empty());
+        assert!(matches!(
+            state.value(second_output),
+            Some(Err(Error::TaskFailed { function, .. })) if function == "first"
+        ));
+    }
+
+    #[test]
+    fn a_task_whose_worker_dies_is_retried_within_max_retries() {
+        // (max_retries, the task's outcome after its worker dies, whether a
+        // replacement worker runs it)
+        let table = [
+            (0, "WorkerDied", false),
+            (1, "pending", true),
+            (3, "pending", true),
+        ];
+        for (max_retries, outcome, rerun) in table {
+            let ids = Ids::new();
+            let mut state = NodeState::for_test(cpus(1.0), 1 << 20);
+            let spec = TaskSpec {
+                max_retries,
+                ..ids.task("f", cpus(1.0), Vec::new())
+            };
+            let (task, output) = (spec.task_id, spec.return_id);
+            state.submit_now(spec);
+            let (worker, mut inbox) = state.start_one();
+            assert_eq!(executed_ids(&mut inbox), vec![task]);
+            state.worker_exited(worker, "killed");
+            state.schedule();
+            assert_eq!(
+                error_kind(&state.value(output)),
+                outcome,
+                "max_retries={max_retries}"
+            );
+            assert_eq!(
+                state.free(HEAD, CPU),
+                1.0,
+                "the dead worker's lease is released"
+            );
+            let effects = state.take_effects();
+            assert!(effects.contains(&Did::Stop {
+                worker,
+                node: HEAD.into()
+            }));
+            let spawned = effects.iter().any(|d| matches!(d, Did::Spawn { .. }));
+            assert_eq!(spawned, rerun, "max_retries={max_retries}");
+            if rerun {
+                assert_eq!(state.tasks[&task].retries_left, max_retries - 1);
+                let replacement = effects
+                    .iter()
+                    .find_map(|d| match d {
+                        Did::Spawn { worker, .. } => Some(*worker),
+                        _ => None,
+                    })
+                    .expect("spawned");
+                assert_ne!(replacement, worker);
+                let mut inbox = state.connect(replacement);
+                assert_eq!(executed_ids(&mut inbox), vec![task]);
+            }
+        }
+    }
+
+    #[test]
+    fn an_exception_is_retried_only_with_retry_exceptions() {
+        // (retry_exceptions, max_retries, runs before the error is final)
+        let table = [(false, 2, 1), (true, 0, 1), (true, 2, 3)];
+        for (retry_exceptions, max_retries, runs) in table {
+            let ids = Ids::new();
+            let mut state = NodeState::for_test(cpus(1.0), 1 << 20);
+            let spec = TaskSpec {
+                max_retries,
+                retry_exceptions,
+                ..ids.task("f", cpus(1.0), Vec::new())
+            };
+            let (task, output) = (spec.task_id, spec.return_id);
+            state.submit_now(spec);
+            let (worker, mut inbox) = state.start_one();
+            let mut ran = 0;
+            while executed_ids(&mut inbox) == vec![task] {
+                ran += 1;
+                state.finish(worker, task, Err(failed("f")));
+            }
+            assert_eq!(
+                ran, runs,
+                "retry_exceptions={retry_exceptions} max_retries={max_retries}"
+            );
+            assert!(matches!(
+                state.value(output),
+                Some(Err(Error::TaskFailed { .. }))
+            ));
+        }
+    }
+
+    #[test]
+    fn cancelling_a_queued_task_fails_it_and_stops_nothing() {
+        let ids = Ids::new();
+        let mut state = NodeState::for_test(cpus(1.0), 1 << 20);
+        let running = ids.task("running", cpus(1.0), Vec::new());
+        let queued = ids.task("queued", cpus(1.0), Vec::new());
+        let (running_task, queued_output) = (running.task_id, queued.return_id);
+        state.submit_now(running);
+        state.submit_now(queued);
+        let (worker, mut inbox) = state.start_one();
+        assert_eq!(executed_ids(&mut inbox), vec![running_task]);
+        state.cancel(queued_output).expect("cancel");
+        state.schedule();
+        assert_eq!(error_kind(&state.value(queued_output)), "Cancelled");
+        assert!(state.queues.is_empty());
+        assert!(state.take_effects().is_empty(), "no process is stopped");
+        state.finish(worker, running_task, Ok(inline(b"")));
+        assert!(executed(&mut inbox).is_empty());
+    }
+
+    #[test]
+    fn an_infeasible_task_fails_at_submission() {
+        let ids = Ids::new();
+        let mut state = NodeState::for_test(cpus(1.0), 1 << 20);
+        let spec = ids.task("big", cpus(4.0), Vec::new());
+        let output = spec.return_id;
+        state.submit_now(spec);
+        assert_eq!(error_kind(&state.value(output)), "Infeasible");
+        assert!(
+            state.take_effects().is_empty(),
+            "no worker is started for it"
+        );
+    }
+}

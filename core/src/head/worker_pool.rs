@@ -264,3 +264,70 @@ impl NodeState {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::*;
+    use super::*;
+    use tokio::sync::mpsc::unbounded_channel;
+
+    #[test]
+    fn only_a_started_worker_connects_and_only_once() {
+        let ids = Ids::new();
+        let mut state = NodeState::for_test(cpus(1.0), 1 << 20);
+        state.submit_now(ids.task("f", cpus(1.0), Vec::new()));
+        let worker = state.take_spawns()[0].0;
+        // (worker saying hello, accepted)
+        let table = [
+            (WorkerId(worker.0 + 100), false),
+            (worker, true),
+            (worker, false),
+        ];
+        for (hello, accepted) in table {
+            let (sender, _receiver) = unbounded_channel();
+            assert_eq!(state.worker_connected(hello, sender), accepted, "{hello}");
+        }
+    }
+
+    #[test]
+    fn a_node_runs_at_most_max_task_workers_for_tasks() {
+        let ids = Ids::new();
+        let mut state = NodeState::for_test(cpus(100.0), 1 << 20);
+        let extra = 5;
+        for _ in 0..MAX_TASK_WORKERS + extra {
+            state.submit(ids.task("f", cpus(1.0), Vec::new()), JOB, None);
+        }
+        let mut inboxes = Vec::new();
+        loop {
+            state.schedule();
+            let spawns = state.take_spawns();
+            if spawns.is_empty() {
+                break;
+            }
+            for (worker, _) in spawns {
+                inboxes.push(state.connect(worker));
+            }
+        }
+        assert_eq!(state.workers.len(), MAX_TASK_WORKERS);
+        assert_eq!(
+            state.queues.values().map(|q| q.tasks.len()).sum::<usize>(),
+            extra,
+            "the rest wait for a worker to free"
+        );
+        let ran: usize = inboxes.iter_mut().map(|i| executed_ids(i).len()).sum();
+        assert_eq!(ran, MAX_TASK_WORKERS);
+    }
+
+    #[test]
+    fn worker_ids_are_minted_by_the_state_in_order() {
+        let ids = Ids::new();
+        let mut state = NodeState::for_test(cpus(2.0), 1 << 20);
+        state.submit_now(ids.task("f", cpus(1.0), Vec::new()));
+        state
+            .create_actor(ids.actor(cpus(1.0), 0), JOB, None)
+            .expect("created");
+        state.schedule();
+        let workers: Vec<WorkerId> = state.take_spawns().into_iter().map(|(w, _)| w).collect();
+        assert_eq!(workers, vec![WorkerId(1), WorkerId(2)]);
+    }
+}
