@@ -106,8 +106,8 @@ pub use resources::{ResourceSet, SchedulingStrategy};
 pub use rpc_metrics::{rpc_latencies, LatencyHistogram, BUCKETS as RPC_LATENCY_BUCKETS};
 pub use runtime::{
     cancel, cluster_key, get, get_all, get_all_timeout, init, is_initialized, join_address,
-    kv_delete, kv_get, kv_put, kv_wait, node_id, node_summary, put, shutdown, wait, InitOptions,
-    NodeSummary, ReadyAndPending,
+    kv_delete, kv_get, kv_put, kv_wait, node_id, node_summary, put, put_acknowledged, shutdown,
+    wait, InitOptions, NodeSummary, ReadyAndPending,
 };
 pub use spill::MIN_OBJECT_STORE_MEMORY;
 pub use transfer::{transfer_counters, TransferCounters};

@@ -35,6 +35,13 @@ pub(crate) trait Backend: Send + Sync {
     fn submit(&self, spec: TaskSpec);
     fn create_actor(&self, spec: ActorSpec) -> Result<ActorId>;
     fn put(&self, id: ObjectId, value: Result<ObjectBlob>);
+    /// Like `put`, returning once the store holds the value. The default
+    /// suits a backend whose `put` is itself a call into the store (the
+    /// embedded node); one that sends puts without waiting overrides it.
+    fn put_acknowledged(&self, id: ObjectId, value: Result<ObjectBlob>) -> Result<()> {
+        self.put(id, value);
+        Ok(())
+    }
     fn get(&self, ids: &[ObjectId], timeout: Option<Duration>) -> Result<Vec<Result<ObjectBlob>>>;
     fn wait(
         &self,
@@ -283,6 +290,20 @@ pub fn put<T: Serialize>(value: &T) -> Result<ObjectRef<T>> {
     let id = ObjectId(backend.next_id());
     backend.put(id, Ok(blob));
     Ok(ObjectRef::adopt(id, backend))
+}
+
+/// Like [`put`], returning only once the store has acknowledged the value,
+/// as Ray's `ray.put` does. [`put`] from a worker or a driver joined by
+/// address sends small values without waiting for a reply (a lost head
+/// fails the next call that needs an answer); this one pays the round trip,
+/// e.g. to measure puts the way Ray's microbenchmark does.
+pub fn put_acknowledged<T: Serialize>(value: &T) -> Result<ObjectRef<T>> {
+    let backend = current()?;
+    let blob = value::encode(value, &*backend)?;
+    let id = ObjectId(backend.next_id());
+    let object = ObjectRef::adopt(id, backend.clone());
+    backend.put_acknowledged(id, Ok(blob))?;
+    Ok(object)
 }
 
 /// Waits for one object and returns its value (Ray's `ray.get`).

@@ -51,6 +51,11 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
     })
 }
 
+/// The largest value sent inline in one message: the message limit less
+/// room for the rest of the message (type name, ids, contained refs). A
+/// larger frame would break the connection instead of failing the one call.
+const INLINE_MESSAGE_LIMIT: usize = crate::wire::MAX_MESSAGE_BYTES - 1024 * 1024;
+
 fn encode_bytes<T: Serialize + ?Sized>(value: &T, backend: &dyn Backend) -> Result<Payload> {
     let encode_error = |e: postcard::Error| Error::Decode {
         what: format!("a {} to encode", std::any::type_name::<T>()),
@@ -60,6 +65,15 @@ fn encode_bytes<T: Serialize + ?Sized>(value: &T, backend: &dyn Backend) -> Resu
         .map_err(encode_error)?;
     // A process with no object server (a driver outside the cluster) sends
     // everything inline: nobody could pull its files.
+    if backend.object_server().is_none() && len > INLINE_MESSAGE_LIMIT {
+        return Err(Error::OutOfBounds {
+            what: "a value sent by a driver joined by address".into(),
+            value: format!("{len} bytes"),
+            limit: format!(
+                "such a driver sends values inline to the head, at most {INLINE_MESSAGE_LIMIT} bytes each"
+            ),
+        });
+    }
     let Some(server) = backend.object_server().filter(|_| len >= shm::INLINE_LIMIT) else {
         return postcard::to_allocvec(value)
             .map(Payload::Inline)

@@ -7,10 +7,19 @@
 //! about 2 s, each round's calls per second times the multiplier giving one
 //! sample; the line printed is `<name> per second <mean> +- <sd>`, as Ray prints
 //! it. Ray's metrics that need features oxray does not have (async actors,
-//! `max_concurrency`, placement groups, out-of-scope callbacks) are left out.
-//! The run ends with a table of the ratio to Ray 2.60's figures on the
-//! reference machine, which are quoted, not measured.
+//! `max_concurrency`, out-of-scope callbacks) are left out.
+//!
+//! Two modes, named in the first line of output. Embedded (the default): this
+//! process hosts the node, so get, put and placement groups are calls into it.
+//! `--address HOST:PORT`: this process joins an `oxray start --head` as a
+//! driver, so they are requests to the head, as a Ray driver's are to its
+//! raylet and GCS. Puts are measured acknowledged by the store in both modes
+//! (Ray's `ray.put` returns once plasma has the object), never as one-way
+//! sends. `--compare FILE` sets the figures beside Ray's from a run made right
+//! before (see `microbenchmark_compare`).
 
+use super::cluster::TokenArgs;
+use super::microbenchmark_compare::{Figure, RayFigures};
 use anyhow::Context;
 use oxray_core::{actor, remote, ActorHandle, InitOptions, ObjectRef, PlacementStrategy};
 use serde::{Serialize, Serializer};
@@ -18,8 +27,19 @@ use std::time::{Duration, Instant};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Run only the metrics whose name contains this text (Ray's TESTS_TO_RUN).
+    /// Run only the metrics whose name contains this text (Ray's
+    /// TESTS_TO_RUN); `A|B` runs those containing A or B.
     filter: Option<String>,
+    /// Join the cluster whose head listens here (`oxray start --head`) as a
+    /// driver, instead of hosting the node in this process.
+    #[arg(long, value_name = "HOST:PORT")]
+    address: Option<String>,
+    #[command(flatten)]
+    token: TokenArgs,
+    /// Ray's figures from `scripts/peers/ray_microbenchmark.sh` (tab-separated
+    /// metric, mean, sd): print each metric beside Ray's with the ratio.
+    #[arg(long, value_name = "FILE")]
+    compare: Option<std::path::PathBuf>,
     /// Timed rounds per metric.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
     rounds: u32,
@@ -29,26 +49,21 @@ pub struct Args {
     round_seconds: f64,
 }
 
-/// Ray 2.60's `ray microbenchmark` means on the reference machine (2 cores,
-/// 24 GiB), from the peers table; the comparison table divides by these.
-const RAY_REFERENCE: &[(&str, f64)] = &[
-    ("single client get calls (Plasma Store)", 11_628.0),
-    ("single client put calls (Plasma Store)", 1_707.0),
-    ("multi client put calls (Plasma Store)", 1_110.0),
-    ("single client put gigabytes", 8.06),
-    ("single client tasks and get batch", 1.48),
-    ("multi client put gigabytes", 6.42),
-    ("single client get object containing 10k refs", 6.62),
-    ("single client wait 1k refs", 1.18),
-    ("single client tasks sync", 493.0),
-    ("single client tasks async", 1_412.0),
-    ("multi client tasks async", 1_318.0),
-    ("1:1 actor calls sync", 1_107.0),
-    ("1:1 actor calls async", 3_663.0),
-    ("1:n actor calls async", 2_877.0),
-    ("n:n actor calls async", 3_350.0),
-    ("n:n actor calls with arg async", 994.0),
-    ("placement group create/removal", 314.0),
+/// What a driver joined by address cannot measure: it has no object server
+/// of its own, so its values travel inline to the head, one message each.
+const JOINED_DRIVER_GAPS: &[(&str, &str)] = &[
+    (
+        "single client put gigabytes",
+        "a joined driver sends values inline, at most 255 MiB each",
+    ),
+    (
+        CROSS_NODE_PUT,
+        "it counts the bytes of this process's object server, which a joined driver lacks",
+    ),
+    (
+        CROSS_NODE_GET,
+        "it counts the bytes of this process's object server, which a joined driver lacks",
+    ),
 ];
 
 /// Ray's placement-group loop: this many groups of one tiny bundle created,
@@ -107,7 +122,7 @@ fn run_small_tasks(count: u32) -> oxray_core::Result<()> {
 #[remote]
 fn put_small_objects() -> oxray_core::Result<()> {
     for _ in 0..SMALL_PUTS_PER_CLIENT {
-        oxray_core::put(&0i64)?;
+        oxray_core::put_acknowledged(&0i64)?;
     }
     Ok(())
 }
@@ -116,7 +131,7 @@ fn put_small_objects() -> oxray_core::Result<()> {
 #[remote]
 fn put_large_objects() -> oxray_core::Result<()> {
     for _ in 0..PUTS_PER_CLIENT {
-        oxray_core::put(&ZeroBytes::new(MULTI_CLIENT_PUT_BYTES))?;
+        oxray_core::put_acknowledged(&ZeroBytes::new(MULTI_CLIENT_PUT_BYTES))?;
     }
     Ok(())
 }
@@ -204,20 +219,16 @@ fn create_servers(count: usize) -> anyhow::Result<Vec<ActorHandle<Server>>> {
         .collect()
 }
 
-/// One metric's result: mean and population standard deviation of ops/s.
-struct Measurement {
-    name: &'static str,
-    mean: f64,
-    sd: f64,
-}
-
 /// Runs metrics with Ray's timing procedure and keeps their results.
 struct Timer {
     filter: Option<String>,
     warmup: Duration,
     round: Duration,
     rounds: u32,
-    measurements: Vec<Measurement>,
+    /// Metrics this mode cannot measure, with the reason.
+    unavailable: &'static [(&'static str, &'static str)],
+    /// Each metric's mean and population standard deviation of ops/s.
+    measurements: Vec<(&'static str, Figure)>,
 }
 
 impl Timer {
@@ -262,37 +273,26 @@ impl Timer {
         let variance = rates.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / rates.len() as f64;
         let sd = variance.sqrt();
         println!("{name} per second {mean:.2} +- {sd:.2}");
-        self.measurements.push(Measurement { name, mean, sd });
+        self.measurements.push((name, Figure { mean, sd }));
         Ok(())
     }
 
+    /// Whether the filter selects `name` and this mode can measure it.
     fn selects(&self, name: &str) -> bool {
-        self.filter.as_deref().is_none_or(|f| name.contains(f))
+        self.filtered_in(name) && !self.unavailable.iter().any(|(gap, _)| *gap == name)
     }
 
-    fn print_comparison(&self) {
-        if self.measurements.is_empty() {
-            println!("no metric matches the filter");
-            return;
-        }
-        println!();
-        println!(
-            "Ray 2.60 reference figures (quoted from the peers table, not measured in this run):"
-        );
-        println!(
-            "{:<46} {:>26} {:>12} {:>10}",
-            "metric", "oxray", "Ray 2.60", "oxray/Ray"
-        );
-        for m in &self.measurements {
-            let reference = RAY_REFERENCE.iter().find(|(name, _)| *name == m.name);
-            let oxray = format!("{:.2} +- {:.2}", m.mean, m.sd);
-            match reference {
-                Some((_, ray)) => println!(
-                    "{:<46} {oxray:>26} {ray:>12.2} {:>9.2}x",
-                    m.name,
-                    m.mean / ray
-                ),
-                None => println!("{:<46} {oxray:>26} {:>12} {:>10}", m.name, "-", "-"),
+    fn filtered_in(&self, name: &str) -> bool {
+        self.filter
+            .as_deref()
+            .is_none_or(|filter| filter.split('|').any(|f| name.contains(f)))
+    }
+
+    /// Says which selected metrics this mode leaves out, and why.
+    fn print_unavailable(&self) {
+        for (name, reason) in self.unavailable {
+            if self.filtered_in(name) {
+                println!("{name}: not measured in this mode: {reason}");
             }
         }
     }
@@ -303,18 +303,49 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .ok()
         .filter(|round| !round.is_zero())
         .context("--round-seconds must be a positive number of seconds")?;
+    // A bad figures file fails before minutes of measuring.
+    let ray = args.compare.as_deref().map(RayFigures::read).transpose()?;
     let mut timer = Timer {
         filter: args.filter,
         warmup: round.min(Duration::from_secs(1)),
         round,
         rounds: args.rounds,
+        unavailable: if args.address.is_some() {
+            JOINED_DRIVER_GAPS
+        } else {
+            &[]
+        },
         measurements: Vec::new(),
     };
-    oxray_core::init(InitOptions::default())?;
+    let mode = match &args.address {
+        Some(address) => {
+            let token = args.token.resolve()?;
+            oxray_core::init(InitOptions::default().address(address).token(&token))
+                .with_context(|| format!("joining the head at {address}"))?;
+            println!(
+                "mode: --address {address} (a driver joined to the head: get, put and \
+                 placement groups are requests to it, as in Ray)"
+            );
+            format!("--address {address}")
+        }
+        None => {
+            oxray_core::init(InitOptions::default())?;
+            println!(
+                "mode: embedded (this process hosts the node: get, put and placement \
+                 groups are calls into it, not requests to another process)"
+            );
+            "embedded".to_string()
+        }
+    };
+    timer.print_unavailable();
     let outcome = run_metrics(&mut timer).and_then(|()| run_cross_node_metrics(&mut timer));
     oxray_core::shutdown();
     outcome?;
-    timer.print_comparison();
+    if timer.measurements.is_empty() {
+        println!("no metric matches the filter");
+    } else if let Some(ray) = ray {
+        ray.print_comparison(&mode, &timer.measurements);
+    }
     Ok(())
 }
 
@@ -329,7 +360,7 @@ fn run_metrics(timer: &mut Timer) -> anyhow::Result<()> {
         Ok(move || value.get().map(drop))
     })?;
     timer.timeit("single client put calls (Plasma Store)", 1.0, || {
-        Ok(|| oxray_core::put(&0i64).map(drop))
+        Ok(|| oxray_core::put_acknowledged(&0i64).map(drop))
     })?;
     timer.timeit(
         "multi client put calls (Plasma Store)",
@@ -345,7 +376,7 @@ fn run_metrics(timer: &mut Timer) -> anyhow::Result<()> {
     )?;
     timer.timeit("single client put gigabytes", LARGE_PUT_GIGABYTES, || {
         let array = ZeroBytes::new(LARGE_PUT_BYTES);
-        Ok(move || oxray_core::put(&array).map(drop))
+        Ok(move || oxray_core::put_acknowledged(&array).map(drop))
     })?;
     timer.timeit("single client tasks and get batch", 1.0, || {
         Ok(|| run_small_tasks(BATCH))
@@ -524,6 +555,9 @@ impl Drop for SecondNode {
     }
 }
 
+const CROSS_NODE_PUT: &str = "cross node put gigabytes";
+const CROSS_NODE_GET: &str = "cross node get gigabytes";
+
 /// Objects crossing between two nodes on this machine (the second node joined
 /// over loopback): each call moves a fresh object, pulled in chunks over gRPC.
 /// "put" is a driver's object read by a task on the other node; "get" is an
@@ -531,8 +565,8 @@ impl Drop for SecondNode {
 /// byte counters of this process's object server and pulls show that every
 /// call's bytes really crossed (nothing came from a stale cached copy).
 fn run_cross_node_metrics(timer: &mut Timer) -> anyhow::Result<()> {
-    const PUT: &str = "cross node put gigabytes";
-    const GET: &str = "cross node get gigabytes";
+    const PUT: &str = CROSS_NODE_PUT;
+    const GET: &str = CROSS_NODE_GET;
     if !timer.selects(PUT) && !timer.selects(GET) {
         return Ok(());
     }

@@ -9,6 +9,7 @@ mod evaluate;
 mod export;
 mod job;
 mod microbenchmark;
+mod microbenchmark_compare;
 mod python;
 mod state;
 mod symmetric_run;

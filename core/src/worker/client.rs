@@ -258,9 +258,16 @@ impl Backend for WorkerClient {
         {
             // Waits for the node to spill room; a lost head fails the next
             // call that needs an answer instead.
-            let _ = self.request(Request::Put { id, value });
+            let _ = self.put_acknowledged(id, value);
         } else {
             self.send(WorkerToNode::Put { id, value });
+        }
+    }
+
+    fn put_acknowledged(&self, id: ObjectId, value: Result<ObjectBlob>) -> Result<()> {
+        match self.request(Request::Put { id, value })? {
+            Reply::Done => Ok(()),
+            other => Err(unexpected(other)),
         }
     }
 
