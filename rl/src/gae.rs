@@ -6,6 +6,8 @@
 //! so here every episode end, terminated or truncated, simply stops the
 //! recursion.
 
+use crate::{ObsBuffer, SampleBatch};
+
 /// Advantages `Â_t` and value targets `Â_t + V(s_t)` for every step.
 pub struct Gae {
     pub advantages: Vec<f32>,
@@ -65,6 +67,50 @@ pub fn bootstrap_truncated(
     rewards
 }
 
+/// What GAE and V-trace read of a batch besides its log-probabilities.
+pub struct ValueInputs {
+    /// Rewards with truncated steps bootstrapped ([`bootstrap_truncated`]).
+    pub rewards: Vec<f32>,
+    /// The last step of each episode, terminated or truncated.
+    pub episode_ends: Vec<bool>,
+    /// V(s) of every step.
+    pub values: Vec<f32>,
+    /// V of the observation after each fragment's last step.
+    pub bootstrap_values: Vec<f32>,
+}
+
+impl ValueInputs {
+    /// The inputs for `batch` given V(s) of its steps (`values`) and the
+    /// value function `value_of` (a column of observations to V), which
+    /// values the fragments' next observations and the truncated episodes'
+    /// final ones.
+    pub fn of(
+        batch: &SampleBatch,
+        values: Vec<f32>,
+        value_of: impl Fn(&ObsBuffer) -> Vec<f32>,
+        gamma: f32,
+    ) -> Self {
+        let (truncation_index, truncation_obs) = batch.truncations();
+        let rewards = bootstrap_truncated(
+            &batch.rewards,
+            &truncation_index,
+            &value_of(&truncation_obs),
+            gamma,
+        );
+        ValueInputs {
+            rewards,
+            episode_ends: batch
+                .terminateds
+                .iter()
+                .zip(&batch.truncateds)
+                .map(|(terminated, truncated)| terminated | truncated)
+                .collect(),
+            values,
+            bootstrap_values: value_of(&batch.bootstrap_obs),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,5 +139,44 @@ mod tests {
         for i in 0..6 {
             assert!((gae.value_targets[i] - (expected[i] + values[i])).abs() < 1e-5);
         }
+    }
+
+    /// One fragment of 3 steps: the episode is truncated at step 1 (final
+    /// observation worth V = 10) and the next one runs on. Without the
+    /// bootstrap, step 1's advantage would treat the cut-off as a terminal
+    /// state worth 0.
+    #[test]
+    fn truncated_steps_bootstrap_from_the_final_observation_value() {
+        let mut batch = SampleBatch::with_capacity(crate::ObsDType::F32, 1, 1, 3, 1);
+        batch.rewards = vec![1.0, 1.0, 1.0];
+        batch.truncateds[1] = true;
+        batch.terminateds[2] = true;
+        batch.final_index = vec![1, 2];
+        batch.final_obs = ObsBuffer::F32(vec![7.0, 8.0]);
+        let (index, obs) = batch.truncations();
+        // Only the truncated step is bootstrapped; the terminated one is not.
+        assert_eq!((index, obs), (vec![1], ObsBuffer::F32(vec![7.0])));
+        // V is 10 at the truncated episode's final observation, 0 elsewhere.
+        let value_of = |o: &ObsBuffer| {
+            let xs = o.to_f32(0..o.len());
+            xs.iter()
+                .map(|&x| if x == 7.0 { 10.0 } else { 0.0 })
+                .collect()
+        };
+        let gamma = 0.5;
+        let inputs = ValueInputs::of(&batch, vec![0.0; 3], value_of, gamma);
+        assert_eq!(inputs.rewards, vec![1.0, 6.0, 1.0]);
+        assert_eq!(inputs.episode_ends, vec![false, true, true]);
+        let gae = compute_gae(
+            &inputs.rewards,
+            &inputs.values,
+            &inputs.episode_ends,
+            &inputs.bootstrap_values,
+            3,
+            gamma,
+            1.0,
+        );
+        // Step 1: 1 + 0.5·10 = 6; step 0: 1 + 0.5·6 = 4.
+        assert_eq!(gae.advantages, vec![4.0, 6.0, 1.0]);
     }
 }

@@ -244,14 +244,8 @@ impl<L: OffPolicyLearner> OffPolicy<L> {
                 .update_priorities(minibatch.indices, result.td_errors);
             last_metrics = Some(result.metrics);
         }
-        let progress = &mut self.trainer.state.progress;
-        progress.env_steps_trained += trained as u64;
-        progress.weights_version += 1;
-        self.trainer.env_runners.sync_weights(
-            progress.weights_version,
-            self.trainer.learners.flat_weights()?,
-            progress.env_steps_sampled,
-        )?;
+        self.trainer.state.progress.env_steps_trained += trained as u64;
+        self.trainer.broadcast_weights()?;
         Ok((trained, last_metrics))
     }
 }
@@ -292,9 +286,8 @@ impl<L: OffPolicyLearner> Algorithm for OffPolicy<L> {
         }
         self.trainer.state.progress.iteration = iteration;
         let mut result = learner_results;
-        self.trainer.state.progress.report(
+        self.trainer.report(
             &mut result,
-            self.trainer.started,
             &IterationTimes {
                 sampled,
                 sample_s,
@@ -302,7 +295,6 @@ impl<L: OffPolicyLearner> Algorithm for OffPolicy<L> {
                 learn_s,
             },
         );
-        result.extend(self.trainer.env_runners.fault_tolerance());
         result.extend(L::exploration_metrics(
             &self.training,
             self.trainer.state.progress.env_steps_sampled,

@@ -12,14 +12,15 @@ use oxray_rl::env_runner::EnvRunnerConfig;
 use oxray_rl::env_runner_group::{EnvRunnerGroup, Sampling};
 use oxray_rl::learner::LearnerState;
 use oxray_rl::learner_group::{LearnerActor, LearnerGroup};
-use oxray_rl::metrics::{self, Histograms};
+use oxray_rl::metrics::{self, EpisodeWindow, Histograms, Metrics};
 use oxray_rl::rl_module::{add_weight_histograms, ModuleSpec};
+use oxray_rl::SampleBatch;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::algorithm::TrainError;
 use crate::config::ExperimentConfig;
-use crate::progress::Progress;
+use crate::progress::{IterationTimes, Progress};
 
 /// An algorithm's EnvRunners and Learners, with `A` its own training state.
 pub struct Trainer<L: LearnerActor, A> {
@@ -62,6 +63,100 @@ impl<L: LearnerActor, A: Serialize + DeserializeOwned + Clone> Trainer<L, A> {
             started: Instant::now(),
             last_iteration: LastIteration::default(),
         })
+    }
+}
+
+/// Rollouts gathered for one on-policy update, not yet counted: the
+/// counters and the episode window change only once the update succeeded,
+/// so after a non-finite loss the state is the last good iteration's.
+pub struct OnPolicyBatch {
+    pub batch: SampleBatch,
+    /// The episode window with the batch's finished episodes added.
+    pub episodes: EpisodeWindow,
+    /// How many weight versions the batch's actions lag the latest weights,
+    /// averaged over its steps.
+    pub mean_weights_lag: f64,
+    pub sample_s: f64,
+}
+
+impl<L: LearnerActor, A> Trainer<L, A> {
+    /// Samples until at least `steps` env steps are in hand.
+    pub fn sample_on_policy(&mut self, steps: usize) -> Result<OnPolicyBatch, TrainError> {
+        let started = Instant::now();
+        let progress = &self.state.progress;
+        let mut batch = SampleBatch::default();
+        let mut episodes = progress.episodes.clone();
+        let mut lag_steps = 0;
+        while batch.len() < steps {
+            for rollout in self.env_runners.sample()? {
+                episodes.push(&rollout.episodes);
+                lag_steps += progress
+                    .weights_version
+                    .saturating_sub(rollout.weights_version)
+                    * rollout.batch.len() as u64;
+                batch.append(&rollout.batch);
+            }
+        }
+        Ok(OnPolicyBatch {
+            mean_weights_lag: lag_steps as f64 / batch.len() as f64,
+            batch,
+            episodes,
+            sample_s: started.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// Counts iteration `iteration`'s on-policy update of `sampled` as done.
+    pub fn count_on_policy_update(&mut self, iteration: u64, sampled: &OnPolicyBatch) {
+        let progress = &mut self.state.progress;
+        progress.iteration = iteration;
+        progress.env_steps_sampled += sampled.batch.len() as u64;
+        progress.env_steps_trained += sampled.batch.len() as u64;
+        progress.episodes = sampled.episodes.clone();
+    }
+
+    /// Sends the Learners' weights to the EnvRunners as the next version.
+    pub fn broadcast_weights(&mut self) -> Result<(), TrainError> {
+        let progress = &mut self.state.progress;
+        progress.weights_version += 1;
+        let weights = self.learners.flat_weights()?;
+        self.env_runners.sync_weights(
+            progress.weights_version,
+            weights,
+            progress.env_steps_sampled,
+        )?;
+        Ok(())
+    }
+
+    /// Completes an iteration's `result` with the counters, the episode
+    /// window, this iteration's throughput and the EnvRunners' health.
+    pub fn report(&self, result: &mut Metrics, times: &IterationTimes) {
+        self.state.progress.report(result, self.started, times);
+        result.extend(self.env_runners.fault_tolerance());
+    }
+
+    /// Completes an on-policy iteration that trained on all of `sampled` in
+    /// `learn_s`: its result, and what its histograms are made of (the
+    /// batch's actions, the Learner's `learner_histograms`).
+    pub fn finish_on_policy_iteration(
+        &mut self,
+        result: &mut Metrics,
+        sampled: OnPolicyBatch,
+        learn_s: f64,
+        learner_histograms: Histograms,
+    ) {
+        let steps = sampled.batch.len();
+        let times = IterationTimes {
+            sampled: steps,
+            sample_s: sampled.sample_s,
+            trained: steps,
+            learn_s,
+        };
+        self.report(result, &times);
+        self.last_iteration = LastIteration {
+            action_dim: sampled.batch.action_dim,
+            actions: sampled.batch.actions,
+            learner: learner_histograms,
+        };
     }
 }
 

@@ -8,7 +8,7 @@
 //! Checkpoints hold the online network and Adam's state; a restored Learner
 //! starts its target network as a copy of the online one.
 
-use oxray_rl::gae::bootstrap_truncated;
+use oxray_rl::gae::ValueInputs;
 use oxray_rl::learner::{Learner, LearnerConfig, LearnerState};
 use oxray_rl::learner_group::{AlgorithmLearner, LearnerCore, Trained, UpdateOutcome};
 use oxray_rl::metrics::{self, explained_variance, Histograms, Metrics};
@@ -78,46 +78,28 @@ impl AlgorithmLearner for AppoLearner {
         let cfg = &self.training;
         let l = &self.learner;
         let obs = l.obs_tensor(&batch.obs, batch.obs_dim);
-        let (truncation_index, truncation_obs) = batch.truncations();
         let actions = l.tensor(&batch.actions, batch.action_dim);
         let behaviour_logp = l.tensor(&batch.action_logp, 1).view(-1);
 
         // One forward without gradients: π_target for the importance weights
         // and the KL term, V(s) for V-trace (plus the bootstrap and
         // truncation observations).
-        let (target_dist, target_logp, values, bootstrap_values, truncation_values) =
-            tch::no_grad(|| {
-                let target_dist = self.target.distribution(&obs);
-                let target_logp = target_dist.log_prob(&actions);
-                let value_of =
-                    |o: &ObsBuffer| to_host(&l.module().value(&l.obs_tensor(o, batch.obs_dim)));
-                (
-                    target_dist,
-                    target_logp,
-                    to_host(&l.module().value(&obs)),
-                    value_of(&batch.bootstrap_obs),
-                    value_of(&truncation_obs),
-                )
-            });
-        let rewards = bootstrap_truncated(
-            &batch.rewards,
-            &truncation_index,
-            &truncation_values,
-            cfg.gamma as f32,
-        );
-        let ends: Vec<bool> = batch
-            .terminateds
-            .iter()
-            .zip(&batch.truncateds)
-            .map(|(t, u)| t | u)
-            .collect();
+        let (target_dist, target_logp, values) = tch::no_grad(|| {
+            let target_dist = self.target.distribution(&obs);
+            let target_logp = target_dist.log_prob(&actions);
+            (target_dist, target_logp, to_host(&l.module().value(&obs)))
+        });
+        let value_of = |o: &ObsBuffer| {
+            tch::no_grad(|| to_host(&l.module().value(&l.obs_tensor(o, batch.obs_dim))))
+        };
+        let inputs = ValueInputs::of(&batch, values, value_of, cfg.gamma as f32);
         let log_rhos = to_host(&(&target_logp - &behaviour_logp));
         let vtrace = compute_vtrace(
             &log_rhos,
-            &rewards,
-            &values,
-            &ends,
-            &bootstrap_values,
+            &inputs.rewards,
+            &inputs.values,
+            &inputs.episode_ends,
+            &inputs.bootstrap_values,
             batch.fragment_len,
             VTraceParams {
                 gamma: cfg.gamma as f32,
@@ -169,7 +151,7 @@ impl AlgorithmLearner for AppoLearner {
                 (metrics::MEAN_KL_LOSS.into(), mean_kl),
                 (
                     metrics::VF_EXPLAINED_VAR.into(),
-                    explained_variance(&values, &vtrace.value_targets),
+                    explained_variance(&inputs.values, &vtrace.value_targets),
                 ),
                 (metrics::CURR_KL_COEFF.into(), params.kl_coeff),
                 (metrics::LEARNING_RATE.into(), cfg.lr),

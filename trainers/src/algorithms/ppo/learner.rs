@@ -4,7 +4,7 @@
 //! each takes its slice of every minibatch and the gradients are averaged
 //! between them.
 
-use oxray_rl::gae::{bootstrap_truncated, compute_gae};
+use oxray_rl::gae::{compute_gae, ValueInputs};
 use oxray_rl::learner::{Learner, LearnerConfig};
 use oxray_rl::learner_group::{AlgorithmLearner, LearnerCore, Trained, UpdateOutcome};
 use oxray_rl::metrics::{self, explained_variance, Histograms, Metrics};
@@ -59,42 +59,23 @@ impl AlgorithmLearner for PpoLearner {
         self.learner.set_lr(params.lr);
         let l = &self.learner;
         let obs = l.obs_tensor(&batch.obs, batch.obs_dim);
-        let (truncation_index, truncation_obs) = batch.truncations();
         let actions = l.tensor(&batch.actions, batch.action_dim);
         let old_logp = l.tensor(&batch.action_logp, 1).view(-1);
 
         // One forward without gradients: V(s) for GAE (plus the bootstrap and
-        // truncation observations) and π_θold for the KL term.
-        let (old_dist, values, bootstrap_values, truncation_values) = tch::no_grad(|| {
-            let (dist, values) = l.module().forward(&obs);
-            let value_of =
-                |o: &ObsBuffer| to_host(&l.module().value(&l.obs_tensor(o, batch.obs_dim)));
-            (
-                dist,
-                to_host(&values),
-                value_of(&batch.bootstrap_obs),
-                value_of(&truncation_obs),
-            )
-        });
-        // A truncated episode continues in principle: its last reward gets the
-        // discounted value of the state it was cut off in.
-        let rewards = bootstrap_truncated(
-            &batch.rewards,
-            &truncation_index,
-            &truncation_values,
-            cfg.gamma as f32,
-        );
-        let ends: Vec<bool> = batch
-            .terminateds
-            .iter()
-            .zip(&batch.truncateds)
-            .map(|(t, u)| t | u)
-            .collect();
+        // truncation observations: a truncated episode continues in
+        // principle, so its last reward gets the discounted value of the
+        // state it was cut off in) and π_θold for the KL term.
+        let (old_dist, values) = tch::no_grad(|| l.module().forward(&obs));
+        let value_of = |o: &ObsBuffer| {
+            tch::no_grad(|| to_host(&l.module().value(&l.obs_tensor(o, batch.obs_dim))))
+        };
+        let inputs = ValueInputs::of(&batch, to_host(&values), value_of, cfg.gamma as f32);
         let gae = compute_gae(
-            &rewards,
-            &values,
-            &ends,
-            &bootstrap_values,
+            &inputs.rewards,
+            &inputs.values,
+            &inputs.episode_ends,
+            &inputs.bootstrap_values,
             batch.fragment_len,
             cfg.gamma as f32,
             cfg.lambda as f32,
@@ -134,7 +115,7 @@ impl AlgorithmLearner for PpoLearner {
             let new_dist = self.learner.module().distribution(&obs);
             old_dist.kl(&new_dist).mean(Kind::Float).double_value(&[])
         });
-        let explained_var = explained_variance(&values, &gae.value_targets);
+        let explained_var = explained_variance(&inputs.values, &gae.value_targets);
         let [policy_loss, vf_loss, entropy] = sgd.terms;
         UpdateOutcome::Trained(Trained {
             metrics: Metrics::from([
@@ -159,34 +140,5 @@ impl AlgorithmLearner for PpoLearner {
 
     fn learner_mut(&mut self) -> &mut dyn LearnerCore {
         &mut self.learner
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// One fragment of 3 steps: the episode is truncated at step 1 (final
-    /// observation worth V = 10) and the next one runs on. Without the
-    /// bootstrap, step 1's advantage would treat the cut-off as a terminal
-    /// state worth 0.
-    #[test]
-    fn truncated_steps_bootstrap_from_the_final_observation_value() {
-        let mut batch = SampleBatch::with_capacity(oxray_rl::ObsDType::F32, 1, 1, 3, 1);
-        batch.rewards = vec![1.0, 1.0, 1.0];
-        batch.truncateds[1] = true;
-        batch.terminateds[2] = true;
-        batch.final_index = vec![1, 2];
-        batch.final_obs = ObsBuffer::F32(vec![7.0, 8.0]);
-        let (index, obs) = batch.truncations();
-        // Only the truncated step is bootstrapped; the terminated one is not.
-        assert_eq!((index.clone(), obs), (vec![1], ObsBuffer::F32(vec![7.0])));
-        let gamma = 0.5;
-        let rewards = bootstrap_truncated(&batch.rewards, &index, &[10.0], gamma);
-        assert_eq!(rewards, vec![1.0, 6.0, 1.0]);
-        let ends = [false, true, true];
-        let gae = compute_gae(&rewards, &[0.0; 3], &ends, &[0.0], 3, gamma, 1.0);
-        // Step 1: 1 + 0.5·10 = 6; step 0: 1 + 0.5·6 = 4.
-        assert_eq!(gae.advantages, vec![4.0, 6.0, 1.0]);
     }
 }

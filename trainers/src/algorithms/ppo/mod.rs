@@ -20,13 +20,11 @@ use std::time::Instant;
 use oxray_rl::env_runner_group::Sampling;
 use oxray_rl::learner::LearnerConfig;
 use oxray_rl::metrics::{self, Metrics};
-use oxray_rl::SampleBatch;
 use serde::{Deserialize, Serialize};
 
 use crate::algorithm::{Algorithm, TrainError};
-use crate::algorithms::{self as shared, LastIteration, Trainer, TrainerCore};
+use crate::algorithms::{self as shared, Trainer, TrainerCore};
 use crate::config::ExperimentConfig;
-use crate::progress::IterationTimes;
 
 /// PPO's own training state.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -72,67 +70,35 @@ impl Algorithm for Ppo {
     /// succeeded, so after a non-finite loss the state (and the checkpoint
     /// saved from it) is the last good iteration's.
     fn train(&mut self) -> Result<Metrics, TrainError> {
-        let iteration = self.trainer.state.progress.iteration + 1;
+        let trainer = &mut self.trainer;
+        let iteration = trainer.state.progress.iteration + 1;
         let cfg = &self.training;
-        let sample_start = Instant::now();
-        let mut batch = SampleBatch::default();
-        let mut episodes = self.trainer.state.progress.episodes.clone();
-        while batch.len() < cfg.train_batch_size {
-            for rollout in self.trainer.env_runners.sample()? {
-                episodes.push(&rollout.episodes);
-                batch.append(&rollout.batch);
-            }
-        }
-        let sample_s = sample_start.elapsed().as_secs_f64();
-        let env_steps_sampled = self.trainer.state.progress.env_steps_sampled + batch.len() as u64;
+        let sampled = trainer.sample_on_policy(cfg.train_batch_size)?;
+        let batch = &sampled.batch;
+        let env_steps_sampled = trainer.state.progress.env_steps_sampled + batch.len() as u64;
 
         let learn_start = Instant::now();
         let params = UpdateParams {
             lr: cfg.lr_at(env_steps_sampled),
-            kl_coeff: self.trainer.state.algorithm.kl_coeff,
-            shuffle_seed: self
-                .trainer.config
+            kl_coeff: trainer.state.algorithm.kl_coeff,
+            shuffle_seed: trainer
+                .config
                 .seed
                 .wrapping_mul(1_000_003)
                 .wrapping_add(iteration),
         };
-        let trained = self
-            .trainer.learners
-            .update(&batch, params)
+        let trained = trainer
+            .learners
+            .update(batch, params)
             .map_err(|e| TrainError::from_learner(e, iteration))?;
         let mut result = trained.metrics;
-        let progress = &mut self.trainer.state.progress;
-        progress.iteration = iteration;
-        progress.env_steps_sampled = env_steps_sampled;
-        progress.env_steps_trained += batch.len() as u64;
-        progress.episodes = episodes;
-        progress.weights_version += 1;
-        self.trainer.state.algorithm.kl_coeff = shared::adapt_kl_coeff(
-            self.trainer.state.algorithm.kl_coeff,
-            result[metrics::MEAN_KL_LOSS],
-            cfg.kl_target,
-        );
-        let weights = self.trainer.learners.flat_weights()?;
-        self.trainer.env_runners
-            .sync_weights(progress.weights_version, weights, env_steps_sampled)?;
+        trainer.count_on_policy_update(iteration, &sampled);
+        let kl_coeff = &mut trainer.state.algorithm.kl_coeff;
+        *kl_coeff = shared::adapt_kl_coeff(*kl_coeff, result[metrics::MEAN_KL_LOSS], cfg.kl_target);
+        trainer.broadcast_weights()?;
         let learn_s = learn_start.elapsed().as_secs_f64();
 
-        progress.report(
-            &mut result,
-            self.trainer.started,
-            &IterationTimes {
-                sampled: batch.len(),
-                sample_s,
-                trained: batch.len(),
-                learn_s,
-            },
-        );
-        result.extend(self.trainer.env_runners.fault_tolerance());
-        self.trainer.last_iteration = LastIteration {
-            action_dim: batch.action_dim,
-            actions: batch.actions,
-            learner: trained.histograms,
-        };
+        trainer.finish_on_policy_iteration(&mut result, sampled, learn_s, trained.histograms);
         Ok(result)
     }
 
