@@ -51,7 +51,7 @@ def main():
     lines = queue.Queue()
     threading.Thread(target=pump, args=(proc.stdout, lines), daemon=True).start()
     deadline = start + a.limit
-    log = open(a.log, "w") if a.log else None
+    log = open(a.log, "w", buffering=1) if a.log else None  # line by line, to follow it
     window = deque(maxlen=100)
     solved, steps, wall = False, 0, 0.0
     while True:
