@@ -4,7 +4,7 @@
 mod common;
 
 use common::{cluster, max_overlap, now_ns};
-use oxray::core::{self as oxray_core, actor, remote, Error, InitOptions};
+use oxray_core::{actor, remote, Error, InitOptions};
 use std::time::Duration;
 
 fn start() {

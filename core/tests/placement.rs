@@ -5,9 +5,7 @@
 mod common;
 
 use common::cluster;
-use oxray::core::{
-    self as oxray_core, actor, placement_group, remote, Error, InitOptions, PlacementStrategy,
-};
+use oxray_core::{actor, placement_group, remote, Error, InitOptions, PlacementStrategy};
 use std::time::Duration;
 
 fn start() {

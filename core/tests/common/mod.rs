@@ -4,7 +4,7 @@
 // Each test binary compiles this module and uses only some of it.
 #![allow(dead_code)]
 
-use oxray::core::{self as oxray_core, InitOptions};
+use oxray_core::InitOptions;
 use std::sync::Once;
 
 /// Starts this test binary's cluster once; later calls reuse it.

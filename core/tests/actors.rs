@@ -3,7 +3,7 @@
 mod common;
 
 use common::cluster;
-use oxray::core::{self as oxray_core, actor, ActorHandle, Error, InitOptions, Lifetime};
+use oxray_core::{actor, ActorHandle, Error, InitOptions, Lifetime};
 use std::time::{Duration, Instant};
 
 fn start() {
