@@ -2,10 +2,10 @@
 //! threads of this test process, each with its own sockets and byte counters
 //! (the real transport), meeting through an in-process rendezvous.
 
-mod collective_support;
+mod support;
 
-use collective_support::{contribution, reference_sum, run_group};
 use oxray_collective::{Algorithm, CollectiveGroup, GradientBucketer, GroupOptions, ReduceOp};
+use support::{contribution, reference_sum, run_group};
 
 const ALGORITHMS: [Algorithm; 3] = [
     Algorithm::Ring,

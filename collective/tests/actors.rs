@@ -2,8 +2,8 @@
 //! process, ranks meet through the cluster's key-value store and exchange data
 //! peer-to-peer.
 
-use oxray::core::{self as oxray_core, actor, ActorHandle, Error, InitOptions};
 use oxray_collective::{self as collective, CollectiveError, GroupOptions, ReduceOp};
+use oxray_core::{actor, ActorHandle, Error, InitOptions};
 use std::time::Duration;
 
 /// Starts this test binary's cluster once; later calls reuse it.

@@ -2,12 +2,12 @@
 //! naming itself and the operation, well before the group's timeout where a
 //! peer can tell it something is wrong, and at the timeout where none can.
 
-mod collective_support;
+mod support;
 
-use collective_support::{run_group, run_ranks};
 use oxray_collective::{CollectiveError, CollectiveGroup, GroupOptions, OpKind, ReduceOp};
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
+use support::{run_group, run_ranks};
 
 /// Long enough that a test seeing `Timeout` means a failure did not spread.
 const GENEROUS: Duration = Duration::from_secs(60);
