@@ -127,7 +127,7 @@ impl RayFigures {
             self.path.display()
         );
         println!(
-            "{:<46} {:>24} {:>22} {:>10}",
+            "{:<46} {:>28} {:>24} {:>10}",
             "metric", "oxray", "Ray", "oxray/Ray"
         );
         let both = measured
@@ -135,7 +135,7 @@ impl RayFigures {
             .filter_map(|(name, ours)| Some((name, ours, self.get(name)?)));
         for (name, ours, ray) in both {
             println!(
-                "{name:<46} {:>24} {:>22} {:>9.2}x",
+                "{name:<46} {:>28} {:>24} {:>9.2}x",
                 format!("{:.2} +- {:.2}", ours.mean, ours.sd),
                 format!("{:.2} +- {:.2}", ray.mean, ray.sd),
                 ours.mean / ray.mean
