@@ -35,8 +35,10 @@ def main():
         for run in runs:
             if run != "oxray":
                 p = medians[run]
+                # A peer that never reported a step has no throughput to compare.
+                speed = f"{ox['steps_per_s'] / p['steps_per_s']:6.1f}x" if p["steps_per_s"] else "   n/a"
                 print(f"{run:<16} peer wall / oxray wall {p['wall_s'] / ox['wall_s']:6.1f}x   "
-                      f"oxray steps/s / peer steps/s {ox['steps_per_s'] / p['steps_per_s']:6.1f}x")
+                      f"oxray steps/s / peer steps/s {speed}")
 
 
 if __name__ == "__main__":
