@@ -7,9 +7,9 @@ tuned examples, for scripts/bench-vs-peers.sh.
     rllib_cartpole.py appo SEED   tuned_examples/appo/cartpole_appo.py
 
 These are RLlib's hyperparameters, not oxray's peer configs': the comparison
-is wall time to the same target on the same task. Ray gets the machine's 2
-CPUs; PPO and DQN sample with 1 EnvRunner and learn in the driver, APPO
-samples with 2 EnvRunners.
+is wall time to the same target on the same task. PPO and DQN sample with
+1 EnvRunner and learn in the driver (Ray gets 2 CPUs), APPO samples with 2
+EnvRunners (Ray gets 4 logical CPUs, which its actors need to start).
 
 After every training iteration it prints `episode return=R steps=S` for each
 episode finished in it (S: env steps sampled by the iteration's end) and
@@ -86,7 +86,9 @@ def main():
         sys.exit(f"usage: {sys.argv[0]} {{{'|'.join(TASKS)}}} SEED")
     algo, seed = sys.argv[1], int(sys.argv[2])
     target, limit = TASKS[algo]
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # APPO's 2 EnvRunners plus its Learner-side actors wait forever for
+    # resources with 2 logical CPUs; the cores stay 2 either way.
+    ray.init(num_cpus=4 if algo == "appo" else 2, include_dashboard=False, log_to_driver=False)
     try:
         trainer = config(algo, seed).build_algo()
         window = deque(maxlen=100)
