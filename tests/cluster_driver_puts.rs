@@ -4,9 +4,8 @@
 
 mod cluster_support;
 
-use cluster_support::{node_session, processes_of, shm_files_of, start_head};
+use cluster_support::{assert_nothing_left, node_session, start_head};
 use oxray::core::{self as oxray_core, daemon, Error, InitOptions};
-use std::time::{Duration, Instant};
 
 #[test]
 fn a_joined_drivers_acknowledged_put_is_stored_and_an_oversized_value_is_refused() {
@@ -50,16 +49,5 @@ fn a_joined_drivers_acknowledged_put_is_stored_and_an_oversized_value_is_refused
     oxray_core::shutdown();
 
     head.stop();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !processes_of(session, &sessions).is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "left running: {:?}",
-            processes_of(session, &sessions)
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    for node in &sessions {
-        assert_eq!(shm_files_of(node), Vec::<String>::new(), "{node}");
-    }
+    assert_nothing_left(session, &sessions);
 }

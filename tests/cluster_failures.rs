@@ -6,9 +6,7 @@
 
 mod cluster_support;
 
-use cluster_support::{
-    node_session, oxray, processes_of, shm_files_of, start_head, start_node, status,
-};
+use cluster_support::{assert_nothing_left, node_session, oxray, start_head, start_node, status};
 use oxray::core::{self as oxray_core, daemon, remote, InitOptions, SchedulingStrategy};
 use std::time::{Duration, Instant};
 
@@ -113,16 +111,5 @@ fn worker_kill_node_stop_and_node_kill_end_as_documented_and_leave_nothing() {
     // Nothing is left after `oxray stop`.
     let stopped = oxray(session).arg("stop").output().unwrap();
     assert!(stopped.status.success());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !processes_of(session, &sessions).is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "left running: {:?}",
-            processes_of(session, &sessions)
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    for node in &sessions {
-        assert_eq!(shm_files_of(node), Vec::<String>::new(), "{node}");
-    }
+    assert_nothing_left(session, &sessions);
 }

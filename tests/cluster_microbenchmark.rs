@@ -5,9 +5,8 @@
 
 mod cluster_support;
 
-use cluster_support::{node_session, oxray, processes_of, shm_files_of, start_head};
+use cluster_support::{assert_nothing_left, node_session, oxray, start_head};
 use oxray::core::daemon;
-use std::time::{Duration, Instant};
 
 const ACTOR_SYNC: &str = "1:1 actor calls sync";
 const PUT_CALLS: &str = "single client put calls (Plasma Store)";
@@ -112,18 +111,7 @@ fn address_mode_joins_the_head_and_compare_prints_the_ratio_to_rays_figures() {
     );
 
     head.stop();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !processes_of(session, &sessions).is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "left running: {:?}",
-            processes_of(session, &sessions)
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    for node in &sessions {
-        assert_eq!(shm_files_of(node), Vec::<String>::new(), "{node}");
-    }
+    assert_nothing_left(session, &sessions);
 }
 
 #[test]

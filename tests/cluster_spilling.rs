@@ -12,7 +12,7 @@
 mod cluster_support;
 
 use cluster_support::{
-    node_session, oxray, processes_of, shm_files_of, start_head, start_node, HEAD_IP,
+    node_session, oxray, shm_files_of, start_head, start_node, wait_for_exit, HEAD_IP,
 };
 use oxray::core::{self as oxray_core, remote, InitOptions, ObjectRef, SchedulingStrategy};
 use serde_bytes::ByteBuf;
@@ -330,15 +330,7 @@ fn a_64_mib_store_holds_a_gibibyte_by_spilling_and_every_get_is_right() {
             "{session} left /dev/shm files"
         );
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !processes_of(session, &sessions).is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "left running: {:?}",
-            processes_of(session, &sessions)
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_exit(session, &sessions);
     eprintln!(
         "spilling: {} MiB put (and spilled past 64 MiB) in {put_seconds:.1} s, read back by the driver in {get_seconds:.1} s ({:.0} MiB/s), test {:.1} s; most in /dev/shm: {most:?}",
         put_bytes >> 20,

@@ -163,6 +163,29 @@ pub fn shm_files_of(session: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Waits (up to 10 s) until no process of the cluster of session directory
+/// `session` is left, then asserts its nodes left no shared memory.
+pub fn assert_nothing_left(session: &Path, node_sessions: &[String]) {
+    wait_for_exit(session, node_sessions);
+    for node in node_sessions {
+        assert_eq!(shm_files_of(node), Vec::<String>::new(), "{node}");
+    }
+}
+
+/// Waits (up to 10 s) until no process of the cluster of session directory
+/// `session` is left.
+pub fn wait_for_exit(session: &Path, node_sessions: &[String]) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !processes_of(session, node_sessions).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "left running: {:?}",
+            processes_of(session, node_sessions)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Processes started for the cluster of session directory `session` (daemons
 /// carry it in their environment) or by its nodes (workers carry their node's
 /// shared-memory session).
