@@ -65,15 +65,23 @@ impl Node {
             NodeToHead::WorkerStarted { worker, pid } => {
                 // Only a worker the head placed on this node.
                 let mut state = self.state.lock();
-                if let Some(record) = state.workers.get_mut(&worker) {
-                    if record.node == node_id {
+                if state.placed_on(worker, node_id) {
+                    if let Some(record) = state.workers.get_mut(&worker) {
                         record.pid = Some(pid);
                     }
                 }
             }
-            NodeToHead::WorkerExited { worker, message } => self.worker_exited(worker, message),
+            // Only about a worker the head placed on this node: a node
+            // cannot end (or blame its code for) another node's worker.
+            NodeToHead::WorkerExited { worker, message } => {
+                if self.state.lock().placed_on(worker, node_id) {
+                    self.worker_exited(worker, message)
+                }
+            }
             NodeToHead::WorkerNotStarted { worker, error } => {
-                self.worker_not_started(worker, error)
+                if self.state.lock().placed_on(worker, node_id) {
+                    self.worker_not_started(worker, error)
+                }
             }
             NodeToHead::Spilled { generation } => {
                 self.with_state(|state| state.store_spilled(node_id, generation))

@@ -209,6 +209,12 @@ impl NodeState {
 
     /// `worker`'s process ended, or the remote driver behind it left (which
     /// ends its job).
+    /// Whether the head placed `worker` on `node` (what a node daemon may
+    /// report about).
+    pub(super) fn placed_on(&self, worker: WorkerId, node: &str) -> bool {
+        self.workers.get(&worker).is_some_and(|w| w.node == node)
+    }
+
     pub(super) fn worker_exited(&mut self, worker: WorkerId, message: &str) {
         if let Some(driver) = self.drivers.remove(&worker) {
             self.end_job(driver);
@@ -287,6 +293,27 @@ mod tests {
             let (sender, _receiver) = unbounded_channel();
             assert_eq!(state.worker_connected(hello, sender), accepted, "{hello}");
         }
+    }
+
+    /// A daemon may report only about the workers placed on its node: the
+    /// check the head applies to `WorkerStarted/Exited/NotStarted`.
+    #[test]
+    fn a_worker_belongs_to_the_node_it_was_placed_on_only() {
+        let ids = Ids::new();
+        let mut state = NodeState::for_test(cpus(0.0), 1 << 20);
+        let _b = state.join("b", cpus(1.0));
+        let _c = state.join("c", cpus(0.0));
+        state.submit_now(ids.task("f", cpus(1.0), Vec::new()));
+        let (worker, node) = state.take_spawns().remove(0);
+        assert_eq!(node, "b");
+        // (reporting node, may report)
+        for (reporter, allowed) in [("c", false), (HEAD, false), ("b", true)] {
+            assert_eq!(state.placed_on(worker, reporter), allowed, "{reporter}");
+        }
+        assert!(
+            !state.placed_on(WorkerId(worker.0 + 100), "b"),
+            "unknown worker"
+        );
     }
 
     #[test]
