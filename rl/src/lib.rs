@@ -13,8 +13,8 @@
 //!   `replay_buffer`: data and its processing (observation columns keep
 //!   image bytes as bytes),
 //! - `env_runner`, `env_runner_group`: sampling,
-//! - `learner`, `learner_group`, `minibatch_sgd`, `optim`, `collective`:
-//!   learning,
+//! - `learner`, `learner_group`, `minibatch_sgd`, `target_network`, `optim`,
+//!   `collective`: learning,
 //! - `metrics`, `loggers`, `checkpoint`: results and state.
 
 pub mod checkpoint;
@@ -34,6 +34,7 @@ pub mod replay_buffer;
 pub mod rl_module;
 pub mod sample_batch;
 pub mod schedule;
+pub mod target_network;
 pub mod vtrace;
 
 use std::path::{Path, PathBuf};

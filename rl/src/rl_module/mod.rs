@@ -275,7 +275,7 @@ pub fn add_weight_histograms(
 }
 
 /// θ⁻ ← τ·θ + (1 − τ)·θ⁻ for every variable of `target` from the
-/// same-named one of `source` (τ = 1 copies): target networks of DQN and SAC.
+/// same-named one of `source` (τ = 1 copies), for [`crate::target_network`].
 pub fn polyak_update(target: &nn::VarStore, source: &nn::VarStore, tau: f64) {
     let source = source.variables();
     tch::no_grad(|| {

@@ -13,7 +13,8 @@ use oxray_rl::learner::{Learner, LearnerConfig, LearnerState};
 use oxray_rl::learner_group::{AlgorithmLearner, LearnerCore, Trained, UpdateOutcome};
 use oxray_rl::metrics::{self, explained_variance, Histograms, Metrics};
 use oxray_rl::minibatch_sgd::{minibatch_sgd, MinibatchPlan};
-use oxray_rl::rl_module::{polyak_update, ActorCritic, RLModule};
+use oxray_rl::target_network::TargetNetwork;
+use oxray_rl::rl_module::ActorCritic;
 use oxray_rl::vtrace::{compute_vtrace, VTraceParams};
 use oxray_rl::{to_host, Error, ObsBuffer, SampleBatch};
 use serde::{Deserialize, Serialize};
@@ -39,21 +40,11 @@ pub struct AppoUpdateParams {
 
 pub struct AppoLearner {
     learner: Learner<ActorCritic>,
-    target: ActorCritic,
+    target: TargetNetwork<ActorCritic>,
     training: AppoConfig,
 }
 
 oxray_rl::learner_actor!(AppoLearner);
-
-impl AppoLearner {
-    fn sync_target(&self, tau: f64) {
-        polyak_update(
-            self.target.var_store(),
-            self.learner.module().var_store(),
-            tau,
-        );
-    }
-}
 
 impl AlgorithmLearner for AppoLearner {
     type Config = AppoLearnerConfig;
@@ -63,14 +54,12 @@ impl AlgorithmLearner for AppoLearner {
 
     fn build(config: AppoLearnerConfig) -> Self {
         let learner = Learner::<ActorCritic>::new(&config.learner);
-        let target = ActorCritic::new(&config.learner.module, learner.device());
-        let appo = AppoLearner {
+        let target = TargetNetwork::of(&learner);
+        AppoLearner {
             learner,
             target,
             training: config.training,
-        };
-        appo.sync_target(1.0);
-        appo
+        }
     }
 
     /// V-trace over `batch`, then `num_epochs` epochs of minibatch steps.
@@ -136,7 +125,7 @@ impl AlgorithmLearner for AppoLearner {
             Err(stopped) => return stopped,
         };
         if params.update_target {
-            self.sync_target(cfg.tau);
+            self.target.follow(&self.learner, cfg.tau);
         }
         let [policy_loss, vf_loss, entropy, mean_kl] = sgd.terms;
         let mean_rho = log_rhos.iter().map(|&r| f64::from(r.exp())).sum::<f64>()
@@ -175,7 +164,7 @@ impl AlgorithmLearner for AppoLearner {
 
     fn restore_state(&mut self, state: &LearnerState) -> Result<(), Error> {
         self.learner.set_state(state)?;
-        self.sync_target(1.0);
+        self.target.follow(&self.learner, 1.0);
         Ok(())
     }
 }

@@ -10,7 +10,8 @@ use oxray_rl::learner::{Learner, LearnerConfig, LearnerState, Step};
 use oxray_rl::learner_group::{AlgorithmLearner, LearnerCore, Trained, UpdateOutcome};
 use oxray_rl::metrics::{self, Metrics};
 use oxray_rl::replay_buffer::ReplayBatch;
-use oxray_rl::rl_module::{polyak_update, QNetwork, RLModule};
+use oxray_rl::target_network::TargetNetwork;
+use oxray_rl::rl_module::QNetwork;
 use oxray_rl::{to_host, Error};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
@@ -27,21 +28,11 @@ pub struct DqnLearnerConfig {
 
 pub struct DqnLearner {
     learner: Learner<QNetwork>,
-    target: QNetwork,
+    target: TargetNetwork<QNetwork>,
     training: DqnConfig,
 }
 
 oxray_rl::learner_actor!(DqnLearner);
-
-impl DqnLearner {
-    fn sync_target(&self, tau: f64) {
-        polyak_update(
-            self.target.var_store(),
-            self.learner.module().var_store(),
-            tau,
-        );
-    }
-}
 
 impl AlgorithmLearner for DqnLearner {
     type Config = DqnLearnerConfig;
@@ -51,14 +42,12 @@ impl AlgorithmLearner for DqnLearner {
 
     fn build(config: DqnLearnerConfig) -> Self {
         let learner = Learner::<QNetwork>::new(&config.learner);
-        let target = QNetwork::new(&config.learner.module, learner.device());
-        let dqn = DqnLearner {
+        let target = TargetNetwork::of(&learner);
+        DqnLearner {
             learner,
             target,
             training: config.training,
-        };
-        dqn.sync_target(1.0);
-        dqn
+        }
     }
 
     fn learn(&mut self, batch: ReplayBatch, params: TargetUpdate) -> UpdateOutcome {
@@ -99,7 +88,7 @@ impl AlgorithmLearner for DqnLearner {
             Err(e) => return UpdateOutcome::Failed(format!("gradient step failed: {e}")),
         };
         if params.update_target {
-            self.sync_target(self.training.tau);
+            self.target.follow(&self.learner, self.training.tau);
         }
         let td_error_mean =
             td_errors.iter().map(|&d| f64::from(d.abs())).sum::<f64>() / td_errors.len() as f64;
@@ -127,7 +116,7 @@ impl AlgorithmLearner for DqnLearner {
 
     fn restore_state(&mut self, state: &LearnerState) -> Result<(), Error> {
         self.learner.set_state(state)?;
-        self.sync_target(1.0);
+        self.target.follow(&self.learner, 1.0);
         Ok(())
     }
 }

@@ -16,7 +16,8 @@ use oxray_rl::learner_group::{AlgorithmLearner, LearnerCore, Trained, UpdateOutc
 use oxray_rl::metrics::{self, Metrics};
 use oxray_rl::optim::flat_gradient;
 use oxray_rl::replay_buffer::ReplayBatch;
-use oxray_rl::rl_module::{polyak_update, RLModule, SoftActorCritic};
+use oxray_rl::target_network::TargetNetwork;
+use oxray_rl::rl_module::SoftActorCritic;
 use oxray_rl::{to_host, Error};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
@@ -33,7 +34,7 @@ pub struct SacLearnerConfig {
 
 pub struct SacLearner {
     learner: Learner<SoftActorCritic>,
-    target: SoftActorCritic,
+    target: TargetNetwork<SoftActorCritic>,
     training: SacConfig,
     target_entropy: f64,
 }
@@ -41,14 +42,6 @@ pub struct SacLearner {
 oxray_rl::learner_actor!(SacLearner);
 
 impl SacLearner {
-    fn sync_target(&self, tau: f64) {
-        polyak_update(
-            self.target.var_store(),
-            self.learner.module().var_store(),
-            tau,
-        );
-    }
-
     /// The flat gradient: each loss's gradient with respect to its part
     /// (policy, critics, log α), in the buffer's order.
     fn gradient(&self, losses: [&Tensor; 3]) -> Tensor {
@@ -70,7 +63,7 @@ impl AlgorithmLearner for SacLearner {
 
     fn build(config: SacLearnerConfig) -> Self {
         let mut learner = Learner::<SoftActorCritic>::new(&config.learner);
-        let target = SoftActorCritic::new(&config.learner.module, learner.device());
+        let target = TargetNetwork::of(&learner);
         let training = config.training;
         let lrs: Vec<Tensor> = learner
             .module()
@@ -84,14 +77,12 @@ impl AlgorithmLearner for SacLearner {
             .collect();
         learner.set_lr_per_parameter(Tensor::cat(&lrs, 0));
         let action_dim = config.learner.module.action_space.action_dim();
-        let sac = SacLearner {
+        SacLearner {
             learner,
             target,
             target_entropy: training.target_entropy.value(action_dim),
             training,
-        };
-        sac.sync_target(1.0);
-        sac
+        }
     }
 
     fn learn(&mut self, batch: ReplayBatch, params: TargetUpdate) -> UpdateOutcome {
@@ -144,7 +135,7 @@ impl AlgorithmLearner for SacLearner {
             Err(e) => return UpdateOutcome::Failed(format!("gradient step failed: {e}")),
         };
         if params.update_target {
-            self.sync_target(self.training.tau);
+            self.target.follow(&self.learner, self.training.tau);
         }
         let td_error_mean =
             td_errors.iter().map(|&d| f64::from(d)).sum::<f64>() / td_errors.len() as f64;
@@ -176,7 +167,7 @@ impl AlgorithmLearner for SacLearner {
 
     fn restore_state(&mut self, state: &LearnerState) -> Result<(), Error> {
         self.learner.set_state(state)?;
-        self.sync_target(1.0);
+        self.target.follow(&self.learner, 1.0);
         Ok(())
     }
 }
