@@ -10,10 +10,12 @@
 #   ALGO  oxray config                            peers                       target
 #   ppo   configs/peers/ppo-cleanrl-cartpole.yaml SB3 (same settings), RLlib  CartPole 475
 #   dqn   configs/peers/dqn-sb3-cartpole.yaml     SB3 (same settings), RLlib  CartPole 450
-#   sac   configs/sac-pendulum.yaml               SB3 (same settings)         Pendulum -250 in 20k steps
+#   sac   configs/sac-pendulum.yaml               SB3 (zoo settings), RLlib   Pendulum -250 in 20k steps
 #   appo  configs/appo-cartpole.yaml              RLlib                       CartPole 450
 # RLlib runs its tuned examples' settings (scripts/peers/rllib_cartpole.py).
-# Targets are the mean return over the last 100 episodes.
+# Targets are the mean return over the last 100 episodes; for SAC over the
+# last 5, the smoothing window of RLlib's tuned Pendulum example whose target
+# it is (`metrics_num_episodes_for_smoothing=5`; 20k steps are 100 episodes).
 #
 # The peers run in their own venv, created on first use (several minutes):
 # ${OXRAY_PEERS_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/oxray/peers-venv}.
@@ -25,10 +27,10 @@ shift || true
 seeds=("$@")
 [ ${#seeds[@]} -gt 0 ] || seeds=(1 2 3)
 case "$algo" in
-    ppo) config=configs/peers/ppo-cleanrl-cartpole.yaml target=475 peers=(sb3 rllib) ;;
-    dqn) config=configs/peers/dqn-sb3-cartpole.yaml target=450 peers=(sb3 rllib) ;;
-    sac) config=configs/sac-pendulum.yaml target=-250 peers=(sb3) ;;
-    appo) config=configs/appo-cartpole.yaml target=450 peers=(rllib) ;;
+    ppo) config=configs/peers/ppo-cleanrl-cartpole.yaml target=475 window=100 peers=(sb3 rllib) ;;
+    dqn) config=configs/peers/dqn-sb3-cartpole.yaml target=450 window=100 peers=(sb3 rllib) ;;
+    sac) config=configs/sac-pendulum.yaml target=-250 window=5 peers=(sb3 rllib) ;;
+    appo) config=configs/appo-cartpole.yaml target=450 window=100 peers=(rllib) ;;
     *)
         echo "usage: $0 ppo|dqn|sac|appo [SEEDS...]" >&2
         exit 2
@@ -62,7 +64,7 @@ timed() { # RUN SEED CMD...
     local run=$1 seed=$2
     shift 2
     python3 "$here/peers/time_to_target.py" --run "$run" --seed "$seed" --target "$target" \
-        --limit "$limit" --out "$results" --log "$logs/$run-seed$seed.log" -- "$@"
+        --window "$window" --limit "$limit" --out "$results" --log "$logs/$run-seed$seed.log" -- "$@"
 }
 
 echo "load before: $(uptime)"
@@ -73,4 +75,4 @@ for seed in "${seeds[@]}"; do
     done
 done
 echo "load after: $(uptime)"
-python3 "$here/peers/summarize.py" "$results" "mean return over the last 100 episodes >= $target ($(basename "$config"))"
+python3 "$here/peers/summarize.py" "$results" "mean return over the last $window episodes >= $target ($(basename "$config"))"

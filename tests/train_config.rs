@@ -23,6 +23,7 @@ fn defaults_fill_in_and_overrides_apply() {
     assert_eq!(training.lr, 1e-4);
     assert_eq!(config.stop.env_steps, Some(5000));
     assert_eq!(training.gamma, 0.99);
+    assert_eq!(config.reporting.metrics_num_episodes_for_smoothing, 100);
     // auto fragment length: 256 steps over 8 envs
     assert_eq!(config.rollout_fragment_length(), 32);
 }
@@ -57,6 +58,15 @@ fn out_of_range_value_names_key_and_line() {
     let error = parse(SMALL_PPO, &["training.gamma=1.5"]).unwrap_err();
     assert!(
         error.contains("training.gamma: must be within [0, 1]"),
+        "{error}"
+    );
+    let error = parse(
+        SMALL_PPO,
+        &["reporting.metrics_num_episodes_for_smoothing=0"],
+    )
+    .unwrap_err();
+    assert!(
+        error.contains("reporting.metrics_num_episodes_for_smoothing: must be at least 1"),
         "{error}"
     );
 }

@@ -82,24 +82,16 @@ fn ppo_trains_a_gaussian_policy_on_pendulum() {
     }
 }
 
-/// The shipped SAC config must lift Pendulum's mean return above −800
-/// within 6000 env steps (30 episodes, the first few before learning
-/// starts); an untrained policy scores about −1200 to −1500 per episode.
-/// The full run (`oxray train configs/sac-pendulum.yaml`) is too long for
-/// the test budget; docs/adding-an-algorithm.md lists its figures. α must
-/// have been tuned down from its initial 1.
+/// The shipped SAC config must reach its target, a mean return of −250
+/// over the last 5 episodes (RLlib's tuned example's window), within 8000
+/// env steps (40 episodes, the first before learning starts); an untrained
+/// policy scores about −1200 to −1500 per episode. α must have been tuned
+/// down from its initial 1.
 #[test]
 fn sac_trains_a_squashed_gaussian_policy_on_pendulum() {
-    let result = train(
-        "sac-pendulum.yaml",
-        &[
-            "seed=0",
-            "stop.episode_return_mean=-700",
-            "stop.env_steps=6000",
-        ],
-    );
+    let result = train("sac-pendulum.yaml", &["seed=0", "stop.env_steps=8000"]);
     let return_mean = result[EPISODE_RETURN_MEAN];
-    assert!(return_mean >= -800.0, "return mean {return_mean}");
+    assert!(return_mean >= -250.0, "return mean {return_mean}");
     let alpha = result[ALPHA_VALUE];
     assert!(alpha > 0.0 && alpha < 0.5, "alpha {alpha}");
 }

@@ -82,7 +82,8 @@ pub fn add_action_histograms(actions: &[f32], action_dim: usize, out: &mut Histo
     }
 }
 
-/// RLlib averages episode metrics over the last 100 finished episodes.
+/// RLlib's default `metrics_num_episodes_for_smoothing`: episode metrics are
+/// means over the last 100 finished episodes.
 pub const EPISODE_WINDOW: usize = 100;
 
 /// Episodes that finished during one `sample()` call.
@@ -92,18 +93,52 @@ pub struct EpisodeStats {
     pub lengths: Vec<u32>,
 }
 
-/// The last [`EPISODE_WINDOW`] finished episodes over all EnvRunners.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+/// The last `capacity` finished episodes over all EnvRunners.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EpisodeWindow {
     returns: VecDeque<f64>,
     lengths: VecDeque<f64>,
     episodes_lifetime: u64,
+    /// Checkpoints written before the window was configurable hold none.
+    #[serde(default = "default_capacity")]
+    capacity: usize,
+}
+
+fn default_capacity() -> usize {
+    EPISODE_WINDOW
+}
+
+impl Default for EpisodeWindow {
+    fn default() -> Self {
+        EpisodeWindow::with_capacity(EPISODE_WINDOW)
+    }
 }
 
 impl EpisodeWindow {
+    /// A window over the last `capacity` (at least one) episodes.
+    pub fn with_capacity(capacity: usize) -> Self {
+        EpisodeWindow {
+            returns: VecDeque::new(),
+            lengths: VecDeque::new(),
+            episodes_lifetime: 0,
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// Averages over the last `capacity` episodes from now on (a resumed run
+    /// may be given another window than it was saved with); the oldest
+    /// episodes beyond it are dropped.
+    pub fn set_capacity(&mut self, capacity: usize) {
+        self.capacity = capacity.max(1);
+        while self.returns.len() > self.capacity {
+            self.returns.pop_front();
+            self.lengths.pop_front();
+        }
+    }
+
     pub fn push(&mut self, stats: &EpisodeStats) {
         for (&ret, &len) in stats.returns.iter().zip(&stats.lengths) {
-            if self.returns.len() == EPISODE_WINDOW {
+            if self.returns.len() == self.capacity {
                 self.returns.pop_front();
                 self.lengths.pop_front();
             }
@@ -180,6 +215,45 @@ mod tests {
         assert_eq!(metrics[EPISODE_RETURN_MEAN], 99.5);
         assert_eq!(metrics[EPISODE_RETURN_MIN], 50.0);
         assert_eq!(metrics[NUM_EPISODES_LIFETIME], 150.0);
+    }
+
+    #[test]
+    fn a_smaller_window_averages_only_the_latest_episodes() {
+        let mut window = EpisodeWindow::with_capacity(5);
+        window.push(&EpisodeStats {
+            returns: (0..10).map(|i| i as f32).collect(),
+            lengths: vec![1; 10],
+        });
+        let mut metrics = Metrics::new();
+        window.report(&mut metrics);
+        // Episodes 5..10 remain: mean 7.
+        assert_eq!(metrics[EPISODE_RETURN_MEAN], 7.0);
+        assert_eq!(metrics[NUM_EPISODES_LIFETIME], 10.0);
+        // Shrinking keeps the newest; growing keeps what is there.
+        window.set_capacity(2);
+        window.report(&mut metrics);
+        assert_eq!(metrics[EPISODE_RETURN_MEAN], 8.5);
+        window.set_capacity(100);
+        window.push(&EpisodeStats {
+            returns: vec![10.0],
+            lengths: vec![1],
+        });
+        window.report(&mut metrics);
+        assert_eq!(metrics[EPISODE_RETURN_MEAN], 9.0);
+    }
+
+    #[test]
+    fn a_window_saved_without_a_capacity_restores_with_the_default() {
+        let json = r#"{"returns":[1.0],"lengths":[2.0],"episodes_lifetime":1}"#;
+        let window: EpisodeWindow = serde_json::from_str(json).unwrap();
+        assert_eq!(window, {
+            let mut w = EpisodeWindow::default();
+            w.push(&EpisodeStats {
+                returns: vec![1.0],
+                lengths: vec![2],
+            });
+            w
+        });
     }
 
     #[test]

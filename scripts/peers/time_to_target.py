@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """Runs one training command and measures, from its start, the wall time and
-env steps until the mean return over the last 100 episodes reaches a target.
+env steps until the mean return over the last N (default 100) episodes
+reaches a target.
 
-    time_to_target.py --run NAME --seed N --target T [--limit S] --out FILE -- CMD...
+    time_to_target.py --run NAME --seed N --target T [--window N] [--limit S] --out FILE -- CMD...
 
 It reads the command's stdout as it comes, in either of two forms:
   `episode return=R steps=S`              one finished episode (the scripts in peers/)
-  `iter N  env steps S  return mean R`    `oxray train`'s progress line (a 100-episode mean)
+  `iter N  env steps S  return mean R`    `oxray train`'s progress line (a mean over its
+                                          `reporting.metrics_num_episodes_for_smoothing`)
 The clock starts before the process does, so interpreter start, imports and
 setup count for every framework alike. After the target the command gets
 30 s to stop by itself (they all do), then SIGINT; after --limit seconds
@@ -34,6 +36,8 @@ def main():
     ap.add_argument("--run", required=True)
     ap.add_argument("--seed", type=int, required=True)
     ap.add_argument("--target", type=float, required=True)
+    ap.add_argument("--window", type=int, default=100,
+                    help="episodes the mean is over (for `episode return=` lines)")
     ap.add_argument("--limit", type=float, default=600.0)
     ap.add_argument("--out", required=True)
     ap.add_argument("--log", help="copy the command's output here")
@@ -52,7 +56,7 @@ def main():
     threading.Thread(target=pump, args=(proc.stdout, lines), daemon=True).start()
     deadline = start + a.limit
     log = open(a.log, "w", buffering=1) if a.log else None  # line by line, to follow it
-    window = deque(maxlen=100)
+    window = deque(maxlen=a.window)
     solved, steps, wall = False, 0, 0.0
     while True:
         if time.monotonic() > deadline:

@@ -194,12 +194,17 @@ pub struct ReportingConfig {
     /// Write TensorBoard histograms (sampled actions, advantages, weights) at
     /// the first iteration and every N iterations after it; 0 never does.
     pub histogram_frequency: u64,
+    /// Episode metrics (`env_runners/episode_return_mean` and the rest, and
+    /// so `stop.episode_return_mean`) are means over this many of the latest
+    /// finished episodes, as RLlib's option of the same name.
+    pub metrics_num_episodes_for_smoothing: usize,
 }
 
 impl Default for ReportingConfig {
     fn default() -> Self {
         ReportingConfig {
             histogram_frequency: 10,
+            metrics_num_episodes_for_smoothing: oxray_rl::metrics::EPISODE_WINDOW,
         }
     }
 }
@@ -352,6 +357,11 @@ impl ExperimentConfig {
             "must be at least 1",
         )?;
         check(
+            self.reporting.metrics_num_episodes_for_smoothing >= 1,
+            "reporting.metrics_num_episodes_for_smoothing",
+            "must be at least 1",
+        )?;
+        check(
             self.stop.time_s.is_none_or(|t| t > 0.0),
             "stop.time_s",
             "must be positive",
@@ -418,6 +428,7 @@ mod tests {
     fn histograms_are_due_at_the_first_iteration_and_every_nth_after() {
         let every = |n| ReportingConfig {
             histogram_frequency: n,
+            ..ReportingConfig::default()
         };
         let due = |n, until| {
             (1..=until)

@@ -57,7 +57,12 @@ impl<L: LearnerActor, A: Serialize + DeserializeOwned + Clone> Trainer<L, A> {
             env_runners,
             learners,
             state: TrainingState {
-                progress: Progress::default(),
+                progress: Progress {
+                    episodes: EpisodeWindow::with_capacity(
+                        config.reporting.metrics_num_episodes_for_smoothing,
+                    ),
+                    ..Progress::default()
+                },
                 algorithm,
             },
             started: Instant::now(),
@@ -188,6 +193,11 @@ impl<L: LearnerActor, A: Serialize + DeserializeOwned + Clone> TrainerCore for T
         self.learners.set_state(&checkpoint.learner)?;
         let weights = self.learners.flat_weights()?;
         self.state = TrainingState::restore(checkpoint, &mut self.env_runners, weights)?;
+        // The window is this run's config, not the checkpoint's.
+        self.state
+            .progress
+            .episodes
+            .set_capacity(self.config.reporting.metrics_num_episodes_for_smoothing);
         self.started = Instant::now();
         Ok(())
     }
