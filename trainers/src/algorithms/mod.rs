@@ -7,6 +7,7 @@
 //! decoding. docs/adding-an-algorithm.md walks through DQN as the example.
 
 use oxray_rl::env_runner::module_spec as env_module_spec;
+use oxray_rl::learner::LearnerConfig;
 use oxray_rl::rl_module::{ModuleKind, ModuleSpec};
 use serde::{Deserialize, Serialize};
 
@@ -102,6 +103,24 @@ algorithms! {
 pub fn module_spec(config: &ExperimentConfig) -> Result<ModuleSpec, TrainError> {
     let kind = config.training.training().module_kind();
     Ok(env_module_spec(&config.env, &config.model, kind)?)
+}
+
+/// The Learner settings every algorithm derives alike from the config: its
+/// module, the device `learners:` asks for and the run's seed, with the
+/// algorithm's own learning rate and gradient clipping.
+pub fn learner_config(
+    config: &ExperimentConfig,
+    module: &ModuleSpec,
+    lr: f64,
+    grad_clip: Option<f64>,
+) -> LearnerConfig {
+    LearnerConfig {
+        module: module.clone(),
+        lr,
+        grad_clip,
+        use_gpu: config.learners.num_gpus_per_learner > 0.0,
+        seed: config.seed,
+    }
 }
 
 /// RLlib's adaptive KL coefficient (PPO, APPO): ×1.5 when the KL overshoots

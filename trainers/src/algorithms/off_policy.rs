@@ -161,13 +161,7 @@ impl<L: OffPolicyLearner> OffPolicy<L> {
         let settings = L::settings(training);
         let module = shared::module_spec(config)?;
         let learner_config = L::learner_config(
-            LearnerConfig {
-                module: module.clone(),
-                lr: settings.lr,
-                grad_clip: settings.grad_clip,
-                use_gpu: config.learners.num_gpus_per_learner > 0.0,
-                seed: config.seed,
-            },
+            shared::learner_config(config, &module, settings.lr, settings.grad_clip),
             training,
         );
         let replay_settings = &settings.replay_buffer_config;

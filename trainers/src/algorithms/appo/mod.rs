@@ -24,7 +24,6 @@ pub use loss::{appo_loss, AppoLoss, Minibatch};
 use std::time::Instant;
 
 use oxray_rl::env_runner_group::Sampling;
-use oxray_rl::learner::LearnerConfig;
 use oxray_rl::metrics::{self, Metrics};
 use serde::{Deserialize, Serialize};
 
@@ -50,13 +49,7 @@ impl Appo {
     pub fn new(config: &ExperimentConfig, training: &AppoConfig) -> Result<Self, TrainError> {
         let module = shared::module_spec(config)?;
         let learner_config = AppoLearnerConfig {
-            learner: LearnerConfig {
-                module: module.clone(),
-                lr: training.lr,
-                grad_clip: training.grad_clip,
-                use_gpu: config.learners.num_gpus_per_learner > 0.0,
-                seed: config.seed,
-            },
+            learner: shared::learner_config(config, &module, training.lr, training.grad_clip),
             training: training.clone(),
         };
         let sampling = Sampling::Asynchronous {

@@ -18,7 +18,6 @@ pub use loss::{normalize_advantages, ppo_loss, Minibatch, PpoLoss};
 use std::time::Instant;
 
 use oxray_rl::env_runner_group::Sampling;
-use oxray_rl::learner::LearnerConfig;
 use oxray_rl::metrics::{self, Metrics};
 use serde::{Deserialize, Serialize};
 
@@ -41,13 +40,7 @@ impl Ppo {
     pub fn new(config: &ExperimentConfig, training: &PpoConfig) -> Result<Self, TrainError> {
         let module = shared::module_spec(config)?;
         let learner_config = PpoLearnerConfig {
-            learner: LearnerConfig {
-                module: module.clone(),
-                lr: training.lr_at(0),
-                grad_clip: training.grad_clip,
-                use_gpu: config.learners.num_gpus_per_learner > 0.0,
-                seed: config.seed,
-            },
+            learner: shared::learner_config(config, &module, training.lr_at(0), training.grad_clip),
             training: training.clone(),
         };
         let sampling = if training.sample_ahead {
