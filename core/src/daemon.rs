@@ -408,7 +408,7 @@ async fn serve_head(
                 }
                 Ok(Some(HeadToNode::Free { path, server, generation })) => {
                     if crate::shm::belongs_to_session(&path, &config.session) {
-                        crate::shm::free(&path);
+                        crate::shm::free(&config.session, &path);
                     }
                     crate::shm::remove_pulled(&config.session, &server, generation);
                 }

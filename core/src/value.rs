@@ -80,10 +80,12 @@ fn encode_bytes<T: Serialize + ?Sized>(value: &T, backend: &dyn Backend) -> Resu
             .map_err(encode_error);
     };
     let id = ObjectId(backend.next_id());
-    let path = shm::create(backend.session(), id, len, backend.hosts_node(), |buf| {
-        postcard::to_slice(value, buf)
-            .map(|_| ())
-            .map_err(encode_error)
+    let path = shm::create(backend.session(), id, len, backend.hosts_node(), |sink| {
+        match sink {
+            shm::Sink::Slice(buf) => postcard::to_slice(value, buf).map(drop),
+            shm::Sink::Stream(out) => postcard::to_io(value, out).map(drop),
+        }
+        .map_err(encode_error)
     })?;
     Ok(Payload::Shared {
         path: path.to_string_lossy().into_owned(),

@@ -411,7 +411,7 @@ impl Node {
                     if let Some(path) =
                         path.filter(|p| shm::belongs_to_session(p, &self.config.session))
                     {
-                        shm::free(&path);
+                        shm::free(&self.config.session, &path);
                     }
                     shm::remove_pulled(&self.config.session, &server, generation);
                 }

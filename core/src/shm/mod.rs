@@ -10,7 +10,12 @@
 //! that hosts the node keeps the files it wrote mapped, and when the node frees
 //! one it goes to a pool that later writes of a similar size reuse, already
 //! mapped and faulted in — the same idea as a plasma arena, with files as the
-//! unit. Worker processes never see frees, so they write and forget.
+//! unit. Worker processes never see frees, so the node moves the files they
+//! wrote into a pool of freed files (`pool.rs`) that any process of the node
+//! claims from, writing into pages that already exist. A process that does
+//! not keep its file mapped writes it with `write` rather than through a
+//! mapping: the kernel copies into the pages without a fault per page and
+//! without zeroing pages it is about to fill.
 //!
 //! Because a path is reused, a path does not name bytes: every file starts
 //! with the *generation* of the value it holds (an id minted for those bytes
@@ -29,16 +34,19 @@ use memmap2::{Mmap, MmapMut};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::fs::OpenOptions;
+use std::io::Write;
 use std::ops::Deref;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+mod pool;
+
 /// Values at least this large go to shared memory instead of inline.
 pub const INLINE_LIMIT: usize = 100 * 1024;
 
-/// Most bytes of freed files kept for reuse (and no more than a quarter of
-/// the node's object store).
+/// Most bytes of freed files kept for reuse, in each of the two pools (and
+/// no more than a quarter of the node's object store).
 const RECYCLE_LIMIT_BYTES: usize = 2 << 30;
 
 fn recycle_limit() -> usize {
@@ -79,10 +87,11 @@ pub fn object_path(session: &str, id: ObjectId) -> PathBuf {
 pub fn belongs_to_session(path: &str, session: &str) -> bool {
     let path = Path::new(path);
     path.parent() == Some(shm_dir().as_path())
-        && path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with(&format!("oxray-{session}-")) && !n.contains('/'))
+        && path.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+            n.starts_with(&format!("oxray-{session}-"))
+                && !n.starts_with(&pool::prefix(session))
+                && !n.contains('/')
+        })
 }
 
 /// Where a node keeps its copy of the value of `generation` pulled from the
@@ -105,9 +114,10 @@ pub fn remove_pulled(session: &str, server: &str, generation: u64) {
 }
 
 /// Makes room in the node's store for a new file of `len` bytes in
-/// `session` (an object or a pulled copy) by removing the oldest pulled
-/// copies: they are secondary copies (their node still holds the object), so
-/// a later read pulls again, as Ray evicts secondary copies under pressure.
+/// `session` (an object or a pulled copy) by removing pooled freed files,
+/// then the oldest pulled copies: they are secondary copies (their node
+/// still holds the object), so a later read pulls again, as Ray evicts
+/// secondary copies under pressure.
 /// Everything of the session in shared memory counts; primary copies are
 /// never removed here (the head has them spilled). Returns whether the new
 /// file fits.
@@ -118,7 +128,8 @@ pub fn make_room(session: &str, len: u64) -> bool {
     let prefix = format!("oxray-{session}-");
     let pulled_prefix = format!("oxray-{session}-pulled-");
     let mut used = 0;
-    let mut pulled = Vec::new();
+    // Pooled files first (rank 0), then pulled copies, oldest first.
+    let mut removable = Vec::new();
     for entry in std::fs::read_dir(shm_dir()).into_iter().flatten().flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         let Some(metadata) = name
@@ -130,14 +141,19 @@ pub fn make_room(session: &str, len: u64) -> bool {
         };
         used += metadata.len();
         // Copies still being written belong to a reader in progress.
-        if name.starts_with(&pulled_prefix) && !name.contains(".partial") {
-            let modified = metadata.modified().unwrap_or(std::time::UNIX_EPOCH);
-            pulled.push((modified, metadata.len(), entry.path()));
-        }
+        let rank = if pool::pooled_len(&name, session).is_some() {
+            0
+        } else if name.starts_with(&pulled_prefix) && !name.contains(".partial") {
+            1
+        } else {
+            continue;
+        };
+        let modified = metadata.modified().unwrap_or(std::time::UNIX_EPOCH);
+        removable.push((rank, modified, metadata.len(), entry.path()));
     }
     let needed = len + HEADER_BYTES as u64;
-    pulled.sort();
-    for (_, bytes, path) in pulled {
+    removable.sort();
+    for (_, _, bytes, path) in removable {
         if used + needed <= store.capacity {
             break;
         }
@@ -157,29 +173,41 @@ fn take_recycled(len: usize) -> Option<Segment> {
     Some(recycled.swap_remove(index))
 }
 
+/// Where [`create`]'s filler writes a value's bytes.
+pub enum Sink<'a> {
+    /// Mapped memory exactly the value's length.
+    Slice(&'a mut [u8]),
+    /// The file itself, after the header; the filler writes exactly the
+    /// value's length.
+    Stream(&'a mut dyn std::io::Write),
+}
+
+/// Bytes buffered between a streamed value's small writes; large ones go
+/// straight to the file.
+const STREAM_BUFFER_BYTES: usize = 64 * 1024;
+
 /// Creates the file for the value of generation `id` with `len` bytes and
-/// lets `fill` write them. With `keep_mapped` (the node's own process) the
-/// file stays mapped for reads and reuse; the returned path names the file
-/// either way.
+/// lets `fill` write them, into a pooled file when one fits. With
+/// `keep_mapped` (the node's own process) the file stays mapped for reads
+/// and reuse; otherwise it is written with `write`. The returned path names
+/// the file either way.
 pub fn create(
     session: &str,
     id: ObjectId,
     len: usize,
     keep_mapped: bool,
-    fill: impl FnOnce(&mut [u8]) -> Result<()>,
+    fill: impl FnOnce(Sink) -> Result<()>,
 ) -> Result<PathBuf> {
     crate::spill::check_fits(len as u64)?;
     // Whatever does not fit yet, the head spills once the object is put.
     make_room(session, len as u64);
     let file_len = len + HEADER_BYTES;
-    let write = |map: &mut [u8]| {
-        map[..HEADER_BYTES].copy_from_slice(&id.0.to_le_bytes());
-        fill(&mut map[HEADER_BYTES..file_len])
-    };
+    let header = id.0.to_le_bytes();
     if keep_mapped {
         if let Some(mut segment) = take_recycled(file_len) {
             let map = Arc::get_mut(&mut segment.map).expect("recycled segments are unshared");
-            write(map)?;
+            map[..HEADER_BYTES].copy_from_slice(&header);
+            fill(Sink::Slice(&mut map[HEADER_BYTES..file_len]))?;
             let path = segment.path.clone();
             LIVE.lock()
                 .get_or_insert_with(HashMap::new)
@@ -189,26 +217,45 @@ pub fn create(
     }
     let path = object_path(session, id);
     let io = |e: std::io::Error| Error::runtime(&format!("shared memory {}", path.display()), e);
+    let claimed = pool::claim(session, file_len, &path);
     let file = create_private(&path)?;
-    file.set_len(0)
-        .and_then(|()| file.set_len(file_len as u64))
-        .map_err(io)?;
-    // SAFETY: the file was just created by this process under a unique name;
-    // nobody else maps it until its path is published after this returns.
-    let mut map = unsafe { MmapMut::map_mut(&file) }.map_err(io)?;
-    if let Err(e) = write(&mut map) {
-        drop(map);
-        let _ = std::fs::remove_file(&path);
-        return Err(e);
-    }
-    if keep_mapped {
-        let segment = Segment {
-            path: path.clone(),
-            map: Arc::new(map),
-        };
-        LIVE.lock()
-            .get_or_insert_with(HashMap::new)
-            .insert(path.clone(), segment);
+    let written = (|| {
+        if !claimed {
+            // What a retried task wrote here before goes.
+            file.set_len(0).map_err(io)?;
+        }
+        if !keep_mapped {
+            let mut out = std::io::BufWriter::with_capacity(STREAM_BUFFER_BYTES, &file);
+            out.write_all(&header).map_err(io)?;
+            fill(Sink::Stream(&mut out))?;
+            return out.flush().map_err(io).map(|()| None);
+        }
+        if !claimed {
+            file.set_len(file_len as u64).map_err(io)?;
+        }
+        // SAFETY: the file was just created (or claimed from the pool) by
+        // this process under a unique name; nobody else maps it until its
+        // path is published after this returns.
+        let mut map = unsafe { MmapMut::map_mut(&file) }.map_err(io)?;
+        map[..HEADER_BYTES].copy_from_slice(&header);
+        fill(Sink::Slice(&mut map[HEADER_BYTES..file_len]))?;
+        Ok(Some(map))
+    })();
+    match written {
+        Ok(Some(map)) => {
+            let segment = Segment {
+                path: path.clone(),
+                map: Arc::new(map),
+            };
+            LIVE.lock()
+                .get_or_insert_with(HashMap::new)
+                .insert(path.clone(), segment);
+        }
+        Ok(None) => {}
+        Err(e) => {
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
+        }
     }
     Ok(path)
 }
@@ -370,29 +417,49 @@ pub fn release_mapping(path: &Path, generation: u64) -> Option<Arc<MmapMut>> {
     live.remove(path).map(|segment| segment.map)
 }
 
-/// The node freed the object stored at `path`: keep the file for reuse if this
-/// process wrote it and the pool has room, else remove it; a spilled copy is
-/// removed.
-pub fn free(path: &str) {
+/// The node freed the object stored at `path`: the process that wrote it
+/// and still maps it keeps the mapping for reuse if its pool has room;
+/// otherwise the file goes to the node's pool of freed files if that has
+/// room, or is removed. A spilled copy is removed.
+pub fn free(session: &str, path: &str) {
+    free_within(session, path, recycle_limit());
+}
+
+/// [`free`] with both pools holding at most `limit` bytes.
+fn free_within(session: &str, path: &str, limit: usize) {
     crate::spill::remove(Path::new(path));
     let segment = LIVE
         .lock()
         .as_mut()
         .and_then(|live| live.remove(Path::new(path)));
-    match segment {
+    let file_len = match segment {
         Some(segment) if Arc::strong_count(&segment.map) == 1 => {
             let mut recycled = RECYCLED.lock();
             let pooled: usize = recycled.iter().map(|s| s.map.len()).sum();
-            if pooled + segment.map.len() <= recycle_limit() {
+            if pooled + segment.map.len() <= limit {
                 recycled.push(segment);
                 return;
             }
-            drop(recycled);
-            let _ = std::fs::remove_file(&segment.path);
+            segment.map.len()
         }
-        _ => {
+        // A reader in this process still maps it: the file must not be
+        // written again while it reads.
+        Some(_) => {
             let _ = std::fs::remove_file(path);
+            return;
         }
+        None => match std::fs::symlink_metadata(path) {
+            Ok(metadata) if metadata.is_file() && is_private(&metadata) => metadata.len() as usize,
+            Ok(_) => {
+                let _ = std::fs::remove_file(path);
+                return;
+            }
+            // Spilled (gone from shared memory) or never written.
+            _ => return,
+        },
+    };
+    if !pool::put(session, Path::new(path), file_len, limit) {
+        let _ = std::fs::remove_file(path);
     }
 }
 
@@ -447,14 +514,125 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
+    /// A filler writing `len` bytes of `byte`, through either sink.
+    fn filled(byte: u8, len: usize) -> impl FnOnce(Sink) -> Result<()> {
+        move |sink| match sink {
+            Sink::Slice(bytes) => {
+                assert_eq!(bytes.len(), len);
+                bytes.fill(byte);
+                Ok(())
+            }
+            Sink::Stream(out) => out
+                .write_all(&vec![byte; len])
+                .map_err(|e| Error::runtime("test fill", e)),
+        }
+    }
+
+    /// Names of the session's files in shared memory, sorted.
+    fn files_of(session: &str) -> Vec<String> {
+        let prefix = format!("oxray-{session}-");
+        let mut names: Vec<String> = std::fs::read_dir(shm_dir())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(&prefix))
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn inode(path: &Path) -> u64 {
+        std::fs::metadata(path).unwrap().ino()
+    }
+
+    #[test]
+    fn a_freed_file_is_pooled_and_reused_without_its_old_bytes() {
+        let session = format!("shm-pool-test-{}", std::process::id());
+        let limit = 64 << 20;
+        let first = create(
+            &session,
+            ObjectId(10),
+            300_000,
+            false,
+            filled(0xaa, 300_000),
+        )
+        .unwrap();
+        let first_name = first.to_string_lossy().into_owned();
+        let first_inode = inode(&first);
+        assert_eq!(open(&first_name, 300_000, 10).unwrap()[299_999], 0xaa);
+
+        free_within(&session, &first_name, limit);
+        let pooled = files_of(&session);
+        assert_eq!(pooled.len(), 1, "{pooled:?}");
+        assert!(pooled[0].starts_with(&pool::prefix(&session)), "{pooled:?}");
+        assert!(!first.exists(), "the freed path no longer names a file");
+        assert!(
+            !belongs_to_session(&shm_dir().join(&pooled[0]).to_string_lossy(), &session),
+            "a pooled file is not an object anyone may ask for"
+        );
+
+        // A shorter value (within twice) takes the pooled file, pages and all.
+        let second = create(
+            &session,
+            ObjectId(11),
+            200_000,
+            false,
+            filled(0xbb, 200_000),
+        )
+        .unwrap();
+        let second_name = second.to_string_lossy().into_owned();
+        assert_eq!(inode(&second), first_inode, "the pooled file was reused");
+        assert_eq!(files_of(&session).len(), 1, "the pool is empty again");
+        let read = open(&second_name, 200_000, 11).unwrap();
+        assert_eq!(read.len(), 200_000, "exactly the new value's bytes");
+        assert!(read.iter().all(|b| *b == 0xbb), "none of the old value's");
+        // A reader still holding the old value's generation is refused.
+        assert!(matches!(
+            open(&second_name, 300_000, 10),
+            Err(Error::ObjectLost { .. })
+        ));
+        assert!(open(&first_name, 300_000, 10).is_err());
+
+        // The node's own process claims pooled files too, and maps them.
+        free_within(&session, &second_name, limit);
+        let third = create(&session, ObjectId(12), 250_000, true, filled(0xcc, 250_000)).unwrap();
+        assert_eq!(inode(&third), first_inode);
+        let read = open(&third.to_string_lossy(), 250_000, 12).unwrap();
+        assert!(read.iter().all(|b| *b == 0xcc));
+        drop(read);
+
+        remove_session(&session);
+        assert_eq!(files_of(&session), Vec::<String>::new(), "nothing is left");
+    }
+
+    #[test]
+    fn a_pooled_file_far_too_large_is_not_taken_and_a_full_pool_removes_the_file() {
+        let session = format!("shm-pool-limit-test-{}", std::process::id());
+        let large = create(&session, ObjectId(20), 1 << 20, false, filled(1, 1 << 20)).unwrap();
+        let large_inode = inode(&large);
+        free_within(&session, &large.to_string_lossy(), 4 << 20);
+        assert_eq!(files_of(&session).len(), 1);
+
+        // 200 KB would waste more than half of the 1 MiB file.
+        let small = create(&session, ObjectId(21), 200_000, false, filled(2, 200_000)).unwrap();
+        assert_ne!(inode(&small), large_inode);
+        assert_eq!(files_of(&session).len(), 2, "the pooled file stays pooled");
+
+        // The pool holds 1 MiB; a limit of 1.1 MiB has no room for 200 KB more.
+        free_within(&session, &small.to_string_lossy(), 1_100_000);
+        let left = files_of(&session);
+        assert_eq!(left.len(), 1, "{left:?}");
+        assert!(!small.exists(), "the freed file was removed");
+        assert_eq!(inode(&shm_dir().join(&left[0])), large_inode);
+
+        remove_session(&session);
+        assert_eq!(files_of(&session), Vec::<String>::new());
+    }
+
     #[test]
     fn object_files_are_private_and_planted_ones_are_refused() {
         let session = format!("shm-test-{}", std::process::id());
-        let path = create(&session, ObjectId(1), 4096, false, |bytes| {
-            bytes.fill(7);
-            Ok(())
-        })
-        .unwrap();
+        let path = create(&session, ObjectId(1), 4096, false, filled(7, 4096)).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600, "{}", path.display());
         assert_eq!(open(&path.to_string_lossy(), 4096, 1).unwrap()[0], 7);
