@@ -4,14 +4,19 @@
 # solved?, env steps to the target, wall time to it (from process start) and
 # env steps/s, with the medians over seeds and each peer's ratios to oxray.
 #
-#   scripts/bench-vs-peers.sh ALGO [SEEDS...]     ALGO: ppo | dqn | sac | appo
+#   scripts/bench-vs-peers.sh ALGO [SEEDS...]     ALGO: ppo | dqn | ppo-tuned | dqn-tuned | sac | appo
 #   scripts/bench-vs-peers.sh ppo 1 2 3           (seeds 1 2 3 are the default)
 #
-#   ALGO  oxray config                            peers                       target
-#   ppo   configs/peers/ppo-cleanrl-cartpole.yaml SB3 (same settings), RLlib  CartPole 475
-#   dqn   configs/peers/dqn-sb3-cartpole.yaml     SB3 (same settings), RLlib  CartPole 450
-#   sac   configs/sac-pendulum.yaml               SB3 (zoo settings), RLlib   Pendulum -250 in 20k steps
-#   appo  configs/appo-cartpole.yaml              RLlib                       CartPole 450
+#   ALGO       oxray config                            peers                       target
+#   ppo        configs/peers/ppo-cleanrl-cartpole.yaml SB3 (same settings), RLlib  CartPole 475
+#   dqn        configs/peers/dqn-sb3-cartpole.yaml     SB3 (same settings), RLlib  CartPole 450
+#   ppo-tuned  configs/ppo-cartpole.yaml               as ppo                      CartPole 475
+#   dqn-tuned  configs/dqn-cartpole.yaml               as dqn                      CartPole 450 in 100k steps
+#   sac        configs/sac-pendulum.yaml               SB3 (zoo settings), RLlib   Pendulum -250 in 20k steps
+#   appo       configs/appo-cartpole.yaml              RLlib                       CartPole 450
+# `ppo` and `dqn` compare throughput on the same hyperparameters; the
+# `-tuned` runs compare wall time to the target, each framework on its own
+# tuned settings.
 # RLlib runs its tuned examples' settings (scripts/peers/rllib_cartpole.py).
 # Targets are the mean return over the last 100 episodes; for SAC over the
 # last 5, the smoothing window of RLlib's tuned Pendulum example whose target
@@ -26,13 +31,16 @@ algo=${1:-}
 shift || true
 seeds=("$@")
 [ ${#seeds[@]} -gt 0 ] || seeds=(1 2 3)
+peer_algo=${algo%-tuned}
 case "$algo" in
     ppo) config=configs/peers/ppo-cleanrl-cartpole.yaml target=475 window=100 peers=(sb3 rllib) ;;
     dqn) config=configs/peers/dqn-sb3-cartpole.yaml target=450 window=100 peers=(sb3 rllib) ;;
+    ppo-tuned) config=configs/ppo-cartpole.yaml target=475 window=100 peers=(sb3 rllib) ;;
+    dqn-tuned) config=configs/dqn-cartpole.yaml target=450 window=100 peers=(sb3 rllib) ;;
     sac) config=configs/sac-pendulum.yaml target=-250 window=5 peers=(sb3 rllib) ;;
     appo) config=configs/appo-cartpole.yaml target=450 window=100 peers=(rllib) ;;
     *)
-        echo "usage: $0 ppo|dqn|sac|appo [SEEDS...]" >&2
+        echo "usage: $0 ppo|dqn|ppo-tuned|dqn-tuned|sac|appo [SEEDS...]" >&2
         exit 2
         ;;
 esac
@@ -71,7 +79,7 @@ echo "load before: $(uptime)"
 for seed in "${seeds[@]}"; do
     (cd "$scratch" && timed oxray "$seed" "$oxray" train "$config" --set seed="$seed" --name "seed$seed")
     for peer in "${peers[@]}"; do
-        timed "$peer-$algo" "$seed" "$peers_venv/bin/python" "$here/peers/${peer}_cartpole.py" "$algo" "$seed"
+        timed "$peer-$peer_algo" "$seed" "$peers_venv/bin/python" "$here/peers/${peer}_cartpole.py" "$peer_algo" "$seed"
     done
 done
 echo "load after: $(uptime)"
