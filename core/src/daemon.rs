@@ -175,14 +175,13 @@ fn block_on<T>(future: impl std::future::Future<Output = Result<T>>) -> Result<T
         .block_on(future)
 }
 
-async fn head_client(
-    address: &str,
-    token: &str,
-) -> Result<
-    HeadClient<
-        tonic::service::interceptor::InterceptedService<tonic::transport::Channel, AttachToken>,
-    >,
-> {
+/// A client of the head's service that presents the cluster token.
+pub(crate) type AuthenticatedHeadClient = HeadClient<
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, AttachToken>,
+>;
+
+/// Connects to the head at `address` as a holder of `token`.
+pub(crate) async fn head_client(address: &str, token: &str) -> Result<AuthenticatedHeadClient> {
     let channel = crate::head_link::endpoint(address)?
         .connect()
         .await
@@ -505,98 +504,4 @@ async fn locate_executable(
         }),
     };
     let _ = located.send((worker, gpu_ids, location));
-}
-
-/// Light stand-ins for node daemons, for measuring what a head spends on a
-/// large cluster: each registers with the real protocol and heartbeats, but
-/// offers no resources and starts no workers. They share a few connections
-/// (as streams of HTTP/2), so one process can play a thousand nodes.
-pub struct SimulatedNodes {
-    /// Runs the nodes' streams; dropped after `stop` ends them.
-    _runtime: tokio::runtime::Runtime,
-    stop: tokio::sync::watch::Sender<bool>,
-}
-
-impl SimulatedNodes {
-    /// Registers `count` nodes with the head at `address`; returns once all
-    /// are registered.
-    pub fn start(address: &str, token: &str, count: usize, period: Duration) -> Result<Self> {
-        const STREAMS_PER_CONNECTION: usize = 100;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .map_err(|e| Error::runtime("cannot start a runtime", e))?;
-        let (stop, stopped) = tokio::sync::watch::channel(false);
-        let registered = runtime.block_on(async {
-            let mut registrations = Vec::new();
-            for first in (0..count).step_by(STREAMS_PER_CONNECTION) {
-                let client = head_client(address, token).await?;
-                for index in first..(first + STREAMS_PER_CONNECTION).min(count) {
-                    let mut client = client.clone();
-                    let mut stopped = stopped.clone();
-                    let (outbound, outbound_rx) = mpsc::unbounded_channel();
-                    let _ = outbound.send(NodeToHead::Register {
-                        node_id: format!("simulated-{index}"),
-                        resources: Default::default(),
-                        object_server: "127.0.0.1:1".into(),
-                        object_store_memory: 0,
-                        version: PROTOCOL_VERSION.to_string(),
-                    });
-                    let (ready, is_ready) = tokio::sync::oneshot::channel();
-                    tokio::spawn(async move {
-                        let response = client
-                            .node_stream(UnboundedReceiverStream::new(outbound_rx))
-                            .await;
-                        let _ = ready.send(
-                            response
-                                .as_ref()
-                                .map(|_| ())
-                                .map_err(|s| s.message().to_string()),
-                        );
-                        let Ok(response) = response else { return };
-                        let _commands = response.into_inner();
-                        // Spread the heartbeats over the period, as real nodes
-                        // started at different times would.
-                        let offset = period.mul_f64((index % 1000) as f64 / 1000.0);
-                        let mut tick =
-                            tokio::time::interval_at(tokio::time::Instant::now() + offset, period);
-                        loop {
-                            tokio::select! {
-                                _ = tick.tick() => {
-                                    if outbound.send(NodeToHead::Heartbeat).is_err() {
-                                        return;
-                                    }
-                                }
-                                _ = stopped.changed() => return,
-                            }
-                        }
-                    });
-                    registrations.push(is_ready);
-                }
-            }
-            for registration in registrations {
-                registration
-                    .await
-                    .map_err(|_| {
-                        Error::Runtime("a simulated node stopped before registering".into())
-                    })?
-                    .map_err(|m| {
-                        Error::Runtime(format!("the head refused a simulated node: {m}"))
-                    })?;
-            }
-            Ok::<_, Error>(())
-        });
-        registered?;
-        Ok(SimulatedNodes {
-            _runtime: runtime,
-            stop,
-        })
-    }
-}
-
-impl Drop for SimulatedNodes {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
-    }
 }

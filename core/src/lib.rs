@@ -77,6 +77,7 @@ mod rpc_metrics;
 mod runtime;
 mod session;
 mod shm;
+pub mod simulated_node;
 mod spill;
 pub mod tls;
 mod transfer;

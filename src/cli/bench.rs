@@ -35,6 +35,9 @@ pub enum BenchCommand {
     Allreduce(AllreduceArgs),
     /// Head CPU and scheduling latency with many heartbeating nodes.
     Heartbeats(super::bench_cluster::HeartbeatArgs),
+    /// Tasks/s, actor calls/s, head CPU and memory at growing simulated
+    /// node counts, before and after creating and killing many actors.
+    Scheduling(super::bench_scheduling::SchedulingArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -140,6 +143,7 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Allreduce(args) => run_allreduce(&args),
         BenchCommand::Heartbeats(args) => super::bench_cluster::run(&args),
+        BenchCommand::Scheduling(args) => super::bench_scheduling::run(&args),
     }
 }
 

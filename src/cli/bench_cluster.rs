@@ -7,10 +7,11 @@
 //! report: the head's share of one core, task latency percentiles, and whether
 //! any node was wrongly declared dead.
 
-use anyhow::{bail, Context};
-use oxray_core::daemon::{self, SimulatedNodes};
+use super::bench_head::HeadProcess;
+use anyhow::bail;
+use oxray_core::daemon;
+use oxray_core::simulated_node::{SimulatedNodeOptions, SimulatedNodes};
 use oxray_core::{remote, InitOptions};
-use std::process::Child;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, clap::Args)]
@@ -32,55 +33,20 @@ fn ping() -> u8 {
     1
 }
 
-/// The head process, stopped when dropped.
-struct HeadProcess(Child);
-
-impl Drop for HeadProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// CPU seconds a process has used, from `/proc/<pid>/stat`.
-fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .context("reading the head's /proc stat")?;
-    let after_name = stat.rsplit_once(')').context("malformed /proc stat")?.1;
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
-    // SAFETY: sysconf has no preconditions.
-    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    Ok(ticks / per_second)
-}
-
 pub fn run(args: &HeartbeatArgs) -> anyhow::Result<()> {
     let positive = |x: f64| x.is_finite() && x > 0.0;
     if args.nodes == 0 || !positive(args.seconds) || !positive(args.period) {
         bail!("--nodes, --seconds and --period must be positive");
     }
-    let session = tempfile::tempdir().context("cannot create a session directory")?;
-    let head_args = ["--head", "--port", "0", "--num-cpus", "1"];
-    let (child, ready) = super::cluster::spawn_daemon(&head_args, session.path(), &[])?;
-    let head = HeadProcess(child);
-    let (address, token) = match ready.as_slice() {
-        [_, _, _, _, address, _, token_file, ..] => (
-            address.clone(),
-            std::fs::read_to_string(token_file)
-                .with_context(|| format!("cannot read the head's token file {token_file}"))?
-                .trim()
-                .to_string(),
-        ),
-        _ => bail!("unexpected ready line from the head: {ready:?}"),
-    };
-
+    let head = HeadProcess::start(&["--num-cpus", "1"])?;
+    let (address, token) = (head.address.clone(), head.token.clone());
     let started = Instant::now();
-    let nodes = SimulatedNodes::start(
-        &address,
-        &token,
-        args.nodes,
-        Duration::from_secs_f64(args.period),
-    )?;
+    let options = SimulatedNodeOptions {
+        count: args.nodes,
+        heartbeat_period: Duration::from_secs_f64(args.period),
+        resources: Default::default(),
+    };
+    let nodes = SimulatedNodes::start(&address, &token, &options)?;
     println!(
         "{} simulated nodes registered in {:.2} s",
         args.nodes,
@@ -89,7 +55,7 @@ pub fn run(args: &HeartbeatArgs) -> anyhow::Result<()> {
     oxray_core::init(InitOptions::default().address(&address).token(&token))?;
     ping::remote().get()?;
 
-    let cpu_before = cpu_seconds(head.0.id())?;
+    let cpu_before = head.cpu_seconds()?;
     let window = Duration::from_secs_f64(args.seconds);
     let window_start = Instant::now();
     let mut latencies = Vec::new();
@@ -102,7 +68,7 @@ pub fn run(args: &HeartbeatArgs) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(10));
     }
     let elapsed = window_start.elapsed().as_secs_f64();
-    let cpu = cpu_seconds(head.0.id())? - cpu_before;
+    let cpu = head.cpu_seconds()? - cpu_before;
     let status = daemon::cluster_status(&address, &token)?;
     let dead = status.nodes.iter().filter(|n| !n.alive).count();
     let alive = status.nodes.len() - dead;

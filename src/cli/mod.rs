@@ -3,6 +3,8 @@
 
 mod bench;
 mod bench_cluster;
+mod bench_head;
+mod bench_scheduling;
 mod cluster;
 mod envs;
 mod evaluate;

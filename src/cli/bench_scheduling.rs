@@ -1,0 +1,316 @@
+//! `oxray bench scheduling`: how the head's scheduling holds up as the cluster
+//! grows and as actors come and go.
+//!
+//! For each node count a real head runs as its own process (so its CPU time
+//! and memory can be read from `/proc`) with no CPUs of its own, and that many
+//! simulated nodes (`oxray_core::simulated_node`) register CPUs and actor
+//! slots with it over the real protocol; their workers answer every task and
+//! actor call at once, so what is measured is the head and the protocol, not
+//! the work. This process joins as a driver and measures no-op tasks and
+//! actor calls through the cluster, then creates and kills actors in batches
+//! (each constructed on a simulated node before it is killed) and measures
+//! again: the head's CPU per task and its memory should not grow with how
+//! many actors have ever existed.
+
+use super::bench_head::{HeadProcess, Memory};
+use anyhow::{bail, Context};
+use oxray_core::simulated_node::{SimulatedNodeOptions, SimulatedNodes};
+use oxray_core::{actor, remote, InitOptions, ResourceSet, SchedulingStrategy, ShipExecutable};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// The resource only simulated nodes offer, one per actor they can host.
+const ACTOR_SLOT: &str = "simulated_actor_slot";
+
+#[derive(Debug, clap::Args)]
+pub struct SchedulingArgs {
+    /// Simulated node counts, each measured with a fresh head.
+    #[arg(long, value_delimiter = ',', default_values_t = vec![1, 100, 1000])]
+    nodes: Vec<usize>,
+    /// CPUs each simulated node offers (each task takes one).
+    #[arg(long, default_value_t = 4)]
+    cpus_per_node: u32,
+    /// No-op tasks per measurement.
+    #[arg(long, default_value_t = 20_000)]
+    tasks: usize,
+    /// Actor calls per measurement.
+    #[arg(long, default_value_t = 20_000)]
+    calls: usize,
+    /// Actors the calls go to, spread over the nodes.
+    #[arg(long, default_value_t = 32)]
+    call_actors: usize,
+    /// Actors created and killed between the two measurements.
+    #[arg(long, default_value_t = 100_000)]
+    actors: usize,
+    /// Actors alive at once while creating and killing them.
+    #[arg(long, default_value_t = 1000)]
+    batch: usize,
+}
+
+/// The cheapest task: answered by the simulated worker with `()`.
+#[remote]
+fn noop() {}
+
+/// An actor whose constructor and calls the simulated workers answer.
+pub struct SimulatedActor;
+
+#[actor]
+impl SimulatedActor {
+    pub fn new() -> Self {
+        SimulatedActor
+    }
+
+    pub fn ping(&self) {}
+}
+
+/// One measurement at one node count.
+struct Figures {
+    tasks_per_s: f64,
+    calls_per_s: f64,
+    head_cpu_per_1000_tasks: f64,
+    memory: Memory,
+}
+
+/// Everything measured at one node count.
+struct NodeCountResult {
+    nodes: usize,
+    fresh: Figures,
+    after: Figures,
+    churn_seconds: f64,
+    nodes_with_tasks: usize,
+    nodes_with_calls: usize,
+    tasks_per_node: (u64, u64),
+}
+
+pub fn run(args: &SchedulingArgs) -> anyhow::Result<()> {
+    if args.nodes.is_empty() || args.nodes.contains(&0) {
+        bail!("--nodes must list positive node counts");
+    }
+    let positive = [
+        ("--cpus-per-node", args.cpus_per_node as usize),
+        ("--tasks", args.tasks),
+        ("--calls", args.calls),
+        ("--call-actors", args.call_actors),
+        ("--batch", args.batch),
+    ];
+    if let Some((name, _)) = positive.iter().find(|(_, value)| *value == 0) {
+        bail!("{name} must be positive");
+    }
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "load average before: {}",
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let mut results = Vec::new();
+    for &nodes in &args.nodes {
+        let result = measure(args, nodes)
+            .with_context(|| format!("measuring with {nodes} simulated nodes"))?;
+        results.push(result);
+    }
+    print_table(args, &results);
+    Ok(())
+}
+
+fn measure(args: &SchedulingArgs, count: usize) -> anyhow::Result<NodeCountResult> {
+    let head = HeadProcess::start(&["--num-cpus", "0"])?;
+    eprintln!(
+        "head pid {} (session directory {})",
+        head.pid(),
+        head.session_dir().display()
+    );
+    let mut resources = ResourceSet::default();
+    resources.set("CPU", args.cpus_per_node as f64);
+    resources.set(ACTOR_SLOT, (args.batch + args.call_actors) as f64);
+    let options = SimulatedNodeOptions {
+        count,
+        heartbeat_period: Duration::from_secs(1),
+        resources,
+    };
+    let registering = Instant::now();
+    let nodes = SimulatedNodes::start(&head.address, &head.token, &options)?;
+    eprintln!(
+        "{count} simulated nodes registered in {:.2} s",
+        registering.elapsed().as_secs_f64()
+    );
+    // The simulated nodes never start the executable, so it is not shipped.
+    oxray_core::init(
+        InitOptions::default()
+            .address(&head.address)
+            .token(&head.token)
+            .ship_executable(ShipExecutable::Never),
+    )?;
+    let measured = (|| {
+        // Warm up: every node's task workers started and connected.
+        run_tasks(args.tasks.max(2 * count * args.cpus_per_node as usize))?;
+        let fresh = measure_figures(args, &head)?;
+        let churn_seconds = churn_actors(args)?;
+        let after = measure_figures(args, &head)?;
+        Ok::<_, anyhow::Error>((fresh, churn_seconds, after))
+    })();
+    oxray_core::shutdown();
+    let (fresh, churn_seconds, after) = measured?;
+
+    let work = nodes.work();
+    let tasks: Vec<u64> = work
+        .iter()
+        .map(|w| w.tasks.load(Ordering::Relaxed))
+        .collect();
+    let calls = work
+        .iter()
+        .filter(|w| w.actor_calls.load(Ordering::Relaxed) > 0);
+    let constructed: u64 = work
+        .iter()
+        .map(|w| w.actors_constructed.load(Ordering::Relaxed))
+        .sum();
+    let expected = (args.actors + 2 * args.call_actors) as u64;
+    if constructed != expected {
+        bail!("{constructed} actors were constructed on the simulated nodes, expected {expected}");
+    }
+    let result = NodeCountResult {
+        nodes: count,
+        nodes_with_tasks: tasks.iter().filter(|t| **t > 0).count(),
+        nodes_with_calls: calls.count(),
+        tasks_per_node: (
+            tasks.iter().copied().min().unwrap_or(0),
+            tasks.iter().copied().max().unwrap_or(0),
+        ),
+        fresh,
+        after,
+        churn_seconds,
+    };
+    drop(nodes);
+    drop(head);
+    Ok(result)
+}
+
+/// Submits `count` no-op tasks at once and waits for all of them.
+fn run_tasks(count: usize) -> anyhow::Result<()> {
+    let refs: Vec<_> = (0..count).map(|_| noop::remote()).collect();
+    oxray_core::get_all(&refs)?;
+    Ok(())
+}
+
+/// Tasks per second, actor calls per second, the head's CPU per task and
+/// its memory afterwards.
+fn measure_figures(args: &SchedulingArgs, head: &HeadProcess) -> anyhow::Result<Figures> {
+    let cpu_before = head.cpu_seconds()?;
+    let started = Instant::now();
+    run_tasks(args.tasks)?;
+    let task_seconds = started.elapsed().as_secs_f64();
+    let head_cpu = head.cpu_seconds()? - cpu_before;
+
+    let spread = SchedulingStrategy::Spread;
+    let actors = (0..args.call_actors)
+        .map(|_| {
+            SimulatedActor::options()
+                .resource(ACTOR_SLOT, 1.0)
+                .scheduling_strategy(spread.clone())
+                .remote()
+        })
+        .collect::<oxray_core::Result<Vec<_>>>()?;
+    let constructed: Vec<_> = actors.iter().map(|a| a.ping()).collect();
+    oxray_core::get_all(&constructed)?;
+    let started = Instant::now();
+    let calls: Vec<_> = (0..args.calls)
+        .map(|i| actors[i % actors.len()].ping())
+        .collect();
+    oxray_core::get_all(&calls)?;
+    let call_seconds = started.elapsed().as_secs_f64();
+    for actor in &actors {
+        oxray_core::kill(actor)?;
+    }
+    Ok(Figures {
+        tasks_per_s: args.tasks as f64 / task_seconds,
+        calls_per_s: args.calls as f64 / call_seconds,
+        head_cpu_per_1000_tasks: 1000.0 * head_cpu / args.tasks as f64,
+        memory: head.memory()?,
+    })
+}
+
+/// Creates and kills `args.actors` actors, `args.batch` at a time, each
+/// constructed (its first call answered) before it is killed; the seconds
+/// it took.
+fn churn_actors(args: &SchedulingArgs) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let mut left = args.actors;
+    while left > 0 {
+        let batch = left.min(args.batch);
+        let actors = (0..batch)
+            .map(|_| SimulatedActor::options().resource(ACTOR_SLOT, 1.0).remote())
+            .collect::<oxray_core::Result<Vec<_>>>()?;
+        let constructed: Vec<_> = actors.iter().map(|a| a.ping()).collect();
+        oxray_core::get_all(&constructed)?;
+        for actor in &actors {
+            oxray_core::kill(actor)?;
+        }
+        left -= batch;
+    }
+    Ok(started.elapsed().as_secs_f64())
+}
+
+fn print_table(args: &SchedulingArgs, results: &[NodeCountResult]) {
+    let after = format!("after {} actors", args.actors);
+    println!(
+        "{:>6}  {:<20} {:>10} {:>14} {:>16} {:>13} {:>14}",
+        "nodes",
+        "when",
+        "tasks/s",
+        "actor calls/s",
+        "head CPU s/1k",
+        "head RSS MiB",
+        "head peak MiB"
+    );
+    for r in results {
+        for (when, f) in [("fresh", &r.fresh), (after.as_str(), &r.after)] {
+            println!(
+                "{:>6}  {:<20} {:>10.0} {:>14.0} {:>16.3} {:>13.1} {:>14.1}",
+                r.nodes,
+                when,
+                f.tasks_per_s,
+                f.calls_per_s,
+                f.head_cpu_per_1000_tasks,
+                f.memory.rss_mib,
+                f.memory.peak_mib
+            );
+        }
+    }
+    for r in results {
+        println!(
+            "{} nodes: tasks ran on {}/{} nodes ({}..{} per node), actor calls on {} nodes; {} actors created and killed in {:.1} s ({:.0}/s)",
+            r.nodes,
+            r.nodes_with_tasks,
+            r.nodes,
+            r.tasks_per_node.0,
+            r.tasks_per_node.1,
+            r.nodes_with_calls,
+            args.actors,
+            r.churn_seconds,
+            args.actors as f64 / r.churn_seconds
+        );
+    }
+    let verdict = |met: bool| if met { "met" } else { "NOT met" };
+    if let (Some(first), Some(last)) = (results.first(), results.last()) {
+        if last.nodes > first.nodes {
+            let ratio = last.fresh.tasks_per_s / first.fresh.tasks_per_s;
+            println!(
+                "goal: tasks/s at {} nodes >= 0.8x at {} nodes: {ratio:.2}x ({})",
+                last.nodes,
+                first.nodes,
+                verdict(ratio >= 0.8)
+            );
+        }
+    }
+    for r in results {
+        let cpu = r.after.head_cpu_per_1000_tasks / r.fresh.head_cpu_per_1000_tasks;
+        let rss = r.after.memory.rss_mib / r.fresh.memory.rss_mib;
+        println!(
+            "goal: head CPU per task and RSS flat after {} actors ({} nodes): CPU {cpu:.2}x, RSS {rss:.2}x ({}, within 1.2x)",
+            args.actors,
+            r.nodes,
+            verdict(cpu <= 1.2 && rss <= 1.2)
+        );
+    }
+}

@@ -1,0 +1,67 @@
+//! `oxray bench scheduling` from the outside: simulated nodes take real
+//! leases and run the cluster's tasks and actor calls, every node count
+//! reports nonzero throughput, the work lands on more than one node, and
+//! the heads it started leave nothing behind.
+
+mod cluster_support;
+
+use std::path::Path;
+
+#[test]
+fn the_scheduling_bench_runs_work_on_the_simulated_nodes_and_leaves_nothing() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_oxray"))
+        .args(["bench", "scheduling", "--nodes", "1,20"])
+        .args(["--tasks", "2000", "--calls", "2000"])
+        .args(["--actors", "200", "--batch", "50"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+
+    // Two rows per node count (fresh, after the actors): tasks/s and actor
+    // calls/s are positive.
+    let rows: Vec<Vec<&str>> = stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|w| w.len() > 2 && w[0].parse::<usize>().is_ok())
+        .filter(|w| w[1] == "fresh" || w[1] == "after")
+        .collect();
+    let counts: Vec<&str> = rows.iter().map(|w| w[0]).collect();
+    assert_eq!(counts, ["1", "1", "20", "20"], "{stdout}");
+    for row in &rows {
+        let when_words = if row[1] == "fresh" { 1 } else { 3 };
+        let tasks: f64 = row[1 + when_words].parse().unwrap();
+        let calls: f64 = row[2 + when_words].parse().unwrap();
+        assert!(tasks > 0.0 && calls > 0.0, "{row:?}");
+    }
+
+    // The bench counts what each simulated node's workers ran.
+    let spread = stdout
+        .lines()
+        .find(|l| l.starts_with("20 nodes: tasks ran on "))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    let ran_on: usize = spread["20 nodes: tasks ran on ".len()..]
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(ran_on > 1, "{spread}");
+    assert!(spread.contains("200 actors created and killed"), "{spread}");
+
+    // Each head stopped and removed its shared memory.
+    let heads: Vec<(&str, &str)> = stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("head pid "))
+        .filter_map(|l| l.strip_suffix(')')?.split_once(" (session directory "))
+        .collect();
+    assert_eq!(heads.len(), 2, "{stderr}");
+    for (pid, session) in heads {
+        cluster_support::assert_nothing_left(Path::new(session), &[pid.to_string()]);
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "head {pid} is still running"
+        );
+    }
+}
