@@ -79,6 +79,7 @@ mod session;
 mod shm;
 pub mod simulated_node;
 mod spill;
+mod spin;
 pub mod tls;
 mod transfer;
 mod value;

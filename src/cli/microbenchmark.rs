@@ -94,9 +94,31 @@ const BATCH: u32 = 1000;
 /// encoding.
 struct ZeroBytes(Vec<u8>);
 
+/// NumPy advises huge pages for arrays of at least this many bytes.
+const NUMPY_HUGEPAGE_BYTES: usize = 4 << 20;
+
 impl ZeroBytes {
+    /// Allocated as `np.zeros` allocates: `calloc`, then for 4 MiB or more
+    /// `madvise(MADV_HUGEPAGE)` from the first page boundary (NumPy's
+    /// `indicate_hugepages`), so reading the untouched zeros maps the huge
+    /// zero page instead of faulting once per 4 KiB page.
     fn new(len: usize) -> Self {
-        ZeroBytes(vec![0; len])
+        let bytes = vec![0u8; len];
+        if len >= NUMPY_HUGEPAGE_BYTES {
+            let start = bytes.as_ptr() as usize;
+            let offset = 4096 - start % 4096;
+            // SAFETY: the range lies inside the buffer; the advice only
+            // changes how the kernel backs its pages, never their contents.
+            // Like NumPy, a kernel that refuses the advice is ignored.
+            unsafe {
+                libc::madvise(
+                    (start + offset) as *mut libc::c_void,
+                    len - offset,
+                    libc::MADV_HUGEPAGE,
+                );
+            }
+        }
+        ZeroBytes(bytes)
     }
 }
 

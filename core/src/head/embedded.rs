@@ -1,6 +1,7 @@
 //! The embedded driver's backend: the driver that hosts the head calls it
 //! directly (no socket, no serialisation), blocking on the head's condition
-//! variable where a worker would wait on its stream.
+//! variable (after a brief spin, `spin.rs`) where a worker would wait on its
+//! stream.
 
 use super::object_directory::{ObjectEntry, Outstanding};
 use super::Node;
@@ -10,6 +11,7 @@ use crate::placement::PlacementStrategy;
 use crate::protocol::*;
 use crate::resources::ResourceSet;
 use crate::runtime::Backend;
+use parking_lot::MutexGuard;
 use std::time::{Duration, Instant};
 
 impl Backend for Node {
@@ -59,9 +61,21 @@ impl Backend for Node {
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut outstanding = Outstanding::new(ids);
         let mut state = self.state.lock();
+        let mut spun = false;
         loop {
             if outstanding.missing(&state)? == 0 {
                 return Ok(ids.iter().map(|id| state.value_of(*id)).collect());
+            }
+            if !spun {
+                // A task's result usually arrives within a round trip: look
+                // again after a brief spin (the state unlocked) before
+                // parking on the condition variable.
+                spun = true;
+                let seen = *self.ready_epoch.borrow();
+                MutexGuard::unlocked(&mut state, || {
+                    crate::spin::poll(|| (*self.ready_epoch.borrow() != seen).then_some(()))
+                });
+                continue;
             }
             match deadline {
                 Some(deadline) => {

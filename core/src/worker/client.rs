@@ -2,8 +2,13 @@
 //! gRPC stream to the head carries tasks in and results, submissions, puts,
 //! reference counts and API requests out. Workers and drivers joined by
 //! address use it as their [`Backend`]; requests wait on a oneshot answered
-//! when the head's reply arrives.
+//! when the head's reply arrives, spinning briefly before they park.
+//!
+//! Small values this process put are kept in its memory while the put's
+//! reference lives (`owned_values.rs`), so getting them back needs no
+//! request.
 
+use super::owned_values::OwnedValues;
 use crate::auth::AttachToken;
 use crate::error::{Error, Result};
 use crate::head::generated::head_client::HeadClient;
@@ -73,6 +78,7 @@ impl Connection {
             ids: IdMinter::new(identity.origin),
             head_address: address.to_string(),
             pending: Mutex::new(Some(HashMap::new())),
+            owned: OwnedValues::default(),
             next_request: AtomicU64::new(1),
             leave: tokio::sync::Notify::new(),
         });
@@ -184,6 +190,8 @@ pub(super) struct WorkerClient {
     head_address: String,
     /// Callers waiting for replies; `None` once the head is gone.
     pending: Mutex<Option<HashMap<u64, oneshot::Sender<Result<Reply>>>>>,
+    /// Small values this process put, for its own `get`s.
+    owned: OwnedValues,
     next_request: AtomicU64,
     /// Ends the connection (a driver's `shutdown`), which ends its job.
     leave: tokio::sync::Notify,
@@ -206,7 +214,15 @@ impl WorkerClient {
             request_id,
             request,
         });
-        answer.blocking_recv().map_err(|_| self.head_lost())?
+        let mut answer = answer;
+        let spun = crate::spin::poll(|| match answer.try_recv() {
+            Err(oneshot::error::TryRecvError::Empty) => None,
+            received => Some(received.map_err(|_| self.head_lost())),
+        });
+        match spun {
+            Some(received) => received?,
+            None => answer.blocking_recv().map_err(|_| self.head_lost())?,
+        }
     }
 
     fn head_lost(&self) -> Error {
@@ -251,6 +267,7 @@ impl Backend for WorkerClient {
     }
 
     fn put(&self, id: ObjectId, value: Result<ObjectBlob>) {
+        self.owned.keep(id, &value);
         if let Ok(ObjectBlob {
             payload: Payload::Shared { .. },
             ..
@@ -265,6 +282,8 @@ impl Backend for WorkerClient {
     }
 
     fn put_acknowledged(&self, id: ObjectId, value: Result<ObjectBlob>) -> Result<()> {
+        // A refused put drops its reference, which forgets the value again.
+        self.owned.keep(id, &value);
         match self.request(Request::Put { id, value })? {
             Reply::Done => Ok(()),
             other => Err(unexpected(other)),
@@ -272,6 +291,9 @@ impl Backend for WorkerClient {
     }
 
     fn get(&self, ids: &[ObjectId], timeout: Option<Duration>) -> Result<Vec<Result<ObjectBlob>>> {
+        if let Some(values) = self.owned.get_all(ids) {
+            return Ok(values.into_iter().map(Ok).collect());
+        }
         let timeout_ms = timeout.map(|t| t.as_millis() as u64);
         match self.request(Request::Get {
             ids: ids.to_vec(),
@@ -304,6 +326,7 @@ impl Backend for WorkerClient {
     }
 
     fn release(&self, ids: &[ObjectId]) {
+        self.owned.released(ids);
         self.send(WorkerToNode::Release(ids.to_vec()));
     }
 

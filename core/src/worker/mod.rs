@@ -17,6 +17,7 @@
 //! | `launch.rs` | starting a worker process (environment, GPU visibility, death with its parent) and reaping it |
 //! | `entry.rs` | the `.init_array` entry that turns a process into a worker |
 //! | `client.rs` | the stream to the head and the API backend of workers and joined drivers (Ray's core worker) |
+//! | `owned_values.rs` | small values a worker or joined driver put, kept for its own `get`s (Ray's in-process memory store) |
 //! | `executor.rs` | the task thread: runs functions, constructors and methods in order |
 //! | `log_capture.rs` | a daemon worker's output: to its log file and, line by line, to its job's driver |
 
@@ -25,6 +26,7 @@ mod entry;
 mod executor;
 mod launch;
 mod log_capture;
+mod owned_values;
 
 pub(crate) use client::{connect_driver, print_log};
 pub(crate) use entry::keep_worker_entry_linked;

@@ -1,0 +1,48 @@
+//! A brief spin before parking, for a thread waiting on a reply that usually
+//! comes within one round trip to a worker (a synchronous task or actor
+//! call, a request to the head).
+//!
+//! Parking and being woken costs a futex call on each side and a trip
+//! through the scheduler, often more than the rest of a round trip on an
+//! idle machine. So a waiter first polls for a short window; between polls
+//! it yields its core, so on a busy (or two-core) machine the threads that
+//! produce the reply still get to run.
+
+use std::time::{Duration, Instant};
+
+/// How long a waiter polls before it parks: about one round trip through a
+/// worker on an idle machine.
+const WINDOW: Duration = Duration::from_micros(100);
+
+/// Polls `ready` until it gives a value or the window passes.
+pub(crate) fn poll<T>(mut ready: impl FnMut() -> Option<T>) -> Option<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(value) = ready() {
+            return Some(value);
+        }
+        if start.elapsed() >= WINDOW {
+            return None;
+        }
+        std::thread::yield_now();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gives_what_arrives_within_the_window_and_gives_up_after_it() {
+        let mut polls = 0;
+        let found = poll(|| {
+            polls += 1;
+            (polls == 3).then_some(polls)
+        });
+        assert_eq!(found, Some(3));
+
+        let start = Instant::now();
+        assert_eq!(poll(|| None::<()>), None);
+        assert!(start.elapsed() >= WINDOW);
+    }
+}
