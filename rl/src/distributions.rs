@@ -120,38 +120,65 @@ impl ActionDistribution {
         match self {
             ActionDistribution::Categorical { log_probs } => {
                 let n = log_probs.size()[1] as usize;
-                let log_probs = crate::to_host(log_probs);
-                for (row, (action, logp)) in
-                    log_probs.chunks_exact(n).zip(actions.iter_mut().zip(logp))
-                {
-                    let index = if explore {
-                        sample_categorical(row, rng.gen::<f32>())
-                    } else {
-                        argmax(row)
-                    };
-                    *action = index as f32;
-                    *logp = row[index];
-                }
+                sample_categorical_rows(&crate::to_host(log_probs), n, rng, explore, actions, logp);
             }
             ActionDistribution::DiagGaussian { mean, log_std } => {
-                let d = mean.size()[1] as usize;
                 let (mean, log_std) = (crate::to_host(mean), crate::to_host(log_std));
-                for (b, logp) in logp.iter_mut().enumerate() {
-                    let mut total = 0.0;
-                    for j in 0..d {
-                        let i = b * d + j;
-                        let z: f32 = if explore {
-                            rng.sample(StandardNormal)
-                        } else {
-                            0.0
-                        };
-                        actions[i] = mean[i] + log_std[i].exp() * z;
-                        total += -0.5 * z * z - log_std[i] - HALF_LN_2PI as f32;
-                    }
-                    *logp = total;
-                }
+                sample_gaussian_rows(&mean, &log_std, rng, explore, actions, logp);
             }
         }
+    }
+}
+
+/// [`ActionDistribution::sample_into`] for a Categorical whose normalised
+/// log-probabilities are on the host, `[B, n]` row-major: one uniform draw
+/// per row when exploring, none for the argmax. Shared with the host forward
+/// pass ([`crate::rl_module::HostPolicy`]), so both draw the same actions from
+/// the same RNG.
+pub fn sample_categorical_rows(
+    log_probs: &[f32],
+    n: usize,
+    rng: &mut impl Rng,
+    explore: bool,
+    actions: &mut [f32],
+    logp: &mut [f32],
+) {
+    for (row, (action, logp)) in log_probs.chunks_exact(n).zip(actions.iter_mut().zip(logp)) {
+        let index = if explore {
+            sample_categorical(row, rng.gen::<f32>())
+        } else {
+            argmax(row)
+        };
+        *action = index as f32;
+        *logp = row[index];
+    }
+}
+
+/// [`ActionDistribution::sample_into`] for a diagonal Gaussian whose `mean`
+/// and `log_std` (`[B, d]` each, row-major) are on the host: one standard
+/// normal draw per element when exploring, the mean otherwise.
+pub fn sample_gaussian_rows(
+    mean: &[f32],
+    log_std: &[f32],
+    rng: &mut impl Rng,
+    explore: bool,
+    actions: &mut [f32],
+    logp: &mut [f32],
+) {
+    let d = mean.len() / logp.len().max(1);
+    for (b, logp) in logp.iter_mut().enumerate() {
+        let mut total = 0.0;
+        for j in 0..d {
+            let i = b * d + j;
+            let z: f32 = if explore {
+                rng.sample(StandardNormal)
+            } else {
+                0.0
+            };
+            actions[i] = mean[i] + log_std[i].exp() * z;
+            total += -0.5 * z * z - log_std[i] - HALF_LN_2PI as f32;
+        }
+        *logp = total;
     }
 }
 
@@ -214,7 +241,8 @@ fn sample_categorical(log_probs: &[f32], u: f32) -> usize {
     log_probs.len() - 1
 }
 
-fn argmax(values: &[f32]) -> usize {
+/// Index of the largest value (the first of equals).
+pub(crate) fn argmax(values: &[f32]) -> usize {
     values
         .iter()
         .enumerate()

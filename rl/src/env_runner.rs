@@ -7,7 +7,10 @@
 //! 0` samples in the driver with the very same code the remote actors run.
 //! Per step it does one batched forward over all sub-envs (no gradients), draws
 //! every action on the host and writes straight into the batch columns, which
-//! were allocated once for the fragment. The vector env resets finished
+//! were allocated once for the fragment. For a small MLP module the forward
+//! runs in plain Rust on a copy of the weights taken whenever they change
+//! ([`HostPolicy`]): for a few rows libtorch's per-op dispatch costs more than
+//! the arithmetic. Other modules act through libtorch. The vector env resets finished
 //! sub-envs within the same step and hands over their final observations,
 //! which the batch keeps: truncated episodes are bootstrapped from them and
 //! replay buffers store them as next observations.
@@ -20,7 +23,7 @@ use tch::{Device, Tensor};
 
 use crate::metrics::EpisodeStats;
 use crate::obs_buffer::ObsDType;
-use crate::rl_module::{ActionSpace, ModelConfig, ModuleKind, ModuleSpec, RLModule};
+use crate::rl_module::{ActionSpace, HostPolicy, ModelConfig, ModuleKind, ModuleSpec, RLModule};
 use crate::sample_batch::SampleBatch;
 use crate::Error;
 
@@ -63,6 +66,9 @@ pub struct EnvRunner {
 /// it acts into; apart from the env so a step can borrow both.
 struct Acting {
     module: Box<dyn RLModule>,
+    /// The module's policy on the host, when it has one worth using; kept
+    /// in step with the module's weights by [`Acting::weights_changed`].
+    host: Option<HostPolicy>,
     /// The run's env steps sampled as of the last weights sync, for the
     /// module's exploration schedule.
     env_steps_sampled: u64,
@@ -179,17 +185,27 @@ impl Acting {
         let n = env.num_envs();
         let obs_dim = self.module.spec().obs_dim();
         let action_dim = self.module.spec().action_space.action_dim();
-        tch::no_grad(|| {
-            let obs = Tensor::from_slice(&self.obs).view([n as i64, obs_dim as i64]);
-            self.module.compute_actions(
-                &obs,
+        match &self.host {
+            Some(host) => host.compute_actions(
+                &self.obs,
                 self.explore,
                 self.env_steps_sampled,
                 &mut self.rng,
                 &mut self.actions,
                 &mut self.logp,
-            );
-        });
+            ),
+            None => tch::no_grad(|| {
+                let obs = Tensor::from_slice(&self.obs).view([n as i64, obs_dim as i64]);
+                self.module.compute_actions(
+                    &obs,
+                    self.explore,
+                    self.env_steps_sampled,
+                    &mut self.rng,
+                    &mut self.actions,
+                    &mut self.logp,
+                );
+            }),
+        }
         let actions = match &mut self.env_actions {
             EnvActions::Discrete(indices) => {
                 for (index, &a) in indices.iter_mut().zip(&self.actions) {
@@ -206,6 +222,11 @@ impl Acting {
             }
         };
         Ok(env.step(actions)?)
+    }
+
+    /// Takes a new host copy of the module's policy after its weights changed.
+    fn weights_changed(&mut self) {
+        self.host = HostPolicy::for_module(self.module.as_ref(), self.logp.len());
     }
 
     /// The observations a step or reset left, as the next to act on.
@@ -233,18 +254,21 @@ impl EnvRunner {
                 high: high.clone(),
             },
         };
+        let mut acting = Acting {
+            module: config.module.build(Device::Cpu),
+            host: None,
+            env_steps_sampled: 0,
+            rng: ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_0fac_7104),
+            explore: config.explore,
+            obs,
+            actions: vec![0.0; n * action_dim],
+            logp: vec![0.0; n],
+            env_actions,
+        };
+        acting.weights_changed();
         Ok(EnvRunner {
             env,
-            acting: Acting {
-                module: config.module.build(Device::Cpu),
-                env_steps_sampled: 0,
-                rng: ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_0fac_7104),
-                explore: config.explore,
-                obs,
-                actions: vec![0.0; n * action_dim],
-                logp: vec![0.0; n],
-                env_actions,
-            },
+            acting,
             weights_version: 0,
             samples_served: 0,
             fragment_len: config.rollout_fragment_length,
@@ -262,6 +286,7 @@ impl EnvRunner {
         env_steps_sampled: u64,
     ) -> Result<(), Error> {
         self.acting.module.set_flat_weights(&weights)?;
+        self.acting.weights_changed();
         self.weights_version = version;
         self.acting.env_steps_sampled = env_steps_sampled;
         Ok(())
@@ -269,7 +294,9 @@ impl EnvRunner {
 
     /// Loads weights saved as a libtorch archive (a checkpoint's).
     pub fn load_weights(&mut self, archive: Vec<u8>) -> Result<(), Error> {
-        Ok(self.acting.module.set_weights(&archive)?)
+        self.acting.module.set_weights(&archive)?;
+        self.acting.weights_changed();
+        Ok(())
     }
 
     /// The action-sampling RNG, for checkpoints.

@@ -8,7 +8,7 @@ use rand_chacha::ChaCha8Rng;
 use tch::nn::{self, Module};
 use tch::{Device, Tensor};
 
-use super::{linear, ActionSpace, Encoder, ModuleSpec, RLModule};
+use super::{linear, ActionSpace, DenseLayer, Encoder, HostPolicy, ModuleSpec, RLModule};
 use crate::distributions::ActionDistribution;
 
 pub struct ActorCritic {
@@ -115,5 +115,18 @@ impl RLModule for ActorCritic {
     ) {
         self.distribution(obs)
             .sample_into(rng, explore, actions, logp);
+    }
+
+    fn host_policy(&self) -> Option<HostPolicy> {
+        let encoder = self.policy_encoder.host_mlp()?;
+        let head = DenseLayer::of(&self.policy_head);
+        Some(match &self.log_std {
+            None => HostPolicy::Categorical { encoder, head },
+            Some(log_std) => HostPolicy::Gaussian {
+                encoder,
+                head,
+                log_std: crate::to_host(log_std),
+            },
+        })
     }
 }

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use tch::nn::{self, Module};
 use tch::{Kind, Tensor};
 
-use super::{linear, Activation, ModelConfig};
+use super::{linear, Activation, DenseLayer, HostMlp, ModelConfig};
 use crate::obs_buffer::ObsDType;
 
 /// One convolution of a CNN encoder, RLlib's `[out_channels, [kh, kw],
@@ -258,6 +258,9 @@ fn conv_sizes(filters: &[ConvFilter], [height, width]: [i64; 2]) -> Vec<ConvSize
 pub struct Encoder {
     net: nn::Sequential,
     output_dim: i64,
+    /// An MLP's layers (handles on the same variables as `net`'s) and
+    /// activation, for [`Encoder::host_mlp`]; `None` for a CNN.
+    mlp: Option<(Vec<nn::Linear>, Activation)>,
 }
 
 fn activate(net: nn::Sequential, activation: Activation) -> nn::Sequential {
@@ -278,15 +281,21 @@ impl Encoder {
                 activation,
             } => {
                 let mut net = nn::seq();
+                let mut layers = Vec::new();
                 let mut width = *input_dim;
                 for (i, &size) in hiddens.iter().enumerate() {
-                    net = net.add(linear(&path / i, width, size, 2f64.sqrt()));
-                    net = activate(net, *activation);
+                    let layer = linear(&path / i, width, size, 2f64.sqrt());
+                    layers.push(nn::Linear {
+                        ws: layer.ws.shallow_clone(),
+                        bs: layer.bs.as_ref().map(Tensor::shallow_clone),
+                    });
+                    net = activate(net.add(layer), *activation);
                     width = size;
                 }
                 Encoder {
                     net,
                     output_dim: width,
+                    mlp: Some((layers, *activation)),
                 }
             }
             EncoderSpec::Cnn {
@@ -349,6 +358,7 @@ impl Encoder {
                 Encoder {
                     net: net.add_fn(|x| x.flatten(1, -1)),
                     output_dim: in_channels * out_h * out_w,
+                    mlp: None,
                 }
             }
         }
@@ -363,6 +373,15 @@ impl Encoder {
     /// Width of the features.
     pub fn output_dim(&self) -> i64 {
         self.output_dim
+    }
+
+    /// A host copy of an MLP encoder's current weights; `None` for a CNN.
+    pub fn host_mlp(&self) -> Option<HostMlp> {
+        let (layers, activation) = self.mlp.as_ref()?;
+        Some(HostMlp::new(
+            layers.iter().map(DenseLayer::of).collect(),
+            *activation,
+        ))
     }
 }
 

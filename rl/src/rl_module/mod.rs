@@ -14,15 +14,21 @@
 //! - `encoder`: observation encoders (MLP, CNN for images),
 //! - `actor_critic`: policy and value heads,
 //! - `q_network`: Q-value head, dueling or plain, with ε-greedy acting,
-//! - `soft_actor_critic`: squashed Gaussian policy, twin Q-functions, log α.
+//! - `soft_actor_critic`: squashed Gaussian policy, twin Q-functions, log α,
+//! - `host_mlp`, `host_policy`: a plain-Rust copy of a small MLP module's
+//!   policy, which EnvRunners act with instead of libtorch.
 
 mod actor_critic;
 mod encoder;
+mod host_mlp;
+mod host_policy;
 mod q_network;
 mod soft_actor_critic;
 
 pub use actor_critic::ActorCritic;
 pub use encoder::{ConvFilter, Encoder, EncoderError, EncoderSpec};
+pub use host_mlp::{DenseLayer, HostMlp};
+pub use host_policy::{HostPolicy, QHead, HOST_FORWARD_MAX_MULTIPLY_ADDS};
 pub use q_network::{EpsilonSchedule, QNetwork};
 pub use soft_actor_critic::{Part, SoftActorCritic};
 
@@ -199,6 +205,14 @@ pub trait RLModule: Send {
         actions: &mut [f32],
         logp: &mut [f32],
     );
+
+    /// A host copy of the weights that acts as
+    /// [`RLModule::compute_actions`] does without libtorch, for modules
+    /// whose encoder is an MLP; `None` for the rest. A copy: take a new one
+    /// after the weights change.
+    fn host_policy(&self) -> Option<HostPolicy> {
+        None
+    }
 
     fn device(&self) -> Device {
         self.var_store().device()

@@ -9,7 +9,9 @@ use rand_chacha::ChaCha8Rng;
 use tch::nn::{self, Module};
 use tch::{Device, Kind, Tensor};
 
-use super::{linear, ActionSpace, Encoder, ModuleKind, ModuleSpec, RLModule};
+use super::{
+    linear, ActionSpace, DenseLayer, Encoder, HostPolicy, ModuleKind, ModuleSpec, QHead, RLModule,
+};
 use crate::schedule::Schedule;
 
 /// ε over env steps (RLlib's `epsilon: [[0, 1.0], [10000, 0.05]]`).
@@ -118,25 +120,57 @@ impl RLModule for QNetwork {
         let greedy =
             Vec::<i64>::try_from(self.q_values(obs).argmax(-1, false)).expect("argmax gives int64");
         let epsilon = if explore {
-            self.epsilon(env_steps) as f32
+            self.epsilon(env_steps)
         } else {
             0.0
         };
-        let n = self.num_actions as usize;
-        for ((action, logp), &best) in actions.iter_mut().zip(logp).zip(&greedy) {
-            let chosen = if rng.gen::<f32>() < epsilon {
-                rng.gen_range(0..n)
-            } else {
-                best as usize
-            };
-            let greedy_part = if chosen == best as usize {
-                1.0 - epsilon
-            } else {
-                0.0
-            };
-            *action = chosen as f32;
-            *logp = (epsilon / n as f32 + greedy_part).ln();
-        }
+        epsilon_greedy(
+            greedy.iter().map(|&best| best as usize),
+            epsilon,
+            self.num_actions as usize,
+            rng,
+            actions,
+            logp,
+        );
+    }
+
+    fn host_policy(&self) -> Option<HostPolicy> {
+        Some(HostPolicy::EpsilonGreedy {
+            encoder: self.encoder.host_mlp()?,
+            head: match &self.head {
+                Head::Plain(head) => QHead::Plain(DenseLayer::of(head)),
+                Head::Dueling { value, advantage } => QHead::Dueling {
+                    value: DenseLayer::of(value),
+                    advantage: DenseLayer::of(advantage),
+                },
+            },
+            epsilon: self.epsilon.clone(),
+        })
+    }
+}
+
+/// ε-greedy over `n` actions given each row's greedy action: uniformly
+/// random with probability ε, else the greedy one; `logp` is the chosen
+/// action's probability under this rule. Shared with the host forward pass
+/// ([`super::HostPolicy`]), so both draw the same actions from the same RNG.
+pub(crate) fn epsilon_greedy(
+    greedy: impl IntoIterator<Item = usize>,
+    epsilon: f64,
+    n: usize,
+    rng: &mut ChaCha8Rng,
+    actions: &mut [f32],
+    logp: &mut [f32],
+) {
+    let epsilon = epsilon as f32;
+    for ((action, logp), best) in actions.iter_mut().zip(logp).zip(greedy) {
+        let chosen = if rng.gen::<f32>() < epsilon {
+            rng.gen_range(0..n)
+        } else {
+            best
+        };
+        let greedy_part = if chosen == best { 1.0 - epsilon } else { 0.0 };
+        *action = chosen as f32;
+        *logp = (epsilon / n as f32 + greedy_part).ln();
     }
 }
 

@@ -1,0 +1,297 @@
+//! The acting half of a small MLP module on the host: what an EnvRunner
+//! calls instead of [`RLModule::compute_actions`] when the module's encoder
+//! is an MLP small enough that plain loops beat libtorch's per-op dispatch
+//! ([`HostPolicy::for_module`]). It is a copy of the weights taken when they
+//! change and acts exactly as the module would: the same logits, the same
+//! sampling code ([`crate::distributions::sample_categorical_rows`],
+//! [`crate::distributions::sample_gaussian_rows`], ε-greedy) drawing from the
+//! same RNG in the same order, so a seeded run samples the same actions
+//! either way (up to float rounding at a sampling boundary). CNN encoders,
+//! SAC's squashed Gaussian and large networks stay on libtorch.
+
+use rand_chacha::ChaCha8Rng;
+
+use super::host_mlp::{DenseLayer, HostMlp};
+use super::q_network::epsilon_greedy;
+use super::RLModule;
+use crate::distributions::{argmax, sample_categorical_rows, sample_gaussian_rows};
+use crate::schedule::Schedule;
+
+/// Above this many multiply-adds per step (rows × weights) libtorch's
+/// matrix kernels outrun the plain loops by more than its dispatch costs:
+/// a few hundred thousand multiply-adds take the loops some 50-100 µs, about
+/// what libtorch spends on dispatch for an MLP's forward pass.
+pub const HOST_FORWARD_MAX_MULTIPLY_ADDS: usize = 1 << 18;
+
+pub enum HostPolicy {
+    /// An actor-critic's policy over a Discrete space.
+    Categorical { encoder: HostMlp, head: DenseLayer },
+    /// An actor-critic's policy over a Box, with its state-independent log σ.
+    Gaussian {
+        encoder: HostMlp,
+        head: DenseLayer,
+        log_std: Vec<f32>,
+    },
+    /// A Q-network acting ε-greedily.
+    EpsilonGreedy {
+        encoder: HostMlp,
+        head: QHead,
+        epsilon: Schedule,
+    },
+}
+
+pub enum QHead {
+    Plain(DenseLayer),
+    /// Q = V + A − mean A.
+    Dueling {
+        value: DenseLayer,
+        advantage: DenseLayer,
+    },
+}
+
+impl HostPolicy {
+    /// The host copy of `module`'s policy for acting on `rows` observations
+    /// a step, if it has one and it is small enough to be worth it.
+    pub fn for_module(module: &dyn RLModule, rows: usize) -> Option<HostPolicy> {
+        module
+            .host_policy()
+            .filter(|policy| policy.multiply_adds() * rows <= HOST_FORWARD_MAX_MULTIPLY_ADDS)
+    }
+
+    /// Multiply-adds of one row.
+    pub fn multiply_adds(&self) -> usize {
+        match self {
+            HostPolicy::Categorical { encoder, head }
+            | HostPolicy::Gaussian { encoder, head, .. } => {
+                encoder.multiply_adds() + head.multiply_adds()
+            }
+            HostPolicy::EpsilonGreedy { encoder, head, .. } => {
+                encoder.multiply_adds()
+                    + match head {
+                        QHead::Plain(head) => head.multiply_adds(),
+                        QHead::Dueling { value, advantage } => {
+                            value.multiply_adds() + advantage.multiply_adds()
+                        }
+                    }
+            }
+        }
+    }
+
+    /// [`RLModule::compute_actions`] on host observations `obs`
+    /// (`[B, obs_dim]` row-major).
+    pub fn compute_actions(
+        &self,
+        obs: &[f32],
+        explore: bool,
+        env_steps: u64,
+        rng: &mut ChaCha8Rng,
+        actions: &mut [f32],
+        logp: &mut [f32],
+    ) {
+        let rows = logp.len();
+        match self {
+            HostPolicy::Categorical { encoder, head } => {
+                let mut log_probs = head.forward(&encoder.forward(obs, rows), rows);
+                for row in log_probs.chunks_exact_mut(head.outputs()) {
+                    log_softmax(row);
+                }
+                sample_categorical_rows(&log_probs, head.outputs(), rng, explore, actions, logp);
+            }
+            HostPolicy::Gaussian {
+                encoder,
+                head,
+                log_std,
+            } => {
+                let mean = head.forward(&encoder.forward(obs, rows), rows);
+                let log_std = log_std.repeat(rows);
+                sample_gaussian_rows(&mean, &log_std, rng, explore, actions, logp);
+            }
+            HostPolicy::EpsilonGreedy {
+                encoder,
+                head,
+                epsilon,
+            } => {
+                let features = encoder.forward(obs, rows);
+                let (q_values, n) = match head {
+                    QHead::Plain(head) => (head.forward(&features, rows), head.outputs()),
+                    QHead::Dueling { value, advantage } => {
+                        let n = advantage.outputs();
+                        let mut q = advantage.forward(&features, rows);
+                        let v = value.forward(&features, rows);
+                        for (row, v) in q.chunks_exact_mut(n).zip(v) {
+                            let mean = row.iter().sum::<f32>() / n as f32;
+                            row.iter_mut().for_each(|a| *a += v - mean);
+                        }
+                        (q, n)
+                    }
+                };
+                let epsilon = if explore {
+                    epsilon.value_at(env_steps)
+                } else {
+                    0.0
+                };
+                let greedy = q_values.chunks_exact(n).map(argmax);
+                epsilon_greedy(greedy, epsilon, n, rng, actions, logp);
+            }
+        }
+    }
+}
+
+/// Logits to normalised log-probabilities in place, shifted by the maximum
+/// so that `exp` cannot overflow (as libtorch's `log_softmax`).
+fn log_softmax(row: &mut [f32]) {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let log_sum = row.iter().map(|x| (x - max).exp()).sum::<f32>().ln() + max;
+    row.iter_mut().for_each(|x| *x -= log_sum);
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+    use tch::{Device, Kind, Tensor};
+
+    use super::*;
+    use crate::rl_module::{ActionSpace, ModelConfig, ModuleKind, ModuleSpec};
+
+    fn spec(action_space: ActionSpace, kind: ModuleKind, model: ModelConfig) -> ModuleSpec {
+        ModuleSpec {
+            observation_shape: vec![5],
+            observation_dtype: Default::default(),
+            action_space,
+            model,
+            kind,
+        }
+    }
+
+    /// Random weights of a scale that makes the policy far from uniform, so
+    /// that a wrong layer order or transposed weight changes the actions.
+    fn randomise(module: &mut dyn RLModule) {
+        let n = module.flat_weights().len() as i64;
+        let weights = crate::to_host(&(Tensor::randn([n], (Kind::Float, Device::Cpu)) * 0.5));
+        module.set_flat_weights(&weights).unwrap();
+    }
+
+    /// The host copy draws, for the same observations and RNG, what the
+    /// libtorch module draws: the same actions and, within float tolerance,
+    /// the same log-probabilities, exploring and greedy, for every module
+    /// kind and activation the host path covers.
+    #[test]
+    fn host_policy_acts_as_the_libtorch_module() {
+        tch::manual_seed(11);
+        let epsilon = Schedule(vec![(0, 0.5), (100, 0.0)]);
+        let cases = [
+            (
+                ActionSpace::Discrete { n: 3 },
+                ModuleKind::ActorCritic,
+                "categorical",
+            ),
+            (
+                ActionSpace::Box {
+                    low: vec![-1.0; 2],
+                    high: vec![1.0; 2],
+                },
+                ModuleKind::ActorCritic,
+                "gaussian",
+            ),
+            (
+                ActionSpace::Discrete { n: 4 },
+                ModuleKind::QNetwork {
+                    dueling: false,
+                    epsilon: epsilon.clone(),
+                },
+                "q",
+            ),
+            (
+                ActionSpace::Discrete { n: 4 },
+                ModuleKind::QNetwork {
+                    dueling: true,
+                    epsilon,
+                },
+                "dueling q",
+            ),
+        ];
+        for (activation, hiddens) in [
+            (crate::rl_module::Activation::Tanh, vec![64, 64]),
+            (crate::rl_module::Activation::Relu, vec![33]),
+        ] {
+            let model = ModelConfig {
+                fcnet_hiddens: hiddens,
+                fcnet_activation: activation,
+                ..ModelConfig::default()
+            };
+            for (space, kind, name) in cases.clone() {
+                let mut module = spec(space, kind, model.clone()).build(Device::Cpu);
+                randomise(module.as_mut());
+                let host = module.host_policy().expect("an MLP module");
+                let action_dim = module.spec().action_space.action_dim();
+                let obs = Tensor::randn([64, 5], (Kind::Float, Device::Cpu)) * 2.0;
+                let host_obs = crate::to_host(&obs);
+                for (explore, env_steps) in [(true, 0), (false, 0), (true, 50)] {
+                    let (mut rng_torch, mut rng_host) =
+                        (ChaCha8Rng::seed_from_u64(5), ChaCha8Rng::seed_from_u64(5));
+                    let (mut a_torch, mut lp_torch) = (vec![0.0; 64 * action_dim], vec![0.0; 64]);
+                    let (mut a_host, mut lp_host) = (a_torch.clone(), lp_torch.clone());
+                    tch::no_grad(|| {
+                        module.compute_actions(
+                            &obs,
+                            explore,
+                            env_steps,
+                            &mut rng_torch,
+                            &mut a_torch,
+                            &mut lp_torch,
+                        )
+                    });
+                    host.compute_actions(
+                        &host_obs,
+                        explore,
+                        env_steps,
+                        &mut rng_host,
+                        &mut a_host,
+                        &mut lp_host,
+                    );
+                    let what = format!("{name}, {activation:?}, explore {explore}");
+                    for (t, h) in a_torch.iter().zip(&a_host) {
+                        assert!(
+                            (t - h).abs() <= 1e-4 * t.abs().max(1.0),
+                            "{what}: {a_torch:?} vs {a_host:?}"
+                        );
+                    }
+                    for (t, h) in lp_torch.iter().zip(&lp_host) {
+                        assert!(
+                            (t - h).abs() <= 1e-4 * t.abs().max(1.0),
+                            "{what}: {lp_torch:?} vs {lp_host:?}"
+                        );
+                    }
+                    assert_eq!(rng_torch, rng_host, "{what}: both drew as many numbers");
+                }
+            }
+        }
+    }
+
+    /// Networks too large for the loops, and CNN encoders, stay on libtorch.
+    #[test]
+    fn large_and_convolutional_modules_stay_on_libtorch() {
+        let large = ModelConfig {
+            fcnet_hiddens: vec![1024, 1024],
+            ..ModelConfig::default()
+        };
+        let module = spec(
+            ActionSpace::Discrete { n: 2 },
+            ModuleKind::ActorCritic,
+            large,
+        )
+        .build(Device::Cpu);
+        assert!(module.host_policy().is_some());
+        assert!(HostPolicy::for_module(module.as_ref(), 1).is_none());
+        let image = ModuleSpec {
+            observation_shape: vec![10, 10, 3],
+            observation_dtype: crate::ObsDType::U8,
+            ..spec(
+                ActionSpace::Discrete { n: 2 },
+                ModuleKind::ActorCritic,
+                ModelConfig::default(),
+            )
+        };
+        assert!(image.build(Device::Cpu).host_policy().is_none());
+    }
+}
