@@ -109,6 +109,13 @@ pub trait AlgorithmLearner: Sized + Send + 'static {
     /// Prefix of the collective group names of this algorithm's Learners.
     const ALGORITHM: &'static str;
 
+    /// Whether [`AlgorithmLearner::learn`] is a single optimizer step, which
+    /// a non-finite loss skips before anything changes
+    /// ([`Learner::apply_loss`]): [`update`] then needs no snapshot to roll
+    /// back to and saves copying the parameters and Adam's moments on every
+    /// update (DQN updates once per replayed minibatch).
+    const SINGLE_STEP: bool = false;
+
     fn build(config: Self::Config) -> Self;
 
     /// One update. It may leave the Learner half-updated when it reports a
@@ -128,16 +135,17 @@ pub trait AlgorithmLearner: Sized + Send + 'static {
 
 /// [`AlgorithmLearner::learn`], rolled back to the parameters and optimizer
 /// state the update started with (the last good ones, copied in memory) on a
-/// non-finite loss.
+/// non-finite loss; a [`AlgorithmLearner::SINGLE_STEP`] update has nothing
+/// to roll back.
 pub fn update<A: AlgorithmLearner>(
     learner: &mut A,
     batch: A::Batch,
     params: A::Params,
 ) -> UpdateOutcome {
-    let last_good = learner.learner().snapshot();
+    let last_good = (!A::SINGLE_STEP).then(|| learner.learner().snapshot());
     let outcome = learner.learn(batch, params);
-    if let UpdateOutcome::NonFiniteLoss(_) = outcome {
-        learner.learner_mut().restore_snapshot(&last_good);
+    if let (UpdateOutcome::NonFiniteLoss(_), Some(last_good)) = (&outcome, &last_good) {
+        learner.learner_mut().restore_snapshot(last_good);
     }
     outcome
 }

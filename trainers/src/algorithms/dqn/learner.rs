@@ -39,6 +39,9 @@ impl AlgorithmLearner for DqnLearner {
     type Batch = ReplayBatch;
     type Params = TargetUpdate;
     const ALGORITHM: &'static str = "DQN";
+    /// One gradient step per replayed minibatch; the target network follows
+    /// only after a step that was applied.
+    const SINGLE_STEP: bool = true;
 
     fn build(config: DqnLearnerConfig) -> Self {
         let learner = Learner::<QNetwork>::new(&config.learner);
