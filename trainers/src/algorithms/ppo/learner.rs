@@ -99,7 +99,9 @@ impl AlgorithmLearner for PpoLearner {
                 obs: mb.select(&obs),
                 actions: mb.select(&actions),
                 old_logp: mb.select(&old_logp),
-                old_dist: old_dist.select(&mb.own(mb.index)),
+                old_dist: cfg
+                    .use_kl_loss
+                    .then(|| old_dist.select(&mb.own(mb.index))),
                 advantages: mb.own(&mb_advantages),
                 value_targets: mb.select(&value_targets),
             };

@@ -14,8 +14,9 @@ pub struct Minibatch {
     pub actions: Tensor,
     /// log π_θold(a_t|s_t), as recorded while sampling.
     pub old_logp: Tensor,
-    /// π_θold(·|s_t) before this update, for the KL term.
-    pub old_dist: ActionDistribution,
+    /// π_θold(·|s_t) before this update, for the KL term; `None` when the
+    /// config has no KL term (`use_kl_loss: false`), which then costs nothing.
+    pub old_dist: Option<ActionDistribution>,
     /// Already normalised when the config asks for it (see
     /// [`normalize_advantages`]).
     pub advantages: Tensor,
@@ -28,7 +29,8 @@ pub struct PpoLoss {
     pub policy_loss: Tensor,
     pub vf_loss: Tensor,
     pub entropy: Tensor,
-    pub mean_kl: Tensor,
+    /// E_t[KL(π_θold ‖ π_θ)], when the minibatch carries π_θold.
+    pub mean_kl: Option<Tensor>,
 }
 
 /// L = −L^CLIP + c_vf·L^VF − c_ent·S + β·KL, from the current policy's
@@ -57,11 +59,14 @@ pub fn ppo_loss(
     .mean(Kind::Float);
     // S = E_t[H(π_θ(·|s_t))]
     let entropy = dist.entropy().mean(Kind::Float);
-    let mean_kl = mb.old_dist.kl(dist).mean(Kind::Float);
+    let mean_kl = mb
+        .old_dist
+        .as_ref()
+        .map(|old_dist| old_dist.kl(dist).mean(Kind::Float));
     let mut total =
         &policy_loss + &vf_loss * config.vf_loss_coeff - &entropy * config.entropy_coeff;
-    if config.use_kl_loss {
-        total += &mean_kl * kl_coeff;
+    if let (true, Some(mean_kl)) = (config.use_kl_loss, &mean_kl) {
+        total += mean_kl * kl_coeff;
     }
     PpoLoss {
         total,
@@ -102,7 +107,7 @@ mod tests {
             actions: Tensor::from_slice(&[0.0f32, 0.0]).view([2, 1]),
             // old π(a) = 0.25 and 0.5 → r = 0.5/0.25 = 2, 0.8/0.5 = 1.6
             old_logp: Tensor::from_slice(&[0.25f32.ln(), 0.5f32.ln()]),
-            old_dist,
+            old_dist: Some(old_dist),
             advantages: Tensor::from_slice(&[1.0f32, -1.0]),
             value_targets: Tensor::from_slice(&[1.0f32, 5.0]),
         };
@@ -126,7 +131,7 @@ mod tests {
         assert!((scalar(&loss.entropy) - entropy).abs() < 1e-5);
         // KL(old ‖ new): 0 for the first row; 0.5·ln(0.5/0.8) + 0.5·ln(0.5/0.2)
         let kl = (0.5 * (0.5f64 / 0.8).ln() + 0.5 * (0.5f64 / 0.2).ln()) / 2.0;
-        assert!((scalar(&loss.mean_kl) - kl).abs() < 1e-5);
+        assert!((scalar(loss.mean_kl.as_ref().unwrap()) - kl).abs() < 1e-5);
         let total = 0.2 + 0.5 * 5.5 - 0.01 * entropy + 0.2 * kl;
         assert!((scalar(&loss.total) - total).abs() < 1e-5);
     }
