@@ -26,6 +26,10 @@
 # ${OXRAY_PEERS_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/oxray/peers-venv}.
 # Every run gets BENCH_LIMIT seconds (default 600) before it counts as
 # unsolved; BENCH_LOG_DIR, if set, keeps each run's output there.
+# PEERS picks some of ALGO's peers (PEERS=sb3 skips RLlib's ~400 s a seed;
+# PEERS= runs oxray alone). OXRAY_BASELINE=/path/to/an/older/oxray also runs
+# that binary on each seed, as run `oxray-baseline`, to measure a change
+# against the peers in one session.
 set -euo pipefail
 algo=${1:-}
 shift || true
@@ -33,17 +37,32 @@ seeds=("$@")
 [ ${#seeds[@]} -gt 0 ] || seeds=(1 2 3)
 peer_algo=${algo%-tuned}
 case "$algo" in
-    ppo) config=configs/peers/ppo-cleanrl-cartpole.yaml target=475 window=100 peers=(sb3 rllib) ;;
-    dqn) config=configs/peers/dqn-sb3-cartpole.yaml target=450 window=100 peers=(sb3 rllib) ;;
-    ppo-tuned) config=configs/ppo-cartpole.yaml target=475 window=100 peers=(sb3 rllib) ;;
-    dqn-tuned) config=configs/dqn-cartpole.yaml target=450 window=100 peers=(sb3 rllib) ;;
-    sac) config=configs/sac-pendulum.yaml target=-250 window=5 peers=(sb3 rllib) ;;
-    appo) config=configs/appo-cartpole.yaml target=450 window=100 peers=(rllib) ;;
+    ppo) config=configs/peers/ppo-cleanrl-cartpole.yaml target=475 window=100 known=(sb3 rllib) ;;
+    dqn) config=configs/peers/dqn-sb3-cartpole.yaml target=450 window=100 known=(sb3 rllib) ;;
+    ppo-tuned) config=configs/ppo-cartpole.yaml target=475 window=100 known=(sb3 rllib) ;;
+    dqn-tuned) config=configs/dqn-cartpole.yaml target=450 window=100 known=(sb3 rllib) ;;
+    sac) config=configs/sac-pendulum.yaml target=-250 window=5 known=(sb3 rllib) ;;
+    appo) config=configs/appo-cartpole.yaml target=450 window=100 known=(rllib) ;;
     *)
         echo "usage: $0 ppo|dqn|ppo-tuned|dqn-tuned|sac|appo [SEEDS...]" >&2
         exit 2
         ;;
 esac
+read -r -a peers <<<"${PEERS-${known[*]}}"
+for peer in "${peers[@]}"; do
+    case " ${known[*]} " in
+        *" $peer "*) ;;
+        *)
+            echo "bench-vs-peers: PEERS: $algo has no peer '$peer' (it has: ${known[*]})" >&2
+            exit 2
+            ;;
+    esac
+done
+baseline=${OXRAY_BASELINE:-}
+if [ -n "$baseline" ] && [ ! -x "$baseline" ]; then
+    echo "bench-vs-peers: OXRAY_BASELINE: $baseline is not an executable" >&2
+    exit 2
+fi
 here=$(cd "$(dirname "$0")" && pwd)
 if [ ! -f "$here/../$config" ]; then
     echo "bench-vs-peers: $config does not exist in this checkout; nothing to compare for $algo" >&2
@@ -77,6 +96,9 @@ timed() { # RUN SEED CMD...
 
 echo "load before: $(uptime)"
 for seed in "${seeds[@]}"; do
+    if [ -n "$baseline" ]; then
+        (cd "$scratch" && timed oxray-baseline "$seed" "$baseline" train "$config" --set seed="$seed" --name "baseline-seed$seed")
+    fi
     (cd "$scratch" && timed oxray "$seed" "$oxray" train "$config" --set seed="$seed" --name "seed$seed")
     for peer in "${peers[@]}"; do
         timed "$peer-$peer_algo" "$seed" "$peers_venv/bin/python" "$here/peers/${peer}_cartpole.py" "$peer_algo" "$seed"
