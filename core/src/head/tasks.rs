@@ -159,7 +159,8 @@ impl NodeState {
             TaskKind::Stateless => self.queue_for(task_id).push_back(task_id),
             TaskKind::ActorCall(actor) => match self.actors.get_mut(&actor) {
                 Some(record) if !matches!(record.status, ActorStatus::Dead(_)) => {
-                    record.pending.push_back(task_id)
+                    record.pending.push_back(task_id);
+                    self.note_pending_calls(actor);
                 }
                 Some(record) => {
                     let ActorStatus::Dead(error) = record.status.clone() else {
@@ -170,7 +171,8 @@ impl NodeState {
                 None => {
                     let error = Error::ActorDied {
                         actor: actor.to_string(),
-                        message: "no such actor".into(),
+                        message: "no such actor (or it died long ago and its record was dropped)"
+                            .into(),
                     };
                     self.finish_task(task_id, Err(error));
                 }
@@ -261,6 +263,7 @@ impl NodeState {
                     Ok(_) => {
                         if let Some(a) = self.actors.get_mut(&actor) {
                             a.status = ActorStatus::Alive;
+                            self.note_pending_calls(actor);
                         }
                     }
                     Err(error) => {
@@ -282,7 +285,8 @@ impl NodeState {
             return Ok(());
         };
         let function = record.spec.invocation.display_name();
-        match (record.worker, record.kind) {
+        let kind = record.kind;
+        match (record.worker, kind) {
             (Some(worker), TaskKind::Stateless) => {
                 let running =
                     self.workers.get(&worker).and_then(|w| w.assigned.front()) == Some(&task_id);
@@ -302,8 +306,10 @@ impl NodeState {
         for queue in self.queues.values_mut() {
             queue.tasks.retain(|t| *t != task_id);
         }
-        for actor in self.actors.values_mut() {
-            actor.pending.retain(|t| *t != task_id);
+        if let TaskKind::ActorCall(actor) = kind {
+            if let Some(actor) = self.actors.get_mut(&actor) {
+                actor.pending.retain(|t| *t != task_id);
+            }
         }
         for waiting in self.waiting_on.values_mut() {
             waiting.retain(|t| *t != task_id);
