@@ -92,10 +92,15 @@ impl NodeState {
             return Err(error);
         }
         let key = pool_key(&node, code, &gpu_ids);
-        let idle = self.task_workers.take_idle(&key);
+        // The index says which workers went idle; each is checked again, so
+        // a worker that took work since is never leased twice.
+        let idle = std::iter::from_fn(|| self.task_workers.take_idle(&key)).find(|id| {
+            self.workers
+                .get(id)
+                .is_some_and(|w| w.sender.is_some() && w.lease.is_none() && w.assigned.is_empty())
+        });
         match idle.and_then(|id| Some((id, self.workers.get_mut(&id)?))) {
             Some((id, worker)) => {
-                debug_assert!(worker.lease.is_none() && worker.assigned.is_empty());
                 worker.lease = Some(Lease {
                     allocation,
                     lent_out: false,
