@@ -43,10 +43,6 @@ pub struct StartArgs {
     /// Seconds without a heartbeat after which the head declares a node dead.
     #[arg(long, default_value_t = 6.0)]
     heartbeat_timeout_s: f64,
-    /// Dead actors the head keeps for `oxray list actors`; the oldest beyond
-    /// this are forgotten (Ray's maximum_gcs_destroyed_actor_cached_count).
-    #[arg(long, default_value_t = daemon::DEFAULT_DEAD_ACTORS_KEPT)]
-    dead_actors_kept: usize,
     /// Seconds a node keeps trying to reach a lost head before it exits.
     #[arg(long, default_value_t = 60.0)]
     head_reconnect_timeout: f64,
@@ -224,7 +220,6 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
             resources,
             token: args.token.given()?,
             heartbeat_timeout: Duration::from_secs_f64(args.heartbeat_timeout_s),
-            dead_actors_kept: args.dead_actors_kept,
         })?);
         let dashboard = args
             .include_dashboard

@@ -7,7 +7,7 @@
 use super::executables::{code_key, Code};
 use super::task_events::now_ms;
 use super::tasks::TaskKind;
-use super::worker_pool::{pool_key, MAX_TASK_WORKERS};
+use super::worker_pool::MAX_TASK_WORKERS;
 use super::NodeState;
 use crate::error::Result;
 use crate::ids::{TaskId, WorkerId};
@@ -91,16 +91,19 @@ impl NodeState {
             self.pool.release(&allocation);
             return Err(error);
         }
-        let key = pool_key(&node, code, &gpu_ids);
-        // The index says which workers went idle; each is checked again, so
-        // a worker that took work since is never leased twice.
-        let idle = std::iter::from_fn(|| self.task_workers.take_idle(&key)).find(|id| {
-            self.workers
-                .get(id)
-                .is_some_and(|w| w.sender.is_some() && w.lease.is_none() && w.assigned.is_empty())
+        let idle = self.workers.iter().find(|(_, w)| {
+            w.actor.is_none()
+                && !w.is_driver
+                && code_key(&w.code) == code_key(code)
+                && w.node == node
+                && w.sender.is_some()
+                && w.lease.is_none()
+                && w.assigned.is_empty()
+                && w.gpu_ids == gpu_ids
         });
-        match idle.and_then(|id| Some((id, self.workers.get_mut(&id)?))) {
-            Some((id, worker)) => {
+        match idle {
+            Some((&id, _)) => {
+                let worker = self.workers.get_mut(&id).expect("worker just found");
                 worker.lease = Some(Lease {
                     allocation,
                     lent_out: false,
@@ -109,8 +112,18 @@ impl NodeState {
             }
             None => {
                 self.pool.release(&allocation);
-                let starting = self.task_workers.is_starting(&key);
-                let task_workers = self.task_workers.on_node(&node);
+                let starting = self.workers.values().any(|w| {
+                    w.actor.is_none()
+                        && w.sender.is_none()
+                        && w.node == node
+                        && w.gpu_ids == gpu_ids
+                        && code_key(&w.code) == code_key(code)
+                });
+                let task_workers = self
+                    .workers
+                    .values()
+                    .filter(|w| w.actor.is_none() && !w.is_driver && w.node == node)
+                    .count();
                 if !starting && task_workers < MAX_TASK_WORKERS {
                     let id = self.next_worker_id();
                     self.add_worker(id, &node, gpu_ids, None, code.clone());
@@ -184,9 +197,6 @@ impl NodeState {
             if let Some(lease) = w.lease.take() {
                 if !lease.lent_out {
                     self.pool.release(&lease.allocation);
-                }
-                if w.runs_tasks() && w.sender.is_some() {
-                    self.task_workers.now_idle(w.pool_key(), worker);
                 }
             }
         }

@@ -159,8 +159,7 @@ impl NodeState {
             TaskKind::Stateless => self.queue_for(task_id).push_back(task_id),
             TaskKind::ActorCall(actor) => match self.actors.get_mut(&actor) {
                 Some(record) if !matches!(record.status, ActorStatus::Dead(_)) => {
-                    record.pending.push_back(task_id);
-                    self.note_pending_calls(actor);
+                    record.pending.push_back(task_id)
                 }
                 Some(record) => {
                     let ActorStatus::Dead(error) = record.status.clone() else {
@@ -171,8 +170,7 @@ impl NodeState {
                 None => {
                     let error = Error::ActorDied {
                         actor: actor.to_string(),
-                        message: "no such actor (or it died long ago and its record was dropped)"
-                            .into(),
+                        message: "no such actor".into(),
                     };
                     self.finish_task(task_id, Err(error));
                 }
@@ -263,7 +261,6 @@ impl NodeState {
                     Ok(_) => {
                         if let Some(a) = self.actors.get_mut(&actor) {
                             a.status = ActorStatus::Alive;
-                            self.note_pending_calls(actor);
                         }
                     }
                     Err(error) => {
@@ -285,8 +282,7 @@ impl NodeState {
             return Ok(());
         };
         let function = record.spec.invocation.display_name();
-        let kind = record.kind;
-        match (record.worker, kind) {
+        match (record.worker, record.kind) {
             (Some(worker), TaskKind::Stateless) => {
                 let running =
                     self.workers.get(&worker).and_then(|w| w.assigned.front()) == Some(&task_id);
@@ -306,10 +302,8 @@ impl NodeState {
         for queue in self.queues.values_mut() {
             queue.tasks.retain(|t| *t != task_id);
         }
-        if let TaskKind::ActorCall(actor) = kind {
-            if let Some(actor) = self.actors.get_mut(&actor) {
-                actor.pending.retain(|t| *t != task_id);
-            }
+        for actor in self.actors.values_mut() {
+            actor.pending.retain(|t| *t != task_id);
         }
         for waiting in self.waiting_on.values_mut() {
             waiting.retain(|t| *t != task_id);

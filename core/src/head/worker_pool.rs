@@ -4,14 +4,13 @@
 //! removed when their process or stream ends, with their work retried or
 //! failed.
 
-use super::executables::{code_key, Code};
+use super::executables::Code;
 use super::scheduler::Lease;
 use super::{Effect, Node, NodeState};
 use crate::error::Error;
 use crate::ids::{ActorId, JobId, TaskId, WorkerId};
 use crate::protocol::*;
 use crate::worker::{describe_exit, kill_process};
-use rustc_hash::FxHashMap;
 use std::collections::VecDeque;
 use tokio::sync::mpsc;
 
@@ -35,103 +34,7 @@ pub(super) struct WorkerRecord {
     pub(super) last_task: Option<(JobId, String)>,
 }
 
-/// What a task worker can take a lease for: its node, its executable's
-/// digest and its GPU ids.
-pub(super) type PoolKey = (String, String, Vec<u32>);
-
-pub(super) fn pool_key(node: &str, code: &Code, gpu_ids: &[u32]) -> PoolKey {
-    (
-        node.to_string(),
-        code_key(code).to_string(),
-        gpu_ids.to_vec(),
-    )
-}
-
-/// The task workers (not actors' workers, not drivers) by what they can
-/// run, kept as workers start, connect, take and end leases and go: a lease
-/// finds an idle worker, and the pool knows what it is still starting and how
-/// many workers a node has, without looking at every worker.
-#[derive(Default)]
-pub(super) struct TaskWorkerIndex {
-    idle: FxHashMap<PoolKey, Vec<WorkerId>>,
-    starting: FxHashMap<PoolKey, usize>,
-    per_node: FxHashMap<String, usize>,
-}
-
-impl TaskWorkerIndex {
-    fn started(&mut self, key: PoolKey) {
-        *self.per_node.entry(key.0.clone()).or_default() += 1;
-        *self.starting.entry(key).or_default() += 1;
-    }
-
-    fn connected(&mut self, key: PoolKey, worker: WorkerId) {
-        self.stop_starting(&key);
-        self.idle.entry(key).or_default().push(worker);
-    }
-
-    /// `worker` ended its lease with nothing assigned.
-    pub(super) fn now_idle(&mut self, key: PoolKey, worker: WorkerId) {
-        self.idle.entry(key).or_default().push(worker);
-    }
-
-    /// An idle worker for `key`, no longer idle.
-    pub(super) fn take_idle(&mut self, key: &PoolKey) -> Option<WorkerId> {
-        let idle = self.idle.get_mut(key)?;
-        let worker = idle.pop();
-        if idle.is_empty() {
-            self.idle.remove(key);
-        }
-        worker
-    }
-
-    fn removed(&mut self, key: PoolKey, worker: WorkerId, connected: bool) {
-        if let Some(count) = self.per_node.get_mut(&key.0) {
-            *count -= 1;
-            if *count == 0 {
-                self.per_node.remove(&key.0);
-            }
-        }
-        if !connected {
-            return self.stop_starting(&key);
-        }
-        if let Some(idle) = self.idle.get_mut(&key) {
-            idle.retain(|w| *w != worker);
-            if idle.is_empty() {
-                self.idle.remove(&key);
-            }
-        }
-    }
-
-    fn stop_starting(&mut self, key: &PoolKey) {
-        if let Some(count) = self.starting.get_mut(key) {
-            *count -= 1;
-            if *count == 0 {
-                self.starting.remove(key);
-            }
-        }
-    }
-
-    /// Whether a worker for `key` is starting (not connected yet).
-    pub(super) fn is_starting(&self, key: &PoolKey) -> bool {
-        self.starting.contains_key(key)
-    }
-
-    /// Task workers on `node`, connected or starting.
-    pub(super) fn on_node(&self, node: &str) -> usize {
-        self.per_node.get(node).copied().unwrap_or(0)
-    }
-}
-
 impl WorkerRecord {
-    /// Runs stateless tasks (not an actor's worker, not a driver).
-    pub(super) fn runs_tasks(&self) -> bool {
-        self.actor.is_none() && !self.is_driver
-    }
-
-    pub(super) fn pool_key(&self) -> PoolKey {
-        pool_key(&self.node, &self.code, &self.gpu_ids)
-    }
-
     /// The effect that ends this worker's process, wherever it runs.
     pub(super) fn stop(&self, worker: WorkerId) -> Effect {
         Effect::Stop {
@@ -259,22 +162,21 @@ impl NodeState {
         actor: Option<ActorId>,
         code: Code,
     ) {
-        let record = WorkerRecord {
-            node: node.to_string(),
-            code: code.clone(),
-            is_driver: false,
-            pid: None,
-            sender: None,
-            gpu_ids: gpu_ids.clone(),
-            actor,
-            lease: None,
-            assigned: VecDeque::new(),
-            last_task: None,
-        };
-        if record.runs_tasks() {
-            self.task_workers.started(record.pool_key());
-        }
-        self.workers.insert(id, record);
+        self.workers.insert(
+            id,
+            WorkerRecord {
+                node: node.to_string(),
+                code: code.clone(),
+                is_driver: false,
+                pid: None,
+                sender: None,
+                gpu_ids: gpu_ids.clone(),
+                actor,
+                lease: None,
+                assigned: VecDeque::new(),
+                last_task: None,
+            },
+        );
         self.effects.push(Effect::Spawn {
             worker: id,
             node: node.to_string(),
@@ -299,9 +201,8 @@ impl NodeState {
             return false;
         }
         record.sender = Some(sender);
-        match record.actor {
-            Some(actor) => self.start_actor_on(actor, worker),
-            None => self.task_workers.connected(record.pool_key(), worker),
+        if let Some(actor) = record.actor {
+            self.start_actor_on(actor, worker);
         }
         true
     }
@@ -325,11 +226,6 @@ impl NodeState {
         let Some(record) = self.workers.remove(&worker) else {
             return;
         };
-        if record.runs_tasks() {
-            let connected = record.sender.is_some();
-            self.task_workers
-                .removed(record.pool_key(), worker, connected);
-        }
         self.effects.push(record.stop(worker));
         if let Some(lease) = &record.lease {
             if !lease.lent_out {
@@ -460,127 +356,5 @@ mod tests {
         state.schedule();
         let workers: Vec<WorkerId> = state.take_spawns().into_iter().map(|(w, _)| w).collect();
         assert_eq!(workers, vec![WorkerId(1), WorkerId(2)]);
-    }
-
-    /// The index of task workers follows each worker through starting,
-    /// connecting, leases and removal, so a lease never looks at every
-    /// worker: (event, idle workers of the key, starting?, workers on node).
-    #[test]
-    fn the_task_worker_index_follows_each_worker() {
-        let key = pool_key("n", &None, &[]);
-        let other = pool_key("n", &None, &[0]);
-        let (a, b) = (WorkerId(1), WorkerId(2));
-        let mut index = TaskWorkerIndex::default();
-        type Step<'a> = (
-            &'a str,
-            Box<dyn Fn(&mut TaskWorkerIndex) + 'a>,
-            usize,
-            bool,
-            usize,
-        );
-        let steps: Vec<Step> = vec![
-            ("a starts", Box::new(|i| i.started(key.clone())), 0, true, 1),
-            (
-                "b starts (GPU 0)",
-                Box::new(|i| i.started(other.clone())),
-                0,
-                true,
-                2,
-            ),
-            (
-                "a connects",
-                Box::new(|i| i.connected(key.clone(), a)),
-                1,
-                false,
-                2,
-            ),
-            (
-                "a is leased",
-                Box::new(|i| assert_eq!(i.take_idle(&key), Some(a))),
-                0,
-                false,
-                2,
-            ),
-            (
-                "nothing else idle",
-                Box::new(|i| assert_eq!(i.take_idle(&key), None)),
-                0,
-                false,
-                2,
-            ),
-            (
-                "a's lease ends",
-                Box::new(|i| i.now_idle(key.clone(), a)),
-                1,
-                false,
-                2,
-            ),
-            (
-                "a exits idle",
-                Box::new(|i| i.removed(key.clone(), a, true)),
-                0,
-                false,
-                1,
-            ),
-            (
-                "b exits unconnected",
-                Box::new(|i| i.removed(other.clone(), b, false)),
-                0,
-                false,
-                0,
-            ),
-        ];
-        for (event, apply, idle, starting, on_node) in steps {
-            apply(&mut index);
-            assert_eq!(index.idle.get(&key).map_or(0, Vec::len), idle, "{event}");
-            assert_eq!(index.is_starting(&key), starting, "{event}");
-            assert_eq!(index.on_node("n"), on_node, "{event}");
-        }
-        assert!(index.idle.is_empty() && index.starting.is_empty() && index.per_node.is_empty());
-    }
-
-    /// Through the state: a finished task's worker is leased again for the
-    /// next task, a worker that died idle is never leased, and actors'
-    /// workers are not task workers.
-    #[test]
-    fn leases_go_to_indexed_idle_workers_only() {
-        let ids = Ids::new();
-        let mut state = NodeState::for_test(cpus(2.0), 1 << 20);
-        let first = ids.task("f", cpus(1.0), Vec::new());
-        let first_id = first.task_id;
-        state.submit_now(first);
-        let (worker, mut inbox) = state.start_one();
-        assert_eq!(executed_ids(&mut inbox), vec![first_id]);
-        state.finish(worker, first_id, Ok(inline(b"")));
-        let key = state.workers[&worker].pool_key();
-        assert_eq!(state.task_workers.idle[&key], vec![worker]);
-        let second = ids.task("f", cpus(1.0), Vec::new());
-        let second_id = second.task_id;
-        state.submit_now(second);
-        assert_eq!(
-            executed_ids(&mut inbox),
-            vec![second_id],
-            "the idle worker again"
-        );
-        assert!(state.take_spawns().is_empty(), "no new worker");
-        state.finish(worker, second_id, Ok(inline(b"")));
-
-        state.worker_exited(worker, "killed");
-        assert!(!state.task_workers.idle.contains_key(&key));
-        assert_eq!(state.task_workers.on_node(HEAD), 0);
-        state
-            .create_actor(ids.actor(cpus(1.0), 0), JOB, None)
-            .unwrap();
-        state.submit_now(ids.task("f", cpus(1.0), Vec::new()));
-        assert_eq!(
-            state.take_spawns().len(),
-            2,
-            "an actor's worker and a task worker"
-        );
-        assert_eq!(
-            state.task_workers.on_node(HEAD),
-            1,
-            "only the task worker counts"
-        );
     }
 }
