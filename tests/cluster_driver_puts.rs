@@ -4,7 +4,7 @@
 
 mod cluster_support;
 
-use cluster_support::{assert_nothing_left, node_session, start_head};
+use cluster_support::{assert_nothing_left, node_sessions, start_head};
 use oxray::core::{self as oxray_core, daemon, Error, InitOptions};
 
 #[test]
@@ -12,12 +12,7 @@ fn a_joined_drivers_acknowledged_put_is_stored_and_an_oversized_value_is_refused
     let session = tempfile::tempdir().unwrap();
     let session = session.path();
     let (mut head, address, token) = start_head(session, &["--num-cpus", "1"]);
-    let sessions: Vec<String> = daemon::cluster_status(&address, &token)
-        .unwrap()
-        .nodes
-        .iter()
-        .map(|n| node_session(&n.node_id))
-        .collect();
+    let sessions = node_sessions(&address, &token);
     oxray_core::init(InitOptions::default().address(&address).token(&token)).unwrap();
 
     // Acknowledged: another connection sees the object the moment the put

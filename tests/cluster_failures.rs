@@ -6,8 +6,8 @@
 
 mod cluster_support;
 
-use cluster_support::{assert_nothing_left, node_session, oxray, start_head, start_node, status};
-use oxray::core::{self as oxray_core, daemon, remote, InitOptions, SchedulingStrategy};
+use cluster_support::{assert_nothing_left, node_sessions, oxray, start_head, start_node, status};
+use oxray::core::{self as oxray_core, remote, InitOptions, SchedulingStrategy};
 use std::time::{Duration, Instant};
 
 /// Says where it runs (node and pid) under `key`, then works for `ms`, and
@@ -51,12 +51,7 @@ fn worker_kill_node_stop_and_node_kill_end_as_documented_and_leave_nothing() {
     let (mut killed, killed_id) = start_node(session, &address, &token, &["--num-cpus", "1"]);
     let (ok, shown) = status(session, &address, &token, &["--wait-nodes", "3"]);
     assert!(ok, "{shown}");
-    let sessions: Vec<String> = daemon::cluster_status(&address, &token)
-        .unwrap()
-        .nodes
-        .iter()
-        .map(|n| node_session(&n.node_id))
-        .collect();
+    let sessions = node_sessions(&address, &token);
     oxray_core::init(InitOptions::default().address(&address).token(&token)).unwrap();
 
     // worker-kill: the task is retried on a fresh worker and returns.

@@ -6,7 +6,7 @@
 mod cluster_support;
 
 use cluster_support::{
-    node_session, oxray, processes_of, shm_files_of, start_head, start_node, status, train,
+    node_sessions, oxray, processes_of, shm_files_of, start_head, start_node, status, train,
 };
 use oxray::core::{self as oxray_core, remote, Error, InitOptions};
 use std::io::{BufRead, BufReader};
@@ -25,16 +25,6 @@ fn wait_exit(
         std::thread::sleep(Duration::from_millis(20));
     }
     None
-}
-
-/// The shared-memory sessions of every node the head at `address` knows.
-fn node_sessions(address: &str, token: &str) -> Vec<String> {
-    oxray_core::daemon::cluster_status(address, token)
-        .unwrap()
-        .nodes
-        .iter()
-        .map(|n| node_session(&n.node_id))
-        .collect()
 }
 
 #[test]

@@ -5,8 +5,7 @@
 
 mod cluster_support;
 
-use cluster_support::{assert_nothing_left, node_session, oxray, start_head};
-use oxray::core::daemon;
+use cluster_support::{assert_nothing_left, node_sessions, oxray, start_head};
 
 const ACTOR_SYNC: &str = "1:1 actor calls sync";
 const PUT_CALLS: &str = "single client put calls (Plasma Store)";
@@ -43,12 +42,7 @@ fn address_mode_joins_the_head_and_compare_prints_the_ratio_to_rays_figures() {
     let session = tempfile::tempdir().unwrap();
     let session = session.path();
     let (mut head, address, token) = start_head(session, &["--num-cpus", "1"]);
-    let sessions: Vec<String> = daemon::cluster_status(&address, &token)
-        .unwrap()
-        .nodes
-        .iter()
-        .map(|n| node_session(&n.node_id))
-        .collect();
+    let sessions = node_sessions(&address, &token);
     let token_file = session.join("driver-token");
     std::fs::write(&token_file, &token).unwrap();
     // A token file must be private to its user.

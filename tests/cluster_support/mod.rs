@@ -149,6 +149,16 @@ pub fn node_session(node_id: &str) -> String {
     node_id.strip_prefix("node-").unwrap_or(node_id).to_string()
 }
 
+/// The shared-memory sessions of every node the head at `address` knows.
+pub fn node_sessions(address: &str, token: &str) -> Vec<String> {
+    oxray::core::daemon::cluster_status(address, token)
+        .unwrap()
+        .nodes
+        .iter()
+        .map(|n| node_session(&n.node_id))
+        .collect()
+}
+
 /// The files of a node's session in /dev/shm.
 pub fn shm_files_of(session: &str) -> Vec<String> {
     let prefix = format!("oxray-{session}-");
