@@ -323,6 +323,104 @@ fn collective_peers_need_a_certificate_of_the_cluster_ca() {
     }
 }
 
+/// One rank of a two-rank group of one node (shared memory) with `tls`:
+/// says when it has joined, then all-reduces once told to, or leaves when
+/// its sender is dropped instead.
+struct SameNodeRank {
+    joined: std::sync::mpsc::Receiver<()>,
+    go: Option<std::sync::mpsc::Sender<()>>,
+    done: std::thread::JoinHandle<Result<Vec<f32>, CollectiveError>>,
+}
+
+impl SameNodeRank {
+    fn start(rendezvous: &InProcessRendezvous, index: usize, tls: Arc<ClusterTls>) -> Self {
+        let rendezvous = rendezvous.clone();
+        let (joined_tx, joined) = std::sync::mpsc::channel();
+        let (go, go_rx) = std::sync::mpsc::channel::<()>();
+        let done = std::thread::spawn(move || {
+            let options = GroupOptions::default()
+                .layout(["node", "node"])
+                .timeout(Duration::from_secs(30))
+                .tls(tls);
+            let mut group = CollectiveGroup::join(2, index, "one-node", options, &rendezvous)?;
+            joined_tx.send(()).unwrap();
+            let mut values = vec![index as f32 + 1.0; 1 << 16];
+            if go_rx.recv().is_ok() {
+                group.allreduce(&mut values, oxray_collective::ReduceOp::Sum)?;
+            }
+            Ok(values)
+        });
+        SameNodeRank {
+            joined,
+            go: Some(go),
+            done,
+        }
+    }
+
+    fn go(&mut self) {
+        self.go.take().unwrap().send(()).unwrap();
+    }
+}
+
+/// Ranks of one node move their data through shared memory and keep their
+/// TLS socket only to notice a peer that is gone. After the handshake that
+/// socket still carries TLS's own records (the server's session tickets):
+/// a rank that waits longer than its liveness slice (20 ms) for a late peer
+/// must not take them for the peer leaving, and a peer that does leave is
+/// still noticed long before the group's timeout.
+#[test]
+fn same_node_tls_ranks_wait_for_a_late_peer_and_notice_one_that_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Authority::new(dir.path(), "cluster");
+    let good = |name: &str| Arc::new(cluster.valid_node(name).load().unwrap());
+    // How late the second rank enters the all-reduce: 15 liveness slices.
+    let late = Duration::from_millis(300);
+    // (the late rank: the TLS client 0 or the server 1)
+    for late_rank in [0, 1] {
+        let rendezvous = InProcessRendezvous::new();
+        let mut ranks = [
+            SameNodeRank::start(&rendezvous, 0, good(&format!("late{late_rank}-0"))),
+            SameNodeRank::start(&rendezvous, 1, good(&format!("late{late_rank}-1"))),
+        ];
+        for rank in &ranks {
+            rank.joined.recv().expect("joined");
+        }
+        ranks[1 - late_rank].go();
+        // The lateness under test, not a wait for anything.
+        std::thread::sleep(late);
+        ranks[late_rank].go();
+        let expected = vec![3.0f32; 1 << 16];
+        for (index, rank) in ranks.into_iter().enumerate() {
+            match rank.done.join().unwrap() {
+                Ok(values) => assert!(values == expected, "late {late_rank}: rank {index}"),
+                Err(error) => panic!("late rank {late_rank}: rank {index}: {error}"),
+            }
+        }
+    }
+
+    let rendezvous = InProcessRendezvous::new();
+    let mut waiting = SameNodeRank::start(&rendezvous, 0, good("waiting"));
+    let mut leaving = SameNodeRank::start(&rendezvous, 1, good("leaving"));
+    waiting.joined.recv().expect("joined");
+    leaving.joined.recv().expect("joined");
+    let started = std::time::Instant::now();
+    waiting.go();
+    leaving.go = None;
+    leaving.done.join().unwrap().unwrap();
+    match waiting.done.join().unwrap() {
+        Err(CollectiveError::PeerDisconnected {
+            rank: 0, peer: 1, ..
+        }) => {}
+        other => panic!("rank 0 after rank 1 left: {other:?}"),
+    }
+    // Noticed, not timed out (the group's timeout is 30 s).
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
 #[test]
 fn three_nodes_with_mutual_tls_train_end_to_end() {
     let dir = tempfile::tempdir().unwrap();

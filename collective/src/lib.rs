@@ -70,6 +70,7 @@ mod pipeline;
 mod rendezvous;
 mod ring;
 mod shm;
+mod socket;
 mod tls_link;
 mod transport;
 mod wire;

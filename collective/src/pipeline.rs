@@ -15,7 +15,8 @@
 //! bounded by the operation's deadline.
 
 use crate::error::{CollectiveError, OpKind, Result};
-use crate::transport::{socket_error, Mesh, Transfer};
+use crate::socket::{socket_error, Transfer};
+use crate::transport::Mesh;
 use crate::wire::{
     add_bf16_into, add_into, copy_bf16_into, encode_bf16_rounding, FrameHeader, HeaderCheck,
     RawHeader, WireFormat, HEADER_BYTES,

@@ -15,7 +15,7 @@
 //! show a certificate of the cluster CA. The connecting (lower) rank is the
 //! TLS client.
 
-use crate::transport::Transfer;
+use crate::socket::Transfer;
 use oxray_core::tls::ClusterTls;
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
@@ -116,6 +116,18 @@ impl TlsLink {
         }
         self.flush(stream)?;
         Ok(Transfer::Moved(taken))
+    }
+
+    /// Reads the records waiting on `stream` of a link that carries no data
+    /// (a shared-memory peer's): true when they were only TLS's own (session
+    /// tickets, key updates), false when the peer sent data; an error of
+    /// kind `UnexpectedEof` when it closed the session or the socket.
+    pub(crate) fn take_control_records(&mut self, stream: &TcpStream) -> std::io::Result<bool> {
+        let mut byte = [0u8; 1];
+        Ok(matches!(
+            self.receive(stream, &mut byte)?,
+            Transfer::WouldBlock
+        ))
     }
 
     /// Decrypts what the peer has sent, up to `bytes.len()`, without waiting.

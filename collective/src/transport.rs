@@ -27,14 +27,17 @@ use crate::layout::Layout;
 use crate::options::GroupOptions;
 use crate::rendezvous::Rendezvous;
 use crate::shm::{Mailbox, OpenError, PairSegment, SharedLink};
+use crate::socket::{
+    accept_with_deadline, connect_with_deadline, poll_fds, remaining_until, socket_error,
+    socket_receive, socket_send, tune_socket, Transfer,
+};
 use crate::tls_link::TlsLink;
 use parking_lot::Mutex;
-use std::net::{Shutdown, TcpListener, TcpStream, ToSocketAddrs};
-use std::os::fd::{AsRawFd, RawFd};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-const SOCKET_BUFFER_BYTES: libc::c_int = 4 * 1024 * 1024;
 /// How long a rank sleeps on its doorbell before it checks that the peers it
 /// waits for are still alive.
 const LIVENESS_SLICE: Duration = Duration::from_millis(20);
@@ -64,12 +67,6 @@ struct Link {
     /// A mutex only because [`Mesh::wait`] flushes it through `&self`; one
     /// thread drives a mesh, so it is never contended.
     tls: Option<Mutex<TlsLink>>,
-}
-
-/// Outcome of one non-blocking transfer.
-pub(crate) enum Transfer {
-    Moved(usize),
-    WouldBlock,
 }
 
 /// The connected links of one rank.
@@ -512,29 +509,47 @@ impl Mesh {
         self.check_alive(&shared_peers, op)
     }
 
-    /// Fails if any of `peers`, which use shared memory and so send nothing
-    /// on their sockets, has closed its socket: its process is gone.
+    /// Fails if any of `peers`, which use shared memory and so send no data
+    /// on their sockets, has closed its socket: its process is gone. A TLS
+    /// peer's socket may still carry records that are not data (the session
+    /// tickets a TLS 1.3 server sends after the handshake, whenever they
+    /// arrive); its session takes them in, and only the end of the stream
+    /// counts as gone.
     fn check_alive(&self, peers: &[usize], op: OpKind) -> Result<()> {
         for &peer in peers {
-            let fd = self
-                .link(peer)
-                .map_err(|error| socket_error(self.rank, peer, op, error))?
-                .stream
-                .as_raw_fd();
+            let broken = |error| socket_error(self.rank, peer, op, error);
+            let link = self.link(peer).map_err(broken)?;
             let mut entry = [libc::pollfd {
-                fd,
+                fd: link.stream.as_raw_fd(),
                 events: libc::POLLIN | libc::POLLRDHUP,
                 revents: 0,
             }];
-            poll_fds(&mut entry, Duration::ZERO)
-                .map_err(|error| socket_error(self.rank, peer, op, error))?;
-            if entry[0].revents != 0 {
-                return Err(CollectiveError::PeerDisconnected {
+            poll_fds(&mut entry, Duration::ZERO).map_err(broken)?;
+            let revents = entry[0].revents;
+            if revents == 0 {
+                continue;
+            }
+            let closed = libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR;
+            if let (Some(tls), 0) = (&link.tls, revents & closed) {
+                if tls
+                    .lock()
+                    .take_control_records(&link.stream)
+                    .map_err(broken)?
+                {
+                    continue;
+                }
+                return Err(CollectiveError::ProtocolMismatch {
                     rank: self.rank,
                     peer,
                     op,
+                    detail: "it sent data on the socket of a shared-memory link".into(),
                 });
             }
+            return Err(CollectiveError::PeerDisconnected {
+                rank: self.rank,
+                peer,
+                op,
+            });
         }
         Ok(())
     }
@@ -605,10 +620,6 @@ impl Drop for Mesh {
     }
 }
 
-fn remaining_until(deadline: Instant) -> Duration {
-    deadline.saturating_duration_since(Instant::now())
-}
-
 /// Maps the rings and doorbell a lower rank named; on failure, the path at
 /// fault and why.
 fn attach_shared(
@@ -628,162 +639,4 @@ fn authenticate_lower(stream: &TcpStream, key: &GroupKey) -> Result<Hello, Hands
     let hello = Hello::read(stream)?;
     handshake::verify_and_answer(stream, key, &challenge, &hello.encode())?;
     Ok(hello)
-}
-
-fn connect_with_deadline(address: &str, deadline: Instant) -> std::io::Result<TcpStream> {
-    let mut last_error = None;
-    for resolved in address.to_socket_addrs()? {
-        match TcpStream::connect_timeout(
-            &resolved,
-            remaining_until(deadline).max(Duration::from_millis(1)),
-        ) {
-            Ok(stream) => return Ok(stream),
-            Err(error) => last_error = Some(error),
-        }
-    }
-    Err(last_error.unwrap_or_else(|| {
-        std::io::Error::new(std::io::ErrorKind::NotFound, "address resolves to nothing")
-    }))
-}
-
-fn accept_with_deadline(
-    listener: &TcpListener,
-    deadline: Instant,
-) -> std::io::Result<(TcpStream, std::net::SocketAddr)> {
-    loop {
-        match listener.accept() {
-            Ok(accepted) => return Ok(accepted),
-            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
-                let remaining = remaining_until(deadline);
-                if remaining.is_zero() {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        "timed out",
-                    ));
-                }
-                let mut entry = [libc::pollfd {
-                    fd: listener.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                }];
-                poll_fds(&mut entry, remaining)?;
-            }
-            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(error) => return Err(error),
-        }
-    }
-}
-
-/// Blocks until one of `fds` reports an event or `timeout` passes (then
-/// returns Ok; callers re-check their deadline).
-fn poll_fds(fds: &mut [libc::pollfd], timeout: Duration) -> std::io::Result<()> {
-    let millis = if timeout.is_zero() {
-        0
-    } else {
-        timeout.as_millis().clamp(1, i32::MAX as u128) as libc::c_int
-    };
-    // SAFETY: `fds` is a valid slice of pollfds of the given length.
-    let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, millis) };
-    if ready < 0 {
-        let error = std::io::Error::last_os_error();
-        if error.kind() != std::io::ErrorKind::Interrupted {
-            return Err(error);
-        }
-    }
-    Ok(())
-}
-
-fn socket_send(fd: RawFd, bytes: &[u8]) -> std::io::Result<Transfer> {
-    loop {
-        // SAFETY: `bytes` is a valid readable region of the given length;
-        // MSG_NOSIGNAL turns a closed peer into EPIPE instead of SIGPIPE.
-        let sent =
-            unsafe { libc::send(fd, bytes.as_ptr().cast(), bytes.len(), libc::MSG_NOSIGNAL) };
-        if sent >= 0 {
-            return Ok(Transfer::Moved(sent as usize));
-        }
-        let error = std::io::Error::last_os_error();
-        match error.kind() {
-            std::io::ErrorKind::WouldBlock => return Ok(Transfer::WouldBlock),
-            std::io::ErrorKind::Interrupted => continue,
-            _ => return Err(error),
-        }
-    }
-}
-
-fn socket_receive(fd: RawFd, bytes: &mut [u8]) -> std::io::Result<Transfer> {
-    loop {
-        // SAFETY: `bytes` is a valid writable region of the given length.
-        let received = unsafe { libc::recv(fd, bytes.as_mut_ptr().cast(), bytes.len(), 0) };
-        if received > 0 {
-            return Ok(Transfer::Moved(received as usize));
-        }
-        if received == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        let error = std::io::Error::last_os_error();
-        match error.kind() {
-            std::io::ErrorKind::WouldBlock => return Ok(Transfer::WouldBlock),
-            std::io::ErrorKind::Interrupted => continue,
-            _ => return Err(error),
-        }
-    }
-}
-
-fn tune_socket(stream: &TcpStream) -> std::io::Result<()> {
-    stream.set_nodelay(true)?;
-    for option in [libc::SO_SNDBUF, libc::SO_RCVBUF] {
-        set_int_option(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            option,
-            SOCKET_BUFFER_BYTES,
-        )?;
-    }
-    Ok(())
-}
-
-fn set_int_option(
-    fd: RawFd,
-    level: libc::c_int,
-    option: libc::c_int,
-    value: libc::c_int,
-) -> std::io::Result<()> {
-    // SAFETY: `value` outlives the call and its size is passed.
-    let status = unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            option,
-            (&value as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if status == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
-/// Maps a failed send/recv on the socket to `peer` to the error a caller sees.
-pub(crate) fn socket_error(
-    rank: usize,
-    peer: usize,
-    op: OpKind,
-    error: std::io::Error,
-) -> CollectiveError {
-    match error.kind() {
-        std::io::ErrorKind::BrokenPipe
-        | std::io::ErrorKind::ConnectionReset
-        | std::io::ErrorKind::ConnectionAborted
-        | std::io::ErrorKind::NotConnected
-        | std::io::ErrorKind::UnexpectedEof => CollectiveError::PeerDisconnected { rank, peer, op },
-        _ => CollectiveError::Io {
-            rank,
-            peer,
-            op,
-            source: error,
-        },
-    }
 }
