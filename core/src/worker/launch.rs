@@ -1,6 +1,7 @@
 //! Starting and stopping worker processes: everything a worker needs to know
 //! travels in its environment; it dies with the process that started it
-//! (`PR_SET_PDEATHSIG`), and its exit is described in words for errors.
+//! (`PR_SET_PDEATHSIG`, forked on the spawner thread so that no other
+//! thread's end kills it), and its exit is described in words for errors.
 //!
 //! A daemon's workers write stdout and stderr to files of their own under the
 //! session directory (`logs/worker-<id>.out`, `.err`, as Ray's
@@ -43,18 +44,26 @@ impl WorkerLaunch<'_> {
     /// which the kernel reports as ETXTBSY until that child execs; so that
     /// error is retried briefly.
     pub fn spawn(&self) -> std::io::Result<tokio::process::Child> {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
-        loop {
-            match self.command().spawn() {
-                Err(e)
-                    if e.raw_os_error() == Some(libc::ETXTBSY)
-                        && std::time::Instant::now() < deadline =>
-                {
-                    std::thread::yield_now()
+        let mut command = self.command();
+        // The child's exit is watched by the caller's runtime.
+        let runtime = tokio::runtime::Handle::try_current().map_err(std::io::Error::other)?;
+        // Forked on the spawner thread: the worker dies with the process,
+        // not with the thread that asked for it.
+        super::spawner::on_spawner_thread(move || {
+            let _runtime = runtime.enter();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+            loop {
+                match command.spawn() {
+                    Err(e)
+                        if e.raw_os_error() == Some(libc::ETXTBSY)
+                            && std::time::Instant::now() < deadline =>
+                    {
+                        std::thread::yield_now()
+                    }
+                    outcome => return outcome,
                 }
-                outcome => return outcome,
             }
-        }
+        })
     }
 
     pub fn command(&self) -> tokio::process::Command {

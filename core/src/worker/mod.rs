@@ -27,6 +27,7 @@ mod executor;
 mod launch;
 mod log_capture;
 mod owned_values;
+mod spawner;
 
 pub(crate) use client::{connect_driver, print_log};
 pub(crate) use entry::keep_worker_entry_linked;
