@@ -1,11 +1,11 @@
-//! Data-parallel PPO Learners on a two-node cluster on 127.0.0.1: one update
+//! Data-parallel PPO Learners on a two-node cluster (own loopback addresses): one update
 //! by two Learner actors (one per node, averaging their gradients) gives the
 //! weights one Learner gets from the whole batch, and a Learner whose node
 //! dies fails the next update with an error instead of hanging it.
 
 mod cluster_support;
 
-use cluster_support::{start_head, start_node, status};
+use cluster_support::{kill_node, start_head, start_node, status};
 use oxray::core::{self as oxray_core, InitOptions};
 use oxray_rl::env_runner::{module_spec, EnvRunner, EnvRunnerConfig};
 use oxray_rl::learner::LearnerConfig;
@@ -75,7 +75,7 @@ fn two_learners_on_two_nodes_match_one_learner_and_a_lost_one_fails_the_update()
     // One CPU per node: no node can hold both Learners, so they are packed
     // one per node and their all-reduce crosses nodes.
     let (_head, address, token) = start_head(session, &["--num-cpus", "1"]);
-    let (mut node, _) = start_node(session, &address, &token, &["--num-cpus", "1"]);
+    let (mut node, node_id) = start_node(session, &address, &token, &["--num-cpus", "1"]);
     let (ok, shown) = status(
         session,
         &address,
@@ -125,7 +125,7 @@ fn two_learners_on_two_nodes_match_one_learner_and_a_lost_one_fails_the_update()
     );
 
     // The node hosting the second Learner dies: the next update reports it.
-    node.child.kill().unwrap();
+    kill_node(&mut node, &node_id);
     let error = learners.update(&batch, params).unwrap_err().to_string();
     assert!(
         ["disconnected", "dead"]

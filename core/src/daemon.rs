@@ -12,6 +12,7 @@ use crate::auth::AttachToken;
 pub use crate::auth::TOKEN_ENV;
 use crate::error::{Error, ExecutableProblem, Result};
 use crate::head::generated::head_client::HeadClient;
+pub use crate::head::DEFAULT_DEAD_ACTORS_KEPT;
 use crate::head::{Node, NodeConfig, HEARTBEAT_PERIOD};
 use crate::ids::WorkerId;
 pub use crate::node_ip::{default_node_ip, route_to};
@@ -112,6 +113,8 @@ pub struct HeadOptions {
     pub resources: InitOptions,
     pub token: Option<String>,
     pub heartbeat_timeout: Duration,
+    /// Dead actors kept for `oxray list actors` (the oldest are forgotten).
+    pub dead_actors_kept: usize,
 }
 
 /// A running head; dropping it stops the cluster's services.
@@ -127,6 +130,7 @@ impl Head {
         config.bind = options.bind;
         config.prestart_workers = false;
         config.heartbeat_timeout = options.heartbeat_timeout;
+        config.dead_actors_kept = options.dead_actors_kept;
         config.log_dir = Some(session_subdir("logs")?);
         if let Some(token) = options.token {
             config.token = token;

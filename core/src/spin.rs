@@ -15,13 +15,17 @@ use std::time::{Duration, Instant};
 const WINDOW: Duration = Duration::from_micros(100);
 
 /// Polls `ready` until it gives a value or the window passes.
-pub(crate) fn poll<T>(mut ready: impl FnMut() -> Option<T>) -> Option<T> {
+pub(crate) fn poll<T>(ready: impl FnMut() -> Option<T>) -> Option<T> {
+    poll_for(WINDOW, ready)
+}
+
+fn poll_for<T>(window: Duration, mut ready: impl FnMut() -> Option<T>) -> Option<T> {
     let start = Instant::now();
     loop {
         if let Some(value) = ready() {
             return Some(value);
         }
-        if start.elapsed() >= WINDOW {
+        if start.elapsed() >= window {
             return None;
         }
         std::thread::yield_now();
@@ -34,8 +38,10 @@ mod tests {
 
     #[test]
     fn gives_what_arrives_within_the_window_and_gives_up_after_it() {
+        // A window far longer than three polls take, even on a loaded
+        // machine where each yield may wait for another thread's slice.
         let mut polls = 0;
-        let found = poll(|| {
+        let found = poll_for(Duration::from_secs(60), || {
             polls += 1;
             (polls == 3).then_some(polls)
         });

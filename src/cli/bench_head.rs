@@ -4,7 +4,6 @@
 
 use anyhow::{bail, Context};
 use std::process::Child;
-use std::time::{Duration, Instant};
 
 /// A head daemon in a private session directory, stopped when dropped.
 pub struct HeadProcess {
@@ -100,16 +99,6 @@ impl Drop for HeadProcess {
     /// Asks the head to stop as `oxray stop` does (it then removes its
     /// shared memory and spill files), and makes sure after a few seconds.
     fn drop(&mut self) {
-        // SAFETY: signals the head this process started and has not reaped.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        super::cluster::stop_daemon(&mut self.child);
     }
 }

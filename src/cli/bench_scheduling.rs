@@ -45,6 +45,9 @@ pub struct SchedulingArgs {
     /// Actors alive at once while creating and killing them.
     #[arg(long, default_value_t = 1000)]
     batch: usize,
+    /// Dead actors the head keeps for `oxray list actors`.
+    #[arg(long, default_value_t = oxray_core::daemon::DEFAULT_DEAD_ACTORS_KEPT)]
+    dead_actors_kept: usize,
 }
 
 /// The cheapest task: answered by the simulated worker with `()`.
@@ -77,6 +80,8 @@ struct NodeCountResult {
     fresh: Figures,
     after: Figures,
     churn_seconds: f64,
+    /// The head's memory halfway through creating and killing actors.
+    halfway: Memory,
     nodes_with_tasks: usize,
     nodes_with_calls: usize,
     tasks_per_node: (u64, u64),
@@ -115,7 +120,8 @@ pub fn run(args: &SchedulingArgs) -> anyhow::Result<()> {
 }
 
 fn measure(args: &SchedulingArgs, count: usize) -> anyhow::Result<NodeCountResult> {
-    let head = HeadProcess::start(&["--num-cpus", "0"])?;
+    let kept = args.dead_actors_kept.to_string();
+    let head = HeadProcess::start(&["--num-cpus", "0", "--dead-actors-kept", &kept])?;
     eprintln!(
         "head pid {} (session directory {})",
         head.pid(),
@@ -146,12 +152,12 @@ fn measure(args: &SchedulingArgs, count: usize) -> anyhow::Result<NodeCountResul
         // Warm up: every node's task workers started and connected.
         run_tasks(args.tasks.max(2 * count * args.cpus_per_node as usize))?;
         let fresh = measure_figures(args, &head)?;
-        let churn_seconds = churn_actors(args)?;
+        let (churn_seconds, halfway) = churn_actors(args, &head)?;
         let after = measure_figures(args, &head)?;
-        Ok::<_, anyhow::Error>((fresh, churn_seconds, after))
+        Ok::<_, anyhow::Error>((fresh, churn_seconds, halfway, after))
     })();
     oxray_core::shutdown();
-    let (fresh, churn_seconds, after) = measured?;
+    let (fresh, churn_seconds, halfway, after) = measured?;
 
     let work = nodes.work();
     let tasks: Vec<u64> = work
@@ -180,6 +186,7 @@ fn measure(args: &SchedulingArgs, count: usize) -> anyhow::Result<NodeCountResul
         fresh,
         after,
         churn_seconds,
+        halfway,
     };
     drop(nodes);
     drop(head);
@@ -231,12 +238,16 @@ fn measure_figures(args: &SchedulingArgs, head: &HeadProcess) -> anyhow::Result<
 }
 
 /// Creates and kills `args.actors` actors, `args.batch` at a time, each
-/// constructed (its first call answered) before it is killed; the seconds
-/// it took.
-fn churn_actors(args: &SchedulingArgs) -> anyhow::Result<f64> {
+/// constructed (its first call answered) before it is killed: the seconds
+/// it took, and the head's memory halfway.
+fn churn_actors(args: &SchedulingArgs, head: &HeadProcess) -> anyhow::Result<(f64, Memory)> {
     let started = Instant::now();
     let mut left = args.actors;
+    let mut halfway = head.memory()?;
     while left > 0 {
+        if left > args.actors / 2 && left - left.min(args.batch) <= args.actors / 2 {
+            halfway = head.memory()?;
+        }
         let batch = left.min(args.batch);
         let actors = (0..batch)
             .map(|_| SimulatedActor::options().resource(ACTOR_SLOT, 1.0).remote())
@@ -248,7 +259,7 @@ fn churn_actors(args: &SchedulingArgs) -> anyhow::Result<f64> {
         }
         left -= batch;
     }
-    Ok(started.elapsed().as_secs_f64())
+    Ok((started.elapsed().as_secs_f64(), halfway))
 }
 
 fn print_table(args: &SchedulingArgs, results: &[NodeCountResult]) {
@@ -279,7 +290,7 @@ fn print_table(args: &SchedulingArgs, results: &[NodeCountResult]) {
     }
     for r in results {
         println!(
-            "{} nodes: tasks ran on {}/{} nodes ({}..{} per node), actor calls on {} nodes; {} actors created and killed in {:.1} s ({:.0}/s)",
+            "{} nodes: tasks ran on {}/{} nodes ({}..{} per node), actor calls on {} nodes; {} actors created and killed in {:.1} s ({:.0}/s), head RSS halfway {:.1} MiB",
             r.nodes,
             r.nodes_with_tasks,
             r.nodes,
@@ -288,7 +299,8 @@ fn print_table(args: &SchedulingArgs, results: &[NodeCountResult]) {
             r.nodes_with_calls,
             args.actors,
             r.churn_seconds,
-            args.actors as f64 / r.churn_seconds
+            args.actors as f64 / r.churn_seconds,
+            r.halfway.rss_mib
         );
     }
     let verdict = |met: bool| if met { "met" } else { "NOT met" };

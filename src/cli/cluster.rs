@@ -43,6 +43,10 @@ pub struct StartArgs {
     /// Seconds without a heartbeat after which the head declares a node dead.
     #[arg(long, default_value_t = 6.0)]
     heartbeat_timeout_s: f64,
+    /// Dead actors the head keeps for `oxray list actors`; the oldest beyond
+    /// this are forgotten (Ray's maximum_gcs_destroyed_actor_cached_count).
+    #[arg(long, default_value_t = daemon::DEFAULT_DEAD_ACTORS_KEPT)]
+    dead_actors_kept: usize,
     /// Seconds a node keeps trying to reach a lost head before it exits.
     #[arg(long, default_value_t = 60.0)]
     head_reconnect_timeout: f64,
@@ -190,6 +194,27 @@ pub(crate) fn spawn_daemon(
     ))
 }
 
+/// Stops a daemon started by [`spawn_daemon`] as `oxray stop` does: SIGTERM,
+/// so it stops its workers and removes its shared-memory and spill files
+/// (SIGKILL would leave them behind), then SIGKILL if it is still there
+/// after a few seconds.
+pub(crate) fn stop_daemon(daemon: &mut std::process::Child) {
+    if let Ok(Some(_)) = daemon.try_wait() {
+        return;
+    }
+    // SAFETY: signals a child this process started and has not reaped.
+    unsafe { libc::kill(daemon.id() as libc::pid_t, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = daemon.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+}
+
 pub fn start(args: StartArgs) -> anyhow::Result<()> {
     if !(args.heartbeat_timeout_s > 0.0 && args.heartbeat_timeout_s.is_finite()) {
         bail!("--heartbeat-timeout-s must be a positive number of seconds");
@@ -220,6 +245,7 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
             resources,
             token: args.token.given()?,
             heartbeat_timeout: Duration::from_secs_f64(args.heartbeat_timeout_s),
+            dead_actors_kept: args.dead_actors_kept,
         })?);
         let dashboard = args
             .include_dashboard

@@ -572,8 +572,7 @@ impl SecondNode {
 
 impl Drop for SecondNode {
     fn drop(&mut self) {
-        let _ = self.daemon.kill();
-        let _ = self.daemon.wait();
+        super::cluster::stop_daemon(&mut self.daemon);
     }
 }
 

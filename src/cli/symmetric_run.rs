@@ -142,6 +142,7 @@ fn run_head(args: &SymmetricRunArgs, token: Option<String>) -> anyhow::Result<i3
         resources,
         token,
         heartbeat_timeout: Duration::from_secs_f64(args.heartbeat_timeout_s),
+        dead_actors_kept: daemon::DEFAULT_DEAD_ACTORS_KEPT,
     })
     .with_context(|| {
         format!(

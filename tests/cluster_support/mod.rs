@@ -34,6 +34,10 @@ impl Daemon {
     /// took.
     pub fn stop(&mut self) -> Duration {
         let start = Instant::now();
+        // Already reaped (a test killed it): its pid may name another process.
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return start.elapsed();
+        }
         // SAFETY: signals the daemon this test started; SIGCONT lets one that
         // a test froze handle the SIGTERM.
         unsafe {
@@ -196,15 +200,32 @@ pub fn wait_for_exit(session: &Path, node_sessions: &[String]) {
     }
 }
 
+/// Kills a node daemon outright (SIGKILL, as a machine that fails) and waits
+/// until it and the workers it started are gone: killing only sends the
+/// signal, and until they exit they could still answer a call.
+pub fn kill_node(node: &mut Daemon, node_id: &str) {
+    node.child.kill().unwrap();
+    node.child.wait().unwrap();
+    let workers = [format!("OXRAY_SESSION={}", node_session(node_id))];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !processes_marked(&workers).is_empty() {
+        assert!(Instant::now() < deadline, "{node_id}'s workers outlived it");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// Processes started for the cluster of session directory `session` (daemons
 /// carry it in their environment) or by its nodes (workers carry their node's
 /// shared-memory session).
 pub fn processes_of(session: &Path, node_sessions: &[String]) -> Vec<u32> {
-    let daemon_mark = format!("OXRAY_SESSION_DIR={}", session.display());
-    let worker_marks: Vec<String> = node_sessions
-        .iter()
-        .map(|s| format!("OXRAY_SESSION={s}"))
-        .collect();
+    let mut marks = vec![format!("OXRAY_SESSION_DIR={}", session.display())];
+    marks.extend(node_sessions.iter().map(|s| format!("OXRAY_SESSION={s}")));
+    processes_marked(&marks)
+}
+
+/// Live processes (other than this one) with one of `marks` (`NAME=value`)
+/// in their environment.
+fn processes_marked(marks: &[String]) -> Vec<u32> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
@@ -223,7 +244,7 @@ pub fn processes_of(session: &Path, node_sessions: &[String]) -> Vec<u32> {
         }
         let ours = environ.split(|b| *b == 0).any(|var| {
             let var = String::from_utf8_lossy(var);
-            var == daemon_mark || worker_marks.iter().any(|m| var == *m)
+            marks.iter().any(|m| var == *m)
         });
         if ours && pid != std::process::id() {
             found.push(pid);

@@ -128,20 +128,25 @@ impl NodeState {
             }
         }
         self.actors_waiting = still_waiting;
-        let ready: Vec<ActorId> = self
-            .actors
-            .iter()
-            .filter(|(_, a)| a.status == ActorStatus::Alive && !a.pending.is_empty())
-            .map(|(id, _)| *id)
-            .collect();
-        for id in ready {
-            let Some(worker) = self.actors[&id].worker else {
+        // Only the actors noted since the last pass: the work per event does
+        // not grow with how many actors have ever existed.
+        for id in std::mem::take(&mut self.actors_with_calls) {
+            let Some(actor) = self.actors.get(&id) else {
+                continue;
+            };
+            let Some(worker) = actor.worker.filter(|_| actor.status == ActorStatus::Alive) else {
                 continue;
             };
             while let Some(task) = self.actors.get_mut(&id).and_then(|a| a.pending.pop_front()) {
                 self.assign(worker, task);
             }
         }
+    }
+
+    /// `actor` has calls to send once it is alive: the next `schedule` sends
+    /// them (an actor still starting is noted again when it turns alive).
+    pub(super) fn note_pending_calls(&mut self, actor: ActorId) {
+        self.actors_with_calls.push(actor);
     }
 
     /// The actor's worker said hello: run its constructor there first.
@@ -257,6 +262,7 @@ impl NodeState {
         let Some(record) = self.actors.get_mut(&actor) else {
             return;
         };
+        let newly_dead = !matches!(record.status, ActorStatus::Dead(_));
         record.status = ActorStatus::Dead(error.clone());
         let calls: Vec<TaskId> = record
             .inflight
@@ -284,6 +290,21 @@ impl NodeState {
         }
         for call in calls {
             self.finish_task(call, Err(error.clone()));
+        }
+        if newly_dead {
+            self.remember_dead(actor);
+        }
+    }
+
+    /// Keeps `actor`'s record for the state API among the most recent
+    /// `dead_actors_kept` dead ones; the oldest beyond that is forgotten, as
+    /// Ray's GCS evicts its destroyed-actor cache. A later call to a
+    /// forgotten actor fails as a call to an unknown actor does.
+    fn remember_dead(&mut self, actor: ActorId) {
+        self.dead_actors.push_back(actor);
+        while self.dead_actors.len() > self.dead_actors_kept {
+            let oldest = self.dead_actors.pop_front().expect("longer than the limit");
+            self.actors.remove(&oldest);
         }
     }
 
@@ -499,5 +520,80 @@ mod tests {
         );
         assert_eq!(state.actors[&second_id].status, ActorStatus::Starting);
         assert_eq!(state.actors[&second_id].worker, Some(spawns[0].0));
+    }
+
+    /// Calls reach an actor through the set of actors noted since the last
+    /// pass, never a look over every actor: a call to a starting actor waits
+    /// until it turns alive, a call to a live one goes out at once, and the
+    /// set is empty after each pass however many actors exist.
+    #[test]
+    fn calls_go_out_from_the_noted_actors_only() {
+        // (actors alive beside it, the call arrives before the constructor ends)
+        for (others, while_starting) in [(0, false), (0, true), (50, false), (50, true)] {
+            let ids = Ids::new();
+            let mut state = NodeState::for_test(cpus(f64::from(others + 1)), 1 << 20);
+            for _ in 0..others {
+                start_actor(&mut state, ids.actor(cpus(1.0), 0));
+            }
+            let spec = ids.actor(cpus(1.0), 0);
+            let actor = spec.actor_id;
+            state.create_actor(spec, JOB, None).expect("created");
+            state.schedule();
+            let (worker, inbox) = state.start_one();
+            let call = ids.call(actor, "add");
+            let call_id = call.task_id;
+            if while_starting {
+                state.submit_now(call.clone());
+                assert_eq!(state.actors[&actor].pending.len(), 1, "held while starting");
+            }
+            let (_, mut inbox) = constructed(&mut state, actor, worker, inbox);
+            state.schedule();
+            if !while_starting {
+                state.submit_now(call);
+            }
+            assert_eq!(executed_ids(&mut inbox), vec![call_id], "others={others}");
+            assert!(state.actors_with_calls.is_empty());
+        }
+    }
+
+    /// Dead actors are kept for the state API up to the head's limit, the
+    /// oldest forgotten first; a call to a forgotten one fails as a call to
+    /// an unknown actor, a call to a remembered one with its own death.
+    #[test]
+    fn dead_actors_are_kept_up_to_the_limit_oldest_forgotten_first() {
+        // (limit, actors created and killed, records left)
+        for (limit, killed, left) in [(3, 2, 2), (3, 3, 3), (3, 10, 3), (0, 4, 0)] {
+            let ids = Ids::new();
+            let mut state = NodeState::for_test(cpus(1.0), 1 << 20);
+            state.dead_actors_kept = limit;
+            let mut actors = Vec::new();
+            for _ in 0..killed {
+                let spec = ids.actor(cpus(1.0), 0);
+                actors.push(spec.actor_id);
+                start_actor(&mut state, spec);
+                state.kill_actor(*actors.last().unwrap()).expect("killed");
+                state.schedule();
+            }
+            assert_eq!(state.actors.len(), left, "limit {limit}, killed {killed}");
+            assert_eq!(state.dead_actors.len(), left);
+            let (forgotten, kept) = actors.split_at(killed - left);
+            assert!(forgotten.iter().all(|a| !state.actors.contains_key(a)));
+            assert!(kept.iter().all(|a| state.actors.contains_key(a)));
+            for (actor, message) in [
+                (forgotten.last(), "no such actor"),
+                (kept.last(), "killed by oxray_core::kill"),
+            ] {
+                let Some(actor) = actor else { continue };
+                let call = ids.call(*actor, "add");
+                let output = call.return_id;
+                state.submit_now(call);
+                match state.value(output) {
+                    Some(Err(Error::ActorDied { message: m, .. })) => {
+                        assert!(m.contains(message), "{m}")
+                    }
+                    other => panic!("{other:?}"),
+                }
+            }
+        }
     }
 }

@@ -36,7 +36,15 @@ pub(crate) struct NodeConfig {
     pub object_store_memory: u64,
     /// Where it spills them (`spill/` of the session directory).
     pub spill_dir: std::path::PathBuf,
+    /// Dead actors whose records the head keeps for `oxray list actors`;
+    /// beyond that the oldest are forgotten.
+    pub dead_actors_kept: usize,
 }
+
+/// How many dead actors a head remembers by default. Ray's GCS keeps up to
+/// 100,000 (`maximum_gcs_destroyed_actor_cached_count`); fewer keep a head
+/// that creates and kills actors all day at a flat, small footprint.
+pub const DEFAULT_DEAD_ACTORS_KEPT: usize = 10_000;
 
 impl NodeConfig {
     /// Fills what `options` leaves open from the machine.
@@ -95,6 +103,7 @@ impl NodeConfig {
                 .unwrap_or(DEFAULT_EXECUTABLE_CACHE_BYTES),
             object_store_memory,
             spill_dir: crate::session::session_dir()?.join("spill"),
+            dead_actors_kept: DEFAULT_DEAD_ACTORS_KEPT,
         })
     }
 

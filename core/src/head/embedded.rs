@@ -1,10 +1,11 @@
 //! The embedded driver's backend: the driver that hosts the head calls it
-//! directly (no socket, no serialisation), blocking on the head's condition
-//! variable (after a brief spin, `spin.rs`) where a worker would wait on its
-//! stream.
+//! directly (no socket, no serialisation), blocking where a worker would wait
+//! on its stream: on its own wait slot for objects (after a brief spin,
+//! `spin.rs`), on the head's condition variable for the rest.
 
 use super::object_directory::{ObjectEntry, Outstanding};
-use super::Node;
+use super::object_waiters::Registration;
+use super::{Node, NodeState};
 use crate::error::{Error, Result};
 use crate::ids::{ActorId, ObjectId};
 use crate::placement::PlacementStrategy;
@@ -61,36 +62,16 @@ impl Backend for Node {
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut outstanding = Outstanding::new(ids);
         let mut state = self.state.lock();
-        let mut spun = false;
         loop {
-            if outstanding.missing(&state)? == 0 {
+            let missing = outstanding.missing(&state)?;
+            if missing == 0 {
                 return Ok(ids.iter().map(|id| state.value_of(*id)).collect());
             }
-            if !spun {
-                // A task's result usually arrives within a round trip: look
-                // again after a brief spin (the state unlocked) before
-                // parking on the condition variable.
-                spun = true;
-                let seen = *self.ready_epoch.borrow();
-                MutexGuard::unlocked(&mut state, || {
-                    crate::spin::poll(|| (*self.ready_epoch.borrow() != seen).then_some(()))
+            let waited = outstanding.register(&mut state, missing);
+            if !self.block_on(&mut state, waited, deadline) && outstanding.missing(&state)? > 0 {
+                return Err(Error::Timeout {
+                    seconds: timeout.unwrap_or_default().as_secs_f64(),
                 });
-                continue;
-            }
-            match deadline {
-                Some(deadline) => {
-                    if self
-                        .objects_changed
-                        .wait_until(&mut state, deadline)
-                        .timed_out()
-                        && outstanding.missing(&state)? > 0
-                    {
-                        return Err(Error::Timeout {
-                            seconds: timeout.unwrap_or_default().as_secs_f64(),
-                        });
-                    }
-                }
-                None => self.objects_changed.wait(&mut state),
             }
         }
     }
@@ -104,18 +85,14 @@ impl Backend for Node {
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut outstanding = Outstanding::new(ids);
         let mut state = self.state.lock();
-        while ids.len() - outstanding.missing(&state)? < num_returns {
-            match deadline {
-                Some(deadline) => {
-                    if self
-                        .objects_changed
-                        .wait_until(&mut state, deadline)
-                        .timed_out()
-                    {
-                        break;
-                    }
-                }
-                None => self.objects_changed.wait(&mut state),
+        loop {
+            let ready = ids.len() - outstanding.missing(&state)?;
+            if ready >= num_returns {
+                break;
+            }
+            let waited = outstanding.register(&mut state, num_returns - ready);
+            if !self.block_on(&mut state, waited, deadline) {
+                break;
             }
         }
         Ok(state.ready_flags(ids, num_returns))
@@ -230,5 +207,27 @@ impl Backend for Node {
 
     fn named_actor(&self, name: &str) -> Result<Option<(ActorId, String)>> {
         Ok(self.state.lock().named_actor(self.embedded_job, name))
+    }
+}
+
+impl Node {
+    /// Blocks the embedded driver's thread, the state unlocked, until the
+    /// objects it registered on wake it or `deadline` passes; says whether
+    /// it was woken. A task's result usually arrives within a round trip, so
+    /// it spins briefly before parking.
+    fn block_on(
+        &self,
+        state: &mut MutexGuard<'_, NodeState>,
+        Registration { waiter, slot }: Registration,
+        deadline: Option<Instant>,
+    ) -> bool {
+        let woken = MutexGuard::unlocked(state, || {
+            crate::spin::poll(|| slot.is_woken().then_some(())).is_some()
+                || slot.wait_until(deadline)
+        });
+        if !woken {
+            state.object_waiters.unregister(waiter);
+        }
+        woken
     }
 }

@@ -69,6 +69,7 @@ impl Node {
                     lease: None,
                     assigned: VecDeque::new(),
                     last_task: None,
+                    stopping: false,
                 },
             );
             Ok(id)
@@ -129,6 +130,18 @@ pub(super) struct DriverJob {
     /// Wants its workers' output (Ray's `log_to_driver`).
     log_to_driver: bool,
     owned: FxHashMap<ObjectId, u64>,
+}
+
+#[cfg(test)]
+impl DriverJob {
+    /// The job of a driver that holds no references.
+    pub(super) fn for_test(job: JobId) -> DriverJob {
+        DriverJob {
+            job,
+            log_to_driver: false,
+            owned: FxHashMap::default(),
+        }
+    }
 }
 
 /// Seconds since the Unix epoch.

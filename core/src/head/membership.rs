@@ -16,6 +16,10 @@ use tokio::sync::mpsc;
 
 /// A node daemon heartbeats this often...
 pub(crate) const HEARTBEAT_PERIOD: Duration = Duration::from_secs(1);
+
+/// Dead nodes `oxray status` still lists; older ones are forgotten (Ray's
+/// GCS keeps as many: `maximum_gcs_dead_node_cached_count`).
+pub(super) const DEAD_NODES_KEPT: usize = 1000;
 /// ...and is dead after this long without one (Ray: about 15-20 s).
 pub(crate) const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(6);
 
@@ -134,7 +138,10 @@ impl NodeState {
         };
         self.object_stores.remove(node_id);
         if let Some(pool) = self.pool.node(node_id) {
-            self.dead_nodes.push(NodeStatus {
+            if self.dead_nodes.len() == DEAD_NODES_KEPT {
+                self.dead_nodes.pop_front();
+            }
+            self.dead_nodes.push_back(NodeStatus {
                 node_id: node_id.to_string(),
                 address: remote.object_server,
                 alive: false,
@@ -321,5 +328,26 @@ mod tests {
         assert!(state.placement_group_ready(1).expect("known"));
         assert_eq!(state.placement_groups[&1].allocations[0].node, "c");
         assert_eq!(state.free("c", CPU), 0.0);
+    }
+
+    /// `oxray status` lists the most recent dead nodes, at most
+    /// DEAD_NODES_KEPT, the oldest forgotten first.
+    #[test]
+    fn dead_nodes_are_kept_up_to_the_limit_oldest_forgotten_first() {
+        // (nodes that join and die, the first one still listed)
+        for (died, first_kept) in [(2, 0), (DEAD_NODES_KEPT, 0), (DEAD_NODES_KEPT + 3, 3)] {
+            let mut state = NodeState::for_test(cpus(1.0), 1 << 20);
+            for index in 0..died {
+                let node = format!("n{index}");
+                let _control = state.join(&node, cpus(1.0));
+                assert!(state.node_died(&node, "gone"));
+            }
+            assert_eq!(state.dead_nodes.len(), died.min(DEAD_NODES_KEPT));
+            assert_eq!(state.dead_nodes[0].node_id, format!("n{first_kept}"));
+            assert_eq!(
+                state.dead_nodes.back().unwrap().node_id,
+                format!("n{}", died - 1)
+            );
+        }
     }
 }

@@ -57,10 +57,13 @@ mod bounds;
 mod config;
 mod embedded;
 mod executables;
+#[cfg(test)]
+mod index_invariants;
 mod jobs;
 mod membership;
 mod object_directory;
 mod object_store;
+mod object_waiters;
 mod placement_groups;
 mod scheduler;
 mod service;
@@ -72,6 +75,7 @@ mod test_support;
 mod worker_pool;
 
 pub(crate) use config::NodeConfig;
+pub use config::DEFAULT_DEAD_ACTORS_KEPT;
 pub(crate) use membership::HEARTBEAT_PERIOD;
 
 use crate::auth::RequireToken;
@@ -101,7 +105,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 use tasks::TaskRecord;
 use tokio::sync::watch;
-use worker_pool::{WorkerRecord, MAX_TASK_WORKERS};
+use worker_pool::{TaskWorkerIndex, WorkerRecord, MAX_TASK_WORKERS};
 
 pub(crate) mod generated {
     include!(concat!(env!("OUT_DIR"), "/oxray.Head.rs"));
@@ -114,17 +118,26 @@ struct NodeState {
     waiting_on: FxHashMap<ObjectId, Vec<TaskId>>,
     queues: HashMap<String, ShapeQueue>,
     workers: FxHashMap<WorkerId, WorkerRecord>,
+    /// The task workers among `workers`, by what they can run.
+    task_workers: TaskWorkerIndex,
     actors: FxHashMap<ActorId, ActorRecord>,
     /// Live named actors by (namespace, name).
     named_actors: HashMap<(String, String), ActorId>,
     actors_waiting: VecDeque<ActorId>,
+    /// Actors that may have calls to send since the last `schedule`.
+    actors_with_calls: Vec<ActorId>,
+    /// Dead actors whose records are kept, oldest first, at most
+    /// `dead_actors_kept`.
+    dead_actors: VecDeque<ActorId>,
+    dead_actors_kept: usize,
     pool: ClusterResources,
     /// Control streams of the other nodes, by node id.
     remote_nodes: HashMap<String, RemoteNode>,
     /// Each live node's object store (capacity, what is spilled), by node id.
     object_stores: HashMap<String, NodeObjectStore>,
-    /// Nodes declared dead, kept for `oxray status`.
-    dead_nodes: Vec<NodeStatus>,
+    /// Nodes declared dead, kept for `oxray status`, oldest first, at most
+    /// `membership::DEAD_NODES_KEPT`.
+    dead_nodes: VecDeque<NodeStatus>,
     /// Every driver that has used the cluster (the job table).
     jobs: FxHashMap<JobId, JobStatus>,
     /// The connected remote drivers, and what each job holds.
@@ -135,8 +148,11 @@ struct NodeState {
     kv: HashMap<String, Vec<u8>>,
     placement_groups: std::collections::BTreeMap<u64, PlacementGroupRecord>,
     shutting_down: bool,
-    /// Counts objects becoming ready, so waiters know when to look again.
+    /// Counts changes other than objects becoming ready (a placement group
+    /// reserved, a KV key set, a spill done), so their waiters look again.
     ready_events: u64,
+    /// The `get`s and `wait`s blocked on each object.
+    object_waiters: object_waiters::ObjectWaiters,
     /// Work for the async side: workers to spawn, processes to kill, files to
     /// remove. Collected under the lock, done after it is released.
     effects: Vec<Effect>,
@@ -158,6 +174,7 @@ impl NodeState {
         object_store_memory: u64,
         ids: Arc<IdMinter>,
         task_events: task_events::TaskEvents,
+        retention: Retention,
     ) -> Self {
         let mut pool = ClusterResources::default();
         pool.add_node(node_id, resources);
@@ -167,16 +184,20 @@ impl NodeState {
             waiting_on: FxHashMap::default(),
             queues: HashMap::new(),
             workers: FxHashMap::default(),
+            task_workers: TaskWorkerIndex::default(),
             actors: FxHashMap::default(),
             named_actors: HashMap::new(),
             actors_waiting: VecDeque::new(),
+            actors_with_calls: Vec::new(),
+            dead_actors: VecDeque::new(),
+            dead_actors_kept: retention.dead_actors,
             pool,
             remote_nodes: HashMap::new(),
             object_stores: HashMap::from([(
                 node_id.to_string(),
                 NodeObjectStore::new(object_store_memory),
             )]),
-            dead_nodes: Vec::new(),
+            dead_nodes: VecDeque::new(),
             jobs: FxHashMap::default(),
             drivers: FxHashMap::default(),
             unavailable: HashMap::new(),
@@ -184,6 +205,7 @@ impl NodeState {
             placement_groups: Default::default(),
             shutting_down: false,
             ready_events: 0,
+            object_waiters: Default::default(),
             effects: Vec::new(),
             task_events,
             ids,
@@ -197,6 +219,12 @@ impl NodeState {
         self.last_worker += 1;
         WorkerId(self.last_worker)
     }
+}
+
+/// How much of the past the head keeps for the state API.
+#[derive(Debug, Clone, Copy)]
+struct Retention {
+    dead_actors: usize,
 }
 
 enum Effect {
@@ -281,6 +309,9 @@ impl Node {
                 config.object_store_memory,
                 ids.clone(),
                 task_events::TaskEvents::from_env(),
+                Retention {
+                    dead_actors: config.dead_actors_kept,
+                },
             )),
             objects_changed: Condvar::new(),
             ready_epoch,

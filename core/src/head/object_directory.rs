@@ -4,6 +4,7 @@
 //! freed (its shared-memory file removed, on whichever node holds it) when the
 //! last reference goes.
 
+use super::object_waiters::Registration;
 use super::{Effect, NodeState};
 use crate::error::{Error, Result};
 use crate::ids::{ObjectId, TaskId};
@@ -40,7 +41,6 @@ impl NodeState {
 
     /// Stores a value (or error) for `id` and wakes what waits on it.
     pub(super) fn complete(&mut self, id: ObjectId, value: Result<ObjectBlob>) {
-        self.ready_events += 1;
         let unwanted = match self.objects.get_mut(&id) {
             Some(entry) if entry.refs > 0 => {
                 let value = Arc::new(value);
@@ -49,10 +49,12 @@ impl NodeState {
                 if let Ok(blob) = &*value {
                     self.store_admit(blob);
                 }
+                self.object_waiters.object_ready(id);
                 None
             }
             Some(_) => {
                 self.objects.remove(&id);
+                self.object_waiters.object_gone(id);
                 Some(value)
             }
             None => Some(value),
@@ -114,6 +116,7 @@ impl NodeState {
         entry.refs = entry.refs.saturating_sub(1);
         if entry.refs == 0 && entry.value.is_some() {
             let entry = self.objects.remove(&id).expect("entry just seen");
+            self.object_waiters.object_gone(id);
             if let Some(value) = entry.value {
                 self.free_value(&value);
             }
@@ -131,6 +134,12 @@ pub(super) struct Outstanding {
 impl Outstanding {
     pub(super) fn new(ids: &[ObjectId]) -> Self {
         Outstanding { ids: ids.to_vec() }
+    }
+
+    /// Registers to be woken once `needed` more of the missing ids are
+    /// ready (or one of them is gone).
+    pub(super) fn register(&self, state: &mut NodeState, needed: usize) -> Registration {
+        state.object_waiters.register(&self.ids, needed)
     }
 
     /// Forgets the ids that became ready and says how many are still missing;

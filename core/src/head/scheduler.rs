@@ -7,7 +7,7 @@
 use super::executables::{code_key, Code};
 use super::task_events::now_ms;
 use super::tasks::TaskKind;
-use super::worker_pool::MAX_TASK_WORKERS;
+use super::worker_pool::{pool_key, MAX_TASK_WORKERS};
 use super::NodeState;
 use crate::error::Result;
 use crate::ids::{TaskId, WorkerId};
@@ -91,19 +91,13 @@ impl NodeState {
             self.pool.release(&allocation);
             return Err(error);
         }
-        let idle = self.workers.iter().find(|(_, w)| {
-            w.actor.is_none()
-                && !w.is_driver
-                && code_key(&w.code) == code_key(code)
-                && w.node == node
-                && w.sender.is_some()
-                && w.lease.is_none()
-                && w.assigned.is_empty()
-                && w.gpu_ids == gpu_ids
-        });
-        match idle {
-            Some((&id, _)) => {
-                let worker = self.workers.get_mut(&id).expect("worker just found");
+        let key = pool_key(&node, code, &gpu_ids);
+        // The index holds exactly the idle workers (each change of a worker
+        // that makes it idle or busy updates it).
+        let idle = self.task_workers.take_idle(&key);
+        match idle.and_then(|id| Some((id, self.workers.get_mut(&id)?))) {
+            Some((id, worker)) => {
+                debug_assert!(worker.is_idle(), "{id} indexed as idle");
                 worker.lease = Some(Lease {
                     allocation,
                     lent_out: false,
@@ -112,18 +106,8 @@ impl NodeState {
             }
             None => {
                 self.pool.release(&allocation);
-                let starting = self.workers.values().any(|w| {
-                    w.actor.is_none()
-                        && w.sender.is_none()
-                        && w.node == node
-                        && w.gpu_ids == gpu_ids
-                        && code_key(&w.code) == code_key(code)
-                });
-                let task_workers = self
-                    .workers
-                    .values()
-                    .filter(|w| w.actor.is_none() && !w.is_driver && w.node == node)
-                    .count();
+                let starting = self.task_workers.is_starting(&key);
+                let task_workers = self.task_workers.on_node(&node);
                 if !starting && task_workers < MAX_TASK_WORKERS {
                     let id = self.next_worker_id();
                     self.add_worker(id, &node, gpu_ids, None, code.clone());
@@ -197,6 +181,9 @@ impl NodeState {
             if let Some(lease) = w.lease.take() {
                 if !lease.lent_out {
                     self.pool.release(&lease.allocation);
+                }
+                if w.is_idle() {
+                    self.task_workers.now_idle(w.pool_key(), worker);
                 }
             }
         }

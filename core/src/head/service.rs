@@ -7,32 +7,87 @@ use super::actor_handles::handle_object;
 use super::generated::head_server::Head as HeadService;
 use super::jobs::DriverIdentity;
 use super::object_directory::Outstanding;
+use super::object_waiters::WakeOn;
 use super::{Node, NodeState};
 use crate::error::{Error, Result};
-use crate::ids::WorkerId;
+use crate::ids::{TaskId, WorkerId};
 use crate::packaging;
 use crate::protocol::*;
 use crate::runtime::Backend;
 use std::pin::Pin;
 use std::sync::{Arc, Weak};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 
+/// A message that only changes the head's state: a task's result or a
+/// submission. A burst of them from one stream is applied under one lock
+/// with one scheduling pass, instead of a lock, a pass and an effects round
+/// per message.
+enum StateUpdate {
+    Finished {
+        task_id: TaskId,
+        outcome: Result<ObjectBlob>,
+    },
+    Submit(TaskSpec),
+}
+
+/// The most messages already received on a stream that are handled as one
+/// batch: enough to amortise the lock and the scheduling pass, few enough
+/// that other streams get the lock in between.
+const MAX_BATCH: usize = 256;
+
 impl Node {
-    pub(super) fn handle_worker_message(&self, worker: WorkerId, message: WorkerToNode) {
-        match message {
-            WorkerToNode::Hello { .. } | WorkerToNode::DriverHello { .. } => {}
-            WorkerToNode::Finished { task_id, outcome } => {
-                self.with_state(|state| state.task_finished(worker, task_id, outcome))
+    /// Handles messages in the order they came on `worker`'s stream, each
+    /// run of submissions and results under one lock.
+    pub(super) fn handle_worker_messages(&self, worker: WorkerId, messages: Vec<WorkerToNode>) {
+        let mut updates = Vec::new();
+        for message in messages {
+            match message {
+                WorkerToNode::Finished { task_id, outcome } => {
+                    updates.push(StateUpdate::Finished { task_id, outcome })
+                }
+                WorkerToNode::Submit(spec) => updates.push(StateUpdate::Submit(spec)),
+                other => {
+                    // What came before it is applied first: stream order.
+                    self.apply_updates(worker, &mut updates);
+                    self.handle_worker_message(worker, other);
+                }
             }
-            WorkerToNode::Submit(spec) => self.with_state(|state| {
-                let job = state.job_of(worker, self.embedded_job);
-                state.note_driver_refs(worker, &[spec.return_id], &spec.args);
-                let code = state.code_of(worker);
-                state.submit(spec, job, code)
-            }),
+        }
+        self.apply_updates(worker, &mut updates);
+    }
+
+    fn apply_updates(&self, worker: WorkerId, updates: &mut Vec<StateUpdate>) {
+        if updates.is_empty() {
+            return;
+        }
+        self.with_state(|state| {
+            for update in updates.drain(..) {
+                match update {
+                    StateUpdate::Finished { task_id, outcome } => {
+                        state.task_finished(worker, task_id, outcome)
+                    }
+                    StateUpdate::Submit(spec) => {
+                        let job = state.job_of(worker, self.embedded_job);
+                        state.note_driver_refs(worker, &[spec.return_id], &spec.args);
+                        let code = state.code_of(worker);
+                        state.submit(spec, job, code)
+                    }
+                }
+            }
+        })
+    }
+
+    /// Handles a message other than a submission or a result.
+    fn handle_worker_message(&self, worker: WorkerId, message: WorkerToNode) {
+        match message {
+            WorkerToNode::Hello { .. }
+            | WorkerToNode::DriverHello { .. }
+            | WorkerToNode::Finished { .. }
+            | WorkerToNode::Submit(_) => {}
             WorkerToNode::Put { id, value } => {
                 self.state.lock().note_driver_refs(worker, &[id], &[]);
                 self.put(id, value)
@@ -149,7 +204,9 @@ impl Node {
                     let Some(node) = node.upgrade() else { return };
                     let timeout = Some(Duration::from_millis(timeout_ms));
                     let reply = node
-                        .await_until(worker, timeout, |state| state.placement_group_ready(id))
+                        .await_until(worker, timeout, |state| {
+                            Ok(WakeOn::unless(state.placement_group_ready(id)?))
+                        })
                         .await
                         .map(|_| Reply::Done);
                     reply_to(&node, reply);
@@ -162,7 +219,9 @@ impl Node {
                     let Some(node) = node.upgrade() else { return };
                     let timeout = Some(Duration::from_millis(timeout_ms));
                     let reply = node
-                        .await_until(worker, timeout, |state| Ok(state.kv.contains_key(&key)))
+                        .await_until(worker, timeout, |state| {
+                            Ok(WakeOn::unless(state.kv.contains_key(&key)))
+                        })
                         .await
                         .map(|_| Reply::Value(node.state.lock().kv.get(&key).cloned()));
                     reply_to(&node, reply);
@@ -174,9 +233,11 @@ impl Node {
                     let Some(node) = node.upgrade() else { return };
                     let timeout = timeout_ms.map(Duration::from_millis);
                     let mut outstanding = Outstanding::new(&ids);
-                    let reply =
-                        node.await_until(worker, timeout, |state| {
-                            Ok(outstanding.missing(state)? == 0)
+                    let reply = node
+                        .await_until(worker, timeout, |state| {
+                            let missing = outstanding.missing(state)?;
+                            Ok((missing > 0)
+                                .then(|| WakeOn::Objects(outstanding.register(state, missing))))
                         })
                         .await
                         .map(|_| {
@@ -196,8 +257,11 @@ impl Node {
                     let Some(node) = node.upgrade() else { return };
                     let timeout = timeout_ms.map(Duration::from_millis);
                     let mut outstanding = Outstanding::new(&ids);
-                    let enough = |state: &NodeState| {
-                        Ok(ids.len() - outstanding.missing(state)? >= num_returns)
+                    let enough = |state: &mut NodeState| {
+                        let ready = ids.len() - outstanding.missing(state)?;
+                        Ok((ready < num_returns).then(|| {
+                            WakeOn::Objects(outstanding.register(state, num_returns - ready))
+                        }))
                     };
                     let reply = match node.await_until(worker, timeout, enough).await {
                         Ok(()) | Err(Error::Timeout { .. }) => Ok(Reply::Ready(
@@ -211,13 +275,14 @@ impl Node {
         }
     }
 
-    /// Waits (asynchronously, for a worker) until `done` holds, lending the
-    /// worker's resources out meanwhile.
+    /// Waits (asynchronously, for a worker) until `look` finds nothing left
+    /// to wait for, lending the worker's resources out meanwhile. `look`
+    /// says what to wait for before looking again.
     pub(super) async fn await_until(
         &self,
         worker: WorkerId,
         timeout: Option<Duration>,
-        mut done: impl FnMut(&NodeState) -> Result<bool>,
+        mut look: impl FnMut(&mut NodeState) -> Result<Option<WakeOn>>,
     ) -> Result<()> {
         super::bounds::check_timeout(timeout)?;
         let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
@@ -225,27 +290,40 @@ impl Node {
         let mut lent = false;
         let outcome = loop {
             epoch.borrow_and_update();
-            match done(&self.state.lock()) {
+            let wake_on = match look(&mut self.state.lock()) {
                 Err(e) => break Err(e),
-                Ok(true) => break Ok(()),
-                Ok(false) => {}
-            }
+                Ok(None) => break Ok(()),
+                Ok(Some(wake_on)) => wake_on,
+            };
             if !lent {
                 lent = true;
                 self.with_state(|state| state.lend_out(worker, true));
             }
-            let changed = epoch.changed();
-            match deadline {
-                Some(deadline) => {
-                    if tokio::time::timeout_at(deadline, changed).await.is_err() {
-                        break Err(Error::Timeout {
-                            seconds: timeout.unwrap_or_default().as_secs_f64(),
-                        });
+            let woken = async {
+                match &wake_on {
+                    WakeOn::AnyChange => {
+                        let _ = epoch.changed().await;
                     }
+                    WakeOn::Objects(registration) => registration.slot.notified().await,
                 }
+            };
+            let timed_out = match deadline {
+                Some(deadline) => tokio::time::timeout_at(deadline, woken).await.is_err(),
                 None => {
-                    let _ = changed.await;
+                    woken.await;
+                    false
                 }
+            };
+            if timed_out {
+                if let WakeOn::Objects(registration) = wake_on {
+                    self.state
+                        .lock()
+                        .object_waiters
+                        .unregister(registration.waiter);
+                }
+                break Err(Error::Timeout {
+                    seconds: timeout.unwrap_or_default().as_secs_f64(),
+                });
             }
         };
         if lent {
@@ -328,13 +406,17 @@ impl HeadService for HeadEndpoint {
         let weak = self.node.clone();
         tokio::spawn(async move {
             let reason = loop {
-                match inbound.message().await {
-                    Ok(Some(message)) => match weak.upgrade() {
-                        Some(node) => node.handle_worker_message(worker, message),
-                        None => return,
-                    },
-                    Ok(None) => break "its connection closed".to_string(),
-                    Err(status) => break format!("its connection failed: {}", status.message()),
+                let (messages, ended) = match inbound.message().await {
+                    Ok(Some(message)) => received_with(message, &mut inbound),
+                    Ok(None) => (Vec::new(), Some(end_reason(None))),
+                    Err(status) => (Vec::new(), Some(end_reason(Some(status)))),
+                };
+                match weak.upgrade() {
+                    Some(node) => node.handle_worker_messages(worker, messages),
+                    None => return,
+                }
+                if let Some(reason) = ended {
+                    break reason;
                 }
             };
             if let Some(node) = weak.upgrade() {
@@ -390,8 +472,8 @@ impl HeadService for HeadEndpoint {
                         Some(head) => head.handle_node_message(&node_id, message),
                         None => return,
                     },
-                    Ok(None) => break "its connection closed".to_string(),
-                    Err(status) => break format!("its connection failed: {}", status.message()),
+                    Ok(None) => break end_reason(None),
+                    Err(status) => break end_reason(Some(status)),
                 }
             };
             if let Some(head) = weak.upgrade() {
@@ -449,3 +531,28 @@ impl HeadService for HeadEndpoint {
 }
 
 type ChunkStream = Pin<Box<dyn Stream<Item = std::result::Result<Chunk, tonic::Status>> + Send>>;
+
+/// `first` and the messages already received after it on `inbound` (up to
+/// [`MAX_BATCH`]), without waiting for more; and why the stream ended, if it
+/// did meanwhile.
+fn received_with<T>(first: T, inbound: &mut tonic::Streaming<T>) -> (Vec<T>, Option<String>) {
+    let mut messages = vec![first];
+    let mut context = Context::from_waker(Waker::noop());
+    while messages.len() < MAX_BATCH {
+        match Pin::new(&mut *inbound).poll_next(&mut context) {
+            Poll::Ready(Some(Ok(message))) => messages.push(message),
+            Poll::Ready(Some(Err(status))) => return (messages, Some(end_reason(Some(status)))),
+            Poll::Ready(None) => return (messages, Some(end_reason(None))),
+            Poll::Pending => break,
+        }
+    }
+    (messages, None)
+}
+
+/// Why a stream to the head ended: its peer closed it, or it failed.
+fn end_reason(failure: Option<tonic::Status>) -> String {
+    match failure {
+        None => "its connection closed".to_string(),
+        Some(status) => format!("its connection failed: {}", status.message()),
+    }
+}

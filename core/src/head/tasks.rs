@@ -159,7 +159,8 @@ impl NodeState {
             TaskKind::Stateless => self.queue_for(task_id).push_back(task_id),
             TaskKind::ActorCall(actor) => match self.actors.get_mut(&actor) {
                 Some(record) if !matches!(record.status, ActorStatus::Dead(_)) => {
-                    record.pending.push_back(task_id)
+                    record.pending.push_back(task_id);
+                    self.note_pending_calls(actor);
                 }
                 Some(record) => {
                     let ActorStatus::Dead(error) = record.status.clone() else {
@@ -170,7 +171,8 @@ impl NodeState {
                 None => {
                     let error = Error::ActorDied {
                         actor: actor.to_string(),
-                        message: "no such actor".into(),
+                        message: "no such actor (or it died long ago and its record was dropped)"
+                            .into(),
                     };
                     self.finish_task(task_id, Err(error));
                 }
@@ -261,13 +263,13 @@ impl NodeState {
                     Ok(_) => {
                         if let Some(a) = self.actors.get_mut(&actor) {
                             a.status = ActorStatus::Alive;
+                            self.note_pending_calls(actor);
                         }
                     }
                     Err(error) => {
                         let message = format!("its constructor failed: {error}");
                         self.actor_dead(actor, message);
-                        self.effects
-                            .extend(self.workers.get(&worker).map(|w| w.stop(worker)));
+                        self.stop_worker(worker);
                     }
                 }
             }
@@ -282,14 +284,14 @@ impl NodeState {
             return Ok(());
         };
         let function = record.spec.invocation.display_name();
-        match (record.worker, record.kind) {
+        let kind = record.kind;
+        match (record.worker, kind) {
             (Some(worker), TaskKind::Stateless) => {
                 let running =
                     self.workers.get(&worker).and_then(|w| w.assigned.front()) == Some(&task_id);
                 if running {
                     record.cancelled = true;
-                    self.effects
-                        .extend(self.workers.get(&worker).map(|w| w.stop(worker)));
+                    self.stop_worker(worker);
                     return Ok(());
                 }
                 if let Some(w) = self.workers.get_mut(&worker) {
@@ -302,8 +304,10 @@ impl NodeState {
         for queue in self.queues.values_mut() {
             queue.tasks.retain(|t| *t != task_id);
         }
-        for actor in self.actors.values_mut() {
-            actor.pending.retain(|t| *t != task_id);
+        if let TaskKind::ActorCall(actor) = kind {
+            if let Some(actor) = self.actors.get_mut(&actor) {
+                actor.pending.retain(|t| *t != task_id);
+            }
         }
         for waiting in self.waiting_on.values_mut() {
             waiting.retain(|t| *t != task_id);
@@ -362,12 +366,12 @@ mod tests {
                 .map(|r| r.state),
             Some(TaskState::Running)
         );
-        let before = state.ready_events;
+        let waiter = state.object_waiters.register(&[output], 1);
         state.finish(worker, task, Ok(inline(b"y")));
         assert!(
             matches!(state.value(output), Some(Ok(ObjectBlob { payload: Payload::Inline(b), .. })) if b == b"y")
         );
-        assert!(state.ready_events > before, "waiters are woken");
+        assert!(waiter.slot.is_woken(), "its waiter is woken");
         assert!(!state.tasks.contains_key(&task));
         assert_eq!(state.free(HEAD, CPU), 2.0, "the lease ended");
         assert!(state.workers[&worker].lease.is_none());

@@ -6,7 +6,7 @@
 //! socket or runtime.
 
 use super::task_events::TaskEvents;
-use super::{Effect, NodeState};
+use super::{Effect, NodeState, Retention};
 use crate::error::{Error, Result};
 use crate::ids::{ActorId, IdMinter, JobId, ObjectId, TaskId, WorkerId};
 use crate::protocol::*;
@@ -131,6 +131,9 @@ impl NodeState {
             store,
             Arc::new(IdMinter::new(0)),
             TaskEvents::new(1000),
+            Retention {
+                dead_actors: super::DEFAULT_DEAD_ACTORS_KEPT,
+            },
         )
     }
 

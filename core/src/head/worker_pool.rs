@@ -4,13 +4,14 @@
 //! removed when their process or stream ends, with their work retried or
 //! failed.
 
-use super::executables::Code;
+use super::executables::{code_key, Code};
 use super::scheduler::Lease;
 use super::{Effect, Node, NodeState};
 use crate::error::Error;
 use crate::ids::{ActorId, JobId, TaskId, WorkerId};
 use crate::protocol::*;
 use crate::worker::{describe_exit, kill_process};
+use rustc_hash::FxHashMap;
 use std::collections::VecDeque;
 use tokio::sync::mpsc;
 
@@ -32,9 +33,171 @@ pub(super) struct WorkerRecord {
     /// The job and name of the last task sent to it: whose driver its output
     /// goes to, even for lines read after the task finished.
     pub(super) last_task: Option<(JobId, String)>,
+    /// Told to stop: it stays until its exit is reported (which settles its
+    /// work), but never takes new work, even if it finishes what it runs
+    /// before the signal lands.
+    pub(super) stopping: bool,
+}
+
+/// What a task worker can take a lease for: its node, its executable's
+/// digest and its GPU ids.
+pub(super) type PoolKey = (String, String, Vec<u32>);
+
+pub(super) fn pool_key(node: &str, code: &Code, gpu_ids: &[u32]) -> PoolKey {
+    (
+        node.to_string(),
+        code_key(code).to_string(),
+        gpu_ids.to_vec(),
+    )
+}
+
+/// The task workers (not actors' workers, not drivers) by what they can
+/// run, kept as workers start, connect, take and end leases and go: a lease
+/// finds an idle worker, and the pool knows what it is still starting and how
+/// many workers a node has, without looking at every worker.
+#[derive(Default)]
+pub(super) struct TaskWorkerIndex {
+    idle: FxHashMap<PoolKey, Vec<WorkerId>>,
+    starting: FxHashMap<PoolKey, usize>,
+    per_node: FxHashMap<String, usize>,
+}
+
+impl TaskWorkerIndex {
+    fn started(&mut self, key: PoolKey) {
+        *self.per_node.entry(key.0.clone()).or_default() += 1;
+        *self.starting.entry(key).or_default() += 1;
+    }
+
+    fn connected(&mut self, key: PoolKey, worker: WorkerId) {
+        self.stop_starting(&key);
+        self.idle.entry(key).or_default().push(worker);
+    }
+
+    /// `worker` ended its lease with nothing assigned.
+    pub(super) fn now_idle(&mut self, key: PoolKey, worker: WorkerId) {
+        self.idle.entry(key).or_default().push(worker);
+    }
+
+    /// `worker` is no longer idle (it goes, or is told to stop).
+    fn not_idle(&mut self, key: &PoolKey, worker: WorkerId) {
+        if let Some(idle) = self.idle.get_mut(key) {
+            idle.retain(|w| *w != worker);
+            if idle.is_empty() {
+                self.idle.remove(key);
+            }
+        }
+    }
+
+    /// An idle worker for `key`, no longer idle.
+    pub(super) fn take_idle(&mut self, key: &PoolKey) -> Option<WorkerId> {
+        let idle = self.idle.get_mut(key)?;
+        let worker = idle.pop();
+        if idle.is_empty() {
+            self.idle.remove(key);
+        }
+        worker
+    }
+
+    fn removed(&mut self, key: PoolKey, worker: WorkerId, connected: bool) {
+        if let Some(count) = self.per_node.get_mut(&key.0) {
+            *count -= 1;
+            if *count == 0 {
+                self.per_node.remove(&key.0);
+            }
+        }
+        if connected {
+            self.not_idle(&key, worker);
+        } else {
+            self.stop_starting(&key);
+        }
+    }
+
+    fn stop_starting(&mut self, key: &PoolKey) {
+        if let Some(count) = self.starting.get_mut(key) {
+            *count -= 1;
+            if *count == 0 {
+                self.starting.remove(key);
+            }
+        }
+    }
+
+    /// Whether a worker for `key` is starting (not connected yet).
+    pub(super) fn is_starting(&self, key: &PoolKey) -> bool {
+        self.starting.contains_key(key)
+    }
+
+    /// Task workers on `node`, connected or starting.
+    pub(super) fn on_node(&self, node: &str) -> usize {
+        self.per_node.get(node).copied().unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+impl TaskWorkerIndex {
+    /// Panics unless the index holds exactly what a look at every worker
+    /// finds (what leases scanned all workers for before there was an index).
+    pub(super) fn assert_matches_scan(
+        &self,
+        workers: &FxHashMap<WorkerId, WorkerRecord>,
+        step: &str,
+    ) {
+        use std::collections::BTreeMap;
+        let mut idle: BTreeMap<PoolKey, Vec<WorkerId>> = BTreeMap::new();
+        let mut starting: BTreeMap<PoolKey, usize> = BTreeMap::new();
+        let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
+        for (id, worker) in workers.iter().filter(|(_, w)| w.runs_tasks()) {
+            *per_node.entry(worker.node.clone()).or_default() += 1;
+            if worker.sender.is_none() {
+                *starting.entry(worker.pool_key()).or_default() += 1;
+            }
+            if worker.is_idle() {
+                idle.entry(worker.pool_key()).or_default().push(*id);
+            }
+        }
+        idle.values_mut().for_each(|ids| ids.sort());
+        let mut indexed: BTreeMap<PoolKey, Vec<WorkerId>> = self.idle.clone().into_iter().collect();
+        // Sorted, not deduplicated: a worker listed twice is a fault.
+        indexed.values_mut().for_each(|ids| ids.sort());
+        assert_eq!(indexed, idle, "idle task workers after {step}");
+        assert_eq!(
+            self.starting
+                .clone()
+                .into_iter()
+                .collect::<BTreeMap<_, _>>(),
+            starting,
+            "starting task workers after {step}"
+        );
+        assert_eq!(
+            self.per_node
+                .clone()
+                .into_iter()
+                .collect::<BTreeMap<_, _>>(),
+            per_node,
+            "task workers per node after {step}"
+        );
+    }
 }
 
 impl WorkerRecord {
+    /// Runs stateless tasks (not an actor's worker, not a driver).
+    pub(super) fn runs_tasks(&self) -> bool {
+        self.actor.is_none() && !self.is_driver
+    }
+
+    /// A task worker that can take a lease now: connected, not stopping,
+    /// with no lease and nothing assigned.
+    pub(super) fn is_idle(&self) -> bool {
+        self.runs_tasks()
+            && self.sender.is_some()
+            && !self.stopping
+            && self.lease.is_none()
+            && self.assigned.is_empty()
+    }
+
+    pub(super) fn pool_key(&self) -> PoolKey {
+        pool_key(&self.node, &self.code, &self.gpu_ids)
+    }
+
     /// The effect that ends this worker's process, wherever it runs.
     pub(super) fn stop(&self, worker: WorkerId) -> Effect {
         Effect::Stop {
@@ -162,21 +325,23 @@ impl NodeState {
         actor: Option<ActorId>,
         code: Code,
     ) {
-        self.workers.insert(
-            id,
-            WorkerRecord {
-                node: node.to_string(),
-                code: code.clone(),
-                is_driver: false,
-                pid: None,
-                sender: None,
-                gpu_ids: gpu_ids.clone(),
-                actor,
-                lease: None,
-                assigned: VecDeque::new(),
-                last_task: None,
-            },
-        );
+        let record = WorkerRecord {
+            node: node.to_string(),
+            code: code.clone(),
+            is_driver: false,
+            pid: None,
+            sender: None,
+            gpu_ids: gpu_ids.clone(),
+            actor,
+            lease: None,
+            assigned: VecDeque::new(),
+            last_task: None,
+            stopping: false,
+        };
+        if record.runs_tasks() {
+            self.task_workers.started(record.pool_key());
+        }
+        self.workers.insert(id, record);
         self.effects.push(Effect::Spawn {
             worker: id,
             node: node.to_string(),
@@ -201,8 +366,9 @@ impl NodeState {
             return false;
         }
         record.sender = Some(sender);
-        if let Some(actor) = record.actor {
-            self.start_actor_on(actor, worker);
+        match record.actor {
+            Some(actor) => self.start_actor_on(actor, worker),
+            None => self.task_workers.connected(record.pool_key(), worker),
         }
         true
     }
@@ -222,10 +388,28 @@ impl NodeState {
         self.remove_worker(worker, message)
     }
 
+    /// Asks `worker`'s process to end. Its record stays until the exit is
+    /// reported, which retries or fails its work with the exit's cause.
+    pub(super) fn stop_worker(&mut self, worker: WorkerId) {
+        let Some(record) = self.workers.get_mut(&worker) else {
+            return;
+        };
+        record.stopping = true;
+        if record.runs_tasks() {
+            self.task_workers.not_idle(&record.pool_key(), worker);
+        }
+        self.effects.push(record.stop(worker));
+    }
+
     pub(super) fn remove_worker(&mut self, worker: WorkerId, message: &str) {
         let Some(record) = self.workers.remove(&worker) else {
             return;
         };
+        if record.runs_tasks() {
+            let connected = record.sender.is_some();
+            self.task_workers
+                .removed(record.pool_key(), worker, connected);
+        }
         self.effects.push(record.stop(worker));
         if let Some(lease) = &record.lease {
             if !lease.lent_out {
@@ -356,5 +540,127 @@ mod tests {
         state.schedule();
         let workers: Vec<WorkerId> = state.take_spawns().into_iter().map(|(w, _)| w).collect();
         assert_eq!(workers, vec![WorkerId(1), WorkerId(2)]);
+    }
+
+    /// The index of task workers follows each worker through starting,
+    /// connecting, leases and removal, so a lease never looks at every
+    /// worker: (event, idle workers of the key, starting?, workers on node).
+    #[test]
+    fn the_task_worker_index_follows_each_worker() {
+        let key = pool_key("n", &None, &[]);
+        let other = pool_key("n", &None, &[0]);
+        let (a, b) = (WorkerId(1), WorkerId(2));
+        let mut index = TaskWorkerIndex::default();
+        type Step<'a> = (
+            &'a str,
+            Box<dyn Fn(&mut TaskWorkerIndex) + 'a>,
+            usize,
+            bool,
+            usize,
+        );
+        let steps: Vec<Step> = vec![
+            ("a starts", Box::new(|i| i.started(key.clone())), 0, true, 1),
+            (
+                "b starts (GPU 0)",
+                Box::new(|i| i.started(other.clone())),
+                0,
+                true,
+                2,
+            ),
+            (
+                "a connects",
+                Box::new(|i| i.connected(key.clone(), a)),
+                1,
+                false,
+                2,
+            ),
+            (
+                "a is leased",
+                Box::new(|i| assert_eq!(i.take_idle(&key), Some(a))),
+                0,
+                false,
+                2,
+            ),
+            (
+                "nothing else idle",
+                Box::new(|i| assert_eq!(i.take_idle(&key), None)),
+                0,
+                false,
+                2,
+            ),
+            (
+                "a's lease ends",
+                Box::new(|i| i.now_idle(key.clone(), a)),
+                1,
+                false,
+                2,
+            ),
+            (
+                "a exits idle",
+                Box::new(|i| i.removed(key.clone(), a, true)),
+                0,
+                false,
+                1,
+            ),
+            (
+                "b exits unconnected",
+                Box::new(|i| i.removed(other.clone(), b, false)),
+                0,
+                false,
+                0,
+            ),
+        ];
+        for (event, apply, idle, starting, on_node) in steps {
+            apply(&mut index);
+            assert_eq!(index.idle.get(&key).map_or(0, Vec::len), idle, "{event}");
+            assert_eq!(index.is_starting(&key), starting, "{event}");
+            assert_eq!(index.on_node("n"), on_node, "{event}");
+        }
+        assert!(index.idle.is_empty() && index.starting.is_empty() && index.per_node.is_empty());
+    }
+
+    /// Through the state: a finished task's worker is leased again for the
+    /// next task, a worker that died idle is never leased, and actors'
+    /// workers are not task workers.
+    #[test]
+    fn leases_go_to_indexed_idle_workers_only() {
+        let ids = Ids::new();
+        let mut state = NodeState::for_test(cpus(2.0), 1 << 20);
+        let first = ids.task("f", cpus(1.0), Vec::new());
+        let first_id = first.task_id;
+        state.submit_now(first);
+        let (worker, mut inbox) = state.start_one();
+        assert_eq!(executed_ids(&mut inbox), vec![first_id]);
+        state.finish(worker, first_id, Ok(inline(b"")));
+        let key = state.workers[&worker].pool_key();
+        assert_eq!(state.task_workers.idle[&key], vec![worker]);
+        let second = ids.task("f", cpus(1.0), Vec::new());
+        let second_id = second.task_id;
+        state.submit_now(second);
+        assert_eq!(
+            executed_ids(&mut inbox),
+            vec![second_id],
+            "the idle worker again"
+        );
+        assert!(state.take_spawns().is_empty(), "no new worker");
+        state.finish(worker, second_id, Ok(inline(b"")));
+
+        state.worker_exited(worker, "killed");
+        assert!(!state.task_workers.idle.contains_key(&key));
+        assert_eq!(state.task_workers.on_node(HEAD), 0);
+        state
+            .create_actor(ids.actor(cpus(1.0), 0), JOB, None)
+            .unwrap();
+        state.submit_now(ids.task("f", cpus(1.0), Vec::new()));
+        assert_eq!(
+            state.take_spawns().len(),
+            2,
+            "an actor's worker and a task worker"
+        );
+        assert_eq!(
+            state.task_workers.on_node(HEAD),
+            1,
+            "only the task worker counts"
+        );
     }
 }

@@ -4,6 +4,8 @@
 //! draws from is the policy's choice (`policy.rs`).
 
 use super::{ResourceSet, GPU};
+use rustc_hash::FxHashMap;
+use std::collections::BTreeSet;
 
 /// Tolerance for summing fractional amounts back to whole numbers.
 const EPSILON: f64 = 1e-9;
@@ -83,13 +85,27 @@ impl ResourcePool {
             && self.gpu_ids_for(request, &self.gpu_capacity()).is_some()
     }
 
-    /// Grants `request` now if the node has it free.
-    pub fn try_acquire(&mut self, request: &ResourceSet) -> Option<Allocation> {
-        let enough = request
+    /// Whether `try_acquire` would grant `request` now (nothing is taken).
+    pub fn can_grant(&self, request: &ResourceSet) -> bool {
+        self.has_free(request) && self.gpu_ids_for(request, &self.gpu_free).is_some()
+    }
+
+    fn has_free(&self, request: &ResourceSet) -> bool {
+        request
             .0
             .iter()
-            .all(|(name, amount)| *amount <= self.available.get(name) + EPSILON);
-        if !enough {
+            .all(|(name, amount)| *amount <= self.available.get(name) + EPSILON)
+    }
+
+    /// Whether anything at all is free: a node with nothing free cannot
+    /// grant a request for a positive amount of anything.
+    fn has_room(&self) -> bool {
+        self.available.0.values().any(|amount| *amount > EPSILON)
+    }
+
+    /// Grants `request` now if the node has it free.
+    pub fn try_acquire(&mut self, request: &ResourceSet) -> Option<Allocation> {
+        if !self.has_free(request) {
             return None;
         }
         let gpus = self.gpu_ids_for(request, &self.gpu_free)?;
@@ -181,10 +197,17 @@ impl ResourcePool {
 }
 
 /// The resource pools of every live node of the cluster, in registration
-/// order (the head's own node first).
+/// order (the head's own node first), with two indexes so that placing,
+/// granting and releasing cost the same on a cluster of any size: each
+/// node's position by id, and the positions of the nodes with anything free
+/// (a full cluster, the usual state of a busy one, is searched in no time).
 #[derive(Debug, Default)]
 pub struct ClusterResources {
     pub(super) nodes: Vec<(String, ResourcePool)>,
+    /// Each node's position in `nodes`.
+    positions: FxHashMap<String, usize>,
+    /// Positions of the nodes with anything free, in registration order.
+    pub(super) with_room: BTreeSet<usize>,
     /// Reserved placement-group bundles: (group, index) -> (node, pool).
     pub(super) bundles: std::collections::BTreeMap<(u64, usize), (String, ResourcePool)>,
     pub(super) spread_cursor: usize,
@@ -195,14 +218,52 @@ impl ClusterResources {
         self.nodes.retain(|(id, _)| id != node);
         self.nodes
             .push((node.to_string(), ResourcePool::new(total)));
+        self.reindex();
     }
 
     pub fn remove_node(&mut self, node: &str) {
         self.nodes.retain(|(id, _)| id != node);
+        self.reindex();
+    }
+
+    /// Rebuilds both indexes: nodes join and leave rarely.
+    fn reindex(&mut self) {
+        self.positions = (self.nodes.iter().enumerate())
+            .map(|(index, (id, _))| (id.clone(), index))
+            .collect();
+        self.with_room = (0..self.nodes.len())
+            .filter(|i| self.nodes[*i].1.has_room())
+            .collect();
+    }
+
+    /// Keeps `with_room` true for the node at `index` after its pool changed.
+    pub(super) fn pool_changed(&mut self, index: usize) {
+        if self.nodes[index].1.has_room() {
+            self.with_room.insert(index);
+        } else {
+            self.with_room.remove(&index);
+        }
+    }
+
+    pub(super) fn position(&self, node: &str) -> Option<usize> {
+        self.positions.get(node).copied()
+    }
+
+    /// Panics unless both indexes hold what a look at every node finds.
+    #[cfg(test)]
+    pub(crate) fn assert_indexes_match_scan(&self, step: &str) {
+        let room: BTreeSet<usize> = (0..self.nodes.len())
+            .filter(|i| self.nodes[*i].1.has_room())
+            .collect();
+        assert_eq!(self.with_room, room, "nodes with room after {step}");
+        let positions: FxHashMap<String, usize> = (self.nodes.iter().enumerate())
+            .map(|(index, (id, _))| (id.clone(), index))
+            .collect();
+        assert_eq!(self.positions, positions, "node positions after {step}");
     }
 
     pub fn node(&self, node: &str) -> Option<&ResourcePool> {
-        self.nodes.iter().find(|(id, _)| id == node).map(|(_, p)| p)
+        self.position(node).map(|index| &self.nodes[index].1)
     }
 
     pub fn nodes(&self) -> impl Iterator<Item = (&str, &ResourcePool)> {
@@ -232,6 +293,7 @@ impl ClusterResources {
                 (group, index),
                 (node.clone(), ResourcePool::for_bundle(&allocation)),
             );
+            self.pool_changed(*node_index);
             allocations.push(allocation);
         }
         allocations
@@ -245,28 +307,30 @@ impl ClusterResources {
         }
     }
 
-    /// The pool an allocation came from, if it still exists.
-    fn pool_of(&mut self, allocation: &Allocation) -> Option<&mut ResourcePool> {
+    /// Applies `change` to the pool an allocation came from, if it still
+    /// exists.
+    fn change_pool_of(&mut self, allocation: &Allocation, change: impl FnOnce(&mut ResourcePool)) {
         match allocation.bundle {
-            Some(key) => self.bundles.get_mut(&key).map(|(_, pool)| pool),
-            None => self
-                .nodes
-                .iter_mut()
-                .find(|(id, _)| *id == allocation.node)
-                .map(|(_, pool)| pool),
+            Some(key) => {
+                if let Some((_, pool)) = self.bundles.get_mut(&key) {
+                    change(pool);
+                }
+            }
+            None => {
+                if let Some(index) = self.position(&allocation.node) {
+                    change(&mut self.nodes[index].1);
+                    self.pool_changed(index);
+                }
+            }
         }
     }
 
     pub fn release(&mut self, allocation: &Allocation) {
-        if let Some(pool) = self.pool_of(allocation) {
-            pool.release(allocation);
-        }
+        self.change_pool_of(allocation, |pool| pool.release(allocation));
     }
 
     pub fn force_acquire(&mut self, allocation: &Allocation) {
-        if let Some(pool) = self.pool_of(allocation) {
-            pool.force_acquire(allocation);
-        }
+        self.change_pool_of(allocation, |pool| pool.force_acquire(allocation));
     }
 }
 
@@ -317,5 +381,52 @@ mod tests {
         assert!(!pool.feasible(&set(&[(CPU, 3.0)])));
         assert!(!pool.feasible(&set(&[("other", 1.0)])));
         assert!(!pool.feasible(&set(&[(GPU, 1.0)])));
+    }
+
+    /// The nodes-with-room index and the position index agree with the
+    /// pools after every grant, release, overdraw and membership change, and
+    /// `can_grant` answers as a trial `try_acquire` would, taking nothing.
+    #[test]
+    fn the_cluster_indexes_follow_every_change() {
+        use crate::resources::SchedulingStrategy;
+        let mut cluster = ClusterResources::default();
+        for node in ["a", "b", "c"] {
+            cluster.add_node(node, set(&[(CPU, 2.0)]));
+        }
+        let two = set(&[(CPU, 2.0)]);
+        let affinity = |node: &str| SchedulingStrategy::NodeAffinity {
+            node_id: node.into(),
+            soft: false,
+        };
+        let check = |cluster: &ClusterResources, step: &str| {
+            let brute: BTreeSet<usize> = (0..cluster.nodes.len())
+                .filter(|i| cluster.nodes[*i].1.available().get(CPU) > EPSILON)
+                .collect();
+            assert_eq!(cluster.with_room, brute, "{step}");
+            for (index, (id, pool)) in cluster.nodes.iter().enumerate() {
+                assert_eq!(cluster.position(id), Some(index), "{step}");
+                assert_eq!(
+                    pool.can_grant(&two),
+                    pool.clone().try_acquire(&two).is_some()
+                );
+            }
+        };
+        check(&cluster, "joined");
+        let on_b = cluster.try_acquire(&two, &affinity("b")).unwrap();
+        check(&cluster, "b full");
+        cluster.force_acquire(&on_b);
+        check(&cluster, "b overdrawn");
+        cluster.release(&on_b);
+        check(&cluster, "b back to full");
+        cluster.remove_node("a");
+        check(&cluster, "a gone: positions move");
+        assert_eq!(cluster.node("b").unwrap().available().get(CPU), 0.0);
+        cluster.release(&on_b);
+        check(&cluster, "b free");
+        let bundles = cluster.reserve_bundles(7, &[(1, two.clone())]);
+        check(&cluster, "c reserved for a group");
+        assert!(cluster.try_acquire(&two, &affinity("c")).is_none());
+        cluster.release_bundles(7, &bundles);
+        check(&cluster, "group removed");
     }
 }

@@ -69,7 +69,7 @@ impl ClusterResources {
                 .bundles
                 .iter_mut()
                 .filter(|((g, i), _)| g == group && bundle.is_none_or(|b| b == *i))
-                .find(|(_, (_, pool))| pool.clone().try_acquire(request).is_some())?;
+                .find(|(_, (_, pool))| pool.can_grant(request))?;
             let mut allocation = pool.try_acquire(request)?;
             allocation.node = node.clone();
             allocation.bundle = Some((*group, *index));
@@ -79,19 +79,34 @@ impl ClusterResources {
         let (node, pool) = &mut self.nodes[index];
         let mut allocation = pool.try_acquire(request)?;
         allocation.node = node.clone();
+        self.pool_changed(index);
         Some(allocation)
     }
 
+    /// The positions of the nodes that may grant `request`, in registration
+    /// order from `start` round to `start`: only those with anything free,
+    /// unless the request asks for nothing.
+    fn candidates(
+        &self,
+        request: &ResourceSet,
+        start: usize,
+    ) -> Box<dyn Iterator<Item = usize> + '_> {
+        if request.0.values().any(|amount| *amount > 0.0) {
+            let room = &self.with_room;
+            Box::new(room.range(start..).chain(room.range(..start)).copied())
+        } else {
+            let count = self.nodes.len();
+            Box::new((0..count).map(move |offset| (start + offset) % count))
+        }
+    }
+
     fn choose(&mut self, request: &ResourceSet, strategy: &SchedulingStrategy) -> Option<usize> {
-        let fits = |pool: &ResourcePool| pool.clone().try_acquire(request).is_some();
+        let fits = |index: &usize| self.nodes[*index].1.can_grant(request);
         match strategy {
             // Bundles are chosen in `try_acquire`; never a node's free pool.
             SchedulingStrategy::PlacementGroup { .. } => None,
             SchedulingStrategy::NodeAffinity { node_id, soft } => {
-                let preferred = self
-                    .nodes
-                    .iter()
-                    .position(|(id, p)| id == node_id && fits(p));
+                let preferred = self.position(node_id).filter(fits);
                 match (preferred, soft) {
                     (Some(index), _) => Some(index),
                     (None, true) => self.choose(request, &SchedulingStrategy::Default),
@@ -99,10 +114,9 @@ impl ClusterResources {
                 }
             }
             SchedulingStrategy::Default => {
-                let candidates = self.nodes.iter().enumerate().filter(|(_, (_, p))| fits(p));
                 let mut least_used: Option<(usize, f64)> = None;
-                for (index, (_, pool)) in candidates {
-                    let used = utilization(pool, request);
+                for index in self.candidates(request, 0).filter(fits) {
+                    let used = utilization(&self.nodes[index].1, request);
                     if used <= 0.5 + 1e-9 {
                         return Some(index);
                     }
@@ -114,10 +128,10 @@ impl ClusterResources {
             }
             SchedulingStrategy::Spread => {
                 let count = self.nodes.len();
-                let start = self.spread_cursor;
-                let best = (0..count)
-                    .map(|offset| (start + offset) % count)
-                    .filter(|i| fits(&self.nodes[*i].1))
+                let start = self.spread_cursor.min(count);
+                let best = self
+                    .candidates(request, start)
+                    .filter(fits)
                     .min_by(|a, b| {
                         utilization(&self.nodes[*a].1, request)
                             .total_cmp(&utilization(&self.nodes[*b].1, request))
