@@ -240,7 +240,7 @@ impl Acting {
 #[oxray_core::actor]
 impl EnvRunner {
     pub fn new(config: EnvRunnerConfig) -> Result<Self, Error> {
-        crate::single_threaded_torch();
+        crate::setup_torch_process();
         let mut env = make(&config.env, config.num_envs)?;
         let seed = config.seed + config.worker_index * config.num_envs as u64;
         let obs = env.reset(Some(seed))?.iter().copied().collect();

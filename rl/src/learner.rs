@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
 use crate::collective::allreduce_tensor;
-use crate::optim::{clip_grad_norm, flat_gradient, flatten_parameters, Adam};
+use crate::optim::{clip_grad_norm, flat_gradient, flatten_parameters, Adam, HostOptimizer};
 use crate::rl_module::{ModuleSpec, RLModule};
 use crate::Error;
 
@@ -77,7 +77,7 @@ pub enum Step {
 
 impl<M: RLModule> Learner<M> {
     pub fn new(config: &LearnerConfig) -> Self {
-        crate::single_threaded_torch();
+        crate::setup_torch_process();
         tch::manual_seed(config.seed as i64);
         let device = if config.use_gpu && tch::Cuda::is_available() {
             Device::Cuda(0)
@@ -229,6 +229,28 @@ impl<M: RLModule> Learner<M> {
     /// [`RLModule::set_flat_weights`]).
     pub fn flat_weights(&self) -> Vec<f32> {
         crate::to_host(&self.flat_params)
+    }
+
+    /// The parameters and optimizer state as host vectors, for minibatch
+    /// steps taken in plain Rust; `None` unless this Learner is on the CPU,
+    /// alone (a data-parallel group all-reduces libtorch gradients) and with
+    /// one learning rate for all parameters. Give it back with
+    /// [`Learner::finish_host_optimizer`].
+    pub fn host_optimizer(&self) -> Option<HostOptimizer> {
+        if self.device() != Device::Cpu || self.data_parallel.is_some() {
+            return None;
+        }
+        HostOptimizer::new(self.flat_weights(), &self.adam, self.grad_clip)
+    }
+
+    /// Takes the parameters and optimizer state back from `host`.
+    pub fn finish_host_optimizer(&mut self, host: HostOptimizer) {
+        let params = host.finish(&mut self.adam);
+        tch::no_grad(|| {
+            self.flat_params
+                .shallow_clone()
+                .copy_(&Tensor::from_slice(&params))
+        });
     }
 
     /// Parameters and Adam's state as they are now, in memory, for rolling

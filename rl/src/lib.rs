@@ -8,7 +8,8 @@
 //!
 //! # Layout
 //! - `rl_module`: RLModule trait, encoders, actor-critic and Q-network modules,
-//! - `distributions`: action distributions,
+//! - `distributions`, `host_distribution`: action distributions (on libtorch
+//!   tensors, and on host vectors with their gradients),
 //! - `sample_batch`, `obs_buffer`, `gae`, `vtrace`, `schedule`,
 //!   `replay_buffer`: data and its processing (observation columns keep
 //!   image bytes as bytes),
@@ -23,6 +24,7 @@ pub mod distributions;
 pub mod env_runner;
 pub mod env_runner_group;
 pub mod gae;
+pub mod host_distribution;
 pub mod learner;
 pub mod learner_group;
 pub mod loggers;
@@ -96,13 +98,46 @@ pub fn to_host(t: &tch::Tensor) -> Vec<f32> {
     Vec::<f32>::try_from(&flat).expect("f32 tensor")
 }
 
-/// Every libtorch process shares the machine's cores with the others (EnvRunners,
-/// Learners, the driver): one intra-op and one inter-op thread each keeps them
-/// from oversubscribing it. Safe to call more than once.
-pub fn single_threaded_torch() {
+/// Sets up a process that runs libtorch (a Learner, an EnvRunner), once:
+///
+/// - every such process shares the machine's cores with the others
+///   (EnvRunners, Learners, the driver): one intra-op and one inter-op thread
+///   each keeps them from oversubscribing it;
+/// - a gradient step on a small network makes dozens of temporaries of a few
+///   hundred KB (a 64×256 activation, its gradient, Adam's buffers). Those lie
+///   above glibc's default mmap threshold (128 KB, raised only now and then by
+///   its heuristic), so each one was mmapped and unmapped again, and every
+///   touch of its pages was a page fault: ~45 faults and their zeroing per DQN
+///   gradient step. A fixed 32 MiB threshold (glibc's own upper limit for its
+///   heuristic) serves them from the heap instead, and a 256 MiB trim
+///   threshold keeps freed heap memory for the next step rather than handing
+///   it back to the kernel at the end of every step. Memory use stays bounded
+///   by the process's peak; only allocations above 32 MiB are still mapped
+///   one by one.
+///
+/// Safe to call more than once.
+pub fn setup_torch_process() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         tch::set_num_threads(1);
         tch::set_num_interop_threads(1);
+        keep_freed_memory_for_reuse();
     });
 }
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn keep_freed_memory_for_reuse() {
+    const MMAP_THRESHOLD: libc::c_int = 32 << 20;
+    const TRIM_THRESHOLD: libc::c_int = 256 << 20;
+    // SAFETY: mallopt only changes glibc's allocation policy; it returns 0
+    // (and changes nothing) for a value it rejects, which leaves the default
+    // policy: slower, never wrong, so the result is not checked.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD);
+    }
+}
+
+/// Other C libraries have their own allocation policies; nothing to tune.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn keep_freed_memory_for_reuse() {}

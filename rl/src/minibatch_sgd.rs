@@ -7,6 +7,10 @@
 //! group's all-reduce with a zero gradient. The shuffling is seeded per
 //! update, so every Learner draws the same minibatches and no RNG state
 //! needs saving.
+//!
+//! [`host_minibatch_sgd`] walks the same minibatches with every step in
+//! plain Rust, for CPU Learners of small MLP modules whose algorithm has a
+//! host loss.
 
 use std::ops::Range;
 
@@ -17,6 +21,7 @@ use tch::Tensor;
 
 use crate::learner::{Learner, Step};
 use crate::learner_group::UpdateOutcome;
+use crate::optim::HostOptimizer;
 use crate::rl_module::RLModule;
 
 /// How one batch is cut and walked.
@@ -55,6 +60,64 @@ pub struct SgdMeans<const N: usize> {
     pub grad_norm: f64,
 }
 
+impl MinibatchPlan {
+    /// Calls `step` with the batch rows of every minibatch, epoch after
+    /// epoch, each epoch in a new shuffled order (the same on every
+    /// Learner); stops at the first error.
+    fn walk<E>(&self, len: usize, mut step: impl FnMut(&[i64]) -> Result<(), E>) -> Result<(), E> {
+        let mut rng = ChaCha8Rng::seed_from_u64(self.shuffle_seed);
+        let mut order: Vec<i64> = (0..len as i64).collect();
+        for _ in 0..self.num_epochs {
+            order.shuffle(&mut rng);
+            for chunk in order.chunks(self.minibatch_size) {
+                step(chunk)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Sums of what the steps reported, for [`SgdMeans`].
+struct Sums<const N: usize> {
+    total: f64,
+    terms: [f64; N],
+    grad_norm: f64,
+    steps: u32,
+}
+
+impl<const N: usize> Sums<N> {
+    fn new() -> Self {
+        Sums {
+            total: 0.0,
+            terms: [0.0; N],
+            grad_norm: 0.0,
+            steps: 0,
+        }
+    }
+
+    fn add(&mut self, total: f64, terms: [f64; N], grad_norm: f64) {
+        self.total += total;
+        self.grad_norm += grad_norm;
+        for (sum, term) in self.terms.iter_mut().zip(terms) {
+            *sum += term;
+        }
+        self.steps += 1;
+    }
+
+    fn non_finite(&self, total: f64) -> UpdateOutcome {
+        UpdateOutcome::NonFiniteLoss(format!("loss is {total} at minibatch step {}", self.steps))
+    }
+
+    fn means(&self) -> SgdMeans<N> {
+        let n = f64::from(self.steps.max(1));
+        SgdMeans {
+            total_loss: self.total / n,
+            terms: self.terms.map(|sum| sum / n),
+            grad_norm: self.grad_norm / n,
+        }
+    }
+}
+
 /// Runs `plan` over a batch of `len` rows; `loss` returns a minibatch's loss
 /// (a mean over this Learner's rows) and its `N` reported terms. Stops at
 /// the first non-finite loss or failed step with the outcome to report.
@@ -65,56 +128,195 @@ pub fn minibatch_sgd<M: RLModule, const N: usize>(
     mut loss: impl FnMut(&Learner<M>, &MinibatchRows) -> (Tensor, [Tensor; N]),
 ) -> Result<SgdMeans<N>, UpdateOutcome> {
     let device = learner.device();
-    let mut rng = ChaCha8Rng::seed_from_u64(plan.shuffle_seed);
-    let mut order: Vec<i64> = (0..len as i64).collect();
-    let (mut total_sum, mut term_sums, mut norm_sum) = (0.0, [0.0; N], 0.0);
-    let mut steps = 0u32;
-    for _ in 0..plan.num_epochs {
-        order.shuffle(&mut rng);
-        for chunk in order.chunks(plan.minibatch_size) {
-            let rows = learner.slice_of(chunk.len());
-            let (step, terms) = if rows.is_empty() {
-                (learner.apply_no_loss(), [0.0; N])
-            } else {
-                let index = Tensor::from_slice(chunk).to_device(device);
-                // Averaged over the Learners, weighted slice means are the
-                // whole minibatch's means.
-                let weight = learner.slice_weight(rows.len(), chunk.len());
-                let (total, terms) = loss(
-                    learner,
-                    &MinibatchRows {
-                        index: &index,
-                        rows,
-                    },
-                );
-                let terms = terms.map(|term| term.double_value(&[]) * weight);
-                (learner.apply_loss(&(total * weight)), terms)
-            };
-            let (total, grad_norm) = match step {
-                Ok(Step::Applied { loss, grad_norm }) => (loss, grad_norm),
-                Ok(Step::NonFiniteLoss(total)) => {
-                    return Err(UpdateOutcome::NonFiniteLoss(format!(
-                        "loss is {total} at minibatch step {steps}"
-                    )))
-                }
-                Err(e) => {
-                    return Err(UpdateOutcome::Failed(format!(
-                        "minibatch step {steps} failed: {e}"
-                    )))
-                }
-            };
-            total_sum += total;
-            norm_sum += grad_norm;
-            for (sum, term) in term_sums.iter_mut().zip(terms) {
-                *sum += term;
+    let mut sums = Sums::new();
+    plan.walk(len, |chunk| {
+        let rows = learner.slice_of(chunk.len());
+        let (step, terms) = if rows.is_empty() {
+            (learner.apply_no_loss(), [0.0; N])
+        } else {
+            let index = Tensor::from_slice(chunk).to_device(device);
+            // Averaged over the Learners, weighted slice means are the
+            // whole minibatch's means.
+            let weight = learner.slice_weight(rows.len(), chunk.len());
+            let (total, terms) = loss(
+                learner,
+                &MinibatchRows {
+                    index: &index,
+                    rows,
+                },
+            );
+            let terms = terms.map(|term| term.double_value(&[]) * weight);
+            (learner.apply_loss(&(total * weight)), terms)
+        };
+        match step {
+            Ok(Step::Applied { loss, grad_norm }) => {
+                sums.add(loss, terms, grad_norm);
+                Ok(())
             }
-            steps += 1;
+            Ok(Step::NonFiniteLoss(total)) => Err(sums.non_finite(total)),
+            Err(e) => Err(UpdateOutcome::Failed(format!(
+                "minibatch step {} failed: {e}",
+                sums.steps
+            ))),
+        }
+    })?;
+    Ok(sums.means())
+}
+
+/// [`minibatch_sgd`] with every step on the host: `loss` gets the flat
+/// parameters, a minibatch's batch rows and a zeroed flat gradient, adds
+/// the gradient of the minibatch's mean loss into it and returns the loss
+/// and its `N` terms; clipping and Adam run on `host`'s copies of the
+/// Learner's parameters and moments, which go back to the Learner at the
+/// end, however the update ends. The same minibatches as [`minibatch_sgd`],
+/// for a Learner that [`Learner::host_optimizer`] gave `host`.
+pub fn host_minibatch_sgd<M: RLModule, const N: usize>(
+    learner: &mut Learner<M>,
+    mut host: HostOptimizer,
+    len: usize,
+    plan: MinibatchPlan,
+    mut loss: impl FnMut(&[f32], &[i64], &mut [f32]) -> (f64, [f64; N]),
+) -> Result<SgdMeans<N>, UpdateOutcome> {
+    let mut sums = Sums::new();
+    let mut grad = vec![0.0; host.params.len()];
+    let walked = plan.walk(len, |chunk| {
+        grad.fill(0.0);
+        let (total, terms) = loss(&host.params, chunk, &mut grad);
+        if !total.is_finite() {
+            return Err(sums.non_finite(total));
+        }
+        let grad_norm = host.step(&mut grad);
+        sums.add(total, terms, grad_norm);
+        Ok(())
+    });
+    learner.finish_host_optimizer(host);
+    walked.map(|()| sums.means())
+}
+
+/// Rows `rows` of a host column of `width` values per row, in that order.
+pub fn gather_rows(column: &[f32], width: usize, rows: &[i64]) -> Vec<f32> {
+    let mut out = Vec::with_capacity(rows.len() * width);
+    for &row in rows {
+        let row = row as usize;
+        out.extend_from_slice(&column[row * width..(row + 1) * width]);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use tch::{Device, Kind};
+
+    use super::*;
+    use crate::host_distribution::TermGrads;
+    use crate::learner::LearnerConfig;
+    use crate::rl_module::{ActionSpace, ActorCritic, HostActorCritic, ModelConfig, ModuleKind};
+    use crate::rl_module::{ModuleSpec, RLModule};
+
+    /// A whole update on the host ends where the libtorch loop ends: the same
+    /// minibatches in the same order, gradients, clipping and Adam steps, and
+    /// the parameters and moments written back into the Learner (what its
+    /// module, checkpoints and EnvRunners then read). The loss is
+    /// E[V(s)²] − 0.1·E[H(π(·|s))], which trains every parameter.
+    #[test]
+    fn host_update_ends_where_the_libtorch_update_ends() {
+        let config = LearnerConfig {
+            module: ModuleSpec {
+                observation_shape: vec![3],
+                observation_dtype: Default::default(),
+                action_space: ActionSpace::Discrete { n: 2 },
+                model: ModelConfig {
+                    fcnet_hiddens: vec![16, 16],
+                    ..ModelConfig::default()
+                },
+                kind: ModuleKind::ActorCritic,
+            },
+            lr: 1e-2,
+            grad_clip: Some(0.5),
+            use_gpu: false,
+            seed: 9,
+        };
+        let plan = MinibatchPlan {
+            num_epochs: 3,
+            minibatch_size: 16,
+            shuffle_seed: 4,
+        };
+        tch::manual_seed(5);
+        let obs = Tensor::randn([40, 3], (Kind::Float, Device::Cpu)) * 2.0;
+        let host_obs = crate::to_host(&obs);
+
+        let mut torch = Learner::<ActorCritic>::new(&config);
+        let torch_means = minibatch_sgd(&mut torch, 40, plan, |learner, mb| {
+            let (dist, values) = learner.module().forward(&mb.select(&obs));
+            let loss = values.square().mean(Kind::Float) - dist.entropy().mean(Kind::Float) * 0.1;
+            (loss, [])
+        })
+        .unwrap_or_else(|_| panic!("a finite loss"));
+
+        let mut host = Learner::<ActorCritic>::new(&config);
+        assert_eq!(
+            host.flat_weights(),
+            Learner::<ActorCritic>::new(&config).flat_weights()
+        );
+        let module = HostActorCritic::of(host.module()).expect("a small MLP");
+        let optimizer = host.host_optimizer().expect("a CPU Learner");
+        let host_means = host_minibatch_sgd(&mut host, optimizer, 40, plan, |theta, rows, grad| {
+            let b = rows.len();
+            let forward = module.forward(theta, &gather_rows(&host_obs, 3, rows), b);
+            let pi = &forward.distribution;
+            let entropy = pi.entropy(b).iter().map(|&h| f64::from(h)).sum::<f64>() / b as f64;
+            let loss = forward.values.iter().map(|v| f64::from(v * v)).sum::<f64>() / b as f64
+                - 0.1 * entropy;
+            let d_values: Vec<f32> = forward.values.iter().map(|v| 2.0 * v / b as f32).collect();
+            let d_distribution = pi.backward(
+                &vec![0.0; b],
+                &TermGrads {
+                    log_prob: &vec![0.0; b],
+                    entropy: &vec![-0.1 / b as f32; b],
+                    kl: None,
+                },
+            );
+            module.backward(theta, &forward, d_distribution, &d_values, grad);
+            (loss, [])
+        })
+        .unwrap_or_else(|_| panic!("a finite loss"));
+
+        let (t, h) = (torch_means.total_loss, host_means.total_loss);
+        assert!((t - h).abs() < 1e-5 * t.abs().max(1.0), "loss {t} vs {h}");
+        let (t, h) = (torch_means.grad_norm, host_means.grad_norm);
+        assert!((t - h).abs() < 1e-4 * t, "gradient norm {t} vs {h}");
+        let close = |a: &[f32], b: &[f32], what: &str| {
+            let worst = a
+                .iter()
+                .zip(b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0, f32::max);
+            assert!(worst < 1e-5, "{what}: off by {worst}");
+        };
+        let (before, after) = (
+            Learner::<ActorCritic>::new(&config).flat_weights(),
+            host.flat_weights(),
+        );
+        assert!(
+            before.iter().zip(&after).any(|(x, y)| x != y),
+            "the host steps reached the Learner"
+        );
+        close(&torch.flat_weights(), &after, "parameters");
+        close(
+            &torch.module().flat_weights(),
+            &host.module().flat_weights(),
+            "module weights",
+        );
+        let moments = |learner: &Learner<ActorCritic>| {
+            let state = learner.state().unwrap();
+            Tensor::load_multi_from_stream(std::io::Cursor::new(&state.optimizer)).unwrap()
+        };
+        for ((name, t), (_, h)) in moments(&torch).iter().zip(&moments(&host)) {
+            close(
+                &crate::to_host(&t.to_kind(Kind::Float)),
+                &crate::to_host(&h.to_kind(Kind::Float)),
+                name,
+            );
         }
     }
-    let n = f64::from(steps.max(1));
-    Ok(SgdMeans {
-        total_loss: total_sum / n,
-        terms: term_sums.map(|sum| sum / n),
-        grad_norm: norm_sum / n,
-    })
 }

@@ -7,6 +7,11 @@
 //! not arithmetic, is what a step costs. The moments are plain tensors, so a
 //! checkpoint can carry them and a resumed run continues with the same ones
 //! rather than restarting Adam's bias correction.
+//!
+//! [`HostOptimizer`] is the same clipping and Adam on host vectors, for a
+//! CPU Learner whose minibatch steps run in plain Rust
+//! ([`crate::minibatch_sgd::host_minibatch_sgd`]): it takes a copy of the
+//! parameters and moments, steps on them, and hands them back.
 
 use tch::{Device, Kind, Tensor};
 
@@ -119,6 +124,29 @@ impl Adam {
         });
     }
 
+    /// Step count and moments as host vectors; `None` with per-parameter
+    /// learning rates, which only [`Adam::step`] applies.
+    fn to_host(&self) -> Option<HostAdam> {
+        self.lr_per_parameter.is_none().then(|| HostAdam {
+            lr: self.lr,
+            beta1: self.beta1,
+            beta2: self.beta2,
+            eps: self.eps,
+            step: self.step,
+            exp_avg: crate::to_host(&self.exp_avg),
+            exp_avg_sq: crate::to_host(&self.exp_avg_sq),
+        })
+    }
+
+    /// Takes back the step count and moments [`Adam::to_host`] gave out.
+    fn load_host(&mut self, host: &HostAdam) {
+        tch::no_grad(|| {
+            self.exp_avg.copy_(&Tensor::from_slice(&host.exp_avg));
+            self.exp_avg_sq.copy_(&Tensor::from_slice(&host.exp_avg_sq));
+        });
+        self.step = host.step;
+    }
+
     /// Step count and moments, as named tensors for a checkpoint.
     pub fn state(&self) -> Vec<(String, Tensor)> {
         vec![
@@ -148,6 +176,79 @@ impl Adam {
     }
 }
 
+/// [`Adam`]'s state on host vectors, stepped as [`Adam::step`] steps.
+struct HostAdam {
+    lr: f64,
+    beta1: f64,
+    beta2: f64,
+    eps: f64,
+    step: i64,
+    exp_avg: Vec<f32>,
+    exp_avg_sq: Vec<f32>,
+}
+
+impl HostAdam {
+    fn step(&mut self, params: &mut [f32], grad: &[f32]) {
+        self.step += 1;
+        let bias1 = 1.0 - self.beta1.powi(self.step as i32);
+        let bias2_sqrt = (1.0 - self.beta2.powi(self.step as i32)).sqrt();
+        let eps = (self.eps * bias2_sqrt) as f32;
+        let step_size = (self.lr * bias2_sqrt / bias1) as f32;
+        let (w1, w2) = ((1.0 - self.beta1) as f32, (1.0 - self.beta2) as f32);
+        let moments = self.exp_avg.iter_mut().zip(&mut self.exp_avg_sq);
+        for ((p, g), (m, v)) in params.iter_mut().zip(grad).zip(moments) {
+            // lerp towards g and g², as libtorch's lerp_ computes it.
+            *m += w1 * (g - *m);
+            *v += w2 * (g * g - *v);
+            *p -= *m / (v.sqrt() + eps) * step_size;
+        }
+    }
+}
+
+/// A Learner's parameters and optimizer as host vectors, for steps taken
+/// in plain Rust; [`crate::learner::Learner::host_optimizer`] hands one out
+/// and [`crate::learner::Learner::finish_host_optimizer`] takes it back.
+pub struct HostOptimizer {
+    /// The flat parameter vector, laid out as the Learner's buffer.
+    pub params: Vec<f32>,
+    adam: HostAdam,
+    grad_clip: Option<f64>,
+}
+
+impl HostOptimizer {
+    pub(crate) fn new(params: Vec<f32>, adam: &Adam, grad_clip: Option<f64>) -> Option<Self> {
+        Some(HostOptimizer {
+            params,
+            adam: adam.to_host()?,
+            grad_clip,
+        })
+    }
+
+    pub(crate) fn finish(self, adam: &mut Adam) -> Vec<f32> {
+        adam.load_host(&self.adam);
+        self.params
+    }
+
+    /// Global-norm clipping of `grad` and one Adam step along it, as
+    /// [`clip_grad_norm`] and [`Adam::step`]; returns the norm before
+    /// clipping.
+    pub fn step(&mut self, grad: &mut [f32]) -> f64 {
+        let norm = grad
+            .iter()
+            .map(|&g| f64::from(g) * f64::from(g))
+            .sum::<f64>()
+            .sqrt();
+        if let Some(max_norm) = self.grad_clip {
+            if norm > max_norm {
+                let scale = (max_norm / (norm + 1e-6)) as f32;
+                grad.iter_mut().for_each(|g| *g *= scale);
+            }
+        }
+        self.adam.step(&mut self.params, grad);
+        norm
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,5 +266,58 @@ mod tests {
         for (got, want) in after.iter().zip(expected) {
             assert!((got - want).abs() < 1e-4, "{after:?}");
         }
+    }
+
+    /// Clipping and Adam on the host take libtorch's steps: over several
+    /// steps, with the clip active (large gradients) and not (small ones),
+    /// the parameters, moments and step count end where
+    /// [`clip_grad_norm`] and [`Adam::step`] take them, and each step
+    /// reports the same norm.
+    #[test]
+    fn host_clipping_and_adam_step_as_libtorch() {
+        tch::manual_seed(7);
+        let params = Tensor::randn([300], (Kind::Float, Device::Cpu));
+        let mut adam = Adam::new(&params, 3e-3);
+        let mut host_adam = Adam::new(&params, 3e-3);
+        let mut host =
+            HostOptimizer::new(crate::to_host(&params), &host_adam, Some(0.5)).expect("one lr");
+        for scale in [5.0, 0.01, 3.0, 0.1] {
+            let grad = Tensor::randn([300], (Kind::Float, Device::Cpu)) * scale;
+            let mut host_grad = crate::to_host(&grad);
+            let mut grad = grad;
+            let norm = clip_grad_norm(&mut grad, Some(0.5));
+            adam.step(&params, &grad);
+            let host_norm = host.step(&mut host_grad);
+            assert!(
+                (norm - host_norm).abs() <= 1e-5 * norm,
+                "{norm} vs {host_norm}"
+            );
+        }
+        let host_params = host.finish(&mut host_adam);
+        let close = |a: &[f32], b: &[f32]| {
+            a.iter()
+                .zip(b)
+                .all(|(x, y)| (x - y).abs() <= 1e-6 * x.abs().max(1e-3))
+        };
+        assert!(close(&crate::to_host(&params), &host_params));
+        let (torch_state, host_state) = (adam.state(), host_adam.state());
+        assert_eq!(torch_state[0].1.int64_value(&[]), 4);
+        assert_eq!(host_state[0].1.int64_value(&[]), 4);
+        for ((name, torch), (_, host)) in torch_state.iter().zip(&host_state).skip(1) {
+            assert!(
+                close(&crate::to_host(torch), &crate::to_host(host)),
+                "{name} differs"
+            );
+        }
+    }
+
+    /// A learner with per-parameter learning rates (SAC) stays on libtorch.
+    #[test]
+    fn per_parameter_rates_have_no_host_optimizer() {
+        let params = Tensor::from_slice(&[1.0f32, 2.0]);
+        let mut adam = Adam::new(&params, 1.0);
+        assert!(HostOptimizer::new(vec![1.0, 2.0], &adam, None).is_some());
+        adam.set_lr_per_parameter(Tensor::from_slice(&[0.1f32, 0.2]));
+        assert!(HostOptimizer::new(vec![1.0, 2.0], &adam, None).is_none());
     }
 }

@@ -12,11 +12,14 @@
 //!
 //! # Layout
 //! - `n_step`: n-step transitions from sample batches,
+//! - `device_batch`: a sampled minibatch onto a Learner's device in one copy,
 //! - `segment_tree`: sum and min trees for prioritized sampling.
 
+mod device_batch;
 mod n_step;
 mod segment_tree;
 
+pub use device_batch::DeviceReplayBatch;
 pub use n_step::{NStep, Transition};
 pub use segment_tree::SegmentTree;
 

@@ -49,6 +49,25 @@ impl ActorCritic {
         (self.distribution_from_features(&policy_features), value)
     }
 
+    /// The encoders, heads and log σ, for [`super::HostActorCritic::of`].
+    pub(crate) fn parts(
+        &self,
+    ) -> (
+        &Encoder,
+        Option<&Encoder>,
+        &nn::Linear,
+        &nn::Linear,
+        Option<&Tensor>,
+    ) {
+        (
+            &self.policy_encoder,
+            self.value_encoder.as_ref(),
+            &self.policy_head,
+            &self.value_head,
+            self.log_std.as_ref(),
+        )
+    }
+
     fn distribution_from_features(&self, features: &Tensor) -> ActionDistribution {
         let out = self.policy_head.forward(features);
         match &self.log_std {

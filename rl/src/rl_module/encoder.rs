@@ -377,11 +377,17 @@ impl Encoder {
 
     /// A host copy of an MLP encoder's current weights; `None` for a CNN.
     pub fn host_mlp(&self) -> Option<HostMlp> {
-        let (layers, activation) = self.mlp.as_ref()?;
+        let (layers, activation) = self.mlp_layers()?;
         Some(HostMlp::new(
             layers.iter().map(DenseLayer::of).collect(),
-            *activation,
+            activation,
         ))
+    }
+
+    /// An MLP encoder's layers, in order, and its activation; `None` for a CNN.
+    pub fn mlp_layers(&self) -> Option<(&[nn::Linear], Activation)> {
+        let (layers, activation) = self.mlp.as_ref()?;
+        Some((layers, *activation))
     }
 }
 

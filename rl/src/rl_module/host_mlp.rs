@@ -99,11 +99,7 @@ impl HostMlp {
         let mut x = obs.to_vec();
         for layer in &self.layers {
             x = layer.forward(&x, rows);
-            match self.activation {
-                Activation::Tanh => x.iter_mut().for_each(|v| *v = v.tanh()),
-                Activation::Relu => x.iter_mut().for_each(|v| *v = v.max(0.0)),
-                Activation::Linear => {}
-            }
+            self.activation.apply(&mut x);
         }
         x
     }

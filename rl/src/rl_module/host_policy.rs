@@ -15,6 +15,7 @@ use super::host_mlp::{DenseLayer, HostMlp};
 use super::q_network::epsilon_greedy;
 use super::RLModule;
 use crate::distributions::{argmax, sample_categorical_rows, sample_gaussian_rows};
+use crate::host_distribution::log_softmax;
 use crate::schedule::Schedule;
 
 /// Above this many multiply-adds per step (rows × weights) libtorch's
@@ -135,14 +136,6 @@ impl HostPolicy {
             }
         }
     }
-}
-
-/// Logits to normalised log-probabilities in place, shifted by the maximum
-/// so that `exp` cannot overflow (as libtorch's `log_softmax`).
-fn log_softmax(row: &mut [f32]) {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let log_sum = row.iter().map(|x| (x - max).exp()).sum::<f32>().ln() + max;
-    row.iter_mut().for_each(|x| *x -= log_sum);
 }
 
 #[cfg(test)]

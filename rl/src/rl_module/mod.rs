@@ -16,10 +16,18 @@
 //! - `q_network`: Q-value head, dueling or plain, with ε-greedy acting,
 //! - `soft_actor_critic`: squashed Gaussian policy, twin Q-functions, log α,
 //! - `host_mlp`, `host_policy`: a plain-Rust copy of a small MLP module's
-//!   policy, which EnvRunners act with instead of libtorch.
+//!   policy, which EnvRunners act with instead of libtorch,
+//! - `host_activation`: the activations on host vectors, forward and
+//!   backward, for both,
+//! - `flat_mlp`, `host_actor_critic`: forward and backward passes of a small
+//!   MLP actor-critic over a Learner's flat parameter vector, which CPU
+//!   Learners train with instead of libtorch.
 
 mod actor_critic;
 mod encoder;
+mod flat_mlp;
+mod host_activation;
+mod host_actor_critic;
 mod host_mlp;
 mod host_policy;
 mod q_network;
@@ -27,6 +35,8 @@ mod soft_actor_critic;
 
 pub use actor_critic::ActorCritic;
 pub use encoder::{ConvFilter, Encoder, EncoderError, EncoderSpec};
+pub use flat_mlp::{FlatDense, FlatLayout, FlatMlp};
+pub use host_actor_critic::{ActorCriticForward, HostActorCritic, HOST_TRAIN_MAX_PARAMETERS};
 pub use host_mlp::{DenseLayer, HostMlp};
 pub use host_policy::{HostPolicy, QHead, HOST_FORWARD_MAX_MULTIPLY_ADDS};
 pub use q_network::{EpsilonSchedule, QNetwork};

@@ -55,15 +55,15 @@ impl AlgorithmLearner for DqnLearner {
 
     fn learn(&mut self, batch: ReplayBatch, params: TargetUpdate) -> UpdateOutcome {
         let l = &self.learner;
-        let flags = |xs: &[bool]| xs.iter().map(|&x| f32::from(u8::from(x))).collect::<Vec<_>>();
+        let columns = batch.to_device(l.device());
         let mb = Minibatch {
-            obs: l.tensor(&batch.obs, batch.obs_dim),
-            actions: l.tensor(&batch.actions, 1).view(-1).to_kind(Kind::Int64),
-            rewards: l.tensor(&batch.rewards, 1).view(-1),
-            next_obs: l.tensor(&batch.next_obs, batch.obs_dim),
-            terminateds: l.tensor(&flags(&batch.terminateds), 1).view(-1),
-            discounts: l.tensor(&batch.discounts, 1).view(-1),
-            weights: l.tensor(&batch.weights, 1).view(-1),
+            obs: columns.obs,
+            actions: columns.actions.view(-1).to_kind(Kind::Int64),
+            rewards: columns.rewards,
+            next_obs: columns.next_obs,
+            terminateds: columns.terminateds,
+            discounts: columns.discounts,
+            weights: columns.weights,
         };
         let q_values = l.module().q_values(&mb.obs);
         let (next_online_q, next_target_q) = tch::no_grad(|| {

@@ -3,18 +3,26 @@
 //! passes of shuffled minibatches through [`ppo_loss`]. With several Learners
 //! each takes its slice of every minibatch and the gradients are averaged
 //! between them.
+//!
+//! A Learner on the CPU, alone, with a small MLP module takes its minibatch
+//! steps on the host ([`host_ppo_loss`], `host_minibatch_sgd`): the same
+//! minibatches, loss and Adam steps without libtorch's per-op dispatch,
+//! which dominates at PPO's minibatch sizes. The libtorch module stays the
+//! model of record: GAE's values, the reported KL and everything after the
+//! update read it.
 
 use oxray_rl::gae::{compute_gae, ValueInputs};
 use oxray_rl::learner::{Learner, LearnerConfig};
 use oxray_rl::learner_group::{AlgorithmLearner, LearnerCore, Trained, UpdateOutcome};
 use oxray_rl::metrics::{self, explained_variance, Histograms, Metrics};
-use oxray_rl::minibatch_sgd::{minibatch_sgd, MinibatchPlan};
-use oxray_rl::rl_module::ActorCritic;
+use oxray_rl::minibatch_sgd::{host_minibatch_sgd, minibatch_sgd, MinibatchPlan};
+use oxray_rl::rl_module::{ActorCritic, HostActorCritic};
 use oxray_rl::{to_host, ObsBuffer, SampleBatch};
 use serde::{Deserialize, Serialize};
 use tch::Kind;
 
 use super::config::PpoConfig;
+use super::host_loss::{host_ppo_loss, HostBatch};
 use super::loss::{normalize_advantages, ppo_loss, Minibatch};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -88,27 +96,65 @@ impl AlgorithmLearner for PpoLearner {
             minibatch_size: cfg.minibatch_size,
             shuffle_seed: params.shuffle_seed,
         };
-        let sgd = minibatch_sgd(&mut self.learner, batch.len(), plan, |learner, mb| {
-            // Normalised over the whole minibatch, even when several
-            // Learners split it.
-            let mut mb_advantages = advantages.index_select(0, mb.index);
-            if cfg.normalize_advantages {
-                mb_advantages = normalize_advantages(&mb_advantages);
+        let host = match (&batch.obs, HostActorCritic::of(l.module())) {
+            (ObsBuffer::F32(obs), Some(module)) => l
+                .host_optimizer()
+                .map(|optimizer| (obs.as_slice(), module, optimizer)),
+            _ => None,
+        };
+        let sgd = match host {
+            Some((host_obs, module, optimizer)) => {
+                // π_θold on the host, from the parameters before any step.
+                let old_dist = cfg.use_kl_loss.then(|| {
+                    module
+                        .forward(&optimizer.params, host_obs, batch.len())
+                        .distribution
+                });
+                let columns = HostBatch {
+                    obs: host_obs,
+                    obs_dim: batch.obs_dim,
+                    actions: &batch.actions,
+                    action_dim: batch.action_dim,
+                    old_logp: &batch.action_logp,
+                    old_dist: old_dist.as_ref(),
+                    advantages: &gae.advantages,
+                    value_targets: &gae.value_targets,
+                };
+                host_minibatch_sgd(
+                    &mut self.learner,
+                    optimizer,
+                    batch.len(),
+                    plan,
+                    |theta, rows, grad| {
+                        let minibatch = columns.minibatch(rows, cfg.normalize_advantages);
+                        let loss =
+                            host_ppo_loss(&module, theta, &minibatch, cfg, params.kl_coeff, grad);
+                        (loss.total, [loss.policy_loss, loss.vf_loss, loss.entropy])
+                    },
+                )
             }
-            let minibatch = Minibatch {
-                obs: mb.select(&obs),
-                actions: mb.select(&actions),
-                old_logp: mb.select(&old_logp),
-                old_dist: cfg
-                    .use_kl_loss
-                    .then(|| old_dist.select(&mb.own(mb.index))),
-                advantages: mb.own(&mb_advantages),
-                value_targets: mb.select(&value_targets),
-            };
-            let (dist, values) = learner.module().forward(&minibatch.obs);
-            let loss = ppo_loss(&dist, &values, &minibatch, cfg, params.kl_coeff);
-            (loss.total, [loss.policy_loss, loss.vf_loss, loss.entropy])
-        });
+            None => minibatch_sgd(&mut self.learner, batch.len(), plan, |learner, mb| {
+                // Normalised over the whole minibatch, even when several
+                // Learners split it.
+                let mut mb_advantages = advantages.index_select(0, mb.index);
+                if cfg.normalize_advantages {
+                    mb_advantages = normalize_advantages(&mb_advantages);
+                }
+                let minibatch = Minibatch {
+                    obs: mb.select(&obs),
+                    actions: mb.select(&actions),
+                    old_logp: mb.select(&old_logp),
+                    old_dist: cfg
+                        .use_kl_loss
+                        .then(|| old_dist.select(&mb.own(mb.index))),
+                    advantages: mb.own(&mb_advantages),
+                    value_targets: mb.select(&value_targets),
+                };
+                let (dist, values) = learner.module().forward(&minibatch.obs);
+                let loss = ppo_loss(&dist, &values, &minibatch, cfg, params.kl_coeff);
+                (loss.total, [loss.policy_loss, loss.vf_loss, loss.entropy])
+            }),
+        };
         let sgd = match sgd {
             Ok(means) => means,
             Err(stopped) => return stopped,

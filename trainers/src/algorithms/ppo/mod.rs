@@ -2,16 +2,20 @@
 //!
 //! - `config`: the `training:` section and its checks,
 //! - `loss`: the clipped surrogate, value loss, entropy bonus, KL penalty,
+//! - `host_loss`: the same loss and its gradient on the host, for CPU
+//!   Learners of small MLP modules,
 //! - `learner`: GAE and the epochs of minibatch steps,
 //! - here, the training step: sample with the EnvRunners (synchronously
 //!   unless `sample_ahead`), update through the LearnerGroup, adapt the KL
 //!   coefficient, broadcast the new weights, report RLlib's metrics.
 
 mod config;
+mod host_loss;
 mod learner;
 mod loss;
 
 pub use config::PpoConfig;
+pub use host_loss::{host_ppo_loss, HostBatch, HostMinibatch, HostPpoLoss};
 pub use learner::{PpoLearner, PpoLearnerConfig, UpdateParams};
 pub use loss::{normalize_advantages, ppo_loss, Minibatch, PpoLoss};
 

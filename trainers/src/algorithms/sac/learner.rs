@@ -88,16 +88,14 @@ impl AlgorithmLearner for SacLearner {
     fn learn(&mut self, batch: ReplayBatch, params: TargetUpdate) -> UpdateOutcome {
         let l = &self.learner;
         let sac = l.module();
-        let column = |xs: &[f32]| l.tensor(xs, 1).view(-1);
-        let terminateds: Vec<f32> = batch.terminateds.iter().map(|&t| f32::from(u8::from(t))).collect();
-        let obs = l.tensor(&batch.obs, batch.obs_dim);
-        let next_obs = l.tensor(&batch.next_obs, batch.obs_dim);
-        let actions = sac.normalize_actions(&l.tensor(&batch.actions, batch.action_dim));
+        let columns = batch.to_device(l.device());
+        let (obs, next_obs) = (columns.obs, columns.next_obs);
+        let actions = sac.normalize_actions(&columns.actions);
         let mb = Minibatch {
-            rewards: column(&batch.rewards),
-            terminateds: column(&terminateds),
-            discounts: column(&batch.discounts),
-            weights: column(&batch.weights),
+            rewards: columns.rewards,
+            terminateds: columns.terminateds,
+            discounts: columns.discounts,
+            weights: columns.weights,
         };
         let noise = |like: &Tensor| like.randn_like();
         let (next_target_q, next_logp) = tch::no_grad(|| {
