@@ -356,20 +356,66 @@ stop:
   iterations: 2
 ";
 
+const SMALL_DQN: &str = "\
+algorithm: DQN
+env: CartPole-v1
+seed: 1
+training:
+  train_batch_size: 32
+  num_steps_sampled_before_learning_starts: 100
+  min_sample_timesteps_per_iteration: 200
+  replay_buffer_config:
+    type: EpisodeReplayBuffer
+    capacity: 1000
+model:
+  fcnet_hiddens: [32, 32]
+stop:
+  iterations: 2
+";
+
 /// SAC trains, resumes from its checkpoint with the counters continuing
 /// (the replay buffer is not saved: learning waits for it to refill), and
 /// `oxray evaluate` rolls out the checkpoint's squashed Gaussian policy.
+/// α must have been tuned down from its initial 1.
 #[test]
 fn sac_trains_resumes_and_evaluates() {
+    off_policy_trains_resumes_and_evaluates("sac", SMALL_SAC, "Pendulum-v1", |result| {
+        let alpha = result["learners/default_policy/alpha_value"]
+            .as_f64()
+            .unwrap();
+        assert!(alpha > 0.0 && alpha < 1.0, "alpha {alpha}");
+    });
+}
+
+/// The same for DQN and its Q-network (ε-greedy while training, greedy in
+/// `oxray evaluate`); ε has decayed from 1 by the third iteration.
+#[test]
+fn dqn_trains_resumes_and_evaluates() {
+    off_policy_trains_resumes_and_evaluates("dqn", SMALL_DQN, "CartPole-v1", |result| {
+        let epsilon = result["env_runners/curr_epsilon"].as_f64().unwrap();
+        assert!(epsilon < 1.0, "epsilon {epsilon}");
+    });
+}
+
+/// Trains `yaml` (an off-policy config of 200 env steps per iteration) for
+/// two iterations, resumes it for a third, checks every result (counters,
+/// a finite Q loss, `check`) and evaluates the checkpoint on `env`.
+fn off_policy_trains_resumes_and_evaluates(
+    name: &str,
+    yaml: &str,
+    env: &str,
+    check: impl Fn(&serde_json::Value),
+) {
     let scratch = Scratch::new();
-    scratch.write("sac.yaml", SMALL_SAC);
-    let first = scratch.oxray(&["train", "sac.yaml"]);
+    let file = format!("{name}.yaml");
+    scratch.write(&file, yaml);
+    let first = scratch.oxray(&["train", &file]);
     assert!(first.status.success(), "{first:?}");
-    let run = scratch.runs("sac").pop().expect("run directory");
+    let run = scratch.runs(name).pop().expect("run directory");
     let run_arg = run.to_string_lossy().into_owned();
     let second = scratch.oxray(&[
         "train",
-        "sac.yaml",
+        &file,
         "--set",
         "stop.iterations=3",
         "--resume",
@@ -385,21 +431,18 @@ fn sac_trains_resumes_and_evaluates() {
             result["num_env_steps_sampled_lifetime"],
             (200 * (i + 1)) as f64
         );
-        let alpha = result["learners/default_policy/alpha_value"]
-            .as_f64()
-            .unwrap();
-        assert!(alpha > 0.0 && alpha < 1.0, "alpha {alpha}");
         assert!(result["learners/default_policy/qf_loss"]
             .as_f64()
             .unwrap()
             .is_finite());
+        check(&result);
     }
     assert!(run.join("checkpoints/checkpoint_000003").exists());
 
     let evaluated = scratch.oxray(&["evaluate", &run_arg, "--episodes", "2"]);
     assert!(evaluated.status.success(), "{evaluated:?}");
     let out = stdout(&evaluated);
-    assert!(out.contains("Pendulum-v1: 2 episodes"), "{out}");
+    assert!(out.contains(&format!("{env}: 2 episodes")), "{out}");
     assert!(out.contains("return  mean"), "{out}");
 }
 
@@ -410,8 +453,22 @@ fn sac_trains_resumes_and_evaluates() {
 /// continuing and `oxray evaluate` plays the checkpoint.
 #[test]
 fn appo_learns_asynchronously_resumes_and_evaluates() {
+    learns_asynchronously_resumes_and_evaluates("appo-cartpole");
+}
+
+/// The same for IMPALA's shipped config: its plain V-trace policy gradient,
+/// no clipped surrogate, no target network.
+#[test]
+fn impala_learns_asynchronously_resumes_and_evaluates() {
+    learns_asynchronously_resumes_and_evaluates("impala-cartpole");
+}
+
+/// Trains `configs/<name>.yaml` (CartPole, remote EnvRunners sampling
+/// continuously) to a mean return of 150, checks the runners sampled ahead
+/// of the Learner, resumes for two more iterations and evaluates.
+fn learns_asynchronously_resumes_and_evaluates(name: &str) {
     let scratch = Scratch::new();
-    let config = format!("{}/configs/appo-cartpole.yaml", env!("CARGO_MANIFEST_DIR"));
+    let config = format!("{}/configs/{name}.yaml", env!("CARGO_MANIFEST_DIR"));
     let first = scratch.oxray(&[
         "train",
         &config,
@@ -421,7 +478,7 @@ fn appo_learns_asynchronously_resumes_and_evaluates() {
         "stop.env_steps=150000",
     ]);
     assert!(first.status.success(), "{first:?}");
-    let run = scratch.runs("appo-cartpole").pop().expect("run directory");
+    let run = scratch.runs(name).pop().expect("run directory");
     let run_arg = run.to_string_lossy().into_owned();
     let json = lines(&run.join("result.json"));
     let last: serde_json::Value = serde_json::from_str(json.last().unwrap()).unwrap();

@@ -96,6 +96,7 @@ algorithms! {
     Ppo("PPO") => ppo::{PpoConfig, Ppo};
     Dqn("DQN") => dqn::{DqnConfig, Dqn};
     Sac("SAC") => sac::{SacConfig, Sac};
+    Impala("IMPALA") => impala::{ImpalaConfig, Impala};
     Appo("APPO") => appo::{AppoConfig, Appo};
 }
 

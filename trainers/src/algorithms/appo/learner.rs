@@ -1,31 +1,33 @@
 //! The APPO Learner: the actor-critic in a [`Learner`] and a target network
-//! beside it. An update computes V-trace over the batch (importance weights
-//! π_target/μ from the target network's policy and the behaviour policy the
-//! EnvRunners recorded; truncated episodes bootstrapped from the value of the
-//! state they were cut off in), then `num_epochs` passes of minibatches
-//! through [`appo_loss`]; the target network follows when the driver says so.
+//! beside it. An update computes V-trace over the batch as IMPALA's Learner
+//! does ([`VTraceBatch`]), with importance weights π_target/μ from the
+//! target network's policy, then `num_epochs` passes of minibatches through
+//! [`appo_loss`]; the target network follows when the driver says so.
 //!
 //! Checkpoints hold the online network and Adam's state; a restored Learner
 //! starts its target network as a copy of the online one.
 
-use oxray_rl::gae::ValueInputs;
 use oxray_rl::learner::{Learner, LearnerConfig, LearnerState};
 use oxray_rl::learner_group::{AlgorithmLearner, LearnerCore, Trained, UpdateOutcome};
-use oxray_rl::metrics::{self, explained_variance, Histograms, Metrics};
-use oxray_rl::minibatch_sgd::{minibatch_sgd, MinibatchPlan};
-use oxray_rl::target_network::TargetNetwork;
+use oxray_rl::metrics;
+use oxray_rl::minibatch_sgd::minibatch_sgd;
 use oxray_rl::rl_module::ActorCritic;
-use oxray_rl::vtrace::{compute_vtrace, VTraceParams};
-use oxray_rl::{to_host, Error, ObsBuffer, SampleBatch};
+use oxray_rl::target_network::TargetNetwork;
+use oxray_rl::{Error, SampleBatch};
 use serde::{Deserialize, Serialize};
 
-use super::config::AppoConfig;
+use super::config::{AppoConfig, AppoKeys};
 use super::loss::{appo_loss, Minibatch};
+use crate::algorithms::impala::{ImpalaConfig, VTraceBatch};
 
+/// The `training:` section travels to remote Learners in its two parts:
+/// [`AppoConfig`] flattens them into one YAML section, a layout only
+/// self-describing formats can read back.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AppoLearnerConfig {
     pub learner: LearnerConfig,
-    pub training: AppoConfig,
+    pub impala: ImpalaConfig,
+    pub appo: AppoKeys,
 }
 
 /// What the driver sends with each batch.
@@ -58,62 +60,32 @@ impl AlgorithmLearner for AppoLearner {
         AppoLearner {
             learner,
             target,
-            training: config.training,
+            training: AppoConfig {
+                impala: config.impala,
+                appo: config.appo,
+            },
         }
     }
 
-    /// V-trace over `batch`, then `num_epochs` epochs of minibatch steps.
+    /// V-trace over `batch` against the target network's policy, then
+    /// `num_epochs` epochs of minibatch steps.
     fn learn(&mut self, batch: SampleBatch, params: AppoUpdateParams) -> UpdateOutcome {
         let cfg = &self.training;
-        let l = &self.learner;
-        let obs = l.obs_tensor(&batch.obs, batch.obs_dim);
-        let actions = l.tensor(&batch.actions, batch.action_dim);
-        let behaviour_logp = l.tensor(&batch.action_logp, 1).view(-1);
-
-        // One forward without gradients: π_target for the importance weights
-        // and the KL term, V(s) for V-trace (plus the bootstrap and
-        // truncation observations).
-        let (target_dist, target_logp, values) = tch::no_grad(|| {
-            let target_dist = self.target.distribution(&obs);
-            let target_logp = target_dist.log_prob(&actions);
-            (target_dist, target_logp, to_host(&l.module().value(&obs)))
+        let target = &self.target;
+        let v = VTraceBatch::new(&self.learner, &batch, &cfg.impala, |obs| {
+            target.distribution(obs)
         });
-        let value_of = |o: &ObsBuffer| {
-            tch::no_grad(|| to_host(&l.module().value(&l.obs_tensor(o, batch.obs_dim))))
-        };
-        let inputs = ValueInputs::of(&batch, values, value_of, cfg.gamma as f32);
-        let log_rhos = to_host(&(&target_logp - &behaviour_logp));
-        let vtrace = compute_vtrace(
-            &log_rhos,
-            &inputs.rewards,
-            &inputs.values,
-            &inputs.episode_ends,
-            &inputs.bootstrap_values,
-            batch.fragment_len,
-            VTraceParams {
-                gamma: cfg.gamma as f32,
-                clip_rho: cfg.vtrace_clip_rho_threshold as f32,
-                clip_pg_rho: cfg.vtrace_clip_pg_rho_threshold as f32,
-            },
-        );
-        let pg_advantages = l.tensor(&vtrace.pg_advantages, 1).view(-1);
-        let value_targets = l.tensor(&vtrace.value_targets, 1).view(-1);
-
-        let plan = MinibatchPlan {
-            num_epochs: cfg.num_epochs,
-            minibatch_size: cfg.minibatch_size.unwrap_or(batch.len()),
-            shuffle_seed: params.shuffle_seed,
-        };
+        let plan = cfg.impala.minibatch_plan(batch.len(), params.shuffle_seed);
         let sgd = minibatch_sgd(&mut self.learner, batch.len(), plan, |learner, mb| {
             let minibatch = Minibatch {
-                actions: mb.select(&actions),
-                behaviour_logp: mb.select(&behaviour_logp),
-                target_logp: mb.select(&target_logp),
-                target_dist: target_dist.select(&mb.own(mb.index)),
-                pg_advantages: mb.select(&pg_advantages),
-                value_targets: mb.select(&value_targets),
+                actions: mb.select(&v.actions),
+                behaviour_logp: mb.select(&v.behaviour_logp),
+                target_logp: mb.select(&v.target_logp),
+                target_dist: v.target_dist.select(&mb.own(mb.index)),
+                pg_advantages: mb.select(&v.pg_advantages),
+                value_targets: mb.select(&v.value_targets),
             };
-            let (dist, values) = learner.module().forward(&mb.select(&obs));
+            let (dist, values) = learner.module().forward(&mb.select(&v.obs));
             let loss = appo_loss(&dist, &values, &minibatch, cfg, params.kl_coeff);
             (
                 loss.total,
@@ -125,31 +97,14 @@ impl AlgorithmLearner for AppoLearner {
             Err(stopped) => return stopped,
         };
         if params.update_target {
-            self.target.follow(&self.learner, cfg.tau);
+            self.target.follow(&self.learner, cfg.appo.tau);
         }
-        let [policy_loss, vf_loss, entropy, mean_kl] = sgd.terms;
-        let mean_rho = log_rhos.iter().map(|&r| f64::from(r.exp())).sum::<f64>()
-            / log_rhos.len().max(1) as f64;
+        let mut result = v.metrics(&sgd, cfg.impala.lr);
+        result.insert(metrics::MEAN_KL_LOSS.into(), sgd.terms[3]);
+        result.insert(metrics::CURR_KL_COEFF.into(), params.kl_coeff);
         UpdateOutcome::Trained(Trained {
-            metrics: Metrics::from([
-                (metrics::TOTAL_LOSS.into(), sgd.total_loss),
-                (metrics::POLICY_LOSS.into(), policy_loss),
-                (metrics::VF_LOSS.into(), vf_loss),
-                (metrics::ENTROPY.into(), entropy),
-                (metrics::GRADIENTS_GLOBAL_NORM.into(), sgd.grad_norm),
-                (metrics::MEAN_KL_LOSS.into(), mean_kl),
-                (
-                    metrics::VF_EXPLAINED_VAR.into(),
-                    explained_variance(&inputs.values, &vtrace.value_targets),
-                ),
-                (metrics::CURR_KL_COEFF.into(), params.kl_coeff),
-                (metrics::LEARNING_RATE.into(), cfg.lr),
-                (metrics::MEAN_IMPORTANCE_RATIO.into(), mean_rho),
-            ]),
-            histograms: Histograms::from([(
-                metrics::ADVANTAGES.into(),
-                vtrace.pg_advantages,
-            )]),
+            metrics: result,
+            histograms: v.histograms(),
             td_errors: Vec::new(),
         })
     }

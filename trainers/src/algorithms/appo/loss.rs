@@ -4,11 +4,13 @@
 //! network's policy π_target rather than the behaviour policy μ the
 //! EnvRunners sampled with; the value function regresses on the V-trace
 //! targets v_t; an entropy bonus and an optional KL penalty to π_target.
+//! The value and entropy terms are IMPALA's ([`value_and_entropy`]).
 
 use oxray_rl::distributions::ActionDistribution;
 use tch::{Kind, Tensor};
 
 use super::config::AppoConfig;
+use crate::algorithms::impala::{value_and_entropy, ValueAndEntropy};
 
 /// One minibatch, already on the Learner's device.
 pub struct Minibatch {
@@ -47,22 +49,19 @@ pub fn appo_loss(
     // w_t = clip(μ(a_t|s_t) / π_target(a_t|s_t), 0, target_worker_clipping)
     let behaviour_to_target = (&mb.behaviour_logp - &mb.target_logp)
         .exp()
-        .clamp(0.0, config.target_worker_clipping);
+        .clamp(0.0, config.appo.target_worker_clipping);
     // r_t(θ) = w_t · π_θ(a_t|s_t) / μ(a_t|s_t)  (= π_θ / π_target unclipped)
     let ratio = behaviour_to_target * (dist.log_prob(&mb.actions) - &mb.behaviour_logp).exp();
     // L^CLIP = E_t[min(r_t A_t, clip(r_t, 1−ε, 1+ε) A_t)]
-    let eps = config.clip_param;
+    let eps = config.appo.clip_param;
     let surrogate =
         (&ratio * advantages).minimum(&(ratio.clamp(1.0 - eps, 1.0 + eps) * advantages));
     let policy_loss = -surrogate.mean(Kind::Float);
-    // L^VF = ½ E_t[(V_θ(s_t) − v_t)²]
-    let vf_loss = (values - &mb.value_targets).square().mean(Kind::Float) * 0.5;
-    // S = E_t[H(π_θ(·|s_t))]
-    let entropy = dist.entropy().mean(Kind::Float);
+    let ValueAndEntropy { vf_loss, entropy } = value_and_entropy(dist, values, &mb.value_targets);
     let mean_kl = mb.target_dist.kl(dist).mean(Kind::Float);
-    let mut total =
-        &policy_loss + &vf_loss * config.vf_loss_coeff - &entropy * config.entropy_coeff;
-    if config.use_kl_loss {
+    let mut total = &policy_loss + &vf_loss * config.impala.vf_loss_coeff
+        - &entropy * config.impala.entropy_coeff;
+    if config.appo.use_kl_loss {
         total += &mean_kl * kl_coeff;
     }
     AppoLoss {
@@ -77,6 +76,8 @@ pub fn appo_loss(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::algorithms::appo::config::AppoKeys;
+    use crate::algorithms::impala::ImpalaConfig;
 
     fn scalar(t: &Tensor) -> f64 {
         t.double_value(&[])
@@ -100,11 +101,16 @@ mod tests {
         };
         let values = Tensor::from_slice(&[0.0f32, 1.0]);
         let config = AppoConfig {
-            clip_param: 0.2,
-            vf_loss_coeff: 0.5,
-            entropy_coeff: 0.01,
-            use_kl_loss: true,
-            ..AppoConfig::default()
+            impala: ImpalaConfig {
+                vf_loss_coeff: 0.5,
+                entropy_coeff: 0.01,
+                ..ImpalaConfig::default()
+            },
+            appo: AppoKeys {
+                clip_param: 0.2,
+                use_kl_loss: true,
+                ..AppoKeys::default()
+            },
         };
         let loss = appo_loss(&dist, &values, &mb, &config, 0.2);
         // w = 0.25/0.5 = 0.5 and 1; r = 0.5·(0.5/0.25) = 1 and 1·(0.8/0.5) = 1.6
@@ -138,7 +144,10 @@ mod tests {
             value_targets: Tensor::from_slice(&[0.0f32]),
         };
         let config = AppoConfig {
-            clip_param: 0.5,
+            appo: AppoKeys {
+                clip_param: 0.5,
+                ..AppoKeys::default()
+            },
             ..AppoConfig::default()
         };
         let loss = appo_loss(&dist, &Tensor::from_slice(&[0.0f32]), &mb, &config, 0.0);
