@@ -115,6 +115,14 @@ fn cli_rejects_bad_input_without_leaving_a_run_directory() {
     let bad_set = scratch.oxray(&["train", "ok.yaml", "--set", "training.nope=1"]);
     assert_clean_error(&bad_set, &["training.nope"]);
 
+    // More actor CPUs than the embedded node has: they would wait for ever.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let too_many = format!("env_runners.num_env_runners={}", cores + 1);
+    assert_clean_error(
+        &scratch.oxray(&["train", "ok.yaml", "--set", &too_many]),
+        &["ask for", "CPUs", "env_runners.num_env_runners"],
+    );
+
     assert!(!scratch.path().join("results").exists() || scratch.runs("env").is_empty());
     for name in ["nope", "malformed", "algo", "env", "ok"] {
         assert!(

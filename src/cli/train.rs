@@ -51,7 +51,7 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
         || config.evaluation.num_env_runners > 0
         || config.learners.num_learners > 0;
     if uses_actors && address.is_none() {
-        warn_if_actors_exceed_cores(&config);
+        check_actors_fit_cores(&config)?;
     }
     if uses_actors || address.is_some() {
         let mut options = oxray_core::InitOptions::default();
@@ -101,9 +101,12 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Actors that do not fit the embedded node's CPUs wait for resources, as in
-/// Ray; say so up front rather than leave a silent wait.
-fn warn_if_actors_exceed_cores(config: &ExperimentConfig) {
+/// The embedded node has this machine's CPUs and no other node can join it,
+/// so an EnvRunner or Learner actor that does not fit would wait for
+/// resources for ever (Ray waits too, with a warning) and the run would hang
+/// on its first sample or its final checkpoint. Refuse such a config before
+/// anything starts.
+fn check_actors_fit_cores(config: &ExperimentConfig) -> anyhow::Result<()> {
     let runners = &config.env_runners;
     let learner_cpus = if config.learners.num_gpus_per_learner > 0.0 {
         0.0
@@ -116,11 +119,14 @@ fn warn_if_actors_exceed_cores(config: &ExperimentConfig) {
         + config.learners.num_learners as f64 * learner_cpus;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     if wanted > cores {
-        eprintln!(
-            "warning: the EnvRunner and Learner actors ask for {wanted} CPUs but this machine has \
-             {cores}; the ones that do not fit wait (lower env_runners.num_cpus_per_env_runner)"
+        anyhow::bail!(
+            "the EnvRunner and Learner actors ask for {wanted} CPUs but this machine has {cores}, \
+             and the embedded cluster cannot grow: lower env_runners.num_env_runners, \
+             env_runners.num_cpus_per_env_runner, evaluation.num_env_runners or \
+             learners.num_learners, or run on a cluster (`oxray start`, then --address)"
         );
     }
+    Ok(())
 }
 
 /// A progress bar on a terminal, one plain line per iteration otherwise.
