@@ -39,6 +39,35 @@ fn unknown_key_names_key_and_line() {
     assert!(error.contains("line 10"), "{error}");
 }
 
+/// APPO's section is IMPALA's keys plus its own at one level: a key of
+/// either part is read, an unknown one is named with every valid key and its
+/// own line, and a wrong type in either part keeps the key's line.
+#[test]
+fn appo_section_errors_name_the_key_its_line_and_the_valid_keys() {
+    let source = "algorithm: APPO\nenv: CartPole-v1\ntraining:\n  lr: 1.0e-3\n  clip_param: 0.3\n";
+    let config = parse(source, &[]).unwrap();
+    let AlgorithmConfig::Appo(training) = &config.training else {
+        panic!("algorithm: APPO gave {:?}", config.training);
+    };
+    assert_eq!(
+        (training.impala.lr, training.appo.clip_param),
+        (1.0e-3, 0.3)
+    );
+
+    let error = parse(&source.replace("clip_param", "clip_parm"), &[]).unwrap_err();
+    assert!(error.contains("unknown field `clip_parm`"), "{error}");
+    assert!(error.contains("`vtrace_clip_rho_threshold`"), "{error}");
+    assert!(error.contains("`target_network_update_freq`"), "{error}");
+    assert!(error.contains("line 5"), "{error}");
+
+    for (key, line) in [("lr", "line 4"), ("clip_param", "line 5")] {
+        let wrong = source.replace(&format!("{key}: "), &format!("{key}: [fast] #"));
+        let error = parse(&wrong, &[]).unwrap_err();
+        assert!(error.contains("invalid type"), "{key}: {error}");
+        assert!(error.contains(line), "{key}: {error}");
+    }
+}
+
 #[test]
 fn wrong_type_names_key_and_line() {
     let source = SMALL_PPO.replace("lr: 1.0e-3", "lr: fast");

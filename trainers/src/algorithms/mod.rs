@@ -15,6 +15,7 @@ use crate::algorithm::{Algorithm, TrainError};
 use crate::config::ExperimentConfig;
 
 pub mod check;
+mod extended_section;
 pub mod off_policy;
 mod trainer;
 

@@ -2,16 +2,17 @@
 //! own for the clipped surrogate, the target network and the KL penalty,
 //! with RLlib's names and defaults (as RLlib's `APPOConfig` derives from
 //! `IMPALAConfig`), and its range checks. Both parts sit at the same level
-//! of the YAML section; a key neither knows is rejected.
+//! of the YAML section; a key neither knows is rejected
+//! ([`extended_section`] reads them).
 
 use oxray_rl::rl_module::ModuleKind;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::algorithms::extended_section;
 use crate::algorithms::impala::ImpalaConfig;
 use crate::algorithms::{check, TrainingConfig};
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct AppoConfig {
     #[serde(flatten)]
     pub impala: ImpalaConfig,
@@ -19,9 +20,16 @@ pub struct AppoConfig {
     pub appo: AppoKeys,
 }
 
+impl<'de> Deserialize<'de> for AppoConfig {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let (impala, appo) = extended_section::deserialize(deserializer)?;
+        Ok(AppoConfig { impala, appo })
+    }
+}
+
 /// The keys APPO adds to IMPALA's.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(deny_unknown_fields, default)]
 pub struct AppoKeys {
     /// ε of the clipped surrogate (against the target network's policy).
     pub clip_param: f64,
