@@ -4,7 +4,7 @@
 # solved?, env steps to the target, wall time to it (from process start) and
 # env steps/s, with the medians over seeds and each peer's ratios to oxray.
 #
-#   scripts/bench-vs-peers.sh ALGO [SEEDS...]     ALGO: ppo | dqn | ppo-tuned | dqn-tuned | sac | appo
+#   scripts/bench-vs-peers.sh ALGO [SEEDS...]     ALGO: ppo | dqn | ppo-tuned | dqn-tuned | sac | appo | impala
 #   scripts/bench-vs-peers.sh ppo 1 2 3           (seeds 1 2 3 are the default)
 #
 #   ALGO       oxray config                            peers                       target
@@ -14,6 +14,7 @@
 #   dqn-tuned  configs/dqn-cartpole.yaml               as dqn                      CartPole 450 in 100k steps
 #   sac        configs/sac-pendulum.yaml               SB3 (zoo settings), RLlib   Pendulum -250 in 20k steps
 #   appo       configs/appo-cartpole.yaml              RLlib                       CartPole 450
+#   impala     configs/impala-cartpole.yaml            RLlib                       CartPole 450
 # `ppo` and `dqn` compare throughput on the same hyperparameters; the
 # `-tuned` runs compare wall time to the target, each framework on its own
 # tuned settings.
@@ -43,8 +44,9 @@ case "$algo" in
     dqn-tuned) config=configs/dqn-cartpole.yaml target=450 window=100 known=(sb3 rllib) ;;
     sac) config=configs/sac-pendulum.yaml target=-250 window=5 known=(sb3 rllib) ;;
     appo) config=configs/appo-cartpole.yaml target=450 window=100 known=(rllib) ;;
+    impala) config=configs/impala-cartpole.yaml target=450 window=100 known=(rllib) ;;
     *)
-        echo "usage: $0 ppo|dqn|ppo-tuned|dqn-tuned|sac|appo [SEEDS...]" >&2
+        echo "usage: $0 ppo|dqn|ppo-tuned|dqn-tuned|sac|appo|impala [SEEDS...]" >&2
         exit 2
         ;;
 esac

@@ -5,12 +5,14 @@ tuned examples, for scripts/bench-vs-peers.sh.
     rllib_cartpole.py ppo SEED    tuned_examples/ppo/cartpole_ppo.py
     rllib_cartpole.py dqn SEED    tuned_examples/dqn/cartpole_dqn.py
     rllib_cartpole.py appo SEED   tuned_examples/appo/cartpole_appo.py
+    rllib_cartpole.py impala SEED tuned_examples/impala/cartpole_impala.py
     rllib_cartpole.py sac SEED    tuned_examples/sac/pendulum_sac.py (Pendulum-v1)
 
 These are RLlib's hyperparameters, not oxray's peer configs': the comparison
 is wall time to the same target on the same task. PPO and DQN sample with
-1 EnvRunner and learn in the driver (Ray gets 2 CPUs), APPO samples with 2
-EnvRunners (Ray gets 4 logical CPUs, which its actors need to start).
+1 EnvRunner and learn in the driver (Ray gets 2 CPUs), APPO and IMPALA
+sample with 2 EnvRunners (Ray gets 4 logical CPUs, which their actors need
+to start).
 
 After every training iteration it prints `episode return=R steps=S` for each
 episode finished in it (S: env steps sampled by the iteration's end) and
@@ -30,6 +32,7 @@ torch.set_num_threads(1)
 import ray  # noqa: E402
 from ray.rllib.algorithms.appo import APPOConfig  # noqa: E402
 from ray.rllib.algorithms.dqn import DQNConfig  # noqa: E402
+from ray.rllib.algorithms.impala import IMPALAConfig  # noqa: E402
 from ray.rllib.algorithms.ppo import PPOConfig  # noqa: E402
 from ray.rllib.algorithms.sac import SACConfig  # noqa: E402
 from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig  # noqa: E402
@@ -49,6 +52,7 @@ TASKS = {
     "ppo": ("CartPole-v1", 475.0, 100, 500_000),
     "dqn": ("CartPole-v1", 450.0, 100, 200_000),
     "appo": ("CartPole-v1", 450.0, 100, 2_000_000),
+    "impala": ("CartPole-v1", 450.0, 100, 2_000_000),
     "sac": ("Pendulum-v1", -250.0, 5, 20_000),
 }
 
@@ -100,6 +104,15 @@ def config(algo, seed):
                 head_fcnet_kernel_initializer_kwargs={"gain": 0.01}))
             .reporting(metrics_num_episodes_for_smoothing=5)
         )
+    elif algo == "impala":
+        cfg = (
+            IMPALAConfig()
+            .env_runners(num_env_runners=2)
+            .training(
+                train_batch_size_per_learner=500, grad_clip=40.0, grad_clip_by="global_norm",
+                lr=5e-4, vf_loss_coeff=0.05, entropy_coeff=0.0)
+            .rl_module(model_config=DefaultModelConfig(vf_share_layers=True))
+        )
     else:
         cfg = (
             APPOConfig()
@@ -116,9 +129,9 @@ def main():
         sys.exit(f"usage: {sys.argv[0]} {{{'|'.join(TASKS)}}} SEED")
     algo, seed = sys.argv[1], int(sys.argv[2])
     _, target, window_len, limit = TASKS[algo]
-    # APPO's 2 EnvRunners plus its Learner-side actors wait forever for
-    # resources with 2 logical CPUs; the cores stay 2 either way.
-    ray.init(num_cpus=4 if algo == "appo" else 2, include_dashboard=False, log_to_driver=False)
+    # APPO's and IMPALA's 2 EnvRunners plus their Learner-side actors wait
+    # forever for resources with 2 logical CPUs; the cores stay 2 either way.
+    ray.init(num_cpus=4 if algo in ("appo", "impala") else 2, include_dashboard=False, log_to_driver=False)
     try:
         trainer = config(algo, seed).build_algo()
         window = deque(maxlen=window_len)
