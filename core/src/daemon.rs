@@ -17,7 +17,9 @@ use crate::head::{Node, NodeConfig, HEARTBEAT_PERIOD};
 use crate::ids::WorkerId;
 pub use crate::node_ip::{default_node_ip, route_to};
 use crate::packaging::{self, ExecutableCache, JobExecutable, Plan};
-use crate::protocol::{ClusterStatus, HeadToNode, NodeToHead, StatusRequest, PROTOCOL_VERSION};
+use crate::protocol::{
+    ClusterStatus, HeadToNode, NodeStatus, NodeToHead, StatusRequest, PROTOCOL_VERSION,
+};
 use crate::runtime::InitOptions;
 pub use crate::session::{
     create_private_file, ensure_private_dir, read_private_file, session_dir, session_subdir,
@@ -150,6 +152,12 @@ impl Head {
 
     pub fn status(&self) -> ClusterStatus {
         self.node.cluster_status()
+    }
+
+    /// The nodes part of [`Head::status`] alone (cheap enough to sample
+    /// every second on a large cluster).
+    pub fn node_statuses(&self) -> Vec<NodeStatus> {
+        self.node.node_statuses()
     }
 }
 

@@ -39,9 +39,9 @@ pub use client::DashboardClient;
 pub use error::{DashboardError, Result};
 pub use jobs::{JobDetails, JobState, JobSubmitRequest, RuntimeEnv};
 pub use logs::LogChunk;
-pub use server::StatusSource;
+pub use server::{NodesSource, StatusSource};
 
-use history::{History, Sample};
+use history::History;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -51,8 +51,11 @@ use std::time::Duration;
 pub const DEFAULT_PORT: u16 = 8265;
 /// How often resource use is sampled for the charts...
 const SAMPLE_PERIOD: Duration = Duration::from_secs(1);
-/// ...and how many samples are kept (ten minutes).
+/// ...and how many samples are kept (ten minutes)...
 const HISTORY_SAMPLES: usize = 600;
+/// ...unless the cluster is larger than 100 nodes: node samples kept in all
+/// (a few MiB), so a thousand nodes keep the last minute.
+const HISTORY_NODE_SAMPLES: usize = 60_000;
 
 /// How to start the dashboard.
 pub struct DashboardOptions {
@@ -66,6 +69,9 @@ pub struct DashboardOptions {
     /// shows it.
     pub log_dir: PathBuf,
     pub status: StatusSource,
+    /// The nodes alone, sampled every second for the resource charts
+    /// (`status` would copy every actor, task and object row each time).
+    pub nodes: NodesSource,
 }
 
 /// A running dashboard; dropping it stops its jobs and the server.
@@ -99,7 +105,7 @@ impl Dashboard {
             },
             runtime.handle().clone(),
         );
-        let history = Arc::new(History::new(HISTORY_SAMPLES));
+        let history = Arc::new(History::new(HISTORY_SAMPLES, HISTORY_NODE_SAMPLES));
         let state = server::AppState {
             status: options.status.clone(),
             supervisor: supervisor.clone(),
@@ -122,12 +128,12 @@ impl Dashboard {
                 eprintln!("oxray: the dashboard stopped: {e}");
             }
         });
-        let status = options.status;
+        let nodes = options.nodes;
         runtime.spawn(async move {
             let mut tick = tokio::time::interval(SAMPLE_PERIOD);
             loop {
                 tick.tick().await;
-                history.record(Sample::of(&status(), jobs::now_ms()));
+                history.record_nodes(&nodes(), jobs::now_ms());
             }
         });
         Ok(Dashboard {

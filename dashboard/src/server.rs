@@ -18,13 +18,15 @@ use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use oxray_core::ClusterStatus;
+use oxray_core::{ClusterStatus, NodeStatus};
 use serde::Deserialize;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 /// Where the dashboard reads the cluster's state from (the head's node).
 pub type StatusSource = Arc<dyn Fn() -> ClusterStatus + Send + Sync>;
+/// Where the resource sampler reads the nodes from.
+pub type NodesSource = Arc<dyn Fn() -> Vec<NodeStatus> + Send + Sync>;
 
 #[derive(Clone)]
 pub struct AppState {

@@ -18,6 +18,7 @@ fn dashboard(logs: &std::path::Path) -> Dashboard {
         head_address: "127.0.0.1:1".into(),
         log_dir: logs.to_path_buf(),
         status: Arc::new(oxray_core::ClusterStatus::default),
+        nodes: Arc::new(Vec::new),
     })
     .unwrap()
 }

@@ -314,14 +314,22 @@ fn start_dashboard(
     port: u16,
 ) -> Option<oxray_dashboard::Dashboard> {
     let weak = std::sync::Arc::downgrade(head);
-    let status: oxray_dashboard::StatusSource =
-        std::sync::Arc::new(move || weak.upgrade().map(|h| h.status()).unwrap_or_default());
+    let status: oxray_dashboard::StatusSource = {
+        let weak = weak.clone();
+        std::sync::Arc::new(move || weak.upgrade().map(|h| h.status()).unwrap_or_default())
+    };
+    let nodes: oxray_dashboard::NodesSource = std::sync::Arc::new(move || {
+        weak.upgrade()
+            .map(|h| h.node_statuses())
+            .unwrap_or_default()
+    });
     let started = oxray_dashboard::Dashboard::start(oxray_dashboard::DashboardOptions {
         bind: std::net::SocketAddr::new(ip, port),
         token: head.token.clone(),
         head_address: head.address.to_string(),
         log_dir: daemon::session_subdir("logs").ok()?,
         status,
+        nodes,
     });
     match started {
         Ok(dashboard) => {

@@ -7,6 +7,7 @@ use super::actors::ActorStatus;
 use super::object_store::NodeObjectStore;
 use super::{Node, NodeState};
 use crate::protocol::*;
+use rustc_hash::FxHashMap;
 
 impl Node {
     pub fn summary(&self) -> crate::runtime::NodeSummary {
@@ -39,10 +40,19 @@ impl Node {
             .expect("the head's own node never leaves")
     }
 
-    pub fn cluster_status(&self) -> ClusterStatus {
-        let state = self.state.lock();
-        let workers_on = |node: &str| state.workers.values().filter(|w| w.node == node).count();
-        let nodes = state
+    /// Every node, live and dead, with its resources and figures: what the
+    /// dashboard samples each second, without the rest of the status.
+    pub fn node_statuses(&self) -> Vec<NodeStatus> {
+        self.node_rows(&self.state.lock())
+    }
+
+    fn node_rows(&self, state: &NodeState) -> Vec<NodeStatus> {
+        // One pass over the workers, not one per node.
+        let mut workers_per_node: FxHashMap<&str, usize> = FxHashMap::default();
+        for worker in state.workers.values() {
+            *workers_per_node.entry(worker.node.as_str()).or_default() += 1;
+        }
+        state
             .pool
             .nodes()
             .map(|(id, pool)| {
@@ -58,7 +68,7 @@ impl Node {
                     is_head: id == self.config.node_id,
                     total: pool.total().clone(),
                     available: pool.available().clone(),
-                    workers: workers_on(id),
+                    workers: workers_per_node.get(id).copied().unwrap_or(0),
                     object_store_bytes: figure(|s| s.resident_bytes),
                     object_store_capacity_bytes: figure(|s| s.capacity),
                     spilled_bytes: figure(|s| s.spilled_bytes),
@@ -67,7 +77,12 @@ impl Node {
                 }
             })
             .chain(state.dead_nodes.iter().cloned())
-            .collect();
+            .collect()
+    }
+
+    pub fn cluster_status(&self) -> ClusterStatus {
+        let state = self.state.lock();
+        let nodes = self.node_rows(&state);
         let actors = state
             .actors
             .iter()
