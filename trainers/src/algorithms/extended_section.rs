@@ -12,7 +12,6 @@
 //! every other section's errors do.
 
 use std::marker::PhantomData;
-use std::sync::OnceLock;
 
 use serde::de::{
     self, Deserialize, DeserializeOwned, DeserializeSeed, Deserializer, MapAccess, Visitor,
@@ -26,8 +25,8 @@ use serde_json::{Map, Value};
 pub(crate) fn deserialize<'de, D, Base, Own>(deserializer: D) -> Result<(Base, Own), D::Error>
 where
     D: Deserializer<'de>,
-    Base: DeserializeOwned + 'static,
-    Own: DeserializeOwned + 'static,
+    Base: DeserializeOwned,
+    Own: DeserializeOwned,
 {
     deserializer.deserialize_map(SectionVisitor::<Base, Own>(PhantomData))
 }
@@ -36,8 +35,8 @@ struct SectionVisitor<Base, Own>(PhantomData<(Base, Own)>);
 
 impl<'de, Base, Own> Visitor<'de> for SectionVisitor<Base, Own>
 where
-    Base: DeserializeOwned + 'static,
-    Own: DeserializeOwned + 'static,
+    Base: DeserializeOwned,
+    Own: DeserializeOwned,
 {
     type Value = (Base, Own);
 
@@ -46,20 +45,22 @@ where
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let base_keys = field_names::<Base>();
         let mut base = Map::new();
         let mut own = Map::new();
         let known = KnownKey {
-            expected: all_field_names::<Base, Own>(),
+            base: field_names::<Base>(),
+            own: field_names::<Own>(),
         };
-        while let Some(key) = map.next_key_seed(known)? {
-            let (part, value) = if base_keys.contains(&key.as_str()) {
-                let value = map.next_value_seed(CheckedValue::<Base>::new(&key))?;
-                (&mut base, value)
-            } else {
-                // KnownKey let it through: it is one of `Own`'s.
-                let value = map.next_value_seed(CheckedValue::<Own>::new(&key))?;
-                (&mut own, value)
+        while let Some((key, part)) = map.next_key_seed(known)? {
+            let (part, value) = match part {
+                Part::Base => (
+                    &mut base,
+                    map.next_value_seed(CheckedValue::<Base>::new(&key))?,
+                ),
+                Part::Own => (
+                    &mut own,
+                    map.next_value_seed(CheckedValue::<Own>::new(&key))?,
+                ),
             };
             part.insert(key, value);
         }
@@ -69,33 +70,50 @@ where
     }
 }
 
-/// A key, rejected while it is read (so the error points at it) unless it
-/// is one of `expected`.
+/// Which part of the section declares a key.
+#[derive(Clone, Copy)]
+enum Part {
+    Base,
+    Own,
+}
+
+/// A key and the part that declares it, rejected while it is read (so the
+/// error points at it) when neither does.
 #[derive(Clone, Copy)]
 struct KnownKey {
-    expected: &'static [&'static str],
+    base: &'static [&'static str],
+    own: &'static [&'static str],
 }
 
 impl<'de> DeserializeSeed<'de> for KnownKey {
-    type Value = String;
+    type Value = (String, Part);
 
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<String, D::Error> {
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
         deserializer.deserialize_str(self)
     }
 }
 
 impl Visitor<'_> for KnownKey {
-    type Value = String;
+    type Value = (String, Part);
 
     fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
         formatter.write_str("a training setting's name")
     }
 
-    fn visit_str<E: de::Error>(self, key: &str) -> Result<String, E> {
-        if self.expected.contains(&key) {
-            Ok(key.to_string())
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<Self::Value, E> {
+        if self.base.contains(&key) {
+            Ok((key.to_string(), Part::Base))
+        } else if self.own.contains(&key) {
+            Ok((key.to_string(), Part::Own))
         } else {
-            Err(E::unknown_field(key, self.expected))
+            // Worded as serde's own unknown-field error, with both lists.
+            let expected: Vec<String> = (self.base.iter().chain(self.own))
+                .map(|name| format!("`{name}`"))
+                .collect();
+            Err(E::custom(format_args!(
+                "unknown field `{key}`, expected one of {}",
+                expected.join(", ")
+            )))
         }
     }
 }
@@ -217,31 +235,6 @@ fn field_names<T: DeserializeOwned>() -> &'static [&'static str] {
     let mut fields: &'static [&'static str] = &[];
     let _ = T::deserialize(Probe(&mut fields));
     fields
-}
-
-/// `Base`'s and `Own`'s field names together, for the unknown-key error
-/// (which wants a `'static` list: built once per pair of types).
-fn all_field_names<Base: DeserializeOwned + 'static, Own: DeserializeOwned + 'static>(
-) -> &'static [&'static str] {
-    use std::any::TypeId;
-    use std::collections::HashMap;
-    use std::sync::Mutex;
-    type Lists = Mutex<HashMap<(TypeId, TypeId), &'static [&'static str]>>;
-    static LISTS: OnceLock<Lists> = OnceLock::new();
-    let mut lists = LISTS
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    lists
-        .entry((TypeId::of::<Base>(), TypeId::of::<Own>()))
-        .or_insert_with(|| {
-            let all: Vec<&'static str> = field_names::<Base>()
-                .iter()
-                .chain(field_names::<Own>())
-                .copied()
-                .collect();
-            Box::leak(all.into_boxed_slice())
-        })
 }
 
 #[cfg(test)]
