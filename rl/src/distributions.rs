@@ -242,7 +242,7 @@ fn sample_categorical(log_probs: &[f32], u: f32) -> usize {
 }
 
 /// Index of the largest value (the first of equals).
-pub(crate) fn argmax(values: &[f32]) -> usize {
+pub fn argmax(values: &[f32]) -> usize {
     values
         .iter()
         .enumerate()

@@ -20,7 +20,9 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
 use crate::collective::allreduce_tensor;
-use crate::optim::{clip_grad_norm, flat_gradient, flatten_parameters, Adam, HostOptimizer};
+use crate::optim::{
+    clip_grad_norm, clip_host_grad, flat_gradient, flatten_parameters, host_view, Adam,
+};
 use crate::rl_module::{ModuleSpec, RLModule};
 use crate::Error;
 
@@ -50,6 +52,8 @@ pub struct Learner<M> {
     adam: Adam,
     grad_clip: Option<f64>,
     data_parallel: Option<DataParallel>,
+    /// [`Learner::host_step`]'s gradient vector, kept between steps.
+    host_grad: Vec<f32>,
 }
 
 /// This Learner's place in a data-parallel group.
@@ -95,6 +99,7 @@ impl<M: RLModule> Learner<M> {
             adam,
             grad_clip: config.grad_clip,
             data_parallel: None,
+            host_grad: Vec::new(),
         }
     }
 
@@ -231,26 +236,41 @@ impl<M: RLModule> Learner<M> {
         crate::to_host(&self.flat_params)
     }
 
-    /// The parameters and optimizer state as host vectors, for minibatch
-    /// steps taken in plain Rust; `None` unless this Learner is on the CPU,
-    /// alone (a data-parallel group all-reduces libtorch gradients) and with
-    /// one learning rate for all parameters. Give it back with
-    /// [`Learner::finish_host_optimizer`].
-    pub fn host_optimizer(&self) -> Option<HostOptimizer> {
-        if self.device() != Device::Cpu || self.data_parallel.is_some() {
-            return None;
-        }
-        HostOptimizer::new(self.flat_weights(), &self.adam, self.grad_clip)
+    /// Whether [`Learner::host_step`] steps: this Learner is on the CPU,
+    /// alone (a data-parallel group all-reduces libtorch gradients) and has
+    /// one learning rate for all parameters.
+    pub fn trains_on_host(&self) -> bool {
+        self.device() == Device::Cpu && self.data_parallel.is_none() && self.adam.steps_on_host()
     }
 
-    /// Takes the parameters and optimizer state back from `host`.
-    pub fn finish_host_optimizer(&mut self, host: HostOptimizer) {
-        let params = host.finish(&mut self.adam);
-        tch::no_grad(|| {
-            self.flat_params
-                .shallow_clone()
-                .copy_(&Tensor::from_slice(&params))
-        });
+    /// One step whose gradient is computed on the host: `gradient` gets the
+    /// flat parameters and a zeroed flat gradient of the same layout, adds
+    /// the loss's gradient into it and returns the loss; then clipping and
+    /// Adam run in place on the Learner's own buffers, so the module, its
+    /// checkpoints and the weights EnvRunners get see the step with no copy
+    /// in or out. A non-finite loss leaves everything untouched. `None`
+    /// (and `gradient` not called) unless [`Learner::trains_on_host`].
+    pub fn host_step(&mut self, gradient: impl FnOnce(&[f32], &mut [f32]) -> f64) -> Option<Step> {
+        if !self.trains_on_host() {
+            return None;
+        }
+        let mut grad = std::mem::take(&mut self.host_grad);
+        grad.clear();
+        grad.resize(self.flat_params.numel(), 0.0);
+        // SAFETY: the module's parameters view this buffer, but nothing runs
+        // a libtorch op on them until this step returns: `gradient` reads
+        // the parameters only through the slice.
+        let params = unsafe { host_view(&mut self.flat_params) };
+        let loss = gradient(params, &mut grad);
+        let step = if loss.is_finite() {
+            let grad_norm = clip_host_grad(&mut grad, self.grad_clip);
+            self.adam.host_step(params, &grad);
+            Step::Applied { loss, grad_norm }
+        } else {
+            Step::NonFiniteLoss(loss)
+        };
+        self.host_grad = grad;
+        Some(step)
     }
 
     /// Parameters and Adam's state as they are now, in memory, for rolling

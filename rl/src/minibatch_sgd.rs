@@ -21,7 +21,6 @@ use tch::Tensor;
 
 use crate::learner::{Learner, Step};
 use crate::learner_group::UpdateOutcome;
-use crate::optim::HostOptimizer;
 use crate::rl_module::RLModule;
 
 /// How one batch is cut and walked.
@@ -163,34 +162,39 @@ pub fn minibatch_sgd<M: RLModule, const N: usize>(
     Ok(sums.means())
 }
 
-/// [`minibatch_sgd`] with every step on the host: `loss` gets the flat
-/// parameters, a minibatch's batch rows and a zeroed flat gradient, adds
-/// the gradient of the minibatch's mean loss into it and returns the loss
-/// and its `N` terms; clipping and Adam run on `host`'s copies of the
-/// Learner's parameters and moments, which go back to the Learner at the
-/// end, however the update ends. The same minibatches as [`minibatch_sgd`],
-/// for a Learner that [`Learner::host_optimizer`] gave `host`.
+/// [`minibatch_sgd`] with every step's gradient computed on the host:
+/// `loss` gets the flat parameters, a minibatch's batch rows and a zeroed
+/// flat gradient, adds the gradient of the minibatch's mean loss into it and
+/// returns the loss and its `N` terms; clipping and Adam run in place on the
+/// Learner's buffers ([`Learner::host_step`]). The same minibatches as
+/// [`minibatch_sgd`]; `None` (nothing done) unless the Learner
+/// [`Learner::trains_on_host`].
 pub fn host_minibatch_sgd<M: RLModule, const N: usize>(
     learner: &mut Learner<M>,
-    mut host: HostOptimizer,
     len: usize,
     plan: MinibatchPlan,
     mut loss: impl FnMut(&[f32], &[i64], &mut [f32]) -> (f64, [f64; N]),
-) -> Result<SgdMeans<N>, UpdateOutcome> {
+) -> Option<Result<SgdMeans<N>, UpdateOutcome>> {
+    if !learner.trains_on_host() {
+        return None;
+    }
     let mut sums = Sums::new();
-    let mut grad = vec![0.0; host.params.len()];
     let walked = plan.walk(len, |chunk| {
-        grad.fill(0.0);
-        let (total, terms) = loss(&host.params, chunk, &mut grad);
-        if !total.is_finite() {
-            return Err(sums.non_finite(total));
+        let mut terms = [0.0; N];
+        let step = learner.host_step(|theta, grad| {
+            let (total, step_terms) = loss(theta, chunk, grad);
+            terms = step_terms;
+            total
+        });
+        match step.expect("a Learner that trains on the host") {
+            Step::Applied { loss, grad_norm } => {
+                sums.add(loss, terms, grad_norm);
+                Ok(())
+            }
+            Step::NonFiniteLoss(total) => Err(sums.non_finite(total)),
         }
-        let grad_norm = host.step(&mut grad);
-        sums.add(total, terms, grad_norm);
-        Ok(())
     });
-    learner.finish_host_optimizer(host);
-    walked.map(|()| sums.means())
+    Some(walked.map(|()| sums.means()))
 }
 
 /// Rows `rows` of a host column of `width` values per row, in that order.
@@ -259,8 +263,7 @@ mod tests {
             Learner::<ActorCritic>::new(&config).flat_weights()
         );
         let module = HostActorCritic::of(host.module()).expect("a small MLP");
-        let optimizer = host.host_optimizer().expect("a CPU Learner");
-        let host_means = host_minibatch_sgd(&mut host, optimizer, 40, plan, |theta, rows, grad| {
+        let host_means = host_minibatch_sgd(&mut host, 40, plan, |theta, rows, grad| {
             let b = rows.len();
             let forward = module.forward(theta, &gather_rows(&host_obs, 3, rows), b);
             let pi = &forward.distribution;
@@ -279,6 +282,7 @@ mod tests {
             module.backward(theta, &forward, d_distribution, &d_values, grad);
             (loss, [])
         })
+        .expect("a CPU Learner")
         .unwrap_or_else(|_| panic!("a finite loss"));
 
         let (t, h) = (torch_means.total_loss, host_means.total_loss);

@@ -41,13 +41,38 @@ pub enum HostPolicy {
     },
 }
 
-pub enum QHead {
-    Plain(DenseLayer),
+/// A Q-network's head over layers of type `L`: libtorch's in the module,
+/// weight copies for acting ([`DenseLayer`]), places in a flat parameter
+/// vector for training ([`super::FlatDense`]).
+pub enum QHead<L = DenseLayer> {
+    Plain(L),
     /// Q = V + A − mean A.
     Dueling {
-        value: DenseLayer,
-        advantage: DenseLayer,
+        value: L,
+        advantage: L,
     },
+}
+
+impl<L> QHead<L> {
+    /// The same head over `f` of each layer; `None` if `f` gives none for one.
+    pub fn try_map<T>(&self, mut f: impl FnMut(&L) -> Option<T>) -> Option<QHead<T>> {
+        Some(match self {
+            QHead::Plain(head) => QHead::Plain(f(head)?),
+            QHead::Dueling { value, advantage } => QHead::Dueling {
+                value: f(value)?,
+                advantage: f(advantage)?,
+            },
+        })
+    }
+}
+
+/// The dueling head's Q-values in place: `advantages` (`[B, n]`) becomes
+/// Q = V + A − mean_a A, for `values` V (`[B]`).
+pub fn combine_dueling(advantages: &mut [f32], values: &[f32], n: usize) {
+    for (row, v) in advantages.chunks_exact_mut(n).zip(values) {
+        let mean = row.iter().sum::<f32>() / n as f32;
+        row.iter_mut().for_each(|a| *a += v - mean);
+    }
 }
 
 impl HostPolicy {
@@ -118,11 +143,7 @@ impl HostPolicy {
                     QHead::Dueling { value, advantage } => {
                         let n = advantage.outputs();
                         let mut q = advantage.forward(&features, rows);
-                        let v = value.forward(&features, rows);
-                        for (row, v) in q.chunks_exact_mut(n).zip(v) {
-                            let mean = row.iter().sum::<f32>() / n as f32;
-                            row.iter_mut().for_each(|a| *a += v - mean);
-                        }
+                        combine_dueling(&mut q, &value.forward(&features, rows), n);
                         (q, n)
                     }
                 };

@@ -19,9 +19,10 @@
 //!   policy, which EnvRunners act with instead of libtorch,
 //! - `host_activation`: the activations on host vectors, forward and
 //!   backward, for both,
-//! - `flat_mlp`, `host_actor_critic`: forward and backward passes of a small
-//!   MLP actor-critic over a Learner's flat parameter vector, which CPU
-//!   Learners train with instead of libtorch.
+//! - `flat_mlp`, `host_actor_critic`, `host_q_network`: forward and
+//!   backward passes of a small MLP actor-critic or Q-network over a
+//!   Learner's flat parameter vector, which CPU Learners train with instead
+//!   of libtorch.
 
 mod actor_critic;
 mod encoder;
@@ -30,6 +31,7 @@ mod host_activation;
 mod host_actor_critic;
 mod host_mlp;
 mod host_policy;
+mod host_q_network;
 mod q_network;
 mod soft_actor_critic;
 
@@ -38,7 +40,8 @@ pub use encoder::{ConvFilter, Encoder, EncoderError, EncoderSpec};
 pub use flat_mlp::{FlatDense, FlatLayout, FlatMlp};
 pub use host_actor_critic::{ActorCriticForward, HostActorCritic, HOST_TRAIN_MAX_PARAMETERS};
 pub use host_mlp::{DenseLayer, HostMlp};
-pub use host_policy::{HostPolicy, QHead, HOST_FORWARD_MAX_MULTIPLY_ADDS};
+pub use host_policy::{combine_dueling, HostPolicy, QHead, HOST_FORWARD_MAX_MULTIPLY_ADDS};
+pub use host_q_network::{HostQNetwork, QNetworkForward};
 pub use q_network::{EpsilonSchedule, QNetwork};
 pub use soft_actor_critic::{Part, SoftActorCritic};
 

@@ -17,18 +17,10 @@ use crate::schedule::Schedule;
 /// ε over env steps (RLlib's `epsilon: [[0, 1.0], [10000, 0.05]]`).
 pub type EpsilonSchedule = Schedule;
 
-enum Head {
-    Plain(nn::Linear),
-    Dueling {
-        value: nn::Linear,
-        advantage: nn::Linear,
-    },
-}
-
 pub struct QNetwork {
     var_store: nn::VarStore,
     encoder: Encoder,
-    head: Head,
+    head: QHead<nn::Linear>,
     epsilon: EpsilonSchedule,
     num_actions: i64,
     spec: ModuleSpec,
@@ -39,12 +31,18 @@ impl QNetwork {
     pub fn q_values(&self, obs: &Tensor) -> Tensor {
         let features = self.encoder.forward(obs);
         match &self.head {
-            Head::Plain(head) => head.forward(&features),
-            Head::Dueling { value, advantage } => {
+            QHead::Plain(head) => head.forward(&features),
+            QHead::Dueling { value, advantage } => {
                 let advantages = advantage.forward(&features);
                 value.forward(&features) + &advantages - advantages.mean_dim(-1, true, Kind::Float)
             }
         }
+    }
+
+    /// The encoder and the head's layers, for the host training pass
+    /// ([`super::HostQNetwork`]).
+    pub(crate) fn parts(&self) -> (&Encoder, &QHead<nn::Linear>) {
+        (&self.encoder, &self.head)
     }
 
     pub fn num_actions(&self) -> i64 {
@@ -77,12 +75,12 @@ impl RLModule for QNetwork {
         let width = encoder.output_dim();
         let n = n as i64;
         let head = if *dueling {
-            Head::Dueling {
+            QHead::Dueling {
                 value: linear(&root / "value_head", width, 1, 1.0),
                 advantage: linear(&root / "advantage_head", width, n, 1.0),
             }
         } else {
-            Head::Plain(linear(&root / "q_head", width, n, 1.0))
+            QHead::Plain(linear(&root / "q_head", width, n, 1.0))
         };
         QNetwork {
             var_store,
@@ -137,13 +135,7 @@ impl RLModule for QNetwork {
     fn host_policy(&self) -> Option<HostPolicy> {
         Some(HostPolicy::EpsilonGreedy {
             encoder: self.encoder.host_mlp()?,
-            head: match &self.head {
-                Head::Plain(head) => QHead::Plain(DenseLayer::of(head)),
-                Head::Dueling { value, advantage } => QHead::Dueling {
-                    value: DenseLayer::of(value),
-                    advantage: DenseLayer::of(advantage),
-                },
-            },
+            head: self.head.try_map(|layer| Some(DenseLayer::of(layer)))?,
             epsilon: self.epsilon.clone(),
         })
     }
@@ -222,7 +214,7 @@ mod tests {
     fn dueling_q_values_average_to_the_state_value() {
         let q = network(true);
         let obs = Tensor::randn([5, 3], (Kind::Float, Device::Cpu));
-        let Head::Dueling { value, .. } = &q.head else {
+        let QHead::Dueling { value, .. } = &q.head else {
             panic!("dueling head expected");
         };
         let v = value.forward(&q.encoder.forward(&obs)).squeeze_dim(-1);

@@ -3,6 +3,13 @@
 //! replayed minibatch through [`dqn_loss`], reporting the TD errors for the
 //! replay priorities; the target network follows when the driver says so.
 //!
+//! A Learner on the CPU, alone, with a small MLP Q-network takes its steps
+//! on the host ([`host_dqn_loss`], [`Learner::host_step`]): the same loss
+//! and Adam step without libtorch's per-op dispatch, which at DQN's
+//! minibatch sizes costs as much as the arithmetic. The libtorch module
+//! stays the model of record (the host step writes into its parameters);
+//! the target network's weights are read once after each time it follows.
+//!
 //! Checkpoints hold the online network and Adam's state; a restored Learner
 //! starts its target network as a copy of the online one.
 
@@ -11,13 +18,14 @@ use oxray_rl::learner_group::{AlgorithmLearner, LearnerCore, Trained, UpdateOutc
 use oxray_rl::metrics::{self, Metrics};
 use oxray_rl::replay_buffer::ReplayBatch;
 use oxray_rl::target_network::TargetNetwork;
-use oxray_rl::rl_module::QNetwork;
+use oxray_rl::rl_module::{HostQNetwork, QNetwork, RLModule};
 use oxray_rl::{to_host, Error};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use super::config::DqnConfig;
 use crate::algorithms::off_policy::{OffPolicyLearner, OffPolicySettings, TargetUpdate};
+use super::host_loss::host_dqn_loss;
 use super::loss::{dqn_loss, Minibatch};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -30,6 +38,18 @@ pub struct DqnLearner {
     learner: Learner<QNetwork>,
     target: TargetNetwork<QNetwork>,
     training: DqnConfig,
+    /// The Q-network's host training pass, for a small MLP.
+    host: Option<HostQNetwork>,
+    /// The target network's flat weights for the host pass, read when first
+    /// needed after the target network last changed.
+    target_weights: Option<Vec<f32>>,
+}
+
+/// What one gradient step gave, however it was computed.
+struct StepResult {
+    step: Result<Step, Error>,
+    td_errors: Vec<f32>,
+    q_mean: f64,
 }
 
 oxray_rl::learner_actor!(DqnLearner);
@@ -47,13 +67,92 @@ impl AlgorithmLearner for DqnLearner {
         let learner = Learner::<QNetwork>::new(&config.learner);
         let target = TargetNetwork::of(&learner);
         DqnLearner {
+            host: HostQNetwork::of(learner.module()),
             learner,
             target,
             training: config.training,
+            target_weights: None,
         }
     }
 
     fn learn(&mut self, batch: ReplayBatch, params: TargetUpdate) -> UpdateOutcome {
+        let result = match self.host_step(&batch) {
+            Some(result) => result,
+            None => self.libtorch_step(&batch),
+        };
+        let (total, grad_norm) = match result.step {
+            Ok(Step::Applied { loss, grad_norm }) => (loss, grad_norm),
+            Ok(Step::NonFiniteLoss(total)) => {
+                return UpdateOutcome::NonFiniteLoss(format!("loss is {total}"))
+            }
+            Err(e) => return UpdateOutcome::Failed(format!("gradient step failed: {e}")),
+        };
+        if params.update_target {
+            self.target.follow(&self.learner, self.training.tau);
+            self.target_weights = None;
+        }
+        let td_errors = result.td_errors;
+        let td_error_mean =
+            td_errors.iter().map(|&d| f64::from(d.abs())).sum::<f64>() / td_errors.len() as f64;
+        UpdateOutcome::Trained(Trained {
+            metrics: Metrics::from([
+                (metrics::QF_LOSS.into(), total),
+                (metrics::TOTAL_LOSS.into(), total),
+                (metrics::QF_MEAN.into(), result.q_mean),
+                (metrics::TD_ERROR_MEAN.into(), td_error_mean),
+                (metrics::GRADIENTS_GLOBAL_NORM.into(), grad_norm),
+                (metrics::LEARNING_RATE.into(), self.training.lr),
+            ]),
+            histograms: Default::default(),
+            td_errors,
+        })
+    }
+
+    fn learner(&self) -> &dyn LearnerCore {
+        &self.learner
+    }
+
+    fn learner_mut(&mut self) -> &mut dyn LearnerCore {
+        &mut self.learner
+    }
+
+    fn restore_state(&mut self, state: &LearnerState) -> Result<(), Error> {
+        self.learner.set_state(state)?;
+        self.target.follow(&self.learner, 1.0);
+        self.target_weights = None;
+        Ok(())
+    }
+}
+
+impl DqnLearner {
+    /// The step on the host, if this Learner takes it there.
+    fn host_step(&mut self, batch: &ReplayBatch) -> Option<StepResult> {
+        let network = self.host.as_ref()?;
+        if !self.learner.trains_on_host() {
+            return None;
+        }
+        let target = &self.target;
+        let target_theta = self
+            .target_weights
+            .get_or_insert_with(|| target.flat_weights());
+        let (double_q, loss_fn) = (self.training.double_q, self.training.td_error_loss_fn);
+        let mut loss = None;
+        let step = self.learner.host_step(|theta, grad| {
+            let computed = host_dqn_loss(network, theta, target_theta, batch, double_q, loss_fn, grad);
+            let total = computed.total;
+            loss = Some(computed);
+            total
+        })?;
+        let loss = loss.expect("the step computed the loss");
+        Some(StepResult {
+            step: Ok(step),
+            td_errors: loss.td_errors,
+            q_mean: loss.q_mean,
+        })
+    }
+
+    /// The step through libtorch's autograd.
+    fn libtorch_step(&mut self, batch: &ReplayBatch) -> StepResult {
         let l = &self.learner;
         let columns = batch.to_device(l.device());
         let mb = Minibatch {
@@ -82,45 +181,11 @@ impl AlgorithmLearner for DqnLearner {
             self.training.double_q,
             self.training.td_error_loss_fn,
         );
-        let td_errors = to_host(&loss.td_errors);
-        let (total, grad_norm) = match self.learner.apply_loss(&loss.total) {
-            Ok(Step::Applied { loss, grad_norm }) => (loss, grad_norm),
-            Ok(Step::NonFiniteLoss(total)) => {
-                return UpdateOutcome::NonFiniteLoss(format!("loss is {total}"))
-            }
-            Err(e) => return UpdateOutcome::Failed(format!("gradient step failed: {e}")),
-        };
-        if params.update_target {
-            self.target.follow(&self.learner, self.training.tau);
+        StepResult {
+            td_errors: to_host(&loss.td_errors),
+            q_mean: loss.q_mean.double_value(&[]),
+            step: self.learner.apply_loss(&loss.total),
         }
-        let td_error_mean =
-            td_errors.iter().map(|&d| f64::from(d.abs())).sum::<f64>() / td_errors.len() as f64;
-        UpdateOutcome::Trained(Trained {
-            metrics: Metrics::from([
-                (metrics::QF_LOSS.into(), total),
-                (metrics::TOTAL_LOSS.into(), total),
-                (metrics::QF_MEAN.into(), loss.q_mean.double_value(&[])),
-                (metrics::TD_ERROR_MEAN.into(), td_error_mean),
-                (metrics::GRADIENTS_GLOBAL_NORM.into(), grad_norm),
-                (metrics::LEARNING_RATE.into(), self.training.lr),
-            ]),
-            histograms: Default::default(),
-            td_errors,
-        })
-    }
-
-    fn learner(&self) -> &dyn LearnerCore {
-        &self.learner
-    }
-
-    fn learner_mut(&mut self) -> &mut dyn LearnerCore {
-        &mut self.learner
-    }
-
-    fn restore_state(&mut self, state: &LearnerState) -> Result<(), Error> {
-        self.learner.set_state(state)?;
-        self.target.follow(&self.learner, 1.0);
-        Ok(())
     }
 }
 

@@ -4,12 +4,15 @@
 //!
 //! - `config`: the `training:` section and its checks,
 //! - `loss`: the TD target and error, Huber or squared,
+//! - `host_loss`: the same loss and its gradient in plain Rust, for CPU
+//!   Learners of small MLP Q-networks,
 //! - `learner`: one gradient step per replayed minibatch, the target network,
 //! - the training step is the off-policy loop SAC shares
 //!   ([`OffPolicy`]): ε-greedy EnvRunners sample into the replay buffer,
 //!   replayed minibatches train the Learner.
 
 mod config;
+mod host_loss;
 mod learner;
 mod loss;
 

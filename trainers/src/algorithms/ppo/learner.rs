@@ -97,17 +97,17 @@ impl AlgorithmLearner for PpoLearner {
             shuffle_seed: params.shuffle_seed,
         };
         let host = match (&batch.obs, HostActorCritic::of(l.module())) {
-            (ObsBuffer::F32(obs), Some(module)) => l
-                .host_optimizer()
-                .map(|optimizer| (obs.as_slice(), module, optimizer)),
+            (ObsBuffer::F32(obs), Some(module)) if l.trains_on_host() => {
+                Some((obs.as_slice(), module))
+            }
             _ => None,
         };
         let sgd = match host {
-            Some((host_obs, module, optimizer)) => {
+            Some((host_obs, module)) => {
                 // π_θold on the host, from the parameters before any step.
                 let old_dist = cfg.use_kl_loss.then(|| {
                     module
-                        .forward(&optimizer.params, host_obs, batch.len())
+                        .forward(&l.flat_weights(), host_obs, batch.len())
                         .distribution
                 });
                 let columns = HostBatch {
@@ -122,7 +122,6 @@ impl AlgorithmLearner for PpoLearner {
                 };
                 host_minibatch_sgd(
                     &mut self.learner,
-                    optimizer,
                     batch.len(),
                     plan,
                     |theta, rows, grad| {
@@ -132,6 +131,7 @@ impl AlgorithmLearner for PpoLearner {
                         (loss.total, [loss.policy_loss, loss.vf_loss, loss.entropy])
                     },
                 )
+                .expect("a Learner that trains on the host")
             }
             None => minibatch_sgd(&mut self.learner, batch.len(), plan, |learner, mb| {
                 // Normalised over the whole minibatch, even when several

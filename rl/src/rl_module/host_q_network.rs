@@ -1,0 +1,207 @@
+//! The training half of a small MLP [`QNetwork`] on the host: Q(s, ·) and
+//! its backward pass over a Learner's flat parameter vector, so that a CPU
+//! Learner takes DQN's gradient steps without libtorch's per-op dispatch
+//! (see [`super::flat_mlp`]). DQN takes one gradient step per replayed
+//! minibatch, so dispatch is paid on every step, not amortised over epochs
+//! as in PPO. Like [`super::HostActorCritic`] it holds only where each layer
+//! sits in the flat vector; the same layout reads a target network's
+//! [`RLModule::flat_weights`], which lists its parameters in the same order.
+
+use super::flat_mlp::{FlatDense, FlatLayout, FlatMlp};
+use super::host_actor_critic::HOST_TRAIN_MAX_PARAMETERS;
+use super::host_policy::combine_dueling;
+use super::{QHead, QNetwork, RLModule};
+
+pub struct HostQNetwork {
+    encoder: FlatMlp,
+    head: QHead<FlatDense>,
+    num_actions: usize,
+    parameters: usize,
+}
+
+/// A forward pass: the Q-values and what the backward pass reads.
+pub struct QNetworkForward {
+    /// Q(s, a), `[B, num_actions]` row-major.
+    pub q_values: Vec<f32>,
+    encoder_outputs: Vec<Vec<f32>>,
+    rows: usize,
+}
+
+impl HostQNetwork {
+    /// `module`'s layers located in its flat parameter vector; `None` for a
+    /// CNN encoder or a module above [`HOST_TRAIN_MAX_PARAMETERS`].
+    pub fn of(module: &QNetwork) -> Option<Self> {
+        let layout = FlatLayout::of(module.var_store());
+        let (encoder, head) = module.parts();
+        let (layers, activation) = encoder.mlp_layers()?;
+        let layers = layers
+            .iter()
+            .map(|layer| FlatDense::locate(layer, &layout))
+            .collect::<Option<Vec<_>>>()?;
+        let head = head.try_map(|layer| FlatDense::locate(layer, &layout))?;
+        let (head_parameters, num_actions) = match &head {
+            QHead::Plain(head) => (head.parameters(), head.outputs()),
+            QHead::Dueling { value, advantage } => (
+                value.parameters() + advantage.parameters(),
+                advantage.outputs(),
+            ),
+        };
+        let host = HostQNetwork {
+            encoder: FlatMlp::new(layers, activation),
+            head,
+            num_actions,
+            parameters: layout.len(),
+        };
+        // Every parameter accounted for, or the gradient would miss some.
+        let located = host.encoder.parameters() + head_parameters;
+        (located == host.parameters && host.parameters <= HOST_TRAIN_MAX_PARAMETERS).then_some(host)
+    }
+
+    /// Length of the flat parameter (and gradient) vector.
+    pub fn parameters(&self) -> usize {
+        self.parameters
+    }
+
+    pub fn num_actions(&self) -> usize {
+        self.num_actions
+    }
+
+    /// Q(s, ·) for `rows` flattened observations `obs`.
+    pub fn forward(&self, params: &[f32], obs: &[f32], rows: usize) -> QNetworkForward {
+        let encoder_outputs = self.encoder.forward(params, obs, rows);
+        let features = encoder_outputs.last().expect("at least the input");
+        let q_values = match &self.head {
+            QHead::Plain(head) => head.forward(params, features, rows),
+            QHead::Dueling { value, advantage } => {
+                let mut q = advantage.forward(params, features, rows);
+                let v = value.forward(params, features, rows);
+                combine_dueling(&mut q, &v, self.num_actions);
+                q
+            }
+        };
+        QNetworkForward {
+            q_values,
+            encoder_outputs,
+            rows,
+        }
+    }
+
+    /// Adds into `grad` the gradient of a loss whose gradient with respect to
+    /// the Q-values of `forward` is `d_q` (`[B, num_actions]`).
+    pub fn backward(
+        &self,
+        params: &[f32],
+        forward: &QNetworkForward,
+        d_q: &[f32],
+        grad: &mut [f32],
+    ) {
+        let rows = forward.rows;
+        let features = forward.encoder_outputs.last().expect("at least the input");
+        let d_features = match &self.head {
+            QHead::Plain(head) => head.backward(params, features, d_q, rows, grad, true),
+            QHead::Dueling { value, advantage } => {
+                // Q_a = V + A_a − mean A: ∂L/∂V = Σ_a ∂L/∂Q_a and
+                // ∂L/∂A_a = ∂L/∂Q_a − mean_b ∂L/∂Q_b.
+                let n = self.num_actions;
+                let mut d_advantages = d_q.to_vec();
+                let mut d_values = Vec::with_capacity(rows);
+                for row in d_advantages.chunks_exact_mut(n) {
+                    let sum = row.iter().sum::<f32>();
+                    row.iter_mut().for_each(|d| *d -= sum / n as f32);
+                    d_values.push(sum);
+                }
+                let from_value = value.backward(params, features, &d_values, rows, grad, true);
+                let from_advantage =
+                    advantage.backward(params, features, &d_advantages, rows, grad, true);
+                from_value.zip(from_advantage).map(|(mut d, a)| {
+                    d.iter_mut().zip(&a).for_each(|(d, a)| *d += a);
+                    d
+                })
+            }
+        };
+        let d_features = d_features.expect("asked for");
+        self.encoder
+            .backward(params, &forward.encoder_outputs, d_features, rows, grad);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tch::{Device, Kind, Tensor};
+
+    use super::*;
+    use crate::learner::{Learner, LearnerConfig};
+    use crate::optim::flat_gradient;
+    use crate::rl_module::{ActionSpace, ModelConfig, ModuleKind, ModuleSpec};
+    use crate::schedule::Schedule;
+
+    fn config(dueling: bool, model: ModelConfig) -> LearnerConfig {
+        LearnerConfig {
+            module: ModuleSpec {
+                observation_shape: vec![3],
+                observation_dtype: Default::default(),
+                action_space: ActionSpace::Discrete { n: 4 },
+                model,
+                kind: ModuleKind::QNetwork {
+                    dueling,
+                    epsilon: Schedule(vec![(0, 0.1)]),
+                },
+            },
+            lr: 1e-3,
+            grad_clip: None,
+            use_gpu: false,
+            seed: 3,
+        }
+    }
+
+    fn assert_close(a: &[f32], b: &[f32], what: &str) {
+        assert_eq!(a.len(), b.len(), "{what}");
+        let worst = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max);
+        assert!(worst < 1e-5, "{what}: off by {worst}");
+    }
+
+    /// Q-values and the gradient of Σ c·Q (c random, so every action's
+    /// Q-value and every parameter gets a different weight) match
+    /// libtorch's, for the plain and the dueling head.
+    #[test]
+    fn q_values_and_gradients_match_libtorch() {
+        for dueling in [false, true] {
+            let learner = Learner::<QNetwork>::new(&config(dueling, ModelConfig::default()));
+            let host = HostQNetwork::of(learner.module()).expect("a small MLP");
+            let theta = learner.flat_weights();
+            assert_eq!(host.parameters(), theta.len());
+            let obs = Tensor::randn([7, 3], (Kind::Float, Device::Cpu));
+            let weights = Tensor::randn([7, 4], (Kind::Float, Device::Cpu));
+            let q = learner.module().q_values(&obs);
+            let params = learner.module().var_store().trainable_variables();
+            let torch_grad =
+                crate::to_host(&flat_gradient(&(&q * &weights).sum(Kind::Float), &params));
+
+            let forward = host.forward(&theta, &crate::to_host(&obs), 7);
+            assert_close(&crate::to_host(&q), &forward.q_values, "Q-values");
+            let mut grad = vec![0.0; theta.len()];
+            host.backward(&theta, &forward, &crate::to_host(&weights), &mut grad);
+            assert_close(&torch_grad, &grad, "gradient");
+        }
+    }
+
+    /// CNN encoders and large MLPs train on libtorch.
+    #[test]
+    fn large_and_convolutional_q_networks_train_on_libtorch() {
+        let large = ModelConfig {
+            fcnet_hiddens: vec![512, 512],
+            ..ModelConfig::default()
+        };
+        assert!(
+            HostQNetwork::of(Learner::<QNetwork>::new(&config(false, large)).module()).is_none()
+        );
+        let mut image = config(false, ModelConfig::default());
+        image.module.observation_shape = vec![10, 10, 3];
+        image.module.observation_dtype = crate::ObsDType::U8;
+        assert!(HostQNetwork::of(Learner::<QNetwork>::new(&image).module()).is_none());
+    }
+}

@@ -1,0 +1,205 @@
+//! DQN's loss on the host, with its gradient: the same terms as
+//! [`super::dqn_loss`] (Q_θ(s_t, a_t), the target y_t with or without double
+//! Q, the TD error δ_t, the weighted Huber or squared loss), computed on a
+//! [`HostQNetwork`]'s forward passes, then ∂L/∂Q_θ(s_t, a_t) taken back
+//! through the network into the flat gradient. A CPU Learner of a small MLP
+//! Q-network takes its gradient steps through this instead of libtorch's
+//! autograd (DQN pays libtorch's per-op dispatch on every step, one
+//! minibatch each); the parity test below holds it to the libtorch loss.
+
+use oxray_rl::distributions::argmax;
+use oxray_rl::replay_buffer::ReplayBatch;
+use oxray_rl::rl_module::HostQNetwork;
+
+use super::config::TdErrorLoss;
+
+pub struct HostDqnLoss {
+    /// L = mean_t w_t·ℓ(δ_t).
+    pub total: f64,
+    /// δ_t, for the replay priorities.
+    pub td_errors: Vec<f32>,
+    /// Mean Q_θ(s_t, a_t).
+    pub q_mean: f64,
+}
+
+/// L over the replayed `batch` at online parameters `theta` and target
+/// parameters `target_theta` (both laid out as `network`'s flat vector),
+/// adding ∂L/∂θ into `grad`.
+pub fn host_dqn_loss(
+    network: &HostQNetwork,
+    theta: &[f32],
+    target_theta: &[f32],
+    batch: &ReplayBatch,
+    double_q: bool,
+    loss_fn: TdErrorLoss,
+    grad: &mut [f32],
+) -> HostDqnLoss {
+    let (rows, n) = (batch.len(), network.num_actions());
+    // Q_θ(s_t, ·), Q_θ⁻(s_{t+n}, ·), and Q_θ(s_{t+n}, ·) to pick a* with
+    // double Q (the online network picks, the target network values).
+    let online = network.forward(theta, &batch.obs, rows);
+    let next_target_q = network.forward(target_theta, &batch.next_obs, rows).q_values;
+    let next_online_q = double_q.then(|| network.forward(theta, &batch.next_obs, rows).q_values);
+    let picking_q = next_online_q.as_deref().unwrap_or(&next_target_q);
+
+    let mut td_errors = Vec::with_capacity(rows);
+    let mut d_q = vec![0.0; rows * n];
+    let (mut total, mut q_sum) = (0.0, 0.0);
+    for t in 0..rows {
+        let action = batch.actions[t] as usize;
+        // Q_θ(s_t, a_t)
+        let q_taken = row(&online.q_values, t, n)[action];
+        // y_t = R_t^(n) + γ^n (1 − done_t) Q_θ⁻(s_{t+n}, a*)
+        let best_next = argmax(row(picking_q, t, n));
+        let not_done = if batch.terminateds[t] { 0.0 } else { 1.0 };
+        let target = batch.rewards[t] + batch.discounts[t] * not_done * row(&next_target_q, t, n)[best_next];
+        // δ_t = Q_θ(s_t, a_t) − y_t, and ℓ(δ_t) with its derivative.
+        let delta = q_taken - target;
+        let (loss, d_loss) = match loss_fn {
+            TdErrorLoss::Huber if delta.abs() < 1.0 => (0.5 * delta * delta, delta),
+            TdErrorLoss::Huber => (delta.abs() - 0.5, delta.signum()),
+            TdErrorLoss::Mse => (delta * delta, 2.0 * delta),
+        };
+        let weight = batch.weights[t];
+        total += f64::from(weight * loss);
+        q_sum += f64::from(q_taken);
+        d_q[t * n + action] = weight * d_loss / rows as f32;
+        td_errors.push(delta);
+    }
+    network.backward(theta, &online, &d_q, grad);
+    HostDqnLoss {
+        total: total / rows as f64,
+        td_errors,
+        q_mean: q_sum / rows as f64,
+    }
+}
+
+/// Row `t` of `[B, n]` Q-values.
+fn row(q: &[f32], t: usize, n: usize) -> &[f32] {
+    &q[t * n..(t + 1) * n]
+}
+
+#[cfg(test)]
+mod tests {
+    use oxray_rl::learner::{Learner, LearnerConfig};
+    use oxray_rl::optim::flat_gradient;
+    use oxray_rl::rl_module::{ActionSpace, ModelConfig, ModuleKind, ModuleSpec, QNetwork};
+    use oxray_rl::rl_module::RLModule;
+    use oxray_rl::schedule::Schedule;
+    use oxray_rl::to_host;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+    use tch::{Kind, Tensor};
+
+    use super::*;
+    use crate::algorithms::dqn::{dqn_loss, Minibatch};
+
+    fn learner(dueling: bool, seed: u64) -> Learner<QNetwork> {
+        Learner::new(&LearnerConfig {
+            module: ModuleSpec {
+                observation_shape: vec![3],
+                observation_dtype: Default::default(),
+                action_space: ActionSpace::Discrete { n: 3 },
+                model: ModelConfig {
+                    fcnet_hiddens: vec![32, 32],
+                    ..ModelConfig::default()
+                },
+                kind: ModuleKind::QNetwork {
+                    dueling,
+                    epsilon: Schedule(vec![(0, 0.1)]),
+                },
+            },
+            lr: 1e-3,
+            grad_clip: None,
+            use_gpu: false,
+            seed,
+        })
+    }
+
+    /// A replayed batch whose rewards are large enough that some TD errors
+    /// fall beyond Huber's quadratic part and some within it, with some
+    /// terminal rows and uneven importance weights.
+    fn batch(rows: usize) -> ReplayBatch {
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        let mut column = |len: usize, scale: f32| -> Vec<f32> {
+            (0..len).map(|_| rng.gen_range(-scale..scale)).collect()
+        };
+        ReplayBatch {
+            obs_dim: 3,
+            action_dim: 1,
+            obs: column(rows * 3, 2.0),
+            next_obs: column(rows * 3, 2.0),
+            rewards: column(rows, 3.0),
+            discounts: vec![0.99; rows],
+            weights: column(rows, 1.0).iter().map(|w| 1.0 + w.abs()).collect(),
+            actions: (0..rows).map(|t| (t % 3) as f32).collect(),
+            terminateds: (0..rows).map(|t| t % 4 == 0).collect(),
+            indices: (0..rows as u32).collect(),
+        }
+    }
+
+    /// Loss, TD errors, mean Q and gradient match libtorch's [`dqn_loss`]
+    /// for each head, with and without double Q, Huber and squared error.
+    /// The target network differs from the online one (another seed), so
+    /// double Q and plain Q pick different actions.
+    #[test]
+    fn loss_and_gradient_match_libtorch() {
+        let batch = batch(24);
+        for (dueling, double_q, loss_fn) in [
+            (false, false, TdErrorLoss::Huber),
+            (false, true, TdErrorLoss::Mse),
+            (true, true, TdErrorLoss::Huber),
+            (true, false, TdErrorLoss::Mse),
+        ] {
+            let (online, target) = (learner(dueling, 1), learner(dueling, 2));
+            let network = HostQNetwork::of(online.module()).expect("a small MLP");
+            let tensor = |v: &[f32]| Tensor::from_slice(v);
+            let mb = Minibatch {
+                obs: tensor(&batch.obs).view([-1, 3]),
+                actions: tensor(&batch.actions).to_kind(Kind::Int64),
+                rewards: tensor(&batch.rewards),
+                next_obs: tensor(&batch.next_obs).view([-1, 3]),
+                terminateds: Tensor::from_slice(&batch.terminateds).to_kind(Kind::Float),
+                discounts: tensor(&batch.discounts),
+                weights: tensor(&batch.weights),
+            };
+            let torch = dqn_loss(
+                &online.module().q_values(&mb.obs),
+                &online.module().q_values(&mb.next_obs),
+                &target.module().q_values(&mb.next_obs),
+                &mb,
+                double_q,
+                loss_fn,
+            );
+            let params = online.module().var_store().trainable_variables();
+            let torch_grad = to_host(&flat_gradient(&torch.total, &params));
+
+            let theta = online.flat_weights();
+            let mut grad = vec![0.0; theta.len()];
+            let host = host_dqn_loss(
+                &network,
+                &theta,
+                &target.module().flat_weights(),
+                &batch,
+                double_q,
+                loss_fn,
+                &mut grad,
+            );
+            let case = format!("dueling {dueling}, double Q {double_q}, {loss_fn:?}");
+            let beyond_one = host.td_errors.iter().filter(|d| d.abs() > 1.0).count();
+            assert!(0 < beyond_one && beyond_one < batch.len(), "{case}: both Huber parts");
+            let close = |a: f64, b: f64, what: &str| {
+                assert!((a - b).abs() < 1e-5 * a.abs().max(1.0), "{case}: {what} {a} vs {b}")
+            };
+            close(torch.total.double_value(&[]), host.total, "loss");
+            close(torch.q_mean.double_value(&[]), host.q_mean, "mean Q");
+            for (what, a, b) in [
+                ("TD errors", to_host(&torch.td_errors), host.td_errors),
+                ("gradient", torch_grad, grad),
+            ] {
+                let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+                assert!(a.len() == b.len() && worst < 1e-5, "{case}: {what} off by {worst}");
+            }
+        }
+    }
+}
