@@ -113,4 +113,4 @@ pub use runtime::{
 };
 pub use spill::MIN_OBJECT_STORE_MEMORY;
 pub use transfer::{transfer_counters, TransferCounters};
-pub use worker::get_gpu_ids;
+pub use worker::{get_gpu_ids, on_spawner_thread};

@@ -243,8 +243,15 @@ impl JobSupervisor {
                 Ok(())
             });
         }
-        let _entered = self.runtime.enter();
-        let mut child = command.spawn().map_err(|source| DashboardError::Spawn {
+        // Forked on the process's spawner thread: the death signal follows
+        // the forking thread, and this one is whichever runtime thread runs
+        // the submit request.
+        let runtime = self.runtime.clone();
+        let mut child = oxray_core::on_spawner_thread(move || {
+            let _entered = runtime.enter();
+            command.spawn()
+        })
+        .map_err(|source| DashboardError::Spawn {
             id: id.to_string(),
             entrypoint: request.entrypoint.clone(),
             source,

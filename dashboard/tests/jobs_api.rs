@@ -2,6 +2,7 @@
 //! (shell commands): states, exit codes, logs, stop, errors, and the token.
 
 use oxray_dashboard::client::http_request;
+use oxray_dashboard::jobs::{ClusterEnv, JobSupervisor};
 use oxray_dashboard::{
     Dashboard, DashboardClient, DashboardError, DashboardOptions, JobState, JobSubmitRequest,
     RuntimeEnv,
@@ -33,9 +34,17 @@ fn job(entrypoint: &str) -> JobSubmitRequest {
 }
 
 fn wait_final(client: &DashboardClient, id: &str) -> oxray_dashboard::JobDetails {
+    wait_final_by(id, || client.job(id).unwrap())
+}
+
+/// Polls `details` of job `id` until it reaches a final state.
+fn wait_final_by(
+    id: &str,
+    details: impl Fn() -> oxray_dashboard::JobDetails,
+) -> oxray_dashboard::JobDetails {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let job = client.job(id).unwrap();
+        let job = details();
         if job.status.is_terminal() {
             return job;
         }
@@ -119,6 +128,39 @@ fn stop_ends_the_driver_and_everything_it_started() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(!client.stop_job(&id).unwrap(), "a stopped job stops once");
+}
+
+/// A driver submitted from a thread that then ends runs to completion: it
+/// dies with the process that started it (its death signal), not with the
+/// submitting thread, which the kernel would take for its parent were it
+/// forked there. The driver waits for a file the test creates only after the
+/// submitting thread has ended.
+#[test]
+fn a_driver_outlives_the_thread_that_submitted_it() {
+    let logs = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let supervisor = JobSupervisor::new(
+        logs.path().to_path_buf(),
+        ClusterEnv {
+            head_address: "127.0.0.1:1".into(),
+            token: TOKEN.into(),
+        },
+        runtime.handle().clone(),
+    );
+    let go = logs.path().join("go");
+    let entrypoint = format!(
+        "while [ ! -e '{}' ]; do sleep 0.02; done; echo finished",
+        go.display()
+    );
+    let submitter = supervisor.clone();
+    let id = std::thread::spawn(move || submitter.submit(job(&entrypoint)).unwrap().submission_id)
+        .join()
+        .unwrap();
+    std::fs::write(&go, b"").unwrap();
+    let done = wait_final_by(&id, || supervisor.get(&id).unwrap());
+    assert_eq!(done.status, JobState::Succeeded, "{}", done.message);
+    let log = std::fs::read_to_string(&done.log_path).unwrap();
+    assert_eq!(log, "finished\n");
 }
 
 #[test]

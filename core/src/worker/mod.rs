@@ -34,3 +34,4 @@ pub(crate) use entry::keep_worker_entry_linked;
 pub use executor::get_gpu_ids;
 pub use launch::process_alive;
 pub(crate) use launch::{describe_exit, kill_process, WorkerLaunch};
+pub use spawner::on_spawner_thread;

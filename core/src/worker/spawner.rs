@@ -5,7 +5,8 @@
 //! the head's effects (a driver's thread, a test's, a short-lived runtime
 //! thread) were killed with SIGKILL when that thread ended, in the middle of
 //! their tasks. This thread lives as long as the process, so a worker dies
-//! with its node and with nothing else.
+//! with its node and with nothing else. Other children that must die with
+//! this process (the dashboard's job drivers) are forked here too.
 
 use std::sync::mpsc;
 use std::sync::{Mutex, OnceLock};
@@ -26,8 +27,10 @@ fn jobs() -> std::io::Result<&'static Mutex<mpsc::Sender<Job>>> {
     .map_err(|message| std::io::Error::other(message.clone()))
 }
 
-/// Runs `start` (which forks) on the spawner thread and returns its result.
-pub(crate) fn on_spawner_thread<T: Send + 'static>(
+/// Runs `start` (which forks) on the spawner thread and returns its result:
+/// a child that set `PR_SET_PDEATHSIG` then dies with this process, not
+/// with the thread that asked for it.
+pub fn on_spawner_thread<T: Send + 'static>(
     start: impl FnOnce() -> std::io::Result<T> + Send + 'static,
 ) -> std::io::Result<T> {
     let (reply, answer) = mpsc::sync_channel(1);
