@@ -211,6 +211,21 @@ fn a_64_mib_store_holds_a_gibibyte_by_spilling_and_every_get_is_right() {
     );
     let spilled = spill_files(&spill_dir, &sessions[0]);
     assert_eq!(spilled.len() as u64, head_store.spilled_objects_total);
+    // `oxray status` shows the head's store and what it spilled.
+    let status = oxray(session).arg("status").output().unwrap();
+    let shown = String::from_utf8_lossy(&status.stdout);
+    let mib = |bytes: u64| format!("{:.1} MiB", bytes as f64 / f64::from(1 << 20));
+    let expected = format!(
+        "object store {} of 64.0 MiB, {} spilled ({} objects, {} since joining)",
+        mib(head_store.object_store_bytes),
+        mib(head_store.spilled_bytes),
+        head_store.spilled_objects_total,
+        mib(head_store.spilled_bytes_total)
+    );
+    assert!(
+        status.status.success() && shown.contains(&expected),
+        "{expected} not in {shown}"
+    );
     for name in &spilled {
         let mode = std::fs::metadata(spill_dir.join(name))
             .unwrap()

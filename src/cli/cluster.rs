@@ -499,6 +499,14 @@ fn print_status(address: &str, state: &ClusterStatus) {
             used(node),
             node.total
         );
+        println!(
+            "    object store {} of {}, {} spilled ({} objects, {} since joining)",
+            mib(node.object_store_bytes),
+            mib(node.object_store_capacity_bytes),
+            mib(node.spilled_bytes),
+            node.spilled_objects_total,
+            mib(node.spilled_bytes_total)
+        );
     }
     let running = state.jobs.iter().filter(|j| j.running).count();
     println!("jobs: {} ({running} running)", state.jobs.len());
@@ -521,6 +529,11 @@ fn print_status(address: &str, state: &ClusterStatus) {
     for group in &state.placement_groups {
         println!("  {} {:?} {}", group.id, group.strategy, group.state);
     }
+}
+
+/// `bytes` in MiB, as `oxray status` shows object store figures.
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / f64::from(1 << 20))
 }
 
 fn used(node: &oxray_core::NodeStatus) -> String {
