@@ -393,7 +393,7 @@ pub struct ClusterStatus {
 /// Most object rows one status carries; `objects` stays the exact count.
 pub const MAX_OBJECT_ROWS: usize = 10_000;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct NodeStatus {
     pub node_id: String,
     pub address: String,

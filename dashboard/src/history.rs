@@ -155,17 +155,10 @@ mod tests {
             available.set("CPU", 1.0);
             nodes.push(NodeStatus {
                 node_id: format!("node-{index}"),
-                address: String::new(),
                 alive: true,
-                is_head: false,
                 total,
                 available,
-                workers: 0,
-                object_store_bytes: 0,
-                object_store_capacity_bytes: 0,
-                spilled_bytes: 0,
-                spilled_bytes_total: 0,
-                spilled_objects_total: 0,
+                ..NodeStatus::default()
             });
         }
         nodes

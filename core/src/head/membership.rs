@@ -145,15 +145,8 @@ impl NodeState {
                 node_id: node_id.to_string(),
                 address: remote.object_server,
                 alive: false,
-                is_head: false,
                 total: pool.total().clone(),
-                available: ResourceSet::default(),
-                workers: 0,
-                object_store_bytes: 0,
-                object_store_capacity_bytes: 0,
-                spilled_bytes: 0,
-                spilled_bytes_total: 0,
-                spilled_objects_total: 0,
+                ..NodeStatus::default()
             });
         }
         // Groups with a bundle there are placed again, whole, elsewhere.
