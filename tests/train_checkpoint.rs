@@ -339,9 +339,13 @@ fn divergence_after_a_scheduled_checkpoint_keeps_that_checkpoint_unchanged() {
     assert_eq!(progress["env_steps_trained"], 256);
 }
 
-const SMALL_SAC: &str = "\
-algorithm: SAC
-env: Pendulum-v1
+/// A small off-policy config of `algorithm` on `env`: 200 env steps per
+/// iteration, learning from step 100, two iterations.
+fn small_off_policy(algorithm: &str, env: &str) -> String {
+    format!(
+        "\
+algorithm: {algorithm}
+env: {env}
 seed: 1
 training:
   train_batch_size: 32
@@ -354,24 +358,9 @@ model:
   fcnet_hiddens: [32, 32]
 stop:
   iterations: 2
-";
-
-const SMALL_DQN: &str = "\
-algorithm: DQN
-env: CartPole-v1
-seed: 1
-training:
-  train_batch_size: 32
-  num_steps_sampled_before_learning_starts: 100
-  min_sample_timesteps_per_iteration: 200
-  replay_buffer_config:
-    type: EpisodeReplayBuffer
-    capacity: 1000
-model:
-  fcnet_hiddens: [32, 32]
-stop:
-  iterations: 2
-";
+"
+    )
+}
 
 /// SAC trains, resumes from its checkpoint with the counters continuing
 /// (the replay buffer is not saved: learning waits for it to refill), and
@@ -379,7 +368,7 @@ stop:
 /// α must have been tuned down from its initial 1.
 #[test]
 fn sac_trains_resumes_and_evaluates() {
-    off_policy_trains_resumes_and_evaluates("sac", SMALL_SAC, "Pendulum-v1", |result| {
+    off_policy_trains_resumes_and_evaluates("sac", "SAC", "Pendulum-v1", |result| {
         let alpha = result["learners/default_policy/alpha_value"]
             .as_f64()
             .unwrap();
@@ -391,24 +380,24 @@ fn sac_trains_resumes_and_evaluates() {
 /// `oxray evaluate`); ε has decayed from 1 by the third iteration.
 #[test]
 fn dqn_trains_resumes_and_evaluates() {
-    off_policy_trains_resumes_and_evaluates("dqn", SMALL_DQN, "CartPole-v1", |result| {
+    off_policy_trains_resumes_and_evaluates("dqn", "DQN", "CartPole-v1", |result| {
         let epsilon = result["env_runners/curr_epsilon"].as_f64().unwrap();
         assert!(epsilon < 1.0, "epsilon {epsilon}");
     });
 }
 
-/// Trains `yaml` (an off-policy config of 200 env steps per iteration) for
-/// two iterations, resumes it for a third, checks every result (counters,
-/// a finite Q loss, `check`) and evaluates the checkpoint on `env`.
+/// Trains `algorithm`'s [`small_off_policy`] config on `env` for two
+/// iterations, resumes it for a third, checks every result (counters, a
+/// finite Q loss, `check`) and evaluates the checkpoint on `env`.
 fn off_policy_trains_resumes_and_evaluates(
     name: &str,
-    yaml: &str,
+    algorithm: &str,
     env: &str,
     check: impl Fn(&serde_json::Value),
 ) {
     let scratch = Scratch::new();
     let file = format!("{name}.yaml");
-    scratch.write(&file, yaml);
+    scratch.write(&file, &small_off_policy(algorithm, env));
     let first = scratch.oxray(&["train", &file]);
     assert!(first.status.success(), "{first:?}");
     let run = scratch.runs(name).pop().expect("run directory");

@@ -98,6 +98,16 @@ pub fn to_host(t: &tch::Tensor) -> Vec<f32> {
     Vec::<f32>::try_from(&flat).expect("f32 tensor")
 }
 
+/// The largest element-wise difference between `a` and `b`, for the tests
+/// that hold a host computation to libtorch's.
+#[cfg(test)]
+pub(crate) fn max_abs_difference(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
 /// Sets up a process that runs libtorch (a Learner, an EnvRunner), once:
 ///
 /// - every such process shares the machine's cores with the others

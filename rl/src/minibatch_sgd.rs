@@ -167,19 +167,18 @@ pub fn minibatch_sgd<M: RLModule, const N: usize>(
 /// flat gradient, adds the gradient of the minibatch's mean loss into it and
 /// returns the loss and its `N` terms; clipping and Adam run in place on the
 /// Learner's buffers ([`Learner::host_step`]). The same minibatches as
-/// [`minibatch_sgd`]; `None` (nothing done) unless the Learner
-/// [`Learner::trains_on_host`].
+/// [`minibatch_sgd`].
+///
+/// # Panics
+/// Unless the Learner [`Learner::trains_on_host`].
 pub fn host_minibatch_sgd<M: RLModule, const N: usize>(
     learner: &mut Learner<M>,
     len: usize,
     plan: MinibatchPlan,
     mut loss: impl FnMut(&[f32], &[i64], &mut [f32]) -> (f64, [f64; N]),
-) -> Option<Result<SgdMeans<N>, UpdateOutcome>> {
-    if !learner.trains_on_host() {
-        return None;
-    }
+) -> Result<SgdMeans<N>, UpdateOutcome> {
     let mut sums = Sums::new();
-    let walked = plan.walk(len, |chunk| {
+    plan.walk(len, |chunk| {
         let mut terms = [0.0; N];
         let step = learner.host_step(|theta, grad| {
             let (total, step_terms) = loss(theta, chunk, grad);
@@ -193,8 +192,8 @@ pub fn host_minibatch_sgd<M: RLModule, const N: usize>(
             }
             Step::NonFiniteLoss(total) => Err(sums.non_finite(total)),
         }
-    });
-    Some(walked.map(|()| sums.means()))
+    })?;
+    Ok(sums.means())
 }
 
 /// Rows `rows` of a host column of `width` values per row, in that order.
@@ -282,7 +281,6 @@ mod tests {
             module.backward(theta, &forward, d_distribution, &d_values, grad);
             (loss, [])
         })
-        .expect("a CPU Learner")
         .unwrap_or_else(|_| panic!("a finite loss"));
 
         let (t, h) = (torch_means.total_loss, host_means.total_loss);
@@ -290,11 +288,7 @@ mod tests {
         let (t, h) = (torch_means.grad_norm, host_means.grad_norm);
         assert!((t - h).abs() < 1e-4 * t, "gradient norm {t} vs {h}");
         let close = |a: &[f32], b: &[f32], what: &str| {
-            let worst = a
-                .iter()
-                .zip(b)
-                .map(|(x, y)| (x - y).abs())
-                .fold(0.0, f32::max);
+            let worst = crate::max_abs_difference(a, b);
             assert!(worst < 1e-5, "{what}: off by {worst}");
         };
         let (before, after) = (

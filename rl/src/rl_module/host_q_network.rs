@@ -98,7 +98,9 @@ impl HostQNetwork {
         let rows = forward.rows;
         let features = forward.encoder_outputs.last().expect("at least the input");
         let d_features = match &self.head {
-            QHead::Plain(head) => head.backward(params, features, d_q, rows, grad, true),
+            QHead::Plain(head) => head
+                .backward(params, features, d_q, rows, grad, true)
+                .expect("asked for"),
             QHead::Dueling { value, advantage } => {
                 // Q_a = V + A_a − mean A: ∂L/∂V = Σ_a ∂L/∂Q_a and
                 // ∂L/∂A_a = ∂L/∂Q_a − mean_b ∂L/∂Q_b.
@@ -110,16 +112,19 @@ impl HostQNetwork {
                     row.iter_mut().for_each(|d| *d -= sum / n as f32);
                     d_values.push(sum);
                 }
-                let from_value = value.backward(params, features, &d_values, rows, grad, true);
-                let from_advantage =
-                    advantage.backward(params, features, &d_advantages, rows, grad, true);
-                from_value.zip(from_advantage).map(|(mut d, a)| {
-                    d.iter_mut().zip(&a).for_each(|(d, a)| *d += a);
-                    d
-                })
+                let mut d_features = value
+                    .backward(params, features, &d_values, rows, grad, true)
+                    .expect("asked for");
+                let from_advantages = advantage
+                    .backward(params, features, &d_advantages, rows, grad, true)
+                    .expect("asked for");
+                d_features
+                    .iter_mut()
+                    .zip(&from_advantages)
+                    .for_each(|(d, a)| *d += a);
+                d_features
             }
         };
-        let d_features = d_features.expect("asked for");
         self.encoder
             .backward(params, &forward.encoder_outputs, d_features, rows, grad);
     }
@@ -156,11 +161,7 @@ mod tests {
 
     fn assert_close(a: &[f32], b: &[f32], what: &str) {
         assert_eq!(a.len(), b.len(), "{what}");
-        let worst = a
-            .iter()
-            .zip(b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f32::max);
+        let worst = crate::max_abs_difference(a, b);
         assert!(worst < 1e-5, "{what}: off by {worst}");
     }
 

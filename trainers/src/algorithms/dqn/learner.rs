@@ -128,16 +128,11 @@ impl DqnLearner {
     /// The step on the host, if this Learner takes it there.
     fn host_step(&mut self, batch: &ReplayBatch) -> Option<StepResult> {
         let network = self.host.as_ref()?;
-        if !self.learner.trains_on_host() {
-            return None;
-        }
-        let target = &self.target;
-        let target_theta = self
-            .target_weights
-            .get_or_insert_with(|| target.flat_weights());
+        let (target, target_weights) = (&self.target, &mut self.target_weights);
         let (double_q, loss_fn) = (self.training.double_q, self.training.td_error_loss_fn);
         let mut loss = None;
         let step = self.learner.host_step(|theta, grad| {
+            let target_theta = target_weights.get_or_insert_with(|| target.flat_weights());
             let computed = host_dqn_loss(network, theta, target_theta, batch, double_q, loss_fn, grad);
             let total = computed.total;
             loss = Some(computed);

@@ -131,7 +131,6 @@ impl AlgorithmLearner for PpoLearner {
                         (loss.total, [loss.policy_loss, loss.vf_loss, loss.entropy])
                     },
                 )
-                .expect("a Learner that trains on the host")
             }
             None => minibatch_sgd(&mut self.learner, batch.len(), plan, |learner, mb| {
                 // Normalised over the whole minibatch, even when several
