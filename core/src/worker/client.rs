@@ -44,9 +44,10 @@ pub(super) struct Connection {
 
 impl Connection {
     pub(super) fn open(address: &str, identity: Identity, hello: WorkerToNode) -> Result<Self> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("oxray-client-io")
+        // One thread drives the connection and `serve`'s loop alike: a
+        // message read off the socket reaches its waiter or the task thread
+        // without first passing from an I/O thread to the loop's thread.
+        let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| Error::runtime("cannot start the client runtime", e))?;
