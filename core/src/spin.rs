@@ -1,6 +1,7 @@
 //! A brief spin before parking, for a thread waiting on a reply that usually
 //! comes within one round trip to a worker (a synchronous task or actor
-//! call, a request to the head).
+//! call, a request to the head), and for a worker's task thread waiting for
+//! the next task of a stream.
 //!
 //! Parking and being woken costs a futex call on each side and a trip
 //! through the scheduler, often more than the rest of a round trip on an
