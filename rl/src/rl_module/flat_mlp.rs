@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use tch::nn;
 use tch::Tensor;
 
-use super::Activation;
+use super::{Activation, Encoder};
 
 /// Where each trainable variable of a var store starts in the flat
 /// parameter vector ([`super::RLModule::flat_weights`]'s order), found by
@@ -183,8 +183,15 @@ pub struct FlatMlp {
 }
 
 impl FlatMlp {
-    pub fn new(layers: Vec<FlatDense>, activation: Activation) -> Self {
-        FlatMlp { layers, activation }
+    /// `encoder`'s layers located in the flat parameter vector; `None` for
+    /// an encoder that is not an MLP or a layer `layout` lacks.
+    pub fn locate(encoder: &Encoder, layout: &FlatLayout) -> Option<Self> {
+        let (layers, activation) = encoder.mlp_layers()?;
+        let layers = layers
+            .iter()
+            .map(|layer| FlatDense::locate(layer, layout))
+            .collect::<Option<Vec<_>>>()?;
+        Some(FlatMlp { layers, activation })
     }
 
     pub fn parameters(&self) -> usize {

@@ -47,14 +47,7 @@ impl HostActorCritic {
     pub fn of(module: &ActorCritic) -> Option<Self> {
         let layout = FlatLayout::of(module.var_store());
         let (policy_encoder, value_encoder, policy_head, value_head, log_std) = module.parts();
-        let encoder = |encoder: &Encoder| {
-            let (layers, activation) = encoder.mlp_layers()?;
-            let layers = layers
-                .iter()
-                .map(|layer| FlatDense::locate(layer, &layout))
-                .collect::<Option<Vec<_>>>()?;
-            Some(FlatMlp::new(layers, activation))
-        };
+        let encoder = |encoder: &Encoder| FlatMlp::locate(encoder, &layout);
         let host = HostActorCritic {
             policy_encoder: encoder(policy_encoder)?,
             value_encoder: match value_encoder {

@@ -33,11 +33,7 @@ impl HostQNetwork {
     pub fn of(module: &QNetwork) -> Option<Self> {
         let layout = FlatLayout::of(module.var_store());
         let (encoder, head) = module.parts();
-        let (layers, activation) = encoder.mlp_layers()?;
-        let layers = layers
-            .iter()
-            .map(|layer| FlatDense::locate(layer, &layout))
-            .collect::<Option<Vec<_>>>()?;
+        let encoder = FlatMlp::locate(encoder, &layout)?;
         let head = head.try_map(|layer| FlatDense::locate(layer, &layout))?;
         let (head_parameters, num_actions) = match &head {
             QHead::Plain(head) => (head.parameters(), head.outputs()),
@@ -47,7 +43,7 @@ impl HostQNetwork {
             ),
         };
         let host = HostQNetwork {
-            encoder: FlatMlp::new(layers, activation),
+            encoder,
             head,
             num_actions,
             parameters: layout.len(),
