@@ -238,6 +238,12 @@ pub enum WorkerToNode {
         request_id: u64,
         request: Request,
     },
+    /// Answer to [`NodeToWorker::Withdraw`]: the task was still queued and
+    /// will not run here. A task already started is answered by its
+    /// `Finished` instead.
+    Withdrawn {
+        task_id: TaskId,
+    },
 }
 
 /// Node → worker.
@@ -255,10 +261,15 @@ pub enum NodeToWorker {
         request_id: u64,
         reply: Result<Reply, Error>,
     },
+    /// Give back a task sent ahead of the one running, if it has not
+    /// started: another worker is free for it, or this one blocked.
+    Withdraw {
+        task_id: TaskId,
+    },
 }
 
 /// Nodes and drivers of one cluster must speak the same protocol.
-pub const PROTOCOL_VERSION: &str = concat!("oxray-", env!("CARGO_PKG_VERSION"), "-wire-3");
+pub const PROTOCOL_VERSION: &str = concat!("oxray-", env!("CARGO_PKG_VERSION"), "-wire-4");
 
 /// A node daemon → the head, on the node's control stream.
 #[derive(Debug, Clone, Serialize, Deserialize)]

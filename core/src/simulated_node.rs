@@ -259,8 +259,14 @@ async fn serve_worker(
                     outcome: Ok(unit()),
                 });
             }
-            // A simulated worker makes no requests and prints nothing.
-            Ok(Some(NodeToWorker::Reply { .. } | NodeToWorker::Log { .. })) => {}
+            // A simulated worker makes no requests and prints nothing, and
+            // a task it was sent has already run: there is nothing to
+            // withdraw.
+            Ok(Some(
+                NodeToWorker::Reply { .. }
+                | NodeToWorker::Log { .. }
+                | NodeToWorker::Withdraw { .. },
+            )) => {}
             Ok(None) => return "the head closed its stream".into(),
             Err(status) => return format!("its stream failed: {}", status.message()),
         }

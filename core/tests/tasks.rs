@@ -91,6 +91,40 @@ fn remote_tasks_run_in_parallel_worker_processes() {
     assert_eq!(max_overlap(&intervals), 2, "{intervals:?}");
 }
 
+/// Blocks until something writes a line into the FIFO at `path`; outside
+/// oxray's API, so its worker does not lend its CPU out meanwhile.
+#[remote]
+fn read_fifo(path: String) -> String {
+    let mut line = String::new();
+    std::io::Read::read_to_string(&mut std::fs::File::open(path).expect("fifo"), &mut line)
+        .expect("read");
+    line
+}
+
+/// With both CPUs busy, later tasks go ahead to the busy workers; one of them
+/// lands behind a task that never ends on its own. When the other worker
+/// frees up, that task is withdrawn and runs there instead of waiting.
+#[test]
+fn a_task_sent_ahead_of_a_blocked_one_runs_elsewhere() {
+    start();
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("release");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let blocked = read_fifo::remote(fifo.display().to_string());
+    // Two workers hold at most four tasks, so one of these follows `blocked`.
+    let quick: Vec<_> = (0..4).map(|i| add::remote(i, 1)).collect();
+    let sums = oxray_core::get_all_timeout(&quick, Some(Duration::from_secs(120)));
+    assert_eq!(sums.unwrap(), [1, 2, 3, 4]);
+    let (ready, _) = oxray_core::wait(&[blocked.clone()], 1, Some(Duration::ZERO)).unwrap();
+    assert!(ready.is_empty(), "the blocked task still runs");
+    std::fs::write(&fifo, "go").unwrap();
+    assert_eq!(blocked.get().unwrap(), "go");
+}
+
 #[test]
 fn refs_are_resolved_as_arguments() {
     start();

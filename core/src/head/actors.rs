@@ -179,6 +179,7 @@ impl NodeState {
                 missing_deps: 0,
                 worker: None,
                 cancelled: false,
+                withdrawing: false,
                 code: record.code.clone(),
             },
         );

@@ -131,6 +131,8 @@ impl World {
         let state = &self.state;
         state.task_workers.assert_matches_scan(&state.workers, step);
         state.pool.assert_indexes_match_scan(step);
+        let slots = state.workers.keys().map(|w| (*w, state.pipeline_slot(*w)));
+        state.pipeline.assert_matches_scan(slots, step);
         // Every event ends with `schedule`, which sends the calls of every
         // noted actor: a live actor still holding calls was never noted.
         for (id, actor) in &state.actors {

@@ -34,6 +34,7 @@
 //! | `object_store.rs` | each node's store capacity and which objects it spills (plasma store limit, local object manager) |
 //! | `tasks.rs` | task lifecycle: submission, dependencies, completion, retries, cancel (task manager, dependency manager) |
 //! | `scheduler.rs` | shape queues, worker leases, dispatch (cluster task manager, lease manager) |
+//! | `pipelining.rs` | a task sent ahead to a leased worker, and withdrawn when a worker frees (max tasks in flight per worker) |
 //! | `worker_pool.rs` | starting, registering and removing worker processes (worker pool) |
 //! | `jobs.rs` | the job table of drivers (GCS job manager) |
 //! | `executables.rs` | which executable each worker runs, copies served to nodes, nodes that cannot get one (runtime-env agent) |
@@ -45,11 +46,13 @@
 //!
 //! Scheduling: tasks of one resource shape share a FIFO queue, so a task that
 //! waits for a GPU never holds up CPU tasks behind it. A task *leases* a free
-//! worker together with its resources and holds both until it finishes; a
-//! worker runs one task at a time, so a short task never waits behind a long
-//! one on a busy worker while another is free. A worker that blocks in `get`
-//! gives its resources back until the value arrives, so nested tasks cannot
-//! deadlock.
+//! worker together with its resources and holds both until it finishes. When
+//! resources run short, the next task of the same shape may go ahead to a
+//! leased worker, which starts it as soon as it sends its result; it is
+//! withdrawn (unless it has started) as soon as a worker is free for it, so a
+//! short task does not wait behind a long one while another worker idles. A
+//! worker that blocks in `get` gives its resources back until the value
+//! arrives (and its task ahead), so nested tasks cannot deadlock.
 
 mod actor_handles;
 mod actors;
@@ -64,6 +67,7 @@ mod membership;
 mod object_directory;
 mod object_store;
 mod object_waiters;
+mod pipelining;
 mod placement_groups;
 mod scheduler;
 mod service;
@@ -120,6 +124,8 @@ struct NodeState {
     workers: FxHashMap<WorkerId, WorkerRecord>,
     /// The task workers among `workers`, by what they can run.
     task_workers: TaskWorkerIndex,
+    /// Leased workers that may take a task ahead or hold one.
+    pipeline: pipelining::PipelineIndex,
     actors: FxHashMap<ActorId, ActorRecord>,
     /// Live named actors by (namespace, name).
     named_actors: HashMap<(String, String), ActorId>,
@@ -185,6 +191,7 @@ impl NodeState {
             queues: HashMap::new(),
             workers: FxHashMap::default(),
             task_workers: TaskWorkerIndex::default(),
+            pipeline: Default::default(),
             actors: FxHashMap::default(),
             named_actors: HashMap::new(),
             actors_waiting: VecDeque::new(),

@@ -19,6 +19,8 @@ pub(super) struct Lease {
     pub(super) allocation: Allocation,
     /// Resources handed back while the worker blocks in `get`.
     pub(super) lent_out: bool,
+    /// The key of the shape queue it serves: tasks from there may go ahead.
+    pub(super) shape: String,
 }
 
 pub(super) struct ShapeQueue {
@@ -54,24 +56,31 @@ impl NodeState {
                     ))
                 })
             {
-                let leased = self.lease_worker(&request, &strategy, &code);
-                if matches!(leased, Ok(None)) {
-                    break;
-                }
+                let placed = match self.lease_worker(&request, &strategy, &code, &shape) {
+                    Ok(Some(worker)) => Ok(worker),
+                    Ok(None) => match self.worker_to_send_ahead(&shape, task_id) {
+                        Some(worker) => Ok(worker),
+                        None => break,
+                    },
+                    // The node chosen cannot run this job's executable.
+                    Err(error) => Err(error),
+                };
                 self.queues
                     .get_mut(&shape)
                     .expect("queue seen above")
                     .tasks
                     .pop_front();
-                match leased {
-                    Ok(Some(worker)) => self.assign(worker, task_id),
-                    // The node chosen cannot run this job's executable.
+                match placed {
+                    Ok(worker) => {
+                        self.assign(worker, task_id);
+                        self.refresh_pipeline(worker);
+                    }
                     Err(error) => self.finish_task(task_id, Err(error)),
-                    Ok(None) => unreachable!("handled above"),
                 }
             }
         }
         self.queues.retain(|_, q| !q.tasks.is_empty());
+        self.withdraw_for_free_resources();
     }
 
     /// A free worker running `code` with `request` newly reserved for it, if
@@ -81,6 +90,7 @@ impl NodeState {
         request: &ResourceSet,
         strategy: &SchedulingStrategy,
         code: &Code,
+        shape: &str,
     ) -> Result<Option<WorkerId>> {
         let Some(allocation) = self.pool.try_acquire(request, strategy) else {
             return Ok(None);
@@ -101,6 +111,7 @@ impl NodeState {
                 worker.lease = Some(Lease {
                     allocation,
                     lent_out: false,
+                    shape: shape.to_string(),
                 });
                 Ok(Some(id))
             }
@@ -187,9 +198,13 @@ impl NodeState {
                 }
             }
         }
+        self.refresh_pipeline(worker);
     }
 
     pub(super) fn requeue_front(&mut self, task_id: TaskId) {
+        if let Some(record) = self.tasks.get_mut(&task_id) {
+            record.withdrawing = false;
+        }
         self.task_events
             .update(task_id, |row| row.state = TaskState::PendingNodeAssignment);
         self.queue_for(task_id).push_front(task_id);
@@ -214,8 +229,8 @@ impl NodeState {
     }
 
     /// A worker blocked in `get` lends its resources out (`lend = true`) and
-    /// takes them back when the value arrives. Tasks pipelined behind it go back
-    /// to the queue: they may be what it waits for.
+    /// takes them back when the value arrives. A task sent ahead to it is
+    /// withdrawn: it may be what the worker waits for.
     pub(super) fn lend_out(&mut self, worker: WorkerId, lend: bool) {
         let Some(w) = self.workers.get_mut(&worker) else {
             return;
@@ -229,18 +244,16 @@ impl NodeState {
         lease.lent_out = lend;
         let allocation = lease.allocation.clone();
         if lend {
-            let waiting: Vec<TaskId> = w.assigned.drain(1..).collect();
+            let ahead: Vec<TaskId> = w.assigned.iter().skip(1).copied().collect();
             self.pool.release(&allocation);
-            for task in waiting.into_iter().rev() {
-                if let Some(record) = self.tasks.get_mut(&task) {
-                    record.worker = None;
-                }
-                self.requeue_front(task);
+            for task in ahead {
+                self.withdraw(worker, task);
             }
             // The worker still runs its task; it just holds nothing meanwhile.
         } else {
             self.pool.force_acquire(&allocation);
         }
+        self.refresh_pipeline(worker);
     }
 }
 
@@ -251,7 +264,7 @@ mod tests {
     use crate::resources::CPU;
 
     #[test]
-    fn leases_are_limited_by_resources_and_a_returned_one_serves_the_queue() {
+    fn leases_are_limited_by_resources_and_a_returned_one_takes_the_task_sent_ahead() {
         let ids = Ids::new();
         let mut state = NodeState::for_test(cpus(2.0), 1 << 20);
         let specs: Vec<TaskSpec> = (0..3)
@@ -270,25 +283,27 @@ mod tests {
         assert_eq!(second.len(), 1);
         let mut b = state.connect(second[0].0);
         let (wa, wb) = (first[0].0, second[0].0);
-        // (worker, inbox) pairs run the first two tasks; the third waits.
-        assert_eq!(executed_ids(&mut a), vec![tasks[0]]);
+        // (worker, inbox) pairs run the first two tasks; with no CPU left the
+        // third goes ahead to the first worker.
+        assert_eq!(executed_ids(&mut a), vec![tasks[0], tasks[2]]);
         assert_eq!(executed_ids(&mut b), vec![tasks[1]]);
         assert_eq!(state.free(HEAD, CPU), 0.0);
-        assert_eq!(
-            state.queues.values().map(|q| q.tasks.len()).sum::<usize>(),
-            1
-        );
+        assert!(state.queues.is_empty());
         assert!(
             state.take_spawns().is_empty(),
             "no worker without a free CPU"
         );
         state.finish(wb, tasks[1], Ok(inline(b"")));
+        let withdrawn = std::iter::from_fn(|| a.try_recv().ok())
+            .any(|m| matches!(m, NodeToWorker::Withdraw { task_id } if task_id == tasks[2]));
+        assert!(withdrawn, "the free CPU asks for the task sent ahead");
+        state.task_withdrawn(wa, tasks[2]);
+        state.schedule();
         assert_eq!(
             executed_ids(&mut b),
             vec![tasks[2]],
-            "the returned lease goes to the queue's head"
+            "the returned lease takes the withdrawn task"
         );
-        assert!(state.queues.is_empty());
         assert_eq!(state.free(HEAD, CPU), 0.0);
         state.finish(wa, tasks[0], Ok(inline(b"")));
         state.finish(wb, tasks[2], Ok(inline(b"")));
@@ -301,12 +316,15 @@ mod tests {
         let ids = Ids::new();
         let mut state = NodeState::for_test(res(&[(CPU, 1.0), ("accel", 1.0)]), 1 << 20);
         let holder = ids.task("holder", res(&[("accel", 1.0)]), Vec::new());
+        let ahead = ids.task("ahead", res(&[("accel", 1.0)]), Vec::new());
         let blocked = ids.task("blocked", res(&[("accel", 1.0)]), Vec::new());
         let cpu = ids.task("cpu", cpus(1.0), Vec::new());
         let (holder_task, blocked_task, cpu_task) = (holder.task_id, blocked.task_id, cpu.task_id);
         state.submit_now(holder);
         let (_, mut holder_inbox) = state.start_one();
         assert_eq!(executed_ids(&mut holder_inbox), vec![holder_task]);
+        // One goes ahead to the holder's worker, which is then full.
+        state.submit_now(ahead);
         state.submit_now(blocked);
         state.submit_now(cpu);
         let (_, mut cpu_inbox) = state.start_one();
@@ -327,8 +345,19 @@ mod tests {
         assert_eq!(executed_ids(&mut outer_inbox), vec![outer_task]);
         state.submit_now(inner);
         assert!(state.take_spawns().is_empty(), "the only CPU is leased");
+        assert_eq!(
+            executed_ids(&mut outer_inbox),
+            vec![inner_task],
+            "sent ahead"
+        );
         state.lend_out(outer_worker, true);
         assert_eq!(state.free(HEAD, CPU), 1.0, "lent out");
+        state.schedule();
+        // The outer task may be waiting for the one sent ahead of it: the
+        // worker is asked for it back and gives it.
+        let withdrawal = outer_inbox.try_recv().expect("a withdrawal");
+        assert!(matches!(withdrawal, NodeToWorker::Withdraw { task_id } if task_id == inner_task));
+        state.task_withdrawn(outer_worker, inner_task);
         state.schedule();
         let (inner_worker, mut inner_inbox) = state.start_one();
         assert_eq!(

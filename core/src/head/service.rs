@@ -32,6 +32,7 @@ enum StateUpdate {
         outcome: Result<ObjectBlob>,
     },
     Submit(TaskSpec),
+    Withdrawn(TaskId),
 }
 
 /// The most messages already received on a stream that are handled as one
@@ -50,6 +51,9 @@ impl Node {
                     updates.push(StateUpdate::Finished { task_id, outcome })
                 }
                 WorkerToNode::Submit(spec) => updates.push(StateUpdate::Submit(spec)),
+                WorkerToNode::Withdrawn { task_id } => {
+                    updates.push(StateUpdate::Withdrawn(task_id))
+                }
                 other => {
                     // What came before it is applied first: stream order.
                     self.apply_updates(worker, &mut updates);
@@ -76,6 +80,7 @@ impl Node {
                         let code = state.code_of(worker);
                         state.submit(spec, job, code)
                     }
+                    StateUpdate::Withdrawn(task_id) => state.task_withdrawn(worker, task_id),
                 }
             }
         })
@@ -87,7 +92,8 @@ impl Node {
             WorkerToNode::Hello { .. }
             | WorkerToNode::DriverHello { .. }
             | WorkerToNode::Finished { .. }
-            | WorkerToNode::Submit(_) => {}
+            | WorkerToNode::Submit(_)
+            | WorkerToNode::Withdrawn { .. } => {}
             WorkerToNode::Put { id, value } => {
                 self.state.lock().note_driver_refs(worker, &[id], &[]);
                 self.put(id, value)

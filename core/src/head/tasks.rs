@@ -28,6 +28,8 @@ pub(super) struct TaskRecord {
     pub(super) missing_deps: usize,
     pub(super) worker: Option<WorkerId>,
     pub(super) cancelled: bool,
+    /// Sent ahead to `worker` and asked back (`pipelining.rs`).
+    pub(super) withdrawing: bool,
     /// The submitter's executable, which a stateless task runs.
     pub(super) code: Code,
 }
@@ -96,6 +98,7 @@ impl NodeState {
                 missing_deps: 0,
                 worker: None,
                 cancelled: false,
+                withdrawing: false,
                 code,
             },
         );
@@ -289,14 +292,15 @@ impl NodeState {
             (Some(worker), TaskKind::Stateless) => {
                 let running =
                     self.workers.get(&worker).and_then(|w| w.assigned.front()) == Some(&task_id);
+                record.cancelled = true;
                 if running {
-                    record.cancelled = true;
                     self.stop_worker(worker);
-                    return Ok(());
+                } else {
+                    // Sent ahead: it ends as cancelled when the worker gives
+                    // it back, or with its result if it had started.
+                    self.withdraw(worker, task_id);
                 }
-                if let Some(w) = self.workers.get_mut(&worker) {
-                    w.assigned.retain(|t| *t != task_id);
-                }
+                return Ok(());
             }
             (Some(_), _) => return Ok(()),
             (None, _) => {}
@@ -512,12 +516,15 @@ mod tests {
         let ids = Ids::new();
         let mut state = NodeState::for_test(cpus(1.0), 1 << 20);
         let running = ids.task("running", cpus(1.0), Vec::new());
+        let ahead = ids.task("ahead", cpus(1.0), Vec::new());
         let queued = ids.task("queued", cpus(1.0), Vec::new());
-        let (running_task, queued_output) = (running.task_id, queued.return_id);
+        let (running_task, ahead_task) = (running.task_id, ahead.task_id);
+        let queued_output = queued.return_id;
         state.submit_now(running);
+        state.submit_now(ahead);
         state.submit_now(queued);
         let (worker, mut inbox) = state.start_one();
-        assert_eq!(executed_ids(&mut inbox), vec![running_task]);
+        assert_eq!(executed_ids(&mut inbox), vec![running_task, ahead_task]);
         state.cancel(queued_output).expect("cancel");
         state.schedule();
         assert_eq!(error_kind(&state.value(queued_output)), "Cancelled");

@@ -399,12 +399,14 @@ impl NodeState {
             self.task_workers.not_idle(&record.pool_key(), worker);
         }
         self.effects.push(record.stop(worker));
+        self.refresh_pipeline(worker);
     }
 
     pub(super) fn remove_worker(&mut self, worker: WorkerId, message: &str) {
         let Some(record) = self.workers.remove(&worker) else {
             return;
         };
+        self.refresh_pipeline(worker);
         if record.runs_tasks() {
             let connected = record.sender.is_some();
             self.task_workers
@@ -445,7 +447,17 @@ impl NodeState {
                 }
             }
         }
-        requeue.extend(assigned);
+        // Tasks sent ahead never started: they go back without using a retry.
+        for ahead in assigned {
+            match self.tasks.get(&ahead) {
+                Some(task) if task.cancelled => {
+                    let function = task.spec.invocation.display_name();
+                    self.finish_task(ahead, Err(Error::Cancelled { function }));
+                }
+                Some(_) => requeue.push(ahead),
+                None => {}
+            }
+        }
         for task in requeue.into_iter().rev() {
             if let Some(record) = self.tasks.get_mut(&task) {
                 record.worker = None;

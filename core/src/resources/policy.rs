@@ -58,6 +58,23 @@ impl ClusterResources {
             )
     }
 
+    /// Whether [`try_acquire`](Self::try_acquire) would grant `request` now.
+    pub fn can_acquire(&self, request: &ResourceSet, strategy: &SchedulingStrategy) -> bool {
+        let fits = |index: usize| self.nodes[index].1.can_grant(request);
+        match strategy {
+            SchedulingStrategy::PlacementGroup { group, bundle } => self
+                .bundles
+                .iter()
+                .filter(|((g, i), _)| g == group && bundle.is_none_or(|b| b == *i))
+                .any(|(_, (_, pool))| pool.can_grant(request)),
+            SchedulingStrategy::NodeAffinity {
+                node_id,
+                soft: false,
+            } => self.position(node_id).is_some_and(fits),
+            _ => self.candidates(request, 0).any(fits),
+        }
+    }
+
     /// Grants `request` on a node chosen by `strategy`, if one has it free.
     pub fn try_acquire(
         &mut self,

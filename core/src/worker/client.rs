@@ -9,6 +9,7 @@
 //! request.
 
 use super::owned_values::OwnedValues;
+use super::task_queue::TaskQueue;
 use crate::auth::AttachToken;
 use crate::error::{Error, Result};
 use crate::head::generated::head_client::HeadClient;
@@ -92,7 +93,7 @@ impl Connection {
 
     /// Dispatches what the head sends until it closes the stream: tasks go to
     /// `tasks` (a worker), replies to the callers waiting for them.
-    pub(super) fn serve(mut self, tasks: Option<std::sync::mpsc::Sender<Execute>>) {
+    pub(super) fn serve(mut self, tasks: Option<&TaskQueue>) {
         let client = self.client.clone();
         let reason = self.runtime.block_on(async {
             loop {
@@ -101,10 +102,13 @@ impl Connection {
                     _ = client.leave.notified() => break "this driver left".to_string(),
                 };
                 match message {
-                    Ok(Some(NodeToWorker::Execute(task))) => {
-                        let accepted = tasks.as_ref().is_some_and(|t| t.send(task).is_ok());
-                        if !accepted {
-                            break "a task arrived at a driver".to_string();
+                    Ok(Some(NodeToWorker::Execute(task))) => match tasks {
+                        Some(tasks) => tasks.push(task),
+                        None => break "a task arrived at a driver".to_string(),
+                    },
+                    Ok(Some(NodeToWorker::Withdraw { task_id })) => {
+                        if tasks.is_some_and(|tasks| tasks.withdraw(task_id)) {
+                            client.send(WorkerToNode::Withdrawn { task_id });
                         }
                     }
                     Ok(Some(NodeToWorker::Log { source, err, lines })) => {
@@ -125,6 +129,9 @@ impl Connection {
                 }
             }
         });
+        if let Some(tasks) = tasks {
+            tasks.close();
+        }
         // The head is gone: every caller still waiting, and every later
         // request, fails at once.
         let waiting = client.pending.lock().take().unwrap_or_default();

@@ -6,11 +6,13 @@
 use super::client::{Connection, Identity};
 use super::executor::execute_tasks;
 use super::launch::{NODE_ADDRESS_ENV, NODE_ID_ENV, OBJECT_SERVER_ENV, SESSION_ENV, WORKER_ID_ENV};
+use super::task_queue::TaskQueue;
 use crate::auth::TOKEN_ENV;
 use crate::error::{Error, Result};
 use crate::ids::WorkerId;
 use crate::protocol::*;
 use crate::runtime;
+use std::sync::Arc;
 
 #[used]
 #[link_section = ".init_array"]
@@ -63,15 +65,16 @@ fn run_worker(address: &str) -> Result<()> {
             .map_err(|e| Error::runtime("cannot capture the worker's output", e))?;
     }
 
-    let (tasks, task_queue) = std::sync::mpsc::channel::<Execute>();
+    let tasks = Arc::new(TaskQueue::default());
     let executor = {
         let client = connection.client.clone();
+        let tasks = tasks.clone();
         std::thread::Builder::new()
             .name("oxray-task".into())
-            .spawn(move || execute_tasks(&client, task_queue))
+            .spawn(move || execute_tasks(&client, &tasks))
             .map_err(|e| Error::runtime("cannot start the task thread", e))?
     };
-    connection.serve(Some(tasks));
+    connection.serve(Some(&tasks));
     // The node closed the stream: shutdown, or the node is gone.
     drop(executor);
     Ok(())

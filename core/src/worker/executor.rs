@@ -1,20 +1,22 @@
 //! The task thread of a worker: runs functions, actor constructors and
-//! methods one at a time, in the order the head sent them, turning panics into
+//! methods one at a time, in the order the head sent them (less any it
+//! withdrew before they started), turning panics into
 //! task errors, and keeps the GPU ids granted to the running task.
 
 use super::client::WorkerClient;
+use super::task_queue::TaskQueue;
 use crate::error::{Error, Result};
 use crate::protocol::*;
 use crate::registry::{self, ActorState};
 
-pub(super) fn execute_tasks(client: &WorkerClient, queue: std::sync::mpsc::Receiver<Execute>) {
+pub(super) fn execute_tasks(client: &WorkerClient, queue: &TaskQueue) {
     let mut actor: Option<ActorState> = None;
     loop {
         // In a stream of tasks the next one arrives about one round trip to
         // the head after this one's result left: polling that long first
         // saves parking and being woken for it.
-        let arrived = crate::spin::poll(|| queue.try_recv().ok());
-        let Some(task) = arrived.or_else(|| queue.recv().ok()) else {
+        let arrived = crate::spin::poll(|| queue.try_pop());
+        let Some(task) = arrived.or_else(|| queue.pop()) else {
             break;
         };
         let function = task.invocation.display_name();

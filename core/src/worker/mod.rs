@@ -18,6 +18,7 @@
 //! | `entry.rs` | the `.init_array` entry that turns a process into a worker |
 //! | `client.rs` | the stream to the head and the API backend of workers and joined drivers (Ray's core worker) |
 //! | `owned_values.rs` | small values a worker or joined driver put, kept for its own `get`s (Ray's in-process memory store) |
+//! | `task_queue.rs` | the tasks sent to the worker and not yet started; the head may withdraw one |
 //! | `executor.rs` | the task thread: runs functions, constructors and methods in order |
 //! | `log_capture.rs` | a daemon worker's output: to its log file and, line by line, to its job's driver |
 
@@ -28,6 +29,7 @@ mod launch;
 mod log_capture;
 mod owned_values;
 mod spawner;
+mod task_queue;
 
 pub(crate) use client::{connect_driver, print_log};
 pub(crate) use entry::keep_worker_entry_linked;

@@ -1,0 +1,429 @@
+//! Sending a task ahead to a leased worker, and taking it back (Ray's
+//! pipelining of tasks onto a leased worker, `max_tasks_in_flight_per_worker`).
+//!
+//! When a queue's head finds no free resources, it may go to a worker already
+//! leased for the same shape and job, behind the task that worker runs: the
+//! worker starts it the moment it sends the result, instead of one round trip
+//! through the head later. A worker holds at most [`PIPELINE_DEPTH`] tasks.
+//!
+//! A task sent ahead is only promised to that worker, not started, so it can
+//! wait behind a long task while resources free up elsewhere. The head then
+//! *withdraws* it: the worker gives it back if it has not started it
+//! (`Withdrawn`, and the task goes back to the front of its queue) or
+//! otherwise runs it and reports it as usual — never both, so a task runs at
+//! most once. The head withdraws a task sent ahead when its shape's queue is
+//! empty and resources for it are free, when its worker blocks in `get` (the
+//! task may be what it waits for) and when it is cancelled.
+//!
+//! A task goes ahead only when resources are short, never while a worker is
+//! merely starting, so a withdrawn task is not sent straight back.
+//!
+//! Two indexes per shape (leased workers with room; workers holding a task
+//! ahead that is not being withdrawn) keep both decisions independent of how
+//! many workers there are; [`NodeState::refresh_pipeline`] recomputes a
+//! worker's entries after every change of its lease or its tasks.
+
+use super::NodeState;
+use crate::error::Error;
+use crate::ids::{TaskId, WorkerId};
+use crate::protocol::NodeToWorker;
+use rustc_hash::FxHashMap;
+use std::collections::BTreeSet;
+
+/// Tasks a leased worker holds at once: the one it runs and one sent ahead.
+pub(super) const PIPELINE_DEPTH: usize = 2;
+
+/// Where a leased worker stands for pipelining.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Slot {
+    /// The key of the shape queue its lease serves.
+    shape: String,
+    /// It may take a task ahead.
+    room: bool,
+    /// It holds a task ahead that may be withdrawn.
+    ahead: bool,
+}
+
+#[derive(Default)]
+pub(super) struct PipelineIndex {
+    room: FxHashMap<String, BTreeSet<WorkerId>>,
+    ahead: FxHashMap<String, BTreeSet<WorkerId>>,
+    /// The shape each listed worker is listed under.
+    listed: FxHashMap<WorkerId, String>,
+}
+
+fn remove(sets: &mut FxHashMap<String, BTreeSet<WorkerId>>, shape: &str, worker: WorkerId) {
+    if let Some(set) = sets.get_mut(shape) {
+        set.remove(&worker);
+        if set.is_empty() {
+            sets.remove(shape);
+        }
+    }
+}
+
+impl PipelineIndex {
+    fn set(&mut self, worker: WorkerId, slot: Option<Slot>) {
+        if let Some(shape) = self.listed.remove(&worker) {
+            remove(&mut self.room, &shape, worker);
+            remove(&mut self.ahead, &shape, worker);
+        }
+        let Some(slot) = slot.filter(|s| s.room || s.ahead) else {
+            return;
+        };
+        if slot.room {
+            self.room
+                .entry(slot.shape.clone())
+                .or_default()
+                .insert(worker);
+        }
+        if slot.ahead {
+            self.ahead
+                .entry(slot.shape.clone())
+                .or_default()
+                .insert(worker);
+        }
+        self.listed.insert(worker, slot.shape);
+    }
+
+    fn with_room(&self, shape: &str) -> impl Iterator<Item = WorkerId> + '_ {
+        self.room.get(shape).into_iter().flatten().copied()
+    }
+
+    /// Panics unless the index lists exactly the workers `slots` says.
+    #[cfg(test)]
+    pub(super) fn assert_matches_scan(
+        &self,
+        slots: impl Iterator<Item = (WorkerId, Option<Slot>)>,
+        step: &str,
+    ) {
+        let mut expected = PipelineIndex::default();
+        slots.for_each(|(worker, slot)| expected.set(worker, slot));
+        assert_eq!(self.room, expected.room, "workers with room after {step}");
+        assert_eq!(
+            self.ahead, expected.ahead,
+            "workers with a task ahead after {step}"
+        );
+        assert_eq!(self.listed, expected.listed, "listed workers after {step}");
+    }
+}
+
+impl NodeState {
+    /// `worker`'s standing, from its lease and tasks.
+    pub(super) fn pipeline_slot(&self, worker: WorkerId) -> Option<Slot> {
+        let w = self.workers.get(&worker)?;
+        let lease = w.lease.as_ref()?;
+        if lease.lent_out || w.stopping {
+            return None;
+        }
+        let held = w.assigned.len();
+        let withdrawable = |task: &TaskId| self.tasks.get(task).is_some_and(|t| !t.withdrawing);
+        Some(Slot {
+            shape: lease.shape.clone(),
+            room: (1..PIPELINE_DEPTH).contains(&held),
+            ahead: held >= 2 && w.assigned.back().is_some_and(withdrawable),
+        })
+    }
+
+    /// Lists `worker` as it now stands; called after each change of its
+    /// lease, its tasks or their withdrawal.
+    pub(super) fn refresh_pipeline(&mut self, worker: WorkerId) {
+        let slot = self.pipeline_slot(worker);
+        self.pipeline.set(worker, slot);
+    }
+
+    /// A worker leased for `shape` that `task_id` may go ahead to: only when
+    /// resources for it are short, and only behind a task of the same job
+    /// (a worker's output goes to the job of its latest task).
+    pub(super) fn worker_to_send_ahead(&self, shape: &str, task_id: TaskId) -> Option<WorkerId> {
+        let task = self.tasks.get(&task_id)?;
+        if self
+            .pool
+            .can_acquire(&task.spec.resources, &task.spec.strategy)
+        {
+            return None;
+        }
+        self.pipeline.with_room(shape).find(|worker| {
+            let running = self.workers[worker].assigned.front();
+            running.and_then(|t| self.tasks.get(t)).map(|t| t.job) == Some(task.job)
+        })
+    }
+
+    /// Asks `worker` to give `task_id` back unless it has started it.
+    pub(super) fn withdraw(&mut self, worker: WorkerId, task_id: TaskId) {
+        let Some(record) = self.tasks.get_mut(&task_id) else {
+            return;
+        };
+        if record.withdrawing || record.worker != Some(worker) {
+            return;
+        }
+        record.withdrawing = true;
+        if let Some(sender) = self.workers.get(&worker).and_then(|w| w.sender.as_ref()) {
+            // A closed stream is reported as the worker's end, which settles
+            // the task.
+            let _ = sender.send(NodeToWorker::Withdraw { task_id });
+        }
+        self.refresh_pipeline(worker);
+    }
+
+    /// Withdraws one task ahead of each shape whose queue is empty while
+    /// resources for it are free: a free worker can start it now.
+    pub(super) fn withdraw_for_free_resources(&mut self) {
+        if self.pipeline.ahead.is_empty() {
+            return;
+        }
+        let candidates: Vec<(WorkerId, TaskId)> = (self.pipeline.ahead.iter())
+            .filter(|(shape, _)| !self.queues.contains_key(*shape))
+            .filter_map(|(_, workers)| {
+                let worker = *workers.first()?;
+                Some((worker, *self.workers.get(&worker)?.assigned.back()?))
+            })
+            .filter(|(_, task)| {
+                let spec = &self.tasks[task].spec;
+                self.pool.can_acquire(&spec.resources, &spec.strategy)
+            })
+            .collect();
+        for (worker, task) in candidates {
+            self.withdraw(worker, task);
+        }
+    }
+
+    /// `worker` gave `task_id` back unstarted: it goes to the front of its
+    /// queue, or ends as cancelled if that is why it was withdrawn.
+    pub(super) fn task_withdrawn(&mut self, worker: WorkerId, task_id: TaskId) {
+        if let Some(w) = self.workers.get_mut(&worker) {
+            w.assigned.retain(|t| *t != task_id);
+        }
+        let owned = (self.tasks.get_mut(&task_id)).filter(|r| r.worker == Some(worker));
+        if let Some(record) = owned {
+            record.worker = None;
+            if record.cancelled {
+                let function = record.spec.invocation.display_name();
+                self.finish_task(task_id, Err(Error::Cancelled { function }));
+            } else {
+                // It counts as an attempt only when it runs.
+                self.task_events
+                    .update(task_id, |row| row.attempts = row.attempts.saturating_sub(1));
+                self.requeue_front(task_id);
+            }
+        }
+        self.end_lease_if_idle(worker);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::*;
+    use super::*;
+    use crate::resources::CPU;
+    use tokio::sync::mpsc::UnboundedReceiver;
+
+    /// A head with `cpus` CPUs whose workers have started, each holding the
+    /// tasks `count` 1-CPU tasks were spread over.
+    struct Busy {
+        state: NodeState,
+        ids: Ids,
+        tasks: Vec<TaskId>,
+        inboxes: Vec<(WorkerId, UnboundedReceiver<NodeToWorker>)>,
+    }
+
+    fn busy(cpus_total: f64, count: usize) -> Busy {
+        let mut state = NodeState::for_test(cpus(cpus_total), 1 << 20);
+        let ids = Ids::new();
+        let tasks: Vec<TaskId> = (0..count)
+            .map(|_| {
+                let spec = ids.task("f", cpus(1.0), Vec::new());
+                let id = spec.task_id;
+                state.submit_now(spec);
+                id
+            })
+            .collect();
+        let mut inboxes = Vec::new();
+        // Workers start one pool key at a time; start until none is asked for.
+        loop {
+            let spawned = state.take_spawns();
+            if spawned.is_empty() {
+                break;
+            }
+            for (worker, _) in spawned {
+                inboxes.push((worker, state.connect(worker)));
+            }
+        }
+        Busy {
+            state,
+            ids,
+            tasks,
+            inboxes,
+        }
+    }
+
+    impl Busy {
+        fn held(&self, worker: WorkerId) -> Vec<TaskId> {
+            self.state.workers[&worker]
+                .assigned
+                .iter()
+                .copied()
+                .collect()
+        }
+
+        fn worker_of(&self, task: usize) -> WorkerId {
+            self.state.tasks[&self.tasks[task]].worker.expect("sent")
+        }
+
+        fn withdrawals(&mut self, worker: WorkerId) -> Vec<TaskId> {
+            let inbox = &mut self
+                .inboxes
+                .iter_mut()
+                .find(|(w, _)| *w == worker)
+                .unwrap()
+                .1;
+            std::iter::from_fn(|| inbox.try_recv().ok())
+                .filter_map(|m| match m {
+                    NodeToWorker::Withdraw { task_id } => Some(task_id),
+                    _ => None,
+                })
+                .collect()
+        }
+
+        fn check(&self, step: &str) {
+            let slots = self
+                .state
+                .workers
+                .keys()
+                .map(|w| (*w, self.state.pipeline_slot(*w)));
+            self.state.pipeline.assert_matches_scan(slots, step);
+        }
+    }
+
+    #[test]
+    fn tasks_beyond_the_resources_go_ahead_one_per_worker() {
+        let busy = busy(2.0, 5);
+        assert_eq!(busy.inboxes.len(), 2, "one worker per CPU");
+        for (worker, _) in &busy.inboxes {
+            assert_eq!(busy.held(*worker).len(), PIPELINE_DEPTH);
+        }
+        // The fifth waits in the queue: every worker is full.
+        assert!(busy.state.tasks[&busy.tasks[4]].worker.is_none());
+        assert_eq!(busy.state.free(HEAD, CPU), 0.0);
+        busy.check("five tasks on two CPUs");
+    }
+
+    #[test]
+    fn a_finished_task_makes_room_for_the_next_without_ending_the_lease() {
+        let mut busy = busy(2.0, 5);
+        let worker = busy.worker_of(0);
+        busy.state.finish(worker, busy.tasks[0], Ok(inline(b"")));
+        let held = busy.held(worker);
+        assert_eq!(
+            held.len(),
+            2,
+            "the task ahead runs, the queued one goes ahead"
+        );
+        assert_eq!(held[1], busy.tasks[4]);
+        assert_eq!(busy.state.free(HEAD, CPU), 0.0, "the lease was kept");
+        busy.check("after a finish");
+    }
+
+    #[test]
+    fn a_task_ahead_is_withdrawn_when_a_worker_frees_and_runs_there() {
+        let mut busy = busy(2.0, 4);
+        let (first, second) = (busy.worker_of(0), busy.worker_of(1));
+        let ahead_of_first = busy.held(first)[1];
+        // The second worker finishes both its tasks: its lease ends and a
+        // CPU is free while the first still runs its long task.
+        for task in busy.held(second) {
+            busy.state.finish(second, task, Ok(inline(b"")));
+        }
+        assert_eq!(busy.withdrawals(first), [ahead_of_first]);
+        busy.check("withdrawal asked");
+        busy.state.task_withdrawn(first, ahead_of_first);
+        busy.state.schedule();
+        assert_eq!(busy.state.tasks[&ahead_of_first].worker, Some(second));
+        assert_eq!(busy.held(first).len(), 1);
+        assert!(busy.withdrawals(second).is_empty());
+        busy.check("withdrawn and run on the free worker");
+    }
+
+    #[test]
+    fn a_task_that_started_before_its_withdrawal_finishes_once() {
+        let mut busy = busy(2.0, 4);
+        let (first, second) = (busy.worker_of(0), busy.worker_of(1));
+        let ahead = busy.held(first)[1];
+        for task in busy.held(second) {
+            busy.state.finish(second, task, Ok(inline(b"")));
+        }
+        assert_eq!(busy.withdrawals(first), [ahead]);
+        // The worker had started it: its results come instead of `Withdrawn`.
+        for task in busy.held(first) {
+            busy.state.finish(first, task, Ok(inline(b"")));
+        }
+        assert!(busy.state.tasks.is_empty(), "every task ended once");
+        assert_eq!(busy.state.free(HEAD, CPU), 2.0);
+        busy.check("all ended");
+    }
+
+    #[test]
+    fn blocking_in_get_withdraws_the_task_ahead() {
+        let mut busy = busy(2.0, 4);
+        let worker = busy.worker_of(0);
+        let ahead = busy.held(worker)[1];
+        busy.state.lend_out(worker, true);
+        busy.state.schedule();
+        assert_eq!(busy.withdrawals(worker), [ahead]);
+        busy.check("lent out");
+        busy.state.task_withdrawn(worker, ahead);
+        busy.state.schedule();
+        // The lent CPU runs it on a new worker.
+        let spawned = busy.state.take_spawns();
+        assert_eq!(spawned.len(), 1);
+        let (new_worker, _) = spawned[0];
+        busy.inboxes
+            .push((new_worker, busy.state.connect(new_worker)));
+        assert_eq!(busy.state.tasks[&ahead].worker, Some(new_worker));
+        busy.check("run elsewhere");
+    }
+
+    #[test]
+    fn cancelling_a_task_ahead_withdraws_it_and_ends_it_cancelled() {
+        let mut busy = busy(2.0, 3);
+        let worker = busy.worker_of(0);
+        let ahead = busy.held(worker)[1];
+        let output = busy.state.tasks[&ahead].spec.return_id;
+        busy.state.cancel(output).expect("cancelled");
+        assert_eq!(busy.withdrawals(worker), [ahead]);
+        assert!(
+            !busy.state.workers[&worker].stopping,
+            "the running task goes on"
+        );
+        busy.state.task_withdrawn(worker, ahead);
+        busy.state.schedule();
+        assert_eq!(error_kind(&busy.state.value(output)), "Cancelled");
+        busy.check("cancelled");
+    }
+
+    #[test]
+    fn a_dead_worker_s_task_ahead_is_requeued_without_using_a_retry() {
+        let mut busy = busy(2.0, 3);
+        let worker = busy.worker_of(0);
+        let ahead = busy.held(worker)[1];
+        let retries = busy.state.tasks[&ahead].retries_left;
+        busy.state.worker_exited(worker, "killed by signal 9");
+        busy.state.schedule();
+        let record = &busy.state.tasks[&ahead];
+        assert_eq!(record.retries_left, retries);
+        assert_ne!(record.worker, Some(worker));
+        busy.check("worker died");
+    }
+
+    #[test]
+    fn a_running_worker_never_gets_a_task_of_another_job() {
+        let mut busy = busy(1.0, 1);
+        let worker = busy.worker_of(0);
+        let spec = busy.ids.task("f", cpus(1.0), Vec::new());
+        let theirs = spec.task_id;
+        busy.state.submit(spec, crate::ids::JobId(9), None);
+        busy.state.schedule();
+        assert_eq!(busy.held(worker), [busy.tasks[0]]);
+        assert!(busy.state.tasks[&theirs].worker.is_none());
+        busy.check("another job's task waits");
+    }
+}

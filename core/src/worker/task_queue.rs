@@ -1,0 +1,126 @@
+//! The tasks a worker holds, in the order the head sent them: the stream's
+//! loop pushes, the task thread pops. The head may send a task ahead of the
+//! one running (so the worker starts it as soon as it sends the result) and
+//! later withdraw it; a task comes out of the queue either to run or to be
+//! withdrawn, never both, because both happen under the queue's one lock.
+
+use crate::ids::TaskId;
+use crate::protocol::Execute;
+use parking_lot::{Condvar, Mutex};
+use std::collections::VecDeque;
+
+#[derive(Default)]
+pub(crate) struct TaskQueue {
+    state: Mutex<Queued>,
+    arrived: Condvar,
+}
+
+#[derive(Default)]
+struct Queued {
+    tasks: VecDeque<Execute>,
+    /// The stream ended: no task comes after those queued.
+    closed: bool,
+}
+
+impl TaskQueue {
+    pub(crate) fn push(&self, task: Execute) {
+        self.state.lock().tasks.push_back(task);
+        self.arrived.notify_one();
+    }
+
+    /// Takes `task_id` out if it has not started; `false` if it has (or was
+    /// never sent), in which case its result goes to the head as usual.
+    pub(crate) fn withdraw(&self, task_id: TaskId) -> bool {
+        let mut state = self.state.lock();
+        let position = state.tasks.iter().position(|t| t.task_id == task_id);
+        position.and_then(|at| state.tasks.remove(at)).is_some()
+    }
+
+    /// No more tasks: `pop` returns `None` once the queue is empty.
+    pub(crate) fn close(&self) {
+        self.state.lock().closed = true;
+        self.arrived.notify_all();
+    }
+
+    pub(crate) fn try_pop(&self) -> Option<Execute> {
+        self.state.lock().tasks.pop_front()
+    }
+
+    /// The next task, waiting for it; `None` after `close` and the last task.
+    pub(crate) fn pop(&self) -> Option<Execute> {
+        let mut state = self.state.lock();
+        loop {
+            if let Some(task) = state.tasks.pop_front() {
+                return Some(task);
+            }
+            if state.closed {
+                return None;
+            }
+            self.arrived.wait(&mut state);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Invocation;
+    use std::sync::Arc;
+
+    fn task(id: u64) -> Execute {
+        Execute {
+            task_id: TaskId(id),
+            invocation: Invocation::Function { name: "f".into() },
+            args: Vec::new(),
+            gpu_ids: Vec::new(),
+        }
+    }
+
+    fn ids(queue: &TaskQueue) -> Vec<u64> {
+        std::iter::from_fn(|| queue.try_pop())
+            .map(|t| t.task_id.0)
+            .collect()
+    }
+
+    #[test]
+    fn tasks_come_out_in_order_and_a_withdrawn_one_never_does() {
+        let queue = TaskQueue::default();
+        (1..=3).for_each(|id| queue.push(task(id)));
+        assert!(queue.withdraw(TaskId(2)));
+        assert!(!queue.withdraw(TaskId(2)), "only once");
+        assert_eq!(ids(&queue), [1, 3]);
+    }
+
+    #[test]
+    fn a_started_task_cannot_be_withdrawn() {
+        let queue = TaskQueue::default();
+        queue.push(task(1));
+        let running = queue.pop().expect("queued");
+        assert!(!queue.withdraw(running.task_id));
+    }
+
+    #[test]
+    fn pop_waits_for_a_push_and_ends_after_close() {
+        let queue = Arc::new(TaskQueue::default());
+        let popper = {
+            let queue = queue.clone();
+            std::thread::spawn(move || {
+                let first = queue.pop().map(|t| t.task_id.0);
+                let after_close = queue.pop().map(|t| t.task_id.0);
+                (first, after_close)
+            })
+        };
+        queue.push(task(7));
+        queue.close();
+        assert_eq!(popper.join().expect("popper"), (Some(7), None));
+    }
+
+    #[test]
+    fn tasks_queued_before_close_still_run() {
+        let queue = TaskQueue::default();
+        queue.push(task(1));
+        queue.close();
+        assert_eq!(queue.pop().map(|t| t.task_id.0), Some(1));
+        assert!(queue.pop().is_none());
+    }
+}
