@@ -468,15 +468,19 @@ pub enum TaskState {
     PendingArgsAvail,
     /// Queued for resources and a worker.
     PendingNodeAssignment,
+    /// Sent to a worker that is still running an earlier task (a task sent
+    /// ahead, or an actor's next call).
+    SubmittedToWorker,
     Running,
     Finished,
     Failed,
 }
 
 impl TaskState {
-    pub const ALL: [TaskState; 5] = [
+    pub const ALL: [TaskState; 6] = [
         TaskState::PendingArgsAvail,
         TaskState::PendingNodeAssignment,
+        TaskState::SubmittedToWorker,
         TaskState::Running,
         TaskState::Finished,
         TaskState::Failed,
@@ -486,6 +490,7 @@ impl TaskState {
         match self {
             TaskState::PendingArgsAvail => "PENDING_ARGS_AVAIL",
             TaskState::PendingNodeAssignment => "PENDING_NODE_ASSIGNMENT",
+            TaskState::SubmittedToWorker => "SUBMITTED_TO_WORKER",
             TaskState::Running => "RUNNING",
             TaskState::Finished => "FINISHED",
             TaskState::Failed => "FAILED",

@@ -214,6 +214,7 @@ impl NodeState {
 mod tests {
     use super::super::test_support::*;
     use super::*;
+    use crate::protocol::TaskState;
     use crate::resources::CPU;
     use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -321,6 +322,27 @@ mod tests {
         assert_eq!(held[1], busy.tasks[4]);
         assert_eq!(busy.state.free(HEAD, CPU), 0.0, "the lease was kept");
         busy.check("after a finish");
+    }
+
+    #[test]
+    fn a_task_ahead_is_submitted_to_its_worker_and_runs_after_the_result_before_it() {
+        let mut busy = busy(1.0, 2);
+        let worker = busy.worker_of(0);
+        let row = |busy: &Busy, task: TaskId| {
+            let rows = busy.state.task_events.rows().into_iter();
+            let row = rows
+                .filter(|r| r.task_id == task)
+                .next_back()
+                .expect("a row");
+            (row.state, row.started_at_ms.is_some())
+        };
+        assert_eq!(row(&busy, busy.tasks[0]), (TaskState::Running, true));
+        assert_eq!(
+            row(&busy, busy.tasks[1]),
+            (TaskState::SubmittedToWorker, false)
+        );
+        busy.state.finish(worker, busy.tasks[0], Ok(inline(b"")));
+        assert_eq!(row(&busy, busy.tasks[1]), (TaskState::Running, true));
     }
 
     #[test]

@@ -157,16 +157,21 @@ impl NodeState {
             .workers
             .get_mut(&worker)
             .expect("assigning to a known worker");
+        let starts_now = w.assigned.is_empty();
         w.assigned.push_back(task_id);
         w.last_task = Some((job, spec.invocation.display_name()));
         let (node_id, pid) = (&w.node, w.pid);
         self.task_events.update(task_id, |row| {
-            row.state = TaskState::Running;
             row.node_id = Some(node_id.clone());
             row.worker_id = Some(worker);
             row.worker_pid = pid;
             row.attempts += 1;
-            row.started_at_ms = Some(now_ms());
+            if starts_now {
+                row.state = TaskState::Running;
+                row.started_at_ms = Some(now_ms());
+            } else {
+                row.state = TaskState::SubmittedToWorker;
+            }
         });
         let message = NodeToWorker::Execute(Execute {
             task_id,
@@ -181,6 +186,19 @@ impl NodeState {
             if let Some(a) = self.actors.get_mut(&actor) {
                 a.inflight.push_back(task_id);
             }
+        }
+    }
+
+    /// `worker` sent a result: it starts the task it holds next right away.
+    pub(super) fn next_task_started(&mut self, worker: WorkerId) {
+        let next = self.workers.get(&worker).and_then(|w| w.assigned.front());
+        if let Some(&next) = next {
+            self.task_events.update(next, |row| {
+                if row.state == TaskState::SubmittedToWorker {
+                    row.state = TaskState::Running;
+                    row.started_at_ms = Some(now_ms());
+                }
+            });
         }
     }
 

@@ -227,6 +227,7 @@ impl NodeState {
         if let Some(w) = self.workers.get_mut(&worker) {
             remove_in_order(&mut w.assigned, task_id);
         }
+        self.next_task_started(worker);
         let Some(record) = self.tasks.get_mut(&task_id) else {
             // The task already ended (cancelled, failed over): the worker is
             // free all the same.
