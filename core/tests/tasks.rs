@@ -115,10 +115,11 @@ fn a_task_sent_ahead_of_a_blocked_one_runs_elsewhere() {
         .unwrap();
     assert!(made.success());
     let blocked = read_fifo::remote(fifo.display().to_string());
-    // Two workers hold at most four tasks, so one of these follows `blocked`.
-    let quick: Vec<_> = (0..4).map(|i| add::remote(i, 1)).collect();
+    // Two workers hold fewer than these (at most eight each with any
+    // pipelining depth up to eight), so some follow `blocked`.
+    let quick: Vec<_> = (0..16).map(|i| add::remote(i, 1)).collect();
     let sums = oxray_core::get_all_timeout(&quick, Some(Duration::from_secs(120)));
-    assert_eq!(sums.unwrap(), [1, 2, 3, 4]);
+    assert_eq!(sums.unwrap(), (1..=16).collect::<Vec<u64>>());
     let (ready, _) = oxray_core::wait(&[blocked.clone()], 1, Some(Duration::ZERO)).unwrap();
     assert!(ready.is_empty(), "the blocked task still runs");
     std::fs::write(&fifo, "go").unwrap();

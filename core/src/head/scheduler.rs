@@ -45,6 +45,9 @@ impl NodeState {
             .filter(|(_, q)| !q.tasks.is_empty())
             .map(|(k, _)| k.clone())
             .collect();
+        // Queues whose head found no worker: resources short, or a worker
+        // still starting.
+        let mut blocked = Vec::new();
         for shape in shapes {
             while let Some((task_id, request, strategy, code)) =
                 self.queues.get(&shape).and_then(|q| {
@@ -58,10 +61,10 @@ impl NodeState {
             {
                 let placed = match self.lease_worker(&request, &strategy, &code, &shape) {
                     Ok(Some(worker)) => Ok(worker),
-                    Ok(None) => match self.worker_to_send_ahead(&shape, task_id) {
-                        Some(worker) => Ok(worker),
-                        None => break,
-                    },
+                    Ok(None) => {
+                        blocked.push(shape);
+                        break;
+                    }
                     // The node chosen cannot run this job's executable.
                     Err(error) => Err(error),
                 };
@@ -79,8 +82,12 @@ impl NodeState {
                 }
             }
         }
+        let contended = self.resources_contended(&blocked);
+        if let ([shape], false) = (&blocked[..], contended) {
+            self.send_ahead(shape);
+        }
         self.queues.retain(|_, q| !q.tasks.is_empty());
-        self.withdraw_for_free_resources();
+        self.withdraw_tasks_ahead(contended);
     }
 
     /// A free worker running `code` with `request` newly reserved for it, if
@@ -262,11 +269,8 @@ impl NodeState {
         lease.lent_out = lend;
         let allocation = lease.allocation.clone();
         if lend {
-            let ahead: Vec<TaskId> = w.assigned.iter().skip(1).copied().collect();
             self.pool.release(&allocation);
-            for task in ahead {
-                self.withdraw(worker, task);
-            }
+            self.withdraw_all_ahead(worker);
             // The worker still runs its task; it just holds nothing meanwhile.
         } else {
             self.pool.force_acquire(&allocation);
@@ -277,6 +281,7 @@ impl NodeState {
 
 #[cfg(test)]
 mod tests {
+    use super::super::pipelining::PIPELINE_DEPTH;
     use super::super::test_support::*;
     use super::*;
     use crate::resources::CPU;
@@ -334,15 +339,17 @@ mod tests {
         let ids = Ids::new();
         let mut state = NodeState::for_test(res(&[(CPU, 1.0), ("accel", 1.0)]), 1 << 20);
         let holder = ids.task("holder", res(&[("accel", 1.0)]), Vec::new());
-        let ahead = ids.task("ahead", res(&[("accel", 1.0)]), Vec::new());
+        let ahead: Vec<TaskSpec> = (1..PIPELINE_DEPTH)
+            .map(|_| ids.task("ahead", res(&[("accel", 1.0)]), Vec::new()))
+            .collect();
         let blocked = ids.task("blocked", res(&[("accel", 1.0)]), Vec::new());
         let cpu = ids.task("cpu", cpus(1.0), Vec::new());
         let (holder_task, blocked_task, cpu_task) = (holder.task_id, blocked.task_id, cpu.task_id);
         state.submit_now(holder);
         let (_, mut holder_inbox) = state.start_one();
         assert_eq!(executed_ids(&mut holder_inbox), vec![holder_task]);
-        // One goes ahead to the holder's worker, which is then full.
-        state.submit_now(ahead);
+        // These go ahead to the holder's worker, which is then full.
+        ahead.into_iter().for_each(|spec| state.submit_now(spec));
         state.submit_now(blocked);
         state.submit_now(cpu);
         let (_, mut cpu_inbox) = state.start_one();
