@@ -31,14 +31,24 @@ fn utilization(pool: &ResourcePool, extra: &ResourceSet) -> f64 {
 }
 
 impl ClusterResources {
+    /// The pools of `group`'s bundles: one, or all of them.
+    fn bundle_pools(
+        &self,
+        group: u64,
+        bundle: Option<usize>,
+    ) -> impl Iterator<Item = &ResourcePool> + '_ {
+        self.bundles
+            .iter()
+            .filter(move |((g, i), _)| *g == group && bundle.is_none_or(|b| b == *i))
+            .map(|(_, (_, pool))| pool)
+    }
+
     /// Whether some node could ever grant `request` under `strategy`.
     pub fn feasible(&self, request: &ResourceSet, strategy: &SchedulingStrategy) -> bool {
         match strategy {
             SchedulingStrategy::PlacementGroup { group, bundle } => self
-                .bundles
-                .iter()
-                .filter(|((g, i), _)| g == group && bundle.is_none_or(|b| b == *i))
-                .any(|(_, (_, pool))| pool.feasible(request)),
+                .bundle_pools(*group, *bundle)
+                .any(|pool| pool.feasible(request)),
             SchedulingStrategy::NodeAffinity {
                 node_id,
                 soft: false,
@@ -63,10 +73,8 @@ impl ClusterResources {
         let fits = |index: usize| self.nodes[index].1.can_grant(request);
         match strategy {
             SchedulingStrategy::PlacementGroup { group, bundle } => self
-                .bundles
-                .iter()
-                .filter(|((g, i), _)| g == group && bundle.is_none_or(|b| b == *i))
-                .any(|(_, (_, pool))| pool.can_grant(request)),
+                .bundle_pools(*group, *bundle)
+                .any(|pool| pool.can_grant(request)),
             SchedulingStrategy::NodeAffinity {
                 node_id,
                 soft: false,
