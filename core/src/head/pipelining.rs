@@ -28,7 +28,6 @@
 //! worker's entries after every change of its lease or its tasks.
 
 use super::NodeState;
-use crate::error::Error;
 use crate::ids::{TaskId, WorkerId};
 use crate::protocol::NodeToWorker;
 use rustc_hash::FxHashMap;
@@ -146,17 +145,11 @@ impl NodeState {
         self.pipeline.set(worker, slot);
     }
 
-    /// A worker leased for `shape` that `task_id` may go ahead to: only when
-    /// resources for it are short, and only behind a task of the same job
-    /// (a worker's output goes to the job of its latest task).
-    pub(super) fn worker_to_send_ahead(&self, shape: &str, task_id: TaskId) -> Option<WorkerId> {
+    /// A worker leased for `shape` that `task_id` may go ahead to: only
+    /// behind a task of the same job (a worker's output goes to the job of
+    /// its latest task).
+    fn worker_to_send_ahead(&self, shape: &str, task_id: TaskId) -> Option<WorkerId> {
         let task = self.tasks.get(&task_id)?;
-        if self
-            .pool
-            .can_acquire(&task.spec.resources, &task.spec.strategy)
-        {
-            return None;
-        }
         self.pipeline.with_room(shape).find(|worker| {
             let running = self.workers[worker].assigned.front();
             running.and_then(|t| self.tasks.get(t)).map(|t| t.job) == Some(task.job)
@@ -182,21 +175,28 @@ impl NodeState {
 
     /// Whether more than one shape wants the resources leased workers hold
     /// (queues in `blocked`, shapes with tasks ahead), or an actor or a
-    /// placement group waits for resources: then no task goes ahead.
-    pub(super) fn resources_contended(&self, blocked: &[String]) -> bool {
+    /// placement group (`groups_waiting`) waits for resources: then no task
+    /// goes ahead.
+    pub(super) fn resources_contended(&self, blocked: &[String], groups_waiting: bool) -> bool {
         if blocked.is_empty() && self.pipeline.ahead.is_empty() {
             return false;
         }
         let mut wanting: BTreeSet<&str> = blocked.iter().map(String::as_str).collect();
         wanting.extend(self.pipeline.ahead.keys().map(String::as_str));
-        wanting.len() > 1
-            || !self.actors_waiting.is_empty()
-            || (self.placement_groups.values()).any(|g| g.allocations.is_empty())
+        wanting.len() > 1 || !self.actors_waiting.is_empty() || groups_waiting
     }
 
     /// Sends tasks from the head of `shape`'s queue ahead to leased workers
-    /// while one has room.
+    /// while one has room, if resources for them are short (the queue may
+    /// instead wait for a worker that is starting).
     pub(super) fn send_ahead(&mut self, shape: &str) {
+        let short = self
+            .queues
+            .get(shape)
+            .is_some_and(|q| !self.pool.can_acquire(&q.request, &q.strategy));
+        if !short {
+            return;
+        }
         while let Some(&task_id) = self.queues.get(shape).and_then(|q| q.tasks.front()) {
             let Some(worker) = self.worker_to_send_ahead(shape, task_id) else {
                 return;
@@ -259,8 +259,7 @@ impl NodeState {
         if let Some(record) = owned {
             record.worker = None;
             if record.cancelled {
-                let function = record.spec.invocation.display_name();
-                self.finish_task(task_id, Err(Error::Cancelled { function }));
+                self.finish_cancelled(task_id);
             } else {
                 // It counts as an attempt only when it runs.
                 self.task_events

@@ -57,8 +57,10 @@ impl NodeState {
         Ok(())
     }
 
-    /// Reserves pending groups in creation order, each all or nothing.
-    pub(super) fn reserve_pending_groups(&mut self) {
+    /// Reserves pending groups in creation order, each all or nothing;
+    /// whether any still waits for resources.
+    pub(super) fn reserve_pending_groups(&mut self) -> bool {
+        let mut waiting = false;
         let pending: Vec<u64> = self
             .placement_groups
             .iter()
@@ -74,6 +76,7 @@ impl NodeState {
                 .map(|(_, p)| p.clone())
                 .collect();
             let Some(nodes) = placement::place(&pools, &group.bundles, group.strategy) else {
+                waiting = true;
                 continue;
             };
             let placement: Vec<(usize, ResourceSet)> = nodes
@@ -87,6 +90,7 @@ impl NodeState {
                 .allocations = allocations;
             self.ready_events += 1;
         }
+        waiting
     }
 
     pub(super) fn placement_group_ready(&self, id: u64) -> Result<bool> {

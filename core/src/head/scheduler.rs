@@ -37,7 +37,7 @@ impl NodeState {
         if self.shutting_down {
             return;
         }
-        self.reserve_pending_groups();
+        let groups_waiting = self.reserve_pending_groups();
         self.start_waiting_actors();
         let shapes: Vec<String> = self
             .queues
@@ -82,7 +82,7 @@ impl NodeState {
                 }
             }
         }
-        let contended = self.resources_contended(&blocked);
+        let contended = self.resources_contended(&blocked, groups_waiting);
         if let ([shape], false) = (&blocked[..], contended) {
             self.send_ahead(shape);
         }

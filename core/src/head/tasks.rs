@@ -287,7 +287,6 @@ impl NodeState {
         let Some(record) = self.tasks.get_mut(&task_id) else {
             return Ok(());
         };
-        let function = record.spec.invocation.display_name();
         let kind = record.kind;
         match (record.worker, kind) {
             (Some(worker), TaskKind::Stateless) => {
@@ -317,8 +316,16 @@ impl NodeState {
         for waiting in self.waiting_on.values_mut() {
             waiting.retain(|t| *t != task_id);
         }
-        self.finish_task(task_id, Err(Error::Cancelled { function }));
+        self.finish_cancelled(task_id);
         Ok(())
+    }
+
+    /// Ends `task_id` with `Error::Cancelled` naming its function.
+    pub(super) fn finish_cancelled(&mut self, task_id: TaskId) {
+        if let Some(record) = self.tasks.get(&task_id) {
+            let function = record.spec.invocation.display_name();
+            self.finish_task(task_id, Err(Error::Cancelled { function }));
+        }
     }
 }
 

@@ -433,8 +433,7 @@ impl NodeState {
             if let Some(task) = self.tasks.get_mut(&running) {
                 task.worker = None;
                 if task.cancelled {
-                    let function = task.spec.invocation.display_name();
-                    self.finish_task(running, Err(Error::Cancelled { function }));
+                    self.finish_cancelled(running);
                 } else if task.retries_left > 0 {
                     task.retries_left -= 1;
                     requeue.push(running);
@@ -453,10 +452,7 @@ impl NodeState {
         // Tasks sent ahead never started: they go back without using a retry.
         for ahead in assigned {
             match self.tasks.get(&ahead) {
-                Some(task) if task.cancelled => {
-                    let function = task.spec.invocation.display_name();
-                    self.finish_task(ahead, Err(Error::Cancelled { function }));
-                }
+                Some(task) if task.cancelled => self.finish_cancelled(ahead),
                 Some(_) => requeue.push(ahead),
                 None => {}
             }
