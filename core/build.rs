@@ -87,5 +87,15 @@ fn main() {
                 .build(),
         )
         .build();
-    Builder::new().compile(&[head, objects]);
+    let actor_calls = Service::builder()
+        .name("ActorCalls")
+        .package("oxray")
+        .method(
+            method("call_stream", "CallStream", "DirectCall", "DirectResult")
+                .client_streaming()
+                .server_streaming()
+                .build(),
+        )
+        .build();
+    Builder::new().compile(&[head, objects, actor_calls]);
 }

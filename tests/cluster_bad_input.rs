@@ -154,6 +154,7 @@ fn garbage_impostors_and_old_versions_are_refused_and_the_head_keeps_serving() {
         let impostor = WorkerToNode::Hello {
             worker_id: WorkerId(4242),
             pid: 1,
+            call_address: None,
         };
         let codec = PostcardCodec::<WorkerToNode, NodeToWorker>::default();
         let status = call(&head, "/oxray.Head/WorkerStream", impostor, codec)
@@ -238,6 +239,7 @@ fn a_second_hello_for_a_connected_worker_is_refused_and_the_worker_keeps_serving
         let hijack = WorkerToNode::Hello {
             worker_id: WorkerId(1),
             pid: 1,
+            call_address: None,
         };
         let codec = PostcardCodec::<WorkerToNode, NodeToWorker>::default();
         call(&head, "/oxray.Head/WorkerStream", hijack, codec)

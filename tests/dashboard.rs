@@ -310,8 +310,9 @@ fn dashboard_in_headless_chromium_shows_nodes_actors_jobs_and_refuses_a_wrong_to
         counts.windows(2).all(|w| w[0] <= w[1]),
         "cumulative: {counts:?}"
     );
-    // Two pings, the squares and the failing task: four `get`s at least.
-    assert!(counts.last().is_some_and(|c| *c >= 4.0), "{counts:?}");
+    // The squares and the failing task: two `get`s at least (the pings'
+    // results came straight from the actors' workers, not through the head).
+    assert!(counts.last().is_some_and(|c| *c >= 2.0), "{counts:?}");
     let jobs = client.list_jobs().unwrap();
     assert_eq!(
         metrics.value("oxray_jobs", &[("status", "SUCCEEDED")]),

@@ -170,6 +170,7 @@ fn forged_pids_and_object_paths_never_touch_anything_outside_the_cluster() {
         let forged = WorkerToNode::Hello {
             worker_id: oxray::core::WorkerId(0x5eed),
             pid: victim.id(),
+            call_address: None,
         };
         let refused = open::<_, NodeToWorker>(&address, &token, DRIVER_STREAM, forged).await;
         let Err(status) = refused else {

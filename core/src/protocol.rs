@@ -5,7 +5,12 @@
 //! actor calls, results, reference counts and the worker's own API requests all
 //! travel on it, so the hot path never pays for a new call. Because the stream
 //! is ordered, a worker's one-way messages (submit, put, release) need no reply:
-//! anything it sends later is seen after them.
+//! anything it sends later is seen after them. The one other stream carries
+//! direct actor calls from a caller to the actor's worker.
+//!
+//! Over 600 lines on purpose: every message of the wire protocol, whose
+//! version [`PROTOCOL_VERSION`] names, is in this one file, so a change to
+//! the protocol is one diff to review.
 
 use crate::error::Error;
 use crate::ids::{ActorId, JobId, ObjectId, TaskId, WorkerId};
@@ -161,6 +166,22 @@ pub enum Request {
     RemovePlacementGroup {
         id: u64,
     },
+    /// Where to send calls to `actor` directly: answered once the actor is
+    /// alive on a worker other than `not_on` (a worker the caller found
+    /// gone), or dead.
+    ResolveActor {
+        actor: ActorId,
+        not_on: Option<WorkerId>,
+    },
+    /// The values of `ids`, the ref arguments of a call `caller` sent this
+    /// actor's worker directly: answered as `Get` once the head has the
+    /// call from `caller`, whose stream carried the arguments' objects
+    /// ahead of it (or once `caller` is gone).
+    DirectCallArgs {
+        task_id: TaskId,
+        caller: WorkerId,
+        ids: Vec<ObjectId>,
+    },
 }
 
 impl Request {
@@ -181,6 +202,8 @@ impl Request {
             Request::CreatePlacementGroup { .. } => "CreatePlacementGroup",
             Request::WaitPlacementGroup { .. } => "WaitPlacementGroup",
             Request::RemovePlacementGroup { .. } => "RemovePlacementGroup",
+            Request::ResolveActor { .. } => "ResolveActor",
+            Request::DirectCallArgs { .. } => "DirectCallArgs",
         }
     }
 }
@@ -193,7 +216,18 @@ pub enum Reply {
     Objects(Vec<Result<ObjectBlob, Error>>),
     Ready(Vec<bool>),
     Value(Option<Vec<u8>>),
+    /// `None`: the actor is dead; its calls go through the head, which
+    /// fails them.
+    ActorRoute(Option<ActorRoute>),
     Done,
+}
+
+/// An actor's worker, as a caller reaches it directly.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActorRoute {
+    pub worker: WorkerId,
+    /// `host:port` of the worker's actor-call service.
+    pub address: String,
 }
 
 /// Worker → node.
@@ -203,6 +237,8 @@ pub enum WorkerToNode {
     Hello {
         worker_id: WorkerId,
         pid: u32,
+        /// `host:port` of its actor-call service (`worker/actor_calls.rs`).
+        call_address: Option<String>,
     },
     /// First message of a remote driver's stream: it submits work, runs none,
     /// and its workers run `executable`.
@@ -244,6 +280,46 @@ pub enum WorkerToNode {
     Withdrawn {
         task_id: TaskId,
     },
+    /// An actor call this process sends straight to the actor's worker:
+    /// sent to `worker`, or (`None`) held here until the head says where
+    /// the actor lives. The head records it like a submission (its object,
+    /// references, the state API) and, once sent, as running on `worker`
+    /// (retried or failed if that worker dies), without carrying it.
+    DirectCallSent {
+        spec: TaskSpec,
+        worker: Option<WorkerId>,
+    },
+    /// A call held here went to `worker`, or (`None`) is handed to the head
+    /// to send as any other call (the actor is dead, or has no direct route).
+    DirectCallRouted {
+        task_id: TaskId,
+        worker: Option<WorkerId>,
+    },
+    /// Results of calls sent directly, as the actor's `worker` returned them
+    /// to this process (a burst in one message): the head completes their
+    /// objects.
+    DirectCallsFinished {
+        worker: WorkerId,
+        results: Vec<DirectResult>,
+    },
+}
+
+/// Caller → an actor's worker, on a direct call stream.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DirectCall {
+    pub task_id: TaskId,
+    /// Who sent it (its id on the head), for its ref arguments.
+    pub caller: WorkerId,
+    pub invocation: Invocation,
+    /// Ref arguments are resolved by the actor's worker, in call order.
+    pub args: Vec<TaskArg>,
+}
+
+/// An actor's worker → a caller: the outcome of one of its direct calls.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DirectResult {
+    pub task_id: TaskId,
+    pub outcome: Result<ObjectBlob, Error>,
 }
 
 /// Node → worker.
@@ -269,7 +345,7 @@ pub enum NodeToWorker {
 }
 
 /// Nodes and drivers of one cluster must speak the same protocol.
-pub const PROTOCOL_VERSION: &str = concat!("oxray-", env!("CARGO_PKG_VERSION"), "-wire-4");
+pub const PROTOCOL_VERSION: &str = concat!("oxray-", env!("CARGO_PKG_VERSION"), "-wire-5");
 
 /// A node daemon → the head, on the node's control stream.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -231,6 +231,8 @@ async fn serve_worker(
     let _ = outbound.send(WorkerToNode::Hello {
         worker_id: worker,
         pid: std::process::id(),
+        // Its actors take calls through the head only.
+        call_address: None,
     });
     let opened = tokio::select! {
         opened = client.worker_stream(UnboundedReceiverStream::new(outbound_rx)) => opened,

@@ -71,6 +71,30 @@ impl<T: DeserializeOwned> Decoder for PostcardDecoder<T> {
 }
 
 /// Decodes one wire message; public so the fuzz target exercises exactly this.
+/// `first` and the messages already received after it on `inbound` (at
+/// most `max` in all), taken without waiting, so a burst is handled as one
+/// batch. `Some(end)` if the stream ended meanwhile: its error, or `None`
+/// if its peer closed it.
+pub(crate) fn with_ready<T>(
+    first: T,
+    inbound: &mut tonic::Streaming<T>,
+    max: usize,
+) -> (Vec<T>, Option<Option<Status>>) {
+    use std::task::{Context, Poll, Waker};
+    use tokio_stream::Stream;
+    let mut messages = vec![first];
+    let mut context = Context::from_waker(Waker::noop());
+    while messages.len() < max {
+        match std::pin::Pin::new(&mut *inbound).poll_next(&mut context) {
+            Poll::Ready(Some(Ok(message))) => messages.push(message),
+            Poll::Ready(Some(Err(status))) => return (messages, Some(Some(status))),
+            Poll::Ready(None) => return (messages, Some(None)),
+            Poll::Pending => break,
+        }
+    }
+    (messages, None)
+}
+
 pub fn decode_message<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Status> {
     postcard::from_bytes(bytes).map_err(|e| {
         Status::invalid_argument(format!(
@@ -183,6 +207,7 @@ mod tests {
                 encode(&p::WorkerToNode::Hello {
                     worker_id: WorkerId(7),
                     pid: 4242,
+                    call_address: Some("127.0.0.2:40000".into()),
                 }),
             ),
             (

@@ -171,17 +171,13 @@ impl NodeState {
         let job = record.job;
         self.tasks.insert(
             task_id,
-            TaskRecord {
+            TaskRecord::new(
                 spec,
                 job,
-                kind: TaskKind::ActorCreate(actor),
-                retries_left: 0,
-                missing_deps: 0,
-                worker: None,
-                cancelled: false,
-                withdrawing: false,
-                code: record.code.clone(),
-            },
+                TaskKind::ActorCreate(actor),
+                0,
+                record.code.clone(),
+            ),
         );
         self.assign(worker, task_id);
     }
@@ -203,12 +199,15 @@ impl NodeState {
         record.restarts_used += 1;
         record.status = ActorStatus::Starting;
         let inflight: Vec<TaskId> = record.inflight.drain(..).collect();
-        let mut retried = Vec::new();
+        let (mut retried, mut retried_direct) = (Vec::new(), Vec::new());
         for task in inflight {
             match self.tasks.get_mut(&task) {
                 Some(t) if t.retries_left > 0 => {
                     t.retries_left -= 1;
-                    retried.push(task);
+                    match t.direct_caller {
+                        Some(_) => retried_direct.push(task),
+                        None => retried.push(task),
+                    }
                 }
                 Some(t) => {
                     let error = Error::ActorDied {
@@ -224,6 +223,12 @@ impl NodeState {
         for task in retried.into_iter().rev() {
             record.pending.push_front(task);
         }
+        // Calls sent directly go through the head from now on, after those
+        // it sent itself (their arguments may still be on their way).
+        for task in retried_direct {
+            self.take_over_direct_call(task);
+        }
+        let record = self.actors.get_mut(&actor).expect("actor seen above");
         let node_alive = record
             .allocation
             .as_ref()
@@ -265,6 +270,8 @@ impl NodeState {
         };
         let newly_dead = !matches!(record.status, ActorStatus::Dead(_));
         record.status = ActorStatus::Dead(error.clone());
+        // Callers waiting for the actor's route learn it is dead.
+        self.ready_events += 1;
         let calls: Vec<TaskId> = record
             .inflight
             .drain(..)
@@ -336,38 +343,6 @@ mod tests {
     use super::super::test_support::*;
     use super::*;
     use crate::resources::CPU;
-    use tokio::sync::mpsc::UnboundedReceiver;
-
-    /// Creates an actor and runs its constructor to completion on a fresh
-    /// worker: (worker, its inbox).
-    fn start_actor(
-        state: &mut NodeState,
-        spec: ActorSpec,
-    ) -> (WorkerId, UnboundedReceiver<NodeToWorker>) {
-        let id = spec.actor_id;
-        state.create_actor(spec, JOB, None).expect("created");
-        state.schedule();
-        assert_eq!(state.actors[&id].status, ActorStatus::Starting);
-        let (worker, inbox) = state.start_one();
-        constructed(state, id, worker, inbox)
-    }
-
-    /// The actor's constructor is what its new worker runs first; it succeeds.
-    fn constructed(
-        state: &mut NodeState,
-        id: ActorId,
-        worker: WorkerId,
-        mut inbox: UnboundedReceiver<NodeToWorker>,
-    ) -> (WorkerId, UnboundedReceiver<NodeToWorker>) {
-        let runs = executed(&mut inbox);
-        assert_eq!(runs.len(), 1);
-        assert!(
-            matches!(&runs[0].invocation, Invocation::ActorCreate { class } if class == "Counter")
-        );
-        state.finish(worker, runs[0].task_id, Ok(inline(b"")));
-        assert_eq!(state.actors[&id].status, ActorStatus::Alive);
-        (worker, inbox)
-    }
 
     #[test]
     fn an_actor_holds_its_resources_and_runs_its_calls_in_order() {
@@ -375,7 +350,7 @@ mod tests {
         let mut state = NodeState::for_test(cpus(2.0), 1 << 20);
         let spec = ids.actor(cpus(1.0), 0);
         let actor = spec.actor_id;
-        let (worker, mut inbox) = start_actor(&mut state, spec);
+        let (worker, mut inbox) = state.start_actor(spec);
         assert_eq!(state.free(HEAD, CPU), 1.0);
         assert_eq!(state.actors[&actor].worker, Some(worker));
         let calls: Vec<TaskSpec> = (0..3).map(|_| ids.call(actor, "add")).collect();
@@ -403,7 +378,7 @@ mod tests {
             let mut state = NodeState::for_test(cpus(1.0), 1 << 20);
             let spec = ids.actor(cpus(1.0), max_restarts);
             let actor = spec.actor_id;
-            let (mut worker, _) = start_actor(&mut state, spec);
+            let (mut worker, _) = state.start_actor(spec);
             let mut restarts = 0;
             loop {
                 state.worker_exited(worker, "killed");
@@ -433,7 +408,7 @@ mod tests {
                 );
                 worker = spawns[0].0;
                 let inbox = state.connect(worker);
-                constructed(&mut state, actor, worker, inbox);
+                state.constructed(actor, worker, inbox);
             }
             assert_eq!(restarts, max_restarts);
             assert_eq!(state.free(HEAD, CPU), 1.0, "a dead actor's CPU is released");
@@ -455,7 +430,7 @@ mod tests {
                 ..ids.actor(cpus(1.0), 1)
             };
             let actor = spec.actor_id;
-            let (worker, mut inbox) = start_actor(&mut state, spec);
+            let (worker, mut inbox) = state.start_actor(spec);
             let call = ids.call(actor, "add");
             let (task, output) = (call.task_id, call.return_id);
             state.submit_now(call);
@@ -464,7 +439,7 @@ mod tests {
             state.schedule();
             assert_eq!(error_kind(&state.value(output)), outcome);
             let (new_worker, inbox) = state.start_one();
-            let (_, mut inbox) = constructed(&mut state, actor, new_worker, inbox);
+            let (_, mut inbox) = state.constructed(actor, new_worker, inbox);
             let rerun = executed_ids(&mut inbox);
             assert_eq!(rerun == vec![task], retries > 0, "retries={retries}");
         }
@@ -503,7 +478,7 @@ mod tests {
         let first = ids.actor(cpus(1.0), 0);
         let second = ids.actor(cpus(1.0), 0);
         let (first_id, second_id) = (first.actor_id, second.actor_id);
-        start_actor(&mut state, first);
+        state.start_actor(first);
         state.create_actor(second, JOB, None).expect("created");
         state.schedule();
         assert_eq!(
@@ -534,7 +509,7 @@ mod tests {
             let ids = Ids::new();
             let mut state = NodeState::for_test(cpus(f64::from(others + 1)), 1 << 20);
             for _ in 0..others {
-                start_actor(&mut state, ids.actor(cpus(1.0), 0));
+                state.start_actor(ids.actor(cpus(1.0), 0));
             }
             let spec = ids.actor(cpus(1.0), 0);
             let actor = spec.actor_id;
@@ -547,7 +522,7 @@ mod tests {
                 state.submit_now(call.clone());
                 assert_eq!(state.actors[&actor].pending.len(), 1, "held while starting");
             }
-            let (_, mut inbox) = constructed(&mut state, actor, worker, inbox);
+            let (_, mut inbox) = state.constructed(actor, worker, inbox);
             state.schedule();
             if !while_starting {
                 state.submit_now(call);
@@ -571,7 +546,7 @@ mod tests {
             for _ in 0..killed {
                 let spec = ids.actor(cpus(1.0), 0);
                 actors.push(spec.actor_id);
-                start_actor(&mut state, spec);
+                state.start_actor(spec);
                 state.kill_actor(*actors.last().unwrap()).expect("killed");
                 state.schedule();
             }

@@ -6,7 +6,7 @@
 //! released. Named actors live in the namespace of the job that made them.
 
 use super::actors::ActorStatus;
-use super::executables::JobCode;
+use super::executables::{Code, JobCode};
 use super::tasks::TaskKind;
 use super::worker_pool::WorkerRecord;
 use super::{Node, NodeState};
@@ -64,6 +64,7 @@ impl Node {
                     code: Some(Arc::new(JobCode { job, executable })),
                     pid: None,
                     sender: Some(sender),
+                    call_address: None,
                     gpu_ids: Vec::new(),
                     actor: None,
                     lease: None,
@@ -178,6 +179,19 @@ impl NodeState {
 
     /// The job a process works for: a driver's own, an actor's creator's, or
     /// the job of the task a worker runs (nested submissions belong to it).
+    /// The job and code of a task `worker` submits, counting the refs it
+    /// hands over if `worker` is a remote driver.
+    pub(super) fn submitted_by(
+        &mut self,
+        worker: WorkerId,
+        embedded: JobId,
+        spec: &TaskSpec,
+    ) -> (JobId, Code) {
+        let job = self.job_of(worker, embedded);
+        self.note_driver_refs(worker, &[spec.return_id], &spec.args);
+        (job, self.code_of(worker))
+    }
+
     pub(super) fn job_of(&self, worker: WorkerId, embedded: JobId) -> JobId {
         if let Some(driver) = self.drivers.get(&worker) {
             return driver.job;

@@ -58,6 +58,7 @@ mod actor_handles;
 mod actors;
 mod bounds;
 mod config;
+mod direct_calls;
 mod embedded;
 mod executables;
 #[cfg(test)]
@@ -114,6 +115,7 @@ use worker_pool::{TaskWorkerIndex, WorkerRecord, MAX_TASK_WORKERS};
 pub(crate) mod generated {
     include!(concat!(env!("OUT_DIR"), "/oxray.Head.rs"));
     include!(concat!(env!("OUT_DIR"), "/oxray.ObjectStore.rs"));
+    include!(concat!(env!("OUT_DIR"), "/oxray.ActorCalls.rs"));
 }
 
 struct NodeState {
@@ -148,6 +150,9 @@ struct NodeState {
     jobs: FxHashMap<JobId, JobStatus>,
     /// The connected remote drivers, and what each job holds.
     drivers: FxHashMap<WorkerId, DriverJob>,
+    /// Actor calls each caller sends directly and that have not finished:
+    /// they end with it (`direct_calls.rs`).
+    direct_calls: FxHashMap<WorkerId, rustc_hash::FxHashSet<TaskId>>,
     /// Why a job's executable cannot run on a node: (node, job) -> error; job
     /// `None` is the embedded driver's image.
     unavailable: HashMap<(String, Option<JobId>), Error>,
@@ -207,6 +212,7 @@ impl NodeState {
             dead_nodes: VecDeque::new(),
             jobs: FxHashMap::default(),
             drivers: FxHashMap::default(),
+            direct_calls: FxHashMap::default(),
             unavailable: HashMap::new(),
             kv: HashMap::new(),
             placement_groups: Default::default(),

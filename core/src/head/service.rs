@@ -10,29 +10,31 @@ use super::object_directory::Outstanding;
 use super::object_waiters::WakeOn;
 use super::{Node, NodeState};
 use crate::error::{Error, Result};
-use crate::ids::{TaskId, WorkerId};
+use crate::ids::{ObjectId, TaskId, WorkerId};
 use crate::packaging;
 use crate::protocol::*;
 use crate::runtime::Backend;
 use std::pin::Pin;
 use std::sync::{Arc, Weak};
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 
-/// A message that only changes the head's state: a task's result or a
-/// submission. A burst of them from one stream is applied under one lock
-/// with one scheduling pass, instead of a lock, a pass and an effects round
-/// per message.
-enum StateUpdate {
-    Finished {
-        task_id: TaskId,
-        outcome: Result<ObjectBlob>,
-    },
-    Submit(TaskSpec),
-    Withdrawn(TaskId),
+/// Whether `message` only changes the head's state: a task's result, a
+/// submission, a withdrawal, a direct call's record. A run of them from one
+/// stream is applied under one lock with one scheduling pass, instead of a
+/// lock, a pass and an effects round per message.
+fn is_state_update(message: &WorkerToNode) -> bool {
+    matches!(
+        message,
+        WorkerToNode::Finished { .. }
+            | WorkerToNode::Submit(_)
+            | WorkerToNode::Withdrawn { .. }
+            | WorkerToNode::DirectCallSent { .. }
+            | WorkerToNode::DirectCallRouted { .. }
+            | WorkerToNode::DirectCallsFinished { .. }
+    )
 }
 
 /// The most messages already received on a stream that are handled as one
@@ -42,58 +44,57 @@ const MAX_BATCH: usize = 256;
 
 impl Node {
     /// Handles messages in the order they came on `worker`'s stream, each
-    /// run of submissions and results under one lock.
+    /// run of state updates under one lock.
     pub(super) fn handle_worker_messages(&self, worker: WorkerId, messages: Vec<WorkerToNode>) {
-        let mut updates = Vec::new();
-        for message in messages {
-            match message {
-                WorkerToNode::Finished { task_id, outcome } => {
-                    updates.push(StateUpdate::Finished { task_id, outcome })
-                }
-                WorkerToNode::Submit(spec) => updates.push(StateUpdate::Submit(spec)),
-                WorkerToNode::Withdrawn { task_id } => {
-                    updates.push(StateUpdate::Withdrawn(task_id))
-                }
-                other => {
-                    // What came before it is applied first: stream order.
-                    self.apply_updates(worker, &mut updates);
-                    self.handle_worker_message(worker, other);
-                }
+        let mut messages = messages.into_iter().peekable();
+        while let Some(next) = messages.peek() {
+            if is_state_update(next) {
+                self.with_state(|state| {
+                    while let Some(update) = messages.next_if(is_state_update) {
+                        self.apply_state_update(state, worker, update);
+                    }
+                });
+            } else if let Some(message) = messages.next() {
+                self.handle_worker_message(worker, message);
             }
         }
-        self.apply_updates(worker, &mut updates);
     }
 
-    fn apply_updates(&self, worker: WorkerId, updates: &mut Vec<StateUpdate>) {
-        if updates.is_empty() {
-            return;
-        }
-        self.with_state(|state| {
-            for update in updates.drain(..) {
-                match update {
-                    StateUpdate::Finished { task_id, outcome } => {
-                        state.task_finished(worker, task_id, outcome)
-                    }
-                    StateUpdate::Submit(spec) => {
-                        let job = state.job_of(worker, self.embedded_job);
-                        state.note_driver_refs(worker, &[spec.return_id], &spec.args);
-                        let code = state.code_of(worker);
-                        state.submit(spec, job, code)
-                    }
-                    StateUpdate::Withdrawn(task_id) => state.task_withdrawn(worker, task_id),
+    fn apply_state_update(&self, state: &mut NodeState, worker: WorkerId, update: WorkerToNode) {
+        match update {
+            WorkerToNode::Finished { task_id, outcome } => {
+                state.task_finished(worker, task_id, outcome)
+            }
+            WorkerToNode::Submit(spec) => {
+                let (job, code) = state.submitted_by(worker, self.embedded_job, &spec);
+                state.submit(spec, job, code)
+            }
+            WorkerToNode::Withdrawn { task_id } => state.task_withdrawn(worker, task_id),
+            WorkerToNode::DirectCallSent { spec, worker: to } => {
+                let (job, code) = state.submitted_by(worker, self.embedded_job, &spec);
+                state.direct_call_sent(worker, spec, to, job, code)
+            }
+            WorkerToNode::DirectCallRouted {
+                task_id,
+                worker: to,
+            } => state.direct_call_routed(task_id, to),
+            WorkerToNode::DirectCallsFinished {
+                worker: from,
+                results,
+            } => {
+                for DirectResult { task_id, outcome } in results {
+                    state.direct_call_finished(task_id, from, outcome)
                 }
             }
-        })
+            other => unreachable!("not a state update: {other:?}"),
+        }
     }
 
-    /// Handles a message other than a submission or a result.
+    /// Handles a message other than a state update. A second hello is
+    /// ignored: the stream's first message said who it is.
     fn handle_worker_message(&self, worker: WorkerId, message: WorkerToNode) {
         match message {
-            WorkerToNode::Hello { .. }
-            | WorkerToNode::DriverHello { .. }
-            | WorkerToNode::Finished { .. }
-            | WorkerToNode::Submit(_)
-            | WorkerToNode::Withdrawn { .. } => {}
+            WorkerToNode::Hello { .. } | WorkerToNode::DriverHello { .. } => {}
             WorkerToNode::Put { id, value } => {
                 self.state.lock().note_driver_refs(worker, &[id], &[]);
                 self.put(id, value)
@@ -111,6 +112,7 @@ impl Node {
                 request_id,
                 request,
             } => self.handle_request(worker, request_id, request),
+            update => self.with_state(|state| self.apply_state_update(state, worker, update)),
         }
     }
 
@@ -210,7 +212,7 @@ impl Node {
                     let Some(node) = node.upgrade() else { return };
                     let timeout = Some(Duration::from_millis(timeout_ms));
                     let reply = node
-                        .await_until(worker, timeout, |state| {
+                        .await_until(Some(worker), timeout, |state| {
                             Ok(WakeOn::unless(state.placement_group_ready(id)?))
                         })
                         .await
@@ -225,7 +227,7 @@ impl Node {
                     let Some(node) = node.upgrade() else { return };
                     let timeout = Some(Duration::from_millis(timeout_ms));
                     let reply = node
-                        .await_until(worker, timeout, |state| {
+                        .await_until(Some(worker), timeout, |state| {
                             Ok(WakeOn::unless(state.kv.contains_key(&key)))
                         })
                         .await
@@ -234,23 +236,28 @@ impl Node {
                 });
             }
             Request::Get { ids, timeout_ms } => {
+                let timeout = timeout_ms.map(Duration::from_millis);
+                self.get_values(worker, ids, timeout, None, reply_to)
+            }
+            Request::DirectCallArgs {
+                task_id,
+                caller,
+                ids,
+            } => self.get_values(worker, ids, None, Some((task_id, caller)), reply_to),
+            Request::ResolveActor { actor, not_on } => {
+                // The caller keeps running meanwhile (its calls wait in its
+                // own queue), so nothing of it is lent out.
                 let node = self.weak();
                 self.runtime.spawn(async move {
                     let Some(node) = node.upgrade() else { return };
-                    let timeout = timeout_ms.map(Duration::from_millis);
-                    let mut outstanding = Outstanding::new(&ids);
-                    let reply = node
-                        .await_until(worker, timeout, |state| {
-                            let missing = outstanding.missing(state)?;
-                            Ok((missing > 0)
-                                .then(|| WakeOn::Objects(outstanding.register(state, missing))))
+                    let mut route = None;
+                    let found = node
+                        .await_until(None, None, |state| {
+                            route = state.actor_route(actor, not_on);
+                            Ok(WakeOn::unless(route.is_some()))
                         })
-                        .await
-                        .map(|_| {
-                            let state = node.state.lock();
-                            Reply::Objects(ids.iter().map(|id| state.value_of(*id)).collect())
-                        });
-                    reply_to(&node, reply);
+                        .await;
+                    reply_to(&node, found.map(|_| Reply::ActorRoute(route.flatten())));
                 });
             }
             Request::Wait {
@@ -269,7 +276,7 @@ impl Node {
                             WakeOn::Objects(outstanding.register(state, num_returns - ready))
                         }))
                     };
-                    let reply = match node.await_until(worker, timeout, enough).await {
+                    let reply = match node.await_until(Some(worker), timeout, enough).await {
                         Ok(()) | Err(Error::Timeout { .. }) => Ok(Reply::Ready(
                             node.state.lock().ready_flags(&ids, num_returns),
                         )),
@@ -281,12 +288,51 @@ impl Node {
         }
     }
 
-    /// Waits (asynchronously, for a worker) until `look` finds nothing left
-    /// to wait for, lending the worker's resources out meanwhile. `look`
-    /// says what to wait for before looking again.
-    pub(super) async fn await_until(
+    /// Answers `worker` the values of `ids` once all are ready (a `get`).
+    /// For the ref arguments of a direct call (`after_call`: the call and
+    /// its caller), first waits until the head has that call, so the
+    /// objects its caller sent ahead of it are known.
+    fn get_values(
         &self,
         worker: WorkerId,
+        ids: Vec<ObjectId>,
+        timeout: Option<Duration>,
+        after_call: Option<(TaskId, WorkerId)>,
+        reply_to: impl FnOnce(&Node, Result<Reply>) + Send + 'static,
+    ) {
+        let node = self.weak();
+        self.runtime.spawn(async move {
+            let Some(node) = node.upgrade() else { return };
+            let mut outstanding = Outstanding::new(&ids);
+            let reply = node
+                .await_until(Some(worker), timeout, |state| {
+                    if let Some((task_id, caller)) = after_call {
+                        if !state.direct_call_known(task_id, caller) {
+                            return Ok(Some(WakeOn::AnyChange));
+                        }
+                    }
+                    let missing = outstanding.missing(state)?;
+                    Ok(
+                        (missing > 0)
+                            .then(|| WakeOn::Objects(outstanding.register(state, missing))),
+                    )
+                })
+                .await
+                .map(|_| {
+                    let state = node.state.lock();
+                    Reply::Objects(ids.iter().map(|id| state.value_of(*id)).collect())
+                });
+            reply_to(&node, reply);
+        });
+    }
+
+    /// Waits (asynchronously, for a worker) until `look` finds nothing left
+    /// to wait for, lending the resources of `lend_from` (the worker blocked
+    /// on the answer) out meanwhile. `look` says what to wait for before
+    /// looking again.
+    pub(super) async fn await_until(
+        &self,
+        lend_from: Option<WorkerId>,
         timeout: Option<Duration>,
         mut look: impl FnMut(&mut NodeState) -> Result<Option<WakeOn>>,
     ) -> Result<()> {
@@ -301,7 +347,7 @@ impl Node {
                 Ok(None) => break Ok(()),
                 Ok(Some(wake_on)) => wake_on,
             };
-            if !lent {
+            if let (false, Some(worker)) = (lent, lend_from) {
                 lent = true;
                 self.with_state(|state| state.lend_out(worker, true));
             }
@@ -332,7 +378,7 @@ impl Node {
                 });
             }
         };
-        if lent {
+        if let (true, Some(worker)) = (lent, lend_from) {
             self.with_state(|state| state.lend_out(worker, false));
         }
         outcome
@@ -373,8 +419,12 @@ impl HeadService for HeadEndpoint {
         let worker = match first {
             // The pid a worker reports is never believed: the process
             // that spawned it recorded the real one.
-            Some(WorkerToNode::Hello { worker_id, .. }) => {
-                if !node.register_worker(worker_id, sender) {
+            Some(WorkerToNode::Hello {
+                worker_id,
+                call_address,
+                ..
+            }) => {
+                if !node.register_worker(worker_id, sender, call_address) {
                     return Err(tonic::Status::permission_denied(format!(
                         "{worker_id} was not started by this cluster"
                     )));
@@ -542,17 +592,8 @@ type ChunkStream = Pin<Box<dyn Stream<Item = std::result::Result<Chunk, tonic::S
 /// [`MAX_BATCH`]), without waiting for more; and why the stream ended, if it
 /// did meanwhile.
 fn received_with<T>(first: T, inbound: &mut tonic::Streaming<T>) -> (Vec<T>, Option<String>) {
-    let mut messages = vec![first];
-    let mut context = Context::from_waker(Waker::noop());
-    while messages.len() < MAX_BATCH {
-        match Pin::new(&mut *inbound).poll_next(&mut context) {
-            Poll::Ready(Some(Ok(message))) => messages.push(message),
-            Poll::Ready(Some(Err(status))) => return (messages, Some(end_reason(Some(status)))),
-            Poll::Ready(None) => return (messages, Some(end_reason(None))),
-            Poll::Pending => break,
-        }
-    }
-    (messages, None)
+    let (messages, ended) = crate::wire::with_ready(first, inbound, MAX_BATCH);
+    (messages, ended.map(end_reason))
 }
 
 /// Why a stream to the head ended: its peer closed it, or it failed.

@@ -32,12 +32,69 @@ pub(super) struct TaskRecord {
     pub(super) withdrawing: bool,
     /// The submitter's executable, which a stateless task runs.
     pub(super) code: Code,
+    /// An actor call its caller sends straight to the actor's worker
+    /// (`direct_calls.rs`): its result comes from that caller.
+    pub(super) direct_caller: Option<WorkerId>,
+}
+
+impl TaskRecord {
+    /// A task not yet on any worker.
+    pub(super) fn new(
+        spec: TaskSpec,
+        job: JobId,
+        kind: TaskKind,
+        retries_left: u32,
+        code: Code,
+    ) -> TaskRecord {
+        TaskRecord {
+            spec,
+            job,
+            kind,
+            retries_left,
+            missing_deps: 0,
+            worker: None,
+            cancelled: false,
+            withdrawing: false,
+            code,
+            direct_caller: None,
+        }
+    }
 }
 
 impl NodeState {
     /// A task submitted for `job` by a process running `code`.
     pub(super) fn submit(&mut self, spec: TaskSpec, job: JobId, code: Code) {
-        let return_id = spec.return_id;
+        self.record_submission(&spec);
+        let kind = match spec.actor {
+            Some(actor) => TaskKind::ActorCall(actor),
+            None => TaskKind::Stateless,
+        };
+        if kind == TaskKind::Stateless && !self.pool.feasible(&spec.resources, &spec.strategy) {
+            let error = Error::Infeasible {
+                what: spec.invocation.display_name(),
+                requested: spec.resources.to_string(),
+                available: self.pool.largest_node(),
+            };
+            self.release_args(&spec.args);
+            let outcome = Err(error);
+            self.record_end(spec.task_id, &outcome);
+            return self.complete(spec.return_id, outcome);
+        }
+        let task_id = spec.task_id;
+        let retries_left = match kind {
+            TaskKind::ActorCall(actor) => self.max_task_retries(actor),
+            _ => spec.max_retries,
+        };
+        self.tasks.insert(
+            task_id,
+            TaskRecord::new(spec, job, kind, retries_left, code),
+        );
+        self.track_dependencies(task_id);
+    }
+
+    /// A submitted task's row in the task events and its return object,
+    /// counted once for the submitter's reference.
+    pub(super) fn record_submission(&mut self, spec: &TaskSpec) {
         self.task_events.submitted(|| TaskRow {
             task_id: spec.task_id,
             name: spec.invocation.display_name(),
@@ -58,51 +115,20 @@ impl NodeState {
             error: None,
         });
         self.objects.insert(
-            return_id,
+            spec.return_id,
             ObjectEntry {
                 value: None,
                 refs: 1,
                 producer: Some(spec.task_id),
             },
         );
-        let kind = match spec.actor {
-            Some(actor) => TaskKind::ActorCall(actor),
-            None => TaskKind::Stateless,
-        };
-        if kind == TaskKind::Stateless && !self.pool.feasible(&spec.resources, &spec.strategy) {
-            let error = Error::Infeasible {
-                what: spec.invocation.display_name(),
-                requested: spec.resources.to_string(),
-                available: self.pool.largest_node(),
-            };
-            self.release_args(&spec.args);
-            let outcome = Err(error);
-            self.record_end(spec.task_id, &outcome);
-            return self.complete(return_id, outcome);
-        }
-        let task_id = spec.task_id;
-        let retries_left = match kind {
-            TaskKind::ActorCall(actor) => self
-                .actors
-                .get(&actor)
-                .map_or(0, |a| a.spec.max_task_retries),
-            _ => spec.max_retries,
-        };
-        self.tasks.insert(
-            task_id,
-            TaskRecord {
-                spec,
-                job,
-                kind,
-                retries_left,
-                missing_deps: 0,
-                worker: None,
-                cancelled: false,
-                withdrawing: false,
-                code,
-            },
-        );
-        self.track_dependencies(task_id);
+    }
+
+    /// How often a call to `actor` is retried when its worker dies.
+    pub(super) fn max_task_retries(&self, actor: ActorId) -> u32 {
+        self.actors
+            .get(&actor)
+            .map_or(0, |a| a.spec.max_task_retries)
     }
 
     /// Counts the task's ref arguments that are not ready yet; the task moves on
@@ -189,6 +215,9 @@ impl NodeState {
         let Some(record) = self.tasks.remove(&task_id) else {
             return;
         };
+        if let Some(caller) = record.direct_caller {
+            self.forget_direct_call(caller, task_id);
+        }
         self.release_args(&record.spec.args);
         self.record_end(task_id, &outcome);
         self.complete(record.spec.return_id, outcome);
@@ -268,6 +297,8 @@ impl NodeState {
                         if let Some(a) = self.actors.get_mut(&actor) {
                             a.status = ActorStatus::Alive;
                             self.note_pending_calls(actor);
+                            // Callers waiting for its route get it now.
+                            self.ready_events += 1;
                         }
                     }
                     Err(error) => {
@@ -289,6 +320,8 @@ impl NodeState {
         };
         let kind = record.kind;
         match (record.worker, kind) {
+            // A call its caller sends itself is not the head's to take back.
+            _ if record.direct_caller.is_some() => return Ok(()),
             (Some(worker), TaskKind::Stateless) => {
                 let running =
                     self.workers.get(&worker).and_then(|w| w.assigned.front()) == Some(&task_id);

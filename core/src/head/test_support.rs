@@ -5,6 +5,7 @@
 //! as `Node::with_state` does (an event, then `schedule`), with no process,
 //! socket or runtime.
 
+use super::actors::ActorStatus;
 use super::task_events::TaskEvents;
 use super::{Effect, NodeState, Retention};
 use crate::error::{Error, Result};
@@ -186,7 +187,7 @@ impl NodeState {
     pub(super) fn connect(&mut self, worker: WorkerId) -> UnboundedReceiver<NodeToWorker> {
         let (sender, receiver) = unbounded_channel();
         assert!(
-            self.worker_connected(worker, sender),
+            self.worker_connected(worker, sender, Some(call_address(worker))),
             "{worker} was not started"
         );
         self.schedule();
@@ -220,6 +221,38 @@ impl NodeState {
             .get(&id)
             .and_then(|e| e.value.as_deref())
             .cloned()
+    }
+
+    /// Creates an actor and runs its constructor to completion on a fresh
+    /// worker: (worker, its inbox).
+    pub(super) fn start_actor(
+        &mut self,
+        spec: ActorSpec,
+    ) -> (WorkerId, UnboundedReceiver<NodeToWorker>) {
+        let id = spec.actor_id;
+        self.create_actor(spec, JOB, None).expect("created");
+        self.schedule();
+        assert_eq!(self.actors[&id].status, ActorStatus::Starting);
+        let (worker, inbox) = self.start_one();
+        self.constructed(id, worker, inbox)
+    }
+
+    /// The actor's constructor is what its new worker runs first; it
+    /// succeeds.
+    pub(super) fn constructed(
+        &mut self,
+        id: ActorId,
+        worker: WorkerId,
+        mut inbox: UnboundedReceiver<NodeToWorker>,
+    ) -> (WorkerId, UnboundedReceiver<NodeToWorker>) {
+        let runs = executed(&mut inbox);
+        assert_eq!(runs.len(), 1);
+        assert!(
+            matches!(&runs[0].invocation, Invocation::ActorCreate { class } if class == "Counter")
+        );
+        self.finish(worker, runs[0].task_id, Ok(inline(b"")));
+        assert_eq!(self.actors[&id].status, ActorStatus::Alive);
+        (worker, inbox)
     }
 
     /// Free amount of `resource` on `node`.
@@ -273,4 +306,9 @@ impl NodeState {
         );
         self.complete(id, Ok(blob));
     }
+}
+
+/// Where a test's `worker` says it serves actor calls.
+pub(super) fn call_address(worker: WorkerId) -> String {
+    format!("worker-{}:1", worker.0)
 }

@@ -29,6 +29,8 @@ pub(super) struct WorkerRecord {
     pub(super) is_driver: bool,
     pub(super) pid: Option<u32>,
     pub(super) sender: Option<mpsc::UnboundedSender<NodeToWorker>>,
+    /// Where callers reach its actor-call service, from its hello.
+    pub(super) call_address: Option<String>,
     pub(super) gpu_ids: Vec<u32>,
     pub(super) actor: Option<ActorId>,
     pub(super) lease: Option<Lease>,
@@ -314,8 +316,9 @@ impl Node {
         &self,
         worker: WorkerId,
         sender: mpsc::UnboundedSender<NodeToWorker>,
+        call_address: Option<String>,
     ) -> bool {
-        self.with_state(|state| state.worker_connected(worker, sender))
+        self.with_state(|state| state.worker_connected(worker, sender, call_address))
     }
 }
 
@@ -334,6 +337,7 @@ impl NodeState {
             is_driver: false,
             pid: None,
             sender: None,
+            call_address: None,
             gpu_ids: gpu_ids.clone(),
             actor,
             lease: None,
@@ -361,6 +365,7 @@ impl NodeState {
         &mut self,
         worker: WorkerId,
         sender: mpsc::UnboundedSender<NodeToWorker>,
+        call_address: Option<String>,
     ) -> bool {
         let Some(record) = self.workers.get_mut(&worker) else {
             return false;
@@ -369,6 +374,7 @@ impl NodeState {
             return false;
         }
         record.sender = Some(sender);
+        record.call_address = call_address;
         match record.actor {
             Some(actor) => self.start_actor_on(actor, worker),
             None => self.task_workers.connected(record.pool_key(), worker),
@@ -385,6 +391,7 @@ impl NodeState {
     }
 
     pub(super) fn worker_exited(&mut self, worker: WorkerId, message: &str) {
+        self.direct_caller_gone(worker);
         if let Some(driver) = self.drivers.remove(&worker) {
             self.end_job(driver);
         }
@@ -486,7 +493,11 @@ mod tests {
         ];
         for (hello, accepted) in table {
             let (sender, _receiver) = unbounded_channel();
-            assert_eq!(state.worker_connected(hello, sender), accepted, "{hello}");
+            assert_eq!(
+                state.worker_connected(hello, sender, None),
+                accepted,
+                "{hello}"
+            );
         }
     }
 

@@ -8,13 +8,14 @@
 //! reference lives (`owned_values.rs`), so getting them back needs no
 //! request.
 
+use super::actor_submitter::ActorSubmitter;
 use super::owned_values::OwnedValues;
-use super::task_queue::TaskQueue;
+use super::task_queue::{QueuedTask, TaskQueue};
 use crate::auth::AttachToken;
 use crate::error::{Error, Result};
 use crate::head::generated::head_client::HeadClient;
 use crate::head_link;
-use crate::ids::{ActorId, IdMinter, ObjectId};
+use crate::ids::{ActorId, IdMinter, ObjectId, TaskId, WorkerId};
 use crate::packaging::{self, JobExecutable, ShipExecutable};
 use crate::protocol::*;
 use crate::runtime::Backend;
@@ -71,7 +72,11 @@ impl Connection {
                 .map(tonic::Response::into_inner)
                 .map_err(|status| crate::auth::explain_refusal(&status, "the head", address))
         })?;
-        let client = Arc::new(WorkerClient {
+        let client = Arc::new_cyclic(|this| WorkerClient {
+            this: this.clone(),
+            runtime: runtime.handle().clone(),
+            submitter: ActorSubmitter::default(),
+            id: WorkerId(identity.origin),
             outbound,
             session: identity.session,
             node_id: identity.node_id,
@@ -91,6 +96,11 @@ impl Connection {
         })
     }
 
+    /// Enters the connection's runtime, for what must be set up on it.
+    pub(super) fn enter(&self) -> tokio::runtime::EnterGuard<'_> {
+        self.runtime.enter()
+    }
+
     /// Dispatches what the head sends until it closes the stream: tasks go to
     /// `tasks` (a worker), replies to the callers waiting for them.
     pub(super) fn serve(mut self, tasks: Option<&TaskQueue>) {
@@ -103,7 +113,7 @@ impl Connection {
                 };
                 match message {
                     Ok(Some(NodeToWorker::Execute(task))) => match tasks {
-                        Some(tasks) => tasks.push(task),
+                        Some(tasks) => tasks.push(QueuedTask::FromHead(task)),
                         None => break "a task arrived at a driver".to_string(),
                     },
                     Ok(Some(NodeToWorker::Withdraw { task_id })) => {
@@ -141,6 +151,7 @@ impl Connection {
                 reason.clone(),
             )));
         }
+        client.submitter.head_lost();
     }
 }
 
@@ -189,11 +200,18 @@ pub(crate) fn connect_driver(
 
 /// The backend of a worker process: API calls become messages on the stream.
 pub(super) struct WorkerClient {
+    pub(super) this: std::sync::Weak<WorkerClient>,
+    /// The connection's runtime, for background work (direct actor calls).
+    pub(super) runtime: tokio::runtime::Handle,
+    /// Actor calls sent straight to the actors' workers.
+    pub(super) submitter: ActorSubmitter,
+    /// This process's id on the head (a worker's, or a joined driver's).
+    pub(super) id: WorkerId,
     outbound: mpsc::UnboundedSender<WorkerToNode>,
     session: String,
     node_id: String,
     object_server: Option<String>,
-    token: String,
+    pub(super) token: String,
     ids: IdMinter,
     head_address: String,
     /// Callers waiting for replies; `None` once the head is gone.
@@ -211,18 +229,28 @@ impl WorkerClient {
         let _ = self.outbound.send(message);
     }
 
-    fn request(&self, request: Request) -> Result<Reply> {
+    /// Sends `request`; its answer arrives on the receiver (an error at
+    /// once if the head is gone).
+    pub(super) fn request_async(&self, request: Request) -> oneshot::Receiver<Result<Reply>> {
         let request_id = self.next_request.fetch_add(1, Ordering::Relaxed);
         let (waiter, answer) = oneshot::channel();
         match self.pending.lock().as_mut() {
             Some(pending) => pending.insert(request_id, waiter),
-            None => return Err(self.head_lost()),
+            None => {
+                let (lost, answer) = oneshot::channel();
+                let _ = lost.send(Err(self.head_lost()));
+                return answer;
+            }
         };
         self.send(WorkerToNode::Request {
             request_id,
             request,
         });
-        let mut answer = answer;
+        answer
+    }
+
+    fn request(&self, request: Request) -> Result<Reply> {
+        let mut answer = self.request_async(request);
         let spun = crate::spin::poll(|| match answer.try_recv() {
             Err(oneshot::error::TryRecvError::Empty) => None,
             received => Some(received.map_err(|_| self.head_lost())),
@@ -231,6 +259,30 @@ impl WorkerClient {
             Some(received) => received?,
             None => answer.blocking_recv().map_err(|_| self.head_lost())?,
         }
+    }
+
+    /// The values of the ref arguments `ids` of `call`, sent here directly
+    /// by `caller`.
+    pub(super) fn direct_call_args(
+        &self,
+        task_id: TaskId,
+        caller: WorkerId,
+        ids: Vec<ObjectId>,
+    ) -> Result<Vec<Result<ObjectBlob>>> {
+        match self.request(Request::DirectCallArgs {
+            task_id,
+            caller,
+            ids,
+        })? {
+            Reply::Objects(values) => Ok(values),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The value of `id` if this process holds it: a small value it put,
+    /// or a direct call's result that arrived.
+    pub(super) fn value_held_here(&self, id: ObjectId) -> Option<ObjectBlob> {
+        self.owned.get(id).or_else(|| self.submitter.ready(id))
     }
 
     fn head_lost(&self) -> Error {
@@ -264,7 +316,10 @@ impl Backend for WorkerClient {
     }
 
     fn submit(&self, spec: TaskSpec) {
-        self.send(WorkerToNode::Submit(spec));
+        match spec.actor {
+            Some(actor) => self.submit_actor_call(spec, actor),
+            None => self.send(WorkerToNode::Submit(spec)),
+        }
     }
 
     fn create_actor(&self, spec: ActorSpec) -> Result<ActorId> {
@@ -302,14 +357,39 @@ impl Backend for WorkerClient {
         if let Some(values) = self.owned.get_all(ids) {
             return Ok(values.into_iter().map(Ok).collect());
         }
-        let timeout_ms = timeout.map(|t| t.as_millis() as u64);
-        match self.request(Request::Get {
-            ids: ids.to_vec(),
+        let started = std::time::Instant::now();
+        // Results of direct actor calls arrive here; the rest is the head's.
+        let mut values = self.submitter.wait_for(ids, timeout)?;
+        for (value, id) in values.iter_mut().zip(ids) {
+            if value.is_none() {
+                *value = self.owned.get(*id).map(Ok);
+            }
+        }
+        let missing: Vec<ObjectId> = ids
+            .iter()
+            .zip(&values)
+            .filter(|(_, value)| value.is_none())
+            .map(|(id, _)| *id)
+            .collect();
+        if missing.is_empty() {
+            return Ok(values.into_iter().flatten().collect());
+        }
+        let timeout_ms = timeout.map(|t| t.saturating_sub(started.elapsed()).as_millis() as u64);
+        let mut fetched = match self.request(Request::Get {
+            ids: missing,
             timeout_ms,
         })? {
-            Reply::Objects(values) => Ok(values),
-            other => Err(unexpected(other)),
-        }
+            Reply::Objects(values) => values.into_iter(),
+            other => return Err(unexpected(other)),
+        };
+        values
+            .into_iter()
+            .map(|value| {
+                value.or_else(|| fetched.next()).ok_or_else(|| {
+                    Error::Runtime("the head answered a get with too few values".into())
+                })
+            })
+            .collect()
     }
 
     fn wait(
@@ -335,6 +415,7 @@ impl Backend for WorkerClient {
 
     fn release(&self, ids: &[ObjectId]) {
         self.owned.released(ids);
+        self.submitter.released(ids);
         self.send(WorkerToNode::Release(ids.to_vec()));
     }
 

@@ -3,6 +3,7 @@
 //! worker it serves tasks until the head closes the stream, then exits, so
 //! `main` never runs there.
 
+use super::actor_calls::CallListener;
 use super::client::{Connection, Identity};
 use super::executor::execute_tasks;
 use super::launch::{NODE_ADDRESS_ENV, NODE_ID_ENV, OBJECT_SERVER_ENV, SESSION_ENV, WORKER_ID_ENV};
@@ -42,6 +43,19 @@ fn env(name: &str) -> Result<String> {
     std::env::var(name).map_err(|_| Error::Runtime(format!("{name} is not set")))
 }
 
+/// The IP of this worker's node: the host of its object server, which the
+/// node binds to the address it advertises.
+fn node_ip(object_server: &str) -> Result<std::net::IpAddr> {
+    object_server
+        .parse::<std::net::SocketAddr>()
+        .map(|address| address.ip())
+        .map_err(|_| {
+            Error::Runtime(format!(
+                "{OBJECT_SERVER_ENV}={object_server} is not an IP address and port"
+            ))
+        })
+}
+
 fn run_worker(address: &str) -> Result<()> {
     let worker_id: u64 = env(WORKER_ID_ENV)?
         .parse()
@@ -53,10 +67,14 @@ fn run_worker(address: &str) -> Result<()> {
         object_server: Some(env(OBJECT_SERVER_ENV)?),
         token: env(TOKEN_ENV)?,
     };
+    let node_ip = node_ip(identity.object_server.as_deref().unwrap_or_default())?;
+    let calls = CallListener::bind(node_ip)?;
     let hello = WorkerToNode::Hello {
         worker_id: WorkerId(worker_id),
         pid: std::process::id(),
+        call_address: Some(calls.address.clone()),
     };
+    let token = identity.token.clone();
     crate::spill::configure_from_env();
     let connection = Connection::open(address, identity, hello)?;
     runtime::install(connection.client.clone());
@@ -66,6 +84,10 @@ fn run_worker(address: &str) -> Result<()> {
     }
 
     let tasks = Arc::new(TaskQueue::default());
+    {
+        let _runtime = connection.enter();
+        calls.serve(tasks.clone(), &token)?;
+    }
     let executor = {
         let client = connection.client.clone();
         let tasks = tasks.clone();

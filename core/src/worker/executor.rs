@@ -1,10 +1,11 @@
 //! The task thread of a worker: runs functions, actor constructors and
-//! methods one at a time, in the order the head sent them (less any it
-//! withdrew before they started), turning panics into
-//! task errors, and keeps the GPU ids granted to the running task.
+//! methods one at a time, in the order they arrived (from the head, less any
+//! it withdrew before they started, and an actor's calls sent to it
+//! directly), turning panics into task errors, and keeps the GPU ids granted
+//! to the running task.
 
 use super::client::WorkerClient;
-use super::task_queue::TaskQueue;
+use super::task_queue::{QueuedTask, TaskQueue};
 use crate::error::{Error, Result};
 use crate::protocol::*;
 use crate::registry::{self, ActorState};
@@ -19,35 +20,91 @@ pub(super) fn execute_tasks(client: &WorkerClient, queue: &TaskQueue) {
         let Some(task) = arrived.or_else(|| queue.pop()) else {
             break;
         };
-        let function = task.invocation.display_name();
-        set_gpu_ids(task.gpu_ids.clone());
-        let outcome =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_task(&mut actor, &task)))
-                .unwrap_or_else(|panic| {
-                    let message = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "panicked".to_string());
-                    Err(Error::TaskFailed {
-                        function: function.clone(),
-                        message: format!("panicked: {message}"),
-                    })
+        match task {
+            QueuedTask::FromHead(task) => {
+                set_gpu_ids(task.gpu_ids.clone());
+                let outcome = run_guarded(&mut actor, &task.invocation, &task.args);
+                // Everything the task printed goes ahead of its result.
+                super::log_capture::flush();
+                client.send(WorkerToNode::Finished {
+                    task_id: task.task_id,
+                    outcome,
                 });
-        // Everything the task printed goes ahead of its result.
-        super::log_capture::flush();
-        client.send(WorkerToNode::Finished {
-            task_id: task.task_id,
-            outcome,
-        });
+            }
+            QueuedTask::Direct { call, reply } => {
+                // A direct call is a method of this worker's actor: the GPU
+                // ids stay those its constructor was given.
+                let outcome = resolve_args(client, &call)
+                    .and_then(|args| run_guarded(&mut actor, &call.invocation, &args));
+                super::log_capture::flush();
+                // A caller that left gets no result; the head fails the call.
+                let _ = reply.send(DirectResult {
+                    task_id: call.task_id,
+                    outcome,
+                });
+            }
+        }
     }
 }
 
-fn run_task(actor: &mut Option<ActorState>, task: &Execute) -> Result<ObjectBlob> {
-    match &task.invocation {
-        Invocation::Function { name } => (registry::function(name)?.invoke)(&task.args),
+/// The values of a direct call's arguments: its ref arguments are fetched
+/// here, in call order, as the head does before it sends a call.
+fn resolve_args(client: &WorkerClient, call: &DirectCall) -> Result<Vec<ObjectBlob>> {
+    let args = &call.args;
+    let refs: Vec<_> = args
+        .iter()
+        .filter_map(|a| match a {
+            TaskArg::Ref(id) => Some(*id),
+            TaskArg::Value(_) => None,
+        })
+        .collect();
+    let mut fetched = if refs.is_empty() {
+        Vec::new()
+    } else {
+        client.direct_call_args(call.task_id, call.caller, refs)?
+    }
+    .into_iter();
+    args.iter()
+        .map(|a| match a {
+            TaskArg::Value(blob) => Ok(blob.clone()),
+            TaskArg::Ref(_) => fetched
+                .next()
+                .unwrap_or_else(|| Err(Error::Runtime("get returned too few values".into()))),
+        })
+        .collect()
+}
+
+/// Runs one task, a panic becoming its error.
+fn run_guarded(
+    actor: &mut Option<ActorState>,
+    invocation: &Invocation,
+    args: &[ObjectBlob],
+) -> Result<ObjectBlob> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        run_task(actor, invocation, args)
+    }))
+    .unwrap_or_else(|panic| {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "panicked".to_string());
+        Err(Error::TaskFailed {
+            function: invocation.display_name(),
+            message: format!("panicked: {message}"),
+        })
+    })
+}
+
+fn run_task(
+    actor: &mut Option<ActorState>,
+    invocation: &Invocation,
+    args: &[ObjectBlob],
+) -> Result<ObjectBlob> {
+    match invocation {
+        Invocation::Function { name } => (registry::function(name)?.invoke)(args),
         Invocation::ActorCreate { class } => {
-            let state = (registry::actor_type(class)?.construct)(&task.args)?;
+            let state = (registry::actor_type(class)?.construct)(args)?;
             *actor = Some(state);
             crate::value::encode_current(&())
         }
@@ -58,7 +115,7 @@ fn run_task(actor: &mut Option<ActorState>, task: &Execute) -> Result<ObjectBlob
                     "{class}::{method} called before the actor was constructed"
                 ))
             })?;
-            (entry.call)(state, method, &task.args)
+            (entry.call)(state, method, args)
         }
     }
 }

@@ -19,9 +19,13 @@
 //! | `client.rs` | the stream to the head and the API backend of workers and joined drivers (Ray's core worker) |
 //! | `owned_values.rs` | small values a worker or joined driver put, kept for its own `get`s (Ray's in-process memory store) |
 //! | `task_queue.rs` | the tasks sent to the worker and not yet started; the head may withdraw one |
+//! | `actor_calls.rs` | the actor's end of direct calls: a service callers send calls to without the head |
+//! | `actor_submitter.rs` | the caller's end: where each actor lives, calls sent to it directly, their results |
 //! | `executor.rs` | the task thread: runs functions, constructors and methods in order |
 //! | `log_capture.rs` | a daemon worker's output: to its log file and, line by line, to its job's driver |
 
+mod actor_calls;
+mod actor_submitter;
 mod client;
 mod entry;
 mod executor;

@@ -34,6 +34,11 @@ impl OwnedValues {
         }
     }
 
+    /// The value of `id`, if it is kept here.
+    pub(super) fn get(&self, id: ObjectId) -> Option<ObjectBlob> {
+        self.values.lock().get(&id).cloned()
+    }
+
     /// The values of all of `ids`, or `None` if any is not kept here.
     pub(super) fn get_all(&self, ids: &[ObjectId]) -> Option<Vec<ObjectBlob>> {
         let values = self.values.lock();

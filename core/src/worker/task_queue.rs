@@ -1,13 +1,38 @@
-//! The tasks a worker holds, in the order the head sent them: the stream's
-//! loop pushes, the task thread pops. The head may send a task ahead of the
-//! one running (so the worker starts it as soon as it sends the result) and
-//! later withdraw it; a task comes out of the queue either to run or to be
-//! withdrawn, never both, because both happen under the queue's one lock.
+//! The tasks a worker holds, in the order they arrived: from the head's
+//! stream, and (an actor's worker) the calls callers send it directly. The
+//! streams' loops push, the task thread pops. The head may send a task ahead
+//! of the one running (so the worker starts it as soon as it sends the
+//! result) and later withdraw it; a task comes out of the queue either to
+//! run or to be withdrawn, never both, because both happen under the queue's
+//! one lock.
 
 use crate::ids::TaskId;
-use crate::protocol::Execute;
+use crate::protocol::{DirectCall, DirectResult, Execute};
 use parking_lot::{Condvar, Mutex};
 use std::collections::VecDeque;
+use tokio::sync::mpsc::UnboundedSender;
+
+/// A task to run, and where its result goes.
+pub(crate) enum QueuedTask {
+    /// Sent by the head, arguments resolved; the result goes to the head.
+    FromHead(Execute),
+    /// Sent by a caller straight to this actor (`actor_calls.rs`); the
+    /// result goes back on `reply`.
+    Direct {
+        call: DirectCall,
+        reply: UnboundedSender<DirectResult>,
+    },
+}
+
+impl QueuedTask {
+    #[cfg(test)]
+    pub(crate) fn task_id(&self) -> TaskId {
+        match self {
+            QueuedTask::FromHead(execute) => execute.task_id,
+            QueuedTask::Direct { call, .. } => call.task_id,
+        }
+    }
+}
 
 #[derive(Default)]
 pub(crate) struct TaskQueue {
@@ -17,13 +42,13 @@ pub(crate) struct TaskQueue {
 
 #[derive(Default)]
 struct Queued {
-    tasks: VecDeque<Execute>,
+    tasks: VecDeque<QueuedTask>,
     /// The stream ended: no task comes after those queued.
     closed: bool,
 }
 
 impl TaskQueue {
-    pub(crate) fn push(&self, task: Execute) {
+    pub(crate) fn push(&self, task: QueuedTask) {
         self.state.lock().tasks.push_back(task);
         self.arrived.notify_one();
     }
@@ -32,7 +57,10 @@ impl TaskQueue {
     /// never sent), in which case its result goes to the head as usual.
     pub(crate) fn withdraw(&self, task_id: TaskId) -> bool {
         let mut state = self.state.lock();
-        let position = state.tasks.iter().position(|t| t.task_id == task_id);
+        let position = state
+            .tasks
+            .iter()
+            .position(|t| matches!(t, QueuedTask::FromHead(e) if e.task_id == task_id));
         position.and_then(|at| state.tasks.remove(at)).is_some()
     }
 
@@ -42,12 +70,12 @@ impl TaskQueue {
         self.arrived.notify_all();
     }
 
-    pub(crate) fn try_pop(&self) -> Option<Execute> {
+    pub(crate) fn try_pop(&self) -> Option<QueuedTask> {
         self.state.lock().tasks.pop_front()
     }
 
     /// The next task, waiting for it; `None` after `close` and the last task.
-    pub(crate) fn pop(&self) -> Option<Execute> {
+    pub(crate) fn pop(&self) -> Option<QueuedTask> {
         let mut state = self.state.lock();
         loop {
             if let Some(task) = state.tasks.pop_front() {
@@ -67,18 +95,18 @@ mod tests {
     use crate::protocol::Invocation;
     use std::sync::Arc;
 
-    fn task(id: u64) -> Execute {
-        Execute {
+    fn task(id: u64) -> QueuedTask {
+        QueuedTask::FromHead(Execute {
             task_id: TaskId(id),
             invocation: Invocation::Function { name: "f".into() },
             args: Vec::new(),
             gpu_ids: Vec::new(),
-        }
+        })
     }
 
     fn ids(queue: &TaskQueue) -> Vec<u64> {
         std::iter::from_fn(|| queue.try_pop())
-            .map(|t| t.task_id.0)
+            .map(|t| t.task_id().0)
             .collect()
     }
 
@@ -92,11 +120,26 @@ mod tests {
     }
 
     #[test]
+    fn a_call_sent_directly_is_never_withdrawn_by_the_head() {
+        let queue = TaskQueue::default();
+        let (reply, _replies) = tokio::sync::mpsc::unbounded_channel();
+        let call = DirectCall {
+            task_id: TaskId(5),
+            caller: crate::ids::WorkerId(1),
+            invocation: Invocation::Function { name: "f".into() },
+            args: Vec::new(),
+        };
+        queue.push(QueuedTask::Direct { call, reply });
+        assert!(!queue.withdraw(TaskId(5)));
+        assert_eq!(ids(&queue), [5]);
+    }
+
+    #[test]
     fn a_started_task_cannot_be_withdrawn() {
         let queue = TaskQueue::default();
         queue.push(task(1));
         let running = queue.pop().expect("queued");
-        assert!(!queue.withdraw(running.task_id));
+        assert!(!queue.withdraw(running.task_id()));
     }
 
     #[test]
@@ -105,8 +148,8 @@ mod tests {
         let popper = {
             let queue = queue.clone();
             std::thread::spawn(move || {
-                let first = queue.pop().map(|t| t.task_id.0);
-                let after_close = queue.pop().map(|t| t.task_id.0);
+                let first = queue.pop().map(|t| t.task_id().0);
+                let after_close = queue.pop().map(|t| t.task_id().0);
                 (first, after_close)
             })
         };
@@ -120,7 +163,7 @@ mod tests {
         let queue = TaskQueue::default();
         queue.push(task(1));
         queue.close();
-        assert_eq!(queue.pop().map(|t| t.task_id.0), Some(1));
+        assert_eq!(queue.pop().map(|t| t.task_id().0), Some(1));
         assert!(queue.pop().is_none());
     }
 }
