@@ -11,13 +11,18 @@
 //! Before a task's result is sent, [`flush`] writes a marker line into both
 //! pipes and waits until the readers reach it: every line the task printed is
 //! then on the stream ahead of its result, so a driver that got the result
-//! has (or is about to print) all of its output.
+//! has (or is about to print) all of its output. When both pipes are empty
+//! and neither reader holds output it has not forwarded, the task printed
+//! nothing that could be overtaken, and `flush` returns at once: most tasks
+//! print nothing, and the marker's round trip through two reader threads
+//! cost more than the rest of a small task.
 
 use super::client::WorkerClient;
 use crate::protocol::WorkerToNode;
 use parking_lot::{Condvar, Mutex};
 use std::io::{Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,6 +40,11 @@ static REACHED: Mutex<Option<[u64; 2]>> = Mutex::new(None);
 static REACHED_CHANGED: Condvar = Condvar::new();
 /// Markers written so far.
 static WRITTEN: Mutex<u64> = Mutex::new(0);
+/// The read ends of the stdout and stderr pipes, once capture is on.
+static READ_ENDS: Mutex<Option<[libc::c_int; 2]>> = Mutex::new(None);
+/// Per pipe: its reader took output it has not forwarded yet. Set before
+/// the reader reads, so output is always in the pipe or counted here.
+static READER_HOLDS_OUTPUT: [AtomicBool; 2] = [AtomicBool::new(false), AtomicBool::new(false)];
 
 /// Waits until everything printed so far is forwarded (at most a second:
 /// output never holds a result back for long). Does nothing unless the
@@ -45,6 +55,9 @@ pub(crate) fn flush() {
     }
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
+    if nothing_unforwarded() {
+        return;
+    }
     let target = {
         let mut written = WRITTEN.lock();
         *written += 1;
@@ -66,10 +79,28 @@ pub(crate) fn flush() {
     }
 }
 
+/// Whether all output written so far has been forwarded: both pipes are
+/// empty, and then (in that order) neither reader holds any.
+fn nothing_unforwarded() -> bool {
+    let Some(read_ends) = *READ_ENDS.lock() else {
+        return false;
+    };
+    read_ends
+        .iter()
+        .zip(&READER_HOLDS_OUTPUT)
+        .all(|(fd, holds)| {
+            let mut queued: libc::c_int = 0;
+            // SAFETY: asks how many bytes wait in a pipe this process owns.
+            let asked = unsafe { libc::ioctl(*fd, libc::FIONREAD, &mut queued) };
+            asked == 0 && queued == 0 && !holds.load(Ordering::SeqCst)
+        })
+}
+
 /// Puts a pipe in place of stdout and stderr, and a thread per pipe that
 /// copies to the original file and forwards lines through `client`.
 pub(crate) fn capture(client: &Arc<WorkerClient>) -> std::io::Result<()> {
     *REACHED.lock() = Some([0; 2]);
+    let mut read_ends = [0; 2];
     for (fd, err) in [(libc::STDOUT_FILENO, false), (libc::STDERR_FILENO, true)] {
         let mut ends = [0; 2];
         // SAFETY: plain syscalls on descriptors this process owns; `dup`
@@ -83,6 +114,7 @@ pub(crate) fn capture(client: &Arc<WorkerClient>) -> std::io::Result<()> {
                 return Err(std::io::Error::last_os_error());
             }
             libc::close(ends[1]);
+            read_ends[usize::from(err)] = ends[0];
             (
                 std::fs::File::from(OwnedFd::from_raw_fd(file)),
                 std::fs::File::from(OwnedFd::from_raw_fd(ends[0])),
@@ -93,14 +125,30 @@ pub(crate) fn capture(client: &Arc<WorkerClient>) -> std::io::Result<()> {
             .name("oxray-log".into())
             .spawn(move || forward(file.1, file.0, err, &client))?;
     }
+    *READ_ENDS.lock() = Some(read_ends);
     Ok(())
 }
 
 /// Copies everything from `pipe` to `log`, and each complete line to the head.
 fn forward(mut pipe: std::fs::File, mut log: std::fs::File, err: bool, client: &WorkerClient) {
+    use std::os::fd::AsRawFd;
     let mut buffer = vec![0u8; 64 * 1024];
     let mut partial: Vec<u8> = Vec::new();
+    let holds = &READER_HOLDS_OUTPUT[usize::from(err)];
     loop {
+        let mut ready = libc::pollfd {
+            fd: pipe.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: waits on one descriptor this thread owns.
+        if unsafe { libc::poll(&mut ready, 1, -1) } < 0 {
+            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return;
+        }
+        holds.store(true, Ordering::SeqCst);
         let read = match pipe.read(&mut buffer) {
             Ok(0) | Err(_) => return,
             Ok(n) => n,
@@ -136,6 +184,8 @@ fn forward(mut pipe: std::fs::File, mut log: std::fs::File, err: bool, client: &
                 lines,
             });
         }
+        // A line without its newline yet is output not forwarded.
+        holds.store(!partial.is_empty(), Ordering::SeqCst);
         if markers > 0 {
             if let Some(reached) = REACHED.lock().as_mut() {
                 reached[usize::from(err)] += markers;
