@@ -196,13 +196,14 @@ impl NodeState {
             let Some(record) = self.tasks.get(&task_id) else {
                 continue;
             };
-            if let TaskKind::ActorCall(actor) = record.kind {
+            let (kind, return_id) = (record.kind, record.spec.return_id);
+            if let TaskKind::ActorCall(actor) = kind {
                 if let Some(a) = self.actors.get_mut(&actor) {
                     remove_in_order(&mut a.inflight, task_id);
                 }
             }
             let error = Error::ObjectLost {
-                id: self.tasks[&task_id].spec.return_id.to_string(),
+                id: return_id.to_string(),
                 message: "the process that sent this actor call (its owner) died".into(),
             };
             self.finish_task(task_id, Err(error));

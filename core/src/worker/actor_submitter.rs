@@ -373,14 +373,13 @@ impl WorkerClient {
         let Some(routes) = routes.as_mut() else {
             return;
         };
-        match routes.get(&actor) {
-            Some(Route::Direct(link)) if link.worker == worker => {}
+        let lost: Vec<ObjectId> = match routes.get(&actor) {
+            Some(Route::Direct(link)) if link.worker == worker => {
+                link.in_flight.lock().drain().map(|(_, id)| id).collect()
+            }
             _ => return,
-        }
-        let Some(Route::Direct(link)) = routes.insert(actor, Route::Resolving(Vec::new())) else {
-            unreachable!("matched above")
         };
-        let lost: Vec<ObjectId> = link.in_flight.lock().drain().map(|(_, id)| id).collect();
+        routes.insert(actor, Route::Resolving(Vec::new()));
         self.submitter.ask_head(lost);
         self.resolve(actor, Some(worker));
     }

@@ -261,20 +261,38 @@ impl WorkerClient {
         }
     }
 
-    /// The values of the ref arguments `ids` of `call`, sent here directly
-    /// by `caller`.
+    /// The values of a direct call's arguments, sent here by `caller`: its
+    /// ref arguments are fetched from the head, as the head does before it
+    /// sends a call.
     pub(super) fn direct_call_args(
         &self,
         task_id: TaskId,
         caller: WorkerId,
-        ids: Vec<ObjectId>,
+        args: Vec<TaskArg>,
     ) -> Result<Vec<Result<ObjectBlob>>> {
+        let refs: Vec<ObjectId> = args
+            .iter()
+            .filter_map(|arg| match arg {
+                TaskArg::Ref(id) => Some(*id),
+                TaskArg::Value(_) => None,
+            })
+            .collect();
+        let values: Vec<Option<Result<ObjectBlob>>> = args
+            .into_iter()
+            .map(|arg| match arg {
+                TaskArg::Value(blob) => Some(Ok(blob)),
+                TaskArg::Ref(_) => None,
+            })
+            .collect();
+        if refs.is_empty() {
+            return Ok(values.into_iter().flatten().collect());
+        }
         match self.request(Request::DirectCallArgs {
             task_id,
             caller,
-            ids,
+            ids: refs,
         })? {
-            Reply::Objects(values) => Ok(values),
+            Reply::Objects(fetched) => fill_holes(values, fetched),
             other => Err(unexpected(other)),
         }
     }
@@ -288,6 +306,32 @@ impl WorkerClient {
     fn head_lost(&self) -> Error {
         head_link::unreachable(&self.head_address, "the connection to it ended")
     }
+}
+
+/// The ids whose values are still holes (`None`), in order.
+fn holes(ids: &[ObjectId], values: &[Option<Result<ObjectBlob>>]) -> Vec<ObjectId> {
+    ids.iter()
+        .zip(values)
+        .filter(|(_, value)| value.is_none())
+        .map(|(id, _)| *id)
+        .collect()
+}
+
+/// `values` with its holes filled, in order, by what the head answered for
+/// their ids.
+fn fill_holes(
+    values: Vec<Option<Result<ObjectBlob>>>,
+    fetched: Vec<Result<ObjectBlob>>,
+) -> Result<Vec<Result<ObjectBlob>>> {
+    let mut fetched = fetched.into_iter();
+    values
+        .into_iter()
+        .map(|value| {
+            value
+                .or_else(|| fetched.next())
+                .ok_or_else(|| Error::Runtime("the head answered with too few values".into()))
+        })
+        .collect()
 }
 
 fn unexpected(reply: Reply) -> Error {
@@ -360,36 +404,19 @@ impl Backend for WorkerClient {
         let started = std::time::Instant::now();
         // Results of direct actor calls arrive here; the rest is the head's.
         let mut values = self.submitter.wait_for(ids, timeout)?;
-        for (value, id) in values.iter_mut().zip(ids) {
-            if value.is_none() {
-                *value = self.owned.get(*id).map(Ok);
-            }
-        }
-        let missing: Vec<ObjectId> = ids
-            .iter()
-            .zip(&values)
-            .filter(|(_, value)| value.is_none())
-            .map(|(id, _)| *id)
-            .collect();
+        self.owned.fill(ids, &mut values);
+        let missing = holes(ids, &values);
         if missing.is_empty() {
             return Ok(values.into_iter().flatten().collect());
         }
         let timeout_ms = timeout.map(|t| t.saturating_sub(started.elapsed()).as_millis() as u64);
-        let mut fetched = match self.request(Request::Get {
+        match self.request(Request::Get {
             ids: missing,
             timeout_ms,
         })? {
-            Reply::Objects(values) => values.into_iter(),
-            other => return Err(unexpected(other)),
-        };
-        values
-            .into_iter()
-            .map(|value| {
-                value.or_else(|| fetched.next()).ok_or_else(|| {
-                    Error::Runtime("the head answered a get with too few values".into())
-                })
-            })
-            .collect()
+            Reply::Objects(fetched) => fill_holes(values, fetched),
+            other => Err(unexpected(other)),
+        }
     }
 
     fn wait(

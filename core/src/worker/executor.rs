@@ -34,7 +34,9 @@ pub(super) fn execute_tasks(client: &WorkerClient, queue: &TaskQueue) {
             QueuedTask::Direct { call, reply } => {
                 // A direct call is a method of this worker's actor: the GPU
                 // ids stay those its constructor was given.
-                let outcome = resolve_args(client, &call)
+                let outcome = client
+                    .direct_call_args(call.task_id, call.caller, call.args)
+                    .and_then(|args| args.into_iter().collect::<Result<Vec<_>>>())
                     .and_then(|args| run_guarded(&mut actor, &call.invocation, &args));
                 super::log_capture::flush();
                 // A caller that left gets no result; the head fails the call.
@@ -45,33 +47,6 @@ pub(super) fn execute_tasks(client: &WorkerClient, queue: &TaskQueue) {
             }
         }
     }
-}
-
-/// The values of a direct call's arguments: its ref arguments are fetched
-/// here, in call order, as the head does before it sends a call.
-fn resolve_args(client: &WorkerClient, call: &DirectCall) -> Result<Vec<ObjectBlob>> {
-    let args = &call.args;
-    let refs: Vec<_> = args
-        .iter()
-        .filter_map(|a| match a {
-            TaskArg::Ref(id) => Some(*id),
-            TaskArg::Value(_) => None,
-        })
-        .collect();
-    let mut fetched = if refs.is_empty() {
-        Vec::new()
-    } else {
-        client.direct_call_args(call.task_id, call.caller, refs)?
-    }
-    .into_iter();
-    args.iter()
-        .map(|a| match a {
-            TaskArg::Value(blob) => Ok(blob.clone()),
-            TaskArg::Ref(_) => fetched
-                .next()
-                .unwrap_or_else(|| Err(Error::Runtime("get returned too few values".into()))),
-        })
-        .collect()
 }
 
 /// Runs one task, a panic becoming its error.

@@ -7,6 +7,7 @@
 //! head, which holds the value as long as any reference does. So an entry
 //! can never outlive the object it copies.
 
+use crate::error::Result;
 use crate::ids::ObjectId;
 use crate::protocol::{ObjectBlob, Payload};
 use parking_lot::Mutex;
@@ -20,7 +21,7 @@ pub(super) struct OwnedValues {
 impl OwnedValues {
     /// Keeps `value`, put as `id`, if it is small and inline (what Ray's
     /// owner keeps in process: below the shared-memory threshold).
-    pub(super) fn keep(&self, id: ObjectId, value: &crate::error::Result<ObjectBlob>) {
+    pub(super) fn keep(&self, id: ObjectId, value: &Result<ObjectBlob>) {
         if let Ok(
             blob @ ObjectBlob {
                 payload: Payload::Inline(bytes),
@@ -37,6 +38,17 @@ impl OwnedValues {
     /// The value of `id`, if it is kept here.
     pub(super) fn get(&self, id: ObjectId) -> Option<ObjectBlob> {
         self.values.lock().get(&id).cloned()
+    }
+
+    /// Fills each hole of `values` (`None`, for the id at the same place in
+    /// `ids`) whose value is kept here, under one lock.
+    pub(super) fn fill(&self, ids: &[ObjectId], values: &mut [Option<Result<ObjectBlob>>]) {
+        let kept = self.values.lock();
+        for (value, id) in values.iter_mut().zip(ids) {
+            if value.is_none() {
+                *value = kept.get(id).cloned().map(Ok);
+            }
+        }
     }
 
     /// The values of all of `ids`, or `None` if any is not kept here.
