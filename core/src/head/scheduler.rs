@@ -1,8 +1,11 @@
 //! The scheduler (Ray's cluster task manager and worker leases): tasks of one
 //! resource shape and strategy share a FIFO queue; the head of each queue
 //! leases an idle worker together with its resources on a node the strategy
-//! picks, and holds both until it finishes. A worker blocked in `get` lends its
-//! resources out meanwhile.
+//! picks, and holds both until it finishes. A worker that finishes while the
+//! next task of its shape waits and nothing else waits for resources runs that
+//! task under the same lease, as Ray's owners reuse a lease for the next task
+//! of a scheduling key: no release, no placement decision. A worker blocked in
+//! `get` lends its resources out meanwhile.
 
 use super::executables::{code_key, Code};
 use super::task_events::now_ms;
@@ -209,7 +212,21 @@ impl NodeState {
         }
     }
 
+    /// Ends `worker`'s lease once it holds no task, unless the next task of
+    /// the shape it serves may take the lease over (see
+    /// [`next_task_for_lease`](Self::next_task_for_lease)).
     pub(super) fn end_lease_if_idle(&mut self, worker: WorkerId) {
+        let Some(w) = self.workers.get(&worker) else {
+            return;
+        };
+        let reusable = (w.lease.as_ref())
+            .filter(|lease| w.assigned.is_empty() && !lease.lent_out)
+            .map(|lease| lease.shape.clone());
+        if let Some(task_id) = reusable.and_then(|shape| self.next_task_for_lease(&shape)) {
+            self.assign(worker, task_id);
+            self.refresh_pipeline(worker);
+            return;
+        }
         let Some(w) = self.workers.get_mut(&worker) else {
             return;
         };
@@ -224,6 +241,32 @@ impl NodeState {
             }
         }
         self.refresh_pipeline(worker);
+    }
+
+    /// The next task of `shape`'s queue, taken off it, to run under the
+    /// lease of a worker of that shape that just finished (Ray's owners
+    /// reuse a lease for the next task of the same scheduling key): no
+    /// release, no placement decision, no new lease. Only while nothing else
+    /// waits for resources (another shape, an actor, a placement group), so
+    /// a lease kept this way never stands in another's way, and never for
+    /// `Spread`, whose every task should go round the nodes.
+    fn next_task_for_lease(&mut self, shape: &str) -> Option<TaskId> {
+        let queue = self.queues.get(shape)?;
+        let task_id = *queue.tasks.front()?;
+        let others_wait = self
+            .queues
+            .iter()
+            .any(|(other, q)| other != shape && !q.tasks.is_empty())
+            || !self.actors_waiting.is_empty()
+            || self
+                .placement_groups
+                .values()
+                .any(|g| g.allocations.is_empty());
+        if others_wait || queue.strategy == SchedulingStrategy::Spread {
+            return None;
+        }
+        self.queues.get_mut(shape)?.tasks.pop_front();
+        Some(task_id)
     }
 
     pub(super) fn requeue_front(&mut self, task_id: TaskId) {
@@ -332,6 +375,57 @@ mod tests {
         state.finish(wb, tasks[2], Ok(inline(b"")));
         assert_eq!(state.free(HEAD, CPU), 2.0);
         assert!(state.workers.values().all(|w| w.lease.is_none()));
+    }
+
+    /// A worker that finishes keeps its lease for the next task of its shape
+    /// (no placement decision: the task stays on a node the policy would
+    /// now pass over), but not while another shape waits for resources.
+    #[test]
+    fn a_finished_lease_takes_the_next_task_of_its_shape_unless_another_shape_waits() {
+        let ids = Ids::new();
+        let mut state = NodeState::for_test(cpus(2.0), 1 << 20);
+        let long = ids.task("long", cpus(1.0), Vec::new());
+        let tasks: Vec<TaskSpec> = (0..3)
+            .map(|_| ids.task("f", cpus(1.0), Vec::new()))
+            .collect();
+        let (long_task, t): (TaskId, Vec<TaskId>) =
+            (long.task_id, tasks.iter().map(|s| s.task_id).collect());
+        let mut tasks = tasks.into_iter();
+        state.submit_now(long);
+        let (_, mut long_inbox) = state.start_one();
+        state.submit_now(tasks.next().unwrap());
+        let (worker, mut inbox) = state.start_one();
+        assert_eq!(executed_ids(&mut long_inbox), vec![long_task]);
+        assert_eq!(executed_ids(&mut inbox), vec![t[0]]);
+        // A second node joins; the head is full, so the policy picks it.
+        let _b = state.join("b", cpus(2.0));
+        state.submit_now(tasks.next().unwrap());
+        let spawns = state.take_spawns();
+        assert_eq!(spawns.len(), 1);
+        assert_eq!(spawns[0].1, "b", "a worker starts on the free node");
+        // The worker on the head finishes first and runs the waiting task
+        // under the same lease, though the head is now the more used node.
+        state.finish(worker, t[0], Ok(inline(b"")));
+        assert_eq!(executed_ids(&mut inbox), vec![t[1]]);
+        assert_eq!(state.free(HEAD, CPU), 0.0);
+
+        // A task of another shape waits for both of the head's CPUs.
+        let pinned = TaskSpec {
+            strategy: SchedulingStrategy::NodeAffinity {
+                node_id: HEAD.into(),
+                soft: false,
+            },
+            ..ids.task("pinned", cpus(2.0), Vec::new())
+        };
+        state.submit_now(pinned);
+        state.submit_now(tasks.next().unwrap());
+        state.finish(worker, t[1], Ok(inline(b"")));
+        assert!(
+            executed_ids(&mut inbox).is_empty(),
+            "the lease ended instead of taking the next task of its shape"
+        );
+        assert_eq!(state.free(HEAD, CPU), 1.0);
+        assert_eq!(state.tasks[&t[2]].worker, None, "still waits for node b");
     }
 
     #[test]

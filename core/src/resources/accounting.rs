@@ -97,12 +97,6 @@ impl ResourcePool {
             .all(|(name, amount)| *amount <= self.available.get(name) + EPSILON)
     }
 
-    /// Whether anything at all is free: a node with nothing free cannot
-    /// grant a request for a positive amount of anything.
-    fn has_room(&self) -> bool {
-        self.available.0.values().any(|amount| *amount > EPSILON)
-    }
-
     /// Grants `request` now if the node has it free.
     pub fn try_acquire(&mut self, request: &ResourceSet) -> Option<Allocation> {
         if !self.has_free(request) {
@@ -196,18 +190,79 @@ impl ResourcePool {
     }
 }
 
+/// Where a node stands in the hybrid policy's order of preference: Ray's
+/// node score (the used fraction of its scarcest resource, counted as 0
+/// while under half), then registration order.
+type Rank = (u64, usize);
+
+/// The hybrid policy's score of a pool, as a key that sorts as the score
+/// does (a non-negative `f64`'s bits sort as the number).
+fn score_key(pool: &ResourcePool) -> u64 {
+    let used = super::policy::utilization(pool, &ResourceSet::default());
+    if used < super::policy::SPREAD_THRESHOLD {
+        0
+    } else {
+        used.to_bits()
+    }
+}
+
+/// The nodes with some of `resource` free, made empty the first time.
+fn free_order<'a>(free: &'a mut FxHashMap<String, NodeOrder>, resource: &str) -> &'a mut NodeOrder {
+    if !free.contains_key(resource) {
+        free.insert(resource.to_string(), NodeOrder::default());
+    }
+    free.get_mut(resource).expect("inserted above")
+}
+
+/// A set of nodes in the two orders the policies walk: registration order
+/// (spread's round robin) and rank (the hybrid default).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub(super) struct NodeOrder {
+    pub(super) by_position: BTreeSet<usize>,
+    pub(super) by_rank: BTreeSet<Rank>,
+}
+
+/// The candidates for a request no node has free.
+pub(super) static NO_NODES: NodeOrder = NodeOrder {
+    by_position: BTreeSet::new(),
+    by_rank: BTreeSet::new(),
+};
+
+impl NodeOrder {
+    fn insert(&mut self, (score, index): Rank) {
+        self.by_position.insert(index);
+        self.by_rank.insert((score, index));
+    }
+
+    fn remove(&mut self, (score, index): Rank) {
+        self.by_position.remove(&index);
+        self.by_rank.remove(&(score, index));
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.by_position.len()
+    }
+}
+
 /// The resource pools of every live node of the cluster, in registration
-/// order (the head's own node first), with two indexes so that placing,
+/// order (the head's own node first), with indexes so that placing,
 /// granting and releasing cost the same on a cluster of any size: each
-/// node's position by id, and the positions of the nodes with anything free
-/// (a full cluster, the usual state of a busy one, is searched in no time).
+/// node's position by id, and for each resource the nodes with some of it
+/// free. A request is only ever matched against the nodes that have some of
+/// the resource it names fewest nodes have free, so a cluster whose CPUs are
+/// all taken is searched in no time for a CPU task, even while its nodes
+/// still have memory or custom resources free.
 #[derive(Debug, Default)]
 pub struct ClusterResources {
     pub(super) nodes: Vec<(String, ResourcePool)>,
     /// Each node's position in `nodes`.
     positions: FxHashMap<String, usize>,
-    /// Positions of the nodes with anything free, in registration order.
-    pub(super) with_room: BTreeSet<usize>,
+    /// Each node's score key, as its index entries hold it.
+    scores: Vec<u64>,
+    /// Every node: the candidates for a request that asks for nothing.
+    pub(super) every_node: NodeOrder,
+    /// For each resource, the nodes with some of it free.
+    pub(super) free: FxHashMap<String, NodeOrder>,
     /// Reserved placement-group bundles: (group, index) -> (node, pool).
     pub(super) bundles: std::collections::BTreeMap<(u64, usize), (String, ResourcePool)>,
     pub(super) spread_cursor: usize,
@@ -215,10 +270,16 @@ pub struct ClusterResources {
 
 impl ClusterResources {
     pub fn add_node(&mut self, node: &str, total: ResourceSet) {
-        self.nodes.retain(|(id, _)| id != node);
-        self.nodes
-            .push((node.to_string(), ResourcePool::new(total)));
-        self.reindex();
+        if self.position(node).is_some() {
+            // Registered again (a restarted node): its old pool goes.
+            self.remove_node(node);
+        }
+        let pool = ResourcePool::new(total);
+        let index = self.nodes.len();
+        self.positions.insert(node.to_string(), index);
+        self.scores.push(score_key(&pool));
+        self.nodes.push((node.to_string(), pool));
+        self.index_node(index);
     }
 
     pub fn remove_node(&mut self, node: &str) {
@@ -226,22 +287,51 @@ impl ClusterResources {
         self.reindex();
     }
 
-    /// Rebuilds both indexes: nodes join and leave rarely.
+    /// Rebuilds every index after a node left: nodes leave rarely.
     fn reindex(&mut self) {
         self.positions = (self.nodes.iter().enumerate())
             .map(|(index, (id, _))| (id.clone(), index))
             .collect();
-        self.with_room = (0..self.nodes.len())
-            .filter(|i| self.nodes[*i].1.has_room())
-            .collect();
+        self.scores = self.nodes.iter().map(|(_, pool)| score_key(pool)).collect();
+        self.every_node = NodeOrder::default();
+        self.free.clear();
+        for index in 0..self.nodes.len() {
+            self.index_node(index);
+        }
     }
 
-    /// Keeps `with_room` true for the node at `index` after its pool changed.
+    /// Enters the node at `index` in the indexes, under its current score.
+    fn index_node(&mut self, index: usize) {
+        let rank = (self.scores[index], index);
+        self.every_node.insert(rank);
+        let pool = &self.nodes[index].1;
+        for name in pool.total().0.keys() {
+            if pool.available().get(name) > EPSILON {
+                free_order(&mut self.free, name).insert(rank);
+            }
+        }
+    }
+
+    /// Keeps the indexes true for the node at `index` after its pool
+    /// changed: a grant or release touches only the entries it moves.
     pub(super) fn pool_changed(&mut self, index: usize) {
-        if self.nodes[index].1.has_room() {
-            self.with_room.insert(index);
-        } else {
-            self.with_room.remove(&index);
+        let old = (self.scores[index], index);
+        let pool = &self.nodes[index].1;
+        let new = (score_key(pool), index);
+        self.scores[index] = new.0;
+        if new != old {
+            self.every_node.remove(old);
+            self.every_node.insert(new);
+        }
+        for name in pool.total().0.keys() {
+            let has_free = pool.available().get(name) > EPSILON;
+            let order = free_order(&mut self.free, name);
+            if new != old || !has_free {
+                order.remove(old);
+            }
+            if has_free {
+                order.insert(new);
+            }
         }
     }
 
@@ -249,13 +339,30 @@ impl ClusterResources {
         self.positions.get(node).copied()
     }
 
-    /// Panics unless both indexes hold what a look at every node finds.
+    /// Panics unless every index holds what a look at every node finds.
     #[cfg(test)]
     pub(crate) fn assert_indexes_match_scan(&self, step: &str) {
-        let room: BTreeSet<usize> = (0..self.nodes.len())
-            .filter(|i| self.nodes[*i].1.has_room())
+        let mut every_node = NodeOrder::default();
+        let mut free: FxHashMap<String, NodeOrder> = FxHashMap::default();
+        for (index, (_, pool)) in self.nodes.iter().enumerate() {
+            let rank = (score_key(pool), index);
+            every_node.insert(rank);
+            let free_here = pool
+                .total()
+                .0
+                .keys()
+                .filter(|name| pool.available().get(name) > EPSILON);
+            for name in free_here {
+                free.entry(name.clone()).or_default().insert(rank);
+            }
+        }
+        assert_eq!(self.every_node, every_node, "every node after {step}");
+        free.retain(|_, order| order.len() > 0);
+        let indexed: FxHashMap<String, NodeOrder> = (self.free.iter())
+            .filter(|(_, order)| order.len() > 0)
+            .map(|(name, order)| (name.clone(), order.clone()))
             .collect();
-        assert_eq!(self.with_room, room, "nodes with room after {step}");
+        assert_eq!(indexed, free, "nodes with each resource free after {step}");
         let positions: FxHashMap<String, usize> = (self.nodes.iter().enumerate())
             .map(|(index, (id, _))| (id.clone(), index))
             .collect();
@@ -383,15 +490,16 @@ mod tests {
         assert!(!pool.feasible(&set(&[(GPU, 1.0)])));
     }
 
-    /// The nodes-with-room index and the position index agree with the
-    /// pools after every grant, release, overdraw and membership change, and
-    /// `can_grant` answers as a trial `try_acquire` would, taking nothing.
+    /// The indexes (each node's position, every node by rank, the nodes
+    /// with each resource free) agree with the pools after every grant,
+    /// release, overdraw and membership change, and `can_grant` answers as a
+    /// trial `try_acquire` would, taking nothing.
     #[test]
     fn the_cluster_indexes_follow_every_change() {
         use crate::resources::SchedulingStrategy;
         let mut cluster = ClusterResources::default();
         for node in ["a", "b", "c"] {
-            cluster.add_node(node, set(&[(CPU, 2.0)]));
+            cluster.add_node(node, set(&[(CPU, 2.0), ("slot", 1.0)]));
         }
         let two = set(&[(CPU, 2.0)]);
         let affinity = |node: &str| SchedulingStrategy::NodeAffinity {
@@ -399,10 +507,7 @@ mod tests {
             soft: false,
         };
         let check = |cluster: &ClusterResources, step: &str| {
-            let brute: BTreeSet<usize> = (0..cluster.nodes.len())
-                .filter(|i| cluster.nodes[*i].1.available().get(CPU) > EPSILON)
-                .collect();
-            assert_eq!(cluster.with_room, brute, "{step}");
+            cluster.assert_indexes_match_scan(step);
             for (index, (id, pool)) in cluster.nodes.iter().enumerate() {
                 assert_eq!(cluster.position(id), Some(index), "{step}");
                 assert_eq!(
@@ -428,5 +533,11 @@ mod tests {
         assert!(cluster.try_acquire(&two, &affinity("c")).is_none());
         cluster.release_bundles(7, &bundles);
         check(&cluster, "group removed");
+        cluster.add_node("d", set(&[(CPU, 4.0)]));
+        check(&cluster, "d joined");
+        cluster.add_node("b", set(&[(CPU, 2.0)]));
+        check(&cluster, "b registered again");
+        assert_eq!(cluster.position("b"), Some(2));
+        assert_eq!(cluster.node("b").unwrap().available().get(CPU), 2.0);
     }
 }

@@ -2,6 +2,7 @@
 //! Ray names them, and how each picks a node (or a placement-group bundle)
 //! that has the request free.
 
+use super::accounting::{NodeOrder, NO_NODES};
 use super::{Allocation, ClusterResources, ResourcePool, ResourceSet, CPU, MEMORY};
 use serde::{Deserialize, Serialize};
 
@@ -9,10 +10,10 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub enum SchedulingStrategy {
     /// Pack onto the first nodes until they are half used, then spread to the
-    /// least used node (Ray's hybrid default).
+    /// least used node (Ray's hybrid default; see `SPREAD_THRESHOLD`).
     #[default]
     Default,
-    /// The least used node that fits, rotating among equals.
+    /// Round robin over the nodes that have the request free.
     Spread,
     /// A given node; with `soft`, any node when that one cannot take it.
     NodeAffinity { node_id: String, soft: bool },
@@ -20,8 +21,12 @@ pub enum SchedulingStrategy {
     PlacementGroup { group: u64, bundle: Option<usize> },
 }
 
+/// The used fraction of its scarcest resource under which a node takes
+/// work before any less used node does (Ray's `spread_threshold`).
+pub(super) const SPREAD_THRESHOLD: f64 = 0.5;
+
 /// Used fraction of a node's scarcest resource, after adding `extra`.
-fn utilization(pool: &ResourcePool, extra: &ResourceSet) -> f64 {
+pub(super) fn utilization(pool: &ResourcePool, extra: &ResourceSet) -> f64 {
     pool.total()
         .0
         .iter()
@@ -79,7 +84,11 @@ impl ClusterResources {
                 node_id,
                 soft: false,
             } => self.position(node_id).is_some_and(fits),
-            _ => self.candidates(request, 0).any(fits),
+            _ => self
+                .candidates(request)
+                .by_position
+                .iter()
+                .any(|i| fits(*i)),
         }
     }
 
@@ -108,21 +117,22 @@ impl ClusterResources {
         Some(allocation)
     }
 
-    /// The positions of the nodes that may grant `request`, in registration
-    /// order from `start` round to `start`: only those with anything free,
-    /// unless the request asks for nothing.
-    fn candidates(
-        &self,
-        request: &ResourceSet,
-        start: usize,
-    ) -> Box<dyn Iterator<Item = usize> + '_> {
-        if request.0.values().any(|amount| *amount > 0.0) {
-            let room = &self.with_room;
-            Box::new(room.range(start..).chain(room.range(..start)).copied())
-        } else {
-            let count = self.nodes.len();
-            Box::new((0..count).map(move |offset| (start + offset) % count))
+    /// The nodes that may grant `request`: those with some free of the
+    /// resource it names that the fewest nodes have free (a node without any
+    /// of it free cannot grant it), or every node if it asks for nothing.
+    fn candidates(&self, request: &ResourceSet) -> &NodeOrder {
+        let mut asked = request
+            .0
+            .iter()
+            .filter(|(_, amount)| **amount > 0.0)
+            .peekable();
+        if asked.peek().is_none() {
+            return &self.every_node;
         }
+        asked
+            .map(|(name, _)| self.free.get(name).unwrap_or(&NO_NODES))
+            .min_by_key(|order| order.len())
+            .unwrap_or(&NO_NODES)
     }
 
     fn choose(&mut self, request: &ResourceSet, strategy: &SchedulingStrategy) -> Option<usize> {
@@ -138,31 +148,25 @@ impl ClusterResources {
                     (None, false) => None,
                 }
             }
-            SchedulingStrategy::Default => {
-                let mut least_used: Option<(usize, f64)> = None;
-                for index in self.candidates(request, 0).filter(fits) {
-                    let used = utilization(&self.nodes[index].1, request);
-                    if used <= 0.5 + 1e-9 {
-                        return Some(index);
-                    }
-                    if least_used.is_none_or(|(_, u)| used < u) {
-                        least_used = Some((index, used));
-                    }
-                }
-                least_used.map(|(index, _)| index)
-            }
+            // Ray's hybrid policy: the first node in registration order
+            // that is under half used, else the least used; both are the
+            // first in rank order that can grant the request.
+            SchedulingStrategy::Default => self
+                .candidates(request)
+                .by_rank
+                .iter()
+                .map(|(_, index)| *index)
+                .find(|index| fits(index)),
+            // Ray's spread policy: round robin over the nodes that can
+            // grant the request.
             SchedulingStrategy::Spread => {
-                let count = self.nodes.len();
-                let start = self.spread_cursor.min(count);
-                let best = self
-                    .candidates(request, start)
-                    .filter(fits)
-                    .min_by(|a, b| {
-                        utilization(&self.nodes[*a].1, request)
-                            .total_cmp(&utilization(&self.nodes[*b].1, request))
-                    })?;
-                self.spread_cursor = (best + 1) % count.max(1);
-                Some(best)
+                let order = &self.candidates(request).by_position;
+                let start = self.spread_cursor;
+                let chosen = (order.range(start..).chain(order.range(..start)))
+                    .copied()
+                    .find(|index| fits(index))?;
+                self.spread_cursor = chosen + 1;
+                Some(chosen)
             }
         }
     }
@@ -201,19 +205,89 @@ mod cluster_tests {
         assert_eq!(nodes, ["n0", "n0", "n1", "n1"]);
     }
 
-    #[test]
-    fn spread_visits_every_node() {
-        let mut cluster = cluster(3);
-        let mut nodes: Vec<String> = (0..3)
+    /// `n` grants of `request` under the default strategy.
+    fn take(cluster: &mut ClusterResources, request: &ResourceSet, n: usize) -> Vec<Allocation> {
+        (0..n)
             .map(|_| {
+                let strategy = SchedulingStrategy::Default;
                 cluster
-                    .try_acquire(&cpus(1.0), &SchedulingStrategy::Spread)
-                    .unwrap()
-                    .node
+                    .try_acquire(request, &strategy)
+                    .expect("a node has it")
             })
-            .collect();
-        nodes.sort();
-        assert_eq!(nodes, ["n0", "n1", "n2"]);
+            .collect()
+    }
+
+    fn nodes(allocations: &[Allocation]) -> Vec<&str> {
+        allocations.iter().map(|a| a.node.as_str()).collect()
+    }
+
+    #[test]
+    fn default_spreads_to_the_least_used_node_once_all_are_half_used() {
+        let mut cluster = cluster(3);
+        // Half of each node in turn, then the least used, the first of equals.
+        let taken = take(&mut cluster, &cpus(1.0), 12);
+        let expected = [
+            "n0", "n0", "n1", "n1", "n2", "n2", "n0", "n1", "n2", "n0", "n1", "n2",
+        ];
+        assert_eq!(nodes(&taken), expected);
+        assert!(cluster
+            .try_acquire(&cpus(1.0), &SchedulingStrategy::Default)
+            .is_none());
+        // A node that frees moves ahead of the full ones.
+        cluster.release(&taken[2]);
+        cluster.release(&taken[3]);
+        assert_eq!(nodes(&take(&mut cluster, &cpus(1.0), 2)), ["n1", "n1"]);
+        cluster.assert_indexes_match_scan("after the release");
+    }
+
+    /// A cluster whose CPUs are all taken is not searched for a CPU request,
+    /// though every node still has a custom resource free: the candidates
+    /// are the nodes with the scarcest named resource free.
+    #[test]
+    fn a_request_is_matched_only_against_nodes_with_what_it_names_free() {
+        let mut cluster = ClusterResources::default();
+        let mut node = cpus(1.0);
+        node.set("slot", 10.0);
+        for i in 0..3 {
+            cluster.add_node(&format!("n{i}"), node.clone());
+        }
+        let mut slot = ResourceSet::default();
+        slot.set("slot", 1.0);
+        let mut cpu_and_slot = cpus(1.0);
+        cpu_and_slot.set("slot", 1.0);
+        let taken = take(&mut cluster, &cpus(1.0), 3);
+        assert_eq!(cluster.candidates(&cpus(1.0)).len(), 0);
+        assert_eq!(cluster.candidates(&cpu_and_slot).len(), 0);
+        assert_eq!(cluster.candidates(&slot).len(), 3);
+        assert!(!cluster.can_acquire(&cpus(1.0), &SchedulingStrategy::Default));
+        assert!(!cluster.can_acquire(&cpu_and_slot, &SchedulingStrategy::Spread));
+        assert_eq!(nodes(&take(&mut cluster, &slot, 1)), ["n0"]);
+        cluster.release(&taken[1]);
+        assert_eq!(cluster.candidates(&cpu_and_slot).len(), 1);
+        assert_eq!(nodes(&take(&mut cluster, &cpu_and_slot, 1)), ["n1"]);
+        cluster.assert_indexes_match_scan("after the grants");
+    }
+
+    #[test]
+    fn spread_goes_round_the_nodes_that_have_the_request_free() {
+        let mut cluster = cluster(3);
+        let spread = |cluster: &mut ClusterResources| {
+            (0..4)
+                .map(|_| {
+                    let strategy = SchedulingStrategy::Spread;
+                    cluster.try_acquire(&cpus(1.0), &strategy).unwrap().node
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(spread(&mut cluster), ["n0", "n1", "n2", "n0"]);
+        let fill_n2 = SchedulingStrategy::NodeAffinity {
+            node_id: "n2".into(),
+            soft: false,
+        };
+        cluster
+            .try_acquire(&cpus(3.0), &fill_n2)
+            .expect("n2 has 3 free");
+        assert_eq!(spread(&mut cluster), ["n1", "n0", "n1", "n0"]);
     }
 
     #[test]
