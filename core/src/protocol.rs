@@ -342,10 +342,17 @@ pub enum NodeToWorker {
     Withdraw {
         task_id: TaskId,
     },
+    /// Drop an actor call this worker holds and has not started (sent by
+    /// the head or straight by its caller): its result is
+    /// `Error::Cancelled`, sent where the call's result would go. A call
+    /// already running runs to its end (Ray's cancel of an actor task).
+    CancelCall {
+        task_id: TaskId,
+    },
 }
 
 /// Nodes and drivers of one cluster must speak the same protocol.
-pub const PROTOCOL_VERSION: &str = concat!("oxray-", env!("CARGO_PKG_VERSION"), "-wire-5");
+pub const PROTOCOL_VERSION: &str = concat!("oxray-", env!("CARGO_PKG_VERSION"), "-wire-6");
 
 /// A node daemon → the head, on the node's control stream.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -263,11 +263,12 @@ async fn serve_worker(
             }
             // A simulated worker makes no requests and prints nothing, and
             // a task it was sent has already run: there is nothing to
-            // withdraw.
+            // withdraw or cancel.
             Ok(Some(
                 NodeToWorker::Reply { .. }
                 | NodeToWorker::Log { .. }
-                | NodeToWorker::Withdraw { .. },
+                | NodeToWorker::Withdraw { .. }
+                | NodeToWorker::CancelCall { .. },
             )) => {}
             Ok(None) => return "the head closed its stream".into(),
             Err(status) => return format!("its stream failed: {}", status.message()),

@@ -29,6 +29,13 @@ impl Recorder {
         self.seen.len()
     }
 
+    /// Records `value` once something writes into the FIFO at `path`
+    /// (outside oxray's API, so nothing lends the actor's CPU out meanwhile).
+    pub fn record_when_released(&mut self, path: String, value: u64) -> usize {
+        std::fs::read(path).expect("read the fifo");
+        self.record(value)
+    }
+
     pub fn seen(&self) -> Vec<u64> {
         self.seen.clone()
     }
@@ -278,4 +285,65 @@ fn an_actor_ends_with_its_last_handle_in_any_process_unless_detached() {
     assert_eq!(found.seen().get().unwrap(), vec![1]);
     assert_eq!(found.pid().get().unwrap(), kept_pid);
     oxray_core::kill(&found).unwrap();
+}
+
+/// Calls `recorder` four times, the first blocked on a FIFO, cancels the
+/// third while it waits in line, and releases the first once the third
+/// ended: what each call gave, in order.
+fn cancel_a_queued_call(recorder: &ActorHandle<Recorder>, fifo: String) -> Vec<String> {
+    let first = recorder.record_when_released(fifo.clone(), 1);
+    let queued: Vec<_> = (2..=4).map(|value| recorder.record(value)).collect();
+    oxray_core::cancel(&queued[1]).expect("cancel");
+    let timeout = Some(Duration::from_secs(120));
+    let (ended, _) = oxray_core::wait(&queued[1..2], 1, timeout).expect("wait");
+    assert_eq!(
+        ended.len(),
+        1,
+        "the cancelled call ends while the first still runs"
+    );
+    std::fs::write(&fifo, "go").expect("release the first call");
+    std::iter::once(first)
+        .chain(queued)
+        .map(|call| match call.get() {
+            Ok(count) => count.to_string(),
+            Err(Error::Cancelled { function }) if function.ends_with("Recorder::record") => {
+                "cancelled".to_string()
+            }
+            Err(other) => panic!("{other}"),
+        })
+        .collect()
+}
+
+#[oxray_core::remote]
+fn cancel_a_queued_call_from_a_task(recorder: ActorHandle<Recorder>, fifo: String) -> Vec<String> {
+    // Once the route is known, every call goes straight to the actor.
+    recorder.pid().get().expect("first call");
+    cancel_a_queued_call(&recorder, fifo)
+}
+
+fn fifo(dir: &tempfile::TempDir) -> String {
+    let path = dir.path().join("release");
+    let made = std::process::Command::new("mkfifo").arg(&path).status();
+    assert!(made.expect("mkfifo").success());
+    path.display().to_string()
+}
+
+/// A call waiting on the actor's worker behind a running one is dropped
+/// there when cancelled, whether the head sent it (the driver's calls) or
+/// its caller did (a task's calls go straight to the actor's worker): it
+/// ends `Cancelled`, never runs, and the calls around it run in order.
+#[test]
+fn a_cancelled_actor_call_waiting_in_line_never_runs() {
+    start();
+    let expected = ["1", "2", "cancelled", "3"];
+    let dir = tempfile::tempdir().unwrap();
+    let from_driver = Recorder::remote().unwrap();
+    assert_eq!(cancel_a_queued_call(&from_driver, fifo(&dir)), expected);
+    assert_eq!(from_driver.seen().get().unwrap(), vec![1, 2, 4]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let from_task = Recorder::remote().unwrap();
+    let outcomes = cancel_a_queued_call_from_a_task::remote(from_task.clone(), fifo(&dir));
+    assert_eq!(outcomes.get().unwrap(), expected);
+    assert_eq!(from_task.seen().get().unwrap(), vec![1, 2, 4]);
 }

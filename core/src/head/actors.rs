@@ -202,6 +202,7 @@ impl NodeState {
         let (mut retried, mut retried_direct) = (Vec::new(), Vec::new());
         for task in inflight {
             match self.tasks.get_mut(&task) {
+                Some(t) if t.cancelled => self.finish_cancelled(task),
                 Some(t) if t.retries_left > 0 => {
                     t.retries_left -= 1;
                     match t.direct_caller {

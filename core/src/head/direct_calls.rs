@@ -167,6 +167,9 @@ impl NodeState {
         if let Some(error) = dead {
             return self.finish_task(task_id, Err(error));
         }
+        if record.cancelled {
+            return self.finish_cancelled(task_id);
+        }
         if record.retries_left > 0 {
             record.retries_left -= 1;
             return self.take_over_direct_call(task_id);
@@ -381,6 +384,44 @@ mod tests {
                 "{case}: the retried run's result"
             );
             assert!(state.direct_calls.is_empty(), "{case}");
+        }
+    }
+
+    /// Cancelling a call on the actor's worker, sent there by its caller or
+    /// by the head, asks that worker to drop it (only the worker knows
+    /// whether it started); a cancelled call lost with its worker ends
+    /// `Cancelled` instead of being retried on the restarted actor.
+    #[test]
+    fn a_cancelled_call_is_dropped_by_the_actors_worker_and_never_retried() {
+        for sent_directly in [true, false] {
+            let ids = Ids::new();
+            let (mut state, actor, worker, mut inbox) = one_actor(ActorSpec {
+                max_task_retries: 1,
+                ..ids.actor(cpus(1.0), 1)
+            });
+            let call = ids.call(actor, "add");
+            let (task, output) = (call.task_id, call.return_id);
+            if sent_directly {
+                state.direct_call_sent(CALLER, call, Some(worker), JOB, None);
+            } else {
+                state.submit_now(call);
+                assert_eq!(executed_ids(&mut inbox), [task]);
+            }
+            state.cancel(output).expect("cancel");
+            let asked = std::iter::from_fn(|| inbox.try_recv().ok())
+                .any(|m| matches!(m, NodeToWorker::CancelCall { task_id } if task_id == task));
+            assert!(
+                asked,
+                "directly {sent_directly}: the worker is asked to drop it"
+            );
+            assert_eq!(error_kind(&state.value(output)), "pending");
+            state.worker_exited(worker, "killed");
+            state.schedule();
+            let (restarted, inbox) = state.start_one();
+            let (_, mut inbox) = state.constructed(actor, restarted, inbox);
+            assert!(executed_ids(&mut inbox).is_empty(), "not retried");
+            assert_eq!(error_kind(&state.value(output)), "Cancelled");
+            assert!(state.direct_calls.is_empty());
         }
     }
 

@@ -320,8 +320,21 @@ impl NodeState {
         };
         let kind = record.kind;
         match (record.worker, kind) {
-            // A call its caller sends itself is not the head's to take back.
-            _ if record.direct_caller.is_some() => return Ok(()),
+            // A call its caller holds until it knows where the actor lives
+            // is not the head's to take back.
+            (None, _) if record.direct_caller.is_some() => return Ok(()),
+            (Some(worker), TaskKind::ActorCall(_)) => {
+                // On the actor's worker (sent by the head or by its caller):
+                // dropped there if it has not started, ending with
+                // `Cancelled` where its result would go; a running call runs
+                // to its end, and one lost with its worker is not retried.
+                record.cancelled = true;
+                let sender = self.workers.get(&worker).and_then(|w| w.sender.as_ref());
+                if let Some(sender) = sender {
+                    let _ = sender.send(NodeToWorker::CancelCall { task_id });
+                }
+                return Ok(());
+            }
             (Some(worker), TaskKind::Stateless) => {
                 let running =
                     self.workers.get(&worker).and_then(|w| w.assigned.front()) == Some(&task_id);

@@ -121,6 +121,11 @@ impl Connection {
                             client.send(WorkerToNode::Withdrawn { task_id });
                         }
                     }
+                    Ok(Some(NodeToWorker::CancelCall { task_id })) => {
+                        if let Some(call) = tasks.and_then(|tasks| tasks.take_queued(task_id)) {
+                            super::executor::report_cancelled(&client, call);
+                        }
+                    }
                     Ok(Some(NodeToWorker::Log { source, err, lines })) => {
                         print_log(&source, err, &lines);
                     }

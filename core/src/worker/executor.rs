@@ -49,6 +49,28 @@ pub(super) fn execute_tasks(client: &WorkerClient, queue: &TaskQueue) {
     }
 }
 
+/// Ends a call taken out of the queue before it started: its result is
+/// `Error::Cancelled`, sent where it would have gone.
+pub(super) fn report_cancelled(client: &WorkerClient, task: QueuedTask) {
+    let cancelled = |invocation: &Invocation| {
+        Err(Error::Cancelled {
+            function: invocation.display_name(),
+        })
+    };
+    match task {
+        QueuedTask::FromHead(task) => client.send(WorkerToNode::Finished {
+            task_id: task.task_id,
+            outcome: cancelled(&task.invocation),
+        }),
+        QueuedTask::Direct { call, reply } => {
+            let _ = reply.send(DirectResult {
+                task_id: call.task_id,
+                outcome: cancelled(&call.invocation),
+            });
+        }
+    }
+}
+
 /// Runs one task, a panic becoming its error.
 fn run_guarded(
     actor: &mut Option<ActorState>,

@@ -4,7 +4,8 @@
 //! of the one running (so the worker starts it as soon as it sends the
 //! result) and later withdraw it; a task comes out of the queue either to
 //! run or to be withdrawn, never both, because both happen under the queue's
-//! one lock.
+//! one lock. An actor call it holds may likewise be taken out to end
+//! cancelled.
 
 use crate::ids::TaskId;
 use crate::protocol::{DirectCall, DirectResult, Execute};
@@ -25,7 +26,6 @@ pub(crate) enum QueuedTask {
 }
 
 impl QueuedTask {
-    #[cfg(test)]
     pub(crate) fn task_id(&self) -> TaskId {
         match self {
             QueuedTask::FromHead(execute) => execute.task_id,
@@ -62,6 +62,14 @@ impl TaskQueue {
             .iter()
             .position(|t| matches!(t, QueuedTask::FromHead(e) if e.task_id == task_id));
         position.and_then(|at| state.tasks.remove(at)).is_some()
+    }
+
+    /// Takes the queued call `task_id` out, from the head or sent directly,
+    /// if it has not started.
+    pub(crate) fn take_queued(&self, task_id: TaskId) -> Option<QueuedTask> {
+        let mut state = self.state.lock();
+        let position = state.tasks.iter().position(|t| t.task_id() == task_id)?;
+        state.tasks.remove(position)
     }
 
     /// No more tasks: `pop` returns `None` once the queue is empty.
@@ -132,6 +140,33 @@ mod tests {
         queue.push(QueuedTask::Direct { call, reply });
         assert!(!queue.withdraw(TaskId(5)));
         assert_eq!(ids(&queue), [5]);
+    }
+
+    /// A call is taken out to be cancelled wherever it came from, unless it
+    /// started; the others keep their order.
+    #[test]
+    fn a_queued_call_is_taken_out_to_be_cancelled_but_not_a_started_one() {
+        let queue = TaskQueue::default();
+        let (reply, _replies) = tokio::sync::mpsc::unbounded_channel();
+        let call = DirectCall {
+            task_id: TaskId(2),
+            caller: crate::ids::WorkerId(1),
+            invocation: Invocation::Function { name: "f".into() },
+            args: Vec::new(),
+        };
+        queue.push(task(1));
+        queue.push(QueuedTask::Direct { call, reply });
+        queue.push(task(3));
+        queue.push(task(4));
+        let running = queue.pop().expect("queued");
+        assert!(queue.take_queued(running.task_id()).is_none());
+        let taken: Vec<u64> = [2, 4]
+            .into_iter()
+            .filter_map(|id| queue.take_queued(TaskId(id)))
+            .map(|t| t.task_id().0)
+            .collect();
+        assert_eq!(taken, [2, 4]);
+        assert_eq!(ids(&queue), [3]);
     }
 
     #[test]
