@@ -1,11 +1,18 @@
 //! `oxray bench scheduling` from the outside: simulated nodes take real
 //! leases and run the cluster's tasks and actor calls, every node count
 //! reports nonzero throughput, the work lands on more than one node, and
-//! the heads it started leave nothing behind.
+//! the heads it started leave nothing behind, even when the bench is killed.
 
 mod cluster_support;
 
+use std::io::BufRead;
 use std::path::Path;
+
+/// `head pid N (session directory D)` as the bench prints it: (N, D).
+fn head_line(line: &str) -> Option<(&str, &str)> {
+    let rest = line.strip_prefix("head pid ")?;
+    rest.strip_suffix(')')?.split_once(" (session directory ")
+}
 
 #[test]
 fn the_scheduling_bench_runs_work_on_the_simulated_nodes_and_leaves_nothing() {
@@ -51,11 +58,7 @@ fn the_scheduling_bench_runs_work_on_the_simulated_nodes_and_leaves_nothing() {
     assert!(spread.contains("200 actors created and killed"), "{spread}");
 
     // Each head stopped and removed its shared memory.
-    let heads: Vec<(&str, &str)> = stderr
-        .lines()
-        .filter_map(|l| l.strip_prefix("head pid "))
-        .filter_map(|l| l.strip_suffix(')')?.split_once(" (session directory "))
-        .collect();
+    let heads: Vec<(&str, &str)> = stderr.lines().filter_map(head_line).collect();
     assert_eq!(heads.len(), 2, "{stderr}");
     for (pid, session) in heads {
         cluster_support::assert_nothing_left(Path::new(session), &[pid.to_string()]);
@@ -64,4 +67,31 @@ fn the_scheduling_bench_runs_work_on_the_simulated_nodes_and_leaves_nothing() {
             "head {pid} is still running"
         );
     }
+}
+
+/// Killed outright while it runs, the bench cannot stop its head: the head
+/// stops with it all the same and removes its shared memory.
+#[test]
+fn a_killed_scheduling_bench_takes_its_head_with_it() {
+    let mut bench = std::process::Command::new(env!("CARGO_BIN_EXE_oxray"))
+        .args(["bench", "scheduling", "--nodes", "1"])
+        .args(["--tasks", "100000000"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = std::io::BufReader::new(bench.stderr.take().unwrap());
+    let head = stderr
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|line| head_line(&line).map(|(p, s)| (p.to_string(), s.to_string())));
+    let (pid, session) = head.expect("the bench names its head");
+    assert!(Path::new(&format!("/proc/{pid}")).exists(), "the head runs");
+    bench.kill().unwrap();
+    bench.wait().unwrap();
+    // (The head is no longer this process's child: whoever adopted it reaps
+    // it, so its /proc entry may stay a moment as a zombie.)
+    cluster_support::assert_nothing_left(Path::new(&session), &[pid]);
+    // The bench had no chance to remove the session directory it made.
+    std::fs::remove_dir_all(&session).unwrap();
 }

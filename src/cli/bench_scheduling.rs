@@ -36,6 +36,10 @@ pub struct SchedulingArgs {
     /// Actor calls per measurement.
     #[arg(long, default_value_t = 20_000)]
     calls: usize,
+    /// Batches of tasks and of calls per measurement: each rate reported is
+    /// the median of its batches (one batch moves by 2x on a busy machine).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// Actors the calls go to, spread over the nodes.
     #[arg(long, default_value_t = 32)]
     call_actors: usize,
@@ -95,6 +99,7 @@ pub fn run(args: &SchedulingArgs) -> anyhow::Result<()> {
         ("--cpus-per-node", args.cpus_per_node as usize),
         ("--tasks", args.tasks),
         ("--calls", args.calls),
+        ("--rounds", args.rounds),
         ("--call-actors", args.call_actors),
         ("--batch", args.batch),
     ];
@@ -200,13 +205,28 @@ fn run_tasks(count: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Tasks per second, actor calls per second, the head's CPU per task and
-/// its memory afterwards.
+/// The median of `rounds` runs of `batch`, each of `count` operations, in
+/// operations per second.
+fn median_rate(
+    rounds: usize,
+    count: usize,
+    mut batch: impl FnMut() -> anyhow::Result<()>,
+) -> anyhow::Result<f64> {
+    let mut rates = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let started = Instant::now();
+        batch()?;
+        rates.push(count as f64 / started.elapsed().as_secs_f64());
+    }
+    rates.sort_by(f64::total_cmp);
+    Ok(rates[rates.len() / 2])
+}
+
+/// Tasks per second, actor calls per second (medians over `--rounds`),
+/// the head's CPU per task and its memory afterwards.
 fn measure_figures(args: &SchedulingArgs, head: &HeadProcess) -> anyhow::Result<Figures> {
     let cpu_before = head.cpu_seconds()?;
-    let started = Instant::now();
-    run_tasks(args.tasks)?;
-    let task_seconds = started.elapsed().as_secs_f64();
+    let tasks_per_s = median_rate(args.rounds, args.tasks, || run_tasks(args.tasks))?;
     let head_cpu = head.cpu_seconds()? - cpu_before;
 
     let spread = SchedulingStrategy::Spread;
@@ -220,19 +240,20 @@ fn measure_figures(args: &SchedulingArgs, head: &HeadProcess) -> anyhow::Result<
         .collect::<oxray_core::Result<Vec<_>>>()?;
     let constructed: Vec<_> = actors.iter().map(|a| a.ping()).collect();
     oxray_core::get_all(&constructed)?;
-    let started = Instant::now();
-    let calls: Vec<_> = (0..args.calls)
-        .map(|i| actors[i % actors.len()].ping())
-        .collect();
-    oxray_core::get_all(&calls)?;
-    let call_seconds = started.elapsed().as_secs_f64();
+    let calls_per_s = median_rate(args.rounds, args.calls, || {
+        let calls: Vec<_> = (0..args.calls)
+            .map(|i| actors[i % actors.len()].ping())
+            .collect();
+        oxray_core::get_all(&calls)?;
+        Ok(())
+    })?;
     for actor in &actors {
         oxray_core::kill(actor)?;
     }
     Ok(Figures {
-        tasks_per_s: args.tasks as f64 / task_seconds,
-        calls_per_s: args.calls as f64 / call_seconds,
-        head_cpu_per_1000_tasks: 1000.0 * head_cpu / args.tasks as f64,
+        tasks_per_s,
+        calls_per_s,
+        head_cpu_per_1000_tasks: 1000.0 * head_cpu / (args.rounds * args.tasks) as f64,
         memory: head.memory()?,
     })
 }

@@ -180,6 +180,18 @@ pub(crate) fn spawn_daemon(
     for (name, value) in envs {
         command.env(name, value);
     }
+    // SAFETY: prctl is async-signal-safe. Should this process die without
+    // stopping the daemon (killed outright), the daemon gets the SIGTERM
+    // `oxray stop` would send, so it still stops its workers and removes
+    // its shared memory. Called from the thread that lives as long as the
+    // command (the signal follows the forking thread).
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
     let mut daemon = command.spawn().context("cannot start an oxray daemon")?;
     let mut ready = String::new();
     let stdout = daemon.stdout.take().context("daemon stdout")?;

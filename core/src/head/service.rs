@@ -2,6 +2,9 @@
 //! `ClusterStatus`, and the API requests workers and joined drivers send on
 //! their stream (`get`, `wait`, actors, KV, placement groups). Requests that
 //! wait run as async tasks, lending the caller's resources out meanwhile.
+//!
+//! Just over 600 lines, all one service: each stream's loop beside the
+//! requests it dispatches, so a message and its handler are read together.
 
 use super::actor_handles::handle_object;
 use super::generated::head_server::Head as HeadService;
