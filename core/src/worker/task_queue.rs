@@ -102,6 +102,7 @@ mod tests {
     use super::*;
     use crate::protocol::Invocation;
     use std::sync::Arc;
+    use tokio::sync::mpsc::UnboundedReceiver;
 
     fn task(id: u64) -> QueuedTask {
         QueuedTask::FromHead(Execute {
@@ -110,6 +111,19 @@ mod tests {
             args: Vec::new(),
             gpu_ids: Vec::new(),
         })
+    }
+
+    /// A call sent straight to this worker; its result would go to
+    /// `replies`, which the caller keeps.
+    fn direct(id: u64) -> (QueuedTask, UnboundedReceiver<DirectResult>) {
+        let (reply, replies) = tokio::sync::mpsc::unbounded_channel();
+        let call = DirectCall {
+            task_id: TaskId(id),
+            caller: crate::ids::WorkerId(1),
+            invocation: Invocation::Function { name: "f".into() },
+            args: Vec::new(),
+        };
+        (QueuedTask::Direct { call, reply }, replies)
     }
 
     fn ids(queue: &TaskQueue) -> Vec<u64> {
@@ -130,14 +144,8 @@ mod tests {
     #[test]
     fn a_call_sent_directly_is_never_withdrawn_by_the_head() {
         let queue = TaskQueue::default();
-        let (reply, _replies) = tokio::sync::mpsc::unbounded_channel();
-        let call = DirectCall {
-            task_id: TaskId(5),
-            caller: crate::ids::WorkerId(1),
-            invocation: Invocation::Function { name: "f".into() },
-            args: Vec::new(),
-        };
-        queue.push(QueuedTask::Direct { call, reply });
+        let (call, _replies) = direct(5);
+        queue.push(call);
         assert!(!queue.withdraw(TaskId(5)));
         assert_eq!(ids(&queue), [5]);
     }
@@ -147,15 +155,9 @@ mod tests {
     #[test]
     fn a_queued_call_is_taken_out_to_be_cancelled_but_not_a_started_one() {
         let queue = TaskQueue::default();
-        let (reply, _replies) = tokio::sync::mpsc::unbounded_channel();
-        let call = DirectCall {
-            task_id: TaskId(2),
-            caller: crate::ids::WorkerId(1),
-            invocation: Invocation::Function { name: "f".into() },
-            args: Vec::new(),
-        };
+        let (call, _replies) = direct(2);
         queue.push(task(1));
-        queue.push(QueuedTask::Direct { call, reply });
+        queue.push(call);
         queue.push(task(3));
         queue.push(task(4));
         let running = queue.pop().expect("queued");
