@@ -180,18 +180,10 @@ pub(crate) fn spawn_daemon(
     for (name, value) in envs {
         command.env(name, value);
     }
-    // SAFETY: prctl is async-signal-safe. Should this process die without
-    // stopping the daemon (killed outright), the daemon gets the SIGTERM
-    // `oxray stop` would send, so it still stops its workers and removes
-    // its shared memory. Called from the thread that lives as long as the
-    // command (the signal follows the forking thread).
-    unsafe {
-        use std::os::unix::process::CommandExt;
-        command.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-            Ok(())
-        });
-    }
+    // Should this process die without stopping the daemon (killed
+    // outright), the daemon still stops its workers and removes its shared
+    // memory.
+    terminate_with_this_process(&mut command);
     let mut daemon = command.spawn().context("cannot start an oxray daemon")?;
     let mut ready = String::new();
     let stdout = daemon.stdout.take().context("daemon stdout")?;
@@ -204,6 +196,21 @@ pub(crate) fn spawn_daemon(
         daemon,
         ready.split_whitespace().map(str::to_string).collect(),
     ))
+}
+
+/// Has the child `command` starts get SIGTERM (what `oxray stop` sends) when
+/// this process dies, whatever the way, so it can clean up after itself.
+/// The signal follows the thread that forks: call it from one that lives as
+/// long as the child should.
+pub(crate) fn terminate_with_this_process(command: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
 }
 
 /// Stops a daemon started by [`spawn_daemon`] as `oxray stop` does: SIGTERM,

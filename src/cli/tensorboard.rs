@@ -148,14 +148,7 @@ async fn serve(tensorboard: &Path, args: &TensorboardArgs) -> anyhow::Result<()>
         .stdin(Stdio::null())
         .stderr(Stdio::piped())
         .process_group(0);
-    // SAFETY: prctl is async-signal-safe; it asks the kernel to SIGTERM the
-    // child when oxray dies, whatever the way.
-    unsafe {
-        command.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-            Ok(())
-        });
-    }
+    super::cluster::terminate_with_this_process(command.as_std_mut());
     let mut child = command
         .spawn()
         .with_context(|| format!("cannot start {}", tensorboard.display()))?;

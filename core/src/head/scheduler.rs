@@ -253,16 +253,13 @@ impl NodeState {
     fn next_task_for_lease(&mut self, shape: &str) -> Option<TaskId> {
         let queue = self.queues.get(shape)?;
         let task_id = *queue.tasks.front()?;
-        let others_wait = self
-            .queues
-            .iter()
+        if queue.strategy == SchedulingStrategy::Spread || !self.actors_waiting.is_empty() {
+            return None;
+        }
+        let others_wait = (self.queues.iter())
             .any(|(other, q)| other != shape && !q.tasks.is_empty())
-            || !self.actors_waiting.is_empty()
-            || self
-                .placement_groups
-                .values()
-                .any(|g| g.allocations.is_empty());
-        if others_wait || queue.strategy == SchedulingStrategy::Spread {
+            || (self.placement_groups.values()).any(|g| g.allocations.is_empty());
+        if others_wait {
             return None;
         }
         self.queues.get_mut(shape)?.tasks.pop_front();

@@ -3,6 +3,7 @@
 //! of live nodes and reserved placement-group bundles. Which pool a request
 //! draws from is the policy's choice (`policy.rs`).
 
+use super::policy::hybrid_score_key;
 use super::{ResourceSet, GPU};
 use rustc_hash::FxHashMap;
 use std::collections::BTreeSet;
@@ -195,17 +196,6 @@ impl ResourcePool {
 /// while under half), then registration order.
 type Rank = (u64, usize);
 
-/// The hybrid policy's score of a pool, as a key that sorts as the score
-/// does (a non-negative `f64`'s bits sort as the number).
-fn score_key(pool: &ResourcePool) -> u64 {
-    let used = super::policy::utilization(pool, &ResourceSet::default());
-    if used < super::policy::SPREAD_THRESHOLD {
-        0
-    } else {
-        used.to_bits()
-    }
-}
-
 /// The nodes with some of `resource` free, made empty the first time.
 fn free_order<'a>(free: &'a mut FxHashMap<String, NodeOrder>, resource: &str) -> &'a mut NodeOrder {
     if !free.contains_key(resource) {
@@ -277,7 +267,7 @@ impl ClusterResources {
         let pool = ResourcePool::new(total);
         let index = self.nodes.len();
         self.positions.insert(node.to_string(), index);
-        self.scores.push(score_key(&pool));
+        self.scores.push(hybrid_score_key(&pool));
         self.nodes.push((node.to_string(), pool));
         self.index_node(index);
     }
@@ -292,7 +282,11 @@ impl ClusterResources {
         self.positions = (self.nodes.iter().enumerate())
             .map(|(index, (id, _))| (id.clone(), index))
             .collect();
-        self.scores = self.nodes.iter().map(|(_, pool)| score_key(pool)).collect();
+        self.scores = self
+            .nodes
+            .iter()
+            .map(|(_, pool)| hybrid_score_key(pool))
+            .collect();
         self.every_node = NodeOrder::default();
         self.free.clear();
         for index in 0..self.nodes.len() {
@@ -317,7 +311,7 @@ impl ClusterResources {
     pub(super) fn pool_changed(&mut self, index: usize) {
         let old = (self.scores[index], index);
         let pool = &self.nodes[index].1;
-        let new = (score_key(pool), index);
+        let new = (hybrid_score_key(pool), index);
         self.scores[index] = new.0;
         if new != old {
             self.every_node.remove(old);
@@ -345,7 +339,7 @@ impl ClusterResources {
         let mut every_node = NodeOrder::default();
         let mut free: FxHashMap<String, NodeOrder> = FxHashMap::default();
         for (index, (_, pool)) in self.nodes.iter().enumerate() {
-            let rank = (score_key(pool), index);
+            let rank = (hybrid_score_key(pool), index);
             every_node.insert(rank);
             let free_here = pool
                 .total()

@@ -23,16 +23,29 @@ pub enum SchedulingStrategy {
 
 /// The used fraction of its scarcest resource under which a node takes
 /// work before any less used node does (Ray's `spread_threshold`).
-pub(super) const SPREAD_THRESHOLD: f64 = 0.5;
+const SPREAD_THRESHOLD: f64 = 0.5;
 
-/// Used fraction of a node's scarcest resource, after adding `extra`.
-pub(super) fn utilization(pool: &ResourcePool, extra: &ResourceSet) -> f64 {
+/// Used fraction of a node's scarcest resource.
+fn utilization(pool: &ResourcePool) -> f64 {
     pool.total()
         .0
         .iter()
         .filter(|(name, total)| **total > 0.0 && name.as_str() != MEMORY)
-        .map(|(name, total)| (total - pool.available().get(name) + extra.get(name)) / total)
+        .map(|(name, total)| (total - pool.available().get(name)) / total)
         .fold(0.0, f64::max)
+}
+
+/// The hybrid policy's score of a node (Ray's: its utilization, counted as
+/// 0 under `SPREAD_THRESHOLD`), as a key that sorts as the score does (a
+/// non-negative `f64`'s bits sort as the number). The accounting keeps the
+/// nodes in this order, so the default strategy takes the first that fits.
+pub(super) fn hybrid_score_key(pool: &ResourcePool) -> u64 {
+    let used = utilization(pool);
+    if used < SPREAD_THRESHOLD {
+        0
+    } else {
+        used.to_bits()
+    }
 }
 
 impl ClusterResources {

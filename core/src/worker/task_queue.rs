@@ -56,19 +56,20 @@ impl TaskQueue {
     /// Takes `task_id` out if it has not started; `false` if it has (or was
     /// never sent), in which case its result goes to the head as usual.
     pub(crate) fn withdraw(&self, task_id: TaskId) -> bool {
-        let mut state = self.state.lock();
-        let position = state
-            .tasks
-            .iter()
-            .position(|t| matches!(t, QueuedTask::FromHead(e) if e.task_id == task_id));
-        position.and_then(|at| state.tasks.remove(at)).is_some()
+        self.take_first(|t| matches!(t, QueuedTask::FromHead(e) if e.task_id == task_id))
+            .is_some()
     }
 
     /// Takes the queued call `task_id` out, from the head or sent directly,
     /// if it has not started.
     pub(crate) fn take_queued(&self, task_id: TaskId) -> Option<QueuedTask> {
+        self.take_first(|t| t.task_id() == task_id)
+    }
+
+    /// Takes out the first queued task `wanted` picks: it has not started.
+    fn take_first(&self, wanted: impl Fn(&QueuedTask) -> bool) -> Option<QueuedTask> {
         let mut state = self.state.lock();
-        let position = state.tasks.iter().position(|t| t.task_id() == task_id)?;
+        let position = state.tasks.iter().position(wanted)?;
         state.tasks.remove(position)
     }
 
