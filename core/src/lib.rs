@@ -56,6 +56,7 @@
 //! | `daemon` | `oxray start` head and node daemons, the session directory |
 //! | `transfer`, `shm`, `spill` | pulling objects between nodes; shared-memory object files; spilling them to disk when a node's store is full |
 //! | `protocol`, `wire`, `auth`, `tls` | messages, their codec, the cluster token, mutual TLS |
+//! | `spin`, `warm_loop` | a waiting thread's, and an event loop's, brief polling before they park |
 //! | `actor`, `object_ref`, `options`, `registry`, `value`, `ids`, `error` | the user-facing types behind `#[remote]` and `#[actor]` |
 
 mod actor;
@@ -83,6 +84,7 @@ mod spin;
 pub mod tls;
 mod transfer;
 mod value;
+mod warm_loop;
 pub mod wire;
 mod worker;
 

@@ -90,6 +90,7 @@ use crate::packaging::{ExecutableCache, OWN_IMAGE};
 use crate::protocol::*;
 use crate::resources::{ClusterResources, ResourceSet, CPU, GPU};
 use crate::shm;
+use crate::warm_loop::WarmLoop;
 use crate::wire::MAX_MESSAGE_BYTES;
 use crate::worker::{kill_process, process_alive};
 use actors::ActorRecord;
@@ -287,13 +288,20 @@ pub(crate) struct Node {
     has_gpus: bool,
     executables: Executables,
     runtime: tokio::runtime::Runtime,
+    /// Keeps the runtime polling while workers' and the driver's messages
+    /// flow.
+    warm: Arc<WarmLoop>,
 }
 
 impl Node {
     pub fn start(config: NodeConfig) -> Result<Arc<Node>> {
         crate::spill::configure(config.store_settings());
+        // One worker thread, so that it is the one polling the sockets while
+        // the loop is warm (`warm_loop.rs`); the state behind one lock
+        // serialises most of the head's work anyway. Blocking reads
+        // (object transfers) go to tokio's blocking pool.
         let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
+            .worker_threads(1)
             .thread_name("oxray-node")
             .enable_all()
             .build()
@@ -338,6 +346,7 @@ impl Node {
             config,
             object_server_address: address.to_string(),
             address,
+            warm: WarmLoop::start(runtime.handle()),
             runtime,
         });
         let head = HeadServer::new(HeadEndpoint { node: node.weak() })

@@ -49,6 +49,7 @@ impl Node {
     /// Handles messages in the order they came on `worker`'s stream, each
     /// run of state updates under one lock.
     pub(super) fn handle_worker_messages(&self, worker: WorkerId, messages: Vec<WorkerToNode>) {
+        self.warm.touch();
         let mut messages = messages.into_iter().peekable();
         while let Some(next) = messages.peek() {
             if is_state_update(next) {

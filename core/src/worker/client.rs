@@ -19,6 +19,7 @@ use crate::ids::{ActorId, IdMinter, ObjectId, TaskId, WorkerId};
 use crate::packaging::{self, JobExecutable, ShipExecutable};
 use crate::protocol::*;
 use crate::runtime::Backend;
+use crate::warm_loop::WarmLoop;
 use crate::wire::MAX_MESSAGE_BYTES;
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -88,6 +89,7 @@ impl Connection {
             owned: OwnedValues::default(),
             next_request: AtomicU64::new(1),
             leave: tokio::sync::Notify::new(),
+            warm: WarmLoop::start(runtime.handle()),
         });
         Ok(Connection {
             runtime,
@@ -111,6 +113,7 @@ impl Connection {
                     message = self.inbound.message() => message,
                     _ = client.leave.notified() => break "this driver left".to_string(),
                 };
+                client.warm.touch();
                 match message {
                     Ok(Some(NodeToWorker::Execute(task))) => match tasks {
                         Some(tasks) => tasks.push(QueuedTask::FromHead(task)),
@@ -226,12 +229,15 @@ pub(super) struct WorkerClient {
     next_request: AtomicU64,
     /// Ends the connection (a driver's `shutdown`), which ends its job.
     leave: tokio::sync::Notify,
+    /// Keeps this connection's loop polling while messages flow.
+    pub(super) warm: Arc<WarmLoop>,
 }
 
 impl WorkerClient {
     pub(super) fn send(&self, message: WorkerToNode) {
         // If the node is gone the worker is about to exit anyway.
         let _ = self.outbound.send(message);
+        self.warm.touch();
     }
 
     /// Sends `request`; its answer arrives on the receiver (an error at

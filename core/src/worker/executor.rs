@@ -44,6 +44,7 @@ pub(super) fn execute_tasks(client: &WorkerClient, queue: &TaskQueue) {
                     task_id: call.task_id,
                     outcome,
                 });
+                client.warm.touch();
             }
         }
     }
