@@ -131,6 +131,7 @@ impl<T: Serialize> Arg<T> {
             Arg::Value(v) => value::encode(&v, backend).map(TaskArg::Value),
             Arg::Ref(r) => {
                 let id = r.id;
+                backend.hand_over(&[id]);
                 std::mem::forget(r);
                 Ok(TaskArg::Ref(id))
             }

@@ -122,6 +122,10 @@ pub enum Request {
         ids: Vec<ObjectId>,
         timeout_ms: Option<u64>,
     },
+    /// Answered with `Reply::Ready` once `num_returns` of `ids` are ready
+    /// (or the timeout passed), flagging every one that is ready then, not
+    /// only the first `num_returns`: the caller keeps the flags for its
+    /// later waits and gives back at most `num_returns`.
     Wait {
         ids: Vec<ObjectId>,
         num_returns: usize,
@@ -352,7 +356,7 @@ pub enum NodeToWorker {
 }
 
 /// Nodes and drivers of one cluster must speak the same protocol.
-pub const PROTOCOL_VERSION: &str = concat!("oxray-", env!("CARGO_PKG_VERSION"), "-wire-6");
+pub const PROTOCOL_VERSION: &str = concat!("oxray-", env!("CARGO_PKG_VERSION"), "-wire-7");
 
 /// A node daemon → the head, on the node's control stream.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -50,6 +50,15 @@ pub(crate) trait Backend: Send + Sync {
         timeout: Option<Duration>,
     ) -> Result<Vec<bool>>;
     fn add_refs(&self, ids: &[ObjectId]);
+    /// References held by a value being encoded, not by this process: the
+    /// node counts each and releases them when the value is freed.
+    fn add_refs_for_value(&self, ids: &[ObjectId]) {
+        self.add_refs(ids);
+    }
+    /// This process's references to `ids` now belong to a task it submits
+    /// (its ref arguments): the node releases them when the task is final.
+    /// Nothing to do where every handle is counted at the node itself.
+    fn hand_over(&self, _ids: &[ObjectId]) {}
     fn release(&self, ids: &[ObjectId]);
     fn cancel(&self, id: ObjectId) -> Result<()>;
     fn kill_actor(&self, id: ActorId) -> Result<()>;

@@ -42,7 +42,7 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
     let payload = encoded?;
     if !contained.is_empty() {
         // The value now holds references of its own, released when it is freed.
-        backend.add_refs(&contained);
+        backend.add_refs_for_value(&contained);
     }
     Ok(ObjectBlob {
         type_name: std::any::type_name::<T>().to_string(),

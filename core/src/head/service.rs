@@ -282,7 +282,8 @@ impl Node {
                     };
                     let reply = match node.await_until(Some(worker), timeout, enough).await {
                         Ok(()) | Err(Error::Timeout { .. }) => Ok(Reply::Ready(
-                            node.state.lock().ready_flags(&ids, num_returns),
+                            // Every ready one, for the caller to keep.
+                            node.state.lock().ready_flags(&ids, ids.len()),
                         )),
                         Err(e) => Err(e),
                     };

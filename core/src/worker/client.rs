@@ -9,7 +9,9 @@
 //! request.
 
 use super::actor_submitter::ActorSubmitter;
+use super::local_refs::LocalRefs;
 use super::owned_values::OwnedValues;
+use super::ready_objects::{first_ready, ReadyObjects};
 use super::task_queue::{QueuedTask, TaskQueue};
 use crate::auth::AttachToken;
 use crate::error::{Error, Result};
@@ -86,7 +88,9 @@ impl Connection {
             ids: IdMinter::new(identity.origin),
             head_address: address.to_string(),
             pending: Mutex::new(Some(HashMap::new())),
+            local_refs: LocalRefs::default(),
             owned: OwnedValues::default(),
+            ready: ReadyObjects::default(),
             next_request: AtomicU64::new(1),
             leave: tokio::sync::Notify::new(),
             warm: WarmLoop::start(runtime.handle()),
@@ -224,8 +228,12 @@ pub(super) struct WorkerClient {
     head_address: String,
     /// Callers waiting for replies; `None` once the head is gone.
     pending: Mutex<Option<HashMap<u64, oneshot::Sender<Result<Reply>>>>>,
+    /// How many references to each object this process holds.
+    local_refs: LocalRefs,
     /// Small values this process put, for its own `get`s.
     owned: OwnedValues,
+    /// Objects the head said are ready, for this process's `wait`s.
+    ready: ReadyObjects,
     next_request: AtomicU64,
     /// Ends the connection (a driver's `shutdown`), which ends its job.
     leave: tokio::sync::Notify,
@@ -314,6 +322,13 @@ impl WorkerClient {
         self.owned.get(id).or_else(|| self.submitter.ready(id))
     }
 
+    /// This process no longer holds `ids`: what it kept of them goes.
+    fn forget_held(&self, ids: &[ObjectId]) {
+        self.owned.released(ids);
+        self.ready.released(ids);
+        self.submitter.released(ids);
+    }
+
     fn head_lost(&self) -> Error {
         head_link::unreachable(&self.head_address, "the connection to it ended")
     }
@@ -371,6 +386,7 @@ impl Backend for WorkerClient {
     }
 
     fn submit(&self, spec: TaskSpec) {
+        self.local_refs.created(spec.return_id);
         match spec.actor {
             Some(actor) => self.submit_actor_call(spec, actor),
             None => self.send(WorkerToNode::Submit(spec)),
@@ -385,6 +401,7 @@ impl Backend for WorkerClient {
     }
 
     fn put(&self, id: ObjectId, value: Result<ObjectBlob>) {
+        self.local_refs.created(id);
         self.owned.keep(id, &value);
         if let Ok(ObjectBlob {
             payload: Payload::Shared { .. },
@@ -401,6 +418,7 @@ impl Backend for WorkerClient {
 
     fn put_acknowledged(&self, id: ObjectId, value: Result<ObjectBlob>) -> Result<()> {
         // A refused put drops its reference, which forgets the value again.
+        self.local_refs.created(id);
         self.owned.keep(id, &value);
         match self.request(Request::Put { id, value })? {
             Reply::Done => Ok(()),
@@ -436,25 +454,60 @@ impl Backend for WorkerClient {
         num_returns: usize,
         timeout: Option<Duration>,
     ) -> Result<Vec<bool>> {
-        let timeout_ms = timeout.map(|t| t.as_millis() as u64);
-        match self.request(Request::Wait {
-            ids: ids.to_vec(),
-            num_returns,
-            timeout_ms,
-        })? {
-            Reply::Ready(flags) => Ok(flags),
-            other => Err(unexpected(other)),
+        let mut flags = self.ready.known(ids);
+        let known = flags.iter().filter(|ready| **ready).count();
+        if known < num_returns {
+            let unknown: Vec<ObjectId> = ids
+                .iter()
+                .zip(&flags)
+                .filter(|(_, ready)| !**ready)
+                .map(|(id, _)| *id)
+                .collect();
+            let answered = match self.request(Request::Wait {
+                ids: unknown.clone(),
+                num_returns: num_returns - known,
+                timeout_ms: timeout.map(|t| t.as_millis() as u64),
+            })? {
+                Reply::Ready(answered) if answered.len() == unknown.len() => answered,
+                other => return Err(unexpected(other)),
+            };
+            self.ready.learned(&unknown, &answered);
+            let mut answered = answered.into_iter();
+            for flag in flags.iter_mut().filter(|ready| !**ready) {
+                *flag = answered.next().unwrap_or(false);
+            }
         }
+        Ok(first_ready(flags, num_returns))
     }
 
     fn add_refs(&self, ids: &[ObjectId]) {
+        let first_here = self.local_refs.added(ids);
+        if !first_here.is_empty() {
+            self.send(WorkerToNode::AddRefs(first_here));
+        }
+    }
+
+    fn add_refs_for_value(&self, ids: &[ObjectId]) {
         self.send(WorkerToNode::AddRefs(ids.to_vec()));
     }
 
+    fn hand_over(&self, ids: &[ObjectId]) {
+        // The head's one reference for this process goes to the task with
+        // the last handle here; while others remain, the task needs its own.
+        let (last_here, others_here) = self.local_refs.handed_over(ids);
+        self.forget_held(&last_here);
+        if !others_here.is_empty() {
+            self.send(WorkerToNode::AddRefs(others_here));
+        }
+    }
+
     fn release(&self, ids: &[ObjectId]) {
-        self.owned.released(ids);
-        self.submitter.released(ids);
-        self.send(WorkerToNode::Release(ids.to_vec()));
+        let last_here = self.local_refs.released(ids);
+        if last_here.is_empty() {
+            return;
+        }
+        self.forget_held(&last_here);
+        self.send(WorkerToNode::Release(last_here));
     }
 
     fn cancel(&self, id: ObjectId) -> Result<()> {

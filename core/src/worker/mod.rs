@@ -17,7 +17,9 @@
 //! | `launch.rs` | starting a worker process (environment, GPU visibility, death with its parent) and reaping it |
 //! | `entry.rs` | the `.init_array` entry that turns a process into a worker |
 //! | `client.rs` | the stream to the head and the API backend of workers and joined drivers (Ray's core worker) |
+//! | `local_refs.rs` | how many references to each object this process holds; the head hears only of the first and the last |
 //! | `owned_values.rs` | small values a worker or joined driver put, kept for its own `get`s (Ray's in-process memory store) |
+//! | `ready_objects.rs` | the objects known ready here, so a `wait` over them needs no request |
 //! | `task_queue.rs` | the tasks sent to the worker and not yet started; the head may withdraw one |
 //! | `actor_calls.rs` | the actor's end of direct calls: a service callers send calls to without the head |
 //! | `actor_submitter.rs` | the caller's end: where each actor lives, calls sent to it directly, their results |
@@ -30,8 +32,10 @@ mod client;
 mod entry;
 mod executor;
 mod launch;
+mod local_refs;
 mod log_capture;
 mod owned_values;
+mod ready_objects;
 mod spawner;
 mod task_queue;
 

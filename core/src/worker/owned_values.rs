@@ -2,10 +2,11 @@
 //! while the put's reference lives (Ray's in-process memory store of an
 //! owner), so `get`ting them back needs no request to the head.
 //!
-//! An entry goes at the first release of its id in this process, even if
-//! other references to the object remain here: those then read it from the
-//! head, which holds the value as long as any reference does. So an entry
-//! can never outlive the object it copies.
+//! An entry goes when the head is told of a release of its id
+//! (`local_refs.rs`: this process's last reference, or one it did not
+//! count), even if other references to the object remain here: those then
+//! read it from the head, which holds the value as long as any reference
+//! does. So an entry can never outlive the object it copies.
 
 use crate::error::Result;
 use crate::ids::ObjectId;
