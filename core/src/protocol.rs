@@ -125,7 +125,7 @@ pub enum Request {
     /// Answered with `Reply::Ready` once `num_returns` of `ids` are ready
     /// (or the timeout passed), flagging every one that is ready then, not
     /// only the first `num_returns`: the caller keeps the flags for its
-    /// later waits and gives back at most `num_returns`.
+    /// later waits (`runtime::wait` gives back at most `num_returns`).
     Wait {
         ids: Vec<ObjectId>,
         num_returns: usize,

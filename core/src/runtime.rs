@@ -43,6 +43,9 @@ pub(crate) trait Backend: Send + Sync {
         Ok(())
     }
     fn get(&self, ids: &[ObjectId], timeout: Option<Duration>) -> Result<Vec<Result<ObjectBlob>>>;
+    /// Returns once `num_returns` of `ids` are ready (or at the timeout),
+    /// flagging every one that is ready then; [`wait`] keeps the first
+    /// `num_returns`.
     fn wait(
         &self,
         ids: &[ObjectId],
@@ -354,7 +357,8 @@ pub fn wait<T>(
 ) -> Result<ReadyAndPending<T>> {
     let backend = current()?;
     let ids: Vec<ObjectId> = objects.iter().map(ObjectRef::id).collect();
-    let ready = backend.wait(&ids, num_returns.min(ids.len()), timeout)?;
+    let num_returns = num_returns.min(ids.len());
+    let ready = first_ready(backend.wait(&ids, num_returns, timeout)?, num_returns);
     let (mut done, mut pending) = (Vec::new(), Vec::new());
     for (object, is_ready) in objects.iter().zip(ready) {
         if is_ready {
@@ -364,6 +368,17 @@ pub fn wait<T>(
         }
     }
     Ok((done, pending))
+}
+
+/// `flags` with only the first `num_returns` ready ones kept: a wait gives
+/// back at most that many, in the order they were asked for.
+fn first_ready(mut flags: Vec<bool>, num_returns: usize) -> Vec<bool> {
+    let mut left = num_returns;
+    for flag in &mut flags {
+        *flag = *flag && left > 0;
+        left -= usize::from(*flag);
+    }
+    flags
 }
 
 /// Cancels the task that produces `object`: a queued task never runs, a
@@ -406,4 +421,20 @@ pub fn kv_wait(key: &str, timeout: Duration) -> Result<Vec<u8>> {
 /// Removes `key`; removing a missing key is not an error.
 pub fn kv_delete(key: &str) -> Result<()> {
     current()?.kv_delete(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wait_gives_at_most_num_returns_in_the_order_asked() {
+        let flags = vec![false, true, true, false, true];
+        assert_eq!(
+            first_ready(flags.clone(), 2),
+            [false, true, true, false, false]
+        );
+        assert_eq!(first_ready(flags.clone(), 0), [false; 5]);
+        assert_eq!(first_ready(flags.clone(), 9), flags);
+    }
 }

@@ -97,7 +97,7 @@ impl Backend for Node {
                 break;
             }
         }
-        Ok(state.ready_flags(ids, num_returns))
+        Ok(state.ready_flags(ids))
     }
 
     fn add_refs(&self, ids: &[ObjectId]) {

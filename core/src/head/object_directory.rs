@@ -28,14 +28,10 @@ impl NodeState {
         }
     }
 
-    pub(super) fn ready_flags(&self, ids: &[ObjectId], num_returns: usize) -> Vec<bool> {
-        let mut left = num_returns;
+    /// For each of `ids`, whether its value (or error) is here.
+    pub(super) fn ready_flags(&self, ids: &[ObjectId]) -> Vec<bool> {
         ids.iter()
-            .map(|id| {
-                let ready = left > 0 && self.objects.get(id).is_some_and(|e| e.value.is_some());
-                left -= usize::from(ready);
-                ready
-            })
+            .map(|id| self.objects.get(id).is_some_and(|e| e.value.is_some()))
             .collect()
     }
 

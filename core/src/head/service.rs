@@ -281,10 +281,9 @@ impl Node {
                         }))
                     };
                     let reply = match node.await_until(Some(worker), timeout, enough).await {
-                        Ok(()) | Err(Error::Timeout { .. }) => Ok(Reply::Ready(
-                            // Every ready one, for the caller to keep.
-                            node.state.lock().ready_flags(&ids, ids.len()),
-                        )),
+                        Ok(()) | Err(Error::Timeout { .. }) => {
+                            Ok(Reply::Ready(node.state.lock().ready_flags(&ids)))
+                        }
                         Err(e) => Err(e),
                     };
                     reply_to(&node, reply);

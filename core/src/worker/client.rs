@@ -11,7 +11,7 @@
 use super::actor_submitter::ActorSubmitter;
 use super::local_refs::LocalRefs;
 use super::owned_values::OwnedValues;
-use super::ready_objects::{first_ready, ReadyObjects};
+use super::ready_objects::ReadyObjects;
 use super::task_queue::{QueuedTask, TaskQueue};
 use crate::auth::AttachToken;
 use crate::error::{Error, Result};
@@ -463,21 +463,22 @@ impl Backend for WorkerClient {
                 .filter(|(_, ready)| !**ready)
                 .map(|(id, _)| *id)
                 .collect();
+            let asked = unknown.len();
             let answered = match self.request(Request::Wait {
-                ids: unknown.clone(),
+                ids: unknown,
                 num_returns: num_returns - known,
                 timeout_ms: timeout.map(|t| t.as_millis() as u64),
             })? {
-                Reply::Ready(answered) if answered.len() == unknown.len() => answered,
+                Reply::Ready(answered) if answered.len() == asked => answered,
                 other => return Err(unexpected(other)),
             };
-            self.ready.learned(&unknown, &answered);
             let mut answered = answered.into_iter();
             for flag in flags.iter_mut().filter(|ready| !**ready) {
                 *flag = answered.next().unwrap_or(false);
             }
+            self.ready.learned(ids, &flags);
         }
-        Ok(first_ready(flags, num_returns))
+        Ok(flags)
     }
 
     fn add_refs(&self, ids: &[ObjectId]) {

@@ -29,7 +29,7 @@ impl ReadyObjects {
         ids.iter().map(|id| ready.contains(id)).collect()
     }
 
-    /// Keeps the ids the head flagged ready (`flags[i]` for `ids[i]`).
+    /// Keeps the ids flagged ready (`flags[i]` for `ids[i]`).
     pub(super) fn learned(&self, ids: &[ObjectId], flags: &[bool]) {
         let mut ready = self.ready.lock();
         for (id, _) in ids.iter().zip(flags).filter(|(_, ready)| **ready) {
@@ -43,17 +43,6 @@ impl ReadyObjects {
             ready.remove(id);
         }
     }
-}
-
-/// `flags` with only the first `num_returns` ready ones kept: a wait gives
-/// back at most that many, in the order they were asked for.
-pub(super) fn first_ready(mut flags: Vec<bool>, num_returns: usize) -> Vec<bool> {
-    let mut left = num_returns;
-    for flag in &mut flags {
-        *flag = *flag && left > 0;
-        left -= usize::from(*flag);
-    }
-    flags
 }
 
 #[cfg(test)]
@@ -73,16 +62,5 @@ mod tests {
         assert_eq!(objects.known(&ids), [false, true, false, true]);
         objects.released(&ids[3..]);
         assert_eq!(objects.known(&ids), [false, true, false, false]);
-    }
-
-    #[test]
-    fn a_wait_gives_at_most_num_returns_in_the_order_asked() {
-        let flags = vec![false, true, true, false, true];
-        assert_eq!(
-            first_ready(flags.clone(), 2),
-            [false, true, true, false, false]
-        );
-        assert_eq!(first_ready(flags.clone(), 0), [false; 5]);
-        assert_eq!(first_ready(flags.clone(), 9), flags);
     }
 }
