@@ -7,8 +7,10 @@
 use super::client::WorkerClient;
 use super::task_queue::{QueuedTask, TaskQueue};
 use crate::error::{Error, Result};
+use crate::ids::TaskId;
 use crate::protocol::*;
 use crate::registry::{self, ActorState};
+use tokio::sync::mpsc::UnboundedSender;
 
 pub(super) fn execute_tasks(client: &WorkerClient, queue: &TaskQueue) {
     let mut actor: Option<ActorState> = None;
@@ -26,10 +28,7 @@ pub(super) fn execute_tasks(client: &WorkerClient, queue: &TaskQueue) {
                 let outcome = run_guarded(&mut actor, &task.invocation, &task.args);
                 // Everything the task printed goes ahead of its result.
                 super::log_capture::flush();
-                client.send(WorkerToNode::Finished {
-                    task_id: task.task_id,
-                    outcome,
-                });
+                report(client, task.task_id, None, outcome);
             }
             QueuedTask::Direct { call, reply } => {
                 // A direct call is a method of this worker's actor: the GPU
@@ -39,12 +38,7 @@ pub(super) fn execute_tasks(client: &WorkerClient, queue: &TaskQueue) {
                     .and_then(|args| args.into_iter().collect::<Result<Vec<_>>>())
                     .and_then(|args| run_guarded(&mut actor, &call.invocation, &args));
                 super::log_capture::flush();
-                // A caller that left gets no result; the head fails the call.
-                let _ = reply.send(DirectResult {
-                    task_id: call.task_id,
-                    outcome,
-                });
-                client.warm.touch();
+                report(client, call.task_id, Some(&reply), outcome);
             }
         }
     }
@@ -59,15 +53,32 @@ pub(super) fn report_cancelled(client: &WorkerClient, task: QueuedTask) {
         })
     };
     match task {
-        QueuedTask::FromHead(task) => client.send(WorkerToNode::Finished {
-            task_id: task.task_id,
-            outcome: cancelled(&task.invocation),
-        }),
-        QueuedTask::Direct { call, reply } => {
-            let _ = reply.send(DirectResult {
-                task_id: call.task_id,
-                outcome: cancelled(&call.invocation),
-            });
+        QueuedTask::FromHead(task) => {
+            report(client, task.task_id, None, cancelled(&task.invocation))
+        }
+        QueuedTask::Direct { call, reply } => report(
+            client,
+            call.task_id,
+            Some(&reply),
+            cancelled(&call.invocation),
+        ),
+    }
+}
+
+/// Sends a task's outcome where its result goes: to the head, or (`reply`)
+/// back on the stream of the caller that sent it directly.
+fn report(
+    client: &WorkerClient,
+    task_id: TaskId,
+    reply: Option<&UnboundedSender<DirectResult>>,
+    outcome: Result<ObjectBlob>,
+) {
+    match reply {
+        None => client.send(WorkerToNode::Finished { task_id, outcome }),
+        Some(reply) => {
+            // A caller that left gets no result; the head fails the call.
+            let _ = reply.send(DirectResult { task_id, outcome });
+            client.warm.touch();
         }
     }
 }
