@@ -125,7 +125,7 @@ impl Clone for RawActor {
 
 impl Drop for RawActor {
     fn drop(&mut self) {
-        self.backend.release(&[self.handle_object()]);
+        crate::value::release_dropped(&self.backend, self.handle_object());
     }
 }
 
@@ -194,7 +194,7 @@ impl<'de, A: ActorClass> Deserialize<'de> for ActorHandle<A> {
             )));
         }
         let backend = runtime::current().map_err(serde::de::Error::custom)?;
-        backend.add_refs(&[handle_object(id)]);
+        crate::value::count_decoded(&*backend, handle_object(id));
         Ok(ActorHandle::from_raw(RawActor::new(id, A::NAME, backend)))
     }
 }

@@ -35,6 +35,12 @@ impl<T> ObjectRef<T> {
         }
     }
 
+    /// Another handle to the same object, whose reference the caller
+    /// already counted (with others, in one call to the backend).
+    pub(crate) fn copy_counted(&self) -> Self {
+        ObjectRef::adopt(self.id, self.backend.clone())
+    }
+
     pub fn id(&self) -> ObjectId {
         self.id
     }
@@ -58,13 +64,13 @@ impl<T: DeserializeOwned> ObjectRef<T> {
 impl<T> Clone for ObjectRef<T> {
     fn clone(&self) -> Self {
         self.backend.add_refs(&[self.id]);
-        ObjectRef::adopt(self.id, self.backend.clone())
+        self.copy_counted()
     }
 }
 
 impl<T> Drop for ObjectRef<T> {
     fn drop(&mut self) {
-        self.backend.release(&[self.id]);
+        value::release_dropped(&self.backend, self.id);
     }
 }
 
@@ -93,7 +99,7 @@ impl<'de, T> Deserialize<'de> for ObjectRef<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let id = ObjectId::deserialize(deserializer)?;
         let backend = runtime::current().map_err(serde::de::Error::custom)?;
-        backend.add_refs(&[id]);
+        value::count_decoded(&*backend, id);
         Ok(ObjectRef::adopt(id, backend))
     }
 }

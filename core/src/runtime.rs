@@ -359,12 +359,16 @@ pub fn wait<T>(
     let ids: Vec<ObjectId> = objects.iter().map(ObjectRef::id).collect();
     let num_returns = num_returns.min(ids.len());
     let ready = first_ready(backend.wait(&ids, num_returns, timeout)?, num_returns);
+    // Every ref is copied into one list or the other: counted in one call,
+    // as a loop `pending = wait(&pending, 1)?.1` copies them all each turn.
+    backend.add_refs(&ids);
     let (mut done, mut pending) = (Vec::new(), Vec::new());
     for (object, is_ready) in objects.iter().zip(ready) {
+        let copy = object.copy_counted();
         if is_ready {
-            done.push(object.clone());
+            done.push(copy);
         } else {
-            pending.push(object.clone());
+            pending.push(copy);
         }
     }
     Ok((done, pending))

@@ -10,6 +10,7 @@
 
 use super::actor_submitter::ActorSubmitter;
 use super::local_refs::LocalRefs;
+use super::outbound::Outbound;
 use super::owned_values::OwnedValues;
 use super::ready_objects::ReadyObjects;
 use super::task_queue::{QueuedTask, TaskQueue};
@@ -29,7 +30,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
-use tokio_stream::wrappers::UnboundedReceiverStream;
 
 /// Who a stream client is.
 pub(super) struct Identity {
@@ -70,7 +70,7 @@ impl Connection {
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES);
             client
-                .worker_stream(UnboundedReceiverStream::new(outbound_rx))
+                .worker_stream(Outbound::new(outbound_rx))
                 .await
                 .map(tonic::Response::into_inner)
                 .map_err(|status| crate::auth::explain_refusal(&status, "the head", address))
