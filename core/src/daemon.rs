@@ -480,9 +480,31 @@ async fn serve_head(
     for pid in workers.values() {
         crate::worker::kill_process(*pid);
     }
+    if matches!(end, SessionEnd::Terminated) {
+        leave(outbound, commands).await;
+    }
     // The workers' objects belonged to that head; nobody can free them now.
     crate::shm::remove_session(&config.session);
     end
+}
+
+/// How long a stopping node waits for the head to take its leave.
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Tells the head this node is stopping, then waits until the head ends the
+/// node's stream (or [`LEAVE_TIMEOUT`] passes), so the message is sent
+/// before the process exits: the head then reports no failure.
+async fn leave(
+    outbound: &mpsc::UnboundedSender<NodeToHead>,
+    commands: &mut tonic::Streaming<HeadToNode>,
+) {
+    if outbound.send(NodeToHead::Leaving).is_err() {
+        return;
+    }
+    let _ = tokio::time::timeout(LEAVE_TIMEOUT, async {
+        while let Ok(Some(_)) = commands.message().await {}
+    })
+    .await;
 }
 
 /// Where a worker's executable is on this node, or why it is not.

@@ -356,7 +356,7 @@ pub enum NodeToWorker {
 }
 
 /// Nodes and drivers of one cluster must speak the same protocol.
-pub const PROTOCOL_VERSION: &str = concat!("oxray-", env!("CARGO_PKG_VERSION"), "-wire-7");
+pub const PROTOCOL_VERSION: &str = concat!("oxray-", env!("CARGO_PKG_VERSION"), "-wire-8");
 
 /// A node daemon → the head, on the node's control stream.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -392,6 +392,10 @@ pub enum NodeToHead {
     Spilled {
         generation: u64,
     },
+    /// The node is stopping because it was told to (`oxray stop`, SIGTERM,
+    /// Ctrl-C): the head ends its stream and treats it as gone, without
+    /// reporting a failure.
+    Leaving,
 }
 
 /// The head → a node daemon.

@@ -89,12 +89,17 @@ pub fn train(session: &Path, address: &str, token: &str, name: &str, sets: &[&st
 
 /// Starts a daemon in the foreground; returns once it printed its ready line.
 pub fn start(session: &Path, args: &[&str]) -> Daemon {
+    start_with_stderr(session, args, Stdio::null())
+}
+
+/// [`start`], its standard error going to `stderr`.
+pub fn start_with_stderr(session: &Path, args: &[&str], stderr: impl Into<Stdio>) -> Daemon {
     let mut child = oxray(session)
         .arg("start")
         .args(args)
         .arg("--block")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .expect("oxray starts");
     let mut line = String::new();

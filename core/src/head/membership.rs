@@ -60,7 +60,8 @@ impl Node {
 
     pub(super) fn handle_node_message(&self, node_id: &str, message: NodeToHead) {
         match message {
-            NodeToHead::Register { .. } => {}
+            // Taken by the stream's loop, which ends the node.
+            NodeToHead::Register { .. } | NodeToHead::Leaving => {}
             NodeToHead::Heartbeat => {
                 if let Some(node) = self.state.lock().remote_nodes.get_mut(node_id) {
                     node.last_heartbeat = Instant::now();
@@ -100,6 +101,16 @@ impl Node {
     pub(super) fn node_died(&self, node_id: &str, reason: &str) {
         if self.with_state(|state| state.node_died(node_id, reason)) {
             eprintln!("oxray: node {node_id} is dead: {reason}");
+        }
+    }
+
+    /// `node_id` said it is stopping: what ran there is handled as after a
+    /// death (retried, restarted, lost), but nothing failed, so it is not
+    /// reported as one. Its stream ends when its sender is dropped with its
+    /// record.
+    pub(super) fn node_left(&self, node_id: &str) {
+        if self.with_state(|state| state.node_died(node_id, "it was stopped")) {
+            eprintln!("oxray: node {node_id} left the cluster");
         }
     }
 }

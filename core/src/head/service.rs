@@ -526,18 +526,22 @@ impl HeadService for HeadEndpoint {
         )?;
         let weak = self.node.clone();
         tokio::spawn(async move {
-            let reason = loop {
+            let failure = loop {
                 match inbound.message().await {
+                    Ok(Some(NodeToHead::Leaving)) => break None,
                     Ok(Some(message)) => match weak.upgrade() {
                         Some(head) => head.handle_node_message(&node_id, message),
                         None => return,
                     },
-                    Ok(None) => break end_reason(None),
-                    Err(status) => break end_reason(Some(status)),
+                    Ok(None) => break Some(end_reason(None)),
+                    Err(status) => break Some(end_reason(Some(status))),
                 }
             };
             if let Some(head) = weak.upgrade() {
-                head.node_died(&node_id, &reason);
+                match failure {
+                    Some(reason) => head.node_died(&node_id, &reason),
+                    None => head.node_left(&node_id),
+                }
             }
         });
         Ok(tonic::Response::new(Box::pin(
