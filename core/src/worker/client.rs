@@ -10,7 +10,7 @@
 
 use super::actor_submitter::ActorSubmitter;
 use super::local_refs::LocalRefs;
-use super::outbound::Outbound;
+use super::outbound::{self, OutboundQueue};
 use super::owned_values::OwnedValues;
 use super::ready_objects::ReadyObjects;
 use super::task_queue::{QueuedTask, TaskQueue};
@@ -29,7 +29,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 /// Who a stream client is.
 pub(super) struct Identity {
@@ -56,8 +56,8 @@ impl Connection {
             .enable_all()
             .build()
             .map_err(|e| Error::runtime("cannot start the client runtime", e))?;
-        let (outbound, outbound_rx) = mpsc::unbounded_channel::<WorkerToNode>();
-        let _ = outbound.send(hello);
+        let (outbound, stream) = outbound::channel();
+        outbound.send(hello);
         let token = AttachToken::new(&identity.token)?;
         let inbound = runtime.block_on(async {
             let channel = head_link::endpoint(address)?.connect().await.map_err(|e| {
@@ -70,7 +70,7 @@ impl Connection {
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES);
             client
-                .worker_stream(Outbound::new(outbound_rx))
+                .worker_stream(stream)
                 .await
                 .map(tonic::Response::into_inner)
                 .map_err(|status| crate::auth::explain_refusal(&status, "the head", address))
@@ -219,7 +219,7 @@ pub(super) struct WorkerClient {
     pub(super) submitter: ActorSubmitter,
     /// This process's id on the head (a worker's, or a joined driver's).
     pub(super) id: WorkerId,
-    outbound: mpsc::UnboundedSender<WorkerToNode>,
+    outbound: OutboundQueue,
     session: String,
     node_id: String,
     object_server: Option<String>,
@@ -244,7 +244,7 @@ pub(super) struct WorkerClient {
 impl WorkerClient {
     pub(super) fn send(&self, message: WorkerToNode) {
         // If the node is gone the worker is about to exit anyway.
-        let _ = self.outbound.send(message);
+        self.outbound.send(message);
         self.warm.touch();
     }
 
@@ -508,7 +508,8 @@ impl Backend for WorkerClient {
             return;
         }
         self.forget_held(&last_here);
-        self.send(WorkerToNode::Release(last_here));
+        // Gathered with the releases around it into one message.
+        self.outbound.release(&last_here);
     }
 
     fn cancel(&self, id: ObjectId) -> Result<()> {

@@ -17,7 +17,7 @@
 //! | `launch.rs` | starting a worker process (environment, GPU visibility, death with its parent) and reaping it |
 //! | `entry.rs` | the `.init_array` entry that turns a process into a worker |
 //! | `client.rs` | the stream to the head and the API backend of workers and joined drivers (Ray's core worker) |
-//! | `outbound.rs` | the stream of messages to the head, each run of reference changes merged into one |
+//! | `outbound.rs` | the stream of messages to the head, releases gathered and each run of reference changes sent as one message |
 //! | `local_refs.rs` | how many references to each object this process holds; the head hears only of the first and the last |
 //! | `owned_values.rs` | small values a worker or joined driver put, kept for its own `get`s (Ray's in-process memory store) |
 //! | `ready_objects.rs` | the objects known ready here, so a `wait` over them needs no request |

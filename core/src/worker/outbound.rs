@@ -1,32 +1,106 @@
-//! The stream of messages a worker or joined driver sends the head, with
-//! each run of reference changes merged into one message.
+//! The messages a worker or joined driver sends the head, with reference
+//! changes gathered: each run of `Release`s (or of `AddRefs`) goes as one
+//! message.
 //!
 //! Dropping a value that holds many refs drops each handle on its own, and
-//! each last handle here is a `Release` for the head: 10,000 messages, each
-//! framed, decoded and handled under the head's lock by itself. The stream
-//! is read in order, so a run of `Release`s (or of `AddRefs`) waiting in the
-//! queue can go as one message without reordering anything the head sees:
-//! a message of another kind ends the run and goes next, on its own.
+//! each last handle here is a release for the head: 10,000 messages, each
+//! queued, framed, decoded and handled under the head's lock by itself. So
+//! releases are gathered in [`OutboundQueue`] and only a marker is queued,
+//! with the first of them; the stream ([`Outbound`]) sends all that were
+//! gathered when it reaches that marker. A message of any other kind first
+//! queues the releases gathered so far (as one message) and then itself, so
+//! nothing the head sees is reordered: a marker still finds its releases
+//! only if nothing was queued after it, and a release never reaches the head
+//! before a message sent before it (a submission that names the object, a
+//! request that reads it).
 
 use crate::ids::ObjectId;
 use crate::protocol::WorkerToNode;
+use parking_lot::Mutex;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
-use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 use tokio_stream::Stream;
 
-/// The most ids one merged message carries, far under the message limit.
+/// The most ids one gathered message carries, far under the message limit.
 const MAX_MERGED_IDS: usize = 1 << 16;
 
+/// What waits to be sent: a message, or the marker of a run of releases.
+enum Queued {
+    Message(WorkerToNode),
+    ReleasesOf(u64),
+}
+
+/// Releases gathered since the last message was queued.
+#[derive(Default)]
+struct Gathered {
+    ids: Vec<ObjectId>,
+    /// The number of the marker queued for `ids`.
+    run: u64,
+}
+
+/// The sending end: where the client's messages and releases go.
+pub(super) struct OutboundQueue {
+    queue: UnboundedSender<Queued>,
+    gathered: Arc<Mutex<Gathered>>,
+}
+
+/// The stream of messages to the head, read by the connection.
 pub(super) struct Outbound {
-    queued: UnboundedReceiver<WorkerToNode>,
+    queued: UnboundedReceiver<Queued>,
+    gathered: Arc<Mutex<Gathered>>,
     /// The message that ended the last run, sent next.
     held: Option<WorkerToNode>,
 }
 
+/// A queue and the stream it feeds.
+pub(super) fn channel() -> (OutboundQueue, Outbound) {
+    let (queue, queued) = mpsc::unbounded_channel();
+    let gathered = Arc::new(Mutex::new(Gathered::default()));
+    let stream = Outbound {
+        queued,
+        gathered: gathered.clone(),
+        held: None,
+    };
+    (OutboundQueue { queue, gathered }, stream)
+}
+
+impl OutboundQueue {
+    /// Queues `message` behind the releases gathered before it. `false` if
+    /// the stream is gone.
+    pub(super) fn send(&self, message: WorkerToNode) -> bool {
+        let mut gathered = self.gathered.lock();
+        if !gathered.ids.is_empty() {
+            let ids = std::mem::take(&mut gathered.ids);
+            let _ = self.queue.send(Queued::Message(WorkerToNode::Release(ids)));
+        }
+        self.queue.send(Queued::Message(message)).is_ok()
+    }
+
+    /// Gathers `ids` to release; the first of a run queues its marker.
+    pub(super) fn release(&self, ids: &[ObjectId]) {
+        let mut gathered = self.gathered.lock();
+        if gathered.ids.is_empty() {
+            gathered.run += 1;
+            let _ = self.queue.send(Queued::ReleasesOf(gathered.run));
+        }
+        gathered.ids.extend_from_slice(ids);
+    }
+}
+
 impl Outbound {
-    pub(super) fn new(queued: UnboundedReceiver<WorkerToNode>) -> Self {
-        Outbound { queued, held: None }
+    /// The next message to send, if one is queued: a marker gives the
+    /// releases gathered since it, unless a later message took them.
+    fn next_queued(&mut self, queued: Queued) -> Option<WorkerToNode> {
+        match queued {
+            Queued::Message(message) => Some(message),
+            Queued::ReleasesOf(run) => {
+                let mut gathered = self.gathered.lock();
+                (gathered.run == run && !gathered.ids.is_empty())
+                    .then(|| WorkerToNode::Release(std::mem::take(&mut gathered.ids)))
+            }
+        }
     }
 
     /// Appends to `run` the queued reference changes of its kind, up to the
@@ -37,8 +111,11 @@ impl Outbound {
             return;
         };
         while ids.len() < MAX_MERGED_IDS {
-            let Ok(mut next) = self.queued.try_recv() else {
+            let Ok(queued) = self.queued.try_recv() else {
                 return;
+            };
+            let Some(mut next) = self.next_queued(queued) else {
+                continue;
             };
             let same_kind = std::mem::discriminant(&next) == kind;
             match reference_changes(&mut next) {
@@ -65,9 +142,16 @@ impl Stream for Outbound {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<WorkerToNode>> {
         let mut next = match self.held.take() {
             Some(held) => held,
-            None => match self.queued.poll_recv(cx) {
-                Poll::Ready(Some(message)) => message,
-                other => return other,
+            None => loop {
+                match self.queued.poll_recv(cx) {
+                    Poll::Ready(Some(queued)) => {
+                        if let Some(message) = self.next_queued(queued) {
+                            break message;
+                        }
+                    }
+                    Poll::Ready(None) => return Poll::Ready(None),
+                    Poll::Pending => return Poll::Pending,
+                }
             },
         };
         self.extend_run(&mut next);
@@ -78,74 +162,88 @@ impl Stream for Outbound {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::sync::mpsc;
     use tokio_stream::StreamExt;
 
     fn ids(range: std::ops::Range<u64>) -> Vec<ObjectId> {
         range.map(ObjectId).collect()
     }
 
+    fn log(line: &str) -> WorkerToNode {
+        WorkerToNode::Log {
+            pid: 1,
+            err: false,
+            lines: vec![line.into()],
+        }
+    }
+
     fn describe(message: &WorkerToNode) -> String {
+        let numbers = |ids: &[ObjectId]| ids.iter().map(|i| i.0).collect::<Vec<_>>();
         match message {
-            WorkerToNode::AddRefs(ids) => {
-                format!("add {:?}", ids.iter().map(|i| i.0).collect::<Vec<_>>())
-            }
-            WorkerToNode::Release(ids) => {
-                format!("release {:?}", ids.iter().map(|i| i.0).collect::<Vec<_>>())
-            }
-            WorkerToNode::Log { lines, .. } => format!("log {lines:?}"),
+            WorkerToNode::AddRefs(ids) => format!("add {:?}", numbers(ids)),
+            WorkerToNode::Release(ids) => format!("release {:?}", numbers(ids)),
+            WorkerToNode::Log { lines, .. } => lines.join(" "),
             other => format!("{other:?}"),
         }
     }
 
+    async fn sent(queue: OutboundQueue, stream: Outbound) -> Vec<String> {
+        drop(queue);
+        stream.map(|m| describe(&m)).collect().await
+    }
+
     #[tokio::test]
-    async fn runs_of_one_kind_merge_and_nothing_is_reordered() {
-        let (sender, queued) = mpsc::unbounded_channel();
-        for message in [
-            WorkerToNode::Release(ids(1..2)),
-            WorkerToNode::Release(ids(2..4)),
-            WorkerToNode::AddRefs(ids(4..5)),
-            WorkerToNode::AddRefs(ids(5..6)),
-            WorkerToNode::Release(ids(4..5)),
-            WorkerToNode::Log {
-                pid: 1,
-                err: false,
-                lines: vec!["between".into()],
-            },
-            WorkerToNode::Release(ids(6..7)),
-        ] {
-            sender.send(message).unwrap();
-        }
-        drop(sender);
-        let sent: Vec<String> = Outbound::new(queued).map(|m| describe(&m)).collect().await;
+    async fn releases_are_gathered_without_passing_a_message_sent_after_them() {
+        let (queue, stream) = channel();
+        queue.release(&ids(1..2));
+        queue.release(&ids(2..4));
+        queue.send(log("a"));
+        // Gathered after "a": they must not go ahead of it through the
+        // marker queued for 1..4, whose releases "a" already took.
+        queue.release(&ids(4..5));
+        queue.send(WorkerToNode::AddRefs(ids(5..6)));
+        queue.send(WorkerToNode::AddRefs(ids(6..7)));
+        queue.release(&ids(5..7));
         assert_eq!(
-            sent,
+            sent(queue, stream).await,
             [
                 "release [1, 2, 3]",
-                "add [4, 5]",
+                "a",
                 "release [4]",
-                "log [\"between\"]",
-                "release [6]"
+                "add [5, 6]",
+                "release [5, 6]"
             ]
         );
     }
 
     #[tokio::test]
+    async fn releases_gathered_while_the_stream_reads_go_at_their_marker() {
+        let (queue, mut stream) = channel();
+        queue.send(log("a"));
+        queue.release(&ids(1..2));
+        assert_eq!(describe(&stream.next().await.unwrap()), "a");
+        queue.release(&ids(2..3));
+        assert_eq!(describe(&stream.next().await.unwrap()), "release [1, 2]");
+        queue.release(&ids(3..4));
+        queue.send(log("b"));
+        assert_eq!(sent(queue, stream).await, ["release [3]", "b"]);
+    }
+
+    #[tokio::test]
     async fn a_run_is_cut_at_the_id_limit() {
-        let (sender, queued) = mpsc::unbounded_channel();
+        let (queue, stream) = channel();
         for id in 0..(MAX_MERGED_IDS as u64 + 3) {
-            sender
-                .send(WorkerToNode::Release(vec![ObjectId(id)]))
-                .unwrap();
+            queue.send(WorkerToNode::AddRefs(vec![ObjectId(id)]));
         }
-        drop(sender);
-        let sizes: Vec<usize> = Outbound::new(queued)
-            .map(|m| match m {
-                WorkerToNode::Release(ids) => ids.len(),
-                other => panic!("{other:?}"),
-            })
-            .collect()
-            .await;
+        let sizes: Vec<usize> = {
+            drop(queue);
+            stream
+                .map(|m| match m {
+                    WorkerToNode::AddRefs(ids) => ids.len(),
+                    other => panic!("{other:?}"),
+                })
+                .collect()
+                .await
+        };
         assert_eq!(sizes, [MAX_MERGED_IDS, 3]);
     }
 }
