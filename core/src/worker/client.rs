@@ -401,8 +401,6 @@ impl Backend for WorkerClient {
     }
 
     fn put(&self, id: ObjectId, value: Result<ObjectBlob>) {
-        self.local_refs.created(id);
-        self.owned.keep(id, &value);
         if let Ok(ObjectBlob {
             payload: Payload::Shared { .. },
             ..
@@ -412,6 +410,8 @@ impl Backend for WorkerClient {
             // call that needs an answer instead.
             let _ = self.put_acknowledged(id, value);
         } else {
+            self.local_refs.created(id);
+            self.owned.keep(id, &value);
             self.send(WorkerToNode::Put { id, value });
         }
     }
