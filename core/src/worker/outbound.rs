@@ -80,6 +80,10 @@ impl OutboundQueue {
 
     /// Gathers `ids` to release; the first of a run queues its marker.
     pub(super) fn release(&self, ids: &[ObjectId]) {
+        // With the head gone nothing will read them.
+        if self.queue.is_closed() {
+            return;
+        }
         let mut gathered = self.gathered.lock();
         if gathered.ids.is_empty() {
             gathered.run += 1;
