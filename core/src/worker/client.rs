@@ -7,6 +7,11 @@
 //! Small values this process put are kept in its memory while the put's
 //! reference lives (`owned_values.rs`), so getting them back needs no
 //! request.
+//!
+//! Just over 600 lines, all the one `Backend` of workers and joined drivers
+//! and the connection it runs on; what stands alone (handle counts, kept
+//! values, ready flags, the outbound queue, direct actor calls) is in files
+//! of its own.
 
 use super::actor_submitter::ActorSubmitter;
 use super::local_refs::LocalRefs;
