@@ -120,7 +120,8 @@ fn a_task_sent_ahead_of_a_blocked_one_runs_elsewhere() {
     let quick: Vec<_> = (0..16).map(|i| add::remote(i, 1)).collect();
     let sums = oxray_core::get_all_timeout(&quick, Some(Duration::from_secs(120)));
     assert_eq!(sums.unwrap(), (1..=16).collect::<Vec<u64>>());
-    let (ready, _) = oxray_core::wait(&[blocked.clone()], 1, Some(Duration::ZERO)).unwrap();
+    let (ready, _) =
+        oxray_core::wait(std::slice::from_ref(&blocked), 1, Some(Duration::ZERO)).unwrap();
     assert!(ready.is_empty(), "the blocked task still runs");
     std::fs::write(&fifo, "go").unwrap();
     assert_eq!(blocked.get().unwrap(), "go");

@@ -391,10 +391,12 @@ mod tests {
         let mut busy = busy(1.0, 2);
         let worker = busy.worker_of(0);
         let row = |busy: &Busy, task: TaskId| {
-            let rows = busy.state.task_events.rows().into_iter();
-            let row = rows
-                .filter(|r| r.task_id == task)
-                .next_back()
+            let row = busy
+                .state
+                .task_events
+                .rows()
+                .into_iter()
+                .rfind(|r| r.task_id == task)
                 .expect("a row");
             (row.state, row.started_at_ms.is_some())
         };
