@@ -74,16 +74,16 @@ impl Drop for DecodeScope {
     }
 }
 
+/// Records a change of handles in the decode running on this thread;
+/// `false` when none runs, and the caller makes the change at once.
+fn record_in_decode(record: impl FnOnce(&mut DecodedRefs)) -> bool {
+    DECODED.with(|d| d.borrow_mut().as_mut().map(record).is_some())
+}
+
 /// Counts a handle to `id` just decoded on this thread: with the rest of
 /// its decode once that ends, or at once outside a decode.
 pub(crate) fn count_decoded(backend: &dyn Backend, id: ObjectId) {
-    let deferred = DECODED.with(|d| {
-        d.borrow_mut()
-            .as_mut()
-            .map(|refs| refs.made.push(id))
-            .is_some()
-    });
-    if !deferred {
+    if !record_in_decode(|refs| refs.made.push(id)) {
         backend.add_refs(&[id]);
     }
 }
@@ -91,13 +91,7 @@ pub(crate) fn count_decoded(backend: &dyn Backend, id: ObjectId) {
 /// Releases a dropped handle to `id`: after the handles of the decode
 /// running on this thread are counted, or at once outside a decode.
 pub(crate) fn release_dropped(backend: &Arc<dyn Backend>, id: ObjectId) {
-    let deferred = DECODED.with(|d| {
-        d.borrow_mut()
-            .as_mut()
-            .map(|refs| refs.dropped.push((backend.clone(), id)))
-            .is_some()
-    });
-    if !deferred {
+    if !record_in_decode(|refs| refs.dropped.push((backend.clone(), id))) {
         backend.release(&[id]);
     }
 }

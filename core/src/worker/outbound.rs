@@ -67,15 +67,15 @@ pub(super) fn channel() -> (OutboundQueue, Outbound) {
 }
 
 impl OutboundQueue {
-    /// Queues `message` behind the releases gathered before it. `false` if
-    /// the stream is gone.
-    pub(super) fn send(&self, message: WorkerToNode) -> bool {
+    /// Queues `message` behind the releases gathered before it (dropped if
+    /// the stream is gone: the process is losing the head anyway).
+    pub(super) fn send(&self, message: WorkerToNode) {
         let mut gathered = self.gathered.lock();
         if !gathered.ids.is_empty() {
             let ids = std::mem::take(&mut gathered.ids);
             let _ = self.queue.send(Queued::Message(WorkerToNode::Release(ids)));
         }
-        self.queue.send(Queued::Message(message)).is_ok()
+        let _ = self.queue.send(Queued::Message(message));
     }
 
     /// Gathers `ids` to release; the first of a run queues its marker.
