@@ -25,6 +25,9 @@ pub trait ActorClass: Send + 'static {
     const NAME: &'static str;
     /// The generated client with one method per actor method.
     type Client: From<RawActor> + AsRef<RawActor>;
+    /// Whether the type is `Sync`, so that `&self` methods may run on
+    /// several threads at once (`max_concurrency` above 1).
+    fn is_sync() -> bool;
 }
 
 /// Untyped actor handle: what the generated clients are made of. Each one

@@ -65,6 +65,11 @@ pub enum Error {
     #[error("timed out after {seconds:.3} s waiting for objects")]
     Timeout { seconds: f64 },
 
+    /// Options that cannot create the actor (a detached actor with no name,
+    /// `max_concurrency` of 0 or above 1 on a type that is not `Sync`).
+    #[error("cannot create a {class} actor: {problem}")]
+    InvalidActorOptions { class: String, problem: String },
+
     /// No live actor has that name.
     #[error("no actor named `{name}`")]
     ActorNotFound { name: String },

@@ -32,7 +32,7 @@ impl Default for TaskOptions {
 }
 
 /// Options of an actor.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ActorOptions {
     /// Held for the actor's whole life. Like Ray's effective default, an actor
     /// asks for no CPU unless told, so many light actors fit on a small node.
@@ -43,6 +43,26 @@ pub struct ActorOptions {
     pub name: Option<String>,
     pub get_if_exists: bool,
     pub lifetime: Lifetime,
+    /// Calls run at once on the actor's worker, each on its own thread (Ray's
+    /// threaded actors). Above 1 the actor type must be `Sync`: its `&self`
+    /// methods then run side by side, in no set order, while a `&mut self`
+    /// method waits for the running calls and runs alone.
+    pub max_concurrency: u32,
+}
+
+impl Default for ActorOptions {
+    fn default() -> Self {
+        ActorOptions {
+            resources: ResourceSet::default(),
+            scheduling_strategy: SchedulingStrategy::default(),
+            max_restarts: 0,
+            max_task_retries: 0,
+            name: None,
+            get_if_exists: false,
+            lifetime: Lifetime::default(),
+            max_concurrency: 1,
+        }
+    }
 }
 
 /// How long an actor lives (Ray's `lifetime=`).
@@ -134,6 +154,12 @@ impl ActorOptions {
         self.lifetime = lifetime;
         self
     }
+
+    /// How many calls the actor runs at once (default 1; see the field).
+    pub fn max_concurrency(mut self, calls: u32) -> Self {
+        self.max_concurrency = calls;
+        self
+    }
 }
 
 /// Forwards the [`TaskOptions`] setters on a generated `options()` builder
@@ -170,6 +196,7 @@ macro_rules! __actor_option_setters {
             max_task_retries(u32),
             get_if_exists(bool),
             lifetime($crate::Lifetime),
+            max_concurrency(u32),
             name(impl Into<String>),
             scheduling_strategy($crate::SchedulingStrategy)
         );

@@ -2,7 +2,9 @@
 //! API: paths and signatures here may change with the macros.
 
 pub use crate::protocol::{ObjectBlob, TaskArg};
-pub use crate::registry::{ActorState, ActorType, RemoteFunction, ACTOR_TYPES, REMOTE_FUNCTIONS};
+pub use crate::registry::{
+    ActorState, ActorType, RemoteFunction, SharedActorState, ACTOR_TYPES, REMOTE_FUNCTIONS,
+};
 pub use linkme;
 
 use crate::actor::{ActorClass, ActorHandle, RawActor};
@@ -14,6 +16,7 @@ use crate::protocol::{ActorSpec, Invocation};
 use crate::runtime;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use std::any::Any;
 
 /// Encodes one argument; an error is reported when the call is submitted.
 pub fn task_arg<T: Serialize>(arg: Arg<T>) -> Result<TaskArg> {
@@ -66,12 +69,29 @@ pub fn create_actor<A: ActorClass>(
 ) -> Result<ActorHandle<A>> {
     let backend = runtime::current()?;
     let args = args.into_iter().collect::<Result<Vec<_>>>()?;
+    let invalid = |problem: String| {
+        Err(Error::InvalidActorOptions {
+            class: A::NAME.to_string(),
+            problem,
+        })
+    };
     let detached = options.lifetime == crate::Lifetime::Detached;
     if detached && options.name.is_none() {
-        return Err(Error::Runtime(format!(
-            "a detached {} actor needs a name: set .name(...) with .lifetime(Lifetime::Detached)",
-            A::NAME
-        )));
+        return invalid(
+            "a detached actor needs a name: set .name(...) with .lifetime(Lifetime::Detached)"
+                .to_string(),
+        );
+    }
+    match options.max_concurrency {
+        0 => return invalid("max_concurrency must be at least 1".to_string()),
+        1 => {}
+        calls if !A::is_sync() => {
+            return invalid(format!(
+                "max_concurrency {calls} runs calls on several threads at once, \
+                 which needs an actor type that is Sync"
+            ))
+        }
+        _ => {}
     }
     let spec = ActorSpec {
         actor_id: ActorId(backend.next_id()),
@@ -84,6 +104,7 @@ pub fn create_actor<A: ActorClass>(
         name: options.name.clone(),
         get_if_exists: options.get_if_exists,
         detached,
+        max_concurrency: options.max_concurrency,
     };
     let id = backend.create_actor(spec)?;
     Ok(ActorHandle::from_raw(RawActor::new(id, A::NAME, backend)))
@@ -97,8 +118,50 @@ pub fn unknown_method(class: &str, method: &str) -> Error {
 }
 
 /// Downcasts an actor's state to its type.
-pub fn actor_state<'a, A: 'static>(state: &'a mut ActorState, class: &str) -> Result<&'a mut A> {
+pub fn actor_state<'a, A: 'static>(state: &'a mut dyn Any, class: &str) -> Result<&'a mut A> {
     state
         .downcast_mut::<A>()
         .ok_or_else(|| Error::Runtime(format!("actor state is not a {class}")))
 }
+
+/// Downcasts a shared actor state to its type (`None`: not an `A`, which
+/// the caller reports through its exclusive path).
+pub fn shared_actor_state<A: 'static>(state: &dyn Any) -> Option<&A> {
+    state.downcast_ref::<A>()
+}
+
+/// Tells at the generated code's call site, where the actor's type is known,
+/// whether that type is `Sync` (a generic function cannot ask): method
+/// lookup on `&SyncProbe<A>` finds [`ShareIfSync`] first when `A: Sync`,
+/// and [`ShareNever`]'s impl on `&SyncProbe<A>` only otherwise.
+pub struct SyncProbe<A>(pub std::marker::PhantomData<A>);
+
+/// The probe's answer for `Sync` actor types.
+pub trait ShareIfSync {
+    fn is_sync(&self) -> bool;
+    fn share(&self, state: ActorState) -> std::result::Result<SharedActorState, ActorState>;
+}
+
+impl<A: Any + Send + Sync> ShareIfSync for SyncProbe<A> {
+    fn is_sync(&self) -> bool {
+        true
+    }
+
+    fn share(&self, state: ActorState) -> std::result::Result<SharedActorState, ActorState> {
+        let typed: Box<A> = state.downcast()?;
+        Ok(typed as SharedActorState)
+    }
+}
+
+/// The probe's answer for every other type.
+pub trait ShareNever {
+    fn is_sync(&self) -> bool {
+        false
+    }
+
+    fn share(&self, state: ActorState) -> std::result::Result<SharedActorState, ActorState> {
+        Err(state)
+    }
+}
+
+impl<A> ShareNever for &SyncProbe<A> {}

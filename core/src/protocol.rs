@@ -50,9 +50,19 @@ pub enum Payload {
 /// What a task is: a remote function, an actor's constructor, or a method.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Invocation {
-    Function { name: String },
-    ActorCreate { class: String },
-    ActorMethod { class: String, method: String },
+    Function {
+        name: String,
+    },
+    /// Runs the constructor; with `max_concurrency` above 1 the worker then
+    /// runs that many calls at once (Ray's threaded actors).
+    ActorCreate {
+        class: String,
+        max_concurrency: u32,
+    },
+    ActorMethod {
+        class: String,
+        method: String,
+    },
 }
 
 impl Invocation {
@@ -60,7 +70,7 @@ impl Invocation {
     pub fn display_name(&self) -> String {
         match self {
             Invocation::Function { name } => name.clone(),
-            Invocation::ActorCreate { class } => format!("{class}::new"),
+            Invocation::ActorCreate { class, .. } => format!("{class}::new"),
             Invocation::ActorMethod { class, method } => format!("{class}::{method}"),
         }
     }
@@ -103,6 +113,8 @@ pub struct ActorSpec {
     pub get_if_exists: bool,
     /// Outlives its job (Ray's `lifetime="detached"`); needs a name.
     pub detached: bool,
+    /// Calls the actor's worker runs at once (Ray's `max_concurrency`).
+    pub max_concurrency: u32,
 }
 
 /// What a worker is told to run, with every argument already resolved.
@@ -356,7 +368,7 @@ pub enum NodeToWorker {
 }
 
 /// Nodes and drivers of one cluster must speak the same protocol.
-pub const PROTOCOL_VERSION: &str = concat!("oxray-", env!("CARGO_PKG_VERSION"), "-wire-8");
+pub const PROTOCOL_VERSION: &str = concat!("oxray-", env!("CARGO_PKG_VERSION"), "-wire-9");
 
 /// A node daemon → the head, on the node's control stream.
 #[derive(Debug, Clone, Serialize, Deserialize)]

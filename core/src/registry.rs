@@ -13,17 +13,31 @@ use std::any::Any;
 /// The state of one actor instance inside its worker.
 pub type ActorState = Box<dyn Any + Send>;
 
+/// The state of an actor whose type is `Sync`, shared by the threads of a
+/// worker that runs several of its calls at once (`max_concurrency`).
+pub type SharedActorState = Box<dyn Any + Send + Sync>;
+
 /// A remote function: decodes its arguments, runs, encodes its result.
 pub struct RemoteFunction {
     pub name: &'static str,
     pub invoke: fn(&[ObjectBlob]) -> Result<ObjectBlob>,
 }
 
+/// Runs a method on a shared actor state, if it is a `&self` method.
+pub type SharedCall = fn(&dyn Any, &str, &[ObjectBlob]) -> Option<Result<ObjectBlob>>;
+
 /// An actor type: its constructor and its method dispatch.
 pub struct ActorType {
     pub name: &'static str,
     pub construct: fn(&[ObjectBlob]) -> Result<ActorState>,
-    pub call: fn(&mut ActorState, &str, &[ObjectBlob]) -> Result<ObjectBlob>,
+    /// Runs any method, given the state alone.
+    pub call: fn(&mut dyn Any, &str, &[ObjectBlob]) -> Result<ObjectBlob>,
+    /// Runs a `&self` method on a state other calls may be reading; `None`
+    /// for a method that needs `&mut self` (or that the type lacks).
+    pub call_shared: SharedCall,
+    /// The state as one that threads may share, when the type is `Sync`;
+    /// the state back otherwise.
+    pub share: fn(ActorState) -> std::result::Result<SharedActorState, ActorState>,
 }
 
 #[distributed_slice]

@@ -4,6 +4,8 @@ mod common;
 
 use common::cluster;
 use oxray_core::{actor, ActorHandle, Error, InitOptions, Lifetime};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 fn start() {
@@ -68,6 +70,121 @@ impl Picky {
 
     pub fn ping(&self) -> String {
         "pong".to_string()
+    }
+}
+
+/// Calls that wait for one another: `meet(n)` returns `true` only if `n`
+/// calls arrived while it waited, which needs them to run at once.
+pub struct Meeting {
+    arrived: Mutex<usize>,
+    everyone_here: Condvar,
+    inside: AtomicUsize,
+    most_inside: AtomicUsize,
+}
+
+#[actor]
+impl Meeting {
+    pub fn new() -> Self {
+        Meeting {
+            arrived: Mutex::new(0),
+            everyone_here: Condvar::new(),
+            inside: AtomicUsize::new(0),
+            most_inside: AtomicUsize::new(0),
+        }
+    }
+
+    /// Waits (a minute at most) until `parties` calls have arrived in all.
+    pub fn meet(&self, parties: usize) -> bool {
+        let inside = self.inside.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most_inside.fetch_max(inside, Ordering::SeqCst);
+        let mut arrived = self.arrived.lock().unwrap();
+        *arrived += 1;
+        self.everyone_here.notify_all();
+        let (arrived, waited) = self
+            .everyone_here
+            .wait_timeout_while(arrived, Duration::from_secs(60), |arrived| {
+                *arrived < parties
+            })
+            .unwrap();
+        drop(arrived);
+        self.inside.fetch_sub(1, Ordering::SeqCst);
+        !waited.timed_out()
+    }
+
+    pub fn most_inside(&self) -> usize {
+        self.most_inside.load(Ordering::SeqCst)
+    }
+
+    /// How many `meet` calls run while a `&mut self` method does.
+    pub fn others_inside(&mut self) -> usize {
+        *self.inside.get_mut()
+    }
+}
+
+/// Not `Sync` (a `Cell`): its calls cannot share it across threads.
+pub struct Tally {
+    count: std::cell::Cell<u64>,
+}
+
+#[actor]
+impl Tally {
+    pub fn new() -> Self {
+        Tally {
+            count: std::cell::Cell::new(0),
+        }
+    }
+
+    pub fn bump(&self) -> u64 {
+        self.count.set(self.count.get() + 1);
+        self.count.get()
+    }
+}
+
+#[test]
+fn a_threaded_actor_runs_up_to_max_concurrency_calls_at_once() {
+    start();
+    let meeting = Meeting::options().max_concurrency(3).remote().unwrap();
+    // The first three meet only if they run together; the last three find
+    // everyone arrived.
+    let met: Vec<_> = (0..6).map(|_| meeting.meet(3)).collect();
+    assert_eq!(oxray_core::get_all(&met).unwrap(), vec![true; 6]);
+    assert_eq!(
+        meeting.most_inside().get().unwrap(),
+        3,
+        "never more calls at once than max_concurrency"
+    );
+}
+
+#[test]
+fn a_mut_self_method_of_a_threaded_actor_waits_for_the_running_calls() {
+    start();
+    let meeting = Meeting::options().max_concurrency(4).remote().unwrap();
+    let pair: Vec<_> = (0..2).map(|_| meeting.meet(2)).collect();
+    let alone = meeting.others_inside();
+    assert_eq!(oxray_core::get_all(&pair).unwrap(), vec![true; 2]);
+    assert_eq!(alone.get().unwrap(), 0);
+    // Calls sent after it run at once again.
+    let after: Vec<_> = (0..2).map(|_| meeting.meet(4)).collect();
+    assert_eq!(oxray_core::get_all(&after).unwrap(), vec![true; 2]);
+}
+
+#[test]
+fn max_concurrency_is_refused_for_a_type_that_is_not_sync_and_for_zero() {
+    start();
+    for (max_concurrency, refused) in [(0, true), (1, false), (2, true)] {
+        let created = Tally::options().max_concurrency(max_concurrency).remote();
+        match created {
+            Err(Error::InvalidActorOptions { class, problem }) => {
+                assert!(refused, "max_concurrency {max_concurrency}: {problem}");
+                assert!(class.ends_with("Tally"), "{class}");
+                assert!(problem.contains("max_concurrency"), "{problem}");
+            }
+            Err(other) => panic!("max_concurrency {max_concurrency}: {other}"),
+            Ok(tally) => {
+                assert!(!refused, "max_concurrency {max_concurrency} was accepted");
+                assert_eq!(tally.bump().get().unwrap(), 1);
+            }
+        }
     }
 }
 

@@ -22,13 +22,14 @@ set -euo pipefail
 
 ray_version=2.60.0
 # Every metric of Ray's that oxray's microbenchmark also measures. Ray's
-# "1:1 actor calls concurrent" and async-actor rows have no oxray
-# counterpart (actors run one call at a time) and are left out.
+# async-actor rows have no oxray counterpart (oxray has no async actors)
+# and are left out.
 default_filter="single client get calls|single client put calls|multi client put calls"
 default_filter+="|single client put gigabytes|single client tasks and get batch"
 default_filter+="|multi client put gigabytes|single client get object containing 10k refs"
 default_filter+="|single client wait 1k refs|single client tasks sync|single client tasks async"
 default_filter+="|multi client tasks async|1:1 actor calls sync|1:1 actor calls async"
+default_filter+="|1:1 actor calls concurrent"
 default_filter+="|1:n actor calls async|n:n actor calls async|n:n actor calls with arg async"
 default_filter+="|placement group create/removal"
 filter=${1:-$default_filter}

@@ -7,7 +7,7 @@
 //! about 2 s, each round's calls per second times the multiplier giving one
 //! sample; the line printed is `<name> per second <mean> +- <sd>`, as Ray prints
 //! it. Ray's metrics that need features oxray does not have (async actors,
-//! `max_concurrency`, out-of-scope callbacks) are left out.
+//! out-of-scope callbacks) are left out.
 //!
 //! Two modes, named in the first line of output. Embedded (the default): this
 //! process hosts the node, so get, put and placement groups are calls into it.
@@ -456,6 +456,14 @@ fn run_metrics(timer: &mut Timer) -> anyhow::Result<()> {
     })?;
     timer.timeit("1:1 actor calls async", f64::from(BATCH), || {
         let server = Server::remote()?;
+        Ok(move || {
+            let refs: Vec<_> = (0..BATCH).map(|_| server.small_value()).collect();
+            oxray_core::get_all(&refs).map(drop)
+        })
+    })?;
+
+    timer.timeit("1:1 actor calls concurrent", f64::from(BATCH), || {
+        let server = Server::options().max_concurrency(16).remote()?;
         Ok(move || {
             let refs: Vec<_> = (0..BATCH).map(|_| server.small_value()).collect();
             oxray_core::get_all(&refs).map(drop)

@@ -42,7 +42,10 @@ pub fn remote(attr: TokenStream, item: TokenStream) -> TokenStream {
 
 /// Makes the type of an `impl` block an actor type. The constructor is the
 /// associated function returning `Self` (or `Result<Self, E>`); every `pub`
-/// method taking `&self` or `&mut self` becomes callable on the handle.
+/// method taking `&self` or `&mut self` becomes callable on the handle. On an
+/// actor created with `max_concurrency` above 1 (the type must be `Sync`) the
+/// `&self` methods run at once on several threads and a `&mut self` method
+/// runs alone.
 #[proc_macro_attribute]
 pub fn actor(attr: TokenStream, item: TokenStream) -> TokenStream {
     if !attr.is_empty() {
@@ -261,7 +264,9 @@ fn expand_actor(block: &ItemImpl) -> syn::Result<TokenStream2> {
     };
 
     let mut client_methods = Vec::new();
-    let mut dispatch_arms = Vec::new();
+    let mut shared_arms = Vec::new();
+    let mut shared_names = Vec::new();
+    let mut exclusive_arms = Vec::new();
     for sig in &methods {
         let method = &sig.ident;
         let method_name = method.to_string();
@@ -279,12 +284,22 @@ fn expand_actor(block: &ItemImpl) -> syn::Result<TokenStream2> {
         });
         let decode = decode_params(&method_params, &name);
         let call = encode_output(quote!(this.#method(#(#names),*)), fallible, &name);
-        dispatch_arms.push(quote! {
+        let arm = quote! {
             #method_name => {
                 #decode
                 #call
             }
-        });
+        };
+        let takes_mut_self = matches!(
+            sig.inputs.first(),
+            Some(FnArg::Receiver(receiver)) if receiver.mutability.is_some()
+        );
+        if takes_mut_self {
+            exclusive_arms.push(arm);
+        } else {
+            shared_names.push(method_name);
+            shared_arms.push(arm);
+        }
     }
 
     let client_doc =
@@ -299,6 +314,12 @@ fn expand_actor(block: &ItemImpl) -> syn::Result<TokenStream2> {
         impl ::oxray_core::ActorClass for #self_ty {
             const NAME: &'static str = concat!(module_path!(), "::", #type_name);
             type Client = #client;
+
+            fn is_sync() -> bool {
+                #[allow(unused_imports)]
+                use ::oxray_core::private::{ShareIfSync as _, ShareNever as _};
+                (&::oxray_core::private::SyncProbe::<Self>(::std::marker::PhantomData)).is_sync()
+            }
         }
 
         #[doc = #client_doc]
@@ -355,6 +376,8 @@ fn expand_actor(block: &ItemImpl) -> syn::Result<TokenStream2> {
                 name: #name,
                 construct,
                 call,
+                call_shared,
+                share,
             };
 
             fn construct(args: &[::oxray_core::private::ObjectBlob]) -> ::oxray_core::Result<::oxray_core::private::ActorState> {
@@ -362,12 +385,36 @@ fn expand_actor(block: &ItemImpl) -> syn::Result<TokenStream2> {
                 ::std::result::Result::Ok(::std::boxed::Box::new(#construct_value))
             }
 
-            fn call(state: &mut ::oxray_core::private::ActorState, method: &str, args: &[::oxray_core::private::ObjectBlob]) -> ::oxray_core::Result<::oxray_core::private::ObjectBlob> {
+            /// Any method, with the state to itself.
+            fn call(state: &mut dyn ::std::any::Any, method: &str, args: &[::oxray_core::private::ObjectBlob]) -> ::oxray_core::Result<::oxray_core::private::ObjectBlob> {
                 let this: &mut #self_ty = ::oxray_core::private::actor_state(state, #name)?;
                 match method {
-                    #(#dispatch_arms)*
+                    #(#exclusive_arms)*
+                    other => call_ref(this, other, args),
+                }
+            }
+
+            /// A `&self` method, on a state other calls may be reading.
+            fn call_shared(state: &dyn ::std::any::Any, method: &str, args: &[::oxray_core::private::ObjectBlob]) -> ::std::option::Option<::oxray_core::Result<::oxray_core::private::ObjectBlob>> {
+                const SHARED: &[&str] = &[#(#shared_names),*];
+                if !SHARED.contains(&method) {
+                    return ::std::option::Option::None;
+                }
+                let this: &#self_ty = ::oxray_core::private::shared_actor_state(state)?;
+                ::std::option::Option::Some(call_ref(this, method, args))
+            }
+
+            fn call_ref(this: &#self_ty, method: &str, args: &[::oxray_core::private::ObjectBlob]) -> ::oxray_core::Result<::oxray_core::private::ObjectBlob> {
+                match method {
+                    #(#shared_arms)*
                     other => ::std::result::Result::Err(::oxray_core::private::unknown_method(#name, other)),
                 }
+            }
+
+            fn share(state: ::oxray_core::private::ActorState) -> ::std::result::Result<::oxray_core::private::SharedActorState, ::oxray_core::private::ActorState> {
+                #[allow(unused_imports)]
+                use ::oxray_core::private::{ShareIfSync as _, ShareNever as _};
+                (&::oxray_core::private::SyncProbe::<#self_ty>(::std::marker::PhantomData)).share(state)
             }
         };
     })

@@ -160,6 +160,7 @@ impl NodeState {
             return_id: ObjectId(self.ids.next()),
             invocation: Invocation::ActorCreate {
                 class: record.spec.class.clone(),
+                max_concurrency: record.spec.max_concurrency,
             },
             args: record.spec.args.clone(),
             actor: Some(actor),
@@ -370,6 +371,60 @@ mod tests {
             1.0,
             "the actor keeps its CPU between calls"
         );
+    }
+
+    #[test]
+    fn a_concurrent_actor_runs_as_many_calls_as_its_max_concurrency() {
+        // (max_concurrency, how many of four calls run at once)
+        for (max_concurrency, at_once) in [(1, 1), (2, 2), (8, 4)] {
+            let ids = Ids::new();
+            let mut state = NodeState::for_test(cpus(1.0), 1 << 20);
+            let spec = ActorSpec {
+                max_concurrency,
+                ..ids.actor(cpus(1.0), 0)
+            };
+            let actor = spec.actor_id;
+            state.create_actor(spec, JOB, None).expect("created");
+            state.schedule();
+            let (worker, mut inbox) = state.start_one();
+            let create = executed(&mut inbox);
+            assert!(
+                matches!(&create[..], [run] if matches!(run.invocation,
+                    Invocation::ActorCreate { max_concurrency: sent, .. } if sent == max_concurrency)),
+                "the worker is told how many calls to run at once"
+            );
+            state.finish(worker, create[0].task_id, Ok(inline(b"")));
+            let calls: Vec<TaskId> = (0..4)
+                .map(|_| {
+                    let call = ids.call(actor, "add");
+                    let task = call.task_id;
+                    state.submit_now(call);
+                    task
+                })
+                .collect();
+            let running = |state: &NodeState| {
+                let rows = state.task_events.rows();
+                calls
+                    .iter()
+                    .filter(|task| {
+                        rows.iter()
+                            .rfind(|row| row.task_id == **task)
+                            .is_some_and(|row| row.state == TaskState::Running)
+                    })
+                    .count()
+            };
+            assert_eq!(
+                running(&state),
+                at_once,
+                "max_concurrency {max_concurrency}"
+            );
+            state.finish(worker, calls[0], Ok(inline(b"")));
+            assert_eq!(
+                running(&state),
+                at_once.min(3),
+                "max_concurrency {max_concurrency}: the next call starts as one ends"
+            );
+        }
     }
 
     #[test]

@@ -163,11 +163,12 @@ impl NodeState {
             Ok(args) => args,
             Err(error) => return self.finish_task(task_id, Err(error)),
         };
+        let calls_at_once = self.calls_at_once(worker);
         let w = self
             .workers
             .get_mut(&worker)
             .expect("assigning to a known worker");
-        let starts_now = w.assigned.is_empty();
+        let starts_now = w.assigned.len() < calls_at_once;
         w.assigned.push_back(task_id);
         w.last_task = Some((job, spec.invocation.display_name()));
         let (node_id, pid) = (&w.node, w.pid);
@@ -201,7 +202,11 @@ impl NodeState {
 
     /// `worker` sent a result: it starts the task it holds next right away.
     pub(super) fn next_task_started(&mut self, worker: WorkerId) {
-        let next = self.workers.get(&worker).and_then(|w| w.assigned.front());
+        let calls_at_once = self.calls_at_once(worker);
+        let next = self
+            .workers
+            .get(&worker)
+            .and_then(|w| w.assigned.get(calls_at_once - 1));
         if let Some(&next) = next {
             self.task_events.update(next, |row| {
                 if row.state == TaskState::SubmittedToWorker {
@@ -210,6 +215,16 @@ impl NodeState {
                 }
             });
         }
+    }
+
+    /// How many of the tasks sent to `worker` run at once: its actor's
+    /// `max_concurrency`, or 1. The first that many it holds are running.
+    fn calls_at_once(&self, worker: WorkerId) -> usize {
+        self.workers
+            .get(&worker)
+            .and_then(|w| w.actor)
+            .and_then(|actor| self.actors.get(&actor))
+            .map_or(1, |actor| actor.spec.max_concurrency.max(1) as usize)
     }
 
     /// Ends `worker`'s lease once it holds no task, unless the next task of

@@ -86,6 +86,7 @@ impl Ids {
             name: None,
             get_if_exists: false,
             detached: false,
+            max_concurrency: 1,
         }
     }
 }
@@ -248,7 +249,7 @@ impl NodeState {
         let runs = executed(&mut inbox);
         assert_eq!(runs.len(), 1);
         assert!(
-            matches!(&runs[0].invocation, Invocation::ActorCreate { class } if class == "Counter")
+            matches!(&runs[0].invocation, Invocation::ActorCreate { class, .. } if class == "Counter")
         );
         self.finish(worker, runs[0].task_id, Ok(inline(b"")));
         assert_eq!(self.actors[&id].status, ActorStatus::Alive);
