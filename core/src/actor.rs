@@ -25,6 +25,10 @@ pub trait ActorClass: Send + 'static {
     const NAME: &'static str;
     /// The generated client with one method per actor method.
     type Client: From<RawActor> + AsRef<RawActor>;
+    /// Whether the type has `async fn` methods: its calls then run on an
+    /// event loop in its worker, up to `max_concurrency` (default 1000) at
+    /// once (Ray's async actors).
+    const ASYNC: bool;
     /// Whether the type is `Sync`, so that `&self` methods may run on
     /// several threads at once (`max_concurrency` above 1).
     fn is_sync() -> bool;

@@ -32,7 +32,7 @@ impl Default for TaskOptions {
 }
 
 /// Options of an actor.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ActorOptions {
     /// Held for the actor's whole life. Like Ray's effective default, an actor
     /// asks for no CPU unless told, so many light actors fit on a small node.
@@ -43,26 +43,13 @@ pub struct ActorOptions {
     pub name: Option<String>,
     pub get_if_exists: bool,
     pub lifetime: Lifetime,
-    /// Calls run at once on the actor's worker, each on its own thread (Ray's
-    /// threaded actors). Above 1 the actor type must be `Sync`: its `&self`
-    /// methods then run side by side, in no set order, while a `&mut self`
-    /// method waits for the running calls and runs alone.
-    pub max_concurrency: u32,
-}
-
-impl Default for ActorOptions {
-    fn default() -> Self {
-        ActorOptions {
-            resources: ResourceSet::default(),
-            scheduling_strategy: SchedulingStrategy::default(),
-            max_restarts: 0,
-            max_task_retries: 0,
-            name: None,
-            get_if_exists: false,
-            lifetime: Lifetime::default(),
-            max_concurrency: 1,
-        }
-    }
+    /// Calls run at once on the actor's worker (default 1, or 1000 for an
+    /// async actor, as in Ray). Above 1 an actor without `async fn` methods
+    /// runs each on its own thread (Ray's threaded actors) and its type must
+    /// be `Sync`: its `&self` methods then run side by side, in no set
+    /// order, while a `&mut self` method waits for the running calls and
+    /// runs alone. An async actor's calls take turns on one thread.
+    pub max_concurrency: Option<u32>,
 }
 
 /// How long an actor lives (Ray's `lifetime=`).
@@ -155,9 +142,9 @@ impl ActorOptions {
         self
     }
 
-    /// How many calls the actor runs at once (default 1; see the field).
+    /// How many calls the actor runs at once (see the field).
     pub fn max_concurrency(mut self, calls: u32) -> Self {
-        self.max_concurrency = calls;
+        self.max_concurrency = Some(calls);
         self
     }
 }

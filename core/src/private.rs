@@ -3,7 +3,8 @@
 
 pub use crate::protocol::{ObjectBlob, TaskArg};
 pub use crate::registry::{
-    ActorState, ActorType, RemoteFunction, SharedActorState, ACTOR_TYPES, REMOTE_FUNCTIONS,
+    ActorState, ActorType, LocalCall, RemoteFunction, SharedActorState, ACTOR_TYPES,
+    REMOTE_FUNCTIONS,
 };
 pub use linkme;
 
@@ -17,6 +18,7 @@ use crate::runtime;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::any::Any;
+use std::rc::Rc;
 
 /// Encodes one argument; an error is reported when the call is submitted.
 pub fn task_arg<T: Serialize>(arg: Arg<T>) -> Result<TaskArg> {
@@ -82,9 +84,15 @@ pub fn create_actor<A: ActorClass>(
                 .to_string(),
         );
     }
-    match options.max_concurrency {
+    // Ray's defaults: one call at a time, a thousand for an async actor.
+    let max_concurrency = options
+        .max_concurrency
+        .unwrap_or(if A::ASYNC { 1000 } else { 1 });
+    match max_concurrency {
         0 => return invalid("max_concurrency must be at least 1".to_string()),
         1 => {}
+        // An async actor's calls share its one thread.
+        _ if A::ASYNC => {}
         calls if !A::is_sync() => {
             return invalid(format!(
                 "max_concurrency {calls} runs calls on several threads at once, \
@@ -104,7 +112,7 @@ pub fn create_actor<A: ActorClass>(
         name: options.name.clone(),
         get_if_exists: options.get_if_exists,
         detached,
-        max_concurrency: options.max_concurrency,
+        max_concurrency,
     };
     let id = backend.create_actor(spec)?;
     Ok(ActorHandle::from_raw(RawActor::new(id, A::NAME, backend)))
@@ -128,6 +136,19 @@ pub fn actor_state<'a, A: 'static>(state: &'a mut dyn Any, class: &str) -> Resul
 /// the caller reports through its exclusive path).
 pub fn shared_actor_state<A: 'static>(state: &dyn Any) -> Option<&A> {
     state.downcast_ref::<A>()
+}
+
+/// The state of an async actor as its event loop shares it, typed.
+pub fn local_actor_state<A: 'static>(state: &Rc<dyn Any>, class: &str) -> Result<Rc<A>> {
+    state
+        .clone()
+        .downcast::<A>()
+        .map_err(|_| Error::Runtime(format!("actor state is not a {class}")))
+}
+
+/// A call that ended before it started (its arguments did not decode).
+pub fn ended_call(outcome: Result<ObjectBlob>) -> LocalCall {
+    Box::pin(std::future::ready(outcome))
 }
 
 /// Tells at the generated code's call site, where the actor's type is known,

@@ -9,6 +9,9 @@ use crate::error::{Error, Result};
 use crate::protocol::ObjectBlob;
 use linkme::distributed_slice;
 use std::any::Any;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
 
 /// The state of one actor instance inside its worker.
 pub type ActorState = Box<dyn Any + Send>;
@@ -22,6 +25,12 @@ pub struct RemoteFunction {
     pub name: &'static str,
     pub invoke: fn(&[ObjectBlob]) -> Result<ObjectBlob>,
 }
+
+/// A call of an async actor, run on its worker's event loop.
+pub type LocalCall = Pin<Box<dyn Future<Output = Result<ObjectBlob>>>>;
+
+/// Starts a method of an async actor (its arguments decoded at once).
+pub type AsyncCall = fn(&Rc<dyn Any>, &str, &[ObjectBlob]) -> LocalCall;
 
 /// Runs a method on a shared actor state, if it is a `&self` method.
 pub type SharedCall = fn(&dyn Any, &str, &[ObjectBlob]) -> Option<Result<ObjectBlob>>;
@@ -38,6 +47,8 @@ pub struct ActorType {
     /// The state as one that threads may share, when the type is `Sync`;
     /// the state back otherwise.
     pub share: fn(ActorState) -> std::result::Result<SharedActorState, ActorState>,
+    /// For an async actor (one with `async fn` methods): starts any method.
+    pub call_async: Option<AsyncCall>,
 }
 
 #[distributed_slice]

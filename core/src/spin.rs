@@ -8,7 +8,16 @@
 //! idle machine. So a waiter first polls for a short window; between polls
 //! it yields its core, so on a busy (or two-core) machine the threads that
 //! produce the reply still get to run.
+//!
+//! After the window the waiter parks in [`park_on`], which works on any
+//! thread, including one running an async actor's event loop: tokio's own
+//! blocking receive refuses inside a runtime, and an async actor's method
+//! may call the blocking API (as a Ray async actor may call `ray.get`).
 
+use std::future::Future;
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 /// How long a waiter polls before it parks: about one round trip through a
@@ -33,6 +42,25 @@ fn poll_for<T>(window: Duration, mut ready: impl FnMut() -> Option<T>) -> Option
     }
 }
 
+/// Blocks this thread until `future` is ready, parking between polls.
+pub(crate) fn park_on<F: Future>(future: F) -> F::Output {
+    struct Unpark(Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut context = Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let Poll::Ready(output) = future.as_mut().poll(&mut context) {
+            return output;
+        }
+        std::thread::park();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -51,5 +79,17 @@ mod tests {
         let start = Instant::now();
         assert_eq!(poll(|| None::<()>), None);
         assert!(start.elapsed() >= WINDOW);
+    }
+
+    #[test]
+    fn parks_on_a_reply_inside_a_runtime_where_tokio_refuses_to_block() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let _inside = runtime.enter();
+        let (answer, reply) = tokio::sync::oneshot::channel();
+        let replier = std::thread::spawn(move || answer.send(7));
+        assert_eq!(park_on(reply), Ok(7));
+        replier.join().unwrap().unwrap();
     }
 }

@@ -3,7 +3,7 @@
 mod common;
 
 use common::cluster;
-use oxray_core::{actor, ActorHandle, Error, InitOptions, Lifetime};
+use oxray_core::{actor, remote, ActorHandle, Error, InitOptions, Lifetime};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -138,6 +138,84 @@ impl Tally {
         self.count.set(self.count.get() + 1);
         self.count.get()
     }
+}
+
+/// An async actor: `meet` returns `true` once `parties` calls wait at its
+/// barrier together, which they can only do by taking turns at their awaits
+/// on the worker's one event loop. Its state needs no `Sync` (a `Cell`).
+pub struct Gathering {
+    barrier: tokio::sync::Barrier,
+    in_flight: std::cell::Cell<usize>,
+    most_in_flight: std::cell::Cell<usize>,
+}
+
+#[actor]
+impl Gathering {
+    pub fn new(parties: usize) -> Self {
+        Gathering {
+            barrier: tokio::sync::Barrier::new(parties),
+            in_flight: std::cell::Cell::new(0),
+            most_in_flight: std::cell::Cell::new(0),
+        }
+    }
+
+    /// Waits (a minute at most, on the event loop's timer) at the barrier.
+    pub async fn meet(&self) -> bool {
+        self.in_flight.set(self.in_flight.get() + 1);
+        self.most_in_flight
+            .set(self.most_in_flight.get().max(self.in_flight.get()));
+        let met = tokio::time::timeout(Duration::from_secs(60), self.barrier.wait()).await;
+        self.in_flight.set(self.in_flight.get() - 1);
+        met.is_ok()
+    }
+
+    /// Calls the blocking API from the event loop, as a Ray async actor may
+    /// call `ray.get`.
+    pub async fn doubled_remotely(&self, value: u64) -> oxray_core::Result<u64> {
+        double::remote(value).get()
+    }
+
+    pub async fn fail(&self) -> u64 {
+        panic!("failed on purpose")
+    }
+
+    pub fn most_in_flight(&self) -> usize {
+        self.most_in_flight.get()
+    }
+}
+
+#[remote]
+fn double(value: u64) -> u64 {
+    value * 2
+}
+
+#[test]
+fn an_async_actor_runs_its_calls_together_at_their_awaits() {
+    start();
+    let gathering = Gathering::remote(3).unwrap();
+    let met: Vec<_> = (0..3).map(|_| gathering.meet()).collect();
+    assert_eq!(oxray_core::get_all(&met).unwrap(), vec![true; 3]);
+    assert_eq!(gathering.doubled_remotely(21).get().unwrap(), 42);
+    match gathering.fail().get() {
+        Err(Error::TaskFailed { message, .. }) => {
+            assert!(message.contains("failed on purpose"), "{message}")
+        }
+        other => panic!("expected the panic as the call's error, got {other:?}"),
+    }
+    assert_eq!(
+        gathering.most_in_flight().get().unwrap(),
+        3,
+        "the actor outlives a call that panicked"
+    );
+}
+
+#[test]
+fn an_async_actor_has_at_most_max_concurrency_calls_in_flight() {
+    start();
+    let gathering = Gathering::options().max_concurrency(2).remote(2).unwrap();
+    let met: Vec<_> = (0..6).map(|_| gathering.meet()).collect();
+    assert_eq!(oxray_core::get_all(&met).unwrap(), vec![true; 6]);
+    assert_eq!(gathering.most_in_flight().get().unwrap(), 2);
 }
 
 #[test]

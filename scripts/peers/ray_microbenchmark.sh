@@ -21,9 +21,7 @@
 set -euo pipefail
 
 ray_version=2.60.0
-# Every metric of Ray's that oxray's microbenchmark also measures. Ray's
-# async-actor rows have no oxray counterpart (oxray has no async actors)
-# and are left out.
+# Every metric of Ray's that oxray's microbenchmark also measures.
 default_filter="single client get calls|single client put calls|multi client put calls"
 default_filter+="|single client put gigabytes|single client tasks and get batch"
 default_filter+="|multi client put gigabytes|single client get object containing 10k refs"
@@ -31,7 +29,9 @@ default_filter+="|single client wait 1k refs|single client tasks sync|single cli
 default_filter+="|multi client tasks async|1:1 actor calls sync|1:1 actor calls async"
 default_filter+="|1:1 actor calls concurrent"
 default_filter+="|1:n actor calls async|n:n actor calls async|n:n actor calls with arg async"
-default_filter+="|placement group create/removal"
+default_filter+="|1:1 async-actor calls sync|1:1 async-actor calls async"
+default_filter+="|1:1 async-actor calls with args async|1:n async-actor calls async"
+default_filter+="|n:n async-actor calls async|placement group create/removal"
 filter=${1:-$default_filter}
 out=${2:-ray-microbenchmark.tsv}
 

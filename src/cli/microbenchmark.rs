@@ -6,8 +6,8 @@
 //! `python/ray/_private/ray_perf.py`): a warm-up of 1 s, then timed rounds of
 //! about 2 s, each round's calls per second times the multiplier giving one
 //! sample; the line printed is `<name> per second <mean> +- <sd>`, as Ray prints
-//! it. Ray's metrics that need features oxray does not have (async actors,
-//! out-of-scope callbacks) are left out.
+//! it. Ray's metrics that need features oxray does not have (out-of-scope
+//! callbacks) are left out.
 //!
 //! Two modes, named in the first line of output. Embedded (the default): this
 //! process hosts the node, so get, put and placement groups are calls into it.
@@ -166,17 +166,73 @@ fn create_object_containing_refs() -> oxray_core::Result<Vec<ObjectRef<i64>>> {
 
 /// Calls `small_value` `count` times round-robin over `servers` (Ray's `work`).
 #[remote]
-fn call_servers_round_robin(
-    servers: Vec<ActorHandle<Server>>,
-    count: u32,
-) -> oxray_core::Result<()> {
-    let refs: Vec<_> = servers
-        .iter()
-        .cycle()
-        .take(count as usize)
-        .map(|server| server.small_value())
+fn call_servers_round_robin(servers: Servers, count: u32) -> oxray_core::Result<()> {
+    let refs: Vec<_> = (0..count as usize)
+        .map(|call| servers.small_value(call % servers.count()))
         .collect();
     oxray_core::get_all(&refs).map(drop)
+}
+
+/// The actors a metric calls: Ray's `Actor`s or its `AsyncActor`s.
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+pub enum Servers {
+    Threaded(Vec<ActorHandle<Server>>),
+    Async(Vec<ActorHandle<AsyncServer>>),
+}
+
+impl Servers {
+    /// `count` new servers of the kind `of_async` picks.
+    fn create(count: usize, of_async: bool) -> anyhow::Result<Servers> {
+        let created = if of_async {
+            Servers::Async(
+                (0..count)
+                    .map(|_| AsyncServer::remote().context("creating an async server actor"))
+                    .collect::<anyhow::Result<_>>()?,
+            )
+        } else {
+            Servers::Threaded(
+                (0..count)
+                    .map(|_| Server::remote().context("creating a server actor"))
+                    .collect::<anyhow::Result<_>>()?,
+            )
+        };
+        Ok(created)
+    }
+
+    fn count(&self) -> usize {
+        match self {
+            Servers::Threaded(servers) => servers.len(),
+            Servers::Async(servers) => servers.len(),
+        }
+    }
+
+    fn small_value(&self, server: usize) -> ObjectRef<[u8; 2]> {
+        match self {
+            Servers::Threaded(servers) => servers[server].small_value(),
+            Servers::Async(servers) => servers[server].small_value(),
+        }
+    }
+
+    fn small_value_arg(&self, server: usize, arg: &ObjectRef<i64>) -> ObjectRef<[u8; 2]> {
+        match self {
+            Servers::Threaded(servers) => servers[server].small_value_arg(arg),
+            Servers::Async(servers) => servers[server].small_value_with_arg(arg),
+        }
+    }
+
+    /// One server per client, each client calling its own.
+    fn one_each(self) -> Vec<Servers> {
+        match self {
+            Servers::Threaded(servers) => servers
+                .into_iter()
+                .map(|server| Servers::Threaded(vec![server]))
+                .collect(),
+            Servers::Async(servers) => servers
+                .into_iter()
+                .map(|server| Servers::Async(vec![server]))
+                .collect(),
+        }
+    }
 }
 
 /// The actor whose methods are called (Ray's `Actor`).
@@ -202,23 +258,40 @@ impl Server {
     }
 }
 
+/// The actor whose `async fn` methods are called (Ray's `AsyncActor`).
+pub struct AsyncServer;
+
+#[actor]
+impl AsyncServer {
+    pub fn new() -> Self {
+        AsyncServer
+    }
+
+    pub async fn small_value(&self) -> [u8; 2] {
+        SMALL_VALUE
+    }
+
+    pub async fn small_value_with_arg(&self, _value: i64) -> [u8; 2] {
+        SMALL_VALUE
+    }
+}
+
 /// An actor that calls servers in batches (Ray's `Client`).
 pub struct Client {
-    servers: Vec<ActorHandle<Server>>,
+    servers: Servers,
 }
 
 #[actor]
 impl Client {
-    pub fn new(servers: Vec<ActorHandle<Server>>) -> Self {
+    pub fn new(servers: Servers) -> Self {
         Client { servers }
     }
 
     /// Calls `small_value` `count` times on every server, then waits.
     pub fn small_value_batch(&self, count: u32) -> oxray_core::Result<()> {
-        let refs: Vec<_> = self
-            .servers
-            .iter()
-            .flat_map(|server| (0..count).map(|_| server.small_value()))
+        let refs: Vec<_> = (0..self.servers.count())
+            .flat_map(|server| (0..count).map(move |_| server))
+            .map(|server| self.servers.small_value(server))
             .collect();
         oxray_core::get_all(&refs).map(drop)
     }
@@ -226,19 +299,12 @@ impl Client {
     /// Like `small_value_batch`, passing one stored object by reference.
     pub fn small_value_batch_arg(&self, count: u32) -> oxray_core::Result<()> {
         let arg = oxray_core::put(&0i64)?;
-        let refs: Vec<_> = self
-            .servers
-            .iter()
-            .flat_map(|server| (0..count).map(|_| server.small_value_arg(&arg)))
+        let refs: Vec<_> = (0..self.servers.count())
+            .flat_map(|server| (0..count).map(move |_| server))
+            .map(|server| self.servers.small_value_arg(server, &arg))
             .collect();
         oxray_core::get_all(&refs).map(drop)
     }
-}
-
-fn create_servers(count: usize) -> anyhow::Result<Vec<ActorHandle<Server>>> {
-    (0..count)
-        .map(|_| Server::remote().context("creating a server actor"))
-        .collect()
 }
 
 /// Runs metrics with Ray's timing procedure and keeps their results.
@@ -440,7 +506,9 @@ fn run_metrics(timer: &mut Timer) -> anyhow::Result<()> {
         "multi client tasks async",
         f64::from(tasks_per_client * clients),
         || {
-            let servers = create_servers(clients as usize)?;
+            let servers = (0..clients)
+                .map(|_| Server::remote().context("creating a server actor"))
+                .collect::<anyhow::Result<Vec<_>>>()?;
             Ok(move || {
                 let refs: Vec<_> = servers
                     .iter()
@@ -470,37 +538,17 @@ fn run_metrics(timer: &mut Timer) -> anyhow::Result<()> {
         })
     })?;
 
-    let calls_per_server = 5000;
-    timer.timeit(
-        "1:n actor calls async",
-        f64::from(calls_per_server) * fan_out as f64,
-        || {
-            let client = Client::remote(create_servers(fan_out)?)?;
-            Ok(move || client.small_value_batch(calls_per_server).get())
-        },
-    )?;
-    let (calls_per_task, tasks) = (5000, 4);
-    timer.timeit(
-        "n:n actor calls async",
-        f64::from(calls_per_task * tasks),
-        || {
-            let servers = create_servers(fan_out)?;
-            Ok(move || {
-                let refs: Vec<_> = (0..tasks)
-                    .map(|_| call_servers_round_robin::remote(servers.clone(), calls_per_task))
-                    .collect();
-                oxray_core::get_all(&refs).map(drop)
-            })
-        },
-    )?;
+    one_to_n_calls(timer, "1:n actor calls async", fan_out, false)?;
+    n_to_n_calls(timer, "n:n actor calls async", fan_out, false)?;
     let calls_per_client = 1000;
     timer.timeit(
         "n:n actor calls with arg async",
         f64::from(calls_per_client) * fan_out as f64,
         || {
-            let clients = create_servers(fan_out)?
+            let clients = Servers::create(fan_out, false)?
+                .one_each()
                 .into_iter()
-                .map(|server| Client::remote(vec![server]).context("creating a client actor"))
+                .map(|server| Client::remote(server).context("creating a client actor"))
                 .collect::<anyhow::Result<Vec<_>>>()?;
             Ok(move || {
                 let refs: Vec<_> = clients
@@ -511,6 +559,33 @@ fn run_metrics(timer: &mut Timer) -> anyhow::Result<()> {
             })
         },
     )?;
+
+    timer.timeit("1:1 async-actor calls sync", 1.0, || {
+        let server = AsyncServer::remote()?;
+        Ok(move || server.small_value().get().map(drop))
+    })?;
+    timer.timeit("1:1 async-actor calls async", f64::from(BATCH), || {
+        let server = AsyncServer::remote()?;
+        Ok(move || {
+            let refs: Vec<_> = (0..BATCH).map(|_| server.small_value()).collect();
+            oxray_core::get_all(&refs).map(drop)
+        })
+    })?;
+    timer.timeit(
+        "1:1 async-actor calls with args async",
+        f64::from(BATCH),
+        || {
+            let server = AsyncServer::remote()?;
+            Ok(move || {
+                let refs: Vec<_> = (0..i64::from(BATCH))
+                    .map(|value| server.small_value_with_arg(value))
+                    .collect();
+                oxray_core::get_all(&refs).map(drop)
+            })
+        },
+    )?;
+    one_to_n_calls(timer, "1:n async-actor calls async", fan_out, true)?;
+    n_to_n_calls(timer, "n:n async-actor calls async", fan_out, true)?;
     timer.timeit(
         "placement group create/removal",
         PLACEMENT_GROUPS_PER_CALL as f64,
@@ -529,6 +604,41 @@ fn run_metrics(timer: &mut Timer) -> anyhow::Result<()> {
             })
         },
     )
+}
+
+/// One client actor calling `fan_out` servers, 5,000 calls each (Ray's
+/// "1:n" metrics).
+fn one_to_n_calls(
+    timer: &mut Timer,
+    name: &'static str,
+    fan_out: usize,
+    of_async: bool,
+) -> anyhow::Result<()> {
+    let calls_per_server = 5000;
+    timer.timeit(name, f64::from(calls_per_server) * fan_out as f64, || {
+        let client = Client::remote(Servers::create(fan_out, of_async)?)?;
+        Ok(move || client.small_value_batch(calls_per_server).get())
+    })
+}
+
+/// Four tasks each making 5,000 calls round-robin over `fan_out` servers
+/// (Ray's "n:n" metrics).
+fn n_to_n_calls(
+    timer: &mut Timer,
+    name: &'static str,
+    fan_out: usize,
+    of_async: bool,
+) -> anyhow::Result<()> {
+    let (calls_per_task, tasks) = (5000, 4);
+    timer.timeit(name, f64::from(calls_per_task * tasks), || {
+        let servers = Servers::create(fan_out, of_async)?;
+        Ok(move || {
+            let refs: Vec<_> = (0..tasks)
+                .map(|_| call_servers_round_robin::remote(servers.clone(), calls_per_task))
+                .collect();
+            oxray_core::get_all(&refs).map(drop)
+        })
+    })
 }
 
 /// Makes `len` bytes on whichever node runs it.

@@ -45,7 +45,8 @@ pub fn remote(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// method taking `&self` or `&mut self` becomes callable on the handle. On an
 /// actor created with `max_concurrency` above 1 (the type must be `Sync`) the
 /// `&self` methods run at once on several threads and a `&mut self` method
-/// runs alone.
+/// runs alone. A block with an `async fn` method makes an async actor: its
+/// calls run together on one event loop, so every method takes `&self`.
 #[proc_macro_attribute]
 pub fn actor(attr: TokenStream, item: TokenStream) -> TokenStream {
     if !attr.is_empty() {
@@ -263,7 +264,29 @@ fn expand_actor(block: &ItemImpl) -> syn::Result<TokenStream2> {
         quote! { <#self_ty>::#ctor_ident(#(#ctor_names),*) }
     };
 
+    let is_async = methods.iter().any(|sig| sig.asyncness.is_some());
+    if ctor_sig.asyncness.is_some() {
+        return Err(syn::Error::new(
+            ctor_sig.span(),
+            "an actor's constructor cannot be async: it runs before the actor's event loop",
+        ));
+    }
+    if is_async {
+        let takes_mut_self = methods.iter().find(|sig| {
+            matches!(sig.inputs.first(), Some(FnArg::Receiver(r)) if r.mutability.is_some() || r.reference.is_none())
+        });
+        if let Some(sig) = takes_mut_self {
+            return Err(syn::Error::new(
+                sig.span(),
+                "an actor with async methods runs its calls together on one event loop, \
+                 sharing its state: every method takes `&self` (keep what changes in a Cell, \
+                 RefCell or Mutex)",
+            ));
+        }
+    }
+
     let mut client_methods = Vec::new();
+    let mut async_arms = Vec::new();
     let mut shared_arms = Vec::new();
     let mut shared_names = Vec::new();
     let mut exclusive_arms = Vec::new();
@@ -283,6 +306,25 @@ fn expand_actor(block: &ItemImpl) -> syn::Result<TokenStream2> {
             }
         });
         let decode = decode_params(&method_params, &name);
+        if is_async {
+            let invoke = match sig.asyncness {
+                Some(_) => quote!(this.#method(#(#names),*).await),
+                None => quote!(this.#method(#(#names),*)),
+            };
+            let call = encode_output(invoke, fallible, &name);
+            async_arms.push(quote! {
+                #method_name => {
+                    let started = (move || -> ::oxray_core::Result<::oxray_core::private::LocalCall> {
+                        #decode
+                        ::std::result::Result::Ok(::std::boxed::Box::pin(async move { #call }))
+                    })();
+                    started.unwrap_or_else(|error| ::oxray_core::private::ended_call(::std::result::Result::Err(error)))
+                }
+            });
+            if sig.asyncness.is_some() {
+                continue;
+            }
+        }
         let call = encode_output(quote!(this.#method(#(#names),*)), fallible, &name);
         let arm = quote! {
             #method_name => {
@@ -302,6 +344,28 @@ fn expand_actor(block: &ItemImpl) -> syn::Result<TokenStream2> {
         }
     }
 
+    let (call_async_entry, call_async_fn) = if is_async {
+        let call_async_fn = quote! {
+            /// Starts any method on the actor's event loop.
+            fn call_async(state: &::std::rc::Rc<dyn ::std::any::Any>, method: &str, args: &[::oxray_core::private::ObjectBlob]) -> ::oxray_core::private::LocalCall {
+                let this: ::std::rc::Rc<#self_ty> = match ::oxray_core::private::local_actor_state(state, #name) {
+                    ::std::result::Result::Ok(this) => this,
+                    ::std::result::Result::Err(error) => return ::oxray_core::private::ended_call(::std::result::Result::Err(error)),
+                };
+                match method {
+                    #(#async_arms)*
+                    other => ::oxray_core::private::ended_call(::std::result::Result::Err(::oxray_core::private::unknown_method(#name, other))),
+                }
+            }
+        };
+        (
+            quote!(::std::option::Option::Some(call_async)),
+            call_async_fn,
+        )
+    } else {
+        (quote!(::std::option::Option::None), quote!())
+    };
+
     let client_doc =
         format!("Methods of a [`{type_name}`] actor, reached through its `ActorHandle`.");
     let options_doc = format!("Options for creating a [`{type_name}`] actor.");
@@ -314,6 +378,7 @@ fn expand_actor(block: &ItemImpl) -> syn::Result<TokenStream2> {
         impl ::oxray_core::ActorClass for #self_ty {
             const NAME: &'static str = concat!(module_path!(), "::", #type_name);
             type Client = #client;
+            const ASYNC: bool = #is_async;
 
             fn is_sync() -> bool {
                 #[allow(unused_imports)]
@@ -378,7 +443,10 @@ fn expand_actor(block: &ItemImpl) -> syn::Result<TokenStream2> {
                 call,
                 call_shared,
                 share,
+                call_async: #call_async_entry,
             };
+
+            #call_async_fn
 
             fn construct(args: &[::oxray_core::private::ObjectBlob]) -> ::oxray_core::Result<::oxray_core::private::ActorState> {
                 #ctor_decode

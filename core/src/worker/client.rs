@@ -281,7 +281,7 @@ impl WorkerClient {
         });
         match spun {
             Some(received) => received?,
-            None => answer.blocking_recv().map_err(|_| self.head_lost())?,
+            None => crate::spin::park_on(answer).map_err(|_| self.head_lost())?,
         }
     }
 

@@ -10,14 +10,18 @@
 //! under the read side, side by side, and `&mut self` methods under the
 //! write side, alone. The type being `Sync` is what makes that sound; the
 //! driver refuses the option for any other type before the actor exists.
+//! An async actor's task thread instead turns into an event loop running
+//! its calls as tasks ([`EventLoop`]).
 
 use super::client::WorkerClient;
 use super::task_queue::{QueuedTask, TaskQueue};
 use crate::error::{Error, Result};
 use crate::ids::TaskId;
 use crate::protocol::*;
-use crate::registry::{self, ActorState, SharedActorState};
+use crate::registry::{self, ActorState, ActorType, AsyncCall, LocalCall, SharedActorState};
 use parking_lot::RwLock;
+use std::any::Any;
+use std::rc::Rc;
 use std::sync::Arc;
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -59,16 +63,19 @@ fn run_queue(
             QueuedTask::FromHead(task) => {
                 set_gpu_ids(task.gpu_ids.clone());
                 let outcome = run_guarded(&mut actor, &task.invocation, &task.args);
-                if let Invocation::ActorCreate {
-                    class,
-                    max_concurrency,
-                } = &task.invocation
-                {
-                    start_concurrent_threads(client, queue, &mut actor, class, *max_concurrency);
-                }
+                let event_loop = match &task.invocation {
+                    Invocation::ActorCreate {
+                        class,
+                        max_concurrency,
+                    } => after_constructor(client, queue, &mut actor, class, *max_concurrency),
+                    _ => None,
+                };
                 // Everything the task printed goes ahead of its result.
                 super::log_capture::flush();
                 report(client, task.task_id, None, outcome);
+                if let Some(event_loop) = event_loop {
+                    return event_loop.run(client, queue);
+                }
             }
             QueuedTask::Direct { call, reply } => {
                 // A direct call is a method of this worker's actor: the GPU
@@ -84,21 +91,50 @@ fn run_queue(
     }
 }
 
-/// After the constructor of an actor with `max_concurrency` above 1: shares
-/// its state and starts the threads that run its calls beside this one.
-fn start_concurrent_threads(
+/// After an actor's constructor ran: an async actor's calls go to an event
+/// loop (returned, for this thread to run once the constructor's result is
+/// sent); a threaded actor gets its other threads.
+fn after_constructor(
     client: &Arc<WorkerClient>,
     queue: &Arc<TaskQueue>,
     actor: &mut Option<Actor>,
     class: &str,
     max_concurrency: u32,
+) -> Option<EventLoop> {
+    let entry = registry::actor_type(class).ok()?;
+    match entry.call_async {
+        Some(call_async) => match actor.take() {
+            Some(Actor::Exclusive(state)) => Some(EventLoop {
+                state: Rc::<dyn Any + Send>::from(state),
+                call_async,
+                max_concurrency: max_concurrency.max(1) as usize,
+            }),
+            // The constructor failed: its calls fail, one at a time.
+            other => {
+                *actor = other;
+                None
+            }
+        },
+        None => {
+            start_concurrent_threads(client, queue, actor, entry, max_concurrency);
+            None
+        }
+    }
+}
+
+/// Shares a threaded actor's state and starts the threads that run its
+/// calls beside this one.
+fn start_concurrent_threads(
+    client: &Arc<WorkerClient>,
+    queue: &Arc<TaskQueue>,
+    actor: &mut Option<Actor>,
+    entry: &ActorType,
+    max_concurrency: u32,
 ) {
     if max_concurrency <= 1 {
         return;
     }
-    let Ok(entry) = registry::actor_type(class) else {
-        return;
-    };
+    let class = entry.name;
     // A constructor that failed left no actor: its calls fail, one at a time.
     let state = match actor.take() {
         Some(Actor::Exclusive(state)) => state,
@@ -137,23 +173,111 @@ fn start_concurrent_threads(
     *actor = Some(Actor::Concurrent(shared));
 }
 
+/// An async actor's calls, each a task of one event loop on the worker's
+/// task thread (Ray's async actors): a call that awaits lets the next ones
+/// run, up to `max_concurrency` in flight. The state is shared by the calls
+/// on that one thread, so the type need not be `Sync`.
+struct EventLoop {
+    state: Rc<dyn Any>,
+    call_async: AsyncCall,
+    max_concurrency: usize,
+}
+
+impl EventLoop {
+    /// Runs the queue's calls until it closes.
+    fn run(self, client: &Arc<WorkerClient>, queue: &Arc<TaskQueue>) {
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime,
+            Err(error) => {
+                let problem = format!("cannot start the actor's event loop: {error}");
+                while let Some(task) = queue.pop() {
+                    report_unrun(client, task, |_| Error::Runtime(problem.clone()));
+                }
+                return;
+            }
+        };
+        let in_flight = Arc::new(tokio::sync::Semaphore::new(self.max_concurrency));
+        let calls = tokio::task::LocalSet::new();
+        calls.block_on(&runtime, async {
+            while let Some(task) = queue.pop_async().await {
+                let Ok(slot) = in_flight.clone().acquire_owned().await else {
+                    break;
+                };
+                let (task_id, invocation, reply, args) = match task {
+                    QueuedTask::FromHead(task) => {
+                        (task.task_id, task.invocation, None, Ok(task.args))
+                    }
+                    QueuedTask::Direct { call, reply } => {
+                        let args = client
+                            .direct_call_args(call.task_id, call.caller, call.args)
+                            .and_then(|args| args.into_iter().collect::<Result<Vec<_>>>());
+                        (call.task_id, call.invocation, Some(reply), args)
+                    }
+                };
+                let started = args.and_then(|args| self.start(&invocation, &args));
+                let client = client.clone();
+                tokio::task::spawn_local(async move {
+                    let outcome = match started {
+                        // Its own task, so that a panic ends the call, not the loop.
+                        Ok(call) => match tokio::task::spawn_local(call).await {
+                            Ok(outcome) => outcome,
+                            Err(ended) => Err(match ended.try_into_panic() {
+                                Ok(panic) => panic_error(&invocation, panic),
+                                Err(_) => Error::Cancelled {
+                                    function: invocation.display_name(),
+                                },
+                            }),
+                        },
+                        Err(error) => Err(error),
+                    };
+                    super::log_capture::flush();
+                    report(&client, task_id, reply.as_ref(), outcome);
+                    drop(slot);
+                });
+            }
+        });
+    }
+
+    /// Decodes a call's arguments and makes its future (a panic while
+    /// decoding is the call's error).
+    fn start(&self, invocation: &Invocation, args: &[ObjectBlob]) -> Result<LocalCall> {
+        match invocation {
+            Invocation::ActorMethod { method, .. } => {
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    (self.call_async)(&self.state, method, args)
+                }))
+                .map_err(|panic| panic_error(invocation, panic))
+            }
+            other => Err(Error::Runtime(format!(
+                "{} sent to an async actor's worker",
+                other.display_name()
+            ))),
+        }
+    }
+}
+
 /// Ends a call taken out of the queue before it started: its result is
 /// `Error::Cancelled`, sent where it would have gone.
 pub(super) fn report_cancelled(client: &WorkerClient, task: QueuedTask) {
-    let cancelled = |invocation: &Invocation| {
-        Err(Error::Cancelled {
-            function: invocation.display_name(),
-        })
-    };
+    report_unrun(client, task, |invocation| Error::Cancelled {
+        function: invocation.display_name(),
+    })
+}
+
+/// Ends a call that will not run with `error`, sent where its result goes.
+fn report_unrun(client: &WorkerClient, task: QueuedTask, error: impl FnOnce(&Invocation) -> Error) {
     match task {
         QueuedTask::FromHead(task) => {
-            report(client, task.task_id, None, cancelled(&task.invocation))
+            report(client, task.task_id, None, Err(error(&task.invocation)))
         }
         QueuedTask::Direct { call, reply } => report(
             client,
             call.task_id,
             Some(&reply),
-            cancelled(&call.invocation),
+            Err(error(&call.invocation)),
         ),
     }
 }
@@ -185,17 +309,20 @@ fn run_guarded(
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         run_task(actor, invocation, args)
     }))
-    .unwrap_or_else(|panic| {
-        let message = panic
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "panicked".to_string());
-        Err(Error::TaskFailed {
-            function: invocation.display_name(),
-            message: format!("panicked: {message}"),
-        })
-    })
+    .unwrap_or_else(|panic| Err(panic_error(invocation, panic)))
+}
+
+/// A task's error for a panic in it.
+fn panic_error(invocation: &Invocation, panic: Box<dyn Any + Send>) -> Error {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panicked".to_string());
+    Error::TaskFailed {
+        function: invocation.display_name(),
+        message: format!("panicked: {message}"),
+    }
 }
 
 fn run_task(

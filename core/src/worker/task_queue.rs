@@ -38,6 +38,8 @@ impl QueuedTask {
 pub(crate) struct TaskQueue {
     state: Mutex<Queued>,
     arrived: Condvar,
+    /// Wakes an async actor's event loop, which cannot wait on `arrived`.
+    arrived_async: tokio::sync::Notify,
 }
 
 #[derive(Default)]
@@ -51,6 +53,7 @@ impl TaskQueue {
     pub(crate) fn push(&self, task: QueuedTask) {
         self.state.lock().tasks.push_back(task);
         self.arrived.notify_one();
+        self.arrived_async.notify_one();
     }
 
     /// Takes `task_id` out if it has not started; `false` if it has (or was
@@ -77,6 +80,7 @@ impl TaskQueue {
     pub(crate) fn close(&self) {
         self.state.lock().closed = true;
         self.arrived.notify_all();
+        self.arrived_async.notify_one();
     }
 
     pub(crate) fn try_pop(&self) -> Option<QueuedTask> {
@@ -94,6 +98,25 @@ impl TaskQueue {
                 return None;
             }
             self.arrived.wait(&mut state);
+        }
+    }
+
+    /// `pop` for an event loop: awaits the next task instead of blocking.
+    pub(crate) async fn pop_async(&self) -> Option<QueuedTask> {
+        loop {
+            // Made before looking, so a push after the look is not missed
+            // (`notify_one` leaves a permit when nobody waits yet).
+            let arrived = self.arrived_async.notified();
+            {
+                let mut state = self.state.lock();
+                if let Some(task) = state.tasks.pop_front() {
+                    return Some(task);
+                }
+                if state.closed {
+                    return None;
+                }
+            }
+            arrived.await;
         }
     }
 }
