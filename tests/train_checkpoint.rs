@@ -260,6 +260,19 @@ fn damaged_and_foreign_checkpoints_are_refused() {
     assert_clean_error(&resumed, &["DQN checkpoint", "PPO"]);
     fs::write(&metadata, original).unwrap();
 
+    // Nor by a config whose network has other layers; the checkpoint stays.
+    let saved = fs::read(checkpoint_dir.join("weights.pt")).unwrap();
+    let wider = [
+        "--set",
+        "model.fcnet_hiddens=[32]",
+        "--set",
+        "stop.iterations=3",
+    ];
+    let resumed =
+        scratch.oxray(&[&["train", "small.yaml", "--resume", &run_arg][..], &wider].concat());
+    assert_clean_error(&resumed, &["another network", "params.yaml"]);
+    assert_eq!(fs::read(checkpoint_dir.join("weights.pt")).unwrap(), saved);
+
     let weights = checkpoint_dir.join("weights.pt");
     let bytes = fs::read(&weights).unwrap();
     fs::write(&weights, &bytes[..bytes.len() / 2]).unwrap();

@@ -89,6 +89,15 @@ fn out_of_range_value_names_key_and_line() {
         error.contains("training.gamma: must be within [0, 1]"),
         "{error}"
     );
+    // C51's support must be an interval, and only matters with atoms.
+    let dqn = "algorithm: DQN\nenv: CartPole-v1\ntraining:\n  num_atoms: 51\n  v_min: 5.0\n";
+    let error = parse(dqn, &["training.v_max=5"]).unwrap_err();
+    assert!(
+        error.contains("training.v_min: must be finite and below v_max when num_atoms is above 1"),
+        "{error}"
+    );
+    assert!(parse(dqn, &["training.v_max=6"]).is_ok());
+    assert!(parse(dqn, &["training.num_atoms=1", "training.v_max=5"]).is_ok());
     let error = parse(
         SMALL_PPO,
         &["reporting.metrics_num_episodes_for_smoothing=0"],

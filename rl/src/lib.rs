@@ -47,7 +47,7 @@ pub use sample_batch::SampleBatch;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("libtorch: {0}")]
+    #[error("libtorch: {}", torch_message(.0))]
     Torch(#[from] tch::TchError),
     #[error("{}: {error}", path.display())]
     Io {
@@ -78,6 +78,16 @@ pub enum Error {
     Cluster(#[from] oxray_core::Error),
     #[error("collective: {0}")]
     Collective(#[from] oxray_collective::CollectiveError),
+}
+
+/// libtorch's message without the C++ stack trace it appends ("Exception
+/// raised from ..." and a frame per line), which says nothing to a user.
+fn torch_message(error: &tch::TchError) -> String {
+    let message = error.to_string();
+    match message.find("Exception raised from") {
+        Some(trace) => message[..trace].trim_end().to_string(),
+        None => message,
+    }
 }
 
 impl Error {
@@ -151,3 +161,21 @@ fn keep_freed_memory_for_reuse() {
 /// Other C libraries have their own allocation policies; nothing to tune.
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn keep_freed_memory_for_reuse() {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_libtorch_error_reads_without_its_cpp_stack_trace() {
+        let shapes = tch::Tensor::zeros([2], (tch::Kind::Float, tch::Device::Cpu))
+            .f_view([3])
+            .expect_err("a view of 2 elements as 3 fails");
+        assert!(shapes.to_string().contains("Exception raised from"));
+        let shown = Error::Torch(shapes).to_string();
+        assert!(shown.starts_with("libtorch: "), "{shown}");
+        assert!(shown.contains("[3]"), "the message stays: {shown}");
+        assert!(!shown.contains("Exception raised from"), "{shown}");
+        assert!(!shown.contains("frame #"), "{shown}");
+    }
+}

@@ -71,6 +71,7 @@ pub fn run(
                     latest.algorithm
                 )));
             }
+            check_same_module(&latest, &options.config, dir)?;
             algorithm.restore(&latest)?;
             (dir.clone(), false)
         }
@@ -188,6 +189,40 @@ pub fn stop_reason(stop: &StopConfig, result: &Metrics) -> Option<String> {
             )
         })
         .or_else(|| reached(metrics::TIME_TOTAL_S, stop.time_s))
+}
+
+/// Refuses a resume whose config builds another network than the one the
+/// checkpoint holds (other layers, head or atoms): its weights would not
+/// load, and libtorch's own error names only a tensor's shape.
+fn check_same_module(
+    checkpoint: &checkpoint::Checkpoint,
+    config: &ExperimentConfig,
+    dir: &Path,
+) -> Result<(), TrainError> {
+    let saved = ExperimentConfig::from_json(&checkpoint.config)
+        .map_err(|e| TrainError::Restore(format!("config in checkpoint: {e}")))?;
+    // The parameters' names and shapes: settings that shape no parameter
+    // (an ε schedule, say) may change between runs.
+    let parameters = |config: &ExperimentConfig| -> Result<Vec<(String, Vec<i64>)>, TrainError> {
+        let module = crate::algorithms::module_spec(config)?.build(tch::Device::Cpu);
+        let mut shapes: Vec<_> = module
+            .var_store()
+            .variables()
+            .into_iter()
+            .map(|(name, tensor)| (name, tensor.size()))
+            .collect();
+        shapes.sort();
+        Ok(shapes)
+    };
+    if parameters(&saved)? == parameters(config)? {
+        return Ok(());
+    }
+    Err(TrainError::Restore(format!(
+        "{} was trained with another network (model: or the training keys that shape it); \
+         resume with the config it was saved with, {}",
+        dir.display(),
+        dir.join("params.yaml").display()
+    )))
 }
 
 /// `results/<name>/<UTC timestamp>`, made unique with a suffix if needed.

@@ -212,6 +212,7 @@ mod tests {
                 ModuleKind::QNetwork {
                     dueling: false,
                     epsilon: epsilon.clone(),
+                    distributional: None,
                 },
                 "q",
             ),
@@ -220,6 +221,7 @@ mod tests {
                 ModuleKind::QNetwork {
                     dueling: true,
                     epsilon,
+                    distributional: None,
                 },
                 "dueling q",
             ),

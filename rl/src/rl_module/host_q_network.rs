@@ -31,6 +31,10 @@ impl HostQNetwork {
     /// `module`'s layers located in its flat parameter vector; `None` for a
     /// CNN encoder or a module above [`HOST_TRAIN_MAX_PARAMETERS`].
     pub fn of(module: &QNetwork) -> Option<Self> {
+        if module.support().is_some() {
+            // No distributional head here: C51 trains through libtorch.
+            return None;
+        }
         let layout = FlatLayout::of(module.var_store());
         let (encoder, head) = module.parts();
         let encoder = FlatMlp::locate(encoder, &layout)?;
@@ -146,6 +150,7 @@ mod tests {
                 kind: ModuleKind::QNetwork {
                     dueling,
                     epsilon: Schedule(vec![(0, 0.1)]),
+                    distributional: None,
                 },
             },
             lr: 1e-3,

@@ -42,7 +42,7 @@ pub use host_actor_critic::{ActorCriticForward, HostActorCritic, HOST_TRAIN_MAX_
 pub use host_mlp::{DenseLayer, HostMlp};
 pub use host_policy::{combine_dueling, HostPolicy, QHead, HOST_FORWARD_MAX_MULTIPLY_ADDS};
 pub use host_q_network::{HostQNetwork, QNetworkForward};
-pub use q_network::{EpsilonSchedule, QNetwork};
+pub use q_network::{EpsilonSchedule, QNetwork, ValueSupport};
 pub use soft_actor_critic::{Part, SoftActorCritic};
 
 use rand_chacha::ChaCha8Rng;
@@ -117,6 +117,9 @@ pub enum ModuleKind {
     QNetwork {
         dueling: bool,
         epsilon: EpsilonSchedule,
+        /// C51's support; an expected-value head when absent.
+        #[serde(default)]
+        distributional: Option<ValueSupport>,
     },
     SoftActorCritic {
         /// α before any update (log α is learned).

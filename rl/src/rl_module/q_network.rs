@@ -3,9 +3,15 @@
 //! Q(s, a) = V(s) + A(s, a) − mean_a' A(s, a'), which learns the state's value
 //! apart from the actions' differences. It acts ε-greedily with ε following
 //! an [`EpsilonSchedule`] over the run's env steps.
+//!
+//! With a [`ValueSupport`] it is C51's distributional network (Bellemare et
+//! al. 2017): the head gives, per action, logits over `num_atoms` returns
+//! z_1..z_K evenly spaced on [v_min, v_max] (dueling per atom), and
+//! Q(s, a) = Σ_j p_j(s, a)·z_j is what it acts on.
 
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
 use tch::nn::{self, Module};
 use tch::{Device, Kind, Tensor};
 
@@ -17,18 +23,54 @@ use crate::schedule::Schedule;
 /// ε over env steps (RLlib's `epsilon: [[0, 1.0], [10000, 0.05]]`).
 pub type EpsilonSchedule = Schedule;
 
+/// C51's fixed support: `num_atoms` returns evenly spaced on
+/// [`v_min`, `v_max`] (RLlib's `num_atoms`, `v_min`, `v_max`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ValueSupport {
+    pub num_atoms: usize,
+    pub v_min: f64,
+    pub v_max: f64,
+}
+
+impl ValueSupport {
+    /// z_1..z_K, `[K]`.
+    pub fn atoms(&self, device: Device) -> Tensor {
+        Tensor::linspace(
+            self.v_min,
+            self.v_max,
+            self.num_atoms as i64,
+            (Kind::Float, device),
+        )
+    }
+
+    /// Δz, the spacing of the atoms.
+    pub fn spacing(&self) -> f64 {
+        (self.v_max - self.v_min) / (self.num_atoms - 1) as f64
+    }
+}
+
 pub struct QNetwork {
     var_store: nn::VarStore,
     encoder: Encoder,
     head: QHead<nn::Linear>,
     epsilon: EpsilonSchedule,
     num_actions: i64,
+    /// C51's support and its atoms z, when distributional.
+    support: Option<(ValueSupport, Tensor)>,
     spec: ModuleSpec,
 }
 
 impl QNetwork {
-    /// Q(s, a) for every action, `[B, num_actions]`.
+    /// Q(s, a) for every action, `[B, num_actions]` (C51: the mean of each
+    /// action's return distribution).
     pub fn q_values(&self, obs: &Tensor) -> Tensor {
+        if let Some((_, atoms)) = &self.support {
+            return (self.atom_logits(obs).softmax(-1, Kind::Float) * atoms).sum_dim_intlist(
+                -1,
+                false,
+                Kind::Float,
+            );
+        }
         let features = self.encoder.forward(obs);
         match &self.head {
             QHead::Plain(head) => head.forward(&features),
@@ -37,6 +79,30 @@ impl QNetwork {
                 value.forward(&features) + &advantages - advantages.mean_dim(-1, true, Kind::Float)
             }
         }
+    }
+
+    /// C51's logits over the atoms for every action, `[B, num_actions, K]`.
+    ///
+    /// # Panics
+    /// If the network is not distributional.
+    pub fn atom_logits(&self, obs: &Tensor) -> Tensor {
+        let (support, _) = self.support.as_ref().expect("a distributional Q-network");
+        let atoms = support.num_atoms as i64;
+        let features = self.encoder.forward(obs);
+        let per_action = |out: Tensor| out.view([-1, self.num_actions, atoms]);
+        match &self.head {
+            QHead::Plain(head) => per_action(head.forward(&features)),
+            QHead::Dueling { value, advantage } => {
+                let advantages = per_action(advantage.forward(&features));
+                value.forward(&features).view([-1, 1, atoms]) + &advantages
+                    - advantages.mean_dim(1, true, Kind::Float)
+            }
+        }
+    }
+
+    /// C51's support and atoms, when distributional.
+    pub fn support(&self) -> Option<&(ValueSupport, Tensor)> {
+        self.support.as_ref()
     }
 
     /// The encoder and the head's layers, for the host training pass
@@ -60,7 +126,12 @@ impl RLModule for QNetwork {
     /// If `spec` is not a Q-network over a Discrete action space; the DQN
     /// config rejects any other space before a module is built.
     fn new(spec: &ModuleSpec, device: Device) -> Self {
-        let ModuleKind::QNetwork { dueling, epsilon } = &spec.kind else {
+        let ModuleKind::QNetwork {
+            dueling,
+            epsilon,
+            distributional,
+        } = &spec.kind
+        else {
             panic!("QNetwork built from a {:?} spec", spec.kind);
         };
         let ActionSpace::Discrete { n } = spec.action_space else {
@@ -74,20 +145,26 @@ impl RLModule for QNetwork {
         );
         let width = encoder.output_dim();
         let n = n as i64;
+        // One output per action, or per action and atom.
+        let atoms = distributional.as_ref().map_or(1, |d| d.num_atoms as i64);
         let head = if *dueling {
             QHead::Dueling {
-                value: linear(&root / "value_head", width, 1, 1.0),
-                advantage: linear(&root / "advantage_head", width, n, 1.0),
+                value: linear(&root / "value_head", width, atoms, 1.0),
+                advantage: linear(&root / "advantage_head", width, n * atoms, 1.0),
             }
         } else {
-            QHead::Plain(linear(&root / "q_head", width, n, 1.0))
+            QHead::Plain(linear(&root / "q_head", width, n * atoms, 1.0))
         };
+        let support = distributional
+            .clone()
+            .map(|support| (support.clone(), support.atoms(device)));
         QNetwork {
             var_store,
             encoder,
             head,
             epsilon: epsilon.clone(),
             num_actions: n,
+            support,
             spec: spec.clone(),
         }
     }
@@ -133,6 +210,10 @@ impl RLModule for QNetwork {
     }
 
     fn host_policy(&self) -> Option<HostPolicy> {
+        if self.support.is_some() {
+            // The host pass has no distributional head: libtorch acts.
+            return None;
+        }
         Some(HostPolicy::EpsilonGreedy {
             encoder: self.encoder.host_mlp()?,
             head: self.head.try_map(|layer| Some(DenseLayer::of(layer)))?,
@@ -174,6 +255,10 @@ mod tests {
     use crate::rl_module::ModelConfig;
 
     fn network(dueling: bool) -> QNetwork {
+        distributional_network(dueling, None)
+    }
+
+    fn distributional_network(dueling: bool, distributional: Option<ValueSupport>) -> QNetwork {
         QNetwork::new(
             &ModuleSpec {
                 observation_shape: vec![3],
@@ -183,6 +268,7 @@ mod tests {
                 kind: ModuleKind::QNetwork {
                     dueling,
                     epsilon: Schedule(vec![(0, 1.0), (100, 0.0)]),
+                    distributional,
                 },
             },
             Device::Cpu,
@@ -220,5 +306,35 @@ mod tests {
         let v = value.forward(&q.encoder.forward(&obs)).squeeze_dim(-1);
         let mean_q = q.q_values(&obs).mean_dim(-1, false, Kind::Float);
         assert!(mean_q.allclose(&v, 1e-5, 1e-6, false));
+    }
+
+    /// C51: each action's Q-value is the mean of its distribution over the
+    /// atoms, plain or dueling, and the host pass (which has no such head)
+    /// leaves acting to libtorch.
+    #[test]
+    fn a_distributional_network_acts_on_the_mean_of_each_actions_returns() {
+        let support = ValueSupport {
+            num_atoms: 5,
+            v_min: -2.0,
+            v_max: 2.0,
+        };
+        assert_eq!(support.spacing(), 1.0);
+        for dueling in [false, true] {
+            let q = distributional_network(dueling, Some(support.clone()));
+            let obs = Tensor::randn([6, 3], (Kind::Float, Device::Cpu));
+            let logits = q.atom_logits(&obs);
+            assert_eq!(logits.size(), [6, 4, 5]);
+            let p = Vec::<f32>::try_from(logits.softmax(-1, Kind::Float).view(-1)).unwrap();
+            let q_values = Vec::<f32>::try_from(q.q_values(&obs).view(-1)).unwrap();
+            for (probabilities, q_value) in p.chunks(5).zip(&q_values) {
+                let mean: f32 = probabilities
+                    .iter()
+                    .zip([-2.0, -1.0, 0.0, 1.0, 2.0])
+                    .map(|(p, z)| p * z)
+                    .sum();
+                assert!((mean - q_value).abs() < 1e-5, "dueling {dueling}");
+            }
+            assert!(q.host_policy().is_none());
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! DQN's `training:` section, with RLlib's names and defaults (except where a
 //! comment says otherwise), and its range checks.
 
-use oxray_rl::rl_module::ModuleKind;
+use oxray_rl::rl_module::{ModuleKind, ValueSupport};
 use oxray_rl::schedule::Schedule;
 use serde::{Deserialize, Serialize};
 
@@ -37,6 +37,14 @@ pub struct DqnConfig {
     pub td_error_loss_fn: TdErrorLoss,
     /// Global-norm gradient clipping; none when absent.
     pub grad_clip: Option<f64>,
+    /// Atoms of C51's return distribution (Bellemare et al. 2017); 1 learns
+    /// expected values only. Above 1 the loss is the cross-entropy to the
+    /// projected target distribution (`td_error_loss_fn` does not apply).
+    pub num_atoms: usize,
+    /// Lowest return C51's support holds.
+    pub v_min: f64,
+    /// Highest return C51's support holds.
+    pub v_max: f64,
     /// An iteration runs sample-and-learn rounds until it has sampled this
     /// many env steps, so results are reported per ~1000 steps, not per step.
     pub min_sample_timesteps_per_iteration: usize,
@@ -68,6 +76,9 @@ impl Default for DqnConfig {
             replay_buffer_config: ReplayBufferSettings::default(),
             td_error_loss_fn: TdErrorLoss::Huber,
             grad_clip: Some(40.0),
+            num_atoms: 1,
+            v_min: -10.0,
+            v_max: 10.0,
             min_sample_timesteps_per_iteration: 1000,
         }
     }
@@ -113,6 +124,12 @@ impl TrainingConfig for DqnConfig {
                 "epsilon",
                 "needs [env_steps, ε] points with ascending steps and ε within [0, 1]",
             ),
+            (self.num_atoms >= 1, "num_atoms", "must be at least 1"),
+            (
+                self.num_atoms == 1 || (self.v_min.is_finite() && self.v_max.is_finite() && self.v_min < self.v_max),
+                "v_min",
+                "must be finite and below v_max when num_atoms is above 1",
+            ),
         ])
     }
 
@@ -126,6 +143,11 @@ impl TrainingConfig for DqnConfig {
         ModuleKind::QNetwork {
             dueling: self.dueling,
             epsilon: self.epsilon.clone(),
+            distributional: (self.num_atoms > 1).then_some(ValueSupport {
+                num_atoms: self.num_atoms,
+                v_min: self.v_min,
+                v_max: self.v_max,
+            }),
         }
     }
 }

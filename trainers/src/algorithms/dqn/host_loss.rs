@@ -107,6 +107,7 @@ mod tests {
                 kind: ModuleKind::QNetwork {
                     dueling,
                     epsilon: Schedule(vec![(0, 0.1)]),
+                    distributional: None,
                 },
             },
             lr: 1e-3,

@@ -3,6 +3,9 @@
 //! replayed minibatch through [`dqn_loss`], reporting the TD errors for the
 //! replay priorities; the target network follows when the driver says so.
 //!
+//! With `num_atoms` above 1 the network is C51's and the loss
+//! [`c51_loss`]; such a network always trains through libtorch.
+//!
 //! A Learner on the CPU, alone, with a small MLP Q-network takes its steps
 //! on the host ([`host_dqn_loss`], [`Learner::host_step`]): the same loss
 //! and Adam step without libtorch's per-op dispatch, which at DQN's
@@ -26,6 +29,7 @@ use tch::{Kind, Tensor};
 use super::config::DqnConfig;
 use crate::algorithms::off_policy::{OffPolicyLearner, OffPolicySettings, TargetUpdate};
 use super::host_loss::host_dqn_loss;
+use super::distributional_loss::c51_loss;
 use super::loss::{dqn_loss, Minibatch};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -159,23 +163,28 @@ impl DqnLearner {
             discounts: columns.discounts,
             weights: columns.weights,
         };
-        let q_values = l.module().q_values(&mb.obs);
-        let (next_online_q, next_target_q) = tch::no_grad(|| {
-            let online = if self.training.double_q {
+        let double_q = self.training.double_q;
+        let next_online_q = tch::no_grad(|| {
+            if double_q {
                 l.module().q_values(&mb.next_obs)
             } else {
                 Tensor::zeros([0], (Kind::Float, l.device()))
-            };
-            (online, self.target.q_values(&mb.next_obs))
+            }
         });
-        let loss = dqn_loss(
-            &q_values,
-            &next_online_q,
-            &next_target_q,
-            &mb,
-            self.training.double_q,
-            self.training.td_error_loss_fn,
-        );
+        let loss = match l.module().support() {
+            None => {
+                let q_values = l.module().q_values(&mb.obs);
+                let next_target_q = tch::no_grad(|| self.target.q_values(&mb.next_obs));
+                let loss_fn = self.training.td_error_loss_fn;
+                dqn_loss(&q_values, &next_online_q, &next_target_q, &mb, double_q, loss_fn)
+            }
+            Some((support, atoms)) => {
+                let logits = l.module().atom_logits(&mb.obs);
+                let next_target_logits = tch::no_grad(|| self.target.atom_logits(&mb.next_obs));
+                let next = (&next_online_q, &next_target_logits);
+                c51_loss(&logits, next.0, next.1, support, atoms, &mb, double_q)
+            }
+        };
         StepResult {
             td_errors: to_host(&loss.td_errors),
             q_mean: loss.q_mean.double_value(&[]),

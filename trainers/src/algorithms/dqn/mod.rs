@@ -1,9 +1,12 @@
 //! DQN (Mnih et al. 2015) with Rainbow's parts (Hessel et al. 2018): double
-//! Q-learning, the dueling head, n-step returns and prioritized replay, plus
+//! Q-learning, the dueling head, n-step returns, prioritized replay and the
+//! distributional (C51) head, plus
 //! a target network with hard or soft updates and an ε-greedy schedule.
 //!
 //! - `config`: the `training:` section and its checks,
 //! - `loss`: the TD target and error, Huber or squared,
+//! - `distributional_loss`: C51's projected target distribution and
+//!   cross-entropy, when `num_atoms` is above 1,
 //! - `host_loss`: the same loss and its gradient in plain Rust, for CPU
 //!   Learners of small MLP Q-networks,
 //! - `learner`: one gradient step per replayed minibatch, the target network,
@@ -12,11 +15,13 @@
 //!   replayed minibatches train the Learner.
 
 mod config;
+mod distributional_loss;
 mod host_loss;
 mod learner;
 mod loss;
 
 pub use config::{DqnConfig, TdErrorLoss};
+pub use distributional_loss::c51_loss;
 pub use learner::{DqnLearner, DqnLearnerConfig};
 pub use loss::{dqn_loss, DqnLoss, Minibatch};
 
