@@ -21,8 +21,11 @@ use crate::protocol::*;
 use crate::registry::{self, ActorState, ActorType, AsyncCall, LocalCall, SharedActorState};
 use parking_lot::RwLock;
 use std::any::Any;
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use tokio::sync::mpsc::UnboundedSender;
 
 /// The actor a worker hosts, once its constructor has run.
@@ -202,7 +205,23 @@ impl EventLoop {
         let in_flight = Arc::new(tokio::sync::Semaphore::new(self.max_concurrency));
         let calls = tokio::task::LocalSet::new();
         calls.block_on(&runtime, async {
-            while let Some(task) = queue.pop_async().await {
+            loop {
+                // The calls just started run to their first await (a call
+                // that never awaits, to its end); with none left in flight
+                // the loop polls for the next call before it parks, as the
+                // task thread of any other actor does.
+                tokio::task::yield_now().await;
+                let idle = in_flight.available_permits() == self.max_concurrency;
+                let polled = idle
+                    .then(|| crate::spin::poll(|| queue.try_pop()))
+                    .flatten();
+                let task = match polled {
+                    Some(task) => task,
+                    None => match queue.pop_async().await {
+                        Some(task) => task,
+                        None => break,
+                    },
+                };
                 let Ok(slot) = in_flight.clone().acquire_owned().await else {
                     break;
                 };
@@ -221,16 +240,7 @@ impl EventLoop {
                 let client = client.clone();
                 tokio::task::spawn_local(async move {
                     let outcome = match started {
-                        // Its own task, so that a panic ends the call, not the loop.
-                        Ok(call) => match tokio::task::spawn_local(call).await {
-                            Ok(outcome) => outcome,
-                            Err(ended) => Err(match ended.try_into_panic() {
-                                Ok(panic) => panic_error(&invocation, panic),
-                                Err(_) => Error::Cancelled {
-                                    function: invocation.display_name(),
-                                },
-                            }),
-                        },
+                        Ok(call) => Guarded { call, invocation }.await,
                         Err(error) => Err(error),
                     };
                     super::log_capture::flush();
@@ -256,6 +266,25 @@ impl EventLoop {
                 other.display_name()
             ))),
         }
+    }
+}
+
+/// An async actor's call, a panic in it becoming its error: the event loop
+/// and the other calls on it go on.
+struct Guarded {
+    call: LocalCall,
+    invocation: Invocation,
+}
+
+impl Future for Guarded {
+    type Output = Result<ObjectBlob>;
+
+    fn poll(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            this.call.as_mut().poll(context)
+        }));
+        polled.unwrap_or_else(|panic| Poll::Ready(Err(panic_error(&this.invocation, panic))))
     }
 }
 
