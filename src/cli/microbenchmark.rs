@@ -518,17 +518,11 @@ fn run_metrics(timer: &mut Timer) -> anyhow::Result<()> {
             })
         },
     )?;
-    timer.timeit("1:1 actor calls sync", 1.0, || {
-        let server = Server::remote()?;
-        Ok(move || server.small_value().get().map(drop))
-    })?;
-    timer.timeit("1:1 actor calls async", f64::from(BATCH), || {
-        let server = Server::remote()?;
-        Ok(move || {
-            let refs: Vec<_> = (0..BATCH).map(|_| server.small_value()).collect();
-            oxray_core::get_all(&refs).map(drop)
-        })
-    })?;
+    one_to_one_calls(
+        timer,
+        ["1:1 actor calls sync", "1:1 actor calls async"],
+        false,
+    )?;
 
     timer.timeit("1:1 actor calls concurrent", f64::from(BATCH), || {
         let server = Server::options().max_concurrency(16).remote()?;
@@ -560,17 +554,11 @@ fn run_metrics(timer: &mut Timer) -> anyhow::Result<()> {
         },
     )?;
 
-    timer.timeit("1:1 async-actor calls sync", 1.0, || {
-        let server = AsyncServer::remote()?;
-        Ok(move || server.small_value().get().map(drop))
-    })?;
-    timer.timeit("1:1 async-actor calls async", f64::from(BATCH), || {
-        let server = AsyncServer::remote()?;
-        Ok(move || {
-            let refs: Vec<_> = (0..BATCH).map(|_| server.small_value()).collect();
-            oxray_core::get_all(&refs).map(drop)
-        })
-    })?;
+    one_to_one_calls(
+        timer,
+        ["1:1 async-actor calls sync", "1:1 async-actor calls async"],
+        true,
+    )?;
     timer.timeit(
         "1:1 async-actor calls with args async",
         f64::from(BATCH),
@@ -604,6 +592,26 @@ fn run_metrics(timer: &mut Timer) -> anyhow::Result<()> {
             })
         },
     )
+}
+
+/// One server called by this process: one call at a time, then batches of
+/// 1,000 (Ray's "1:1 ... sync" and "1:1 ... async" metrics).
+fn one_to_one_calls(
+    timer: &mut Timer,
+    [sync, batched]: [&'static str; 2],
+    of_async: bool,
+) -> anyhow::Result<()> {
+    timer.timeit(sync, 1.0, || {
+        let server = Servers::create(1, of_async)?;
+        Ok(move || server.small_value(0).get().map(drop))
+    })?;
+    timer.timeit(batched, f64::from(BATCH), || {
+        let server = Servers::create(1, of_async)?;
+        Ok(move || {
+            let refs: Vec<_> = (0..BATCH).map(|_| server.small_value(0)).collect();
+            oxray_core::get_all(&refs).map(drop)
+        })
+    })
 }
 
 /// One client actor calling `fan_out` servers, 5,000 calls each (Ray's

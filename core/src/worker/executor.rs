@@ -106,20 +106,26 @@ fn after_constructor(
 ) -> Option<EventLoop> {
     let entry = registry::actor_type(class).ok()?;
     match entry.call_async {
-        Some(call_async) => match actor.take() {
-            Some(Actor::Exclusive(state)) => Some(EventLoop {
-                state: Rc::<dyn Any + Send>::from(state),
-                call_async,
-                max_concurrency: max_concurrency.max(1) as usize,
-            }),
-            // The constructor failed: its calls fail, one at a time.
-            other => {
-                *actor = other;
-                None
-            }
-        },
+        Some(call_async) => Some(EventLoop {
+            state: Rc::<dyn Any + Send>::from(constructed(actor)?),
+            call_async,
+            max_concurrency: max_concurrency.max(1) as usize,
+        }),
         None => {
             start_concurrent_threads(client, queue, actor, entry, max_concurrency);
+            None
+        }
+    }
+}
+
+/// The state the constructor just made, taken out to move elsewhere; `None`
+/// (and `actor` left as it was) if the constructor failed, when the
+/// actor's calls fail one at a time.
+fn constructed(actor: &mut Option<Actor>) -> Option<ActorState> {
+    match actor.take() {
+        Some(Actor::Exclusive(state)) => Some(state),
+        other => {
+            *actor = other;
             None
         }
     }
@@ -138,13 +144,8 @@ fn start_concurrent_threads(
         return;
     }
     let class = entry.name;
-    // A constructor that failed left no actor: its calls fail, one at a time.
-    let state = match actor.take() {
-        Some(Actor::Exclusive(state)) => state,
-        other => {
-            *actor = other;
-            return;
-        }
+    let Some(state) = constructed(actor) else {
+        return;
     };
     let shared = match (entry.share)(state) {
         Ok(shared) => Arc::new(RwLock::new(shared)),

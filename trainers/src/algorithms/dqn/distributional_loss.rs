@@ -73,21 +73,17 @@ pub fn c51_loss(
     });
     // L_t = −Σ_i m_i log p_i(s_t, a_t)
     let cross_entropy = -(&m * &log_p).sum_dim_intlist(-1, false, Kind::Float);
-    let total = (&mb.weights * &cross_entropy).mean(Kind::Float);
     let q_taken = (log_p.exp() * atoms).sum_dim_intlist(-1, false, Kind::Float);
-    DqnLoss {
-        total,
-        td_errors: cross_entropy.detach(),
-        q_mean: q_taken.mean(Kind::Float).detach(),
-    }
+    DqnLoss::weighted(&cross_entropy, &mb.weights, &cross_entropy, &q_taken)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn t(values: &[f32], shape: &[i64]) -> Tensor {
-        Tensor::from_slice(values).view(shape)
+    /// Three rows of `per_row` values each.
+    fn rows(values: &[f32], per_row: &[i64]) -> Tensor {
+        Tensor::from_slice(values).view([&[3], per_row].concat().as_slice())
     }
 
     /// Support {−1, 0, 1}, one action, so a* is that action. Target logits
@@ -106,17 +102,17 @@ mod tests {
         };
         let atoms = support.atoms(tch::Device::Cpu);
         let mb = Minibatch {
-            obs: t(&[0.0; 3], &[3, 1]),
+            obs: rows(&[0.0; 3], &[1]),
             actions: Tensor::from_slice(&[0i64, 0, 0]),
-            rewards: t(&[0.5, -0.5, 0.25], &[3]),
-            next_obs: t(&[0.0; 3], &[3, 1]),
-            terminateds: t(&[0.0, 0.0, 1.0], &[3]),
-            discounts: t(&[0.5, 1.0, 0.5], &[3]),
-            weights: t(&[1.0, 1.0, 1.0], &[3]),
+            rewards: rows(&[0.5, -0.5, 0.25], &[]),
+            next_obs: rows(&[0.0; 3], &[1]),
+            terminateds: rows(&[0.0, 0.0, 1.0], &[]),
+            discounts: rows(&[0.5, 1.0, 0.5], &[]),
+            weights: rows(&[1.0, 1.0, 1.0], &[]),
         };
         // Uniform online distribution: log p = ln ⅓ at every atom.
         let logits = Tensor::zeros([3, 1, 3], (Kind::Float, tch::Device::Cpu));
-        let next_target = t(&[-30.0, -30.0, 30.0].repeat(3), &[3, 1, 3]);
+        let next_target = rows(&[-30.0, -30.0, 30.0].repeat(3), &[1, 3]);
         let empty = Tensor::zeros([0], (Kind::Float, tch::Device::Cpu));
         let loss = c51_loss(&logits, &empty, &next_target, &support, &atoms, &mb, false);
         // Against a uniform p, the cross-entropy is ln 3 whatever m is.
@@ -130,7 +126,7 @@ mod tests {
         let m_at = |atom: usize| {
             let mut row = [-30.0f32; 3];
             row[atom] = 30.0;
-            let sure = t(&row.repeat(3), &[3, 1, 3]);
+            let sure = rows(&row.repeat(3), &[1, 3]);
             let loss = c51_loss(&sure, &empty, &next_target, &support, &atoms, &mb, false);
             Vec::<f32>::try_from(&loss.td_errors)
                 .unwrap()

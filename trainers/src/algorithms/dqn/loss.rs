@@ -66,11 +66,23 @@ pub fn dqn_loss(
         TdErrorLoss::Huber => q_taken.huber_loss(&target, tch::Reduction::None, 1.0),
         TdErrorLoss::Mse => td_errors.square(),
     };
-    let total = (&mb.weights * per_sample).mean(Kind::Float);
-    DqnLoss {
-        total,
-        td_errors: td_errors.detach(),
-        q_mean: q_taken.mean(Kind::Float).detach(),
+    DqnLoss::weighted(&per_sample, &mb.weights, &td_errors, &q_taken)
+}
+
+impl DqnLoss {
+    /// L = mean_t w_t·`per_sample`_t, with what the replay priorities
+    /// (`td_errors`) and the metrics (the mean of `q_taken`) read.
+    pub(super) fn weighted(
+        per_sample: &Tensor,
+        weights: &Tensor,
+        td_errors: &Tensor,
+        q_taken: &Tensor,
+    ) -> DqnLoss {
+        DqnLoss {
+            total: (weights * per_sample).mean(Kind::Float),
+            td_errors: td_errors.detach(),
+            q_mean: q_taken.mean(Kind::Float).detach(),
+        }
     }
 }
 
