@@ -190,13 +190,15 @@ impl Servers {
                     .collect::<anyhow::Result<_>>()?,
             )
         } else {
-            Servers::Threaded(
-                (0..count)
-                    .map(|_| Server::remote().context("creating a server actor"))
-                    .collect::<anyhow::Result<_>>()?,
-            )
+            Servers::Threaded(create_servers(count)?)
         };
         Ok(created)
+    }
+
+    /// Server indices for `calls_each` calls to every server, server by
+    /// server (Ray's client loop).
+    fn calls_in_turn(&self, calls_each: u32) -> impl Iterator<Item = usize> {
+        (0..self.count()).flat_map(move |server| (0..calls_each).map(move |_| server))
     }
 
     fn count(&self) -> usize {
@@ -258,6 +260,12 @@ impl Server {
     }
 }
 
+fn create_servers(count: usize) -> anyhow::Result<Vec<ActorHandle<Server>>> {
+    (0..count)
+        .map(|_| Server::remote().context("creating a server actor"))
+        .collect()
+}
+
 /// The actor whose `async fn` methods are called (Ray's `AsyncActor`).
 pub struct AsyncServer;
 
@@ -289,8 +297,9 @@ impl Client {
 
     /// Calls `small_value` `count` times on every server, then waits.
     pub fn small_value_batch(&self, count: u32) -> oxray_core::Result<()> {
-        let refs: Vec<_> = (0..self.servers.count())
-            .flat_map(|server| (0..count).map(move |_| server))
+        let refs: Vec<_> = self
+            .servers
+            .calls_in_turn(count)
             .map(|server| self.servers.small_value(server))
             .collect();
         oxray_core::get_all(&refs).map(drop)
@@ -299,8 +308,9 @@ impl Client {
     /// Like `small_value_batch`, passing one stored object by reference.
     pub fn small_value_batch_arg(&self, count: u32) -> oxray_core::Result<()> {
         let arg = oxray_core::put(&0i64)?;
-        let refs: Vec<_> = (0..self.servers.count())
-            .flat_map(|server| (0..count).map(move |_| server))
+        let refs: Vec<_> = self
+            .servers
+            .calls_in_turn(count)
             .map(|server| self.servers.small_value_arg(server, &arg))
             .collect();
         oxray_core::get_all(&refs).map(drop)
@@ -506,9 +516,7 @@ fn run_metrics(timer: &mut Timer) -> anyhow::Result<()> {
         "multi client tasks async",
         f64::from(tasks_per_client * clients),
         || {
-            let servers = (0..clients)
-                .map(|_| Server::remote().context("creating a server actor"))
-                .collect::<anyhow::Result<Vec<_>>>()?;
+            let servers = create_servers(clients as usize)?;
             Ok(move || {
                 let refs: Vec<_> = servers
                     .iter()

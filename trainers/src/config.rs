@@ -14,9 +14,11 @@
 use std::path::Path;
 
 use oxray_envs::EnvConfig;
+use oxray_rl::checkpoint::Checkpoint;
 use oxray_rl::rl_module::ModelConfig;
 use serde::{Deserialize, Serialize};
 
+use crate::algorithm::TrainError;
 use crate::algorithms::{self, AlgorithmConfig, AlgorithmName};
 
 #[derive(Debug, thiserror::Error)]
@@ -314,6 +316,12 @@ impl ExperimentConfig {
     /// A config as serialised into checkpoints (JSON).
     pub fn from_json(value: &serde_json::Value) -> Result<Self, serde_json::Error> {
         algorithms::decode(|| value)
+    }
+
+    /// The config `checkpoint` was saved with.
+    pub fn of_checkpoint(checkpoint: &Checkpoint) -> Result<Self, TrainError> {
+        Self::from_json(&checkpoint.config)
+            .map_err(|e| TrainError::Restore(format!("config in checkpoint: {e}")))
     }
 
     /// The first out-of-range value, as (dotted key, what is wrong).

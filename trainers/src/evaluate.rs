@@ -40,8 +40,7 @@ pub fn evaluate(
     explore: bool,
 ) -> Result<Evaluation, TrainError> {
     let saved = checkpoint::load(path)?;
-    let config = ExperimentConfig::from_json(&saved.config)
-        .map_err(|e| TrainError::Restore(format!("config in checkpoint: {e}")))?;
+    let config = ExperimentConfig::of_checkpoint(&saved)?;
     let kind = config.training.training().module_kind();
     let mut runner = EnvRunner::new(EnvRunnerConfig {
         env: config.env.clone(),

@@ -39,8 +39,7 @@ pub fn export_torchscript(checkpoint_path: &Path, out: &Path) -> Result<Vec<Stri
         reason,
     };
     let saved = checkpoint::load(checkpoint_path)?;
-    let config = ExperimentConfig::from_json(&saved.config)
-        .map_err(|e| TrainError::Restore(format!("config in checkpoint: {e}")))?;
+    let config = ExperimentConfig::of_checkpoint(&saved)?;
     let kind = config.training.training().module_kind();
     if !matches!(kind, ModuleKind::ActorCritic) {
         return Err(fail(format!(

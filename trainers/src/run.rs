@@ -199,8 +199,7 @@ fn check_same_module(
     config: &ExperimentConfig,
     dir: &Path,
 ) -> Result<(), TrainError> {
-    let saved = ExperimentConfig::from_json(&checkpoint.config)
-        .map_err(|e| TrainError::Restore(format!("config in checkpoint: {e}")))?;
+    let saved = ExperimentConfig::of_checkpoint(checkpoint)?;
     // The parameters' names and shapes: settings that shape no parameter
     // (an ε schedule, say) may change between runs.
     let parameters = |config: &ExperimentConfig| -> Result<Vec<(String, Vec<i64>)>, TrainError> {

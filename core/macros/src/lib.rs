@@ -89,6 +89,14 @@ fn params(sig: &Signature) -> syn::Result<Vec<Param>> {
         .collect()
 }
 
+/// Whether a method takes `&self`: calls of it may share the state.
+fn takes_shared_self(sig: &Signature) -> bool {
+    matches!(
+        sig.inputs.first(),
+        Some(FnArg::Receiver(receiver)) if receiver.reference.is_some() && receiver.mutability.is_none()
+    )
+}
+
 /// The value type a call yields, and whether the function returns `Result`.
 fn output(sig: &Signature) -> (Type, bool) {
     let ReturnType::Type(_, ty) = &sig.output else {
@@ -272,10 +280,7 @@ fn expand_actor(block: &ItemImpl) -> syn::Result<TokenStream2> {
         ));
     }
     if is_async {
-        let takes_mut_self = methods.iter().find(|sig| {
-            matches!(sig.inputs.first(), Some(FnArg::Receiver(r)) if r.mutability.is_some() || r.reference.is_none())
-        });
-        if let Some(sig) = takes_mut_self {
+        if let Some(sig) = methods.iter().find(|sig| !takes_shared_self(sig)) {
             return Err(syn::Error::new(
                 sig.span(),
                 "an actor with async methods runs its calls together on one event loop, \
@@ -332,15 +337,11 @@ fn expand_actor(block: &ItemImpl) -> syn::Result<TokenStream2> {
                 #call
             }
         };
-        let takes_mut_self = matches!(
-            sig.inputs.first(),
-            Some(FnArg::Receiver(receiver)) if receiver.mutability.is_some()
-        );
-        if takes_mut_self {
-            exclusive_arms.push(arm);
-        } else {
+        if takes_shared_self(sig) {
             shared_names.push(method_name);
             shared_arms.push(arm);
+        } else {
+            exclusive_arms.push(arm);
         }
     }
 

@@ -64,19 +64,11 @@ impl QNetwork {
     /// Q(s, a) for every action, `[B, num_actions]` (C51: the mean of each
     /// action's return distribution).
     pub fn q_values(&self, obs: &Tensor) -> Tensor {
-        if let Some((_, atoms)) = &self.support {
-            return (self.atom_logits(obs).softmax(-1, Kind::Float) * atoms).sum_dim_intlist(
-                -1,
-                false,
-                Kind::Float,
-            );
-        }
-        let features = self.encoder.forward(obs);
-        match &self.head {
-            QHead::Plain(head) => head.forward(&features),
-            QHead::Dueling { value, advantage } => {
-                let advantages = advantage.forward(&features);
-                value.forward(&features) + &advantages - advantages.mean_dim(-1, true, Kind::Float)
+        let outputs = self.head_outputs(obs);
+        match &self.support {
+            None => outputs.squeeze_dim(-1),
+            Some((_, atoms)) => {
+                (outputs.softmax(-1, Kind::Float) * atoms).sum_dim_intlist(-1, false, Kind::Float)
             }
         }
     }
@@ -86,15 +78,21 @@ impl QNetwork {
     /// # Panics
     /// If the network is not distributional.
     pub fn atom_logits(&self, obs: &Tensor) -> Tensor {
-        let (support, _) = self.support.as_ref().expect("a distributional Q-network");
-        let atoms = support.num_atoms as i64;
+        assert!(self.support.is_some(), "a distributional Q-network");
+        self.head_outputs(obs)
+    }
+
+    /// The head's outputs per action and atom, `[B, num_actions, K]`, K = 1
+    /// without C51; the dueling head combines V and A atom by atom.
+    fn head_outputs(&self, obs: &Tensor) -> Tensor {
+        let atoms = self.support.as_ref().map_or(1, |(s, _)| s.num_atoms as i64);
         let features = self.encoder.forward(obs);
         let per_action = |out: Tensor| out.view([-1, self.num_actions, atoms]);
         match &self.head {
             QHead::Plain(head) => per_action(head.forward(&features)),
             QHead::Dueling { value, advantage } => {
                 let advantages = per_action(advantage.forward(&features));
-                value.forward(&features).view([-1, 1, atoms]) + &advantages
+                value.forward(&features).unsqueeze(1) + &advantages
                     - advantages.mean_dim(1, true, Kind::Float)
             }
         }

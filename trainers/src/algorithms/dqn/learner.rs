@@ -181,8 +181,15 @@ impl DqnLearner {
             Some((support, atoms)) => {
                 let logits = l.module().atom_logits(&mb.obs);
                 let next_target_logits = tch::no_grad(|| self.target.atom_logits(&mb.next_obs));
-                let next = (&next_online_q, &next_target_logits);
-                c51_loss(&logits, next.0, next.1, support, atoms, &mb, double_q)
+                c51_loss(
+                    &logits,
+                    &next_online_q,
+                    &next_target_logits,
+                    support,
+                    atoms,
+                    &mb,
+                    double_q,
+                )
             }
         };
         StepResult {
