@@ -98,6 +98,15 @@ fn out_of_range_value_names_key_and_line() {
     );
     assert!(parse(dqn, &["training.v_max=6"]).is_ok());
     assert!(parse(dqn, &["training.num_atoms=1", "training.v_max=5"]).is_ok());
+    // NoisyNets' σ₀ scales the noise: zero or negative gives none.
+    for sigma0 in ["0", "-0.5"] {
+        let sigma0 = format!("training.sigma0={sigma0}");
+        let error = parse(dqn, &["training.noisy=true", &sigma0]).unwrap_err();
+        assert!(
+            error.contains("training.sigma0: must be a positive number"),
+            "{error}"
+        );
+    }
     let error = parse(
         SMALL_PPO,
         &["reporting.metrics_num_episodes_for_smoothing=0"],

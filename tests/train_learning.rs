@@ -7,7 +7,8 @@
 mod train_support;
 
 use oxray_rl::metrics::{
-    Metrics, ALPHA_VALUE, ENTROPY, EPISODE_RETURN_MEAN, MEAN_KL_LOSS, POLICY_LOSS, VF_LOSS,
+    Metrics, ALPHA_VALUE, CURR_EPSILON, ENTROPY, EPISODE_RETURN_MEAN, MEAN_KL_LOSS, POLICY_LOSS,
+    VF_LOSS,
 };
 use oxray_trainers::run::{run, RunOptions};
 use oxray_trainers::ExperimentConfig;
@@ -103,6 +104,25 @@ fn dqn_with_a_distributional_head_learns_cartpole() {
     );
     let return_mean = result[EPISODE_RETURN_MEAN];
     assert!(return_mean >= 100.0, "return mean {return_mean}");
+}
+
+/// The same config with NoisyNets' head instead of ε-greedy exploration
+/// (trained through libtorch) lifts the mean return above 100.
+#[test]
+fn dqn_with_noisy_nets_learns_cartpole() {
+    let result = train(
+        "dqn-cartpole.yaml",
+        &[
+            "seed=3",
+            "training.noisy=true",
+            "stop.episode_return_mean=100",
+            "stop.env_steps=40000",
+            "checkpoint.checkpoint_at_end=false",
+        ],
+    );
+    let return_mean = result[EPISODE_RETURN_MEAN];
+    assert!(return_mean >= 100.0, "return mean {return_mean}");
+    assert!(!result.contains_key(CURR_EPSILON), "ε is not used");
 }
 
 #[test]

@@ -29,7 +29,8 @@ pub struct QNetworkForward {
 
 impl HostQNetwork {
     /// `module`'s layers located in its flat parameter vector; `None` for a
-    /// CNN encoder or a module above [`HOST_TRAIN_MAX_PARAMETERS`].
+    /// CNN encoder, a noisy head or a module above
+    /// [`HOST_TRAIN_MAX_PARAMETERS`].
     pub fn of(module: &QNetwork) -> Option<Self> {
         if module.support().is_some() {
             // No distributional head here: C51 trains through libtorch.
@@ -38,7 +39,7 @@ impl HostQNetwork {
         let layout = FlatLayout::of(module.var_store());
         let (encoder, head) = module.parts();
         let encoder = FlatMlp::locate(encoder, &layout)?;
-        let head = head.try_map(|layer| FlatDense::locate(layer, &layout))?;
+        let head = head.try_map(|layer| FlatDense::locate(layer.linear()?, &layout))?;
         let (head_parameters, num_actions) = match &head {
             QHead::Plain(head) => (head.parameters(), head.outputs()),
             QHead::Dueling { value, advantage } => (
@@ -151,6 +152,7 @@ mod tests {
                     dueling,
                     epsilon: Schedule(vec![(0, 0.1)]),
                     distributional: None,
+                    noisy_sigma0: None,
                 },
             },
             lr: 1e-3,

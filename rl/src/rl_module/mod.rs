@@ -14,6 +14,8 @@
 //! - `encoder`: observation encoders (MLP, CNN for images),
 //! - `actor_critic`: policy and value heads,
 //! - `q_network`: Q-value head, dueling or plain, with ε-greedy acting,
+//! - `noisy_linear`: NoisyNets' layer, for a Q-network that explores by
+//!   weight noise,
 //! - `soft_actor_critic`: squashed Gaussian policy, twin Q-functions, log α,
 //! - `host_mlp`, `host_policy`: a plain-Rust copy of a small MLP module's
 //!   policy, which EnvRunners act with instead of libtorch,
@@ -32,6 +34,7 @@ mod host_actor_critic;
 mod host_mlp;
 mod host_policy;
 mod host_q_network;
+mod noisy_linear;
 mod q_network;
 mod soft_actor_critic;
 
@@ -42,7 +45,8 @@ pub use host_actor_critic::{ActorCriticForward, HostActorCritic, HOST_TRAIN_MAX_
 pub use host_mlp::{DenseLayer, HostMlp};
 pub use host_policy::{combine_dueling, HostPolicy, QHead, HOST_FORWARD_MAX_MULTIPLY_ADDS};
 pub use host_q_network::{HostQNetwork, QNetworkForward};
-pub use q_network::{EpsilonSchedule, QNetwork, ValueSupport};
+pub use noisy_linear::NoisyLinear;
+pub use q_network::{EpsilonSchedule, HeadLayer, QNetwork, ValueSupport};
 pub use soft_actor_critic::{Part, SoftActorCritic};
 
 use rand_chacha::ChaCha8Rng;
@@ -120,6 +124,10 @@ pub enum ModuleKind {
         /// C51's support; an expected-value head when absent.
         #[serde(default)]
         distributional: Option<ValueSupport>,
+        /// σ₀ of NoisyNets' head layers, which then explore instead of ε;
+        /// plain layers when absent.
+        #[serde(default)]
+        noisy_sigma0: Option<f64>,
     },
     SoftActorCritic {
         /// α before any update (log α is learned).

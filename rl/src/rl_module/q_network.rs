@@ -8,6 +8,10 @@
 //! al. 2017): the head gives, per action, logits over `num_atoms` returns
 //! z_1..z_K evenly spaced on [v_min, v_max] (dueling per atom), and
 //! Q(s, a) = Σ_j p_j(s, a)·z_j is what it acts on.
+//!
+//! With NoisyNets (`noisy_sigma0`) the head's layers are [`NoisyLinear`]:
+//! the network explores by acting greedily under fresh weight noise each
+//! step (ε is not used, as in Rainbow) and evaluates with the noise's means.
 
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -16,7 +20,8 @@ use tch::nn::{self, Module};
 use tch::{Device, Kind, Tensor};
 
 use super::{
-    linear, ActionSpace, DenseLayer, Encoder, HostPolicy, ModuleKind, ModuleSpec, QHead, RLModule,
+    linear, ActionSpace, DenseLayer, Encoder, HostPolicy, ModuleKind, ModuleSpec, NoisyLinear,
+    QHead, RLModule,
 };
 use crate::schedule::Schedule;
 
@@ -49,10 +54,36 @@ impl ValueSupport {
     }
 }
 
+/// One layer of the Q-network's head: plain, or NoisyNets' noisy one.
+#[derive(Debug)]
+pub enum HeadLayer {
+    Linear(nn::Linear),
+    Noisy(NoisyLinear),
+}
+
+impl HeadLayer {
+    /// The plain layer; none for a noisy one (which no host pass has).
+    pub fn linear(&self) -> Option<&nn::Linear> {
+        match self {
+            HeadLayer::Linear(linear) => Some(linear),
+            HeadLayer::Noisy(_) => None,
+        }
+    }
+}
+
+impl Module for HeadLayer {
+    fn forward(&self, xs: &Tensor) -> Tensor {
+        match self {
+            HeadLayer::Linear(linear) => linear.forward(xs),
+            HeadLayer::Noisy(noisy) => noisy.forward(xs),
+        }
+    }
+}
+
 pub struct QNetwork {
     var_store: nn::VarStore,
     encoder: Encoder,
-    head: QHead<nn::Linear>,
+    head: QHead<HeadLayer>,
     epsilon: EpsilonSchedule,
     num_actions: i64,
     /// C51's support and its atoms z, when distributional.
@@ -105,8 +136,39 @@ impl QNetwork {
 
     /// The encoder and the head's layers, for the host training pass
     /// ([`super::HostQNetwork`]).
-    pub(crate) fn parts(&self) -> (&Encoder, &QHead<nn::Linear>) {
+    pub(crate) fn parts(&self) -> (&Encoder, &QHead<HeadLayer>) {
         (&self.encoder, &self.head)
+    }
+
+    /// Whether the head's layers are NoisyNets' (which explore instead of ε).
+    pub fn is_noisy(&self) -> bool {
+        self.noisy_layers().next().is_some()
+    }
+
+    /// Draws new noise from `rng` for every noisy layer (none without
+    /// NoisyNets); the forward passes that follow use it.
+    pub fn resample_noise(&self, rng: &mut impl Rng) {
+        self.noisy_layers()
+            .for_each(|layer| layer.resample_noise(rng));
+    }
+
+    /// The noisy layers compute with their means from now on.
+    pub fn clear_noise(&self) {
+        self.noisy_layers().for_each(NoisyLinear::clear_noise);
+    }
+
+    fn noisy_layers(&self) -> impl Iterator<Item = &NoisyLinear> {
+        let layers = match &self.head {
+            QHead::Plain(head) => [Some(head), None],
+            QHead::Dueling { value, advantage } => [Some(value), Some(advantage)],
+        };
+        layers
+            .into_iter()
+            .flatten()
+            .filter_map(|layer| match layer {
+                HeadLayer::Noisy(noisy) => Some(noisy),
+                HeadLayer::Linear(_) => None,
+            })
     }
 
     pub fn num_actions(&self) -> i64 {
@@ -128,6 +190,7 @@ impl RLModule for QNetwork {
             dueling,
             epsilon,
             distributional,
+            noisy_sigma0,
         } = &spec.kind
         else {
             panic!("QNetwork built from a {:?} spec", spec.kind);
@@ -145,13 +208,19 @@ impl RLModule for QNetwork {
         let n = n as i64;
         // One output per action, or per action and atom.
         let atoms = distributional.as_ref().map_or(1, |d| d.num_atoms as i64);
+        let layer = |name: &str, outputs: i64| match noisy_sigma0 {
+            None => HeadLayer::Linear(linear(&root / name, width, outputs, 1.0)),
+            Some(sigma0) => {
+                HeadLayer::Noisy(NoisyLinear::new(&root / name, width, outputs, *sigma0))
+            }
+        };
         let head = if *dueling {
             QHead::Dueling {
-                value: linear(&root / "value_head", width, atoms, 1.0),
-                advantage: linear(&root / "advantage_head", width, n * atoms, 1.0),
+                value: layer("value_head", atoms),
+                advantage: layer("advantage_head", n * atoms),
             }
         } else {
-            QHead::Plain(linear(&root / "q_head", width, n * atoms, 1.0))
+            QHead::Plain(layer("q_head", n * atoms))
         };
         let support = distributional
             .clone()
@@ -181,6 +250,8 @@ impl RLModule for QNetwork {
 
     /// ε-greedy: a uniformly random action with probability ε, else the
     /// greedy one; `logp` is that action's probability under this rule.
+    /// A noisy network instead acts greedily under noise drawn from `rng`
+    /// for this step when exploring, and under its means when not.
     fn compute_actions(
         &self,
         obs: &Tensor,
@@ -190,9 +261,15 @@ impl RLModule for QNetwork {
         actions: &mut [f32],
         logp: &mut [f32],
     ) {
+        let noisy = self.is_noisy();
+        if noisy && explore {
+            self.resample_noise(rng);
+        } else if noisy {
+            self.clear_noise();
+        }
         let greedy =
             Vec::<i64>::try_from(self.q_values(obs).argmax(-1, false)).expect("argmax gives int64");
-        let epsilon = if explore {
+        let epsilon = if explore && !noisy {
             self.epsilon(env_steps)
         } else {
             0.0
@@ -214,7 +291,9 @@ impl RLModule for QNetwork {
         }
         Some(HostPolicy::EpsilonGreedy {
             encoder: self.encoder.host_mlp()?,
-            head: self.head.try_map(|layer| Some(DenseLayer::of(layer)))?,
+            head: self
+                .head
+                .try_map(|layer| Some(DenseLayer::of(layer.linear()?)))?,
             epsilon: self.epsilon.clone(),
         })
     }
@@ -257,6 +336,14 @@ mod tests {
     }
 
     fn distributional_network(dueling: bool, distributional: Option<ValueSupport>) -> QNetwork {
+        build(dueling, distributional, None)
+    }
+
+    fn build(
+        dueling: bool,
+        distributional: Option<ValueSupport>,
+        noisy_sigma0: Option<f64>,
+    ) -> QNetwork {
         QNetwork::new(
             &ModuleSpec {
                 observation_shape: vec![3],
@@ -267,6 +354,7 @@ mod tests {
                     dueling,
                     epsilon: Schedule(vec![(0, 1.0), (100, 0.0)]),
                     distributional,
+                    noisy_sigma0,
                 },
             },
             Device::Cpu,
@@ -333,6 +421,41 @@ mod tests {
                 assert!((mean - q_value).abs() < 1e-5, "dueling {dueling}");
             }
             assert!(q.host_policy().is_none());
+        }
+    }
+
+    /// NoisyNets: ε (1 at step 0 here) is not used; exploring acts greedily
+    /// under fresh noise each call (probability 1 for the chosen action,
+    /// other actions than the noise-free greedy ones, drawn reproducibly
+    /// from the RNG), and not exploring acts on the means. No host pass
+    /// acts or trains such a head.
+    #[test]
+    fn a_noisy_network_explores_by_its_noise_instead_of_epsilon() {
+        for dueling in [false, true] {
+            let q = build(dueling, None, Some(4.0));
+            assert!(q.is_noisy() && !network(dueling).is_noisy());
+            let obs = Tensor::randn([64, 3], (Kind::Float, Device::Cpu));
+            q.clear_noise();
+            let mean_greedy: Vec<f32> = Vec::<i64>::try_from(q.q_values(&obs).argmax(-1, false))
+                .unwrap()
+                .into_iter()
+                .map(|a| a as f32)
+                .collect();
+            let act = |explore: bool, seed: u64| {
+                let mut rng = ChaCha8Rng::seed_from_u64(seed);
+                let (mut actions, mut logp) = (vec![0.0; 64], vec![1.0; 64]);
+                q.compute_actions(&obs, explore, 0, &mut rng, &mut actions, &mut logp);
+                assert!(logp.iter().all(|&l| l == 0.0), "greedy under the noise");
+                actions
+            };
+            assert_eq!(act(false, 1), mean_greedy);
+            let explored = act(true, 1);
+            assert_ne!(explored, mean_greedy, "dueling {dueling}");
+            assert_ne!(explored, act(true, 2));
+            assert_eq!(explored, act(true, 1));
+            assert_eq!(act(false, 1), mean_greedy);
+            assert!(q.host_policy().is_none());
+            assert!(super::super::HostQNetwork::of(&q).is_none());
         }
     }
 }

@@ -45,6 +45,13 @@ pub struct DqnConfig {
     pub v_min: f64,
     /// Highest return C51's support holds.
     pub v_max: f64,
+    /// NoisyNets (Fortunato et al. 2018): the Q head's layers learn how
+    /// much noise to add to their weights, and the EnvRunners explore by
+    /// acting greedily under fresh noise each step; `epsilon` is then not
+    /// used (as in Rainbow). Trains through libtorch.
+    pub noisy: bool,
+    /// σ₀ of the noisy layers: each weight's noise starts at σ₀/√inputs.
+    pub sigma0: f64,
     /// An iteration runs sample-and-learn rounds until it has sampled this
     /// many env steps, so results are reported per ~1000 steps, not per step.
     pub min_sample_timesteps_per_iteration: usize,
@@ -79,6 +86,8 @@ impl Default for DqnConfig {
             num_atoms: 1,
             v_min: -10.0,
             v_max: 10.0,
+            noisy: false,
+            sigma0: 0.5,
             min_sample_timesteps_per_iteration: 1000,
         }
     }
@@ -130,6 +139,11 @@ impl TrainingConfig for DqnConfig {
                 "v_min",
                 "must be finite and below v_max when num_atoms is above 1",
             ),
+            (
+                self.sigma0.is_finite() && self.sigma0 > 0.0,
+                "sigma0",
+                "must be a positive number",
+            ),
         ])
     }
 
@@ -148,6 +162,7 @@ impl TrainingConfig for DqnConfig {
                 v_min: self.v_min,
                 v_max: self.v_max,
             }),
+            noisy_sigma0: self.noisy.then_some(self.sigma0),
         }
     }
 }

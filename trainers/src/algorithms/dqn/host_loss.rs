@@ -108,6 +108,7 @@ mod tests {
                     dueling,
                     epsilon: Schedule(vec![(0, 0.1)]),
                     distributional: None,
+                    noisy_sigma0: None,
                 },
             },
             lr: 1e-3,

@@ -4,7 +4,9 @@
 //! replay priorities; the target network follows when the driver says so.
 //!
 //! With `num_atoms` above 1 the network is C51's and the loss
-//! [`c51_loss`]; such a network always trains through libtorch.
+//! [`c51_loss`]; with `noisy` its head is NoisyNets', and each step draws
+//! new noise for the online and (independently) the target network. Both
+//! always train through libtorch.
 //!
 //! A Learner on the CPU, alone, with a small MLP Q-network takes its steps
 //! on the host ([`host_dqn_loss`], [`Learner::host_step`]): the same loss
@@ -23,6 +25,8 @@ use oxray_rl::replay_buffer::ReplayBatch;
 use oxray_rl::target_network::TargetNetwork;
 use oxray_rl::rl_module::{HostQNetwork, QNetwork, RLModule};
 use oxray_rl::{to_host, Error};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
@@ -47,6 +51,8 @@ pub struct DqnLearner {
     /// The target network's flat weights for the host pass, read when first
     /// needed after the target network last changed.
     target_weights: Option<Vec<f32>>,
+    /// Draws the noisy layers' noise, seeded from the run's seed.
+    noise_rng: ChaCha8Rng,
 }
 
 /// What one gradient step gave, however it was computed.
@@ -76,6 +82,7 @@ impl AlgorithmLearner for DqnLearner {
             target,
             training: config.training,
             target_weights: None,
+            noise_rng: ChaCha8Rng::seed_from_u64(config.learner.seed),
         }
     }
 
@@ -153,6 +160,10 @@ impl DqnLearner {
     /// The step through libtorch's autograd.
     fn libtorch_step(&mut self, batch: &ReplayBatch) -> StepResult {
         let l = &self.learner;
+        if l.module().is_noisy() {
+            l.module().resample_noise(&mut self.noise_rng);
+            self.target.resample_noise(&mut self.noise_rng);
+        }
         let columns = batch.to_device(l.device());
         let mb = Minibatch {
             obs: columns.obs,
@@ -214,7 +225,11 @@ impl OffPolicyLearner for DqnLearner {
         }
     }
 
+    /// ε, unless the noisy layers explore instead.
     fn exploration_metrics(training: &DqnConfig, env_steps: u64) -> Metrics {
+        if training.noisy {
+            return Metrics::new();
+        }
         Metrics::from([(
             metrics::CURR_EPSILON.to_string(),
             training.epsilon.value_at(env_steps),

@@ -1,6 +1,6 @@
 //! DQN (Mnih et al. 2015) with Rainbow's parts (Hessel et al. 2018): double
-//! Q-learning, the dueling head, n-step returns, prioritized replay and the
-//! distributional (C51) head, plus
+//! Q-learning, the dueling head, n-step returns, prioritized replay, the
+//! distributional (C51) head and NoisyNets' exploration, plus
 //! a target network with hard or soft updates and an ε-greedy schedule.
 //!
 //! - `config`: the `training:` section and its checks,
