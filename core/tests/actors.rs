@@ -56,6 +56,29 @@ impl Recorder {
     }
 }
 
+/// An actor whose constructor waits until something writes into the FIFO
+/// at `path`: its callers hold their calls until it is alive.
+pub struct OpensLate {
+    seen: Vec<u64>,
+}
+
+#[actor]
+impl OpensLate {
+    pub fn new(path: String) -> Self {
+        std::fs::read(path).expect("read the fifo");
+        OpensLate { seen: Vec::new() }
+    }
+
+    pub fn record(&mut self, value: u64) -> usize {
+        self.seen.push(value);
+        self.seen.len()
+    }
+
+    pub fn seen(&self) -> Vec<u64> {
+        self.seen.clone()
+    }
+}
+
 pub struct Picky;
 
 #[actor]
@@ -541,4 +564,45 @@ fn a_cancelled_actor_call_waiting_in_line_never_runs() {
     let outcomes = cancel_a_queued_call_from_a_task::remote(from_task.clone(), fifo(&dir));
     assert_eq!(outcomes.get().unwrap(), expected);
     assert_eq!(from_task.seen().get().unwrap(), vec![1, 2, 4]);
+}
+
+/// Calls `actor` three times while its constructor waits on `fifo` (so the
+/// calls wait in this process for the actor's address), cancels the second,
+/// and lets the constructor finish once that one ended: what each call gave.
+#[oxray_core::remote]
+fn cancel_a_held_call(actor: ActorHandle<OpensLate>, fifo: String) -> Vec<String> {
+    let calls: Vec<_> = (1..=3).map(|value| actor.record(value)).collect();
+    oxray_core::cancel(&calls[1]).expect("cancel");
+    let timeout = Some(Duration::from_secs(60));
+    let (ended, _) = oxray_core::wait(&calls[1..2], 1, timeout).expect("wait");
+    assert_eq!(
+        ended.len(),
+        1,
+        "the cancelled call ends before the actor is up"
+    );
+    std::fs::write(&fifo, "go").expect("release the constructor");
+    calls
+        .into_iter()
+        .map(|call| match call.get() {
+            Ok(count) => count.to_string(),
+            Err(Error::Cancelled { function }) if function.ends_with("OpensLate::record") => {
+                "cancelled".to_string()
+            }
+            Err(other) => panic!("{other}"),
+        })
+        .collect()
+}
+
+/// A call its caller still holds, waiting to learn where a starting actor
+/// lives, is taken back when that caller cancels it: it ends `Cancelled` at
+/// once, never runs, and the calls around it run in order.
+#[test]
+fn a_cancelled_call_its_caller_still_holds_never_runs() {
+    start();
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = fifo(&dir);
+    let actor = OpensLate::remote(fifo.clone()).unwrap();
+    let outcomes = cancel_a_held_call::remote(actor.clone(), fifo);
+    assert_eq!(outcomes.get().unwrap(), ["1", "cancelled", "2"]);
+    assert_eq!(actor.seen().get().unwrap(), vec![1, 3]);
 }

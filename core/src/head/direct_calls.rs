@@ -21,7 +21,7 @@ use super::task_events::now_ms;
 use super::tasks::{remove_in_order, TaskKind, TaskRecord};
 use super::NodeState;
 use crate::error::{Error, Result};
-use crate::ids::{ActorId, JobId, TaskId, WorkerId};
+use crate::ids::{ActorId, JobId, ObjectId, TaskId, WorkerId};
 use crate::protocol::*;
 
 impl NodeState {
@@ -139,6 +139,31 @@ impl NodeState {
             remove_in_order(&mut a.inflight, task_id);
         }
         self.finish_task(task_id, outcome);
+    }
+
+    /// `requester` cancels the call that produces `id`. A call its caller
+    /// still holds (waiting to learn where the actor lives) is withdrawn by
+    /// that caller before it asks, so when the caller asks, the call ends
+    /// here as cancelled and never runs. Any other call goes the way of
+    /// [`NodeState::cancel`] (one held by another process is not this
+    /// head's to take back).
+    pub(super) fn cancel_from(&mut self, requester: WorkerId, id: ObjectId) -> Result<()> {
+        let withdrawn = self
+            .objects
+            .get(&id)
+            .and_then(|entry| entry.producer)
+            .filter(|task_id| {
+                self.tasks.get(task_id).is_some_and(|record| {
+                    record.worker.is_none() && record.direct_caller == Some(requester)
+                })
+            });
+        match withdrawn {
+            Some(task_id) => {
+                self.finish_cancelled(task_id);
+                Ok(())
+            }
+            None => self.cancel(id),
+        }
     }
 
     /// The head sends `task_id` from now on: it waits for its ref
@@ -391,6 +416,27 @@ mod tests {
     /// by the head, asks that worker to drop it (only the worker knows
     /// whether it started); a cancelled call lost with its worker ends
     /// `Cancelled` instead of being retried on the restarted actor.
+    /// A caller cancelling a call it still holds has withdrawn it first:
+    /// the call ends cancelled and the head forgets it as the caller's. The
+    /// same request from another process leaves it to its caller.
+    #[test]
+    fn a_held_call_ends_cancelled_when_its_own_caller_cancels_it() {
+        let ids = Ids::new();
+        let (mut state, actor, _worker, mut inbox) = one_actor(ids.actor(cpus(1.0), 0));
+        let call = ids.call(actor, "add");
+        let (task, output) = (call.task_id, call.return_id);
+        state.direct_call_sent(CALLER, call, None, JOB, None);
+        let other = WorkerId(CALLER.0 + 100);
+        state.cancel_from(other, output).expect("cancel");
+        assert_eq!(error_kind(&state.value(output)), "pending", "its caller's");
+        state.cancel_from(CALLER, output).expect("cancel");
+        assert_eq!(error_kind(&state.value(output)), "Cancelled");
+        assert!(state.direct_calls.is_empty(), "no longer the caller's");
+        assert!(!state.tasks.contains_key(&task));
+        state.schedule();
+        assert!(executed(&mut inbox).is_empty(), "never sent");
+    }
+
     #[test]
     fn a_cancelled_call_is_dropped_by_the_actors_worker_and_never_retried() {
         for sent_directly in [true, false] {

@@ -162,7 +162,10 @@ impl Node {
                 reply_to(self, Ok(Reply::NamedActor(found)))
             }
             Request::KillActor(id) => reply_to(self, self.kill_actor(id).map(|_| Reply::Done)),
-            Request::Cancel(id) => reply_to(self, self.cancel(id).map(|_| Reply::Done)),
+            Request::Cancel(id) => {
+                let cancelled = self.with_state(|state| state.cancel_from(worker, id));
+                reply_to(self, cancelled.map(|_| Reply::Done))
+            }
             Request::Put { id, value } => {
                 self.state.lock().note_driver_refs(worker, &[id], &[]);
                 let node_of_value = value.as_ref().ok().and_then(|blob| match &blob.payload {

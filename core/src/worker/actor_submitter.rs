@@ -229,6 +229,25 @@ impl WorkerClient {
         }
     }
 
+    /// Takes back the call producing `id` if it still waits here for its
+    /// actor's route, so it is never sent; its result is then read from the
+    /// head, which ends it as cancelled when this process asks it to
+    /// cancel it (after this, on the same stream). A call already on its
+    /// way is the actor's worker's to drop, through the head.
+    pub(super) fn withdraw_held_call(&self, id: ObjectId) {
+        let mut routes = self.submitter.routes.lock();
+        let held_calls = routes.iter_mut().flat_map(|routes| routes.values_mut());
+        for route in held_calls {
+            if let Route::Resolving(held) = route {
+                if let Some(at) = held.iter().position(|h| h.return_id == id) {
+                    held.remove(at);
+                    self.submitter.ask_head([id]);
+                    return;
+                }
+            }
+        }
+    }
+
     /// Tells the head of a call that waits here for its route.
     fn hold(&self, spec: TaskSpec) -> HeldCall {
         self.submitter.expect(spec.return_id);

@@ -518,6 +518,7 @@ impl Backend for WorkerClient {
     }
 
     fn cancel(&self, id: ObjectId) -> Result<()> {
+        self.withdraw_held_call(id);
         self.request(Request::Cancel(id)).map(|_| ())
     }
 
