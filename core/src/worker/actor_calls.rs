@@ -6,6 +6,7 @@
 //! back on the same stream. The service requires the cluster token and,
 //! when the cluster runs TLS, the same mutual TLS as every other endpoint.
 
+use super::client::WorkerClient;
 use super::task_queue::{QueuedTask, TaskQueue};
 use crate::auth::RequireToken;
 use crate::error::{Error, Result};
@@ -14,7 +15,7 @@ use crate::protocol::{DirectCall, DirectResult};
 use crate::wire::MAX_MESSAGE_BYTES;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_stream::{Stream, StreamExt};
@@ -40,7 +41,12 @@ impl CallListener {
     }
 
     /// Serves calls into `tasks` on the current runtime until it ends.
-    pub(super) fn serve(self, tasks: Arc<TaskQueue>, token: &str) -> Result<()> {
+    pub(super) fn serve(
+        self,
+        tasks: Arc<TaskQueue>,
+        client: Weak<WorkerClient>,
+        token: &str,
+    ) -> Result<()> {
         self.listener
             .set_nonblocking(true)
             .map_err(|e| Error::runtime("cannot set up the actor-call port", e))?;
@@ -48,7 +54,7 @@ impl CallListener {
             .map_err(|e| Error::runtime("cannot set up the actor-call port", e))?;
         let incoming =
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-        let service = ActorCallsServer::new(CallService { tasks })
+        let service = ActorCallsServer::new(CallService { tasks, client })
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let service =
@@ -69,6 +75,9 @@ impl CallListener {
 
 struct CallService {
     tasks: Arc<TaskQueue>,
+    /// Ends the calls whose cancel came before them (weak: the client's
+    /// runtime runs this service).
+    client: Weak<WorkerClient>,
 }
 
 type ResultStream =
@@ -84,15 +93,19 @@ impl ActorCalls for CallService {
     ) -> std::result::Result<tonic::Response<ResultStream>, tonic::Status> {
         let mut inbound = request.into_inner();
         let (reply, replies) = mpsc::unbounded_channel();
-        let tasks = self.tasks.clone();
+        let (tasks, client) = (self.tasks.clone(), self.client.clone());
         tokio::spawn(async move {
             // A malformed message ends the stream like a closed one: the
             // caller sees it end and asks the head what became of its calls.
             while let Ok(Some(call)) = inbound.message().await {
-                tasks.push(QueuedTask::Direct {
+                let call = QueuedTask::Direct {
                     call,
                     reply: reply.clone(),
-                });
+                };
+                let cancelled = tasks.push_direct(call);
+                if let (Some(cancelled), Some(client)) = (cancelled, client.upgrade()) {
+                    super::executor::report_cancelled(&client, cancelled);
+                }
             }
         });
         Ok(tonic::Response::new(Box::pin(

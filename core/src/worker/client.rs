@@ -134,7 +134,7 @@ impl Connection {
                         }
                     }
                     Ok(Some(NodeToWorker::CancelCall { task_id })) => {
-                        if let Some(call) = tasks.and_then(|tasks| tasks.take_queued(task_id)) {
+                        if let Some(call) = tasks.and_then(|tasks| tasks.cancel(task_id)) {
                             super::executor::report_cancelled(&client, call);
                         }
                     }

@@ -86,7 +86,7 @@ fn run_worker(address: &str) -> Result<()> {
     let tasks = Arc::new(TaskQueue::default());
     {
         let _runtime = connection.enter();
-        calls.serve(tasks.clone(), &token)?;
+        calls.serve(tasks.clone(), Arc::downgrade(&connection.client), &token)?;
     }
     let executor = {
         let client = connection.client.clone();

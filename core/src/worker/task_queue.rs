@@ -5,7 +5,8 @@
 //! result) and later withdraw it; a task comes out of the queue either to
 //! run or to be withdrawn, never both, because both happen under the queue's
 //! one lock. An actor call it holds may likewise be taken out to end
-//! cancelled.
+//! cancelled; a call sent straight here whose cancel (which comes on the
+//! head's stream) arrives first is remembered and refused when it comes.
 
 use crate::ids::TaskId;
 use crate::protocol::{DirectCall, DirectResult, Execute};
@@ -47,7 +48,16 @@ struct Queued {
     tasks: VecDeque<QueuedTask>,
     /// The stream ended: no task comes after those queued.
     closed: bool,
+    /// Calls cancelled before they were seen here: a call its caller sent
+    /// straight here may arrive after its cancel. The most recent
+    /// [`MAX_CANCELLED_AHEAD`]: an id is also left here when its call had
+    /// already started, and never comes again.
+    cancelled_ahead: VecDeque<TaskId>,
 }
+
+/// How many cancels of calls not seen yet a worker remembers; those that
+/// matter are for calls on their way, which arrive soon after.
+const MAX_CANCELLED_AHEAD: usize = 256;
 
 impl TaskQueue {
     pub(crate) fn push(&self, task: QueuedTask) {
@@ -63,10 +73,36 @@ impl TaskQueue {
             .is_some()
     }
 
-    /// Takes the queued call `task_id` out, from the head or sent directly,
-    /// if it has not started.
-    pub(crate) fn take_queued(&self, task_id: TaskId) -> Option<QueuedTask> {
-        self.take_first(|t| t.task_id() == task_id)
+    /// Queues a call a caller sent straight here, unless it was cancelled
+    /// before it arrived: then it is given back, to end cancelled unrun.
+    pub(crate) fn push_direct(&self, call: QueuedTask) -> Option<QueuedTask> {
+        let mut state = self.state.lock();
+        let cancelled = &mut state.cancelled_ahead;
+        if let Some(at) = cancelled.iter().position(|id| *id == call.task_id()) {
+            cancelled.remove(at);
+            return Some(call);
+        }
+        state.tasks.push_back(call);
+        drop(state);
+        self.arrived.notify_one();
+        self.arrived_async.notify_one();
+        None
+    }
+
+    /// Cancels the call `task_id`: taken out if it is queued, from the head
+    /// or sent directly. If it is not here it has started, or (sent
+    /// directly) has not arrived yet, and [`Self::push_direct`] will refuse
+    /// it.
+    pub(crate) fn cancel(&self, task_id: TaskId) -> Option<QueuedTask> {
+        let mut state = self.state.lock();
+        if let Some(at) = state.tasks.iter().position(|t| t.task_id() == task_id) {
+            return state.tasks.remove(at);
+        }
+        if state.cancelled_ahead.len() == MAX_CANCELLED_AHEAD {
+            state.cancelled_ahead.pop_front();
+        }
+        state.cancelled_ahead.push_back(task_id);
+        None
     }
 
     /// Takes out the first queued task `wanted` picks: it has not started.
@@ -169,7 +205,7 @@ mod tests {
     fn a_call_sent_directly_is_never_withdrawn_by_the_head() {
         let queue = TaskQueue::default();
         let (call, _replies) = direct(5);
-        queue.push(call);
+        assert!(queue.push_direct(call).is_none());
         assert!(!queue.withdraw(TaskId(5)));
         assert_eq!(ids(&queue), [5]);
     }
@@ -181,18 +217,46 @@ mod tests {
         let queue = TaskQueue::default();
         let (call, _replies) = direct(2);
         queue.push(task(1));
-        queue.push(call);
+        assert!(queue.push_direct(call).is_none());
         queue.push(task(3));
         queue.push(task(4));
         let running = queue.pop().expect("queued");
-        assert!(queue.take_queued(running.task_id()).is_none());
+        assert!(queue.cancel(running.task_id()).is_none());
         let taken: Vec<u64> = [2, 4]
             .into_iter()
-            .filter_map(|id| queue.take_queued(TaskId(id)))
+            .filter_map(|id| queue.cancel(TaskId(id)))
             .map(|t| t.task_id().0)
             .collect();
         assert_eq!(taken, [2, 4]);
         assert_eq!(ids(&queue), [3]);
+    }
+
+    /// A direct call whose cancel came first is refused when it arrives,
+    /// once; the calls around it queue as usual. Only the most recent
+    /// cancels are remembered.
+    #[test]
+    fn a_direct_call_cancelled_before_it_arrived_is_refused() {
+        let queue = TaskQueue::default();
+        assert!(queue.cancel(TaskId(2)).is_none(), "not here yet");
+        let calls: Vec<_> = (1..=3).map(direct).collect();
+        let refused: Vec<u64> = calls
+            .into_iter()
+            .filter_map(|(call, _replies)| queue.push_direct(call))
+            .map(|t| t.task_id().0)
+            .collect();
+        assert_eq!(refused, [2]);
+        assert_eq!(ids(&queue), [1, 3]);
+        let (again, _replies) = direct(2);
+        assert!(queue.push_direct(again).is_none(), "refused once");
+        assert_eq!(ids(&queue), [2]);
+
+        for id in 100..100 + MAX_CANCELLED_AHEAD as u64 + 1 {
+            queue.cancel(TaskId(id));
+        }
+        let (oldest, _replies) = direct(100);
+        let (newest, _replies) = direct(100 + MAX_CANCELLED_AHEAD as u64);
+        assert!(queue.push_direct(oldest).is_none(), "forgotten");
+        assert!(queue.push_direct(newest).is_some());
     }
 
     #[test]
