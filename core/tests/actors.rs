@@ -202,6 +202,15 @@ impl Gathering {
         panic!("failed on purpose")
     }
 
+    pub async fn doubled(&self, value: u64) -> u64 {
+        value * 2
+    }
+
+    /// Writes into the FIFO at `path` (blocking until a reader opens it).
+    pub async fn release(&self, path: String) -> bool {
+        std::fs::write(path, "go").is_ok()
+    }
+
     pub fn most_in_flight(&self) -> usize {
         self.most_in_flight.get()
     }
@@ -210,6 +219,44 @@ impl Gathering {
 #[remote]
 fn double(value: u64) -> u64 {
     value * 2
+}
+
+/// 21, once something writes into the FIFO at `path`.
+#[remote]
+fn twenty_one_when_released(path: String) -> u64 {
+    std::fs::read(path).expect("read the fifo");
+    21
+}
+
+/// Calls `gathering` with an argument that only a later call of its own
+/// can make ready: the value of a task blocked on `fifo`, which the later
+/// call writes. The first call's result, or `None` if it never came.
+fn call_before_what_readies_its_argument(
+    gathering: &ActorHandle<Gathering>,
+    fifo: String,
+) -> Option<u64> {
+    let argument = twenty_one_when_released::remote(fifo.clone());
+    let first = gathering.doubled(&argument);
+    let released = gathering.release(fifo);
+    let (ready, _) = oxray_core::wait(
+        std::slice::from_ref(&first),
+        1,
+        Some(Duration::from_secs(60)),
+    )
+    .expect("wait");
+    if ready.is_empty() {
+        return None;
+    }
+    assert!(released.get().expect("release"));
+    Some(first.get().expect("first call"))
+}
+
+#[remote]
+fn call_before_what_readies_its_argument_from_a_task(
+    gathering: ActorHandle<Gathering>,
+    fifo: String,
+) -> Option<u64> {
+    call_before_what_readies_its_argument(&gathering, fifo)
 }
 
 #[test]
@@ -230,6 +277,24 @@ fn an_async_actor_runs_its_calls_together_at_their_awaits() {
         3,
         "the actor outlives a call that panicked"
     );
+}
+
+/// An async actor's call waiting for a ref argument does not hold up the
+/// calls behind it (here, the one that makes that argument ready), whether
+/// the head sends the calls (the driver's) or their caller does (a task's).
+#[test]
+fn an_async_actor_call_waiting_for_its_argument_lets_later_calls_run() {
+    start();
+    let dir = tempfile::tempdir().unwrap();
+    let gathering = Gathering::remote(1).unwrap();
+    assert_eq!(
+        call_before_what_readies_its_argument(&gathering, fifo(&dir)),
+        Some(42)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let from_task =
+        call_before_what_readies_its_argument_from_a_task::remote(gathering.clone(), fifo(&dir));
+    assert_eq!(from_task.get().unwrap(), Some(42));
 }
 
 #[test]

@@ -274,7 +274,11 @@ impl WorkerClient {
     }
 
     fn request(&self, request: Request) -> Result<Reply> {
-        let mut answer = self.request_async(request);
+        self.wait_reply(self.request_async(request))
+    }
+
+    /// Blocks until `answer` comes, polling for it for a while first.
+    fn wait_reply(&self, mut answer: oneshot::Receiver<Result<Reply>>) -> Result<Reply> {
         let spun = crate::spin::poll(|| match answer.try_recv() {
             Err(oneshot::error::TryRecvError::Empty) => None,
             received => Some(received.map_err(|_| self.head_lost())),
@@ -286,14 +290,14 @@ impl WorkerClient {
     }
 
     /// The values of a direct call's arguments, sent here by `caller`: its
-    /// ref arguments are fetched from the head, as the head does before it
+    /// ref arguments are asked of the head, as the head does before it
     /// sends a call.
     pub(super) fn direct_call_args(
         &self,
         task_id: TaskId,
         caller: WorkerId,
         args: Vec<TaskArg>,
-    ) -> Result<Vec<Result<ObjectBlob>>> {
+    ) -> CallArgs {
         let refs: Vec<ObjectId> = args
             .iter()
             .filter_map(|arg| match arg {
@@ -309,16 +313,14 @@ impl WorkerClient {
             })
             .collect();
         if refs.is_empty() {
-            return Ok(values.into_iter().flatten().collect());
+            return CallArgs::Arrived(values.into_iter().flatten().collect());
         }
-        match self.request(Request::DirectCallArgs {
+        let answer = self.request_async(Request::DirectCallArgs {
             task_id,
             caller,
             ids: refs,
-        })? {
-            Reply::Objects(fetched) => fill_holes(values, fetched),
-            other => Err(unexpected(other)),
-        }
+        });
+        CallArgs::Fetching { values, answer }
     }
 
     /// The value of `id` if this process holds it: a small value it put,
@@ -350,10 +352,47 @@ fn holes(ids: &[ObjectId], values: &[Option<Result<ObjectBlob>>]) -> Vec<ObjectI
 
 /// `values` with its holes filled, in order, by what the head answered for
 /// their ids.
+/// A direct call's arguments: all arrived with the call, or some asked of
+/// the head (`answer`), to fill the holes in `values`.
+pub(super) enum CallArgs {
+    Arrived(Vec<Result<ObjectBlob>>),
+    Fetching {
+        values: Vec<Option<Result<ObjectBlob>>>,
+        answer: oneshot::Receiver<Result<Reply>>,
+    },
+}
+
+impl CallArgs {
+    /// The values, blocking until the head's answer comes.
+    pub(super) fn wait(self, client: &WorkerClient) -> Result<Vec<Result<ObjectBlob>>> {
+        match self {
+            CallArgs::Arrived(values) => Ok(values),
+            CallArgs::Fetching { values, answer } => fill_holes(values, client.wait_reply(answer)),
+        }
+    }
+
+    /// The values, awaiting the head's answer: an event loop must not block
+    /// while another of its calls may be what makes a value ready.
+    pub(super) async fn arrived(self, client: &WorkerClient) -> Result<Vec<Result<ObjectBlob>>> {
+        match self {
+            CallArgs::Arrived(values) => Ok(values),
+            CallArgs::Fetching { values, answer } => {
+                let reply = answer.await.unwrap_or_else(|_| Err(client.head_lost()));
+                fill_holes(values, reply)
+            }
+        }
+    }
+}
+
+/// The head's `reply` fills the holes of `values`, in order.
 fn fill_holes(
     values: Vec<Option<Result<ObjectBlob>>>,
-    fetched: Vec<Result<ObjectBlob>>,
+    reply: Result<Reply>,
 ) -> Result<Vec<Result<ObjectBlob>>> {
+    let fetched = match reply? {
+        Reply::Objects(fetched) => fetched,
+        other => return Err(unexpected(other)),
+    };
     let mut fetched = fetched.into_iter();
     values
         .into_iter()
@@ -444,13 +483,11 @@ impl Backend for WorkerClient {
             return Ok(values.into_iter().flatten().collect());
         }
         let timeout_ms = timeout.map(|t| t.saturating_sub(started.elapsed()).as_millis() as u64);
-        match self.request(Request::Get {
+        let reply = self.request(Request::Get {
             ids: missing,
             timeout_ms,
-        })? {
-            Reply::Objects(fetched) => fill_holes(values, fetched),
-            other => Err(unexpected(other)),
-        }
+        });
+        fill_holes(values, reply)
     }
 
     fn wait(

@@ -85,6 +85,7 @@ fn run_queue(
                 // ids stay those its constructor was given.
                 let outcome = client
                     .direct_call_args(call.task_id, call.caller, call.args)
+                    .wait(client)
                     .and_then(|args| args.into_iter().collect::<Result<Vec<_>>>())
                     .and_then(|args| run_guarded(&mut actor, &call.invocation, &args));
                 super::log_capture::flush();
@@ -204,6 +205,8 @@ impl EventLoop {
             }
         };
         let in_flight = Arc::new(tokio::sync::Semaphore::new(self.max_concurrency));
+        let max_concurrency = self.max_concurrency;
+        let this = Rc::new(self);
         let calls = tokio::task::LocalSet::new();
         calls.block_on(&runtime, async {
             loop {
@@ -212,7 +215,7 @@ impl EventLoop {
                 // the loop polls for the next call before it parks, as the
                 // task thread of any other actor does.
                 tokio::task::yield_now().await;
-                let idle = in_flight.available_permits() == self.max_concurrency;
+                let idle = in_flight.available_permits() == max_concurrency;
                 let polled = idle
                     .then(|| crate::spin::poll(|| queue.try_pop()))
                     .flatten();
@@ -226,21 +229,26 @@ impl EventLoop {
                 let Ok(slot) = in_flight.clone().acquire_owned().await else {
                     break;
                 };
-                let (task_id, invocation, reply, args) = match task {
-                    QueuedTask::FromHead(task) => {
-                        (task.task_id, task.invocation, None, Ok(task.args))
-                    }
-                    QueuedTask::Direct { call, reply } => {
-                        let args = client
-                            .direct_call_args(call.task_id, call.caller, call.args)
-                            .and_then(|args| args.into_iter().collect::<Result<Vec<_>>>());
-                        (call.task_id, call.invocation, Some(reply), args)
-                    }
-                };
-                let started = args.and_then(|args| self.start(&invocation, &args));
-                let client = client.clone();
+                let (this, client) = (this.clone(), client.clone());
+                // Spawned tasks first run in the order they were spawned, so
+                // calls whose arguments came with them start in arrival
+                // order; one waiting for a ref argument lets the others run
+                // meanwhile (that value may be another call's result).
                 tokio::task::spawn_local(async move {
-                    let outcome = match started {
+                    let (task_id, invocation, reply, args) = match task {
+                        QueuedTask::FromHead(task) => {
+                            (task.task_id, task.invocation, None, Ok(task.args))
+                        }
+                        QueuedTask::Direct { call, reply } => {
+                            let args = client
+                                .direct_call_args(call.task_id, call.caller, call.args)
+                                .arrived(&client)
+                                .await
+                                .and_then(|args| args.into_iter().collect::<Result<Vec<_>>>());
+                            (call.task_id, call.invocation, Some(reply), args)
+                        }
+                    };
+                    let outcome = match args.and_then(|args| this.start(&invocation, &args)) {
                         Ok(call) => Guarded { call, invocation }.await,
                         Err(error) => Err(error),
                     };
