@@ -99,6 +99,13 @@ fn out_of_range_value_names_key_and_line() {
     assert!(parse(dqn, &["training.v_max=6"]).is_ok());
     assert!(parse(dqn, &["training.num_atoms=1", "training.v_max=5"]).is_ok());
     // NoisyNets' σ₀ scales the noise: zero or negative gives none.
+    let error = parse(dqn, &["training.sigma0=.nan"]).unwrap_err();
+    assert!(
+        error.contains("training.sigma0=.nan: numbers must be finite"),
+        "{error}"
+    );
+    let error = parse(dqn, &["training.epsilon=[[0, 1.0], [100, .inf]]"]).unwrap_err();
+    assert!(error.contains("numbers must be finite"), "{error}");
     for sigma0 in ["0", "-0.5"] {
         let sigma0 = format!("training.sigma0={sigma0}");
         let error = parse(dqn, &["training.noisy=true", &sigma0]).unwrap_err();

@@ -299,8 +299,14 @@ impl ExperimentConfig {
         let (key, value) = assignment
             .split_once('=')
             .ok_or_else(|| fail("expected KEY=VALUE".into()))?;
-        let value: serde_json::Value = serde_yaml_ng::from_str(value)
+        let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(value)
             .map_err(|e| fail(format!("value is not valid YAML: {e}")))?;
+        // The override is applied to the config as JSON, which has no NaN
+        // or infinity (serde would make them null and blame the type).
+        if has_non_finite_number(&value) {
+            return Err(fail("numbers must be finite (no .nan or .inf)".into()));
+        }
+        let value = serde_json::to_value(value).map_err(|e| fail(e.to_string()))?;
         let mut tree = serde_json::to_value(self).expect("configs serialize");
         let mut slot = &mut tree;
         for part in key.split('.') {
@@ -426,6 +432,18 @@ fn line_of(source: &str, dotted_key: &str) -> Option<usize> {
         }
     }
     None
+}
+
+/// Whether `value` holds a NaN or an infinity anywhere.
+fn has_non_finite_number(value: &serde_yaml_ng::Value) -> bool {
+    use serde_yaml_ng::Value;
+    match value {
+        Value::Number(number) => number.as_f64().is_some_and(|f| !f.is_finite()),
+        Value::Sequence(items) => items.iter().any(has_non_finite_number),
+        Value::Mapping(entries) => entries.values().any(has_non_finite_number),
+        Value::Tagged(tagged) => has_non_finite_number(&tagged.value),
+        Value::Null | Value::Bool(_) | Value::String(_) => false,
+    }
 }
 
 #[cfg(test)]
