@@ -412,10 +412,6 @@ mod tests {
         }
     }
 
-    /// Cancelling a call on the actor's worker, sent there by its caller or
-    /// by the head, asks that worker to drop it (only the worker knows
-    /// whether it started); a cancelled call lost with its worker ends
-    /// `Cancelled` instead of being retried on the restarted actor.
     /// A caller cancelling a call it still holds has withdrawn it first:
     /// the call ends cancelled and the head forgets it as the caller's. The
     /// same request from another process leaves it to its caller.
@@ -437,6 +433,10 @@ mod tests {
         assert!(executed(&mut inbox).is_empty(), "never sent");
     }
 
+    /// Cancelling a call on the actor's worker, sent there by its caller or
+    /// by the head, asks that worker to drop it (only the worker knows
+    /// whether it started); a cancelled call lost with its worker ends
+    /// `Cancelled` instead of being retried on the restarted actor.
     #[test]
     fn a_cancelled_call_is_dropped_by_the_actors_worker_and_never_retried() {
         for sent_directly in [true, false] {

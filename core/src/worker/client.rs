@@ -350,8 +350,6 @@ fn holes(ids: &[ObjectId], values: &[Option<Result<ObjectBlob>>]) -> Vec<ObjectI
         .collect()
 }
 
-/// `values` with its holes filled, in order, by what the head answered for
-/// their ids.
 /// A direct call's arguments: all arrived with the call, or some asked of
 /// the head (`answer`), to fill the holes in `values`.
 pub(super) enum CallArgs {

@@ -10,7 +10,7 @@
 
 use crate::ids::TaskId;
 use crate::protocol::{DirectCall, DirectResult, Execute};
-use parking_lot::{Condvar, Mutex};
+use parking_lot::{Condvar, Mutex, MutexGuard};
 use std::collections::VecDeque;
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -55,13 +55,27 @@ struct Queued {
     cancelled_ahead: VecDeque<TaskId>,
 }
 
+impl Queued {
+    /// Takes out the first queued task `wanted` picks: it has not started.
+    fn take_first(&mut self, wanted: impl Fn(&QueuedTask) -> bool) -> Option<QueuedTask> {
+        let position = self.tasks.iter().position(wanted)?;
+        self.tasks.remove(position)
+    }
+}
+
 /// How many cancels of calls not seen yet a worker remembers; those that
 /// matter are for calls on their way, which arrive soon after.
 const MAX_CANCELLED_AHEAD: usize = 256;
 
 impl TaskQueue {
     pub(crate) fn push(&self, task: QueuedTask) {
-        self.state.lock().tasks.push_back(task);
+        self.queue(self.state.lock(), task);
+    }
+
+    /// Queues `task` under the lock `state` holds, and wakes the popper.
+    fn queue(&self, mut state: MutexGuard<'_, Queued>, task: QueuedTask) {
+        state.tasks.push_back(task);
+        drop(state);
         self.arrived.notify_one();
         self.arrived_async.notify_one();
     }
@@ -69,7 +83,9 @@ impl TaskQueue {
     /// Takes `task_id` out if it has not started; `false` if it has (or was
     /// never sent), in which case its result goes to the head as usual.
     pub(crate) fn withdraw(&self, task_id: TaskId) -> bool {
-        self.take_first(|t| matches!(t, QueuedTask::FromHead(e) if e.task_id == task_id))
+        self.state
+            .lock()
+            .take_first(|t| matches!(t, QueuedTask::FromHead(e) if e.task_id == task_id))
             .is_some()
     }
 
@@ -82,10 +98,7 @@ impl TaskQueue {
             cancelled.remove(at);
             return Some(call);
         }
-        state.tasks.push_back(call);
-        drop(state);
-        self.arrived.notify_one();
-        self.arrived_async.notify_one();
+        self.queue(state, call);
         None
     }
 
@@ -95,21 +108,14 @@ impl TaskQueue {
     /// it.
     pub(crate) fn cancel(&self, task_id: TaskId) -> Option<QueuedTask> {
         let mut state = self.state.lock();
-        if let Some(at) = state.tasks.iter().position(|t| t.task_id() == task_id) {
-            return state.tasks.remove(at);
+        if let Some(task) = state.take_first(|t| t.task_id() == task_id) {
+            return Some(task);
         }
         if state.cancelled_ahead.len() == MAX_CANCELLED_AHEAD {
             state.cancelled_ahead.pop_front();
         }
         state.cancelled_ahead.push_back(task_id);
         None
-    }
-
-    /// Takes out the first queued task `wanted` picks: it has not started.
-    fn take_first(&self, wanted: impl Fn(&QueuedTask) -> bool) -> Option<QueuedTask> {
-        let mut state = self.state.lock();
-        let position = state.tasks.iter().position(wanted)?;
-        state.tasks.remove(position)
     }
 
     /// No more tasks: `pop` returns `None` once the queue is empty.
