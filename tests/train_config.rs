@@ -106,6 +106,17 @@ fn out_of_range_value_names_key_and_line() {
     );
     let error = parse(dqn, &["training.epsilon=[[0, 1.0], [100, .inf]]"]).unwrap_err();
     assert!(error.contains("numbers must be finite"), "{error}");
+    // A NaN in the file is named as such, with or without an override
+    // (overrides once went through JSON, which made it null), and in a key
+    // that has no range check of its own.
+    let nan_in_file = format!("{dqn}  grad_clip: .nan\n");
+    for overrides in [&[][..], &["training.lr=0.001"][..]] {
+        let error = parse(&nan_in_file, overrides).unwrap_err();
+        assert!(
+            error.contains("training.grad_clip: must be a finite number at line 6"),
+            "{error}"
+        );
+    }
     for sigma0 in ["0", "-0.5"] {
         let sigma0 = format!("training.sigma0={sigma0}");
         let error = parse(dqn, &["training.noisy=true", &sigma0]).unwrap_err();

@@ -301,22 +301,23 @@ impl ExperimentConfig {
             .ok_or_else(|| fail("expected KEY=VALUE".into()))?;
         let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(value)
             .map_err(|e| fail(format!("value is not valid YAML: {e}")))?;
-        // The override is applied to the config as JSON, which has no NaN
-        // or infinity (serde would make them null and blame the type).
-        if has_non_finite_number(&value) {
+        // Refused here as well as by `validate`, so that the error names the
+        // override rather than a line of the file.
+        if first_non_finite_number(&value, String::new()).is_some() {
             return Err(fail("numbers must be finite (no .nan or .inf)".into()));
         }
-        let value = serde_json::to_value(value).map_err(|e| fail(e.to_string()))?;
-        let mut tree = serde_json::to_value(self).expect("configs serialize");
+        // Applied to the config as YAML, not JSON: JSON has no NaN, so a NaN
+        // elsewhere in the file would turn into null and be blamed on its type.
+        let mut tree = serde_yaml_ng::to_value(self).expect("configs serialize");
         let mut slot = &mut tree;
         for part in key.split('.') {
             slot = slot
-                .as_object_mut()
+                .as_mapping_mut()
                 .and_then(|section| section.get_mut(part))
                 .ok_or_else(|| fail(format!("no config key `{key}`")))?;
         }
         *slot = value;
-        Self::from_json(&tree).map_err(|e| fail(e.to_string()))
+        algorithms::decode(|| &tree).map_err(|e| fail(e.to_string()))
     }
 
     /// A config as serialised into checkpoints (JSON).
@@ -339,6 +340,12 @@ impl ExperimentConfig {
                 Err((key.to_string(), message.to_string()))
             }
         };
+        // Checked once for every number, so that no range check below can
+        // let a NaN through (every comparison with NaN is false).
+        let tree = serde_yaml_ng::to_value(self).expect("configs serialize");
+        if let Some(key) = first_non_finite_number(&tree, String::new()) {
+            return Err((key, "must be a finite number".to_string()));
+        }
         let runners = &self.env_runners;
         check(
             runners.num_envs_per_env_runner >= 1,
@@ -434,15 +441,28 @@ fn line_of(source: &str, dotted_key: &str) -> Option<usize> {
     None
 }
 
-/// Whether `value` holds a NaN or an infinity anywhere.
-fn has_non_finite_number(value: &serde_yaml_ng::Value) -> bool {
+/// The dotted key (below `key`) of the first NaN or infinity in `value`.
+fn first_non_finite_number(value: &serde_yaml_ng::Value, key: String) -> Option<String> {
     use serde_yaml_ng::Value;
     match value {
-        Value::Number(number) => number.as_f64().is_some_and(|f| !f.is_finite()),
-        Value::Sequence(items) => items.iter().any(has_non_finite_number),
-        Value::Mapping(entries) => entries.values().any(has_non_finite_number),
-        Value::Tagged(tagged) => has_non_finite_number(&tagged.value),
-        Value::Null | Value::Bool(_) | Value::String(_) => false,
+        Value::Number(number) => number
+            .as_f64()
+            .is_some_and(|f| !f.is_finite())
+            .then_some(key),
+        Value::Sequence(items) => items
+            .iter()
+            .find_map(|item| first_non_finite_number(item, key.clone())),
+        Value::Mapping(entries) => entries.iter().find_map(|(name, entry)| {
+            let name = name.as_str().unwrap_or_default();
+            let key = if key.is_empty() {
+                name.to_string()
+            } else {
+                format!("{key}.{name}")
+            };
+            first_non_finite_number(entry, key)
+        }),
+        Value::Tagged(tagged) => first_non_finite_number(&tagged.value, key),
+        Value::Null | Value::Bool(_) | Value::String(_) => None,
     }
 }
 
