@@ -12,6 +12,7 @@
 //! backward pass can use them, as autograd would.
 
 use std::collections::HashMap;
+use std::ops::Range;
 
 use tch::nn;
 use tch::Tensor;
@@ -66,13 +67,37 @@ impl FlatDense {
     /// `linear`'s place in `layout`; `None` if it has no bias or is not
     /// one of the layout's variables.
     pub fn locate(linear: &nn::Linear, layout: &FlatLayout) -> Option<Self> {
-        let size = linear.ws.size();
+        Self::locate_parts(&linear.ws, linear.bs.as_ref()?, layout)
+    }
+
+    /// The layer of `weight` (`[outputs, inputs]`) and `bias` in `layout`;
+    /// `None` if either is not one of its variables.
+    pub fn locate_parts(weight: &Tensor, bias: &Tensor, layout: &FlatLayout) -> Option<Self> {
+        let size = weight.size();
         Some(FlatDense {
-            weight: layout.offset(&linear.ws)?,
-            bias: layout.offset(linear.bs.as_ref()?)?,
+            weight: layout.offset(weight)?,
+            bias: layout.offset(bias)?,
             inputs: size[1] as usize,
             outputs: size[0] as usize,
         })
+    }
+
+    pub fn inputs(&self) -> usize {
+        self.inputs
+    }
+
+    /// Where W and b sit in the flat vector.
+    pub(super) fn ranges(&self) -> (Range<usize>, Range<usize>) {
+        (
+            self.weight..self.weight + self.inputs * self.outputs,
+            self.bias..self.bias + self.outputs,
+        )
+    }
+
+    /// W and b in `params`.
+    pub(super) fn read<'p>(&self, params: &'p [f32]) -> (&'p [f32], &'p [f32]) {
+        let (weight, bias) = self.ranges();
+        (&params[weight], &params[bias])
     }
 
     pub fn outputs(&self) -> usize {
@@ -84,22 +109,10 @@ impl FlatDense {
         (self.inputs + 1) * self.outputs
     }
 
-    fn weight<'p>(&self, params: &'p [f32]) -> &'p [f32] {
-        &params[self.weight..self.weight + self.inputs * self.outputs]
-    }
-
     /// `rows` rows of `x` (`[rows, inputs]`) through the layer, `[rows, outputs]`.
     pub fn forward(&self, params: &[f32], x: &[f32], rows: usize) -> Vec<f32> {
-        let bias = &params[self.bias..self.bias + self.outputs];
-        let mut y: Vec<f32> = bias.repeat(rows);
-        // x [rows, in] · Wᵀ [in, out]: Wᵀ is W read with swapped strides.
-        gemm(
-            [rows, self.inputs, self.outputs],
-            (x, [self.inputs, 1]),
-            (self.weight(params), [1, self.inputs]),
-            &mut y,
-        );
-        y
+        let (weight, bias) = self.read(params);
+        dense_forward(weight, bias, x, rows)
     }
 
     /// Adds this layer's weight and bias gradients for output gradient `dy`
@@ -114,28 +127,77 @@ impl FlatDense {
         grad: &mut [f32],
         input_grad: bool,
     ) -> Option<Vec<f32>> {
-        // dW += dyᵀ [out, rows] · x [rows, in]
-        gemm(
-            [self.outputs, rows, self.inputs],
-            (dy, [1, self.outputs]),
-            (x, [self.inputs, 1]),
-            &mut grad[self.weight..self.weight + self.inputs * self.outputs],
-        );
-        let db = &mut grad[self.bias..self.bias + self.outputs];
-        for row in dy.chunks_exact(self.outputs) {
-            db.iter_mut().zip(row).for_each(|(g, d)| *g += d);
-        }
-        input_grad.then(|| {
-            let mut dx = vec![0.0; rows * self.inputs];
-            gemm(
-                [rows, self.outputs, self.inputs],
-                (dy, [self.outputs, 1]),
-                (self.weight(params), [self.inputs, 1]),
-                &mut dx,
-            );
-            dx
-        })
+        let (weight, bias) = self.ranges();
+        let d_parameters = disjoint_mut(grad, weight, bias);
+        dense_backward(self.read(params).0, x, dy, rows, d_parameters, input_grad)
     }
+}
+
+/// Two ranges of `values` that do not overlap, mutably, in the order asked.
+pub(super) fn disjoint_mut(
+    values: &mut [f32],
+    first: Range<usize>,
+    second: Range<usize>,
+) -> (&mut [f32], &mut [f32]) {
+    assert!(
+        first.end <= second.start || second.end <= first.start,
+        "overlapping ranges"
+    );
+    if first.start < second.start {
+        let (head, tail) = values.split_at_mut(second.start);
+        (&mut head[first], &mut tail[..second.len()])
+    } else {
+        let (head, tail) = values.split_at_mut(first.start);
+        (&mut tail[..first.len()], &mut head[second])
+    }
+}
+
+/// `y = x·Wᵀ + b` for `rows` rows of `x`, `W` `[outputs, inputs]` row-major:
+/// the arithmetic of a dense layer wherever its weights come from.
+pub(super) fn dense_forward(weight: &[f32], bias: &[f32], x: &[f32], rows: usize) -> Vec<f32> {
+    let (outputs, inputs) = (bias.len(), weight.len() / bias.len());
+    let mut y: Vec<f32> = bias.repeat(rows);
+    // x [rows, in] · Wᵀ [in, out]: Wᵀ is W read with swapped strides.
+    gemm(
+        [rows, inputs, outputs],
+        (x, [inputs, 1]),
+        (weight, [1, inputs]),
+        &mut y,
+    );
+    y
+}
+
+/// The backward pass of [`dense_forward`]: adds dyᵀ·x into `d_weight` and
+/// dy's column sums into `d_bias`, and returns dy·W when `input_grad`.
+pub(super) fn dense_backward(
+    weight: &[f32],
+    x: &[f32],
+    dy: &[f32],
+    rows: usize,
+    (d_weight, d_bias): (&mut [f32], &mut [f32]),
+    input_grad: bool,
+) -> Option<Vec<f32>> {
+    let (outputs, inputs) = (d_bias.len(), weight.len() / d_bias.len());
+    // dW += dyᵀ [out, rows] · x [rows, in]
+    gemm(
+        [outputs, rows, inputs],
+        (dy, [1, outputs]),
+        (x, [inputs, 1]),
+        d_weight,
+    );
+    for row in dy.chunks_exact(outputs) {
+        d_bias.iter_mut().zip(row).for_each(|(g, d)| *g += d);
+    }
+    input_grad.then(|| {
+        let mut dx = vec![0.0; rows * inputs];
+        gemm(
+            [rows, outputs, inputs],
+            (dy, [outputs, 1]),
+            (weight, [inputs, 1]),
+            &mut dx,
+        );
+        dx
+    })
 }
 
 /// `c += a·b` for `[m, k, n]`, `a` `[m, k]` and `b` `[k, n]` each given with

@@ -7,7 +7,7 @@
 //! of the module's tensors when the module's weights change
 //! ([`super::HostPolicy`]); nothing here ever trains.
 
-use tch::nn;
+use tch::{nn, Tensor};
 
 use super::Activation;
 
@@ -23,16 +23,40 @@ pub struct DenseLayer {
 impl DenseLayer {
     /// A host copy of `linear`'s current weights.
     pub fn of(linear: &nn::Linear) -> Self {
-        let size = linear.ws.size();
-        let (outputs, inputs) = (size[0] as usize, size[1] as usize);
+        Self::from_tensors(&linear.ws, linear.bs.as_ref())
+    }
+
+    /// A host copy of `weight` (`[outputs, inputs]`) and `bias` (zero when
+    /// absent).
+    pub fn from_tensors(weight: &Tensor, bias: Option<&Tensor>) -> Self {
+        let outputs = weight.size()[0] as usize;
+        Self::from_parts(
+            crate::to_host(weight),
+            bias.map_or_else(|| vec![0.0; outputs], crate::to_host),
+        )
+    }
+
+    /// A layer of `weight` (`[outputs, inputs]` row-major) and `bias`.
+    pub fn from_parts(weight: Vec<f32>, bias: Vec<f32>) -> Self {
+        let inputs = weight.len() / bias.len();
         DenseLayer {
-            weight: crate::to_host(&linear.ws),
-            bias: linear
-                .bs
-                .as_ref()
-                .map_or_else(|| vec![0.0; outputs], crate::to_host),
+            weight,
+            bias,
             inputs,
         }
+    }
+
+    /// W, `[outputs, inputs]` row-major.
+    pub fn weight(&self) -> &[f32] {
+        &self.weight
+    }
+
+    pub fn bias(&self) -> &[f32] {
+        &self.bias
+    }
+
+    pub fn inputs(&self) -> usize {
+        self.inputs
     }
 
     pub fn outputs(&self) -> usize {

@@ -12,6 +12,7 @@
 use rand_chacha::ChaCha8Rng;
 
 use super::host_mlp::{DenseLayer, HostMlp};
+use super::host_q_head::{draw_head_noise, head_is_noisy, HostHeadLayer};
 use super::q_network::epsilon_greedy;
 use super::RLModule;
 use crate::distributions::{argmax, sample_categorical_rows, sample_gaussian_rows};
@@ -33,18 +34,20 @@ pub enum HostPolicy {
         head: DenseLayer,
         log_std: Vec<f32>,
     },
-    /// A Q-network acting ε-greedily.
+    /// A Q-network acting ε-greedily, or, with a noisy head, greedily
+    /// under fresh noise.
     EpsilonGreedy {
         encoder: HostMlp,
-        head: QHead,
+        head: QHead<HostHeadLayer>,
         epsilon: Schedule,
     },
 }
 
 /// A Q-network's head over layers of type `L`: libtorch's in the module,
-/// weight copies for acting ([`DenseLayer`]), places in a flat parameter
-/// vector for training ([`super::FlatDense`]).
-pub enum QHead<L = DenseLayer> {
+/// weight copies for acting ([`HostHeadLayer`]), places in a flat parameter
+/// vector for training ([`super::FlatHeadLayer`]), or each layer's noise.
+#[derive(Clone, Debug, PartialEq)]
+pub enum QHead<L> {
     Plain(L),
     /// Q = V + A − mean A.
     Dueling {
@@ -54,6 +57,39 @@ pub enum QHead<L = DenseLayer> {
 }
 
 impl<L> QHead<L> {
+    /// The same head over `f` of each layer, called in the layers' order
+    /// (the value layer before the advantage layer).
+    pub fn map<T>(&self, mut f: impl FnMut(&L) -> T) -> QHead<T> {
+        match self {
+            QHead::Plain(head) => QHead::Plain(f(head)),
+            QHead::Dueling { value, advantage } => QHead::Dueling {
+                value: f(value),
+                advantage: f(advantage),
+            },
+        }
+    }
+
+    /// Each layer beside the same layer of `other`, a head of the same shape.
+    ///
+    /// # Panics
+    /// If one head is dueling and the other is not.
+    pub fn zip<'a, T>(&'a self, other: &'a QHead<T>) -> QHead<(&'a L, &'a T)> {
+        match (self, other) {
+            (QHead::Plain(a), QHead::Plain(b)) => QHead::Plain((a, b)),
+            (
+                QHead::Dueling { value, advantage },
+                QHead::Dueling {
+                    value: other_value,
+                    advantage: other_advantage,
+                },
+            ) => QHead::Dueling {
+                value: (value, other_value),
+                advantage: (advantage, other_advantage),
+            },
+            _ => panic!("a plain and a dueling head zipped"),
+        }
+    }
+
     /// The same head over `f` of each layer; `None` if `f` gives none for one.
     pub fn try_map<T>(&self, mut f: impl FnMut(&L) -> Option<T>) -> Option<QHead<T>> {
         Some(match self {
@@ -137,17 +173,28 @@ impl HostPolicy {
                 head,
                 epsilon,
             } => {
+                // A noisy head explores by fresh noise each step instead of
+                // ε, and evaluates with its means, as the module does.
+                let noisy = head_is_noisy(head);
+                let noise = explore
+                    .then(|| draw_head_noise(head, rng))
+                    .flatten()
+                    .unwrap_or_else(|| head.map(|_| None));
                 let features = encoder.forward(obs, rows);
-                let (q_values, n) = match head {
-                    QHead::Plain(head) => (head.forward(&features, rows), head.outputs()),
+                let (q_values, n) = match head.zip(&noise) {
+                    QHead::Plain((head, noise)) => (
+                        head.forward(noise.as_ref(), &features, rows),
+                        head.outputs(),
+                    ),
                     QHead::Dueling { value, advantage } => {
-                        let n = advantage.outputs();
-                        let mut q = advantage.forward(&features, rows);
-                        combine_dueling(&mut q, &value.forward(&features, rows), n);
+                        let n = advantage.0.outputs();
+                        let mut q = advantage.0.forward(advantage.1.as_ref(), &features, rows);
+                        let v = value.0.forward(value.1.as_ref(), &features, rows);
+                        combine_dueling(&mut q, &v, n);
                         (q, n)
                     }
                 };
-                let epsilon = if explore {
+                let epsilon = if explore && !noisy {
                     epsilon.value_at(env_steps)
                 } else {
                     0.0
@@ -188,7 +235,8 @@ mod tests {
     /// The host copy draws, for the same observations and RNG, what the
     /// libtorch module draws: the same actions and, within float tolerance,
     /// the same log-probabilities, exploring and greedy, for every module
-    /// kind and activation the host path covers.
+    /// kind and activation the host path covers (a noisy head's noise
+    /// included: both draw it from the RNG in the same order).
     #[test]
     fn host_policy_acts_as_the_libtorch_module() {
         tch::manual_seed(11);
@@ -221,11 +269,31 @@ mod tests {
                 ActionSpace::Discrete { n: 4 },
                 ModuleKind::QNetwork {
                     dueling: true,
-                    epsilon,
+                    epsilon: epsilon.clone(),
                     distributional: None,
                     noisy_sigma0: None,
                 },
                 "dueling q",
+            ),
+            (
+                ActionSpace::Discrete { n: 4 },
+                ModuleKind::QNetwork {
+                    dueling: false,
+                    epsilon: epsilon.clone(),
+                    distributional: None,
+                    noisy_sigma0: Some(2.0),
+                },
+                "noisy q",
+            ),
+            (
+                ActionSpace::Discrete { n: 4 },
+                ModuleKind::QNetwork {
+                    dueling: true,
+                    epsilon,
+                    distributional: None,
+                    noisy_sigma0: Some(2.0),
+                },
+                "noisy dueling q",
             ),
         ];
         for (activation, hiddens) in [

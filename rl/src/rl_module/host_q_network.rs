@@ -7,14 +7,17 @@
 //! sits in the flat vector; the same layout reads a target network's
 //! [`RLModule::flat_weights`], which lists its parameters in the same order.
 
-use super::flat_mlp::{FlatDense, FlatLayout, FlatMlp};
+use rand::Rng;
+
+use super::flat_mlp::{FlatLayout, FlatMlp};
 use super::host_actor_critic::HOST_TRAIN_MAX_PARAMETERS;
 use super::host_policy::combine_dueling;
+use super::host_q_head::{draw_head_noise, FlatHeadLayer, HeadNoise};
 use super::{QHead, QNetwork, RLModule};
 
 pub struct HostQNetwork {
     encoder: FlatMlp,
-    head: QHead<FlatDense>,
+    head: QHead<FlatHeadLayer>,
     num_actions: usize,
     parameters: usize,
 }
@@ -24,12 +27,14 @@ pub struct QNetworkForward {
     /// Q(s, a), `[B, num_actions]` row-major.
     pub q_values: Vec<f32>,
     encoder_outputs: Vec<Vec<f32>>,
+    /// The head's noise in this pass (none for each layer without).
+    noise: HeadNoise,
     rows: usize,
 }
 
 impl HostQNetwork {
-    /// `module`'s layers located in its flat parameter vector; `None` for a
-    /// CNN encoder, a noisy head or a module above
+    /// `module`'s layers located in its flat parameter vector; `None` for
+    /// a CNN encoder, a distributional head or a module above
     /// [`HOST_TRAIN_MAX_PARAMETERS`].
     pub fn of(module: &QNetwork) -> Option<Self> {
         if module.support().is_some() {
@@ -39,7 +44,7 @@ impl HostQNetwork {
         let layout = FlatLayout::of(module.var_store());
         let (encoder, head) = module.parts();
         let encoder = FlatMlp::locate(encoder, &layout)?;
-        let head = head.try_map(|layer| FlatDense::locate(layer.linear()?, &layout))?;
+        let head = head.try_map(|layer| FlatHeadLayer::locate(layer, &layout))?;
         let (head_parameters, num_actions) = match &head {
             QHead::Plain(head) => (head.parameters(), head.outputs()),
             QHead::Dueling { value, advantage } => (
@@ -67,15 +72,31 @@ impl HostQNetwork {
         self.num_actions
     }
 
-    /// Q(s, ·) for `rows` flattened observations `obs`.
-    pub fn forward(&self, params: &[f32], obs: &[f32], rows: usize) -> QNetworkForward {
+    /// Fresh noise for a NoisyNets head, drawn from `rng` as
+    /// [`QNetwork::resample_noise`] draws it; `None` for a plain head.
+    pub fn draw_noise(&self, rng: &mut impl Rng) -> Option<HeadNoise> {
+        draw_head_noise(&self.head, rng)
+    }
+
+    /// Q(s, ·) for `rows` flattened observations `obs`, under the head's
+    /// `noise` (a noisy head without it computes with its means).
+    pub fn forward(
+        &self,
+        params: &[f32],
+        noise: Option<&HeadNoise>,
+        obs: &[f32],
+        rows: usize,
+    ) -> QNetworkForward {
+        let noise = noise.cloned().unwrap_or_else(|| self.head.map(|_| None));
         let encoder_outputs = self.encoder.forward(params, obs, rows);
         let features = encoder_outputs.last().expect("at least the input");
-        let q_values = match &self.head {
-            QHead::Plain(head) => head.forward(params, features, rows),
+        let q_values = match self.head.zip(&noise) {
+            QHead::Plain((head, noise)) => head.forward(params, noise.as_ref(), features, rows),
             QHead::Dueling { value, advantage } => {
-                let mut q = advantage.forward(params, features, rows);
-                let v = value.forward(params, features, rows);
+                let mut q = advantage
+                    .0
+                    .forward(params, advantage.1.as_ref(), features, rows);
+                let v = value.0.forward(params, value.1.as_ref(), features, rows);
                 combine_dueling(&mut q, &v, self.num_actions);
                 q
             }
@@ -83,6 +104,7 @@ impl HostQNetwork {
         QNetworkForward {
             q_values,
             encoder_outputs,
+            noise,
             rows,
         }
     }
@@ -98,11 +120,14 @@ impl HostQNetwork {
     ) {
         let rows = forward.rows;
         let features = forward.encoder_outputs.last().expect("at least the input");
-        let d_features = match &self.head {
-            QHead::Plain(head) => head
-                .backward(params, features, d_q, rows, grad, true)
+        let d_features = match self.head.zip(&forward.noise) {
+            QHead::Plain((head, noise)) => head
+                .backward(params, noise.as_ref(), (features, d_q), grad, true)
                 .expect("asked for"),
-            QHead::Dueling { value, advantage } => {
+            QHead::Dueling {
+                value: (value, value_noise),
+                advantage: (advantage, advantage_noise),
+            } => {
                 // Q_a = V + A_a − mean A: ∂L/∂V = Σ_a ∂L/∂Q_a and
                 // ∂L/∂A_a = ∂L/∂Q_a − mean_b ∂L/∂Q_b.
                 let n = self.num_actions;
@@ -114,10 +139,22 @@ impl HostQNetwork {
                     d_values.push(sum);
                 }
                 let mut d_features = value
-                    .backward(params, features, &d_values, rows, grad, true)
+                    .backward(
+                        params,
+                        value_noise.as_ref(),
+                        (features, &d_values),
+                        grad,
+                        true,
+                    )
                     .expect("asked for");
                 let from_advantages = advantage
-                    .backward(params, features, &d_advantages, rows, grad, true)
+                    .backward(
+                        params,
+                        advantage_noise.as_ref(),
+                        (features, &d_advantages),
+                        grad,
+                        true,
+                    )
                     .expect("asked for");
                 d_features
                     .iter_mut()
@@ -142,6 +179,10 @@ mod tests {
     use crate::schedule::Schedule;
 
     fn config(dueling: bool, model: ModelConfig) -> LearnerConfig {
+        noisy_config(dueling, None, model)
+    }
+
+    fn noisy_config(dueling: bool, sigma0: Option<f64>, model: ModelConfig) -> LearnerConfig {
         LearnerConfig {
             module: ModuleSpec {
                 observation_shape: vec![3],
@@ -152,7 +193,7 @@ mod tests {
                     dueling,
                     epsilon: Schedule(vec![(0, 0.1)]),
                     distributional: None,
-                    noisy_sigma0: None,
+                    noisy_sigma0: sigma0,
                 },
             },
             lr: 1e-3,
@@ -185,12 +226,88 @@ mod tests {
             let torch_grad =
                 crate::to_host(&flat_gradient(&(&q * &weights).sum(Kind::Float), &params));
 
-            let forward = host.forward(&theta, &crate::to_host(&obs), 7);
+            let forward = host.forward(&theta, None, &crate::to_host(&obs), 7);
             assert_close(&crate::to_host(&q), &forward.q_values, "Q-values");
             let mut grad = vec![0.0; theta.len()];
             host.backward(&theta, &forward, &crate::to_host(&weights), &mut grad);
             assert_close(&torch_grad, &grad, "gradient");
         }
+    }
+
+    /// A NoisyNets head: under noise drawn from the same seed on both sides
+    /// (so the host draws as libtorch does) the Q-values and the gradient,
+    /// σ's included, match libtorch's; without noise both compute with μ,
+    /// and σ gets no gradient.
+    #[test]
+    fn noisy_q_values_and_gradients_match_libtorch() {
+        use rand::SeedableRng;
+        for dueling in [false, true] {
+            let config = noisy_config(dueling, Some(0.5), ModelConfig::default());
+            let learner = Learner::<QNetwork>::new(&config);
+            let host = HostQNetwork::of(learner.module()).expect("a small MLP");
+            let theta = learner.flat_weights();
+            assert_eq!(host.parameters(), theta.len());
+            let obs = Tensor::randn([7, 3], (Kind::Float, Device::Cpu));
+            let weights = Tensor::randn([7, 4], (Kind::Float, Device::Cpu));
+            let params = learner.module().var_store().trainable_variables();
+            for seed in [Some(9), None] {
+                let noise = match seed {
+                    Some(seed) => {
+                        learner
+                            .module()
+                            .resample_noise(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed));
+                        host.draw_noise(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed))
+                    }
+                    None => {
+                        learner.module().clear_noise();
+                        None
+                    }
+                };
+                let q = learner.module().q_values(&obs);
+                // Every parameter in the graph (σ is not without noise), so
+                // that each gets a gradient, zero or not.
+                let every_parameter = params.iter().fold(Tensor::from(0.0f32), |sum, p| {
+                    sum + p.sum(Kind::Float) * 0.0
+                });
+                let loss = (&q * &weights).sum(Kind::Float) + every_parameter;
+                let torch_grad = crate::to_host(&flat_gradient(&loss, &params));
+                let forward = host.forward(&theta, noise.as_ref(), &crate::to_host(&obs), 7);
+                let what = format!("dueling {dueling}, noise seed {seed:?}");
+                assert_close(&crate::to_host(&q), &forward.q_values, &what);
+                let mut grad = vec![0.0; theta.len()];
+                host.backward(&theta, &forward, &crate::to_host(&weights), &mut grad);
+                assert_close(&torch_grad, &grad, &what);
+                let sigma_gradient: f32 = sigma_ranges(learner.module())
+                    .into_iter()
+                    .flat_map(|range| &grad[range])
+                    .map(|g| g.abs())
+                    .sum();
+                assert_eq!(sigma_gradient > 0.0, seed.is_some(), "{what}");
+            }
+        }
+    }
+
+    /// Where the noisy head's σ^w and σ^b sit in the flat vector.
+    fn sigma_ranges(module: &QNetwork) -> Vec<std::ops::Range<usize>> {
+        let layout = FlatLayout::of(module.var_store());
+        let (_, head) = module.parts();
+        let layers = match head {
+            QHead::Plain(layer) => vec![layer],
+            QHead::Dueling { value, advantage } => vec![value, advantage],
+        };
+        layers
+            .into_iter()
+            .flat_map(|layer| {
+                let crate::rl_module::HeadLayer::Noisy(noisy) = layer else {
+                    panic!("a noisy head");
+                };
+                let (weight, bias) = noisy.sigmas();
+                [weight, bias].map(|sigma| {
+                    let start = layout.offset(sigma).expect("a trainable variable");
+                    start..start + sigma.numel()
+                })
+            })
+            .collect()
     }
 
     /// CNN encoders and large MLPs train on libtorch.

@@ -24,7 +24,9 @@
 //! - `flat_mlp`, `host_actor_critic`, `host_q_network`: forward and
 //!   backward passes of a small MLP actor-critic or Q-network over a
 //!   Learner's flat parameter vector, which CPU Learners train with instead
-//!   of libtorch.
+//!   of libtorch,
+//! - `host_q_head`: a Q-network head's layers, plain or noisy, on the host,
+//!   for both acting and training.
 
 mod actor_critic;
 mod encoder;
@@ -33,6 +35,7 @@ mod host_activation;
 mod host_actor_critic;
 mod host_mlp;
 mod host_policy;
+mod host_q_head;
 mod host_q_network;
 mod noisy_linear;
 mod q_network;
@@ -44,8 +47,9 @@ pub use flat_mlp::{FlatDense, FlatLayout, FlatMlp};
 pub use host_actor_critic::{ActorCriticForward, HostActorCritic, HOST_TRAIN_MAX_PARAMETERS};
 pub use host_mlp::{DenseLayer, HostMlp};
 pub use host_policy::{combine_dueling, HostPolicy, QHead, HOST_FORWARD_MAX_MULTIPLY_ADDS};
+pub use host_q_head::{draw_head_noise, FlatHeadLayer, HeadNoise, HostHeadLayer};
 pub use host_q_network::{HostQNetwork, QNetworkForward};
-pub use noisy_linear::NoisyLinear;
+pub use noisy_linear::{FactorisedNoise, NoisyLinear};
 pub use q_network::{EpsilonSchedule, HeadLayer, QNetwork, ValueSupport};
 pub use soft_actor_critic::{Part, SoftActorCritic};
 

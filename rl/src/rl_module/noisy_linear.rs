@@ -29,14 +29,39 @@ pub struct NoisyLinear {
     sigma_weight: Tensor,
     mu_bias: Tensor,
     sigma_bias: Tensor,
-    /// ε^w and ε^b of the next forward passes; μ alone when absent.
+    /// The noise of the next forward passes; μ alone when absent.
     noise: Mutex<Option<FactorisedNoise>>,
 }
 
-#[derive(Debug)]
-struct FactorisedNoise {
-    weight: Tensor,
-    bias: Tensor,
+/// Factorised noise for one `[inputs → outputs]` layer, kept as its two
+/// factors f(ε_in) and f(ε_out): ε^w_ij = outputs_i·inputs_j, ε^b = outputs.
+/// The host passes ([`super::HostHeadLayer`], [`super::FlatHeadLayer`])
+/// compute with the same factors as this layer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FactorisedNoise {
+    pub inputs: Vec<f32>,
+    pub outputs: Vec<f32>,
+}
+
+impl FactorisedNoise {
+    /// f(ε_in), then f(ε_out), drawn from `rng`: the one order every noisy
+    /// layer draws in, on libtorch or on the host, so that a seeded run
+    /// draws the same noise either way.
+    pub fn draw(rng: &mut impl Rng, inputs: usize, outputs: usize) -> Self {
+        let mut scaled_normals = |n: usize| -> Vec<f32> {
+            (0..n)
+                .map(|_| {
+                    let e: f32 = rng.sample(StandardNormal);
+                    e.signum() * e.abs().sqrt()
+                })
+                .collect()
+        };
+        let inputs = scaled_normals(inputs);
+        FactorisedNoise {
+            inputs,
+            outputs: scaled_normals(outputs),
+        }
+    }
 }
 
 impl NoisyLinear {
@@ -58,29 +83,29 @@ impl NoisyLinear {
         }
     }
 
-    /// Draws new factorised noise from `rng` for the forward passes that
-    /// follow, until the next draw or [`Self::clear_noise`].
-    pub fn resample_noise(&self, rng: &mut impl Rng) {
+    /// `(inputs, outputs)`.
+    pub fn shape(&self) -> (usize, usize) {
         let [outputs, inputs] = self.mu_weight.size()[..] else {
             unreachable!("a linear layer's weight is a matrix");
         };
-        let device = self.mu_weight.device();
-        let mut scaled_normals = |n: i64| {
-            let values: Vec<f32> = (0..n)
-                .map(|_| {
-                    let e: f32 = rng.sample(StandardNormal);
-                    e.signum() * e.abs().sqrt()
-                })
-                .collect();
-            Tensor::from_slice(&values).to_device(device)
-        };
-        let epsilon_in = scaled_normals(inputs);
-        let epsilon_out = scaled_normals(outputs);
-        let noise = FactorisedNoise {
-            weight: epsilon_out.unsqueeze(1) * epsilon_in.unsqueeze(0),
-            bias: epsilon_out,
-        };
-        *self.noise.lock().expect("noise lock") = Some(noise);
+        (inputs as usize, outputs as usize)
+    }
+
+    /// μ^w and μ^b.
+    pub fn means(&self) -> (&Tensor, &Tensor) {
+        (&self.mu_weight, &self.mu_bias)
+    }
+
+    /// σ^w and σ^b.
+    pub fn sigmas(&self) -> (&Tensor, &Tensor) {
+        (&self.sigma_weight, &self.sigma_bias)
+    }
+
+    /// Draws new factorised noise from `rng` for the forward passes that
+    /// follow, until the next draw or [`Self::clear_noise`].
+    pub fn resample_noise(&self, rng: &mut impl Rng) {
+        let (inputs, outputs) = self.shape();
+        *self.noise.lock().expect("noise lock") = Some(FactorisedNoise::draw(rng, inputs, outputs));
     }
 
     /// From now on the layer computes with its means μ alone (no noise).
@@ -93,10 +118,16 @@ impl Module for NoisyLinear {
     fn forward(&self, xs: &Tensor) -> Tensor {
         match &*self.noise.lock().expect("noise lock") {
             None => xs.linear(&self.mu_weight, Some(&self.mu_bias)),
-            Some(noise) => xs.linear(
-                &(&self.mu_weight + &self.sigma_weight * &noise.weight),
-                Some(&self.mu_bias + &self.sigma_bias * &noise.bias),
-            ),
+            Some(noise) => {
+                let device = self.mu_weight.device();
+                let epsilon_in = Tensor::from_slice(&noise.inputs).to_device(device);
+                let epsilon_out = Tensor::from_slice(&noise.outputs).to_device(device);
+                let weight_noise = epsilon_out.unsqueeze(1) * epsilon_in.unsqueeze(0);
+                xs.linear(
+                    &(&self.mu_weight + &self.sigma_weight * weight_noise),
+                    Some(&self.mu_bias + &self.sigma_bias * epsilon_out),
+                )
+            }
         }
     }
 }
@@ -141,8 +172,8 @@ mod tests {
     }
 
     /// ε^w is the outer product of f(ε_out) and f(ε_in), ε^b is f(ε_out):
-    /// with σ^w = 1 and σ^b = 1 (and μ = 0) the perturbation is exactly the
-    /// noise, which has rank one and shares its row factor with the bias.
+    /// with σ^w = 1 and σ^b = 1 (and μ = 0) the layer's perturbation is
+    /// exactly that outer product and that vector.
     #[test]
     fn noise_is_factorised() {
         let (_store, layer) = layer(0.5);
@@ -161,17 +192,16 @@ mod tests {
         // weight's columns (plus the bias).
         let bias = layer.forward(&Tensor::zeros([1, 4], (Kind::Float, Device::Cpu)));
         let weight = layer.forward(&Tensor::eye(4, (Kind::Float, Device::Cpu))) - &bias;
-        let noise = layer.noise.lock().unwrap();
-        let noise = noise.as_ref().unwrap();
-        assert!(weight.allclose(&noise.weight.transpose(0, 1), 1e-6, 1e-6, false));
-        assert!(bias.view(-1).allclose(&noise.bias, 1e-6, 1e-6, false));
-        // Rank one, row i being ε^b_i·f(ε_in): each row over its bias entry
-        // is the same vector.
-        let ratios = &noise.weight / noise.bias.unsqueeze(1);
-        let first_row = ratios.get(0);
-        for row in 1..3 {
-            assert!(ratios.get(row).allclose(&first_row, 1e-5, 1e-5, false));
-        }
+        let noise = layer.noise.lock().unwrap().clone().unwrap();
+        let epsilon_in = Tensor::from_slice(&noise.inputs);
+        let epsilon_out = Tensor::from_slice(&noise.outputs);
+        let weight_noise = epsilon_out.unsqueeze(1) * epsilon_in.unsqueeze(0);
+        assert!(weight.allclose(&weight_noise.transpose(0, 1), 1e-6, 1e-6, false));
+        assert!(bias.view(-1).allclose(&epsilon_out, 1e-6, 1e-6, false));
+        // f(x) = sgn(x)·√|x| of standard normals: not all of one sign, and
+        // both factors drawn anew (not one vector reused).
+        assert!(noise.inputs.iter().any(|&e| e > 0.0) && noise.inputs.iter().any(|&e| e < 0.0));
+        assert_ne!(noise.inputs[..3], noise.outputs[..]);
     }
 
     /// σ starts at σ₀/√p and μ within ±1/√p (p = 4 inputs).

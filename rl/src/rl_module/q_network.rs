@@ -20,7 +20,7 @@ use tch::nn::{self, Module};
 use tch::{Device, Kind, Tensor};
 
 use super::{
-    linear, ActionSpace, DenseLayer, Encoder, HostPolicy, ModuleKind, ModuleSpec, NoisyLinear,
+    linear, ActionSpace, Encoder, HostHeadLayer, HostPolicy, ModuleKind, ModuleSpec, NoisyLinear,
     QHead, RLModule,
 };
 use crate::schedule::Schedule;
@@ -59,16 +59,6 @@ impl ValueSupport {
 pub enum HeadLayer {
     Linear(nn::Linear),
     Noisy(NoisyLinear),
-}
-
-impl HeadLayer {
-    /// The plain layer; none for a noisy one (which no host pass has).
-    pub fn linear(&self) -> Option<&nn::Linear> {
-        match self {
-            HeadLayer::Linear(linear) => Some(linear),
-            HeadLayer::Noisy(_) => None,
-        }
-    }
 }
 
 impl Module for HeadLayer {
@@ -291,9 +281,7 @@ impl RLModule for QNetwork {
         }
         Some(HostPolicy::EpsilonGreedy {
             encoder: self.encoder.host_mlp()?,
-            head: self
-                .head
-                .try_map(|layer| Some(DenseLayer::of(layer.linear()?)))?,
+            head: self.head.map(HostHeadLayer::of),
             epsilon: self.epsilon.clone(),
         })
     }
@@ -427,8 +415,7 @@ mod tests {
     /// NoisyNets: ε (1 at step 0 here) is not used; exploring acts greedily
     /// under fresh noise each call (probability 1 for the chosen action,
     /// other actions than the noise-free greedy ones, drawn reproducibly
-    /// from the RNG), and not exploring acts on the means. No host pass
-    /// acts or trains such a head.
+    /// from the RNG), and not exploring acts on the means.
     #[test]
     fn a_noisy_network_explores_by_its_noise_instead_of_epsilon() {
         for dueling in [false, true] {
@@ -454,8 +441,6 @@ mod tests {
             assert_ne!(explored, act(true, 2));
             assert_eq!(explored, act(true, 1));
             assert_eq!(act(false, 1), mean_greedy);
-            assert!(q.host_policy().is_none());
-            assert!(super::super::HostQNetwork::of(&q).is_none());
         }
     }
 }

@@ -9,7 +9,7 @@
 
 use oxray_rl::distributions::argmax;
 use oxray_rl::replay_buffer::ReplayBatch;
-use oxray_rl::rl_module::HostQNetwork;
+use oxray_rl::rl_module::{HeadNoise, HostQNetwork};
 
 use super::config::TdErrorLoss;
 
@@ -22,24 +22,34 @@ pub struct HostDqnLoss {
     pub q_mean: f64,
 }
 
-/// L over the replayed `batch` at online parameters `theta` and target
-/// parameters `target_theta` (both laid out as `network`'s flat vector),
-/// adding ∂L/∂θ into `grad`.
+/// One network's parameters (laid out as the [`HostQNetwork`]'s flat
+/// vector) and, with NoisyNets, the noise its head computes under.
+#[derive(Clone, Copy)]
+pub struct NetworkParams<'a> {
+    pub theta: &'a [f32],
+    pub noise: Option<&'a HeadNoise>,
+}
+
+/// L over the replayed `batch` at the `online` and `target` networks'
+/// parameters, adding ∂L/∂θ into `grad`.
 pub fn host_dqn_loss(
     network: &HostQNetwork,
-    theta: &[f32],
-    target_theta: &[f32],
+    online: NetworkParams,
+    target: NetworkParams,
     batch: &ReplayBatch,
     double_q: bool,
     loss_fn: TdErrorLoss,
     grad: &mut [f32],
 ) -> HostDqnLoss {
     let (rows, n) = (batch.len(), network.num_actions());
+    let q_values = |params: NetworkParams, obs: &[f32]| {
+        network.forward(params.theta, params.noise, obs, rows)
+    };
     // Q_θ(s_t, ·), Q_θ⁻(s_{t+n}, ·), and Q_θ(s_{t+n}, ·) to pick a* with
     // double Q (the online network picks, the target network values).
-    let online = network.forward(theta, &batch.obs, rows);
-    let next_target_q = network.forward(target_theta, &batch.next_obs, rows).q_values;
-    let next_online_q = double_q.then(|| network.forward(theta, &batch.next_obs, rows).q_values);
+    let next_target_q = q_values(target, &batch.next_obs).q_values;
+    let next_online_q = double_q.then(|| q_values(online, &batch.next_obs).q_values);
+    let online_pass = q_values(online, &batch.obs);
     let picking_q = next_online_q.as_deref().unwrap_or(&next_target_q);
 
     let mut td_errors = Vec::with_capacity(rows);
@@ -48,7 +58,7 @@ pub fn host_dqn_loss(
     for t in 0..rows {
         let action = batch.actions[t] as usize;
         // Q_θ(s_t, a_t)
-        let q_taken = row(&online.q_values, t, n)[action];
+        let q_taken = row(&online_pass.q_values, t, n)[action];
         // y_t = R_t^(n) + γ^n (1 − done_t) Q_θ⁻(s_{t+n}, a*)
         let best_next = argmax(row(picking_q, t, n));
         let not_done = if batch.terminateds[t] { 0.0 } else { 1.0 };
@@ -66,7 +76,7 @@ pub fn host_dqn_loss(
         d_q[t * n + action] = weight * d_loss / rows as f32;
         td_errors.push(delta);
     }
-    network.backward(theta, &online, &d_q, grad);
+    network.backward(online.theta, &online_pass, &d_q, grad);
     HostDqnLoss {
         total: total / rows as f64,
         td_errors,
@@ -94,7 +104,7 @@ mod tests {
     use super::*;
     use crate::algorithms::dqn::{dqn_loss, Minibatch};
 
-    fn learner(dueling: bool, seed: u64) -> Learner<QNetwork> {
+    fn learner(dueling: bool, noisy: bool, seed: u64) -> Learner<QNetwork> {
         Learner::new(&LearnerConfig {
             module: ModuleSpec {
                 observation_shape: vec![3],
@@ -108,7 +118,7 @@ mod tests {
                     dueling,
                     epsilon: Schedule(vec![(0, 0.1)]),
                     distributional: None,
-                    noisy_sigma0: None,
+                    noisy_sigma0: noisy.then_some(0.5),
                 },
             },
             lr: 1e-3,
@@ -141,20 +151,32 @@ mod tests {
     }
 
     /// Loss, TD errors, mean Q and gradient match libtorch's [`dqn_loss`]
-    /// for each head, with and without double Q, Huber and squared error.
-    /// The target network differs from the online one (another seed), so
-    /// double Q and plain Q pick different actions.
+    /// for each head, plain and noisy, with and without double Q, Huber and
+    /// squared error. The target network differs from the online one
+    /// (another seed), so double Q and plain Q pick different actions; a
+    /// noisy pair computes under noise drawn from the same seeds on both
+    /// sides, independently for the two networks (so σ gets a gradient and
+    /// both sides must draw in the same order).
     #[test]
     fn loss_and_gradient_match_libtorch() {
         let batch = batch(24);
-        for (dueling, double_q, loss_fn) in [
-            (false, false, TdErrorLoss::Huber),
-            (false, true, TdErrorLoss::Mse),
-            (true, true, TdErrorLoss::Huber),
-            (true, false, TdErrorLoss::Mse),
+        for (dueling, noisy, double_q, loss_fn) in [
+            (false, false, false, TdErrorLoss::Huber),
+            (false, false, true, TdErrorLoss::Mse),
+            (true, false, true, TdErrorLoss::Huber),
+            (true, false, false, TdErrorLoss::Mse),
+            (false, true, true, TdErrorLoss::Huber),
+            (true, true, true, TdErrorLoss::Mse),
+            (true, true, false, TdErrorLoss::Huber),
         ] {
-            let (online, target) = (learner(dueling, 1), learner(dueling, 2));
+            let (online, target) = (learner(dueling, noisy, 1), learner(dueling, noisy, 2));
             let network = HostQNetwork::of(online.module()).expect("a small MLP");
+            let rng = |seed| ChaCha8Rng::seed_from_u64(seed);
+            online.module().resample_noise(&mut rng(5));
+            target.module().resample_noise(&mut rng(6));
+            let (online_noise, target_noise) =
+                (network.draw_noise(&mut rng(5)), network.draw_noise(&mut rng(6)));
+            assert_eq!(online_noise.is_some(), noisy);
             let tensor = |v: &[f32]| Tensor::from_slice(v);
             let mb = Minibatch {
                 obs: tensor(&batch.obs).view([-1, 3]),
@@ -178,16 +200,23 @@ mod tests {
 
             let theta = online.flat_weights();
             let mut grad = vec![0.0; theta.len()];
+            let target_theta = target.module().flat_weights();
             let host = host_dqn_loss(
                 &network,
-                &theta,
-                &target.module().flat_weights(),
+                NetworkParams {
+                    theta: &theta,
+                    noise: online_noise.as_ref(),
+                },
+                NetworkParams {
+                    theta: &target_theta,
+                    noise: target_noise.as_ref(),
+                },
                 &batch,
                 double_q,
                 loss_fn,
                 &mut grad,
             );
-            let case = format!("dueling {dueling}, double Q {double_q}, {loss_fn:?}");
+            let case = format!("dueling {dueling}, noisy {noisy}, double Q {double_q}, {loss_fn:?}");
             let beyond_one = host.td_errors.iter().filter(|d| d.abs() > 1.0).count();
             assert!(0 < beyond_one && beyond_one < batch.len(), "{case}: both Huber parts");
             let close = |a: f64, b: f64, what: &str| {

@@ -4,12 +4,12 @@
 //! replay priorities; the target network follows when the driver says so.
 //!
 //! With `num_atoms` above 1 the network is C51's and the loss
-//! [`c51_loss`]; with `noisy` its head is NoisyNets', and each step draws
-//! new noise for the online and (independently) the target network. Both
-//! always train through libtorch.
+//! [`c51_loss`] (always through libtorch); with `noisy` its head is
+//! NoisyNets', and each step draws new noise for the online and
+//! (independently) the target network.
 //!
-//! A Learner on the CPU, alone, with a small MLP Q-network takes its steps
-//! on the host ([`host_dqn_loss`], [`Learner::host_step`]): the same loss
+//! A Learner on the CPU, alone, with a small MLP Q-network (plain, dueling
+//! or noisy) takes its steps on the host ([`host_dqn_loss`], [`Learner::host_step`]): the same loss
 //! and Adam step without libtorch's per-op dispatch, which at DQN's
 //! minibatch sizes costs as much as the arithmetic. The libtorch module
 //! stays the model of record (the host step writes into its parameters);
@@ -32,7 +32,7 @@ use tch::{Kind, Tensor};
 
 use super::config::DqnConfig;
 use crate::algorithms::off_policy::{OffPolicyLearner, OffPolicySettings, TargetUpdate};
-use super::host_loss::host_dqn_loss;
+use super::host_loss::{host_dqn_loss, NetworkParams};
 use super::distributional_loss::c51_loss;
 use super::loss::{dqn_loss, Minibatch};
 
@@ -138,13 +138,24 @@ impl AlgorithmLearner for DqnLearner {
 impl DqnLearner {
     /// The step on the host, if this Learner takes it there.
     fn host_step(&mut self, batch: &ReplayBatch) -> Option<StepResult> {
-        let network = self.host.as_ref()?;
+        let network = self.host.as_ref().filter(|_| self.learner.trains_on_host())?;
+        // New noise for each network, in the order the libtorch step draws.
+        let online_noise = network.draw_noise(&mut self.noise_rng);
+        let target_noise = network.draw_noise(&mut self.noise_rng);
         let (target, target_weights) = (&self.target, &mut self.target_weights);
         let (double_q, loss_fn) = (self.training.double_q, self.training.td_error_loss_fn);
         let mut loss = None;
         let step = self.learner.host_step(|theta, grad| {
             let target_theta = target_weights.get_or_insert_with(|| target.flat_weights());
-            let computed = host_dqn_loss(network, theta, target_theta, batch, double_q, loss_fn, grad);
+            let online = NetworkParams {
+                theta,
+                noise: online_noise.as_ref(),
+            };
+            let target = NetworkParams {
+                theta: target_theta,
+                noise: target_noise.as_ref(),
+            };
+            let computed = host_dqn_loss(network, online, target, batch, double_q, loss_fn, grad);
             let total = computed.total;
             loss = Some(computed);
             total
