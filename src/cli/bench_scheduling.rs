@@ -52,6 +52,18 @@ pub struct SchedulingArgs {
     /// Dead actors the head keeps for `oxray list actors`.
     #[arg(long, default_value_t = oxray_core::daemon::DEFAULT_DEAD_ACTORS_KEPT)]
     dead_actors_kept: usize,
+    /// Skip the control: tasks/s on one node offering as many CPUs as the
+    /// largest node count's nodes together.
+    #[arg(long)]
+    no_control: bool,
+}
+
+/// Tasks/s and the head's CPU on one node with the CPUs of many: at equal
+/// capacity, what the number of nodes alone costs.
+struct Control {
+    cpus: usize,
+    tasks_per_s: f64,
+    head_cpu_per_1000_tasks: f64,
 }
 
 /// The cheapest task: answered by the simulated worker with `()`.
@@ -120,11 +132,24 @@ pub fn run(args: &SchedulingArgs) -> anyhow::Result<()> {
             .with_context(|| format!("measuring with {nodes} simulated nodes"))?;
         results.push(result);
     }
-    print_table(args, &results);
+    let largest = results.iter().map(|r| r.nodes).max().unwrap_or(1);
+    let control = if args.no_control || largest == 1 {
+        None
+    } else {
+        let cpus = largest * args.cpus_per_node as usize;
+        Some(measure_control(args, cpus).context("measuring the control")?)
+    };
+    print_table(args, &results, control.as_ref());
     Ok(())
 }
 
-fn measure(args: &SchedulingArgs, count: usize) -> anyhow::Result<NodeCountResult> {
+/// A head with no CPUs of its own and `count` simulated nodes of `cpus`
+/// CPUs each, with this process joined to it as a driver.
+fn start_cluster(
+    args: &SchedulingArgs,
+    count: usize,
+    cpus: usize,
+) -> anyhow::Result<(HeadProcess, SimulatedNodes)> {
     let kept = args.dead_actors_kept.to_string();
     let head = HeadProcess::start(&["--num-cpus", "0", "--dead-actors-kept", &kept])?;
     eprintln!(
@@ -133,7 +158,7 @@ fn measure(args: &SchedulingArgs, count: usize) -> anyhow::Result<NodeCountResul
         head.session_dir().display()
     );
     let mut resources = ResourceSet::default();
-    resources.set("CPU", args.cpus_per_node as f64);
+    resources.set("CPU", cpus as f64);
     resources.set(ACTOR_SLOT, (args.batch + args.call_actors) as f64);
     let options = SimulatedNodeOptions {
         count,
@@ -143,7 +168,7 @@ fn measure(args: &SchedulingArgs, count: usize) -> anyhow::Result<NodeCountResul
     let registering = Instant::now();
     let nodes = SimulatedNodes::start(&head.address, &head.token, &options)?;
     eprintln!(
-        "{count} simulated nodes registered in {:.2} s",
+        "{count} simulated nodes of {cpus} CPUs registered in {:.2} s",
         registering.elapsed().as_secs_f64()
     );
     // The simulated nodes never start the executable, so it is not shipped.
@@ -153,6 +178,32 @@ fn measure(args: &SchedulingArgs, count: usize) -> anyhow::Result<NodeCountResul
             .token(&head.token)
             .ship_executable(ShipExecutable::Never),
     )?;
+    Ok((head, nodes))
+}
+
+/// Tasks/s (median over `--rounds`) and the head's CPU per task on one
+/// node of `cpus` CPUs.
+fn measure_control(args: &SchedulingArgs, cpus: usize) -> anyhow::Result<Control> {
+    let (head, nodes) = start_cluster(args, 1, cpus)?;
+    let measured = (|| {
+        run_tasks(args.tasks.max(2 * cpus))?;
+        let cpu_before = head.cpu_seconds()?;
+        let tasks_per_s = median_rate(args.rounds, args.tasks, || run_tasks(args.tasks))?;
+        let head_cpu = head.cpu_seconds()? - cpu_before;
+        Ok::<_, anyhow::Error>(Control {
+            cpus,
+            tasks_per_s,
+            head_cpu_per_1000_tasks: 1000.0 * head_cpu / (args.rounds * args.tasks) as f64,
+        })
+    })();
+    oxray_core::shutdown();
+    drop(nodes);
+    drop(head);
+    measured
+}
+
+fn measure(args: &SchedulingArgs, count: usize) -> anyhow::Result<NodeCountResult> {
+    let (head, nodes) = start_cluster(args, count, args.cpus_per_node as usize)?;
     let measured = (|| {
         // Warm up: every node's task workers started and connected.
         run_tasks(args.tasks.max(2 * count * args.cpus_per_node as usize))?;
@@ -283,7 +334,7 @@ fn churn_actors(args: &SchedulingArgs, head: &HeadProcess) -> anyhow::Result<(f6
     Ok((started.elapsed().as_secs_f64(), halfway))
 }
 
-fn print_table(args: &SchedulingArgs, results: &[NodeCountResult]) {
+fn print_table(args: &SchedulingArgs, results: &[NodeCountResult], control: Option<&Control>) {
     let after = format!("after {} actors", args.actors);
     println!(
         "{:>6}  {:<20} {:>10} {:>14} {:>16} {:>13} {:>14}",
@@ -335,6 +386,20 @@ fn print_table(args: &SchedulingArgs, results: &[NodeCountResult]) {
                 verdict(ratio >= 0.8)
             );
         }
+    }
+    if let (Some(control), Some(largest)) = (control, results.iter().max_by_key(|r| r.nodes)) {
+        // With more CPUs than tasks in flight each task takes a free CPU on
+        // a worker of its own instead of queueing behind a busy one: fewer
+        // tasks per message and per lease, whatever the number of nodes.
+        println!(
+            "control: 1 node with {} CPUs (the {} nodes' together): {:.0} tasks/s, head CPU {:.3} s/1k; tasks/s at {} nodes / control: {:.2}x (what the node count costs at equal capacity)",
+            control.cpus,
+            largest.nodes,
+            control.tasks_per_s,
+            control.head_cpu_per_1000_tasks,
+            largest.nodes,
+            largest.fresh.tasks_per_s / control.tasks_per_s
+        );
     }
     for r in results {
         let cpu = r.after.head_cpu_per_1000_tasks / r.fresh.head_cpu_per_1000_tasks;
