@@ -1,7 +1,8 @@
 //! `oxray bench scheduling` from the outside: simulated nodes take real
 //! leases and run the cluster's tasks and actor calls, every node count
-//! reports nonzero throughput, the work lands on more than one node, and
-//! the heads it started leave nothing behind, even when the bench is killed.
+//! reports nonzero throughput (and so does the equal-capacity control), the
+//! work lands on more than one node, and the heads it started leave nothing
+//! behind, even when the bench is killed.
 
 mod cluster_support;
 
@@ -57,9 +58,18 @@ fn the_scheduling_bench_runs_work_on_the_simulated_nodes_and_leaves_nothing() {
     assert!(ran_on > 1, "{spread}");
     assert!(spread.contains("200 actors created and killed"), "{spread}");
 
-    // Each head stopped and removed its shared memory.
+    // The control: one node with the 20 nodes' 80 CPUs, measured too.
+    let control = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("control: 1 node with 80 CPUs (the 20 nodes' together): "))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    let control_tasks: f64 = control.split(' ').next().unwrap().parse().unwrap();
+    assert!(control_tasks > 0.0, "{control}");
+
+    // Each head (one per node count, one for the control) stopped and
+    // removed its shared memory.
     let heads: Vec<(&str, &str)> = stderr.lines().filter_map(head_line).collect();
-    assert_eq!(heads.len(), 2, "{stderr}");
+    assert_eq!(heads.len(), 3, "{stderr}");
     for (pid, session) in heads {
         cluster_support::assert_nothing_left(Path::new(session), &[pid.to_string()]);
         assert!(
