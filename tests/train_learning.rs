@@ -85,9 +85,8 @@ fn dqn_cartpole_return_rises_above_150() {
 /// untrained Gaussian policy scores about −1200 to −1400) within 150k steps;
 /// every 200-step episode ends by truncation, so this also exercises the
 /// bootstrap of truncated episodes.
-/// The same config with C51's distributional head (51 atoms on [0, 100],
-/// trained through libtorch) lifts the mean return above 100, five times an
-/// untrained policy's.
+/// The same config with C51's distributional head (51 atoms on [0, 100])
+/// lifts the mean return above 100, five times an untrained policy's.
 #[test]
 fn dqn_with_a_distributional_head_learns_cartpole() {
     let result = train(
@@ -107,7 +106,7 @@ fn dqn_with_a_distributional_head_learns_cartpole() {
 }
 
 /// The same config with NoisyNets' head instead of ε-greedy exploration
-/// (trained through libtorch) lifts the mean return above 100.
+/// lifts the mean return above 100.
 #[test]
 fn dqn_with_noisy_nets_learns_cartpole() {
     let result = train(

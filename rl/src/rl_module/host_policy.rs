@@ -40,6 +40,8 @@ pub enum HostPolicy {
         encoder: HostMlp,
         head: QHead<HostHeadLayer>,
         epsilon: Schedule,
+        /// C51's atoms z, when the head gives logits over them.
+        atoms: Option<Vec<f32>>,
     },
 }
 
@@ -102,13 +104,39 @@ impl<L> QHead<L> {
     }
 }
 
-/// The dueling head's Q-values in place: `advantages` (`[B, n]`) becomes
-/// Q = V + A − mean_a A, for `values` V (`[B]`).
-pub fn combine_dueling(advantages: &mut [f32], values: &[f32], n: usize) {
-    for (row, v) in advantages.chunks_exact_mut(n).zip(values) {
-        let mean = row.iter().sum::<f32>() / n as f32;
-        row.iter_mut().for_each(|a| *a += v - mean);
+/// The dueling head's outputs in place, atom by atom (one atom without
+/// C51): `advantages` (`[B, n, atoms]`) becomes V + A − mean_a A, for
+/// `values` V (`[B, atoms]`).
+pub fn combine_dueling(advantages: &mut [f32], values: &[f32], n: usize, atoms: usize) {
+    for (row, v) in advantages
+        .chunks_exact_mut(n * atoms)
+        .zip(values.chunks_exact(atoms))
+    {
+        for (atom, v) in v.iter().enumerate() {
+            let mean = row.iter().skip(atom).step_by(atoms).sum::<f32>() / n as f32;
+            row.iter_mut()
+                .skip(atom)
+                .step_by(atoms)
+                .for_each(|a| *a += v - mean);
+        }
     }
+}
+
+/// Q(s, a) from a Q head's outputs (`[B, A, K]`): the outputs themselves
+/// without C51 (K = 1), else each action's expected return under the
+/// softmax of its logits over the atoms z (`atoms`, `[K]`).
+pub fn head_q_values(outputs: &[f32], atoms: Option<&[f32]>) -> Vec<f32> {
+    let Some(atoms) = atoms else {
+        return outputs.to_vec();
+    };
+    outputs
+        .chunks_exact(atoms.len())
+        .map(|logits| {
+            let mut log_p = logits.to_vec();
+            log_softmax(&mut log_p);
+            log_p.iter().zip(atoms).map(|(l, z)| l.exp() * z).sum()
+        })
+        .collect()
 }
 
 impl HostPolicy {
@@ -172,6 +200,7 @@ impl HostPolicy {
                 encoder,
                 head,
                 epsilon,
+                atoms,
             } => {
                 // A noisy head explores by fresh noise each step instead of
                 // ε, and evaluates with its means, as the module does.
@@ -181,19 +210,22 @@ impl HostPolicy {
                     .flatten()
                     .unwrap_or_else(|| head.map(|_| None));
                 let features = encoder.forward(obs, rows);
-                let (q_values, n) = match head.zip(&noise) {
+                let k = atoms.as_ref().map_or(1, Vec::len);
+                let (outputs, n) = match head.zip(&noise) {
                     QHead::Plain((head, noise)) => (
                         head.forward(noise.as_ref(), &features, rows),
-                        head.outputs(),
+                        head.outputs() / k,
                     ),
                     QHead::Dueling { value, advantage } => {
-                        let n = advantage.0.outputs();
-                        let mut q = advantage.0.forward(advantage.1.as_ref(), &features, rows);
+                        let n = advantage.0.outputs() / k;
+                        let mut outputs =
+                            advantage.0.forward(advantage.1.as_ref(), &features, rows);
                         let v = value.0.forward(value.1.as_ref(), &features, rows);
-                        combine_dueling(&mut q, &v, n);
-                        (q, n)
+                        combine_dueling(&mut outputs, &v, n, k);
+                        (outputs, n)
                     }
                 };
+                let q_values = head_q_values(&outputs, atoms.as_deref());
                 let epsilon = if explore && !noisy {
                     epsilon.value_at(env_steps)
                 } else {
@@ -236,11 +268,17 @@ mod tests {
     /// libtorch module draws: the same actions and, within float tolerance,
     /// the same log-probabilities, exploring and greedy, for every module
     /// kind and activation the host path covers (a noisy head's noise
-    /// included: both draw it from the RNG in the same order).
+    /// included: both draw it from the RNG in the same order; C51's
+    /// Q-values are the mean returns under its logits).
     #[test]
     fn host_policy_acts_as_the_libtorch_module() {
         tch::manual_seed(11);
         let epsilon = Schedule(vec![(0, 0.5), (100, 0.0)]);
+        let support = crate::rl_module::ValueSupport {
+            num_atoms: 11,
+            v_min: -3.0,
+            v_max: 3.0,
+        };
         let cases = [
             (
                 ActionSpace::Discrete { n: 3 },
@@ -289,11 +327,31 @@ mod tests {
                 ActionSpace::Discrete { n: 4 },
                 ModuleKind::QNetwork {
                     dueling: true,
-                    epsilon,
+                    epsilon: epsilon.clone(),
                     distributional: None,
                     noisy_sigma0: Some(2.0),
                 },
                 "noisy dueling q",
+            ),
+            (
+                ActionSpace::Discrete { n: 4 },
+                ModuleKind::QNetwork {
+                    dueling: false,
+                    epsilon: epsilon.clone(),
+                    distributional: Some(support.clone()),
+                    noisy_sigma0: None,
+                },
+                "distributional q",
+            ),
+            (
+                ActionSpace::Discrete { n: 4 },
+                ModuleKind::QNetwork {
+                    dueling: true,
+                    epsilon,
+                    distributional: Some(support),
+                    noisy_sigma0: Some(2.0),
+                },
+                "noisy dueling distributional q",
             ),
         ];
         for (activation, hiddens) in [

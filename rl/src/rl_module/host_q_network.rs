@@ -11,7 +11,7 @@ use rand::Rng;
 
 use super::flat_mlp::{FlatLayout, FlatMlp};
 use super::host_actor_critic::HOST_TRAIN_MAX_PARAMETERS;
-use super::host_policy::combine_dueling;
+use super::host_policy::{combine_dueling, head_q_values};
 use super::host_q_head::{draw_head_noise, FlatHeadLayer, HeadNoise};
 use super::{QHead, QNetwork, RLModule};
 
@@ -19,6 +19,8 @@ pub struct HostQNetwork {
     encoder: FlatMlp,
     head: QHead<FlatHeadLayer>,
     num_actions: usize,
+    /// C51's atoms z_1..z_K, when the head gives logits over them.
+    atoms: Option<Vec<f32>>,
     parameters: usize,
 }
 
@@ -26,6 +28,9 @@ pub struct HostQNetwork {
 pub struct QNetworkForward {
     /// Q(s, a), `[B, num_actions]` row-major.
     pub q_values: Vec<f32>,
+    /// The head's outputs, `[B, num_actions, K]`: C51's logits over the K
+    /// atoms, or (K = 1) the Q-values again.
+    pub outputs: Vec<f32>,
     encoder_outputs: Vec<Vec<f32>>,
     /// The head's noise in this pass (none for each layer without).
     noise: HeadNoise,
@@ -34,33 +39,41 @@ pub struct QNetworkForward {
 
 impl HostQNetwork {
     /// `module`'s layers located in its flat parameter vector; `None` for
-    /// a CNN encoder, a distributional head or a module above
-    /// [`HOST_TRAIN_MAX_PARAMETERS`].
+    /// a CNN encoder or a module above [`HOST_TRAIN_MAX_PARAMETERS`].
     pub fn of(module: &QNetwork) -> Option<Self> {
-        if module.support().is_some() {
-            // No distributional head here: C51 trains through libtorch.
-            return None;
-        }
         let layout = FlatLayout::of(module.var_store());
         let (encoder, head) = module.parts();
         let encoder = FlatMlp::locate(encoder, &layout)?;
         let head = head.try_map(|layer| FlatHeadLayer::locate(layer, &layout))?;
+        let atoms = module.support().map(|(_, atoms)| crate::to_host(atoms));
+        let k = atoms.as_ref().map_or(1, Vec::len);
         let (head_parameters, num_actions) = match &head {
-            QHead::Plain(head) => (head.parameters(), head.outputs()),
+            QHead::Plain(head) => (head.parameters(), head.outputs() / k),
             QHead::Dueling { value, advantage } => (
                 value.parameters() + advantage.parameters(),
-                advantage.outputs(),
+                advantage.outputs() / k,
             ),
         };
         let host = HostQNetwork {
             encoder,
             head,
             num_actions,
+            atoms,
             parameters: layout.len(),
         };
         // Every parameter accounted for, or the gradient would miss some.
         let located = host.encoder.parameters() + head_parameters;
         (located == host.parameters && host.parameters <= HOST_TRAIN_MAX_PARAMETERS).then_some(host)
+    }
+
+    /// C51's atoms z, when distributional.
+    pub fn atoms(&self) -> Option<&[f32]> {
+        self.atoms.as_deref()
+    }
+
+    /// Atoms per action: C51's K, else 1.
+    fn atoms_per_action(&self) -> usize {
+        self.atoms.as_ref().map_or(1, Vec::len)
     }
 
     /// Length of the flat parameter (and gradient) vector.
@@ -90,19 +103,20 @@ impl HostQNetwork {
         let noise = noise.cloned().unwrap_or_else(|| self.head.map(|_| None));
         let encoder_outputs = self.encoder.forward(params, obs, rows);
         let features = encoder_outputs.last().expect("at least the input");
-        let q_values = match self.head.zip(&noise) {
+        let outputs = match self.head.zip(&noise) {
             QHead::Plain((head, noise)) => head.forward(params, noise.as_ref(), features, rows),
             QHead::Dueling { value, advantage } => {
                 let mut q = advantage
                     .0
                     .forward(params, advantage.1.as_ref(), features, rows);
                 let v = value.0.forward(params, value.1.as_ref(), features, rows);
-                combine_dueling(&mut q, &v, self.num_actions);
+                combine_dueling(&mut q, &v, self.num_actions, self.atoms_per_action());
                 q
             }
         };
         QNetworkForward {
-            q_values,
+            q_values: head_q_values(&outputs, self.atoms()),
+            outputs,
             encoder_outputs,
             noise,
             rows,
@@ -110,7 +124,8 @@ impl HostQNetwork {
     }
 
     /// Adds into `grad` the gradient of a loss whose gradient with respect to
-    /// the Q-values of `forward` is `d_q` (`[B, num_actions]`).
+    /// the head's outputs of `forward` is `d_q` (`[B, num_actions, K]`: the
+    /// Q-values' without C51).
     pub fn backward(
         &self,
         params: &[f32],
@@ -128,15 +143,20 @@ impl HostQNetwork {
                 value: (value, value_noise),
                 advantage: (advantage, advantage_noise),
             } => {
-                // Q_a = V + A_a − mean A: ∂L/∂V = Σ_a ∂L/∂Q_a and
-                // ∂L/∂A_a = ∂L/∂Q_a − mean_b ∂L/∂Q_b.
-                let n = self.num_actions;
+                // Q_a = V + A_a − mean A (atom by atom with C51):
+                // ∂L/∂V = Σ_a ∂L/∂Q_a and ∂L/∂A_a = ∂L/∂Q_a − mean_b ∂L/∂Q_b.
+                let (n, k) = (self.num_actions, self.atoms_per_action());
                 let mut d_advantages = d_q.to_vec();
-                let mut d_values = Vec::with_capacity(rows);
-                for row in d_advantages.chunks_exact_mut(n) {
-                    let sum = row.iter().sum::<f32>();
-                    row.iter_mut().for_each(|d| *d -= sum / n as f32);
-                    d_values.push(sum);
+                let mut d_values = Vec::with_capacity(rows * k);
+                for row in d_advantages.chunks_exact_mut(n * k) {
+                    for atom in 0..k {
+                        let sum = row.iter().skip(atom).step_by(k).sum::<f32>();
+                        row.iter_mut()
+                            .skip(atom)
+                            .step_by(k)
+                            .for_each(|d| *d -= sum / n as f32);
+                        d_values.push(sum);
+                    }
                 }
                 let mut d_features = value
                     .backward(
@@ -183,6 +203,15 @@ mod tests {
     }
 
     fn noisy_config(dueling: bool, sigma0: Option<f64>, model: ModelConfig) -> LearnerConfig {
+        head_config(dueling, sigma0, None, model)
+    }
+
+    fn head_config(
+        dueling: bool,
+        sigma0: Option<f64>,
+        distributional: Option<crate::rl_module::ValueSupport>,
+        model: ModelConfig,
+    ) -> LearnerConfig {
         LearnerConfig {
             module: ModuleSpec {
                 observation_shape: vec![3],
@@ -192,7 +221,7 @@ mod tests {
                 kind: ModuleKind::QNetwork {
                     dueling,
                     epsilon: Schedule(vec![(0, 0.1)]),
-                    distributional: None,
+                    distributional,
                     noisy_sigma0: sigma0,
                 },
             },
@@ -284,6 +313,52 @@ mod tests {
                     .sum();
                 assert_eq!(sigma_gradient > 0.0, seed.is_some(), "{what}");
             }
+        }
+    }
+
+    /// C51's head (plain, dueling per atom, noisy): Q-values (the mean
+    /// return under each action's logits) and the gradient of Σ c·logits
+    /// over every action and atom match libtorch's.
+    #[test]
+    fn distributional_q_values_and_gradients_match_libtorch() {
+        use rand::SeedableRng;
+        let support = crate::rl_module::ValueSupport {
+            num_atoms: 7,
+            v_min: -2.0,
+            v_max: 4.0,
+        };
+        for (dueling, sigma0) in [(false, None), (true, None), (true, Some(0.5))] {
+            let config = head_config(
+                dueling,
+                sigma0,
+                Some(support.clone()),
+                ModelConfig::default(),
+            );
+            let learner = Learner::<QNetwork>::new(&config);
+            let host = HostQNetwork::of(learner.module()).expect("a small MLP");
+            assert_eq!(host.atoms().map(<[f32]>::len), Some(7));
+            learner
+                .module()
+                .resample_noise(&mut rand_chacha::ChaCha8Rng::seed_from_u64(4));
+            let noise = host.draw_noise(&mut rand_chacha::ChaCha8Rng::seed_from_u64(4));
+            let theta = learner.flat_weights();
+            let obs = Tensor::randn([5, 3], (Kind::Float, Device::Cpu));
+            let weights = Tensor::randn([5, 4, 7], (Kind::Float, Device::Cpu));
+            let logits = learner.module().atom_logits(&obs);
+            let params = learner.module().var_store().trainable_variables();
+            let torch_grad = crate::to_host(&flat_gradient(
+                &(&logits * &weights).sum(Kind::Float),
+                &params,
+            ));
+
+            let forward = host.forward(&theta, noise.as_ref(), &crate::to_host(&obs), 5);
+            let what = format!("dueling {dueling}, σ₀ {sigma0:?}");
+            assert_close(&crate::to_host(&logits), &forward.outputs, &what);
+            let q = learner.module().q_values(&obs);
+            assert_close(&crate::to_host(&q), &forward.q_values, &what);
+            let mut grad = vec![0.0; theta.len()];
+            host.backward(&theta, &forward, &crate::to_host(&weights), &mut grad);
+            assert_close(&torch_grad, &grad, &what);
         }
     }
 

@@ -275,14 +275,14 @@ impl RLModule for QNetwork {
     }
 
     fn host_policy(&self) -> Option<HostPolicy> {
-        if self.support.is_some() {
-            // The host pass has no distributional head: libtorch acts.
-            return None;
-        }
         Some(HostPolicy::EpsilonGreedy {
             encoder: self.encoder.host_mlp()?,
             head: self.head.map(HostHeadLayer::of),
             epsilon: self.epsilon.clone(),
+            atoms: self
+                .support
+                .as_ref()
+                .map(|(_, atoms)| crate::to_host(atoms)),
         })
     }
 }
@@ -408,7 +408,6 @@ mod tests {
                     .sum();
                 assert!((mean - q_value).abs() < 1e-5, "dueling {dueling}");
             }
-            assert!(q.host_policy().is_none());
         }
     }
 

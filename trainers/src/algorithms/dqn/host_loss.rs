@@ -90,10 +90,12 @@ fn row(q: &[f32], t: usize, n: usize) -> &[f32] {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use oxray_rl::learner::{Learner, LearnerConfig};
     use oxray_rl::optim::flat_gradient;
-    use oxray_rl::rl_module::{ActionSpace, ModelConfig, ModuleKind, ModuleSpec, QNetwork};
+    use oxray_rl::rl_module::{
+        ActionSpace, ModelConfig, ModuleKind, ModuleSpec, QNetwork, ValueSupport,
+    };
     use oxray_rl::rl_module::RLModule;
     use oxray_rl::schedule::Schedule;
     use oxray_rl::to_host;
@@ -102,9 +104,16 @@ mod tests {
     use tch::{Kind, Tensor};
 
     use super::*;
-    use crate::algorithms::dqn::{dqn_loss, Minibatch};
+    use crate::algorithms::dqn::{dqn_loss, DqnLoss, Minibatch};
 
-    fn learner(dueling: bool, noisy: bool, seed: u64) -> Learner<QNetwork> {
+    /// A Learner of a small Q-network over 3 actions: dueling or not, noisy
+    /// or not, C51's with `distributional`.
+    fn head_learner(
+        dueling: bool,
+        noisy: bool,
+        distributional: Option<ValueSupport>,
+        seed: u64,
+    ) -> Learner<QNetwork> {
         Learner::new(&LearnerConfig {
             module: ModuleSpec {
                 observation_shape: vec![3],
@@ -117,7 +126,7 @@ mod tests {
                 kind: ModuleKind::QNetwork {
                     dueling,
                     epsilon: Schedule(vec![(0, 0.1)]),
-                    distributional: None,
+                    distributional,
                     noisy_sigma0: noisy.then_some(0.5),
                 },
             },
@@ -131,7 +140,7 @@ mod tests {
     /// A replayed batch whose rewards are large enough that some TD errors
     /// fall beyond Huber's quadratic part and some within it, with some
     /// terminal rows and uneven importance weights.
-    fn batch(rows: usize) -> ReplayBatch {
+    pub(in crate::algorithms::dqn) fn batch(rows: usize) -> ReplayBatch {
         let mut rng = ChaCha8Rng::seed_from_u64(11);
         let mut column = |len: usize, scale: f32| -> Vec<f32> {
             (0..len).map(|_| rng.gen_range(-scale..scale)).collect()
@@ -150,13 +159,98 @@ mod tests {
         }
     }
 
+    /// `batch` as libtorch's loss takes it.
+    pub(in crate::algorithms::dqn) fn minibatch(batch: &ReplayBatch) -> Minibatch {
+        let tensor = |v: &[f32]| Tensor::from_slice(v);
+        Minibatch {
+            obs: tensor(&batch.obs).view([-1, 3]),
+            actions: tensor(&batch.actions).to_kind(Kind::Int64),
+            rewards: tensor(&batch.rewards),
+            next_obs: tensor(&batch.next_obs).view([-1, 3]),
+            terminateds: Tensor::from_slice(&batch.terminateds).to_kind(Kind::Float),
+            discounts: tensor(&batch.discounts),
+            weights: tensor(&batch.weights),
+        }
+    }
+
+    /// An online and a target network (Learner seeds 1 and 2, so that
+    /// double Q and plain Q pick different actions), each under noise of
+    /// its own (seeds 5 and 6) when noisy, drawn alike on libtorch and on
+    /// the host (so σ gets a gradient and both sides must draw in the same
+    /// order).
+    pub(in crate::algorithms::dqn) struct Networks {
+        pub online: Learner<QNetwork>,
+        pub target: Learner<QNetwork>,
+        pub host: HostQNetwork,
+        theta: Vec<f32>,
+        target_theta: Vec<f32>,
+        online_noise: Option<HeadNoise>,
+        target_noise: Option<HeadNoise>,
+    }
+
+    impl Networks {
+        pub fn new(dueling: bool, noisy: bool, distributional: Option<ValueSupport>) -> Self {
+            let online = head_learner(dueling, noisy, distributional.clone(), 1);
+            let target = head_learner(dueling, noisy, distributional, 2);
+            let host = HostQNetwork::of(online.module()).expect("a small MLP");
+            let rng = |seed| ChaCha8Rng::seed_from_u64(seed);
+            online.module().resample_noise(&mut rng(5));
+            target.module().resample_noise(&mut rng(6));
+            let (online_noise, target_noise) =
+                (host.draw_noise(&mut rng(5)), host.draw_noise(&mut rng(6)));
+            assert_eq!(online_noise.is_some(), noisy);
+            Networks {
+                theta: online.flat_weights(),
+                target_theta: target.module().flat_weights(),
+                online,
+                target,
+                host,
+                online_noise,
+                target_noise,
+            }
+        }
+
+        /// The online and the target network's parameters and noise.
+        pub fn host_params(&self) -> (NetworkParams<'_>, NetworkParams<'_>) {
+            let online = NetworkParams {
+                theta: &self.theta,
+                noise: self.online_noise.as_ref(),
+            };
+            let target = NetworkParams {
+                theta: &self.target_theta,
+                noise: self.target_noise.as_ref(),
+            };
+            (online, target)
+        }
+
+        /// A zeroed gradient of the online network's layout.
+        pub fn zero_gradient(&self) -> Vec<f32> {
+            vec![0.0; self.theta.len()]
+        }
+
+        /// `torch`'s loss, priorities, mean Q and gradient match `host`'s
+        /// and `grad`.
+        pub fn assert_matches(&self, case: &str, torch: &DqnLoss, host: HostDqnLoss, grad: Vec<f32>) {
+            let params = self.online.module().var_store().trainable_variables();
+            let torch_grad = to_host(&flat_gradient(&torch.total, &params));
+            let close = |a: f64, b: f64, what: &str| {
+                assert!((a - b).abs() < 1e-5 * a.abs().max(1.0), "{case}: {what} {a} vs {b}")
+            };
+            close(torch.total.double_value(&[]), host.total, "loss");
+            close(torch.q_mean.double_value(&[]), host.q_mean, "mean Q");
+            for (what, a, b) in [
+                ("priorities", to_host(&torch.td_errors), host.td_errors),
+                ("gradient", torch_grad, grad),
+            ] {
+                let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+                assert!(a.len() == b.len() && worst < 1e-5, "{case}: {what} off by {worst}");
+            }
+        }
+    }
+
     /// Loss, TD errors, mean Q and gradient match libtorch's [`dqn_loss`]
     /// for each head, plain and noisy, with and without double Q, Huber and
-    /// squared error. The target network differs from the online one
-    /// (another seed), so double Q and plain Q pick different actions; a
-    /// noisy pair computes under noise drawn from the same seeds on both
-    /// sides, independently for the two networks (so σ gets a gradient and
-    /// both sides must draw in the same order).
+    /// squared error.
     #[test]
     fn loss_and_gradient_match_libtorch() {
         let batch = batch(24);
@@ -169,48 +263,23 @@ mod tests {
             (true, true, true, TdErrorLoss::Mse),
             (true, true, false, TdErrorLoss::Huber),
         ] {
-            let (online, target) = (learner(dueling, noisy, 1), learner(dueling, noisy, 2));
-            let network = HostQNetwork::of(online.module()).expect("a small MLP");
-            let rng = |seed| ChaCha8Rng::seed_from_u64(seed);
-            online.module().resample_noise(&mut rng(5));
-            target.module().resample_noise(&mut rng(6));
-            let (online_noise, target_noise) =
-                (network.draw_noise(&mut rng(5)), network.draw_noise(&mut rng(6)));
-            assert_eq!(online_noise.is_some(), noisy);
-            let tensor = |v: &[f32]| Tensor::from_slice(v);
-            let mb = Minibatch {
-                obs: tensor(&batch.obs).view([-1, 3]),
-                actions: tensor(&batch.actions).to_kind(Kind::Int64),
-                rewards: tensor(&batch.rewards),
-                next_obs: tensor(&batch.next_obs).view([-1, 3]),
-                terminateds: Tensor::from_slice(&batch.terminateds).to_kind(Kind::Float),
-                discounts: tensor(&batch.discounts),
-                weights: tensor(&batch.weights),
-            };
+            let networks = Networks::new(dueling, noisy, None);
+            let (online, target) = (networks.online.module(), networks.target.module());
+            let mb = minibatch(&batch);
             let torch = dqn_loss(
-                &online.module().q_values(&mb.obs),
-                &online.module().q_values(&mb.next_obs),
-                &target.module().q_values(&mb.next_obs),
+                &online.q_values(&mb.obs),
+                &online.q_values(&mb.next_obs),
+                &target.q_values(&mb.next_obs),
                 &mb,
                 double_q,
                 loss_fn,
             );
-            let params = online.module().var_store().trainable_variables();
-            let torch_grad = to_host(&flat_gradient(&torch.total, &params));
-
-            let theta = online.flat_weights();
-            let mut grad = vec![0.0; theta.len()];
-            let target_theta = target.module().flat_weights();
+            let mut grad = networks.zero_gradient();
+            let (online, target) = networks.host_params();
             let host = host_dqn_loss(
-                &network,
-                NetworkParams {
-                    theta: &theta,
-                    noise: online_noise.as_ref(),
-                },
-                NetworkParams {
-                    theta: &target_theta,
-                    noise: target_noise.as_ref(),
-                },
+                &networks.host,
+                online,
+                target,
                 &batch,
                 double_q,
                 loss_fn,
@@ -219,18 +288,7 @@ mod tests {
             let case = format!("dueling {dueling}, noisy {noisy}, double Q {double_q}, {loss_fn:?}");
             let beyond_one = host.td_errors.iter().filter(|d| d.abs() > 1.0).count();
             assert!(0 < beyond_one && beyond_one < batch.len(), "{case}: both Huber parts");
-            let close = |a: f64, b: f64, what: &str| {
-                assert!((a - b).abs() < 1e-5 * a.abs().max(1.0), "{case}: {what} {a} vs {b}")
-            };
-            close(torch.total.double_value(&[]), host.total, "loss");
-            close(torch.q_mean.double_value(&[]), host.q_mean, "mean Q");
-            for (what, a, b) in [
-                ("TD errors", to_host(&torch.td_errors), host.td_errors),
-                ("gradient", torch_grad, grad),
-            ] {
-                let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
-                assert!(a.len() == b.len() && worst < 1e-5, "{case}: {what} off by {worst}");
-            }
+            networks.assert_matches(&case, &torch, host, grad);
         }
     }
 }

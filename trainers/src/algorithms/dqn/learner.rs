@@ -4,12 +4,12 @@
 //! replay priorities; the target network follows when the driver says so.
 //!
 //! With `num_atoms` above 1 the network is C51's and the loss
-//! [`c51_loss`] (always through libtorch); with `noisy` its head is
-//! NoisyNets', and each step draws new noise for the online and
-//! (independently) the target network.
+//! [`c51_loss`]; with `noisy` its head is NoisyNets', and each step draws
+//! new noise for the online and (independently) the target network.
 //!
-//! A Learner on the CPU, alone, with a small MLP Q-network (plain, dueling
-//! or noisy) takes its steps on the host ([`host_dqn_loss`], [`Learner::host_step`]): the same loss
+//! A Learner on the CPU, alone, with a small MLP Q-network (plain, dueling,
+//! noisy or C51's) takes its steps on the host ([`host_dqn_loss`],
+//! [`host_c51_loss`], [`Learner::host_step`]): the same loss
 //! and Adam step without libtorch's per-op dispatch, which at DQN's
 //! minibatch sizes costs as much as the arithmetic. The libtorch module
 //! stays the model of record (the host step writes into its parameters);
@@ -32,6 +32,7 @@ use tch::{Kind, Tensor};
 
 use super::config::DqnConfig;
 use crate::algorithms::off_policy::{OffPolicyLearner, OffPolicySettings, TargetUpdate};
+use super::host_distributional_loss::host_c51_loss;
 use super::host_loss::{host_dqn_loss, NetworkParams};
 use super::distributional_loss::c51_loss;
 use super::loss::{dqn_loss, Minibatch};
@@ -142,6 +143,7 @@ impl DqnLearner {
         // New noise for each network, in the order the libtorch step draws.
         let online_noise = network.draw_noise(&mut self.noise_rng);
         let target_noise = network.draw_noise(&mut self.noise_rng);
+        let support = self.learner.module().support().map(|(support, _)| support.clone());
         let (target, target_weights) = (&self.target, &mut self.target_weights);
         let (double_q, loss_fn) = (self.training.double_q, self.training.td_error_loss_fn);
         let mut loss = None;
@@ -155,7 +157,12 @@ impl DqnLearner {
                 theta: target_theta,
                 noise: target_noise.as_ref(),
             };
-            let computed = host_dqn_loss(network, online, target, batch, double_q, loss_fn, grad);
+            let computed = match &support {
+                Some(support) => {
+                    host_c51_loss(network, (online, target), batch, support, double_q, grad)
+                }
+                None => host_dqn_loss(network, online, target, batch, double_q, loss_fn, grad),
+            };
             let total = computed.total;
             loss = Some(computed);
             total

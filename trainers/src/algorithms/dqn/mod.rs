@@ -7,8 +7,8 @@
 //! - `loss`: the TD target and error, Huber or squared,
 //! - `distributional_loss`: C51's projected target distribution and
 //!   cross-entropy, when `num_atoms` is above 1,
-//! - `host_loss`: the same loss and its gradient in plain Rust, for CPU
-//!   Learners of small MLP Q-networks,
+//! - `host_loss`, `host_distributional_loss`: the same losses and their
+//!   gradients in plain Rust, for CPU Learners of small MLP Q-networks,
 //! - `learner`: one gradient step per replayed minibatch, the target network,
 //! - the training step is the off-policy loop SAC shares
 //!   ([`OffPolicy`]): ε-greedy EnvRunners sample into the replay buffer,
@@ -16,6 +16,7 @@
 
 mod config;
 mod distributional_loss;
+mod host_distributional_loss;
 mod host_loss;
 mod learner;
 mod loss;
