@@ -2,9 +2,12 @@
 //! sampled uniformly or in proportion to priority (prioritized experience
 //! replay, Schaul et al. 2016, with sum and min segment trees).
 //!
-//! Transitions are stored as flat `f32` columns (like [`crate::SampleBatch`],
-//! image bytes included: the module scales by the observation space, not the
-//! column's type) so a sample is a handful of row copies. The buffer is a plain struct used in
+//! Transitions are stored as flat columns, observations in the element type
+//! the env gives them ([`ObsDType`]: an Atari frame stays a byte, a quarter
+//! of its `f32` size, which decides how many transitions fit in memory), so a
+//! sample is a handful of row copies; sampled minibatches carry `f32` (the
+//! module scales by the observation space, not the column's type). The
+//! buffer is a plain struct used in
 //! the driver; it is also an oxray-core actor (`ReplayBuffer::remote`), for
 //! setups that keep it apart from the driver. Its contents are not saved in
 //! checkpoints (as RLlib's default): a resumed run refills it, and learning
@@ -25,6 +28,8 @@ pub use segment_tree::SegmentTree;
 
 use rand::Rng;
 use rand::SeedableRng;
+
+use crate::obs_buffer::{ObsBuffer, ObsDType};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
@@ -41,6 +46,9 @@ pub struct ReplayBufferConfig {
     /// Added to |δ| so no transition's priority reaches zero.
     pub epsilon: f64,
     pub obs_dim: usize,
+    /// The element type observations are kept in.
+    #[serde(default)]
+    pub obs_dtype: ObsDType,
     pub action_dim: usize,
     pub seed: u64,
 }
@@ -74,10 +82,10 @@ impl ReplayBatch {
 
 pub struct ReplayBuffer {
     config: ReplayBufferConfig,
-    obs: Vec<f32>,
+    obs: ObsBuffer,
     actions: Vec<f32>,
     rewards: Vec<f32>,
-    next_obs: Vec<f32>,
+    next_obs: ObsBuffer,
     terminateds: Vec<bool>,
     discounts: Vec<f32>,
     /// Slots filled so far (at most `capacity`), and the next slot to write.
@@ -98,10 +106,10 @@ impl ReplayBuffer {
         let capacity = config.capacity.max(1);
         let (d, a) = (config.obs_dim, config.action_dim);
         ReplayBuffer {
-            obs: vec![0.0; capacity * d],
+            obs: ObsBuffer::zeros(config.obs_dtype, capacity * d),
             actions: vec![0.0; capacity * a],
             rewards: vec![0.0; capacity],
-            next_obs: vec![0.0; capacity * d],
+            next_obs: ObsBuffer::zeros(config.obs_dtype, capacity * d),
             terminateds: vec![false; capacity],
             discounts: vec![0.0; capacity],
             len: 0,
@@ -135,10 +143,10 @@ impl ReplayBuffer {
         let priority = self.max_priority.powf(self.config.alpha);
         for t in transitions {
             let i = self.next;
-            self.obs[i * d..(i + 1) * d].copy_from_slice(&t.obs);
+            self.obs.write(i * d, &t.obs);
             self.actions[i * a..(i + 1) * a].copy_from_slice(&t.action);
             self.rewards[i] = t.reward;
-            self.next_obs[i * d..(i + 1) * d].copy_from_slice(&t.next_obs);
+            self.next_obs.write(i * d, &t.next_obs);
             self.terminateds[i] = t.terminated;
             self.discounts[i] = t.discount;
             self.sum_tree.set(i, priority);
@@ -192,13 +200,20 @@ impl ReplayBuffer {
                 .flat_map(|&i| column[i * width..(i + 1) * width].iter().copied())
                 .collect()
         };
+        let obs_rows = |column: &ObsBuffer| -> Vec<f32> {
+            let mut rows = Vec::with_capacity(indices.len() * d);
+            for &i in &indices {
+                rows.extend(column.to_f32(i * d..(i + 1) * d));
+            }
+            rows
+        };
         ReplayBatch {
             obs_dim: d,
             action_dim: a,
-            obs: rows(&self.obs, d),
+            obs: obs_rows(&self.obs),
             actions: rows(&self.actions, a),
             rewards: rows(&self.rewards, 1),
-            next_obs: rows(&self.next_obs, d),
+            next_obs: obs_rows(&self.next_obs),
             terminateds: indices.iter().map(|&i| self.terminateds[i]).collect(),
             discounts: rows(&self.discounts, 1),
             weights,
@@ -234,6 +249,7 @@ mod tests {
             beta: 1.0,
             epsilon: 0.0,
             obs_dim: 1,
+            obs_dtype: ObsDType::F32,
             action_dim: 1,
             seed: 1,
         }
@@ -264,6 +280,44 @@ mod tests {
             .all(|(r, n)| n - r == 1.0));
         for x in [2.0, 3.0, 4.0] {
             assert!(batch.obs.contains(&x), "uniform sampling missed {x}");
+        }
+    }
+
+    /// Byte observations (image frames) are kept as bytes, a quarter of
+    /// their `f32` size, and come back as the same values in `f32`.
+    #[test]
+    fn byte_observations_are_kept_as_bytes() {
+        let frame = |x: u8| {
+            (0..6)
+                .map(|k| f32::from(x.wrapping_mul(37).wrapping_add(k)))
+                .collect()
+        };
+        let mut bytes = ReplayBuffer::new(ReplayBufferConfig {
+            obs_dim: 6,
+            obs_dtype: ObsDType::U8,
+            ..config(8, false)
+        });
+        let transitions: Vec<Transition> = (0..8u8)
+            .map(|x| Transition {
+                obs: frame(x),
+                next_obs: frame(x + 1),
+                reward: f32::from(x),
+                ..transition(0.0)
+            })
+            .collect();
+        bytes.add(transitions);
+        assert_eq!(bytes.obs.dtype(), ObsDType::U8);
+        assert_eq!((bytes.obs.len(), bytes.next_obs.len()), (48, 48));
+        let batch = bytes.sample(64);
+        for ((obs, next_obs), &reward) in batch
+            .obs
+            .chunks_exact(6)
+            .zip(batch.next_obs.chunks_exact(6))
+            .zip(&batch.rewards)
+        {
+            let x = reward as u8;
+            assert_eq!(obs, frame(x));
+            assert_eq!(next_obs, frame(x + 1));
         }
     }
 

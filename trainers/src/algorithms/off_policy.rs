@@ -172,6 +172,7 @@ impl<L: OffPolicyLearner> OffPolicy<L> {
             beta: replay_settings.beta,
             epsilon: 1e-6,
             obs_dim: module.obs_dim(),
+            obs_dtype: module.observation_dtype,
             action_dim: module.action_space.action_dim(),
             seed: config.seed,
         });
