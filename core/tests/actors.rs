@@ -3,7 +3,7 @@
 mod common;
 
 use common::cluster;
-use oxray_core::{actor, remote, ActorHandle, Error, InitOptions, Lifetime};
+use oxray_core::{actor, remote, ActorHandle, Error, InitOptions, Lifetime, ObjectRef};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -29,6 +29,12 @@ impl Recorder {
     pub fn record(&mut self, value: u64) -> usize {
         self.seen.push(value);
         self.seen.len()
+    }
+
+    /// Records `value` once something writes into the FIFO at `path`.
+    pub fn record_after(&mut self, path: String, value: u64) -> usize {
+        std::fs::read(path).expect("read the fifo");
+        self.record(value)
     }
 
     /// Records `value` once something writes into the FIFO at `path`
@@ -72,6 +78,12 @@ impl OpensLate {
     pub fn record(&mut self, value: u64) -> usize {
         self.seen.push(value);
         self.seen.len()
+    }
+
+    /// Records `value` once something writes into the FIFO at `path`.
+    pub fn record_after(&mut self, path: String, value: u64) -> usize {
+        std::fs::read(path).expect("read the fifo");
+        self.record(value)
     }
 
     pub fn seen(&self) -> Vec<u64> {
@@ -656,6 +668,53 @@ fn cancel_a_held_call(actor: ActorHandle<OpensLate>, fifo: String) -> Vec<String
             Err(other) => panic!("{other}"),
         })
         .collect()
+}
+
+/// Calls `actor` three times while its constructor waits (so this task's
+/// worker holds the calls until the actor is up): the first records once
+/// something writes into `gate`. The calls, for another process to cancel.
+#[oxray_core::remote]
+fn hold_calls(actor: ActorHandle<OpensLate>, gate: String) -> Vec<ObjectRef<usize>> {
+    vec![
+        actor.record_after(gate, 1),
+        actor.record(2),
+        actor.record(3),
+    ]
+}
+
+/// A call one process holds (a task's worker, waiting to learn where a
+/// starting actor lives) and another process cancels (the driver) never
+/// runs: the head has the actor's worker drop it once its caller sends it
+/// there. The call ahead of it waits on a FIFO until the cancelled call has
+/// ended, so the cancelled one cannot start first; without the head's
+/// request it would end only by running, after that FIFO.
+#[test]
+fn a_held_call_cancelled_by_another_process_never_runs() {
+    start();
+    let (constructor_dir, gate_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (constructor, gate) = (fifo(&constructor_dir), fifo(&gate_dir));
+    let actor = OpensLate::remote(constructor.clone()).unwrap();
+    let calls = hold_calls::remote(actor.clone(), gate.clone())
+        .get()
+        .unwrap();
+    oxray_core::cancel(&calls[1]).unwrap();
+    std::fs::write(&constructor, "go").unwrap();
+    let timeout = Some(Duration::from_secs(60));
+    let (ended, _) = oxray_core::wait(&calls[1..2], 1, timeout).unwrap();
+    assert_eq!(
+        ended.len(),
+        1,
+        "the cancelled call ends while the one ahead waits"
+    );
+    std::fs::write(&gate, "go").unwrap();
+    assert_eq!(calls[0].get().unwrap(), 1);
+    assert!(
+        matches!(calls[1].get(), Err(Error::Cancelled { function }) if function.ends_with("OpensLate::record")),
+        "{:?}",
+        calls[1].get()
+    );
+    assert_eq!(calls[2].get().unwrap(), 2);
+    assert_eq!(actor.seen().get().unwrap(), vec![1, 3]);
 }
 
 /// A call its caller still holds, waiting to learn where a starting actor

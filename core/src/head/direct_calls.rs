@@ -100,6 +100,10 @@ impl NodeState {
             // the call went to a worker that is gone.
             return self.direct_call_lost(task_id, actor);
         }
+        if record.cancelled {
+            // Cancelled by another process while its caller held it.
+            self.cancel_on_worker(worker, task_id);
+        }
         if let Some(a) = self.actors.get_mut(&actor) {
             a.inflight.push_back(task_id);
         }
@@ -145,8 +149,8 @@ impl NodeState {
     /// still holds (waiting to learn where the actor lives) is withdrawn by
     /// that caller before it asks, so when the caller asks, the call ends
     /// here as cancelled and never runs. Any other call goes the way of
-    /// [`NodeState::cancel`] (one held by another process is not this
-    /// head's to take back).
+    /// [`NodeState::cancel`] (one held by another process is marked, and
+    /// dropped on the actor's worker once its caller sends it there).
     pub(super) fn cancel_from(&mut self, requester: WorkerId, id: ObjectId) -> Result<()> {
         let withdrawn = self
             .objects
@@ -173,8 +177,12 @@ impl NodeState {
             return;
         };
         record.worker = None;
+        let cancelled = record.cancelled;
         if let Some(caller) = record.direct_caller.take() {
             self.forget_direct_call(caller, task_id);
+        }
+        if cancelled {
+            return self.finish_cancelled(task_id);
         }
         self.track_dependencies(task_id);
     }
@@ -348,12 +356,6 @@ mod tests {
         state.direct_call_sent(CALLER, call, None, JOB, None);
         state.schedule();
         assert!(executed(&mut inbox).is_empty(), "held by its caller");
-        assert!(state.cancel(output).is_ok());
-        assert_eq!(
-            error_kind(&state.value(output)),
-            "pending",
-            "not the head's to cancel"
-        );
         state.direct_call_routed(task, None);
         state.schedule();
         assert_eq!(executed_ids(&mut inbox), [task]);
@@ -409,6 +411,36 @@ mod tests {
                 "{case}: the retried run's result"
             );
             assert!(state.direct_calls.is_empty(), "{case}");
+        }
+    }
+
+    /// A call its caller holds, cancelled by another process, stays its
+    /// caller's; once the caller sends it to the actor's worker the head
+    /// asks that worker to drop it, and once the caller hands it to the head
+    /// instead it ends cancelled without being sent.
+    #[test]
+    fn a_held_call_cancelled_by_another_process_is_cancelled_where_it_goes() {
+        for sent_on in [true, false] {
+            let ids = Ids::new();
+            let (mut state, actor, worker, mut inbox) = one_actor(ids.actor(cpus(1.0), 0));
+            let call = ids.call(actor, "add");
+            let (task, output) = (call.task_id, call.return_id);
+            state.direct_call_sent(CALLER, call, None, JOB, None);
+            state
+                .cancel_from(WorkerId(CALLER.0 + 100), output)
+                .expect("cancel");
+            assert_eq!(error_kind(&state.value(output)), "pending", "its caller's");
+            if sent_on {
+                state.direct_call_routed(task, Some(worker));
+                let asked = std::iter::from_fn(|| inbox.try_recv().ok())
+                    .any(|m| matches!(m, NodeToWorker::CancelCall { task_id } if task_id == task));
+                assert!(asked, "the actor's worker is asked to drop it");
+            } else {
+                state.direct_call_routed(task, None);
+                assert_eq!(error_kind(&state.value(output)), "Cancelled");
+                state.schedule();
+                assert!(executed(&mut inbox).is_empty(), "never sent");
+            }
         }
     }
 

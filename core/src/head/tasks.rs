@@ -324,18 +324,17 @@ impl NodeState {
         let kind = record.kind;
         match (record.worker, kind) {
             // A call its caller holds until it knows where the actor lives
-            // is not the head's to take back.
-            (None, _) if record.direct_caller.is_some() => return Ok(()),
-            (Some(worker), TaskKind::ActorCall(_)) => {
-                // On the actor's worker (sent by the head or by its caller):
-                // dropped there if it has not started, ending with
-                // `Cancelled` where its result would go; a running call runs
-                // to its end, and one lost with its worker is not retried.
+            // is not the head's to take back (only its own caller's cancel
+            // does, `cancel_from`): it is marked, and cancelled on the actor's
+            // worker as soon as the head learns the caller sent it there
+            // (`direct_call_routed`), or ended if the caller hands it over.
+            (None, _) if record.direct_caller.is_some() => {
                 record.cancelled = true;
-                let sender = self.workers.get(&worker).and_then(|w| w.sender.as_ref());
-                if let Some(sender) = sender {
-                    let _ = sender.send(NodeToWorker::CancelCall { task_id });
-                }
+                return Ok(());
+            }
+            (Some(worker), TaskKind::ActorCall(_)) => {
+                record.cancelled = true;
+                self.cancel_on_worker(worker, task_id);
                 return Ok(());
             }
             (Some(worker), TaskKind::Stateless) => {
@@ -367,6 +366,18 @@ impl NodeState {
         }
         self.finish_cancelled(task_id);
         Ok(())
+    }
+
+    /// Asks the actor's `worker` to drop call `task_id` (sent there by the
+    /// head or by its caller): dropped if it has not started, ending with
+    /// `Cancelled` where its result would go, or refused if it has not
+    /// arrived yet; a running call runs to its end, and one lost with its
+    /// worker is not retried.
+    pub(super) fn cancel_on_worker(&self, worker: WorkerId, task_id: TaskId) {
+        let sender = self.workers.get(&worker).and_then(|w| w.sender.as_ref());
+        if let Some(sender) = sender {
+            let _ = sender.send(NodeToWorker::CancelCall { task_id });
+        }
     }
 
     /// Ends `task_id` with `Error::Cancelled` naming its function.
