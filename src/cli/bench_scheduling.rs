@@ -181,19 +181,16 @@ fn start_cluster(
     Ok((head, nodes))
 }
 
-/// Tasks/s (median over `--rounds`) and the head's CPU per task on one
-/// node of `cpus` CPUs.
+/// [`measure_tasks`] on one node of `cpus` CPUs.
 fn measure_control(args: &SchedulingArgs, cpus: usize) -> anyhow::Result<Control> {
     let (head, nodes) = start_cluster(args, 1, cpus)?;
     let measured = (|| {
         run_tasks(args.tasks.max(2 * cpus))?;
-        let cpu_before = head.cpu_seconds()?;
-        let tasks_per_s = median_rate(args.rounds, args.tasks, || run_tasks(args.tasks))?;
-        let head_cpu = head.cpu_seconds()? - cpu_before;
+        let (tasks_per_s, head_cpu_per_1000_tasks) = measure_tasks(args, &head)?;
         Ok::<_, anyhow::Error>(Control {
             cpus,
             tasks_per_s,
-            head_cpu_per_1000_tasks: 1000.0 * head_cpu / (args.rounds * args.tasks) as f64,
+            head_cpu_per_1000_tasks,
         })
     })();
     oxray_core::shutdown();
@@ -273,12 +270,22 @@ fn median_rate(
     Ok(rates[rates.len() / 2])
 }
 
-/// Tasks per second, actor calls per second (medians over `--rounds`),
-/// the head's CPU per task and its memory afterwards.
-fn measure_figures(args: &SchedulingArgs, head: &HeadProcess) -> anyhow::Result<Figures> {
+/// Tasks per second (the median over `--rounds`) and the head's CPU
+/// seconds per 1000 tasks.
+fn measure_tasks(args: &SchedulingArgs, head: &HeadProcess) -> anyhow::Result<(f64, f64)> {
     let cpu_before = head.cpu_seconds()?;
     let tasks_per_s = median_rate(args.rounds, args.tasks, || run_tasks(args.tasks))?;
     let head_cpu = head.cpu_seconds()? - cpu_before;
+    Ok((
+        tasks_per_s,
+        1000.0 * head_cpu / (args.rounds * args.tasks) as f64,
+    ))
+}
+
+/// Tasks per second, actor calls per second (medians over `--rounds`),
+/// the head's CPU per task and its memory afterwards.
+fn measure_figures(args: &SchedulingArgs, head: &HeadProcess) -> anyhow::Result<Figures> {
+    let (tasks_per_s, head_cpu_per_1000_tasks) = measure_tasks(args, head)?;
 
     let spread = SchedulingStrategy::Spread;
     let actors = (0..args.call_actors)
@@ -304,7 +311,7 @@ fn measure_figures(args: &SchedulingArgs, head: &HeadProcess) -> anyhow::Result<
     Ok(Figures {
         tasks_per_s,
         calls_per_s,
-        head_cpu_per_1000_tasks: 1000.0 * head_cpu / (args.rounds * args.tasks) as f64,
+        head_cpu_per_1000_tasks,
         memory: head.memory()?,
     })
 }

@@ -122,14 +122,11 @@ pub fn combine_dueling(advantages: &mut [f32], values: &[f32], n: usize, atoms: 
     }
 }
 
-/// Q(s, a) from a Q head's outputs (`[B, A, K]`): the outputs themselves
-/// without C51 (K = 1), else each action's expected return under the
-/// softmax of its logits over the atoms z (`atoms`, `[K]`).
-pub fn head_q_values(outputs: &[f32], atoms: Option<&[f32]>) -> Vec<f32> {
-    let Some(atoms) = atoms else {
-        return outputs.to_vec();
-    };
-    outputs
+/// C51's Q(s, a) from its head's logits (`[B, A, K]`): each action's
+/// expected return under the softmax of its logits over the atoms z
+/// (`atoms`, `[K]`). Without C51 the head's outputs are the Q-values.
+pub fn mean_returns(logits: &[f32], atoms: &[f32]) -> Vec<f32> {
+    logits
         .chunks_exact(atoms.len())
         .map(|logits| {
             let mut log_p = logits.to_vec();
@@ -225,7 +222,8 @@ impl HostPolicy {
                         (outputs, n)
                     }
                 };
-                let q_values = head_q_values(&outputs, atoms.as_deref());
+                let means = atoms.as_deref().map(|atoms| mean_returns(&outputs, atoms));
+                let q_values = means.as_deref().unwrap_or(&outputs);
                 let epsilon = if explore && !noisy {
                     epsilon.value_at(env_steps)
                 } else {

@@ -11,7 +11,7 @@ use rand::Rng;
 
 use super::flat_mlp::{FlatLayout, FlatMlp};
 use super::host_actor_critic::HOST_TRAIN_MAX_PARAMETERS;
-use super::host_policy::{combine_dueling, head_q_values};
+use super::host_policy::{combine_dueling, mean_returns};
 use super::host_q_head::{draw_head_noise, FlatHeadLayer, HeadNoise};
 use super::{QHead, QNetwork, RLModule};
 
@@ -26,15 +26,22 @@ pub struct HostQNetwork {
 
 /// A forward pass: the Q-values and what the backward pass reads.
 pub struct QNetworkForward {
-    /// Q(s, a), `[B, num_actions]` row-major.
-    pub q_values: Vec<f32>,
     /// The head's outputs, `[B, num_actions, K]`: C51's logits over the K
-    /// atoms, or (K = 1) the Q-values again.
+    /// atoms, or (K = 1) the Q-values.
     pub outputs: Vec<f32>,
+    /// C51's Q-values, the mean returns under `outputs`.
+    means: Option<Vec<f32>>,
     encoder_outputs: Vec<Vec<f32>>,
     /// The head's noise in this pass (none for each layer without).
     noise: HeadNoise,
     rows: usize,
+}
+
+impl QNetworkForward {
+    /// Q(s, a), `[B, num_actions]` row-major.
+    pub fn q_values(&self) -> &[f32] {
+        self.means.as_deref().unwrap_or(&self.outputs)
+    }
 }
 
 impl HostQNetwork {
@@ -115,7 +122,7 @@ impl HostQNetwork {
             }
         };
         QNetworkForward {
-            q_values: head_q_values(&outputs, self.atoms()),
+            means: self.atoms().map(|atoms| mean_returns(&outputs, atoms)),
             outputs,
             encoder_outputs,
             noise,
@@ -256,7 +263,7 @@ mod tests {
                 crate::to_host(&flat_gradient(&(&q * &weights).sum(Kind::Float), &params));
 
             let forward = host.forward(&theta, None, &crate::to_host(&obs), 7);
-            assert_close(&crate::to_host(&q), &forward.q_values, "Q-values");
+            assert_close(&crate::to_host(&q), forward.q_values(), "Q-values");
             let mut grad = vec![0.0; theta.len()];
             host.backward(&theta, &forward, &crate::to_host(&weights), &mut grad);
             assert_close(&torch_grad, &grad, "gradient");
@@ -302,7 +309,7 @@ mod tests {
                 let torch_grad = crate::to_host(&flat_gradient(&loss, &params));
                 let forward = host.forward(&theta, noise.as_ref(), &crate::to_host(&obs), 7);
                 let what = format!("dueling {dueling}, noise seed {seed:?}");
-                assert_close(&crate::to_host(&q), &forward.q_values, &what);
+                assert_close(&crate::to_host(&q), forward.q_values(), &what);
                 let mut grad = vec![0.0; theta.len()];
                 host.backward(&theta, &forward, &crate::to_host(&weights), &mut grad);
                 assert_close(&torch_grad, &grad, &what);
@@ -355,7 +362,7 @@ mod tests {
             let what = format!("dueling {dueling}, σ₀ {sigma0:?}");
             assert_close(&crate::to_host(&logits), &forward.outputs, &what);
             let q = learner.module().q_values(&obs);
-            assert_close(&crate::to_host(&q), &forward.q_values, &what);
+            assert_close(&crate::to_host(&q), forward.q_values(), &what);
             let mut grad = vec![0.0; theta.len()];
             host.backward(&theta, &forward, &crate::to_host(&weights), &mut grad);
             assert_close(&torch_grad, &grad, &what);

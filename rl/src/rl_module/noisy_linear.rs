@@ -29,8 +29,15 @@ pub struct NoisyLinear {
     sigma_weight: Tensor,
     mu_bias: Tensor,
     sigma_bias: Tensor,
-    /// The noise of the next forward passes; μ alone when absent.
-    noise: Mutex<Option<FactorisedNoise>>,
+    /// ε^w and ε^b of the next forward passes, built once per draw; μ
+    /// alone when absent.
+    noise: Mutex<Option<NoiseTensors>>,
+}
+
+#[derive(Debug)]
+struct NoiseTensors {
+    weight: Tensor,
+    bias: Tensor,
 }
 
 /// Factorised noise for one `[inputs → outputs]` layer, kept as its two
@@ -105,7 +112,14 @@ impl NoisyLinear {
     /// follow, until the next draw or [`Self::clear_noise`].
     pub fn resample_noise(&self, rng: &mut impl Rng) {
         let (inputs, outputs) = self.shape();
-        *self.noise.lock().expect("noise lock") = Some(FactorisedNoise::draw(rng, inputs, outputs));
+        let noise = FactorisedNoise::draw(rng, inputs, outputs);
+        let device = self.mu_weight.device();
+        let epsilon_in = Tensor::from_slice(&noise.inputs).to_device(device);
+        let epsilon_out = Tensor::from_slice(&noise.outputs).to_device(device);
+        *self.noise.lock().expect("noise lock") = Some(NoiseTensors {
+            weight: epsilon_out.unsqueeze(1) * epsilon_in.unsqueeze(0),
+            bias: epsilon_out,
+        });
     }
 
     /// From now on the layer computes with its means μ alone (no noise).
@@ -118,16 +132,10 @@ impl Module for NoisyLinear {
     fn forward(&self, xs: &Tensor) -> Tensor {
         match &*self.noise.lock().expect("noise lock") {
             None => xs.linear(&self.mu_weight, Some(&self.mu_bias)),
-            Some(noise) => {
-                let device = self.mu_weight.device();
-                let epsilon_in = Tensor::from_slice(&noise.inputs).to_device(device);
-                let epsilon_out = Tensor::from_slice(&noise.outputs).to_device(device);
-                let weight_noise = epsilon_out.unsqueeze(1) * epsilon_in.unsqueeze(0);
-                xs.linear(
-                    &(&self.mu_weight + &self.sigma_weight * weight_noise),
-                    Some(&self.mu_bias + &self.sigma_bias * epsilon_out),
-                )
-            }
+            Some(noise) => xs.linear(
+                &(&self.mu_weight + &self.sigma_weight * &noise.weight),
+                Some(&self.mu_bias + &self.sigma_bias * &noise.bias),
+            ),
         }
     }
 }
@@ -192,7 +200,8 @@ mod tests {
         // weight's columns (plus the bias).
         let bias = layer.forward(&Tensor::zeros([1, 4], (Kind::Float, Device::Cpu)));
         let weight = layer.forward(&Tensor::eye(4, (Kind::Float, Device::Cpu))) - &bias;
-        let noise = layer.noise.lock().unwrap().clone().unwrap();
+        // The layer's draw is the shared one: the same seed, the same factors.
+        let noise = FactorisedNoise::draw(&mut ChaCha8Rng::seed_from_u64(3), 4, 3);
         let epsilon_in = Tensor::from_slice(&noise.inputs);
         let epsilon_out = Tensor::from_slice(&noise.outputs);
         let weight_noise = epsilon_out.unsqueeze(1) * epsilon_in.unsqueeze(0);

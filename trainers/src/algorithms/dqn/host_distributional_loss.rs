@@ -36,8 +36,8 @@ pub fn host_c51_loss(
     // Q_θ⁻(s_{t+n}, ·), and Q_θ(s_{t+n}, ·) to pick a* with double Q.
     let online_pass = pass(online, &batch.obs);
     let next_target = pass(target, &batch.next_obs);
-    let next_online_q = double_q.then(|| pass(online, &batch.next_obs).q_values);
-    let picking_q = next_online_q.as_deref().unwrap_or(&next_target.q_values);
+    let next_online = double_q.then(|| pass(online, &batch.next_obs));
+    let picking_q = next_online.as_ref().unwrap_or(&next_target).q_values();
     let atom_logits = |outputs: &[f32], t: usize, action: usize| {
         outputs[(t * n + action) * k..(t * n + action + 1) * k].to_vec()
     };

@@ -42,15 +42,16 @@ pub fn host_dqn_loss(
     grad: &mut [f32],
 ) -> HostDqnLoss {
     let (rows, n) = (batch.len(), network.num_actions());
-    let q_values = |params: NetworkParams, obs: &[f32]| {
+    let pass = |params: NetworkParams, obs: &[f32]| {
         network.forward(params.theta, params.noise, obs, rows)
     };
     // Q_θ(s_t, ·), Q_θ⁻(s_{t+n}, ·), and Q_θ(s_{t+n}, ·) to pick a* with
     // double Q (the online network picks, the target network values).
-    let next_target_q = q_values(target, &batch.next_obs).q_values;
-    let next_online_q = double_q.then(|| q_values(online, &batch.next_obs).q_values);
-    let online_pass = q_values(online, &batch.obs);
-    let picking_q = next_online_q.as_deref().unwrap_or(&next_target_q);
+    let next_target = pass(target, &batch.next_obs);
+    let next_online = double_q.then(|| pass(online, &batch.next_obs));
+    let online_pass = pass(online, &batch.obs);
+    let next_target_q = next_target.q_values();
+    let picking_q = next_online.as_ref().unwrap_or(&next_target).q_values();
 
     let mut td_errors = Vec::with_capacity(rows);
     let mut d_q = vec![0.0; rows * n];
@@ -58,11 +59,11 @@ pub fn host_dqn_loss(
     for t in 0..rows {
         let action = batch.actions[t] as usize;
         // Q_θ(s_t, a_t)
-        let q_taken = row(&online_pass.q_values, t, n)[action];
+        let q_taken = row(online_pass.q_values(), t, n)[action];
         // y_t = R_t^(n) + γ^n (1 − done_t) Q_θ⁻(s_{t+n}, a*)
         let best_next = argmax(row(picking_q, t, n));
         let not_done = if batch.terminateds[t] { 0.0 } else { 1.0 };
-        let target = batch.rewards[t] + batch.discounts[t] * not_done * row(&next_target_q, t, n)[best_next];
+        let target = batch.rewards[t] + batch.discounts[t] * not_done * row(next_target_q, t, n)[best_next];
         // δ_t = Q_θ(s_t, a_t) − y_t, and ℓ(δ_t) with its derivative.
         let delta = q_taken - target;
         let (loss, d_loss) = match loss_fn {
