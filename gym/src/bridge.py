@@ -9,6 +9,7 @@ each step's observations once and never touches Python objects per element.
 import functools
 import importlib
 import json
+import threading
 
 import gymnasium as gym
 import numpy as np
@@ -16,6 +17,13 @@ from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
 # Registering modules for id prefixes Gymnasium does not import by itself.
 NAMESPACE_MODULES = {"ALE/": "ale_py", "MiniGrid-": "minigrid", "BabyAI-": "minigrid"}
+
+# One env is made at a time per process. Making one imports its module
+# (Gymnasium imports entry points lazily), and two threads importing the
+# same package at once can each see it half-initialised: one fails with a
+# circular-import error and takes the module out of sys.modules, and the
+# other then fails with a KeyError. Waiting on the lock releases the GIL.
+_MAKING = threading.Lock()
 
 
 def _entry_point(env_id):
@@ -106,7 +114,8 @@ class VectorBridge:
         make = functools.partial(make_env, env_id, json.loads(kwargs_json), max_episode_steps,
                                  wrappers)
         mode = AutoresetMode.SAME_STEP if same_step else AutoresetMode.NEXT_STEP
-        self.env = SyncVectorEnv([make] * num_envs, autoreset_mode=mode)
+        with _MAKING:
+            self.env = SyncVectorEnv([make] * num_envs, autoreset_mode=mode)
         self.num_envs = num_envs
         self.observation_space = self.env.single_observation_space
         self.action_space = self.env.single_action_space
