@@ -13,18 +13,53 @@
 //! only if nothing was queued after it, and a release never reaches the head
 //! before a message sent before it (a submission that names the object, a
 //! request that reads it).
+//!
+//! Messages that nobody waits on ([`can_linger`]: a direct call's record
+//! and result, reference changes) may also wait up to [`LINGER`] for
+//! company before the stream hands them over. A stream of synchronous
+//! actor calls sends three such messages per call; sent one by one, each
+//! costs a write here, a wake-up and a pass at the head, CPU taken from the
+//! caller and the actor. Lingering, a few calls' records go as one write.
+//! Any other message ends the wait: it goes at once and everything queued
+//! before it goes first, so the order the head sees is unchanged and a
+//! request never waits behind a lingering record.
 
 use crate::ids::ObjectId;
 use crate::protocol::WorkerToNode;
 use parking_lot::Mutex;
+use std::collections::VecDeque;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
+use tokio::time::{Instant, Sleep};
 use tokio_stream::Stream;
 
 /// The most ids one gathered message carries, far under the message limit.
 const MAX_MERGED_IDS: usize = 1 << 16;
+
+/// The longest a message nobody waits on stays queued for company: a few
+/// synchronous calls' round trips, far under anything a person or a
+/// timeout notices.
+const LINGER: Duration = Duration::from_millis(1);
+
+/// Whether `message` may linger: the head acts on it, but nothing waits on
+/// that. A call whose ref arguments the actor's worker may be fetching from
+/// the head does not linger (the worker waits until the head knows it).
+fn can_linger(message: &WorkerToNode) -> bool {
+    match message {
+        WorkerToNode::DirectCallSent { spec, .. } => spec
+            .args
+            .iter()
+            .all(|arg| matches!(arg, crate::protocol::TaskArg::Value(_))),
+        WorkerToNode::DirectCallsFinished { .. }
+        | WorkerToNode::AddRefs(_)
+        | WorkerToNode::Release(_) => true,
+        _ => false,
+    }
+}
 
 /// What waits to be sent: a message, or the marker of a run of releases.
 enum Queued {
@@ -50,8 +85,14 @@ pub(super) struct OutboundQueue {
 pub(super) struct Outbound {
     queued: UnboundedReceiver<Queued>,
     gathered: Arc<Mutex<Gathered>>,
-    /// The message that ended the last run, sent next.
-    held: Option<WorkerToNode>,
+    /// Taken off the queue, not yet sent, in order.
+    taken: VecDeque<WorkerToNode>,
+    /// How many of `taken` may not linger: while any is there, all go.
+    urgent: usize,
+    /// When the lingering messages go even if nothing else comes.
+    linger: Option<Pin<Box<Sleep>>>,
+    /// The queue's senders are gone: what is left goes at once.
+    closed: bool,
 }
 
 /// A queue and the stream it feeds.
@@ -61,7 +102,10 @@ pub(super) fn channel() -> (OutboundQueue, Outbound) {
     let stream = Outbound {
         queued,
         gathered: gathered.clone(),
-        held: None,
+        taken: VecDeque::new(),
+        urgent: 0,
+        linger: None,
+        closed: false,
     };
     (OutboundQueue { queue, gathered }, stream)
 }
@@ -107,29 +151,59 @@ impl Outbound {
         }
     }
 
-    /// Appends to `run` the queued reference changes of its kind, up to the
-    /// first message of another kind (kept for next time).
-    fn extend_run(&mut self, run: &mut WorkerToNode) {
-        let kind = std::mem::discriminant(&*run);
-        let Some(ids) = reference_changes(run) else {
-            return;
-        };
-        while ids.len() < MAX_MERGED_IDS {
-            let Ok(queued) = self.queued.try_recv() else {
-                return;
-            };
-            let Some(mut next) = self.next_queued(queued) else {
-                continue;
-            };
-            let same_kind = std::mem::discriminant(&next) == kind;
-            match reference_changes(&mut next) {
-                Some(more) if same_kind => ids.append(more),
-                _ => {
-                    self.held = Some(next);
-                    return;
+    /// Takes what is queued now off the queue.
+    fn take_queued(&mut self, cx: &mut Context<'_>) {
+        while !self.closed {
+            match self.queued.poll_recv(cx) {
+                Poll::Ready(Some(queued)) => {
+                    if let Some(message) = self.next_queued(queued) {
+                        self.urgent += usize::from(!can_linger(&message));
+                        self.taken.push_back(message);
+                    }
                 }
+                Poll::Ready(None) => self.closed = true,
+                Poll::Pending => return,
             }
         }
+    }
+
+    /// Whether the taken messages go now: something waits on one of them,
+    /// the stream is ending, or they have lingered long enough.
+    fn must_send(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.urgent > 0 || self.closed {
+            return true;
+        }
+        let linger = self
+            .linger
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(Instant::now() + LINGER)));
+        linger.as_mut().poll(cx).is_ready()
+    }
+
+    /// The next message, with the reference changes of its kind taken
+    /// right after it appended (up to the first message of another kind).
+    fn next_run(&mut self) -> Option<WorkerToNode> {
+        let mut run = self.taken.pop_front()?;
+        self.urgent -= usize::from(!can_linger(&run));
+        let kind = std::mem::discriminant(&run);
+        if let Some(ids) = reference_changes(&mut run) {
+            while ids.len() < MAX_MERGED_IDS {
+                let Some(next) = self.taken.front_mut() else {
+                    break;
+                };
+                if std::mem::discriminant(&*next) != kind {
+                    break;
+                }
+                let Some(more) = reference_changes(next) else {
+                    break;
+                };
+                ids.append(more);
+                self.taken.pop_front();
+            }
+        }
+        if self.taken.is_empty() {
+            self.linger = None;
+        }
+        Some(run)
     }
 }
 
@@ -144,22 +218,17 @@ impl Stream for Outbound {
     type Item = WorkerToNode;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<WorkerToNode>> {
-        let mut next = match self.held.take() {
-            Some(held) => held,
-            None => loop {
-                match self.queued.poll_recv(cx) {
-                    Poll::Ready(Some(queued)) => {
-                        if let Some(message) = self.next_queued(queued) {
-                            break message;
-                        }
-                    }
-                    Poll::Ready(None) => return Poll::Ready(None),
-                    Poll::Pending => return Poll::Pending,
-                }
-            },
-        };
-        self.extend_run(&mut next);
-        Poll::Ready(Some(next))
+        self.take_queued(cx);
+        if self.taken.is_empty() {
+            return match self.closed {
+                true => Poll::Ready(None),
+                false => Poll::Pending,
+            };
+        }
+        if !self.must_send(cx) {
+            return Poll::Pending;
+        }
+        Poll::Ready(self.next_run())
     }
 }
 
@@ -230,6 +299,42 @@ mod tests {
         queue.release(&ids(3..4));
         queue.send(log("b"));
         assert_eq!(sent(queue, stream).await, ["release [3]", "b"]);
+    }
+
+    /// The message the stream hands over right now, if any.
+    fn offered_now(stream: &mut Outbound) -> Option<String> {
+        let mut context = Context::from_waker(std::task::Waker::noop());
+        match Pin::new(stream).poll_next(&mut context) {
+            Poll::Ready(message) => message.map(|m| describe(&m)),
+            Poll::Pending => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn records_nobody_waits_on_linger_until_a_message_that_matters() {
+        let (queue, mut stream) = channel();
+        queue.release(&ids(1..2));
+        queue.send(WorkerToNode::AddRefs(ids(2..3)));
+        assert_eq!(offered_now(&mut stream), None, "a release and a ref linger");
+        queue.send(log("a"));
+        // Everything queued before "a" goes first, in order, and at once.
+        let offered: Vec<_> = (0..3).map(|_| offered_now(&mut stream)).collect();
+        assert_eq!(
+            offered,
+            [Some("release [1]"), Some("add [2]"), Some("a")].map(|m| m.map(String::from))
+        );
+    }
+
+    #[tokio::test]
+    async fn records_that_linger_go_alone_after_the_linger_time() {
+        let (queue, mut stream) = channel();
+        let queued = Instant::now();
+        queue.release(&ids(1..3));
+        let message = stream.next().await.expect("the release");
+        assert_eq!(describe(&message), "release [1, 2]");
+        assert!(queued.elapsed() >= LINGER);
+        // The queue stays open: the release went without company.
+        assert!(!queue.queue.is_closed());
     }
 
     #[tokio::test]
