@@ -320,6 +320,28 @@ pub enum WorkerToNode {
     },
 }
 
+impl WorkerToNode {
+    /// Whether nothing waits on the head acting on this message: a direct
+    /// call's record whose arguments all travel with the call (a ref
+    /// argument may be what the actor's worker is asking the head for), a
+    /// direct call's result (the caller already has it), a reference
+    /// change. Such messages may linger on their way to the head
+    /// (`worker/outbound.rs`) and do not keep its loop polling
+    /// (`head/service.rs`): a stream of synchronous actor calls sends three
+    /// per call (the record, the result, the release of the result's ref).
+    pub(crate) fn awaits_nothing(&self) -> bool {
+        match self {
+            WorkerToNode::DirectCallSent { spec, .. } => {
+                spec.args.iter().all(|arg| matches!(arg, TaskArg::Value(_)))
+            }
+            WorkerToNode::DirectCallsFinished { .. }
+            | WorkerToNode::AddRefs(_)
+            | WorkerToNode::Release(_) => true,
+            _ => false,
+        }
+    }
+}
+
 /// Caller → an actor's worker, on a direct call stream.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DirectCall {

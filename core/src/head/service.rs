@@ -40,24 +40,6 @@ fn is_state_update(message: &WorkerToNode) -> bool {
     )
 }
 
-/// Whether `message` starts nothing anyone waits on: a direct call's record
-/// or result (the caller already has it), a reference change, output
-/// lines. Such messages do not keep the head's loop polling
-/// (`warm_loop.rs`): a stream of synchronous actor calls sends three of
-/// them per call (the call's record, its result, the release of the
-/// result's ref), and a loop kept warm by them spins through the whole
-/// stream, taking a core from the caller and the actor on a small machine.
-fn awaits_nothing(message: &WorkerToNode) -> bool {
-    matches!(
-        message,
-        WorkerToNode::DirectCallSent { .. }
-            | WorkerToNode::DirectCallsFinished { .. }
-            | WorkerToNode::AddRefs(_)
-            | WorkerToNode::Release(_)
-            | WorkerToNode::Log { .. }
-    )
-}
-
 /// The most messages already received on a stream that are handled as one
 /// batch: enough to amortise the lock and the scheduling pass, few enough
 /// that other streams get the lock in between.
@@ -67,7 +49,10 @@ impl Node {
     /// Handles messages in the order they came on `worker`'s stream, each
     /// run of state updates under one lock.
     pub(super) fn handle_worker_messages(&self, worker: WorkerId, messages: Vec<WorkerToNode>) {
-        if !messages.iter().all(awaits_nothing) {
+        // A loop kept warm by messages nobody waits on would spin through a
+        // whole stream of synchronous actor calls, taking a core from the
+        // caller and the actor on a small machine.
+        if !messages.iter().all(WorkerToNode::awaits_nothing) {
             self.warm.touch();
         }
         let mut messages = messages.into_iter().peekable();

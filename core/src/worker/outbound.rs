@@ -14,8 +14,8 @@
 //! before a message sent before it (a submission that names the object, a
 //! request that reads it).
 //!
-//! Messages that nobody waits on ([`can_linger`]: a direct call's record
-//! and result, reference changes) may also wait up to [`LINGER`] for
+//! Messages that nobody waits on ([`WorkerToNode::awaits_nothing`]: a
+//! direct call's record and result, reference changes) may also wait up to [`LINGER`] for
 //! company before the stream hands them over. A stream of synchronous
 //! actor calls sends three such messages per call; sent one by one, each
 //! costs a write here, a wake-up and a pass at the head, CPU taken from the
@@ -44,22 +44,6 @@ const MAX_MERGED_IDS: usize = 1 << 16;
 /// synchronous calls' round trips, far under anything a person or a
 /// timeout notices.
 const LINGER: Duration = Duration::from_millis(1);
-
-/// Whether `message` may linger: the head acts on it, but nothing waits on
-/// that. A call whose ref arguments the actor's worker may be fetching from
-/// the head does not linger (the worker waits until the head knows it).
-fn can_linger(message: &WorkerToNode) -> bool {
-    match message {
-        WorkerToNode::DirectCallSent { spec, .. } => spec
-            .args
-            .iter()
-            .all(|arg| matches!(arg, crate::protocol::TaskArg::Value(_))),
-        WorkerToNode::DirectCallsFinished { .. }
-        | WorkerToNode::AddRefs(_)
-        | WorkerToNode::Release(_) => true,
-        _ => false,
-    }
-}
 
 /// What waits to be sent: a message, or the marker of a run of releases.
 enum Queued {
@@ -157,7 +141,7 @@ impl Outbound {
             match self.queued.poll_recv(cx) {
                 Poll::Ready(Some(queued)) => {
                     if let Some(message) = self.next_queued(queued) {
-                        self.urgent += usize::from(!can_linger(&message));
+                        self.urgent += usize::from(!message.awaits_nothing());
                         self.taken.push_back(message);
                     }
                 }
@@ -183,7 +167,7 @@ impl Outbound {
     /// right after it appended (up to the first message of another kind).
     fn next_run(&mut self) -> Option<WorkerToNode> {
         let mut run = self.taken.pop_front()?;
-        self.urgent -= usize::from(!can_linger(&run));
+        self.urgent -= usize::from(!run.awaits_nothing());
         let kind = std::mem::discriminant(&run);
         if let Some(ids) = reference_changes(&mut run) {
             while ids.len() < MAX_MERGED_IDS {
