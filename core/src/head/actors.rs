@@ -122,7 +122,7 @@ impl NodeState {
                     actor.allocation = Some(allocation);
                     actor.status = ActorStatus::Starting;
                     actor.worker = Some(worker);
-                    self.add_worker(worker, &node, gpu_ids, Some(id), code);
+                    self.add_worker(worker, &node, gpu_ids, Some(id), code, None);
                 }
                 None => still_waiting.push_back(id),
             }
@@ -251,7 +251,7 @@ impl NodeState {
             .get_mut(&actor)
             .expect("actor seen above")
             .worker = Some(worker);
-        self.add_worker(worker, &node, gpu_ids, Some(actor), code);
+        self.add_worker(worker, &node, gpu_ids, Some(actor), code, None);
     }
 
     pub(super) fn actor_dead(&mut self, actor: ActorId, message: String) {

@@ -382,7 +382,7 @@ impl Node {
             let warm = node.config.resources.get(CPU).ceil() as usize;
             for _ in 0..warm.min(MAX_TASK_WORKERS) {
                 let id = state.next_worker_id();
-                state.add_worker(id, &node.config.node_id, Vec::new(), None, None);
+                state.add_worker(id, &node.config.node_id, Vec::new(), None, None, None);
             }
         }
         node.apply_effects();

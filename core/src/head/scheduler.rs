@@ -5,12 +5,16 @@
 //! next task of its shape waits and nothing else waits for resources runs that
 //! task under the same lease, as Ray's owners reuse a lease for the next task
 //! of a scheduling key: no release, no placement decision. A worker blocked in
-//! `get` lends its resources out meanwhile.
+//! `get` lends its resources out meanwhile. A lease that finds no idle worker
+//! on the node picked starts one and keeps the resources for it while it
+//! starts (as Ray's raylet grants a lease, then starts its worker): the
+//! worker takes the queue's next task as it connects, and the queue's other
+//! tasks go on to other resources meanwhile, so workers start side by side.
 
 use super::executables::{code_key, Code};
 use super::task_events::now_ms;
 use super::tasks::TaskKind;
-use super::worker_pool::{pool_key, MAX_TASK_WORKERS};
+use super::worker_pool::pool_key;
 use super::NodeState;
 use crate::error::Result;
 use crate::ids::{TaskId, WorkerId};
@@ -24,6 +28,18 @@ pub(super) struct Lease {
     pub(super) lent_out: bool,
     /// The key of the shape queue it serves: tasks from there may go ahead.
     pub(super) shape: String,
+}
+
+/// What [`NodeState::lease_worker`] got for the head of a queue.
+pub(super) enum LeaseOutcome {
+    /// A connected worker, leased now.
+    Leased(WorkerId),
+    /// A worker starting for the lease, which holds the resources: it takes
+    /// the queue's next task when it connects.
+    WorkerStarting,
+    /// No resources free for the request, or the node picked has as many
+    /// task workers as it may.
+    Unavailable,
 }
 
 pub(super) struct ShapeQueue {
@@ -54,6 +70,10 @@ impl NodeState {
         for shape in shapes {
             while let Some((task_id, request, strategy, code)) =
                 self.queues.get(&shape).and_then(|q| {
+                    // Tasks as many as the workers starting for this queue wait
+                    // for them.
+                    let waiting_for_starters = self.task_workers.leases_starting(&shape);
+                    (q.tasks.len() > waiting_for_starters).then_some(())?;
                     Some((
                         *q.tasks.front()?,
                         q.request.clone(),
@@ -63,8 +83,9 @@ impl NodeState {
                 })
             {
                 let placed = match self.lease_worker(&request, &strategy, &code, &shape) {
-                    Ok(Some(worker)) => Ok(worker),
-                    Ok(None) => {
+                    Ok(LeaseOutcome::Leased(worker)) => Ok(worker),
+                    Ok(LeaseOutcome::WorkerStarting) => continue,
+                    Ok(LeaseOutcome::Unavailable) => {
                         blocked.push(shape);
                         break;
                     }
@@ -93,17 +114,18 @@ impl NodeState {
         self.withdraw_tasks_ahead(contended);
     }
 
-    /// A free worker running `code` with `request` newly reserved for it, if
-    /// the node has both; the error when the node chosen cannot run `code`.
+    /// Reserves `request` on a node `strategy` picks for a worker running
+    /// `code` there: an idle one, else one starting (claimed, or started
+    /// now); the error when the node chosen cannot run `code`.
     pub(super) fn lease_worker(
         &mut self,
         request: &ResourceSet,
         strategy: &SchedulingStrategy,
         code: &Code,
         shape: &str,
-    ) -> Result<Option<WorkerId>> {
+    ) -> Result<LeaseOutcome> {
         let Some(allocation) = self.pool.try_acquire(request, strategy) else {
-            return Ok(None);
+            return Ok(LeaseOutcome::Unavailable);
         };
         let gpu_ids = allocation.gpu_ids();
         let node = allocation.node.clone();
@@ -112,30 +134,32 @@ impl NodeState {
             return Err(error);
         }
         let key = pool_key(&node, code, &gpu_ids);
-        // The index holds exactly the idle workers (each change of a worker
-        // that makes it idle or busy updates it).
-        let idle = self.task_workers.take_idle(&key);
-        match idle.and_then(|id| Some((id, self.workers.get_mut(&id)?))) {
-            Some((id, worker)) => {
-                debug_assert!(worker.is_idle(), "{id} indexed as idle");
-                worker.lease = Some(Lease {
-                    allocation,
-                    lent_out: false,
-                    shape: shape.to_string(),
-                });
-                Ok(Some(id))
-            }
-            None => {
-                self.pool.release(&allocation);
-                let starting = self.task_workers.is_starting(&key);
-                let task_workers = self.task_workers.on_node(&node);
-                if !starting && task_workers < MAX_TASK_WORKERS {
-                    let id = self.next_worker_id();
-                    self.add_worker(id, &node, gpu_ids, None, code.clone());
-                }
-                Ok(None)
-            }
-        }
+        let lease = Lease {
+            allocation,
+            lent_out: false,
+            shape: shape.to_string(),
+        };
+        // The index holds exactly the idle workers and the starting ones
+        // no lease has claimed (each change of a worker updates it).
+        let (worker, outcome) = if let Some(idle) = self.task_workers.take_idle(&key) {
+            (idle, LeaseOutcome::Leased(idle))
+        } else if let Some(starting) = self.task_workers.claim_starting(&key, shape) {
+            (starting, LeaseOutcome::WorkerStarting)
+        } else if self.task_workers.on_node(&node) < self.task_worker_limit(&node) {
+            let id = self.next_worker_id();
+            self.add_worker(id, &node, gpu_ids, None, code.clone(), Some(lease));
+            return Ok(LeaseOutcome::WorkerStarting);
+        } else {
+            self.pool.release(&lease.allocation);
+            return Ok(LeaseOutcome::Unavailable);
+        };
+        let record = self
+            .workers
+            .get_mut(&worker)
+            .expect("the index lists known workers only");
+        debug_assert!(record.lease.is_none(), "{worker} indexed as free");
+        record.lease = Some(lease);
+        Ok(outcome)
     }
 
     pub(super) fn assign(&mut self, worker: WorkerId, task_id: TaskId) {
@@ -235,7 +259,7 @@ impl NodeState {
             return;
         };
         let reusable = (w.lease.as_ref())
-            .filter(|lease| w.assigned.is_empty() && !lease.lent_out)
+            .filter(|lease| w.assigned.is_empty() && !lease.lent_out && !w.stopping)
             .map(|lease| lease.shape.clone());
         if let Some(task_id) = reusable.and_then(|shape| self.next_task_for_lease(&shape)) {
             self.assign(worker, task_id);
@@ -352,39 +376,42 @@ mod tests {
         for spec in specs {
             state.submit_now(spec);
         }
-        // One worker starts per free lease it would serve (none are
-        // started twice for the same node and shape).
-        let first = state.take_spawns();
-        assert_eq!(first.len(), 1);
-        let mut a = state.connect(first[0].0);
-        let second = state.take_spawns();
-        assert_eq!(second.len(), 1);
-        let mut b = state.connect(second[0].0);
-        let (wa, wb) = (first[0].0, second[0].0);
-        // (worker, inbox) pairs run the first two tasks; with no CPU left the
-        // third goes ahead to the first worker.
-        assert_eq!(executed_ids(&mut a), vec![tasks[0], tasks[2]]);
-        assert_eq!(executed_ids(&mut b), vec![tasks[1]]);
+        // A worker starts for each free CPU at once, each holding its CPU
+        // while it starts; the third task waits.
+        let spawned = state.take_spawns();
+        assert_eq!(spawned.len(), 2, "both workers start side by side");
+        assert_eq!(state.free(HEAD, CPU), 0.0);
+        assert_eq!(
+            state.queues.values().map(|q| q.tasks.len()).sum::<usize>(),
+            3
+        );
+        let (wa, wb) = (spawned[0].0, spawned[1].0);
+        // The first to connect runs the first task, and the task no starting
+        // worker will take goes ahead to it; the second runs the last.
+        let mut a = state.connect(wa);
+        let mut b = state.connect(wb);
+        assert_eq!(executed_ids(&mut a), vec![tasks[0], tasks[1]]);
+        assert_eq!(executed_ids(&mut b), vec![tasks[2]]);
         assert_eq!(state.free(HEAD, CPU), 0.0);
         assert!(state.queues.is_empty());
         assert!(
             state.take_spawns().is_empty(),
             "no worker without a free CPU"
         );
-        state.finish(wb, tasks[1], Ok(inline(b"")));
+        state.finish(wb, tasks[2], Ok(inline(b"")));
         let withdrawn = std::iter::from_fn(|| a.try_recv().ok())
-            .any(|m| matches!(m, NodeToWorker::Withdraw { task_id } if task_id == tasks[2]));
+            .any(|m| matches!(m, NodeToWorker::Withdraw { task_id } if task_id == tasks[1]));
         assert!(withdrawn, "the free CPU asks for the task sent ahead");
-        state.task_withdrawn(wa, tasks[2]);
+        state.task_withdrawn(wa, tasks[1]);
         state.schedule();
         assert_eq!(
             executed_ids(&mut b),
-            vec![tasks[2]],
+            vec![tasks[1]],
             "the returned lease takes the withdrawn task"
         );
         assert_eq!(state.free(HEAD, CPU), 0.0);
         state.finish(wa, tasks[0], Ok(inline(b"")));
-        state.finish(wb, tasks[2], Ok(inline(b"")));
+        state.finish(wb, tasks[1], Ok(inline(b"")));
         assert_eq!(state.free(HEAD, CPU), 2.0);
         assert!(state.workers.values().all(|w| w.lease.is_none()));
     }

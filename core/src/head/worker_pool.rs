@@ -13,12 +13,16 @@ use super::{Effect, Node, NodeState};
 use crate::error::Error;
 use crate::ids::{ActorId, JobId, TaskId, WorkerId};
 use crate::protocol::*;
+use crate::resources::CPU;
 use crate::worker::{describe_exit, kill_process};
 use rustc_hash::FxHashMap;
 use std::collections::VecDeque;
 use tokio::sync::mpsc;
 
-/// Most worker processes for stateless tasks.
+/// Most worker processes for stateless tasks on a node with fewer CPUs:
+/// tasks that ask for fractions of a CPU (or none) can each hold a worker,
+/// so CPUs alone do not bound them. A node with more CPUs may run one per
+/// CPU (Ray's soft limit on a node's workers is its CPU count).
 pub(super) const MAX_TASK_WORKERS: usize = 64;
 
 pub(super) struct WorkerRecord {
@@ -58,24 +62,88 @@ pub(super) fn pool_key(node: &str, code: &Code, gpu_ids: &[u32]) -> PoolKey {
 
 /// The task workers (not actors' workers, not drivers) by what they can
 /// run, kept as workers start, connect, take and end leases and go: a lease
-/// finds an idle worker, and the pool knows what it is still starting and how
-/// many workers a node has, without looking at every worker.
+/// finds an idle worker or one still starting that no lease has claimed,
+/// the scheduler knows how many queued tasks of a shape workers starting
+/// for them will take, and the pool how many workers a node has, without
+/// looking at every worker.
+///
+/// A lease that finds no idle worker starts one and holds its resources
+/// while it starts (Ray's raylet grants a lease and then starts the worker
+/// for it), so a queue that needs ten workers starts ten at once, on
+/// whichever nodes the policy picks, instead of one after another.
 #[derive(Default)]
 pub(super) struct TaskWorkerIndex {
     idle: FxHashMap<PoolKey, Vec<WorkerId>>,
-    starting: FxHashMap<PoolKey, usize>,
+    /// Workers starting with no lease (started ahead of demand, as the warm
+    /// pool is): a lease for their key claims one before starting another.
+    unleased_starting: FxHashMap<PoolKey, Vec<WorkerId>>,
+    /// Per shape queue, the leases held by workers still starting: each
+    /// takes one of the queue's tasks when its worker connects.
+    leases_starting: FxHashMap<String, usize>,
     per_node: FxHashMap<String, usize>,
 }
 
+fn add_one(counts: &mut FxHashMap<String, usize>, key: &str) {
+    *counts.entry(key.to_string()).or_default() += 1;
+}
+
+fn remove_one(counts: &mut FxHashMap<String, usize>, key: &str) {
+    if let Some(count) = counts.get_mut(key) {
+        *count -= 1;
+        if *count == 0 {
+            counts.remove(key);
+        }
+    }
+}
+
+fn take_from<K: std::hash::Hash + Eq>(
+    lists: &mut FxHashMap<K, Vec<WorkerId>>,
+    key: &K,
+    worker: Option<WorkerId>,
+) -> Option<WorkerId> {
+    let list = lists.get_mut(key)?;
+    let taken = match worker {
+        Some(worker) => {
+            let at = list.iter().position(|w| *w == worker)?;
+            Some(list.swap_remove(at))
+        }
+        None => list.pop(),
+    };
+    if list.is_empty() {
+        lists.remove(key);
+    }
+    taken
+}
+
 impl TaskWorkerIndex {
-    fn started(&mut self, key: PoolKey) {
-        *self.per_node.entry(key.0.clone()).or_default() += 1;
-        *self.starting.entry(key).or_default() += 1;
+    /// `worker` starts for `key`, under a lease for the queue `lease_shape`
+    /// or (`None`) ahead of demand.
+    fn started(&mut self, key: PoolKey, worker: WorkerId, lease_shape: Option<&str>) {
+        add_one(&mut self.per_node, &key.0);
+        match lease_shape {
+            Some(shape) => add_one(&mut self.leases_starting, shape),
+            None => self.unleased_starting.entry(key).or_default().push(worker),
+        }
     }
 
-    fn connected(&mut self, key: PoolKey, worker: WorkerId) {
-        self.stop_starting(&key);
-        self.idle.entry(key).or_default().push(worker);
+    /// A worker starting for `key` with no lease, now holding one for the
+    /// queue `shape`.
+    pub(super) fn claim_starting(&mut self, key: &PoolKey, shape: &str) -> Option<WorkerId> {
+        let worker = take_from(&mut self.unleased_starting, key, None)?;
+        add_one(&mut self.leases_starting, shape);
+        Some(worker)
+    }
+
+    /// `worker` connected; one that started under a lease for `lease_shape`
+    /// now serves it, one without is idle.
+    fn connected(&mut self, key: PoolKey, worker: WorkerId, lease_shape: Option<&str>) {
+        match lease_shape {
+            Some(shape) => remove_one(&mut self.leases_starting, shape),
+            None => {
+                take_from(&mut self.unleased_starting, &key, Some(worker));
+                self.idle.entry(key).or_default().push(worker);
+            }
+        }
     }
 
     /// `worker` ended its lease with nothing assigned.
@@ -83,52 +151,38 @@ impl TaskWorkerIndex {
         self.idle.entry(key).or_default().push(worker);
     }
 
-    /// `worker` is no longer idle (it goes, or is told to stop).
-    fn not_idle(&mut self, key: &PoolKey, worker: WorkerId) {
-        if let Some(idle) = self.idle.get_mut(key) {
-            idle.retain(|w| *w != worker);
-            if idle.is_empty() {
-                self.idle.remove(key);
-            }
-        }
+    /// `worker` is no longer idle, or no longer starting for any lease to
+    /// claim (it goes, or is told to stop).
+    fn not_available(&mut self, key: &PoolKey, worker: WorkerId) {
+        take_from(&mut self.idle, key, Some(worker));
+        take_from(&mut self.unleased_starting, key, Some(worker));
     }
 
     /// An idle worker for `key`, no longer idle.
     pub(super) fn take_idle(&mut self, key: &PoolKey) -> Option<WorkerId> {
-        let idle = self.idle.get_mut(key)?;
-        let worker = idle.pop();
-        if idle.is_empty() {
-            self.idle.remove(key);
-        }
-        worker
+        take_from(&mut self.idle, key, None)
     }
 
-    fn removed(&mut self, key: PoolKey, worker: WorkerId, connected: bool) {
-        if let Some(count) = self.per_node.get_mut(&key.0) {
-            *count -= 1;
-            if *count == 0 {
-                self.per_node.remove(&key.0);
-            }
-        }
-        if connected {
-            self.not_idle(&key, worker);
-        } else {
-            self.stop_starting(&key);
+    /// `worker` went; if it had not connected, with the lease it started
+    /// under for the queue `lease_shape`, if any.
+    fn removed(
+        &mut self,
+        key: PoolKey,
+        worker: WorkerId,
+        connected: bool,
+        lease_shape: Option<&str>,
+    ) {
+        remove_one(&mut self.per_node, &key.0);
+        self.not_available(&key, worker);
+        if let (false, Some(shape)) = (connected, lease_shape) {
+            remove_one(&mut self.leases_starting, shape);
         }
     }
 
-    fn stop_starting(&mut self, key: &PoolKey) {
-        if let Some(count) = self.starting.get_mut(key) {
-            *count -= 1;
-            if *count == 0 {
-                self.starting.remove(key);
-            }
-        }
-    }
-
-    /// Whether a worker for `key` is starting (not connected yet).
-    pub(super) fn is_starting(&self, key: &PoolKey) -> bool {
-        self.starting.contains_key(key)
+    /// Tasks of the queue `shape` that workers starting under a lease for
+    /// it will take as they connect.
+    pub(super) fn leases_starting(&self, shape: &str) -> usize {
+        self.leases_starting.get(shape).copied().unwrap_or(0)
     }
 
     /// Task workers on `node`, connected or starting.
@@ -148,29 +202,52 @@ impl TaskWorkerIndex {
     ) {
         use std::collections::BTreeMap;
         let mut idle: BTreeMap<PoolKey, Vec<WorkerId>> = BTreeMap::new();
-        let mut starting: BTreeMap<PoolKey, usize> = BTreeMap::new();
+        let mut unleased_starting: BTreeMap<PoolKey, Vec<WorkerId>> = BTreeMap::new();
+        let mut leases_starting: BTreeMap<String, usize> = BTreeMap::new();
         let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
         for (id, worker) in workers.iter().filter(|(_, w)| w.runs_tasks()) {
             *per_node.entry(worker.node.clone()).or_default() += 1;
-            if worker.sender.is_none() {
-                *starting.entry(worker.pool_key()).or_default() += 1;
+            match (&worker.sender, &worker.lease) {
+                (None, Some(lease)) => {
+                    *leases_starting.entry(lease.shape.clone()).or_default() += 1
+                }
+                (None, None) if !worker.stopping => unleased_starting
+                    .entry(worker.pool_key())
+                    .or_default()
+                    .push(*id),
+                _ => {}
             }
             if worker.is_idle() {
                 idle.entry(worker.pool_key()).or_default().push(*id);
             }
         }
-        idle.values_mut().for_each(|ids| ids.sort());
-        let mut indexed: BTreeMap<PoolKey, Vec<WorkerId>> = self.idle.clone().into_iter().collect();
         // Sorted, not deduplicated: a worker listed twice is a fault.
-        indexed.values_mut().for_each(|ids| ids.sort());
-        assert_eq!(indexed, idle, "idle task workers after {step}");
+        let sorted = |lists: &FxHashMap<PoolKey, Vec<WorkerId>>| {
+            let mut lists: BTreeMap<PoolKey, Vec<WorkerId>> = lists.clone().into_iter().collect();
+            lists.values_mut().for_each(|ids| ids.sort());
+            lists
+        };
+        let scanned = |mut lists: BTreeMap<PoolKey, Vec<WorkerId>>| {
+            lists.values_mut().for_each(|ids| ids.sort());
+            lists
+        };
         assert_eq!(
-            self.starting
+            sorted(&self.idle),
+            scanned(idle),
+            "idle task workers after {step}"
+        );
+        assert_eq!(
+            sorted(&self.unleased_starting),
+            scanned(unleased_starting),
+            "starting task workers no lease claimed after {step}"
+        );
+        assert_eq!(
+            self.leases_starting
                 .clone()
                 .into_iter()
                 .collect::<BTreeMap<_, _>>(),
-            starting,
-            "starting task workers after {step}"
+            leases_starting,
+            "leases held by starting workers after {step}"
         );
         assert_eq!(
             self.per_node
@@ -330,6 +407,7 @@ impl NodeState {
         gpu_ids: Vec<u32>,
         actor: Option<ActorId>,
         code: Code,
+        lease: Option<Lease>,
     ) {
         let record = WorkerRecord {
             node: node.to_string(),
@@ -340,13 +418,15 @@ impl NodeState {
             call_address: None,
             gpu_ids: gpu_ids.clone(),
             actor,
-            lease: None,
+            lease,
             assigned: VecDeque::new(),
             last_task: None,
             stopping: false,
         };
         if record.runs_tasks() {
-            self.task_workers.started(record.pool_key());
+            let lease_shape = record.lease.as_ref().map(|l| l.shape.as_str());
+            self.task_workers
+                .started(record.pool_key(), id, lease_shape);
         }
         self.workers.insert(id, record);
         self.effects.push(Effect::Spawn {
@@ -355,6 +435,13 @@ impl NodeState {
             gpu_ids,
             code,
         });
+    }
+
+    /// How many task workers `node` may run: one per CPU, and at least
+    /// [`MAX_TASK_WORKERS`].
+    pub(super) fn task_worker_limit(&self, node: &str) -> usize {
+        let cpus = (self.pool.node(node)).map_or(0.0, |pool| pool.total().get(CPU));
+        MAX_TASK_WORKERS.max(cpus.ceil() as usize)
     }
 
     /// `worker`'s stream said hello: it can take work now, an actor's
@@ -377,19 +464,28 @@ impl NodeState {
         record.call_address = call_address;
         match record.actor {
             Some(actor) => self.start_actor_on(actor, worker),
-            None => self.task_workers.connected(record.pool_key(), worker),
+            None => {
+                let lease_shape = record.lease.as_ref().map(|l| l.shape.clone());
+                self.task_workers
+                    .connected(record.pool_key(), worker, lease_shape.as_deref());
+                if lease_shape.is_some() {
+                    // It started for a queued task: it takes the queue's
+                    // next one, or ends the lease if none is left.
+                    self.end_lease_if_idle(worker);
+                }
+            }
         }
         true
     }
 
-    /// `worker`'s process ended, or the remote driver behind it left (which
-    /// ends its job).
     /// Whether the head placed `worker` on `node` (what a node daemon may
     /// report about).
     pub(super) fn placed_on(&self, worker: WorkerId, node: &str) -> bool {
         self.workers.get(&worker).is_some_and(|w| w.node == node)
     }
 
+    /// `worker`'s process ended, or the remote driver behind it left (which
+    /// ends its job).
     pub(super) fn worker_exited(&mut self, worker: WorkerId, message: &str) {
         self.direct_caller_gone(worker);
         if let Some(driver) = self.drivers.remove(&worker) {
@@ -406,7 +502,7 @@ impl NodeState {
         };
         record.stopping = true;
         if record.runs_tasks() {
-            self.task_workers.not_idle(&record.pool_key(), worker);
+            self.task_workers.not_available(&record.pool_key(), worker);
         }
         self.effects.push(record.stop(worker));
         self.refresh_pipeline(worker);
@@ -419,8 +515,9 @@ impl NodeState {
         self.refresh_pipeline(worker);
         if record.runs_tasks() {
             let connected = record.sender.is_some();
+            let lease_shape = record.lease.as_ref().map(|l| l.shape.as_str());
             self.task_workers
-                .removed(record.pool_key(), worker, connected);
+                .removed(record.pool_key(), worker, connected, lease_shape);
         }
         self.effects.push(record.stop(worker));
         if let Some(lease) = &record.lease {
@@ -522,33 +619,42 @@ mod tests {
         );
     }
 
+    /// A node runs one task worker per CPU, and at least
+    /// `MAX_TASK_WORKERS` for tasks that ask for less than a CPU:
+    /// (node CPUs, CPUs per task, tasks, workers, tasks left waiting).
     #[test]
-    fn a_node_runs_at_most_max_task_workers_for_tasks() {
-        let ids = Ids::new();
-        let mut state = NodeState::for_test(cpus(100.0), 1 << 20);
-        let extra = 5;
-        for _ in 0..MAX_TASK_WORKERS + extra {
-            state.submit(ids.task("f", cpus(1.0), Vec::new()), JOB, None);
-        }
-        let mut inboxes = Vec::new();
-        loop {
-            state.schedule();
-            let spawns = state.take_spawns();
-            if spawns.is_empty() {
-                break;
+    fn a_node_runs_a_task_worker_per_cpu_and_at_least_max_task_workers() {
+        let table = [
+            (100.0, 1.0, 100, 100, 0),
+            (40.0, 0.5, MAX_TASK_WORKERS + 5, MAX_TASK_WORKERS, 5),
+        ];
+        for (node_cpus, task_cpus, tasks, workers, waiting) in table {
+            let ids = Ids::new();
+            let mut state = NodeState::for_test(cpus(node_cpus), 1 << 20);
+            for _ in 0..tasks {
+                state.submit(ids.task("f", cpus(task_cpus), Vec::new()), JOB, None);
             }
-            for (worker, _) in spawns {
-                inboxes.push(state.connect(worker));
+            let mut inboxes = Vec::new();
+            loop {
+                state.schedule();
+                let spawns = state.take_spawns();
+                if spawns.is_empty() {
+                    break;
+                }
+                for (worker, _) in spawns {
+                    inboxes.push(state.connect(worker));
+                }
             }
+            let case = format!("{node_cpus} CPUs, tasks of {task_cpus}");
+            assert_eq!(state.workers.len(), workers, "{case}");
+            assert_eq!(
+                state.queues.values().map(|q| q.tasks.len()).sum::<usize>(),
+                waiting,
+                "{case}: the rest wait for a worker to free"
+            );
+            let ran: usize = inboxes.iter_mut().map(|i| executed_ids(i).len()).sum();
+            assert_eq!(ran, workers, "{case}");
         }
-        assert_eq!(state.workers.len(), MAX_TASK_WORKERS);
-        assert_eq!(
-            state.queues.values().map(|q| q.tasks.len()).sum::<usize>(),
-            extra,
-            "the rest wait for a worker to free"
-        );
-        let ran: usize = inboxes.iter_mut().map(|i| executed_ids(i).len()).sum();
-        assert_eq!(ran, MAX_TASK_WORKERS);
     }
 
     #[test]
@@ -566,79 +672,176 @@ mod tests {
 
     /// The index of task workers follows each worker through starting,
     /// connecting, leases and removal, so a lease never looks at every
-    /// worker: (event, idle workers of the key, starting?, workers on node).
+    /// worker: (event, idle workers of the key, leases starting for the
+    /// shape, workers on node).
     #[test]
     fn the_task_worker_index_follows_each_worker() {
         let key = pool_key("n", &None, &[]);
         let other = pool_key("n", &None, &[0]);
-        let (a, b) = (WorkerId(1), WorkerId(2));
+        let (a, b, c, d) = (WorkerId(1), WorkerId(2), WorkerId(3), WorkerId(4));
+        let shape = "1 CPU";
         let mut index = TaskWorkerIndex::default();
         type Step<'a> = (
             &'a str,
             Box<dyn Fn(&mut TaskWorkerIndex) + 'a>,
             usize,
-            bool,
+            usize,
             usize,
         );
         let steps: Vec<Step> = vec![
-            ("a starts", Box::new(|i| i.started(key.clone())), 0, true, 1),
             (
-                "b starts (GPU 0)",
-                Box::new(|i| i.started(other.clone())),
+                "a starts unleased",
+                Box::new(|i| i.started(key.clone(), a, None)),
                 0,
-                true,
-                2,
-            ),
-            (
-                "a connects",
-                Box::new(|i| i.connected(key.clone(), a)),
+                0,
                 1,
-                false,
+            ),
+            (
+                "b starts for a lease (GPU 0)",
+                Box::new(|i| i.started(other.clone(), b, Some(shape))),
+                0,
+                1,
                 2,
             ),
             (
-                "a is leased",
-                Box::new(|i| assert_eq!(i.take_idle(&key), Some(a))),
+                "a lease claims a",
+                Box::new(|i| assert_eq!(i.claim_starting(&key, shape), Some(a))),
                 0,
-                false,
+                2,
                 2,
             ),
             (
-                "nothing else idle",
-                Box::new(|i| assert_eq!(i.take_idle(&key), None)),
+                "no other starting worker to claim",
+                Box::new(|i| assert_eq!(i.claim_starting(&key, shape), None)),
                 0,
-                false,
+                2,
+                2,
+            ),
+            (
+                "a connects under its lease: not idle",
+                Box::new(|i| i.connected(key.clone(), a, Some(shape))),
+                0,
+                1,
                 2,
             ),
             (
                 "a's lease ends",
                 Box::new(|i| i.now_idle(key.clone(), a)),
                 1,
-                false,
+                1,
                 2,
             ),
             (
+                "c starts unleased, connects: idle",
+                Box::new(|i| {
+                    i.started(key.clone(), c, None);
+                    i.connected(key.clone(), c, None);
+                }),
+                2,
+                1,
+                3,
+            ),
+            (
+                "c is leased",
+                Box::new(|i| assert_eq!(i.take_idle(&key), Some(c))),
+                1,
+                1,
+                3,
+            ),
+            (
                 "a exits idle",
-                Box::new(|i| i.removed(key.clone(), a, true)),
+                Box::new(|i| i.removed(key.clone(), a, true, None)),
                 0,
-                false,
+                1,
+                2,
+            ),
+            (
+                "b exits before connecting, with its lease",
+                Box::new(|i| i.removed(other.clone(), b, false, Some(shape))),
+                0,
+                0,
                 1,
             ),
             (
-                "b exits unconnected",
-                Box::new(|i| i.removed(other.clone(), b, false)),
+                "d starts unleased and is told to stop: no lease claims it",
+                Box::new(|i| {
+                    i.started(key.clone(), d, None);
+                    i.not_available(&key, d);
+                    assert_eq!(i.claim_starting(&key, shape), None);
+                }),
                 0,
-                false,
+                0,
+                2,
+            ),
+            (
+                "c and d go",
+                Box::new(|i| {
+                    i.removed(key.clone(), c, true, Some(shape));
+                    i.removed(key.clone(), d, false, None);
+                }),
+                0,
+                0,
                 0,
             ),
         ];
-        for (event, apply, idle, starting, on_node) in steps {
+        for (event, apply, idle, leases_starting, on_node) in steps {
             apply(&mut index);
             assert_eq!(index.idle.get(&key).map_or(0, Vec::len), idle, "{event}");
-            assert_eq!(index.is_starting(&key), starting, "{event}");
+            assert_eq!(index.leases_starting(shape), leases_starting, "{event}");
             assert_eq!(index.on_node("n"), on_node, "{event}");
         }
-        assert!(index.idle.is_empty() && index.starting.is_empty() && index.per_node.is_empty());
+        assert!(
+            index.idle.is_empty()
+                && index.unleased_starting.is_empty()
+                && index.leases_starting.is_empty()
+                && index.per_node.is_empty()
+        );
+    }
+
+    /// A lease that finds no idle worker claims one started ahead of
+    /// demand before starting another; a worker that dies while starting
+    /// gives its lease back, and the task it would have taken gets a new
+    /// worker.
+    #[test]
+    fn a_lease_claims_a_starting_worker_and_one_dying_while_starting_gives_its_lease_back() {
+        let ids = Ids::new();
+        let mut state = NodeState::for_test(cpus(2.0), 1 << 20);
+        let warm = state.next_worker_id();
+        state.add_worker(warm, HEAD, Vec::new(), None, None, None);
+        assert_eq!(state.take_spawns().len(), 1, "the warm worker");
+        let first = ids.task("f", cpus(1.0), Vec::new());
+        let first_id = first.task_id;
+        state.submit_now(first);
+        assert!(state.take_spawns().is_empty(), "the warm worker is claimed");
+        assert_eq!(state.free(HEAD, CPU), 1.0, "its lease holds a CPU");
+        let second = ids.task("f", cpus(1.0), Vec::new());
+        let second_id = second.task_id;
+        state.submit_now(second);
+        let spawned = state.take_spawns();
+        assert_eq!(spawned.len(), 1, "a second worker starts at once");
+        let dying = spawned[0].0;
+        state
+            .task_workers
+            .assert_matches_scan(&state.workers, "two starting");
+
+        state.worker_exited(dying, "crashed while starting");
+        state.schedule();
+        let spawned = state.take_spawns();
+        assert_eq!(spawned.len(), 1, "a replacement starts for the lease");
+        let replacement = spawned[0].0;
+        state
+            .task_workers
+            .assert_matches_scan(&state.workers, "one died");
+        assert_eq!(state.free(HEAD, CPU), 0.0);
+
+        let mut warm_inbox = state.connect(warm);
+        let mut inbox = state.connect(replacement);
+        assert_eq!(executed_ids(&mut warm_inbox), vec![first_id]);
+        assert_eq!(executed_ids(&mut inbox), vec![second_id]);
+        assert!(state.queues.is_empty());
+        state
+            .task_workers
+            .assert_matches_scan(&state.workers, "both run");
     }
 
     /// Through the state: a finished task's worker is leased again for the
