@@ -465,7 +465,11 @@ async fn serve_head(
                             });
                         }
                         Err(e) => {
-                            let _ = outbound.send(NodeToHead::WorkerExited { worker, message: format!("cannot start {executable}: {e}") });
+                            // Another worker of it would fail the same way:
+                            // its tasks fail here with the cause.
+                            let reason = ExecutableProblem::CannotStart { message: format!("{executable}: {e}") };
+                            let error = Error::ExecutableUnavailable { node: config.node_id.clone(), reason };
+                            let _ = outbound.send(NodeToHead::WorkerNotStarted { worker, error });
                         }
                     }
                 }

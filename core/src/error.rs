@@ -158,6 +158,11 @@ pub enum ExecutableProblem {
     /// The copy could not be written to the node's cache.
     #[error("cannot store it in the executable cache: {message}")]
     Store { message: String },
+
+    /// The operating system refused to start a process from it (not
+    /// executable, the process limit reached, out of memory).
+    #[error("cannot start a worker process from it: {message}")]
+    CannotStart { message: String },
 }
 
 impl Error {

@@ -2,9 +2,10 @@
 //! store, for one kind of package): which executable each worker runs, the
 //! copies the head can serve to nodes (its own image for the embedded driver,
 //! drivers' uploads, drivers' paths it can read with the right digest), and
-//! what happens when a node cannot get one: the job's tasks and actors placed
-//! there fail with [`Error::ExecutableUnavailable`] instead of a worker being
-//! started again and again.
+//! what happens when a node cannot get one, or cannot start a process from
+//! it: the job's tasks and actors placed there fail with
+//! [`Error::ExecutableUnavailable`] instead of a worker being started again
+//! and again.
 
 use super::{Node, NodeState};
 use crate::error::{Error, ExecutableProblem, Result};

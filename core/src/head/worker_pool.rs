@@ -10,7 +10,7 @@
 use super::executables::{code_key, Code};
 use super::scheduler::Lease;
 use super::{Effect, Node, NodeState};
-use crate::error::Error;
+use crate::error::{Error, ExecutableProblem};
 use crate::ids::{ActorId, JobId, TaskId, WorkerId};
 use crate::protocol::*;
 use crate::resources::CPU;
@@ -327,7 +327,8 @@ impl Node {
                 });
             }
             Err(e) => {
-                self.worker_failed_to_start(worker, format!("cannot start worker process: {e}"))
+                let node = self.config.node_id.clone();
+                self.worker_failed_to_start(worker, &node, e.to_string())
             }
         }
     }
@@ -345,7 +346,7 @@ impl Node {
             Some(code) => code.executable.clone(),
             None => match self.embedded_executable() {
                 Ok(executable) => (*executable).clone(),
-                Err(e) => return self.worker_failed_to_start(worker, e.to_string()),
+                Err(e) => return self.worker_failed_to_start(worker, node, e.to_string()),
             },
         };
         let sent = self.state.lock().remote_nodes.get(node).is_some_and(|n| {
@@ -362,9 +363,16 @@ impl Node {
         }
     }
 
-    pub(super) fn worker_failed_to_start(&self, worker: WorkerId, message: String) {
-        tracing::error!("{message}");
-        self.worker_exited(worker, message);
+    /// No process could be started for `worker` on `node`. Its job's tasks
+    /// fail there with the cause instead of starting another worker for
+    /// the same lease, which would fail the same way, within the same
+    /// scheduling pass (a loop that never ended).
+    pub(super) fn worker_failed_to_start(&self, worker: WorkerId, node: &str, message: String) {
+        let error = Error::ExecutableUnavailable {
+            node: node.to_string(),
+            reason: ExecutableProblem::CannotStart { message },
+        };
+        self.worker_not_started(worker, error);
     }
 
     /// A worker's stream ended. Its process is stopped for certain, and the
@@ -842,6 +850,57 @@ mod tests {
         state
             .task_workers
             .assert_matches_scan(&state.workers, "both run");
+    }
+
+    /// A worker whose process cannot be started fails the tasks waiting
+    /// for it with the cause, and no other worker is started for them (one
+    /// would fail the same way, over and over).
+    #[test]
+    fn a_worker_that_cannot_be_started_fails_its_tasks_instead_of_starting_another() {
+        let ids = Ids::new();
+        let mut state = NodeState::for_test(cpus(2.0), 1 << 20);
+        let outputs: Vec<crate::ids::ObjectId> = (0..3)
+            .map(|_| {
+                let spec = ids.task("f", cpus(1.0), Vec::new());
+                let output = spec.return_id;
+                state.submit_now(spec);
+                output
+            })
+            .collect();
+        let spawned = state.take_spawns();
+        assert_eq!(spawned.len(), 2, "one per free CPU");
+        let reason = ExecutableProblem::CannotStart {
+            message: "Resource temporarily unavailable (os error 11)".into(),
+        };
+        let error = Error::ExecutableUnavailable {
+            node: HEAD.into(),
+            reason,
+        };
+        state.executable_unavailable(spawned[0].0, error);
+        state.schedule();
+        assert!(state.take_spawns().is_empty(), "no other worker starts");
+        state
+            .task_workers
+            .assert_matches_scan(&state.workers, "one failed to start");
+        let failed: Vec<String> = outputs
+            .iter()
+            .filter_map(|o| state.value(*o)?.err())
+            .map(|e| e.to_string())
+            .collect();
+        assert_eq!(failed.len(), 2, "the tasks no starting worker takes fail");
+        assert!(
+            failed
+                .iter()
+                .all(|e| e.contains("os error 11") && e.contains(HEAD)),
+            "{failed:?}"
+        );
+        assert_eq!(
+            state.free(HEAD, CPU),
+            1.0,
+            "the other worker's lease holds one"
+        );
+        let mut inbox = state.connect(spawned[1].0);
+        assert_eq!(executed_ids(&mut inbox).len(), 1, "the third task runs");
     }
 
     /// Through the state: a finished task's worker is leased again for the
