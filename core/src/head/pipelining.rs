@@ -17,11 +17,11 @@
 //!
 //! A task goes ahead only when resources are short, so a withdrawn task is
 //! not sent straight back, and never one that a worker starting under a
-//! lease for its queue will take (that worker holds the resources already). And only
-//! while nothing else waits for resources (another shape's queue, an actor,
-//! a placement group): a worker with a task ahead never ends its lease, so
-//! under contention every task ahead is withdrawn and leases end after the
-//! task they run, as without pipelining.
+//! lease for its queue will take (that worker holds the resources already).
+//! And only while nothing else waits for resources (another shape's queue,
+//! an actor, a placement group): a worker with a task ahead never ends its
+//! lease, so under contention every task ahead is withdrawn and leases end
+//! after the task they run, as without pipelining.
 //!
 //! Two indexes per shape (leased workers with room; workers holding a task
 //! ahead that is not being withdrawn) keep both decisions independent of how

@@ -222,23 +222,19 @@ impl TaskWorkerIndex {
             }
         }
         // Sorted, not deduplicated: a worker listed twice is a fault.
-        let sorted = |lists: &FxHashMap<PoolKey, Vec<WorkerId>>| {
-            let mut lists: BTreeMap<PoolKey, Vec<WorkerId>> = lists.clone().into_iter().collect();
-            lists.values_mut().for_each(|ids| ids.sort());
-            lists
-        };
-        let scanned = |mut lists: BTreeMap<PoolKey, Vec<WorkerId>>| {
+        let sorted = |lists: BTreeMap<PoolKey, Vec<WorkerId>>| {
+            let mut lists = lists;
             lists.values_mut().for_each(|ids| ids.sort());
             lists
         };
         assert_eq!(
-            sorted(&self.idle),
-            scanned(idle),
+            sorted(self.idle.clone().into_iter().collect()),
+            sorted(idle),
             "idle task workers after {step}"
         );
         assert_eq!(
-            sorted(&self.unleased_starting),
-            scanned(unleased_starting),
+            sorted(self.unleased_starting.clone().into_iter().collect()),
+            sorted(unleased_starting),
             "starting task workers no lease claimed after {step}"
         );
         assert_eq!(
@@ -326,10 +322,7 @@ impl Node {
                     }
                 });
             }
-            Err(e) => {
-                let node = self.config.node_id.clone();
-                self.worker_failed_to_start(worker, &node, e.to_string())
-            }
+            Err(e) => self.worker_failed_to_start(worker, &self.config.node_id, e.to_string()),
         }
     }
 
@@ -825,21 +818,18 @@ mod tests {
         let second = ids.task("f", cpus(1.0), Vec::new());
         let second_id = second.task_id;
         state.submit_now(second);
-        let spawned = state.take_spawns();
-        assert_eq!(spawned.len(), 1, "a second worker starts at once");
-        let dying = spawned[0].0;
-        state
-            .task_workers
-            .assert_matches_scan(&state.workers, "two starting");
+        // The one worker the last step started, with the index checked.
+        let started = |state: &mut NodeState, step: &str| {
+            let spawned = state.take_spawns();
+            assert_eq!(spawned.len(), 1, "{step}");
+            state.task_workers.assert_matches_scan(&state.workers, step);
+            spawned[0].0
+        };
+        let dying = started(&mut state, "a second worker starts at once");
 
         state.worker_exited(dying, "crashed while starting");
         state.schedule();
-        let spawned = state.take_spawns();
-        assert_eq!(spawned.len(), 1, "a replacement starts for the lease");
-        let replacement = spawned[0].0;
-        state
-            .task_workers
-            .assert_matches_scan(&state.workers, "one died");
+        let replacement = started(&mut state, "a replacement starts for the lease");
         assert_eq!(state.free(HEAD, CPU), 0.0);
 
         let mut warm_inbox = state.connect(warm);
