@@ -10,7 +10,6 @@
 //! its job ends. Its id is the actor's own: actor and object ids come from
 //! one minter per process, so no object has it.
 
-use super::actors::ActorStatus;
 use super::object_directory::ObjectEntry;
 use super::NodeState;
 use crate::ids::{ActorId, ObjectId};
@@ -47,7 +46,7 @@ impl NodeState {
         let Some(record) = self.actors.get(&actor) else {
             return;
         };
-        if record.spec.detached || matches!(record.status, ActorStatus::Dead(_)) {
+        if record.spec.detached {
             return;
         }
         self.end_actor(actor, "its last handle was dropped".into());

@@ -1,8 +1,11 @@
 //! Actors (Ray's GCS actor manager): creation once resources are free, the
 //! constructor run first on the actor's own worker, calls kept in order,
 //! restarts within `max_restarts` (on another node if its node died), death
-//! with every pending call failed, and the names of named actors.
+//! with every pending call failed, and the names of named actors. The table
+//! here holds live actors only; a dead one leaves a summary in
+//! `dead_actors.rs`.
 
+use super::dead_actors::DeadActor;
 use super::executables::Code;
 use super::tasks::{TaskKind, TaskRecord};
 use super::NodeState;
@@ -12,12 +15,12 @@ use crate::protocol::*;
 use crate::resources::{Allocation, ResourceSet, SchedulingStrategy};
 use std::collections::VecDeque;
 
-#[derive(Debug, Clone, PartialEq)]
+/// Where a live actor is; a dead one moves to `dead_actors.rs`.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub(super) enum ActorStatus {
     WaitingForResources,
     Starting,
     Alive,
-    Dead(Error),
 }
 
 pub(super) struct ActorRecord {
@@ -49,11 +52,7 @@ impl NodeState {
         if let Some(name) = &spec.name {
             let key = (namespace.clone(), name.clone());
             if let Some(&existing) = self.named_actors.get(&key) {
-                let alive = self
-                    .actors
-                    .get(&existing)
-                    .is_some_and(|a| !matches!(a.status, ActorStatus::Dead(_)));
-                if alive {
+                if self.actors.contains_key(&existing) {
                     if spec.get_if_exists {
                         self.release_args(&spec.args);
                         self.take_handle(existing);
@@ -187,9 +186,6 @@ impl NodeState {
         let Some(record) = self.actors.get_mut(&actor) else {
             return;
         };
-        if matches!(record.status, ActorStatus::Dead(_)) {
-            return;
-        }
         if record.restarts_used >= record.spec.max_restarts {
             let message = format!(
                 "its process died ({message}) and max_restarts={} is used up",
@@ -267,59 +263,63 @@ impl NodeState {
 
     /// Ends `actor` for good: every pending and later call fails with `error`.
     pub(super) fn actor_failed(&mut self, actor: ActorId, error: Error) {
-        let Some(record) = self.actors.get_mut(&actor) else {
+        let Some(record) = self.actors.remove(&actor) else {
             return;
         };
-        let newly_dead = !matches!(record.status, ActorStatus::Dead(_));
-        record.status = ActorStatus::Dead(error.clone());
         // Callers waiting for the actor's route learn it is dead.
         self.ready_events += 1;
-        let calls: Vec<TaskId> = record
-            .inflight
-            .drain(..)
-            .chain(record.pending.drain(..))
-            .collect();
-        let allocation = record.allocation.take();
-        let name = record
-            .spec
-            .name
-            .clone()
-            .map(|name| (record.namespace.clone(), name));
-        let args = record.spec.args.clone();
-        if let Some(allocation) = allocation {
-            self.pool.release(&allocation);
+        let ActorRecord {
+            spec,
+            job,
+            namespace,
+            allocation,
+            restarts_used,
+            inflight,
+            pending,
+            ..
+        } = record;
+        if let Some(allocation) = &allocation {
+            self.pool.release(allocation);
         }
-        if let Some(name) = name {
-            if self.named_actors.get(&name) == Some(&actor) {
-                self.named_actors.remove(&name);
+        if let Some(name) = &spec.name {
+            let key = (namespace, name.clone());
+            if self.named_actors.get(&key) == Some(&actor) {
+                self.named_actors.remove(&key);
             }
         }
-        self.release_args(&args);
-        if let Some(record) = self.actors.get_mut(&actor) {
-            record.spec.args.clear();
-        }
-        for call in calls {
+        self.release_args(&spec.args);
+        // Remembered before its calls fail, so whatever those failures set
+        // off finds the actor dead, with this cause.
+        self.dead_actors.insert(
+            actor,
+            DeadActor {
+                class: spec.class,
+                name: spec.name,
+                job,
+                node: allocation.map(|a| a.node),
+                restarts_used,
+                detached: spec.detached,
+                cause: error.clone(),
+            },
+        );
+        for call in inflight.into_iter().chain(pending) {
             self.finish_task(call, Err(error.clone()));
-        }
-        if newly_dead {
-            self.remember_dead(actor);
         }
     }
 
-    /// Keeps `actor`'s record for the state API among the most recent
-    /// `dead_actors_kept` dead ones; the oldest beyond that is forgotten, as
-    /// Ray's GCS evicts its destroyed-actor cache. A later call to a
-    /// forgotten actor fails as a call to an unknown actor does.
-    fn remember_dead(&mut self, actor: ActorId) {
-        self.dead_actors.push_back(actor);
-        while self.dead_actors.len() > self.dead_actors_kept {
-            let oldest = self.dead_actors.pop_front().expect("longer than the limit");
-            self.actors.remove(&oldest);
+    /// The job and class of `actor`, alive or remembered dead.
+    pub(super) fn actor_job_and_class(&self, actor: ActorId) -> Option<(JobId, &str)> {
+        match self.actors.get(&actor) {
+            Some(live) => Some((live.job, &live.spec.class)),
+            None => self
+                .dead_actors
+                .get(&actor)
+                .map(|dead| (dead.job, dead.class.as_str())),
         }
     }
 
     pub(super) fn kill_actor(&mut self, actor: ActorId) -> Result<()> {
-        if !self.actors.contains_key(&actor) {
+        if !self.actors.contains_key(&actor) && self.dead_actors.get(&actor).is_none() {
             return Err(Error::ActorNotFound {
                 name: actor.to_string(),
             });
@@ -342,6 +342,7 @@ impl NodeState {
 
 #[cfg(test)]
 mod tests {
+    use super::super::dead_actors::DeadActors;
     use super::super::test_support::*;
     use super::*;
     use crate::resources::CPU;
@@ -447,7 +448,7 @@ mod tests {
                         _ => None,
                     })
                     .collect();
-                if matches!(state.actors[&actor].status, ActorStatus::Dead(_)) {
+                if state.is_dead(actor) {
                     assert!(spawns.is_empty(), "a dead actor gets no worker");
                     break;
                 }
@@ -516,7 +517,7 @@ mod tests {
             message: "raised".into(),
         };
         state.finish(worker, constructor, Err(error));
-        assert!(matches!(state.actors[&actor].status, ActorStatus::Dead(_)));
+        assert!(state.is_dead(actor));
         assert_eq!(
             state.take_effects(),
             vec![Did::Stop {
@@ -597,7 +598,7 @@ mod tests {
         for (limit, killed, left) in [(3, 2, 2), (3, 3, 3), (3, 10, 3), (0, 4, 0)] {
             let ids = Ids::new();
             let mut state = NodeState::for_test(cpus(1.0), 1 << 20);
-            state.dead_actors_kept = limit;
+            state.dead_actors = DeadActors::new(limit);
             let mut actors = Vec::new();
             for _ in 0..killed {
                 let spec = ids.actor(cpus(1.0), 0);
@@ -606,11 +607,18 @@ mod tests {
                 state.kill_actor(*actors.last().unwrap()).expect("killed");
                 state.schedule();
             }
-            assert_eq!(state.actors.len(), left, "limit {limit}, killed {killed}");
-            assert_eq!(state.dead_actors.len(), left);
+            assert!(
+                state.actors.is_empty(),
+                "the live table holds no dead actor"
+            );
+            assert_eq!(
+                state.dead_actors.len(),
+                left,
+                "limit {limit}, killed {killed}"
+            );
             let (forgotten, kept) = actors.split_at(killed - left);
-            assert!(forgotten.iter().all(|a| !state.actors.contains_key(a)));
-            assert!(kept.iter().all(|a| state.actors.contains_key(a)));
+            assert!(forgotten.iter().all(|a| state.dead_actors.get(a).is_none()));
+            assert!(kept.iter().all(|a| state.is_dead(*a)));
             for (actor, message) in [
                 (forgotten.last(), "no such actor"),
                 (kept.last(), "killed by oxray_core::kill"),

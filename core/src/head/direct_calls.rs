@@ -38,7 +38,6 @@ impl NodeState {
             return Some(None);
         };
         match record.status {
-            ActorStatus::Dead(_) => Some(None),
             ActorStatus::Alive => {
                 let worker = record.worker.filter(|w| Some(*w) != not_on)?;
                 let address = self.workers.get(&worker)?.call_address.clone();
@@ -193,10 +192,7 @@ impl NodeState {
         let Some(record) = self.tasks.get_mut(&task_id) else {
             return;
         };
-        let dead = self.actors.get(&actor).and_then(|a| match &a.status {
-            ActorStatus::Dead(error) => Some(error.clone()),
-            _ => None,
-        });
+        let dead = self.dead_actors.get(&actor).map(|a| a.cause.clone());
         if let Some(error) = dead {
             return self.finish_task(task_id, Err(error));
         }

@@ -141,7 +141,13 @@ impl World {
                 "{id} is alive with calls unsent after {step}"
             );
         }
-        assert!(state.dead_actors.len() <= state.dead_actors_kept);
+        assert!(state.dead_actors.len() <= state.dead_actors.capacity());
+        for (id, _) in state.dead_actors.iter() {
+            assert!(
+                !state.actors.contains_key(id),
+                "{id} is both alive and dead after {step}"
+            );
+        }
     }
 }
 

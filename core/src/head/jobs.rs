@@ -5,7 +5,6 @@
 //! groups, queued and running tasks and the references it still holds are
 //! released. Named actors live in the namespace of the job that made them.
 
-use super::actors::ActorStatus;
 use super::executables::{Code, JobCode};
 use super::tasks::TaskKind;
 use super::worker_pool::WorkerRecord;
@@ -86,8 +85,8 @@ impl Node {
             let Some(record) = state.workers.get(&worker) else {
                 return;
             };
-            let (job, name) = match record.actor.and_then(|a| state.actors.get(&a)) {
-                Some(actor) => (actor.job, actor.spec.class.clone()),
+            let (job, name) = match record.actor.and_then(|a| state.actor_job_and_class(a)) {
+                Some((job, class)) => (job, class.to_string()),
                 None => record
                     .last_task
                     .clone()
@@ -199,8 +198,8 @@ impl NodeState {
         let Some(record) = self.workers.get(&worker) else {
             return embedded;
         };
-        if let Some(actor) = record.actor.and_then(|a| self.actors.get(&a)) {
-            return actor.job;
+        if let Some((job, _)) = record.actor.and_then(|a| self.actor_job_and_class(a)) {
+            return job;
         }
         record
             .assigned
@@ -221,11 +220,7 @@ impl NodeState {
         let id = *self
             .named_actors
             .get(&(self.namespace_of(job), name.to_string()))?;
-        let actor = self.actors.get(&id)?;
-        let class = actor.spec.class.clone();
-        if matches!(actor.status, ActorStatus::Dead(_)) {
-            return None;
-        }
+        let class = self.actors.get(&id)?.spec.class.clone();
         self.take_handle(id);
         Some((id, class))
     }
@@ -282,9 +277,7 @@ impl NodeState {
         let actors: Vec<ActorId> = self
             .actors
             .iter()
-            .filter(|(_, a)| {
-                a.job == job && !a.spec.detached && !matches!(a.status, ActorStatus::Dead(_))
-            })
+            .filter(|(_, a)| a.job == job && !a.spec.detached)
             .map(|(id, _)| *id)
             .collect();
         for actor in actors {
@@ -336,6 +329,7 @@ fn forget_one(ledger: &mut FxHashMap<ObjectId, u64>, id: ObjectId) {
 
 #[cfg(test)]
 mod tests {
+    use super::super::actors::ActorStatus;
     use super::super::test_support::*;
     use super::*;
     use crate::protocol::ActorSpec;
@@ -382,10 +376,7 @@ mod tests {
         state.schedule();
         let job_row = &state.jobs[&job];
         assert!(!job_row.running && job_row.ended_at.is_some());
-        assert!(matches!(
-            state.actors[&actor_id].status,
-            ActorStatus::Dead(_)
-        ));
+        assert!(state.is_dead(actor_id));
         assert_eq!(
             state.actors[&detached_id].status,
             ActorStatus::Starting,

@@ -58,6 +58,7 @@ mod actor_handles;
 mod actors;
 mod bounds;
 mod config;
+mod dead_actors;
 mod direct_calls;
 mod embedded;
 mod executables;
@@ -94,6 +95,7 @@ use crate::warm_loop::WarmLoop;
 use crate::wire::MAX_MESSAGE_BYTES;
 use crate::worker::{kill_process, process_alive};
 use actors::ActorRecord;
+use dead_actors::DeadActors;
 use executables::{Code, Executables};
 use generated::head_server::HeadServer;
 use jobs::DriverJob;
@@ -135,10 +137,8 @@ struct NodeState {
     actors_waiting: VecDeque<ActorId>,
     /// Actors that may have calls to send since the last `schedule`.
     actors_with_calls: Vec<ActorId>,
-    /// Dead actors whose records are kept, oldest first, at most
-    /// `dead_actors_kept`.
-    dead_actors: VecDeque<ActorId>,
-    dead_actors_kept: usize,
+    /// Dead actors still remembered for the state API and their callers.
+    dead_actors: DeadActors,
     pool: ClusterResources,
     /// Control streams of the other nodes, by node id.
     remote_nodes: HashMap<String, RemoteNode>,
@@ -202,8 +202,7 @@ impl NodeState {
             named_actors: HashMap::new(),
             actors_waiting: VecDeque::new(),
             actors_with_calls: Vec::new(),
-            dead_actors: VecDeque::new(),
-            dead_actors_kept: retention.dead_actors,
+            dead_actors: DeadActors::new(retention.dead_actors),
             pool,
             remote_nodes: HashMap::new(),
             object_stores: HashMap::from([(

@@ -3,7 +3,6 @@
 //! allows; removing a group kills the actors placed in it, cancels its tasks
 //! (queued or running) and gives its bundles back.
 
-use super::actors::ActorStatus;
 use super::tasks::TaskKind;
 use super::NodeState;
 use crate::error::{Error, Result};
@@ -110,7 +109,6 @@ impl NodeState {
             .iter()
             .filter(|(_, a)| {
                 matches!(a.spec.strategy, SchedulingStrategy::PlacementGroup { group, .. } if group == id)
-                    && !matches!(a.status, ActorStatus::Dead(_))
             })
             .map(|(actor, _)| *actor)
             .collect();
@@ -266,10 +264,7 @@ mod tests {
         assert!(state.take_spawns().is_empty());
         state.remove_placement_group(1).expect("removed");
         state.schedule();
-        assert!(
-            matches!(state.actors[&actor_id].status, ActorStatus::Dead(_)),
-            "killed, not restarted"
-        );
+        assert!(state.is_dead(actor_id), "killed, not restarted");
         assert_eq!(error_kind(&state.value(output)), "Cancelled");
         assert!(state.take_effects().contains(&Did::Stop {
             worker: actor_worker,

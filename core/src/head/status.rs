@@ -20,11 +20,7 @@ impl Node {
             spilled_bytes_total: store.spilled_bytes_total,
             tasks: state.tasks.len(),
             workers: state.workers.len(),
-            actors_alive: state
-                .actors
-                .values()
-                .filter(|a| !matches!(a.status, ActorStatus::Dead(_)))
-                .count(),
+            actors_alive: state.actors.len(),
             total: self.local_pool(&state).total().clone(),
             available: self.local_pool(&state).available().clone(),
         }
@@ -83,29 +79,7 @@ impl Node {
     pub fn cluster_status(&self) -> ClusterStatus {
         let state = self.state.lock();
         let nodes = self.node_rows(&state);
-        let actors = state
-            .actors
-            .iter()
-            .map(|(id, a)| ActorStatusLine {
-                actor_id: *id,
-                class: a.spec.class.clone(),
-                name: a.spec.name.clone(),
-                state: match &a.status {
-                    ActorStatus::WaitingForResources => "PENDING_CREATION".into(),
-                    ActorStatus::Starting => "STARTING".into(),
-                    ActorStatus::Alive => "ALIVE".into(),
-                    ActorStatus::Dead(_) => "DEAD".into(),
-                },
-                job_id: a.job.to_string(),
-                node_id: a.allocation.as_ref().map(|al| al.node.clone()),
-                pid: a
-                    .worker
-                    .and_then(|w| state.workers.get(&w))
-                    .and_then(|w| w.pid),
-                restarts: a.restarts_used,
-                detached: a.spec.detached,
-            })
-            .collect();
+        let actors = state.actor_rows();
         let placement_groups = state
             .placement_groups
             .iter()
@@ -189,5 +163,92 @@ fn object_row(id: crate::ids::ObjectId, entry: &super::object_directory::ObjectE
         reference_count: entry.refs,
         type_name: blob.map(|b| b.type_name.clone()),
         producer_task: entry.producer,
+    }
+}
+
+impl NodeState {
+    /// One row per live actor, then one per remembered dead one.
+    fn actor_rows(&self) -> Vec<ActorStatusLine> {
+        self.actors
+            .iter()
+            .map(|(id, a)| ActorStatusLine {
+                actor_id: *id,
+                class: a.spec.class.clone(),
+                name: a.spec.name.clone(),
+                state: match a.status {
+                    ActorStatus::WaitingForResources => "PENDING_CREATION".into(),
+                    ActorStatus::Starting => "STARTING".into(),
+                    ActorStatus::Alive => "ALIVE".into(),
+                },
+                job_id: a.job.to_string(),
+                node_id: a.allocation.as_ref().map(|al| al.node.clone()),
+                pid: a
+                    .worker
+                    .and_then(|w| self.workers.get(&w))
+                    .and_then(|w| w.pid),
+                restarts: a.restarts_used,
+                detached: a.spec.detached,
+            })
+            .chain(self.dead_actors.iter().map(|(id, a)| ActorStatusLine {
+                actor_id: *id,
+                class: a.class.clone(),
+                name: a.name.clone(),
+                state: "DEAD".into(),
+                job_id: a.job.to_string(),
+                node_id: a.node.clone(),
+                pid: None,
+                restarts: a.restarts_used,
+                detached: a.detached,
+            }))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::*;
+    use super::*;
+
+    fn row(rows: &[ActorStatusLine], actor: crate::ids::ActorId) -> &ActorStatusLine {
+        rows.iter()
+            .find(|r| r.actor_id == actor)
+            .expect("a row per actor")
+    }
+
+    /// A killed actor leaves the live table but keeps its row: its class,
+    /// name, the node it ran on and its restarts, as `oxray list actors`
+    /// shows Ray's dead actors.
+    #[test]
+    fn a_dead_actor_keeps_its_row_beside_the_live_ones() {
+        let ids = Ids::new();
+        let mut state = NodeState::for_test(cpus(2.0), 1 << 20);
+        let alive = ids.actor(cpus(1.0), 0).actor_id;
+        let doomed = ActorSpec {
+            name: Some("doomed".into()),
+            ..ids.actor(cpus(1.0), 0)
+        };
+        let killed = doomed.actor_id;
+        state.start_actor(ActorSpec {
+            actor_id: alive,
+            ..ids.actor(cpus(1.0), 0)
+        });
+        state.start_actor(doomed);
+        state.kill_actor(killed).expect("killed");
+        state.schedule();
+
+        let rows = state.actor_rows();
+        assert_eq!(rows.len(), 2);
+        let live = row(&rows, alive);
+        assert_eq!(
+            (live.state.as_str(), live.node_id.as_deref()),
+            ("ALIVE", Some(HEAD))
+        );
+        let dead = row(&rows, killed);
+        assert_eq!(dead.state, "DEAD");
+        assert_eq!(dead.class, "Counter");
+        assert_eq!(dead.name.as_deref(), Some("doomed"));
+        assert_eq!(dead.node_id.as_deref(), Some(HEAD), "the node it ran on");
+        assert_eq!(dead.pid, None);
+        assert!(state.is_dead(killed) && !state.is_dead(alive));
     }
 }

@@ -190,21 +190,19 @@ impl NodeState {
         match record.kind {
             TaskKind::Stateless => self.queue_for(task_id).push_back(task_id),
             TaskKind::ActorCall(actor) => match self.actors.get_mut(&actor) {
-                Some(record) if !matches!(record.status, ActorStatus::Dead(_)) => {
+                Some(record) => {
                     record.pending.push_back(task_id);
                     self.note_pending_calls(actor);
                 }
-                Some(record) => {
-                    let ActorStatus::Dead(error) = record.status.clone() else {
-                        unreachable!()
-                    };
-                    self.finish_task(task_id, Err(error));
-                }
                 None => {
-                    let error = Error::ActorDied {
-                        actor: actor.to_string(),
-                        message: "no such actor (or it died long ago and its record was dropped)"
-                            .into(),
+                    let error = match self.dead_actors.get(&actor) {
+                        Some(dead) => dead.cause.clone(),
+                        None => Error::ActorDied {
+                            actor: actor.to_string(),
+                            message:
+                                "no such actor (or it died long ago and its record was dropped)"
+                                    .into(),
+                        },
                     };
                     self.finish_task(task_id, Err(error));
                 }

@@ -256,6 +256,11 @@ impl NodeState {
         (worker, inbox)
     }
 
+    /// `actor` has left the live table for the dead one.
+    pub(super) fn is_dead(&self, actor: ActorId) -> bool {
+        !self.actors.contains_key(&actor) && self.dead_actors.get(&actor).is_some()
+    }
+
     /// Free amount of `resource` on `node`.
     pub(super) fn free(&self, node: &str, resource: &str) -> f64 {
         self.pool
