@@ -62,8 +62,11 @@ impl DeadActors {
         self.records.get(actor)
     }
 
+    /// Oldest death first, so listings show them in the order they died.
     pub(super) fn iter(&self) -> impl Iterator<Item = (&ActorId, &DeadActor)> {
-        self.records.iter()
+        self.order
+            .iter()
+            .filter_map(|id| self.records.get(id).map(|record| (id, record)))
     }
 
     #[cfg(test)]
@@ -110,6 +113,8 @@ mod tests {
                 .collect();
             let expected: Vec<u64> = (5 - capacity as u64..5).collect();
             assert_eq!(kept, expected, "capacity {capacity}");
+            let listed: Vec<u64> = table.iter().map(|(id, _)| id.0).collect();
+            assert_eq!(listed, expected, "listed in the order they died");
             if let Some(newest) = table.get(&ActorId(4)) {
                 assert_eq!(newest.class, "A4");
             }

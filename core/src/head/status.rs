@@ -167,7 +167,8 @@ fn object_row(id: crate::ids::ObjectId, entry: &super::object_directory::ObjectE
 }
 
 impl NodeState {
-    /// One row per live actor, then one per remembered dead one.
+    /// One row per live actor, then one per remembered dead one in the
+    /// order they died.
     fn actor_rows(&self) -> Vec<ActorStatusLine> {
         self.actors
             .iter()
