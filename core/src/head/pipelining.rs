@@ -198,11 +198,8 @@ impl NodeState {
         if !short {
             return;
         }
-        // The tasks that workers starting for this queue will take stay.
-        let waiting_for_starters = self.task_workers.leases_starting(shape);
-        while let Some(&task_id) = (self.queues.get(shape))
-            .filter(|q| q.tasks.len() > waiting_for_starters)
-            .and_then(|q| q.tasks.front())
+        while let Some(&task_id) =
+            (self.queue_beyond_starting_workers(shape)).and_then(|q| q.tasks.front())
         {
             let Some(worker) = self.worker_to_send_ahead(shape, task_id) else {
                 return;

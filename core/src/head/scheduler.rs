@@ -69,11 +69,7 @@ impl NodeState {
         let mut blocked = Vec::new();
         for shape in shapes {
             while let Some((task_id, request, strategy, code)) =
-                self.queues.get(&shape).and_then(|q| {
-                    // Tasks as many as the workers starting for this queue wait
-                    // for them.
-                    let waiting_for_starters = self.task_workers.leases_starting(&shape);
-                    (q.tasks.len() > waiting_for_starters).then_some(())?;
+                self.queue_beyond_starting_workers(&shape).and_then(|q| {
                     Some((
                         *q.tasks.front()?,
                         q.request.clone(),
@@ -112,6 +108,14 @@ impl NodeState {
         }
         self.queues.retain(|_, q| !q.tasks.is_empty());
         self.withdraw_tasks_ahead(contended);
+    }
+
+    /// The queue of `shape` if it holds more tasks than the workers
+    /// starting under its leases will take as they connect: only the tasks
+    /// beyond those may be placed elsewhere or sent ahead.
+    pub(super) fn queue_beyond_starting_workers(&self, shape: &str) -> Option<&ShapeQueue> {
+        let taken_by_starting = self.task_workers.leases_starting(shape);
+        (self.queues.get(shape)).filter(|q| q.tasks.len() > taken_by_starting)
     }
 
     /// Reserves `request` on a node `strategy` picks for a worker running

@@ -222,8 +222,7 @@ impl TaskWorkerIndex {
             }
         }
         // Sorted, not deduplicated: a worker listed twice is a fault.
-        let sorted = |lists: BTreeMap<PoolKey, Vec<WorkerId>>| {
-            let mut lists = lists;
+        let sorted = |mut lists: BTreeMap<PoolKey, Vec<WorkerId>>| {
             lists.values_mut().for_each(|ids| ids.sort());
             lists
         };
