@@ -52,3 +52,73 @@ impl NodeState {
         self.end_actor(actor, "its last handle was dropped".into());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::*;
+    use super::*;
+    use crate::protocol::ActorSpec;
+    use crate::resources::CPU;
+
+    /// (detached, handles besides the creator's): an actor lives while any
+    /// handle does, and past its last one only if it is detached.
+    #[test]
+    fn an_actor_ends_with_its_last_handle_unless_it_is_detached() {
+        for (detached, copies) in [(false, 0), (false, 2), (true, 0), (true, 1)] {
+            let ids = Ids::new();
+            let mut state = NodeState::for_test(cpus(1.0), 1 << 20);
+            let spec = ActorSpec {
+                detached,
+                ..ids.actor(cpus(1.0), 0)
+            };
+            let actor = spec.actor_id;
+            state.start_actor(spec);
+            for _ in 0..copies {
+                state.add_ref(handle_object(actor));
+            }
+            for released in 0..copies {
+                state.release(handle_object(actor));
+                assert!(
+                    !state.is_dead(actor),
+                    "detached {detached}: {} of {} handles remain",
+                    copies - released,
+                    copies + 1
+                );
+            }
+            state.release(handle_object(actor));
+            assert_eq!(state.is_dead(actor), !detached, "detached {detached}");
+            let stopped = state
+                .take_effects()
+                .into_iter()
+                .filter(|did| matches!(did, Did::Stop { .. }))
+                .count();
+            assert_eq!(stopped, usize::from(!detached), "its worker stops with it");
+            assert_eq!(state.free(HEAD, CPU), if detached { 0.0 } else { 1.0 });
+        }
+    }
+
+    /// A creator that finds the named actor already there (`get_if_exists`)
+    /// holds a handle of its own: the first creator's release leaves the
+    /// actor alive.
+    #[test]
+    fn a_handle_found_by_name_counts_as_one_more() {
+        let ids = Ids::new();
+        let mut state = NodeState::for_test(cpus(1.0), 1 << 20);
+        let named = |spec: ActorSpec| ActorSpec {
+            name: Some("counter".into()),
+            get_if_exists: true,
+            ..spec
+        };
+        let first = named(ids.actor(cpus(1.0), 0));
+        let actor = first.actor_id;
+        state.start_actor(first);
+        let found = state
+            .create_actor(named(ids.actor(cpus(1.0), 0)), JOB, None)
+            .expect("found by name");
+        assert_eq!(found, actor);
+        state.release(handle_object(actor));
+        assert!(!state.is_dead(actor), "the finder's handle remains");
+        state.release(handle_object(actor));
+        assert!(state.is_dead(actor));
+    }
+}

@@ -103,9 +103,7 @@ impl Backend for Node {
     fn add_refs(&self, ids: &[ObjectId]) {
         let mut state = self.state.lock();
         for id in ids {
-            if let Some(entry) = state.objects.get_mut(id) {
-                entry.refs += 1;
-            }
+            state.add_ref(*id);
         }
     }
 

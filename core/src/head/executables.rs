@@ -213,3 +213,98 @@ fn async_stream_of(
         Err(status) => Err(status.message().to_string()),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::*;
+    use super::*;
+    use crate::packaging::ShipExecutable;
+    use crate::resources::CPU;
+
+    /// A task only `n2` can run.
+    fn on_n2(ids: &Ids) -> TaskSpec {
+        ids.task("f", res(&[(CPU, 1.0), ("n2", 1.0)]), Vec::new())
+    }
+
+    /// The nodes workers were started on.
+    fn nodes(spawned: Vec<(WorkerId, String)>) -> Vec<String> {
+        spawned.into_iter().map(|(_, node)| node).collect()
+    }
+
+    fn fetch_failed() -> Error {
+        Error::ExecutableUnavailable {
+            node: "n2".into(),
+            reason: ExecutableProblem::FetchFailed {
+                message: "the head holds no copy".into(),
+            },
+        }
+    }
+
+    /// What a node cannot run is remembered per node and per job: that
+    /// job's work placed there fails at once, without another worker, while
+    /// other nodes and other jobs' code are untouched; the node's leaving
+    /// forgets it (one that joins again under its id may have the file).
+    #[test]
+    fn an_executable_a_node_cannot_get_fails_that_jobs_work_there_until_it_leaves() {
+        let ids = Ids::new();
+        let mut state = NodeState::for_test(cpus(1.0), 1 << 20);
+        let _n2 = state.join("n2", res(&[(CPU, 1.0), ("n2", 1.0)]));
+        let first = on_n2(&ids);
+        let first_output = first.return_id;
+        state.submit_now(first);
+        let spawned = state.take_spawns();
+        let [(worker, node)] = &spawned[..] else {
+            panic!("one worker is started, got {spawned:?}");
+        };
+        assert_eq!(node, "n2");
+        let worker = *worker;
+        state.executable_unavailable(worker, fetch_failed());
+        state.schedule();
+        let failure = |value: Option<Result<ObjectBlob>>| match value {
+            Some(Err(error @ Error::ExecutableUnavailable { .. })) => error.to_string(),
+            other => panic!("expected the executable's failure, got {other:?}"),
+        };
+        assert!(failure(state.value(first_output)).contains("no copy"));
+
+        let second = on_n2(&ids);
+        let second_output = second.return_id;
+        state.submit_now(second);
+        assert!(failure(state.value(second_output)).contains("n2"));
+        assert!(
+            state.take_spawns().is_empty(),
+            "no second worker is started there"
+        );
+
+        let other_job: Code = Some(Arc::new(JobCode {
+            job: JobId(7),
+            executable: JobExecutable {
+                path: "/opt/driver".into(),
+                digest: "ab".into(),
+                size: 1,
+                ship: ShipExecutable::default(),
+            },
+        }));
+        assert!(state.unavailable_on("n2", &None).is_some());
+        assert!(state.unavailable_on("n2", &other_job).is_none());
+        assert!(state.unavailable_on(HEAD, &None).is_none());
+        state.submit_now(ids.task("f", cpus(1.0), Vec::new()));
+        assert_eq!(
+            nodes(state.take_spawns()),
+            [HEAD],
+            "the head still starts one"
+        );
+
+        assert!(state.node_died("n2", "it left"));
+        assert!(state.unavailable_on("n2", &None).is_none());
+        let _n2_again = state.join("n2", res(&[(CPU, 1.0), ("n2", 1.0)]));
+        let third = on_n2(&ids);
+        let third_output = third.return_id;
+        state.submit_now(third);
+        assert!(state.value(third_output).is_none(), "not failed at once");
+        assert_eq!(
+            nodes(state.take_spawns()),
+            ["n2"],
+            "after rejoining, n2 is asked to start a worker again"
+        );
+    }
+}

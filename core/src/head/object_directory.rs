@@ -105,6 +105,14 @@ impl NodeState {
         }
     }
 
+    /// One more reference to `id` (a ref or actor handle copied into
+    /// another process); an object already freed stays freed.
+    pub(super) fn add_ref(&mut self, id: ObjectId) {
+        if let Some(entry) = self.objects.get_mut(&id) {
+            entry.refs += 1;
+        }
+    }
+
     pub(super) fn release(&mut self, id: ObjectId) {
         let Some(entry) = self.objects.get_mut(&id) else {
             return;
