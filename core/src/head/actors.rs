@@ -4,6 +4,8 @@
 //! with every pending call failed, and the names of named actors. The table
 //! here holds live actors only; a dead one leaves a summary in
 //! `dead_actors.rs`.
+//!
+//! Over 600 lines only with its unit tests (the code is under 350).
 
 use super::dead_actors::DeadActor;
 use super::executables::Code;

@@ -36,3 +36,12 @@ pub fn max_overlap(intervals: &[(u128, u128)]) -> usize {
     }
     most as usize
 }
+
+/// A new FIFO in `dir`: a reader of it blocks until something writes, which
+/// lets a test hold a task or call where it wants without sleeping.
+pub fn fifo(dir: &tempfile::TempDir) -> String {
+    let path = dir.path().join("release");
+    let made = std::process::Command::new("mkfifo").arg(&path).status();
+    assert!(made.expect("mkfifo").success());
+    path.display().to_string()
+}
