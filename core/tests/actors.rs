@@ -338,16 +338,7 @@ fn cancel_a_queued_call(recorder: &ActorHandle<Recorder>, fifo: String) -> Vec<S
         "the cancelled call ends while the first still runs"
     );
     std::fs::write(&fifo, "go").expect("release the first call");
-    std::iter::once(first)
-        .chain(queued)
-        .map(|call| match call.get() {
-            Ok(count) => count.to_string(),
-            Err(Error::Cancelled { function }) if function.ends_with("Recorder::record") => {
-                "cancelled".to_string()
-            }
-            Err(other) => panic!("{other}"),
-        })
-        .collect()
+    outcomes(std::iter::once(first).chain(queued), "Recorder::record")
 }
 
 #[oxray_core::remote]
@@ -392,11 +383,17 @@ fn cancel_a_held_call(actor: ActorHandle<OpensLate>, fifo: String) -> Vec<String
         "the cancelled call ends before the actor is up"
     );
     std::fs::write(&fifo, "go").expect("release the constructor");
+    outcomes(calls, "OpensLate::record")
+}
+
+/// What each of `calls` gave: its count, or `cancelled` where it ended as a
+/// cancelled call of `method`.
+fn outcomes(calls: impl IntoIterator<Item = ObjectRef<usize>>, method: &str) -> Vec<String> {
     calls
         .into_iter()
         .map(|call| match call.get() {
             Ok(count) => count.to_string(),
-            Err(Error::Cancelled { function }) if function.ends_with("OpensLate::record") => {
+            Err(Error::Cancelled { function }) if function.ends_with(method) => {
                 "cancelled".to_string()
             }
             Err(other) => panic!("{other}"),

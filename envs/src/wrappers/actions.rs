@@ -55,16 +55,7 @@ impl<E: Env> ClipAction<E> {
 }
 
 impl<E: Env> Env for ClipAction<E> {
-    fn id(&self) -> &str {
-        self.env.id()
-    }
-    fn observation_space(&self) -> &Space {
-        self.env.observation_space()
-    }
-    fn action_space(&self) -> &Space {
-        &self.action_space
-    }
-    forward_env!(render, state);
+    forward_env!(id, own_action_space, render, state);
 
     fn reset(
         &mut self,
@@ -142,16 +133,7 @@ impl<E: Env> RescaleAction<E> {
 }
 
 impl<E: Env> Env for RescaleAction<E> {
-    fn id(&self) -> &str {
-        self.env.id()
-    }
-    fn observation_space(&self) -> &Space {
-        self.env.observation_space()
-    }
-    fn action_space(&self) -> &Space {
-        &self.action_space
-    }
-    forward_env!(render, state);
+    forward_env!(id, own_action_space, render, state);
 
     fn reset(
         &mut self,

@@ -56,16 +56,7 @@ impl<E: Env> FrameStack<E> {
 }
 
 impl<E: Env> Env for FrameStack<E> {
-    fn id(&self) -> &str {
-        self.env.id()
-    }
-    fn observation_space(&self) -> &Space {
-        &self.observation_space
-    }
-    fn action_space(&self) -> &Space {
-        self.env.action_space()
-    }
-    forward_env!(render, state);
+    forward_env!(id, own_observation_space, render, state);
 
     fn reset(
         &mut self,

@@ -34,21 +34,42 @@ pub trait Wrap: Env + Sized {
 
 impl<E: Env> Wrap for E {}
 
-/// Forwards the `Env` methods a wrapper does not change to `self.env`.
+/// Forwards the `Env` methods a wrapper does not change to `self.env`. An
+/// observation wrapper keeps its own `observation_space` field
+/// (`own_observation_space`), an action wrapper its own `action_space`
+/// (`own_action_space`).
 macro_rules! forward_env {
     (id, spaces, render, state) => {
-        fn id(&self) -> &str {
-            self.env.id()
-        }
         fn observation_space(&self) -> &crate::spaces::Space {
             self.env.observation_space()
         }
         fn action_space(&self) -> &crate::spaces::Space {
             self.env.action_space()
         }
-        forward_env!(render, state);
+        forward_env!(id, render, state);
     };
-    (render, state) => {
+    (id, own_observation_space, render, state) => {
+        fn observation_space(&self) -> &crate::spaces::Space {
+            &self.observation_space
+        }
+        fn action_space(&self) -> &crate::spaces::Space {
+            self.env.action_space()
+        }
+        forward_env!(id, render, state);
+    };
+    (id, own_action_space, render, state) => {
+        fn observation_space(&self) -> &crate::spaces::Space {
+            self.env.observation_space()
+        }
+        fn action_space(&self) -> &crate::spaces::Space {
+            &self.action_space
+        }
+        forward_env!(id, render, state);
+    };
+    (id, render, state) => {
+        fn id(&self) -> &str {
+            self.env.id()
+        }
         fn render(&mut self) -> Result<crate::env::RgbImage, crate::error::EnvError> {
             self.env.render()
         }

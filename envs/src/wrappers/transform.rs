@@ -28,16 +28,7 @@ impl<E: Env, F: FnMut(&[f32], &mut [f32]) + Send> TransformObservation<E, F> {
 }
 
 impl<E: Env, F: FnMut(&[f32], &mut [f32]) + Send> Env for TransformObservation<E, F> {
-    fn id(&self) -> &str {
-        self.env.id()
-    }
-    fn observation_space(&self) -> &Space {
-        &self.observation_space
-    }
-    fn action_space(&self) -> &Space {
-        self.env.action_space()
-    }
-    forward_env!(render, state);
+    forward_env!(id, own_observation_space, render, state);
 
     fn reset(
         &mut self,

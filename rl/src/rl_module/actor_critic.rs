@@ -111,17 +111,7 @@ impl RLModule for ActorCritic {
         }
     }
 
-    fn spec(&self) -> &ModuleSpec {
-        &self.spec
-    }
-
-    fn var_store(&self) -> &nn::VarStore {
-        &self.var_store
-    }
-
-    fn var_store_mut(&mut self) -> &mut nn::VarStore {
-        &mut self.var_store
-    }
+    module_fields!();
 
     fn compute_actions(
         &self,

@@ -28,6 +28,24 @@
 //! - `host_q_head`: a Q-network head's layers, plain or noisy, on the host,
 //!   for both acting and training.
 
+/// The [`RLModule`] accessors every module implements alike, over its own
+/// `spec` and `var_store` fields.
+macro_rules! module_fields {
+    () => {
+        fn spec(&self) -> &ModuleSpec {
+            &self.spec
+        }
+
+        fn var_store(&self) -> &nn::VarStore {
+            &self.var_store
+        }
+
+        fn var_store_mut(&mut self) -> &mut nn::VarStore {
+            &mut self.var_store
+        }
+    };
+}
+
 mod actor_critic;
 mod encoder;
 mod flat_mlp;

@@ -226,17 +226,7 @@ impl RLModule for QNetwork {
         }
     }
 
-    fn spec(&self) -> &ModuleSpec {
-        &self.spec
-    }
-
-    fn var_store(&self) -> &nn::VarStore {
-        &self.var_store
-    }
-
-    fn var_store_mut(&mut self) -> &mut nn::VarStore {
-        &mut self.var_store
-    }
+    module_fields!();
 
     /// ε-greedy: a uniformly random action with probability ε, else the
     /// greedy one; `logp` is that action's probability under this rule.

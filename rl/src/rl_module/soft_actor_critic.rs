@@ -166,17 +166,7 @@ impl RLModule for SoftActorCritic {
         }
     }
 
-    fn spec(&self) -> &ModuleSpec {
-        &self.spec
-    }
-
-    fn var_store(&self) -> &nn::VarStore {
-        &self.var_store
-    }
-
-    fn var_store_mut(&mut self) -> &mut nn::VarStore {
-        &mut self.var_store
-    }
+    module_fields!();
 
     /// A squashed-Gaussian draw (tanh of the mean with `explore == false`),
     /// rescaled to the Box; `logp` is its density in (−1, 1)^d.
