@@ -93,7 +93,7 @@ fn two_learners_on_two_nodes_match_one_learner_and_a_lost_one_fails_the_update()
         shuffle_seed: 5,
     };
 
-    let mut single = PpoLearner::new(config.clone());
+    let mut single = PpoLearner::new(config.clone(), 1);
     let initial = flat_weights(&single.weights().unwrap());
     match single.update(batch.clone(), params) {
         UpdateOutcome::Trained { .. } => {}
@@ -101,7 +101,7 @@ fn two_learners_on_two_nodes_match_one_learner_and_a_lost_one_fails_the_update()
     }
     let expected = flat_weights(&single.weights().unwrap());
 
-    let mut learners = LearnerGroup::<PpoLearner>::new(config, 2, 0.0).unwrap();
+    let mut learners = LearnerGroup::<PpoLearner>::new(config, 2, 1.0, 0.0).unwrap();
     assert_eq!(learners.devices().unwrap(), ["cpu", "cpu"]);
     assert_eq!(flat_weights(&learners.weights().unwrap()), initial);
     learners.update(&batch, params).unwrap();

@@ -28,6 +28,28 @@ fn defaults_fill_in_and_overrides_apply() {
     assert_eq!(config.rollout_fragment_length(), 32);
 }
 
+/// RLlib's `num_cpus_per_learner`: `auto` reserves one CPU for a CPU
+/// Learner and none for a GPU one; a number is taken as it is.
+#[test]
+fn cpus_per_learner_follow_rllibs_auto_rule() {
+    for (overrides, cpus) in [
+        (&[][..], 1.0),
+        (&["learners.num_gpus_per_learner=1"][..], 0.0),
+        (&["learners.num_cpus_per_learner=auto"][..], 1.0),
+        (&["learners.num_cpus_per_learner=2"][..], 2.0),
+        (
+            &[
+                "learners.num_cpus_per_learner=0.5",
+                "learners.num_gpus_per_learner=1",
+            ][..],
+            0.5,
+        ),
+    ] {
+        let config = parse(SMALL_PPO, overrides).unwrap();
+        assert_eq!(config.learners.cpus_per_learner(), cpus, "{overrides:?}");
+    }
+}
+
 #[test]
 fn unknown_key_names_key_and_line() {
     let source = SMALL_PPO.replace("  num_epochs: 2", "  num_epoch: 2");
@@ -74,6 +96,19 @@ fn wrong_type_names_key_and_line() {
     let error = parse(&source, &[]).unwrap_err();
     assert!(error.contains("training.lr: invalid type"), "{error}");
     assert!(error.contains("line 7"), "{error}");
+    // Keys that take `auto` or a number say so, at their own key and line.
+    let sac = "algorithm: SAC\nenv: Pendulum-v1\ntraining:\n  target_entropy: lots\n";
+    let error = parse(sac, &[]).unwrap_err();
+    assert!(
+        error.contains("training.target_entropy: invalid value: string \"lots\", expected a number or `auto` at line 4"),
+        "{error}"
+    );
+    let learners = format!("{SMALL_PPO}learners:\n  num_cpus_per_learner: lots\n");
+    let error = parse(&learners, &[]).unwrap_err();
+    assert!(
+        error.contains("learners.num_cpus_per_learner: invalid value: string \"lots\", expected a number of CPUs or `auto` at line 15"),
+        "{error}"
+    );
 }
 
 #[test]
@@ -125,6 +160,18 @@ fn out_of_range_value_names_key_and_line() {
             "{error}"
         );
     }
+    let error = parse(SMALL_PPO, &["learners.num_cpus_per_learner=-1"]).unwrap_err();
+    assert!(
+        error.contains(
+            "learners.num_cpus_per_learner: must be `auto` or a number that is not negative"
+        ),
+        "{error}"
+    );
+    let error = parse(SMALL_PPO, &["learners.num_cpus_per_learner=many"]).unwrap_err();
+    assert!(
+        error.contains("--set learners.num_cpus_per_learner=many"),
+        "{error}"
+    );
     let error = parse(
         SMALL_PPO,
         &["reporting.metrics_num_episodes_for_smoothing=0"],
@@ -188,11 +235,69 @@ fn cli_rejects_bad_input_without_leaving_a_run_directory() {
         &["ask for", "CPUs", "env_runners.num_env_runners"],
     );
 
+    // The same for a Learner actor's CPUs.
+    let too_many = format!("learners.num_cpus_per_learner={}", cores + 1);
+    assert_clean_error(
+        &scratch.oxray(&[
+            "train",
+            "ok.yaml",
+            "--set",
+            "learners.num_learners=1",
+            "--set",
+            &too_many,
+        ]),
+        &["ask for", "CPUs", "learners.num_cpus_per_learner"],
+    );
+
     assert!(!scratch.path().join("results").exists() || scratch.runs("env").is_empty());
     for name in ["nope", "malformed", "algo", "env", "ok"] {
         assert!(
             scratch.runs(name).is_empty(),
             "run directory left for {name}"
+        );
+    }
+}
+
+/// A Learner runs one libtorch thread per whole CPU it was given (as Ray sets
+/// `OMP_NUM_THREADS` from an actor's `num_cpus`), in the driver and as an
+/// actor, and says so beside its device.
+#[test]
+fn a_learner_runs_as_many_torch_threads_as_its_cpus() {
+    let scratch = Scratch::new();
+    scratch.write("ok.yaml", SMALL_PPO);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let in_actor = cores.min(2);
+    for (num_learners, cpus, shown) in [
+        (0, 1, "cpu".to_string()),
+        (0, 2, "cpu (2 threads)".to_string()),
+        (
+            1,
+            in_actor,
+            match in_actor {
+                1 => "cpu".to_string(),
+                n => format!("cpu ({n} threads)"),
+            },
+        ),
+    ] {
+        let output = scratch.oxray(&[
+            "train",
+            "ok.yaml",
+            "--set",
+            &format!("learners.num_learners={num_learners}"),
+            "--set",
+            &format!("learners.num_cpus_per_learner={cpus}"),
+            "--set",
+            "stop.iterations=1",
+        ]);
+        let stdout = train_support::stdout(&output);
+        assert!(
+            output.status.success(),
+            "{}",
+            train_support::stderr(&output)
+        );
+        assert!(
+            stdout.contains(&format!("learner device: {shown}\n")),
+            "{num_learners} Learners of {cpus} CPUs: {stdout}"
         );
     }
 }

@@ -150,10 +150,15 @@ pub fn update<A: AlgorithmLearner>(
     outcome
 }
 
-/// `cpu` or `cuda:N`, for logs and the GPU check.
+/// `cuda:N`, or `cpu` with this process's libtorch threads when there are
+/// more than one (`cpu (2 threads)`), for logs and the GPU check.
 pub fn device_name(device: tch::Device) -> String {
     match device {
         tch::Device::Cuda(i) => format!("cuda:{i}"),
+        tch::Device::Cpu => match tch::get_num_threads() {
+            threads if threads > 1 => format!("cpu ({threads} threads)"),
+            _ => "cpu".to_string(),
+        },
         other => format!("{other:?}").to_lowercase(),
     }
 }
@@ -195,7 +200,9 @@ macro_rules! learner_actor {
         impl $learner {
             pub fn new(
                 config: <$learner as ::oxray_rl::learner_group::AlgorithmLearner>::Config,
+                torch_threads: usize,
             ) -> Self {
+                ::oxray_rl::use_torch_threads(torch_threads);
                 <$learner as ::oxray_rl::learner_group::AlgorithmLearner>::build(config)
             }
 
@@ -262,7 +269,7 @@ macro_rules! learner_actor {
                 if let Some(strategy) = placement {
                     options = options.scheduling_strategy(strategy);
                 }
-                options.remote(config)
+                options.remote(config, ::oxray_rl::torch_threads_for(num_cpus))
             }
 
             fn remote_update(
@@ -340,23 +347,26 @@ pub struct LearnerGroup<A: LearnerActor> {
 
 impl<A: LearnerActor> LearnerGroup<A> {
     /// `num_learners: 0` builds one Learner in this process; N ≥ 1 starts N
-    /// actors, which join one collective group when N > 1.
+    /// actors, which join one collective group when N > 1. Each Learner runs
+    /// [`torch_threads_for`](crate::torch_threads_for)`(num_cpus)` libtorch
+    /// threads; actors also reserve `num_cpus` CPUs and `num_gpus` GPUs.
     pub fn new(
         config: A::Config,
         num_learners: usize,
-        num_gpus_per_learner: f64,
+        num_cpus: f64,
+        num_gpus: f64,
     ) -> Result<Self, Error> {
         if num_learners == 0 {
+            crate::use_torch_threads(crate::torch_threads_for(num_cpus));
             return Ok(LearnerGroup {
                 learners: vec![LearnerRef::Local(Box::new(A::build(config)))],
                 _placement: None,
             });
         }
-        // RLlib's `num_cpus_per_learner: auto`: a CPU Learner takes a core, a
-        // GPU Learner only its GPU.
-        let num_gpus = num_gpus_per_learner;
-        let num_cpus = if num_gpus > 0.0 { 0.0 } else { 1.0 };
-        let placement = if num_learners > 1 || num_gpus > 0.0 {
+        // A group that reserves nothing (`num_cpus_per_learner: 0` on CPU
+        // Learners) has nothing to place: its actors go where they fit.
+        let reserves = num_cpus > 0.0 || num_gpus > 0.0;
+        let placement = if reserves && (num_learners > 1 || num_gpus > 0.0) {
             let group = learner_placement_group(num_learners, num_cpus, num_gpus)?;
             group.wait(LEARNER_PLACEMENT_TIMEOUT)?;
             Some(group)

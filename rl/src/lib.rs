@@ -122,7 +122,8 @@ pub(crate) fn max_abs_difference(a: &[f32], b: &[f32]) -> f32 {
 ///
 /// - every such process shares the machine's cores with the others
 ///   (EnvRunners, Learners, the driver): one intra-op and one inter-op thread
-///   each keeps them from oversubscribing it;
+///   each keeps them from oversubscribing it, unless its Learner reserved
+///   more CPUs ([`use_torch_threads`]);
 /// - a gradient step on a small network makes dozens of temporaries of a few
 ///   hundred KB (a 64×256 activation, its gradient, Adam's buffers). Those lie
 ///   above glibc's default mmap threshold (128 KB, raised only now and then by
@@ -143,6 +144,21 @@ pub fn setup_torch_process() {
         tch::set_num_interop_threads(1);
         keep_freed_memory_for_reuse();
     });
+}
+
+/// The libtorch intra-op threads of a Learner that reserved `num_cpus` CPUs:
+/// one per whole CPU, at least one (as Ray sets `OMP_NUM_THREADS` from an
+/// actor's `num_cpus`), so a Learner given the cores for a larger model
+/// uses them and one given a fraction of a core does not take more.
+pub fn torch_threads_for(num_cpus: f64) -> usize {
+    (num_cpus.floor() as usize).max(1)
+}
+
+/// [`setup_torch_process`], then `threads` intra-op threads for this
+/// process's libtorch.
+pub fn use_torch_threads(threads: usize) {
+    setup_torch_process();
+    tch::set_num_threads(i32::try_from(threads).unwrap_or(i32::MAX));
 }
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]

@@ -108,22 +108,18 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
 /// anything starts.
 fn check_actors_fit_cores(config: &ExperimentConfig) -> anyhow::Result<()> {
     let runners = &config.env_runners;
-    let learner_cpus = if config.learners.num_gpus_per_learner > 0.0 {
-        0.0
-    } else {
-        1.0
-    };
     let evaluation_runners = config.evaluation.num_env_runners;
     let wanted = (runners.num_env_runners + evaluation_runners) as f64
         * runners.num_cpus_per_env_runner
-        + config.learners.num_learners as f64 * learner_cpus;
+        + config.learners.num_learners as f64 * config.learners.cpus_per_learner();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     if wanted > cores {
         anyhow::bail!(
             "the EnvRunner and Learner actors ask for {wanted} CPUs but this machine has {cores}, \
              and the embedded cluster cannot grow: lower env_runners.num_env_runners, \
-             env_runners.num_cpus_per_env_runner, evaluation.num_env_runners or \
-             learners.num_learners, or run on a cluster (`oxray start`, then --address)"
+             env_runners.num_cpus_per_env_runner, evaluation.num_env_runners, \
+             learners.num_learners or learners.num_cpus_per_learner, or run on a cluster \
+             (`oxray start`, then --address)"
         );
     }
     Ok(())

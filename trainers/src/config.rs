@@ -158,7 +158,81 @@ pub struct LearnersConfig {
     /// 0 trains in the driver process; N ≥ 1 runs N Learner actors, which
     /// average their gradients (data-parallel) when N > 1.
     pub num_learners: usize,
+    /// CPUs each Learner reserves (RLlib's key); its libtorch runs as many
+    /// threads as whole CPUs, at least one.
+    pub num_cpus_per_learner: CpusPerLearner,
     pub num_gpus_per_learner: f64,
+}
+
+/// `num_cpus_per_learner: auto` or a number of CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub enum CpusPerLearner {
+    #[default]
+    #[serde(rename = "auto")]
+    Auto,
+    #[serde(untagged)]
+    Count(f64),
+}
+
+impl<'de> Deserialize<'de> for CpusPerLearner {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(match auto_or_number(d, "a number of CPUs or `auto`")? {
+            None => CpusPerLearner::Auto,
+            Some(cpus) => CpusPerLearner::Count(cpus),
+        })
+    }
+}
+
+/// Reads the word `auto` (`None`) or a number, for keys that take either.
+/// A visitor rather than an untagged enum, whose error says only that no
+/// variant matched: this one says what `expected` is, and serde_yaml_ng
+/// still names the key and line of a bad value.
+pub fn auto_or_number<'de, D: serde::Deserializer<'de>>(
+    d: D,
+    expected: &'static str,
+) -> Result<Option<f64>, D::Error> {
+    struct Visitor(&'static str);
+    impl serde::de::Visitor<'_> for Visitor {
+        type Value = Option<f64>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+
+        fn visit_f64<E: serde::de::Error>(self, number: f64) -> Result<Option<f64>, E> {
+            Ok(Some(number))
+        }
+
+        fn visit_i64<E: serde::de::Error>(self, number: i64) -> Result<Option<f64>, E> {
+            Ok(Some(number as f64))
+        }
+
+        fn visit_u64<E: serde::de::Error>(self, number: u64) -> Result<Option<f64>, E> {
+            Ok(Some(number as f64))
+        }
+
+        fn visit_str<E: serde::de::Error>(self, word: &str) -> Result<Option<f64>, E> {
+            match word {
+                "auto" => Ok(None),
+                _ => Err(E::invalid_value(serde::de::Unexpected::Str(word), &self)),
+            }
+        }
+    }
+    d.deserialize_any(Visitor(expected))
+}
+
+impl LearnersConfig {
+    /// The CPUs each Learner reserves: RLlib's `auto` gives a CPU Learner one
+    /// and a GPU Learner none (the GPU does its work). With `num_learners: 0`
+    /// the one Learner runs in the driver and reserves nothing, but still
+    /// runs this many libtorch threads.
+    pub fn cpus_per_learner(&self) -> f64 {
+        match self.num_cpus_per_learner {
+            CpusPerLearner::Auto if self.num_gpus_per_learner > 0.0 => 0.0,
+            CpusPerLearner::Auto => 1.0,
+            CpusPerLearner::Count(cpus) => cpus,
+        }
+    }
 }
 
 /// Stop criteria; the first one reached ends the run, as in RLlib.
@@ -366,6 +440,11 @@ impl ExperimentConfig {
             self.learners.num_gpus_per_learner >= 0.0,
             "learners.num_gpus_per_learner",
             "must not be negative",
+        )?;
+        check(
+            self.learners.cpus_per_learner() >= 0.0,
+            "learners.num_cpus_per_learner",
+            "must be `auto` or a number that is not negative",
         )?;
         check(
             !self.model.fcnet_hiddens.iter().any(|&h| h < 1),

@@ -48,6 +48,7 @@ impl<L: LearnerActor, A: Serialize + DeserializeOwned + Clone> Trainer<L, A> {
         let learners = LearnerGroup::new(
             learner_config,
             config.learners.num_learners,
+            config.learners.cpus_per_learner(),
             config.learners.num_gpus_per_learner,
         )?;
         let mut env_runners = env_runners(config, module, sampling)?;

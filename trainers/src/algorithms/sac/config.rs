@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::algorithms::off_policy::{OffPolicySettings, ReplayBufferKind, ReplayBufferSettings};
 use crate::algorithms::{check, TrainingConfig};
+use crate::config::auto_or_number;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -45,12 +46,21 @@ pub struct SacConfig {
 }
 
 /// `target_entropy: auto` or a number.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub enum TargetEntropy {
     #[serde(rename = "auto")]
     Auto,
     #[serde(untagged)]
     Value(f64),
+}
+
+impl<'de> Deserialize<'de> for TargetEntropy {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(match auto_or_number(d, "a number or `auto`")? {
+            None => TargetEntropy::Auto,
+            Some(value) => TargetEntropy::Value(value),
+        })
+    }
 }
 
 impl TargetEntropy {
