@@ -81,3 +81,96 @@ pub(super) fn claim(session: &str, file_len: usize, path: &Path) -> bool {
         .into_iter()
         .any(|(pooled, _)| std::fs::rename(pooled, path).is_ok())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A session of its own for one test, whose files are all removed when
+    /// it ends, passed or not.
+    struct Session(String);
+
+    impl Session {
+        fn new(test: &str) -> Self {
+            Session(format!("pooltest{}{test}", std::process::id()))
+        }
+
+        /// A freed object file of `len` bytes, all `byte`.
+        fn object(&self, name: &str, len: usize, byte: u8) -> PathBuf {
+            let path = self.path(name);
+            std::fs::write(&path, vec![byte; len]).unwrap();
+            path
+        }
+
+        fn path(&self, name: &str) -> PathBuf {
+            shm_dir().join(format!("oxray-{}-{name}", self.0))
+        }
+
+        fn pooled_lens(&self) -> Vec<usize> {
+            let mut lens: Vec<usize> = pooled(&self.0).into_iter().map(|(_, len)| len).collect();
+            lens.sort_unstable();
+            lens
+        }
+    }
+
+    impl Drop for Session {
+        fn drop(&mut self) {
+            let mine = format!("oxray-{}-", self.0);
+            for entry in std::fs::read_dir(shm_dir()).unwrap().flatten() {
+                if entry.file_name().to_string_lossy().starts_with(&mine) {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_freed_file_is_pooled_while_the_pool_stays_within_its_limit() {
+        let session = Session::new("limit");
+        let first = session.object("a", 4096, 1);
+        assert!(put(&session.0, &first, 4096, 10_000));
+        assert!(!first.exists(), "moved into the pool, not copied");
+        let second = session.object("b", 8192, 2);
+        assert!(
+            !put(&session.0, &second, 8192, 10_000),
+            "4096 + 8192 bytes would pass the limit"
+        );
+        assert!(
+            second.exists(),
+            "a file the pool refuses stays for its owner to delete"
+        );
+        assert_eq!(session.pooled_lens(), [4096]);
+        let other_session = shm_dir().join(format!("oxray-other{}-c", std::process::id()));
+        assert!(
+            !put(&session.0, &other_session, 1, 10_000),
+            "only this session's files are pooled"
+        );
+    }
+
+    /// A claim takes the smallest pooled file that holds the value without
+    /// wasting more than half of it, pages and bytes as they were, and
+    /// nothing when none fits.
+    #[test]
+    fn a_claim_takes_the_smallest_file_that_fits_within_twice_the_length() {
+        let session = Session::new("claim");
+        for (name, len, byte) in [("a", 4096, 1), ("b", 6000, 2), ("c", 20_000, 3)] {
+            let path = session.object(name, len, byte);
+            assert!(put(&session.0, &path, len, usize::MAX));
+        }
+        let claimed = session.path("new");
+        assert!(claim(&session.0, 3000, &claimed));
+        assert_eq!(std::fs::metadata(&claimed).unwrap().len(), 4096);
+        assert_eq!(session.pooled_lens(), [6000, 20_000]);
+        assert!(
+            !claim(&session.0, 2900, &session.path("small")),
+            "6000 bytes would waste more than half of a 2900-byte value's file"
+        );
+        assert!(claim(&session.0, 5000, &session.path("mid")));
+        assert_eq!(std::fs::read(session.path("mid")).unwrap(), vec![2; 6000]);
+        assert!(
+            !claim(&session.0, 30_000, &session.path("big")),
+            "none is large enough"
+        );
+        assert_eq!(session.pooled_lens(), [20_000]);
+    }
+}
