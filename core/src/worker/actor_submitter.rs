@@ -464,3 +464,106 @@ async fn connect(client: &Weak<WorkerClient>, actor: ActorId, route: &ActorRoute
     });
     Some(link)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value(bytes: &[u8]) -> ObjectBlob {
+        ObjectBlob {
+            type_name: "bytes".into(),
+            contained: Vec::new(),
+            payload: Payload::Inline(bytes.to_vec()),
+        }
+    }
+
+    fn in_shared_memory() -> ObjectBlob {
+        ObjectBlob {
+            type_name: "bytes".into(),
+            contained: Vec::new(),
+            payload: Payload::Shared {
+                path: "/oxray-test-1".into(),
+                len: 1 << 20,
+                node: "node".into(),
+                server: "node:1".into(),
+                generation: 1,
+            },
+        }
+    }
+
+    fn inline_bytes(result: &Option<Result<ObjectBlob>>) -> Option<Vec<u8>> {
+        match result {
+            Some(Ok(ObjectBlob {
+                payload: Payload::Inline(bytes),
+                ..
+            })) => Some(bytes.clone()),
+            _ => None,
+        }
+    }
+
+    /// A `get` of direct results sleeps until each arrives, woken by its
+    /// arrival on another thread; what it never expected, and a value in
+    /// shared memory (which the head locates), it leaves to the head.
+    #[test]
+    fn a_get_waits_for_each_pending_result_and_leaves_the_rest_to_the_head() {
+        let submitter = Arc::new(ActorSubmitter::default());
+        let (small, large, unknown) = (ObjectId(1), ObjectId(2), ObjectId(3));
+        submitter.expect(small);
+        submitter.expect(large);
+        let arriving = {
+            let submitter = submitter.clone();
+            std::thread::spawn(move || {
+                submitter.fulfil(large, Ok(in_shared_memory()));
+                submitter.fulfil(small, Ok(value(b"42")));
+            })
+        };
+        let got = submitter
+            .wait_for(&[small, large, unknown], Some(Duration::from_secs(60)))
+            .unwrap();
+        arriving.join().unwrap();
+        assert_eq!(inline_bytes(&got[0]), Some(b"42".to_vec()));
+        assert!(
+            got[1].is_none(),
+            "a shared-memory result is read from the head"
+        );
+        assert!(got[2].is_none(), "an id never sent here is the head's");
+        assert_eq!(
+            inline_bytes(&submitter.ready(small).map(Ok)),
+            Some(b"42".to_vec()),
+            "kept for this process's later gets"
+        );
+
+        submitter.released(&[small]);
+        assert!(
+            submitter.ready(small).is_none(),
+            "released: later reads ask the head"
+        );
+        submitter.fulfil(small, Ok(value(b"late")));
+        assert!(
+            submitter.ready(small).is_none(),
+            "a result nobody holds is not kept"
+        );
+    }
+
+    #[test]
+    fn a_pending_result_times_out_and_a_lost_head_wakes_its_waiter() {
+        let submitter = Arc::new(ActorSubmitter::default());
+        let pending = ObjectId(1);
+        submitter.expect(pending);
+        let timed_out = submitter.wait_for(&[pending], Some(Duration::from_millis(1)));
+        assert!(
+            matches!(timed_out, Err(Error::Timeout { .. })),
+            "{timed_out:?}"
+        );
+
+        let waiting = {
+            let submitter = submitter.clone();
+            std::thread::spawn(move || submitter.wait_for(&[pending], None))
+        };
+        // Whether the waiter sleeps already or not, losing the head ends its
+        // wait: the slot is gone, so the result is asked of the head.
+        submitter.head_lost();
+        let got = waiting.join().unwrap().unwrap();
+        assert!(got[0].is_none());
+    }
+}
