@@ -10,8 +10,8 @@ use super::train::say;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Format {
-    /// A scripted module with `forward(obs)` (action distribution inputs),
-    /// `act(obs, deterministic)` and `value(obs)`.
+    /// A scripted module with `forward(obs)` (action distribution inputs,
+    /// or a Q-network's Q-values), `act(obs, deterministic)` and `value(obs)`.
     Torchscript,
 }
 

@@ -1,5 +1,6 @@
 //! Policy export: a checkpoint's policy as a TorchScript module that plain
-//! PyTorch (or libtorch) loads without oxray.
+//! PyTorch (or libtorch) loads without oxray: actor-critic MLPs (PPO, APPO,
+//! IMPALA) and Q-network MLPs (DQN: dueling and C51 heads included).
 //!
 //! tch can load TorchScript but only trace new modules, and a traced module
 //! has a `forward` and nothing else; the exported module also needs
@@ -15,7 +16,7 @@ use std::process::Command;
 use oxray_rl::checkpoint;
 use oxray_rl::env_runner::module_spec;
 use oxray_rl::rl_module::{
-    ActionSpace, Activation, ActorCritic, EncoderSpec, ModuleKind, RLModule,
+    ActionSpace, Activation, ActorCritic, EncoderSpec, ModuleKind, QNetwork, RLModule, ValueSupport,
 };
 use serde_json::json;
 
@@ -41,40 +42,82 @@ pub fn export_torchscript(checkpoint_path: &Path, out: &Path) -> Result<Vec<Stri
     let saved = checkpoint::load(checkpoint_path)?;
     let config = ExperimentConfig::of_checkpoint(&saved)?;
     let kind = config.training.training().module_kind();
-    if !matches!(kind, ModuleKind::ActorCritic) {
-        return Err(fail(format!(
-            "only actor-critic policies (PPO) export so far; this {} checkpoint holds another module",
-            config.algorithm.as_str()
-        ))
-        .into());
-    }
-    let spec = module_spec(&config.env, &config.model, kind)?;
+    let spec = module_spec(&config.env, &config.model, kind.clone())?;
     if !matches!(spec.encoder(), Ok(EncoderSpec::Mlp { .. })) {
         return Err(fail(
             "only MLP policies export so far; this one has a CNN for image observations".into(),
         )
         .into());
     }
-    let mut model = ActorCritic::new(&spec, tch::Device::Cpu);
-    model
-        .set_weights(&saved.learner.weights)
-        .map_err(oxray_rl::Error::from)?;
-    let action = match &spec.action_space {
-        ActionSpace::Discrete { n } => json!({ "discrete": n }),
-        ActionSpace::Box { low, high } => json!({ "box": { "low": low, "high": high } }),
-    };
     let activation = match spec.model.fcnet_activation {
         Activation::Tanh => "tanh",
         Activation::Relu => "relu",
         Activation::Linear => "linear",
     };
-    let description = json!({
-        "obs_dim": spec.obs_dim(),
-        "hiddens": spec.model.fcnet_hiddens,
-        "activation": activation,
-        "vf_share_layers": spec.model.vf_share_layers,
-        "action": action,
-    });
+    let (description, model): (_, Box<dyn RLModule>) = match &kind {
+        ModuleKind::ActorCritic => {
+            let action = match &spec.action_space {
+                ActionSpace::Discrete { n } => json!({ "discrete": n }),
+                ActionSpace::Box { low, high } => json!({ "box": { "low": low, "high": high } }),
+            };
+            let description = json!({
+                "kind": "actor_critic",
+                "obs_dim": spec.obs_dim(),
+                "hiddens": spec.model.fcnet_hiddens,
+                "activation": activation,
+                "vf_share_layers": spec.model.vf_share_layers,
+                "action": action,
+            });
+            (
+                description,
+                Box::new(ActorCritic::new(&spec, tch::Device::Cpu)),
+            )
+        }
+        ModuleKind::QNetwork {
+            dueling,
+            epsilon,
+            distributional,
+            noisy_sigma0: None,
+        } => {
+            let ActionSpace::Discrete { n } = spec.action_space else {
+                return Err(fail("a Q-network needs a Discrete action space".into()).into());
+            };
+            let support = distributional.clone().unwrap_or(ValueSupport {
+                num_atoms: 1,
+                v_min: 0.0,
+                v_max: 0.0,
+            });
+            let description = json!({
+                "kind": "q_network",
+                "obs_dim": spec.obs_dim(),
+                "hiddens": spec.model.fcnet_hiddens,
+                "activation": activation,
+                "num_actions": n,
+                "dueling": dueling,
+                "num_atoms": support.num_atoms,
+                "v_min": support.v_min,
+                "v_max": support.v_max,
+                // What `act(obs, false)` explores with: the schedule's last ε.
+                "epsilon": epsilon.value_at(u64::MAX),
+            });
+            (
+                description,
+                Box::new(QNetwork::new(&spec, tch::Device::Cpu)),
+            )
+        }
+        _ => {
+            return Err(fail(format!(
+                "only actor-critic (PPO, APPO, IMPALA) and Q-network (DQN, without \
+                 NoisyNets) policies export so far; this {} checkpoint holds another module",
+                config.algorithm.as_str()
+            ))
+            .into())
+        }
+    };
+    let mut model = model;
+    model
+        .set_weights(&saved.learner.weights)
+        .map_err(oxray_rl::Error::from)?;
     let scratch = tempfile::tempdir().map_err(|e| fail(format!("no temporary directory: {e}")))?;
     let spec_path = scratch.path().join("spec.json");
     let weights_path = scratch.path().join("weights.npz");

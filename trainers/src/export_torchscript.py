@@ -1,12 +1,13 @@
-"""Writes an oxray actor-critic policy as a TorchScript module.
+"""Writes an oxray policy (actor-critic or Q-network) as a TorchScript module.
 
 Run by `oxray export --format torchscript` with the venv's Python (which has
 torch): `python export_torchscript.py SPEC.json WEIGHTS.npz OUT.pt`. SPEC
-describes the network as oxray built it (layer sizes, activation, shared
-trunk, action space); WEIGHTS holds its parameters under PyTorch-style names
-(`pi.0.weight`, `pi_head.bias`, `log_std`). The module mirrors oxray's
-forward pass exactly and is scripted (not traced), so `act` keeps its
-deterministic/stochastic branch.
+describes the network as oxray built it (its kind, layer sizes, activation,
+shared trunk or dueling head, action space); WEIGHTS holds its parameters
+under PyTorch-style names (`pi.0.weight`, `pi_head.bias`, `log_std`;
+`q.0.weight`, `q_head.bias` or `value_head`/`advantage_head`). The module
+mirrors oxray's forward pass exactly and is scripted (not traced), so `act`
+keeps its deterministic/stochastic branch.
 """
 import json
 import sys
@@ -35,19 +36,21 @@ class Dense(nn.Linear):
         return x
 
 
+def trunk(spec) -> nn.Sequential:
+    """The MLP encoder oxray builds from `model.fcnet_hiddens`."""
+    widths = [spec["obs_dim"]] + spec["hiddens"]
+    return nn.Sequential(*(Dense(a, b, spec["activation"])
+                           for a, b in zip(widths, widths[1:])))
+
+
 class Policy(nn.Module):
     def __init__(self, spec):
         super().__init__()
         widths = [spec["obs_dim"]] + spec["hiddens"]
         self.discrete = "discrete" in spec["action"]
         self.shared = spec["vf_share_layers"]
-
-        def trunk():
-            return nn.Sequential(*(Dense(a, b, spec["activation"])
-                                   for a, b in zip(widths, widths[1:])))
-
-        self.pi = trunk()
-        self.vf = nn.Sequential() if self.shared else trunk()
+        self.pi = trunk(spec)
+        self.vf = nn.Sequential() if self.shared else trunk(spec)
         if self.discrete:
             outputs = spec["action"]["discrete"]
             low = high = [0.0]
@@ -91,14 +94,87 @@ class Policy(nn.Module):
         return torch.max(torch.min(action, self.high), self.low)
 
 
+class QPolicy(nn.Module):
+    """DQN's Q-network: Q(s, ·) from the trunk through its head, the mean of
+    each action's return distribution with C51 (`num_atoms` above 1)."""
+
+    def __init__(self, spec):
+        super().__init__()
+        self.q = trunk(spec)
+        self.width = spec["hiddens"][-1] if spec["hiddens"] else spec["obs_dim"]
+        self.num_actions = spec["num_actions"]
+        self.num_atoms = spec["num_atoms"]
+        self.epsilon = spec["epsilon"]
+        self.register_buffer("atoms", torch.linspace(
+            spec["v_min"], spec["v_max"], self.num_atoms, dtype=torch.float32))
+
+    def head_outputs(self, features: torch.Tensor) -> torch.Tensor:
+        """The head's outputs per action and atom, `[B, num_actions, K]`."""
+        raise NotImplementedError
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        """Q(s, a) for every action, `[B, num_actions]`."""
+        out = self.head_outputs(self.q(obs))
+        if self.num_atoms == 1:
+            return out.squeeze(-1)
+        return (torch.softmax(out, dim=-1) * self.atoms).sum(-1)
+
+    @torch.jit.export
+    def value(self, obs: torch.Tensor) -> torch.Tensor:
+        """V(s) = max_a Q(s, a)."""
+        return self.forward(obs).amax(dim=-1)
+
+    @torch.jit.export
+    def act(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
+        """The greedy action (what `oxray evaluate` takes), or an
+        epsilon-greedy one at the schedule's final epsilon."""
+        greedy = torch.argmax(self.forward(obs), dim=-1)
+        if deterministic:
+            return greedy
+        explore = torch.rand(greedy.shape) < self.epsilon
+        random = torch.randint(0, self.num_actions, greedy.shape)
+        return torch.where(explore, random, greedy)
+
+
+class PlainQ(QPolicy):
+    def __init__(self, spec):
+        super().__init__(spec)
+        self.q_head = nn.Linear(self.width, self.num_actions * self.num_atoms)
+
+    def head_outputs(self, features: torch.Tensor) -> torch.Tensor:
+        return self.q_head(features).view(-1, self.num_actions, self.num_atoms)
+
+
+class DuelingQ(QPolicy):
+    """Q = V + A - mean(A), atom by atom."""
+
+    def __init__(self, spec):
+        super().__init__(spec)
+        self.value_head = nn.Linear(self.width, self.num_atoms)
+        self.advantage_head = nn.Linear(self.width, self.num_actions * self.num_atoms)
+
+    def head_outputs(self, features: torch.Tensor) -> torch.Tensor:
+        advantages = self.advantage_head(features).view(-1, self.num_actions, self.num_atoms)
+        return (self.value_head(features).unsqueeze(1) + advantages
+                - advantages.mean(dim=1, keepdim=True))
+
+
+def build(spec) -> nn.Module:
+    if spec["kind"] == "q_network":
+        return DuelingQ(spec) if spec["dueling"] else PlainQ(spec)
+    return Policy(spec)
+
+
 def main(spec_path, weights_path, out_path):
     with open(spec_path) as f:
         spec = json.load(f)
-    policy = Policy(spec)
+    policy = build(spec)
     weights = np.load(weights_path)
     state = {name: torch.from_numpy(weights[name]) for name in weights.files}
-    state["low"], state["high"] = policy.low, policy.high
-    state.setdefault("log_std", policy.log_std.detach())  # Discrete: no log std
+    # Buffers the policy derives from SPEC (action bounds, C51's atoms, a
+    # Discrete policy's empty log std) rather than from the weights.
+    for name, buffer in policy.named_buffers():
+        state[name] = buffer
     policy.load_state_dict(state, strict=True)
     scripted = torch.jit.script(policy.eval())
     scripted.save(out_path)

@@ -1,15 +1,16 @@
 //! TorchScript export round trip: a trained checkpoint's policy, exported
 //! and loaded with `torch.jit.load` in Python, gives the greedy actions
 //! `oxray evaluate` takes (the EnvRunner's mode) exactly, and the same
-//! distribution inputs, for a Discrete and a Box action space; its parameters
-//! carry PyTorch-style names.
+//! distribution inputs, for a Discrete and a Box action space, and a DQN
+//! Q-network's Q-values (plain, dueling, C51); its parameters carry
+//! PyTorch-style names.
 
 use std::path::Path;
 use std::process::Command;
 
 use oxray_rl::checkpoint;
 use oxray_rl::env_runner::module_spec;
-use oxray_rl::rl_module::{ActionSpace, ActorCritic, ModuleKind, RLModule};
+use oxray_rl::rl_module::{ActionSpace, ActorCritic, ModuleKind, QNetwork, RLModule};
 use oxray_trainers::export::export_torchscript;
 use oxray_trainers::run::{run, RunOptions};
 use oxray_trainers::ExperimentConfig;
@@ -44,6 +45,32 @@ fn train(dir: &Path, config: &str) -> std::path::PathBuf {
 
 fn python() -> std::path::PathBuf {
     oxray_gym::python_executable()
+}
+
+/// Runs `script` with the exported module at `module` and `obs` (rows of
+/// `obs_dim`) written as JSON into `dir`; what it printed.
+fn load_in_python(
+    script: &str,
+    module: &Path,
+    obs: &[f32],
+    obs_dim: usize,
+    dir: &Path,
+) -> serde_json::Value {
+    let obs_json: Vec<&[f32]> = obs.chunks(obs_dim).collect();
+    let obs_path = dir.join("obs.json");
+    std::fs::write(&obs_path, serde_json::to_string(&obs_json).unwrap()).unwrap();
+    let output = Command::new(python())
+        .args(["-c", script])
+        .arg(module)
+        .arg(&obs_path)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
 }
 
 fn round_trip(config: &str, obs_scale: f32) {
@@ -87,21 +114,7 @@ fn round_trip(config: &str, obs_scale: f32) {
         }
     }
 
-    let obs_json: Vec<&[f32]> = obs.chunks(spec.obs_dim()).collect();
-    let obs_path = dir.path().join("obs.json");
-    std::fs::write(&obs_path, serde_json::to_string(&obs_json).unwrap()).unwrap();
-    let output = Command::new(python())
-        .args(["-c", LOAD_IN_PYTHON])
-        .arg(&out)
-        .arg(&obs_path)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let loaded: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let loaded = load_in_python(LOAD_IN_PYTHON, &out, &obs, spec.obs_dim(), dir.path());
     let python_actions: Vec<f32> = match &spec.action_space {
         ActionSpace::Discrete { .. } => loaded["act"]
             .as_array()
@@ -164,4 +177,81 @@ stop: {iterations: 1}
 ",
         1.0,
     );
+}
+
+/// Loads a Q-network's `policy.pt` in Python and prints its greedy actions
+/// and Q-values.
+const LOAD_Q_IN_PYTHON: &str = r#"
+import json, sys, torch
+policy = torch.jit.load(sys.argv[1])
+obs = torch.tensor(json.load(open(sys.argv[2])), dtype=torch.float32)
+with torch.no_grad():
+    print(json.dumps({"act": policy.act(obs, True).tolist(),
+                      "explore": policy.act(obs, False).tolist(),
+                      "forward": policy.forward(obs).tolist()}))
+"#;
+
+/// A DQN checkpoint (plain, dueling, C51) exported and loaded in Python gives
+/// the Q-values oxray's module computes and the same greedy actions.
+#[test]
+fn q_network_round_trips_through_torchscript() {
+    for training in [
+        "{num_steps_sampled_before_learning_starts: 64, train_batch_size: 32}",
+        "{num_steps_sampled_before_learning_starts: 64, train_batch_size: 32, dueling: true}",
+        "{num_steps_sampled_before_learning_starts: 64, train_batch_size: 32, dueling: true, \
+         num_atoms: 11, v_min: -10.0, v_max: 10.0}",
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = format!(
+            "algorithm: DQN\nenv: CartPole-v1\ntraining: {training}\nstop: {{env_steps: 400}}\n"
+        );
+        let checkpoint_path = train(dir.path(), &config);
+        let out = dir.path().join("policy.pt");
+        let names = export_torchscript(&checkpoint_path, &out).unwrap();
+        assert!(names.contains(&"q.0.weight".to_string()), "{names:?}");
+
+        let saved = checkpoint::load(&checkpoint_path).unwrap();
+        let config = ExperimentConfig::from_json(&saved.config).unwrap();
+        let kind = config.training.training().module_kind();
+        let spec = module_spec(&config.env, &config.model, kind).unwrap();
+        let mut model = QNetwork::new(&spec, Device::Cpu);
+        model.set_weights(&saved.learner.weights).unwrap();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        let rows = 128;
+        let obs: Vec<f32> = (0..rows * spec.obs_dim())
+            .map(|_| rng.gen_range(-2.0..2.0))
+            .collect();
+        let obs_tensor = Tensor::from_slice(&obs).view([rows as i64, spec.obs_dim() as i64]);
+        let q = model.q_values(&obs_tensor);
+        let q_values = oxray_rl::to_host(&q);
+        let greedy: Vec<i64> = Vec::<i64>::try_from(q.argmax(-1, false)).unwrap();
+
+        let loaded = load_in_python(LOAD_Q_IN_PYTHON, &out, &obs, spec.obs_dim(), dir.path());
+        let numbers = |key: &str| -> Vec<f64> {
+            loaded[key]
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|row| match row.as_array() {
+                    Some(row) => row.iter().map(|v| v.as_f64().unwrap()).collect(),
+                    None => vec![row.as_f64().unwrap()],
+                })
+                .collect()
+        };
+        let python_q = numbers("forward");
+        assert_eq!(python_q.len(), q_values.len(), "{training}");
+        for (p, r) in python_q.iter().zip(&q_values) {
+            let r = f64::from(*r);
+            assert!(
+                (p - r).abs() <= 1e-5 * r.abs().max(1.0),
+                "{training}: Q {p} vs {r}"
+            );
+        }
+        let python_greedy: Vec<i64> = numbers("act").iter().map(|a| *a as i64).collect();
+        assert_eq!(python_greedy, greedy, "{training}: greedy actions differ");
+        assert!(
+            numbers("explore").iter().all(|a| (0.0..2.0).contains(a)),
+            "{training}: exploring actions are actions"
+        );
+    }
 }
