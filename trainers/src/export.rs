@@ -54,7 +54,7 @@ pub fn export_torchscript(checkpoint_path: &Path, out: &Path) -> Result<Vec<Stri
         Activation::Relu => "relu",
         Activation::Linear => "linear",
     };
-    let (description, model): (_, Box<dyn RLModule>) = match &kind {
+    let (description, mut model): (_, Box<dyn RLModule>) = match &kind {
         ModuleKind::ActorCritic => {
             let action = match &spec.action_space {
                 ActionSpace::Discrete { n } => json!({ "discrete": n }),
@@ -114,7 +114,6 @@ pub fn export_torchscript(checkpoint_path: &Path, out: &Path) -> Result<Vec<Stri
             .into())
         }
     };
-    let mut model = model;
     model
         .set_weights(&saved.learner.weights)
         .map_err(oxray_rl::Error::from)?;

@@ -198,8 +198,9 @@ impl NodeState {
         if !short {
             return;
         }
-        while let Some(&task_id) =
-            (self.queue_beyond_starting_workers(shape)).and_then(|q| q.tasks.front())
+        while let Some(&task_id) = self
+            .queue_beyond_starting_workers(shape)
+            .and_then(|q| q.tasks.front())
         {
             let Some(worker) = self.worker_to_send_ahead(shape, task_id) else {
                 return;

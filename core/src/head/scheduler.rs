@@ -115,7 +115,9 @@ impl NodeState {
     /// beyond those may be placed elsewhere or sent ahead.
     pub(super) fn queue_beyond_starting_workers(&self, shape: &str) -> Option<&ShapeQueue> {
         let taken_by_starting = self.task_workers.leases_starting(shape);
-        (self.queues.get(shape)).filter(|q| q.tasks.len() > taken_by_starting)
+        self.queues
+            .get(shape)
+            .filter(|q| q.tasks.len() > taken_by_starting)
     }
 
     /// Reserves `request` on a node `strategy` picks for a worker running
