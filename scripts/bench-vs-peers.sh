@@ -30,7 +30,7 @@
 # PEERS picks some of ALGO's peers (PEERS=sb3 skips RLlib's ~400 s a seed;
 # PEERS= runs oxray alone). OXRAY_BASELINE=/path/to/an/older/oxray also runs
 # that binary on each seed, as run `oxray-baseline`, to measure a change
-# against the peers in one session.
+# against the peers in one session. BENCH_THREADS: see below.
 set -euo pipefail
 algo=${1:-}
 shift || true
@@ -85,9 +85,21 @@ if ! "$peers_venv/bin/python" -c 'import ray.rllib, stable_baselines3' >/dev/nul
         { echo "bench-vs-peers: could not set up $peers_venv" >&2; exit 1; }
 fi
 
-# One libtorch thread per process everywhere, as oxray's own: on a small
-# machine extra intra-op threads only contend with the env loop.
-export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+# BENCH_THREADS (default 1) threads for each side's learning: oxray's
+# Learner reserves that many CPUs (learners.num_cpus_per_learner) and runs
+# that many threads; the peers' torch gets that many intra-op threads. One
+# by default, as oxray's shipped configs: on a small machine extra intra-op
+# threads only contend with the env loop.
+threads=${BENCH_THREADS:-1}
+case "$threads" in
+    '' | *[!0-9]* | 0)
+        echo "bench-vs-peers: BENCH_THREADS: expected a whole number of threads, at least 1, got '$threads'" >&2
+        exit 2
+        ;;
+esac
+export OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads
+threads_set=()
+[ "$threads" = 1 ] || threads_set=(--set "learners.num_cpus_per_learner=$threads")
 results="$scratch/results.jsonl"
 timed() { # RUN SEED CMD...
     local run=$1 seed=$2
@@ -99,9 +111,9 @@ timed() { # RUN SEED CMD...
 echo "load before: $(uptime)"
 for seed in "${seeds[@]}"; do
     if [ -n "$baseline" ]; then
-        (cd "$scratch" && timed oxray-baseline "$seed" "$baseline" train "$config" --set seed="$seed" --name "baseline-seed$seed")
+        (cd "$scratch" && timed oxray-baseline "$seed" "$baseline" train "$config" --set seed="$seed" "${threads_set[@]}" --name "baseline-seed$seed")
     fi
-    (cd "$scratch" && timed oxray "$seed" "$oxray" train "$config" --set seed="$seed" --name "seed$seed")
+    (cd "$scratch" && timed oxray "$seed" "$oxray" train "$config" --set seed="$seed" "${threads_set[@]}" --name "seed$seed")
     for peer in "${peers[@]}"; do
         timed "$peer-$peer_algo" "$seed" "$peers_venv/bin/python" "$here/peers/${peer}_cartpole.py" "$peer_algo" "$seed"
     done

@@ -81,10 +81,6 @@ fn dqn_cartpole_return_rises_above_150() {
     assert!(return_mean >= 150.0, "return mean {return_mean}");
 }
 
-/// The shipped Pendulum config must lift the mean return above −500 (an
-/// untrained Gaussian policy scores about −1200 to −1400) within 150k steps;
-/// every 200-step episode ends by truncation, so this also exercises the
-/// bootstrap of truncated episodes.
 /// The same config with C51's distributional head (51 atoms on [0, 100])
 /// lifts the mean return above 100, five times an untrained policy's.
 #[test]
@@ -124,6 +120,34 @@ fn dqn_with_noisy_nets_learns_cartpole() {
     assert!(!result.contains_key(CURR_EPSILON), "ε is not used");
 }
 
+/// Stable-Baselines3 zoo's DQN settings (a [256, 256] Q-network, 64-row
+/// minibatches) with a Learner of two CPUs, whose gradient steps split each
+/// minibatch's rows over two threads: the mean return still rises above
+/// 150.
+#[test]
+fn dqn_with_its_steps_split_over_two_threads_learns_cartpole() {
+    // Two where the machine has them (an embedded cluster refuses a Learner
+    // more CPUs than it has).
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cpus = format!("learners.num_cpus_per_learner={}", cores.min(2));
+    let result = train(
+        "peers/dqn-sb3-cartpole.yaml",
+        &[
+            "seed=1",
+            &cpus,
+            "stop.episode_return_mean=150",
+            "stop.env_steps=60000",
+            "checkpoint.checkpoint_at_end=false",
+        ],
+    );
+    let return_mean = result[EPISODE_RETURN_MEAN];
+    assert!(return_mean >= 150.0, "return mean {return_mean}");
+}
+
+/// The shipped Pendulum config must lift the mean return above −500 (an
+/// untrained Gaussian policy scores about −1200 to −1400) within 150k steps;
+/// every 200-step episode ends by truncation, so this also exercises the
+/// bootstrap of truncated episodes.
 #[test]
 fn ppo_trains_a_gaussian_policy_on_pendulum() {
     let result = train(

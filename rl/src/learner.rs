@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
 use crate::collective::allreduce_tensor;
+use crate::host_threads::HostThreads;
 use crate::optim::{
     clip_grad_norm, clip_host_grad, flat_gradient, flatten_parameters, host_view, Adam,
 };
@@ -54,6 +55,8 @@ pub struct Learner<M> {
     data_parallel: Option<DataParallel>,
     /// [`Learner::host_step`]'s gradient vector, kept between steps.
     host_grad: Vec<f32>,
+    /// The threads [`Learner::host_step`]'s gradient may split over.
+    host_threads: HostThreads,
 }
 
 /// This Learner's place in a data-parallel group.
@@ -100,6 +103,9 @@ impl<M: RLModule> Learner<M> {
             grad_clip: config.grad_clip,
             data_parallel: None,
             host_grad: Vec::new(),
+            // As many as libtorch's intra-op threads, which the process set
+            // from the CPUs this Learner reserved (`use_torch_threads`).
+            host_threads: HostThreads::new(usize::try_from(tch::get_num_threads()).unwrap_or(1)),
         }
     }
 
@@ -152,6 +158,14 @@ impl<M: RLModule> Learner<M> {
 
     pub fn device(&self) -> Device {
         self.module.device()
+    }
+
+    /// The threads this Learner's steps run on: libtorch's intra-op
+    /// threads as the process set them when it was built, which its host
+    /// steps keep when they take them over
+    /// ([`Learner::keep_threads_for_host_steps`]).
+    pub fn threads(&self) -> usize {
+        self.host_threads.threads()
     }
 
     pub fn set_lr(&mut self, lr: f64) {
@@ -243,14 +257,30 @@ impl<M: RLModule> Learner<M> {
         self.device() == Device::Cpu && self.data_parallel.is_none() && self.adam.steps_on_host()
     }
 
+    /// Gives this Learner's threads to its host gradient
+    /// ([`Learner::host_step`]) and leaves libtorch one, for a Learner
+    /// whose every gradient step runs on the host: its libtorch ops are
+    /// then copies of the weights, and libtorch's idle intra-op threads
+    /// spin for milliseconds after each op they split, taking the cores
+    /// from the host gradient's threads.
+    pub fn keep_threads_for_host_steps(&self) {
+        if self.trains_on_host() && self.host_threads.threads() > 1 {
+            tch::set_num_threads(1);
+        }
+    }
+
     /// One step whose gradient is computed on the host: `gradient` gets the
-    /// flat parameters and a zeroed flat gradient of the same layout, adds
-    /// the loss's gradient into it and returns the loss; then clipping and
-    /// Adam run in place on the Learner's own buffers, so the module, its
-    /// checkpoints and the weights EnvRunners get see the step with no copy
-    /// in or out. A non-finite loss leaves everything untouched. `None`
+    /// flat parameters, a zeroed flat gradient of the same layout and the
+    /// threads it may split the work over ([`HostThreads::mean_over_rows`]),
+    /// adds the loss's gradient into the gradient and returns the loss;
+    /// then clipping and Adam run in place on the Learner's own buffers, so
+    /// the module, its checkpoints and the weights EnvRunners get see the
+    /// step with no copy in or out. A non-finite loss leaves everything untouched. `None`
     /// (and `gradient` not called) unless [`Learner::trains_on_host`].
-    pub fn host_step(&mut self, gradient: impl FnOnce(&[f32], &mut [f32]) -> f64) -> Option<Step> {
+    pub fn host_step(
+        &mut self,
+        gradient: impl FnOnce(&[f32], &mut [f32], &mut HostThreads) -> f64,
+    ) -> Option<Step> {
         if !self.trains_on_host() {
             return None;
         }
@@ -261,10 +291,10 @@ impl<M: RLModule> Learner<M> {
         // a libtorch op on them until this step returns: `gradient` reads
         // the parameters only through the slice.
         let params = unsafe { host_view(&mut self.flat_params) };
-        let loss = gradient(params, &mut grad);
+        let loss = gradient(params, &mut grad, &mut self.host_threads);
         let step = if loss.is_finite() {
             let grad_norm = clip_host_grad(&mut grad, self.grad_clip);
-            self.adam.host_step(params, &grad);
+            self.adam.host_step(params, &grad, &self.host_threads);
             Step::Applied { loss, grad_norm }
         } else {
             Step::NonFiniteLoss(loss)

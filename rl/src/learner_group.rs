@@ -58,6 +58,8 @@ pub trait LearnerCore: Send {
     fn state(&self) -> Result<LearnerState, Error>;
     fn set_state(&mut self, state: &LearnerState) -> Result<(), Error>;
     fn device(&self) -> tch::Device;
+    /// The threads its steps run on (libtorch's, or the host gradient's).
+    fn threads(&self) -> usize;
 }
 
 impl<M: RLModule> LearnerCore for Learner<M> {
@@ -96,6 +98,10 @@ impl<M: RLModule> LearnerCore for Learner<M> {
 
     fn device(&self) -> tch::Device {
         Learner::device(self)
+    }
+
+    fn threads(&self) -> usize {
+        Learner::threads(self)
     }
 }
 
@@ -150,12 +156,12 @@ pub fn update<A: AlgorithmLearner>(
     outcome
 }
 
-/// `cuda:N`, or `cpu` with this process's libtorch threads when there are
-/// more than one (`cpu (2 threads)`), for logs and the GPU check.
-pub fn device_name(device: tch::Device) -> String {
-    match device {
+/// `cuda:N`, or `cpu` with the Learner's threads when there are more than
+/// one (`cpu (2 threads)`), for logs and the GPU check.
+pub fn device_name(learner: &dyn LearnerCore) -> String {
+    match learner.device() {
         tch::Device::Cuda(i) => format!("cuda:{i}"),
-        tch::Device::Cpu => match tch::get_num_threads() {
+        tch::Device::Cpu => match learner.threads() {
             threads if threads > 1 => format!("cpu ({threads} threads)"),
             _ => "cpu".to_string(),
         },
@@ -253,7 +259,7 @@ macro_rules! learner_actor {
 
             pub fn device(&self) -> String {
                 ::oxray_rl::learner_group::device_name(
-                    ::oxray_rl::learner_group::AlgorithmLearner::learner(self).device(),
+                    ::oxray_rl::learner_group::AlgorithmLearner::learner(self),
                 )
             }
         }
@@ -478,7 +484,7 @@ impl<A: LearnerActor> LearnerGroup<A> {
         self.learners
             .iter()
             .map(|learner| match learner {
-                LearnerRef::Local(learner) => Ok(device_name(learner.learner().device())),
+                LearnerRef::Local(learner) => Ok(device_name(learner.learner())),
                 LearnerRef::Remote(actor) => Ok(A::remote_device(actor).get()?),
             })
             .collect()

@@ -15,7 +15,7 @@
 //!   image bytes as bytes),
 //! - `env_runner`, `env_runner_group`: sampling,
 //! - `learner`, `learner_group`, `minibatch_sgd`, `target_network`, `optim`,
-//!   `collective`: learning,
+//!   `host_threads`, `collective`: learning,
 //! - `metrics`, `loggers`, `checkpoint`: results and state.
 
 pub mod checkpoint;
@@ -25,6 +25,7 @@ pub mod env_runner;
 pub mod env_runner_group;
 pub mod gae;
 pub mod host_distribution;
+pub mod host_threads;
 pub mod learner;
 pub mod learner_group;
 pub mod loggers;

@@ -180,7 +180,11 @@ pub fn host_minibatch_sgd<M: RLModule, const N: usize>(
     let mut sums = Sums::new();
     plan.walk(len, |chunk| {
         let mut terms = [0.0; N];
-        let step = learner.host_step(|theta, grad| {
+        // One thread: advantages are normalised over the whole minibatch,
+        // so its rows do not split as a mean over rows, and the networks
+        // that train on the host are small enough that a split would not
+        // pay for the threads' meeting.
+        let step = learner.host_step(|theta, grad, _threads| {
             let (total, step_terms) = loss(theta, chunk, grad);
             terms = step_terms;
             total

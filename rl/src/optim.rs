@@ -16,6 +16,12 @@
 
 use tch::{Device, Kind, Tensor};
 
+use crate::host_threads::HostThreads;
+
+/// Adam's elements below which a part is not worth another thread: a few
+/// nanoseconds each, so 16k take the order of a sleeping thread's wake-up.
+const ADAM_MIN_ELEMENTS_PER_THREAD: usize = 1 << 14;
+
 /// Moves the data of `params` into one contiguous buffer that each parameter
 /// then views, and returns that buffer. In-place updates of the buffer are
 /// updates of the parameters.
@@ -185,11 +191,12 @@ impl Adam {
     }
 
     /// [`Adam::step`] in plain Rust, in place on the CPU parameters `params`
-    /// (laid out as the moments) along `grad`.
+    /// (laid out as the moments) along `grad`, split over `threads` when
+    /// the vector is long enough to pay for them.
     ///
     /// # Panics
     /// Unless [`Adam::steps_on_host`].
-    pub(crate) fn host_step(&mut self, params: &mut [f32], grad: &[f32]) {
+    pub(crate) fn host_step(&mut self, params: &mut [f32], grad: &[f32], threads: &HostThreads) {
         assert!(
             self.steps_on_host(),
             "Adam steps on the host only on the CPU with one lr"
@@ -216,15 +223,20 @@ impl Adam {
             eps,
             step_size,
         };
-        // The square root and division per element bound the loop: AVX-512
-        // does sixteen a cycle where the baseline target's SSE does four.
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F, checked just above.
-            unsafe { update.apply_avx512(params, grad, exp_avg, exp_avg_sq) };
-            return;
-        }
-        update.apply(params, grad, exp_avg, exp_avg_sq);
+        // Each element's update is its own, so the vector splits over the
+        // threads in contiguous parts.
+        let part = n.div_ceil(threads.parts(n, ADAM_MIN_ELEMENTS_PER_THREAD));
+        let parts = params
+            .chunks_mut(part)
+            .zip(grad.chunks(part))
+            .zip(exp_avg.chunks_mut(part))
+            .zip(exp_avg_sq.chunks_mut(part));
+        threads.run_each(
+            parts.collect(),
+            |(((params, grad), exp_avg), exp_avg_sq)| {
+                update.apply_fastest(params, grad, exp_avg, exp_avg_sq)
+            },
+        );
     }
 
     /// Step count and moments, as named tensors for a checkpoint.
@@ -282,6 +294,32 @@ impl AdamUpdate {
         }
     }
 
+    /// [`AdamUpdate::apply`] with the widest vectors the CPU has: the
+    /// square root and division per element bound the loop, and AVX-512
+    /// does sixteen at once and AVX eight where the baseline target's SSE
+    /// does four.
+    fn apply_fastest(
+        &self,
+        params: &mut [f32],
+        grad: &[f32],
+        exp_avg: &mut [f32],
+        exp_avg_sq: &mut [f32],
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F, checked just above.
+            unsafe { self.apply_avx512(params, grad, exp_avg, exp_avg_sq) };
+            return;
+        }
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2, checked just above.
+            unsafe { self.apply_avx2(params, grad, exp_avg, exp_avg_sq) };
+            return;
+        }
+        self.apply(params, grad, exp_avg, exp_avg_sq);
+    }
+
     /// [`AdamUpdate::apply`] compiled for AVX-512.
     ///
     /// # Safety
@@ -289,6 +327,23 @@ impl AdamUpdate {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
     unsafe fn apply_avx512(
+        &self,
+        params: &mut [f32],
+        grad: &[f32],
+        exp_avg: &mut [f32],
+        exp_avg_sq: &mut [f32],
+    ) {
+        self.apply(params, grad, exp_avg, exp_avg_sq)
+    }
+
+    /// [`AdamUpdate::apply`] compiled for AVX2 (no FMA, so each element
+    /// rounds as on the other paths).
+    ///
+    /// # Safety
+    /// The CPU must have AVX2.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn apply_avx2(
         &self,
         params: &mut [f32],
         grad: &[f32],
@@ -318,6 +373,45 @@ mod tests {
         }
     }
 
+    /// The vector paths round each element as the plain loop does: the same
+    /// bits, on a length that leaves a tail after the vector lanes.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn adams_vector_paths_give_the_plain_loops_bits() {
+        let update = AdamUpdate {
+            w1: 0.1,
+            w2: 0.001,
+            eps: 1e-5,
+            step_size: 3e-3,
+        };
+        let values = |seed: u32| -> Vec<f32> {
+            (0..1003u32)
+                .map(|i| ((i.wrapping_mul(2654435761) ^ seed) % 2000) as f32 / 1000.0 - 1.0)
+                .collect()
+        };
+        let grad = values(1);
+        let start = (
+            values(2),
+            values(3),
+            values(4).iter().map(|v| v * v).collect::<Vec<_>>(),
+        );
+        type Apply<'a> = &'a dyn Fn(&mut [f32], &mut [f32], &mut [f32]);
+        let run = |apply: Apply| {
+            let (mut params, mut exp_avg, mut exp_avg_sq) = start.clone();
+            apply(&mut params, &mut exp_avg, &mut exp_avg_sq);
+            [params, exp_avg, exp_avg_sq].map(|v| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>())
+        };
+        let plain = run(&|p, m, v| update.apply(p, &grad, m, v));
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2, checked just above.
+            assert!(plain == run(&|p, m, v| unsafe { update.apply_avx2(p, &grad, m, v) }));
+        }
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F, checked just above.
+            assert!(plain == run(&|p, m, v| unsafe { update.apply_avx512(p, &grad, m, v) }));
+        }
+    }
+
     /// Clipping and Adam on the host take libtorch's steps: over several
     /// steps, with the clip active (large gradients) and not (small ones),
     /// the parameters, moments and step count end where
@@ -338,7 +432,11 @@ mod tests {
             adam.step(&params, &grad);
             let host_norm = clip_host_grad(&mut host_grad, Some(0.5));
             // SAFETY: nothing else touches `host_params` during the step.
-            host_adam.host_step(unsafe { host_view(&mut host_params) }, &host_grad);
+            host_adam.host_step(
+                unsafe { host_view(&mut host_params) },
+                &host_grad,
+                &HostThreads::new(1),
+            );
             assert!(
                 (norm - host_norm).abs() <= 1e-5 * norm,
                 "{norm} vs {host_norm}"

@@ -22,12 +22,14 @@ limit. The returns come from an `on_episode_end` callback rather than
 RLlib's `episode_return_mean`, which here is not a mean over the last 100
 episodes (it went from 325 to 500 within one 1000-step DQN iteration).
 """
+import os
 import sys
 from collections import deque
 
 import torch
 
-torch.set_num_threads(1)
+# scripts/bench-vs-peers.sh's BENCH_THREADS, passed as OMP_NUM_THREADS.
+torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
 
 import ray  # noqa: E402
 from ray.rllib.algorithms.appo import APPOConfig  # noqa: E402

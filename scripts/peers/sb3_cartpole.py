@@ -15,12 +15,14 @@ sampled so far) and stops at the target (mean of the last 100 returns; 5 for
 SAC, as in RLlib's tuned Pendulum example) or the step limit, the same stop
 as the oxray config's.
 """
+import os
 import sys
 from collections import deque
 
 import torch
 
-torch.set_num_threads(1)
+# scripts/bench-vs-peers.sh's BENCH_THREADS, passed as OMP_NUM_THREADS.
+torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
 
 from stable_baselines3 import DQN, PPO, SAC  # noqa: E402
 from stable_baselines3.common.callbacks import BaseCallback  # noqa: E402

@@ -26,6 +26,9 @@ pub use device_batch::DeviceReplayBatch;
 pub use n_step::{NStep, Transition};
 pub use segment_tree::SegmentTree;
 
+use std::borrow::Cow;
+use std::ops::Range;
+
 use rand::Rng;
 use rand::SeedableRng;
 
@@ -77,6 +80,29 @@ impl ReplayBatch {
 
     pub fn is_empty(&self) -> bool {
         self.rewards.is_empty()
+    }
+
+    /// Rows `rows` of every column, borrowing the batch when that is all
+    /// of it (so a gradient not split over threads copies nothing).
+    pub fn rows(&self, rows: Range<usize>) -> Cow<'_, ReplayBatch> {
+        if rows == (0..self.len()) {
+            return Cow::Borrowed(self);
+        }
+        let (obs, actions) = (self.obs_dim, self.action_dim);
+        let wide =
+            |column: &[f32], width: usize| column[rows.start * width..rows.end * width].to_vec();
+        Cow::Owned(ReplayBatch {
+            obs_dim: obs,
+            action_dim: actions,
+            obs: wide(&self.obs, obs),
+            actions: wide(&self.actions, actions),
+            rewards: self.rewards[rows.clone()].to_vec(),
+            next_obs: wide(&self.next_obs, obs),
+            terminateds: self.terminateds[rows.clone()].to_vec(),
+            discounts: self.discounts[rows.clone()].to_vec(),
+            weights: self.weights[rows.clone()].to_vec(),
+            indices: self.indices[rows].to_vec(),
+        })
     }
 }
 
@@ -281,6 +307,41 @@ mod tests {
         for x in [2.0, 3.0, 4.0] {
             assert!(batch.obs.contains(&x), "uniform sampling missed {x}");
         }
+    }
+
+    /// A share of a batch's rows has those rows of every column, each row's
+    /// values together; all the rows borrow the batch.
+    #[test]
+    fn a_batchs_rows_are_those_rows_of_every_column() {
+        let batch = ReplayBatch {
+            obs_dim: 2,
+            action_dim: 2,
+            obs: (0..10).map(|x| x as f32).collect(),
+            actions: (10..20).map(|x| x as f32).collect(),
+            rewards: vec![0.0, 1.0, 2.0, 3.0, 4.0],
+            next_obs: (20..30).map(|x| x as f32).collect(),
+            terminateds: vec![false, true, false, false, true],
+            discounts: vec![0.9, 0.8, 0.7, 0.6, 0.5],
+            weights: vec![1.0, 2.0, 3.0, 4.0, 5.0],
+            indices: vec![7, 6, 5, 4, 3],
+        };
+        let share = batch.rows(1..3);
+        assert_eq!(
+            *share,
+            ReplayBatch {
+                obs_dim: 2,
+                action_dim: 2,
+                obs: vec![2.0, 3.0, 4.0, 5.0],
+                actions: vec![12.0, 13.0, 14.0, 15.0],
+                rewards: vec![1.0, 2.0],
+                next_obs: vec![22.0, 23.0, 24.0, 25.0],
+                terminateds: vec![true, false],
+                discounts: vec![0.8, 0.7],
+                weights: vec![2.0, 3.0],
+                indices: vec![6, 5],
+            }
+        );
+        assert!(matches!(batch.rows(0..5), Cow::Borrowed(all) if std::ptr::eq(all, &batch)));
     }
 
     /// Byte observations (image frames) are kept as bytes, a quarter of

@@ -8,6 +8,7 @@
 //! minibatch each); the parity test below holds it to the libtorch loss.
 
 use oxray_rl::distributions::argmax;
+use oxray_rl::host_threads::Share;
 use oxray_rl::replay_buffer::ReplayBatch;
 use oxray_rl::rl_module::{HeadNoise, HostQNetwork};
 
@@ -20,6 +21,26 @@ pub struct HostDqnLoss {
     pub td_errors: Vec<f32>,
     /// Mean Q_θ(s_t, a_t).
     pub q_mean: f64,
+}
+
+impl HostDqnLoss {
+    /// The loss over a whole batch from its shares' losses
+    /// ([`oxray_rl::host_threads::HostThreads::mean_over_rows`]): the means weighted by the
+    /// shares' row counts, the TD errors in row order.
+    pub fn mean_of(shares: Vec<(Share, HostDqnLoss)>) -> HostDqnLoss {
+        let mut whole = HostDqnLoss {
+            total: 0.0,
+            td_errors: Vec::new(),
+            q_mean: 0.0,
+        };
+        for (share, part) in shares {
+            let weight = f64::from(share.weight);
+            whole.total += weight * part.total;
+            whole.q_mean += weight * part.q_mean;
+            whole.td_errors.extend(part.td_errors);
+        }
+        whole
+    }
 }
 
 /// One network's parameters (laid out as the [`HostQNetwork`]'s flat
@@ -92,6 +113,7 @@ fn row(q: &[f32], t: usize, n: usize) -> &[f32] {
 
 #[cfg(test)]
 pub(super) mod tests {
+    use oxray_rl::host_threads::HostThreads;
     use oxray_rl::learner::{Learner, LearnerConfig};
     use oxray_rl::optim::flat_gradient;
     use oxray_rl::rl_module::{
@@ -290,6 +312,37 @@ pub(super) mod tests {
             let beyond_one = host.td_errors.iter().filter(|d| d.abs() > 1.0).count();
             assert!(0 < beyond_one && beyond_one < batch.len(), "{case}: both Huber parts");
             networks.assert_matches(&case, &torch, host, grad);
+        }
+    }
+
+    /// Split by rows over two threads, as a Learner with two CPUs takes its
+    /// steps, the loss, the TD errors (in row order), mean Q and gradient
+    /// are still libtorch's over the whole batch.
+    #[test]
+    fn a_loss_split_over_threads_is_the_loss_over_the_whole_batch() {
+        let batch = batch(25);
+        let mut threads = HostThreads::new(2);
+        for (dueling, noisy) in [(false, false), (true, true)] {
+            let networks = Networks::new(dueling, noisy, None);
+            let (online, target) = (networks.online.module(), networks.target.module());
+            let mb = minibatch(&batch);
+            let torch = dqn_loss(
+                &online.q_values(&mb.obs),
+                &online.q_values(&mb.next_obs),
+                &target.q_values(&mb.next_obs),
+                &mb,
+                true,
+                TdErrorLoss::Huber,
+            );
+            let mut grad = networks.zero_gradient();
+            let (online, target) = networks.host_params();
+            let shares = threads.mean_over_rows(batch.len(), usize::MAX / batch.len(), &mut grad, |rows, grad| {
+                let share = batch.rows(rows);
+                host_dqn_loss(&networks.host, online, target, &share, true, TdErrorLoss::Huber, grad)
+            });
+            assert_eq!(shares.len(), 2, "the rows split");
+            let case = format!("dueling {dueling}, noisy {noisy}, split over two threads");
+            networks.assert_matches(&case, &torch, HostDqnLoss::mean_of(shares), grad);
         }
     }
 }

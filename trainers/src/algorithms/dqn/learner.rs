@@ -33,7 +33,7 @@ use tch::{Kind, Tensor};
 use super::config::DqnConfig;
 use crate::algorithms::off_policy::{OffPolicyLearner, OffPolicySettings, TargetUpdate};
 use super::host_distributional_loss::host_c51_loss;
-use super::host_loss::{host_dqn_loss, NetworkParams};
+use super::host_loss::{host_dqn_loss, HostDqnLoss, NetworkParams};
 use super::distributional_loss::c51_loss;
 use super::loss::{dqn_loss, Minibatch};
 
@@ -77,8 +77,12 @@ impl AlgorithmLearner for DqnLearner {
     fn build(config: DqnLearnerConfig) -> Self {
         let learner = Learner::<QNetwork>::new(&config.learner);
         let target = TargetNetwork::of(&learner);
+        let host = HostQNetwork::of(learner.module());
+        if host.is_some() {
+            learner.keep_threads_for_host_steps();
+        }
         DqnLearner {
-            host: HostQNetwork::of(learner.module()),
+            host,
             learner,
             target,
             training: config.training,
@@ -147,7 +151,7 @@ impl DqnLearner {
         let (target, target_weights) = (&self.target, &mut self.target_weights);
         let (double_q, loss_fn) = (self.training.double_q, self.training.td_error_loss_fn);
         let mut loss = None;
-        let step = self.learner.host_step(|theta, grad| {
+        let step = self.learner.host_step(|theta, grad, threads| {
             let target_theta = target_weights.get_or_insert_with(|| target.flat_weights());
             let online = NetworkParams {
                 theta,
@@ -157,12 +161,19 @@ impl DqnLearner {
                 theta: target_theta,
                 noise: target_noise.as_ref(),
             };
-            let computed = match &support {
-                Some(support) => {
-                    host_c51_loss(network, (online, target), batch, support, double_q, grad)
+            // Per row: the online network forward and backward, the target
+            // network forward.
+            let work_per_row = 4 * grad.len();
+            let shares = threads.mean_over_rows(batch.len(), work_per_row, grad, |rows, grad| {
+                let batch = batch.rows(rows);
+                match &support {
+                    Some(support) => {
+                        host_c51_loss(network, (online, target), &batch, support, double_q, grad)
+                    }
+                    None => host_dqn_loss(network, online, target, &batch, double_q, loss_fn, grad),
                 }
-                None => host_dqn_loss(network, online, target, batch, double_q, loss_fn, grad),
-            };
+            });
+            let computed = HostDqnLoss::mean_of(shares);
             let total = computed.total;
             loss = Some(computed);
             total

@@ -1,0 +1,257 @@
+//! The threads a Learner's host steps run on ([`crate::Learner::host_step`]),
+//! as many as its libtorch intra-op threads: one per whole CPU it reserved
+//! (`learners.num_cpus_per_learner`). A loss that is a mean over a
+//! minibatch's rows (DQN's) splits by rows: each thread takes the mean over
+//! its share of the rows into a gradient buffer of its own, and the shares
+//! combine weighted by their row counts ([`HostThreads::mean_over_rows`]);
+//! Adam's per-element update splits the parameter vector
+//! ([`HostThreads::run_each`]). That is what libtorch's intra-op threads do
+//! inside each op, done once per step instead, so the threads meet once per
+//! gradient instead of once per matrix product.
+//!
+//! A share must carry enough work to pay for waking a thread (tens of
+//! microseconds when it sleeps), so small minibatches of small networks
+//! stay on the calling thread.
+
+use std::ops::Range;
+
+/// Multiply-adds below which a share of rows is not worth another thread:
+/// about 60 µs of matrix products on one core here, a few times a sleeping
+/// thread's wake-up.
+const MIN_SHARE_MULTIPLY_ADDS: usize = 1 << 20;
+
+pub struct HostThreads {
+    /// Threads besides the caller's; `None` with one thread.
+    helpers: Option<rayon::ThreadPool>,
+    threads: usize,
+    /// One gradient buffer per helper, kept from step to step.
+    scratch: Vec<Vec<f32>>,
+}
+
+/// A share of a minibatch's rows: its rows and its weight in the mean over
+/// all of them (its row count over theirs).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Share {
+    pub rows: Range<usize>,
+    pub weight: f32,
+}
+
+impl HostThreads {
+    /// `threads` threads in all, the calling one included (at least one).
+    /// Helpers that cannot be started leave the work on the caller.
+    pub fn new(threads: usize) -> Self {
+        let threads = threads.max(1);
+        let helpers = (threads > 1)
+            .then(|| {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads - 1)
+                    .thread_name(|i| format!("oxray-host-grad-{i}"))
+                    .build()
+                    .ok()
+            })
+            .flatten();
+        let threads = if helpers.is_some() { threads } else { 1 };
+        HostThreads {
+            helpers,
+            threads,
+            scratch: vec![Vec::new(); threads - 1],
+        }
+    }
+
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// How `rows` rows of `multiply_adds_per_row` each split: one share per
+    /// thread, fewer where a share would be too small to pay for its
+    /// thread, contiguous and in order.
+    pub fn shares(&self, rows: usize, multiply_adds_per_row: usize) -> Vec<Share> {
+        let worth = rows.saturating_mul(multiply_adds_per_row) / MIN_SHARE_MULTIPLY_ADDS;
+        let count = self.threads.min(worth).min(rows).max(1);
+        (0..count)
+            .map(|i| {
+                let range = i * rows / count..(i + 1) * rows / count;
+                Share {
+                    weight: range.len() as f32 / rows.max(1) as f32,
+                    rows: range,
+                }
+            })
+            .collect()
+    }
+
+    /// How many parts `elements` elements split into so that each part
+    /// has at least `min_per_part` of them: one per thread at most.
+    pub fn parts(&self, elements: usize, min_per_part: usize) -> usize {
+        self.threads.min(elements / min_per_part.max(1)).max(1)
+    }
+
+    /// Runs `work` on each of `parts`, the first on the calling thread and
+    /// the others on the helpers, and returns when all have run (a panic in
+    /// any is raised here).
+    pub fn run_each<T: Send>(&self, parts: Vec<T>, work: impl Fn(T) + Sync) {
+        run_each(self.helpers.as_ref(), parts, work)
+    }
+
+    /// The mean over `rows` rows of a loss whose gradient `share` computes
+    /// for some of them: `share(rows, grad)` adds the gradient of the mean
+    /// over `rows` into a zeroed `grad` and returns what else it computed.
+    /// `grad` (zero on entry) ends as the gradient of the mean over all
+    /// rows; the shares' results come back in row order with their
+    /// weights. With one share this is `share(0..rows, grad)` exactly.
+    pub fn mean_over_rows<R: Send>(
+        &mut self,
+        rows: usize,
+        multiply_adds_per_row: usize,
+        grad: &mut [f32],
+        share: impl Fn(Range<usize>, &mut [f32]) -> R + Sync,
+    ) -> Vec<(Share, R)> {
+        let shares = self.shares(rows, multiply_adds_per_row);
+        let mut results: Vec<Option<R>> = shares.iter().map(|_| None).collect();
+        let len = grad.len();
+        let (first_grad, scratch) = (&mut *grad, &mut self.scratch[..shares.len() - 1]);
+        let mut buffers = vec![first_grad];
+        for buffer in scratch.iter_mut() {
+            buffer.clear();
+            buffer.resize(len, 0.0);
+            buffers.push(buffer);
+        }
+        let parts = shares.iter().zip(buffers).zip(&mut results);
+        run_each(
+            self.helpers.as_ref(),
+            parts.collect(),
+            |((part, buffer), result)| {
+                *result = Some(share(part.rows.clone(), buffer));
+            },
+        );
+        if shares.len() > 1 {
+            let weights = shares.iter().map(|share| share.weight);
+            combine(grad, weights, &self.scratch);
+        }
+        shares
+            .into_iter()
+            .zip(results)
+            .map(|(share, result)| (share, result.expect("every share ran")))
+            .collect()
+    }
+}
+
+/// [`HostThreads::run_each`] on `helpers`, if any.
+fn run_each<T: Send>(helpers: Option<&rayon::ThreadPool>, parts: Vec<T>, work: impl Fn(T) + Sync) {
+    let mut parts = parts.into_iter();
+    let Some(first) = parts.next() else { return };
+    match helpers {
+        Some(helpers) if parts.len() > 0 => {
+            let work = &work;
+            helpers.in_place_scope(|scope| {
+                for part in parts {
+                    scope.spawn(move |_| work(part));
+                }
+                work(first);
+            });
+        }
+        _ => std::iter::once(first).chain(parts).for_each(work),
+    }
+}
+
+/// `grad ← w₀·grad + Σ wᵢ·scratchᵢ₋₁` for weights w₀, w₁, ….
+fn combine(grad: &mut [f32], mut weights: impl Iterator<Item = f32>, scratch: &[Vec<f32>]) {
+    let first = weights.next().expect("the first share's weight");
+    grad.iter_mut().for_each(|g| *g *= first);
+    for (weight, other) in weights.zip(scratch) {
+        grad.iter_mut()
+            .zip(other)
+            .for_each(|(g, o)| *g += weight * o);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Work per row that makes a share of `rows / 2` rows worth a thread.
+    fn heavy(rows: usize) -> usize {
+        2 * MIN_SHARE_MULTIPLY_ADDS / rows
+    }
+
+    #[test]
+    fn rows_split_into_one_contiguous_share_per_thread_when_worth_it() {
+        let two = HostThreads::new(2);
+        assert_eq!(two.threads(), 2);
+        let shares = two.shares(65, heavy(65) + 1);
+        assert_eq!(
+            shares,
+            vec![
+                Share {
+                    rows: 0..32,
+                    weight: 32.0 / 65.0
+                },
+                Share {
+                    rows: 32..65,
+                    weight: 33.0 / 65.0
+                },
+            ]
+        );
+        // Too little work, too few rows, or one thread: all rows in one share.
+        let all = |rows| {
+            vec![Share {
+                rows: 0..rows,
+                weight: 1.0,
+            }]
+        };
+        assert_eq!(two.shares(64, heavy(64) / 2), all(64));
+        assert_eq!(two.shares(1, usize::MAX), all(1));
+        assert_eq!(HostThreads::new(1).shares(64, usize::MAX), all(64));
+        assert_eq!(HostThreads::new(0).threads(), 1);
+    }
+
+    /// The mean over rows of ½(θ·x_t − y_t)², whose gradient is the mean of
+    /// (θ·x_t − y_t)·x_t: split over two threads it is the one-thread
+    /// gradient up to rounding, each share ran on a thread of its own, and
+    /// the results come back in row order with their weights.
+    #[test]
+    fn a_mean_over_rows_split_over_threads_is_the_mean_over_all_rows() {
+        const WIDTH: usize = 5;
+        let rows = 37;
+        let x: Vec<f32> = (0..rows * WIDTH)
+            .map(|i| ((i * 7 % 11) as f32 - 5.0) / 3.0)
+            .collect();
+        let y: Vec<f32> = (0..rows).map(|t| (t % 4) as f32 - 1.5).collect();
+        let theta = [0.3f32, -0.2, 0.5, 0.1, -0.4];
+        let share = |range: Range<usize>, grad: &mut [f32]| {
+            let n = range.len() as f32;
+            let mut loss = 0.0;
+            for t in range.clone() {
+                let row = &x[t * WIDTH..(t + 1) * WIDTH];
+                let residual: f32 = row.iter().zip(&theta).map(|(a, b)| a * b).sum::<f32>() - y[t];
+                loss += 0.5 * residual * residual / n;
+                grad.iter_mut()
+                    .zip(row)
+                    .for_each(|(g, a)| *g += residual * a / n);
+            }
+            (loss, range, std::thread::current().id())
+        };
+        let mut one_grad = vec![0.0; WIDTH];
+        let one = HostThreads::new(1).mean_over_rows(rows, usize::MAX, &mut one_grad, share);
+        let mut two_grad = vec![0.0; WIDTH];
+        let two = HostThreads::new(2).mean_over_rows(rows, heavy(rows) + 1, &mut two_grad, share);
+
+        for (a, b) in one_grad.iter().zip(&two_grad) {
+            assert!((a - b).abs() < 1e-6, "{one_grad:?} against {two_grad:?}");
+        }
+        assert_eq!(one.len(), 1);
+        assert_eq!(two.len(), 2);
+        let (first, second) = (&two[0], &two[1]);
+        assert_eq!((first.1 .1.clone(), second.1 .1.clone()), (0..18, 18..37));
+        assert_eq!(
+            (first.0.rows.clone(), second.0.rows.clone()),
+            (0..18, 18..37)
+        );
+        assert_ne!(first.1 .2, second.1 .2, "both shares ran on one thread");
+        assert_eq!(first.1 .2, std::thread::current().id());
+        let split_loss: f32 = two
+            .iter()
+            .map(|(share, (loss, ..))| share.weight * loss)
+            .sum();
+        assert!((split_loss - one[0].1 .0).abs() < 1e-6);
+    }
+}
