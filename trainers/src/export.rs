@@ -1,6 +1,7 @@
 //! Policy export: a checkpoint's policy as a TorchScript module that plain
 //! PyTorch (or libtorch) loads without oxray: actor-critic MLPs (PPO, APPO,
-//! IMPALA) and Q-network MLPs (DQN: dueling and C51 heads included).
+//! IMPALA), Q-network MLPs (DQN: dueling and C51 heads included) and SAC's
+//! squashed-Gaussian policy with its twin Q-functions.
 //!
 //! tch can load TorchScript but only trace new modules, and a traced module
 //! has a `forward` and nothing else; the exported module also needs
@@ -16,7 +17,8 @@ use std::process::Command;
 use oxray_rl::checkpoint;
 use oxray_rl::env_runner::module_spec;
 use oxray_rl::rl_module::{
-    ActionSpace, Activation, ActorCritic, EncoderSpec, ModuleKind, QNetwork, RLModule, ValueSupport,
+    ActionSpace, Activation, ActorCritic, EncoderSpec, ModuleKind, QNetwork, RLModule,
+    SoftActorCritic, ValueSupport,
 };
 use serde_json::json;
 
@@ -105,10 +107,30 @@ pub fn export_torchscript(checkpoint_path: &Path, out: &Path) -> Result<Vec<Stri
                 Box::new(QNetwork::new(&spec, tch::Device::Cpu)),
             )
         }
-        _ => {
+        ModuleKind::SoftActorCritic { .. } => {
+            let ActionSpace::Box { low, high } = &spec.action_space else {
+                return Err(fail("SAC's policy needs a Box action space".into()).into());
+            };
+            let description = json!({
+                "kind": "soft_actor_critic",
+                "obs_dim": spec.obs_dim(),
+                "hiddens": spec.model.fcnet_hiddens,
+                "activation": activation,
+                "action": { "box": { "low": low, "high": high } },
+            });
+            (
+                description,
+                Box::new(SoftActorCritic::new(&spec, tch::Device::Cpu)),
+            )
+        }
+        ModuleKind::QNetwork {
+            noisy_sigma0: Some(_),
+            ..
+        } => {
             return Err(fail(format!(
-                "only actor-critic (PPO, APPO, IMPALA) and Q-network (DQN, without \
-                 NoisyNets) policies export so far; this {} checkpoint holds another module",
+                "a DQN Q-network with NoisyNets does not export yet (actor-critics of PPO, APPO \
+                 and IMPALA, DQN's plain, dueling and C51 Q-networks and SAC's policy do); \
+                 this {} checkpoint has noisy layers",
                 config.algorithm.as_str()
             ))
             .into())

@@ -1,11 +1,13 @@
-"""Writes an oxray policy (actor-critic or Q-network) as a TorchScript module.
+"""Writes an oxray policy (actor-critic, Q-network or SAC's squashed Gaussian
+with its twin Q) as a TorchScript module.
 
 Run by `oxray export --format torchscript` with the venv's Python (which has
 torch): `python export_torchscript.py SPEC.json WEIGHTS.npz OUT.pt`. SPEC
 describes the network as oxray built it (its kind, layer sizes, activation,
 shared trunk or dueling head, action space); WEIGHTS holds its parameters
 under PyTorch-style names (`pi.0.weight`, `pi_head.bias`, `log_std`;
-`q.0.weight`, `q_head.bias` or `value_head`/`advantage_head`). The module
+`q.0.weight`, `q_head.bias` or `value_head`/`advantage_head`;
+`qf.encoder.0.weight`, `qf_twin.head.bias`, `log_alpha`). The module
 mirrors oxray's forward pass exactly and is scripted (not traced), so `act`
 keeps its deterministic/stochastic branch.
 """
@@ -36,9 +38,11 @@ class Dense(nn.Linear):
         return x
 
 
-def trunk(spec) -> nn.Sequential:
-    """The MLP encoder oxray builds from `model.fcnet_hiddens`."""
-    widths = [spec["obs_dim"]] + spec["hiddens"]
+def trunk(spec, extra_inputs: int = 0) -> nn.Sequential:
+    """The MLP encoder oxray builds from `model.fcnet_hiddens`, over the
+    observation and `extra_inputs` more values (SAC's Q-functions read the
+    action beside it)."""
+    widths = [spec["obs_dim"] + extra_inputs] + spec["hiddens"]
     return nn.Sequential(*(Dense(a, b, spec["activation"])
                            for a, b in zip(widths, widths[1:])))
 
@@ -159,9 +163,72 @@ class DuelingQ(QPolicy):
                 - advantages.mean(dim=1, keepdim=True))
 
 
+class QFunction(nn.Module):
+    """One of SAC's Q-functions: Q(s, a) from an encoder over the
+    observation and the action in (-1, 1)^d side by side."""
+
+    def __init__(self, spec, action_dim: int):
+        super().__init__()
+        self.encoder = trunk(spec, action_dim)
+        width = spec["hiddens"][-1] if spec["hiddens"] else spec["obs_dim"] + action_dim
+        self.head = nn.Linear(width, 1)
+
+    def forward(self, obs_actions: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(obs_actions)).squeeze(-1)
+
+
+class SquashedGaussianPolicy(nn.Module):
+    """SAC's policy: a Gaussian over u with log std clamped to [-20, 2],
+    actions tanh(u) in (-1, 1)^d rescaled to the Box; the twin Q-functions
+    and log alpha come along, as the checkpoint holds them."""
+
+    def __init__(self, spec):
+        super().__init__()
+        low, high = spec["action"]["box"]["low"], spec["action"]["box"]["high"]
+        self.action_dim = len(low)
+        self.pi = trunk(spec)
+        width = spec["hiddens"][-1] if spec["hiddens"] else spec["obs_dim"]
+        self.pi_head = nn.Linear(width, 2 * self.action_dim)
+        self.qf = QFunction(spec, self.action_dim)
+        self.qf_twin = QFunction(spec, self.action_dim)
+        self.log_alpha = nn.Parameter(torch.zeros(1))
+        low_t = torch.tensor(low, dtype=torch.float32)
+        high_t = torch.tensor(high, dtype=torch.float32)
+        self.register_buffer("center", (low_t + high_t) / 2)
+        self.register_buffer("half_range", (high_t - low_t) / 2)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        """The mean and clamped log std of u side by side, as RLlib's
+        models output a distribution's inputs."""
+        mean, log_std = self.pi_head(self.pi(obs)).split(self.action_dim, dim=-1)
+        return torch.cat([mean, log_std.clamp(-20.0, 2.0)], dim=-1)
+
+    @torch.jit.export
+    def act(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
+        """Env-scale actions: tanh of the mean when deterministic (what
+        `oxray evaluate` takes), else of a sample."""
+        mean, log_std = self.forward(obs).chunk(2, dim=-1)
+        u = mean if deterministic else mean + torch.exp(log_std) * torch.randn_like(mean)
+        return self.center + self.half_range * torch.tanh(u)
+
+    @torch.jit.export
+    def q_values(self, obs: torch.Tensor, actions: torch.Tensor) -> List[torch.Tensor]:
+        """[Q1(s, a), Q2(s, a)] for env-scale actions."""
+        obs_actions = torch.cat([obs, (actions - self.center) / self.half_range], dim=-1)
+        return [self.qf(obs_actions), self.qf_twin(obs_actions)]
+
+    @torch.jit.export
+    def value(self, obs: torch.Tensor) -> torch.Tensor:
+        """min(Q1, Q2) at the deterministic action."""
+        q1, q2 = self.q_values(obs, self.act(obs, True))
+        return torch.min(q1, q2)
+
+
 def build(spec) -> nn.Module:
     if spec["kind"] == "q_network":
         return DuelingQ(spec) if spec["dueling"] else PlainQ(spec)
+    if spec["kind"] == "soft_actor_critic":
+        return SquashedGaussianPolicy(spec)
     return Policy(spec)
 
 

@@ -1,16 +1,18 @@
 //! TorchScript export round trip: a trained checkpoint's policy, exported
 //! and loaded with `torch.jit.load` in Python, gives the greedy actions
 //! `oxray evaluate` takes (the EnvRunner's mode) exactly, and the same
-//! distribution inputs, for a Discrete and a Box action space, and a DQN
-//! Q-network's Q-values (plain, dueling, C51); its parameters carry
-//! PyTorch-style names.
+//! distribution inputs, for a Discrete and a Box action space, a DQN
+//! Q-network's Q-values (plain, dueling, C51), and SAC's squashed-Gaussian
+//! actions and twin Q-values; its parameters carry PyTorch-style names.
 
 use std::path::Path;
 use std::process::Command;
 
 use oxray_rl::checkpoint;
 use oxray_rl::env_runner::module_spec;
-use oxray_rl::rl_module::{ActionSpace, ActorCritic, ModuleKind, QNetwork, RLModule};
+use oxray_rl::rl_module::{
+    ActionSpace, ActorCritic, ModuleKind, QNetwork, RLModule, SoftActorCritic,
+};
 use oxray_trainers::export::export_torchscript;
 use oxray_trainers::run::{run, RunOptions};
 use oxray_trainers::ExperimentConfig;
@@ -254,4 +256,109 @@ fn q_network_round_trips_through_torchscript() {
             "{training}: exploring actions are actions"
         );
     }
+}
+
+/// Loads SAC's `policy.pt` in Python and prints its deterministic actions,
+/// distribution inputs, twin Q-values at given actions, and value.
+const LOAD_SAC_IN_PYTHON: &str = r#"
+import json, sys, torch
+policy = torch.jit.load(sys.argv[1])
+obs = torch.tensor(json.load(open(sys.argv[2])), dtype=torch.float32)
+actions = torch.linspace(-1.9, 1.9, obs.shape[0]).unsqueeze(-1)
+with torch.no_grad():
+    q1, q2 = policy.q_values(obs, actions)
+    print(json.dumps({"act": policy.act(obs, True).squeeze(-1).tolist(),
+                      "explore": policy.act(obs, False).squeeze(-1).tolist(),
+                      "forward": policy.forward(obs).tolist(),
+                      "q1": q1.tolist(), "q2": q2.tolist(),
+                      "value": policy.value(obs).tolist()}))
+"#;
+
+/// A SAC checkpoint exported and loaded in Python acts as `oxray evaluate`
+/// does (tanh of the mean, rescaled to the Box), gives oxray's distribution
+/// inputs (log std clamped) and twin Q-values at env-scale actions, and its
+/// value is the smaller Q at its own action.
+#[test]
+fn sac_policy_round_trips_through_torchscript() {
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoint_path = train(
+        dir.path(),
+        "algorithm: SAC
+env: Pendulum-v1
+model: {fcnet_hiddens: [32, 32], fcnet_activation: relu}
+training: {num_steps_sampled_before_learning_starts: 64, train_batch_size: 32}
+stop: {env_steps: 300}
+",
+    );
+    let out = dir.path().join("policy.pt");
+    let names = export_torchscript(&checkpoint_path, &out).unwrap();
+    for name in [
+        "pi.0.weight",
+        "pi_head.bias",
+        "qf.encoder.1.weight",
+        "qf_twin.head.bias",
+        "log_alpha",
+    ] {
+        assert!(names.contains(&name.to_string()), "{name} not in {names:?}");
+    }
+
+    let saved = checkpoint::load(&checkpoint_path).unwrap();
+    let config = ExperimentConfig::from_json(&saved.config).unwrap();
+    let kind = config.training.training().module_kind();
+    let spec = module_spec(&config.env, &config.model, kind).unwrap();
+    let mut model = SoftActorCritic::new(&spec, Device::Cpu);
+    model.set_weights(&saved.learner.weights).unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+    let rows = 64;
+    let obs: Vec<f32> = (0..rows * spec.obs_dim())
+        .map(|_| rng.gen_range(-3.0..3.0))
+        .collect();
+    let obs_tensor = Tensor::from_slice(&obs).view([rows as i64, spec.obs_dim() as i64]);
+    let (mut actions, mut logp) = (vec![0.0f32; rows], vec![0.0f32; rows]);
+    model.compute_actions(&obs_tensor, false, 0, &mut rng, &mut actions, &mut logp);
+    let policy = model.policy(&obs_tensor);
+    let forward = oxray_rl::to_host(&Tensor::cat(&[&policy.mean, &policy.log_std], -1));
+    // The same env-scale actions the Python side builds (Pendulum's Box is
+    // [-2, 2]), then oxray's Q-values there.
+    let at: Vec<f32> = (0..rows)
+        .map(|i| -1.9 + 3.8 * i as f32 / (rows - 1) as f32)
+        .collect();
+    let at_tensor = Tensor::from_slice(&at).view([rows as i64, 1]);
+    let (q1, q2) = model.q_values(&obs_tensor, &model.normalize_actions(&at_tensor));
+    let (q1, q2) = (oxray_rl::to_host(&q1), oxray_rl::to_host(&q2));
+
+    let loaded = load_in_python(LOAD_SAC_IN_PYTHON, &out, &obs, spec.obs_dim(), dir.path());
+    let numbers = |key: &str| -> Vec<f32> {
+        loaded[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|row| match row.as_array() {
+                Some(row) => row.iter().map(|v| v.as_f64().unwrap() as f32).collect(),
+                None => vec![row.as_f64().unwrap() as f32],
+            })
+            .collect()
+    };
+    let close = |what: &str, python: &[f32], oxray: &[f32]| {
+        assert_eq!(python.len(), oxray.len(), "{what}");
+        for (p, r) in python.iter().zip(oxray) {
+            assert!(
+                (p - r).abs() <= 1e-5 * r.abs().max(1.0),
+                "{what}: {p} vs {r}"
+            );
+        }
+    };
+    close("deterministic actions", &numbers("act"), &actions);
+    close("distribution inputs", &numbers("forward"), &forward);
+    close("Q1", &numbers("q1"), &q1);
+    close("Q2", &numbers("q2"), &q2);
+    assert!(
+        numbers("explore").iter().all(|a| (-2.0..=2.0).contains(a)),
+        "sampled actions lie in the Box"
+    );
+    // value = min(Q1, Q2) at the deterministic action.
+    let own = Tensor::from_slice(&actions).view([rows as i64, 1]);
+    let (own_q1, own_q2) = model.q_values(&obs_tensor, &model.normalize_actions(&own));
+    let value: Vec<f32> = oxray_rl::to_host(&own_q1.minimum(&own_q2));
+    close("value", &numbers("value"), &value);
 }
