@@ -1,7 +1,7 @@
 //! Policy export: a checkpoint's policy as a TorchScript module that plain
 //! PyTorch (or libtorch) loads without oxray: actor-critic MLPs (PPO, APPO,
-//! IMPALA), Q-network MLPs (DQN: dueling and C51 heads included) and SAC's
-//! squashed-Gaussian policy with its twin Q-functions.
+//! IMPALA), Q-network MLPs (DQN: dueling, C51 and NoisyNets heads included)
+//! and SAC's squashed-Gaussian policy with its twin Q-functions.
 //!
 //! tch can load TorchScript but only trace new modules, and a traced module
 //! has a `forward` and nothing else; the exported module also needs
@@ -79,7 +79,7 @@ pub fn export_torchscript(checkpoint_path: &Path, out: &Path) -> Result<Vec<Stri
             dueling,
             epsilon,
             distributional,
-            noisy_sigma0: None,
+            noisy_sigma0,
         } => {
             let ActionSpace::Discrete { n } = spec.action_space else {
                 return Err(fail("a Q-network needs a Discrete action space".into()).into());
@@ -99,8 +99,10 @@ pub fn export_torchscript(checkpoint_path: &Path, out: &Path) -> Result<Vec<Stri
                 "num_atoms": support.num_atoms,
                 "v_min": support.v_min,
                 "v_max": support.v_max,
-                // What `act(obs, false)` explores with: the schedule's last ε.
+                // What `act(obs, false)` explores with: the schedule's last ε,
+                // or NoisyNets' noise.
                 "epsilon": epsilon.value_at(u64::MAX),
+                "noisy": noisy_sigma0.is_some(),
             });
             (
                 description,
@@ -122,18 +124,6 @@ pub fn export_torchscript(checkpoint_path: &Path, out: &Path) -> Result<Vec<Stri
                 description,
                 Box::new(SoftActorCritic::new(&spec, tch::Device::Cpu)),
             )
-        }
-        ModuleKind::QNetwork {
-            noisy_sigma0: Some(_),
-            ..
-        } => {
-            return Err(fail(format!(
-                "a DQN Q-network with NoisyNets does not export yet (actor-critics of PPO, APPO \
-                 and IMPALA, DQN's plain, dueling and C51 Q-networks and SAC's policy do); \
-                 this {} checkpoint has noisy layers",
-                config.algorithm.as_str()
-            ))
-            .into())
         }
     };
     model

@@ -6,7 +6,8 @@ torch): `python export_torchscript.py SPEC.json WEIGHTS.npz OUT.pt`. SPEC
 describes the network as oxray built it (its kind, layer sizes, activation,
 shared trunk or dueling head, action space); WEIGHTS holds its parameters
 under PyTorch-style names (`pi.0.weight`, `pi_head.bias`, `log_std`;
-`q.0.weight`, `q_head.bias` or `value_head`/`advantage_head`;
+`q.0.weight`, `q_head.bias` or `value_head`/`advantage_head`, NoisyNets'
+`q_head.mu_weight`, `q_head.sigma_bias`;
 `qf.encoder.0.weight`, `qf_twin.head.bias`, `log_alpha`). The module
 mirrors oxray's forward pass exactly and is scripted (not traced), so `act`
 keeps its deterministic/stochastic branch.
@@ -98,6 +99,42 @@ class Policy(nn.Module):
         return torch.max(torch.min(action, self.high), self.low)
 
 
+class HeadLinear(nn.Linear):
+    """A plain layer of a Q-network's head, taking the `noisy` flag its
+    NoisyNets twin needs and ignoring it."""
+
+    def forward(self, x: torch.Tensor, noisy: bool) -> torch.Tensor:
+        return nn.functional.linear(x, self.weight, self.bias)
+
+
+class NoisyLinear(nn.Module):
+    """NoisyNets' layer as oxray's: y = (mu_w + sigma_w * eps_w) x + mu_b +
+    sigma_b * eps_b with factorised noise eps_w = f(eps_out) f(eps_in)^T,
+    eps_b = f(eps_out), f(x) = sgn(x) sqrt(|x|); the means alone when not
+    noisy (as `oxray evaluate` acts)."""
+
+    def __init__(self, inputs: int, outputs: int):
+        super().__init__()
+        self.mu_weight = nn.Parameter(torch.zeros(outputs, inputs))
+        self.sigma_weight = nn.Parameter(torch.zeros(outputs, inputs))
+        self.mu_bias = nn.Parameter(torch.zeros(outputs))
+        self.sigma_bias = nn.Parameter(torch.zeros(outputs))
+
+    def forward(self, x: torch.Tensor, noisy: bool) -> torch.Tensor:
+        if not noisy:
+            return nn.functional.linear(x, self.mu_weight, self.mu_bias)
+        eps_in = torch.randn(self.mu_weight.shape[1])
+        eps_out = torch.randn(self.mu_weight.shape[0])
+        eps_in = eps_in.sign() * eps_in.abs().sqrt()
+        eps_out = eps_out.sign() * eps_out.abs().sqrt()
+        weight = self.mu_weight + self.sigma_weight * torch.outer(eps_out, eps_in)
+        return nn.functional.linear(x, weight, self.mu_bias + self.sigma_bias * eps_out)
+
+
+def head_layer(spec, inputs: int, outputs: int) -> nn.Module:
+    return NoisyLinear(inputs, outputs) if spec["noisy"] else HeadLinear(inputs, outputs)
+
+
 class QPolicy(nn.Module):
     """DQN's Q-network: Q(s, ·) from the trunk through its head, the mean of
     each action's return distribution with C51 (`num_atoms` above 1)."""
@@ -109,19 +146,25 @@ class QPolicy(nn.Module):
         self.num_actions = spec["num_actions"]
         self.num_atoms = spec["num_atoms"]
         self.epsilon = spec["epsilon"]
+        self.noisy = spec["noisy"]
         self.register_buffer("atoms", torch.linspace(
             spec["v_min"], spec["v_max"], self.num_atoms, dtype=torch.float32))
 
-    def head_outputs(self, features: torch.Tensor) -> torch.Tensor:
-        """The head's outputs per action and atom, `[B, num_actions, K]`."""
+    def head_outputs(self, features: torch.Tensor, noisy: bool) -> torch.Tensor:
+        """The head's outputs per action and atom, `[B, num_actions, K]`,
+        under new noise when `noisy`."""
         raise NotImplementedError
 
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        """Q(s, a) for every action, `[B, num_actions]`."""
-        out = self.head_outputs(self.q(obs))
+    def q_values(self, obs: torch.Tensor, noisy: bool) -> torch.Tensor:
+        out = self.head_outputs(self.q(obs), noisy)
         if self.num_atoms == 1:
             return out.squeeze(-1)
         return (torch.softmax(out, dim=-1) * self.atoms).sum(-1)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        """Q(s, a) for every action, `[B, num_actions]` (NoisyNets: under
+        the means)."""
+        return self.q_values(obs, False)
 
     @torch.jit.export
     def value(self, obs: torch.Tensor) -> torch.Tensor:
@@ -130,8 +173,11 @@ class QPolicy(nn.Module):
 
     @torch.jit.export
     def act(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
-        """The greedy action (what `oxray evaluate` takes), or an
+        """The greedy action (what `oxray evaluate` takes); else, as oxray's
+        EnvRunner explores, the greedy one under new noise (NoisyNets) or an
         epsilon-greedy one at the schedule's final epsilon."""
+        if not deterministic and self.noisy:
+            return torch.argmax(self.q_values(obs, True), dim=-1)
         greedy = torch.argmax(self.forward(obs), dim=-1)
         if deterministic:
             return greedy
@@ -143,10 +189,10 @@ class QPolicy(nn.Module):
 class PlainQ(QPolicy):
     def __init__(self, spec):
         super().__init__(spec)
-        self.q_head = nn.Linear(self.width, self.num_actions * self.num_atoms)
+        self.q_head = head_layer(spec, self.width, self.num_actions * self.num_atoms)
 
-    def head_outputs(self, features: torch.Tensor) -> torch.Tensor:
-        return self.q_head(features).view(-1, self.num_actions, self.num_atoms)
+    def head_outputs(self, features: torch.Tensor, noisy: bool) -> torch.Tensor:
+        return self.q_head(features, noisy).view(-1, self.num_actions, self.num_atoms)
 
 
 class DuelingQ(QPolicy):
@@ -154,12 +200,12 @@ class DuelingQ(QPolicy):
 
     def __init__(self, spec):
         super().__init__(spec)
-        self.value_head = nn.Linear(self.width, self.num_atoms)
-        self.advantage_head = nn.Linear(self.width, self.num_actions * self.num_atoms)
+        self.value_head = head_layer(spec, self.width, self.num_atoms)
+        self.advantage_head = head_layer(spec, self.width, self.num_actions * self.num_atoms)
 
-    def head_outputs(self, features: torch.Tensor) -> torch.Tensor:
-        advantages = self.advantage_head(features).view(-1, self.num_actions, self.num_atoms)
-        return (self.value_head(features).unsqueeze(1) + advantages
+    def head_outputs(self, features: torch.Tensor, noisy: bool) -> torch.Tensor:
+        advantages = self.advantage_head(features, noisy).view(-1, self.num_actions, self.num_atoms)
+        return (self.value_head(features, noisy).unsqueeze(1) + advantages
                 - advantages.mean(dim=1, keepdim=True))
 
 

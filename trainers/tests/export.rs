@@ -2,7 +2,7 @@
 //! and loaded with `torch.jit.load` in Python, gives the greedy actions
 //! `oxray evaluate` takes (the EnvRunner's mode) exactly, and the same
 //! distribution inputs, for a Discrete and a Box action space, a DQN
-//! Q-network's Q-values (plain, dueling, C51), and SAC's squashed-Gaussian
+//! Q-network's Q-values (plain, dueling, C51, NoisyNets), and SAC's squashed-Gaussian
 //! actions and twin Q-values; its parameters carry PyTorch-style names.
 
 use std::path::Path;
@@ -193,8 +193,9 @@ with torch.no_grad():
                       "forward": policy.forward(obs).tolist()}))
 "#;
 
-/// A DQN checkpoint (plain, dueling, C51) exported and loaded in Python gives
-/// the Q-values oxray's module computes and the same greedy actions.
+/// A DQN checkpoint (plain, dueling, C51, NoisyNets) exported and loaded in
+/// Python gives the Q-values oxray's module computes (NoisyNets: under the
+/// means, as evaluation acts) and the same greedy actions.
 #[test]
 fn q_network_round_trips_through_torchscript() {
     for training in [
@@ -202,6 +203,9 @@ fn q_network_round_trips_through_torchscript() {
         "{num_steps_sampled_before_learning_starts: 64, train_batch_size: 32, dueling: true}",
         "{num_steps_sampled_before_learning_starts: 64, train_batch_size: 32, dueling: true, \
          num_atoms: 11, v_min: -10.0, v_max: 10.0}",
+        "{num_steps_sampled_before_learning_starts: 64, train_batch_size: 32, noisy: true}",
+        "{num_steps_sampled_before_learning_starts: 64, train_batch_size: 32, dueling: true, \
+         noisy: true}",
     ] {
         let dir = tempfile::tempdir().unwrap();
         let config = format!(
@@ -211,6 +215,12 @@ fn q_network_round_trips_through_torchscript() {
         let out = dir.path().join("policy.pt");
         let names = export_torchscript(&checkpoint_path, &out).unwrap();
         assert!(names.contains(&"q.0.weight".to_string()), "{names:?}");
+        if training.contains("noisy") {
+            assert!(
+                names.iter().any(|n| n.ends_with("head.sigma_weight")),
+                "{training}: {names:?}"
+            );
+        }
 
         let saved = checkpoint::load(&checkpoint_path).unwrap();
         let config = ExperimentConfig::from_json(&saved.config).unwrap();
