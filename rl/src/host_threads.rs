@@ -14,6 +14,7 @@
 //! stay on the calling thread.
 
 use std::ops::Range;
+use std::sync::OnceLock;
 
 /// Multiply-adds below which a share of rows is not worth another thread:
 /// about 60 µs of matrix products on one core here, a few times a sleeping
@@ -21,8 +22,10 @@ use std::ops::Range;
 const MIN_SHARE_MULTIPLY_ADDS: usize = 1 << 20;
 
 pub struct HostThreads {
-    /// Threads besides the caller's; `None` with one thread.
-    helpers: Option<rayon::ThreadPool>,
+    /// Threads besides the caller's, started when work first splits (a
+    /// Learner that trains through libtorch never starts them); `None`
+    /// inside when they could not be started.
+    helpers: OnceLock<Option<rayon::ThreadPool>>,
     threads: usize,
     /// One gradient buffer per helper, kept from step to step.
     scratch: Vec<Vec<f32>>,
@@ -41,18 +44,8 @@ impl HostThreads {
     /// Helpers that cannot be started leave the work on the caller.
     pub fn new(threads: usize) -> Self {
         let threads = threads.max(1);
-        let helpers = (threads > 1)
-            .then(|| {
-                rayon::ThreadPoolBuilder::new()
-                    .num_threads(threads - 1)
-                    .thread_name(|i| format!("oxray-host-grad-{i}"))
-                    .build()
-                    .ok()
-            })
-            .flatten();
-        let threads = if helpers.is_some() { threads } else { 1 };
         HostThreads {
-            helpers,
+            helpers: OnceLock::new(),
             threads,
             scratch: vec![Vec::new(); threads - 1],
         }
@@ -89,7 +82,10 @@ impl HostThreads {
     /// the others on the helpers, and returns when all have run (a panic in
     /// any is raised here).
     pub fn run_each<T: Send>(&self, parts: Vec<T>, work: impl Fn(T) + Sync) {
-        run_each(self.helpers.as_ref(), parts, work)
+        let helpers = (parts.len() > 1)
+            .then(|| started(&self.helpers, self.threads))
+            .flatten();
+        run_each(helpers, parts, work)
     }
 
     /// The mean over `rows` rows of a loss whose gradient `share` computes
@@ -106,6 +102,9 @@ impl HostThreads {
         share: impl Fn(Range<usize>, &mut [f32]) -> R + Sync,
     ) -> Vec<(Share, R)> {
         let shares = self.shares(rows, multiply_adds_per_row);
+        let helpers = (shares.len() > 1)
+            .then(|| started(&self.helpers, self.threads))
+            .flatten();
         let mut results: Vec<Option<R>> = shares.iter().map(|_| None).collect();
         let len = grad.len();
         let (first_grad, scratch) = (&mut *grad, &mut self.scratch[..shares.len() - 1]);
@@ -116,13 +115,9 @@ impl HostThreads {
             buffers.push(buffer);
         }
         let parts = shares.iter().zip(buffers).zip(&mut results);
-        run_each(
-            self.helpers.as_ref(),
-            parts.collect(),
-            |((part, buffer), result)| {
-                *result = Some(share(part.rows.clone(), buffer));
-            },
-        );
+        run_each(helpers, parts.collect(), |((part, buffer), result)| {
+            *result = Some(share(part.rows.clone(), buffer));
+        });
         if shares.len() > 1 {
             let weights = shares.iter().map(|share| share.weight);
             combine(grad, weights, &self.scratch);
@@ -133,6 +128,22 @@ impl HostThreads {
             .map(|(share, result)| (share, result.expect("every share ran")))
             .collect()
     }
+}
+
+/// The `threads − 1` helpers in `helpers`, started on first use.
+fn started(
+    helpers: &OnceLock<Option<rayon::ThreadPool>>,
+    threads: usize,
+) -> Option<&rayon::ThreadPool> {
+    helpers
+        .get_or_init(|| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads - 1)
+                .thread_name(|i| format!("oxray-host-grad-{i}"))
+                .build()
+                .ok()
+        })
+        .as_ref()
 }
 
 /// [`HostThreads::run_each`] on `helpers`, if any.

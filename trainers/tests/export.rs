@@ -11,7 +11,7 @@ use std::process::Command;
 use oxray_rl::checkpoint;
 use oxray_rl::env_runner::module_spec;
 use oxray_rl::rl_module::{
-    ActionSpace, ActorCritic, ModuleKind, QNetwork, RLModule, SoftActorCritic,
+    ActionSpace, ActorCritic, ModuleSpec, QNetwork, RLModule, SoftActorCritic,
 };
 use oxray_trainers::export::export_torchscript;
 use oxray_trainers::run::{run, RunOptions};
@@ -75,6 +75,41 @@ fn load_in_python(
     serde_json::from_slice(&output.stdout).unwrap()
 }
 
+/// The module of the kind `checkpoint_path`'s config trains, with its
+/// weights, and its spec.
+fn module_of<M: RLModule>(checkpoint_path: &Path) -> (M, ModuleSpec) {
+    let saved = checkpoint::load(checkpoint_path).unwrap();
+    let config = ExperimentConfig::from_json(&saved.config).unwrap();
+    let kind = config.training.training().module_kind();
+    let spec = module_spec(&config.env, &config.model, kind).unwrap();
+    let mut model = M::new(&spec, Device::Cpu);
+    model.set_weights(&saved.learner.weights).unwrap();
+    (model, spec)
+}
+
+/// `rows` observations of `obs_dim` values drawn uniformly from ±`scale`.
+fn random_obs(seed: u64, rows: usize, obs_dim: usize, scale: f32) -> (Vec<f32>, Tensor) {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let obs: Vec<f32> = (0..rows * obs_dim)
+        .map(|_| rng.gen_range(-scale..scale))
+        .collect();
+    let tensor = Tensor::from_slice(&obs).view([rows as i64, obs_dim as i64]);
+    (obs, tensor)
+}
+
+/// The numbers under `key` of what Python printed, rows flattened.
+fn numbers(loaded: &serde_json::Value, key: &str) -> Vec<f64> {
+    loaded[key]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|row| match row.as_array() {
+            Some(row) => row.iter().map(|v| v.as_f64().unwrap()).collect(),
+            None => vec![row.as_f64().unwrap()],
+        })
+        .collect()
+}
+
 fn round_trip(config: &str, obs_scale: f32) {
     let dir = tempfile::tempdir().unwrap();
     let checkpoint_path = train(dir.path(), config);
@@ -92,20 +127,13 @@ fn round_trip(config: &str, obs_scale: f32) {
     assert!(names.iter().all(|n| !n.contains('|')), "{names:?}");
 
     // The policy as `oxray evaluate` runs it.
-    let saved = checkpoint::load(&checkpoint_path).unwrap();
-    let config = ExperimentConfig::from_json(&saved.config).unwrap();
-    let spec = module_spec(&config.env, &config.model, ModuleKind::ActorCritic).unwrap();
-    let mut model = ActorCritic::new(&spec, Device::Cpu);
-    model.set_weights(&saved.learner.weights).unwrap();
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+    let (model, spec) = module_of::<ActorCritic>(&checkpoint_path);
     let rows = 256;
-    let obs: Vec<f32> = (0..rows * spec.obs_dim())
-        .map(|_| rng.gen_range(-obs_scale..obs_scale))
-        .collect();
+    let (obs, obs_tensor) = random_obs(3, rows, spec.obs_dim(), obs_scale);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
     let action_dim = spec.action_space.action_dim();
     let mut actions = vec![0.0f32; rows * action_dim];
     let mut logp = vec![0.0f32; rows];
-    let obs_tensor = Tensor::from_slice(&obs).view([rows as i64, spec.obs_dim() as i64]);
     let values = oxray_rl::to_host(&model.value(&obs_tensor));
     model
         .distribution(&obs_tensor)
@@ -222,34 +250,14 @@ fn q_network_round_trips_through_torchscript() {
             );
         }
 
-        let saved = checkpoint::load(&checkpoint_path).unwrap();
-        let config = ExperimentConfig::from_json(&saved.config).unwrap();
-        let kind = config.training.training().module_kind();
-        let spec = module_spec(&config.env, &config.model, kind).unwrap();
-        let mut model = QNetwork::new(&spec, Device::Cpu);
-        model.set_weights(&saved.learner.weights).unwrap();
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
-        let rows = 128;
-        let obs: Vec<f32> = (0..rows * spec.obs_dim())
-            .map(|_| rng.gen_range(-2.0..2.0))
-            .collect();
-        let obs_tensor = Tensor::from_slice(&obs).view([rows as i64, spec.obs_dim() as i64]);
+        let (model, spec) = module_of::<QNetwork>(&checkpoint_path);
+        let (obs, obs_tensor) = random_obs(5, 128, spec.obs_dim(), 2.0);
         let q = model.q_values(&obs_tensor);
         let q_values = oxray_rl::to_host(&q);
         let greedy: Vec<i64> = Vec::<i64>::try_from(q.argmax(-1, false)).unwrap();
 
         let loaded = load_in_python(LOAD_Q_IN_PYTHON, &out, &obs, spec.obs_dim(), dir.path());
-        let numbers = |key: &str| -> Vec<f64> {
-            loaded[key]
-                .as_array()
-                .unwrap()
-                .iter()
-                .flat_map(|row| match row.as_array() {
-                    Some(row) => row.iter().map(|v| v.as_f64().unwrap()).collect(),
-                    None => vec![row.as_f64().unwrap()],
-                })
-                .collect()
-        };
+        let numbers = |key: &str| numbers(&loaded, key);
         let python_q = numbers("forward");
         assert_eq!(python_q.len(), q_values.len(), "{training}");
         for (p, r) in python_q.iter().zip(&q_values) {
@@ -312,18 +320,10 @@ stop: {env_steps: 300}
         assert!(names.contains(&name.to_string()), "{name} not in {names:?}");
     }
 
-    let saved = checkpoint::load(&checkpoint_path).unwrap();
-    let config = ExperimentConfig::from_json(&saved.config).unwrap();
-    let kind = config.training.training().module_kind();
-    let spec = module_spec(&config.env, &config.model, kind).unwrap();
-    let mut model = SoftActorCritic::new(&spec, Device::Cpu);
-    model.set_weights(&saved.learner.weights).unwrap();
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+    let (model, spec) = module_of::<SoftActorCritic>(&checkpoint_path);
     let rows = 64;
-    let obs: Vec<f32> = (0..rows * spec.obs_dim())
-        .map(|_| rng.gen_range(-3.0..3.0))
-        .collect();
-    let obs_tensor = Tensor::from_slice(&obs).view([rows as i64, spec.obs_dim() as i64]);
+    let (obs, obs_tensor) = random_obs(9, rows, spec.obs_dim(), 3.0);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(10);
     let (mut actions, mut logp) = (vec![0.0f32; rows], vec![0.0f32; rows]);
     model.compute_actions(&obs_tensor, false, 0, &mut rng, &mut actions, &mut logp);
     let policy = model.policy(&obs_tensor);
@@ -339,14 +339,9 @@ stop: {env_steps: 300}
 
     let loaded = load_in_python(LOAD_SAC_IN_PYTHON, &out, &obs, spec.obs_dim(), dir.path());
     let numbers = |key: &str| -> Vec<f32> {
-        loaded[key]
-            .as_array()
-            .unwrap()
-            .iter()
-            .flat_map(|row| match row.as_array() {
-                Some(row) => row.iter().map(|v| v.as_f64().unwrap() as f32).collect(),
-                None => vec![row.as_f64().unwrap() as f32],
-            })
+        numbers(&loaded, key)
+            .into_iter()
+            .map(|v| v as f32)
             .collect()
     };
     let close = |what: &str, python: &[f32], oxray: &[f32]| {

@@ -246,6 +246,20 @@ pub(super) mod tests {
             (online, target)
         }
 
+        /// libtorch's [`dqn_loss`] over `batch` at the two networks.
+        pub fn torch_loss(&self, batch: &ReplayBatch, double_q: bool, loss_fn: TdErrorLoss) -> DqnLoss {
+            let (online, target) = (self.online.module(), self.target.module());
+            let mb = minibatch(batch);
+            dqn_loss(
+                &online.q_values(&mb.obs),
+                &online.q_values(&mb.next_obs),
+                &target.q_values(&mb.next_obs),
+                &mb,
+                double_q,
+                loss_fn,
+            )
+        }
+
         /// A zeroed gradient of the online network's layout.
         pub fn zero_gradient(&self) -> Vec<f32> {
             vec![0.0; self.theta.len()]
@@ -287,16 +301,7 @@ pub(super) mod tests {
             (true, true, false, TdErrorLoss::Huber),
         ] {
             let networks = Networks::new(dueling, noisy, None);
-            let (online, target) = (networks.online.module(), networks.target.module());
-            let mb = minibatch(&batch);
-            let torch = dqn_loss(
-                &online.q_values(&mb.obs),
-                &online.q_values(&mb.next_obs),
-                &target.q_values(&mb.next_obs),
-                &mb,
-                double_q,
-                loss_fn,
-            );
+            let torch = networks.torch_loss(&batch, double_q, loss_fn);
             let mut grad = networks.zero_gradient();
             let (online, target) = networks.host_params();
             let host = host_dqn_loss(
@@ -324,16 +329,7 @@ pub(super) mod tests {
         let mut threads = HostThreads::new(2);
         for (dueling, noisy) in [(false, false), (true, true)] {
             let networks = Networks::new(dueling, noisy, None);
-            let (online, target) = (networks.online.module(), networks.target.module());
-            let mb = minibatch(&batch);
-            let torch = dqn_loss(
-                &online.q_values(&mb.obs),
-                &online.q_values(&mb.next_obs),
-                &target.q_values(&mb.next_obs),
-                &mb,
-                true,
-                TdErrorLoss::Huber,
-            );
+            let torch = networks.torch_loss(&batch, true, TdErrorLoss::Huber);
             let mut grad = networks.zero_gradient();
             let (online, target) = networks.host_params();
             let shares = threads.mean_over_rows(batch.len(), usize::MAX / batch.len(), &mut grad, |rows, grad| {
