@@ -268,6 +268,27 @@ impl Adam {
     }
 }
 
+/// [`AdamUpdate::apply`] compiled with a target feature, so that its loop
+/// vectorises to that width (the feature adds no FMA, so each element
+/// rounds as on every other path). Chosen at run time by `apply_fastest`.
+macro_rules! apply_compiled_for {
+    ($name:ident, $feature:literal) => {
+        /// # Safety
+        /// The CPU must have the target feature.
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $feature)]
+        unsafe fn $name(
+            &self,
+            params: &mut [f32],
+            grad: &[f32],
+            exp_avg: &mut [f32],
+            exp_avg_sq: &mut [f32],
+        ) {
+            self.apply(params, grad, exp_avg, exp_avg_sq)
+        }
+    };
+}
+
 /// One Adam step's per-element update, its bias corrections folded into
 /// `eps` and `step_size`.
 struct AdamUpdate {
@@ -320,38 +341,8 @@ impl AdamUpdate {
         self.apply(params, grad, exp_avg, exp_avg_sq);
     }
 
-    /// [`AdamUpdate::apply`] compiled for AVX-512.
-    ///
-    /// # Safety
-    /// The CPU must have AVX-512F.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn apply_avx512(
-        &self,
-        params: &mut [f32],
-        grad: &[f32],
-        exp_avg: &mut [f32],
-        exp_avg_sq: &mut [f32],
-    ) {
-        self.apply(params, grad, exp_avg, exp_avg_sq)
-    }
-
-    /// [`AdamUpdate::apply`] compiled for AVX2 (no FMA, so each element
-    /// rounds as on the other paths).
-    ///
-    /// # Safety
-    /// The CPU must have AVX2.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    unsafe fn apply_avx2(
-        &self,
-        params: &mut [f32],
-        grad: &[f32],
-        exp_avg: &mut [f32],
-        exp_avg_sq: &mut [f32],
-    ) {
-        self.apply(params, grad, exp_avg, exp_avg_sq)
-    }
+    apply_compiled_for!(apply_avx512, "avx512f");
+    apply_compiled_for!(apply_avx2, "avx2");
 }
 
 #[cfg(test)]
