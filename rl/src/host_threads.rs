@@ -59,8 +59,8 @@ impl HostThreads {
     /// thread, fewer where a share would be too small to pay for its
     /// thread, contiguous and in order.
     pub fn shares(&self, rows: usize, multiply_adds_per_row: usize) -> Vec<Share> {
-        let worth = rows.saturating_mul(multiply_adds_per_row) / MIN_SHARE_MULTIPLY_ADDS;
-        let count = self.threads.min(worth).min(rows).max(1);
+        let work = rows.saturating_mul(multiply_adds_per_row);
+        let count = self.parts(work, MIN_SHARE_MULTIPLY_ADDS).min(rows).max(1);
         (0..count)
             .map(|i| {
                 let range = i * rows / count..(i + 1) * rows / count;

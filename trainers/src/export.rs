@@ -56,25 +56,25 @@ pub fn export_torchscript(checkpoint_path: &Path, out: &Path) -> Result<Vec<Stri
         Activation::Relu => "relu",
         Activation::Linear => "linear",
     };
-    let (description, mut model): (_, Box<dyn RLModule>) = match &kind {
-        ModuleKind::ActorCritic => {
-            let action = match &spec.action_space {
-                ActionSpace::Discrete { n } => json!({ "discrete": n }),
-                ActionSpace::Box { low, high } => json!({ "box": { "low": low, "high": high } }),
-            };
-            let description = json!({
+    let action = match &spec.action_space {
+        ActionSpace::Discrete { n } => json!({ "discrete": n }),
+        ActionSpace::Box { low, high } => json!({ "box": { "low": low, "high": high } }),
+    };
+    // What every kind's network is built from, then what its kind adds.
+    let mut description = json!({
+        "obs_dim": spec.obs_dim(),
+        "hiddens": spec.model.fcnet_hiddens,
+        "activation": activation,
+    });
+    let (own_fields, mut model): (_, Box<dyn RLModule>) = match &kind {
+        ModuleKind::ActorCritic => (
+            json!({
                 "kind": "actor_critic",
-                "obs_dim": spec.obs_dim(),
-                "hiddens": spec.model.fcnet_hiddens,
-                "activation": activation,
                 "vf_share_layers": spec.model.vf_share_layers,
                 "action": action,
-            });
-            (
-                description,
-                Box::new(ActorCritic::new(&spec, tch::Device::Cpu)),
-            )
-        }
+            }),
+            Box::new(ActorCritic::new(&spec, tch::Device::Cpu)),
+        ),
         ModuleKind::QNetwork {
             dueling,
             epsilon,
@@ -89,11 +89,8 @@ pub fn export_torchscript(checkpoint_path: &Path, out: &Path) -> Result<Vec<Stri
                 v_min: 0.0,
                 v_max: 0.0,
             });
-            let description = json!({
+            let fields = json!({
                 "kind": "q_network",
-                "obs_dim": spec.obs_dim(),
-                "hiddens": spec.model.fcnet_hiddens,
-                "activation": activation,
                 "num_actions": n,
                 "dueling": dueling,
                 "num_atoms": support.num_atoms,
@@ -104,28 +101,25 @@ pub fn export_torchscript(checkpoint_path: &Path, out: &Path) -> Result<Vec<Stri
                 "epsilon": epsilon.value_at(u64::MAX),
                 "noisy": noisy_sigma0.is_some(),
             });
-            (
-                description,
-                Box::new(QNetwork::new(&spec, tch::Device::Cpu)),
-            )
+            (fields, Box::new(QNetwork::new(&spec, tch::Device::Cpu)))
         }
         ModuleKind::SoftActorCritic { .. } => {
-            let ActionSpace::Box { low, high } = &spec.action_space else {
+            if !matches!(spec.action_space, ActionSpace::Box { .. }) {
                 return Err(fail("SAC's policy needs a Box action space".into()).into());
-            };
-            let description = json!({
-                "kind": "soft_actor_critic",
-                "obs_dim": spec.obs_dim(),
-                "hiddens": spec.model.fcnet_hiddens,
-                "activation": activation,
-                "action": { "box": { "low": low, "high": high } },
-            });
+            }
             (
-                description,
+                json!({ "kind": "soft_actor_critic", "action": action }),
                 Box::new(SoftActorCritic::new(&spec, tch::Device::Cpu)),
             )
         }
     };
+    let serde_json::Value::Object(own_fields) = own_fields else {
+        unreachable!("each kind's fields are built as a JSON object")
+    };
+    description
+        .as_object_mut()
+        .expect("built as a JSON object")
+        .extend(own_fields);
     model
         .set_weights(&saved.learner.weights)
         .map_err(oxray_rl::Error::from)?;
