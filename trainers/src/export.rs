@@ -1,7 +1,8 @@
 //! Policy export: a checkpoint's policy as a TorchScript module that plain
-//! PyTorch (or libtorch) loads without oxray: actor-critic MLPs (PPO, APPO,
-//! IMPALA), Q-network MLPs (DQN: dueling, C51 and NoisyNets heads included)
-//! and SAC's squashed-Gaussian policy with its twin Q-functions.
+//! PyTorch (or libtorch) loads without oxray: actor-critics (PPO, APPO,
+//! IMPALA), Q-networks (DQN: dueling, C51 and NoisyNets heads included),
+//! each over its MLP or its CNN for images, and SAC's squashed-Gaussian
+//! policy with its twin Q-functions.
 //!
 //! tch can load TorchScript but only trace new modules, and a traced module
 //! has a `forward` and nothing else; the exported module also needs
@@ -17,9 +18,10 @@ use std::process::Command;
 use oxray_rl::checkpoint;
 use oxray_rl::env_runner::module_spec;
 use oxray_rl::rl_module::{
-    ActionSpace, Activation, ActorCritic, EncoderSpec, ModuleKind, QNetwork, RLModule,
-    SoftActorCritic, ValueSupport,
+    ActionSpace, ActorCritic, EncoderSpec, ModuleKind, QNetwork, RLModule, SoftActorCritic,
+    ValueSupport,
 };
+use oxray_rl::ObsDType;
 use serde_json::json;
 
 use crate::algorithm::TrainError;
@@ -45,17 +47,10 @@ pub fn export_torchscript(checkpoint_path: &Path, out: &Path) -> Result<Vec<Stri
     let config = ExperimentConfig::of_checkpoint(&saved)?;
     let kind = config.training.training().module_kind();
     let spec = module_spec(&config.env, &config.model, kind.clone())?;
-    if !matches!(spec.encoder(), Ok(EncoderSpec::Mlp { .. })) {
-        return Err(fail(
-            "only MLP policies export so far; this one has a CNN for image observations".into(),
-        )
-        .into());
-    }
-    let activation = match spec.model.fcnet_activation {
-        Activation::Tanh => "tanh",
-        Activation::Relu => "relu",
-        Activation::Linear => "linear",
-    };
+    let encoder = spec.encoder().map_err(|error| oxray_rl::Error::Model {
+        env: config.env.id.clone(),
+        error,
+    })?;
     let action = match &spec.action_space {
         ActionSpace::Discrete { n } => json!({ "discrete": n }),
         ActionSpace::Box { low, high } => json!({ "box": { "low": low, "high": high } }),
@@ -63,8 +58,10 @@ pub fn export_torchscript(checkpoint_path: &Path, out: &Path) -> Result<Vec<Stri
     // What every kind's network is built from, then what its kind adds.
     let mut description = json!({
         "obs_dim": spec.obs_dim(),
+        "features": encoder.output_dim(),
         "hiddens": spec.model.fcnet_hiddens,
-        "activation": activation,
+        "activation": spec.model.fcnet_activation,
+        "cnn": cnn_description(&encoder),
     });
     let (own_fields, mut model): (_, Box<dyn RLModule>) = match &kind {
         ModuleKind::ActorCritic => (
@@ -151,4 +148,39 @@ pub fn export_torchscript(checkpoint_path: &Path, out: &Path) -> Result<Vec<Stri
     }
     serde_json::from_slice(&output.stdout)
         .map_err(|e| fail(format!("unexpected output from the export script: {e}")).into())
+}
+
+/// A CNN encoder as the export script rebuilds it: the image's layout,
+/// each convolution with its padding, the activation, and the scale bytes
+/// get; `null` for an MLP.
+fn cnn_description(encoder: &EncoderSpec) -> serde_json::Value {
+    let EncoderSpec::Cnn {
+        image,
+        channels_last,
+        filters,
+        activation,
+        input,
+    } = encoder
+    else {
+        return serde_json::Value::Null;
+    };
+    let layers: Vec<_> = filters
+        .iter()
+        .zip(encoder.conv_paddings())
+        .map(|(filter, padding)| {
+            json!({
+                "out_channels": filter.out_channels,
+                "kernel": filter.kernel,
+                "stride": filter.stride,
+                "padding": padding,
+            })
+        })
+        .collect();
+    json!({
+        "image": image,
+        "channels_last": channels_last,
+        "layers": layers,
+        "activation": activation,
+        "bytes": *input == ObsDType::U8,
+    })
 }

@@ -1,10 +1,10 @@
-"""Writes an oxray policy (actor-critic, Q-network or SAC's squashed Gaussian
-with its twin Q) as a TorchScript module.
+"""Writes an oxray policy (actor-critic or Q-network over an MLP or a CNN, or
+SAC's squashed Gaussian with its twin Q) as a TorchScript module.
 
 Run by `oxray export --format torchscript` with the venv's Python (which has
 torch): `python export_torchscript.py SPEC.json WEIGHTS.npz OUT.pt`. SPEC
-describes the network as oxray built it (its kind, layer sizes, activation,
-shared trunk or dueling head, action space); WEIGHTS holds its parameters
+describes the network as oxray built it (its kind, layer sizes or
+convolutions, activation, shared trunk or dueling head, action space); WEIGHTS holds its parameters
 under PyTorch-style names (`pi.0.weight`, `pi_head.bias`, `log_std`;
 `q.0.weight`, `q_head.bias` or `value_head`/`advantage_head`, NoisyNets'
 `q_head.mu_weight`, `q_head.sigma_bias`;
@@ -21,6 +21,14 @@ import torch
 from torch import nn
 
 
+def activate(x: torch.Tensor, activation: str) -> torch.Tensor:
+    if activation == "tanh":
+        return torch.tanh(x)
+    if activation == "relu":
+        return torch.relu(x)
+    return x
+
+
 class Dense(nn.Linear):
     """A linear layer followed by the trunk's activation, so a trunk is a
     plain Sequential whose parameters are named `pi.0.weight`, `pi.1.weight`
@@ -31,18 +39,60 @@ class Dense(nn.Linear):
         self.activation = activation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = nn.functional.linear(x, self.weight, self.bias)
-        if self.activation == "tanh":
-            return torch.tanh(x)
-        if self.activation == "relu":
-            return torch.relu(x)
-        return x
+        return activate(nn.functional.linear(x, self.weight, self.bias), self.activation)
+
+
+class Conv(nn.Conv2d):
+    """One convolution of a CNN trunk: zero padding (TensorFlow's "same",
+    odd pixel last; none for the last, "valid" layer), the convolution,
+    the trunk's activation, so its parameters are named `pi.0.weight`."""
+
+    def __init__(self, in_channels: int, layer, activation: str):
+        super().__init__(in_channels, layer["out_channels"], layer["kernel"],
+                         stride=layer["stride"])
+        self.pad: List[int] = layer["padding"]
+        self.activation = activation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = nn.functional.conv2d(nn.functional.pad(x, self.pad), self.weight, self.bias,
+                                 self.stride)
+        return activate(x, self.activation)
+
+
+class ConvTrunk(nn.Sequential):
+    """The CNN encoder oxray builds for image observations: frames as
+    Gymnasium gives them (`[B, H, W, C]` images or `[B, frames, H, W]`
+    stacks, bytes or floats, or flattened rows), bytes scaled to [0, 1],
+    through the convolutions, flattened."""
+
+    def __init__(self, cnn):
+        height, width, channels = cnn["image"]
+        widths = [channels] + [layer["out_channels"] for layer in cnn["layers"]]
+        super().__init__(*(Conv(c, layer, cnn["activation"])
+                           for c, layer in zip(widths, cnn["layers"])))
+        self.height, self.width, self.channels = height, width, channels
+        self.channels_last: bool = cnn["channels_last"]
+        self.bytes: bool = cnn["bytes"]
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        x = obs.to(torch.float32)
+        if self.bytes:
+            x = x * (1.0 / 255.0)
+        if self.channels_last:
+            x = x.reshape(-1, self.height, self.width, self.channels).permute(0, 3, 1, 2)
+        else:
+            x = x.reshape(-1, self.channels, self.height, self.width)
+        for layer in self:
+            x = layer(x)
+        return x.flatten(1)
 
 
 def trunk(spec, extra_inputs: int = 0) -> nn.Sequential:
-    """The MLP encoder oxray builds from `model.fcnet_hiddens`, over the
-    observation and `extra_inputs` more values (SAC's Q-functions read the
-    action beside it)."""
+    """The encoder oxray builds: its CNN for images, else the MLP from
+    `model.fcnet_hiddens` over the observation and `extra_inputs` more
+    values (SAC's Q-functions read the action beside it)."""
+    if spec["cnn"] is not None:
+        return ConvTrunk(spec["cnn"])
     widths = [spec["obs_dim"] + extra_inputs] + spec["hiddens"]
     return nn.Sequential(*(Dense(a, b, spec["activation"])
                            for a, b in zip(widths, widths[1:])))
@@ -51,7 +101,6 @@ def trunk(spec, extra_inputs: int = 0) -> nn.Sequential:
 class Policy(nn.Module):
     def __init__(self, spec):
         super().__init__()
-        widths = [spec["obs_dim"]] + spec["hiddens"]
         self.discrete = "discrete" in spec["action"]
         self.shared = spec["vf_share_layers"]
         self.pi = trunk(spec)
@@ -62,8 +111,8 @@ class Policy(nn.Module):
         else:
             low, high = spec["action"]["box"]["low"], spec["action"]["box"]["high"]
             outputs = len(low)
-        self.pi_head = nn.Linear(widths[-1], outputs)
-        self.vf_head = nn.Linear(widths[-1], 1)
+        self.pi_head = nn.Linear(spec["features"], outputs)
+        self.vf_head = nn.Linear(spec["features"], 1)
         if self.discrete:  # unused, but TorchScript compiles both branches
             self.register_buffer("log_std", torch.zeros(0))
         else:
@@ -142,7 +191,7 @@ class QPolicy(nn.Module):
     def __init__(self, spec):
         super().__init__()
         self.q = trunk(spec)
-        self.width = spec["hiddens"][-1] if spec["hiddens"] else spec["obs_dim"]
+        self.width = spec["features"]
         self.num_actions = spec["num_actions"]
         self.num_atoms = spec["num_atoms"]
         self.epsilon = spec["epsilon"]
@@ -233,8 +282,7 @@ class SquashedGaussianPolicy(nn.Module):
         low, high = spec["action"]["box"]["low"], spec["action"]["box"]["high"]
         self.action_dim = len(low)
         self.pi = trunk(spec)
-        width = spec["hiddens"][-1] if spec["hiddens"] else spec["obs_dim"]
-        self.pi_head = nn.Linear(width, 2 * self.action_dim)
+        self.pi_head = nn.Linear(spec["features"], 2 * self.action_dim)
         self.qf = QFunction(spec, self.action_dim)
         self.qf_twin = QFunction(spec, self.action_dim)
         self.log_alpha = nn.Parameter(torch.zeros(1))

@@ -2,13 +2,15 @@
 //! and loaded with `torch.jit.load` in Python, gives the greedy actions
 //! `oxray evaluate` takes (the EnvRunner's mode) exactly, and the same
 //! distribution inputs, for a Discrete and a Box action space, a DQN
-//! Q-network's Q-values (plain, dueling, C51, NoisyNets), and SAC's squashed-Gaussian
-//! actions and twin Q-values; its parameters carry PyTorch-style names.
+//! Q-network's Q-values (plain, dueling, C51, NoisyNets), SAC's squashed-Gaussian
+//! actions and twin Q-values, and CNN policies fed Atari frames as Gymnasium
+//! returns them; its parameters carry PyTorch-style names.
 
 use std::path::Path;
 use std::process::Command;
 
 use oxray_rl::checkpoint;
+use oxray_rl::distributions::ActionDistribution;
 use oxray_rl::env_runner::module_spec;
 use oxray_rl::rl_module::{
     ActionSpace, ActorCritic, ModuleSpec, QNetwork, RLModule, SoftActorCritic,
@@ -366,4 +368,134 @@ stop: {env_steps: 300}
     let (own_q1, own_q2) = model.q_values(&obs_tensor, &model.normalize_actions(&own));
     let value: Vec<f32> = oxray_rl::to_host(&own_q1.minimum(&own_q2));
     close("value", &numbers("value"), &value);
+}
+
+/// Loads an image policy's `policy.pt` in Python and feeds it the frames as
+/// Gymnasium hands them over: `uint8`, in the observation space's shape.
+fn load_frames_in_python(
+    module: &Path,
+    frames: &[f32],
+    shape: &[usize],
+    dir: &Path,
+) -> serde_json::Value {
+    let script = format!(
+        r#"
+import json, sys, torch
+policy = torch.jit.load(sys.argv[1])
+frames = torch.tensor(json.load(open(sys.argv[2])), dtype=torch.float32)
+frames = frames.to(torch.uint8).view([-1] + {shape:?})
+with torch.no_grad():
+    print(json.dumps({{"act": policy.act(frames, True).tolist(),
+                      "forward": policy.forward(frames).tolist(),
+                      "value": policy.value(frames).tolist()}}))
+"#
+    );
+    load_in_python(&script, module, frames, shape.iter().product(), dir)
+}
+
+/// `rows` random frames of `obs_dim` bytes each, as the whole-number floats
+/// an EnvRunner's env hands a module.
+fn random_frames(seed: u64, rows: usize, obs_dim: usize) -> (Vec<f32>, Tensor) {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let frames: Vec<f32> = (0..rows * obs_dim)
+        .map(|_| f32::from(rng.gen::<u8>()))
+        .collect();
+    let tensor = Tensor::from_slice(&frames).view([rows as i64, obs_dim as i64]);
+    (frames, tensor)
+}
+
+fn assert_close(what: &str, python: &[f64], oxray: &[f32]) {
+    assert_eq!(python.len(), oxray.len(), "{what}");
+    for (p, r) in python.iter().zip(oxray) {
+        let r = f64::from(*r);
+        assert!(
+            (p - r).abs() <= 1e-5 * r.abs().max(1.0),
+            "{what}: {p} vs {r}"
+        );
+    }
+}
+
+/// Policies over Atari frames export with their CNN: PPO on a stack of
+/// four grayscale frames (`[4, 84, 84]`, channels first) and DQN on RGB
+/// frames (`[84, 84, 3]`, channels last), both with RLlib's 84x84 filters.
+/// Fed `uint8` frames shaped as Gymnasium returns them, the exported module
+/// gives the distribution inputs, Q-values, values and greedy actions
+/// oxray's module computes from the same frames.
+#[test]
+fn image_policies_round_trip_through_torchscript() {
+    let pong = |wrappers: &str| {
+        format!(
+            "env:\n  id: ALE/Pong-v5\n  config: {{frameskip: 1}}\n  wrappers: {wrappers}\n\
+             env_runners: {{num_envs_per_env_runner: 1}}\n"
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let rows = 8;
+
+    let checkpoint_path = train(
+        dir.path(),
+        &format!(
+            "algorithm: PPO\n{}training: {{train_batch_size: 64, minibatch_size: 32, num_epochs: 1}}\n\
+             stop: {{iterations: 1}}\n",
+            pong("[{atari_preprocessing: {frame_skip: 4}}, {frame_stack: 4}]")
+        ),
+    );
+    let out = dir.path().join("ppo.pt");
+    let names = export_torchscript(&checkpoint_path, &out).unwrap();
+    assert!(names.contains(&"pi.2.weight".to_string()), "{names:?}");
+    let (model, spec) = module_of::<ActorCritic>(&checkpoint_path);
+    assert_eq!(spec.observation_shape, [4, 84, 84]);
+    let (frames, frames_tensor) = random_frames(11, rows, spec.obs_dim());
+    let ActionDistribution::Categorical { log_probs } = model.distribution(&frames_tensor) else {
+        panic!("Pong's actions are Discrete");
+    };
+    let greedy: Vec<i64> = Vec::<i64>::try_from(log_probs.argmax(-1, false)).unwrap();
+    let loaded = load_frames_in_python(&out, &frames, &spec.observation_shape, dir.path());
+    let python_logits: Vec<f32> = numbers(&loaded, "forward")
+        .iter()
+        .map(|&v| v as f32)
+        .collect();
+    let python_log_probs = Tensor::from_slice(&python_logits)
+        .view([rows as i64, -1])
+        .log_softmax(-1, tch::Kind::Float);
+    let python_log_probs: Vec<f64> = oxray_rl::to_host(&python_log_probs)
+        .into_iter()
+        .map(f64::from)
+        .collect();
+    assert_close(
+        "PPO log-probabilities",
+        &python_log_probs,
+        &oxray_rl::to_host(&log_probs),
+    );
+    assert_close(
+        "PPO values",
+        &numbers(&loaded, "value"),
+        &oxray_rl::to_host(&model.value(&frames_tensor)),
+    );
+    let python_greedy: Vec<i64> = numbers(&loaded, "act").iter().map(|a| *a as i64).collect();
+    assert_eq!(python_greedy, greedy, "PPO greedy actions");
+
+    let checkpoint_path = train(
+        dir.path(),
+        &format!(
+            "algorithm: DQN\n{}training: {{num_steps_sampled_before_learning_starts: 32, \
+             train_batch_size: 16, min_sample_timesteps_per_iteration: 64}}\nstop: {{iterations: 1}}\n",
+            pong("[{atari_preprocessing: {frame_skip: 4, grayscale_obs: false}}]")
+        ),
+    );
+    let out = dir.path().join("dqn.pt");
+    export_torchscript(&checkpoint_path, &out).unwrap();
+    let (model, spec) = module_of::<QNetwork>(&checkpoint_path);
+    assert_eq!(spec.observation_shape, [84, 84, 3]);
+    let (frames, frames_tensor) = random_frames(12, rows, spec.obs_dim());
+    let q = model.q_values(&frames_tensor);
+    let greedy: Vec<i64> = Vec::<i64>::try_from(q.argmax(-1, false)).unwrap();
+    let loaded = load_frames_in_python(&out, &frames, &spec.observation_shape, dir.path());
+    assert_close(
+        "DQN Q-values",
+        &numbers(&loaded, "forward"),
+        &oxray_rl::to_host(&q),
+    );
+    let python_greedy: Vec<i64> = numbers(&loaded, "act").iter().map(|a| *a as i64).collect();
+    assert_eq!(python_greedy, greedy, "DQN greedy actions");
 }

@@ -204,6 +204,31 @@ impl EncoderSpec {
         }
     }
 
+    /// Width of the features the encoder outputs.
+    pub fn output_dim(&self) -> i64 {
+        match self {
+            EncoderSpec::Mlp {
+                input_dim, hiddens, ..
+            } => hiddens.last().copied().unwrap_or(*input_dim),
+            EncoderSpec::Cnn { filters, .. } => {
+                let [out_h, out_w] = self.conv_output_size();
+                filters.last().map_or(0, |f| f.out_channels) * out_h * out_w
+            }
+        }
+    }
+
+    /// Each convolution's zero padding of a CNN, `[left, right, top,
+    /// bottom]` (libtorch's `constant_pad_nd` order); none for an MLP.
+    pub fn conv_paddings(&self) -> Vec<[i64; 4]> {
+        match self {
+            EncoderSpec::Mlp { .. } => Vec::new(),
+            EncoderSpec::Cnn { image, filters, .. } => conv_sizes(filters, [image[0], image[1]])
+                .into_iter()
+                .map(|size| size.padding)
+                .collect(),
+        }
+    }
+
     /// Height and width after the last convolution of a CNN.
     fn conv_output_size(&self) -> [i64; 2] {
         match self {
@@ -354,10 +379,9 @@ impl Encoder {
                     net = activate(net, *activation);
                     in_channels = filter.out_channels;
                 }
-                let [out_h, out_w] = spec.conv_output_size();
                 Encoder {
                     net: net.add_fn(|x| x.flatten(1, -1)),
-                    output_dim: in_channels * out_h * out_w,
+                    output_dim: spec.output_dim(),
                     mlp: None,
                 }
             }
@@ -439,6 +463,23 @@ mod tests {
             assert!(out.equal(&as_floats));
             assert!(out.abs().sum(Kind::Float).double_value(&[]) > 0.0);
         }
+    }
+
+    /// TensorFlow's "same" padding puts the odd pixel on the right and the
+    /// bottom; the last filter is "valid" (RLlib's 84x84 filters: 84 → 21
+    /// pads 2 each side, 21 → 11 pads 1 then 2, 11 → 1 none).
+    #[test]
+    fn same_padding_puts_the_odd_pixel_last() {
+        let spec =
+            EncoderSpec::for_observations(&[4, 84, 84], ObsDType::U8, &ModelConfig::default())
+                .unwrap();
+        assert_eq!(
+            spec.conv_paddings(),
+            [[2, 2, 2, 2], [1, 2, 1, 2], [0, 0, 0, 0]]
+        );
+        assert_eq!(spec.output_dim(), 256);
+        let mlp = EncoderSpec::for_observations(&[3], ObsDType::F32, &model(None)).unwrap();
+        assert!(mlp.conv_paddings().is_empty());
     }
 
     /// Scaling is for bytes only: a float image goes in as it is, so the
