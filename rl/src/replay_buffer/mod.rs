@@ -4,7 +4,8 @@
 //!
 //! Transitions are stored as flat columns, observations in the element type
 //! the env gives them ([`ObsDType`]: an Atari frame stays a byte, a quarter
-//! of its `f32` size, which decides how many transitions fit in memory), so a
+//! of its `f32` size, which decides how many transitions fit in memory) and
+//! large ones (images) each distinct frame once (`observation_store`), so a
 //! sample is a handful of row copies; sampled minibatches carry `f32` (the
 //! module scales by the observation space, not the column's type). The
 //! buffer is a plain struct used in
@@ -15,11 +16,13 @@
 //!
 //! # Layout
 //! - `n_step`: n-step transitions from sample batches,
+//! - `observation_store`: observations in place, or each distinct plane once,
 //! - `device_batch`: a sampled minibatch onto a Learner's device in one copy,
 //! - `segment_tree`: sum and min trees for prioritized sampling.
 
 mod device_batch;
 mod n_step;
+mod observation_store;
 mod segment_tree;
 
 pub use device_batch::DeviceReplayBatch;
@@ -32,7 +35,8 @@ use std::ops::Range;
 use rand::Rng;
 use rand::SeedableRng;
 
-use crate::obs_buffer::{ObsBuffer, ObsDType};
+use crate::obs_buffer::ObsDType;
+use observation_store::ObservationColumns;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
@@ -52,6 +56,11 @@ pub struct ReplayBufferConfig {
     /// The element type observations are kept in.
     #[serde(default)]
     pub obs_dtype: ObsDType,
+    /// Planes an observation is made of along its first axis, each stored
+    /// once however many observations share it: a stack of frames' frames
+    /// (`EncoderSpec::observation_planes`); 1 for the whole observation.
+    #[serde(default = "one")]
+    pub obs_planes: usize,
     pub action_dim: usize,
     pub seed: u64,
 }
@@ -106,12 +115,15 @@ impl ReplayBatch {
     }
 }
 
+fn one() -> usize {
+    1
+}
+
 pub struct ReplayBuffer {
     config: ReplayBufferConfig,
-    obs: ObsBuffer,
+    observations: ObservationColumns,
     actions: Vec<f32>,
     rewards: Vec<f32>,
-    next_obs: ObsBuffer,
     terminateds: Vec<bool>,
     discounts: Vec<f32>,
     /// Slots filled so far (at most `capacity`), and the next slot to write.
@@ -132,10 +144,9 @@ impl ReplayBuffer {
         let capacity = config.capacity.max(1);
         let (d, a) = (config.obs_dim, config.action_dim);
         ReplayBuffer {
-            obs: ObsBuffer::zeros(config.obs_dtype, capacity * d),
+            observations: ObservationColumns::new(capacity, d, config.obs_dtype, config.obs_planes),
             actions: vec![0.0; capacity * a],
             rewards: vec![0.0; capacity],
-            next_obs: ObsBuffer::zeros(config.obs_dtype, capacity * d),
             terminateds: vec![false; capacity],
             discounts: vec![0.0; capacity],
             len: 0,
@@ -165,14 +176,14 @@ impl ReplayBuffer {
 
     /// Stores `transitions`, overwriting the oldest once full.
     pub fn add(&mut self, transitions: Vec<Transition>) {
-        let (d, a) = (self.config.obs_dim, self.config.action_dim);
+        let a = self.config.action_dim;
         let priority = self.max_priority.powf(self.config.alpha);
         for t in transitions {
             let i = self.next;
-            self.obs.write(i * d, &t.obs);
+            self.observations
+                .store(i, i < self.len, &t.obs, &t.next_obs);
             self.actions[i * a..(i + 1) * a].copy_from_slice(&t.action);
             self.rewards[i] = t.reward;
-            self.next_obs.write(i * d, &t.next_obs);
             self.terminateds[i] = t.terminated;
             self.discounts[i] = t.discount;
             self.sum_tree.set(i, priority);
@@ -226,20 +237,13 @@ impl ReplayBuffer {
                 .flat_map(|&i| column[i * width..(i + 1) * width].iter().copied())
                 .collect()
         };
-        let obs_rows = |column: &ObsBuffer| -> Vec<f32> {
-            let mut rows = Vec::with_capacity(indices.len() * d);
-            for &i in &indices {
-                rows.extend(column.to_f32(i * d..(i + 1) * d));
-            }
-            rows
-        };
         ReplayBatch {
             obs_dim: d,
             action_dim: a,
-            obs: obs_rows(&self.obs),
+            obs: self.observations.gather(&indices, d, false),
             actions: rows(&self.actions, a),
             rewards: rows(&self.rewards, 1),
-            next_obs: obs_rows(&self.next_obs),
+            next_obs: self.observations.gather(&indices, d, true),
             terminateds: indices.iter().map(|&i| self.terminateds[i]).collect(),
             discounts: rows(&self.discounts, 1),
             weights,
@@ -276,6 +280,7 @@ mod tests {
             epsilon: 0.0,
             obs_dim: 1,
             obs_dtype: ObsDType::F32,
+            obs_planes: 1,
             action_dim: 1,
             seed: 1,
         }
@@ -367,8 +372,7 @@ mod tests {
             })
             .collect();
         bytes.add(transitions);
-        assert_eq!(bytes.obs.dtype(), ObsDType::U8);
-        assert_eq!((bytes.obs.len(), bytes.next_obs.len()), (48, 48));
+        assert_eq!(bytes.observations.value_bytes(), 2 * 8 * 6);
         let batch = bytes.sample(64);
         for ((obs, next_obs), &reward) in batch
             .obs
@@ -379,6 +383,46 @@ mod tests {
             let x = reward as u8;
             assert_eq!(obs, frame(x));
             assert_eq!(next_obs, frame(x + 1));
+        }
+    }
+
+    /// A buffer of Atari-like frame stacks (`[4, 32, 32]` bytes) keeps
+    /// about one frame per transition, not the eight copies that storing
+    /// each stack and next stack in place takes, and samples them whole.
+    #[test]
+    fn frame_stacks_take_about_one_frame_per_transition() {
+        let capacity = 500;
+        let frame =
+            |f: usize| -> Vec<f32> { (0..1024).map(|k| ((k * 3 + f * 11) % 256) as f32).collect() };
+        let stack = |f: usize| -> Vec<f32> { (f..f + 4).flat_map(frame).collect() };
+        let mut buffer = ReplayBuffer::new(ReplayBufferConfig {
+            obs_dim: 4 * 1024,
+            obs_dtype: ObsDType::U8,
+            obs_planes: 4,
+            ..config(capacity, false)
+        });
+        buffer.add(
+            (0..2 * capacity)
+                .map(|f| Transition {
+                    obs: stack(f),
+                    next_obs: stack(f + 1),
+                    reward: f as f32,
+                    ..transition(0.0)
+                })
+                .collect(),
+        );
+        let in_place = 2 * capacity * 4 * 1024;
+        let stored = buffer.observations.value_bytes();
+        assert!(stored * 6 < in_place, "{stored} bytes against {in_place}");
+        let batch = buffer.sample(32);
+        for ((obs, next_obs), &reward) in batch
+            .obs
+            .chunks_exact(4096)
+            .zip(batch.next_obs.chunks_exact(4096))
+            .zip(&batch.rewards)
+        {
+            assert_eq!(obs, stack(reward as usize));
+            assert_eq!(next_obs, stack(reward as usize + 1));
         }
     }
 

@@ -204,6 +204,20 @@ impl EncoderSpec {
         }
     }
 
+    /// How many equal planes an observation is made of along its first
+    /// axis: a stack of frames' frames (channels first), else 1. Successive
+    /// observations of a stack share all but one plane.
+    pub fn observation_planes(&self) -> usize {
+        match self {
+            EncoderSpec::Cnn {
+                image: [_, _, channels],
+                channels_last: false,
+                ..
+            } => *channels as usize,
+            _ => 1,
+        }
+    }
+
     /// Width of the features the encoder outputs.
     pub fn output_dim(&self) -> i64 {
         match self {
@@ -467,9 +481,10 @@ mod tests {
 
     /// TensorFlow's "same" padding puts the odd pixel on the right and the
     /// bottom; the last filter is "valid" (RLlib's 84x84 filters: 84 → 21
-    /// pads 2 each side, 21 → 11 pads 1 then 2, 11 → 1 none).
+    /// pads 2 each side, 21 → 11 pads 1 then 2, 11 → 1 none). A stack of
+    /// four frames is four planes; an RGB image and a vector are one.
     #[test]
-    fn same_padding_puts_the_odd_pixel_last() {
+    fn same_padding_puts_the_odd_pixel_last_and_a_stack_has_a_plane_per_frame() {
         let spec =
             EncoderSpec::for_observations(&[4, 84, 84], ObsDType::U8, &ModelConfig::default())
                 .unwrap();
@@ -478,8 +493,12 @@ mod tests {
             [[2, 2, 2, 2], [1, 2, 1, 2], [0, 0, 0, 0]]
         );
         assert_eq!(spec.output_dim(), 256);
+        assert_eq!(spec.observation_planes(), 4);
+        let rgb = EncoderSpec::for_observations(&[84, 84, 3], ObsDType::U8, &model(None)).unwrap();
+        assert_eq!(rgb.observation_planes(), 1);
         let mlp = EncoderSpec::for_observations(&[3], ObsDType::F32, &model(None)).unwrap();
         assert!(mlp.conv_paddings().is_empty());
+        assert_eq!(mlp.observation_planes(), 1);
     }
 
     /// Scaling is for bytes only: a float image goes in as it is, so the

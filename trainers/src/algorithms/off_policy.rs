@@ -173,6 +173,9 @@ impl<L: OffPolicyLearner> OffPolicy<L> {
             epsilon: 1e-6,
             obs_dim: module.obs_dim(),
             obs_dtype: module.observation_dtype,
+            obs_planes: module
+                .encoder()
+                .map_or(1, |encoder| encoder.observation_planes()),
             action_dim: module.action_space.action_dim(),
             seed: config.seed,
         });
