@@ -1,6 +1,7 @@
 //! Checkpoints: a restored Learner gives identical action distributions and
 //! continues Adam exactly; `oxray train --resume` continues counters, files
-//! and the TensorBoard curve; damaged or foreign checkpoints are refused.
+//! and the TensorBoard curve; damaged or foreign checkpoints are refused; a
+//! failed export keeps an earlier module.
 
 mod train_support;
 
@@ -522,4 +523,44 @@ fn learns_asynchronously_resumes_and_evaluates(name: &str) {
     assert!(evaluated.status.success(), "{evaluated:?}");
     let out = stdout(&evaluated);
     assert!(out.contains("CartPole-v1: 3 episodes"), "{out}");
+}
+
+/// `oxray export` names what is wrong with its output path before any work,
+/// and writes the module beside it and renames it into place: an export
+/// that fails (here its Python) leaves an earlier module as it was, and no
+/// partial file behind.
+#[test]
+fn a_failed_export_names_the_problem_and_keeps_an_earlier_module() {
+    let scratch = Scratch::new();
+    scratch.write("ppo.yaml", SMALL_PPO);
+    let trained = scratch.oxray(&["train", "ppo.yaml"]);
+    assert!(trained.status.success(), "{trained:?}");
+    let run = scratch.runs("ppo").pop().expect("run directory");
+    let run_arg = run.to_string_lossy().into_owned();
+
+    let missing = scratch.oxray(&["export", &run_arg, "-o", "missing/policy.pt"]);
+    assert_clean_error(&missing, &["directory missing does not exist"]);
+    let into_directory = scratch.oxray(&["export", &run_arg, "-o", "results"]);
+    assert_clean_error(&into_directory, &["the output is a directory"]);
+
+    let exported = scratch.oxray(&["export", &run_arg, "-o", "policy.pt"]);
+    assert!(exported.status.success(), "{exported:?}");
+    let module = fs::read(scratch.path().join("policy.pt")).unwrap();
+    let failed = std::process::Command::new(env!("CARGO_BIN_EXE_oxray"))
+        .args(["export", &run_arg, "-o", "policy.pt"])
+        .env("OXRAY_PYTHON", "false")
+        .current_dir(scratch.path())
+        .output()
+        .unwrap();
+    assert_eq!(failed.status.code(), Some(1), "{failed:?}");
+    let err = train_support::stderr(&failed);
+    assert!(err.contains("false failed (exit status: 1)"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(fs::read(scratch.path().join("policy.pt")).unwrap(), module);
+    let left: Vec<_> = fs::read_dir(scratch.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with(".oxray-export-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }

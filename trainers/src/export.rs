@@ -12,6 +12,7 @@
 //! (run with the venv's Python, which has torch) rebuilds the same network,
 //! loads them strictly and saves `torch.jit.script` of it.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -43,6 +44,25 @@ pub fn export_torchscript(checkpoint_path: &Path, out: &Path) -> Result<Vec<Stri
         out: out.to_path_buf(),
         reason,
     };
+    // The module is written next to `out` and renamed over it once whole,
+    // so a failed export leaves an earlier file there as it was.
+    if out.is_dir() {
+        return Err(fail("the output is a directory; name the module's file".into()).into());
+    }
+    let directory = match out.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    if !directory.is_dir() {
+        return Err(fail(format!("directory {} does not exist", directory.display())).into());
+    }
+    let staged = tempfile::Builder::new()
+        .prefix(".oxray-export-")
+        .suffix(".pt")
+        // As any new file: the umask decides (a temporary file is 0600).
+        .permissions(std::fs::Permissions::from_mode(0o666))
+        .tempfile_in(directory)
+        .map_err(|e| fail(format!("cannot write in {}: {e}", directory.display())))?;
     let saved = checkpoint::load(checkpoint_path)?;
     let config = ExperimentConfig::of_checkpoint(&saved)?;
     let kind = config.training.training().module_kind();
@@ -135,19 +155,28 @@ pub fn export_torchscript(checkpoint_path: &Path, out: &Path) -> Result<Vec<Stri
         .arg(&script_path)
         .arg(&spec_path)
         .arg(&weights_path)
-        .arg(out)
+        .arg(staged.path())
         .output()
         .map_err(|e| fail(format!("cannot run {}: {e}", python.display())))?;
     if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let said = match stderr.trim_end() {
+            "" => String::new(),
+            said => format!(":\n{said}"),
+        };
         return Err(fail(format!(
-            "{} failed:\n{}",
+            "{} failed ({}){said}",
             python.display(),
-            String::from_utf8_lossy(&output.stderr).trim_end()
+            output.status
         ))
         .into());
     }
-    serde_json::from_slice(&output.stdout)
-        .map_err(|e| fail(format!("unexpected output from the export script: {e}")).into())
+    let names = serde_json::from_slice(&output.stdout)
+        .map_err(|e| fail(format!("unexpected output from the export script: {e}")))?;
+    staged
+        .persist(out)
+        .map_err(|e| fail(format!("cannot replace it: {}", e.error)))?;
+    Ok(names)
 }
 
 /// A CNN encoder as the export script rebuilds it: the image's layout,
