@@ -3,7 +3,8 @@
 //! observations, wrappers and time limits, and Python exceptions as typed
 //! errors with their tracebacks.
 //!
-//! Needs the venv that `scripts/env.sh` sets up (gymnasium, minigrid).
+//! Needs the venv that `scripts/env.sh` sets up (gymnasium, ale-py with
+//! OpenCV, mujoco, minigrid).
 
 use oxray_envs::{Actions, AutoresetMode, Backend, EnvConfig, EnvError, Space, WrapperConfig};
 use oxray_gym::{make_vec, GymVectorEnv};
@@ -276,4 +277,109 @@ fn gymnasium_wrappers_apply_to_every_sub_env() {
     }
     let last = envs.step(Actions::Continuous(&[100.0, -100.0])).unwrap();
     assert_eq!(last.truncated, &[true, true]);
+}
+
+/// Steps `id` in Gymnasium itself, in the venv's Python: two sub-envs of a
+/// `SyncVectorEnv` (same-step autoreset) built by `make` (a Python
+/// expression over `gym`), reset with `seed`, then `actions` (one row per
+/// step); the observations after the reset and each step, as `float32`.
+fn gymnasium_observations(make: &str, seed: u64, actions: &[Vec<f64>]) -> Vec<Vec<f32>> {
+    let script = format!(
+        r#"
+import json, sys
+import numpy as np, gymnasium as gym, ale_py
+gym.register_envs(ale_py)
+envs = gym.vector.SyncVectorEnv([lambda: {make}] * 2,
+                                autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+rows = [envs.reset(seed={seed})[0]]
+for action in json.loads(sys.stdin.read()):
+    action = np.asarray(action, dtype=envs.action_space.dtype).reshape(envs.action_space.shape)
+    rows.append(envs.step(action)[0])
+print(json.dumps([np.asarray(r, dtype=np.float32).ravel().tolist() for r in rows]))
+"#
+    );
+    let mut child = std::process::Command::new(oxray_gym::python_executable())
+        .args(["-c", &script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the venv's Python runs");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(serde_json::to_string(actions).unwrap().as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// MuJoCo and Atari envs (with Gymnasium's Atari preprocessing, which needs
+/// OpenCV, and a frame stack) through the bridge give the observations
+/// Gymnasium itself gives for the same seed and actions, as the packages
+/// `scripts/env.sh` installs them.
+#[test]
+fn mujoco_and_atari_through_the_bridge_are_gymnasiums_own() {
+    let mut rng = rand_pcg::Pcg64::seed_from_u64(3);
+    let steps = 12;
+
+    let cheetah = gymnasium("HalfCheetah-v5");
+    let mut envs = make_vec(&cheetah, 2, AutoresetMode::SameStep).unwrap();
+    assert_eq!(envs.observation_dim(), 17);
+    let actions: Vec<Vec<f64>> = (0..steps)
+        .map(|_| (0..12).map(|_| rng.gen_range(-1.0..1.0)).collect())
+        .collect();
+    let mut bridged = vec![envs
+        .reset(Some(5))
+        .unwrap()
+        .iter()
+        .copied()
+        .collect::<Vec<f32>>()];
+    for action in &actions {
+        let action: Vec<f32> = action.iter().map(|&a| a as f32).collect();
+        let step = envs.step(Actions::Continuous(&action)).unwrap();
+        bridged.push(step.obs.iter().copied().collect());
+    }
+    let expected = gymnasium_observations(r#"gym.make("HalfCheetah-v5")"#, 5, &actions);
+    assert_eq!(bridged, expected, "HalfCheetah-v5");
+
+    let mut pong = gymnasium("ALE/Pong-v5");
+    pong.config = kwargs(serde_json::json!({"frameskip": 1}));
+    pong.wrappers = vec![
+        WrapperConfig::AtariPreprocessing(Default::default()),
+        WrapperConfig::FrameStack(4),
+    ];
+    let mut envs = make_vec(&pong, 2, AutoresetMode::SameStep).unwrap();
+    assert_eq!(envs.observation_dim(), 4 * 84 * 84);
+    let actions: Vec<Vec<f64>> = (0..steps)
+        .map(|_| (0..2).map(|_| f64::from(rng.gen_range(0..6u8))).collect())
+        .collect();
+    let mut bridged = vec![envs
+        .reset(Some(8))
+        .unwrap()
+        .iter()
+        .copied()
+        .collect::<Vec<f32>>()];
+    for action in &actions {
+        let action: Vec<i64> = action.iter().map(|&a| a as i64).collect();
+        let step = envs.step(Actions::Discrete(&action)).unwrap();
+        bridged.push(step.obs.iter().copied().collect());
+    }
+    let expected = gymnasium_observations(
+        r#"gym.wrappers.FrameStackObservation(gym.wrappers.AtariPreprocessing(gym.make("ALE/Pong-v5", frameskip=1)), 4)"#,
+        8,
+        &actions,
+    );
+    assert!(
+        bridged.iter().flatten().any(|&x| x > 0.0),
+        "Pong's frames are not blank"
+    );
+    assert_eq!(bridged, expected, "ALE/Pong-v5");
 }
