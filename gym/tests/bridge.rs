@@ -321,6 +321,32 @@ print(json.dumps([np.asarray(r, dtype=np.float32).ravel().tolist() for r in rows
     serde_json::from_slice(&output.stdout).unwrap()
 }
 
+/// The same through the bridge: two sub-envs of `config`, whose
+/// observations have `obs_dim` values, reset with `seed`, then `actions`
+/// (as whole numbers when the action space is Discrete).
+fn bridged_observations(
+    config: &EnvConfig,
+    obs_dim: usize,
+    seed: u64,
+    actions: &[Vec<f64>],
+) -> Vec<Vec<f32>> {
+    let mut envs = make_vec(config, 2, AutoresetMode::SameStep).unwrap();
+    assert_eq!(envs.observation_dim(), obs_dim);
+    let discrete = matches!(envs.single_action_space(), Space::Discrete { .. });
+    let mut rows = vec![envs.reset(Some(seed)).unwrap().iter().copied().collect()];
+    for action in actions {
+        let (indices, values): (Vec<i64>, Vec<f32>) =
+            action.iter().map(|&a| (a as i64, a as f32)).unzip();
+        let action = if discrete {
+            Actions::Discrete(&indices)
+        } else {
+            Actions::Continuous(&values)
+        };
+        rows.push(envs.step(action).unwrap().obs.iter().copied().collect());
+    }
+    rows
+}
+
 /// MuJoCo and Atari envs (with Gymnasium's Atari preprocessing, which needs
 /// OpenCV, and a frame stack) through the bridge give the observations
 /// Gymnasium itself gives for the same seed and actions, as the packages
@@ -330,23 +356,10 @@ fn mujoco_and_atari_through_the_bridge_are_gymnasiums_own() {
     let mut rng = rand_pcg::Pcg64::seed_from_u64(3);
     let steps = 12;
 
-    let cheetah = gymnasium("HalfCheetah-v5");
-    let mut envs = make_vec(&cheetah, 2, AutoresetMode::SameStep).unwrap();
-    assert_eq!(envs.observation_dim(), 17);
     let actions: Vec<Vec<f64>> = (0..steps)
         .map(|_| (0..12).map(|_| rng.gen_range(-1.0..1.0)).collect())
         .collect();
-    let mut bridged = vec![envs
-        .reset(Some(5))
-        .unwrap()
-        .iter()
-        .copied()
-        .collect::<Vec<f32>>()];
-    for action in &actions {
-        let action: Vec<f32> = action.iter().map(|&a| a as f32).collect();
-        let step = envs.step(Actions::Continuous(&action)).unwrap();
-        bridged.push(step.obs.iter().copied().collect());
-    }
+    let bridged = bridged_observations(&gymnasium("HalfCheetah-v5"), 17, 5, &actions);
     let expected = gymnasium_observations(r#"gym.make("HalfCheetah-v5")"#, 5, &actions);
     assert_eq!(bridged, expected, "HalfCheetah-v5");
 
@@ -356,22 +369,10 @@ fn mujoco_and_atari_through_the_bridge_are_gymnasiums_own() {
         WrapperConfig::AtariPreprocessing(Default::default()),
         WrapperConfig::FrameStack(4),
     ];
-    let mut envs = make_vec(&pong, 2, AutoresetMode::SameStep).unwrap();
-    assert_eq!(envs.observation_dim(), 4 * 84 * 84);
     let actions: Vec<Vec<f64>> = (0..steps)
         .map(|_| (0..2).map(|_| f64::from(rng.gen_range(0..6u8))).collect())
         .collect();
-    let mut bridged = vec![envs
-        .reset(Some(8))
-        .unwrap()
-        .iter()
-        .copied()
-        .collect::<Vec<f32>>()];
-    for action in &actions {
-        let action: Vec<i64> = action.iter().map(|&a| a as i64).collect();
-        let step = envs.step(Actions::Discrete(&action)).unwrap();
-        bridged.push(step.obs.iter().copied().collect());
-    }
+    let bridged = bridged_observations(&pong, 4 * 84 * 84, 8, &actions);
     let expected = gymnasium_observations(
         r#"gym.wrappers.FrameStackObservation(gym.wrappers.AtariPreprocessing(gym.make("ALE/Pong-v5", frameskip=1)), 4)"#,
         8,
