@@ -31,10 +31,11 @@ pub fn run_evaluate(args: EvaluateArgs) -> anyhow::Result<()> {
     )?;
     let (r_mean, r_min, r_max) = Evaluation::stats(&evaluation.returns);
     let (l_mean, l_min, l_max) = Evaluation::stats(&evaluation.lengths);
+    let episodes = evaluation.returns.len();
+    let plural = if episodes == 1 { "" } else { "s" };
     say(format_args!(
-        "{}: {} episodes",
-        evaluation.env,
-        evaluation.returns.len()
+        "{}: {episodes} episode{plural}",
+        evaluation.env
     ));
     say(format_args!(
         "return  mean {r_mean:.2}  min {r_min:.2}  max {r_max:.2}"
