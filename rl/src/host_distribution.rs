@@ -10,6 +10,7 @@ use crate::minibatch_sgd::gather_rows;
 
 const HALF_LN_2PI: f32 = 0.918_938_5;
 
+#[derive(Clone)]
 pub enum HostDistribution {
     /// Normalised log-probabilities (log-softmax of the logits), `[B, n]`.
     Categorical { log_probs: Vec<f32>, n: usize },

@@ -19,6 +19,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use tch::Tensor;
 
+use crate::host_threads::HostThreads;
 use crate::learner::{Learner, Step};
 use crate::learner_group::UpdateOutcome;
 use crate::rl_module::RLModule;
@@ -164,9 +165,11 @@ pub fn minibatch_sgd<M: RLModule, const N: usize>(
 
 /// [`minibatch_sgd`] with every step's gradient computed on the host:
 /// `loss` gets the flat parameters, a minibatch's batch rows and a zeroed
-/// flat gradient, adds the gradient of the minibatch's mean loss into it and
-/// returns the loss and its `N` terms; clipping and Adam run in place on the
-/// Learner's buffers ([`Learner::host_step`]). The same minibatches as
+/// flat gradient, and the Learner's threads to split the rows over
+/// ([`HostThreads::mean_over_rows`]); it adds the gradient of the
+/// minibatch's mean loss into the gradient and returns the loss and its `N`
+/// terms; clipping and Adam run in place on the Learner's buffers
+/// ([`Learner::host_step`]). The same minibatches as
 /// [`minibatch_sgd`].
 ///
 /// # Panics
@@ -175,17 +178,13 @@ pub fn host_minibatch_sgd<M: RLModule, const N: usize>(
     learner: &mut Learner<M>,
     len: usize,
     plan: MinibatchPlan,
-    mut loss: impl FnMut(&[f32], &[i64], &mut [f32]) -> (f64, [f64; N]),
+    mut loss: impl FnMut(&[f32], &[i64], &mut [f32], &mut HostThreads) -> (f64, [f64; N]),
 ) -> Result<SgdMeans<N>, UpdateOutcome> {
     let mut sums = Sums::new();
     plan.walk(len, |chunk| {
         let mut terms = [0.0; N];
-        // One thread: advantages are normalised over the whole minibatch,
-        // so its rows do not split as a mean over rows, and the networks
-        // that train on the host are small enough that a split would not
-        // pay for the threads' meeting.
-        let step = learner.host_step(|theta, grad, _threads| {
-            let (total, step_terms) = loss(theta, chunk, grad);
+        let step = learner.host_step(|theta, grad, threads| {
+            let (total, step_terms) = loss(theta, chunk, grad, threads);
             terms = step_terms;
             total
         });
@@ -266,7 +265,7 @@ mod tests {
             Learner::<ActorCritic>::new(&config).flat_weights()
         );
         let module = HostActorCritic::of(host.module()).expect("a small MLP");
-        let host_means = host_minibatch_sgd(&mut host, 40, plan, |theta, rows, grad| {
+        let host_means = host_minibatch_sgd(&mut host, 40, plan, |theta, rows, grad, _| {
             let b = rows.len();
             let forward = module.forward(theta, &gather_rows(&host_obs, 3, rows), b);
             let pi = &forward.distribution;

@@ -8,13 +8,18 @@
 //! `oxray_rl::rl_module::flat_mlp` for why); the parity tests below hold it
 //! to the libtorch loss and gradient.
 
+use std::borrow::Cow;
+use std::ops::Range;
+
 use oxray_rl::host_distribution::{HostDistribution, TermGrads};
+use oxray_rl::host_threads::{HostThreads, Share};
 use oxray_rl::minibatch_sgd::gather_rows;
 use oxray_rl::rl_module::HostActorCritic;
 
 use super::config::PpoConfig;
 
 /// One minibatch's rows, on the host.
+#[derive(Clone)]
 pub struct HostMinibatch {
     pub rows: usize,
     pub obs: Vec<f32>,
@@ -59,6 +64,30 @@ impl HostBatch<'_> {
     }
 }
 
+impl HostMinibatch {
+    /// Rows `rows` of the minibatch, its advantages as they are (already
+    /// normalised over all its rows); borrowed when that is all of it.
+    pub fn rows(&self, rows: Range<usize>) -> Cow<'_, HostMinibatch> {
+        if rows == (0..self.rows) {
+            return Cow::Borrowed(self);
+        }
+        let wide = |column: &[f32]| {
+            let width = column.len() / self.rows;
+            column[rows.start * width..rows.end * width].to_vec()
+        };
+        let indices: Vec<i64> = rows.clone().map(|row| row as i64).collect();
+        Cow::Owned(HostMinibatch {
+            rows: rows.len(),
+            obs: wide(&self.obs),
+            actions: wide(&self.actions),
+            old_logp: wide(&self.old_logp),
+            old_dist: self.old_dist.as_ref().map(|dist| dist.select(&indices)),
+            advantages: wide(&self.advantages),
+            value_targets: wide(&self.value_targets),
+        })
+    }
+}
+
 /// The loss and its terms.
 #[derive(Clone, Copy, Debug)]
 pub struct HostPpoLoss {
@@ -68,6 +97,52 @@ pub struct HostPpoLoss {
     pub entropy: f64,
     /// E_t[KL(π_θold ‖ π_θ)], when the minibatch carries π_θold.
     pub mean_kl: Option<f64>,
+}
+
+impl HostPpoLoss {
+    /// The loss over a whole minibatch from its shares' losses
+    /// ([`HostThreads::mean_over_rows`]): each term the mean of the shares'
+    /// weighted by their row counts.
+    pub fn mean_of(shares: Vec<(Share, HostPpoLoss)>) -> HostPpoLoss {
+        let mut whole = HostPpoLoss {
+            total: 0.0,
+            policy_loss: 0.0,
+            vf_loss: 0.0,
+            entropy: 0.0,
+            mean_kl: None,
+        };
+        for (share, part) in shares {
+            let weight = f64::from(share.weight);
+            whole.total += weight * part.total;
+            whole.policy_loss += weight * part.policy_loss;
+            whole.vf_loss += weight * part.vf_loss;
+            whole.entropy += weight * part.entropy;
+            whole.mean_kl = part
+                .mean_kl
+                .map(|kl| whole.mean_kl.unwrap_or(0.0) + weight * kl);
+        }
+        whole
+    }
+}
+
+/// The loss over a minibatch split by rows over the Learner's `threads`
+/// (its advantages normalised over all of it first, so each row's term is
+/// the same wherever it runs): [`host_ppo_loss`] on each share, combined.
+pub fn host_ppo_loss_split(
+    module: &HostActorCritic,
+    params: &[f32],
+    mb: &HostMinibatch,
+    config: &PpoConfig,
+    kl_coeff: f64,
+    grad: &mut [f32],
+    threads: &mut HostThreads,
+) -> HostPpoLoss {
+    // Per row: both encoders' forward and backward passes.
+    let work_per_row = 3 * params.len();
+    let shares = threads.mean_over_rows(mb.rows, work_per_row, grad, |rows, grad| {
+        host_ppo_loss(module, params, &mb.rows(rows), config, kl_coeff, grad)
+    });
+    HostPpoLoss::mean_of(shares)
 }
 
 /// L = −L^CLIP + c_vf·L^VF − c_ent·S + β·KL on minibatch `mb` at parameters
@@ -312,6 +387,70 @@ mod tests {
             }
         }
         assert_eq!(cases, 16);
+    }
+
+    /// Split by rows over two threads, as a Learner with two CPUs takes its
+    /// steps, the loss terms and gradient are those over the whole
+    /// minibatch: advantages are normalised over all of it before it
+    /// splits, and each share's mean weighs by its rows.
+    #[test]
+    fn a_loss_split_over_threads_is_the_loss_over_the_whole_minibatch() {
+        tch::manual_seed(5);
+        let mut threads = HostThreads::new(2);
+        let spaces = [
+            ActionSpace::Discrete { n: 3 },
+            ActionSpace::Box {
+                low: vec![-1.0; 2],
+                high: vec![1.0; 2],
+            },
+        ];
+        for space in &spaces {
+            let net = module(space, Activation::Tanh, vec![128, 128], false);
+            let host_net = HostActorCritic::of(&net).expect("a small MLP module");
+            let n = net.flat_weights().len();
+            assert_eq!(threads.shares(ROWS as usize, 3 * n).len(), 2, "the rows split");
+            let theta = to_host(&randn(&[n as i64], 0.3));
+            let theta_old: Vec<f32> = theta.iter().zip(to_host(&randn(&[n as i64], 0.05))).map(|(t, d)| t + d).collect();
+            let obs = to_host(&randn(&[ROWS, OBS_DIM], 1.5));
+            let actions = to_host(&match space {
+                ActionSpace::Discrete { n } => Tensor::randint(*n as i64, [ROWS, 1], (Kind::Float, Device::Cpu)),
+                ActionSpace::Box { low, .. } => randn(&[ROWS, low.len() as i64], 1.0),
+            });
+            let old = host_net.forward(&theta_old, &obs, ROWS as usize).distribution;
+            let mut advantages = to_host(&randn(&[ROWS], 2.0));
+            normalize_advantages(&mut advantages);
+            let mb = HostMinibatch {
+                rows: ROWS as usize,
+                old_logp: old.log_prob(&actions),
+                old_dist: Some(old),
+                value_targets: to_host(&randn(&[ROWS], 1.5)),
+                obs,
+                actions,
+                advantages,
+            };
+            let config = PpoConfig {
+                vf_clip_param: Some(1.0),
+                use_kl_loss: true,
+                ..PpoConfig::default()
+            };
+            let mut whole_grad = vec![0.0; n];
+            let whole = host_ppo_loss(&host_net, &theta, &mb, &config, 0.3, &mut whole_grad);
+            let mut split_grad = vec![0.0; n];
+            let split = host_ppo_loss_split(&host_net, &theta, &mb, &config, 0.3, &mut split_grad, &mut threads);
+            for (name, w, s) in [
+                ("total", whole.total, split.total),
+                ("policy", whole.policy_loss, split.policy_loss),
+                ("vf", whole.vf_loss, split.vf_loss),
+                ("entropy", whole.entropy, split.entropy),
+                ("kl", whole.mean_kl.unwrap(), split.mean_kl.unwrap()),
+            ] {
+                assert!((w - s).abs() <= 1e-6 * w.abs().max(1.0), "{space:?}: {name} {w} vs {s}");
+            }
+            let scale = whole_grad.iter().fold(0.0f32, |m, g| m.max(g.abs()));
+            assert!(scale > 1e-3, "{space:?}: a gradient to compare");
+            let worst = whole_grad.iter().zip(&split_grad).map(|(w, s)| (w - s).abs()).fold(0.0f32, f32::max);
+            assert!(worst <= 1e-5 * scale, "{space:?}: gradient off by {worst} (largest {scale})");
+        }
     }
 
     /// A minibatch cut on the host holds the batch rows the libtorch

@@ -5,9 +5,10 @@
 //! between them.
 //!
 //! A Learner on the CPU, alone, with a small MLP module takes its minibatch
-//! steps on the host ([`host_ppo_loss`], `host_minibatch_sgd`): the same
-//! minibatches, loss and Adam steps without libtorch's per-op dispatch,
-//! which dominates at PPO's minibatch sizes. The libtorch module stays the
+//! steps on the host ([`host_ppo_loss_split`], `host_minibatch_sgd`): the
+//! same minibatches, loss and Adam steps without libtorch's per-op dispatch,
+//! which dominates at PPO's minibatch sizes, each minibatch's rows split
+//! over the Learner's CPUs once its advantages are normalised. The libtorch module stays the
 //! model of record: GAE's values, the reported KL and everything after the
 //! update read it.
 
@@ -22,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use tch::Kind;
 
 use super::config::PpoConfig;
-use super::host_loss::{host_ppo_loss, HostBatch};
+use super::host_loss::{host_ppo_loss_split, HostBatch};
 use super::loss::{normalize_advantages, ppo_loss, Minibatch};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -55,8 +56,10 @@ impl AlgorithmLearner for PpoLearner {
     const ALGORITHM: &'static str = "PPO";
 
     fn build(config: PpoLearnerConfig) -> Self {
+        let learner = Learner::new(&config.learner);
+        learner.keep_threads_for_host_steps();
         PpoLearner {
-            learner: Learner::new(&config.learner),
+            learner,
             training: config.training,
         }
     }
@@ -124,10 +127,17 @@ impl AlgorithmLearner for PpoLearner {
                     &mut self.learner,
                     batch.len(),
                     plan,
-                    |theta, rows, grad| {
+                    |theta, rows, grad, threads| {
                         let minibatch = columns.minibatch(rows, cfg.normalize_advantages);
-                        let loss =
-                            host_ppo_loss(&module, theta, &minibatch, cfg, params.kl_coeff, grad);
+                        let loss = host_ppo_loss_split(
+                            &module,
+                            theta,
+                            &minibatch,
+                            cfg,
+                            params.kl_coeff,
+                            grad,
+                            threads,
+                        );
                         (loss.total, [loss.policy_loss, loss.vf_loss, loss.entropy])
                     },
                 )
