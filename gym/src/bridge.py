@@ -9,6 +9,7 @@ each step's observations once and never touches Python objects per element.
 import functools
 import importlib
 import json
+import sys
 import threading
 
 import gymnasium as gym
@@ -40,6 +41,33 @@ def _entry_point(env_id):
     return target if callable(target) else None
 
 
+def _uses_mujoco(name):
+    """Whether Gymnasium's registered `name` is one of its MuJoCo envs."""
+    try:
+        entry_point = gym.spec(name).entry_point
+    except Exception:  # gym.make reports an unknown id better
+        return False
+    return "mujoco" in str(getattr(entry_point, "__module__", entry_point))
+
+
+@functools.cache
+def _route_mujoco_warnings():
+    """MuJoCo appends its warnings (e.g. Gymnasium's models using a
+    deprecated attribute) to MUJOCO_LOG.TXT in the working directory, which
+    would leave that file wherever a worker runs; they go to stderr, the
+    worker's log, instead, each message once per process."""
+    import mujoco
+
+    seen = set()
+
+    def warn(message):
+        if message not in seen:
+            seen.add(message)
+            print(f"MuJoCo warning: {message}", file=sys.stderr, flush=True)
+
+    mujoco.set_mju_user_warning(warn)
+
+
 def make_env(env_id, kwargs, max_episode_steps, wrappers):
     """One sub-env: constructed, time-limited and wrapped."""
     entry_point = _entry_point(env_id)
@@ -50,6 +78,8 @@ def make_env(env_id, kwargs, max_episode_steps, wrappers):
     else:
         limit = {} if max_episode_steps is None else {"max_episode_steps": max_episode_steps}
         name = env_id.split(":", 1)[1] if ":" in env_id else env_id
+        if _uses_mujoco(name):
+            _route_mujoco_warnings()
         env = gym.make(name, **limit, **kwargs)
     for class_name, args in wrappers:
         env = getattr(gym.wrappers, class_name)(env, **args)

@@ -287,8 +287,9 @@ fn gymnasium_observations(make: &str, seed: u64, actions: &[Vec<f64>]) -> Vec<Ve
     let script = format!(
         r#"
 import json, sys
-import numpy as np, gymnasium as gym, ale_py
+import numpy as np, gymnasium as gym, ale_py, mujoco
 gym.register_envs(ale_py)
+mujoco.set_mju_user_warning(lambda message: None)  # no MUJOCO_LOG.TXT here either
 envs = gym.vector.SyncVectorEnv([lambda: {make}] * 2,
                                 autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
 rows = [envs.reset(seed={seed})[0]]
@@ -350,7 +351,7 @@ fn bridged_observations(
 /// MuJoCo and Atari envs (with Gymnasium's Atari preprocessing, which needs
 /// OpenCV, and a frame stack) through the bridge give the observations
 /// Gymnasium itself gives for the same seed and actions, as the packages
-/// `scripts/env.sh` installs them.
+/// `scripts/env.sh` installs them; MuJoCo leaves no log file behind.
 #[test]
 fn mujoco_and_atari_through_the_bridge_are_gymnasiums_own() {
     let mut rng = rand_pcg::Pcg64::seed_from_u64(3);
@@ -359,7 +360,12 @@ fn mujoco_and_atari_through_the_bridge_are_gymnasiums_own() {
     let actions: Vec<Vec<f64>> = (0..steps)
         .map(|_| (0..12).map(|_| rng.gen_range(-1.0..1.0)).collect())
         .collect();
+    // MuJoCo's warnings (Gymnasium's models use a deprecated attribute) go
+    // to the log, not to a MUJOCO_LOG.TXT in the working directory.
+    let mujoco_log = Path::new("MUJOCO_LOG.TXT");
+    let _ = std::fs::remove_file(mujoco_log);
     let bridged = bridged_observations(&gymnasium("HalfCheetah-v5"), 17, 5, &actions);
+    assert!(!mujoco_log.exists(), "MuJoCo wrote its log file");
     let expected = gymnasium_observations(r#"gym.make("HalfCheetah-v5")"#, 5, &actions);
     assert_eq!(bridged, expected, "HalfCheetah-v5");
 
