@@ -8,7 +8,10 @@
 //! the native backend applies oxray-envs' Rust wrapper of that name, the
 //! gymnasium backend the Python class. Arguments are typed and checked when
 //! the config is read (unknown names and keys are errors with the YAML line),
-//! not when a worker first builds the env.
+//! not when a worker first builds the env. Any other Python wrapper, a
+//! package's or your own, is named `module:Class` (minigrid's
+//! `{minigrid.wrappers:ImgObsWrapper: {}}`); its keyword arguments go to it
+//! as written, and Python checks them when the env is built.
 
 use crate::env::Env;
 use crate::error::EnvError;
@@ -33,6 +36,12 @@ pub enum WrapperConfig {
     /// `FilterObservation(filter_keys)`: keeps these keys of a Dict
     /// observation; gymnasium backend only.
     FilterObservation(Vec<String>),
+    /// A Python wrapper class named `module:Class`, with its keyword
+    /// arguments; gymnasium backend only.
+    Python {
+        class: String,
+        kwargs: serde_json::Map<String, serde_json::Value>,
+    },
 }
 
 /// The wrapper names the config accepts.
@@ -108,9 +117,10 @@ pub struct RescaleActionArgs {
 }
 
 impl WrapperConfig {
-    /// The config name (`frame_stack`).
-    pub fn name(&self) -> &'static str {
+    /// The config name (`frame_stack`, or a Python wrapper's `module:Class`).
+    pub fn name(&self) -> &str {
         match self {
+            WrapperConfig::Python { class, .. } => class,
             WrapperConfig::AtariPreprocessing(_) => "atari_preprocessing",
             WrapperConfig::FrameStack(_) => "frame_stack",
             WrapperConfig::NormalizeObservation(_) => "normalize_observation",
@@ -121,9 +131,11 @@ impl WrapperConfig {
         }
     }
 
-    /// The Gymnasium class in `gymnasium.wrappers` and its keyword arguments.
-    pub fn gymnasium_class(&self) -> (&'static str, serde_json::Value) {
+    /// The Gymnasium class in `gymnasium.wrappers` (or a Python wrapper's
+    /// `module:Class`) and its keyword arguments.
+    pub fn gymnasium_class(&self) -> (&str, serde_json::Value) {
         match self {
+            WrapperConfig::Python { class, kwargs } => (class, kwargs.clone().into()),
             WrapperConfig::AtariPreprocessing(a) => ("AtariPreprocessing", args(a)),
             WrapperConfig::FrameStack(n) => (
                 "FrameStackObservation",
@@ -154,7 +166,9 @@ impl WrapperConfig {
             WrapperConfig::RescaleAction(a) => {
                 Box::new(RescaleAction::new(env, a.min_action, a.max_action)?)
             }
-            WrapperConfig::AtariPreprocessing(_) | WrapperConfig::FilterObservation(_) => {
+            WrapperConfig::AtariPreprocessing(_)
+            | WrapperConfig::FilterObservation(_)
+            | WrapperConfig::Python { .. } => {
                 return Err(EnvError::Unsupported {
                     env: env.id().to_string(),
                     operation: format!(
@@ -164,6 +178,31 @@ impl WrapperConfig {
                 })
             }
         })
+    }
+}
+
+/// A Python wrapper entry, its name checked to be `module:Class`.
+fn python_wrapper<E: de::Error>(
+    name: &str,
+    kwargs: serde_json::Map<String, serde_json::Value>,
+) -> Result<WrapperConfig, E> {
+    let identifier = |part: &str| {
+        !part.is_empty()
+            && part.split('.').all(|word| {
+                !word.is_empty() && word.chars().all(|c| c.is_alphanumeric() || c == '_')
+            })
+    };
+    match name.split_once(':') {
+        Some((module, class)) if identifier(module) && identifier(class) => {
+            Ok(WrapperConfig::Python {
+                class: name.to_string(),
+                kwargs,
+            })
+        }
+        _ => Err(E::custom(format!(
+            "wrapper `{name}`: a Python wrapper is named `module:Class`, e.g. \
+             `minigrid.wrappers:ImgObsWrapper`"
+        ))),
     }
 }
 
@@ -186,6 +225,7 @@ impl Serialize for WrapperConfig {
             WrapperConfig::ClipAction(a) => map.serialize_entry(self.name(), a)?,
             WrapperConfig::RescaleAction(a) => map.serialize_entry(self.name(), a)?,
             WrapperConfig::FilterObservation(keys) => map.serialize_entry(self.name(), keys)?,
+            WrapperConfig::Python { kwargs, .. } => map.serialize_entry(self.name(), kwargs)?,
         }
         map.end()
     }
@@ -204,6 +244,9 @@ impl<'de> Deserialize<'de> for WrapperConfig {
             }
 
             fn visit_str<E: de::Error>(self, name: &str) -> Result<WrapperConfig, E> {
+                if name.contains(':') {
+                    return python_wrapper(name, serde_json::Map::new());
+                }
                 Ok(match name {
                     "atari_preprocessing" => {
                         WrapperConfig::AtariPreprocessing(AtariPreprocessingArgs::default())
@@ -240,6 +283,10 @@ impl<'de> Deserialize<'de> for WrapperConfig {
                     Ok(map.next_value::<Option<T>>()?.unwrap_or_default())
                 }
                 let wrapper = match name.as_str() {
+                    python if python.contains(':') => {
+                        let kwargs = map.next_value::<Option<_>>()?.unwrap_or_default();
+                        python_wrapper(python, kwargs)?
+                    }
                     "atari_preprocessing" => {
                         WrapperConfig::AtariPreprocessing(read_args(&mut map)?)
                     }

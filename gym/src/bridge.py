@@ -82,8 +82,17 @@ def make_env(env_id, kwargs, max_episode_steps, wrappers):
             _route_mujoco_warnings()
         env = gym.make(name, **limit, **kwargs)
     for class_name, args in wrappers:
-        env = getattr(gym.wrappers, class_name)(env, **args)
+        env = _wrapper_class(class_name)(env, **args)
     return env
+
+
+def _wrapper_class(name):
+    """Gymnasium's wrapper class `name`, or the class a `module:Class`
+    name imports."""
+    if ":" not in name:
+        return getattr(gym.wrappers, name)
+    module_name, class_name = name.split(":", 1)
+    return getattr(importlib.import_module(module_name), class_name)
 
 
 def _bounds(array):

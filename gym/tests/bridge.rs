@@ -255,6 +255,38 @@ fn minigrid_with_filtered_dict_observations() {
     envs.step(Actions::Discrete(&[2, 1])).unwrap();
 }
 
+/// A wrapper named `module:Class` is imported from its package: minigrid's
+/// `ImgObsWrapper` leaves the 7x7x3 `uint8` image, the rank-3 byte box
+/// that gets a CNN; on a native env the same entry is an error naming it.
+#[test]
+fn a_python_wrapper_is_imported_by_its_module_and_class() {
+    let mut config = gymnasium("MiniGrid-Empty-5x5-v0");
+    config.wrappers = vec![WrapperConfig::Python {
+        class: "minigrid.wrappers:ImgObsWrapper".into(),
+        kwargs: Default::default(),
+    }];
+    let mut envs = make_vec(&config, 2, AutoresetMode::SameStep).unwrap();
+    let Space::Box(image) = envs.single_observation_space() else {
+        panic!("an image box, got {:?}", envs.single_observation_space());
+    };
+    assert_eq!(image.shape(), [7, 7, 3]);
+    assert_eq!(image.dtype(), oxray_envs::DType::U8);
+    let obs = envs.reset(Some(0)).unwrap().to_owned();
+    assert!(obs.iter().any(|&x| x > 0.0) && obs.iter().all(|&x| x.fract() == 0.0));
+
+    let mut native = EnvConfig::new("CartPole-v1");
+    native.wrappers = config.wrappers.clone();
+    let Err(error) = make_vec(&native, 1, AutoresetMode::SameStep) else {
+        panic!("a Python wrapper around a native env");
+    };
+    let message = error.to_string();
+    assert!(
+        message.contains("minigrid.wrappers:ImgObsWrapper"),
+        "{message}"
+    );
+    assert!(message.contains("backend: gymnasium"), "{message}");
+}
+
 #[test]
 fn gymnasium_wrappers_apply_to_every_sub_env() {
     let mut config = gymnasium("Pendulum-v1");

@@ -85,6 +85,50 @@ fn an_unknown_wrapper_names_it_the_known_ones_and_the_line() {
     assert!(error.contains("line 5"), "{error}");
 }
 
+/// Any Python wrapper is `module:Class`, bare or with keyword arguments
+/// passed as written; a name not of that form is an error saying so, with
+/// the line.
+#[test]
+fn a_python_wrapper_is_named_module_and_class() {
+    let env = parse(
+        "env:\n  id: MiniGrid-Empty-5x5-v0\n  wrappers:\n    - minigrid.wrappers:ImgObsWrapper\n    \
+         - {my_pkg.wrappers:Shaped: {scale: 0.5, keys: [a, b]}}",
+        &[],
+    )
+    .unwrap()
+    .env;
+    let kwargs = serde_json::json!({"scale": 0.5, "keys": ["a", "b"]});
+    assert_eq!(
+        env.wrappers,
+        vec![
+            WrapperConfig::Python {
+                class: "minigrid.wrappers:ImgObsWrapper".into(),
+                kwargs: Default::default(),
+            },
+            WrapperConfig::Python {
+                class: "my_pkg.wrappers:Shaped".into(),
+                kwargs: kwargs.as_object().unwrap().clone(),
+            },
+        ]
+    );
+    let config = parse(
+        "env:\n  id: MiniGrid-Empty-5x5-v0\n  wrappers: [{my_pkg.wrappers:Shaped: {scale: 0.5}}]",
+        &[],
+    )
+    .unwrap();
+    let again = ExperimentConfig::parse(&config.to_yaml(), "params.yaml", &[]).unwrap();
+    assert_eq!(again, config);
+    for bad in ["my_pkg.wrappers:", ":Shaped", "my pkg:Shaped", "a..b:C"] {
+        let error = parse(
+            &format!("env:\n  id: MiniGrid-Empty-5x5-v0\n  wrappers:\n    - \"{bad}\""),
+            &[],
+        )
+        .unwrap_err();
+        assert!(error.contains("named `module:Class`"), "{bad}: {error}");
+        assert!(error.contains("line 5"), "{bad}: {error}");
+    }
+}
+
 #[test]
 fn an_unknown_wrapper_argument_names_it_and_the_line() {
     let error = parse(
