@@ -125,36 +125,42 @@ impl HostPpoLoss {
     }
 }
 
+/// The network PPO's loss is taken at, its parameters, the config's
+/// coefficients and the KL coefficient β of this update.
+#[derive(Clone, Copy)]
+pub struct HostPpoPolicy<'a> {
+    pub module: &'a HostActorCritic,
+    pub params: &'a [f32],
+    pub config: &'a PpoConfig,
+    pub kl_coeff: f64,
+}
+
 /// The loss over a minibatch split by rows over the Learner's `threads`
 /// (its advantages normalised over all of it first, so each row's term is
 /// the same wherever it runs): [`host_ppo_loss`] on each share, combined.
 pub fn host_ppo_loss_split(
-    module: &HostActorCritic,
-    params: &[f32],
+    policy: HostPpoPolicy,
     mb: &HostMinibatch,
-    config: &PpoConfig,
-    kl_coeff: f64,
     grad: &mut [f32],
     threads: &mut HostThreads,
 ) -> HostPpoLoss {
     // Per row: both encoders' forward and backward passes.
-    let work_per_row = 3 * params.len();
+    let work_per_row = 3 * policy.params.len();
     let shares = threads.mean_over_rows(mb.rows, work_per_row, grad, |rows, grad| {
-        host_ppo_loss(module, params, &mb.rows(rows), config, kl_coeff, grad)
+        host_ppo_loss(policy, &mb.rows(rows), grad)
     });
     HostPpoLoss::mean_of(shares)
 }
 
-/// L = −L^CLIP + c_vf·L^VF − c_ent·S + β·KL on minibatch `mb` at parameters
-/// `params`; adds ∂L/∂θ into `grad` (laid out as `params`).
-pub fn host_ppo_loss(
-    module: &HostActorCritic,
-    params: &[f32],
-    mb: &HostMinibatch,
-    config: &PpoConfig,
-    kl_coeff: f64,
-    grad: &mut [f32],
-) -> HostPpoLoss {
+/// L = −L^CLIP + c_vf·L^VF − c_ent·S + β·KL on minibatch `mb` at the
+/// policy's parameters; adds ∂L/∂θ into `grad` (laid out as the parameters).
+pub fn host_ppo_loss(policy: HostPpoPolicy, mb: &HostMinibatch, grad: &mut [f32]) -> HostPpoLoss {
+    let HostPpoPolicy {
+        module,
+        params,
+        config,
+        kl_coeff,
+    } = policy;
     let b = mb.rows as f32;
     let forward = module.forward(params, &mb.obs, mb.rows);
     let pi = &forward.distribution;
@@ -361,7 +367,13 @@ mod tests {
                             value_targets: to_host(&value_targets),
                         };
                         let mut host_grad = vec![0.0; n as usize];
-                        let host = host_ppo_loss(&host_net, &theta, &host_mb, &config, 0.3, &mut host_grad);
+                        let policy = HostPpoPolicy {
+                            module: &host_net,
+                            params: &theta,
+                            config: &config,
+                            kl_coeff: 0.3,
+                        };
+                        let host = host_ppo_loss(policy, &host_mb, &mut host_grad);
 
                         let scalar = |t: &Tensor| t.double_value(&[]);
                         for (name, t, h) in [
@@ -434,9 +446,15 @@ mod tests {
                 ..PpoConfig::default()
             };
             let mut whole_grad = vec![0.0; n];
-            let whole = host_ppo_loss(&host_net, &theta, &mb, &config, 0.3, &mut whole_grad);
+            let policy = HostPpoPolicy {
+                module: &host_net,
+                params: &theta,
+                config: &config,
+                kl_coeff: 0.3,
+            };
+            let whole = host_ppo_loss(policy, &mb, &mut whole_grad);
             let mut split_grad = vec![0.0; n];
-            let split = host_ppo_loss_split(&host_net, &theta, &mb, &config, 0.3, &mut split_grad, &mut threads);
+            let split = host_ppo_loss_split(policy, &mb, &mut split_grad, &mut threads);
             for (name, w, s) in [
                 ("total", whole.total, split.total),
                 ("policy", whole.policy_loss, split.policy_loss),

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use tch::Kind;
 
 use super::config::PpoConfig;
-use super::host_loss::{host_ppo_loss_split, HostBatch};
+use super::host_loss::{host_ppo_loss_split, HostBatch, HostPpoPolicy};
 use super::loss::{normalize_advantages, ppo_loss, Minibatch};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -129,15 +129,13 @@ impl AlgorithmLearner for PpoLearner {
                     plan,
                     |theta, rows, grad, threads| {
                         let minibatch = columns.minibatch(rows, cfg.normalize_advantages);
-                        let loss = host_ppo_loss_split(
-                            &module,
-                            theta,
-                            &minibatch,
-                            cfg,
-                            params.kl_coeff,
-                            grad,
-                            threads,
-                        );
+                        let policy = HostPpoPolicy {
+                            module: &module,
+                            params: theta,
+                            config: cfg,
+                            kl_coeff: params.kl_coeff,
+                        };
+                        let loss = host_ppo_loss_split(policy, &minibatch, grad, threads);
                         (loss.total, [loss.policy_loss, loss.vf_loss, loss.entropy])
                     },
                 )

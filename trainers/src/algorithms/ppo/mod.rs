@@ -15,7 +15,9 @@ mod learner;
 mod loss;
 
 pub use config::PpoConfig;
-pub use host_loss::{host_ppo_loss, host_ppo_loss_split, HostBatch, HostMinibatch, HostPpoLoss};
+pub use host_loss::{
+    host_ppo_loss, host_ppo_loss_split, HostBatch, HostMinibatch, HostPpoLoss, HostPpoPolicy,
+};
 pub use learner::{PpoLearner, PpoLearnerConfig, UpdateParams};
 pub use loss::{normalize_advantages, ppo_loss, Minibatch, PpoLoss};
 
