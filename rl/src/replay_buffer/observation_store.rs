@@ -87,11 +87,15 @@ impl ObservationColumns {
                 let rows = slot * k..(slot + 1) * k;
                 // Inserted before the old ones go, so a plane both use is
                 // kept rather than freed and written again.
-                let old: Vec<u32> = obs_slots[rows.clone()]
-                    .iter()
-                    .chain(&next_slots[rows.clone()])
-                    .copied()
-                    .collect();
+                let old: Vec<u32> = if occupied {
+                    obs_slots[rows.clone()]
+                        .iter()
+                        .chain(&next_slots[rows.clone()])
+                        .copied()
+                        .collect()
+                } else {
+                    Vec::new()
+                };
                 for (column, values) in [(&mut *obs_slots, obs), (&mut *next_slots, next_obs)] {
                     for (plane_slot, plane) in column[rows.clone()]
                         .iter_mut()
@@ -100,10 +104,8 @@ impl ObservationColumns {
                         *plane_slot = planes.insert(plane);
                     }
                 }
-                if occupied {
-                    for plane_slot in old {
-                        planes.release(plane_slot);
-                    }
+                for plane_slot in old {
+                    planes.release(plane_slot);
                 }
             }
         }
