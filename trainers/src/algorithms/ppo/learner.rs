@@ -8,9 +8,9 @@
 //! steps on the host ([`host_ppo_loss_split`], `host_minibatch_sgd`): the
 //! same minibatches, loss and Adam steps without libtorch's per-op dispatch,
 //! which dominates at PPO's minibatch sizes, each minibatch's rows split
-//! over the Learner's CPUs once its advantages are normalised. The libtorch module stays the
-//! model of record: GAE's values, the reported KL and everything after the
-//! update read it.
+//! over the Learner's CPUs once its advantages are normalised. The libtorch
+//! module stays the model of record: GAE's values, the reported KL and
+//! everything after the update read it.
 
 use oxray_rl::gae::{compute_gae, ValueInputs};
 use oxray_rl::learner::{Learner, LearnerConfig};
