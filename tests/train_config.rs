@@ -5,6 +5,7 @@
 mod train_support;
 
 use oxray_trainers::algorithms::AlgorithmConfig;
+use oxray_trainers::config::StopConfig;
 use oxray_trainers::ExperimentConfig;
 use train_support::{assert_clean_error, Scratch, SMALL_PPO};
 
@@ -26,6 +27,32 @@ fn defaults_fill_in_and_overrides_apply() {
     assert_eq!(config.reporting.metrics_num_episodes_for_smoothing, 100);
     // auto fragment length: 256 steps over 8 envs
     assert_eq!(config.rollout_fragment_length(), 32);
+}
+
+/// Ray Tune's stop keys (the result names a run's `done:` line prints) mean
+/// the same criteria as oxray's own, in a file and in `--set`; giving one
+/// criterion under both names is refused.
+#[test]
+fn stop_criteria_take_the_result_names_too() {
+    let without_stop = SMALL_PPO.replace("stop:\n  iterations: 2\n", "");
+    for (criterion, result) in StopConfig::RESULT_KEYS {
+        let by_criterion = parse(&without_stop, &[&format!("stop.{criterion}=7")]).unwrap();
+        assert_ne!(by_criterion.stop, StopConfig::default(), "{criterion}");
+        let in_file = format!("{without_stop}stop:\n  {result}: 7\n");
+        assert_eq!(
+            parse(&in_file, &[]).unwrap().stop,
+            by_criterion.stop,
+            "{result}"
+        );
+        let by_result = parse(&without_stop, &[&format!("stop.{result}=7")]).unwrap();
+        assert_eq!(by_result.stop, by_criterion.stop, "--set stop.{result}");
+        let both = format!("{without_stop}stop:\n  {criterion}: 7\n  {result}: 8\n");
+        let error = parse(&both, &[]).unwrap_err();
+        assert!(
+            error.contains(&format!("duplicate field `{criterion}`")),
+            "{error}"
+        );
+    }
 }
 
 /// RLlib's `num_cpus_per_learner`: `auto` reserves one CPU for a CPU

@@ -15,6 +15,7 @@ use std::path::Path;
 
 use oxray_envs::EnvConfig;
 use oxray_rl::checkpoint::Checkpoint;
+use oxray_rl::metrics;
 use oxray_rl::rl_module::ModelConfig;
 use serde::{Deserialize, Serialize};
 
@@ -235,14 +236,41 @@ impl LearnersConfig {
     }
 }
 
-/// Stop criteria; the first one reached ends the run, as in RLlib.
+/// Stop criteria; the first one reached ends the run, as in RLlib. Each is
+/// also accepted under the name of the result it is compared with (Ray
+/// Tune's `stop` keys, and what the run's `done:` line prints), so a stop
+/// dict from an RLlib script carries over.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StopConfig {
+    #[serde(alias = "env_runners/episode_return_mean")]
     pub episode_return_mean: Option<f64>,
+    #[serde(alias = "num_env_steps_sampled_lifetime")]
     pub env_steps: Option<u64>,
+    #[serde(alias = "training_iteration")]
     pub iterations: Option<u64>,
+    #[serde(alias = "time_total_s")]
     pub time_s: Option<f64>,
+}
+
+impl StopConfig {
+    /// Each criterion's key beside the result key it is compared with,
+    /// which the serde aliases above accept in a file and
+    /// [`ExperimentConfig::with_override`] accepts in `--set stop.KEY=…`.
+    pub const RESULT_KEYS: [(&'static str, &'static str); 4] = [
+        ("episode_return_mean", metrics::EPISODE_RETURN_MEAN),
+        ("env_steps", metrics::NUM_ENV_STEPS_SAMPLED_LIFETIME),
+        ("iterations", metrics::TRAINING_ITERATION),
+        ("time_s", metrics::TIME_TOTAL_S),
+    ];
+
+    /// The criterion's own key for `key`, which may be a result key.
+    fn criterion_key(key: &str) -> &str {
+        Self::RESULT_KEYS
+            .iter()
+            .find(|(_, result)| *result == key)
+            .map_or(key, |(criterion, _)| criterion)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -383,6 +411,10 @@ impl ExperimentConfig {
         // Applied to the config as YAML, not JSON: JSON has no NaN, so a NaN
         // elsewhere in the file would turn into null and be blamed on its type.
         let mut tree = serde_yaml_ng::to_value(self).expect("configs serialize");
+        let key = match key.split_once('.') {
+            Some(("stop", criterion)) => format!("stop.{}", StopConfig::criterion_key(criterion)),
+            _ => key.to_string(),
+        };
         let mut slot = &mut tree;
         for part in key.split('.') {
             slot = slot
