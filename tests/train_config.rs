@@ -4,6 +4,8 @@
 
 mod train_support;
 
+use std::path::PathBuf;
+
 use oxray_trainers::algorithms::AlgorithmConfig;
 use oxray_trainers::config::StopConfig;
 use oxray_trainers::ExperimentConfig;
@@ -187,6 +189,27 @@ fn out_of_range_value_names_key_and_line() {
             "{error}"
         );
     }
+    // Each of two related keys is named when it is the wrong one.
+    for (config, assignment, named) in [
+        (
+            SMALL_PPO,
+            "training.kl_target=0",
+            "training.kl_target: must be positive",
+        ),
+        (
+            SMALL_PPO,
+            "training.kl_coeff=-1",
+            "training.kl_coeff: must not be negative",
+        ),
+        (
+            dqn,
+            "training.replay_buffer_config={type: PrioritizedEpisodeReplayBuffer, beta: -1}",
+            "training.replay_buffer_config.beta: must not be negative",
+        ),
+    ] {
+        let error = parse(config, &[assignment]).unwrap_err();
+        assert!(error.contains(named), "{assignment}: {error}");
+    }
     let error = parse(SMALL_PPO, &["learners.num_cpus_per_learner=-1"]).unwrap_err();
     assert!(
         error.contains(
@@ -327,4 +350,113 @@ fn a_learner_runs_as_many_torch_threads_as_its_cpus() {
             "{num_learners} Learners of {cpus} CPUs: {stdout}"
         );
     }
+}
+
+/// A grid search runs every trial into a directory of its own with its
+/// values in params.yaml; a trial that fails does not stop the others, and
+/// the sweep then fails with the table showing which one it was.
+#[test]
+fn a_grid_search_trains_each_trial_and_reports_the_one_that_failed() {
+    let scratch = Scratch::new();
+    scratch.write(
+        "sweep.yaml",
+        &SMALL_PPO
+            .replace("lr: 1.0e-3", "lr: {grid_search: [1.0e-3, 3.0e-4]}")
+            .replace("iterations: 2", "training_iteration: 1"),
+    );
+    let output = scratch.oxray(&[
+        "train",
+        "sweep.yaml",
+        "--set",
+        "env={grid_search: [CartPole-v1, MountainCar-v0]}",
+    ]);
+    let stdout = train_support::stdout(&output);
+    assert!(
+        output.status.success(),
+        "{}",
+        train_support::stderr(&output)
+    );
+    let runs: Vec<PathBuf> = [
+        "0_lr=0.001,env=CartPole-v1",
+        "1_lr=0.001,env=MountainCar-v0",
+    ]
+    .iter()
+    .chain(&[
+        "2_lr=0.0003,env=CartPole-v1",
+        "3_lr=0.0003,env=MountainCar-v0",
+    ])
+    .map(|trial| {
+        let runs = scratch.runs(&format!("sweep/{trial}"));
+        assert_eq!(runs.len(), 1, "{trial}: {stdout}");
+        runs[0].clone()
+    })
+    .collect();
+    for (run, (lr, env)) in runs.iter().zip([
+        ("0.001", "CartPole-v1"),
+        ("0.001", "MountainCar-v0"),
+        ("0.0003", "CartPole-v1"),
+        ("0.0003", "MountainCar-v0"),
+    ]) {
+        let params = std::fs::read_to_string(run.join("params.yaml")).unwrap();
+        let config = ExperimentConfig::parse(&params, "params.yaml", &[]).unwrap();
+        assert_eq!(config.env.id, env, "{}", run.display());
+        match config.training {
+            AlgorithmConfig::Ppo(training) => assert_eq!(training.lr, lr.parse::<f64>().unwrap()),
+            other => panic!("{other:?}"),
+        }
+        assert!(run.join("checkpoints").join("latest").exists());
+    }
+    assert_eq!(stdout.matches("TERMINATED").count(), 4, "{stdout}");
+
+    // An env that cannot be made fails its trials when they start; the
+    // others train, and the sweep exits 1 naming how many failed.
+    let output = scratch.oxray(&[
+        "train",
+        "sweep.yaml",
+        "--name",
+        "half",
+        "--set",
+        "env={grid_search: [CartPole-v1, no_such_module:Env]}",
+    ]);
+    let (stdout, stderr) = (
+        train_support::stdout(&output),
+        train_support::stderr(&output),
+    );
+    assert_eq!(output.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        stderr.contains("error: trial lr=0.001,env=no_such_module:Env: "),
+        "{stderr}"
+    );
+    assert!(stderr.contains("error: 2 of 4 trials failed"), "{stderr}");
+    assert_eq!(stdout.matches("TERMINATED").count(), 2, "{stdout}");
+    assert_eq!(stdout.matches("ERROR").count(), 2, "{stdout}");
+    assert_eq!(scratch.runs("half/0_lr=0.001,env=CartPole-v1").len(), 1);
+    assert!(scratch
+        .runs("half/1_lr=0.001,env=no_such_module:Env")
+        .is_empty());
+}
+
+/// A value no trial may have is refused before any trial starts, naming
+/// the trial, the key and its line; `--resume` takes one run, not a sweep.
+#[test]
+fn a_grid_search_with_a_bad_trial_starts_none() {
+    let scratch = Scratch::new();
+    scratch.write(
+        "sweep.yaml",
+        &SMALL_PPO.replace("lr: 1.0e-3", "lr: {grid_search: [1.0e-3, -1.0]}"),
+    );
+    assert_clean_error(
+        &scratch.oxray(&["train", "sweep.yaml"]),
+        &["sweep.yaml", "trial lr=-1.0: training.lr", "line 7"],
+    );
+    assert!(!scratch.path().join("results").exists());
+    scratch.write(
+        "good.yaml",
+        &SMALL_PPO.replace("lr: 1.0e-3", "lr: {grid_search: [1.0e-3, 1.0e-4]}"),
+    );
+    assert_clean_error(
+        &scratch.oxray(&["train", "good.yaml", "--resume", "results/x"]),
+        &["--resume continues one run", "grid search of 2 trials"],
+    );
 }

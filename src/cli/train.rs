@@ -1,5 +1,7 @@
 //! `oxray train`: run an experiment config to its stop criterion, showing
-//! progress, and print where the run directory is.
+//! progress, and print where the run directory is; a config with
+//! `grid_search` values runs each of its trials in turn
+//! ([`oxray_trainers::grid_search`]).
 //!
 //! The embedded single-node cluster is started only when the config asks for
 //! remote EnvRunners or Learners (or `--address` names a cluster): a config
@@ -11,7 +13,8 @@ use std::path::PathBuf;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use oxray_rl::metrics::{self, Metrics};
-use oxray_trainers::run::{run, RunEvent, RunOptions};
+use oxray_trainers::grid_search::{self, Trial};
+use oxray_trainers::run::{run, RunEvent, RunOptions, RunSummary};
 use oxray_trainers::ExperimentConfig;
 
 #[derive(Debug, Args)]
@@ -38,7 +41,14 @@ pub struct TrainArgs {
 }
 
 pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
-    let config = ExperimentConfig::load(&args.config, &args.set)?;
+    let trials = grid_search::load(&args.config, &args.set)?;
+    if trials.len() > 1 && args.resume.is_some() {
+        anyhow::bail!(
+            "--resume continues one run, and this config is a grid search of {} trials: \
+             resume each trial's run with a config without grid_search",
+            trials.len()
+        );
+    }
     let name = args.name.unwrap_or_else(|| {
         args.config
             .file_stem()
@@ -47,13 +57,13 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
     // Inside `oxray symmetric-run` or an sbatch job the cluster is in the
     // environment.
     let address = args.address.or_else(|| std::env::var("OXRAY_ADDRESS").ok());
-    let uses_actors = config.env_runners.num_env_runners > 0
-        || config.evaluation.num_env_runners > 0
-        || config.learners.num_learners > 0;
-    if uses_actors && address.is_none() {
-        check_actors_fit_cores(&config)?;
+    if address.is_none() {
+        for trial in trials.iter().filter(|trial| uses_actors(&trial.config)) {
+            check_actors_fit_cores(&trial.config)?;
+        }
     }
-    if uses_actors || address.is_some() {
+    let hosts_cluster = trials.iter().any(|trial| uses_actors(&trial.config));
+    if hosts_cluster || address.is_some() {
         let mut options = oxray_core::InitOptions::default();
         if args.no_ship {
             options = options.ship_executable(oxray_core::ShipExecutable::Never);
@@ -63,13 +73,37 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
         }
         oxray_core::init(options)?;
     }
+    let outcome = match <[Trial; 1]>::try_from(trials) {
+        Ok([trial]) => {
+            train_one(trial.config, name, args.resume).map(|summary| print_run(&summary))
+        }
+        Err(trials) => train_grid(trials, &name),
+    };
+    if hosts_cluster || address.is_some() {
+        oxray_core::shutdown();
+    }
+    outcome
+}
+
+fn uses_actors(config: &ExperimentConfig) -> bool {
+    config.env_runners.num_env_runners > 0
+        || config.evaluation.num_env_runners > 0
+        || config.learners.num_learners > 0
+}
+
+/// Trains one config to its stop criterion, showing progress.
+fn train_one(
+    config: ExperimentConfig,
+    name: String,
+    resume: Option<PathBuf>,
+) -> anyhow::Result<RunSummary> {
     let mut progress = Progress::new();
     let outcome = run(
         RunOptions {
             config,
             name,
             results_dir: PathBuf::from("results"),
-            resume: args.resume,
+            resume,
         },
         |event| match event {
             RunEvent::Result(result) => progress.report(result),
@@ -77,10 +111,61 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
         },
     );
     progress.finish();
-    if uses_actors || address.is_some() {
-        oxray_core::shutdown();
+    Ok(outcome?)
+}
+
+/// Trains a grid search's trials one after another, each into
+/// `results/NAME/<index>_<tag>/<timestamp>/`; a trial that fails is
+/// reported and the others still run (as Ray Tune does), then a table of
+/// all of them and an error if any failed.
+fn train_grid(trials: Vec<Trial>, name: &str) -> anyhow::Result<()> {
+    let count = trials.len();
+    let mut outcomes = Vec::with_capacity(count);
+    for (index, trial) in trials.into_iter().enumerate() {
+        say(format_args!("trial {}/{count}: {}", index + 1, trial.tag));
+        let run_name = format!("{name}/{index}_{}", trial.tag);
+        let outcome = train_one(trial.config, run_name, None);
+        match &outcome {
+            Ok(summary) => print_run(summary),
+            Err(error) => eprintln!("error: trial {}: {error:#}", trial.tag),
+        }
+        outcomes.push((trial.tag, outcome));
     }
-    let summary = outcome?;
+    say(format_args!(
+        "{:<4} {:<10} {:>6} {:>10} {:>8}  {}",
+        "#", "status", "iter", "env steps", "return", "trial"
+    ));
+    for (index, (tag, outcome)) in outcomes.iter().enumerate() {
+        match outcome {
+            Ok(summary) => {
+                let result = &summary.last_result;
+                say(format_args!(
+                    "{index:<4} {:<10} {:>6} {:>10} {:>8}  {tag}  ({})",
+                    "TERMINATED",
+                    result[metrics::TRAINING_ITERATION],
+                    result[metrics::NUM_ENV_STEPS_SAMPLED_LIFETIME],
+                    format_return(result),
+                    summary.run_dir.display()
+                ))
+            }
+            Err(_) => say(format_args!(
+                "{index:<4} {:<10} {:>6} {:>10} {:>8}  {tag}",
+                "ERROR", "-", "-", "-"
+            )),
+        }
+    }
+    let failed = outcomes
+        .iter()
+        .filter(|(_, outcome)| outcome.is_err())
+        .count();
+    if failed > 0 {
+        anyhow::bail!("{failed} of {count} trials failed (their errors are above)");
+    }
+    Ok(())
+}
+
+/// What a finished run prints: why it stopped, where its results are.
+fn print_run(summary: &RunSummary) {
     let result = &summary.last_result;
     say(format_args!(
         "done: {} after {} iterations, {} env steps, {:.1} s; return mean {}",
@@ -95,10 +180,9 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
         summary.learner_devices.join(", ")
     ));
     say(format_args!("run directory: {}", summary.run_dir.display()));
-    if let Some(checkpoint) = summary.checkpoint {
+    if let Some(checkpoint) = &summary.checkpoint {
         say(format_args!("checkpoint: {}", checkpoint.display()));
     }
-    Ok(())
 }
 
 /// The embedded node has this machine's CPUs and no other node can join it,

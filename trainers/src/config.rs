@@ -376,19 +376,49 @@ impl ExperimentConfig {
             path: origin.to_string(),
             message,
         };
-        let mut config = algorithms::decode(|| serde_yaml_ng::Deserializer::from_str(source))
+        let config = algorithms::decode(|| serde_yaml_ng::Deserializer::from_str(source))
             .map_err(|e| invalid(e.to_string()))?;
+        config.finish(source, origin, overrides)
+    }
+
+    /// Decodes a config from `document`, a variant of the YAML `source`
+    /// (one trial of a grid search), applies `overrides`, validates; range
+    /// errors give the key's line in `source`.
+    pub(crate) fn from_document(
+        document: &serde_yaml_ng::Value,
+        source: &str,
+        origin: &str,
+        overrides: &[String],
+    ) -> Result<Self, ConfigError> {
+        let config = algorithms::decode(|| document).map_err(|e| ConfigError::Invalid {
+            path: origin.to_string(),
+            message: e.to_string(),
+        })?;
+        config.finish(source, origin, overrides)
+    }
+
+    /// Applies `overrides` to a decoded config and validates it.
+    fn finish(
+        mut self,
+        source: &str,
+        origin: &str,
+        overrides: &[String],
+    ) -> Result<Self, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: origin.to_string(),
+            message,
+        };
         for assignment in overrides {
-            config = config.with_override(assignment)?;
+            self = self.with_override(assignment)?;
         }
-        config.validate().map_err(|(key, message)| {
+        self.validate().map_err(|(key, message)| {
             let location = match line_of(source, &key) {
                 Some(line) => format!(" at line {line}"),
                 None => String::new(),
             };
             invalid(format!("{key}: {message}{location}"))
         })?;
-        Ok(config)
+        Ok(self)
     }
 
     /// The config with one `dotted.key=value` applied. The key must exist in

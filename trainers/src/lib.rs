@@ -18,6 +18,7 @@ pub mod config;
 pub mod evaluate;
 pub mod evaluation;
 pub mod export;
+pub mod grid_search;
 pub mod progress;
 pub mod run;
 

@@ -95,9 +95,14 @@ impl OffPolicySettings {
                 "must be at least 1",
             ),
             (
-                replay.alpha >= 0.0 && replay.beta >= 0.0,
+                replay.alpha >= 0.0,
                 "replay_buffer_config.alpha",
-                "alpha and beta must not be negative",
+                "must not be negative",
+            ),
+            (
+                replay.beta >= 0.0,
+                "replay_buffer_config.beta",
+                "must not be negative",
             ),
             (
                 self.min_sample_timesteps_per_iteration >= 1,

@@ -72,11 +72,8 @@ impl TrainingConfig for AppoConfig {
                 "target_worker_clipping",
                 "must be positive",
             ),
-            (
-                appo.kl_coeff >= 0.0 && appo.kl_target > 0.0,
-                "kl_coeff",
-                "kl_coeff ≥ 0 and kl_target > 0",
-            ),
+            (appo.kl_coeff >= 0.0, "kl_coeff", "must not be negative"),
+            (appo.kl_target > 0.0, "kl_target", "must be positive"),
             (
                 appo.target_network_update_freq >= 1,
                 "target_network_update_freq",

@@ -94,11 +94,8 @@ impl TrainingConfig for PpoConfig {
                 "vf_loss_coeff",
                 "must not be negative",
             ),
-            (
-                self.kl_coeff >= 0.0 && self.kl_target > 0.0,
-                "kl_coeff",
-                "kl_coeff ≥ 0 and kl_target > 0",
-            ),
+            (self.kl_coeff >= 0.0, "kl_coeff", "must not be negative"),
+            (self.kl_target > 0.0, "kl_target", "must be positive"),
             (self.num_epochs >= 1, "num_epochs", "must be at least 1"),
             (
                 self.minibatch_size >= 1,
