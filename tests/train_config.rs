@@ -49,6 +49,15 @@ fn stop_criteria_take_the_result_names_too() {
         let by_result = parse(&without_stop, &[&format!("stop.{result}=7")]).unwrap();
         assert_eq!(by_result.stop, by_criterion.stop, "--set stop.{result}");
         let both = format!("{without_stop}stop:\n  {criterion}: 7\n  {result}: 8\n");
+        if criterion == "time_s" {
+            // A range error names the criterion and the line of its alias.
+            let zero = format!("{without_stop}stop:\n  {result}: 0\n");
+            let error = parse(&zero, &[]).unwrap_err();
+            assert!(
+                error.contains("stop.time_s: must be positive at line 13"),
+                "{error}"
+            );
+        }
         let error = parse(&both, &[]).unwrap_err();
         assert!(
             error.contains(&format!("duplicate field `{criterion}`")),

@@ -412,7 +412,17 @@ impl ExperimentConfig {
             self = self.with_override(assignment)?;
         }
         self.validate().map_err(|(key, message)| {
-            let location = match line_of(source, &key) {
+            // A stop criterion may be written under its result key.
+            let written_as = match key.split_once('.') {
+                Some(("stop", criterion)) => StopConfig::RESULT_KEYS
+                    .iter()
+                    .find(|(name, _)| *name == criterion)
+                    .map(|(_, result)| format!("stop.{result}")),
+                _ => None,
+            };
+            let line =
+                line_of(source, &key).or_else(|| written_as.and_then(|key| line_of(source, &key)));
+            let location = match line {
                 Some(line) => format!(" at line {line}"),
                 None => String::new(),
             };
