@@ -469,3 +469,58 @@ fn a_grid_search_with_a_bad_trial_starts_none() {
         &["--resume continues one run", "grid search of 2 trials"],
     );
 }
+
+/// Trials training at once (threads of one driver) learn exactly what they
+/// learn one after another: each Learner's initial weights follow from its
+/// seed, not from which trial drew from libtorch's generator first.
+#[test]
+fn concurrent_trials_learn_what_sequential_ones_do() {
+    let scratch = Scratch::new();
+    scratch.write(
+        "sweep.yaml",
+        &SMALL_PPO.replace("lr: 1.0e-3", "lr: {grid_search: [1.0e-3, 3.0e-4, 1.0e-4]}"),
+    );
+    let learned = |name: &str, concurrent: &str| -> Vec<Vec<String>> {
+        let output = scratch.oxray(&[
+            "train",
+            "sweep.yaml",
+            "--name",
+            name,
+            "--max-concurrent-trials",
+            concurrent,
+        ]);
+        let stdout = train_support::stdout(&output);
+        assert!(
+            output.status.success(),
+            "{}",
+            train_support::stderr(&output)
+        );
+        if concurrent != "1" {
+            assert!(stdout.contains("[trial 2] done: "), "{stdout}");
+        }
+        ["0_lr=0.001", "1_lr=0.0003", "2_lr=0.0001"]
+            .iter()
+            .map(|trial| {
+                let run = &scratch.runs(&format!("{name}/{trial}"))[0];
+                let csv = std::fs::read_to_string(run.join("progress.csv")).unwrap();
+                let mut lines = csv.lines().map(|line| line.split(',').collect::<Vec<_>>());
+                let header = lines.next().unwrap();
+                let column = |key: &str| header.iter().position(|k| *k == key).unwrap();
+                let (returns, loss) = (
+                    column("env_runners/episode_return_mean"),
+                    column("learners/default_policy/total_loss"),
+                );
+                lines
+                    .map(|row| format!("{} {}", row[returns], row[loss]))
+                    .collect()
+            })
+            .collect()
+    };
+    let one_by_one = learned("sequential", "1");
+    assert_eq!(
+        one_by_one.iter().map(Vec::len).collect::<Vec<_>>(),
+        [2, 2, 2]
+    );
+    assert_ne!(one_by_one[0], one_by_one[2], "the learning rates differ");
+    assert_eq!(learned("concurrent", "3"), one_by_one);
+}

@@ -24,7 +24,7 @@ use crate::host_threads::HostThreads;
 use crate::optim::{
     clip_grad_norm, clip_host_grad, flat_gradient, flatten_parameters, host_view, Adam,
 };
-use crate::rl_module::{ModuleSpec, RLModule};
+use crate::rl_module::{self, ModuleSpec, RLModule};
 use crate::Error;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -85,13 +85,12 @@ pub enum Step {
 impl<M: RLModule> Learner<M> {
     pub fn new(config: &LearnerConfig) -> Self {
         crate::setup_torch_process();
-        tch::manual_seed(config.seed as i64);
         let device = if config.use_gpu && tch::Cuda::is_available() {
             Device::Cuda(0)
         } else {
             Device::Cpu
         };
-        let module = M::new(&config.module, device);
+        let module = rl_module::initialise::<M>(&config.module, device, Some(config.seed as i64));
         let params = module.var_store().trainable_variables();
         let flat_params = flatten_parameters(&params);
         let adam = Adam::new(&flat_params, config.lr);

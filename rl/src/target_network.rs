@@ -6,14 +6,15 @@
 use std::ops::Deref;
 
 use crate::learner::Learner;
-use crate::rl_module::{polyak_update, RLModule};
+use crate::rl_module::{initialise, polyak_update, RLModule};
 
 pub struct TargetNetwork<M>(M);
 
 impl<M: RLModule> TargetNetwork<M> {
     /// An exact copy of `learner`'s module, on its device.
     pub fn of(learner: &Learner<M>) -> Self {
-        let target = TargetNetwork(M::new(learner.module().spec(), learner.device()));
+        let spec = learner.module().spec();
+        let target = TargetNetwork(initialise::<M>(spec, learner.device(), None));
         target.follow(learner, 1.0);
         target
     }

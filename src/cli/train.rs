@@ -9,6 +9,8 @@
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -38,6 +40,11 @@ pub struct TrainArgs {
     /// have it at the same path (a shared file system).
     #[arg(long)]
     no_ship: bool,
+    /// Trials of a grid search that train at once, each in a thread of this
+    /// driver with actors of its own (Ray Tune's `max_concurrent_trials`).
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    max_concurrent_trials: u16,
 }
 
 pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
@@ -74,10 +81,9 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
         oxray_core::init(options)?;
     }
     let outcome = match <[Trial; 1]>::try_from(trials) {
-        Ok([trial]) => {
-            train_one(trial.config, name, args.resume).map(|summary| print_run(&summary))
-        }
-        Err(trials) => train_grid(trials, &name),
+        Ok([trial]) => train_one(trial.config, name, args.resume, Progress::new())
+            .map(|summary| print_run(&summary, "")),
+        Err(trials) => train_grid(trials, &name, usize::from(args.max_concurrent_trials)),
     };
     if hosts_cluster || address.is_some() {
         oxray_core::shutdown();
@@ -91,13 +97,14 @@ fn uses_actors(config: &ExperimentConfig) -> bool {
         || config.learners.num_learners > 0
 }
 
-/// Trains one config to its stop criterion, showing progress.
+/// Trains one config to its stop criterion, showing progress with
+/// `progress`.
 fn train_one(
     config: ExperimentConfig,
     name: String,
     resume: Option<PathBuf>,
+    mut progress: Progress,
 ) -> anyhow::Result<RunSummary> {
-    let mut progress = Progress::new();
     let outcome = run(
         RunOptions {
             config,
@@ -114,28 +121,71 @@ fn train_one(
     Ok(outcome?)
 }
 
-/// Trains a grid search's trials one after another, each into
-/// `results/NAME/<index>_<tag>/<timestamp>/`; a trial that fails is
-/// reported and the others still run (as Ray Tune does), then a table of
-/// all of them and an error if any failed.
-fn train_grid(trials: Vec<Trial>, name: &str) -> anyhow::Result<()> {
+/// Trains a grid search's trials, `max_concurrent` at a time in threads of
+/// their own, each into `results/NAME/<index>_<tag>/<timestamp>/`; a trial
+/// that fails is reported and the others still run (as in Ray Tune), then
+/// a table of all of them and an error if any failed. Trials that run at
+/// once prefix their lines with `[trial N]`.
+fn train_grid(trials: Vec<Trial>, name: &str, max_concurrent: usize) -> anyhow::Result<()> {
     let count = trials.len();
-    let mut outcomes = Vec::with_capacity(count);
-    for (index, trial) in trials.into_iter().enumerate() {
-        say(format_args!("trial {}/{count}: {}", index + 1, trial.tag));
+    let concurrent = max_concurrent.min(count);
+    let next_trial = AtomicUsize::new(0);
+    let outcomes: Vec<Mutex<Option<anyhow::Result<RunSummary>>>> =
+        (0..count).map(|_| Mutex::new(None)).collect();
+    let train_next = || loop {
+        let index = next_trial.fetch_add(1, Ordering::Relaxed);
+        let Some(trial) = trials.get(index) else {
+            break;
+        };
+        let prefix = format!("[trial {index}] ");
+        let progress = if concurrent > 1 {
+            Progress::prefixed(prefix.clone())
+        } else {
+            Progress::new()
+        };
+        let prefix = if concurrent > 1 { prefix.as_str() } else { "" };
+        say(format_args!(
+            "{prefix}trial {}/{count}: {}",
+            index + 1,
+            trial.tag
+        ));
         let run_name = format!("{name}/{index}_{}", trial.tag);
-        let outcome = train_one(trial.config, run_name, None);
+        let outcome = train_one(trial.config.clone(), run_name, None, progress);
         match &outcome {
-            Ok(summary) => print_run(summary),
+            Ok(summary) => print_run(summary, prefix),
             Err(error) => eprintln!("error: trial {}: {error:#}", trial.tag),
         }
-        outcomes.push((trial.tag, outcome));
+        *outcomes[index].lock().expect("no trial thread panics") = Some(outcome);
+    };
+    if concurrent > 1 {
+        std::thread::scope(|scope| {
+            for _ in 0..concurrent {
+                std::thread::Builder::new()
+                    .name("oxray-trial".into())
+                    // The main thread's stack size: libtorch runs here.
+                    .stack_size(8 << 20)
+                    .spawn_scoped(scope, train_next)
+                    .expect("spawn a trial thread");
+            }
+        });
+    } else {
+        train_next();
     }
+    let outcomes: Vec<anyhow::Result<RunSummary>> = outcomes
+        .into_iter()
+        .map(|outcome| {
+            outcome
+                .into_inner()
+                .expect("no trial thread panics")
+                .expect("every trial ran")
+        })
+        .collect();
     say(format_args!(
         "{:<4} {:<10} {:>6} {:>10} {:>8}  {}",
         "#", "status", "iter", "env steps", "return", "trial"
     ));
-    for (index, (tag, outcome)) in outcomes.iter().enumerate() {
+    for (index, (trial, outcome)) in trials.iter().zip(&outcomes).enumerate() {
+        let tag = &trial.tag;
         match outcome {
             Ok(summary) => {
                 let result = &summary.last_result;
@@ -154,21 +204,19 @@ fn train_grid(trials: Vec<Trial>, name: &str) -> anyhow::Result<()> {
             )),
         }
     }
-    let failed = outcomes
-        .iter()
-        .filter(|(_, outcome)| outcome.is_err())
-        .count();
+    let failed = outcomes.iter().filter(|outcome| outcome.is_err()).count();
     if failed > 0 {
         anyhow::bail!("{failed} of {count} trials failed (their errors are above)");
     }
     Ok(())
 }
 
-/// What a finished run prints: why it stopped, where its results are.
-fn print_run(summary: &RunSummary) {
+/// What a finished run prints: why it stopped, where its results are;
+/// each line after `prefix`.
+fn print_run(summary: &RunSummary, prefix: &str) {
     let result = &summary.last_result;
     say(format_args!(
-        "done: {} after {} iterations, {} env steps, {:.1} s; return mean {}",
+        "{prefix}done: {} after {} iterations, {} env steps, {:.1} s; return mean {}",
         summary.stop_reason,
         result[metrics::TRAINING_ITERATION],
         result[metrics::NUM_ENV_STEPS_SAMPLED_LIFETIME],
@@ -176,12 +224,15 @@ fn print_run(summary: &RunSummary) {
         format_return(result),
     ));
     say(format_args!(
-        "learner device: {}",
+        "{prefix}learner device: {}",
         summary.learner_devices.join(", ")
     ));
-    say(format_args!("run directory: {}", summary.run_dir.display()));
+    say(format_args!(
+        "{prefix}run directory: {}",
+        summary.run_dir.display()
+    ));
     if let Some(checkpoint) = &summary.checkpoint {
-        say(format_args!("checkpoint: {}", checkpoint.display()));
+        say(format_args!("{prefix}checkpoint: {}", checkpoint.display()));
     }
 }
 
@@ -209,10 +260,11 @@ fn check_actors_fit_cores(config: &ExperimentConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A progress bar on a terminal, one plain line per iteration otherwise.
+/// A progress bar on a terminal, one plain line per iteration otherwise
+/// (after a prefix that tells trials running at once apart).
 enum Progress {
     Bar(ProgressBar),
-    Lines,
+    Lines { prefix: String },
 }
 
 impl Progress {
@@ -225,8 +277,13 @@ impl Progress {
             );
             Progress::Bar(bar)
         } else {
-            Progress::Lines
+            Progress::prefixed(String::new())
         }
+    }
+
+    /// Plain lines after `prefix`, for one of several runs at once.
+    fn prefixed(prefix: String) -> Self {
+        Progress::Lines { prefix }
     }
 
     fn report(&mut self, result: &Metrics) {
@@ -243,7 +300,7 @@ impl Progress {
                 bar.set_message(line);
                 bar.tick();
             }
-            Progress::Lines => say(format_args!("{line}")),
+            Progress::Lines { prefix } => say(format_args!("{prefix}{line}")),
         }
     }
 
@@ -251,7 +308,7 @@ impl Progress {
     fn warn(&self, warning: &str) {
         match self {
             Progress::Bar(bar) => bar.suspend(|| eprintln!("warning: {warning}")),
-            Progress::Lines => eprintln!("warning: {warning}"),
+            Progress::Lines { prefix } => eprintln!("{prefix}warning: {warning}"),
         }
     }
 

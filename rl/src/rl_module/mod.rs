@@ -71,6 +71,8 @@ pub use noisy_linear::{FactorisedNoise, NoisyLinear};
 pub use q_network::{EpsilonSchedule, HeadLayer, QNetwork, ValueSupport};
 pub use soft_actor_critic::{Part, SoftActorCritic};
 
+use std::sync::{Mutex, PoisonError};
+
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use tch::nn;
@@ -217,11 +219,29 @@ impl ModuleSpec {
     /// `env_runner::module_spec` have been checked.
     pub fn build(&self, device: Device) -> Box<dyn RLModule> {
         match self.kind {
-            ModuleKind::ActorCritic => Box::new(ActorCritic::new(self, device)),
-            ModuleKind::QNetwork { .. } => Box::new(QNetwork::new(self, device)),
-            ModuleKind::SoftActorCritic { .. } => Box::new(SoftActorCritic::new(self, device)),
+            ModuleKind::ActorCritic => Box::new(initialise::<ActorCritic>(self, device, None)),
+            ModuleKind::QNetwork { .. } => Box::new(initialise::<QNetwork>(self, device, None)),
+            ModuleKind::SoftActorCritic { .. } => {
+                Box::new(initialise::<SoftActorCritic>(self, device, None))
+            }
         }
     }
+}
+
+/// libtorch has one random generator per process, and a module's initial
+/// weights are drawn from it. Every draw at run time holds this lock, so a
+/// Learner's seeded draw is never interleaved with another thread's (trials
+/// of a grid search training at once): its weights follow from its seed.
+static WEIGHT_DRAWS: Mutex<()> = Mutex::new(());
+
+/// `M` as `spec` describes it on `device`, its weights drawn right after
+/// seeding libtorch's generator with `seed` when there is one.
+pub fn initialise<M: RLModule>(spec: &ModuleSpec, device: Device, seed: Option<i64>) -> M {
+    let _drawing = WEIGHT_DRAWS.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(seed) = seed {
+        tch::manual_seed(seed);
+    }
+    M::new(spec, device)
 }
 
 /// What every module offers, whatever its heads.
