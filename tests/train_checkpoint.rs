@@ -185,6 +185,16 @@ fn resume_continues_counters_files_and_curve() {
             file.display()
         );
     }
+
+    // Without a config, a resume continues with the one the run holds.
+    let third = scratch.oxray(&["train", "--resume", &run_arg, "--set", "stop.iterations=5"]);
+    assert!(third.status.success(), "{third:?}");
+    assert_eq!(lines(&run.join("progress.csv")).len(), 1 + 5);
+    assert_eq!(scratch.runs("small").len(), 1);
+    assert_clean_error(
+        &scratch.oxray(&["train", "--resume", "results/small"]),
+        &["cannot read config results/small/params.yaml"],
+    );
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {

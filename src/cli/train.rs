@@ -21,15 +21,18 @@ use oxray_trainers::ExperimentConfig;
 
 #[derive(Debug, Args)]
 pub struct TrainArgs {
-    /// Experiment config (YAML), e.g. configs/ppo-cartpole.yaml.
-    config: PathBuf,
+    /// Experiment config (YAML), e.g. configs/ppo-cartpole.yaml; with
+    /// --resume and no config, the run's own params.yaml.
+    #[arg(required_unless_present = "resume")]
+    config: Option<PathBuf>,
     /// Override a config key, e.g. `--set training.lr=1e-4` (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
     /// Results go to results/NAME/<timestamp>/ [default: the config file's name].
     #[arg(long)]
     name: Option<String>,
-    /// Continue the run in RUN_DIR from its latest checkpoint.
+    /// Continue the run in RUN_DIR from its latest checkpoint (as Tune's
+    /// `Tuner.restore`), with CONFIG if given, else the config it ran with.
     #[arg(long, value_name = "RUN_DIR")]
     resume: Option<PathBuf>,
     /// Join the cluster whose head listens at ADDR instead of starting one
@@ -48,7 +51,12 @@ pub struct TrainArgs {
 }
 
 pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
-    let trials = grid_search::load(&args.config, &args.set)?;
+    let config_path = match (&args.config, &args.resume) {
+        (Some(config), _) => config.clone(),
+        (None, Some(run_dir)) => run_dir.join("params.yaml"),
+        (None, None) => unreachable!("clap requires CONFIG without --resume"),
+    };
+    let trials = grid_search::load(&config_path, &args.set)?;
     if trials.len() > 1 && args.resume.is_some() {
         anyhow::bail!(
             "--resume continues one run, and this config is a grid search of {} trials: \
@@ -57,7 +65,7 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
         );
     }
     let name = args.name.unwrap_or_else(|| {
-        args.config
+        config_path
             .file_stem()
             .map_or("run".into(), |s| s.to_string_lossy().into_owned())
     });
