@@ -466,7 +466,7 @@ fn a_grid_search_with_a_bad_trial_starts_none() {
     );
     assert_clean_error(
         &scratch.oxray(&["train", "good.yaml", "--resume", "results/x"]),
-        &["--resume continues one run", "grid search of 2 trials"],
+        &["--resume continues one run", "a search of 2 trials"],
     );
 }
 
@@ -523,4 +523,62 @@ fn concurrent_trials_learn_what_sequential_ones_do() {
     );
     assert_ne!(one_by_one[0], one_by_one[2], "the learning rates differ");
     assert_eq!(learned("concurrent", "3"), one_by_one);
+}
+
+/// `--num-samples` repeats the search space, drawing each distribution
+/// anew per trial; `--search-seed` makes a search repeatable.
+#[test]
+fn sampled_trials_draw_their_values_and_the_search_seed_repeats_them() {
+    let scratch = Scratch::new();
+    scratch.write(
+        "search.yaml",
+        &SMALL_PPO
+            .replace("lr: 1.0e-3", "lr: {loguniform: [1.0e-4, 1.0e-2]}")
+            .replace("iterations: 2", "iterations: 1"),
+    );
+    let drawn_lrs = |name: &str, seed: &str| -> Vec<f64> {
+        let output = scratch.oxray(&[
+            "train",
+            "search.yaml",
+            "--name",
+            name,
+            "--num-samples",
+            "3",
+            "--search-seed",
+            seed,
+        ]);
+        assert!(
+            output.status.success(),
+            "{}",
+            train_support::stderr(&output)
+        );
+        let trials = std::fs::read_dir(scratch.path().join("results").join(name))
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned());
+        let mut trials: Vec<String> = trials.collect();
+        trials.sort();
+        trials
+            .iter()
+            .map(|trial| {
+                let run = &scratch.runs(&format!("{name}/{trial}"))[0];
+                let params = std::fs::read_to_string(run.join("params.yaml")).unwrap();
+                match ExperimentConfig::parse(&params, "params.yaml", &[])
+                    .unwrap()
+                    .training
+                {
+                    AlgorithmConfig::Ppo(training) => training.lr,
+                    other => panic!("{other:?}"),
+                }
+            })
+            .collect()
+    };
+    let first = drawn_lrs("first", "5");
+    assert_eq!(first.len(), 3);
+    assert!(
+        first.iter().all(|lr| (1e-4..1e-2).contains(lr)),
+        "{first:?}"
+    );
+    assert!(first[0] != first[1] && first[1] != first[2], "{first:?}");
+    assert_eq!(drawn_lrs("again", "5"), first);
+    assert_ne!(drawn_lrs("other", "6"), first);
 }

@@ -1,7 +1,7 @@
 //! `oxray train`: run an experiment config to its stop criterion, showing
-//! progress, and print where the run directory is; a config with
-//! `grid_search` values runs each of its trials in turn
-//! ([`oxray_trainers::grid_search`]).
+//! progress, and print where the run directory is; a config with a search
+//! space (`grid_search`, `choice`, `uniform`, ...) runs each of its trials
+//! ([`oxray_trainers::search_space`]).
 //!
 //! The embedded single-node cluster is started only when the config asks for
 //! remote EnvRunners or Learners (or `--address` names a cluster): a config
@@ -15,8 +15,8 @@ use std::sync::Mutex;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use oxray_rl::metrics::{self, Metrics};
-use oxray_trainers::grid_search::{self, Trial};
 use oxray_trainers::run::{run, RunEvent, RunOptions, RunSummary};
+use oxray_trainers::search_space::{self, Sampling, Trial};
 use oxray_trainers::ExperimentConfig;
 
 #[derive(Debug, Args)]
@@ -43,7 +43,15 @@ pub struct TrainArgs {
     /// have it at the same path (a shared file system).
     #[arg(long)]
     no_ship: bool,
-    /// Trials of a grid search that train at once, each in a thread of this
+    /// Repeat the search space this many times, drawing new values for its
+    /// distributions each time (Ray Tune's `num_samples`).
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    num_samples: u32,
+    /// Seed of the search space's draws: the same seed draws the same trials.
+    #[arg(long, value_name = "SEED", default_value_t = 0)]
+    search_seed: u64,
+    /// Trials of a search that train at once, each in a thread of this
     /// driver with actors of its own (Ray Tune's `max_concurrent_trials`).
     #[arg(long, value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u16).range(1..))]
@@ -56,11 +64,15 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
         (None, Some(run_dir)) => run_dir.join("params.yaml"),
         (None, None) => unreachable!("clap requires CONFIG without --resume"),
     };
-    let trials = grid_search::load(&config_path, &args.set)?;
+    let sampling = Sampling {
+        num_samples: args.num_samples as usize,
+        seed: args.search_seed,
+    };
+    let trials = search_space::load(&config_path, &args.set, sampling)?;
     if trials.len() > 1 && args.resume.is_some() {
         anyhow::bail!(
-            "--resume continues one run, and this config is a grid search of {} trials: \
-             resume each trial's run with a config without grid_search",
+            "--resume continues one run, and this is a search of {} trials: \
+             resume each trial's run on its own (`oxray train --resume RUN_DIR`)",
             trials.len()
         );
     }
@@ -129,7 +141,7 @@ fn train_one(
     Ok(outcome?)
 }
 
-/// Trains a grid search's trials, `max_concurrent` at a time in threads of
+/// Trains a search's trials, `max_concurrent` at a time in threads of
 /// their own, each into `results/NAME/<index>_<tag>/<timestamp>/`; a trial
 /// that fails is reported and the others still run (as in Ray Tune), then
 /// a table of all of them and an error if any failed. Trials that run at
@@ -157,7 +169,10 @@ fn train_grid(trials: Vec<Trial>, name: &str, max_concurrent: usize) -> anyhow::
             index + 1,
             trial.tag
         ));
-        let run_name = format!("{name}/{index}_{}", trial.tag);
+        let run_name = match trial.tag.as_str() {
+            "" => format!("{name}/{index}"),
+            tag => format!("{name}/{index}_{tag}"),
+        };
         let outcome = train_one(trial.config.clone(), run_name, None, progress);
         match &outcome {
             Ok(summary) => print_run(summary, prefix),

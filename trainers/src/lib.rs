@@ -10,7 +10,9 @@
 //! - `progress`: counters every algorithm keeps and reports,
 //! - `run`: the training loop; `evaluation`: evaluation during training
 //!   (`evaluation:` section); `evaluate`: policy evaluation from a
-//!   checkpoint; `export`: the policy as TorchScript.
+//!   checkpoint; `export`: the policy as TorchScript,
+//! - `search_space`: grid search and sampled values (Tune's `param_space`),
+//!   one config per trial.
 
 pub mod algorithm;
 pub mod algorithms;
@@ -18,9 +20,9 @@ pub mod config;
 pub mod evaluate;
 pub mod evaluation;
 pub mod export;
-pub mod grid_search;
 pub mod progress;
 pub mod run;
+pub mod search_space;
 
 pub use algorithm::{Algorithm, TrainError};
 pub use algorithms::build;
