@@ -406,16 +406,18 @@ fn a_grid_search_trains_each_trial_and_reports_the_one_that_failed() {
         ("0.0003", "CartPole-v1"),
         ("0.0003", "MountainCar-v0"),
     ]) {
-        let params = std::fs::read_to_string(run.join("params.yaml")).unwrap();
-        let config = ExperimentConfig::parse(&params, "params.yaml", &[]).unwrap();
+        let (config, trained_lr) = run_config(run);
         assert_eq!(config.env.id, env, "{}", run.display());
-        match config.training {
-            AlgorithmConfig::Ppo(training) => assert_eq!(training.lr, lr.parse::<f64>().unwrap()),
-            other => panic!("{other:?}"),
-        }
+        assert_eq!(trained_lr, lr.parse::<f64>().unwrap());
         assert!(run.join("checkpoints").join("latest").exists());
     }
     assert_eq!(stdout.matches("TERMINATED").count(), 4, "{stdout}");
+    // MountainCar's first 32 steps per env end no episode: no return to rank.
+    let best = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("best trial by env_runners/episode_return_mean: "))
+        .unwrap_or_else(|| panic!("no best trial in {stdout}"));
+    assert!(best.contains("env=CartPole-v1) with "), "{best}");
 
     // An env that cannot be made fails its trials when they start; the
     // others train, and the sweep exits 1 naming how many failed.
@@ -561,14 +563,7 @@ fn sampled_trials_draw_their_values_and_the_search_seed_repeats_them() {
             .iter()
             .map(|trial| {
                 let run = &scratch.runs(&format!("{name}/{trial}"))[0];
-                let params = std::fs::read_to_string(run.join("params.yaml")).unwrap();
-                match ExperimentConfig::parse(&params, "params.yaml", &[])
-                    .unwrap()
-                    .training
-                {
-                    AlgorithmConfig::Ppo(training) => training.lr,
-                    other => panic!("{other:?}"),
-                }
+                run_config(run).1
             })
             .collect()
     };
@@ -581,4 +576,15 @@ fn sampled_trials_draw_their_values_and_the_search_seed_repeats_them() {
     assert!(first[0] != first[1] && first[1] != first[2], "{first:?}");
     assert_eq!(drawn_lrs("again", "5"), first);
     assert_ne!(drawn_lrs("other", "6"), first);
+}
+
+/// The config a run directory's params.yaml holds, with its PPO lr.
+fn run_config(run: &std::path::Path) -> (ExperimentConfig, f64) {
+    let params = std::fs::read_to_string(run.join("params.yaml")).unwrap();
+    let config = ExperimentConfig::parse(&params, "params.yaml", &[]).unwrap();
+    let lr = match &config.training {
+        AlgorithmConfig::Ppo(training) => training.lr,
+        other => panic!("a PPO run's params.yaml holds {other:?}"),
+    };
+    (config, lr)
 }

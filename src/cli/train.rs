@@ -103,7 +103,7 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
     let outcome = match <[Trial; 1]>::try_from(trials) {
         Ok([trial]) => train_one(trial.config, name, args.resume, Progress::new())
             .map(|summary| print_run(&summary, "")),
-        Err(trials) => train_grid(trials, &name, usize::from(args.max_concurrent_trials)),
+        Err(trials) => train_trials(trials, &name, usize::from(args.max_concurrent_trials)),
     };
     if hosts_cluster || address.is_some() {
         oxray_core::shutdown();
@@ -144,9 +144,10 @@ fn train_one(
 /// Trains a search's trials, `max_concurrent` at a time in threads of
 /// their own, each into `results/NAME/<index>_<tag>/<timestamp>/`; a trial
 /// that fails is reported and the others still run (as in Ray Tune), then
-/// a table of all of them and an error if any failed. Trials that run at
+/// a table of all of them, the best by its final mean return (Tune's
+/// `get_best_result`), and an error if any failed. Trials that run at
 /// once prefix their lines with `[trial N]`.
-fn train_grid(trials: Vec<Trial>, name: &str, max_concurrent: usize) -> anyhow::Result<()> {
+fn train_trials(trials: Vec<Trial>, name: &str, max_concurrent: usize) -> anyhow::Result<()> {
     let count = trials.len();
     let concurrent = max_concurrent.min(count);
     let next_trial = AtomicUsize::new(0);
@@ -226,6 +227,27 @@ fn train_grid(trials: Vec<Trial>, name: &str, max_concurrent: usize) -> anyhow::
                 "ERROR", "-", "-", "-"
             )),
         }
+    }
+    let best = outcomes
+        .iter()
+        .enumerate()
+        .filter_map(|(index, outcome)| {
+            let summary = outcome.as_ref().ok()?;
+            Some((
+                index,
+                summary
+                    .last_result
+                    .get(metrics::EPISODE_RETURN_MEAN)
+                    .copied()?,
+            ))
+        })
+        .max_by(|(_, a), (_, b)| a.total_cmp(b));
+    if let Some((index, best_return)) = best {
+        say(format_args!(
+            "best trial by {}: {index} ({}) with {best_return:.1}",
+            metrics::EPISODE_RETURN_MEAN,
+            trials[index].tag
+        ));
     }
     let failed = outcomes.iter().filter(|outcome| outcome.is_err()).count();
     if failed > 0 {
