@@ -158,13 +158,16 @@ fn train_trials(trials: Vec<Trial>, name: &str, max_concurrent: usize) -> anyhow
         let Some(trial) = trials.get(index) else {
             break;
         };
-        let prefix = format!("[trial {index}] ");
-        let progress = if concurrent > 1 {
-            Progress::prefixed(prefix.clone())
+        let prefix = if concurrent > 1 {
+            format!("[trial {index}] ")
         } else {
-            Progress::new()
+            String::new()
         };
-        let prefix = if concurrent > 1 { prefix.as_str() } else { "" };
+        let progress = if prefix.is_empty() {
+            Progress::new()
+        } else {
+            Progress::prefixed(prefix.clone())
+        };
         say(format_args!(
             "{prefix}trial {}/{count}: {}",
             index + 1,
@@ -176,7 +179,7 @@ fn train_trials(trials: Vec<Trial>, name: &str, max_concurrent: usize) -> anyhow
         };
         let outcome = train_one(trial.config.clone(), run_name, None, progress);
         match &outcome {
-            Ok(summary) => print_run(summary, prefix),
+            Ok(summary) => print_run(summary, &prefix),
             Err(error) => eprintln!("error: trial {}: {error:#}", trial.tag),
         }
         *outcomes[index].lock().expect("no trial thread panics") = Some(outcome);
@@ -204,11 +207,22 @@ fn train_trials(trials: Vec<Trial>, name: &str, max_concurrent: usize) -> anyhow
                 .expect("every trial ran")
         })
         .collect();
+    print_trials(&trials, &outcomes);
+    let failed = outcomes.iter().filter(|outcome| outcome.is_err()).count();
+    if failed > 0 {
+        anyhow::bail!("{failed} of {count} trials failed (their errors are above)");
+    }
+    Ok(())
+}
+
+/// The trials' status table, as Tune prints it, and the best trial by its
+/// final mean return.
+fn print_trials(trials: &[Trial], outcomes: &[anyhow::Result<RunSummary>]) {
     say(format_args!(
         "{:<4} {:<10} {:>6} {:>10} {:>8}  {}",
         "#", "status", "iter", "env steps", "return", "trial"
     ));
-    for (index, (trial, outcome)) in trials.iter().zip(&outcomes).enumerate() {
+    for (index, (trial, outcome)) in trials.iter().zip(outcomes).enumerate() {
         let tag = &trial.tag;
         match outcome {
             Ok(summary) => {
@@ -249,11 +263,6 @@ fn train_trials(trials: Vec<Trial>, name: &str, max_concurrent: usize) -> anyhow
             trials[index].tag
         ));
     }
-    let failed = outcomes.iter().filter(|outcome| outcome.is_err()).count();
-    if failed > 0 {
-        anyhow::bail!("{failed} of {count} trials failed (their errors are above)");
-    }
-    Ok(())
 }
 
 /// What a finished run prints: why it stopped, where its results are;

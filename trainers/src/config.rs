@@ -11,8 +11,6 @@
 //! overrides were applied; they look the key up in the file to give its
 //! line.
 
-use std::path::Path;
-
 use oxray_envs::EnvConfig;
 use oxray_rl::checkpoint::Checkpoint;
 use oxray_rl::metrics;
@@ -271,6 +269,14 @@ impl StopConfig {
             .find(|(_, result)| *result == key)
             .map_or(key, |(criterion, _)| criterion)
     }
+
+    /// The result key `criterion` may also be written as.
+    fn result_key(criterion: &str) -> Option<&'static str> {
+        Self::RESULT_KEYS
+            .iter()
+            .find(|(name, _)| *name == criterion)
+            .map(|(_, result)| *result)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -360,15 +366,6 @@ pub enum DurationUnit {
 }
 
 impl ExperimentConfig {
-    /// Reads `path`, applies `overrides` (`training.lr=1e-4`), validates.
-    pub fn load(path: &Path, overrides: &[String]) -> Result<Self, ConfigError> {
-        let source = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
-            path: path.display().to_string(),
-            error,
-        })?;
-        Self::parse(&source, &path.display().to_string(), overrides)
-    }
-
     /// Parses YAML `source` (named `origin` in errors), applies `overrides`,
     /// validates.
     pub fn parse(source: &str, origin: &str, overrides: &[String]) -> Result<Self, ConfigError> {
@@ -414,10 +411,9 @@ impl ExperimentConfig {
         self.validate().map_err(|(key, message)| {
             // A stop criterion may be written under its result key.
             let written_as = match key.split_once('.') {
-                Some(("stop", criterion)) => StopConfig::RESULT_KEYS
-                    .iter()
-                    .find(|(name, _)| *name == criterion)
-                    .map(|(_, result)| format!("stop.{result}")),
+                Some(("stop", criterion)) => {
+                    StopConfig::result_key(criterion).map(|result| format!("stop.{result}"))
+                }
                 _ => None,
             };
             let line =
