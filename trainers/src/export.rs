@@ -1,8 +1,8 @@
 //! Policy export: a checkpoint's policy as a TorchScript module that plain
 //! PyTorch (or libtorch) loads without oxray: actor-critics (PPO, APPO,
 //! IMPALA), Q-networks (DQN: dueling, C51 and NoisyNets heads included),
-//! each over its MLP or its CNN for images, and SAC's squashed-Gaussian
-//! policy with its twin Q-functions.
+//! each over its MLP or its CNN for images, and SAC's squashed-Gaussian or
+//! categorical policy with its twin Q-functions.
 //!
 //! tch can load TorchScript but only trace new modules, and a traced module
 //! has a `forward` and nothing else; the exported module also needs
@@ -120,15 +120,10 @@ pub fn export_torchscript(checkpoint_path: &Path, out: &Path) -> Result<Vec<Stri
             });
             (fields, Box::new(QNetwork::new(&spec, tch::Device::Cpu)))
         }
-        ModuleKind::SoftActorCritic { .. } => {
-            if !matches!(spec.action_space, ActionSpace::Box { .. }) {
-                return Err(fail("SAC's policy needs a Box action space".into()).into());
-            }
-            (
-                json!({ "kind": "soft_actor_critic", "action": action }),
-                Box::new(SoftActorCritic::new(&spec, tch::Device::Cpu)),
-            )
-        }
+        ModuleKind::SoftActorCritic { .. } => (
+            json!({ "kind": "soft_actor_critic", "action": action }),
+            Box::new(SoftActorCritic::new(&spec, tch::Device::Cpu)),
+        ),
     };
     let serde_json::Value::Object(own_fields) = own_fields else {
         unreachable!("each kind's fields are built as a JSON object")

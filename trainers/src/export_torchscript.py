@@ -1,5 +1,6 @@
 """Writes an oxray policy (actor-critic or Q-network over an MLP or a CNN, or
-SAC's squashed Gaussian with its twin Q) as a TorchScript module.
+SAC's squashed Gaussian or categorical policy with its twin Q) as a
+TorchScript module.
 
 Run by `oxray export --format torchscript` with the venv's Python (which has
 torch): `python export_torchscript.py SPEC.json WEIGHTS.npz OUT.pt`. SPEC
@@ -259,17 +260,19 @@ class DuelingQ(QPolicy):
 
 
 class QFunction(nn.Module):
-    """One of SAC's Q-functions: Q(s, a) from an encoder over the
-    observation and the action in (-1, 1)^d side by side."""
+    """One of SAC's Q-functions: an encoder over the observation and
+    `action_dim` more inputs (a Box action in (-1, 1)^d side by side; none
+    for a Discrete space), and a head of `outputs` values (Q(s, a); Q(s, .)
+    of every Discrete action)."""
 
-    def __init__(self, spec, action_dim: int):
+    def __init__(self, spec, action_dim: int, outputs: int):
         super().__init__()
         self.encoder = trunk(spec, action_dim)
         width = spec["hiddens"][-1] if spec["hiddens"] else spec["obs_dim"] + action_dim
-        self.head = nn.Linear(width, 1)
+        self.head = nn.Linear(width, outputs)
 
-    def forward(self, obs_actions: torch.Tensor) -> torch.Tensor:
-        return self.head(self.encoder(obs_actions)).squeeze(-1)
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(inputs))
 
 
 class SquashedGaussianPolicy(nn.Module):
@@ -283,8 +286,8 @@ class SquashedGaussianPolicy(nn.Module):
         self.action_dim = len(low)
         self.pi = trunk(spec)
         self.pi_head = nn.Linear(spec["features"], 2 * self.action_dim)
-        self.qf = QFunction(spec, self.action_dim)
-        self.qf_twin = QFunction(spec, self.action_dim)
+        self.qf = QFunction(spec, self.action_dim, 1)
+        self.qf_twin = QFunction(spec, self.action_dim, 1)
         self.log_alpha = nn.Parameter(torch.zeros(1))
         low_t = torch.tensor(low, dtype=torch.float32)
         high_t = torch.tensor(high, dtype=torch.float32)
@@ -309,7 +312,7 @@ class SquashedGaussianPolicy(nn.Module):
     def q_values(self, obs: torch.Tensor, actions: torch.Tensor) -> List[torch.Tensor]:
         """[Q1(s, a), Q2(s, a)] for env-scale actions."""
         obs_actions = torch.cat([obs, (actions - self.center) / self.half_range], dim=-1)
-        return [self.qf(obs_actions), self.qf_twin(obs_actions)]
+        return [self.qf(obs_actions).squeeze(-1), self.qf_twin(obs_actions).squeeze(-1)]
 
     @torch.jit.export
     def value(self, obs: torch.Tensor) -> torch.Tensor:
@@ -318,10 +321,52 @@ class SquashedGaussianPolicy(nn.Module):
         return torch.min(q1, q2)
 
 
+class CategoricalSacPolicy(nn.Module):
+    """SAC's policy for a Discrete space: logits over the n actions, and
+    twin Q-functions giving Q(s, .) of every action; log alpha comes along,
+    as the checkpoint holds it."""
+
+    def __init__(self, spec):
+        super().__init__()
+        n = spec["action"]["discrete"]
+        self.pi = trunk(spec)
+        self.pi_head = nn.Linear(spec["features"], n)
+        self.qf = QFunction(spec, 0, n)
+        self.qf_twin = QFunction(spec, 0, n)
+        self.log_alpha = nn.Parameter(torch.zeros(1))
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        """The logits, as RLlib's models output a distribution's inputs."""
+        return self.pi_head(self.pi(obs))
+
+    @torch.jit.export
+    def act(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
+        """The most probable action when deterministic (what `oxray
+        evaluate` takes), else a sample."""
+        logits = self.forward(obs)
+        if deterministic:
+            return torch.argmax(logits, dim=-1)
+        return torch.multinomial(torch.softmax(logits, dim=-1), 1).squeeze(-1)
+
+    @torch.jit.export
+    def q_values(self, obs: torch.Tensor) -> List[torch.Tensor]:
+        """[Q1(s, .), Q2(s, .)], one column per action."""
+        return [self.qf(obs), self.qf_twin(obs)]
+
+    @torch.jit.export
+    def value(self, obs: torch.Tensor) -> torch.Tensor:
+        """min(Q1, Q2) of the deterministic action."""
+        q1, q2 = self.q_values(obs)
+        action = self.act(obs, True).unsqueeze(-1)
+        return torch.min(q1.gather(1, action), q2.gather(1, action)).squeeze(-1)
+
+
 def build(spec) -> nn.Module:
     if spec["kind"] == "q_network":
         return DuelingQ(spec) if spec["dueling"] else PlainQ(spec)
     if spec["kind"] == "soft_actor_critic":
+        if "discrete" in spec["action"]:
+            return CategoricalSacPolicy(spec)
         return SquashedGaussianPolicy(spec)
     return Policy(spec)
 

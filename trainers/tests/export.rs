@@ -3,7 +3,7 @@
 //! `oxray evaluate` takes (the EnvRunner's mode) exactly, and the same
 //! distribution inputs, for a Discrete and a Box action space, a DQN
 //! Q-network's Q-values (plain, dueling, C51, NoisyNets), SAC's squashed-Gaussian
-//! actions and twin Q-values, and CNN policies fed Atari frames as Gymnasium
+//! and categorical actions and twin Q-values, and CNN policies fed Atari frames as Gymnasium
 //! returns them; its parameters carry PyTorch-style names.
 
 use std::path::Path;
@@ -328,15 +328,14 @@ stop: {env_steps: 300}
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(10);
     let (mut actions, mut logp) = (vec![0.0f32; rows], vec![0.0f32; rows]);
     model.compute_actions(&obs_tensor, false, 0, &mut rng, &mut actions, &mut logp);
-    let policy = model.policy(&obs_tensor);
-    let forward = oxray_rl::to_host(&Tensor::cat(&[&policy.mean, &policy.log_std], -1));
+    let forward = oxray_rl::to_host(&model.action_dist_inputs(&obs_tensor));
     // The same env-scale actions the Python side builds (Pendulum's Box is
     // [-2, 2]), then oxray's Q-values there.
     let at: Vec<f32> = (0..rows)
         .map(|i| -1.9 + 3.8 * i as f32 / (rows - 1) as f32)
         .collect();
     let at_tensor = Tensor::from_slice(&at).view([rows as i64, 1]);
-    let (q1, q2) = model.q_values(&obs_tensor, &model.normalize_actions(&at_tensor));
+    let (q1, q2) = model.replayed_q(&obs_tensor, &at_tensor);
     let (q1, q2) = (oxray_rl::to_host(&q1), oxray_rl::to_host(&q2));
 
     let loaded = load_in_python(LOAD_SAC_IN_PYTHON, &out, &obs, spec.obs_dim(), dir.path());
@@ -365,7 +364,7 @@ stop: {env_steps: 300}
     );
     // value = min(Q1, Q2) at the deterministic action.
     let own = Tensor::from_slice(&actions).view([rows as i64, 1]);
-    let (own_q1, own_q2) = model.q_values(&obs_tensor, &model.normalize_actions(&own));
+    let (own_q1, own_q2) = model.replayed_q(&obs_tensor, &own);
     let value: Vec<f32> = oxray_rl::to_host(&own_q1.minimum(&own_q2));
     close("value", &numbers("value"), &value);
 }
@@ -498,4 +497,72 @@ fn image_policies_round_trip_through_torchscript() {
     );
     let python_greedy: Vec<i64> = numbers(&loaded, "act").iter().map(|a| *a as i64).collect();
     assert_eq!(python_greedy, greedy, "DQN greedy actions");
+}
+
+/// Loads a Discrete SAC's `policy.pt` in Python and prints its greedy
+/// actions, logits, twin Q-values of every action, and value.
+const LOAD_DISCRETE_SAC_IN_PYTHON: &str = r#"
+import json, sys, torch
+policy = torch.jit.load(sys.argv[1])
+obs = torch.tensor(json.load(open(sys.argv[2])), dtype=torch.float32)
+with torch.no_grad():
+    q1, q2 = policy.q_values(obs)
+    print(json.dumps({"act": policy.act(obs, True).tolist(),
+                      "explore": policy.act(obs, False).tolist(),
+                      "forward": policy.forward(obs).flatten().tolist(),
+                      "q1": q1.flatten().tolist(), "q2": q2.flatten().tolist(),
+                      "value": policy.value(obs).tolist()}))
+"#;
+
+/// A SAC checkpoint on a Discrete space exported and loaded in Python acts
+/// greedily as `oxray evaluate` does, gives oxray's logits and twin
+/// Q-values of every action, and its value is the smaller Q of its action.
+#[test]
+fn discrete_sac_policy_round_trips_through_torchscript() {
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoint_path = train(
+        dir.path(),
+        "algorithm: SAC
+env: CartPole-v1
+model: {fcnet_hiddens: [32, 32], fcnet_activation: relu}
+training: {num_steps_sampled_before_learning_starts: 64, train_batch_size: 32}
+stop: {env_steps: 300}
+",
+    );
+    let out = dir.path().join("policy.pt");
+    export_torchscript(&checkpoint_path, &out).unwrap();
+
+    let (model, spec) = module_of::<SoftActorCritic>(&checkpoint_path);
+    let rows = 64;
+    let (obs, obs_tensor) = random_obs(11, rows, spec.obs_dim(), 2.0);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(12);
+    let (mut actions, mut logp) = (vec![0.0f32; rows], vec![0.0f32; rows]);
+    model.compute_actions(&obs_tensor, false, 0, &mut rng, &mut actions, &mut logp);
+    let logits = oxray_rl::to_host(&model.action_dist_inputs(&obs_tensor));
+    let policy = model.policy_expectation(&obs_tensor);
+    let (q1, q2) = model.expected_q(&obs_tensor, &policy);
+    let own = Tensor::from_slice(&actions).view([rows as i64, 1]);
+    let (own_q1, own_q2) = model.replayed_q(&obs_tensor, &own);
+    let value = oxray_rl::to_host(&own_q1.minimum(&own_q2));
+
+    let loaded = load_in_python(
+        LOAD_DISCRETE_SAC_IN_PYTHON,
+        &out,
+        &obs,
+        spec.obs_dim(),
+        dir.path(),
+    );
+    let python = |key: &str| numbers(&loaded, key);
+    assert_eq!(
+        python("act"),
+        actions.iter().map(|&a| f64::from(a)).collect::<Vec<_>>()
+    );
+    assert_close("logits", &python("forward"), &logits);
+    assert_close("Q1", &python("q1"), &oxray_rl::to_host(&q1));
+    assert_close("Q2", &python("q2"), &oxray_rl::to_host(&q2));
+    assert_close("value", &python("value"), &value);
+    assert!(
+        python("explore").iter().all(|a| [0.0, 1.0].contains(a)),
+        "sampled actions are CartPole's"
+    );
 }

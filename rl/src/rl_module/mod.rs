@@ -5,9 +5,9 @@
 //! Each module is an [`Encoder`] chosen by the observation space plus the
 //! heads its algorithm needs: [`ActorCritic`] (policy and value heads, PPO and
 //! APPO), [`QNetwork`] (Q-values with an optional dueling head, DQN),
-//! [`SoftActorCritic`] (squashed Gaussian policy and twin Q, SAC). An
-//! EnvRunner only needs [`RLModule::compute_actions`], so it holds any module
-//! behind the trait; a Learner is generic over the concrete module type and
+//! [`SoftActorCritic`] (squashed Gaussian or categorical policy and twin Q,
+//! SAC). An EnvRunner only needs [`RLModule::compute_actions`], so it holds
+//! any module behind the trait; a Learner is generic over the concrete module type and
 //! calls its algorithm-specific forward passes directly.
 //!
 //! # Layout
@@ -16,7 +16,8 @@
 //! - `q_network`: Q-value head, dueling or plain, with ε-greedy acting,
 //! - `noisy_linear`: NoisyNets' layer, for a Q-network that explores by
 //!   weight noise,
-//! - `soft_actor_critic`: squashed Gaussian policy, twin Q-functions, log α,
+//! - `soft_actor_critic`: squashed Gaussian (Box) or categorical (Discrete)
+//!   policy, twin Q-functions, log α,
 //! - `host_mlp`, `host_policy`: a plain-Rust copy of a small MLP module's
 //!   policy, which EnvRunners act with instead of libtorch,
 //! - `host_activation`: the activations on host vectors, forward and
@@ -69,7 +70,7 @@ pub use host_q_head::{draw_head_noise, FlatHeadLayer, HeadNoise, HostHeadLayer};
 pub use host_q_network::{HostQNetwork, QNetworkForward};
 pub use noisy_linear::{FactorisedNoise, NoisyLinear};
 pub use q_network::{EpsilonSchedule, HeadLayer, QNetwork, ValueSupport};
-pub use soft_actor_critic::{Part, SoftActorCritic};
+pub use soft_actor_critic::{Part, PolicyExpectation, SoftActorCritic};
 
 use std::sync::{Mutex, PoisonError};
 
@@ -165,9 +166,6 @@ impl ModuleKind {
         match (self, space) {
             (ModuleKind::QNetwork { .. }, ActionSpace::Box { .. }) => {
                 Some("needs a Discrete action space")
-            }
-            (ModuleKind::SoftActorCritic { .. }, ActionSpace::Discrete { .. }) => {
-                Some("needs a Box action space")
             }
             (ModuleKind::SoftActorCritic { .. }, ActionSpace::Box { low, high })
                 if low.iter().chain(high).any(|b| !b.is_finite()) =>

@@ -1,7 +1,7 @@
 //! SAC's `training:` section, with RLlib's names and defaults (except where a
 //! comment says otherwise), and its range checks.
 
-use oxray_rl::rl_module::ModuleKind;
+use oxray_rl::rl_module::{ActionSpace, ModuleKind};
 use serde::{Deserialize, Serialize};
 
 use crate::algorithms::off_policy::{OffPolicySettings, ReplayBufferKind, ReplayBufferSettings};
@@ -23,7 +23,8 @@ pub struct SacConfig {
     pub tau: f64,
     /// α before any update.
     pub initial_alpha: f64,
-    /// The entropy α is tuned towards; `auto` is −(action dimensions).
+    /// The entropy α is tuned towards; `auto` is −(action dimensions) for
+    /// a Box, 0.98·ln n for n Discrete actions.
     pub target_entropy: TargetEntropy,
     /// Transitions per gradient step (RLlib's `train_batch_size_per_learner`).
     pub train_batch_size: usize,
@@ -64,11 +65,14 @@ impl<'de> Deserialize<'de> for TargetEntropy {
 }
 
 impl TargetEntropy {
-    /// The target for `action_dim` action dimensions.
-    pub fn value(self, action_dim: usize) -> f64 {
-        match self {
-            TargetEntropy::Auto => -(action_dim as f64),
-            TargetEntropy::Value(value) => value,
+    /// The target in `space`: `auto` is −d for a Box of d dimensions (the
+    /// paper's), and 0.98 of the uniform policy's entropy, 0.98·ln n, for n
+    /// Discrete actions (RLlib's).
+    pub fn value(self, space: &ActionSpace) -> f64 {
+        match (self, space) {
+            (TargetEntropy::Value(value), _) => value,
+            (TargetEntropy::Auto, ActionSpace::Box { low, .. }) => -(low.len() as f64),
+            (TargetEntropy::Auto, ActionSpace::Discrete { n }) => 0.98 * (*n as f64).ln(),
         }
     }
 }

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use super::config::SacConfig;
-use super::loss::{sac_loss, Evaluations, Minibatch};
+use super::loss::{sac_loss, Evaluations, Expectation, Minibatch};
 use crate::algorithms::off_policy::{OffPolicyLearner, OffPolicySettings, TargetUpdate};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -76,11 +76,13 @@ impl AlgorithmLearner for SacLearner {
             })
             .collect();
         learner.set_lr_per_parameter(Tensor::cat(&lrs, 0));
-        let action_dim = config.learner.module.action_space.action_dim();
+        let target_entropy = training
+            .target_entropy
+            .value(&config.learner.module.action_space);
         SacLearner {
             learner,
             target,
-            target_entropy: training.target_entropy.value(action_dim),
+            target_entropy,
             training,
         }
     }
@@ -90,27 +92,24 @@ impl AlgorithmLearner for SacLearner {
         let sac = l.module();
         let columns = batch.to_device(l.device());
         let (obs, next_obs) = (columns.obs, columns.next_obs);
-        let actions = sac.normalize_actions(&columns.actions);
         let mb = Minibatch {
             rewards: columns.rewards,
             terminateds: columns.terminateds,
             discounts: columns.discounts,
             weights: columns.weights,
         };
-        let noise = |like: &Tensor| like.randn_like();
-        let (next_target_q, next_logp) = tch::no_grad(|| {
-            let policy = sac.policy(&next_obs);
-            let (next_actions, next_logp) = policy.rsample(&noise(&policy.mean));
-            (self.target.q_values(&next_obs, &next_actions), next_logp)
-        });
-        let policy = sac.policy(&obs);
-        let (policy_actions, logp_policy) = policy.rsample(&noise(&policy.mean));
+        let expectation = |sac: &SoftActorCritic, q_of: &SoftActorCritic, obs: &Tensor| {
+            let policy = sac.policy_expectation(obs);
+            Expectation {
+                q: q_of.expected_q(obs, &policy),
+                weights: policy.weights,
+                logp: policy.logp,
+            }
+        };
         let evaluations = Evaluations {
-            q: sac.q_values(&obs, &actions),
-            q_policy: sac.q_values(&obs, &policy_actions),
-            logp_policy,
-            next_target_q,
-            next_logp,
+            q: sac.replayed_q(&obs, &columns.actions),
+            policy: expectation(sac, sac, &obs),
+            next: tch::no_grad(|| expectation(sac, &self.target, &next_obs)),
             log_alpha: sac.log_alpha().shallow_clone(),
         };
         let loss = sac_loss(&evaluations, &mb, self.target_entropy);

@@ -1,4 +1,5 @@
-//! SAC (Haarnoja et al. 2018): a tanh-squashed Gaussian policy trained
+//! SAC (Haarnoja et al. 2018): a tanh-squashed Gaussian policy (a
+//! categorical one for Discrete action spaces, Christodoulou 2019) trained
 //! against twin Q-functions with target networks (Polyak averaging with
 //! `tau`), the entropy temperature α tuned automatically towards
 //! `target_entropy`.
@@ -20,7 +21,7 @@ mod loss;
 
 pub use config::{SacConfig, TargetEntropy};
 pub use learner::{SacLearner, SacLearnerConfig};
-pub use loss::{sac_loss, Evaluations, Minibatch, SacLoss};
+pub use loss::{sac_loss, Evaluations, Expectation, Minibatch, SacLoss};
 
 use crate::algorithms::off_policy::OffPolicy;
 
