@@ -7,8 +7,8 @@
 mod train_support;
 
 use oxray_rl::metrics::{
-    Metrics, ALPHA_VALUE, CURR_EPSILON, ENTROPY, EPISODE_RETURN_MEAN, MEAN_KL_LOSS, POLICY_LOSS,
-    VF_LOSS,
+    Metrics, ALPHA_VALUE, CURR_EPSILON, CURR_KL_COEFF, ENTROPY, EPISODE_RETURN_MEAN, MEAN_KL_LOSS,
+    POLICY_LOSS, VF_LOSS,
 };
 use oxray_trainers::run::{run, RunOptions};
 use oxray_trainers::ExperimentConfig;
@@ -60,6 +60,23 @@ fn ppo_cartpole_learns_with_env_runner_and_learner_actors() {
     ]);
     oxray_core::shutdown();
     assert!(return_mean >= 150.0, "return mean {return_mean}");
+}
+
+/// Without the KL term in PPO's loss its coefficient stays as configured
+/// (as RLlib's): the mean KL is then not computed, and adapting to its
+/// absence would halve the reported `curr_kl_coeff` every iteration.
+#[test]
+fn ppo_keeps_its_kl_coefficient_without_the_kl_loss() {
+    let result = train(
+        "ppo-cartpole.yaml",
+        &[
+            "training.use_kl_loss=false",
+            "training.kl_coeff=0.3",
+            "stop.training_iteration=3",
+            "checkpoint.checkpoint_at_end=false",
+        ],
+    );
+    assert_eq!(result[CURR_KL_COEFF], 0.3);
 }
 
 /// The shipped DQN config (double Q, dueling head, 3-step returns,

@@ -92,8 +92,13 @@ impl Algorithm for Ppo {
             .map_err(|e| TrainError::from_learner(e, iteration))?;
         let mut result = trained.metrics;
         trainer.count_on_policy_update(iteration, &sampled);
-        let kl_coeff = &mut trainer.state.algorithm.kl_coeff;
-        *kl_coeff = shared::adapt_kl_coeff(*kl_coeff, result[metrics::MEAN_KL_LOSS], cfg.kl_target);
+        // As RLlib, only a KL term in the loss has its coefficient adapted
+        // (without one the mean KL is not even computed).
+        if cfg.use_kl_loss {
+            let kl_coeff = &mut trainer.state.algorithm.kl_coeff;
+            *kl_coeff =
+                shared::adapt_kl_coeff(*kl_coeff, result[metrics::MEAN_KL_LOSS], cfg.kl_target);
+        }
         trainer.broadcast_weights()?;
         let learn_s = learn_start.elapsed().as_secs_f64();
 
