@@ -66,6 +66,15 @@ fn stop_criteria_take_the_result_names_too() {
     }
 }
 
+/// `--set` takes RLlib's Python spelling `lambda_` as the file does.
+#[test]
+fn an_override_takes_the_python_spelling_of_lambda() {
+    let by_alias = parse(SMALL_PPO, &["training.lambda_=0.9"]).unwrap();
+    let by_name = parse(SMALL_PPO, &["training.lambda=0.9"]).unwrap();
+    assert_eq!(by_alias.training, by_name.training);
+    assert_ne!(by_alias.training, parse(SMALL_PPO, &[]).unwrap().training);
+}
+
 /// RLlib's `num_cpus_per_learner`: `auto` reserves one CPU for a CPU
 /// Learner and none for a GPU one; a number is taken as it is.
 #[test]

@@ -449,6 +449,7 @@ impl ExperimentConfig {
         let mut tree = serde_yaml_ng::to_value(self).expect("configs serialize");
         let key = match key.split_once('.') {
             Some(("stop", criterion)) => format!("stop.{}", StopConfig::criterion_key(criterion)),
+            Some(("training", name)) => format!("training.{}", training_key(name)),
             _ => key.to_string(),
         };
         let mut slot = &mut tree;
@@ -586,6 +587,17 @@ fn line_of(source: &str, dotted_key: &str) -> Option<usize> {
         }
     }
     None
+}
+
+/// The `training:` key a config file may also spell `name` (RLlib's
+/// Python spelling of a key that is a Python keyword, `lambda_`, which the
+/// file's sections take as a serde alias); `--set` writes the serialised
+/// config, which only has the canonical name.
+fn training_key(name: &str) -> &str {
+    match name {
+        "lambda_" => "lambda",
+        name => name,
+    }
 }
 
 /// The dotted key (below `key`) of the first NaN or infinity in `value`.
