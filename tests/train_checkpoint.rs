@@ -1,7 +1,8 @@
 //! Checkpoints: a restored Learner gives identical action distributions and
 //! continues Adam exactly; `oxray train --resume` continues counters, files
-//! and the TensorBoard curve; damaged or foreign checkpoints are refused; a
-//! failed export keeps an earlier module.
+//! and the TensorBoard curve; `num_to_keep` removes old checkpoints; damaged
+//! or foreign checkpoints are refused; a failed export keeps an earlier
+//! module.
 
 mod train_support;
 
@@ -194,6 +195,84 @@ fn resume_continues_counters_files_and_curve() {
     assert_clean_error(
         &scratch.oxray(&["train", "--resume", "results/small"]),
         &["cannot read config results/small/params.yaml"],
+    );
+}
+
+/// The `checkpoint_<i>` directories of `run`, by iteration.
+fn checkpoints_on_disk(run: &Path) -> Vec<u64> {
+    let mut iterations: Vec<u64> = fs::read_dir(run.join("checkpoints"))
+        .unwrap()
+        .filter_map(|entry| {
+            let name = entry.unwrap().file_name().into_string().unwrap();
+            name.strip_prefix("checkpoint_")?.parse().ok()
+        })
+        .collect();
+    iterations.sort();
+    iterations
+}
+
+/// `checkpoint.num_to_keep` (Ray's `CheckpointConfig`): the most recent N
+/// stay, counted across a resume; with a score attribute the best N by it
+/// stay, and the newest with them; 0 is refused by name.
+#[test]
+fn checkpoints_beyond_num_to_keep_are_removed_across_a_resume() {
+    let scratch = Scratch::new();
+    scratch.write("small.yaml", SMALL_PPO);
+    let every = ["--set", "checkpoint.checkpoint_frequency=1"];
+    let keep_two = [&every[..], &["--set", "checkpoint.num_to_keep=2"]].concat();
+    let first = scratch.oxray(
+        &[
+            &["train", "small.yaml", "--set", "stop.iterations=4"][..],
+            &keep_two,
+        ]
+        .concat(),
+    );
+    assert!(first.status.success(), "{first:?}");
+    let run = scratch.runs("small").pop().expect("run directory");
+    assert_eq!(checkpoints_on_disk(&run), [3, 4]);
+    let run_arg = run.to_string_lossy().into_owned();
+    let resumed = scratch.oxray(&["train", "--resume", &run_arg, "--set", "stop.iterations=6"]);
+    assert!(resumed.status.success(), "{resumed:?}");
+    assert_eq!(checkpoints_on_disk(&run), [5, 6]);
+    assert_eq!(
+        fs::read_link(run.join("checkpoints/latest")).unwrap(),
+        Path::new("checkpoint_000006")
+    );
+
+    let lowest_iteration = [
+        "--set",
+        "checkpoint.num_to_keep=1",
+        "--set",
+        "checkpoint.checkpoint_score_attribute=training_iteration",
+        "--set",
+        "checkpoint.checkpoint_score_order=min",
+    ];
+    let scored = scratch.oxray(
+        &[
+            &[
+                "train",
+                "small.yaml",
+                "--name",
+                "scored",
+                "--set",
+                "stop.iterations=4",
+            ][..],
+            &every,
+            &lowest_iteration,
+        ]
+        .concat(),
+    );
+    assert!(scored.status.success(), "{scored:?}");
+    let run = scratch.runs("scored").pop().expect("run directory");
+    assert_eq!(
+        checkpoints_on_disk(&run),
+        [1, 4],
+        "the best, and the newest"
+    );
+
+    assert_clean_error(
+        &scratch.oxray(&["train", "small.yaml", "--set", "checkpoint.num_to_keep=0"]),
+        &["checkpoint.num_to_keep: must be at least 1"],
     );
 }
 

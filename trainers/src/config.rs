@@ -285,6 +285,13 @@ pub struct CheckpointConfig {
     /// Save every N iterations; 0 never does.
     pub checkpoint_frequency: u64,
     pub checkpoint_at_end: bool,
+    /// Checkpoints kept on disk, the best by `checkpoint_score_attribute`
+    /// (the most recent without one) plus always the newest; all when
+    /// absent (Ray's `CheckpointConfig`).
+    pub num_to_keep: Option<usize>,
+    /// The result key that ranks checkpoints for `num_to_keep`.
+    pub checkpoint_score_attribute: Option<String>,
+    pub checkpoint_score_order: ScoreOrder,
 }
 
 impl Default for CheckpointConfig {
@@ -292,8 +299,19 @@ impl Default for CheckpointConfig {
         CheckpointConfig {
             checkpoint_frequency: 0,
             checkpoint_at_end: true,
+            num_to_keep: None,
+            checkpoint_score_attribute: None,
+            checkpoint_score_order: ScoreOrder::Max,
         }
     }
+}
+
+/// Whether a higher or a lower score is the better checkpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScoreOrder {
+    Max,
+    Min,
 }
 
 /// What a run reports besides its per-iteration results (RLlib's
@@ -534,6 +552,19 @@ impl ExperimentConfig {
             self.stop.time_s.is_none_or(|t| t > 0.0),
             "stop.time_s",
             "must be positive",
+        )?;
+        check(
+            self.checkpoint.num_to_keep.is_none_or(|n| n >= 1),
+            "checkpoint.num_to_keep",
+            "must be at least 1 (leave it out to keep every checkpoint)",
+        )?;
+        check(
+            self.checkpoint
+                .checkpoint_score_attribute
+                .as_ref()
+                .is_none_or(|key| !key.is_empty()),
+            "checkpoint.checkpoint_score_attribute",
+            "must name a result key",
         )?;
         self.training
             .training()

@@ -8,7 +8,8 @@
 //! - `algorithm`: the `Algorithm` trait and `TrainError`,
 //! - `algorithms`: the registry, and one folder per algorithm (`ppo/`),
 //! - `progress`: counters every algorithm keeps and reports,
-//! - `run`: the training loop; `evaluation`: evaluation during training
+//! - `run`: the training loop; `checkpoint_retention`: which checkpoints
+//!   stay on disk (`num_to_keep`); `evaluation`: evaluation during training
 //!   (`evaluation:` section); `evaluate`: policy evaluation from a
 //!   checkpoint; `export`: the policy as TorchScript,
 //! - `search_space`: grid search and sampled values (Tune's `param_space`),
@@ -16,6 +17,7 @@
 
 pub mod algorithm;
 pub mod algorithms;
+pub mod checkpoint_retention;
 pub mod config;
 pub mod evaluate;
 pub mod evaluation;

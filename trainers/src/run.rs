@@ -23,6 +23,7 @@ use oxray_rl::metrics::{self, Metrics};
 
 use crate::algorithm::{Algorithm, TrainError};
 use crate::algorithms::build;
+use crate::checkpoint_retention::Retention;
 use crate::config::{ExperimentConfig, StopConfig};
 use crate::evaluation::Evaluator;
 
@@ -109,6 +110,19 @@ fn train(
     warn_if_lost(&mut on_event, loggers.log_config(&config_json, &yaml));
     let checkpoints = run_dir.join("checkpoints");
     let frequency = config.checkpoint.checkpoint_frequency;
+    let mut retention = Retention::open(&config.checkpoint, run_dir);
+    // Saves a checkpoint of `algorithm` as it is now, whose iteration gave
+    // `result`, and lets retention remove what falls out.
+    let mut save = |algorithm: &dyn Algorithm,
+                    result: Option<&Metrics>,
+                    on_event: &mut dyn FnMut(RunEvent<'_>)|
+     -> Result<PathBuf, TrainError> {
+        let path = algorithm.save(&checkpoints)?;
+        if let Err(not_removed) = retention.saved(&path, algorithm.iteration(), result) {
+            on_event(RunEvent::Warning(not_removed.to_string()));
+        }
+        Ok(path)
+    };
     let mut last_checkpoint: Option<(u64, PathBuf)> = None;
     let (stop_reason, last_result) = loop {
         let mut result = match algorithm.train() {
@@ -118,7 +132,7 @@ fn train(
                 // checkpoint of it saved on schedule is kept, not rewritten.
                 let checkpoint = match last_checkpoint {
                     Some((at, path)) if at == algorithm.iteration() => path,
-                    _ => algorithm.save(&checkpoints)?,
+                    _ => save(&*algorithm, None, &mut on_event)?,
                 };
                 return Err(TrainError::Diverged {
                     checkpoint,
@@ -138,7 +152,7 @@ fn train(
         }
         on_event(RunEvent::Result(&result));
         if iteration.checked_rem(frequency) == Some(0) {
-            last_checkpoint = Some((iteration, algorithm.save(&checkpoints)?));
+            last_checkpoint = Some((iteration, save(&*algorithm, Some(&result), &mut on_event)?));
         }
         if let Some(reason) = stop_reason(&config.stop, &result) {
             break (reason, result);
@@ -147,7 +161,9 @@ fn train(
     let iteration = algorithm.iteration();
     let checkpoint = match last_checkpoint {
         Some((at, path)) if at == iteration => Some(path),
-        _ if config.checkpoint.checkpoint_at_end => Some(algorithm.save(&checkpoints)?),
+        _ if config.checkpoint.checkpoint_at_end => {
+            Some(save(&*algorithm, Some(&last_result), &mut on_event)?)
+        }
         other => other.map(|(_, path)| path),
     };
     Ok(RunSummary {
