@@ -536,6 +536,75 @@ fn concurrent_trials_learn_what_sequential_ones_do() {
     assert_eq!(learned("concurrent", "3"), one_by_one);
 }
 
+/// `--scheduler` (Ray Tune's ASHA) stops a search's trials early: ranked
+/// by env steps sampled (which follow from each trial's batch size alone),
+/// with rungs at iterations 2 and 4 and the better half going on, the first
+/// trial trains to max_t while the two smaller batches stop at the first
+/// rung; a bad scheduler is refused before any trial starts.
+#[test]
+fn asha_stops_the_trials_below_a_rungs_cutoff() {
+    let scratch = Scratch::new();
+    scratch.write(
+        "sweep.yaml",
+        &SMALL_PPO
+            .replace(
+                "train_batch_size: 256",
+                "train_batch_size: {grid_search: [512, 256, 128]}",
+            )
+            .replace("iterations: 2", "iterations: 20"),
+    );
+    let output = scratch.oxray(&[
+        "train",
+        "sweep.yaml",
+        "--scheduler",
+        "{type: asha, metric: num_env_steps_sampled_lifetime, grace_period: 2, max_t: 8, reduction_factor: 2}",
+    ]);
+    let stdout = train_support::stdout(&output);
+    assert!(
+        output.status.success(),
+        "{}",
+        train_support::stderr(&output)
+    );
+    let iterations: Vec<usize> = [
+        "0_train_batch_size=512",
+        "1_train_batch_size=256",
+        "2_train_batch_size=128",
+    ]
+    .iter()
+    .map(|trial| {
+        let run = &scratch.runs(&format!("sweep/{trial}"))[0];
+        let csv = std::fs::read_to_string(run.join("progress.csv")).unwrap();
+        csv.lines().count() - 1
+    })
+    .collect();
+    assert_eq!(iterations, [8, 2, 2], "{stdout}");
+    assert!(
+        stdout.contains("training_iteration 8 reached max_t 8 (ASHA)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "num_env_steps_sampled_lifetime 512 is outside the best 1/2 at training_iteration 2 (cutoff 1024; ASHA)"
+        ),
+        "{stdout}"
+    );
+
+    assert_clean_error(
+        &scratch.oxray(&[
+            "train",
+            "sweep.yaml",
+            "--scheduler",
+            "{type: asha, reduction_factor: 1}",
+        ]),
+        &["--scheduler: reduction_factor must be above 1"],
+    );
+    assert_clean_error(
+        &scratch.oxray(&["train", "sweep.yaml", "--name", "x", "--scheduler", "pbt"]),
+        &["--scheduler: unknown scheduler `pbt`"],
+    );
+    assert_eq!(scratch.runs("x").len(), 0);
+}
+
 /// `--num-samples` repeats the search space, drawing each distribution
 /// anew per trial; `--search-seed` makes a search repeatable.
 #[test]

@@ -1,7 +1,8 @@
 //! `oxray train`: run an experiment config to its stop criterion, showing
 //! progress, and print where the run directory is; a config with a search
 //! space (`grid_search`, `choice`, `uniform`, ...) runs each of its trials
-//! ([`oxray_trainers::search_space`]).
+//! ([`oxray_trainers::search_space`]), which `--scheduler asha` may stop
+//! early ([`oxray_trainers::trial_scheduler`]).
 //!
 //! The embedded single-node cluster is started only when the config asks for
 //! remote EnvRunners or Learners (or `--address` names a cluster): a config
@@ -10,13 +11,14 @@
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use oxray_rl::metrics::{self, Metrics};
-use oxray_trainers::run::{run, RunEvent, RunOptions, RunSummary};
+use oxray_trainers::run::{run_scheduled, RunEvent, RunOptions, RunSummary};
 use oxray_trainers::search_space::{self, Sampling, Trial};
+use oxray_trainers::trial_scheduler::{Asha, AshaConfig, Decision};
 use oxray_trainers::ExperimentConfig;
 
 #[derive(Debug, Args)]
@@ -56,6 +58,13 @@ pub struct TrainArgs {
     #[arg(long, value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u16).range(1..))]
     max_concurrent_trials: u16,
+    /// Stop a search's trials early: `asha` (Ray Tune's ASHAScheduler,
+    /// ranking by env_runners/episode_return_mean every
+    /// training_iteration) or a mapping such as `{type: asha, metric:
+    /// env_runners/episode_return_mean, mode: max, time_attr:
+    /// training_iteration, max_t: 100, grace_period: 1, reduction_factor: 4}`.
+    #[arg(long, value_name = "SCHEDULER")]
+    scheduler: Option<String>,
 }
 
 pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
@@ -68,6 +77,12 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
         num_samples: args.num_samples as usize,
         seed: args.search_seed,
     };
+    let scheduler = args
+        .scheduler
+        .as_deref()
+        .map(AshaConfig::parse)
+        .transpose()?
+        .map(|config| Mutex::new(Asha::new(config)));
     let trials = search_space::load(&config_path, &args.set, sampling)?;
     if trials.len() > 1 && args.resume.is_some() {
         anyhow::bail!(
@@ -100,10 +115,22 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
         }
         oxray_core::init(options)?;
     }
+    let scheduler = scheduler.as_ref();
     let outcome = match <[Trial; 1]>::try_from(trials) {
-        Ok([trial]) => train_one(trial.config, name, args.resume, Progress::new())
-            .map(|summary| print_run(&summary, "")),
-        Err(trials) => train_trials(trials, &name, usize::from(args.max_concurrent_trials)),
+        Ok([trial]) => train_one(
+            trial.config,
+            name,
+            args.resume,
+            Progress::new(),
+            scheduler.map(|s| (s, 0)),
+        )
+        .map(|summary| print_run(&summary, "")),
+        Err(trials) => train_trials(
+            trials,
+            &name,
+            usize::from(args.max_concurrent_trials),
+            scheduler,
+        ),
     };
     if hosts_cluster || address.is_some() {
         oxray_core::shutdown();
@@ -117,20 +144,32 @@ fn uses_actors(config: &ExperimentConfig) -> bool {
         || config.learners.num_learners > 0
 }
 
-/// Trains one config to its stop criterion, showing progress with
-/// `progress`.
+/// Trains one config to its stop criterion, or until `scheduler` stops it
+/// (this trial's number beside it), showing progress with `progress`.
 fn train_one(
     config: ExperimentConfig,
     name: String,
     resume: Option<PathBuf>,
     mut progress: Progress,
+    scheduler: Option<(&Mutex<Asha>, usize)>,
 ) -> anyhow::Result<RunSummary> {
-    let outcome = run(
+    let outcome = run_scheduled(
         RunOptions {
             config,
             name,
             results_dir: PathBuf::from("results"),
             resume,
+        },
+        |result| {
+            let (scheduler, trial) = scheduler?;
+            let decision = scheduler
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .on_result(trial, result);
+            match decision {
+                Decision::Continue => None,
+                Decision::Stop(reason) => Some(reason),
+            }
         },
         |event| match event {
             RunEvent::Result(result) => progress.report(result),
@@ -147,7 +186,12 @@ fn train_one(
 /// a table of all of them, the best by its final mean return (Tune's
 /// `get_best_result`), and an error if any failed. Trials that run at
 /// once prefix their lines with `[trial N]`.
-fn train_trials(trials: Vec<Trial>, name: &str, max_concurrent: usize) -> anyhow::Result<()> {
+fn train_trials(
+    trials: Vec<Trial>,
+    name: &str,
+    max_concurrent: usize,
+    scheduler: Option<&Mutex<Asha>>,
+) -> anyhow::Result<()> {
     let count = trials.len();
     let concurrent = max_concurrent.min(count);
     let next_trial = AtomicUsize::new(0);
@@ -177,7 +221,13 @@ fn train_trials(trials: Vec<Trial>, name: &str, max_concurrent: usize) -> anyhow
             "" => format!("{name}/{index}"),
             tag => format!("{name}/{index}_{tag}"),
         };
-        let outcome = train_one(trial.config.clone(), run_name, None, progress);
+        let outcome = train_one(
+            trial.config.clone(),
+            run_name,
+            None,
+            progress,
+            scheduler.map(|s| (s, index)),
+        );
         match &outcome {
             Ok(summary) => print_run(summary, &prefix),
             Err(error) => eprintln!("error: trial {}: {error:#}", trial.tag),

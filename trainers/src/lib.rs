@@ -13,7 +13,8 @@
 //!   (`evaluation:` section); `evaluate`: policy evaluation from a
 //!   checkpoint; `export`: the policy as TorchScript,
 //! - `search_space`: grid search and sampled values (Tune's `param_space`),
-//!   one config per trial.
+//!   one config per trial; `trial_scheduler`: early stopping across trials
+//!   (Tune's ASHA).
 
 pub mod algorithm;
 pub mod algorithms;
@@ -25,6 +26,7 @@ pub mod export;
 pub mod progress;
 pub mod run;
 pub mod search_space;
+pub mod trial_scheduler;
 
 pub use algorithm::{Algorithm, TrainError};
 pub use algorithms::build;

@@ -59,6 +59,17 @@ pub fn run(
     options: RunOptions,
     on_event: impl FnMut(RunEvent<'_>),
 ) -> Result<RunSummary, TrainError> {
+    run_scheduled(options, |_| None, on_event)
+}
+
+/// [`run`], also stopping when `early_stop`, which sees every iteration's
+/// result after the config's own criteria, gives a reason (a trial
+/// scheduler's decision, [`crate::trial_scheduler`]).
+pub fn run_scheduled(
+    options: RunOptions,
+    early_stop: impl FnMut(&Metrics) -> Option<String>,
+    on_event: impl FnMut(RunEvent<'_>),
+) -> Result<RunSummary, TrainError> {
     let mut algorithm = build(&options.config)?;
     let mut evaluation = Evaluator::new(&options.config)?;
     let (run_dir, fresh) = match &options.resume {
@@ -83,6 +94,7 @@ pub fn run(
         evaluation.as_mut(),
         &options.config,
         &run_dir,
+        early_stop,
         on_event,
     );
     let diverged = matches!(outcome, Err(TrainError::Diverged { .. }));
@@ -97,6 +109,7 @@ fn train(
     mut evaluation: Option<&mut Evaluator>,
     config: &ExperimentConfig,
     run_dir: &Path,
+    mut early_stop: impl FnMut(&Metrics) -> Option<String>,
     mut on_event: impl FnMut(RunEvent<'_>),
 ) -> Result<RunSummary, TrainError> {
     let params = run_dir.join("params.yaml");
@@ -154,7 +167,7 @@ fn train(
         if iteration.checked_rem(frequency) == Some(0) {
             last_checkpoint = Some((iteration, save(&*algorithm, Some(&result), &mut on_event)?));
         }
-        if let Some(reason) = stop_reason(&config.stop, &result) {
+        if let Some(reason) = stop_reason(&config.stop, &result).or_else(|| early_stop(&result)) {
             break (reason, result);
         }
     };
