@@ -278,6 +278,18 @@ fn q_network_round_trips_through_torchscript() {
     }
 }
 
+/// A SAC config on `env` that trains a few hundred steps of small networks.
+fn small_sac(env: &str) -> String {
+    format!(
+        "algorithm: SAC
+env: {env}
+model: {{fcnet_hiddens: [32, 32], fcnet_activation: relu}}
+training: {{num_steps_sampled_before_learning_starts: 64, train_batch_size: 32}}
+stop: {{env_steps: 300}}
+"
+    )
+}
+
 /// Loads SAC's `policy.pt` in Python and prints its deterministic actions,
 /// distribution inputs, twin Q-values at given actions, and value.
 const LOAD_SAC_IN_PYTHON: &str = r#"
@@ -301,15 +313,7 @@ with torch.no_grad():
 #[test]
 fn sac_policy_round_trips_through_torchscript() {
     let dir = tempfile::tempdir().unwrap();
-    let checkpoint_path = train(
-        dir.path(),
-        "algorithm: SAC
-env: Pendulum-v1
-model: {fcnet_hiddens: [32, 32], fcnet_activation: relu}
-training: {num_steps_sampled_before_learning_starts: 64, train_batch_size: 32}
-stop: {env_steps: 300}
-",
-    );
+    let checkpoint_path = train(dir.path(), &small_sac("Pendulum-v1"));
     let out = dir.path().join("policy.pt");
     let names = export_torchscript(&checkpoint_path, &out).unwrap();
     for name in [
@@ -520,15 +524,7 @@ with torch.no_grad():
 #[test]
 fn discrete_sac_policy_round_trips_through_torchscript() {
     let dir = tempfile::tempdir().unwrap();
-    let checkpoint_path = train(
-        dir.path(),
-        "algorithm: SAC
-env: CartPole-v1
-model: {fcnet_hiddens: [32, 32], fcnet_activation: relu}
-training: {num_steps_sampled_before_learning_starts: 64, train_batch_size: 32}
-stop: {env_steps: 300}
-",
-    );
+    let checkpoint_path = train(dir.path(), &small_sac("CartPole-v1"));
     let out = dir.path().join("policy.pt");
     export_torchscript(&checkpoint_path, &out).unwrap();
 
