@@ -1,6 +1,6 @@
 //! Image observations: a `uint8` image env gets RLlib's default CNN, its
-//! frames travel from the EnvRunner to the Learner as bytes, and PPO learns
-//! from the pixels.
+//! frames travel from the EnvRunner to the Learner as bytes, and PPO and
+//! SAC (on a Discrete space) learn from the pixels.
 //!
 //! `PixelSide-v0` (defined here, registered at link time so the remote
 //! EnvRunner, this test binary re-executed, can build it) shows a 10x10
@@ -194,5 +194,56 @@ checkpoint:
         "return mean {} after {} iterations",
         result[EPISODE_RETURN_MEAN],
         result["training_iteration"]
+    );
+}
+
+/// SAC on a Discrete space reads the side from the pixels too: its policy
+/// and both Q-functions get the CNN (Q(s, ·) needs no action input), the
+/// replayed frames stay bytes, and the return passes the 4 of guessing.
+#[test]
+fn discrete_sac_learns_from_pixels() {
+    let config = ExperimentConfig::parse(
+        "\
+algorithm: SAC
+env: PixelSide-v0
+seed: 5
+training:
+  actor_lr: 1.0e-3
+  critic_lr: 1.0e-3
+  alpha_lr: 1.0e-3
+  gamma: 0.9
+  target_entropy: 0.2
+  train_batch_size: 64
+  num_steps_sampled_before_learning_starts: 256
+  replay_buffer_config: {type: EpisodeReplayBuffer, capacity: 10000}
+  min_sample_timesteps_per_iteration: 256
+stop:
+  episode_return_mean: 7.0
+  env_steps: 8000
+reporting:
+  metrics_num_episodes_for_smoothing: 20
+checkpoint:
+  checkpoint_at_end: false
+",
+        "sac-pixels.yaml",
+        &[],
+    )
+    .unwrap();
+    let results = tempfile::tempdir().unwrap();
+    let outcome = run(
+        RunOptions {
+            config,
+            name: "pixels".into(),
+            results_dir: results.path().to_path_buf(),
+            resume: None,
+        },
+        |_| {},
+    );
+    let result = outcome.unwrap().last_result;
+    assert!(
+        result[EPISODE_RETURN_MEAN] >= 7.0,
+        "return mean {} after {} env steps",
+        result[EPISODE_RETURN_MEAN],
+        result["num_env_steps_sampled_lifetime"]
     );
 }

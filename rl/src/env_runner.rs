@@ -129,11 +129,15 @@ pub fn module_spec(
         env: env.id.clone(),
         error,
     })?;
+    // SAC's Q(s, a) for a Box reads the action beside a flat observation,
+    // which a CNN does not have; for Discrete spaces Q(s, ·) reads the
+    // observation alone.
     if matches!(spec.kind, ModuleKind::SoftActorCritic { .. })
+        && matches!(spec.action_space, ActionSpace::Box { .. })
         && matches!(encoder, crate::rl_module::EncoderSpec::Cnn { .. })
     {
         return Err(Error::Incompatible(format!(
-            "{}: the algorithm's module has no CNN encoder yet, the env's observations are images",
+            "{}: SAC has no CNN encoder for a Box action space yet, the env's observations are images",
             env.id
         )));
     }

@@ -268,7 +268,10 @@ class QFunction(nn.Module):
     def __init__(self, spec, action_dim: int, outputs: int):
         super().__init__()
         self.encoder = trunk(spec, action_dim)
-        width = spec["hiddens"][-1] if spec["hiddens"] else spec["obs_dim"] + action_dim
+        if action_dim == 0:
+            width = spec["features"]
+        else:
+            width = spec["hiddens"][-1] if spec["hiddens"] else spec["obs_dim"] + action_dim
         self.head = nn.Linear(width, outputs)
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:

@@ -198,8 +198,9 @@ impl EncoderSpec {
                 hiddens,
                 activation,
             },
-            // `env_runner::module_spec` rejects SAC on images: a CNN has
-            // no flat input to append to, so it stays as it is.
+            // A CNN has no flat input to append to: `env_runner::module_spec`
+            // rejects SAC on images with a Box action space, and a Discrete
+            // one's Q-functions ask for no extra inputs.
             cnn @ EncoderSpec::Cnn { .. } => cnn,
         }
     }
