@@ -14,11 +14,11 @@ use oxray_envs::{
     Step, Value,
 };
 use oxray_rl::env_runner::{module_spec, EnvRunner, EnvRunnerConfig};
-use oxray_rl::metrics::EPISODE_RETURN_MEAN;
+use oxray_rl::metrics::{Metrics, EPISODE_RETURN_MEAN};
 use oxray_rl::rl_module::{EncoderSpec, ModelConfig, ModuleKind};
 use oxray_rl::{ObsBuffer, ObsDType};
 use oxray_trainers::run::{run, RunOptions};
-use oxray_trainers::ExperimentConfig;
+use oxray_trainers::{ExperimentConfig, TrainError};
 use rand::Rng;
 
 const SIDE: usize = 10;
@@ -147,6 +147,18 @@ fn image_frames_get_a_cnn_and_leave_the_env_runner_as_bytes() {
     assert_eq!(batch.bootstrap_obs.dtype(), ObsDType::U8);
 }
 
+/// Trains `config` into a scratch results directory; its last result.
+fn train(config: ExperimentConfig) -> Result<Metrics, TrainError> {
+    let results = tempfile::tempdir().unwrap();
+    let options = RunOptions {
+        config,
+        name: "pixels".into(),
+        results_dir: results.path().to_path_buf(),
+        resume: None,
+    };
+    run(options, |_| {}).map(|summary| summary.last_result)
+}
+
 /// PPO with one remote EnvRunner reads the side from the pixels: past the
 /// return of 4 that guessing gets, close to the 8 of always answering right.
 #[test]
@@ -175,19 +187,10 @@ checkpoint:
         &[],
     )
     .unwrap();
-    let results = tempfile::tempdir().unwrap();
     oxray_core::init(InitOptions::default()).unwrap();
-    let outcome = run(
-        RunOptions {
-            config,
-            name: "pixels".into(),
-            results_dir: results.path().to_path_buf(),
-            resume: None,
-        },
-        |_| {},
-    );
+    let outcome = train(config);
     oxray_core::shutdown();
-    let result = outcome.unwrap().last_result;
+    let result = outcome.unwrap();
     assert_eq!(result["fault_tolerance/num_healthy_env_runners"], 1.0);
     assert!(
         result[EPISODE_RETURN_MEAN] >= 7.0,
@@ -229,17 +232,7 @@ checkpoint:
         &[],
     )
     .unwrap();
-    let results = tempfile::tempdir().unwrap();
-    let outcome = run(
-        RunOptions {
-            config,
-            name: "pixels".into(),
-            results_dir: results.path().to_path_buf(),
-            resume: None,
-        },
-        |_| {},
-    );
-    let result = outcome.unwrap().last_result;
+    let result = train(config).unwrap();
     assert!(
         result[EPISODE_RETURN_MEAN] >= 7.0,
         "return mean {} after {} env steps",
