@@ -95,16 +95,16 @@ impl Retention {
         });
         let newest = self.kept.iter().map(|kept| kept.iteration).max();
         // Best first: by score in the configured order (unscored last), then
-        // by recency, which alone ranks them without a score attribute.
-        let order = self.order;
-        let scored = self.score_attribute.is_some();
+        // by recency, which alone ranks them without a score attribute
+        // (every score is then absent).
+        let rank = |kept: &Kept| {
+            kept.score
+                .map_or(f64::NEG_INFINITY, |s| self.order.oriented(s))
+        };
         self.kept.sort_by(|a, b| {
-            let by_score = if scored {
-                rank(b.score, order).total_cmp(&rank(a.score, order))
-            } else {
-                std::cmp::Ordering::Equal
-            };
-            by_score.then(b.iteration.cmp(&a.iteration))
+            rank(b)
+                .total_cmp(&rank(a))
+                .then(b.iteration.cmp(&a.iteration))
         });
         let mut index = 0;
         let mut first_error = None;
@@ -143,15 +143,6 @@ impl Retention {
                 Some((iteration, result.get(attribute)?.as_f64()?))
             })
             .collect()
-    }
-}
-
-/// A score oriented so that larger is better; unscored is worst.
-fn rank(score: Option<f64>, order: ScoreOrder) -> f64 {
-    match (score, order) {
-        (None, _) => f64::NEG_INFINITY,
-        (Some(score), ScoreOrder::Max) => score,
-        (Some(score), ScoreOrder::Min) => -score,
     }
 }
 

@@ -306,12 +306,22 @@ impl Default for CheckpointConfig {
     }
 }
 
-/// Whether a higher or a lower score is the better checkpoint.
+/// Whether a higher or a lower score is better (a checkpoint's, a trial's).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ScoreOrder {
     Max,
     Min,
+}
+
+impl ScoreOrder {
+    /// `score` turned so that larger is better whichever the order.
+    pub fn oriented(self, score: f64) -> f64 {
+        match self {
+            ScoreOrder::Max => score,
+            ScoreOrder::Min => -score,
+        }
+    }
 }
 
 /// What a run reports besides its per-iteration results (RLlib's

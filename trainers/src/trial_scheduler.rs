@@ -170,10 +170,7 @@ impl Asha {
             // A result without the metric (no episode ended yet) neither
             // stops the trial nor fills its place at the rung.
             if let Some(value) = value.filter(|v| v.is_finite()) {
-                let oriented = |v: f64| match config.mode {
-                    ScoreOrder::Max => v,
-                    ScoreOrder::Min => -v,
-                };
+                let oriented = |v: f64| config.mode.oriented(v);
                 let values: Vec<f64> = recorded.values().map(|&v| oriented(v)).collect();
                 let quantile = 1.0 - 1.0 / config.reduction_factor;
                 if let Some(cutoff) = percentile(values, quantile) {
