@@ -84,6 +84,7 @@ fn restored_learner_matches_and_continues_identically() {
                 config: serde_json::json!({}),
                 state: serde_json::json!({}),
                 learner: original.state().unwrap(),
+                replay_buffer: None,
             },
         )
         .unwrap();
@@ -466,7 +467,8 @@ stop:
 }
 
 /// SAC trains, resumes from its checkpoint with the counters continuing
-/// (the replay buffer is not saved: learning waits for it to refill), and
+/// (the replay buffer is not saved by default: learning waits for it to
+/// refill), and
 /// `oxray evaluate` rolls out the checkpoint's squashed Gaussian policy.
 /// α must have been tuned down from its initial 1.
 #[test]
@@ -536,6 +538,77 @@ fn off_policy_trains_resumes_and_evaluates(
     let out = stdout(&evaluated);
     assert!(out.contains(&format!("{env}: 2 episodes")), "{out}");
     assert!(out.contains("return  mean"), "{out}");
+}
+
+/// With `store_buffer_in_checkpoints` a resumed DQN run learns from the
+/// buffer its checkpoint kept: the third iteration starts with 400 stored
+/// transitions and trains although learning starts only after 300 steps
+/// (without the buffer it would wait until 700). A buffer that does not fit
+/// the resumed config is refused by name, before anything is written, and
+/// evaluating the checkpoint does not read the buffer at all.
+#[test]
+fn dqn_resumes_with_the_replay_buffer_its_checkpoint_kept() {
+    let scratch = Scratch::new();
+    let config = small_off_policy("DQN", "CartPole-v1").replace(
+        "num_steps_sampled_before_learning_starts: 100",
+        "num_steps_sampled_before_learning_starts: 300\n  store_buffer_in_checkpoints: true",
+    );
+    scratch.write("dqn.yaml", &config);
+    let first = scratch.oxray(&["train", "dqn.yaml"]);
+    assert!(first.status.success(), "{first:?}");
+    let run = scratch.runs("dqn").pop().expect("run directory");
+    let run_arg = run.to_string_lossy().into_owned();
+    assert!(run
+        .join("checkpoints/checkpoint_000002/replay_buffer.bin")
+        .exists());
+
+    let params = fs::read(run.join("params.yaml")).unwrap();
+    let refused = scratch.oxray(&[
+        "train",
+        "dqn.yaml",
+        "--set",
+        "training.replay_buffer_config.capacity=500",
+        "--resume",
+        &run_arg,
+    ]);
+    assert_clean_error(
+        &refused,
+        &["replay buffer was made with capacity 1000, this run's config has 500"],
+    );
+    assert_eq!(lines(&run.join("result.json")).len(), 2);
+    assert_eq!(fs::read(run.join("params.yaml")).unwrap(), params);
+
+    // The buffer's file is corrupted: evaluating never reads it.
+    let buffer = run.join("checkpoints/checkpoint_000002/replay_buffer.bin");
+    let saved = fs::read(&buffer).unwrap();
+    fs::write(&buffer, &saved[..saved.len() - 1]).unwrap();
+    let evaluated = scratch.oxray(&["evaluate", &run_arg, "--episodes", "1"]);
+    assert!(evaluated.status.success(), "{evaluated:?}");
+    fs::write(&buffer, &saved).unwrap();
+
+    let second = scratch.oxray(&[
+        "train",
+        "dqn.yaml",
+        "--set",
+        "stop.iterations=3",
+        "--resume",
+        &run_arg,
+    ]);
+    assert!(second.status.success(), "{second:?}");
+    let json = lines(&run.join("result.json"));
+    let result = |i: usize| -> serde_json::Value { serde_json::from_str(&json[i]).unwrap() };
+    let trained = |i: usize| {
+        result(i)["num_env_steps_trained_lifetime"]
+            .as_f64()
+            .unwrap()
+    };
+    assert_eq!(result(2)["replay_buffer/num_env_steps_stored"], 600.0);
+    assert!(
+        trained(2) > trained(1),
+        "{} then {}",
+        trained(1),
+        trained(2)
+    );
 }
 
 /// The shipped APPO config (two remote EnvRunners sampling continuously)

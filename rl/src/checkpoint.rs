@@ -9,6 +9,10 @@
 //! therefore leaves a whole checkpoint under the name and `latest` intact.
 //! Loading checks lengths and checksums, so a truncated or altered file is
 //! reported by name instead of surfacing as a libtorch error.
+//!
+//! An off-policy run asked to keep its replay buffer adds it as one more
+//! file; evaluating or exporting the policy ([`load_policy`]) never reads
+//! it, as it can be far larger than the weights.
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -23,6 +27,7 @@ const FORMAT: &str = "oxray-checkpoint-1";
 const METADATA: &str = "checkpoint.json";
 const WEIGHTS: &str = "weights.pt";
 const OPTIMIZER: &str = "optimizer.pt";
+const REPLAY_BUFFER: &str = "replay_buffer.bin";
 pub const LATEST: &str = "latest";
 
 /// What an algorithm saves and restores.
@@ -33,6 +38,9 @@ pub struct Checkpoint {
     /// Algorithm-defined training state: counters, RNG, episode window.
     pub state: serde_json::Value,
     pub learner: LearnerState,
+    /// The replay buffer's snapshot (`ReplayBuffer::snapshot`), when the
+    /// run keeps it.
+    pub replay_buffer: Option<Vec<u8>>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -59,9 +67,13 @@ pub fn save(dir: &Path, name: &str, checkpoint: &Checkpoint) -> Result<PathBuf, 
     let _ = fs::remove_dir_all(&staging);
     fs::create_dir(&staging).map_err(|e| Error::io(&staging, e))?;
     let blobs = [
-        (WEIGHTS, &checkpoint.learner.weights),
-        (OPTIMIZER, &checkpoint.learner.optimizer),
+        (WEIGHTS, Some(&checkpoint.learner.weights)),
+        (OPTIMIZER, Some(&checkpoint.learner.optimizer)),
+        (REPLAY_BUFFER, checkpoint.replay_buffer.as_ref()),
     ];
+    let blobs = blobs
+        .into_iter()
+        .filter_map(|(name, bytes)| Some((name, bytes?)));
     let mut files = Vec::new();
     for (file_name, bytes) in blobs {
         write_synced(&staging.join(file_name), bytes)?;
@@ -98,8 +110,19 @@ pub fn save(dir: &Path, name: &str, checkpoint: &Checkpoint) -> Result<PathBuf, 
 }
 
 /// Reads and verifies the checkpoint in `dir` (a checkpoint directory, or a
-/// `checkpoints/` directory or run directory, whose `latest` is then used).
+/// `checkpoints/` directory or run directory, whose `latest` is then used),
+/// everything a run resumes from.
 pub fn load(dir: &Path) -> Result<Checkpoint, Error> {
+    load_parts(dir, true)
+}
+
+/// As [`load`], without the replay buffer: what evaluating or exporting the
+/// policy needs.
+pub fn load_policy(dir: &Path) -> Result<Checkpoint, Error> {
+    load_parts(dir, false)
+}
+
+fn load_parts(dir: &Path, with_replay_buffer: bool) -> Result<Checkpoint, Error> {
     let dir = resolve(dir);
     let bad = |reason: String| Error::Checkpoint {
         path: dir.clone(),
@@ -141,11 +164,18 @@ pub fn load(dir: &Path) -> Result<Checkpoint, Error> {
         weights: read(WEIGHTS)?,
         optimizer: read(OPTIMIZER)?,
     };
+    let has_replay_buffer = metadata.files.iter().any(|f| f.name == REPLAY_BUFFER);
+    let replay_buffer = if with_replay_buffer && has_replay_buffer {
+        Some(read(REPLAY_BUFFER)?)
+    } else {
+        None
+    };
     Ok(Checkpoint {
         algorithm: metadata.algorithm,
         config: metadata.config,
         state: metadata.state,
         learner,
+        replay_buffer,
     })
 }
 
@@ -215,6 +245,7 @@ mod tests {
                 weights: vec![1, 2, 3, 4],
                 optimizer: vec![5, 6],
             },
+            replay_buffer: None,
         }
     }
 
@@ -264,6 +295,24 @@ mod tests {
         fs::write(b.join("from_b"), b"b").unwrap();
         exchange(&a, &b).unwrap();
         assert!(a.join("from_b").exists() && b.join("from_a").exists());
+    }
+
+    /// A replay buffer travels as one more checked file, which resuming
+    /// reads and evaluating does not.
+    #[test]
+    fn a_replay_buffer_is_read_for_resuming_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let with_buffer = Checkpoint {
+            replay_buffer: Some(vec![7; 32]),
+            ..sample()
+        };
+        let path = save(dir.path(), "checkpoint_000001", &with_buffer).unwrap();
+        assert_eq!(load(&path).unwrap(), with_buffer);
+        assert_eq!(load_policy(&path).unwrap(), sample());
+        fs::write(path.join(REPLAY_BUFFER), [7; 31]).unwrap();
+        let error = load(&path).unwrap_err().to_string();
+        assert!(error.contains("replay_buffer.bin is truncated"), "{error}");
+        assert_eq!(load_policy(&path).unwrap(), sample());
     }
 
     #[test]

@@ -70,7 +70,8 @@ pub trait Algorithm {
     /// Writes a checkpoint of the whole training state under `checkpoint_dir`
     /// and returns its path.
     fn save(&self, checkpoint_dir: &Path) -> Result<PathBuf, TrainError> {
-        self.trainer().save(checkpoint_dir)
+        let checkpoint = self.trainer().checkpoint()?;
+        crate::algorithms::write_checkpoint(checkpoint_dir, self.iteration(), &checkpoint)
     }
 
     /// Continues from `checkpoint` (weights, optimizer, counters).

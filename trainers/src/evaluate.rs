@@ -39,7 +39,7 @@ pub fn evaluate(
     seed: u64,
     explore: bool,
 ) -> Result<Evaluation, TrainError> {
-    let saved = checkpoint::load(path)?;
+    let saved = checkpoint::load_policy(path)?;
     let config = ExperimentConfig::of_checkpoint(&saved)?;
     let kind = config.training.training().module_kind();
     let mut runner = EnvRunner::new(EnvRunnerConfig {

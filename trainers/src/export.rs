@@ -63,7 +63,7 @@ pub fn export_torchscript(checkpoint_path: &Path, out: &Path) -> Result<Vec<Stri
         .permissions(std::fs::Permissions::from_mode(0o666))
         .tempfile_in(directory)
         .map_err(|e| fail(format!("cannot write in {}: {e}", directory.display())))?;
-    let saved = checkpoint::load(checkpoint_path)?;
+    let saved = checkpoint::load_policy(checkpoint_path)?;
     let config = ExperimentConfig::of_checkpoint(&saved)?;
     let kind = config.training.training().module_kind();
     let spec = module_spec(&config.env, &config.model, kind.clone())?;

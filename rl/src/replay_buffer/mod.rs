@@ -10,13 +10,15 @@
 //! module scales by the observation space, not the column's type). The
 //! buffer is a plain struct used in
 //! the driver; it is also an oxray-core actor (`ReplayBuffer::remote`), for
-//! setups that keep it apart from the driver. Its contents are not saved in
-//! checkpoints (as RLlib's default): a resumed run refills it, and learning
-//! waits for `num_steps_sampled_before_learning_starts` again.
+//! setups that keep it apart from the driver. Checkpoints keep its contents
+//! only when asked (`snapshot`; RLlib's `store_buffer_in_checkpoints`, off
+//! by default): otherwise a resumed run refills it, and learning waits for
+//! `num_steps_sampled_before_learning_starts` again.
 //!
 //! # Layout
 //! - `n_step`: n-step transitions from sample batches,
 //! - `observation_store`: observations in place, or each distinct plane once,
+//! - `snapshot`: the whole buffer as bytes for a checkpoint, and back,
 //! - `device_batch`: a sampled minibatch onto a Learner's device in one copy,
 //! - `segment_tree`: sum and min trees for prioritized sampling.
 
@@ -24,10 +26,12 @@ mod device_batch;
 mod n_step;
 mod observation_store;
 mod segment_tree;
+mod snapshot;
 
 pub use device_batch::DeviceReplayBatch;
 pub use n_step::{NStep, Transition};
 pub use segment_tree::SegmentTree;
+pub use snapshot::SnapshotError;
 
 use std::borrow::Cow;
 use std::ops::Range;
@@ -264,6 +268,14 @@ impl ReplayBuffer {
             self.sum_tree.set(i as usize, p);
             self.min_tree.set(i as usize, p);
         }
+    }
+}
+
+/// Read where the buffer is owned, not through an actor handle.
+impl ReplayBuffer {
+    /// How the buffer was made.
+    pub fn config(&self) -> &ReplayBufferConfig {
+        &self.config
     }
 }
 

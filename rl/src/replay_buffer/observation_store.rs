@@ -21,6 +21,9 @@ use std::hash::Hasher;
 
 use rustc_hash::{FxHashMap, FxHasher};
 
+use serde::{Deserialize, Serialize};
+
+use super::snapshot::SnapshotError;
 use crate::obs_buffer::{ObsBuffer, ObsDType};
 
 /// Planes of at least this many bytes are stored once.
@@ -140,6 +143,96 @@ impl ObservationColumns {
         rows
     }
 
+    /// The observations of transitions `0..len` (the occupied slots), as
+    /// a checkpoint keeps them: in place, or each distinct plane once with
+    /// the transitions' plane numbers.
+    pub(super) fn snapshot(&self, len: usize, obs_dim: usize) -> ObservationsSnapshot {
+        match self {
+            ObservationColumns::Inline { obs, next_obs } => {
+                let rows = |column: &ObsBuffer| {
+                    let mut kept = ObsBuffer::zeros(column.dtype(), 0);
+                    kept.extend_from(column, 0..len * obs_dim);
+                    kept
+                };
+                ObservationsSnapshot::Inline {
+                    obs: rows(obs),
+                    next_obs: rows(next_obs),
+                }
+            }
+            ObservationColumns::Shared {
+                planes,
+                planes_per_obs,
+                obs,
+                next_obs,
+            } => ObservationsSnapshot::Shared {
+                planes: planes.values.clone(),
+                obs: obs[..len * planes_per_obs].to_vec(),
+                next_obs: next_obs[..len * planes_per_obs].to_vec(),
+            },
+        }
+    }
+
+    /// Puts `snapshot`'s observations of transitions `0..len` into these
+    /// (empty) columns, checking that it fits them first.
+    pub(super) fn restore(
+        &mut self,
+        snapshot: ObservationsSnapshot,
+        len: usize,
+        obs_dim: usize,
+    ) -> Result<(), SnapshotError> {
+        match (self, snapshot) {
+            (
+                ObservationColumns::Inline { obs, next_obs },
+                ObservationsSnapshot::Inline {
+                    obs: saved_obs,
+                    next_obs: saved_next,
+                },
+            ) => {
+                for (column, saved) in [(obs, saved_obs), (next_obs, saved_next)] {
+                    if saved.dtype() != column.dtype() || saved.len() != len * obs_dim {
+                        return Err(SnapshotError::Inconsistent(format!(
+                            "{} {:?} observation values for {len} transitions of {obs_dim} {:?} values",
+                            saved.len(),
+                            saved.dtype(),
+                            column.dtype()
+                        )));
+                    }
+                    column.copy_from(0, &saved, 0..saved.len());
+                }
+                Ok(())
+            }
+            (
+                ObservationColumns::Shared {
+                    planes,
+                    planes_per_obs,
+                    obs,
+                    next_obs,
+                },
+                ObservationsSnapshot::Shared {
+                    planes: values,
+                    obs: saved_obs,
+                    next_obs: saved_next,
+                },
+            ) => {
+                let slots = len * *planes_per_obs;
+                if saved_obs.len() != slots || saved_next.len() != slots {
+                    return Err(SnapshotError::Inconsistent(format!(
+                        "{} and {} plane numbers for {len} transitions of {planes_per_obs} planes",
+                        saved_obs.len(),
+                        saved_next.len()
+                    )));
+                }
+                planes.restore(values, saved_obs.iter().chain(&saved_next))?;
+                obs[..slots].copy_from_slice(&saved_obs);
+                next_obs[..slots].copy_from_slice(&saved_next);
+                Ok(())
+            }
+            _ => Err(SnapshotError::Inconsistent(
+                "its observations are stored differently from this config's (in place against shared planes)".into(),
+            )),
+        }
+    }
+
     /// Bytes the observation values take (allocated, not only in use).
     #[cfg(test)]
     pub(super) fn value_bytes(&self) -> usize {
@@ -157,6 +250,21 @@ fn element_size(dtype: ObsDType) -> usize {
         ObsDType::F32 => 4,
         ObsDType::U8 => 1,
     }
+}
+
+/// The observations a replay buffer snapshot keeps: as its columns do.
+#[derive(Serialize, Deserialize)]
+pub(super) enum ObservationsSnapshot {
+    Inline {
+        obs: ObsBuffer,
+        next_obs: ObsBuffer,
+    },
+    Shared {
+        #[serde(with = "serde_bytes")]
+        planes: Vec<u8>,
+        obs: Vec<u32>,
+        next_obs: Vec<u32>,
+    },
 }
 
 /// Distinct planes, each in a slot of `plane_len` values stored as bytes
@@ -271,6 +379,48 @@ impl PlaneStore {
                     .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
             ),
         }
+    }
+
+    /// Takes `values` (whole planes) as the store's slots, each used as
+    /// often as `uses` names it; unnamed slots are free.
+    fn restore<'a>(
+        &mut self,
+        values: Vec<u8>,
+        uses: impl Iterator<Item = &'a u32>,
+    ) -> Result<(), SnapshotError> {
+        let width = self.slot_bytes();
+        if !values.len().is_multiple_of(width) {
+            return Err(SnapshotError::Inconsistent(format!(
+                "{} bytes of planes are not whole planes of {width} bytes",
+                values.len()
+            )));
+        }
+        let count = values.len() / width;
+        let mut counts = vec![0u32; count];
+        for &slot in uses {
+            let used = counts.get_mut(slot as usize).ok_or_else(|| {
+                SnapshotError::Inconsistent(format!("a transition names plane {slot} of {count}"))
+            })?;
+            *used += 1;
+        }
+        self.values = values;
+        self.hashes = vec![0; count];
+        self.free.clear();
+        self.by_hash.clear();
+        for (slot, &used) in counts.iter().enumerate() {
+            let slot = slot as u32;
+            if used == 0 {
+                self.free.push(slot);
+                continue;
+            }
+            let mut hasher = FxHasher::default();
+            hasher.write(self.bytes_of(slot));
+            let hash = hasher.finish();
+            self.hashes[slot as usize] = hash;
+            self.by_hash.entry(hash).or_insert(slot);
+        }
+        self.uses = counts;
+        Ok(())
     }
 
     /// Slots holding a plane now.

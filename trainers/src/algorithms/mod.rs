@@ -19,7 +19,7 @@ mod extended_section;
 pub mod off_policy;
 mod trainer;
 
-pub use trainer::{LastIteration, Trainer, TrainerCore, TrainingState};
+pub use trainer::{write_checkpoint, LastIteration, Trainer, TrainerCore, TrainingState};
 
 /// What every algorithm's `training:` section answers.
 pub trait TrainingConfig {

@@ -10,9 +10,14 @@
 //! `training:` section, so the loop is generic over an [`OffPolicyLearner`]
 //! and each algorithm is `OffPolicy<ItsLearner>`.
 //!
-//! The replay buffer lives in the driver and is not checkpointed (RLlib's
-//! default): a resumed run refills it before learning again.
+//! The replay buffer lives in the driver. Checkpoints keep it when
+//! `store_buffer_in_checkpoints` is set (off by default, as in RLlib), and
+//! a run resumed from such a checkpoint learns from it at once; otherwise a
+//! resumed run refills it before learning again. The n-step transitions
+//! still waiting for later steps are not kept (a few per env, as when an
+//! EnvRunner is replaced).
 
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use oxray_rl::checkpoint::Checkpoint;
@@ -75,6 +80,7 @@ pub struct OffPolicySettings {
     pub training_intensity: Option<f64>,
     pub replay_buffer_config: ReplayBufferSettings,
     pub min_sample_timesteps_per_iteration: usize,
+    pub store_buffer_in_checkpoints: bool,
 }
 
 impl OffPolicySettings {
@@ -323,12 +329,28 @@ impl<L: OffPolicyLearner> Algorithm for OffPolicy<L> {
         &mut self.trainer
     }
 
+    fn save(&self, checkpoint_dir: &Path) -> Result<PathBuf, TrainError> {
+        let mut checkpoint = self.trainer.checkpoint()?;
+        if self.settings.store_buffer_in_checkpoints {
+            checkpoint.replay_buffer = Some(self.replay.snapshot());
+        }
+        shared::write_checkpoint(checkpoint_dir, self.iteration(), &checkpoint)
+    }
+
     fn restore(&mut self, checkpoint: &Checkpoint) -> Result<(), TrainError> {
+        // The buffer first: one that does not fit this config fails the
+        // resume before anything else has changed.
+        if let Some(bytes) = &checkpoint.replay_buffer {
+            self.replay = ReplayBuffer::from_snapshot(self.replay.config().clone(), bytes)
+                .map_err(|e| TrainError::Restore(format!("its replay buffer {e}")))?;
+        }
         self.trainer.restore(checkpoint)?;
-        // The replay buffer starts empty: learning waits until it holds
-        // `num_steps_sampled_before_learning_starts` steps again.
-        self.settings.num_steps_sampled_before_learning_starts +=
-            self.trainer.state.progress.env_steps_sampled;
+        if checkpoint.replay_buffer.is_none() {
+            // The replay buffer starts empty: learning waits until it holds
+            // `num_steps_sampled_before_learning_starts` steps again.
+            self.settings.num_steps_sampled_before_learning_starts +=
+                self.trainer.state.progress.env_steps_sampled;
+        }
         Ok(())
     }
 }

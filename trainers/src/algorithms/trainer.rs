@@ -168,8 +168,9 @@ impl<L: LearnerActor, A> Trainer<L, A> {
 
 /// A [`Trainer`] whatever its Learner type: what `Algorithm` delegates to.
 pub trait TrainerCore {
-    /// Writes `checkpoint_<iteration>` under `checkpoint_dir`.
-    fn save(&self, checkpoint_dir: &Path) -> Result<PathBuf, TrainError>;
+    /// The whole training state but what the algorithm keeps beside the
+    /// trainer (a replay buffer).
+    fn checkpoint(&self) -> Result<Checkpoint, TrainError>;
     /// Takes the Learners' state, counters and the EnvRunners' RNGs from
     /// `checkpoint`, and sends the restored weights out.
     fn restore(&mut self, checkpoint: &Checkpoint) -> Result<(), TrainError>;
@@ -180,9 +181,8 @@ pub trait TrainerCore {
 }
 
 impl<L: LearnerActor, A: Serialize + DeserializeOwned + Clone> TrainerCore for Trainer<L, A> {
-    fn save(&self, checkpoint_dir: &Path) -> Result<PathBuf, TrainError> {
-        self.state.save(
-            checkpoint_dir,
+    fn checkpoint(&self) -> Result<Checkpoint, TrainError> {
+        self.state.checkpoint(
             &self.config,
             self.started,
             &self.env_runners,
@@ -266,6 +266,16 @@ impl LastIteration {
     }
 }
 
+/// Writes `checkpoint` as `checkpoint_<iteration>` under `checkpoint_dir`.
+pub fn write_checkpoint(
+    checkpoint_dir: &Path,
+    iteration: u64,
+    checkpoint: &Checkpoint,
+) -> Result<PathBuf, TrainError> {
+    let name = format!("checkpoint_{iteration:06}");
+    Ok(checkpoint::save(checkpoint_dir, &name, checkpoint)?)
+}
+
 /// What a checkpoint carries besides the weights: the counters every
 /// algorithm keeps and the algorithm's own state `A`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -275,27 +285,25 @@ pub struct TrainingState<A> {
 }
 
 impl<A: Serialize + DeserializeOwned + Clone> TrainingState<A> {
-    /// Writes `checkpoint_<iteration>` with this state (this session's time
-    /// added, the EnvRunners' RNG states taken) and the Learner's.
-    pub fn save(
+    /// A checkpoint of this state (this session's time added, the
+    /// EnvRunners' RNG states taken) and the Learner's.
+    pub fn checkpoint(
         &self,
-        checkpoint_dir: &Path,
         config: &ExperimentConfig,
         started: Instant,
         env_runners: &EnvRunnerGroup,
         learner: LearnerState,
-    ) -> Result<PathBuf, TrainError> {
+    ) -> Result<Checkpoint, TrainError> {
         let mut state = self.clone();
         state.progress.time_before_s += started.elapsed().as_secs_f64();
         state.progress.env_runner_rngs = env_runners.rng_states()?;
-        let checkpoint = Checkpoint {
+        Ok(Checkpoint {
             algorithm: config.algorithm.as_str().to_string(),
             config: serde_json::to_value(config).expect("configs serialize"),
             state: serde_json::to_value(&state).expect("training state serializes"),
             learner,
-        };
-        let name = format!("checkpoint_{:06}", state.progress.iteration);
-        Ok(checkpoint::save(checkpoint_dir, &name, &checkpoint)?)
+            replay_buffer: None,
+        })
     }
 
     /// The state `checkpoint` holds; the EnvRunners get `weights` (the

@@ -34,6 +34,9 @@ pub struct DqnConfig {
     /// `sample()` round when absent.
     pub training_intensity: Option<f64>,
     pub replay_buffer_config: ReplayBufferSettings,
+    /// Checkpoints keep the replay buffer's contents, so a resumed run
+    /// learns from them at once instead of refilling the buffer first.
+    pub store_buffer_in_checkpoints: bool,
     pub td_error_loss_fn: TdErrorLoss,
     /// Global-norm gradient clipping; none when absent.
     pub grad_clip: Option<f64>,
@@ -89,6 +92,7 @@ impl Default for DqnConfig {
             noisy: false,
             sigma0: 0.5,
             min_sample_timesteps_per_iteration: 1000,
+            store_buffer_in_checkpoints: false,
         }
     }
 }
@@ -108,6 +112,7 @@ impl DqnConfig {
             training_intensity: self.training_intensity,
             replay_buffer_config: self.replay_buffer_config.clone(),
             min_sample_timesteps_per_iteration: self.min_sample_timesteps_per_iteration,
+            store_buffer_in_checkpoints: self.store_buffer_in_checkpoints,
         }
     }
 }

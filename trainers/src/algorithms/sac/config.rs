@@ -39,6 +39,9 @@ pub struct SacConfig {
     /// `sample()` round when absent.
     pub training_intensity: Option<f64>,
     pub replay_buffer_config: ReplayBufferSettings,
+    /// Checkpoints keep the replay buffer's contents, so a resumed run
+    /// learns from them at once instead of refilling the buffer first.
+    pub store_buffer_in_checkpoints: bool,
     /// Global-norm gradient clipping; none when absent.
     pub grad_clip: Option<f64>,
     /// An iteration runs sample-and-learn rounds until it has sampled this
@@ -100,6 +103,7 @@ impl Default for SacConfig {
             },
             grad_clip: None,
             min_sample_timesteps_per_iteration: 1000,
+            store_buffer_in_checkpoints: false,
         }
     }
 }
@@ -119,6 +123,7 @@ impl SacConfig {
             training_intensity: self.training_intensity,
             replay_buffer_config: self.replay_buffer_config.clone(),
             min_sample_timesteps_per_iteration: self.min_sample_timesteps_per_iteration,
+            store_buffer_in_checkpoints: self.store_buffer_in_checkpoints,
         }
     }
 }
