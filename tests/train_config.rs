@@ -36,7 +36,9 @@ fn defaults_fill_in_and_overrides_apply() {
 /// criterion under both names is refused.
 #[test]
 fn stop_criteria_take_the_result_names_too() {
-    let without_stop = SMALL_PPO.replace("stop:\n  iterations: 2\n", "");
+    // Evaluating, so the evaluation return has something to stop on.
+    let without_stop =
+        SMALL_PPO.replace("stop:\n  iterations: 2\n", "evaluation:\n  interval: 1\n");
     for (criterion, result) in StopConfig::RESULT_KEYS {
         let by_criterion = parse(&without_stop, &[&format!("stop.{criterion}=7")]).unwrap();
         assert_ne!(by_criterion.stop, StopConfig::default(), "{criterion}");
@@ -54,7 +56,7 @@ fn stop_criteria_take_the_result_names_too() {
             let zero = format!("{without_stop}stop:\n  {result}: 0\n");
             let error = parse(&zero, &[]).unwrap_err();
             assert!(
-                error.contains("stop.time_s: must be positive at line 13"),
+                error.contains("stop.time_s: must be positive at line 15"),
                 "{error}"
             );
         }
@@ -249,6 +251,24 @@ fn out_of_range_value_names_key_and_line() {
         error.contains("reporting.metrics_num_episodes_for_smoothing: must be at least 1"),
         "{error}"
     );
+    // BC's own keys, and a stop criterion on evaluations that never run.
+    let bc = "algorithm: BC\nenv: CartPole-v1\noffline_data: {input_: data}\n";
+    assert!(parse(bc, &["training.dataset_num_iters_per_learner=4"]).is_ok());
+    let error = parse(bc, &["training.dataset_num_iters_per_learner=0"]).unwrap_err();
+    assert!(
+        error.contains("training.dataset_num_iters_per_learner: must be at least 1"),
+        "{error}"
+    );
+    let error = parse(bc, &["stop.evaluation_return_mean=100"]).unwrap_err();
+    assert!(
+        error.contains("stop.evaluation_return_mean: needs evaluation.interval of at least 1"),
+        "{error}"
+    );
+    assert!(parse(
+        bc,
+        &["stop.evaluation_return_mean=100", "evaluation.interval=2"]
+    )
+    .is_ok());
 }
 
 #[test]

@@ -23,6 +23,7 @@ use tch::{Device, Tensor};
 
 use crate::metrics::EpisodeStats;
 use crate::obs_buffer::ObsDType;
+use crate::offline_data::Episode;
 use crate::rl_module::{ActionSpace, HostPolicy, ModelConfig, ModuleKind, ModuleSpec, RLModule};
 use crate::sample_batch::SampleBatch;
 use crate::Error;
@@ -369,24 +370,142 @@ impl EnvRunner {
     /// steps for [`EvaluationDuration::Timesteps`]. Nothing is kept for
     /// training.
     pub fn evaluate(&mut self, duration: EvaluationDuration) -> Result<EpisodeStats, Error> {
+        self.play(duration, None)
+    }
+
+    fn play(
+        &mut self,
+        duration: EvaluationDuration,
+        mut on_episode: Option<&mut dyn FnMut(Episode) -> Result<(), Error>>,
+    ) -> Result<EpisodeStats, Error> {
         self.acting.observe(self.env.reset(None)?.iter());
-        let n = self.env.num_envs() as u64;
+        let n = self.env.num_envs();
+        let spec = self.acting.module.spec();
+        let (obs_dim, action_dim) = (spec.obs_dim(), spec.action_space.action_dim());
+        let mut playing = vec![Episode::default(); if on_episode.is_some() { n } else { 0 }];
+        let (mut recorded, mut steps) = (0, 0);
         let mut episodes = EpisodeStats::default();
-        let mut steps = 0;
         loop {
-            match duration {
+            let wanted_episodes = match duration {
                 EvaluationDuration::Episodes(wanted) if episodes.returns.len() as u64 >= wanted => {
                     episodes.returns.truncate(wanted as usize);
                     episodes.lengths.truncate(wanted as usize);
                     return Ok(episodes);
                 }
                 EvaluationDuration::Timesteps(wanted) if steps >= wanted => return Ok(episodes),
-                _ => {}
+                EvaluationDuration::Episodes(wanted) => wanted,
+                EvaluationDuration::Timesteps(_) => u64::MAX,
+            };
+            for (env, episode) in playing.iter_mut().enumerate() {
+                let obs = &self.acting.obs[env * obs_dim..(env + 1) * obs_dim];
+                episode.obs.push(obs.to_vec());
             }
             let result = self.acting.step(self.env.as_mut())?;
+            if let Some(emit) = on_episode.as_mut() {
+                for (env, episode) in playing.iter_mut().enumerate() {
+                    let action = &self.acting.actions[env * action_dim..(env + 1) * action_dim];
+                    episode.actions.push(action.to_vec());
+                    episode.rewards.push(result.rewards[env] as f32);
+                    let (terminated, truncated) = (result.terminated[env], result.truncated[env]);
+                    if !(terminated || truncated) {
+                        continue;
+                    }
+                    let final_obs = result
+                        .final_obs
+                        .as_ref()
+                        .expect("same-step autoreset reports final observations");
+                    let finished = Episode {
+                        terminated,
+                        truncated,
+                        final_obs: final_obs.row(env).to_vec(),
+                        ..std::mem::take(episode)
+                    };
+                    if recorded < wanted_episodes {
+                        emit(finished)?;
+                        recorded += 1;
+                    }
+                }
+            }
             record_episodes(&mut episodes, result.episodes);
             self.acting.observe(result.obs.iter());
-            steps += n;
+            steps += n as u64;
+        }
+    }
+}
+
+/// Used where the runner is owned, not through an actor handle (a callback
+/// does not cross processes).
+impl EnvRunner {
+    /// [`EnvRunner::evaluate`], also handing each finished episode's steps
+    /// to `on_episode` as it ends (RLlib's offline `output`), at most as
+    /// many as the statistics count.
+    pub fn record(
+        &mut self,
+        duration: EvaluationDuration,
+        on_episode: &mut dyn FnMut(Episode) -> Result<(), Error>,
+    ) -> Result<EpisodeStats, Error> {
+        self.play(duration, Some(on_episode))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two CartPole sub-envs recording six episodes: exactly those the
+    /// statistics count, each with one observation, action and reward per
+    /// step (its return and length the statistics' own), starting from a
+    /// reset state (every value within ±0.05) and ending, when terminated,
+    /// in a state past CartPole's limits.
+    #[test]
+    fn recorded_episodes_are_the_ones_counted_step_by_step() {
+        let env = EnvConfig::new("CartPole-v1");
+        let mut runner = EnvRunner::new(EnvRunnerConfig {
+            module: module_spec(&env, &ModelConfig::default(), ModuleKind::ActorCritic).unwrap(),
+            env,
+            num_envs: 2,
+            rollout_fragment_length: 1,
+            seed: 11,
+            worker_index: 0,
+            explore: true,
+        })
+        .unwrap();
+        let mut recorded = Vec::new();
+        let stats = runner
+            .record(EvaluationDuration::Episodes(6), &mut |episode| {
+                recorded.push(episode);
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(recorded.len(), 6);
+        let mut returns: Vec<f32> = recorded.iter().map(|e| e.rewards.iter().sum()).collect();
+        let mut counted = stats.returns.clone();
+        returns.sort_by(f32::total_cmp);
+        counted.sort_by(f32::total_cmp);
+        assert_eq!(returns, counted);
+        for episode in &recorded {
+            let steps = episode.obs.len();
+            assert_eq!(
+                (episode.actions.len(), episode.rewards.len()),
+                (steps, steps)
+            );
+            assert!(
+                episode.obs[0].iter().all(|x| x.abs() <= 0.05),
+                "{:?}",
+                episode.obs[0]
+            );
+            assert!(episode.actions.iter().all(|a| a[0] == 0.0 || a[0] == 1.0));
+            assert!(episode.terminated || episode.truncated);
+            let [x, _, theta, _] = episode.final_obs[..] else {
+                panic!("final observation {:?}", episode.final_obs)
+            };
+            if episode.terminated {
+                assert!(
+                    x.abs() > 2.4 || theta.abs() > 0.2095,
+                    "{:?}",
+                    episode.final_obs
+                );
+            }
         }
     }
 }

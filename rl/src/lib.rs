@@ -13,6 +13,8 @@
 //! - `sample_batch`, `obs_buffer`, `gae`, `vtrace`, `schedule`,
 //!   `replay_buffer`: data and its processing (observation columns keep
 //!   image bytes as bytes),
+//! - `offline_data`: recorded episodes (JSON Lines) and the rows offline
+//!   algorithms learn from,
 //! - `env_runner`, `env_runner_group`: sampling,
 //! - `learner`, `learner_group`, `minibatch_sgd`, `target_network`, `optim`,
 //!   `host_threads`, `collective`: learning,
@@ -32,6 +34,7 @@ pub mod loggers;
 pub mod metrics;
 pub mod minibatch_sgd;
 pub mod obs_buffer;
+pub mod offline_data;
 pub mod optim;
 pub mod replay_buffer;
 pub mod rl_module;
@@ -75,6 +78,10 @@ pub enum Error {
     /// included, with its traceback).
     #[error("environment: {0}")]
     EnvFailed(#[from] oxray_envs::EnvError),
+    /// Recorded episodes that cannot be read or written (the message
+    /// carries the inner error whole, so it is not also a source).
+    #[error("offline data: {0}")]
+    OfflineData(offline_data::OfflineDataError),
     #[error("cluster: {0}")]
     Cluster(#[from] oxray_core::Error),
     #[error("collective: {0}")]
@@ -88,6 +95,12 @@ fn torch_message(error: &tch::TchError) -> String {
     match message.find("Exception raised from") {
         Some(trace) => message[..trace].trim_end().to_string(),
         None => message,
+    }
+}
+
+impl From<offline_data::OfflineDataError> for Error {
+    fn from(error: offline_data::OfflineDataError) -> Self {
+        Error::OfflineData(error)
     }
 }
 

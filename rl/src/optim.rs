@@ -44,12 +44,22 @@ pub fn flatten_parameters(params: &[Tensor]) -> Tensor {
 
 /// The gradient of `loss` with respect to `params`, as one flat tensor laid
 /// out like [`flatten_parameters`]' buffer. Nothing accumulates in `.grad`,
-/// so there is nothing to zero between steps.
+/// so there is nothing to zero between steps. A parameter the loss does not
+/// reach (BC's loss and the value head) has a zero gradient.
 pub fn flat_gradient(loss: &Tensor, params: &[Tensor]) -> Tensor {
     let grads = Tensor::run_backward(&[loss], params, false, false);
-    // `reshape`, not `view`: a convolution's weight gradient can come back
-    // strided (channels-last images are permuted at the encoder's input).
-    Tensor::cat(&grads.iter().map(|g| g.reshape(-1)).collect::<Vec<_>>(), 0)
+    let flat: Vec<Tensor> = grads
+        .iter()
+        .zip(params)
+        // `reshape`, not `view`: a convolution's weight gradient can come
+        // back strided (channels-last images are permuted at the encoder's
+        // input).
+        .map(|(grad, param)| match grad.defined() {
+            true => grad.reshape(-1),
+            false => param.zeros_like().reshape(-1),
+        })
+        .collect();
+    Tensor::cat(&flat, 0)
 }
 
 /// The elements of `tensor`, a contiguous f32 tensor on the CPU, as a slice
@@ -348,6 +358,21 @@ impl AdamUpdate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A loss that reads only the first parameter: the second's part of
+    /// the flat gradient is zeros, in its place in the layout.
+    #[test]
+    fn a_parameter_the_loss_does_not_reach_gets_a_zero_gradient() {
+        let used = Tensor::from_slice(&[1.0f32, 2.0]).set_requires_grad(true);
+        let unused = Tensor::from_slice(&[5.0f32, 6.0, 7.0]).set_requires_grad(true);
+        let after = Tensor::from_slice(&[9.0f32]).set_requires_grad(true);
+        let loss = (&used * &used).sum(tch::Kind::Float) + (&after * 3.0).sum(tch::Kind::Float);
+        let grad = flat_gradient(&loss, &[used, unused, after]);
+        assert_eq!(
+            Vec::<f32>::try_from(&grad).unwrap(),
+            [2.0, 4.0, 0.0, 0.0, 0.0, 3.0]
+        );
+    }
 
     /// Adam's first step moves each element by its learning rate (m̂/√v̂ is
     /// the gradient's sign): an element with rate 0 stays put.

@@ -1,5 +1,6 @@
 //! `oxray evaluate`: roll out a checkpoint's policy and print the mean, min
-//! and max episode return and length.
+//! and max episode return and length; `--output DIR` also records the
+//! episodes for offline training (BC).
 
 use std::path::PathBuf;
 
@@ -20,6 +21,11 @@ pub struct EvaluateArgs {
     /// Sample actions from the policy instead of taking its most likely one.
     #[arg(long)]
     explore: bool,
+    /// Record the episodes played into a new JSON Lines file in this
+    /// directory (RLlib's offline `output`), for `algorithm: BC` to learn
+    /// from through `offline_data.input_`.
+    #[arg(long, value_name = "DIR")]
+    output: Option<PathBuf>,
 }
 
 pub fn run_evaluate(args: EvaluateArgs) -> anyhow::Result<()> {
@@ -28,6 +34,7 @@ pub fn run_evaluate(args: EvaluateArgs) -> anyhow::Result<()> {
         args.episodes as usize,
         args.seed,
         args.explore,
+        args.output.as_deref(),
     )?;
     let (r_mean, r_min, r_max) = Evaluation::stats(&evaluation.returns);
     let (l_mean, l_min, l_max) = Evaluation::stats(&evaluation.lengths);
@@ -43,5 +50,8 @@ pub fn run_evaluate(args: EvaluateArgs) -> anyhow::Result<()> {
     say(format_args!(
         "length  mean {l_mean:.1}  min {l_min}  max {l_max}"
     ));
+    if let Some(file) = &evaluation.recorded {
+        say(format_args!("recorded: {}", file.display()));
+    }
     Ok(())
 }

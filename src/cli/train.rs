@@ -320,12 +320,13 @@ fn print_trials(trials: &[Trial], outcomes: &[anyhow::Result<RunSummary>]) {
 fn print_run(summary: &RunSummary, prefix: &str) {
     let result = &summary.last_result;
     say(format_args!(
-        "{prefix}done: {} after {} iterations, {} env steps, {:.1} s; return mean {}",
+        "{prefix}done: {} after {} iterations, {} env steps, {:.1} s; return mean {}{}",
         summary.stop_reason,
         result[metrics::TRAINING_ITERATION],
         result[metrics::NUM_ENV_STEPS_SAMPLED_LIFETIME],
         result[metrics::TIME_TOTAL_S],
         format_return(result),
+        format_evaluation(result),
     ));
     say(format_args!(
         "{prefix}learner device: {}",
@@ -392,12 +393,13 @@ impl Progress {
 
     fn report(&mut self, result: &Metrics) {
         let line = format!(
-            "iter {:>4}  env steps {:>9}  return mean {:>8}  {:>7.0} steps/s  {:>6.1} s",
+            "iter {:>4}  env steps {:>9}  return mean {:>8}  {:>7.0} steps/s  {:>6.1} s{}",
             result[metrics::TRAINING_ITERATION],
             result[metrics::NUM_ENV_STEPS_SAMPLED_LIFETIME],
             format_return(result),
             result[metrics::NUM_ENV_STEPS_SAMPLED_LIFETIME] / result[metrics::TIME_TOTAL_S],
             result[metrics::TIME_TOTAL_S],
+            format_evaluation(result),
         );
         match self {
             Progress::Bar(bar) => {
@@ -433,4 +435,14 @@ fn format_return(result: &Metrics) -> String {
     result
         .get(metrics::EPISODE_RETURN_MEAN)
         .map_or("-".into(), |r| format!("{r:.1}"))
+}
+
+/// The latest evaluation's mean return, after the training return, in an
+/// iteration that evaluated (the only return BC has).
+fn format_evaluation(result: &Metrics) -> String {
+    result
+        .get(oxray_trainers::evaluation::EPISODE_RETURN_MEAN)
+        .map_or(String::new(), |r| {
+            format!("  evaluation return mean {r:.1}")
+        })
 }

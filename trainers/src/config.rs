@@ -11,6 +11,8 @@
 //! overrides were applied; they look the key up in the file to give its
 //! line.
 
+use std::path::PathBuf;
+
 use oxray_envs::EnvConfig;
 use oxray_rl::checkpoint::Checkpoint;
 use oxray_rl::metrics;
@@ -59,6 +61,8 @@ pub struct ExperimentConfig<T = AlgorithmConfig> {
     pub reporting: ReportingConfig,
     #[serde(default)]
     pub evaluation: EvaluationConfig,
+    #[serde(default)]
+    pub offline_data: OfflineDataConfig,
 }
 
 /// The first pass of decoding: only `algorithm:`, every other key ignored.
@@ -82,6 +86,7 @@ impl<T> ExperimentConfig<T> {
             checkpoint: self.checkpoint,
             reporting: self.reporting,
             evaluation: self.evaluation,
+            offline_data: self.offline_data,
         }
     }
 }
@@ -249,17 +254,25 @@ pub struct StopConfig {
     pub iterations: Option<u64>,
     #[serde(alias = "time_total_s")]
     pub time_s: Option<f64>,
+    /// The mean return of the latest evaluation (`evaluation:`), the
+    /// criterion of runs that sample nothing for training (BC).
+    #[serde(alias = "evaluation/env_runners/episode_return_mean")]
+    pub evaluation_return_mean: Option<f64>,
 }
 
 impl StopConfig {
     /// Each criterion's key beside the result key it is compared with,
     /// which the serde aliases above accept in a file and
     /// [`ExperimentConfig::with_override`] accepts in `--set stop.KEY=…`.
-    pub const RESULT_KEYS: [(&'static str, &'static str); 4] = [
+    pub const RESULT_KEYS: [(&'static str, &'static str); 5] = [
         ("episode_return_mean", metrics::EPISODE_RETURN_MEAN),
         ("env_steps", metrics::NUM_ENV_STEPS_SAMPLED_LIFETIME),
         ("iterations", metrics::TRAINING_ITERATION),
         ("time_s", metrics::TIME_TOTAL_S),
+        (
+            "evaluation_return_mean",
+            crate::evaluation::EPISODE_RETURN_MEAN,
+        ),
     ];
 
     /// The criterion's own key for `key`, which may be a result key.
@@ -384,6 +397,18 @@ impl Default for EvaluationConfig {
             num_env_runners: 0,
         }
     }
+}
+
+/// `offline_data:` (RLlib's `offline_data()`): where an offline algorithm
+/// reads its recorded episodes.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OfflineDataConfig {
+    /// A `.jsonl` file of episodes, or a directory of them (`oxray
+    /// evaluate --output DIR` records some); relative to the working
+    /// directory. `input_` in RLlib's Python API (`input` is a builtin).
+    #[serde(rename = "input_", alias = "input")]
+    pub input: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -575,6 +600,23 @@ impl ExperimentConfig {
                 .is_none_or(|key| !key.is_empty()),
             "checkpoint.checkpoint_score_attribute",
             "must name a result key",
+        )?;
+        check(
+            self.stop.evaluation_return_mean.is_none() || self.evaluation.interval >= 1,
+            "stop.evaluation_return_mean",
+            "needs evaluation.interval of at least 1 (nothing is evaluated otherwise)",
+        )?;
+        let learns_offline = self.algorithm == AlgorithmName::Bc;
+        check(
+            !learns_offline || self.offline_data.input.is_some(),
+            "offline_data.input_",
+            "BC learns from recorded episodes: set it to a .jsonl file or a directory of them \
+             (`oxray evaluate CHECKPOINT --output DIR` records some)",
+        )?;
+        check(
+            learns_offline || self.offline_data.input.is_none(),
+            "offline_data.input_",
+            "only algorithm BC learns from offline data",
         )?;
         self.training
             .training()

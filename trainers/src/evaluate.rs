@@ -4,12 +4,15 @@
 //! It reuses the EnvRunner (one sub-env, so episodes are counted in the order
 //! they finish without favouring short ones) with the RLModule the
 //! checkpoint's algorithm trains, and only needs the weights, so it works for
-//! every algorithm.
+//! every algorithm. With an output directory it also records the episodes it
+//! plays (`offline_data`), the data an offline algorithm such as BC learns
+//! from.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use oxray_rl::checkpoint;
 use oxray_rl::env_runner::{module_spec, EnvRunner, EnvRunnerConfig, EvaluationDuration};
+use oxray_rl::offline_data::EpisodeWriter;
 
 use crate::algorithm::TrainError;
 use crate::config::ExperimentConfig;
@@ -19,6 +22,8 @@ pub struct Evaluation {
     pub env: String,
     pub returns: Vec<f64>,
     pub lengths: Vec<f64>,
+    /// The file the episodes were recorded in, when asked to.
+    pub recorded: Option<PathBuf>,
 }
 
 impl Evaluation {
@@ -32,12 +37,13 @@ impl Evaluation {
 }
 
 /// Runs `episodes` episodes with the checkpoint's policy, greedy unless
-/// `explore`.
+/// `explore`, recording them in a new file under `output` if given.
 pub fn evaluate(
     path: &Path,
     episodes: usize,
     seed: u64,
     explore: bool,
+    output: Option<&Path>,
 ) -> Result<Evaluation, TrainError> {
     let saved = checkpoint::load_policy(path)?;
     let config = ExperimentConfig::of_checkpoint(&saved)?;
@@ -52,10 +58,20 @@ pub fn evaluate(
         explore,
     })?;
     runner.load_weights(saved.learner.weights)?;
-    let played = runner.evaluate(EvaluationDuration::Episodes(episodes as u64))?;
+    let duration = EvaluationDuration::Episodes(episodes as u64);
+    let (played, recorded) = match output {
+        None => (runner.evaluate(duration)?, None),
+        Some(dir) => {
+            let mut writer = EpisodeWriter::create(dir).map_err(oxray_rl::Error::from)?;
+            let played = runner.record(duration, &mut |episode| Ok(writer.write(&episode)?))?;
+            let (file, _) = writer.finish().map_err(oxray_rl::Error::from)?;
+            (played, Some(file))
+        }
+    };
     Ok(Evaluation {
         env: config.env.id,
         returns: played.returns.iter().map(|&r| f64::from(r)).collect(),
         lengths: played.lengths.iter().map(|&l| f64::from(l)).collect(),
+        recorded,
     })
 }

@@ -218,6 +218,12 @@ pub fn stop_reason(stop: &StopConfig, result: &Metrics) -> Option<String> {
             )
         })
         .or_else(|| reached(metrics::TIME_TOTAL_S, stop.time_s))
+        .or_else(|| {
+            reached(
+                crate::evaluation::EPISODE_RETURN_MEAN,
+                stop.evaluation_return_mean,
+            )
+        })
 }
 
 /// Refuses a resume whose config builds another network than the one the

@@ -99,6 +99,7 @@ algorithms! {
     Sac("SAC") => sac::{SacConfig, Sac};
     Impala("IMPALA") => impala::{ImpalaConfig, Impala};
     Appo("APPO") => appo::{AppoConfig, Appo};
+    Bc("BC") => bc::{BcConfig, Bc};
 }
 
 /// The algorithm's module for the config's env and `model:` section.

@@ -1,0 +1,145 @@
+//! Offline training end to end: `oxray evaluate --output` records a trained
+//! PPO policy's episodes, and `algorithm: BC` clones the policy from them
+//! alone, judged by evaluation; bad offline data and configs are refused
+//! with the file and line or the key named.
+
+mod train_support;
+
+use std::fs;
+use std::path::Path;
+
+use train_support::{assert_clean_error, stdout, Scratch};
+
+const BC: &str = "\
+algorithm: BC
+env: CartPole-v1
+seed: 3
+offline_data:
+  input_: expert
+training:
+  lr: 1.0e-3
+  train_batch_size: 256
+evaluation:
+  interval: 1
+  duration: 10
+stop:
+  evaluation_return_mean: 450
+  iterations: 40
+";
+
+/// Trains the shipped PPO config and records `episodes` of its greedy
+/// policy under `expert/`.
+fn record_expert(scratch: &Scratch, episodes: &str) {
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/ppo-cartpole.yaml");
+    let trained = scratch.oxray(&["train", config.to_str().unwrap(), "--name", "ppo"]);
+    assert!(trained.status.success(), "{trained:?}");
+    let run = scratch.runs("ppo").pop().expect("PPO run");
+    let recorded = scratch.oxray(&[
+        "evaluate",
+        run.to_str().unwrap(),
+        "--episodes",
+        episodes,
+        "--output",
+        "expert",
+    ]);
+    assert!(recorded.status.success(), "{recorded:?}");
+    assert!(stdout(&recorded).contains("recorded: expert/episodes-"));
+}
+
+/// Twenty recorded episodes teach BC (the shipped config) to balance the
+/// pole (an untrained policy lasts about 20 steps) without one env step
+/// sampled for training; the recording has every step of every episode.
+#[test]
+fn bc_clones_a_recorded_policy_from_its_episodes_alone() {
+    let scratch = Scratch::new();
+    record_expert(&scratch, "20");
+    let files: Vec<_> = fs::read_dir(scratch.path().join("expert"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let lines = fs::read_to_string(&files[0]).unwrap();
+    let episodes: Vec<serde_json::Value> = lines
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(episodes.len(), 20);
+    for episode in &episodes {
+        let steps = episode["obs"].as_array().unwrap().len();
+        assert_eq!(episode["actions"].as_array().unwrap().len(), steps);
+        assert_eq!(episode["rewards"].as_array().unwrap().len(), steps);
+        assert_eq!(episode["final_obs"].as_array().unwrap().len(), 4);
+        assert!(episode["terminated"].as_bool().unwrap() || steps == 500);
+    }
+
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/bc-cartpole.yaml");
+    let cloned = scratch.oxray(&[
+        "train",
+        shipped.to_str().unwrap(),
+        "--set",
+        "offline_data.input_=expert",
+    ]);
+    assert!(cloned.status.success(), "{cloned:?}");
+    let run = scratch.runs("bc-cartpole").pop().expect("BC run");
+    let results: Vec<serde_json::Value> = fs::read_to_string(run.join("result.json"))
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let last = results.last().unwrap();
+    let evaluated = last["evaluation/env_runners/episode_return_mean"]
+        .as_f64()
+        .unwrap();
+    assert!(evaluated >= 450.0, "evaluation return {evaluated}");
+    assert_eq!(last["num_env_steps_sampled_lifetime"], 0.0);
+    assert!(last["num_env_steps_trained_lifetime"].as_f64().unwrap() > 0.0);
+    assert!(last["learners/default_policy/policy_loss"]
+        .as_f64()
+        .unwrap()
+        .is_finite());
+}
+
+/// Data that does not fit the env is named by file and line; a BC config
+/// without data, or another algorithm given some, is refused by key; none
+/// of them leaves a run directory behind.
+#[test]
+fn bad_offline_data_and_configs_are_refused_by_name() {
+    let scratch = Scratch::new();
+    fs::create_dir(scratch.path().join("expert")).unwrap();
+    scratch.write(
+        "expert/short.jsonl",
+        "{\"obs\": [[0.0, 0.0, 0.0, 0.0]], \"actions\": [[1.0]], \"rewards\": [1.0], \
+         \"terminated\": true, \"truncated\": false, \"final_obs\": [0.0, 0.0, 0.0, 0.0]}\n\
+         {\"obs\": [[0.0, 0.0, 0.0]], \"actions\": [[1.0]], \"rewards\": [1.0], \
+         \"terminated\": true, \"truncated\": false, \"final_obs\": [0.0, 0.0, 0.0]}\n",
+    );
+    scratch.write("bc.yaml", BC);
+    assert_clean_error(
+        &scratch.oxray(&["train", "bc.yaml"]),
+        &[
+            "expert/short.jsonl, line 2",
+            "step 0's observation has 3 values, the env's have 4",
+        ],
+    );
+    assert_clean_error(
+        &scratch.oxray(&["train", "bc.yaml", "--set", "offline_data.input_=missing"]),
+        &["missing"],
+    );
+    scratch.write(
+        "no-data.yaml",
+        &BC.replace("offline_data:\n  input_: expert\n", ""),
+    );
+    assert_clean_error(
+        &scratch.oxray(&["train", "no-data.yaml"]),
+        &["offline_data.input_", "BC learns from recorded episodes"],
+    );
+    scratch.write(
+        "ppo.yaml",
+        "algorithm: PPO\nenv: CartPole-v1\noffline_data: {input_: expert}\n",
+    );
+    assert_clean_error(
+        &scratch.oxray(&["train", "ppo.yaml"]),
+        &["offline_data.input_", "only algorithm BC"],
+    );
+    assert!(scratch.runs("bc").is_empty() && scratch.runs("ppo").is_empty());
+}
