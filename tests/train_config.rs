@@ -269,6 +269,25 @@ fn out_of_range_value_names_key_and_line() {
         &["stop.evaluation_return_mean=100", "evaluation.interval=2"]
     )
     .is_ok());
+    // MARWIL takes BC's keys and its own; BC takes none of MARWIL's.
+    let marwil = bc.replace("algorithm: BC", "algorithm: MARWIL");
+    assert!(parse(&marwil, &["training.beta=0.5", "training.vf_coeff=2"]).is_ok());
+    let error = parse(&marwil, &["training.beta=-1"]).unwrap_err();
+    assert!(
+        error.contains("training.beta: must not be negative"),
+        "{error}"
+    );
+    let error = parse(
+        &marwil,
+        &["training.moving_average_sqd_adv_norm_update_rate=2"],
+    )
+    .unwrap_err();
+    assert!(
+        error.contains("training.moving_average_sqd_adv_norm_update_rate: must be within [0, 1]"),
+        "{error}"
+    );
+    let error = parse(bc, &["training.beta=1"]).unwrap_err();
+    assert!(error.contains("no config key `training.beta`"), "{error}");
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! Offline training end to end: `oxray evaluate --output` records a trained
-//! PPO policy's episodes, and `algorithm: BC` clones the policy from them
-//! alone, judged by evaluation; bad offline data and configs are refused
-//! with the file and line or the key named.
+//! PPO policy's episodes, `algorithm: BC` clones the policy from them alone
+//! and MARWIL learns the better part of a mixed recording, both judged by
+//! evaluation; bad offline data and configs are refused with the file and
+//! line or the key named.
 
 mod train_support;
 
@@ -27,23 +28,42 @@ stop:
   iterations: 40
 ";
 
-/// Trains the shipped PPO config and records `episodes` of its greedy
-/// policy under `expert/`.
-fn record_expert(scratch: &Scratch, episodes: &str) {
+/// Trains the shipped PPO config (`extra` added to its arguments, e.g. a
+/// stop that leaves it untrained) as run `name` and records `episodes` of
+/// its policy under `dir/` (`explore`: sampling its actions).
+fn record_ppo(
+    scratch: &Scratch,
+    name: &str,
+    extra: &[&str],
+    episodes: &str,
+    explore: bool,
+    dir: &str,
+) {
     let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/ppo-cartpole.yaml");
-    let trained = scratch.oxray(&["train", config.to_str().unwrap(), "--name", "ppo"]);
+    let mut train = vec!["train", config.to_str().unwrap(), "--name", name];
+    train.extend(extra);
+    let trained = scratch.oxray(&train);
     assert!(trained.status.success(), "{trained:?}");
-    let run = scratch.runs("ppo").pop().expect("PPO run");
-    let recorded = scratch.oxray(&[
+    let run = scratch.runs(name).pop().expect("PPO run");
+    let mut evaluate = vec![
         "evaluate",
         run.to_str().unwrap(),
         "--episodes",
         episodes,
         "--output",
-        "expert",
-    ]);
+        dir,
+    ];
+    if explore {
+        evaluate.push("--explore");
+    }
+    let recorded = scratch.oxray(&evaluate);
     assert!(recorded.status.success(), "{recorded:?}");
-    assert!(stdout(&recorded).contains("recorded: expert/episodes-"));
+    assert!(stdout(&recorded).contains(&format!("recorded: {dir}/episodes-")));
+}
+
+/// Records `episodes` of the solved PPO policy under `expert/`.
+fn record_expert(scratch: &Scratch, episodes: &str) {
+    record_ppo(scratch, "ppo", &[], episodes, false, "expert");
 }
 
 /// Twenty recorded episodes teach BC (the shipped config) to balance the
@@ -99,6 +119,62 @@ fn bc_clones_a_recorded_policy_from_its_episodes_alone() {
         .is_finite());
 }
 
+/// A recording of mixed quality, three solved episodes among a thousand of
+/// a barely trained policy (about 6 % of the steps), teaches MARWIL (the
+/// shipped config) its good part: advantages weight the solved policy's
+/// actions up and the evaluation return reaches 450, while BC on the same
+/// recording imitates mostly the poor actions and stays far below (the
+/// barely trained policy lasts about 25 steps).
+#[test]
+fn marwil_learns_the_better_part_of_a_mixed_recording_where_bc_cannot() {
+    let scratch = Scratch::new();
+    record_ppo(&scratch, "ppo", &[], "3", false, "mixed");
+    let barely = ["--set", "stop.iterations=1"];
+    record_ppo(&scratch, "barely", &barely, "1000", true, "mixed");
+    assert_eq!(
+        fs::read_dir(scratch.path().join("mixed")).unwrap().count(),
+        2
+    );
+
+    let train = |algorithm: &str| -> Vec<serde_json::Value> {
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(format!("configs/{algorithm}-cartpole.yaml"));
+        let trained = scratch.oxray(&[
+            "train",
+            shipped.to_str().unwrap(),
+            "--set",
+            "offline_data.input_=mixed",
+            "--set",
+            "stop.iterations=40",
+        ]);
+        assert!(trained.status.success(), "{trained:?}");
+        let run = scratch
+            .runs(&format!("{algorithm}-cartpole"))
+            .pop()
+            .expect("run directory");
+        fs::read_to_string(run.join("result.json"))
+            .unwrap()
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect()
+    };
+    let evaluated = |result: &serde_json::Value| {
+        result["evaluation/env_runners/episode_return_mean"]
+            .as_f64()
+            .unwrap()
+    };
+    let marwil = train("marwil");
+    let last = marwil.last().unwrap();
+    assert!(evaluated(last) >= 450.0, "MARWIL: {}", evaluated(last));
+    assert!(last["learners/default_policy/vf_loss"]
+        .as_f64()
+        .unwrap()
+        .is_finite());
+    assert_eq!(last["num_env_steps_sampled_lifetime"], 0.0);
+    let best_bc = train("bc").iter().map(evaluated).fold(0.0, f64::max);
+    assert!(best_bc < 450.0, "BC reached {best_bc}");
+}
+
 /// Data that does not fit the env is named by file and line; a BC config
 /// without data, or another algorithm given some, is refused by key; none
 /// of them leaves a run directory behind.
@@ -131,7 +207,10 @@ fn bad_offline_data_and_configs_are_refused_by_name() {
     );
     assert_clean_error(
         &scratch.oxray(&["train", "no-data.yaml"]),
-        &["offline_data.input_", "BC learns from recorded episodes"],
+        &[
+            "offline_data.input_",
+            "BC and MARWIL learn from recorded episodes",
+        ],
     );
     scratch.write(
         "ppo.yaml",
@@ -139,7 +218,10 @@ fn bad_offline_data_and_configs_are_refused_by_name() {
     );
     assert_clean_error(
         &scratch.oxray(&["train", "ppo.yaml"]),
-        &["offline_data.input_", "only algorithm BC"],
+        &[
+            "offline_data.input_",
+            "only the offline algorithms (BC, MARWIL)",
+        ],
     );
     assert!(scratch.runs("bc").is_empty() && scratch.runs("ppo").is_empty());
 }

@@ -42,6 +42,10 @@ pub const ENTROPY: &str = "learners/default_policy/entropy";
 pub const MEAN_KL_LOSS: &str = "learners/default_policy/mean_kl_loss";
 pub const CURR_KL_COEFF: &str = "learners/default_policy/curr_kl_coeff";
 pub const VF_EXPLAINED_VAR: &str = "learners/default_policy/vf_explained_var";
+/// MARWIL: an update's mean squared advantage, and the running mean c² it
+/// moves, which normalises the advantages.
+pub const MEAN_SQD_ADVANTAGE: &str = "learners/default_policy/mean_sqd_advantage";
+pub const MOVING_AVERAGE_SQD_ADV_NORM: &str = "learners/default_policy/moving_average_sqd_adv_norm";
 pub const GRADIENTS_GLOBAL_NORM: &str =
     "learners/default_policy/gradients_default_optimizer_global_norm";
 pub const LEARNING_RATE: &str = "learners/default_policy/default_optimizer_learning_rate";

@@ -117,7 +117,8 @@ impl EpisodeWriter {
     }
 }
 
-/// Every recorded step of a file or directory, as training rows.
+/// Every recorded step of a file or directory, as training rows, episode
+/// after episode.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct OfflineDataset {
     pub obs_dim: usize,
@@ -126,7 +127,25 @@ pub struct OfflineDataset {
     pub obs: Vec<f32>,
     /// `[rows, action_dim]`
     pub actions: Vec<f32>,
-    pub episodes: usize,
+    pub rewards: Vec<f32>,
+    /// Each episode's first row, and the row after the last one.
+    pub episode_starts: Vec<usize>,
+    /// Per episode: it was cut off (a time limit), not terminated.
+    pub truncated: Vec<bool>,
+    /// `[episodes, obs_dim]`: the observation each episode ended in.
+    pub final_obs: Vec<f32>,
+}
+
+/// Per row, what its value target is made of:
+/// `returns[t] + bootstrap_discounts[t] · V(final observation of episode[t])`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ReturnsToGo {
+    /// Σ_k γ^k r_{t+k} to the episode's end.
+    pub returns: Vec<f32>,
+    /// γ^(steps to the end) for a truncated episode, whose cut-off state
+    /// still has a value; 0 for a terminated one.
+    pub bootstrap_discounts: Vec<f32>,
+    pub episode: Vec<u32>,
 }
 
 impl OfflineDataset {
@@ -136,6 +155,31 @@ impl OfflineDataset {
 
     pub fn is_empty(&self) -> bool {
         self.actions.is_empty()
+    }
+
+    pub fn episodes(&self) -> usize {
+        self.truncated.len()
+    }
+
+    /// Each row's discounted return to its episode's end, and the discount
+    /// of the value a truncated episode's last state still holds.
+    pub fn returns_to_go(&self, gamma: f32) -> ReturnsToGo {
+        let mut to_go = ReturnsToGo {
+            returns: vec![0.0; self.len()],
+            bootstrap_discounts: vec![0.0; self.len()],
+            episode: vec![0; self.len()],
+        };
+        for (episode, rows) in self.episode_starts.windows(2).enumerate() {
+            let (mut ret, mut discount) = (0.0, if self.truncated[episode] { 1.0 } else { 0.0 });
+            for t in (rows[0]..rows[1]).rev() {
+                ret = self.rewards[t] + gamma * ret;
+                discount *= gamma;
+                to_go.returns[t] = ret;
+                to_go.bootstrap_discounts[t] = discount;
+                to_go.episode[t] = episode as u32;
+            }
+        }
+        to_go
     }
 
     /// Reads `path` (a `.jsonl` file, or a directory whose `.jsonl` files
@@ -156,6 +200,7 @@ impl OfflineDataset {
         let mut dataset = OfflineDataset {
             obs_dim,
             action_dim,
+            episode_starts: vec![0],
             ..OfflineDataset::default()
         };
         for file in &files {
@@ -222,11 +267,25 @@ impl OfflineDataset {
                 return Err(format!("step {step} has a value that is not finite"));
             }
         }
+        if episode.final_obs.len() != self.obs_dim {
+            return Err(format!(
+                "the final observation has {} values, the env's have {}",
+                episode.final_obs.len(),
+                self.obs_dim
+            ));
+        }
+        if let Some(step) = episode.rewards.iter().position(|r| !r.is_finite()) {
+            return Err(format!("step {step}'s reward is not finite"));
+        }
         for (obs, action) in episode.obs.iter().zip(&episode.actions) {
             self.obs.extend_from_slice(obs);
             self.actions.extend_from_slice(action);
         }
-        self.episodes += 1;
+        self.rewards.extend_from_slice(&episode.rewards);
+        self.episode_starts.push(self.rewards.len());
+        self.truncated
+            .push(episode.truncated && !episode.terminated);
+        self.final_obs.extend_from_slice(&episode.final_obs);
         Ok(())
     }
 }
@@ -262,11 +321,37 @@ mod tests {
         assert_ne!(first_path, second_path);
 
         let data = OfflineDataset::read(dir.path(), 2, 1).unwrap();
-        assert_eq!((data.len(), data.episodes), (6, 3));
+        assert_eq!((data.len(), data.episodes()), (6, 3));
+        assert_eq!(data.episode_starts, [0, 3, 5, 6]);
         let firsts: Vec<f32> = data.obs.chunks(2).map(|row| row[0]).collect();
         assert_eq!(firsts, [0.0, 1.0, 2.0, 10.0, 11.0, 20.0]);
         assert_eq!(data.actions, [0.0, 1.0, 0.0, 0.0, 1.0, 0.0]);
         assert_eq!(OfflineDataset::read(&first_path, 2, 1).unwrap().len(), 5);
+    }
+
+    /// Rewards 1, 2, 4 with γ = 0.5: returns to go 3, 4, 4; a
+    /// terminated episode's last state is worth nothing, a truncated one's
+    /// is discounted by γ^(steps to the end).
+    #[test]
+    fn returns_to_go_discount_to_each_episode_end() {
+        let mut data = OfflineDataset {
+            obs_dim: 2,
+            action_dim: 1,
+            episode_starts: vec![0],
+            ..OfflineDataset::default()
+        };
+        let rewarded = |truncated: bool| Episode {
+            rewards: vec![1.0, 2.0, 4.0],
+            terminated: !truncated,
+            truncated,
+            ..episode(3, 0.0)
+        };
+        data.add(&rewarded(false)).unwrap();
+        data.add(&rewarded(true)).unwrap();
+        let to_go = data.returns_to_go(0.5);
+        assert_eq!(to_go.returns, [3.0, 4.0, 4.0, 3.0, 4.0, 4.0]);
+        assert_eq!(to_go.bootstrap_discounts, [0.0, 0.0, 0.0, 0.125, 0.25, 0.5]);
+        assert_eq!(to_go.episode, [0, 0, 0, 1, 1, 1]);
     }
 
     /// Each kind of bad line is named with its file and line number.

@@ -606,17 +606,17 @@ impl ExperimentConfig {
             "stop.evaluation_return_mean",
             "needs evaluation.interval of at least 1 (nothing is evaluated otherwise)",
         )?;
-        let learns_offline = self.algorithm == AlgorithmName::Bc;
+        let learns_offline = self.algorithm.learns_offline();
         check(
             !learns_offline || self.offline_data.input.is_some(),
             "offline_data.input_",
-            "BC learns from recorded episodes: set it to a .jsonl file or a directory of them \
-             (`oxray evaluate CHECKPOINT --output DIR` records some)",
+            "BC and MARWIL learn from recorded episodes: set it to a .jsonl file or a directory \
+             of them (`oxray evaluate CHECKPOINT --output DIR` records some)",
         )?;
         check(
             learns_offline || self.offline_data.input.is_none(),
             "offline_data.input_",
-            "only algorithm BC learns from offline data",
+            "only the offline algorithms (BC, MARWIL) learn from offline data",
         )?;
         self.training
             .training()

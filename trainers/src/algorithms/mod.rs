@@ -99,7 +99,15 @@ algorithms! {
     Sac("SAC") => sac::{SacConfig, Sac};
     Impala("IMPALA") => impala::{ImpalaConfig, Impala};
     Appo("APPO") => appo::{AppoConfig, Appo};
+    Marwil("MARWIL") => marwil::{MarwilConfig, Marwil};
     Bc("BC") => bc::{BcConfig, Bc};
+}
+
+impl AlgorithmName {
+    /// Learns from `offline_data.input_` instead of sampling.
+    pub fn learns_offline(self) -> bool {
+        matches!(self, AlgorithmName::Bc | AlgorithmName::Marwil)
+    }
 }
 
 /// The algorithm's module for the config's env and `model:` section.

@@ -1,9 +1,11 @@
 //! BC's `training:` section, with RLlib's names and defaults (RLlib's
-//! `BCConfig`, which is `MARWILConfig` with β = 0), and its range checks.
+//! `BCConfig`, which is `MARWILConfig` with β = 0), its range checks, and
+//! the MARWIL config it amounts to.
 
 use oxray_rl::rl_module::ModuleKind;
 use serde::{Deserialize, Serialize};
 
+use crate::algorithms::marwil::MarwilConfig;
 use crate::algorithms::{check, TrainingConfig};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -29,6 +31,21 @@ impl Default for BcConfig {
             train_batch_size: 2000,
             dataset_num_iters_per_learner: None,
             grad_clip: None,
+        }
+    }
+}
+
+impl BcConfig {
+    /// MARWIL with β = 0: every recorded action weighted alike.
+    pub fn marwil(&self) -> MarwilConfig {
+        MarwilConfig {
+            lr: self.lr,
+            beta: 0.0,
+            vf_coeff: 0.0,
+            train_batch_size: self.train_batch_size,
+            dataset_num_iters_per_learner: self.dataset_num_iters_per_learner,
+            grad_clip: self.grad_clip,
+            ..MarwilConfig::default()
         }
     }
 }

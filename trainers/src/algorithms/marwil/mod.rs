@@ -1,0 +1,179 @@
+//! MARWIL (Wang et al. 2018): imitation of recorded episodes weighted by
+//! how much better than expected each recorded action did, so a recording
+//! of mixed quality teaches its better part; with β = 0 it is behaviour
+//! cloning (RLlib's BC is MARWIL with β = 0, as `algorithms::bc` is here).
+//! It learns from `offline_data.input_` alone: no env step is sampled for
+//! training; `evaluation:` plays the policy to show how it does, and
+//! `stop.evaluation_return_mean` ends the run on that.
+//!
+//! - `config`: the `training:` section and its checks,
+//! - `loss`: the advantage-weighted log-likelihood and the value loss,
+//! - `learner`: value targets, then shuffled minibatches through the loss,
+//! - here, the training step: read the recorded episodes once (checked
+//!   against the env's observation and action sizes) with their discounted
+//!   returns, then each iteration one pass over them, or
+//!   `dataset_num_iters_per_learner` minibatches drawn from them, through
+//!   the LearnerGroup, moving the running mean c² of the squared advantage.
+
+mod config;
+mod learner;
+mod loss;
+
+pub use config::MarwilConfig;
+pub use learner::{MarwilBatch, MarwilLearner, MarwilLearnerConfig, MarwilParams};
+pub use loss::{marwil_loss, MarwilCoefficients, MarwilLoss, Minibatch};
+
+use std::time::Instant;
+
+use oxray_rl::env_runner_group::Sampling;
+use oxray_rl::metrics::{self, Metrics};
+use oxray_rl::offline_data::OfflineDataset;
+use oxray_rl::ObsBuffer;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::algorithm::{Algorithm, TrainError};
+use crate::algorithms::{self as shared, Trainer, TrainerCore};
+use crate::config::ExperimentConfig;
+use crate::progress::IterationTimes;
+
+/// MARWIL's own training state.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+struct MarwilState {
+    /// c², the running mean of the squared advantage.
+    sqd_adv_norm: f64,
+}
+
+pub struct Marwil {
+    training: MarwilConfig,
+    /// Every recorded step, as the Learner takes them.
+    dataset: MarwilBatch,
+    trainer: Trainer<MarwilLearner, MarwilState>,
+}
+
+impl Marwil {
+    pub fn new(config: &ExperimentConfig, training: &MarwilConfig) -> Result<Self, TrainError> {
+        let module = shared::module_spec(config)?;
+        let input = config.offline_data.input.as_ref().ok_or_else(|| {
+            TrainError::Unsupported("offline algorithms need offline_data.input_".into())
+        })?;
+        let (obs_dim, action_dim) = (module.obs_dim(), module.action_space.action_dim());
+        let recorded = OfflineDataset::read(input, obs_dim, action_dim)
+            .map_err(oxray_rl::Error::from)?;
+        let to_go = recorded.returns_to_go(training.gamma as f32);
+        let observations = |values: Vec<f32>| {
+            let mut column = ObsBuffer::zeros(module.observation_dtype, 0);
+            column.extend_from_f32(values);
+            column
+        };
+        let dataset = MarwilBatch {
+            obs_dim,
+            action_dim,
+            obs: observations(recorded.obs),
+            actions: recorded.actions,
+            returns: to_go.returns,
+            bootstrap_discounts: to_go.bootstrap_discounts,
+            episode: to_go.episode,
+            final_obs: observations(recorded.final_obs),
+        };
+        let learner_config = MarwilLearnerConfig {
+            learner: shared::learner_config(config, &module, training.lr, training.grad_clip),
+            training: training.clone(),
+        };
+        let state = MarwilState {
+            sqd_adv_norm: training.moving_average_sqd_adv_norm_start,
+        };
+        Ok(Marwil {
+            training: training.clone(),
+            dataset,
+            trainer: Trainer::new(config, learner_config, module, Sampling::Synchronous, state)?,
+        })
+    }
+
+    /// This iteration's rows: all of them, or `dataset_num_iters_per_learner`
+    /// minibatches' worth drawn uniformly (with replacement).
+    fn rows(&self, iteration: u64) -> MarwilBatch {
+        let Some(iterations) = self.training.dataset_num_iters_per_learner else {
+            return self.dataset.clone();
+        };
+        let data = &self.dataset;
+        let (d, a) = (data.obs_dim, data.action_dim);
+        let mut rng = ChaCha8Rng::seed_from_u64(self.shuffle_seed(iteration) ^ 0xb0c);
+        let mut drawn = MarwilBatch {
+            obs: ObsBuffer::zeros(data.obs.dtype(), 0),
+            final_obs: data.final_obs.clone(),
+            ..MarwilBatch::default()
+        };
+        drawn.obs_dim = d;
+        drawn.action_dim = a;
+        for _ in 0..iterations * self.training.train_batch_size {
+            let row = rng.gen_range(0..data.len());
+            drawn.obs.extend_from(&data.obs, row * d..(row + 1) * d);
+            drawn
+                .actions
+                .extend_from_slice(&data.actions[row * a..(row + 1) * a]);
+            drawn.returns.push(data.returns[row]);
+            drawn
+                .bootstrap_discounts
+                .push(data.bootstrap_discounts[row]);
+            drawn.episode.push(data.episode[row]);
+        }
+        drawn
+    }
+
+    fn shuffle_seed(&self, iteration: u64) -> u64 {
+        self.trainer
+            .config
+            .seed
+            .wrapping_mul(1_000_003)
+            .wrapping_add(iteration)
+    }
+}
+
+impl Algorithm for Marwil {
+    /// The counters and c² change only once the update has succeeded, so
+    /// after a non-finite loss the state is the last good iteration's.
+    fn train(&mut self) -> Result<Metrics, TrainError> {
+        let iteration = self.trainer.state.progress.iteration + 1;
+        let learn_start = Instant::now();
+        let batch = self.rows(iteration);
+        let params = MarwilParams {
+            shuffle_seed: self.shuffle_seed(iteration),
+            sqd_adv_norm: self.trainer.state.algorithm.sqd_adv_norm,
+        };
+        let trained = self
+            .trainer
+            .learners
+            .update(&batch, params)
+            .map_err(|e| TrainError::from_learner(e, iteration))?;
+        let mut result = trained.metrics;
+        let state = &mut self.trainer.state;
+        if let Some(&mean_sqd_advantage) = result.get(metrics::MEAN_SQD_ADVANTAGE) {
+            let rate = self.training.moving_average_sqd_adv_norm_update_rate;
+            let norm = &mut state.algorithm.sqd_adv_norm;
+            *norm += rate * (mean_sqd_advantage - *norm);
+            result.insert(metrics::MOVING_AVERAGE_SQD_ADV_NORM.into(), *norm);
+        }
+        state.progress.iteration = iteration;
+        state.progress.env_steps_trained += batch.len() as u64;
+        self.trainer.report(
+            &mut result,
+            &IterationTimes {
+                sampled: 0,
+                sample_s: 0.0,
+                trained: batch.len(),
+                learn_s: learn_start.elapsed().as_secs_f64(),
+            },
+        );
+        Ok(result)
+    }
+
+    fn trainer(&self) -> &dyn TrainerCore {
+        &self.trainer
+    }
+
+    fn trainer_mut(&mut self) -> &mut dyn TrainerCore {
+        &mut self.trainer
+    }
+}
