@@ -491,6 +491,12 @@ fn dqn_trains_resumes_and_evaluates() {
     });
 }
 
+/// Resumes the run in `run` with config `file` until its third iteration.
+fn resume_for_a_third_iteration(scratch: &Scratch, file: &str, run: &str) {
+    let resumed = scratch.oxray(&["train", file, "--set", "stop.iterations=3", "--resume", run]);
+    assert!(resumed.status.success(), "{resumed:?}");
+}
+
 /// Trains `algorithm`'s [`small_off_policy`] config on `env` for two
 /// iterations, resumes it for a third, checks every result (counters, a
 /// finite Q loss, `check`) and evaluates the checkpoint on `env`.
@@ -507,15 +513,7 @@ fn off_policy_trains_resumes_and_evaluates(
     assert!(first.status.success(), "{first:?}");
     let run = scratch.runs(name).pop().expect("run directory");
     let run_arg = run.to_string_lossy().into_owned();
-    let second = scratch.oxray(&[
-        "train",
-        &file,
-        "--set",
-        "stop.iterations=3",
-        "--resume",
-        &run_arg,
-    ]);
-    assert!(second.status.success(), "{second:?}");
+    resume_for_a_third_iteration(&scratch, &file, &run_arg);
     let json = lines(&run.join("result.json"));
     assert_eq!(json.len(), 3);
     for (i, line) in json.iter().enumerate() {
@@ -586,15 +584,7 @@ fn dqn_resumes_with_the_replay_buffer_its_checkpoint_kept() {
     assert!(evaluated.status.success(), "{evaluated:?}");
     fs::write(&buffer, &saved).unwrap();
 
-    let second = scratch.oxray(&[
-        "train",
-        "dqn.yaml",
-        "--set",
-        "stop.iterations=3",
-        "--resume",
-        &run_arg,
-    ]);
-    assert!(second.status.success(), "{second:?}");
+    resume_for_a_third_iteration(&scratch, "dqn.yaml", &run_arg);
     let json = lines(&run.join("result.json"));
     let result = |i: usize| -> serde_json::Value { serde_json::from_str(&json[i]).unwrap() };
     let trained = |i: usize| {
