@@ -53,6 +53,7 @@ fn fixed_batch(config: &PpoLearnerConfig) -> SampleBatch {
         seed: 11,
         worker_index: 0,
         explore: true,
+        record_to: None,
     })
     .unwrap();
     runner.sample().unwrap().batch

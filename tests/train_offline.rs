@@ -9,7 +9,7 @@ mod train_support;
 use std::fs;
 use std::path::Path;
 
-use train_support::{assert_clean_error, stdout, Scratch};
+use train_support::{assert_clean_error, stdout, Scratch, SMALL_PPO};
 
 const BC: &str = "\
 algorithm: BC
@@ -175,6 +175,51 @@ fn marwil_learns_the_better_part_of_a_mixed_recording_where_bc_cannot() {
     assert!(best_bc < 450.0, "BC reached {best_bc}");
 }
 
+/// `offline_data.output` records every episode the training EnvRunners
+/// finish, each remote runner into a file of its own (written from its own
+/// process), as many as the run counts; MARWIL reads them back.
+#[test]
+fn a_training_run_records_its_episodes_for_offline_algorithms() {
+    let scratch = Scratch::new();
+    scratch.write("ppo.yaml", SMALL_PPO);
+    let trained = scratch.oxray(&[
+        "train",
+        "ppo.yaml",
+        "--set",
+        "offline_data.output=recorded",
+        "--set",
+        "env_runners.num_env_runners=2",
+        "--set",
+        "env_runners.num_cpus_per_env_runner=0.5",
+    ]);
+    assert!(trained.status.success(), "{trained:?}");
+    let run = scratch.runs("ppo").pop().expect("PPO run");
+    let result = fs::read_to_string(run.join("result.json")).unwrap();
+    let last: serde_json::Value = serde_json::from_str(result.lines().last().unwrap()).unwrap();
+    let files: Vec<_> = fs::read_dir(scratch.path().join("recorded"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 2, "{files:?}");
+    let episodes: usize = files
+        .iter()
+        .map(|file| fs::read_to_string(file).unwrap().lines().count())
+        .sum();
+    assert!(episodes > 0);
+    assert_eq!(
+        episodes as f64,
+        last["env_runners/num_episodes_lifetime"].as_f64().unwrap()
+    );
+
+    scratch.write(
+        "marwil.yaml",
+        &BC.replace("algorithm: BC", "algorithm: MARWIL")
+            .replace("input_: expert", "input_: recorded"),
+    );
+    let learned = scratch.oxray(&["train", "marwil.yaml", "--set", "stop.iterations=2"]);
+    assert!(learned.status.success(), "{learned:?}");
+}
+
 /// Data that does not fit the env is named by file and line; a BC config
 /// without data, or another algorithm given some, is refused by key; none
 /// of them leaves a run directory behind.
@@ -221,6 +266,13 @@ fn bad_offline_data_and_configs_are_refused_by_name() {
         &[
             "offline_data.input_",
             "only the offline algorithms (BC, MARWIL)",
+        ],
+    );
+    assert_clean_error(
+        &scratch.oxray(&["train", "bc.yaml", "--set", "offline_data.output=again"]),
+        &[
+            "offline_data.output",
+            "BC and MARWIL sample nothing to record",
         ],
     );
     assert!(scratch.runs("bc").is_empty() && scratch.runs("ppo").is_empty());

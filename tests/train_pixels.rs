@@ -132,6 +132,7 @@ fn image_frames_get_a_cnn_and_leave_the_env_runner_as_bytes() {
         seed: 3,
         worker_index: 0,
         explore: true,
+        record_to: None,
     })
     .unwrap();
     let batch = runner.sample().unwrap().batch;

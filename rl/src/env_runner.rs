@@ -13,7 +13,11 @@
 //! the arithmetic. Other modules act through libtorch. The vector env resets finished
 //! sub-envs within the same step and hands over their final observations,
 //! which the batch keeps: truncated episodes are bootstrapped from them and
-//! replay buffers store them as next observations.
+//! replay buffers store them as next observations. A runner asked to
+//! (`record_to`, RLlib's offline `output`) also writes every episode it
+//! finishes, step by step, to a file of its own (`offline_data`).
+
+use std::path::PathBuf;
 
 use oxray_envs::{Actions, AutoresetMode, DType, EnvConfig, Space, VectorEnv};
 use rand::SeedableRng;
@@ -23,7 +27,7 @@ use tch::{Device, Tensor};
 
 use crate::metrics::EpisodeStats;
 use crate::obs_buffer::ObsDType;
-use crate::offline_data::Episode;
+use crate::offline_data::{Episode, EpisodeWriter};
 use crate::rl_module::{ActionSpace, HostPolicy, ModelConfig, ModuleKind, ModuleSpec, RLModule};
 use crate::sample_batch::SampleBatch;
 use crate::Error;
@@ -41,6 +45,11 @@ pub struct EnvRunnerConfig {
     pub worker_index: u64,
     /// Sample from the distribution (training) or take its mode.
     pub explore: bool,
+    /// Record every episode `sample()` finishes into a new file in this
+    /// directory (RLlib's offline `output`; an absolute path, as the runner
+    /// may be another process).
+    #[serde(default)]
+    pub record_to: Option<PathBuf>,
 }
 
 /// What one `sample()` call returns.
@@ -58,6 +67,8 @@ pub struct Rollout {
 pub struct EnvRunner {
     env: Box<dyn VectorEnv>,
     acting: Acting,
+    /// Where `sample()` records the episodes it finishes, if asked to.
+    recording: Option<(EpisodeSteps, EpisodeWriter)>,
     weights_version: u64,
     samples_served: u64,
     fragment_len: usize,
@@ -170,6 +181,55 @@ fn record_episodes(stats: &mut EpisodeStats, finished: &[oxray_envs::FinishedEpi
     }
 }
 
+/// Each sub-env's episode so far, step by step, for recording: the
+/// observation acted on before each step, the action and reward after it,
+/// and the whole episode once it ends.
+struct EpisodeSteps {
+    playing: Vec<Episode>,
+}
+
+impl EpisodeSteps {
+    fn new(num_envs: usize) -> Self {
+        EpisodeSteps {
+            playing: vec![Episode::default(); num_envs],
+        }
+    }
+
+    /// Before a step: `obs`, each sub-env's current observation.
+    fn observe(&mut self, obs: &[f32]) {
+        let width = obs.len() / self.playing.len().max(1);
+        for (episode, row) in self.playing.iter_mut().zip(obs.chunks_exact(width)) {
+            episode.obs.push(row.to_vec());
+        }
+    }
+
+    /// After a step: the sub-envs' `actions` and what the step gave; the
+    /// episodes it ended, in sub-env order.
+    fn step(&mut self, actions: &[f32], result: &oxray_envs::VectorStep<'_>) -> Vec<Episode> {
+        let width = actions.len() / self.playing.len().max(1);
+        let mut finished = Vec::new();
+        let rows = self.playing.iter_mut().zip(actions.chunks_exact(width));
+        for (env, (episode, action)) in rows.enumerate() {
+            episode.actions.push(action.to_vec());
+            episode.rewards.push(result.rewards[env] as f32);
+            let (terminated, truncated) = (result.terminated[env], result.truncated[env]);
+            if terminated || truncated {
+                let final_obs = result
+                    .final_obs
+                    .as_ref()
+                    .expect("same-step autoreset reports final observations");
+                finished.push(Episode {
+                    terminated,
+                    truncated,
+                    final_obs: final_obs.row(env).to_vec(),
+                    ..std::mem::take(episode)
+                });
+            }
+        }
+        finished
+    }
+}
+
 /// How long [`EnvRunner::evaluate`] plays (RLlib's `evaluation_duration`
 /// and `evaluation_duration_unit`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -271,9 +331,14 @@ impl EnvRunner {
             env_actions,
         };
         acting.weights_changed();
+        let recording = match &config.record_to {
+            Some(dir) => Some((EpisodeSteps::new(n), EpisodeWriter::create(dir)?)),
+            None => None,
+        };
         Ok(EnvRunner {
             env,
             acting,
+            recording,
             weights_version: 0,
             samples_served: 0,
             fragment_len: config.rollout_fragment_length,
@@ -330,7 +395,15 @@ impl EnvRunner {
                     &self.acting.obs[env * obs_dim..(env + 1) * obs_dim],
                 );
             }
+            if let Some((steps, _)) = &mut self.recording {
+                steps.observe(&self.acting.obs);
+            }
             let result = self.acting.step(self.env.as_mut())?;
+            if let Some((steps, writer)) = &mut self.recording {
+                for finished in steps.step(&self.acting.actions, &result) {
+                    writer.write(&finished)?;
+                }
+            }
             for env in 0..n {
                 let i = at(env);
                 batch.actions[i * action_dim..(i + 1) * action_dim].copy_from_slice(
@@ -355,6 +428,10 @@ impl EnvRunner {
             self.acting.observe(result.obs.iter());
         }
         batch.bootstrap_obs.write(0, &self.acting.obs);
+        if let Some((_, writer)) = &mut self.recording {
+            // What this call recorded is on disk before its rollout is.
+            writer.flush()?;
+        }
         Ok(Rollout {
             batch,
             episodes,
@@ -380,9 +457,7 @@ impl EnvRunner {
     ) -> Result<EpisodeStats, Error> {
         self.acting.observe(self.env.reset(None)?.iter());
         let n = self.env.num_envs();
-        let spec = self.acting.module.spec();
-        let (obs_dim, action_dim) = (spec.obs_dim(), spec.action_space.action_dim());
-        let mut playing = vec![Episode::default(); if on_episode.is_some() { n } else { 0 }];
+        let mut playing = EpisodeSteps::new(n);
         let (mut recorded, mut steps) = (0, 0);
         let mut episodes = EpisodeStats::default();
         loop {
@@ -396,30 +471,12 @@ impl EnvRunner {
                 EvaluationDuration::Episodes(wanted) => wanted,
                 EvaluationDuration::Timesteps(_) => u64::MAX,
             };
-            for (env, episode) in playing.iter_mut().enumerate() {
-                let obs = &self.acting.obs[env * obs_dim..(env + 1) * obs_dim];
-                episode.obs.push(obs.to_vec());
+            if on_episode.is_some() {
+                playing.observe(&self.acting.obs);
             }
             let result = self.acting.step(self.env.as_mut())?;
             if let Some(emit) = on_episode.as_mut() {
-                for (env, episode) in playing.iter_mut().enumerate() {
-                    let action = &self.acting.actions[env * action_dim..(env + 1) * action_dim];
-                    episode.actions.push(action.to_vec());
-                    episode.rewards.push(result.rewards[env] as f32);
-                    let (terminated, truncated) = (result.terminated[env], result.truncated[env]);
-                    if !(terminated || truncated) {
-                        continue;
-                    }
-                    let final_obs = result
-                        .final_obs
-                        .as_ref()
-                        .expect("same-step autoreset reports final observations");
-                    let finished = Episode {
-                        terminated,
-                        truncated,
-                        final_obs: final_obs.row(env).to_vec(),
-                        ..std::mem::take(episode)
-                    };
+                for finished in playing.step(&self.acting.actions, &result) {
                     if recorded < wanted_episodes {
                         emit(finished)?;
                         recorded += 1;
@@ -468,6 +525,7 @@ mod tests {
             seed: 11,
             worker_index: 0,
             explore: true,
+            record_to: None,
         })
         .unwrap();
         let mut recorded = Vec::new();

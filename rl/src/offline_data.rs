@@ -106,6 +106,11 @@ impl EpisodeWriter {
         Ok(())
     }
 
+    /// Hands what was written so far to the file.
+    pub fn flush(&mut self) -> Result<(), OfflineDataError> {
+        self.file.flush().map_err(io(&self.path))
+    }
+
     /// Flushes and syncs the file; returns its path and the episodes in it.
     pub fn finish(self) -> Result<(PathBuf, usize), OfflineDataError> {
         let file = self.file.into_inner().map_err(|e| OfflineDataError::Io {

@@ -20,6 +20,7 @@ fn config(kind: ModuleKind) -> EnvRunnerConfig {
         seed: 5,
         worker_index: 0,
         explore: true,
+        record_to: None,
     }
 }
 

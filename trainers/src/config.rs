@@ -409,6 +409,26 @@ pub struct OfflineDataConfig {
     /// directory. `input_` in RLlib's Python API (`input` is a builtin).
     #[serde(rename = "input_", alias = "input")]
     pub input: Option<PathBuf>,
+    /// Record every episode the training EnvRunners finish here, each
+    /// runner into a file of its own (RLlib's `output`); relative to the
+    /// working directory, on the node each runner runs on.
+    pub output: Option<PathBuf>,
+}
+
+impl OfflineDataConfig {
+    /// `output` as an absolute path, which a runner in another process
+    /// (whatever its working directory) writes to.
+    pub fn output_dir(&self) -> Result<Option<PathBuf>, TrainError> {
+        self.output
+            .as_ref()
+            .map(|dir| {
+                std::path::absolute(dir).map_err(|error| TrainError::Io {
+                    path: dir.clone(),
+                    error,
+                })
+            })
+            .transpose()
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -617,6 +637,11 @@ impl ExperimentConfig {
             learns_offline || self.offline_data.input.is_none(),
             "offline_data.input_",
             "only the offline algorithms (BC, MARWIL) learn from offline data",
+        )?;
+        check(
+            !learns_offline || self.offline_data.output.is_none(),
+            "offline_data.output",
+            "BC and MARWIL sample nothing to record (`oxray evaluate --output` records a policy)",
         )?;
         self.training
             .training()

@@ -56,6 +56,7 @@ pub fn evaluate(
         seed,
         worker_index: 0,
         explore,
+        record_to: None,
     })?;
     runner.load_weights(saved.learner.weights)?;
     let duration = EvaluationDuration::Episodes(episodes as u64);

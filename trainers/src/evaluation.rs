@@ -51,6 +51,7 @@ impl Evaluator {
             seed: config.seed.wrapping_add(SEED_OFFSET),
             worker_index: 0,
             explore: evaluation.explore,
+            record_to: None,
         };
         let runners = EnvRunnerGroup::new(
             &runner_config,

@@ -235,6 +235,7 @@ fn env_runners(
         seed: config.seed,
         worker_index: 0,
         explore: true,
+        record_to: config.offline_data.output_dir()?,
     };
     Ok(EnvRunnerGroup::new(
         &runner_config,
