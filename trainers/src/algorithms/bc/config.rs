@@ -6,7 +6,7 @@ use oxray_rl::rl_module::ModuleKind;
 use serde::{Deserialize, Serialize};
 
 use crate::algorithms::marwil::MarwilConfig;
-use crate::algorithms::{check, TrainingConfig};
+use crate::algorithms::TrainingConfig;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -50,35 +50,19 @@ impl BcConfig {
     }
 }
 
+/// Every key BC has is MARWIL's, under the same name: MARWIL's checks
+/// name them alike.
 impl TrainingConfig for BcConfig {
-    fn validate(&self, _envs_sampled_in_parallel: usize) -> Result<(), (String, String)> {
-        check::first_failed(&[
-            (self.lr > 0.0, "lr", "must be positive"),
-            (
-                self.train_batch_size >= 1,
-                "train_batch_size",
-                "must be at least 1",
-            ),
-            (
-                self.dataset_num_iters_per_learner.is_none_or(|n| n >= 1),
-                "dataset_num_iters_per_learner",
-                "must be at least 1 (leave it out for one pass over the dataset)",
-            ),
-            (
-                self.grad_clip.is_none_or(|c| c > 0.0),
-                "grad_clip",
-                "must be positive",
-            ),
-        ])
+    fn validate(&self, envs_sampled_in_parallel: usize) -> Result<(), (String, String)> {
+        self.marwil().validate(envs_sampled_in_parallel)
     }
 
-    /// BC samples nothing for training; evaluation runners step one at a
-    /// time anyway.
-    fn auto_rollout_fragment_length(&self, _envs_sampled_in_parallel: usize) -> usize {
-        1
+    fn auto_rollout_fragment_length(&self, envs_sampled_in_parallel: usize) -> usize {
+        self.marwil()
+            .auto_rollout_fragment_length(envs_sampled_in_parallel)
     }
 
     fn module_kind(&self) -> ModuleKind {
-        ModuleKind::ActorCritic
+        self.marwil().module_kind()
     }
 }
