@@ -23,6 +23,7 @@ pub use config::MarwilConfig;
 pub use learner::{MarwilBatch, MarwilLearner, MarwilLearnerConfig, MarwilParams};
 pub use loss::{marwil_loss, MarwilCoefficients, MarwilLoss, Minibatch};
 
+use std::borrow::Cow;
 use std::time::Instant;
 
 use oxray_rl::env_runner_group::Sampling;
@@ -91,37 +92,6 @@ impl Marwil {
         })
     }
 
-    /// This iteration's rows: all of them, or `dataset_num_iters_per_learner`
-    /// minibatches' worth drawn uniformly (with replacement).
-    fn rows(&self, iteration: u64) -> MarwilBatch {
-        let Some(iterations) = self.training.dataset_num_iters_per_learner else {
-            return self.dataset.clone();
-        };
-        let data = &self.dataset;
-        let (d, a) = (data.obs_dim, data.action_dim);
-        let mut rng = ChaCha8Rng::seed_from_u64(self.shuffle_seed(iteration) ^ 0xb0c);
-        let mut drawn = MarwilBatch {
-            obs: ObsBuffer::zeros(data.obs.dtype(), 0),
-            final_obs: data.final_obs.clone(),
-            ..MarwilBatch::default()
-        };
-        drawn.obs_dim = d;
-        drawn.action_dim = a;
-        for _ in 0..iterations * self.training.train_batch_size {
-            let row = rng.gen_range(0..data.len());
-            drawn.obs.extend_from(&data.obs, row * d..(row + 1) * d);
-            drawn
-                .actions
-                .extend_from_slice(&data.actions[row * a..(row + 1) * a]);
-            drawn.returns.push(data.returns[row]);
-            drawn
-                .bootstrap_discounts
-                .push(data.bootstrap_discounts[row]);
-            drawn.episode.push(data.episode[row]);
-        }
-        drawn
-    }
-
     fn shuffle_seed(&self, iteration: u64) -> u64 {
         self.trainer
             .config
@@ -131,15 +101,51 @@ impl Marwil {
     }
 }
 
+/// An iteration's rows of `dataset`: all of them (the dataset itself, not a
+/// copy), or `draws` rows drawn uniformly (with replacement) by a generator
+/// seeded with `seed`.
+fn rows(dataset: &MarwilBatch, draws: Option<usize>, seed: u64) -> Cow<'_, MarwilBatch> {
+    let Some(draws) = draws else {
+        return Cow::Borrowed(dataset);
+    };
+    let (d, a) = (dataset.obs_dim, dataset.action_dim);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xb0c);
+    let mut drawn = MarwilBatch {
+        obs_dim: d,
+        action_dim: a,
+        obs: ObsBuffer::zeros(dataset.obs.dtype(), 0),
+        final_obs: dataset.final_obs.clone(),
+        ..MarwilBatch::default()
+    };
+    for _ in 0..draws {
+        let row = rng.gen_range(0..dataset.len());
+        drawn.obs.extend_from(&dataset.obs, row * d..(row + 1) * d);
+        drawn
+            .actions
+            .extend_from_slice(&dataset.actions[row * a..(row + 1) * a]);
+        drawn.returns.push(dataset.returns[row]);
+        drawn
+            .bootstrap_discounts
+            .push(dataset.bootstrap_discounts[row]);
+        drawn.episode.push(dataset.episode[row]);
+    }
+    Cow::Owned(drawn)
+}
+
 impl Algorithm for Marwil {
     /// The counters and c² change only once the update has succeeded, so
     /// after a non-finite loss the state is the last good iteration's.
     fn train(&mut self) -> Result<Metrics, TrainError> {
         let iteration = self.trainer.state.progress.iteration + 1;
         let learn_start = Instant::now();
-        let batch = self.rows(iteration);
+        let shuffle_seed = self.shuffle_seed(iteration);
+        let draws = self
+            .training
+            .dataset_num_iters_per_learner
+            .map(|minibatches| minibatches * self.training.train_batch_size);
+        let batch = rows(&self.dataset, draws, shuffle_seed);
         let params = MarwilParams {
-            shuffle_seed: self.shuffle_seed(iteration),
+            shuffle_seed,
             sqd_adv_norm: self.trainer.state.algorithm.sqd_adv_norm,
         };
         let trained = self
