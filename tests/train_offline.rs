@@ -1,8 +1,9 @@
 //! Offline training end to end: `oxray evaluate --output` records a trained
-//! PPO policy's episodes, `algorithm: BC` clones the policy from them alone
-//! and MARWIL learns the better part of a mixed recording, both judged by
-//! evaluation; bad offline data and configs are refused with the file and
-//! line or the key named.
+//! PPO policy's episodes, `algorithm: BC` clones the policy from them alone,
+//! MARWIL learns the better part of a mixed recording and CQL a better
+//! policy than the one a SAC run recorded, all judged by evaluation; bad
+//! offline data and configs are refused with the file and line or the key
+//! named.
 
 mod train_support;
 
@@ -214,6 +215,112 @@ fn marwil_learns_the_better_part_of_a_mixed_recording_where_bc_cannot() {
     assert!(best_bc < 450.0, "BC reached {best_bc}");
 }
 
+/// CQL improves on what recorded its data: the first 3,000 steps a SAC run
+/// samples on Pendulum (its random start, then the policy as it learns;
+/// fifteen episodes averaging about −1,170) teach the shipped CQL config an
+/// evaluation mean of −300 or better, which only a policy that swings the
+/// pendulum up from most starts reaches. The run resumes from its
+/// checkpoint, which `oxray evaluate` plays.
+#[test]
+fn cql_learns_a_better_policy_than_the_recording_it_learns_from() {
+    let scratch = Scratch::new();
+    let shipped = |config: &str| Path::new(env!("CARGO_MANIFEST_DIR")).join(config);
+    let sac = shipped("configs/sac-pendulum.yaml");
+    let recorded = scratch.oxray(&[
+        "train",
+        sac.to_str().unwrap(),
+        "--set",
+        "offline_data.output=recorded",
+        "--set",
+        "stop.env_steps=3000",
+    ]);
+    assert!(recorded.status.success(), "{recorded:?}");
+    let returns: Vec<f64> = fs::read_dir(scratch.path().join("recorded"))
+        .unwrap()
+        .flat_map(|file| {
+            let text = fs::read_to_string(file.unwrap().path()).unwrap();
+            text.lines()
+                .map(|line| {
+                    let episode: serde_json::Value = serde_json::from_str(line).unwrap();
+                    let rewards = episode["rewards"].as_array().unwrap();
+                    rewards.iter().map(|r| r.as_f64().unwrap()).sum()
+                })
+                .collect::<Vec<f64>>()
+        })
+        .collect();
+    let recorded_mean = returns.iter().sum::<f64>() / returns.len() as f64;
+    assert!(
+        returns.len() >= 10 && recorded_mean < -800.0,
+        "{} episodes, mean {recorded_mean}",
+        returns.len()
+    );
+
+    let cql = shipped("configs/cql-pendulum.yaml");
+    let learned = scratch.oxray(&[
+        "train",
+        cql.to_str().unwrap(),
+        "--set",
+        "offline_data.input_=recorded",
+        "--set",
+        "stop.iterations=25",
+    ]);
+    assert!(learned.status.success(), "{learned:?}");
+    let run = scratch.runs("cql-pendulum").pop().expect("CQL run");
+    let results: Vec<serde_json::Value> = fs::read_to_string(run.join("result.json"))
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let best = results
+        .iter()
+        .map(|r| {
+            r["evaluation/env_runners/episode_return_mean"]
+                .as_f64()
+                .unwrap()
+        })
+        .fold(f64::MIN, f64::max);
+    assert!(
+        best >= -300.0,
+        "best evaluation {best}, recording {recorded_mean}"
+    );
+    let last = results.last().unwrap();
+    assert!(last["learners/default_policy/cql_loss"]
+        .as_f64()
+        .unwrap()
+        .is_finite());
+    assert_eq!(last["num_env_steps_sampled_lifetime"], 0.0);
+
+    // The count of gradient steps (bc_iters, target updates: one per step
+    // here) resumes with the run; the checkpoint evaluates as a SAC one.
+    let iterations = results.len();
+    let run_arg = run.to_string_lossy().into_owned();
+    let one_more = format!("stop.iterations={}", iterations + 1);
+    let resumed = scratch.oxray(&[
+        "train",
+        cql.to_str().unwrap(),
+        "--set",
+        "offline_data.input_=recorded",
+        "--set",
+        &one_more,
+        "--set",
+        "stop.evaluation_return_mean=0",
+        "--resume",
+        &run_arg,
+    ]);
+    assert!(resumed.status.success(), "{resumed:?}");
+    let result = fs::read_to_string(run.join("result.json")).unwrap();
+    let lines: Vec<&str> = result.lines().collect();
+    assert_eq!(lines.len(), iterations + 1);
+    let last: serde_json::Value = serde_json::from_str(lines[iterations]).unwrap();
+    assert_eq!(
+        last["learners/default_policy/num_target_updates"],
+        (250 * (iterations + 1)) as f64
+    );
+    let evaluated = scratch.oxray(&["evaluate", &run_arg, "--episodes", "2"]);
+    assert!(evaluated.status.success(), "{evaluated:?}");
+    assert!(stdout(&evaluated).contains("Pendulum-v1: 2 episodes"));
+}
+
 /// `offline_data.output` records every episode the training EnvRunners
 /// finish, each remote runner into a file of its own (written from its own
 /// process), as many as the run counts; MARWIL reads them back.
@@ -260,8 +367,9 @@ fn a_training_run_records_its_episodes_for_offline_algorithms() {
 }
 
 /// Data that does not fit the env is named by file and line; a BC config
-/// without data, or another algorithm given some, is refused by key; none
-/// of them leaves a run directory behind.
+/// without data, or another algorithm given some, is refused by key, as is
+/// a CQL config out of range or for a Discrete env; none of them leaves a
+/// run directory behind.
 #[test]
 fn bad_offline_data_and_configs_are_refused_by_name() {
     let scratch = Scratch::new();
@@ -293,7 +401,7 @@ fn bad_offline_data_and_configs_are_refused_by_name() {
         &scratch.oxray(&["train", "no-data.yaml"]),
         &[
             "offline_data.input_",
-            "BC and MARWIL learn from recorded episodes",
+            "BC, MARWIL and CQL learn from recorded episodes",
         ],
     );
     scratch.write(
@@ -304,15 +412,35 @@ fn bad_offline_data_and_configs_are_refused_by_name() {
         &scratch.oxray(&["train", "ppo.yaml"]),
         &[
             "offline_data.input_",
-            "only the offline algorithms (BC, MARWIL)",
+            "only the offline algorithms (BC, MARWIL, CQL)",
         ],
     );
     assert_clean_error(
         &scratch.oxray(&["train", "bc.yaml", "--set", "offline_data.output=again"]),
         &[
             "offline_data.output",
-            "BC and MARWIL sample nothing to record",
+            "BC, MARWIL and CQL sample nothing to record",
         ],
     );
-    assert!(scratch.runs("bc").is_empty() && scratch.runs("ppo").is_empty());
+    scratch.write(
+        "cql.yaml",
+        &BC.replace("algorithm: BC", "algorithm: CQL")
+            .replace("lr: 1.0e-3\n  train_batch_size: 256", "num_actions: 0"),
+    );
+    assert_clean_error(
+        &scratch.oxray(&["train", "cql.yaml"]),
+        &["training.num_actions", "must be at least 1"],
+    );
+    assert_clean_error(
+        &scratch.oxray(&["train", "cql.yaml", "--set", "training.num_actions=2"]),
+        &[
+            "CQL learns continuous (Box) actions",
+            "CartPole-v1's are Discrete",
+        ],
+    );
+    assert!(
+        scratch.runs("bc").is_empty()
+            && scratch.runs("ppo").is_empty()
+            && scratch.runs("cql").is_empty()
+    );
 }

@@ -1,8 +1,9 @@
 //! Action distributions: Categorical (Discrete spaces) and diagonal Gaussian
 //! (Box spaces), with the log-probability, entropy and KL the losses need,
 //! and the tanh-squashed Gaussian of SAC's policy ([`SquashedGaussian`]),
-//! which SAC only samples (reparameterised) and never evaluates at a given
-//! action, so it stands apart from [`ActionDistribution`].
+//! which SAC samples (reparameterised) and CQL also evaluates at recorded
+//! actions; it has no entropy or KL in closed form, so it stands apart from
+//! [`ActionDistribution`].
 //!
 //! Losses work on tensors so gradients flow. Sampling is done on the host with
 //! the caller's seeded RNG rather than libtorch's global generator: the RNG
@@ -203,6 +204,19 @@ impl SquashedGaussian {
         (u.tanh(), logp)
     }
 
+    /// log π(a) `[B]` of actions already in (−1, 1)^d, `[B, d]`: the
+    /// Gaussian density of u = atanh(a) over |da/du| = 1 − a². Actions on
+    /// the boundary (a recorded action clipped to the Box's bound) are moved
+    /// `1e-6` inside it, where u stays finite.
+    pub fn log_prob(&self, actions: &Tensor) -> Tensor {
+        let a = actions.clamp(-1.0 + 1e-6, 1.0 - 1e-6);
+        let u = a.atanh();
+        let noise = (&u - &self.mean) / self.log_std.exp();
+        let gaussian_logp = noise.square() * -0.5 - &self.log_std - HALF_LN_2PI;
+        let log_det = (-&u * 2.0).softplus() + &u - std::f64::consts::LN_2;
+        (gaussian_logp + log_det * 2.0).sum_dim_intlist(-1, false, Kind::Float)
+    }
+
     /// Draws one action per row into `actions` (`[B, d]`, within (−1, 1))
     /// with its log-probability in `logp`; tanh(mean) with `explore == false`.
     pub fn sample_into(
@@ -337,6 +351,22 @@ mod tests {
             &actions.view(-1),
             &noise.map(|n| (mean + log_std.exp() * n).tanh()),
         );
+    }
+
+    /// Evaluating a draw's action gives the density the draw came with,
+    /// and a recorded action on the bound stays finite.
+    #[test]
+    fn squashed_gaussian_log_prob_of_an_action_is_its_draws() {
+        let d = SquashedGaussian {
+            mean: Tensor::from_slice(&[0.3f32, -1.0, 0.5, 0.0]).view([2, 2]),
+            log_std: Tensor::from_slice(&[-0.2f32, 0.1, -1.0, 0.4]).view([2, 2]),
+        };
+        let noise = Tensor::from_slice(&[0.7f32, -1.5, 0.2, 1.1]).view([2, 2]);
+        let (actions, logp) = d.rsample(&noise);
+        close(&d.log_prob(&actions), &Vec::<f64>::try_from(&logp).unwrap());
+        let on_bound = Tensor::from_slice(&[1.0f32, -1.0, 0.0, 1.0]).view([2, 2]);
+        let at_bound = Vec::<f64>::try_from(&d.log_prob(&on_bound)).unwrap();
+        assert!(at_bound.iter().all(|lp| lp.is_finite()), "{at_bound:?}");
     }
 
     #[test]

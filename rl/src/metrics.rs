@@ -61,6 +61,8 @@ pub const MEAN_IMPORTANCE_RATIO: &str = "learners/default_policy/mean_importance
 pub const NUM_TARGET_UPDATES: &str = "learners/default_policy/num_target_updates";
 pub const ALPHA_LOSS: &str = "learners/default_policy/alpha_loss";
 pub const ALPHA_VALUE: &str = "learners/default_policy/alpha_value";
+/// CQL: the conservative term of the critic loss (part of `qf_loss`).
+pub const CQL_LOSS: &str = "learners/default_policy/cql_loss";
 pub const CURR_EPSILON: &str = "env_runners/curr_epsilon";
 pub const REPLAY_BUFFER_SIZE: &str = "replay_buffer/num_env_steps_stored";
 

@@ -1,6 +1,7 @@
 //! Offline data (RLlib's `offline_data`): episodes recorded from a policy,
 //! written as JSON Lines, and read back as the (observation, action) rows an
-//! offline algorithm such as behaviour cloning learns from.
+//! offline algorithm such as behaviour cloning learns from, or as the n-step
+//! transitions an offline Q-learner (CQL) replays.
 //!
 //! One line holds one whole episode:
 //!
@@ -27,6 +28,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
+
+use crate::replay_buffer::Transition;
 
 /// One recorded episode, a line of a file.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -185,6 +188,39 @@ impl OfflineDataset {
             }
         }
         to_go
+    }
+
+    /// Every row as an n-step transition (`replay_buffer::NStep`'s, for
+    /// a whole episode at once): up to `n` rewards summed with discount
+    /// `gamma`, the observation after the last of them (the episode's final
+    /// one at its end), terminal only where a terminated episode ends.
+    pub fn transitions(&self, n: usize, gamma: f32) -> Vec<Transition> {
+        let (d, a) = (self.obs_dim, self.action_dim);
+        let mut out = Vec::with_capacity(self.len());
+        for (episode, rows) in self.episode_starts.windows(2).enumerate() {
+            let (start, end) = (rows[0], rows[1]);
+            let obs_after = |t: usize| match t < end {
+                true => self.obs[t * d..(t + 1) * d].to_vec(),
+                false => self.final_obs[episode * d..(episode + 1) * d].to_vec(),
+            };
+            for t in start..end {
+                let last = (t + n.max(1)).min(end);
+                let (mut reward, mut discount) = (0.0, 1.0);
+                for r in &self.rewards[t..last] {
+                    reward += discount * r;
+                    discount *= gamma;
+                }
+                out.push(Transition {
+                    obs: self.obs[t * d..(t + 1) * d].to_vec(),
+                    action: self.actions[t * a..(t + 1) * a].to_vec(),
+                    reward,
+                    next_obs: obs_after(last),
+                    terminated: last == end && !self.truncated[episode],
+                    discount,
+                });
+            }
+        }
+        out
     }
 
     /// Reads `path` (a `.jsonl` file, or a directory whose `.jsonl` files
@@ -357,6 +393,38 @@ mod tests {
         assert_eq!(to_go.returns, [3.0, 4.0, 4.0, 3.0, 4.0, 4.0]);
         assert_eq!(to_go.bootstrap_discounts, [0.0, 0.0, 0.0, 0.125, 0.25, 0.5]);
         assert_eq!(to_go.episode, [0, 0, 0, 1, 1, 1]);
+    }
+
+    /// Rewards 1, 2, 4 with γ = 0.5 and n = 2: each transition sums two
+    /// rewards, or what is left of its episode; the terminated episode's
+    /// last transitions are terminal and lead to its final observation, the
+    /// truncated one's are not.
+    #[test]
+    fn transitions_sum_n_rewards_within_their_episode() {
+        let mut data = OfflineDataset {
+            obs_dim: 2,
+            action_dim: 1,
+            episode_starts: vec![0],
+            ..OfflineDataset::default()
+        };
+        for (truncated, first) in [(false, 0.0), (true, 10.0)] {
+            data.add(&Episode {
+                rewards: vec![1.0, 2.0, 4.0],
+                terminated: !truncated,
+                truncated,
+                ..episode(3, first)
+            })
+            .unwrap();
+        }
+        let transitions = data.transitions(2, 0.5);
+        let column = |f: fn(&Transition) -> f32| transitions.iter().map(f).collect::<Vec<_>>();
+        assert_eq!(column(|t| t.obs[0]), [0.0, 1.0, 2.0, 10.0, 11.0, 12.0]);
+        assert_eq!(column(|t| t.reward), [2.0, 4.0, 4.0, 2.0, 4.0, 4.0]);
+        assert_eq!(column(|t| t.discount), [0.25, 0.25, 0.5, 0.25, 0.25, 0.5]);
+        assert_eq!(column(|t| t.next_obs[0]), [2.0, 3.0, 3.0, 12.0, 13.0, 13.0]);
+        let terminal: Vec<bool> = transitions.iter().map(|t| t.terminated).collect();
+        assert_eq!(terminal, [false, true, true, false, false, false]);
+        assert_eq!(column(|t| t.action[0]), [0.0, 1.0, 0.0, 0.0, 1.0, 0.0]);
     }
 
     /// Each kind of bad line is named with its file and line number.

@@ -27,6 +27,19 @@ pub struct IterationTimes {
     pub learn_s: f64,
 }
 
+impl IterationTimes {
+    /// An iteration of an offline algorithm: `trained` recorded rows in
+    /// `learn_s`, nothing sampled.
+    pub fn offline(trained: usize, learn_s: f64) -> Self {
+        IterationTimes {
+            sampled: 0,
+            sample_s: 0.0,
+            trained,
+            learn_s,
+        }
+    }
+}
+
 impl Progress {
     /// Adds the episode window, the lifetime counters and this iteration's
     /// throughput to `result`; `started` is when this session began.

@@ -181,20 +181,48 @@ impl SoftActorCritic {
     /// (−1, 1)^d, the scale of the policy's draws), indices for Discrete.
     pub fn replayed_q(&self, obs: &Tensor, actions: &Tensor) -> (Tensor, Tensor) {
         match &self.actions {
-            Actions::Box {
-                center, half_range, ..
-            } => {
-                let normalized = (actions - center) / half_range;
-                let input = Tensor::cat(&[obs, &normalized], 1);
-                let q = |f: &QFunction| f.forward(&input).squeeze_dim(-1);
-                (q(&self.qf), q(&self.qf_twin))
-            }
+            Actions::Box { .. } => self.box_q(obs, &self.unit_actions(actions)),
             Actions::Discrete { .. } => {
                 let index = actions.to_kind(Kind::Int64).view([-1, 1]);
                 let q = |f: &QFunction| f.forward(obs).gather(1, &index, false).squeeze_dim(-1);
                 (q(&self.qf), q(&self.qf_twin))
             }
         }
+    }
+
+    /// Env-scale Box actions `[B, d]` in the policy's (−1, 1)^d.
+    ///
+    /// # Panics
+    /// For a Discrete module.
+    pub fn unit_actions(&self, actions: &Tensor) -> Tensor {
+        let Actions::Box {
+            center, half_range, ..
+        } = &self.actions
+        else {
+            panic!("unit_actions of a Discrete SoftActorCritic");
+        };
+        (actions - center) / half_range
+    }
+
+    /// (Q₁(s, a), Q₂(s, a)), `[B]` each, for Box actions in (−1, 1)^d
+    /// (CQL's uniformly drawn ones).
+    pub fn box_q(&self, obs: &Tensor, unit_actions: &Tensor) -> (Tensor, Tensor) {
+        let input = Tensor::cat(&[obs, unit_actions], 1);
+        let q = |f: &QFunction| f.forward(&input).squeeze_dim(-1);
+        (q(&self.qf), q(&self.qf_twin))
+    }
+
+    /// log π(a|s) `[B]` of env-scale Box actions (CQL's behaviour cloning
+    /// of recorded actions).
+    ///
+    /// # Panics
+    /// For a Discrete module.
+    pub fn box_log_prob(&self, obs: &Tensor, actions: &Tensor) -> Tensor {
+        let Actions::Box { dim, .. } = &self.actions else {
+            panic!("box_log_prob of a Discrete SoftActorCritic");
+        };
+        self.squashed_gaussian(&self.policy_out(obs), *dim)
+            .log_prob(&self.unit_actions(actions))
     }
 
     /// log α, shape `[1]`.

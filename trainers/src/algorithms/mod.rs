@@ -101,12 +101,16 @@ algorithms! {
     Appo("APPO") => appo::{AppoConfig, Appo};
     Marwil("MARWIL") => marwil::{MarwilConfig, Marwil};
     Bc("BC") => bc::{BcConfig, Bc};
+    Cql("CQL") => cql::{CqlConfig, Cql};
 }
 
 impl AlgorithmName {
     /// Learns from `offline_data.input_` instead of sampling.
     pub fn learns_offline(self) -> bool {
-        matches!(self, AlgorithmName::Bc | AlgorithmName::Marwil)
+        matches!(
+            self,
+            AlgorithmName::Bc | AlgorithmName::Marwil | AlgorithmName::Cql
+        )
     }
 }
 

@@ -163,15 +163,8 @@ impl Algorithm for Marwil {
         }
         state.progress.iteration = iteration;
         state.progress.env_steps_trained += batch.len() as u64;
-        self.trainer.report(
-            &mut result,
-            &IterationTimes {
-                sampled: 0,
-                sample_s: 0.0,
-                trained: batch.len(),
-                learn_s: learn_start.elapsed().as_secs_f64(),
-            },
-        );
+        let times = IterationTimes::offline(batch.len(), learn_start.elapsed().as_secs_f64());
+        self.trainer.report(&mut result, &times);
         Ok(result)
     }
 

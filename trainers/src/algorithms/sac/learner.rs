@@ -15,7 +15,7 @@ use oxray_rl::learner::{Learner, LearnerConfig, LearnerState, Step};
 use oxray_rl::learner_group::{AlgorithmLearner, LearnerCore, Trained, UpdateOutcome};
 use oxray_rl::metrics::{self, Metrics};
 use oxray_rl::optim::flat_gradient;
-use oxray_rl::replay_buffer::ReplayBatch;
+use oxray_rl::replay_buffer::{DeviceReplayBatch, ReplayBatch};
 use oxray_rl::target_network::TargetNetwork;
 use oxray_rl::rl_module::SoftActorCritic;
 use oxray_rl::{to_host, Error};
@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use super::config::SacConfig;
-use super::loss::{sac_loss, Evaluations, Expectation, Minibatch};
+use super::loss::{sac_loss, Evaluations, Expectation, Minibatch, SacLoss};
 use crate::algorithms::off_policy::{OffPolicyLearner, OffPolicySettings, TargetUpdate};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -42,6 +42,81 @@ pub struct SacLearner {
 oxray_rl::learner_actor!(SacLearner);
 
 impl SacLearner {
+    /// The online module (policy, twin Q, log α).
+    pub(crate) fn module(&self) -> &SoftActorCritic {
+        self.learner.module()
+    }
+
+    /// H̄, the entropy α is tuned towards.
+    pub(crate) fn target_entropy(&self) -> f64 {
+        self.target_entropy
+    }
+
+    /// What [`sac_loss`] reads, from one set of forward passes over a
+    /// replayed minibatch: Q of its actions, π at s with the online
+    /// Q-functions, π at s' with the target ones (without gradients).
+    pub(crate) fn evaluate(&self, columns: &DeviceReplayBatch) -> Evaluations {
+        let sac = self.learner.module();
+        let expectation = |q_of: &SoftActorCritic, obs: &Tensor| {
+            let policy = sac.policy_expectation(obs);
+            Expectation {
+                q: q_of.expected_q(obs, &policy),
+                weights: policy.weights,
+                logp: policy.logp,
+            }
+        };
+        Evaluations {
+            q: sac.replayed_q(&columns.obs, &columns.actions),
+            policy: expectation(sac, &columns.obs),
+            next: tch::no_grad(|| expectation(&self.target, &columns.next_obs)),
+            log_alpha: sac.log_alpha().shallow_clone(),
+        }
+    }
+
+    /// One gradient step on `loss` (each of its three losses on its own
+    /// part of the module), then the target networks' Polyak step if
+    /// `update_target`; the update's metrics.
+    pub(crate) fn apply(&mut self, loss: &SacLoss, update_target: bool) -> UpdateOutcome {
+        let value = |x: &Tensor| x.double_value(&[]);
+        let (critic, actor, alpha) = (value(&loss.critic), value(&loss.actor), value(&loss.alpha));
+        let total = critic + actor + alpha;
+        if !total.is_finite() {
+            return UpdateOutcome::NonFiniteLoss(format!(
+                "critic loss {critic}, actor loss {actor}, alpha loss {alpha}"
+            ));
+        }
+        let grad = self.gradient([&loss.actor, &loss.critic, &loss.alpha]);
+        let td_errors = to_host(&loss.td_errors);
+        let grad_norm = match self.learner.apply_gradient(total, grad) {
+            Ok(Step::Applied { grad_norm, .. }) => grad_norm,
+            Ok(Step::NonFiniteLoss(total)) => {
+                return UpdateOutcome::NonFiniteLoss(format!("loss is {total}"))
+            }
+            Err(e) => return UpdateOutcome::Failed(format!("gradient step failed: {e}")),
+        };
+        if update_target {
+            self.target.follow(&self.learner, self.training.tau);
+        }
+        let td_error_mean =
+            td_errors.iter().map(|&d| f64::from(d)).sum::<f64>() / td_errors.len() as f64;
+        let alpha_value = self.learner.module().log_alpha().exp().double_value(&[0]);
+        UpdateOutcome::Trained(Trained {
+            metrics: Metrics::from([
+                (metrics::QF_LOSS.into(), critic),
+                (metrics::POLICY_LOSS.into(), actor),
+                (metrics::ALPHA_LOSS.into(), alpha),
+                (metrics::TOTAL_LOSS.into(), total),
+                (metrics::ALPHA_VALUE.into(), alpha_value),
+                (metrics::ENTROPY.into(), value(&loss.entropy)),
+                (metrics::QF_MEAN.into(), value(&loss.q_mean)),
+                (metrics::TD_ERROR_MEAN.into(), td_error_mean),
+                (metrics::GRADIENTS_GLOBAL_NORM.into(), grad_norm),
+            ]),
+            histograms: Default::default(),
+            td_errors,
+        })
+    }
+
     /// The flat gradient: each loss's gradient with respect to its part
     /// (policy, critics, log α), in the buffer's order.
     fn gradient(&self, losses: [&Tensor; 3]) -> Tensor {
@@ -52,6 +127,16 @@ impl SacLearner {
             .map(|(loss, part)| flat_gradient(loss, &part.variables))
             .collect();
         Tensor::cat(&grads, 0)
+    }
+}
+
+/// The reward columns of a replayed minibatch, as the losses read them.
+pub(crate) fn minibatch(columns: DeviceReplayBatch) -> Minibatch {
+    Minibatch {
+        rewards: columns.rewards,
+        terminateds: columns.terminateds,
+        discounts: columns.discounts,
+        weights: columns.weights,
     }
 }
 
@@ -88,70 +173,10 @@ impl AlgorithmLearner for SacLearner {
     }
 
     fn learn(&mut self, batch: ReplayBatch, params: TargetUpdate) -> UpdateOutcome {
-        let l = &self.learner;
-        let sac = l.module();
-        let columns = batch.to_device(l.device());
-        let (obs, next_obs) = (columns.obs, columns.next_obs);
-        let mb = Minibatch {
-            rewards: columns.rewards,
-            terminateds: columns.terminateds,
-            discounts: columns.discounts,
-            weights: columns.weights,
-        };
-        let expectation = |sac: &SoftActorCritic, q_of: &SoftActorCritic, obs: &Tensor| {
-            let policy = sac.policy_expectation(obs);
-            Expectation {
-                q: q_of.expected_q(obs, &policy),
-                weights: policy.weights,
-                logp: policy.logp,
-            }
-        };
-        let evaluations = Evaluations {
-            q: sac.replayed_q(&obs, &columns.actions),
-            policy: expectation(sac, sac, &obs),
-            next: tch::no_grad(|| expectation(sac, &self.target, &next_obs)),
-            log_alpha: sac.log_alpha().shallow_clone(),
-        };
-        let loss = sac_loss(&evaluations, &mb, self.target_entropy);
-        let value = |x: &Tensor| x.double_value(&[]);
-        let (critic, actor, alpha) = (value(&loss.critic), value(&loss.actor), value(&loss.alpha));
-        let total = critic + actor + alpha;
-        let grad = if total.is_finite() {
-            self.gradient([&loss.actor, &loss.critic, &loss.alpha])
-        } else {
-            return UpdateOutcome::NonFiniteLoss(format!(
-                "critic loss {critic}, actor loss {actor}, alpha loss {alpha}"
-            ));
-        };
-        let td_errors = to_host(&loss.td_errors);
-        let grad_norm = match self.learner.apply_gradient(total, grad) {
-            Ok(Step::Applied { grad_norm, .. }) => grad_norm,
-            Ok(Step::NonFiniteLoss(total)) => {
-                return UpdateOutcome::NonFiniteLoss(format!("loss is {total}"))
-            }
-            Err(e) => return UpdateOutcome::Failed(format!("gradient step failed: {e}")),
-        };
-        if params.update_target {
-            self.target.follow(&self.learner, self.training.tau);
-        }
-        let td_error_mean =
-            td_errors.iter().map(|&d| f64::from(d)).sum::<f64>() / td_errors.len() as f64;
-        let alpha_value = self.learner.module().log_alpha().exp().double_value(&[0]);
-        UpdateOutcome::Trained(Trained {
-            metrics: Metrics::from([
-                (metrics::QF_LOSS.into(), critic),
-                (metrics::POLICY_LOSS.into(), actor),
-                (metrics::ALPHA_LOSS.into(), alpha),
-                (metrics::TOTAL_LOSS.into(), total),
-                (metrics::ALPHA_VALUE.into(), alpha_value),
-                (metrics::ENTROPY.into(), value(&loss.entropy)),
-                (metrics::QF_MEAN.into(), value(&loss.q_mean)),
-                (metrics::TD_ERROR_MEAN.into(), td_error_mean),
-                (metrics::GRADIENTS_GLOBAL_NORM.into(), grad_norm),
-            ]),
-            histograms: Default::default(),
-            td_errors,
-        })
+        let columns = batch.to_device(self.learner.device());
+        let evaluations = self.evaluate(&columns);
+        let loss = sac_loss(&evaluations, &minibatch(columns), self.target_entropy);
+        self.apply(&loss, params.update_target)
     }
 
     fn learner(&self) -> &dyn LearnerCore {

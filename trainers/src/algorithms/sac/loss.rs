@@ -108,17 +108,24 @@ pub fn sac_loss(e: &Evaluations, mb: &Minibatch, target_entropy: f64) -> SacLoss
     }
 }
 
+/// Small tensors for hand-computed loss tests (SAC's and CQL's).
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod fixtures {
+    use tch::Tensor;
 
-    fn t(values: &[f32]) -> Tensor {
+    pub fn t(values: &[f32]) -> Tensor {
         Tensor::from_slice(values)
     }
 
-    fn scalar(x: &Tensor) -> f64 {
+    pub fn scalar(x: &Tensor) -> f64 {
         x.double_value(&[])
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::{scalar, t};
+    use super::*;
 
     /// Two transitions (the second terminal), every term by hand with α = 2.
     #[test]

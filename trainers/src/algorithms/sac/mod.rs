@@ -21,7 +21,10 @@ mod loss;
 
 pub use config::{SacConfig, TargetEntropy};
 pub use learner::{SacLearner, SacLearnerConfig};
+pub(crate) use learner::minibatch;
 pub use loss::{sac_loss, Evaluations, Expectation, Minibatch, SacLoss};
+#[cfg(test)]
+pub(crate) use loss::fixtures;
 
 use crate::algorithms::off_policy::OffPolicy;
 
