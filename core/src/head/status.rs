@@ -167,11 +167,13 @@ fn object_row(id: crate::ids::ObjectId, entry: &super::object_directory::ObjectE
 }
 
 impl NodeState {
-    /// One row per live actor, then one per remembered dead one in the
-    /// order they died.
+    /// One row per live actor in the order they were created (ids are
+    /// minted in that order), then one per remembered dead one in the order
+    /// they died.
     fn actor_rows(&self) -> Vec<ActorStatusLine> {
-        self.actors
-            .iter()
+        let mut live: Vec<_> = self.actors.iter().collect();
+        live.sort_unstable_by_key(|(id, _)| **id);
+        live.into_iter()
             .map(|(id, a)| ActorStatusLine {
                 actor_id: *id,
                 class: a.spec.class.clone(),
@@ -218,7 +220,7 @@ mod tests {
 
     /// A killed actor leaves the live table but keeps its row: its class,
     /// name, the node it ran on and its restarts, as `oxray list actors`
-    /// shows Ray's dead actors.
+    /// shows Ray's dead actors; live actors come first, oldest first.
     #[test]
     fn a_dead_actor_keeps_its_row_beside_the_live_ones() {
         let ids = Ids::new();
@@ -237,8 +239,19 @@ mod tests {
         state.kill_actor(killed).expect("killed");
         state.schedule();
 
+        // Actors that need no CPU, so all of them come alive.
+        let later: Vec<_> = (0..6).map(|_| ids.actor(cpus(0.0), 0)).collect();
+        let mut created = vec![alive];
+        created.extend(later.iter().map(|spec| spec.actor_id));
+        for spec in later {
+            state.start_actor(spec);
+        }
+        state.schedule();
+
         let rows = state.actor_rows();
-        assert_eq!(rows.len(), 2);
+        let order: Vec<_> = rows.iter().map(|r| r.actor_id).collect();
+        created.push(killed);
+        assert_eq!(order, created, "live by creation, then dead");
         let live = row(&rows, alive);
         assert_eq!(
             (live.state.as_str(), live.node_id.as_deref()),
