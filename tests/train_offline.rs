@@ -72,7 +72,8 @@ fn record_expert(scratch: &Scratch, episodes: &str) {
 
 /// Twenty recorded episodes teach BC (the shipped config) to balance the
 /// pole (an untrained policy lasts about 20 steps) without one env step
-/// sampled for training; the recording has every step of every episode.
+/// sampled for training, and its progress counts the recorded steps
+/// trained on; the recording has every step of every episode.
 #[test]
 fn bc_clones_a_recorded_policy_from_its_episodes_alone() {
     let scratch = Scratch::new();
@@ -116,11 +117,19 @@ fn bc_clones_a_recorded_policy_from_its_episodes_alone() {
         .unwrap();
     assert!(evaluated >= 450.0, "evaluation return {evaluated}");
     assert_eq!(last["num_env_steps_sampled_lifetime"], 0.0);
-    assert!(last["num_env_steps_trained_lifetime"].as_f64().unwrap() > 0.0);
+    let trained = last["num_env_steps_trained_lifetime"].as_f64().unwrap();
+    assert!(trained > 0.0);
     assert!(last["learners/default_policy/policy_loss"]
         .as_f64()
         .unwrap()
         .is_finite());
+    // Progress is told in what it trained on, not in env steps it never
+    // sampled.
+    let out = stdout(&cloned);
+    assert!(
+        out.contains(&format!("{trained} recorded steps trained")),
+        "{out}"
+    );
 }
 
 /// A Gaussian policy clones as well: fifty episodes of the shipped PPO

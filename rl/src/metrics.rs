@@ -75,6 +75,32 @@ pub const WEIGHTS: &str = "learners/default_policy/weights";
 /// `.../0`, `.../1`, ..., for a multi-dimensional action).
 pub const SAMPLED_ACTIONS: &str = "env_runners/sampled_actions";
 
+/// What a result's progress is counted in: env steps sampled, as in RLlib,
+/// or, for a run that samples nothing for training (an offline algorithm),
+/// the recorded steps trained on.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ProgressSteps {
+    Sampled(f64),
+    Trained(f64),
+}
+
+impl ProgressSteps {
+    pub fn of(result: &Metrics) -> Self {
+        let count = |key: &str| result.get(key).copied().unwrap_or(0.0);
+        let sampled = count(NUM_ENV_STEPS_SAMPLED_LIFETIME);
+        match sampled > 0.0 {
+            true => ProgressSteps::Sampled(sampled),
+            false => ProgressSteps::Trained(count(NUM_ENV_STEPS_TRAINED_LIFETIME)),
+        }
+    }
+
+    pub fn count(self) -> f64 {
+        match self {
+            ProgressSteps::Sampled(steps) | ProgressSteps::Trained(steps) => steps,
+        }
+    }
+}
+
 /// Adds the histogram(s) of a batch's `actions` (`action_dim` columns per
 /// row) to `out`.
 pub fn add_action_histograms(actions: &[f32], action_dim: usize, out: &mut Histograms) {
@@ -197,6 +223,23 @@ pub fn explained_variance(values: &[f32], targets: &[f32]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Online runs count env steps sampled; one that samples nothing counts
+    /// what it trained on.
+    #[test]
+    fn progress_is_counted_in_sampled_steps_unless_nothing_is_sampled() {
+        let online = Metrics::from([
+            (NUM_ENV_STEPS_SAMPLED_LIFETIME.into(), 4096.0),
+            (NUM_ENV_STEPS_TRAINED_LIFETIME.into(), 8192.0),
+        ]);
+        assert_eq!(ProgressSteps::of(&online), ProgressSteps::Sampled(4096.0));
+        let offline = Metrics::from([
+            (NUM_ENV_STEPS_SAMPLED_LIFETIME.into(), 0.0),
+            (NUM_ENV_STEPS_TRAINED_LIFETIME.into(), 2560.0),
+        ]);
+        assert_eq!(ProgressSteps::of(&offline), ProgressSteps::Trained(2560.0));
+        assert_eq!(ProgressSteps::of(&offline).count(), 2560.0);
+    }
 
     #[test]
     fn explained_variance_is_one_for_perfect_values_and_zero_for_the_mean() {

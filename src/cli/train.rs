@@ -15,7 +15,7 @@ use std::sync::{Mutex, PoisonError};
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use oxray_rl::metrics::{self, Metrics};
+use oxray_rl::metrics::{self, Metrics, ProgressSteps};
 use oxray_trainers::run::{run_scheduled, RunEvent, RunOptions, RunSummary};
 use oxray_trainers::search_space::{self, Sampling, Trial};
 use oxray_trainers::trial_scheduler::{Asha, AshaConfig, Decision};
@@ -319,15 +319,21 @@ fn print_trials(trials: &[Trial], outcomes: &[anyhow::Result<RunSummary>]) {
 /// each line after `prefix`.
 fn print_run(summary: &RunSummary, prefix: &str) {
     let result = &summary.last_result;
-    say(format_args!(
-        "{prefix}done: {} after {} iterations, {} env steps, {:.1} s; return mean {}{}",
-        summary.stop_reason,
-        result[metrics::TRAINING_ITERATION],
-        result[metrics::NUM_ENV_STEPS_SAMPLED_LIFETIME],
-        result[metrics::TIME_TOTAL_S],
-        format_return(result),
-        format_evaluation(result),
-    ));
+    let (reason, iterations) = (&summary.stop_reason, result[metrics::TRAINING_ITERATION]);
+    let seconds = result[metrics::TIME_TOTAL_S];
+    match ProgressSteps::of(result) {
+        ProgressSteps::Sampled(steps) => say(format_args!(
+            "{prefix}done: {reason} after {iterations} iterations, {steps} env steps, \
+             {seconds:.1} s; return mean {}{}",
+            format_return(result),
+            format_evaluation(result),
+        )),
+        ProgressSteps::Trained(steps) => say(format_args!(
+            "{prefix}done: {reason} after {iterations} iterations, {steps} recorded steps \
+             trained, {seconds:.1} s{}",
+            format_evaluation(result),
+        )),
+    }
     say(format_args!(
         "{prefix}learner device: {}",
         summary.learner_devices.join(", ")
@@ -392,15 +398,24 @@ impl Progress {
     }
 
     fn report(&mut self, result: &Metrics) {
-        let line = format!(
-            "iter {:>4}  env steps {:>9}  return mean {:>8}  {:>7.0} steps/s  {:>6.1} s{}",
-            result[metrics::TRAINING_ITERATION],
-            result[metrics::NUM_ENV_STEPS_SAMPLED_LIFETIME],
-            format_return(result),
-            result[metrics::NUM_ENV_STEPS_SAMPLED_LIFETIME] / result[metrics::TIME_TOTAL_S],
-            result[metrics::TIME_TOTAL_S],
-            format_evaluation(result),
-        );
+        let seconds = result[metrics::TIME_TOTAL_S];
+        let iteration = result[metrics::TRAINING_ITERATION];
+        let line = match ProgressSteps::of(result) {
+            ProgressSteps::Sampled(steps) => format!(
+                "iter {iteration:>4}  env steps {steps:>9}  return mean {:>8}  {:>7.0} steps/s  \
+                 {seconds:>6.1} s{}",
+                format_return(result),
+                steps / seconds,
+                format_evaluation(result),
+            ),
+            // An offline algorithm samples nothing: what it trained on.
+            ProgressSteps::Trained(steps) => format!(
+                "iter {iteration:>4}  recorded steps trained {steps:>9}  {:>7.0} steps/s  \
+                 {seconds:>6.1} s{}",
+                steps / seconds,
+                format_evaluation(result),
+            ),
+        };
         match self {
             Progress::Bar(bar) => {
                 bar.set_message(line);

@@ -10,7 +10,10 @@
 //!   hands them over.
 //!
 //! The step of everything is `num_env_steps_sampled_lifetime`, as in RLlib,
-//! so runs with different batch sizes share an x axis. Each call is flushed
+//! so runs with different batch sizes share an x axis; an offline
+//! algorithm, which samples nothing, steps by the recorded steps it trained
+//! on (`num_env_steps_trained_lifetime`) instead of piling every iteration
+//! onto step 0. Each call is flushed
 //! before it returns, so a live run shows up in TensorBoard at once.
 
 use std::collections::BTreeMap;
@@ -20,7 +23,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::event_file::EventFileWriter;
 use super::summary::{HParamValue, Summary};
-use crate::metrics::{Histograms, Metrics, NUM_ENV_STEPS_SAMPLED_LIFETIME};
+use crate::metrics::{Histograms, Metrics, ProgressSteps};
 
 /// The text summary holding the config YAML.
 pub const CONFIG_TEXT_TAG: &str = "config";
@@ -79,9 +82,7 @@ impl TensorBoardLogger {
 }
 
 fn step(result: &Metrics) -> i64 {
-    result
-        .get(NUM_ENV_STEPS_SAMPLED_LIFETIME)
-        .map_or(0, |&steps| steps as i64)
+    ProgressSteps::of(result).count() as i64
 }
 
 /// Leaves of `value` under dotted keys. HParams hold numbers, strings and
@@ -117,6 +118,7 @@ mod tests {
     use super::*;
     use crate::loggers::event_file::read;
     use crate::loggers::summary::{HParamKind, HParamsPluginData, Value, What};
+    use crate::metrics::{NUM_ENV_STEPS_SAMPLED_LIFETIME, NUM_ENV_STEPS_TRAINED_LIFETIME};
 
     fn summaries(dir: &Path) -> Vec<(i64, Summary)> {
         read::events(dir)
@@ -212,5 +214,25 @@ mod tests {
             panic!("{:?}", summaries[1])
         };
         assert_eq!(histo.num, 2.0);
+    }
+
+    /// An offline run's iterations step by what they trained on, not all
+    /// at step 0.
+    #[test]
+    fn an_offline_run_steps_by_the_rows_it_trained_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut logger = TensorBoardLogger::open(dir.path()).unwrap();
+        for trained in [2560.0, 5120.0] {
+            let result = Metrics::from([
+                (NUM_ENV_STEPS_SAMPLED_LIFETIME.into(), 0.0),
+                (NUM_ENV_STEPS_TRAINED_LIFETIME.into(), trained),
+            ]);
+            logger.log_result(&result).unwrap();
+        }
+        let steps: Vec<i64> = summaries(dir.path())
+            .iter()
+            .map(|(step, _)| *step)
+            .collect();
+        assert_eq!(steps, [2560, 5120]);
     }
 }
