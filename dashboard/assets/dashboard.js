@@ -56,6 +56,7 @@
     if (!box) return;
     var titles = {
       episode_return_mean: "episode return mean",
+      evaluation_return_mean: "evaluation return mean",
       env_steps_per_s: "env steps / s (sampling)",
       learner_steps_per_s: "env steps / s (learner)"
     };
@@ -66,10 +67,10 @@
           return {
             name: run.submission_id,
             points: run.points.filter(function (p) { return p[figure] !== null; })
-              .map(function (p) { return [p.env_steps, p[figure]]; })
+              .map(function (p) { return [p.steps, p[figure]]; })
           };
         });
-        OxChart.line(canvas, { title: titles[figure], series: series, xLabel: "env steps" });
+        OxChart.line(canvas, { title: titles[figure], series: series, xLabel: "env steps (offline: steps trained)" });
       });
     }).catch(function () {});
   }

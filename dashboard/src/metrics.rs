@@ -197,12 +197,18 @@ fn render_rpc(
 /// The latest iteration of every training run of a submitted job.
 fn render_training(out: &mut Exposition, runs: &[TrainingRun]) {
     type Figure = fn(&crate::training::TrainingPoint) -> Option<f64>;
-    let figures: [(&str, &str, &str, Figure); 4] = [
+    let figures: [(&str, &str, &str, Figure); 5] = [
         (
             "oxray_train_episode_return_mean",
             "gauge",
             "Mean episode return over the last 100 episodes of a training run.",
             |p| p.episode_return_mean,
+        ),
+        (
+            "oxray_train_evaluation_return_mean",
+            "gauge",
+            "Mean return of a training run's latest evaluation.",
+            |p| p.evaluation_return_mean,
         ),
         (
             "oxray_train_env_steps_per_second",

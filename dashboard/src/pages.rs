@@ -494,6 +494,7 @@ fn training(runs: &[TrainingRun]) -> String {
                 latest.iteration.to_string(),
                 latest.env_steps.to_string(),
                 figure(latest.episode_return_mean),
+                figure(latest.evaluation_return_mean),
                 figure(latest.env_steps_per_s),
                 figure(latest.learner_steps_per_s),
             ])
@@ -506,6 +507,7 @@ fn training(runs: &[TrainingRun]) -> String {
             "Iteration",
             "Env steps",
             "Episode return mean",
+            "Evaluation return mean",
             "Env steps/s",
             "Learner steps/s",
         ],
@@ -537,6 +539,7 @@ pub fn view_body(path: &str, view: &View) -> String {
         _ => format!(
             "{}<div class=\"charts\" id=\"training-charts\" data-training=\"/api/training\">\
              <canvas data-figure=\"episode_return_mean\" width=\"460\" height=\"240\"></canvas>\
+             <canvas data-figure=\"evaluation_return_mean\" width=\"460\" height=\"240\"></canvas>\
              <canvas data-figure=\"env_steps_per_s\" width=\"460\" height=\"240\"></canvas>\
              <canvas data-figure=\"learner_steps_per_s\" width=\"460\" height=\"240\"></canvas></div>",
             live(Fragment::Training, view)

@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 pub const EPISODE_RETURN_MEAN: &str = "env_runners/episode_return_mean";
 pub const ENV_STEPS_PER_S: &str = "env_runners/num_env_steps_sampled_per_s";
 pub const LEARNER_STEPS_PER_S: &str = "num_env_steps_trained_per_s";
+pub const EVALUATION_RETURN_MEAN: &str = "evaluation/env_runners/episode_return_mean";
 pub const ENV_STEPS: &str = "num_env_steps_sampled_lifetime";
+pub const STEPS_TRAINED: &str = "num_env_steps_trained_lifetime";
 pub const ITERATION: &str = "training_iteration";
 
 /// One iteration's figures.
@@ -21,7 +23,15 @@ pub const ITERATION: &str = "training_iteration";
 pub struct TrainingPoint {
     pub iteration: f64,
     pub env_steps: f64,
+    /// What the charts plot against, as TensorBoard's step
+    /// (`oxray_rl::metrics::ProgressSteps`): env steps sampled, or, for an
+    /// offline run (BC, MARWIL, CQL), which samples none, the recorded steps
+    /// trained on.
+    pub steps: f64,
     pub episode_return_mean: Option<f64>,
+    /// The latest evaluation's mean return (`evaluation:`), the measure of
+    /// an offline run.
+    pub evaluation_return_mean: Option<f64>,
     pub env_steps_per_s: Option<f64>,
     pub learner_steps_per_s: Option<f64>,
 }
@@ -101,10 +111,16 @@ fn read_dirs(dir: &Path) -> Vec<PathBuf> {
 fn parse_point(line: &str) -> Option<TrainingPoint> {
     let value: serde_json::Value = serde_json::from_str(line).ok()?;
     let number = |key: &str| value.get(key).and_then(serde_json::Value::as_f64);
+    let env_steps = number(ENV_STEPS).unwrap_or(0.0);
     Some(TrainingPoint {
         iteration: number(ITERATION)?,
-        env_steps: number(ENV_STEPS).unwrap_or(0.0),
+        env_steps,
+        steps: match env_steps > 0.0 {
+            true => env_steps,
+            false => number(STEPS_TRAINED).unwrap_or(0.0),
+        },
         episode_return_mean: number(EPISODE_RETURN_MEAN),
+        evaluation_return_mean: number(EVALUATION_RETURN_MEAN),
         env_steps_per_s: number(ENV_STEPS_PER_S),
         learner_steps_per_s: number(LEARNER_STEPS_PER_S),
     })
@@ -130,5 +146,17 @@ mod tests {
         assert_eq!(points[1].env_steps, 2048.0);
         assert_eq!(points[1].episode_return_mean, None);
         assert_eq!(points[1].learner_steps_per_s, Some(50000.0));
+        assert_eq!(points[1].steps, 2048.0, "online: env steps sampled");
+    }
+
+    /// An offline run samples nothing: its points go by the recorded steps
+    /// it trained on, and its evaluation return is what measures it.
+    #[test]
+    fn an_offline_run_is_plotted_by_its_trained_steps() {
+        let line = r#"{"training_iteration": 2, "num_env_steps_sampled_lifetime": 0, "num_env_steps_trained_lifetime": 128000, "evaluation/env_runners/episode_return_mean": -228.9}"#;
+        let point = parse_point(line).unwrap();
+        assert_eq!((point.env_steps, point.steps), (0.0, 128000.0));
+        assert_eq!(point.evaluation_return_mean, Some(-228.9));
+        assert_eq!(point.episode_return_mean, None);
     }
 }
