@@ -24,12 +24,15 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
-use crate::replay_buffer::Transition;
+use crate::obs_buffer::ObsDType;
+use crate::replay_buffer::{NStep, Transition};
+use crate::SampleBatch;
 
 /// One recorded episode, a line of a file.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -190,37 +193,38 @@ impl OfflineDataset {
         to_go
     }
 
-    /// Every row as an n-step transition (`replay_buffer::NStep`'s, for
-    /// a whole episode at once): up to `n` rewards summed with discount
-    /// `gamma`, the observation after the last of them (the episode's final
-    /// one at its end), terminal only where a terminated episode ends.
+    /// Every row as an n-step transition, made by the replay buffer's own
+    /// [`NStep`] from each episode in turn: up to `n` rewards summed with
+    /// discount `gamma`, the observation after the last of them (the
+    /// episode's final one at its end), terminal only where a terminated
+    /// episode ends.
     pub fn transitions(&self, n: usize, gamma: f32) -> Vec<Transition> {
-        let (d, a) = (self.obs_dim, self.action_dim);
+        let mut n_step = NStep::new(n, gamma);
         let mut out = Vec::with_capacity(self.len());
         for (episode, rows) in self.episode_starts.windows(2).enumerate() {
-            let (start, end) = (rows[0], rows[1]);
-            let obs_after = |t: usize| match t < end {
-                true => self.obs[t * d..(t + 1) * d].to_vec(),
-                false => self.final_obs[episode * d..(episode + 1) * d].to_vec(),
-            };
-            for t in start..end {
-                let last = (t + n.max(1)).min(end);
-                let (mut reward, mut discount) = (0.0, 1.0);
-                for r in &self.rewards[t..last] {
-                    reward += discount * r;
-                    discount *= gamma;
-                }
-                out.push(Transition {
-                    obs: self.obs[t * d..(t + 1) * d].to_vec(),
-                    action: self.actions[t * a..(t + 1) * a].to_vec(),
-                    reward,
-                    next_obs: obs_after(last),
-                    terminated: last == end && !self.truncated[episode],
-                    discount,
-                });
+            if rows[1] > rows[0] {
+                out.extend(n_step.add(&self.episode_batch(episode, rows[0]..rows[1])));
             }
         }
         out
+    }
+
+    /// Episode `episode`, rows `rows` (at least one), as one fragment that
+    /// ends with it: terminated, or cut off at its final observation.
+    fn episode_batch(&self, episode: usize, rows: Range<usize>) -> SampleBatch {
+        let (d, a, len) = (self.obs_dim, self.action_dim, rows.len());
+        let mut batch = SampleBatch::with_capacity(ObsDType::F32, d, a, len, 1);
+        batch.obs.write(0, &self.obs[rows.start * d..rows.end * d]);
+        batch.actions = self.actions[rows.start * a..rows.end * a].to_vec();
+        batch.rewards = self.rewards[rows].to_vec();
+        let (last, truncated) = (len - 1, self.truncated[episode]);
+        batch.terminateds[last] = !truncated;
+        batch.truncateds[last] = truncated;
+        let final_obs = &self.final_obs[episode * d..(episode + 1) * d];
+        batch.bootstrap_obs.write(0, final_obs);
+        batch.final_index = vec![last as u32];
+        batch.final_obs.extend_from_f32(final_obs.iter().copied());
+        batch
     }
 
     /// Reads `path` (a `.jsonl` file, or a directory whose `.jsonl` files

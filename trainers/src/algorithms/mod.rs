@@ -8,6 +8,7 @@
 
 use oxray_rl::env_runner::module_spec as env_module_spec;
 use oxray_rl::learner::LearnerConfig;
+use oxray_rl::offline_data::OfflineDataset;
 use oxray_rl::rl_module::{ModuleKind, ModuleSpec};
 use serde::{Deserialize, Serialize};
 
@@ -118,6 +119,19 @@ impl AlgorithmName {
 pub fn module_spec(config: &ExperimentConfig) -> Result<ModuleSpec, TrainError> {
     let kind = config.training.training().module_kind();
     Ok(env_module_spec(&config.env, &config.model, kind)?)
+}
+
+/// The recording an offline algorithm learns from (`offline_data.input_`),
+/// every row checked against `module`'s observation and action sizes.
+pub fn read_offline_data(
+    config: &ExperimentConfig,
+    module: &ModuleSpec,
+) -> Result<OfflineDataset, TrainError> {
+    let input = config.offline_data.input.as_ref().ok_or_else(|| {
+        TrainError::Unsupported("offline algorithms need offline_data.input_".into())
+    })?;
+    let (obs_dim, action_dim) = (module.obs_dim(), module.action_space.action_dim());
+    Ok(OfflineDataset::read(input, obs_dim, action_dim).map_err(oxray_rl::Error::from)?)
 }
 
 /// The Learner settings every algorithm derives alike from the config: its

@@ -30,7 +30,6 @@ use std::time::Instant;
 
 use oxray_rl::env_runner_group::Sampling;
 use oxray_rl::metrics::{self, Metrics};
-use oxray_rl::offline_data::OfflineDataset;
 use oxray_rl::replay_buffer::{ReplayBuffer, ReplayBufferConfig};
 use oxray_rl::rl_module::ActionSpace;
 use serde::{Deserialize, Serialize};
@@ -66,12 +65,7 @@ impl Cql {
                 config.env.id
             )));
         }
-        let input = config.offline_data.input.as_ref().ok_or_else(|| {
-            TrainError::Unsupported("offline algorithms need offline_data.input_".into())
-        })?;
-        let (obs_dim, action_dim) = (module.obs_dim(), module.action_space.action_dim());
-        let recorded = OfflineDataset::read(input, obs_dim, action_dim)
-            .map_err(oxray_rl::Error::from)?;
+        let recorded = shared::read_offline_data(config, &module)?;
         let transitions = recorded.transitions(training.n_step, training.gamma as f32);
         let mut replay = ReplayBuffer::new(ReplayBufferConfig {
             capacity: transitions.len(),
@@ -79,10 +73,10 @@ impl Cql {
             alpha: 0.0,
             beta: 0.0,
             epsilon: 1e-6,
-            obs_dim,
+            obs_dim: recorded.obs_dim,
             obs_dtype: module.observation_dtype,
             obs_planes: 1,
-            action_dim,
+            action_dim: recorded.action_dim,
             seed: config.seed,
         });
         replay.add(transitions);

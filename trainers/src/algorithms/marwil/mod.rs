@@ -28,7 +28,6 @@ use std::time::Instant;
 
 use oxray_rl::env_runner_group::Sampling;
 use oxray_rl::metrics::{self, Metrics};
-use oxray_rl::offline_data::OfflineDataset;
 use oxray_rl::ObsBuffer;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -56,12 +55,7 @@ pub struct Marwil {
 impl Marwil {
     pub fn new(config: &ExperimentConfig, training: &MarwilConfig) -> Result<Self, TrainError> {
         let module = shared::module_spec(config)?;
-        let input = config.offline_data.input.as_ref().ok_or_else(|| {
-            TrainError::Unsupported("offline algorithms need offline_data.input_".into())
-        })?;
-        let (obs_dim, action_dim) = (module.obs_dim(), module.action_space.action_dim());
-        let recorded = OfflineDataset::read(input, obs_dim, action_dim)
-            .map_err(oxray_rl::Error::from)?;
+        let recorded = shared::read_offline_data(config, &module)?;
         let to_go = recorded.returns_to_go(training.gamma as f32);
         let observations = |values: Vec<f32>| {
             let mut column = ObsBuffer::zeros(module.observation_dtype, 0);
@@ -69,8 +63,8 @@ impl Marwil {
             column
         };
         let dataset = MarwilBatch {
-            obs_dim,
-            action_dim,
+            obs_dim: recorded.obs_dim,
+            action_dim: recorded.action_dim,
             obs: observations(recorded.obs),
             actions: recorded.actions,
             returns: to_go.returns,
