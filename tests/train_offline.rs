@@ -1,7 +1,7 @@
 //! Offline training end to end: `oxray evaluate --output` records a trained
 //! PPO policy's episodes, `algorithm: BC` clones the policy from them alone,
-//! MARWIL learns the better part of a mixed recording and CQL a better
-//! policy than the one a SAC run recorded, all judged by evaluation; bad
+//! MARWIL learns the better part of a mixed recording, and CQL and IQL a
+//! better policy than the one a SAC run recorded, all judged by evaluation; bad
 //! offline data and configs are refused with the file and line or the key
 //! named.
 
@@ -224,14 +224,14 @@ fn marwil_learns_the_better_part_of_a_mixed_recording_where_bc_cannot() {
     assert!(best_bc < 450.0, "BC reached {best_bc}");
 }
 
-/// CQL improves on what recorded its data: the first 3,000 steps a SAC run
-/// samples on Pendulum (its random start, then the policy as it learns;
-/// fifteen episodes averaging about −1,170) teach the shipped CQL config an
-/// evaluation mean of −300 or better, which only a policy that swings the
-/// pendulum up from most starts reaches. The run resumes from its
-/// checkpoint, which `oxray evaluate` plays.
+/// CQL and IQL improve on what recorded their data: the first 3,000 steps
+/// a SAC run samples on Pendulum (its random start, then the policy as it
+/// learns; fifteen episodes averaging about −1,170) teach the shipped CQL
+/// and IQL configs an evaluation mean of −300 or better, which only a
+/// policy that swings the pendulum up from most starts reaches. The CQL run
+/// resumes from its checkpoint; `oxray evaluate` plays both.
 #[test]
-fn cql_learns_a_better_policy_than_the_recording_it_learns_from() {
+fn cql_and_iql_learn_better_policies_than_the_recording_they_learn_from() {
     let scratch = Scratch::new();
     let shipped = |config: &str| Path::new(env!("CARGO_MANIFEST_DIR")).join(config);
     let sac = shipped("configs/sac-pendulum.yaml");
@@ -264,34 +264,40 @@ fn cql_learns_a_better_policy_than_the_recording_it_learns_from() {
         returns.len()
     );
 
+    // Trains the shipped `config` on the recording; its run directory and
+    // results, once its best evaluation is −300 or better.
+    let learn = |config: &Path, name: &str| {
+        let learned = scratch.oxray(&[
+            "train",
+            config.to_str().unwrap(),
+            "--set",
+            "offline_data.input_=recorded",
+            "--set",
+            "stop.iterations=25",
+        ]);
+        assert!(learned.status.success(), "{learned:?}");
+        let run = scratch.runs(name).pop().expect("offline run");
+        let results: Vec<serde_json::Value> = fs::read_to_string(run.join("result.json"))
+            .unwrap()
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        let best = results
+            .iter()
+            .map(|r| {
+                r["evaluation/env_runners/episode_return_mean"]
+                    .as_f64()
+                    .unwrap()
+            })
+            .fold(f64::MIN, f64::max);
+        assert!(
+            best >= -300.0,
+            "{name}: best evaluation {best}, recording {recorded_mean}"
+        );
+        (run, results)
+    };
     let cql = shipped("configs/cql-pendulum.yaml");
-    let learned = scratch.oxray(&[
-        "train",
-        cql.to_str().unwrap(),
-        "--set",
-        "offline_data.input_=recorded",
-        "--set",
-        "stop.iterations=25",
-    ]);
-    assert!(learned.status.success(), "{learned:?}");
-    let run = scratch.runs("cql-pendulum").pop().expect("CQL run");
-    let results: Vec<serde_json::Value> = fs::read_to_string(run.join("result.json"))
-        .unwrap()
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect();
-    let best = results
-        .iter()
-        .map(|r| {
-            r["evaluation/env_runners/episode_return_mean"]
-                .as_f64()
-                .unwrap()
-        })
-        .fold(f64::MIN, f64::max);
-    assert!(
-        best >= -300.0,
-        "best evaluation {best}, recording {recorded_mean}"
-    );
+    let (run, results) = learn(&cql, "cql-pendulum");
     let last = results.last().unwrap();
     assert!(last["learners/default_policy/cql_loss"]
         .as_f64()
@@ -326,6 +332,17 @@ fn cql_learns_a_better_policy_than_the_recording_it_learns_from() {
         (250 * (iterations + 1)) as f64
     );
     let evaluated = scratch.oxray(&["evaluate", &run_arg, "--episodes", "2"]);
+    assert!(evaluated.status.success(), "{evaluated:?}");
+    assert!(stdout(&evaluated).contains("Pendulum-v1: 2 episodes"));
+
+    let (run, results) = learn(&shipped("configs/iql-pendulum.yaml"), "iql-pendulum");
+    let last = results.last().unwrap();
+    for key in ["value_loss", "qf_loss", "policy_loss"] {
+        let loss = &last[format!("learners/default_policy/{key}")];
+        assert!(loss.as_f64().unwrap().is_finite(), "{key}: {loss}");
+    }
+    assert_eq!(last["num_env_steps_sampled_lifetime"], 0.0);
+    let evaluated = scratch.oxray(&["evaluate", run.to_str().unwrap(), "--episodes", "2"]);
     assert!(evaluated.status.success(), "{evaluated:?}");
     assert!(stdout(&evaluated).contains("Pendulum-v1: 2 episodes"));
 }
@@ -377,8 +394,8 @@ fn a_training_run_records_its_episodes_for_offline_algorithms() {
 
 /// Data that does not fit the env is named by file and line; a BC config
 /// without data, or another algorithm given some, is refused by key, as is
-/// a CQL config out of range or for a Discrete env; none of them leaves a
-/// run directory behind.
+/// a CQL or IQL config out of range or for a Discrete env; none of them
+/// leaves a run directory behind.
 #[test]
 fn bad_offline_data_and_configs_are_refused_by_name() {
     let scratch = Scratch::new();
@@ -410,7 +427,7 @@ fn bad_offline_data_and_configs_are_refused_by_name() {
         &scratch.oxray(&["train", "no-data.yaml"]),
         &[
             "offline_data.input_",
-            "BC, MARWIL and CQL learn from recorded episodes",
+            "BC, MARWIL, CQL and IQL learn from recorded episodes",
         ],
     );
     scratch.write(
@@ -421,14 +438,14 @@ fn bad_offline_data_and_configs_are_refused_by_name() {
         &scratch.oxray(&["train", "ppo.yaml"]),
         &[
             "offline_data.input_",
-            "only the offline algorithms (BC, MARWIL, CQL)",
+            "only the offline algorithms (BC, MARWIL, CQL, IQL)",
         ],
     );
     assert_clean_error(
         &scratch.oxray(&["train", "bc.yaml", "--set", "offline_data.output=again"]),
         &[
             "offline_data.output",
-            "BC, MARWIL and CQL sample nothing to record",
+            "BC, MARWIL, CQL and IQL sample nothing to record",
         ],
     );
     scratch.write(
@@ -447,9 +464,26 @@ fn bad_offline_data_and_configs_are_refused_by_name() {
             "CartPole-v1's are Discrete",
         ],
     );
+    scratch.write(
+        "iql.yaml",
+        &BC.replace("algorithm: BC", "algorithm: IQL")
+            .replace("lr: 1.0e-3\n  train_batch_size: 256", "expectile: 1.0"),
+    );
+    assert_clean_error(
+        &scratch.oxray(&["train", "iql.yaml"]),
+        &["training.expectile", "must be within (0, 1)"],
+    );
+    assert_clean_error(
+        &scratch.oxray(&["train", "iql.yaml", "--set", "training.expectile=0.7"]),
+        &[
+            "IQL learns continuous (Box) actions",
+            "CartPole-v1's are Discrete",
+        ],
+    );
     assert!(
         scratch.runs("bc").is_empty()
             && scratch.runs("ppo").is_empty()
             && scratch.runs("cql").is_empty()
+            && scratch.runs("iql").is_empty()
     );
 }

@@ -25,7 +25,7 @@ pub struct TrainingPoint {
     pub env_steps: f64,
     /// What the charts plot against, as TensorBoard's step
     /// (`oxray_rl::metrics::ProgressSteps`): env steps sampled, or, for an
-    /// offline run (BC, MARWIL, CQL), which samples none, the recorded steps
+    /// offline run (BC, MARWIL, CQL, IQL), which samples none, the recorded steps
     /// trained on.
     pub steps: f64,
     pub episode_return_mean: Option<f64>,

@@ -17,7 +17,8 @@
 //!   algorithms learn from,
 //! - `env_runner`, `env_runner_group`: sampling,
 //! - `learner`, `learner_group`, `minibatch_sgd`, `target_network`, `optim`,
-//!   `host_threads`, `collective`: learning,
+//!   `host_threads`, `collective`: learning; `partwise_learner`: a Learner
+//!   whose losses each train one part of the module (SAC, CQL, IQL),
 //! - `metrics`, `loggers`, `checkpoint`: results and state.
 
 pub mod checkpoint;
@@ -36,6 +37,7 @@ pub mod minibatch_sgd;
 pub mod obs_buffer;
 pub mod offline_data;
 pub mod optim;
+pub mod partwise_learner;
 pub mod replay_buffer;
 pub mod rl_module;
 pub mod sample_batch;

@@ -63,6 +63,10 @@ pub const ALPHA_LOSS: &str = "learners/default_policy/alpha_loss";
 pub const ALPHA_VALUE: &str = "learners/default_policy/alpha_value";
 /// CQL: the conservative term of the critic loss (part of `qf_loss`).
 pub const CQL_LOSS: &str = "learners/default_policy/cql_loss";
+/// IQL: the expectile regression of V(s) on Q(s, a) (RLlib's name), and
+/// the mean advantage Q(s, a) − V(s) its policy is weighted by.
+pub const VALUE_LOSS: &str = "learners/default_policy/value_loss";
+pub const ADVANTAGE_MEAN: &str = "learners/default_policy/advantage_mean";
 pub const CURR_EPSILON: &str = "env_runners/curr_epsilon";
 pub const REPLAY_BUFFER_SIZE: &str = "replay_buffer/num_env_steps_stored";
 

@@ -630,18 +630,18 @@ impl ExperimentConfig {
         check(
             !learns_offline || self.offline_data.input.is_some(),
             "offline_data.input_",
-            "BC, MARWIL and CQL learn from recorded episodes: set it to a .jsonl file or a \
+            "BC, MARWIL, CQL and IQL learn from recorded episodes: set it to a .jsonl file or a \
              directory of them (`oxray evaluate CHECKPOINT --output DIR` records some)",
         )?;
         check(
             learns_offline || self.offline_data.input.is_none(),
             "offline_data.input_",
-            "only the offline algorithms (BC, MARWIL, CQL) learn from offline data",
+            "only the offline algorithms (BC, MARWIL, CQL, IQL) learn from offline data",
         )?;
         check(
             !learns_offline || self.offline_data.output.is_none(),
             "offline_data.output",
-            "BC, MARWIL and CQL sample nothing to record (`oxray evaluate --output` records a \
+            "BC, MARWIL, CQL and IQL sample nothing to record (`oxray evaluate --output` records a \
              policy)",
         )?;
         self.training

@@ -120,8 +120,12 @@ pub fn export_torchscript(checkpoint_path: &Path, out: &Path) -> Result<Vec<Stri
             });
             (fields, Box::new(QNetwork::new(&spec, tch::Device::Cpu)))
         }
-        ModuleKind::SoftActorCritic { .. } => (
-            json!({ "kind": "soft_actor_critic", "action": action }),
+        ModuleKind::SoftActorCritic { value_function, .. } => (
+            json!({
+                "kind": "soft_actor_critic",
+                "action": action,
+                "value_function": value_function,
+            }),
             Box::new(SoftActorCritic::new(&spec, tch::Device::Cpu)),
         ),
     };

@@ -1,6 +1,6 @@
 """Writes an oxray policy (actor-critic or Q-network over an MLP or a CNN, or
-SAC's squashed Gaussian or categorical policy with its twin Q) as a
-TorchScript module.
+SAC's squashed Gaussian or categorical policy with its twin Q, and IQL's
+with its state-value function too) as a TorchScript module.
 
 Run by `oxray export --format torchscript` with the venv's Python (which has
 torch): `python export_torchscript.py SPEC.json WEIGHTS.npz OUT.pt`. SPEC
@@ -9,7 +9,8 @@ convolutions, activation, shared trunk or dueling head, action space); WEIGHTS h
 under PyTorch-style names (`pi.0.weight`, `pi_head.bias`, `log_std`;
 `q.0.weight`, `q_head.bias` or `value_head`/`advantage_head`, NoisyNets'
 `q_head.mu_weight`, `q_head.sigma_bias`;
-`qf.encoder.0.weight`, `qf_twin.head.bias`, `log_alpha`). The module
+`qf.encoder.0.weight`, `qf_twin.head.bias`, `log_alpha`, IQL's
+`vf.0.weight`, `vf_head.bias`). The module
 mirrors oxray's forward pass exactly and is scripted (not traced), so `act`
 keeps its deterministic/stochastic branch.
 """
@@ -324,6 +325,21 @@ class SquashedGaussianPolicy(nn.Module):
         return torch.min(q1, q2)
 
 
+class IqlPolicy(SquashedGaussianPolicy):
+    """IQL's policy: SAC's squashed Gaussian with twin Q, and the
+    state-value function V(s) IQL learns, which is its value."""
+
+    def __init__(self, spec):
+        super().__init__(spec)
+        self.vf = trunk(spec)
+        self.vf_head = nn.Linear(spec["features"], 1)
+
+    @torch.jit.export
+    def value(self, obs: torch.Tensor) -> torch.Tensor:
+        """V(s)."""
+        return self.vf_head(self.vf(obs)).squeeze(-1)
+
+
 class CategoricalSacPolicy(nn.Module):
     """SAC's policy for a Discrete space: logits over the n actions, and
     twin Q-functions giving Q(s, .) of every action; log alpha comes along,
@@ -370,6 +386,8 @@ def build(spec) -> nn.Module:
     if spec["kind"] == "soft_actor_critic":
         if "discrete" in spec["action"]:
             return CategoricalSacPolicy(spec)
+        if spec["value_function"]:
+            return IqlPolicy(spec)
         return SquashedGaussianPolicy(spec)
     return Policy(spec)
 

@@ -3,7 +3,7 @@
 //! `oxray evaluate` takes (the EnvRunner's mode) exactly, and the same
 //! distribution inputs, for a Discrete and a Box action space, a DQN
 //! Q-network's Q-values (plain, dueling, C51, NoisyNets), SAC's squashed-Gaussian
-//! and categorical actions and twin Q-values, and CNN policies fed Atari frames as Gymnasium
+//! and categorical actions and twin Q-values, IQL's state values, and CNN policies fed Atari frames as Gymnasium
 //! returns them; its parameters carry PyTorch-style names.
 
 use std::path::Path;
@@ -371,6 +371,63 @@ fn sac_policy_round_trips_through_torchscript() {
     let (own_q1, own_q2) = model.replayed_q(&obs_tensor, &own);
     let value: Vec<f32> = oxray_rl::to_host(&own_q1.minimum(&own_q2));
     close("value", &numbers("value"), &value);
+}
+
+/// An IQL checkpoint (SAC's module with V(s)) exports with its value
+/// function: in Python it acts as `oxray evaluate` does and its value is
+/// oxray's V(s), not SAC's min Q at its own action.
+#[test]
+fn iql_policy_round_trips_through_torchscript_with_its_value_function() {
+    let dir = tempfile::tempdir().unwrap();
+    // Pendulum-shaped steps to train one iteration on; what they say of
+    // the env does not matter here.
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+    let mut row = |n: usize, scale: f32| -> Vec<f32> {
+        (0..n).map(|_| rng.gen_range(-scale..scale)).collect()
+    };
+    let steps = 40;
+    let episode = serde_json::json!({
+        "obs": (0..steps).map(|_| row(3, 1.0)).collect::<Vec<_>>(),
+        "actions": (0..steps).map(|_| row(1, 2.0)).collect::<Vec<_>>(),
+        "rewards": row(steps, 8.0),
+        "terminated": false,
+        "truncated": true,
+        "final_obs": row(3, 1.0),
+    });
+    let recording = dir.path().join("recorded.jsonl");
+    std::fs::write(&recording, format!("{episode}\n")).unwrap();
+    let config = format!(
+        "algorithm: IQL
+env: Pendulum-v1
+offline_data: {{input_: {}}}
+model: {{fcnet_hiddens: [32, 32], fcnet_activation: relu}}
+training: {{train_batch_size: 16, dataset_num_iters_per_learner: 3}}
+stop: {{iterations: 1}}
+",
+        recording.display()
+    );
+    let checkpoint_path = train(dir.path(), &config);
+    let out = dir.path().join("policy.pt");
+    let names = export_torchscript(&checkpoint_path, &out).unwrap();
+    for name in [
+        "pi_head.bias",
+        "qf_twin.head.bias",
+        "vf.1.weight",
+        "vf_head.bias",
+    ] {
+        assert!(names.contains(&name.to_string()), "{name} not in {names:?}");
+    }
+
+    let (model, spec) = module_of::<SoftActorCritic>(&checkpoint_path);
+    let rows = 32;
+    let (obs, obs_tensor) = random_obs(12, rows, spec.obs_dim(), 3.0);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(13);
+    let (mut actions, mut logp) = (vec![0.0f32; rows], vec![0.0f32; rows]);
+    model.compute_actions(&obs_tensor, false, 0, &mut rng, &mut actions, &mut logp);
+    let values = oxray_rl::to_host(&tch::no_grad(|| model.value(&obs_tensor)));
+    let loaded = load_in_python(LOAD_SAC_IN_PYTHON, &out, &obs, spec.obs_dim(), dir.path());
+    assert_close("deterministic actions", &numbers(&loaded, "act"), &actions);
+    assert_close("V(s)", &numbers(&loaded, "value"), &values);
 }
 
 /// Loads an image policy's `policy.pt` in Python and feeds it the frames as

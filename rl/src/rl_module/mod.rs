@@ -6,7 +6,7 @@
 //! heads its algorithm needs: [`ActorCritic`] (policy and value heads, PPO and
 //! APPO), [`QNetwork`] (Q-values with an optional dueling head, DQN),
 //! [`SoftActorCritic`] (squashed Gaussian or categorical policy and twin Q,
-//! SAC). An EnvRunner only needs [`RLModule::compute_actions`], so it holds
+//! SAC, CQL; with a state-value function, IQL). An EnvRunner only needs [`RLModule::compute_actions`], so it holds
 //! any module behind the trait; a Learner is generic over the concrete module type and
 //! calls its algorithm-specific forward passes directly.
 //!
@@ -17,7 +17,7 @@
 //! - `noisy_linear`: NoisyNets' layer, for a Q-network that explores by
 //!   weight noise,
 //! - `soft_actor_critic`: squashed Gaussian (Box) or categorical (Discrete)
-//!   policy, twin Q-functions, log α,
+//!   policy, twin Q-functions, log α, and optionally V(s),
 //! - `host_mlp`, `host_policy`: a plain-Rust copy of a small MLP module's
 //!   policy, which EnvRunners act with instead of libtorch,
 //! - `host_activation`: the activations on host vectors, forward and
@@ -157,6 +157,10 @@ pub enum ModuleKind {
     SoftActorCritic {
         /// α before any update (log α is learned).
         initial_alpha: f64,
+        /// A state-value function V(s) beside the twin Q-functions (IQL's
+        /// module, as RLlib's extends its SAC module with one).
+        #[serde(default)]
+        value_function: bool,
     },
 }
 

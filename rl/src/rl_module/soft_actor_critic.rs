@@ -13,10 +13,16 @@
 //! ([`SoftActorCritic::replayed_q`]), the same scale the policy's
 //! reparameterised draws have. log α is a
 //! variable of the module so checkpoints and weight syncs carry it with the
-//! networks. Variables are created policy first, then the Q-functions, then
-//! log α, so each part is one contiguous range of the flat parameter buffer
-//! ([`SoftActorCritic::parts`]), which lets SAC's Learner give each part its
-//! own loss and learning rate.
+//! networks.
+//!
+//! IQL's module is this one with a state-value function V(s) on an encoder
+//! of its own (`value_function` in the spec), as RLlib's IQL module extends
+//! its SAC module; IQL leaves log α at its initial value.
+//!
+//! Variables are created policy first, then the Q-functions, then log α,
+//! then V, so each part is one contiguous range of the flat parameter buffer
+//! ([`SoftActorCritic::parts`]), which lets SAC's and IQL's Learners give
+//! each part its own loss and learning rate.
 
 use rand_chacha::ChaCha8Rng;
 use tch::nn::{self, Module};
@@ -57,6 +63,12 @@ impl QFunction {
     fn forward(&self, input: &Tensor) -> Tensor {
         self.head.forward(&self.encoder.forward(input))
     }
+}
+
+/// V(s) from the observation alone.
+struct StateValue {
+    encoder: Encoder,
+    head: nn::Linear,
 }
 
 /// The action space as the module acts in it.
@@ -100,8 +112,11 @@ pub struct SoftActorCritic {
     qf: QFunction,
     qf_twin: QFunction,
     log_alpha: Tensor,
-    /// Trainable variables in each part: policy, Q-functions, log α.
-    part_lengths: [usize; 3],
+    /// V(s), IQL's.
+    value_function: Option<StateValue>,
+    /// Trainable variables in each part: policy, Q-functions, log α, V (none
+    /// without one).
+    part_lengths: [usize; 4],
     actions: Actions,
     spec: ModuleSpec,
 }
@@ -230,9 +245,25 @@ impl SoftActorCritic {
         &self.log_alpha
     }
 
-    /// The policy, the two Q-functions and log α, each with its trainable
-    /// variables; together they are the flat parameter buffer, in order.
-    pub fn parts(&self) -> [Part; 3] {
+    /// V(s) `[B]`.
+    ///
+    /// # Panics
+    /// For a module built without a value function (SAC's).
+    pub fn value(&self, obs: &Tensor) -> Tensor {
+        let value = self
+            .value_function
+            .as_ref()
+            .expect("value of a SoftActorCritic without a value function");
+        value
+            .head
+            .forward(&value.encoder.forward(obs))
+            .squeeze_dim(-1)
+    }
+
+    /// The policy, the two Q-functions, log α and V (empty without one),
+    /// each with its trainable variables; together they are the flat
+    /// parameter buffer, in order.
+    pub fn parts(&self) -> [Part; 4] {
         let mut variables = self.var_store.trainable_variables().into_iter();
         self.part_lengths.map(|n| Part {
             variables: variables.by_ref().take(n).collect(),
@@ -245,7 +276,11 @@ impl RLModule for SoftActorCritic {
     /// If `spec` is not a SAC module over a Discrete space or a Box with
     /// finite bounds; SAC refuses any other space before a module is built.
     fn new(spec: &ModuleSpec, device: Device) -> Self {
-        let ModuleKind::SoftActorCritic { initial_alpha } = spec.kind else {
+        let ModuleKind::SoftActorCritic {
+            initial_alpha,
+            value_function,
+        } = spec.kind
+        else {
             panic!("SoftActorCritic built from a {:?} spec", spec.kind);
         };
         let actions = match &spec.action_space {
@@ -288,6 +323,16 @@ impl RLModule for SoftActorCritic {
         let qf_twin = QFunction::new(&root / "qf_twin", spec, &actions);
         let critics_len = count() - policy_len;
         let log_alpha = root.var("log_alpha", &[1], nn::Init::Const(initial_alpha.ln()));
+        let before_value = count();
+        let value_function = value_function.then(|| {
+            let encoder = Encoder::new(
+                &root / "vf",
+                &spec.encoder().expect("module spec with a valid encoder"),
+            );
+            let head = linear(&root / "vf_head", encoder.output_dim(), 1, 1.0);
+            StateValue { encoder, head }
+        });
+        let value_len = count() - before_value;
         SoftActorCritic {
             var_store,
             policy_encoder,
@@ -295,7 +340,8 @@ impl RLModule for SoftActorCritic {
             qf,
             qf_twin,
             log_alpha,
-            part_lengths: [policy_len, critics_len, 1],
+            value_function,
+            part_lengths: [policy_len, critics_len, 1, value_len],
             actions,
             spec: spec.clone(),
         }
@@ -347,13 +393,20 @@ mod tests {
     use crate::rl_module::ModelConfig;
 
     fn module(action_space: ActionSpace) -> SoftActorCritic {
+        module_with(action_space, false)
+    }
+
+    fn module_with(action_space: ActionSpace, value_function: bool) -> SoftActorCritic {
         SoftActorCritic::new(
             &ModuleSpec {
                 observation_shape: vec![3],
                 observation_dtype: Default::default(),
                 action_space,
                 model: ModelConfig::default(),
-                kind: ModuleKind::SoftActorCritic { initial_alpha: 0.5 },
+                kind: ModuleKind::SoftActorCritic {
+                    initial_alpha: 0.5,
+                    value_function,
+                },
             },
             Device::Cpu,
         )
@@ -399,7 +452,7 @@ mod tests {
         let all = sac.var_store().trainable_variables();
         let lengths: Vec<usize> = parts.iter().map(|p| p.variables.len()).collect();
         assert_eq!(lengths.iter().sum::<usize>(), all.len());
-        assert_eq!(lengths[2], 1);
+        assert_eq!((lengths[2], lengths[3]), (1, 0));
         let alpha = parts[2].variables[0].exp().double_value(&[0]);
         assert!((alpha - 0.5).abs() < 1e-6);
         // Greedy acting is deterministic.
@@ -446,6 +499,30 @@ mod tests {
             .zip(actions.iter().zip(host(&q).into_iter().zip(host(&q_twin))))
         {
             assert_eq!((all[*a as usize], twin_all[*a as usize]), (q, q_twin));
+        }
+    }
+
+    /// IQL's module: V(s) is a fifth network after log α, its own part at
+    /// the end of the flat buffer, with the first three parts as SAC's.
+    #[test]
+    fn a_value_function_is_the_last_part() {
+        let space = ActionSpace::Box {
+            low: vec![-2.0],
+            high: vec![2.0],
+        };
+        let sac = module_with(space.clone(), false);
+        let iql = module_with(space, true);
+        let obs = Tensor::randn([5, 3], (Kind::Float, Device::Cpu));
+        assert_eq!(iql.value(&obs).size(), [5]);
+        let lengths = |m: &SoftActorCritic| m.parts().map(|p| p.variables.len());
+        let (sac_parts, iql_parts) = (lengths(&sac), lengths(&iql));
+        assert_eq!(sac_parts[..3], iql_parts[..3]);
+        assert!(iql_parts[3] > 0);
+        // V's variables are the var store's last ones, in order.
+        let all = iql.var_store().trainable_variables();
+        let value = &iql.parts()[3].variables;
+        for (v, w) in value.iter().zip(&all[all.len() - value.len()..]) {
+            assert_eq!(v.data_ptr(), w.data_ptr());
         }
     }
 }

@@ -18,6 +18,7 @@ use crate::config::ExperimentConfig;
 pub mod check;
 mod extended_section;
 pub mod off_policy;
+pub mod offline_replay;
 mod trainer;
 
 pub use trainer::{write_checkpoint, LastIteration, Trainer, TrainerCore, TrainingState};
@@ -103,6 +104,7 @@ algorithms! {
     Marwil("MARWIL") => marwil::{MarwilConfig, Marwil};
     Bc("BC") => bc::{BcConfig, Bc};
     Cql("CQL") => cql::{CqlConfig, Cql};
+    Iql("IQL") => iql::{IqlConfig, Iql};
 }
 
 impl AlgorithmName {
@@ -110,7 +112,7 @@ impl AlgorithmName {
     pub fn learns_offline(self) -> bool {
         matches!(
             self,
-            AlgorithmName::Bc | AlgorithmName::Marwil | AlgorithmName::Cql
+            AlgorithmName::Bc | AlgorithmName::Marwil | AlgorithmName::Cql | AlgorithmName::Iql
         )
     }
 }

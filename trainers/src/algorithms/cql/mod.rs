@@ -11,12 +11,9 @@
 //! - `loss`: SAC's losses with the conservative term, the deterministic
 //!   backup and the behaviour-cloning start,
 //! - `learner`: SAC's Learner with the proposals' forward passes,
-//! - here, the training step: the recording read once into a uniform
-//!   replay buffer as n-step transitions (checked against the env's
-//!   observation and action sizes), then each iteration
-//!   `dataset_num_iters_per_learner` (or one pass's worth of) replayed
-//!   minibatches through the LearnerGroup, counting gradient steps for
-//!   `bc_iters` and the target updates.
+//! - the training step is the offline one IQL shares ([`OfflineReplay`]):
+//!   the recording replayed as n-step transitions, with CQL's count of
+//!   gradient steps deciding when behaviour cloning ends.
 
 mod config;
 mod learner;
@@ -26,60 +23,32 @@ pub use config::CqlConfig;
 pub use learner::{CqlLearner, CqlLearnerConfig, CqlParams};
 pub use loss::{cql_loss, Coefficients, CqlLoss, Evaluations, Proposal};
 
-use std::time::Instant;
-
 use oxray_rl::env_runner_group::Sampling;
-use oxray_rl::metrics::{self, Metrics};
-use oxray_rl::replay_buffer::{ReplayBuffer, ReplayBufferConfig};
-use oxray_rl::rl_module::ActionSpace;
-use serde::{Deserialize, Serialize};
+use oxray_rl::metrics::Metrics;
 
 use crate::algorithm::{Algorithm, TrainError};
+use crate::algorithms::offline_replay::{GradientSteps, OfflineReplay, Schedule};
 use crate::algorithms::{self as shared, Trainer, TrainerCore};
 use crate::config::ExperimentConfig;
-use crate::progress::IterationTimes;
-
-/// CQL's own training state.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-struct CqlState {
-    num_grad_updates: u64,
-    /// Gradient steps taken at the last target network update.
-    last_target_update: u64,
-    num_target_updates: u64,
-}
 
 pub struct Cql {
-    training: CqlConfig,
-    /// Every recorded transition, replayed uniformly.
-    replay: ReplayBuffer,
-    trainer: Trainer<CqlLearner, CqlState>,
+    bc_iters: u64,
+    recording: OfflineReplay,
+    trainer: Trainer<CqlLearner, GradientSteps>,
 }
 
 impl Cql {
     pub fn new(config: &ExperimentConfig, training: &CqlConfig) -> Result<Self, TrainError> {
-        let module = shared::module_spec(config)?;
-        if !matches!(module.action_space, ActionSpace::Box { .. }) {
-            return Err(TrainError::Unsupported(format!(
-                "CQL learns continuous (Box) actions; {}'s are Discrete (BC and MARWIL learn \
-                 Discrete ones offline)",
-                config.env.id
-            )));
-        }
-        let recorded = shared::read_offline_data(config, &module)?;
-        let transitions = recorded.transitions(training.n_step, training.gamma as f32);
-        let mut replay = ReplayBuffer::new(ReplayBufferConfig {
-            capacity: transitions.len(),
-            prioritized: false,
-            alpha: 0.0,
-            beta: 0.0,
-            epsilon: 1e-6,
-            obs_dim: recorded.obs_dim,
-            obs_dtype: module.observation_dtype,
-            obs_planes: 1,
-            action_dim: recorded.action_dim,
-            seed: config.seed,
-        });
-        replay.add(transitions);
+        let (recording, module) = OfflineReplay::read(
+            config,
+            Schedule {
+                n_step: training.n_step,
+                gamma: training.gamma,
+                train_batch_size: training.train_batch_size,
+                target_network_update_freq: training.target_network_update_freq,
+                dataset_num_iters_per_learner: training.dataset_num_iters_per_learner,
+            },
+        )?;
         let learner_config = CqlLearnerConfig {
             learner: shared::learner_config(
                 config,
@@ -90,67 +59,27 @@ impl Cql {
             training: training.clone(),
         };
         Ok(Cql {
-            training: training.clone(),
-            replay,
+            bc_iters: training.bc_iters,
+            recording,
             trainer: Trainer::new(
                 config,
                 learner_config,
                 module,
                 Sampling::Synchronous,
-                CqlState::default(),
+                GradientSteps::default(),
             )?,
         })
-    }
-
-    /// Gradient steps per iteration: as configured, or one pass's worth.
-    fn steps_per_iteration(&self) -> usize {
-        self.training
-            .dataset_num_iters_per_learner
-            .unwrap_or_else(|| self.replay.len().div_ceil(self.training.train_batch_size))
     }
 }
 
 impl Algorithm for Cql {
-    /// The counters change only once every update of the iteration has
-    /// succeeded, so after a non-finite loss the state is the last good
-    /// iteration's.
     fn train(&mut self) -> Result<Metrics, TrainError> {
-        let iteration = self.trainer.state.progress.iteration + 1;
-        let learn_start = Instant::now();
-        let mut counts = self.trainer.state.algorithm.clone();
-        let (mut trained, mut result) = (0, Metrics::new());
-        for _ in 0..self.steps_per_iteration() {
-            let update_target = counts.num_grad_updates - counts.last_target_update
-                >= self.training.target_network_update_freq;
-            if update_target {
-                counts.last_target_update = counts.num_grad_updates;
-                counts.num_target_updates += 1;
-            }
-            let params = CqlParams {
+        let bc_iters = self.bc_iters;
+        self.recording
+            .train(&mut self.trainer, |steps, update_target| CqlParams {
                 update_target,
-                behaviour_cloning: counts.num_grad_updates < self.training.bc_iters,
-            };
-            let minibatch = self.replay.sample(self.training.train_batch_size);
-            trained += minibatch.len();
-            result = self
-                .trainer
-                .learners
-                .update(&minibatch, params)
-                .map_err(|e| TrainError::from_learner(e, iteration))?
-                .metrics;
-            counts.num_grad_updates += 1;
-        }
-        result.insert(
-            metrics::NUM_TARGET_UPDATES.to_string(),
-            counts.num_target_updates as f64,
-        );
-        let state = &mut self.trainer.state;
-        state.algorithm = counts;
-        state.progress.iteration = iteration;
-        state.progress.env_steps_trained += trained as u64;
-        let times = IterationTimes::offline(trained, learn_start.elapsed().as_secs_f64());
-        self.trainer.report(&mut result, &times);
-        Ok(result)
+                behaviour_cloning: steps.num_grad_updates < bc_iters,
+            })
     }
 
     fn trainer(&self) -> &dyn TrainerCore {

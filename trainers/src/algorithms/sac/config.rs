@@ -171,6 +171,7 @@ impl TrainingConfig for SacConfig {
     fn module_kind(&self) -> ModuleKind {
         ModuleKind::SoftActorCritic {
             initial_alpha: self.initial_alpha,
+            value_function: false,
         }
     }
 }

@@ -7,7 +7,8 @@
 //! - `config`: the `training:` section and its checks,
 //! - `loss`: the soft target, critic, actor and temperature losses,
 //! - `learner`: one gradient step per replayed minibatch, each loss on its
-//!   own part of the module with its own learning rate, the target networks,
+//!   own part of the module with its own learning rate
+//!   (`oxray_rl::partwise_learner`), the target networks,
 //! - the training step is the off-policy loop DQN shares ([`OffPolicy`]):
 //!   EnvRunners sample with the stochastic policy into the replay buffer
 //!   (uniform or prioritized, n-step), replayed minibatches train the Learner.
