@@ -4,7 +4,7 @@
 # solved?, env steps to the target, wall time to it (from process start) and
 # env steps/s, with the medians over seeds and each peer's ratios to oxray.
 #
-#   scripts/bench-vs-peers.sh ALGO [SEEDS...]     ALGO: ppo | dqn | ppo-tuned | dqn-tuned | sac | appo | impala
+#   scripts/bench-vs-peers.sh ALGO [SEEDS...]     ALGO: ppo | dqn | ppo-tuned | dqn-tuned | sac | appo | impala | cql | iql
 #   scripts/bench-vs-peers.sh ppo 1 2 3           (seeds 1 2 3 are the default)
 #
 #   ALGO       oxray config                            peers                       target
@@ -15,9 +15,16 @@
 #   sac        configs/sac-pendulum.yaml               SB3 (zoo settings), RLlib   Pendulum -250 in 20k steps
 #   appo       configs/appo-cartpole.yaml              RLlib                       CartPole 450
 #   impala     configs/impala-cartpole.yaml            RLlib                       CartPole 450
+#   cql        configs/cql-pendulum.yaml               RLlib (same settings)       Pendulum evaluation -250
+#   iql        configs/iql-pendulum.yaml               RLlib (same settings)       Pendulum evaluation -250
 # `ppo` and `dqn` compare throughput on the same hyperparameters; the
 # `-tuned` runs compare wall time to the target, each framework on its own
-# tuned settings.
+# tuned settings. `cql` and `iql` learn offline: the first 3,000 steps of a
+# `configs/sac-pendulum.yaml` run are recorded once, then each seed of oxray
+# and of RLlib (scripts/peers/rllib_offline.py, same hyperparameters, the
+# recording as Parquet through Ray Data) trains on it until the mean return
+# of a 10-episode evaluation after an iteration reaches -250; their "env
+# steps" are the recorded transitions trained on.
 # RLlib runs its tuned examples' settings (scripts/peers/rllib_cartpole.py).
 # Targets are the mean return over the last 100 episodes; for SAC over the
 # last 5, the smoothing window of RLlib's tuned Pendulum example whose target
@@ -45,8 +52,10 @@ case "$algo" in
     sac) config=configs/sac-pendulum.yaml target=-250 window=5 known=(sb3 rllib) ;;
     appo) config=configs/appo-cartpole.yaml target=450 window=100 known=(rllib) ;;
     impala) config=configs/impala-cartpole.yaml target=450 window=100 known=(rllib) ;;
+    cql) config=configs/cql-pendulum.yaml target=-250 window=1 known=(rllib) ;;
+    iql) config=configs/iql-pendulum.yaml target=-250 window=1 known=(rllib) ;;
     *)
-        echo "usage: $0 ppo|dqn|ppo-tuned|dqn-tuned|sac|appo|impala [SEEDS...]" >&2
+        echo "usage: $0 ppo|dqn|ppo-tuned|dqn-tuned|sac|appo|impala|cql|iql [SEEDS...]" >&2
         exit 2
         ;;
 esac
@@ -108,14 +117,32 @@ timed() { # RUN SEED CMD...
         --window "$window" --limit "$limit" --out "$results" --log "$logs/$run-seed$seed.log" -- "$@"
 }
 
+# The offline algorithms' recording, made once; every run reads it.
+offline=()
+case "$algo" in
+    cql | iql)
+        echo "bench-vs-peers: recording the first 3,000 steps of configs/sac-pendulum.yaml" >&2
+        (cd "$scratch" && "$oxray" train "$repo/configs/sac-pendulum.yaml" --name record \
+            --set offline_data.output="$scratch/recorded" --set stop.env_steps=3000 >/dev/null)
+        offline=(--set offline_data.input_="$scratch/recorded")
+        ;;
+esac
+peer_command() { # PEER SEED
+    case "$algo" in
+        cql | iql) echo "$here/peers/$1_offline.py $peer_algo $2 $scratch/recorded" ;;
+        *) echo "$here/peers/$1_cartpole.py $peer_algo $2" ;;
+    esac
+}
+
 echo "load before: $(uptime)"
 for seed in "${seeds[@]}"; do
     if [ -n "$baseline" ]; then
-        (cd "$scratch" && timed oxray-baseline "$seed" "$baseline" train "$config" --set seed="$seed" "${threads_set[@]}" --name "baseline-seed$seed")
+        (cd "$scratch" && timed oxray-baseline "$seed" "$baseline" train "$config" --set seed="$seed" "${threads_set[@]}" "${offline[@]}" --name "baseline-seed$seed")
     fi
-    (cd "$scratch" && timed oxray "$seed" "$oxray" train "$config" --set seed="$seed" "${threads_set[@]}" --name "seed$seed")
+    (cd "$scratch" && timed oxray "$seed" "$oxray" train "$config" --set seed="$seed" "${threads_set[@]}" "${offline[@]}" --name "seed$seed")
     for peer in "${peers[@]}"; do
-        timed "$peer-$peer_algo" "$seed" "$peers_venv/bin/python" "$here/peers/${peer}_cartpole.py" "$peer_algo" "$seed"
+        read -r -a command <<<"$(peer_command "$peer" "$seed")"
+        timed "$peer-$peer_algo" "$seed" "$peers_venv/bin/python" "${command[@]}"
     done
 done
 echo "load after: $(uptime)"

@@ -5,10 +5,15 @@ reaches a target.
 
     time_to_target.py --run NAME --seed N --target T [--window N] [--limit S] --out FILE -- CMD...
 
-It reads the command's stdout as it comes, in either of two forms:
+It reads the command's stdout as it comes, in any of four forms:
   `episode return=R steps=S`              one finished episode (the scripts in peers/)
   `iter N  env steps S  return mean R`    `oxray train`'s progress line (a mean over its
                                           `reporting.metrics_num_episodes_for_smoothing`)
+  `evaluation return mean=R steps=S`      an offline peer's evaluation after an iteration
+                                          (S: recorded transitions trained on)
+  `iter N  recorded steps trained S ... evaluation return mean R`
+                                          `oxray train`'s progress line for an offline run
+An evaluation's mean is already a mean: use --window 1 for those.
 The clock starts before the process does, so interpreter start, imports and
 setup count for every framework alike. After the target the command gets
 30 s to stop by itself (they all do), then SIGINT; after --limit seconds
@@ -29,6 +34,10 @@ from collections import deque
 
 EPISODE = re.compile(r"^episode return=(\S+) steps=(\d+)")
 MEAN = re.compile(r"^iter\s+\d+\s+env steps\s+(\d+)\s+return mean\s+(\S+)")
+EVALUATION = re.compile(
+    r"^(?:evaluation return mean=(?P<peer>\S+) steps=(?P<peer_steps>\d+)"
+    r"|iter\s+\d+\s+recorded steps trained\s+(?P<steps>\d+)\s.*"
+    r"evaluation return mean\s+(?P<mean>\S+))")
 
 
 def main():
@@ -77,8 +86,12 @@ def main():
             window.append(float(m.group(1)))
             steps, mean = int(m.group(2)), sum(window) / len(window)
             full = len(window) == window.maxlen
-        elif m := MEAN.match(line):
-            steps, text = int(m.group(1)), m.group(2)
+        elif (m := MEAN.match(line)) or (m := EVALUATION.match(line)):
+            if m.re is MEAN:
+                steps, text = int(m.group(1)), m.group(2)
+            else:
+                steps = int(m.group("peer_steps") or m.group("steps"))
+                text = m.group("peer") or m.group("mean")
             full = text not in ("-", "nan")
             mean = float(text) if full else float("nan")
         else:
