@@ -22,7 +22,6 @@ import os
 import sys
 import tempfile
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
@@ -40,7 +39,7 @@ TARGET = -250.0
 ITERATIONS = 40
 
 
-def write_parquet(recording: str, out_dir: str) -> int:
+def write_parquet(recording: str, out_dir: str) -> None:
     """Every transition of the recording's episodes as a Parquet row."""
     rows = {k: [] for k in ("obs", "new_obs", "actions", "rewards", "terminateds",
                             "truncateds", "eps_id")}
@@ -53,26 +52,25 @@ def write_parquet(recording: str, out_dir: str) -> int:
                 n = len(obs)
                 for t in range(n):
                     last = t == n - 1
-                    rows["obs"].append(np.asarray(obs[t], np.float32))
-                    rows["new_obs"].append(np.asarray(e["final_obs"] if last else obs[t + 1],
-                                                      np.float32))
-                    rows["actions"].append(np.asarray(e["actions"][t], np.float32))
-                    rows["rewards"].append(float(e["rewards"][t]))
+                    rows["obs"].append(obs[t])
+                    rows["new_obs"].append(e["final_obs"] if last else obs[t + 1])
+                    rows["actions"].append(e["actions"][t])
+                    rows["rewards"].append(e["rewards"][t])
                     rows["terminateds"].append(bool(e["terminated"]) and last)
                     rows["truncateds"].append(bool(e["truncated"]) and last)
                     rows["eps_id"].append(str(episode))
                 episode += 1
+    vectors = pa.list_(pa.float32())
     table = pa.table({
-        "obs": pa.array([r.tolist() for r in rows["obs"]], pa.list_(pa.float32())),
-        "new_obs": pa.array([r.tolist() for r in rows["new_obs"]], pa.list_(pa.float32())),
-        "actions": pa.array([r.tolist() for r in rows["actions"]], pa.list_(pa.float32())),
+        "obs": pa.array(rows["obs"], vectors),
+        "new_obs": pa.array(rows["new_obs"], vectors),
+        "actions": pa.array(rows["actions"], vectors),
         "rewards": pa.array(rows["rewards"], pa.float32()),
         "terminateds": pa.array(rows["terminateds"]),
         "truncateds": pa.array(rows["truncateds"]),
         "eps_id": pa.array(rows["eps_id"]),
     })
     pq.write_table(table, os.path.join(out_dir, "transitions.parquet"))
-    return table.num_rows
 
 
 def config_for(algo: str, seed: int, data: str):
