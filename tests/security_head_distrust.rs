@@ -61,6 +61,7 @@ fn driver_hello(origin: u64) -> WorkerToNode {
             digest: "00".repeat(32),
             size: 0,
             ship: oxray::core::ShipExecutable::Never,
+            runtime_env: Default::default(),
         },
         job: oxray::core::JobId::random().unwrap(),
         namespace: None,

@@ -21,6 +21,7 @@ use crate::protocol::{
     ClusterStatus, HeadToNode, NodeStatus, NodeToHead, StatusRequest, PROTOCOL_VERSION,
 };
 use crate::runtime::InitOptions;
+use crate::runtime_env::{JobRuntimeEnv, WorkerEnvironment};
 pub use crate::session::{
     create_private_file, ensure_private_dir, read_private_file, session_dir, session_subdir,
     write_private_file, SESSION_DIR_ENV,
@@ -427,8 +428,8 @@ async fn serve_head(
                 Err(status) => break SessionEnd::HeadLost(format!("the connection failed: {}", status.message())),
             },
             Some((worker, gpu_ids, location)) = locations.recv() => {
-                let executable = match location {
-                    Ok(path) => path.to_string_lossy().into_owned(),
+                let (executable, environment) = match location {
+                    Ok((path, environment)) => (path.to_string_lossy().into_owned(), environment),
                     Err(reason) => {
                         let error = Error::ExecutableUnavailable { node: config.node_id.clone(), reason };
                         let _ = outbound.send(NodeToHead::WorkerNotStarted { worker, error });
@@ -448,6 +449,7 @@ async fn serve_head(
                         hide_gpus: has_gpus,
                         log_dir: log_dir.as_deref(),
                         store: &config.store_settings(),
+                        environment: &environment,
                     };
                     match launch.spawn() {
                         Ok(mut child) => {
@@ -511,15 +513,18 @@ async fn leave(
     .await;
 }
 
-/// Where a worker's executable is on this node, or why it is not.
+/// Where a worker's executable and working directory are on this node, or
+/// why they are not.
 type Located = (
     WorkerId,
     Vec<u32>,
-    std::result::Result<PathBuf, ExecutableProblem>,
+    std::result::Result<(PathBuf, WorkerEnvironment), ExecutableProblem>,
 );
 
-/// Finds the file to start a worker of `executable` from: the driver's path
-/// when it holds the same bytes, else a copy from the cache or the head.
+/// Finds the file to start a worker of `executable` from (the driver's path
+/// when it holds the same bytes, else a copy from the cache or the head)
+/// and its job's working directory (unpacked here once, fetched first if
+/// this node has no copy).
 async fn locate_executable(
     head_address: String,
     token: String,
@@ -541,5 +546,32 @@ async fn locate_executable(
             message: e.to_string(),
         }),
     };
+    let location = match location {
+        Ok(path) => locate_working_dir(&head_address, &token, &cache, &executable.runtime_env)
+            .await
+            .map(|environment| (path, environment)),
+        Err(problem) => Err(problem),
+    };
     let _ = located.send((worker, gpu_ids, location));
+}
+
+async fn locate_working_dir(
+    head_address: &str,
+    token: &str,
+    cache: &Arc<ExecutableCache>,
+    runtime_env: &JobRuntimeEnv,
+) -> std::result::Result<WorkerEnvironment, ExecutableProblem> {
+    let fetched = match cache.lacks_working_dir(runtime_env) {
+        Some(archive) => {
+            let file = JobExecutable::archive_file(&archive);
+            Some(packaging::fetch_from_head(head_address, token, &file, cache).await?)
+        }
+        None => None,
+    };
+    let (cache, runtime_env) = (cache.clone(), runtime_env.clone());
+    tokio::task::spawn_blocking(move || cache.environment(&runtime_env, fetched))
+        .await
+        .map_err(|e| ExecutableProblem::WorkingDir {
+            message: e.to_string(),
+        })?
 }

@@ -122,6 +122,12 @@ pub enum Error {
     #[error("TLS setup: {what}: {problem}")]
     Tls { what: String, problem: String },
 
+    /// A job's runtime env cannot be prepared: its working directory is
+    /// missing or holds something that cannot be shipped, a variable name is
+    /// invalid, or `OXRAY_RUNTIME_ENV` is not JSON.
+    #[error("runtime env: {path}: {problem}")]
+    WorkingDir { path: String, problem: String },
+
     /// The runtime itself failed: a worker could not be started, a connection
     /// broke, a file could not be written.
     #[error("{0}")]
@@ -158,6 +164,10 @@ pub enum ExecutableProblem {
     /// The copy could not be written to the node's cache.
     #[error("cannot store it in the executable cache: {message}")]
     Store { message: String },
+
+    /// The job's working directory could not be unpacked on the node.
+    #[error("cannot unpack the job's working directory: {message}")]
+    WorkingDir { message: String },
 
     /// The operating system refused to start a process from it (not
     /// executable, the process limit reached, out of memory).

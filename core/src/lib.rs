@@ -53,6 +53,7 @@
 //! | `resources/` | resource sets; accounting (node pools, GPU ids, bundles) and scheduling policy |
 //! | `placement` | placement-group bundle packing |
 //! | `packaging` | job executables by SHA-256: checking paths, the bounded per-node cache, shipping through the head |
+//! | `runtime_env` | a job's working directory (packed, named by digest, shipped as its executable is) and environment variables for its workers |
 //! | `daemon` | `oxray start` head and node daemons, the session directory |
 //! | `transfer`, `shm`, `spill` | pulling objects between nodes; shared-memory object files; spilling them to disk when a node's store is full |
 //! | `protocol`, `wire`, `auth`, `tls` | messages, their codec, the cluster token, mutual TLS |
@@ -76,6 +77,7 @@ mod registry;
 mod resources;
 mod rpc_metrics;
 mod runtime;
+mod runtime_env;
 mod session;
 mod shm;
 pub mod simulated_node;
@@ -113,6 +115,7 @@ pub use runtime::{
     kv_delete, kv_get, kv_put, kv_wait, node_id, node_summary, put, put_acknowledged, shutdown,
     wait, InitOptions, NodeSummary, ReadyAndPending,
 };
+pub use runtime_env::{JobRuntimeEnv, RuntimeEnv, WorkingDirArchive, RUNTIME_ENV_ENV};
 pub use spill::MIN_OBJECT_STORE_MEMORY;
 pub use transfer::{transfer_counters, TransferCounters};
 pub use worker::{get_gpu_ids, on_spawner_thread};

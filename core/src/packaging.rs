@@ -13,6 +13,7 @@
 
 use crate::error::ExecutableProblem;
 use crate::protocol::Chunk;
+use crate::runtime_env::{JobRuntimeEnv, WorkerEnvironment, WorkingDirArchive};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -20,6 +21,7 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use tokio_stream::StreamExt;
 
 /// Bytes per message when an executable moves between processes.
 pub(crate) const CHUNK_BYTES: usize = 1 << 20;
@@ -51,6 +53,8 @@ pub struct JobExecutable {
     pub digest: String,
     pub size: u64,
     pub ship: ShipExecutable,
+    /// The job's working directory and variables (`runtime_env.rs`).
+    pub runtime_env: JobRuntimeEnv,
 }
 
 /// Where this process's own image can always be read, even when its file was
@@ -59,7 +63,10 @@ pub(crate) const OWN_IMAGE: &str = "/proc/self/exe";
 
 impl JobExecutable {
     /// This process's executable: its path as started, the digest of its image.
-    pub(crate) fn of_this_process(ship: ShipExecutable) -> std::io::Result<Self> {
+    pub(crate) fn of_this_process(
+        ship: ShipExecutable,
+        runtime_env: JobRuntimeEnv,
+    ) -> std::io::Result<Self> {
         let path = std::env::current_exe()?.to_string_lossy().into_owned();
         // Linux names a deleted image "PATH (deleted)"; the driver ran PATH.
         let path = path.strip_suffix(" (deleted)").unwrap_or(&path).to_string();
@@ -69,7 +76,30 @@ impl JobExecutable {
             digest,
             size,
             ship,
+            runtime_env,
         })
+    }
+
+    /// What keys the worker pools of this code: workers of the same bytes
+    /// in the same runtime env are interchangeable.
+    pub(crate) fn pool_key(&self) -> String {
+        match self.runtime_env.key() {
+            env if env.is_empty() => self.digest.clone(),
+            env => format!("{}+{env}", self.digest),
+        }
+    }
+
+    /// A working-directory archive as a file the head stores, serves and
+    /// nodes cache by digest, like an executable that is never run from a
+    /// path.
+    pub(crate) fn archive_file(archive: &WorkingDirArchive) -> Self {
+        JobExecutable {
+            path: String::new(),
+            digest: archive.digest.clone(),
+            size: archive.size,
+            ship: ShipExecutable::Always,
+            runtime_env: JobRuntimeEnv::default(),
+        }
     }
 }
 
@@ -158,6 +188,8 @@ pub(crate) struct ExecutableCache {
     limit: u64,
     /// Serialises stores, so two workers of one job fetch it once.
     storing: tokio::sync::Mutex<()>,
+    /// Serialises unpacking working directories, so each is unpacked once.
+    unpacking: Mutex<()>,
 }
 
 impl ExecutableCache {
@@ -167,6 +199,7 @@ impl ExecutableCache {
             dir: std::sync::OnceLock::new(),
             limit,
             storing: tokio::sync::Mutex::new(()),
+            unpacking: Mutex::new(()),
         }
     }
 
@@ -248,7 +281,6 @@ impl ExecutableCache {
         S: tokio_stream::Stream<Item = Result<Chunk, String>> + Unpin,
     {
         use std::io::Write;
-        use tokio_stream::StreamExt;
         let _storing = self.storing.lock().await;
         if let Some(path) = self.get(&executable.digest) {
             return Ok(path);
@@ -304,6 +336,94 @@ impl ExecutableCache {
             let _ = std::fs::remove_file(&partial);
         }
         outcome
+    }
+
+    /// Where this node unpacked the working directory `archive`, if it did.
+    pub fn unpacked(&self, archive: &WorkingDirArchive) -> Option<PathBuf> {
+        let dir = self.dir().ok()?.join(format!("{}.d", archive.digest));
+        dir.is_dir().then_some(dir)
+    }
+
+    /// Unpacks the archive in the file `packed` beside the cached copies,
+    /// once per digest, after checking its bytes against the digest.
+    pub fn unpack(
+        &self,
+        archive: &WorkingDirArchive,
+        packed: &Path,
+    ) -> Result<PathBuf, ExecutableProblem> {
+        let _unpacking = self.unpacking.lock();
+        if let Some(dir) = self.unpacked(archive) {
+            return Ok(dir);
+        }
+        let failed = |message: String| ExecutableProblem::WorkingDir { message };
+        let bytes =
+            std::fs::read(packed).map_err(|e| failed(format!("{}: {e}", packed.display())))?;
+        let found = crate::runtime_env::hex_digest(&bytes);
+        if found != archive.digest {
+            return Err(ExecutableProblem::CorruptCopy {
+                expected: archive.digest.clone(),
+                found,
+            });
+        }
+        let dir = self.dir()?;
+        std::fs::create_dir_all(dir)
+            .and_then(|()| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)))
+            .map_err(|e| failed(format!("{}: {e}", dir.display())))?;
+        let partial = dir.join(format!(
+            "{}.d.partial-{}",
+            archive.digest,
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&partial);
+        let unpacked = crate::runtime_env::unpack(&bytes, &partial).and_then(|()| {
+            let done = dir.join(format!("{}.d", archive.digest));
+            std::fs::rename(&partial, &done)
+                .map(|()| done)
+                .map_err(|e| e.to_string())
+        });
+        if unpacked.is_err() {
+            let _ = std::fs::remove_dir_all(&partial);
+        }
+        unpacked.map_err(failed)
+    }
+
+    /// The environment a worker of `runtime_env` starts with: its working
+    /// directory unpacked from the cached archive, or from `packed` (a copy
+    /// just fetched, the head's own source) when the cache has none.
+    pub fn environment(
+        &self,
+        runtime_env: &JobRuntimeEnv,
+        packed: Option<PathBuf>,
+    ) -> Result<WorkerEnvironment, ExecutableProblem> {
+        let vars = runtime_env.env_vars.clone();
+        let Some(archive) = &runtime_env.working_dir else {
+            return Ok(WorkerEnvironment { dir: None, vars });
+        };
+        let dir = match self.unpacked(archive) {
+            Some(dir) => dir,
+            None => {
+                let packed = self.get(&archive.digest).or(packed).ok_or_else(|| {
+                    ExecutableProblem::FetchFailed {
+                        message: "the head holds no copy of the working directory".into(),
+                    }
+                })?;
+                self.unpack(archive, &packed)?
+            }
+        };
+        Ok(WorkerEnvironment {
+            dir: Some(dir),
+            vars,
+        })
+    }
+
+    /// Whether a worker of `runtime_env` needs its working directory
+    /// fetched first.
+    pub fn lacks_working_dir(&self, runtime_env: &JobRuntimeEnv) -> Option<WorkingDirArchive> {
+        runtime_env
+            .working_dir
+            .as_ref()
+            .filter(|a| self.unpacked(a).is_none() && self.get(&a.digest).is_none())
+            .cloned()
     }
 
     /// Removes the least recently used copies until `incoming` more bytes fit.
@@ -395,50 +515,78 @@ async fn connect(address: &str, token: &str) -> crate::error::Result<Head> {
 }
 
 /// Makes sure the head at `address` can serve this driver's executable to
-/// nodes: it may read the driver's path itself, else the driver uploads it.
+/// nodes (unless `ship` is `Never`): it may read the driver's path itself,
+/// else the driver uploads it; and its working-directory archive, if any,
+/// which is always uploaded unless the head holds it already.
 pub(crate) fn offer_to_head(
     address: &str,
     token: &str,
     executable: &JobExecutable,
+    working_dir: Option<&[u8]>,
 ) -> crate::error::Result<()> {
-    let refused = |reason: ExecutableProblem| crate::error::Error::ExecutableUnavailable {
-        node: format!("the head at {address}"),
-        reason,
-    };
+    if executable.ship == ShipExecutable::Never && working_dir.is_none() {
+        return Ok(());
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| crate::error::Error::runtime("cannot start a runtime", e))?;
     runtime.block_on(async {
         let mut head = connect(address, token).await?;
-        let answer = head
-            .query_executable(crate::protocol::ExecutableQuery {
-                executable: executable.clone(),
-            })
-            .await
-            .map_err(|s| crate::auth::explain_refusal(&s, "the head", address))?
-            .into_inner();
-        if answer.present {
-            return Ok(());
+        if executable.ship != ShipExecutable::Never {
+            let image = read_chunks(PathBuf::from(OWN_IMAGE)).map_while(Result::ok);
+            offer(&mut head, address, executable, image).await?;
         }
-        if executable.size > answer.limit {
-            return Err(refused(ExecutableProblem::TooLarge {
-                size: executable.size,
-                limit: answer.limit,
-            }));
+        if let (Some(bytes), Some(archive)) = (working_dir, &executable.runtime_env.working_dir) {
+            let chunks: Vec<Chunk> = bytes
+                .chunks(CHUNK_BYTES)
+                .map(|data| Chunk {
+                    data: data.to_vec(),
+                })
+                .collect();
+            let file = JobExecutable::archive_file(archive);
+            offer(&mut head, address, &file, tokio_stream::iter(chunks)).await?;
         }
-        use tokio_stream::StreamExt;
-        let header = crate::protocol::ExecutableUpload::Header(executable.clone());
-        let chunks = read_chunks(PathBuf::from(OWN_IMAGE))
-            .map_while(|chunk| chunk.ok().map(crate::protocol::ExecutableUpload::Chunk));
-        let upload = tokio_stream::once(header).chain(chunks);
-        head.upload_executable(upload).await.map_err(|s| {
-            refused(ExecutableProblem::FetchFailed {
-                message: format!("the upload was refused: {}", s.message()),
-            })
-        })?;
         Ok(())
     })
+}
+
+/// Uploads `file` (its bytes in `chunks`) unless the head can serve it.
+async fn offer(
+    head: &mut Head,
+    address: &str,
+    file: &JobExecutable,
+    chunks: impl tokio_stream::Stream<Item = Chunk> + Send + 'static,
+) -> crate::error::Result<()> {
+    let refused = |reason: ExecutableProblem| crate::error::Error::ExecutableUnavailable {
+        node: format!("the head at {address}"),
+        reason,
+    };
+    let answer = head
+        .query_executable(crate::protocol::ExecutableQuery {
+            executable: file.clone(),
+        })
+        .await
+        .map_err(|s| crate::auth::explain_refusal(&s, "the head", address))?
+        .into_inner();
+    if answer.present {
+        return Ok(());
+    }
+    if file.size > answer.limit {
+        return Err(refused(ExecutableProblem::TooLarge {
+            size: file.size,
+            limit: answer.limit,
+        }));
+    }
+    let header = crate::protocol::ExecutableUpload::Header(file.clone());
+    let upload =
+        tokio_stream::once(header).chain(chunks.map(crate::protocol::ExecutableUpload::Chunk));
+    head.upload_executable(upload).await.map_err(|s| {
+        refused(ExecutableProblem::FetchFailed {
+            message: format!("the upload was refused: {}", s.message()),
+        })
+    })?;
+    Ok(())
 }
 
 /// Fetches a copy of `executable` from the head at `address` into `cache`.
@@ -448,7 +596,6 @@ pub(crate) async fn fetch_from_head(
     executable: &JobExecutable,
     cache: &ExecutableCache,
 ) -> Result<PathBuf, ExecutableProblem> {
-    use tokio_stream::StreamExt;
     let failed = |message: String| ExecutableProblem::FetchFailed { message };
     let mut head = connect(address, token)
         .await
@@ -474,6 +621,7 @@ mod tests {
             digest: hex(&Sha256::digest(bytes)),
             size: bytes.len() as u64,
             ship,
+            runtime_env: JobRuntimeEnv::default(),
         }
     }
 
@@ -557,5 +705,62 @@ mod tests {
                 limit: 20
             })
         ));
+    }
+
+    /// A working directory is unpacked once per digest from a cached or
+    /// given archive whose bytes match it; a node without any copy, or with
+    /// other bytes, gets a typed reason and nothing unpacked.
+    #[test]
+    fn working_directories_unpack_once_from_a_matching_archive() {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = dir.path().join("tree");
+        std::fs::create_dir(&tree).unwrap();
+        std::fs::write(tree.join("env.py"), "X = 1\n").unwrap();
+        let prepared = crate::runtime_env::RuntimeEnv::default()
+            .working_dir(&tree)
+            .env_var("SEED", "3")
+            .prepare()
+            .unwrap();
+        let archive = prepared.archive.unwrap();
+        let spec = prepared.spec;
+        let cache = ExecutableCache::at(dir.path().join("cache"), 1 << 20);
+
+        let none = cache.environment(&spec, None).unwrap_err();
+        assert!(
+            matches!(none, ExecutableProblem::FetchFailed { .. }),
+            "{none}"
+        );
+        assert!(cache.lacks_working_dir(&spec).is_some());
+
+        let tampered = dir.path().join("tampered");
+        let mut bytes = archive.to_vec();
+        *bytes.last_mut().unwrap() ^= 1;
+        std::fs::write(&tampered, &bytes).unwrap();
+        let corrupt = cache.environment(&spec, Some(tampered)).unwrap_err();
+        assert!(
+            matches!(corrupt, ExecutableProblem::CorruptCopy { .. }),
+            "{corrupt}"
+        );
+
+        let packed = dir.path().join("packed");
+        std::fs::write(&packed, archive.as_slice()).unwrap();
+        let environment = cache.environment(&spec, Some(packed.clone())).unwrap();
+        let copy = environment.dir.unwrap();
+        assert_eq!(
+            std::fs::read_to_string(copy.join("env.py")).unwrap(),
+            "X = 1\n"
+        );
+        assert_eq!(environment.vars, [("SEED".to_string(), "3".to_string())]);
+        assert!(cache.lacks_working_dir(&spec).is_none());
+        // Later workers find the copy without any archive.
+        std::fs::write(copy.join("touched"), "").unwrap();
+        let again = cache.environment(&spec, None).unwrap();
+        assert_eq!(again.dir.as_deref(), Some(copy.as_path()));
+        assert!(copy.join("touched").exists(), "not unpacked a second time");
+
+        let plain = cache
+            .environment(&crate::runtime_env::JobRuntimeEnv::default(), None)
+            .unwrap();
+        assert!(plain.dir.is_none() && plain.vars.is_empty());
     }
 }

@@ -12,6 +12,7 @@ use crate::ids::{ActorId, ObjectId};
 use crate::object_ref::ObjectRef;
 use crate::packaging::ShipExecutable;
 use crate::protocol::{ActorSpec, ObjectBlob, TaskSpec};
+use crate::runtime_env::RuntimeEnv;
 use crate::value;
 use parking_lot::RwLock;
 use serde::de::DeserializeOwned;
@@ -128,6 +129,10 @@ pub struct InitOptions {
     /// Bytes of objects this node keeps in shared memory before it spills
     /// the oldest to disk (Ray's `object_store_memory`); default 30% of RAM.
     pub object_store_memory: Option<u64>,
+    /// The working directory and variables of this job's workers on every
+    /// node (Ray's `runtime_env`); `None`: what a job submission handed this
+    /// driver in `OXRAY_RUNTIME_ENV`, if anything.
+    pub runtime_env: Option<RuntimeEnv>,
 }
 
 impl InitOptions {
@@ -198,6 +203,14 @@ impl InitOptions {
         self.executable_cache_bytes = Some(bytes);
         self
     }
+
+    /// The runtime env of this job's workers (Ray's `runtime_env=`): they
+    /// start in a copy of its working directory on every node, with its
+    /// variables set.
+    pub fn runtime_env(mut self, runtime_env: RuntimeEnv) -> Self {
+        self.runtime_env = Some(runtime_env);
+        self
+    }
 }
 
 /// Starts the embedded single-node cluster (head services and node in this
@@ -208,6 +221,13 @@ pub fn init(options: InitOptions) -> Result<()> {
     if embedded.is_some() || CURRENT.read().is_some() {
         return Err(Error::AlreadyInitialized);
     }
+    let runtime_env = match &options.runtime_env {
+        Some(runtime_env) => runtime_env.prepare()?,
+        None => RuntimeEnv::from_process_env()?
+            .map(|env| env.prepare())
+            .transpose()?
+            .unwrap_or_default(),
+    };
     if let Some(address) = &options.address {
         let token = match &options.token {
             Some(token) => token.clone(),
@@ -219,11 +239,12 @@ pub fn init(options: InitOptions) -> Result<()> {
             options.namespace.clone(),
             options.log_to_driver.unwrap_or(true),
             options.ship_executable,
+            runtime_env,
         )?);
         *HEAD_ADDRESS.write() = Some(address.clone());
         return Ok(());
     }
-    let node = Node::start(NodeConfig::detect(&options)?)?;
+    let node = Node::start(NodeConfig::detect(&options)?.with_runtime_env(runtime_env))?;
     install(node.clone());
     *embedded = Some(node);
     static CLEANUP_AT_EXIT: std::sync::Once = std::sync::Once::new();

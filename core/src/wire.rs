@@ -220,6 +220,13 @@ mod tests {
                         digest: "ab".repeat(32),
                         size: 123_456,
                         ship: crate::packaging::ShipExecutable::IfMissing,
+                        runtime_env: crate::runtime_env::JobRuntimeEnv {
+                            working_dir: Some(crate::runtime_env::WorkingDirArchive {
+                                digest: "cd".repeat(32),
+                                size: 4096,
+                            }),
+                            env_vars: vec![("SEED".into(), "3".into())],
+                        },
                     },
                     job: crate::ids::JobId(0x0123_4567_89ab_cdef),
                     namespace: Some("team".into()),
@@ -260,6 +267,7 @@ mod tests {
                         digest: "ab".repeat(32),
                         size: 123_456,
                         ship: crate::packaging::ShipExecutable::IfMissing,
+                        runtime_env: Default::default(),
                     },
                 }),
             ),

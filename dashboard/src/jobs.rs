@@ -231,6 +231,17 @@ impl JobSupervisor {
             .env("OXRAY_JOB_SUBMISSION_ID", id)
             .env("PATH", path_with_own_directory())
             .envs(&request.runtime_env.env_vars)
+            // The job's variables reach its workers on every node too (Ray's
+            // job-level runtime_env); its directory is the driver's own, and
+            // `oxray train --working-dir` ships one to the workers.
+            .env(
+                oxray_core::RUNTIME_ENV_ENV,
+                oxray_core::RuntimeEnv {
+                    working_dir: None,
+                    env_vars: request.runtime_env.env_vars.clone(),
+                }
+                .to_json(),
+            )
             .current_dir(working_dir);
         // SAFETY: setsid and prctl are async-signal-safe. setsid makes the
         // driver the leader of a new session and process group, detached from

@@ -78,6 +78,16 @@ fn jobs_run_to_their_final_state_with_logs_exit_codes_and_environment() {
     );
     assert_eq!(client.job_logs(&id, log.offset).unwrap().logs, "");
 
+    // The job's variables reach its workers: the driver gets them as its
+    // runtime env, whose workers on every node set them.
+    let mut handed = job("printf '%s' \"$OXRAY_RUNTIME_ENV\"");
+    handed.runtime_env.env_vars = hello.runtime_env.env_vars.clone();
+    let handed = wait_final(&client, &client.submit_job(&handed).unwrap());
+    let runtime_env: oxray_core::RuntimeEnv =
+        serde_json::from_str(&client.job_logs(&handed.submission_id, 0).unwrap().logs).unwrap();
+    assert_eq!(runtime_env.env_vars, hello.runtime_env.env_vars);
+    assert_eq!(runtime_env.working_dir, None);
+
     let failing = client.submit_job(&job("echo oops >&2; exit 3")).unwrap();
     let failed = wait_final(&client, &failing);
     assert_eq!(failed.status, JobState::Failed);
@@ -90,7 +100,10 @@ fn jobs_run_to_their_final_state_with_logs_exit_codes_and_environment() {
         .into_iter()
         .map(|j| j.submission_id)
         .collect();
-    assert_eq!(listed, vec![id.clone(), failing.clone()]);
+    assert_eq!(
+        listed,
+        vec![id.clone(), handed.submission_id.clone(), failing.clone()]
+    );
     client.delete_job(&failing).unwrap();
     assert!(matches!(
         client.job(&failing),

@@ -142,10 +142,12 @@ fn client(args: &DashboardArgs) -> anyhow::Result<DashboardClient> {
     Ok(DashboardClient::new(&address, &token)?)
 }
 
-fn submit(args: SubmitArgs) -> anyhow::Result<()> {
-    let client = client(&args.dashboard)?;
+/// `--env KEY=VALUE` flags as variables.
+pub(crate) fn parse_env_vars(
+    pairs: &[String],
+) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
     let mut env_vars = std::collections::BTreeMap::new();
-    for pair in &args.env {
+    for pair in pairs {
         let Some((key, value)) = pair.split_once('=') else {
             bail!("--env {pair}: expected KEY=VALUE");
         };
@@ -154,6 +156,12 @@ fn submit(args: SubmitArgs) -> anyhow::Result<()> {
         }
         env_vars.insert(key.to_string(), value.to_string());
     }
+    Ok(env_vars)
+}
+
+fn submit(args: SubmitArgs) -> anyhow::Result<()> {
+    let client = client(&args.dashboard)?;
+    let env_vars = parse_env_vars(&args.env)?;
     let working_dir = match args.working_dir {
         Some(dir) => {
             std::path::absolute(&dir).with_context(|| format!("--working-dir {}", dir.display()))?

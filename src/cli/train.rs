@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 
+use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use oxray_rl::metrics::{self, Metrics, ProgressSteps};
@@ -45,6 +46,16 @@ pub struct TrainArgs {
     /// have it at the same path (a shared file system).
     #[arg(long)]
     no_ship: bool,
+    /// Ship this directory to every node: the run's workers start in a copy
+    /// of it, with it first on PYTHONPATH, so Python envs and files in it are
+    /// found everywhere (Ray's runtime_env working_dir); the driver imports
+    /// Python modules from it too.
+    #[arg(long, value_name = "DIR")]
+    working_dir: Option<PathBuf>,
+    /// Set a variable in every worker of this run, on every node
+    /// (repeatable; Ray's runtime_env env_vars).
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    env: Vec<String>,
     /// Repeat the search space this many times, drawing new values for its
     /// distributions each time (Ray Tune's `num_samples`).
     #[arg(long, value_name = "N", default_value_t = 1,
@@ -105,8 +116,12 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
         }
     }
     let hosts_cluster = trials.iter().any(|trial| uses_actors(&trial.config));
+    let runtime_env = runtime_env(args.working_dir.as_deref(), &args.env)?;
     if hosts_cluster || address.is_some() {
         let mut options = oxray_core::InitOptions::default();
+        if let Some(runtime_env) = runtime_env {
+            options = options.runtime_env(runtime_env);
+        }
         if args.no_ship {
             options = options.ship_executable(oxray_core::ShipExecutable::Never);
         }
@@ -136,6 +151,36 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
         oxray_core::shutdown();
     }
     outcome
+}
+
+/// The runtime env of `--working-dir` and `--env`, if either is given. The
+/// driver builds the env too (to read its spaces), so the directory also goes
+/// first on this process's PYTHONPATH, before its interpreter starts.
+fn runtime_env(
+    working_dir: Option<&std::path::Path>,
+    env: &[String],
+) -> anyhow::Result<Option<oxray_core::RuntimeEnv>> {
+    if working_dir.is_none() && env.is_empty() {
+        return Ok(None);
+    }
+    let mut runtime_env = oxray_core::RuntimeEnv {
+        env_vars: super::job::parse_env_vars(env)?,
+        ..Default::default()
+    };
+    if let Some(dir) = working_dir {
+        let dir =
+            std::path::absolute(dir).with_context(|| format!("--working-dir {}", dir.display()))?;
+        if !dir.is_dir() {
+            anyhow::bail!("--working-dir {}: not a directory", dir.display());
+        }
+        let mut python_path = vec![dir.clone()];
+        if let Some(inherited) = std::env::var_os("PYTHONPATH").filter(|p| !p.is_empty()) {
+            python_path.extend(std::env::split_paths(&inherited));
+        }
+        std::env::set_var("PYTHONPATH", std::env::join_paths(python_path)?);
+        runtime_env.working_dir = Some(dir);
+    }
+    Ok(Some(runtime_env))
 }
 
 fn uses_actors(config: &ExperimentConfig) -> bool {

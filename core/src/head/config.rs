@@ -6,6 +6,7 @@ use crate::error::{Error, Result};
 use crate::packaging::{ShipExecutable, DEFAULT_EXECUTABLE_CACHE_BYTES};
 use crate::resources::{ResourceSet, CPU, GPU, MEMORY};
 use crate::runtime::InitOptions;
+use crate::runtime_env::PreparedRuntimeEnv;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -39,6 +40,8 @@ pub(crate) struct NodeConfig {
     /// Dead actors whose records the head keeps for `oxray list actors`;
     /// beyond that the oldest are forgotten.
     pub dead_actors_kept: usize,
+    /// The embedded driver's runtime env (`InitOptions::runtime_env`).
+    pub runtime_env: PreparedRuntimeEnv,
 }
 
 /// How many dead actors a head remembers by default. Ray's GCS keeps up to
@@ -104,7 +107,16 @@ impl NodeConfig {
             object_store_memory,
             spill_dir: crate::session::session_dir()?.join("spill"),
             dead_actors_kept: DEFAULT_DEAD_ACTORS_KEPT,
+            runtime_env: PreparedRuntimeEnv::default(),
         })
+    }
+
+    /// The same node, its embedded driver's workers in `runtime_env`.
+    pub fn with_runtime_env(self, runtime_env: PreparedRuntimeEnv) -> Self {
+        NodeConfig {
+            runtime_env,
+            ..self
+        }
     }
 
     /// The object store this node's processes share.

@@ -12,6 +12,7 @@ use crate::error::{Error, ExecutableProblem, Result};
 use crate::ids::{JobId, WorkerId};
 use crate::packaging::{self, AtPath, ExecutableCache, JobExecutable, Plan, OWN_IMAGE};
 use crate::protocol::*;
+use crate::runtime_env::{JobRuntimeEnv, WorkerEnvironment};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -25,12 +26,24 @@ pub(super) type Code = Option<Arc<JobCode>>;
 pub(super) struct JobCode {
     pub(super) job: JobId,
     pub(super) executable: JobExecutable,
+    /// Its worker pools' key ([`code_key`]).
+    key: String,
 }
 
-/// The digest that keys worker pools and queues of `code`: jobs with the
-/// same bytes share workers.
+impl JobCode {
+    pub(super) fn new(job: JobId, executable: JobExecutable) -> Self {
+        JobCode {
+            job,
+            key: executable.pool_key(),
+            executable,
+        }
+    }
+}
+
+/// What keys worker pools and queues of `code`: jobs with the same bytes
+/// and runtime env share workers.
 pub(super) fn code_key(code: &Code) -> &str {
-    code.as_deref().map_or("", |c| c.executable.digest.as_str())
+    code.as_deref().map_or("", |c| c.key.as_str())
 }
 
 /// What the head keeps to serve executables.
@@ -67,8 +80,11 @@ impl Node {
         if let Some(executable) = self.executables.embedded.get() {
             return Ok(executable.clone());
         }
-        let executable = JobExecutable::of_this_process(self.config.ship_executable)
-            .map_err(|e| Error::runtime("cannot read this driver's executable", e))?;
+        let executable = JobExecutable::of_this_process(
+            self.config.ship_executable,
+            self.config.runtime_env.spec.clone(),
+        )
+        .map_err(|e| Error::runtime("cannot read this driver's executable", e))?;
         self.executables
             .sources
             .lock()
@@ -121,6 +137,63 @@ impl Node {
         self.executables.source(digest)
     }
 
+    /// Keeps the embedded driver's working-directory archive where nodes
+    /// fetch it from and this node unpacks it.
+    pub(super) fn serve_embedded_working_dir(&self) -> Result<()> {
+        let (Some(archive), Some(bytes)) = (
+            &self.config.runtime_env.spec.working_dir,
+            &self.config.runtime_env.archive,
+        ) else {
+            return Ok(());
+        };
+        let chunks: Vec<std::result::Result<Chunk, String>> = bytes
+            .chunks(packaging::CHUNK_BYTES)
+            .map(|data| {
+                Ok(Chunk {
+                    data: data.to_vec(),
+                })
+            })
+            .collect();
+        let file = JobExecutable::archive_file(archive);
+        self.runtime
+            .block_on(
+                self.executables
+                    .cache
+                    .store(&file, tokio_stream::iter(chunks)),
+            )
+            .map(drop)
+            .map_err(|reason| Error::ExecutableUnavailable {
+                node: self.config.node_id.clone(),
+                reason,
+            })
+    }
+
+    /// The environment a worker of `runtime_env` starts with on this node.
+    fn local_environment(
+        &self,
+        runtime_env: &JobRuntimeEnv,
+    ) -> std::result::Result<WorkerEnvironment, ExecutableProblem> {
+        let source = runtime_env
+            .working_dir
+            .as_ref()
+            .and_then(|archive| self.executables.source(&archive.digest));
+        self.executables.cache.environment(runtime_env, source)
+    }
+
+    /// Starts a worker of the embedded driver's own image on this node.
+    pub(super) fn spawn_embedded_worker(&self, worker: WorkerId, gpu_ids: Vec<u32>) {
+        match self.local_environment(&self.config.runtime_env.spec) {
+            Ok(environment) => self.spawn_worker(worker, gpu_ids, OWN_IMAGE, &environment),
+            Err(reason) => self.worker_not_started(
+                worker,
+                Error::ExecutableUnavailable {
+                    node: self.config.node_id.clone(),
+                    reason,
+                },
+            ),
+        }
+    }
+
     /// Starts a worker of a driver's executable on this node: from the
     /// driver's path, or from a copy the head holds.
     pub(super) fn spawn_job_worker(
@@ -137,9 +210,12 @@ impl Node {
                 }
             }),
             Err(problem) => Err(problem),
-        };
+        }
+        .and_then(|path| Ok((path, self.local_environment(&executable.runtime_env)?)));
         match planned {
-            Ok(path) => self.spawn_worker(worker, gpu_ids, &path.to_string_lossy()),
+            Ok((path, environment)) => {
+                self.spawn_worker(worker, gpu_ids, &path.to_string_lossy(), &environment)
+            }
             Err(reason) => self.worker_not_started(
                 worker,
                 Error::ExecutableUnavailable {
@@ -275,15 +351,16 @@ mod tests {
             "no second worker is started there"
         );
 
-        let other_job: Code = Some(Arc::new(JobCode {
-            job: JobId(7),
-            executable: JobExecutable {
+        let other_job: Code = Some(Arc::new(JobCode::new(
+            JobId(7),
+            JobExecutable {
                 path: "/opt/driver".into(),
                 digest: "ab".into(),
                 size: 1,
                 ship: ShipExecutable::default(),
+                runtime_env: Default::default(),
             },
-        }));
+        )));
         assert!(state.unavailable_on("n2", &None).is_some());
         assert!(state.unavailable_on("n2", &other_job).is_none());
         assert!(state.unavailable_on(HEAD, &None).is_none());

@@ -60,7 +60,7 @@ impl Node {
                 WorkerRecord {
                     node: format!("driver-{pid}"),
                     is_driver: true,
-                    code: Some(Arc::new(JobCode { job, executable })),
+                    code: Some(Arc::new(JobCode::new(job, executable))),
                     pid: None,
                     sender: Some(sender),
                     call_address: None,

@@ -87,7 +87,7 @@ pub(crate) use membership::HEARTBEAT_PERIOD;
 use crate::auth::RequireToken;
 use crate::error::{Error, Result};
 use crate::ids::{ActorId, IdMinter, JobId, ObjectId, TaskId, WorkerId};
-use crate::packaging::{ExecutableCache, OWN_IMAGE};
+use crate::packaging::ExecutableCache;
 use crate::protocol::*;
 use crate::resources::{ClusterResources, ResourceSet, CPU, GPU};
 use crate::shm;
@@ -370,6 +370,7 @@ impl Node {
             }
         });
         node.runtime.spawn(watch_heartbeats(node.weak()));
+        node.serve_embedded_working_dir()?;
         // A warm pool: one worker per CPU, as Ray prestarts them.
         if node.config.prestart_workers {
             let executable = std::env::current_exe()
@@ -415,7 +416,7 @@ impl Node {
                     gpu_ids,
                     code,
                 } => match (node == self.config.node_id, code) {
-                    (true, None) => self.spawn_worker(worker, gpu_ids, OWN_IMAGE),
+                    (true, None) => self.spawn_embedded_worker(worker, gpu_ids),
                     (true, Some(code)) => self.spawn_job_worker(worker, gpu_ids, &code.executable),
                     (false, code) => self.spawn_remote_worker(&node, worker, gpu_ids, code),
                 },

@@ -286,10 +286,18 @@ impl WorkerRecord {
 }
 
 impl Node {
-    /// Starts `worker` on this node from the file at `executable`.
-    pub(super) fn spawn_worker(&self, worker: WorkerId, gpu_ids: Vec<u32>, executable: &str) {
+    /// Starts `worker` on this node from the file at `executable`, in
+    /// `environment`.
+    pub(super) fn spawn_worker(
+        &self,
+        worker: WorkerId,
+        gpu_ids: Vec<u32>,
+        executable: &str,
+        environment: &crate::runtime_env::WorkerEnvironment,
+    ) {
         let launch = crate::worker::WorkerLaunch {
             executable,
+            environment,
             head_address: &self.address.to_string(),
             worker,
             session: &self.config.session,

@@ -27,6 +27,7 @@ use crate::ids::{ActorId, IdMinter, ObjectId, TaskId, WorkerId};
 use crate::packaging::{self, JobExecutable, ShipExecutable};
 use crate::protocol::*;
 use crate::runtime::Backend;
+use crate::runtime_env::PreparedRuntimeEnv;
 use crate::warm_loop::WarmLoop;
 use crate::wire::MAX_MESSAGE_BYTES;
 use parking_lot::Mutex;
@@ -181,16 +182,20 @@ pub(crate) fn connect_driver(
     namespace: Option<String>,
     log_to_driver: bool,
     ship: ShipExecutable,
+    runtime_env: PreparedRuntimeEnv,
 ) -> Result<Arc<dyn Backend>> {
     let job = crate::ids::JobId::random()?;
     // Ids minted by drivers start above every worker number; the rest of the
     // origin is random, as the job id is.
     let origin = (1 << 23) | (job.0 as u64 & 0x7f_ffff);
-    let executable = JobExecutable::of_this_process(ship)
+    let executable = JobExecutable::of_this_process(ship, runtime_env.spec)
         .map_err(|e| Error::runtime("cannot read this driver's executable", e))?;
-    if ship != ShipExecutable::Never {
-        packaging::offer_to_head(address, token, &executable)?;
-    }
+    packaging::offer_to_head(
+        address,
+        token,
+        &executable,
+        runtime_env.archive.as_deref().map(Vec::as_slice),
+    )?;
     let identity = Identity {
         origin,
         session: format!("driver-{}", std::process::id()),

@@ -36,6 +36,8 @@ pub(crate) struct WorkerLaunch<'a> {
     pub log_dir: Option<&'a std::path::Path>,
     /// Its node's object store.
     pub store: &'a crate::spill::StoreSettings,
+    /// Its job's working directory on this node and variables.
+    pub environment: &'a crate::runtime_env::WorkerEnvironment,
 }
 
 impl WorkerLaunch<'_> {
@@ -80,8 +82,22 @@ impl WorkerLaunch<'_> {
                 self.store.capacity.to_string(),
             )
             .env(crate::spill::SPILL_DIR_ENV, &self.store.spill_dir)
+            .envs(self.environment.vars.iter().map(|(k, v)| (k, v)))
             .stdin(std::process::Stdio::null())
             .kill_on_drop(false);
+        if let Some(dir) = &self.environment.dir {
+            // Python envs and wrappers of the job's directory import, as
+            // Ray puts its working_dir on a worker's sys.path.
+            let python_path = match std::env::var_os("PYTHONPATH") {
+                Some(inherited) if !inherited.is_empty() => {
+                    let mut paths = vec![dir.clone()];
+                    paths.extend(std::env::split_paths(&inherited));
+                    std::env::join_paths(paths).unwrap_or_else(|_| dir.as_os_str().to_owned())
+                }
+                _ => dir.as_os_str().to_owned(),
+            };
+            command.current_dir(dir).env("PYTHONPATH", python_path);
+        }
         if let Some(dir) = self.log_dir {
             let file = |extension: &str| {
                 std::fs::create_dir_all(dir)?;
