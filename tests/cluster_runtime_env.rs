@@ -1,7 +1,8 @@
 //! `oxray train --working-dir DIR --env KEY=VALUE` on a cluster of `oxray
 //! start` processes: a Python env that exists only in DIR trains on a node
 //! whose workers start in that node's copy of DIR with the variables set;
-//! a later run with an edited DIR gets a new copy and new workers; the same
+//! `--exclude` leaves paths out of the copy; a later run with an edited DIR
+//! gets a new copy and new workers; the same
 //! runtime env handed over in `OXRAY_RUNTIME_ENV` (as the Jobs API does)
 //! works alike; stopping the cluster removes the copies.
 
@@ -73,13 +74,15 @@ stop: {iterations: 1}
     command.output().unwrap()
 }
 
-/// `--working-dir DIR --env PROBE_REWARD=3`.
+/// `--working-dir DIR --exclude results/ --env PROBE_REWARD=3`.
 fn flags(working_dir: &Path) -> impl FnOnce(&mut std::process::Command) + '_ {
     move |command| {
-        command
-            .arg("--working-dir")
-            .arg(working_dir)
-            .args(["--env", "PROBE_REWARD=3"]);
+        command.arg("--working-dir").arg(working_dir).args([
+            "--exclude",
+            "results/",
+            "--env",
+            "PROBE_REWARD=3",
+        ]);
     }
 }
 
@@ -124,6 +127,8 @@ fn a_python_env_from_the_working_directory_trains_on_another_node() {
     let working_dir = tempfile::tempdir().unwrap();
     let module = working_dir.path().join("rtenv_probe.py");
     std::fs::write(&module, probe_env(1)).unwrap();
+    std::fs::create_dir(working_dir.path().join("results")).unwrap();
+    std::fs::write(working_dir.path().join("results/old-run.csv"), "1,2,3").unwrap();
 
     // Ten steps of reward 3: the variable reached the worker on the node.
     assert_trained(
@@ -138,6 +143,7 @@ fn a_python_env_from_the_working_directory_trains_on_another_node() {
         .expect("the EnvRunner stepped in the node's copy");
     assert_eq!(Path::new(&imported_from), copy.as_path());
     assert!(!working_dir.path().join("stepped-here").exists());
+    assert!(!copy.join("results").exists(), "excluded, yet shipped");
 
     // An edited directory is a new copy, run by new workers: none of the
     // first run's, which imported the old module, serves the second.

@@ -45,6 +45,10 @@ pub struct RuntimeEnv {
     /// Set in every worker of the job, over the node's own environment.
     #[serde(default)]
     pub env_vars: BTreeMap<String, String>,
+    /// Paths of the working directory left out of its copy (Ray's
+    /// `excludes`; see [`Excludes`]), e.g. `.git`, `results/`, `*.ckpt`.
+    #[serde(default)]
+    pub excludes: Vec<String>,
 }
 
 impl RuntimeEnv {
@@ -55,6 +59,11 @@ impl RuntimeEnv {
 
     pub fn env_var(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.env_vars.insert(key.into(), value.into());
+        self
+    }
+
+    pub fn exclude(mut self, pattern: impl Into<String>) -> Self {
+        self.excludes.push(pattern.into());
         self
     }
 
@@ -87,7 +96,12 @@ impl RuntimeEnv {
                 });
             }
         }
-        let archive = self.working_dir.as_deref().map(pack).transpose()?;
+        let excludes = Excludes::new(&self.excludes)?;
+        let archive = self
+            .working_dir
+            .as_deref()
+            .map(|dir| pack(dir, &excludes))
+            .transpose()?;
         let spec = JobRuntimeEnv {
             working_dir: archive.as_ref().map(|bytes| WorkingDirArchive {
                 digest: hex_digest(bytes),
@@ -191,9 +205,10 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Packs the tree under `dir` (every file, directory and symbolic link, in
-/// name order; links are kept as links, not followed).
-pub(crate) fn pack(dir: &Path) -> Result<Vec<u8>> {
+/// Packs the tree under `dir` (every file, directory and symbolic link that
+/// `excludes` leaves in, in name order; links are kept as links, not
+/// followed).
+pub(crate) fn pack(dir: &Path, excludes: &Excludes) -> Result<Vec<u8>> {
     let problem = |path: &Path, problem: String| Error::WorkingDir {
         path: path.display().to_string(),
         problem,
@@ -228,6 +243,9 @@ pub(crate) fn pack(dir: &Path) -> Result<Vec<u8>> {
             } else {
                 format!("{relative}/{name}")
             };
+            if excludes.excludes(&relative) {
+                continue;
+            }
             let metadata =
                 std::fs::symlink_metadata(&path).map_err(|e| problem(&path, e.to_string()))?;
             let kind = metadata.file_type();
@@ -277,6 +295,82 @@ pub(crate) fn pack(dir: &Path) -> Result<Vec<u8>> {
     // of how it went.
     entries.sort_by(|a, b| a.path().cmp(b.path()));
     postcard::to_stdvec(&entries).map_err(|e| problem(dir, format!("cannot encode it: {e}")))
+}
+
+/// Ray's `excludes`: paths of the working directory left out of its
+/// archive, in gitignore's simple forms. A pattern without a `/` matches an
+/// entry of that name at any depth (`.git`, `*.ckpt`); one with a `/` matches
+/// the path from the working directory (`results/`, `data/raw/*.csv`, a
+/// leading `/` allowed). `*` and `?` match within one name. A directory
+/// that matches is left out with everything under it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Excludes {
+    patterns: Vec<(bool, Vec<String>)>,
+}
+
+impl Excludes {
+    pub(crate) fn new(patterns: &[String]) -> Result<Self> {
+        let patterns = patterns
+            .iter()
+            .map(|pattern| {
+                let trimmed = pattern.trim_end_matches('/');
+                let anchored = trimmed.contains('/');
+                let components: Vec<String> = trimmed
+                    .trim_start_matches('/')
+                    .split('/')
+                    .map(str::to_string)
+                    .collect();
+                if components
+                    .iter()
+                    .any(|c| c.is_empty() || c == "." || c == "..")
+                {
+                    return Err(Error::WorkingDir {
+                        path: format!("excludes: {pattern:?}"),
+                        problem: "not a pattern of names under the working directory".into(),
+                    });
+                }
+                Ok((anchored, components))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Excludes { patterns })
+    }
+
+    /// Whether the entry at `relative` (`/`-separated) is left out.
+    fn excludes(&self, relative: &str) -> bool {
+        let names: Vec<&str> = relative.split('/').collect();
+        self.patterns.iter().any(|(anchored, pattern)| {
+            if *anchored {
+                names.len() == pattern.len()
+                    && names.iter().zip(pattern).all(|(n, p)| wildcard_match(p, n))
+            } else {
+                wildcard_match(&pattern[0], names[names.len() - 1])
+            }
+        })
+    }
+}
+
+/// `*` (any run of characters) and `?` (any one) within one name.
+fn wildcard_match(pattern: &str, name: &str) -> bool {
+    let (pattern, name): (Vec<char>, Vec<char>) =
+        (pattern.chars().collect(), name.chars().collect());
+    let (mut p, mut n) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while n < name.len() {
+        if p < pattern.len() && (pattern[p] == '?' || pattern[p] == name[n]) {
+            p += 1;
+            n += 1;
+        } else if p < pattern.len() && pattern[p] == '*' {
+            star = Some((p, n));
+            p += 1;
+        } else if let Some((star_p, star_n)) = star {
+            p = star_p + 1;
+            n = star_n + 1;
+            star = Some((star_p, star_n + 1));
+        } else {
+            return false;
+        }
+    }
+    pattern[p..].iter().all(|c| *c == '*')
 }
 
 impl Entry {
@@ -348,7 +442,7 @@ mod tests {
     #[test]
     fn a_tree_unpacks_to_the_same_names_contents_modes_and_links() {
         let source = tree();
-        let archive = pack(source.path()).unwrap();
+        let archive = pack(source.path(), &Excludes::default()).unwrap();
         let target = tempfile::tempdir().unwrap();
         let copy = target.path().join("copy");
         unpack(&archive, &copy).unwrap();
@@ -376,23 +470,79 @@ mod tests {
     #[test]
     fn the_archive_depends_only_on_the_tree() {
         let source = tree();
-        let first = pack(source.path()).unwrap();
+        let first = pack(source.path(), &Excludes::default()).unwrap();
         let file = std::fs::File::options()
             .write(true)
             .open(source.path().join("pkg/env.py"))
             .unwrap();
         file.set_modified(std::time::SystemTime::UNIX_EPOCH)
             .unwrap();
-        assert_eq!(pack(source.path()).unwrap(), first);
+        assert_eq!(pack(source.path(), &Excludes::default()).unwrap(), first);
         std::fs::write(source.path().join("pkg/env.py"), "SIZE = 8\n").unwrap();
-        let edited = pack(source.path()).unwrap();
+        let edited = pack(source.path(), &Excludes::default()).unwrap();
         assert_ne!(hex_digest(&edited), hex_digest(&first));
         std::fs::set_permissions(
             source.path().join("pkg/env.py"),
             std::fs::Permissions::from_mode(0o700),
         )
         .unwrap();
-        assert_ne!(pack(source.path()).unwrap(), edited);
+        assert_ne!(pack(source.path(), &Excludes::default()).unwrap(), edited);
+    }
+
+    #[test]
+    fn excludes_leave_out_names_anywhere_and_paths_from_the_root() {
+        let source = tree();
+        let root = source.path();
+        std::fs::create_dir_all(root.join(".git/objects")).unwrap();
+        std::fs::write(root.join(".git/objects/ab"), "blob").unwrap();
+        std::fs::create_dir_all(root.join("results/run-1")).unwrap();
+        std::fs::write(root.join("results/run-1/model.ckpt"), "weights").unwrap();
+        std::fs::write(root.join("pkg/old.ckpt"), "weights").unwrap();
+        std::fs::write(root.join("pkg/results"), "a file named results").unwrap();
+        let prepared = RuntimeEnv::default()
+            .working_dir(root)
+            .exclude(".git")
+            .exclude("/results/")
+            .exclude("*.ckpt")
+            .exclude("pkg/emp?y")
+            .prepare()
+            .unwrap();
+        let target = tempfile::tempdir().unwrap();
+        let copy = target.path().join("copy");
+        unpack(&prepared.archive.unwrap(), &copy).unwrap();
+        assert!(!copy.join(".git").exists());
+        assert!(!copy.join("results").exists());
+        assert!(!copy.join("pkg/old.ckpt").exists());
+        assert!(!copy.join("pkg/empty").exists());
+        // An anchored pattern matches only from the root.
+        assert!(copy.join("pkg/results").is_file());
+        assert!(copy.join("pkg/env.py").is_file() && copy.join("run.sh").is_file());
+
+        for bad in ["../up", "a//b", ""] {
+            let error = RuntimeEnv::default()
+                .working_dir(root)
+                .exclude(bad)
+                .prepare()
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("excludes"), "{bad}: {error}");
+        }
+    }
+
+    #[test]
+    fn wildcards_match_within_one_name() {
+        for (pattern, name, matches) in [
+            ("*.ckpt", "model.ckpt", true),
+            ("*.ckpt", "model.ckpt.bak", false),
+            ("run-?", "run-1", true),
+            ("run-?", "run-10", false),
+            ("*", "", true),
+            ("a*b*c", "aXXbYc", true),
+            ("a*b*c", "aXXbY", false),
+            ("exact", "exact", true),
+        ] {
+            assert_eq!(wildcard_match(pattern, name), matches, "{pattern} {name}");
+        }
     }
 
     #[test]

@@ -237,8 +237,8 @@ impl JobSupervisor {
             .env(
                 oxray_core::RUNTIME_ENV_ENV,
                 oxray_core::RuntimeEnv {
-                    working_dir: None,
                     env_vars: request.runtime_env.env_vars.clone(),
+                    ..Default::default()
                 }
                 .to_json(),
             )

@@ -56,6 +56,11 @@ pub struct TrainArgs {
     /// (repeatable; Ray's runtime_env env_vars).
     #[arg(long = "env", value_name = "KEY=VALUE")]
     env: Vec<String>,
+    /// Leave these paths of --working-dir out of its copy (repeatable; Ray's
+    /// runtime_env excludes): a name anywhere (`.git`, `*.ckpt`) or, with a
+    /// `/`, a path from the directory (`results/`).
+    #[arg(long = "exclude", value_name = "PATTERN", requires = "working_dir")]
+    exclude: Vec<String>,
     /// Repeat the search space this many times, drawing new values for its
     /// distributions each time (Ray Tune's `num_samples`).
     #[arg(long, value_name = "N", default_value_t = 1,
@@ -116,7 +121,7 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
         }
     }
     let hosts_cluster = trials.iter().any(|trial| uses_actors(&trial.config));
-    let runtime_env = runtime_env(args.working_dir.as_deref(), &args.env)?;
+    let runtime_env = runtime_env(args.working_dir.as_deref(), &args.env, &args.exclude)?;
     if hosts_cluster || address.is_some() {
         let mut options = oxray_core::InitOptions::default();
         if let Some(runtime_env) = runtime_env {
@@ -159,12 +164,14 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
 fn runtime_env(
     working_dir: Option<&std::path::Path>,
     env: &[String],
+    excludes: &[String],
 ) -> anyhow::Result<Option<oxray_core::RuntimeEnv>> {
     if working_dir.is_none() && env.is_empty() {
         return Ok(None);
     }
     let mut runtime_env = oxray_core::RuntimeEnv {
         env_vars: super::job::parse_env_vars(env)?,
+        excludes: excludes.to_vec(),
         ..Default::default()
     };
     if let Some(dir) = working_dir {
