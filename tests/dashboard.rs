@@ -450,13 +450,20 @@ fn job_submit_runs_training_to_succeeded_and_stop_frees_its_resources() {
     );
     let shown = oxray_job(session, &url, &token, &["status", &short]);
     assert!(shown.contains("SUCCEEDED") && shown.contains("Driver exit code: 0"));
-    let results = work.path().join("results/short");
-    assert!(results.is_dir(), "the run wrote into the working directory");
+    // `--working-dir` uploads the directory: the driver ran in the head's
+    // copy of it, and the run is there, not in the directory itself.
+    let client = DashboardClient::new(&url, &token).unwrap();
+    let ran_in = client.job(&short).unwrap().runtime_env.working_dir.unwrap();
+    assert!(
+        Path::new(&ran_in).starts_with(session.join("job_packages")),
+        "{ran_in}"
+    );
+    assert!(Path::new(&ran_in).join("results/short").is_dir());
+    assert!(!work.path().join("results").exists());
 
     // A long run sampling with two remote EnvRunner actors (a CPU each);
     // stopping it ends its driver and its actors and frees their CPUs
     // within 5 s.
-    let client = DashboardClient::new(&url, &token).unwrap();
     let submitted = submit_training("long", 100_000_000, 2);
     let long = id_of(&submitted);
     wait_until(

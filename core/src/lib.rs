@@ -115,7 +115,10 @@ pub use runtime::{
     kv_delete, kv_get, kv_put, kv_wait, node_id, node_summary, put, put_acknowledged, shutdown,
     wait, InitOptions, NodeSummary, ReadyAndPending,
 };
-pub use runtime_env::{JobRuntimeEnv, RuntimeEnv, WorkingDirArchive, RUNTIME_ENV_ENV};
+pub use runtime_env::{
+    pack_working_dir, unpack_working_dir, JobRuntimeEnv, RuntimeEnv, WorkingDirArchive,
+    MAX_WORKING_DIR_BYTES, RUNTIME_ENV_ENV,
+};
 pub use spill::MIN_OBJECT_STORE_MEMORY;
 pub use transfer::{transfer_counters, TransferCounters};
 pub use worker::{get_gpu_ids, on_spawner_thread};

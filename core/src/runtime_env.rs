@@ -197,6 +197,34 @@ enum Entry {
     },
 }
 
+/// Packs `dir` as a job's working directory, less `excludes`: its digest
+/// and archive (what `oxray job submit --working-dir` uploads to the Jobs
+/// API, which unpacks it with [`unpack_working_dir`]).
+pub fn pack_working_dir(dir: &Path, excludes: &[String]) -> Result<(String, Vec<u8>)> {
+    let archive = pack(dir, &Excludes::new(excludes)?)?;
+    Ok((hex_digest(&archive), archive))
+}
+
+/// Unpacks an archive of [`pack_working_dir`] into `into`, which must not
+/// exist yet; bytes that do not hash to `digest`, or entries that would land
+/// outside `into`, are refused and nothing is left behind.
+pub fn unpack_working_dir(archive: &[u8], digest: &str, into: &Path) -> Result<()> {
+    let refused = |problem: String| Error::WorkingDir {
+        path: into.display().to_string(),
+        problem,
+    };
+    let found = hex_digest(archive);
+    if found != digest {
+        return Err(refused(format!(
+            "the archive has SHA-256 {found}, not {digest}"
+        )));
+    }
+    unpack(archive, into).map_err(|problem| {
+        let _ = std::fs::remove_dir_all(into);
+        refused(problem)
+    })
+}
+
 pub(crate) fn hex_digest(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
 }

@@ -143,12 +143,24 @@ impl DashboardClient {
         path: &str,
         body: Option<&serde_json::Value>,
     ) -> Result<HttpResponse> {
+        let body = body.map(|b| ("application/json", b.to_string().into_bytes()));
+        self.send(method, path, body)
+    }
+
+    /// [`request`](Self::request) with a body of any type, `(content type,
+    /// bytes)`.
+    fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<(&str, Vec<u8>)>,
+    ) -> Result<HttpResponse> {
         let bearer = format!("Bearer {}", self.token);
         let mut headers = vec![("authorization", bearer.as_str())];
-        if body.is_some() {
-            headers.push(("content-type", "application/json"));
-        }
-        let body = body.map(|b| b.to_string().into_bytes());
+        let body = body.map(|(content_type, bytes)| {
+            headers.push(("content-type", content_type));
+            bytes
+        });
         let response = http_request(&self.address, method, path, &headers, body)?;
         match response.status {
             200..=299 => Ok(response),
@@ -183,6 +195,22 @@ impl DashboardClient {
             address: self.address.clone(),
             source,
         })
+    }
+
+    /// Makes the head hold `archive` (a working directory packed by
+    /// `oxray_core::pack_working_dir`, named by `digest`), uploading it only
+    /// if it does not already; returns the URI a job's
+    /// `runtime_env.working_dir` names it by.
+    pub fn upload_package(&self, digest: &str, archive: Vec<u8>) -> Result<String> {
+        let path = format!("/api/packages/{digest}");
+        match self.request("GET", &path, None) {
+            Ok(_) => {}
+            Err(DashboardError::Api { status: 404, .. }) => {
+                self.send("PUT", &path, Some(("application/octet-stream", archive)))?;
+            }
+            Err(other) => return Err(other),
+        }
+        Ok(format!("{}{digest}", crate::packages::PACKAGE_SCHEME))
     }
 
     /// Submits a job; returns its submission id.

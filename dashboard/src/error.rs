@@ -16,6 +16,11 @@ pub enum DashboardError {
     Runtime(std::io::Error),
     #[error("the working directory {path} does not exist or is not a directory")]
     WorkingDir { path: PathBuf },
+    /// An uploaded working directory that cannot be stored or used: a
+    /// name that is no digest, bytes that do not hash to it, an archive
+    /// that does not unpack, a job naming a package the head does not hold.
+    #[error("package {digest}: {problem}")]
+    Package { digest: String, problem: String },
     #[error("the entrypoint is empty: give the command to run after `--`")]
     EmptyEntrypoint,
     #[error("submission id `{0}` must be 1 to 64 letters, digits, `-` or `_`")]

@@ -15,6 +15,7 @@
 
 use crate::error::{DashboardError, Result};
 use crate::logs::LogChunk;
+use crate::packages::Packages;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -70,6 +71,10 @@ impl std::fmt::Display for JobState {
         f.write_str(self.as_str())
     }
 }
+
+/// Left out of an uploaded working directory when the driver ships it on:
+/// `oxray train` writes its runs under `results/` of the driver's directory.
+const RESULTS_EXCLUDE: &str = "/results/";
 
 /// Where and with what environment the driver runs (Ray's `runtime_env`,
 /// of which oxray supports these two keys).
@@ -135,16 +140,24 @@ struct JobEntry {
 pub struct JobSupervisor {
     jobs: Arc<Mutex<Vec<JobEntry>>>,
     log_dir: PathBuf,
+    packages: Arc<Packages>,
     cluster: ClusterEnv,
     runtime: tokio::runtime::Handle,
 }
 
 impl JobSupervisor {
-    /// `runtime` reaps the drivers; logs go to `log_dir`.
-    pub fn new(log_dir: PathBuf, cluster: ClusterEnv, runtime: tokio::runtime::Handle) -> Self {
+    /// `runtime` reaps the drivers; logs go to `log_dir`; a working
+    /// directory `package://DIGEST` is the copy in `packages`.
+    pub fn new(
+        log_dir: PathBuf,
+        packages: Arc<Packages>,
+        cluster: ClusterEnv,
+        runtime: tokio::runtime::Handle,
+    ) -> Self {
         JobSupervisor {
             jobs: Arc::new(Mutex::new(Vec::new())),
             log_dir,
+            packages,
             cluster,
             runtime,
         }
@@ -160,14 +173,23 @@ impl JobSupervisor {
             Some(id) => return Err(DashboardError::BadSubmissionId(id)),
             None => new_submission_id(),
         };
-        // Without a working directory the driver runs where the head does.
-        let working_dir = match &request.runtime_env.working_dir {
-            Some(dir) => PathBuf::from(dir),
-            None => std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")),
+        // Without a working directory the driver runs where the head does;
+        // an uploaded package is also shipped to the job's workers.
+        let (working_dir, uploaded) = match &request.runtime_env.working_dir {
+            Some(dir) => match self.packages.resolve(dir) {
+                Some(copy) => (copy?, true),
+                None => (PathBuf::from(dir), false),
+            },
+            None => (
+                std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")),
+                false,
+            ),
         };
         if !working_dir.is_dir() {
             return Err(DashboardError::WorkingDir { path: working_dir });
         }
+        // Where it runs, which is also where the Training view finds its
+        // results: for an uploaded package, the head's copy.
         let mut runtime_env = request.runtime_env.clone();
         runtime_env.working_dir = Some(working_dir.display().to_string());
         let log_path = self.log_dir.join(format!("job-{id}.log"));
@@ -195,7 +217,8 @@ impl JobSupervisor {
                 stop_requested: false,
             });
         }
-        match self.spawn_driver(&id, &request, &working_dir, &log_path) {
+        let shipped = uploaded.then_some(working_dir.as_path());
+        match self.spawn_driver(&id, &request, &working_dir, shipped, &log_path) {
             Ok(details) => Ok(details),
             Err(error) => {
                 self.finish(&id, JobState::Failed, None, error.to_string());
@@ -209,6 +232,7 @@ impl JobSupervisor {
         id: &str,
         request: &JobSubmitRequest,
         working_dir: &Path,
+        shipped: Option<&Path>,
         log_path: &Path,
     ) -> Result<JobDetails> {
         let log_error = |source| DashboardError::JobLog {
@@ -231,18 +255,31 @@ impl JobSupervisor {
             .env("OXRAY_JOB_SUBMISSION_ID", id)
             .env("PATH", path_with_own_directory())
             .envs(&request.runtime_env.env_vars)
-            // The job's variables reach its workers on every node too (Ray's
-            // job-level runtime_env); its directory is the driver's own, and
-            // `oxray train --working-dir` ships one to the workers.
+            // The job's variables, and an uploaded working directory, reach
+            // its workers on every node too (Ray's job-level runtime_env); a
+            // directory given as a path on the head stays the driver's own.
             .env(
                 oxray_core::RUNTIME_ENV_ENV,
                 oxray_core::RuntimeEnv {
+                    working_dir: shipped.map(Path::to_path_buf),
                     env_vars: request.runtime_env.env_vars.clone(),
-                    ..Default::default()
+                    // What drivers wrote into the copy (`oxray train`'s
+                    // runs) is not shipped on to the workers.
+                    excludes: vec![RESULTS_EXCLUDE.to_string()],
                 }
                 .to_json(),
             )
             .current_dir(working_dir);
+        if let Some(copy) = shipped {
+            // Python modules of the package import in the driver too.
+            let mut python_path = vec![copy.to_path_buf()];
+            if let Some(inherited) = std::env::var_os("PYTHONPATH").filter(|p| !p.is_empty()) {
+                python_path.extend(std::env::split_paths(&inherited));
+            }
+            if let Ok(joined) = std::env::join_paths(python_path) {
+                command.env("PYTHONPATH", joined);
+            }
+        }
         // SAFETY: setsid and prctl are async-signal-safe. setsid makes the
         // driver the leader of a new session and process group, detached from
         // any terminal, so the whole job can be signalled as one group; the

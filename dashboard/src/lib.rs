@@ -15,6 +15,7 @@
 //! | `server.rs` | routes, the token middleware, JSON and HTML handlers |
 //! | `auth.rs` | the token check: bearer header, login cookie |
 //! | `jobs.rs` | the job supervisor: driver processes, states, stop |
+//! | `packages.rs` | working directories uploaded for jobs, unpacked by digest |
 //! | `client.rs` | the HTTP client `oxray job` and tests use |
 //! | `metrics.rs` | Prometheus text exposition |
 //! | `pages.rs` | HTML pages and live fragments |
@@ -31,6 +32,7 @@ mod history;
 pub mod jobs;
 mod logs;
 mod metrics;
+pub mod packages;
 mod pages;
 mod server;
 mod training;
@@ -68,6 +70,10 @@ pub struct DashboardOptions {
     /// The session's `logs/` directory: job logs go there, the Logs view
     /// shows it.
     pub log_dir: PathBuf,
+    /// Where uploaded working directories are unpacked. They stay when the
+    /// dashboard stops, with what the jobs wrote there (their results), as
+    /// Ray's session directory keeps its runtime resources.
+    pub packages_dir: PathBuf,
     pub status: StatusSource,
     /// The nodes alone, sampled every second for the resource charts
     /// (`status` would copy every actor, task and object row each time).
@@ -97,8 +103,10 @@ impl Dashboard {
         let listener = std::net::TcpListener::bind(options.bind).map_err(bind_error)?;
         listener.set_nonblocking(true).map_err(bind_error)?;
         let address = listener.local_addr().map_err(bind_error)?;
+        let packages = Arc::new(packages::Packages::new(options.packages_dir));
         let supervisor = jobs::JobSupervisor::new(
             options.log_dir.clone(),
+            packages.clone(),
             jobs::ClusterEnv {
                 head_address: options.head_address,
                 token: options.token.clone(),
@@ -112,6 +120,7 @@ impl Dashboard {
             history: history.clone(),
             check: auth::TokenCheck::new(&options.token),
             log_dir: options.log_dir,
+            packages,
         };
         let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
         let listener = {

@@ -10,9 +10,10 @@ use crate::auth::{self, TokenCheck};
 use crate::error::DashboardError;
 use crate::history::History;
 use crate::jobs::{JobSubmitRequest, JobSupervisor};
+use crate::packages::Packages;
 use crate::pages::{self, Fragment, View};
 use crate::{logs, metrics, training};
-use axum::extract::{Form, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, Form, Path, Query, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Redirect, Response};
@@ -35,6 +36,7 @@ pub struct AppState {
     pub history: Arc<History>,
     pub check: TokenCheck,
     pub log_dir: PathBuf,
+    pub packages: Arc<Packages>,
 }
 
 impl AppState {
@@ -74,6 +76,15 @@ pub fn router(state: AppState) -> Router {
         .route("/api/jobs/{id}", get(job_info).delete(delete_job))
         .route("/api/jobs/{id}/logs", get(job_logs))
         .route("/api/jobs/{id}/stop", post(stop_job))
+        .route(
+            "/api/packages/{digest}",
+            get(package_info)
+                .put(upload_package)
+                .layer(DefaultBodyLimit::max(
+                    // The archive's entries carry a little beyond their bytes.
+                    oxray_core::MAX_WORKING_DIR_BYTES as usize + (16 << 20),
+                )),
+        )
         .layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/login", get(login_form).post(login))
@@ -112,7 +123,8 @@ impl IntoResponse for DashboardError {
             }
             DashboardError::BadSubmissionId(_)
             | DashboardError::EmptyEntrypoint
-            | DashboardError::WorkingDir { .. } => StatusCode::BAD_REQUEST,
+            | DashboardError::WorkingDir { .. }
+            | DashboardError::Package { .. } => StatusCode::BAD_REQUEST,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         (status, Json(error_body(&self.to_string()))).into_response()
@@ -272,6 +284,40 @@ async fn submit_job(
         }))
         .into_response(),
         Err(error) => error.into_response(),
+    }
+}
+
+/// `GET /api/packages/{digest}`: 200 when the head holds that package (the
+/// client then skips the upload), else 404.
+async fn package_info(State(state): State<AppState>, Path(digest): Path<String>) -> Response {
+    match state.packages.get(&digest) {
+        Some(_) => Json(serde_json::json!({ "digest": digest })).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(error_body(&format!("no package {digest}"))),
+        )
+            .into_response(),
+    }
+}
+
+/// `PUT /api/packages/{digest}`: a working directory's archive, checked
+/// against the digest and unpacked (off the runtime's threads).
+async fn upload_package(
+    State(state): State<AppState>,
+    Path(digest): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let packages = state.packages.clone();
+    let stored =
+        tokio::task::spawn_blocking(move || packages.store(&digest, &body).map(|_| digest)).await;
+    match stored {
+        Ok(Ok(digest)) => Json(serde_json::json!({ "digest": digest })).into_response(),
+        Ok(Err(error)) => error.into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(error_body(&e.to_string())),
+        )
+            .into_response(),
     }
 }
 

@@ -3,6 +3,7 @@
 
 use oxray_dashboard::client::http_request;
 use oxray_dashboard::jobs::{ClusterEnv, JobSupervisor};
+use oxray_dashboard::packages::Packages;
 use oxray_dashboard::{
     Dashboard, DashboardClient, DashboardError, DashboardOptions, JobState, JobSubmitRequest,
     RuntimeEnv,
@@ -18,6 +19,7 @@ fn dashboard(logs: &std::path::Path) -> Dashboard {
         token: TOKEN.into(),
         head_address: "127.0.0.1:1".into(),
         log_dir: logs.to_path_buf(),
+        packages_dir: logs.join("packages"),
         status: Arc::new(oxray_core::ClusterStatus::default),
         nodes: Arc::new(Vec::new),
     })
@@ -143,6 +145,71 @@ fn stop_ends_the_driver_and_everything_it_started() {
     assert!(!client.stop_job(&id).unwrap(), "a stopped job stops once");
 }
 
+/// A working directory uploaded as a package (as `oxray job submit
+/// --working-dir` does from a machine without the cluster's file system):
+/// the driver runs in the head's copy, which its runtime env ships on to the
+/// workers; a second upload of the same tree is skipped; a package that
+/// does not match its digest, or a job naming one never uploaded, is refused
+/// by name; the copy stays after the dashboard, with what the job wrote.
+#[test]
+fn jobs_run_in_uploaded_working_directories() {
+    let logs = tempfile::tempdir().unwrap();
+    let dashboard = dashboard(logs.path());
+    let client = DashboardClient::new(&dashboard.url(), TOKEN).unwrap();
+    let tree = tempfile::tempdir().unwrap();
+    std::fs::write(tree.path().join("data.txt"), "from the laptop").unwrap();
+    let (digest, archive) = oxray_core::pack_working_dir(tree.path(), &[]).unwrap();
+
+    let uri = client.upload_package(&digest, archive.clone()).unwrap();
+    assert_eq!(uri, format!("package://{digest}"));
+    let mut uploaded = job("cat data.txt; echo; pwd; printf '%s' \"$OXRAY_RUNTIME_ENV\"");
+    uploaded.runtime_env.working_dir = Some(uri.clone());
+    let done = wait_final(&client, &client.submit_job(&uploaded).unwrap());
+    assert_eq!(done.status, JobState::Succeeded, "{}", done.message);
+    let log = client.job_logs(&done.submission_id, 0).unwrap().logs;
+    let lines: Vec<&str> = log.lines().collect();
+    let [data, cwd, runtime_env] = lines[..] else {
+        panic!("{log}");
+    };
+    assert_eq!(data, "from the laptop");
+    let copy = std::path::Path::new(cwd);
+    assert!(copy.starts_with(logs.path().join("packages")), "{cwd}");
+    let runtime_env: oxray_core::RuntimeEnv = serde_json::from_str(runtime_env).unwrap();
+    assert_eq!(runtime_env.working_dir.as_deref(), Some(copy));
+    assert_eq!(
+        done.runtime_env.working_dir.as_deref(),
+        Some(cwd),
+        "where it ran"
+    );
+
+    // The head holds it: the client asks first and does not send it again.
+    std::fs::write(copy.join("marker"), "").unwrap();
+    client.upload_package(&digest, archive.clone()).unwrap();
+    assert!(copy.join("marker").exists());
+
+    let mut tampered = archive;
+    *tampered.last_mut().unwrap() ^= 1;
+    let other = format!("{:064x}", 7);
+    let refused = client.upload_package(&other, tampered).unwrap_err();
+    assert!(
+        matches!(&refused, DashboardError::Api { status: 400, message, .. } if message.contains("SHA-256")),
+        "{refused}"
+    );
+    let mut unknown = job("true");
+    unknown.runtime_env.working_dir = Some(format!("package://{other}"));
+    let refused = client.submit_job(&unknown).unwrap_err();
+    assert!(
+        matches!(&refused, DashboardError::Api { status: 400, message, .. } if message.contains(&other)),
+        "{refused}"
+    );
+
+    drop(dashboard);
+    assert_eq!(
+        std::fs::read_to_string(copy.join("data.txt")).unwrap(),
+        "from the laptop"
+    );
+}
+
 /// A driver submitted from a thread that then ends runs to completion: it
 /// dies with the process that started it (its death signal), not with the
 /// submitting thread, which the kernel would take for its parent were it
@@ -154,6 +221,7 @@ fn a_driver_outlives_the_thread_that_submitted_it() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let supervisor = JobSupervisor::new(
         logs.path().to_path_buf(),
+        Arc::new(Packages::new(logs.path().join("packages"))),
         ClusterEnv {
             head_address: "127.0.0.1:1".into(),
             token: TOKEN.into(),

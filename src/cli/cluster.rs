@@ -347,6 +347,7 @@ fn start_dashboard(
         token: head.token.clone(),
         head_address: head.address.to_string(),
         log_dir: daemon::session_subdir("logs").ok()?,
+        packages_dir: daemon::session_dir().ok()?.join("job_packages"),
         status,
         nodes,
     });

@@ -48,11 +48,19 @@ pub struct DashboardArgs {
 pub struct SubmitArgs {
     #[command(flatten)]
     dashboard: DashboardArgs,
-    /// Directory the driver runs in (default: this one; it must exist on
-    /// the head's machine).
+    /// Upload this directory to the head (Ray's `--working-dir`): the
+    /// driver runs in the head's copy, with it first on PYTHONPATH, and ships
+    /// it on to the job's workers on every node. Without it the driver runs
+    /// in this directory's path on the head's machine (it must exist there).
     #[arg(long)]
     working_dir: Option<std::path::PathBuf>,
-    /// Environment variable for the driver, KEY=VALUE (repeatable).
+    /// Leave these paths of --working-dir out of the upload (repeatable;
+    /// Ray's runtime_env excludes): a name anywhere (`.git`, `*.ckpt`) or,
+    /// with a `/`, a path from the directory (`results/`).
+    #[arg(long = "exclude", value_name = "PATTERN", requires = "working_dir")]
+    exclude: Vec<String>,
+    /// Environment variable for the driver and the job's workers, KEY=VALUE
+    /// (repeatable).
     #[arg(long = "env", value_name = "KEY=VALUE")]
     env: Vec<String>,
     /// Use this submission id instead of a random one.
@@ -164,15 +172,19 @@ fn submit(args: SubmitArgs) -> anyhow::Result<()> {
     let env_vars = parse_env_vars(&args.env)?;
     let working_dir = match args.working_dir {
         Some(dir) => {
-            std::path::absolute(&dir).with_context(|| format!("--working-dir {}", dir.display()))?
+            let (digest, archive) = oxray_core::pack_working_dir(&dir, &args.exclude)?;
+            client.upload_package(&digest, archive)?
         }
-        None => std::env::current_dir().context("cannot read the current directory")?,
+        None => std::env::current_dir()
+            .context("cannot read the current directory")?
+            .display()
+            .to_string(),
     };
     let request = JobSubmitRequest {
         entrypoint: command_line(&args.entrypoint),
         submission_id: args.submission_id,
         runtime_env: RuntimeEnv {
-            working_dir: Some(working_dir.display().to_string()),
+            working_dir: Some(working_dir),
             env_vars,
         },
         metadata: Default::default(),
