@@ -80,9 +80,16 @@ impl RuntimeEnv {
             })
     }
 
-    /// The JSON that [`RUNTIME_ENV_ENV`] holds.
-    pub fn to_json(&self) -> String {
-        serde_json::to_string(self).expect("a runtime env is plain data")
+    /// The JSON that [`RUNTIME_ENV_ENV`] holds; a working directory whose
+    /// path is not UTF-8 cannot be written so.
+    pub fn to_json(&self) -> Result<String> {
+        serde_json::to_string(self).map_err(|e| Error::WorkingDir {
+            path: self
+                .working_dir
+                .as_deref()
+                .map_or_else(String::new, |dir| dir.display().to_string()),
+            problem: format!("cannot be written as JSON: {e}"),
+        })
     }
 
     /// Packs the working directory and checks the variables: what the
@@ -661,7 +668,7 @@ mod tests {
         let env = RuntimeEnv::default()
             .working_dir("/srv/exp")
             .env_var("SEED", "3");
-        let parsed: RuntimeEnv = serde_json::from_str(&env.to_json()).unwrap();
+        let parsed: RuntimeEnv = serde_json::from_str(&env.to_json().unwrap()).unwrap();
         assert_eq!(parsed, env);
         let ray_shaped: RuntimeEnv = serde_json::from_str(r#"{"env_vars": {"A": "1"}}"#).unwrap();
         assert_eq!(ray_shaped.env_vars["A"], "1");

@@ -240,6 +240,24 @@ impl JobSupervisor {
             path: log_path.to_path_buf(),
             source,
         };
+        // The job's variables, and an uploaded working directory, reach its
+        // workers on every node too (Ray's job-level runtime_env); a
+        // directory given as a path on the head stays the driver's own.
+        let runtime_env = oxray_core::RuntimeEnv {
+            working_dir: shipped.map(Path::to_path_buf),
+            env_vars: request.runtime_env.env_vars.clone(),
+            // What drivers wrote into the copy (`oxray train`'s runs) is not
+            // shipped on to the workers.
+            excludes: vec![RESULTS_EXCLUDE.to_string()],
+        }
+        .to_json()
+        .map_err(|e| DashboardError::Package {
+            // Only a package's copy under a path that is not UTF-8 fails.
+            digest: shipped
+                .and_then(Path::file_name)
+                .map_or_else(String::new, |name| name.to_string_lossy().into_owned()),
+            problem: e.to_string(),
+        })?;
         std::fs::create_dir_all(&self.log_dir).map_err(log_error)?;
         let log = std::fs::File::create(log_path).map_err(log_error)?;
         let log_too = log.try_clone().map_err(log_error)?;
@@ -255,20 +273,7 @@ impl JobSupervisor {
             .env("OXRAY_JOB_SUBMISSION_ID", id)
             .env("PATH", path_with_own_directory())
             .envs(&request.runtime_env.env_vars)
-            // The job's variables, and an uploaded working directory, reach
-            // its workers on every node too (Ray's job-level runtime_env); a
-            // directory given as a path on the head stays the driver's own.
-            .env(
-                oxray_core::RUNTIME_ENV_ENV,
-                oxray_core::RuntimeEnv {
-                    working_dir: shipped.map(Path::to_path_buf),
-                    env_vars: request.runtime_env.env_vars.clone(),
-                    // What drivers wrote into the copy (`oxray train`'s
-                    // runs) is not shipped on to the workers.
-                    excludes: vec![RESULTS_EXCLUDE.to_string()],
-                }
-                .to_json(),
-            )
+            .env(oxray_core::RUNTIME_ENV_ENV, runtime_env)
             .current_dir(working_dir);
         if let Some(copy) = shipped {
             // Python modules of the package import in the driver too.
