@@ -306,7 +306,7 @@ pub(crate) fn pack(dir: &Path, excludes: &Excludes) -> Result<Vec<u8>> {
                     return Err(problem(
                         dir,
                         format!(
-                            "its files hold more than {} MiB (at {}); ship code and small files, and keep datasets where every node can read them",
+                            "its files hold more than {} MiB (at {}); ship code and small files, leave the rest out with excludes (`--exclude results/`), and keep datasets where every node can read them",
                             MAX_WORKING_DIR_BYTES >> 20,
                             path.display()
                         ),
