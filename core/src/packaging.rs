@@ -459,6 +459,19 @@ impl ExecutableCache {
     }
 }
 
+/// `bytes` (a working directory's archive, in memory) as upload chunks.
+pub(crate) fn chunks_of(
+    bytes: &[u8],
+) -> impl tokio_stream::Stream<Item = Chunk> + Send + Unpin + 'static {
+    let chunks: Vec<Chunk> = bytes
+        .chunks(CHUNK_BYTES)
+        .map(|data| Chunk {
+            data: data.to_vec(),
+        })
+        .collect();
+    tokio_stream::iter(chunks)
+}
+
 /// Reads a file in chunks, for serving it to a node or uploading it.
 pub(crate) fn read_chunks(
     path: PathBuf,
@@ -538,14 +551,8 @@ pub(crate) fn offer_to_head(
             offer(&mut head, address, executable, image).await?;
         }
         if let (Some(bytes), Some(archive)) = (working_dir, &executable.runtime_env.working_dir) {
-            let chunks: Vec<Chunk> = bytes
-                .chunks(CHUNK_BYTES)
-                .map(|data| Chunk {
-                    data: data.to_vec(),
-                })
-                .collect();
             let file = JobExecutable::archive_file(archive);
-            offer(&mut head, address, &file, tokio_stream::iter(chunks)).await?;
+            offer(&mut head, address, &file, chunks_of(bytes)).await?;
         }
         Ok(())
     })

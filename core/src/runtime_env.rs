@@ -140,6 +140,20 @@ impl std::fmt::Debug for PreparedRuntimeEnv {
     }
 }
 
+/// This process's `PYTHONPATH` with `dir` first: what a job's working
+/// directory makes of it, in its workers and in its driver, so Python envs
+/// and wrappers in the directory import (as Ray puts its working_dir on
+/// `sys.path`).
+pub fn python_path_with(
+    dir: &Path,
+) -> std::result::Result<std::ffi::OsString, std::env::JoinPathsError> {
+    let mut paths = vec![dir.to_path_buf()];
+    if let Some(inherited) = std::env::var_os("PYTHONPATH").filter(|p| !p.is_empty()) {
+        paths.extend(std::env::split_paths(&inherited));
+    }
+    std::env::join_paths(paths)
+}
+
 /// A job's runtime env as nodes see it: the working directory by its
 /// archive's digest.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]

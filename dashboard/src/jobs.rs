@@ -277,12 +277,8 @@ impl JobSupervisor {
             .current_dir(working_dir);
         if let Some(copy) = shipped {
             // Python modules of the package import in the driver too.
-            let mut python_path = vec![copy.to_path_buf()];
-            if let Some(inherited) = std::env::var_os("PYTHONPATH").filter(|p| !p.is_empty()) {
-                python_path.extend(std::env::split_paths(&inherited));
-            }
-            if let Ok(joined) = std::env::join_paths(python_path) {
-                command.env("PYTHONPATH", joined);
+            if let Ok(python_path) = oxray_core::python_path_with(copy) {
+                command.env("PYTHONPATH", python_path);
             }
         }
         // SAFETY: setsid and prctl are async-signal-safe. setsid makes the

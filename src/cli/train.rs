@@ -180,11 +180,7 @@ fn runtime_env(
         if !dir.is_dir() {
             anyhow::bail!("--working-dir {}: not a directory", dir.display());
         }
-        let mut python_path = vec![dir.clone()];
-        if let Some(inherited) = std::env::var_os("PYTHONPATH").filter(|p| !p.is_empty()) {
-            python_path.extend(std::env::split_paths(&inherited));
-        }
-        std::env::set_var("PYTHONPATH", std::env::join_paths(python_path)?);
+        std::env::set_var("PYTHONPATH", oxray_core::python_path_with(&dir)?);
         runtime_env.working_dir = Some(dir);
     }
     Ok(Some(runtime_env))

@@ -146,21 +146,11 @@ impl Node {
         ) else {
             return Ok(());
         };
-        let chunks: Vec<std::result::Result<Chunk, String>> = bytes
-            .chunks(packaging::CHUNK_BYTES)
-            .map(|data| {
-                Ok(Chunk {
-                    data: data.to_vec(),
-                })
-            })
-            .collect();
+        use tokio_stream::StreamExt;
+        let chunks = packaging::chunks_of(bytes).map(Ok);
         let file = JobExecutable::archive_file(archive);
         self.runtime
-            .block_on(
-                self.executables
-                    .cache
-                    .store(&file, tokio_stream::iter(chunks)),
-            )
+            .block_on(self.executables.cache.store(&file, chunks))
             .map(drop)
             .map_err(|reason| Error::ExecutableUnavailable {
                 node: self.config.node_id.clone(),

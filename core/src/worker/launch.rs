@@ -86,16 +86,8 @@ impl WorkerLaunch<'_> {
             .stdin(std::process::Stdio::null())
             .kill_on_drop(false);
         if let Some(dir) = &self.environment.dir {
-            // Python envs and wrappers of the job's directory import, as
-            // Ray puts its working_dir on a worker's sys.path.
-            let python_path = match std::env::var_os("PYTHONPATH") {
-                Some(inherited) if !inherited.is_empty() => {
-                    let mut paths = vec![dir.clone()];
-                    paths.extend(std::env::split_paths(&inherited));
-                    std::env::join_paths(paths).unwrap_or_else(|_| dir.as_os_str().to_owned())
-                }
-                _ => dir.as_os_str().to_owned(),
-            };
+            let python_path = crate::runtime_env::python_path_with(dir)
+                .unwrap_or_else(|_| dir.as_os_str().to_owned());
             command.current_dir(dir).env("PYTHONPATH", python_path);
         }
         if let Some(dir) = self.log_dir {
