@@ -129,6 +129,10 @@ fn a_python_env_from_the_working_directory_trains_on_another_node() {
     std::fs::write(&module, probe_env(1)).unwrap();
     std::fs::create_dir(working_dir.path().join("results")).unwrap();
     std::fs::write(working_dir.path().join("results/old-run.csv"), "1,2,3").unwrap();
+    // What git ignores stays home too, as with Ray's packaging.
+    std::fs::write(working_dir.path().join(".gitignore"), ".venv/\n").unwrap();
+    std::fs::create_dir(working_dir.path().join(".venv")).unwrap();
+    std::fs::write(working_dir.path().join(".venv/big.so"), "not shipped").unwrap();
 
     // Ten steps of reward 3: the variable reached the worker on the node.
     assert_trained(
@@ -144,6 +148,8 @@ fn a_python_env_from_the_working_directory_trains_on_another_node() {
     assert_eq!(Path::new(&imported_from), copy.as_path());
     assert!(!working_dir.path().join("stepped-here").exists());
     assert!(!copy.join("results").exists(), "excluded, yet shipped");
+    assert!(!copy.join(".venv").exists(), "ignored by git, yet shipped");
+    assert!(copy.join(".gitignore").is_file());
 
     // An edited directory is a new copy, run by new workers: none of the
     // first run's, which imported the old module, serves the second.

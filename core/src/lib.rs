@@ -117,7 +117,7 @@ pub use runtime::{
 };
 pub use runtime_env::{
     pack_working_dir, python_path_with, unpack_working_dir, JobRuntimeEnv, RuntimeEnv,
-    WorkingDirArchive, MAX_WORKING_DIR_BYTES, RUNTIME_ENV_ENV,
+    WorkingDirArchive, IGNORE_GITIGNORE_ENV, MAX_WORKING_DIR_BYTES, RUNTIME_ENV_ENV,
 };
 pub use spill::MIN_OBJECT_STORE_MEMORY;
 pub use transfer::{transfer_counters, TransferCounters};

@@ -53,7 +53,7 @@ pub struct JobExecutable {
     pub digest: String,
     pub size: u64,
     pub ship: ShipExecutable,
-    /// The job's working directory and variables (`runtime_env.rs`).
+    /// The job's working directory and variables (`runtime_env/`).
     pub runtime_env: JobRuntimeEnv,
 }
 

@@ -54,9 +54,10 @@ pub struct SubmitArgs {
     /// in this directory's path on the head's machine (it must exist there).
     #[arg(long)]
     working_dir: Option<std::path::PathBuf>,
-    /// Leave these paths of --working-dir out of the upload (repeatable;
-    /// Ray's runtime_env excludes): a name anywhere (`.git`, `*.ckpt`) or,
-    /// with a `/`, a path from the directory (`results/`).
+    /// Leave these paths of --working-dir out of its copy (repeatable; Ray's
+    /// runtime_env excludes, gitignore patterns, on top of the directory's
+    /// .gitignore files): a name anywhere (`.git`, `*.ckpt`) or, with a
+    /// `/`, a path from the directory (`/results`).
     #[arg(long = "exclude", value_name = "PATTERN", requires = "working_dir")]
     exclude: Vec<String>,
     /// Environment variable for the driver and the job's workers, KEY=VALUE

@@ -57,8 +57,9 @@ pub struct TrainArgs {
     #[arg(long = "env", value_name = "KEY=VALUE")]
     env: Vec<String>,
     /// Leave these paths of --working-dir out of its copy (repeatable; Ray's
-    /// runtime_env excludes): a name anywhere (`.git`, `*.ckpt`) or, with a
-    /// `/`, a path from the directory (`results/`).
+    /// runtime_env excludes, gitignore patterns, on top of the directory's
+    /// .gitignore files): a name anywhere (`.git`, `*.ckpt`) or, with a
+    /// `/`, a path from the directory (`/results`).
     #[arg(long = "exclude", value_name = "PATTERN", requires = "working_dir")]
     exclude: Vec<String>,
     /// Repeat the search space this many times, drawing new values for its
