@@ -110,12 +110,12 @@ pub enum CollectiveError {
         op: OpKind,
         timeout: Duration,
     },
-    #[error("rank {rank}: socket error with rank {peer} during {op}: {source}")]
+    #[error("rank {rank}: socket error with rank {peer} during {op}: {error}")]
     Io {
         rank: usize,
         peer: usize,
         op: OpKind,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("rank {rank}: {op} refused: the group failed earlier ({cause})")]
     GroupBroken {
@@ -124,7 +124,15 @@ pub enum CollectiveError {
         cause: String,
     },
     #[error("key-value store: {0}")]
-    Kv(#[from] oxray_core::Error),
+    Kv(oxray_core::Error),
+}
+
+// Written out rather than `#[from]`, which would also make the inner error
+// the source: a chain printed whole (`{:#}`) would then say it twice.
+impl From<oxray_core::Error> for CollectiveError {
+    fn from(error: oxray_core::Error) -> Self {
+        CollectiveError::Kv(error)
+    }
 }
 
 pub type Result<T, E = CollectiveError> = std::result::Result<T, E>;

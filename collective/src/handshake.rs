@@ -66,10 +66,10 @@ pub(crate) enum HandshakeError {
     NotAPeer,
     #[error("the peer closed the connection during authentication (it does not share this cluster's token and group)")]
     Closed,
-    #[error("{0}")]
+    #[error(transparent)]
     Io(#[from] std::io::Error),
     #[error("cannot draw a nonce: {0}")]
-    Random(#[from] oxray_core::Error),
+    Random(oxray_core::Error),
 }
 
 fn read_array<const N: usize>(mut stream: &TcpStream) -> Result<[u8; N], HandshakeError> {
@@ -86,7 +86,7 @@ fn read_array<const N: usize>(mut stream: &TcpStream) -> Result<[u8; N], Handsha
 
 /// Accepting side, step 1: sends a fresh challenge.
 pub(crate) fn send_challenge(mut stream: &TcpStream) -> Result<Nonce, HandshakeError> {
-    let challenge: Nonce = random_bytes()?;
+    let challenge: Nonce = random_bytes().map_err(HandshakeError::Random)?;
     let mut message = CHALLENGE_MAGIC.to_vec();
     message.extend_from_slice(&challenge);
     stream.write_all(&message)?;
@@ -105,7 +105,7 @@ pub(crate) fn prove_and_verify(
         return Err(HandshakeError::NotAPeer);
     }
     let challenge: Nonce = read_array(stream)?;
-    let nonce: Nonce = random_bytes()?;
+    let nonce: Nonce = random_bytes().map_err(HandshakeError::Random)?;
     let mut message = greeting.to_vec();
     message.extend_from_slice(&nonce);
     message.extend_from_slice(&key.mac(b"connect", &challenge, &nonce, greeting));

@@ -53,7 +53,7 @@ pub(crate) enum OpenError {
     Foreign(String),
     /// The file may be fine but is not reachable from here (another machine
     /// under the same node label, say): the pair falls back to TCP.
-    #[error("{0}")]
+    #[error(transparent)]
     Io(#[from] std::io::Error),
 }
 

@@ -183,7 +183,7 @@ pub(crate) fn socket_error(
             rank,
             peer,
             op,
-            source: error,
+            error,
         },
     }
 }

@@ -193,7 +193,7 @@ impl DashboardClient {
         let response = self.request(method, path, body)?;
         serde_json::from_slice(&response.body).map_err(|source| DashboardError::BadAnswer {
             address: self.address.clone(),
-            source,
+            error: source,
         })
     }
 
@@ -221,7 +221,7 @@ impl DashboardClient {
         }
         let body = serde_json::to_value(request).map_err(|source| DashboardError::BadAnswer {
             address: self.address.clone(),
-            source,
+            error: source,
         })?;
         let submitted: Submitted = self.call("POST", "/api/jobs/", Some(&body))?;
         Ok(submitted.submission_id)

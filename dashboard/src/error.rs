@@ -7,10 +7,10 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DashboardError {
-    #[error("cannot listen on {address}: {source}")]
+    #[error("cannot listen on {address}: {error}")]
     Bind {
         address: String,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("cannot start the dashboard's runtime: {0}")]
     Runtime(std::io::Error),
@@ -31,17 +31,17 @@ pub enum DashboardError {
     NoSuchJob(String),
     #[error("job {id} is {status}; only finished jobs can be deleted")]
     JobNotFinished { id: String, status: String },
-    #[error("log file of job {id} at {path}: {source}")]
+    #[error("log file of job {id} at {path}: {error}")]
     JobLog {
         id: String,
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("cannot start the driver of job {id} (`{entrypoint}`): {source}")]
+    #[error("cannot start the driver of job {id} (`{entrypoint}`): {error}")]
     Spawn {
         id: String,
         entrypoint: String,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("`{address}` is not a dashboard address; expected HOST:PORT or http://HOST:PORT")]
     BadAddress { address: String },
@@ -57,10 +57,10 @@ pub enum DashboardError {
         status: u16,
         message: String,
     },
-    #[error("the dashboard at {address} sent an answer that is not the expected JSON: {source}")]
+    #[error("the dashboard at {address} sent an answer that is not the expected JSON: {error}")]
     BadAnswer {
         address: String,
-        source: serde_json::Error,
+        error: serde_json::Error,
     },
 }
 

@@ -238,7 +238,7 @@ impl JobSupervisor {
         let log_error = |source| DashboardError::JobLog {
             id: id.to_string(),
             path: log_path.to_path_buf(),
-            source,
+            error: source,
         };
         // The job's variables, and an uploaded working directory, reach its
         // workers on every node too (Ray's job-level runtime_env); a
@@ -303,7 +303,7 @@ impl JobSupervisor {
         .map_err(|source| DashboardError::Spawn {
             id: id.to_string(),
             entrypoint: request.entrypoint.clone(),
-            source,
+            error: source,
         })?;
         let pid = child.id();
         let details = self.update(id, |entry| {
@@ -433,7 +433,7 @@ impl JobSupervisor {
         crate::logs::read_chunk(&path, offset).map_err(|source| DashboardError::JobLog {
             id: id.to_string(),
             path,
-            source,
+            error: source,
         })
     }
 

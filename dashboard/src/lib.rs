@@ -98,7 +98,7 @@ impl Dashboard {
             .map_err(DashboardError::Runtime)?;
         let bind_error = |source| DashboardError::Bind {
             address: options.bind.to_string(),
-            source,
+            error: source,
         };
         let listener = std::net::TcpListener::bind(options.bind).map_err(bind_error)?;
         listener.set_nonblocking(true).map_err(bind_error)?;

@@ -54,7 +54,7 @@ pub use sample_batch::SampleBatch;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("libtorch: {}", torch_message(.0))]
-    Torch(#[from] tch::TchError),
+    Torch(tch::TchError),
     #[error("{}: {error}", path.display())]
     Io {
         path: PathBuf,
@@ -79,15 +79,35 @@ pub enum Error {
     /// An env failed to build, reset or step (a Python env's exception
     /// included, with its traceback).
     #[error("environment: {0}")]
-    EnvFailed(#[from] oxray_envs::EnvError),
+    EnvFailed(oxray_envs::EnvError),
     /// Recorded episodes that cannot be read or written (the message
     /// carries the inner error whole, so it is not also a source).
     #[error("offline data: {0}")]
     OfflineData(offline_data::OfflineDataError),
     #[error("cluster: {0}")]
-    Cluster(#[from] oxray_core::Error),
+    Cluster(oxray_core::Error),
     #[error("collective: {0}")]
-    Collective(#[from] oxray_collective::CollectiveError),
+    Collective(oxray_collective::CollectiveError),
+}
+
+// The conversions are written out rather than `#[from]`, which would also
+// make the inner error the source: each variant's message already carries
+// it, and a chain printed whole (`{:#}`, as the CLI does) would say it twice.
+macro_rules! wrap_error {
+    ($($inner:ty => $variant:ident),* $(,)?) => {$(
+        impl From<$inner> for Error {
+            fn from(error: $inner) -> Self {
+                Error::$variant(error)
+            }
+        }
+    )*};
+}
+
+wrap_error! {
+    tch::TchError => Torch,
+    oxray_envs::EnvError => EnvFailed,
+    oxray_core::Error => Cluster,
+    oxray_collective::CollectiveError => Collective,
 }
 
 /// libtorch's message without the C++ stack trace it appends ("Exception

@@ -22,10 +22,10 @@ pub struct Figure {
 /// Why a figures file cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum FiguresFileError {
-    #[error("cannot read Ray's figures file {path}: {source}")]
+    #[error("cannot read Ray's figures file {path}: {error}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error(
         "Ray's figures file {path}, line {line}: {problem} \
@@ -51,7 +51,7 @@ impl RayFigures {
     pub fn read(path: &Path) -> Result<Self, FiguresFileError> {
         let text = std::fs::read_to_string(path).map_err(|source| FiguresFileError::Read {
             path: path.to_path_buf(),
-            source,
+            error: source,
         })?;
         Self::parse(path, &text)
     }

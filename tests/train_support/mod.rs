@@ -88,4 +88,9 @@ pub fn assert_clean_error(output: &Output, needles: &[&str]) {
     for needle in needles {
         assert!(lines[0].contains(needle), "`{needle}` not in: {err}");
     }
+    // An error's cause is told once, not again by each layer around it.
+    let clauses: Vec<&str> = lines[0].split(": ").filter(|c| c.len() > 10).collect();
+    for (i, clause) in clauses.iter().enumerate() {
+        assert!(!clauses[i + 1..].contains(clause), "said twice: {err}");
+    }
 }

@@ -21,7 +21,7 @@ pub enum TrainError {
     #[error(transparent)]
     Rl(#[from] oxray_rl::Error),
     #[error("cluster: {0}")]
-    Cluster(#[from] oxray_core::Error),
+    Cluster(oxray_core::Error),
     #[error("learner: {0}")]
     Learner(String),
     #[error("non-finite loss in iteration {iteration}: {reason}")]
@@ -54,6 +54,14 @@ impl TrainError {
             }
             other => TrainError::Rl(other),
         }
+    }
+}
+
+// Not `#[from]`, which would also make it the source: the message carries
+// it already, and the CLI prints an error's whole chain.
+impl From<oxray_core::Error> for TrainError {
+    fn from(error: oxray_core::Error) -> Self {
+        TrainError::Cluster(error)
     }
 }
 

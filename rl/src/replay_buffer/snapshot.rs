@@ -25,7 +25,7 @@ const VERSION: u32 = 1;
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
     #[error("cannot be read ({0})")]
-    Unreadable(#[from] postcard::Error),
+    Unreadable(postcard::Error),
     #[error("is version {found} of the replay buffer format, this build reads {VERSION}")]
     Version { found: u32 },
     #[error("was made with {key} {saved}, this run's config has {configured}")]
@@ -82,7 +82,7 @@ impl ReplayBuffer {
     /// was made with `config` (all but the seed: the saved random stream
     /// goes on).
     pub fn from_snapshot(config: ReplayBufferConfig, bytes: &[u8]) -> Result<Self, SnapshotError> {
-        let saved: Snapshot = postcard::from_bytes(bytes)?;
+        let saved: Snapshot = postcard::from_bytes(bytes).map_err(SnapshotError::Unreadable)?;
         if saved.version != VERSION {
             return Err(SnapshotError::Version {
                 found: saved.version,
