@@ -1,6 +1,8 @@
 //! `oxray train --working-dir DIR --env KEY=VALUE` on a cluster of `oxray
-//! start` processes: a Python env that exists only in DIR trains on a node
-//! whose workers start in that node's copy of DIR with the variables set;
+//! start` processes: a Python env that exists only in DIR, and reads a file
+//! relative to it, trains on a node whose workers start in that node's copy
+//! of DIR with the variables set (the env's spaces read there too, not in
+//! the driver);
 //! `--exclude` leaves paths out of the copy; a later run with an edited DIR
 //! gets a new copy and new workers; the same
 //! runtime env handed over in `OXRAY_RUNTIME_ENV` (as the Jobs API does)
@@ -13,7 +15,9 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 /// A Python env whose reward per step is `PROBE_REWARD` times `SCALE`, ten
-/// steps an episode; each step writes where its module was imported from
+/// steps an episode; it reads a data file relative to its working directory
+/// (which only the copies hold: the driver, which runs elsewhere, never
+/// builds it), and each step writes where its module was imported from
 /// into the working directory of the process stepping it.
 fn probe_env(scale: u32) -> String {
     format!(
@@ -28,6 +32,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 class Probe(gym.Env):
     observation_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
     action_space = gym.spaces.Discrete(2)
+
+    def __init__(self, **kwargs):
+        with open('probe-data.txt') as f:
+            self.data = f.read()
 
     def reset(self, seed=None, options=None):
         self.t = 0
@@ -127,6 +135,7 @@ fn a_python_env_from_the_working_directory_trains_on_another_node() {
     let working_dir = tempfile::tempdir().unwrap();
     let module = working_dir.path().join("rtenv_probe.py");
     std::fs::write(&module, probe_env(1)).unwrap();
+    std::fs::write(working_dir.path().join("probe-data.txt"), "data").unwrap();
     std::fs::create_dir(working_dir.path().join("results")).unwrap();
     std::fs::write(working_dir.path().join("results/old-run.csv"), "1,2,3").unwrap();
     // What git ignores stays home too, as with Ray's packaging.

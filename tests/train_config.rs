@@ -329,6 +329,20 @@ fn cli_rejects_bad_input_without_leaving_a_run_directory() {
         &scratch.oxray(&["train", "env.yaml"]),
         &["unknown environment id `CartPol-v1`"],
     );
+    // With remote EnvRunners the spaces are read on one of them: the same
+    // error comes back from there.
+    assert_clean_error(
+        &scratch.oxray(&[
+            "train",
+            "env.yaml",
+            "--set",
+            "env_runners.num_env_runners=1",
+        ]),
+        &[
+            "unknown environment id `CartPol-v1`",
+            "on an EnvRunner's worker",
+        ],
+    );
 
     scratch.write("ok.yaml", SMALL_PPO);
     let bad_set = scratch.oxray(&["train", "ok.yaml", "--set", "training.nope=1"]);

@@ -17,7 +17,9 @@
 //! (`record_to`, RLlib's offline `output`) also writes every episode it
 //! finishes, step by step, to a file of its own (`offline_data`).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Mutex;
 
 use oxray_envs::{Actions, AutoresetMode, DType, EnvConfig, Space, VectorEnv};
 use rand::SeedableRng;
@@ -104,41 +106,70 @@ enum EnvActions {
     },
 }
 
-/// The module `kind` for `env`: observation shape, element type and action
-/// space, read from the env's spaces; an error when `model` does not fit
-/// them (an image without `conv_filters` for its size).
-pub fn module_spec(
-    env: &EnvConfig,
-    model: &ModelConfig,
-    kind: ModuleKind,
-) -> Result<ModuleSpec, Error> {
+/// What a module needs to know of an env, read from its spaces.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EnvSpaces {
+    pub observation_shape: Vec<usize>,
+    pub observation_dtype: ObsDType,
+    pub action_space: ActionSpace,
+    /// The action space as the env states it, for errors.
+    action_space_name: String,
+}
+
+/// Builds `env` once to read its spaces.
+pub fn env_spaces(env: &EnvConfig) -> Result<EnvSpaces, Error> {
     let vector = make(env, 1)?;
     let space = vector.single_observation_space();
     let observation_shape = match space.shape() {
         shape if shape.is_empty() => vec![vector.observation_dim()],
         shape => shape,
     };
-    let action_space = action_space(&env.id, vector.single_action_space())?;
-    if let Some(reason) = kind.unsupported(&action_space) {
-        return Err(Error::Incompatible(format!(
-            "{}: the algorithm's module {reason}, the env's action space is {}",
-            env.id,
-            vector.single_action_space()
-        )));
-    }
     let observation_dtype = match space.as_box().map(|b| b.dtype()) {
         Some(DType::U8) => ObsDType::U8,
         _ => ObsDType::F32,
     };
-    let spec = ModuleSpec {
+    Ok(EnvSpaces {
         observation_shape,
         observation_dtype,
+        action_space: action_space(&env.id, vector.single_action_space())?,
+        action_space_name: vector.single_action_space().to_string(),
+    })
+}
+
+/// The module `kind` for `env`: observation shape, element type and action
+/// space, read from the env's spaces (built here); an error when `model`
+/// does not fit them (an image without `conv_filters` for its size).
+pub fn module_spec(
+    env: &EnvConfig,
+    model: &ModelConfig,
+    kind: ModuleKind,
+) -> Result<ModuleSpec, Error> {
+    module_spec_for(&env.id, &env_spaces(env)?, model, kind)
+}
+
+/// The module `kind` for an env `env_id` with `spaces`.
+pub fn module_spec_for(
+    env_id: &str,
+    spaces: &EnvSpaces,
+    model: &ModelConfig,
+    kind: ModuleKind,
+) -> Result<ModuleSpec, Error> {
+    let action_space = spaces.action_space.clone();
+    if let Some(reason) = kind.unsupported(&action_space) {
+        return Err(Error::Incompatible(format!(
+            "{}: the algorithm's module {reason}, the env's action space is {}",
+            env_id, spaces.action_space_name
+        )));
+    }
+    let spec = ModuleSpec {
+        observation_shape: spaces.observation_shape.clone(),
+        observation_dtype: spaces.observation_dtype,
         action_space,
         model: model.clone(),
         kind,
     };
     let encoder = spec.encoder().map_err(|error| Error::Model {
-        env: env.id.clone(),
+        env: env_id.to_string(),
         error,
     })?;
     // SAC's Q(s, a) for a Box reads the action beside a flat observation,
@@ -150,10 +181,60 @@ pub fn module_spec(
     {
         return Err(Error::Incompatible(format!(
             "{}: SAC has no CNN encoder for a Box action space yet, the env's observations are images",
-            env.id
+            env_id
         )));
     }
     Ok(spec)
+}
+
+/// The spaces of `env` read where the remote EnvRunners run instead of in
+/// the driver, as RLlib asks a remote EnvRunner for them when it has some:
+/// an env that builds only on the cluster's nodes, or only in the job's
+/// working directory, trains without the driver building it. The task asks
+/// for what one EnvRunner does (`num_cpus`) and spreads as they do; its
+/// worker then serves the job's first EnvRunner.
+///
+/// The answer is kept for the life of this process, by env config: the
+/// algorithm asks before its EnvRunners exist, while later asks (its
+/// evaluation runners, a resume's check of the checkpoint's network) come
+/// when the EnvRunners may hold every CPU a new task would wait for.
+pub fn env_spaces_on_env_runner(env: &EnvConfig, num_cpus: f64) -> Result<EnvSpaces, Error> {
+    static READ: Mutex<BTreeMap<String, EnvSpaces>> = Mutex::new(BTreeMap::new());
+    let query = SpaceQuery { env: env.clone() };
+    let key = serde_json::to_string(&query).map_err(|e| Error::Env(format!("{}: {e}", env.id)))?;
+    let read_before = |key: &str| {
+        let read = READ.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        read.get(key).cloned()
+    };
+    if let Some(spaces) = read_before(&key) {
+        return Ok(spaces);
+    }
+    let read = read_env_spaces::options()
+        .num_cpus(num_cpus)
+        .scheduling_strategy(oxray_core::SchedulingStrategy::Spread)
+        .remote(query)
+        .get();
+    let spaces = read.map_err(|error| match error {
+        oxray_core::Error::TaskFailed { message, .. } => Error::OnEnvRunner(message),
+        other => Error::Cluster(other),
+    })?;
+    READ.lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .insert(key, spaces.clone());
+    Ok(spaces)
+}
+
+/// What [`env_spaces_on_env_runner`] sends: the env travels as JSON, as in
+/// [`EnvRunnerConfig`] (its constructor kwargs are free-form).
+#[derive(Serialize, Deserialize)]
+struct SpaceQuery {
+    #[serde(with = "oxray_envs::env_config::json_string")]
+    env: EnvConfig,
+}
+
+#[oxray_core::remote]
+fn read_env_spaces(query: SpaceQuery) -> Result<EnvSpaces, Error> {
+    env_spaces(&query.env)
 }
 
 /// The runner's sub-envs from either backend; same-step autoreset so that

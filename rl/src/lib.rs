@@ -86,6 +86,9 @@ pub enum Error {
     OfflineData(offline_data::OfflineDataError),
     #[error("cluster: {0}")]
     Cluster(oxray_core::Error),
+    /// What a remote EnvRunner's worker ran into, as it told it.
+    #[error("{0} (on an EnvRunner's worker)")]
+    OnEnvRunner(String),
     #[error("collective: {0}")]
     Collective(oxray_collective::CollectiveError),
 }

@@ -6,7 +6,9 @@
 //! name `algorithm:` selects it by, and its case in [`build`] and config
 //! decoding. docs/adding-an-algorithm.md walks through DQN as the example.
 
-use oxray_rl::env_runner::module_spec as env_module_spec;
+use oxray_rl::env_runner::{
+    env_spaces_on_env_runner, module_spec as env_module_spec, module_spec_for,
+};
 use oxray_rl::learner::LearnerConfig;
 use oxray_rl::offline_data::OfflineDataset;
 use oxray_rl::rl_module::{ModuleKind, ModuleSpec};
@@ -117,9 +119,22 @@ impl AlgorithmName {
     }
 }
 
-/// The algorithm's module for the config's env and `model:` section.
+/// The algorithm's module for the config's env and `model:` section. With
+/// remote EnvRunners the env's spaces are read on one of the cluster's
+/// workers, where they will run, not in the driver (RLlib's default,
+/// `create_env_on_local_worker: False`).
 pub fn module_spec(config: &ExperimentConfig) -> Result<ModuleSpec, TrainError> {
     let kind = config.training.training().module_kind();
+    let runners = &config.env_runners;
+    if runners.num_env_runners > 0 && oxray_core::is_initialized() {
+        let spaces = env_spaces_on_env_runner(&config.env, runners.num_cpus_per_env_runner)?;
+        return Ok(module_spec_for(
+            &config.env.id,
+            &spaces,
+            &config.model,
+            kind,
+        )?);
+    }
     Ok(env_module_spec(&config.env, &config.model, kind)?)
 }
 
