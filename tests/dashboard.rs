@@ -411,6 +411,8 @@ fn job_submit_runs_training_to_succeeded_and_stop_frees_its_resources() {
     assert!(ok, "{shown}");
     let work = tempfile::tempdir().unwrap();
     let work_dir = work.path().to_str().unwrap();
+    std::fs::write(work.path().join(".gitignore"), "notes.txt\n").unwrap();
+    std::fs::write(work.path().join("notes.txt"), "stays home").unwrap();
     let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/ppo-cartpole.yaml");
     let config = config.to_str().unwrap();
     // `oxray job submit --no-wait -- oxray train CONFIG` for `env_steps`,
@@ -460,6 +462,9 @@ fn job_submit_runs_training_to_succeeded_and_stop_frees_its_resources() {
     );
     assert!(Path::new(&ran_in).join("results/short").is_dir());
     assert!(!work.path().join("results").exists());
+    // What the directory's `.gitignore` names was not uploaded.
+    assert!(Path::new(&ran_in).join(".gitignore").is_file());
+    assert!(!Path::new(&ran_in).join("notes.txt").exists());
 
     // A long run sampling with two remote EnvRunner actors (a CPU each);
     // stopping it ends its driver and its actors and frees their CPUs

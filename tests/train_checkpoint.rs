@@ -188,10 +188,27 @@ fn resume_continues_counters_files_and_curve() {
         );
     }
 
+    // The config of the first two iterations stays beside the new one.
+    let stop_iterations = |file: &str| -> u64 {
+        let params = fs::read_to_string(run.join(file)).unwrap();
+        let stop = params.split("\nstop:\n").nth(1).expect("a stop section");
+        let line = stop
+            .lines()
+            .take_while(|line| line.starts_with(' '))
+            .find_map(|line| line.trim().strip_prefix("iterations: "))
+            .expect("stop.iterations");
+        line.parse().unwrap()
+    };
+    assert_eq!(stop_iterations("params_000002.yaml"), 2);
+    assert_eq!(stop_iterations("params.yaml"), 4);
+
     // Without a config, a resume continues with the one the run holds.
     let third = scratch.oxray(&["train", "--resume", &run_arg, "--set", "stop.iterations=5"]);
     assert!(third.status.success(), "{third:?}");
     assert_eq!(lines(&run.join("progress.csv")).len(), 1 + 5);
+    assert_eq!(stop_iterations("params_000004.yaml"), 4);
+    assert_eq!(stop_iterations("params_000002.yaml"), 2);
+    assert_eq!(stop_iterations("params.yaml"), 5);
     assert_eq!(scratch.runs("small").len(), 1);
     assert_clean_error(
         &scratch.oxray(&["train", "--resume", "results/small"]),

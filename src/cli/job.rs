@@ -170,7 +170,15 @@ pub(crate) fn parse_env_vars(
 
 fn submit(args: SubmitArgs) -> anyhow::Result<()> {
     let client = client(&args.dashboard)?;
-    let env_vars = parse_env_vars(&args.env)?;
+    let mut env_vars = parse_env_vars(&args.env)?;
+    // The job's driver packs the head's copy again for its workers: a
+    // choice to ship what `.gitignore` files name holds there too.
+    let ignore_gitignore = oxray_core::IGNORE_GITIGNORE_ENV;
+    if args.working_dir.is_some() && std::env::var(ignore_gitignore).is_ok_and(|v| v == "1") {
+        env_vars
+            .entry(ignore_gitignore.to_string())
+            .or_insert_with(|| "1".to_string());
+    }
     let working_dir = match args.working_dir {
         Some(dir) => {
             let (digest, archive) = oxray_core::pack_working_dir(&dir, &args.exclude)?;

@@ -3,7 +3,8 @@
 //! at the end.
 //!
 //! Layout of `results/<name>/<timestamp>/`: `params.yaml` (the resolved
-//! config), `progress.csv`, `result.json`, TensorBoard event files (results,
+//! config; after a resume with another one, the earlier config stays as
+//! `params_<its last iteration>.yaml`), `progress.csv`, `result.json`, TensorBoard event files (results,
 //! the config as HParams and text, histograms every
 //! `reporting.histogram_frequency` iterations) and `checkpoints/`. Iterations
 //! that `evaluation.interval` selects carry the `evaluation/` results too. Losing the
@@ -114,6 +115,7 @@ fn train(
 ) -> Result<RunSummary, TrainError> {
     let params = run_dir.join("params.yaml");
     let yaml = config.to_yaml();
+    keep_earlier_params(&params, &yaml, algorithm.iteration())?;
     fs::write(&params, &yaml).map_err(|error| TrainError::Io {
         path: params,
         error,
@@ -257,6 +259,27 @@ fn check_same_module(
         dir.display(),
         dir.join("params.yaml").display()
     )))
+}
+
+/// A resume with another config than the run's keeps the one its earlier
+/// iterations ran with, as `params_<last iteration it governed>.yaml`
+/// (`_1`, `_2`, ... after it when a resume at that iteration kept one
+/// already), instead of writing over it.
+fn keep_earlier_params(params: &Path, yaml: &str, iteration: u64) -> Result<(), TrainError> {
+    match fs::read_to_string(params) {
+        Ok(earlier) if earlier != yaml => {
+            let dir = params.parent().unwrap_or(Path::new("."));
+            let kept = (0u32..)
+                .map(|n| match n {
+                    0 => dir.join(format!("params_{iteration:06}.yaml")),
+                    n => dir.join(format!("params_{iteration:06}_{n}.yaml")),
+                })
+                .find(|candidate| !candidate.exists())
+                .expect("an unused name");
+            fs::rename(params, &kept).map_err(|error| TrainError::Io { path: kept, error })
+        }
+        _ => Ok(()),
+    }
 }
 
 /// `results/<name>/<UTC timestamp>`, made unique with a suffix if needed.
