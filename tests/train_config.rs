@@ -301,6 +301,16 @@ fn override_errors_name_the_assignment() {
     assert!(error.contains("--set training.num_epochs=many"), "{error}");
     let error = parse(SMALL_PPO, &["training.lr"]).unwrap_err();
     assert!(error.contains("expected KEY=VALUE"), "{error}");
+    // A value out of range names the `--set` it came from, not the line of
+    // the file's own value.
+    let error = parse(SMALL_PPO, &["training.num_epochs=0"]).unwrap_err();
+    assert!(
+        error.contains("training.num_epochs: must be at least 1 (--set training.num_epochs=0)")
+            && !error.contains("line"),
+        "{error}"
+    );
+    let error = parse(&SMALL_PPO.replace("num_epochs: 2", "num_epochs: 0"), &[]).unwrap_err();
+    assert!(error.contains("at line 10"), "{error}");
 }
 
 #[test]

@@ -58,6 +58,7 @@
 //! | `transfer`, `shm`, `spill` | pulling objects between nodes; shared-memory object files; spilling them to disk when a node's store is full |
 //! | `protocol`, `wire`, `auth`, `tls` | messages, their codec, the cluster token, mutual TLS |
 //! | `spin`, `warm_loop` | a waiting thread's, and an event loop's, brief polling before they park |
+//! | `owned_runtime` | a node's tokio runtime, which may be released on one of its own threads |
 //! | `actor`, `object_ref`, `options`, `registry`, `value`, `ids`, `error` | the user-facing types behind `#[remote]` and `#[actor]` |
 
 mod actor;
@@ -70,6 +71,7 @@ mod ids;
 mod node_ip;
 mod object_ref;
 mod options;
+mod owned_runtime;
 mod packaging;
 mod placement;
 pub mod protocol;

@@ -489,11 +489,19 @@ impl ExperimentConfig {
                 }
                 _ => None,
             };
+            // The value a `--set` gave is that assignment's, whatever line
+            // of the file holds the key.
+            let assigned = overrides.iter().rev().find(|assignment| {
+                assignment.split_once('=').is_some_and(|(assigned, _)| {
+                    assigned == key || Some(assigned) == written_as.as_deref()
+                })
+            });
             let line =
                 line_of(source, &key).or_else(|| written_as.and_then(|key| line_of(source, &key)));
-            let location = match line {
-                Some(line) => format!(" at line {line}"),
-                None => String::new(),
+            let location = match (assigned, line) {
+                (Some(assignment), _) => format!(" (--set {assignment})"),
+                (None, Some(line)) => format!(" at line {line}"),
+                (None, None) => String::new(),
             };
             invalid(format!("{key}: {message}{location}"))
         })?;

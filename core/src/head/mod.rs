@@ -286,7 +286,7 @@ pub(crate) struct Node {
     object_server_address: String,
     has_gpus: bool,
     executables: Executables,
-    runtime: tokio::runtime::Runtime,
+    runtime: crate::owned_runtime::OwnedRuntime,
     /// Keeps the runtime polling while workers' and the driver's messages
     /// flow.
     warm: Arc<WarmLoop>,
@@ -346,7 +346,7 @@ impl Node {
             object_server_address: address.to_string(),
             address,
             warm: WarmLoop::start(runtime.handle()),
-            runtime,
+            runtime: crate::owned_runtime::OwnedRuntime::new(runtime),
         });
         let head = HeadServer::new(HeadEndpoint { node: node.weak() })
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
