@@ -465,6 +465,25 @@ fn job_submit_runs_training_to_succeeded_and_stop_frees_its_resources() {
     // What the directory's `.gitignore` names was not uploaded.
     assert!(Path::new(&ran_in).join(".gitignore").is_file());
     assert!(!Path::new(&ran_in).join("notes.txt").exists());
+    // Unless the submitter asks to ship it; the choice reaches the job's
+    // driver, which packs the head's copy again for its workers.
+    let ignore_gitignore = oxray_core::IGNORE_GITIGNORE_ENV;
+    let submitted = oxray(session)
+        .env(ignore_gitignore, "1")
+        .args(["job", "submit", "--address", &url, "--token", &token])
+        .args(["--working-dir", work_dir, "--no-wait", "--", "true"])
+        .output()
+        .unwrap();
+    assert!(submitted.status.success(), "{submitted:?}");
+    let everything = client
+        .job(&id_of(&String::from_utf8_lossy(&submitted.stdout)))
+        .unwrap();
+    assert_eq!(
+        everything.runtime_env.env_vars.get(ignore_gitignore),
+        Some(&"1".to_string())
+    );
+    let copy = everything.runtime_env.working_dir.unwrap();
+    assert!(Path::new(&copy).join("notes.txt").is_file());
 
     // A long run sampling with two remote EnvRunner actors (a CPU each);
     // stopping it ends its driver and its actors and frees their CPUs
