@@ -202,11 +202,12 @@ pub fn env_spaces_on_env_runner(env: &EnvConfig, num_cpus: f64) -> Result<EnvSpa
     static READ: Mutex<BTreeMap<String, EnvSpaces>> = Mutex::new(BTreeMap::new());
     let query = SpaceQuery { env: env.clone() };
     let key = serde_json::to_string(&query).map_err(|e| Error::Env(format!("{}: {e}", env.id)))?;
-    let read_before = |key: &str| {
-        let read = READ.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        read.get(key).cloned()
-    };
-    if let Some(spaces) = read_before(&key) {
+    let read_before = READ
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .get(&key)
+        .cloned();
+    if let Some(spaces) = read_before {
         return Ok(spaces);
     }
     let read = read_env_spaces::options()

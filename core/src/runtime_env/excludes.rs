@@ -217,7 +217,7 @@ fn components_match(pattern: &[String], names: &[&str]) -> bool {
 
 /// Matches one name: `*` any run of characters, `?` any one, `[a-z]` /
 /// `[!a-z]` one of (or none of) a set, `\x` the character `x`.
-pub(super) fn wildcard_match(pattern: &str, name: &str) -> bool {
+fn wildcard_match(pattern: &str, name: &str) -> bool {
     let pattern: Vec<char> = pattern.chars().collect();
     let name: Vec<char> = name.chars().collect();
     let (mut p, mut n) = (0, 0);
