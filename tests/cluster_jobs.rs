@@ -209,3 +209,72 @@ fn detached_named_actors_outlive_their_job_in_their_namespace() {
         .collect();
     assert!(kept.len() == 1 && kept[0].state == "ALIVE" && kept[0].detached);
 }
+
+/// A file holding `token`, private to its owner as `--token-file` requires.
+fn token_file(dir: &std::path::Path, name: &str, token: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    std::fs::write(&path, token).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
+/// A driver on another machine has no session directory holding the
+/// token: `oxray train --address` and `oxray job` take it from
+/// `--token-file`, and a wrong one is refused with a message naming how to
+/// pass it, before anything is printed as if it had been accepted.
+#[test]
+fn a_driver_elsewhere_passes_the_token_by_file_and_a_wrong_one_is_refused() {
+    let session = tempfile::tempdir().unwrap();
+    let session = session.path();
+    let (head, address, token) = start_head(session, &["--num-cpus", "1", "--dashboard-port", "0"]);
+    let dashboard = head.ready[8].clone();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let elsewhere = elsewhere.path();
+    let right = token_file(elsewhere, "right", &token);
+    let wrong = token_file(elsewhere, "wrong", "not-the-cluster-token");
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/configs/ppo-cartpole.yaml");
+    let train = |token_args: &[&std::ffi::OsStr]| {
+        oxray(elsewhere)
+            .current_dir(elsewhere)
+            .args(["train", config, "--address", &address])
+            .args(token_args)
+            .args(["--set", "env_runners.num_env_runners=1"])
+            .args(["--set", "training.train_batch_size=256"])
+            .args(["--set", "training.minibatch_size=128"])
+            .args(["--set", "stop.training_iteration=1"])
+            .output()
+            .unwrap()
+    };
+    let job_list = |token_file: &std::path::Path| {
+        oxray(elsewhere)
+            .args(["job", "list", "--address", &dashboard, "--token-file"])
+            .arg(token_file)
+            .output()
+            .unwrap()
+    };
+    let flag = std::ffi::OsStr::new("--token-file");
+
+    let trained = train(&[flag, right.as_os_str()]);
+    assert!(
+        trained.status.success(),
+        "{}",
+        String::from_utf8_lossy(&trained.stderr)
+    );
+    assert!(String::from_utf8_lossy(&trained.stdout).contains("after 1 iterations"));
+    let listed = job_list(&right);
+    assert!(listed.status.success(), "{listed:?}");
+    assert!(String::from_utf8_lossy(&listed.stdout).starts_with("SUBMISSION_ID"));
+
+    for refused in [
+        train(&[flag, wrong.as_os_str()]),
+        train(&[]),
+        job_list(&wrong),
+    ] {
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(!refused.status.success(), "{stderr}");
+        assert!(refused.stdout.is_empty(), "{refused:?}");
+        assert!(stderr.contains("pass --token-file"), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}

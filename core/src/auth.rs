@@ -149,7 +149,7 @@ impl tonic::service::Interceptor for RequireToken {
             eprintln!("oxray: refused a connection from {peer}: cluster token missing or wrong");
         }
         Err(Status::unauthenticated(
-            "cluster token missing or wrong: pass --token, set OXRAY_TOKEN, or run where `oxray start --head` wrote its session",
+            "cluster token missing or wrong: pass --token-file, set OXRAY_TOKEN, or run where `oxray start --head` wrote its session",
         ))
     }
 }

@@ -47,7 +47,7 @@ pub enum DashboardError {
     BadAddress { address: String },
     #[error("cannot reach the dashboard at {address}: {message}")]
     Unreachable { address: String, message: String },
-    #[error("the dashboard at {address} refused the token: pass --token, set OXRAY_TOKEN, or run where `oxray start --head` wrote its session")]
+    #[error("the dashboard at {address} refused the token: pass --token-file, set OXRAY_TOKEN, or run where `oxray start --head` wrote its session")]
     Unauthorized { address: String },
     #[error("the dashboard at {address} answered {status} to {method} {path}: {message}")]
     Api {

@@ -39,9 +39,8 @@ pub struct DashboardArgs {
     /// started on this machine).
     #[arg(long)]
     address: Option<String>,
-    /// Cluster token (default: OXRAY_TOKEN, then the session directory).
-    #[arg(long)]
-    token: Option<String>,
+    #[command(flatten)]
+    token: super::cluster::TokenArgs,
 }
 
 #[derive(Debug, Args)]
@@ -144,11 +143,7 @@ fn client(args: &DashboardArgs) -> anyhow::Result<DashboardClient> {
                 })?
         }
     };
-    let token = match &args.token {
-        Some(token) => token.clone(),
-        None => daemon::find_token()?,
-    };
-    Ok(DashboardClient::new(&address, &token)?)
+    Ok(DashboardClient::new(&address, &args.token.resolve()?)?)
 }
 
 /// `--env KEY=VALUE` flags as variables.
@@ -283,8 +278,9 @@ fn print_status(job: &JobDetails) {
 }
 
 fn list(client: &DashboardClient) -> anyhow::Result<()> {
+    let jobs = client.list_jobs()?;
     println!("SUBMISSION_ID\tSTATUS\tEXIT_CODE\tSTART_TIME\tEND_TIME\tENTRYPOINT");
-    for job in client.list_jobs()? {
+    for job in jobs {
         let code = job
             .driver_exit_code
             .map_or_else(|| "-".to_string(), |c| c.to_string());

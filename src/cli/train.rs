@@ -42,6 +42,8 @@ pub struct TrainArgs {
     /// (default: `OXRAY_ADDRESS` if set).
     #[arg(long, value_name = "ADDR")]
     address: Option<String>,
+    #[command(flatten)]
+    token: super::cluster::TokenArgs,
     /// Never ship this executable to nodes through the head: every node must
     /// have it at the same path (a shared file system).
     #[arg(long)]
@@ -133,6 +135,9 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
         }
         if let Some(address) = &address {
             options = options.address(address);
+        }
+        if let Some(token) = args.token.given()? {
+            options = options.token(token);
         }
         oxray_core::init(options)?;
     }
