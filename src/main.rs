@@ -12,6 +12,10 @@ use clap::Parser;
 fn main() {
     let cli = cli::Cli::parse();
     if let Err(error) = cli.run() {
+        if let Some(interrupted) = error.downcast_ref::<cli::Interrupted>() {
+            eprintln!("{interrupted}");
+            std::process::exit(cli::INTERRUPTED_EXIT_STATUS);
+        }
         eprintln!("error: {error:#}");
         std::process::exit(1);
     }

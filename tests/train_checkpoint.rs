@@ -733,3 +733,116 @@ fn a_failed_export_names_the_problem_and_keeps_an_earlier_module() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// Ctrl-C (SIGINT to the whole process group, as a terminal sends it) lets
+/// the iteration in progress finish on the embedded node's EnvRunner, saves
+/// the end-of-run checkpoint, exits with 130 naming the run to resume and
+/// leaves no process behind; `--resume` continues from that checkpoint.
+#[test]
+fn ctrl_c_stops_after_the_iteration_with_a_checkpoint_to_resume() {
+    use std::io::{BufRead, BufReader, Read};
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+
+    let scratch = Scratch::new();
+    scratch.write("small.yaml", SMALL_PPO);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_oxray"))
+        .args(["train", "small.yaml", "--set", "stop.iterations=1000000"])
+        .args(["--set", "env_runners.num_env_runners=1"])
+        .current_dir(scratch.path())
+        .process_group(0)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let group = child.id() as libc::pid_t;
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut shown = String::new();
+    while !shown.lines().any(|line| line.starts_with("iter    2")) {
+        assert!(out.read_line(&mut shown).unwrap() > 0, "{shown}");
+    }
+    // The embedded node's workers (the EnvRunner's among them) ignore it.
+    let workers = children_of(child.id());
+    assert!(!workers.is_empty());
+    for worker in workers {
+        assert!(
+            ignores_sigint(worker),
+            "worker {worker} would die of Ctrl-C"
+        );
+    }
+    // SAFETY: signals the group this test created for the run.
+    assert_eq!(unsafe { libc::kill(-group, libc::SIGINT) }, 0);
+    out.read_to_string(&mut shown).unwrap();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{shown}{err}");
+    let done = shown
+        .lines()
+        .find_map(|line| line.strip_prefix("done: interrupted (Ctrl-C) after "))
+        .unwrap_or_else(|| panic!("{shown}{err}"));
+    let iterations: u64 = done.split(' ').next().unwrap().parse().unwrap();
+    assert!(iterations >= 2, "{shown}");
+    let run = scratch.runs("small").pop().expect("run directory");
+    let checkpoint = format!("checkpoints/checkpoint_{iterations:06}/checkpoint.json");
+    assert!(run.join(checkpoint).is_file(), "{shown}");
+    assert!(!err.contains("panicked"), "{err}");
+    // No EnvRunner died of it and had to be replaced.
+    assert!(!format!("{shown}{err}").contains("failed"), "{shown}{err}");
+    let resume = format!("continue with `oxray train --resume {}`", run.display());
+    let relative = resume.replace(&format!("{}/", scratch.path().display()), "");
+    assert!(err.contains(&relative), "{err}");
+    // The EnvRunner's worker ignored the Ctrl-C and ended with the run.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    // SAFETY: probes the group; signal 0 sends nothing.
+    while unsafe { libc::kill(-group, 0) } == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a process outlived the run"
+        );
+        std::thread::yield_now();
+    }
+
+    let run_arg = run.to_string_lossy().into_owned();
+    let stop = format!("stop.iterations={}", iterations + 1);
+    let resumed = scratch.oxray(&["train", "small.yaml", "--set", &stop, "--resume", &run_arg]);
+    assert!(resumed.status.success(), "{resumed:?}");
+    assert_eq!(
+        lines(&run.join("progress.csv")).len() as u64,
+        1 + iterations + 1
+    );
+}
+
+/// The processes whose parent is `parent`, from /proc.
+fn children_of(parent: u32) -> Vec<u32> {
+    let mut children = Vec::new();
+    for entry in fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        // `pid (comm) state ppid ...`; comm may hold spaces, not `)`.
+        let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let after_comm = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        if after_comm.split_whitespace().nth(1) == Some(&parent.to_string()) {
+            children.push(pid);
+        }
+    }
+    children
+}
+
+/// Whether `pid` ignores SIGINT (its `SigIgn` mask in /proc).
+fn ignores_sigint(pid: u32) -> bool {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("SigIgn:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1 << (libc::SIGINT - 1)) != 0)
+}

@@ -9,6 +9,7 @@ mod cluster;
 mod envs;
 mod evaluate;
 mod export;
+mod interrupt;
 mod job;
 mod microbenchmark;
 mod microbenchmark_compare;
@@ -20,6 +21,7 @@ mod tls;
 mod train;
 
 use clap::{Parser, Subcommand};
+pub use interrupt::{Interrupted, EXIT_STATUS as INTERRUPTED_EXIT_STATUS};
 
 /// oxray: a fast reinforcement-learning rollout and training cluster.
 #[derive(Debug, Parser)]

@@ -22,6 +22,8 @@ use oxray_trainers::search_space::{self, Sampling, Trial};
 use oxray_trainers::trial_scheduler::{Asha, AshaConfig, Decision};
 use oxray_trainers::ExperimentConfig;
 
+use super::interrupt;
+
 #[derive(Debug, Args)]
 pub struct TrainArgs {
     /// Experiment config (YAML), e.g. configs/ppo-cartpole.yaml; with
@@ -142,6 +144,7 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
         oxray_core::init(options)?;
     }
     let scheduler = scheduler.as_ref();
+    interrupt::install().context("cannot install the Ctrl-C handler")?;
     let outcome = match <[Trial; 1]>::try_from(trials) {
         Ok([trial]) => train_one(
             trial.config,
@@ -150,7 +153,10 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
             Progress::new(),
             scheduler.map(|s| (s, 0)),
         )
-        .map(|summary| print_run(&summary, "")),
+        .map(|summary| {
+            print_run(&summary, "");
+            interrupted_runs([&summary])
+        }),
         Err(trials) => train_trials(
             trials,
             &name,
@@ -161,7 +167,22 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
     if hosts_cluster || address.is_some() {
         oxray_core::shutdown();
     }
-    outcome
+    match outcome?.as_slice() {
+        [] => Ok(()),
+        interrupted => Err(interrupt::Interrupted {
+            run_dirs: interrupted.join(" "),
+        }
+        .into()),
+    }
+}
+
+/// The run directories of the runs that Ctrl-C cut short.
+fn interrupted_runs<'a>(summaries: impl IntoIterator<Item = &'a RunSummary>) -> Vec<String> {
+    summaries
+        .into_iter()
+        .filter(|summary| summary.stop_reason == interrupt::REASON)
+        .map(|summary| summary.run_dir.display().to_string())
+        .collect()
 }
 
 /// The runtime env of `--working-dir` and `--env`, if either is given. The
@@ -215,6 +236,9 @@ fn train_one(
             resume,
         },
         |result| {
+            if interrupt::requested() {
+                return Some(interrupt::REASON.to_string());
+            }
             let (scheduler, trial) = scheduler?;
             let decision = scheduler
                 .lock()
@@ -239,19 +263,23 @@ fn train_one(
 /// that fails is reported and the others still run (as in Ray Tune), then
 /// a table of all of them, the best by its final mean return (Tune's
 /// `get_best_result`), and an error if any failed. Trials that run at
-/// once prefix their lines with `[trial N]`.
+/// once prefix their lines with `[trial N]`. After Ctrl-C no trial starts;
+/// gives the run directories of those it cut short.
 fn train_trials(
     trials: Vec<Trial>,
     name: &str,
     max_concurrent: usize,
     scheduler: Option<&Mutex<Asha>>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<String>> {
     let count = trials.len();
     let concurrent = max_concurrent.min(count);
     let next_trial = AtomicUsize::new(0);
     let outcomes: Vec<Mutex<Option<anyhow::Result<RunSummary>>>> =
         (0..count).map(|_| Mutex::new(None)).collect();
     let train_next = || loop {
+        if interrupt::requested() {
+            break;
+        }
         let index = next_trial.fetch_add(1, Ordering::Relaxed);
         let Some(trial) = trials.get(index) else {
             break;
@@ -302,26 +330,24 @@ fn train_trials(
     } else {
         train_next();
     }
-    let outcomes: Vec<anyhow::Result<RunSummary>> = outcomes
+    let outcomes: Vec<Option<anyhow::Result<RunSummary>>> = outcomes
         .into_iter()
-        .map(|outcome| {
-            outcome
-                .into_inner()
-                .expect("no trial thread panics")
-                .expect("every trial ran")
-        })
+        .map(|outcome| outcome.into_inner().expect("no trial thread panics"))
         .collect();
     print_trials(&trials, &outcomes);
-    let failed = outcomes.iter().filter(|outcome| outcome.is_err()).count();
+    let failed = outcomes
+        .iter()
+        .filter(|outcome| matches!(outcome, Some(Err(_))))
+        .count();
     if failed > 0 {
         anyhow::bail!("{failed} of {count} trials failed (their errors are above)");
     }
-    Ok(())
+    Ok(interrupted_runs(outcomes.iter().flatten().flatten()))
 }
 
-/// The trials' status table, as Tune prints it, and the best trial by its
-/// final mean return.
-fn print_trials(trials: &[Trial], outcomes: &[anyhow::Result<RunSummary>]) {
+/// The trials' status table, as Tune prints it (a trial that never started
+/// is `PENDING`), and the best trial by its final mean return.
+fn print_trials(trials: &[Trial], outcomes: &[Option<anyhow::Result<RunSummary>>]) {
     say(format_args!(
         "{:<4} {:<10} {:>6} {:>10} {:>8}  {}",
         "#", "status", "iter", "env steps", "return", "trial"
@@ -329,7 +355,7 @@ fn print_trials(trials: &[Trial], outcomes: &[anyhow::Result<RunSummary>]) {
     for (index, (trial, outcome)) in trials.iter().zip(outcomes).enumerate() {
         let tag = &trial.tag;
         match outcome {
-            Ok(summary) => {
+            Some(Ok(summary)) => {
                 let result = &summary.last_result;
                 say(format_args!(
                     "{index:<4} {:<10} {:>6} {:>10} {:>8}  {tag}  ({})",
@@ -340,9 +366,13 @@ fn print_trials(trials: &[Trial], outcomes: &[anyhow::Result<RunSummary>]) {
                     summary.run_dir.display()
                 ))
             }
-            Err(_) => say(format_args!(
+            Some(Err(_)) => say(format_args!(
                 "{index:<4} {:<10} {:>6} {:>10} {:>8}  {tag}",
                 "ERROR", "-", "-", "-"
+            )),
+            None => say(format_args!(
+                "{index:<4} {:<10} {:>6} {:>10} {:>8}  {tag}",
+                "PENDING", "-", "-", "-"
             )),
         }
     }
@@ -350,7 +380,7 @@ fn print_trials(trials: &[Trial], outcomes: &[anyhow::Result<RunSummary>]) {
         .iter()
         .enumerate()
         .filter_map(|(index, outcome)| {
-            let summary = outcome.as_ref().ok()?;
+            let summary = outcome.as_ref()?.as_ref().ok()?;
             Some((
                 index,
                 summary

@@ -111,11 +111,18 @@ impl WorkerLaunch<'_> {
             let ids: Vec<String> = self.gpu_ids.iter().map(u32::to_string).collect();
             command.env("CUDA_VISIBLE_DEVICES", ids.join(","));
         }
-        // SAFETY: prctl is async-signal-safe; it makes the worker die with its
-        // node instead of lingering as an orphan.
+        // SAFETY: prctl and sigaction are async-signal-safe. The death signal
+        // makes the worker die with its node instead of lingering as an
+        // orphan. SIGINT is ignored (and stays so across exec): a Ctrl-C in
+        // the terminal of a driver that hosts the node reaches its whole
+        // process group, and the driver decides what it means (`oxray train`
+        // finishes its iteration on these workers, then stops).
         unsafe {
             command.pre_exec(|| {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                let mut ignore: libc::sigaction = std::mem::zeroed();
+                ignore.sa_sigaction = libc::SIG_IGN;
+                libc::sigaction(libc::SIGINT, &ignore, std::ptr::null_mut());
                 Ok(())
             });
         }
