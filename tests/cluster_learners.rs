@@ -135,3 +135,46 @@ fn two_learners_on_two_nodes_match_one_learner_and_a_lost_one_fails_the_update()
         "{error}"
     );
 }
+
+/// `num_gpus_per_learner` > 0 where libtorch finds no CUDA device is
+/// refused, in the driver and on a node that offers a GPU it cannot use,
+/// instead of training on the CPU unasked; the refused group's GPU is free
+/// again. (On a machine with CUDA there is nothing to refuse.)
+#[test]
+fn gpu_learners_without_a_cuda_device_are_refused_and_release_their_gpu() {
+    if tch::Cuda::is_available() {
+        return;
+    }
+    let refused = LearnerGroup::<PpoLearner>::new(learner_config(), 0, 1.0, 1.0)
+        .err()
+        .expect("a local GPU Learner without CUDA is refused")
+        .to_string();
+    assert!(refused.contains("num_gpus_per_learner is 1"), "{refused}");
+    assert!(refused.contains("num_learners is 0"), "{refused}");
+
+    let session = tempfile::tempdir().unwrap();
+    let session = session.path();
+    let (_head, address, token) = start_head(session, &["--num-cpus", "1", "--num-gpus", "1"]);
+    oxray_core::init(InitOptions::default().address(&address).token(&token)).unwrap();
+    let refused = LearnerGroup::<PpoLearner>::new(learner_config(), 1, 1.0, 1.0)
+        .err()
+        .expect("a Learner placed on a GPU libtorch cannot see is refused")
+        .to_string();
+    assert!(
+        refused.contains("where Learner 0 was placed on a GPU"),
+        "{refused}"
+    );
+    let free_gpus = || {
+        let state = oxray_core::daemon::cluster_status(&address, &token).unwrap();
+        state.nodes[0].available.get("GPU")
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while free_gpus() < 1.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the GPU stays reserved"
+        );
+        std::thread::yield_now();
+    }
+    oxray_core::shutdown();
+}

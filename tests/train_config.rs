@@ -334,6 +334,20 @@ fn cli_rejects_bad_input_without_leaving_a_run_directory() {
         &["algorithm", "PPOX"],
     );
 
+    if !tch::Cuda::is_available() {
+        scratch.write("gpu.yaml", SMALL_PPO);
+        let set = "learners.num_gpus_per_learner=0.5";
+        assert_clean_error(
+            &scratch.oxray(&["train", "gpu.yaml", "--set", set]),
+            &[
+                "num_gpus_per_learner is 0.5",
+                "no CUDA device",
+                "set it to 0",
+            ],
+        );
+        assert!(scratch.runs("gpu").is_empty());
+    }
+
     scratch.write("env.yaml", &SMALL_PPO.replace("CartPole-v1", "CartPol-v1"));
     assert_clean_error(
         &scratch.oxray(&["train", "env.yaml"]),
@@ -518,6 +532,40 @@ fn a_grid_search_trains_each_trial_and_reports_the_one_that_failed() {
     assert!(scratch
         .runs("half/1_lr=0.001,env=no_such_module:Env")
         .is_empty());
+}
+
+/// Trials that run one after another in one driver each get the bundles
+/// of their two Learners: a finished trial's placement group is removed
+/// with its Learners, not left reserved until the driver exits.
+#[test]
+fn trials_one_after_another_each_place_their_learners() {
+    let scratch = Scratch::new();
+    scratch.write(
+        "learners.yaml",
+        &SMALL_PPO
+            .replace("lr: 1.0e-3", "lr: {grid_search: [1.0e-3, 3.0e-4]}")
+            .replace("iterations: 2", "training_iteration: 1"),
+    );
+    let output = scratch.oxray(&[
+        "train",
+        "learners.yaml",
+        "--set",
+        "learners.num_learners=2",
+        "--set",
+        "learners.num_cpus_per_learner=1",
+    ]);
+    let stdout = train_support::stdout(&output);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        train_support::stderr(&output)
+    );
+    assert_eq!(stdout.matches("TERMINATED").count(), 2, "{stdout}");
+    assert_eq!(
+        stdout.matches("learner device: cpu, cpu\n").count(),
+        2,
+        "{stdout}"
+    );
 }
 
 /// A value no trial may have is refused before any trial starts, naming

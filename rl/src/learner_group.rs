@@ -346,9 +346,23 @@ const LEARNER_PLACEMENT_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// The Learners of a run.
 pub struct LearnerGroup<A: LearnerActor> {
+    /// Dropped first: the actors end before their bundles are freed.
     learners: Vec<LearnerRef<A>>,
     /// Kept so the bundles stay reserved while the Learners live.
-    _placement: Option<PlacementGroup>,
+    _placement: Option<Reservation>,
+}
+
+/// A placement group that lives as long as this value: a group outlives
+/// its creator's handles otherwise (as in Ray, until removed or its job
+/// ends), and the next run of the same driver (a search's next trial)
+/// would wait for bundles nobody uses.
+struct Reservation(PlacementGroup);
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        // Fails only once the cluster is gone, which frees it too.
+        let _ = oxray_core::remove_placement_group(&self.0);
+    }
 }
 
 impl<A: LearnerActor> LearnerGroup<A> {
@@ -363,6 +377,13 @@ impl<A: LearnerActor> LearnerGroup<A> {
         num_gpus: f64,
     ) -> Result<Self, Error> {
         if num_learners == 0 {
+            if num_gpus > 0.0 && !tch::Cuda::is_available() {
+                return Err(Error::NoGpu {
+                    num_gpus,
+                    place: "on this machine (the Learner runs in the driver: num_learners is 0)"
+                        .into(),
+                });
+            }
             crate::use_torch_threads(crate::torch_threads_for(num_cpus));
             return Ok(LearnerGroup {
                 learners: vec![LearnerRef::Local(Box::new(A::build(config)))],
@@ -373,18 +394,30 @@ impl<A: LearnerActor> LearnerGroup<A> {
         // Learners) has nothing to place: its actors go where they fit.
         let reserves = num_cpus > 0.0 || num_gpus > 0.0;
         let placement = if reserves && (num_learners > 1 || num_gpus > 0.0) {
-            let group = learner_placement_group(num_learners, num_cpus, num_gpus)?;
-            group.wait(LEARNER_PLACEMENT_TIMEOUT)?;
+            let group = Reservation(learner_placement_group(num_learners, num_cpus, num_gpus)?);
+            group.0.wait(LEARNER_PLACEMENT_TIMEOUT)?;
             Some(group)
         } else {
             None
         };
         let actors = (0..num_learners)
             .map(|index| {
-                let bundle = placement.as_ref().map(|group| group.bundle(index));
+                let bundle = placement.as_ref().map(|group| group.0.bundle(index));
                 A::spawn(config.clone(), num_cpus, num_gpus, bundle)
             })
             .collect::<Result<Vec<_>, _>>()?;
+        if num_gpus > 0.0 {
+            // A node may offer GPUs (`oxray start --num-gpus`) that its
+            // libtorch cannot use; its Learner would quietly train on the CPU.
+            let devices: Vec<_> = actors.iter().map(A::remote_device).collect();
+            let devices = oxray_core::get_all(&devices)?;
+            if let Some(rank) = devices.iter().position(|device| device.starts_with("cpu")) {
+                return Err(Error::NoGpu {
+                    num_gpus,
+                    place: format!("where Learner {rank} was placed on a GPU"),
+                });
+            }
+        }
         if num_learners > 1 {
             let group_name = data_parallel_group_name(A::ALGORITHM);
             let joins: Vec<_> = actors

@@ -91,6 +91,13 @@ pub enum Error {
     OnEnvRunner(String),
     #[error("collective: {0}")]
     Collective(oxray_collective::CollectiveError),
+    /// `learners.num_gpus_per_learner` > 0 where libtorch finds no CUDA
+    /// device (RLlib refuses too rather than train on the CPU unasked).
+    #[error(
+        "learners.num_gpus_per_learner is {num_gpus}, but libtorch finds no CUDA device {place}: \
+         set it to 0 to train on the CPU"
+    )]
+    NoGpu { num_gpus: f64, place: String },
 }
 
 // The conversions are written out rather than `#[from]`, which would also
