@@ -373,18 +373,37 @@ impl ReportingConfig {
 /// `evaluation_duration`, `evaluation_duration_unit`,
 /// `evaluation_config.explore`, `evaluation_num_env_runners`): every
 /// `interval` iterations the current policy plays `duration` episodes or
-/// env steps on EnvRunners of its own, reported under `evaluation/`.
+/// env steps on EnvRunners of its own, reported under `evaluation/`. The
+/// RLlib names are accepted too, in a file and in `--set`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EvaluationConfig {
     /// Evaluate every N iterations; 0 never does.
+    #[serde(alias = "evaluation_interval")]
     pub interval: u64,
+    #[serde(alias = "evaluation_duration")]
     pub duration: u64,
+    #[serde(alias = "evaluation_duration_unit")]
     pub duration_unit: DurationUnit,
     /// Sample actions as in training rather than take the greedy ones.
     pub explore: bool,
     /// 0 evaluates in the driver process.
+    #[serde(alias = "evaluation_num_env_runners")]
     pub num_env_runners: usize,
+}
+
+impl EvaluationConfig {
+    /// The key an RLlib name stands for (the serde aliases above), for
+    /// `--set evaluation.KEY=…`, which writes the canonical key.
+    fn canonical_key(name: &str) -> &str {
+        match name {
+            "evaluation_interval" => "interval",
+            "evaluation_duration" => "duration",
+            "evaluation_duration_unit" => "duration_unit",
+            "evaluation_num_env_runners" => "num_env_runners",
+            name => name,
+        }
+    }
 }
 
 impl Default for EvaluationConfig {
@@ -531,6 +550,9 @@ impl ExperimentConfig {
         let key = match key.split_once('.') {
             Some(("stop", criterion)) => format!("stop.{}", StopConfig::criterion_key(criterion)),
             Some(("training", name)) => format!("training.{}", training_key(name)),
+            Some(("evaluation", name)) => {
+                format!("evaluation.{}", EvaluationConfig::canonical_key(name))
+            }
             _ => key.to_string(),
         };
         let mut slot = &mut tree;
@@ -760,5 +782,37 @@ mod tests {
         assert_eq!(due(10, 25), [1, 11, 21]);
         assert_eq!(due(1, 3), [1, 2, 3]);
         assert!(due(0, 25).is_empty());
+    }
+
+    #[test]
+    fn evaluation_takes_rllibs_names_in_a_file_and_in_set() {
+        let parse = |evaluation: &str, overrides: &[&str]| {
+            let source = format!("algorithm: PPO\nenv: CartPole-v1\nevaluation: {evaluation}\n");
+            let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+            ExperimentConfig::parse(&source, "config.yaml", &overrides)
+                .unwrap()
+                .evaluation
+        };
+        let ours = parse(
+            "{interval: 2, duration: 300, duration_unit: timesteps, num_env_runners: 1}",
+            &[],
+        );
+        let rllibs = parse(
+            "{evaluation_interval: 2, evaluation_duration: 300, \
+             evaluation_duration_unit: timesteps, evaluation_num_env_runners: 1}",
+            &[],
+        );
+        assert_eq!(rllibs, ours);
+        let set = parse(
+            "{}",
+            &[
+                "evaluation.evaluation_interval=2",
+                "evaluation.evaluation_duration=300",
+                "evaluation.evaluation_duration_unit=timesteps",
+                "evaluation.evaluation_num_env_runners=1",
+            ],
+        );
+        assert_eq!(set, ours);
+        assert_ne!(ours, EvaluationConfig::default());
     }
 }
