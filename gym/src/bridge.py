@@ -115,10 +115,18 @@ def describe_space(space):
     if isinstance(space, gym.spaces.Tuple):
         return {"Tuple": [describe_space(s) for s in space.spaces]}
     if isinstance(space, gym.spaces.Dict):
-        return {"Dict": {k: describe_space(s) for k, s in space.spaces.items()}}
+        return {"Dict": {k: _describe_entry(k, s) for k, s in space.spaces.items()}}
     raise TypeError(
         f"space {space} has no flat form for a model (Box, Discrete, MultiDiscrete, "
         "MultiBinary, Tuple and Dict do); drop it with a wrapper such as filter_observation")
+
+
+def _describe_entry(key, space):
+    """A Dict space's entry, its key named if it has no flat form."""
+    try:
+        return describe_space(space)
+    except TypeError as error:
+        raise TypeError(f"Dict key {key!r}: {error}") from None
 
 
 def _one_hot(values, n, start):
@@ -158,6 +166,9 @@ class VectorBridge:
         self.num_envs = num_envs
         self.observation_space = self.env.single_observation_space
         self.action_space = self.env.single_action_space
+        # Names a part with no flat form (MiniGrid's `mission` Text) before
+        # gymnasium's flatdim raises a bare NotImplementedError for it.
+        describe_space(self.observation_space)
         self.flatdim = gym.spaces.flatdim(self.observation_space)
         self.action_shape = (num_envs,) + tuple(self.action_space.shape or ())
 

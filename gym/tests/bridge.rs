@@ -253,6 +253,17 @@ fn minigrid_with_filtered_dict_observations() {
             .all(|&x| (0.0..=255.0).contains(&x) && x.fract() == 0.0));
     }
     envs.step(Actions::Discrete(&[2, 1])).unwrap();
+
+    // Unfiltered, its `mission` is a string, which no model reads: the error
+    // names the key and the wrapper that drops it.
+    config.wrappers.clear();
+    let error = make_vec(&config, 1, AutoresetMode::SameStep)
+        .err()
+        .expect("a Text observation is refused")
+        .to_string();
+    assert!(error.contains("Dict key 'mission': space "), "{error}");
+    assert!(error.contains("has no flat form"), "{error}");
+    assert!(error.contains("filter_observation"), "{error}");
 }
 
 /// A wrapper named `module:Class` is imported from its package: minigrid's
