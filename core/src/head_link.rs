@@ -44,14 +44,70 @@ pub(crate) fn unreachable(address: &str, message: impl Into<String>) -> Error {
 }
 
 /// `error` and its causes, so a refused TLS handshake says why (tonic's own
-/// message is only "transport error").
+/// message is only "transport error"). A cause that repeats the one before
+/// it (hyper's "tcp connect error" over an io error that begins the same
+/// way) is said once.
 pub(crate) fn with_causes(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
+    let mut said = text.clone();
     let mut cause = error.source();
     while let Some(inner) = cause {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
+        let inner_text = inner.to_string();
+        if let Some(rest) = inner_text.strip_prefix(said.as_str()) {
+            text.push_str(rest);
+        } else if !said.contains(&inner_text) {
+            text.push_str(": ");
+            text.push_str(&inner_text);
+        }
+        said = inner_text;
         cause = inner.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Chain(&'static str, Option<Box<Chain>>);
+
+    impl std::fmt::Display for Chain {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Chain {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|c| c as _)
+        }
+    }
+
+    fn chain(messages: &[&'static str]) -> Chain {
+        let mut inner = None;
+        for message in messages.iter().rev() {
+            inner = Some(Box::new(Chain(message, inner)));
+        }
+        *inner.expect("one message at least")
+    }
+
+    #[test]
+    fn causes_follow_the_error_each_said_once() {
+        let refused = chain(&[
+            "transport error",
+            "tcp connect error",
+            "tcp connect error: Connection refused (os error 111)",
+            "Connection refused (os error 111)",
+        ]);
+        assert_eq!(
+            with_causes(&refused),
+            "transport error: tcp connect error: Connection refused (os error 111)"
+        );
+        let tls = chain(&["transport error", "invalid peer certificate: UnknownIssuer"]);
+        assert_eq!(
+            with_causes(&tls),
+            "transport error: invalid peer certificate: UnknownIssuer"
+        );
+    }
 }

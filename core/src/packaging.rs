@@ -516,7 +516,10 @@ async fn connect(address: &str, token: &str) -> crate::error::Result<Head> {
     let channel = crate::head_link::endpoint(address)?
         .connect()
         .await
-        .map_err(|e| crate::head_link::unreachable(address, format!("cannot connect: {e}")))?;
+        .map_err(|e| {
+            let cause = crate::head_link::with_causes(&e);
+            crate::head_link::unreachable(address, format!("cannot connect: {cause}"))
+        })?;
     Ok(
         crate::head::generated::head_client::HeadClient::with_interceptor(
             channel,
