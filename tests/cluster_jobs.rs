@@ -221,8 +221,9 @@ fn token_file(dir: &std::path::Path, name: &str, token: &str) -> std::path::Path
 
 /// A driver on another machine has no session directory holding the
 /// token: `oxray train --address` and `oxray job` take it from
-/// `--token-file`, and a wrong one is refused with a message naming how to
-/// pass it, before anything is printed as if it had been accepted.
+/// `--token-file`, and a wrong one is refused (as is a node's `oxray
+/// start` with it) with one error naming how to pass it, before anything
+/// is printed as if it had been accepted.
 #[test]
 fn a_driver_elsewhere_passes_the_token_by_file_and_a_wrong_one_is_refused() {
     let session = tempfile::tempdir().unwrap();
@@ -266,10 +267,21 @@ fn a_driver_elsewhere_passes_the_token_by_file_and_a_wrong_one_is_refused() {
     assert!(listed.status.success(), "{listed:?}");
     assert!(String::from_utf8_lossy(&listed.stdout).starts_with("SUBMISSION_ID"));
 
+    let node = oxray(elsewhere)
+        .args(["start", "--address", &address, "--node-ip-address"])
+        .arg(cluster_support::next_node_ip())
+        .arg("--token-file")
+        .arg(&wrong)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&node.stderr);
+    assert!(said.contains("refused the connection"), "{said}");
+    assert_eq!(said.matches("error:").count(), 1, "{said}");
     for refused in [
         train(&[flag, wrong.as_os_str()]),
         train(&[]),
         job_list(&wrong),
+        node,
     ] {
         let stderr = String::from_utf8_lossy(&refused.stderr);
         assert!(!refused.status.success(), "{stderr}");

@@ -404,10 +404,11 @@ fn detach() -> anyhow::Result<()> {
     if line.trim().is_empty() {
         let status = child.wait().context("waiting for the daemon")?;
         let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-        bail!(
-            "the daemon exited before it was ready ({status}): {}",
-            log.trim()
-        );
+        // Its log ends with the daemon's own `error: ...` line; this one
+        // says `error:` already.
+        let log = log.trim();
+        let reason = log.strip_prefix("error: ").unwrap_or(log);
+        bail!("the daemon exited before it was ready ({status}): {reason}");
     }
     println!("{}", line.trim());
     println!("logs: {}", log_path.display());
