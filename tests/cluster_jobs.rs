@@ -290,3 +290,50 @@ fn a_driver_elsewhere_passes_the_token_by_file_and_a_wrong_one_is_refused() {
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
 }
+
+/// A run asking for more CPUs than the cluster has free hears why it
+/// waits, as Ray's autoscaler warns in the driver's output, instead of
+/// waiting in silence.
+#[test]
+fn a_driver_whose_actors_wait_for_resources_is_told_so() {
+    use std::process::Stdio;
+    use std::sync::mpsc;
+
+    let session = tempfile::tempdir().unwrap();
+    let session = session.path();
+    let (_head, address, token) = start_head(session, &["--num-cpus", "1"]);
+    let mut driver = train(
+        session,
+        &address,
+        &token,
+        "waits",
+        &["env_runners.num_env_runners=2", "stop.iterations=1"],
+    )
+    .stdout(Stdio::null())
+    .spawn()
+    .unwrap();
+    let stderr = driver.stderr.take().unwrap();
+    let (lines, warned) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let warning = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = warned.recv_timeout(left).expect("a warning within 60 s");
+        if line.starts_with("(scheduler) Warning") {
+            break line;
+        }
+    };
+    driver.kill().unwrap();
+    driver.wait().unwrap();
+    assert!(
+        warning.contains("1 × oxray_rl::env_runner::EnvRunner asking for {CPU: 1}"),
+        "{warning}"
+    );
+    assert!(warning.contains("{CPU: 0"), "{warning}");
+}

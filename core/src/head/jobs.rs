@@ -80,35 +80,63 @@ impl Node {
     /// prefixed `(name pid=N node=ID)` as Ray's log_to_driver does; the
     /// embedded driver prints them itself.
     pub(super) fn forward_log(&self, worker: WorkerId, pid: u32, err: bool, lines: Vec<String>) {
-        let (source, sender, embedded) = {
-            let state = self.state.lock();
-            let Some(record) = state.workers.get(&worker) else {
-                return;
-            };
-            let (job, name) = match record.actor.and_then(|a| state.actor_job_and_class(a)) {
-                Some((job, class)) => (job, class.to_string()),
-                None => record
-                    .last_task
-                    .clone()
-                    .unwrap_or((self.embedded_job, "worker".to_string())),
-            };
-            let source = format!(
-                "({name} pid={} node={})",
-                record.pid.unwrap_or(pid),
-                record.node
-            );
-            let driver = state.drivers.iter().find(|(_, d)| d.job == job);
-            let sender = driver
-                .filter(|(_, d)| d.log_to_driver)
-                .and_then(|(id, _)| state.workers.get(id)?.sender.clone());
-            let embedded =
-                driver.is_none() && job == self.embedded_job && self.config.prestart_workers;
-            (source, sender, embedded)
+        let state = self.state.lock();
+        let Some(record) = state.workers.get(&worker) else {
+            return;
         };
+        let (job, name) = match record.actor.and_then(|a| state.actor_job_and_class(a)) {
+            Some((job, class)) => (job, class.to_string()),
+            None => record
+                .last_task
+                .clone()
+                .unwrap_or((self.embedded_job, "worker".to_string())),
+        };
+        let source = format!(
+            "({name} pid={} node={})",
+            record.pid.unwrap_or(pid),
+            record.node
+        );
+        self.to_driver(state, job, source, err, lines);
+    }
+
+    /// Sends `lines` to `job`'s driver (if it takes its workers' output),
+    /// releasing the state first; the embedded driver prints them itself.
+    fn to_driver(
+        &self,
+        state: parking_lot::MutexGuard<'_, NodeState>,
+        job: JobId,
+        source: String,
+        err: bool,
+        lines: Vec<String>,
+    ) {
+        let driver = state.drivers.iter().find(|(_, d)| d.job == job);
+        let sender = driver
+            .filter(|(_, d)| d.log_to_driver)
+            .and_then(|(id, _)| state.workers.get(id)?.sender.clone());
+        let embedded = driver.is_none() && job == self.embedded_job && self.config.prestart_workers;
+        drop(state);
         if let Some(sender) = sender {
             let _ = sender.send(NodeToWorker::Log { source, err, lines });
         } else if embedded {
             crate::worker::print_log(&source, err, &lines);
+        }
+    }
+
+    /// Every [`resource_warnings::PERIOD`](super::resource_warnings::PERIOD),
+    /// tells drivers whose actors have waited long for resources.
+    pub(super) async fn warn_of_waiting_actors(node: std::sync::Weak<Node>) {
+        let mut tick = tokio::time::interval(super::resource_warnings::PERIOD);
+        loop {
+            tick.tick().await;
+            let Some(head) = node.upgrade() else { return };
+            let warnings = head
+                .state
+                .lock()
+                .resource_warnings(std::time::Instant::now());
+            for (job, line) in warnings {
+                let state = head.state.lock();
+                head.to_driver(state, job, "(scheduler)".into(), true, vec![line]);
+            }
         }
     }
 }

@@ -41,6 +41,7 @@
 //! | `actors.rs` | actor creation, restarts, death, names (GCS actor manager) |
 //! | `placement_groups.rs` | bundle reservation and removal (GCS placement group manager) |
 //! | `membership.rs` | nodes joining, heartbeats, node death (GCS node manager, health checks) |
+//! | `resource_warnings.rs` | telling a driver its actors wait long for resources (the autoscaler's warnings) |
 //! | `status.rs` | `oxray status`, the state API's rows and the node summary |
 //! | `task_events.rs` | the bounded ring of recent tasks' states (GCS task event table) |
 //!
@@ -71,6 +72,7 @@ mod object_store;
 mod object_waiters;
 mod pipelining;
 mod placement_groups;
+mod resource_warnings;
 mod scheduler;
 mod service;
 mod status;
@@ -135,6 +137,7 @@ struct NodeState {
     /// Live named actors by (namespace, name).
     named_actors: HashMap<(String, String), ActorId>,
     actors_waiting: VecDeque<ActorId>,
+    resource_warnings: resource_warnings::ResourceWarnings,
     /// Actors that may have calls to send since the last `schedule`.
     actors_with_calls: Vec<ActorId>,
     /// Dead actors still remembered for the state API and their callers.
@@ -201,6 +204,7 @@ impl NodeState {
             actors: FxHashMap::default(),
             named_actors: HashMap::new(),
             actors_waiting: VecDeque::new(),
+            resource_warnings: Default::default(),
             actors_with_calls: Vec::new(),
             dead_actors: DeadActors::new(retention.dead_actors),
             pool,
@@ -370,6 +374,8 @@ impl Node {
             }
         });
         node.runtime.spawn(watch_heartbeats(node.weak()));
+        node.runtime
+            .spawn(Node::warn_of_waiting_actors(node.weak()));
         node.serve_embedded_working_dir()?;
         // A warm pool: one worker per CPU, as Ray prestarts them.
         if node.config.prestart_workers {
