@@ -293,7 +293,7 @@ fn a_driver_elsewhere_passes_the_token_by_file_and_a_wrong_one_is_refused() {
 
 /// A run asking for more CPUs than the cluster has free hears why it
 /// waits, as Ray's autoscaler warns in the driver's output, instead of
-/// waiting in silence.
+/// waiting in silence; `oxray status` shows what waits.
 #[test]
 fn a_driver_whose_actors_wait_for_resources_is_told_so() {
     use std::process::Stdio;
@@ -329,8 +329,15 @@ fn a_driver_whose_actors_wait_for_resources_is_told_so() {
             break line;
         }
     };
+    // `oxray status` lists it among the demands, as `ray status` does.
+    let (ok, shown) = status(session, &address, &token, &[]);
     driver.kill().unwrap();
     driver.wait().unwrap();
+    assert!(ok, "{shown}");
+    assert!(
+        shown.contains("demands (waiting for resources):\n  {CPU: 1}: 1 pending tasks/actors"),
+        "{shown}"
+    );
     assert!(
         warning.contains("1 × oxray_rl::env_runner::EnvRunner asking for {CPU: 1}"),
         "{warning}"

@@ -524,6 +524,15 @@ pub struct ClusterStatus {
     pub object_rows: Vec<ObjectRow>,
     /// Worker processes and connected drivers.
     pub workers: Vec<WorkerRow>,
+    /// What waits for resources, by request (`ray status`'s Demands).
+    pub demands: Vec<ResourceDemand>,
+}
+
+/// Actors and ready tasks that wait for the same resources.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResourceDemand {
+    pub request: ResourceSet,
+    pub pending: usize,
 }
 
 /// Most object rows one status carries; `objects` stays the exact count.

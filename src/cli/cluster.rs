@@ -537,6 +537,17 @@ fn print_status(address: &str, state: &ClusterStatus) {
         "tasks: {} pending, {} running",
         state.pending_tasks, state.running_tasks
     );
+    if state.demands.is_empty() {
+        println!("demands: none");
+    } else {
+        println!("demands (waiting for resources):");
+        for demand in &state.demands {
+            println!(
+                "  {}: {} pending tasks/actors",
+                demand.request, demand.pending
+            );
+        }
+    }
     println!("objects: {}", state.objects);
     let pending = state
         .placement_groups

@@ -1,6 +1,7 @@
-//! Tells a job's driver when its actors have waited long for resources, as
-//! Ray's autoscaler prints "Warning: The following resource request cannot
-//! be scheduled right now" into the driver's output.
+//! What waits for resources: the demands `oxray status` lists (`ray
+//! status`'s Demands), and telling a job's driver when its actors have
+//! waited long, as Ray's autoscaler prints "Warning: The following resource
+//! request cannot be scheduled right now" into the driver's output.
 //!
 //! Without it a run asking for more CPUs than the cluster has free waits in
 //! silence: its EnvRunners sit in the waiting queue while other jobs hold
@@ -13,6 +14,8 @@
 use super::actors::ActorStatus;
 use super::NodeState;
 use crate::ids::{ActorId, JobId};
+use crate::protocol::ResourceDemand;
+use crate::resources::ResourceSet;
 use rustc_hash::FxHashMap;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -35,6 +38,34 @@ pub(super) struct ResourceWarnings {
 }
 
 impl NodeState {
+    /// Actors waiting to start and ready tasks queued, by the resources they
+    /// ask for, largest count first.
+    pub(super) fn resource_demands(&self) -> Vec<ResourceDemand> {
+        let mut by_request: BTreeMap<String, ResourceDemand> = BTreeMap::new();
+        let mut add = |request: &ResourceSet, pending: usize| {
+            by_request
+                .entry(request.to_string())
+                .or_insert_with(|| ResourceDemand {
+                    request: request.clone(),
+                    pending: 0,
+                })
+                .pending += pending;
+        };
+        for id in &self.actors_waiting {
+            if let Some(actor) = self.actors.get(id) {
+                if actor.status == ActorStatus::WaitingForResources {
+                    add(&actor.spec.resources, 1);
+                }
+            }
+        }
+        for queue in self.queues.values().filter(|q| !q.tasks.is_empty()) {
+            add(&queue.request, queue.tasks.len());
+        }
+        let mut demands: Vec<ResourceDemand> = by_request.into_values().collect();
+        demands.sort_by_key(|demand| std::cmp::Reverse(demand.pending));
+        demands
+    }
+
     /// The warnings due at `now`, one per job: (job, line for its driver).
     pub(super) fn resource_warnings(&mut self, now: Instant) -> Vec<(JobId, String)> {
         let waiting: Vec<ActorId> = self
@@ -111,7 +142,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_job_hears_of_actors_waiting_too_long_once_per_repeat_period() {
+    fn waiting_actors_are_demands_and_their_job_hears_of_them_once_per_repeat_period() {
         let ids = Ids::new();
         let mut state = NodeState::for_test(cpus(2.0), 1 << 20);
         let fits = ids.actor(cpus(2.0), 0);
@@ -121,6 +152,13 @@ mod tests {
         state.create_actor(waits, JOB, None).expect("created");
         state.schedule();
         let start = Instant::now();
+        assert_eq!(
+            state.resource_demands(),
+            [ResourceDemand {
+                request: cpus(1.0),
+                pending: 1
+            }]
+        );
 
         // First seen waiting now: nothing to say until WARN_AFTER.
         assert!(state.resource_warnings(start).is_empty());
@@ -141,5 +179,6 @@ mod tests {
         state.kill_actor(waiting).expect("killed");
         assert!(state.resource_warnings(later + 3 * REPEAT_EVERY).is_empty());
         assert!(state.resource_warnings.waiting_since.is_empty());
+        assert!(state.resource_demands().is_empty());
     }
 }

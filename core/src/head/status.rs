@@ -102,6 +102,7 @@ impl Node {
             .collect();
         let running = state.tasks.values().filter(|t| t.worker.is_some()).count();
         ClusterStatus {
+            demands: state.resource_demands(),
             nodes,
             jobs: {
                 let mut jobs: Vec<JobStatus> = state.jobs.values().cloned().collect();
