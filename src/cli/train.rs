@@ -366,13 +366,16 @@ fn print_trials(trials: &[Trial], outcomes: &[Option<anyhow::Result<RunSummary>>
                     summary.run_dir.display()
                 ))
             }
-            Some(Err(_)) => say(format_args!(
+            unfinished => say(format_args!(
                 "{index:<4} {:<10} {:>6} {:>10} {:>8}  {tag}",
-                "ERROR", "-", "-", "-"
-            )),
-            None => say(format_args!(
-                "{index:<4} {:<10} {:>6} {:>10} {:>8}  {tag}",
-                "PENDING", "-", "-", "-"
+                if unfinished.is_some() {
+                    "ERROR"
+                } else {
+                    "PENDING"
+                },
+                "-",
+                "-",
+                "-"
             )),
         }
     }

@@ -11,7 +11,7 @@
 //! driver, at most once per [`REPEAT_EVERY`]. The pass walks only the
 //! actors waiting now, never every actor that ever existed.
 
-use super::actors::ActorStatus;
+use super::actors::{ActorRecord, ActorStatus};
 use super::NodeState;
 use crate::ids::{ActorId, JobId};
 use crate::protocol::ResourceDemand;
@@ -38,6 +38,14 @@ pub(super) struct ResourceWarnings {
 }
 
 impl NodeState {
+    /// The actors waiting for resources now.
+    fn actors_waiting_now(&self) -> impl Iterator<Item = (ActorId, &ActorRecord)> {
+        self.actors_waiting.iter().filter_map(|id| {
+            let actor = self.actors.get(id)?;
+            (actor.status == ActorStatus::WaitingForResources).then_some((*id, actor))
+        })
+    }
+
     /// Actors waiting to start and ready tasks queued, by the resources they
     /// ask for, largest count first.
     pub(super) fn resource_demands(&self) -> Vec<ResourceDemand> {
@@ -51,12 +59,8 @@ impl NodeState {
                 })
                 .pending += pending;
         };
-        for id in &self.actors_waiting {
-            if let Some(actor) = self.actors.get(id) {
-                if actor.status == ActorStatus::WaitingForResources {
-                    add(&actor.spec.resources, 1);
-                }
-            }
+        for (_, actor) in self.actors_waiting_now() {
+            add(&actor.spec.resources, 1);
         }
         for queue in self.queues.values().filter(|q| !q.tasks.is_empty()) {
             add(&queue.request, queue.tasks.len());
@@ -68,26 +72,18 @@ impl NodeState {
 
     /// The warnings due at `now`, one per job: (job, line for its driver).
     pub(super) fn resource_warnings(&mut self, now: Instant) -> Vec<(JobId, String)> {
-        let waiting: Vec<ActorId> = self
-            .actors_waiting
-            .iter()
-            .copied()
-            .filter(|id| {
-                self.actors
-                    .get(id)
-                    .is_some_and(|a| a.status == ActorStatus::WaitingForResources)
-            })
-            .collect();
-        let warnings = &mut self.resource_warnings;
-        warnings.waiting_since.retain(|id, _| waiting.contains(id));
+        // Rebuilt from the actors waiting now: those that no longer wait
+        // are forgotten.
+        let seen_before = std::mem::take(&mut self.resource_warnings.waiting_since);
+        let mut waiting_since = FxHashMap::default();
         // Per job: each waiting class with its request, and how many.
         let mut overdue: BTreeMap<JobId, BTreeMap<(String, String), usize>> = BTreeMap::new();
-        for id in waiting {
-            let since = *warnings.waiting_since.entry(id).or_insert(now);
+        for (id, actor) in self.actors_waiting_now() {
+            let since = seen_before.get(&id).copied().unwrap_or(now);
+            waiting_since.insert(id, since);
             if now.duration_since(since) < WARN_AFTER {
                 continue;
             }
-            let actor = &self.actors[&id];
             let shape = (actor.spec.class.clone(), actor.spec.resources.to_string());
             *overdue
                 .entry(actor.job)
@@ -95,9 +91,14 @@ impl NodeState {
                 .entry(shape)
                 .or_default() += 1;
         }
+        let warnings = &mut self.resource_warnings;
+        warnings.waiting_since = waiting_since;
         warnings
             .last_warned
             .retain(|job, _| overdue.contains_key(job));
+        if overdue.is_empty() {
+            return Vec::new();
+        }
         let free: Vec<String> = self
             .pool
             .nodes()
