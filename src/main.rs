@@ -14,7 +14,7 @@ fn main() {
     if let Err(error) = cli.run() {
         if let Some(interrupted) = error.downcast_ref::<cli::Interrupted>() {
             eprintln!("{interrupted}");
-            std::process::exit(cli::INTERRUPTED_EXIT_STATUS);
+            std::process::exit(interrupted.exit_status());
         }
         eprintln!("error: {error:#}");
         std::process::exit(1);

@@ -39,9 +39,19 @@ fn long_task(key: String) -> String {
 fn three_node_cluster_schedules_moves_objects_and_survives_a_node_loss() {
     let session = tempfile::tempdir().unwrap();
     let session = session.path();
-    let (_head, address, token) = start_head(session, &["--num-cpus", "1"]);
-    let (_node_a, _) = start_node(session, &address, &token, &["--num-cpus", "1"]);
+    let (head, address, token) = start_head(session, &["--num-cpus", "1"]);
+    let (node_a, _) = start_node(session, &address, &token, &["--num-cpus", "1"]);
     let (mut node_b, node_b_id) = start_node(session, &address, &token, &["--num-cpus", "1"]);
+    // SLURM's warning before a time limit (`srun --signal=USR1@SECONDS`) is
+    // for drivers: node processes outlive it. Each answers the status below
+    // only by running again, when a pending signal is delivered.
+    for daemon in [&head, &node_a, &node_b] {
+        // SAFETY: signals a daemon this test started and still holds.
+        assert_eq!(
+            unsafe { libc::kill(daemon.child.id() as i32, libc::SIGUSR1) },
+            0
+        );
+    }
 
     let (ok, shown) = status(
         session,

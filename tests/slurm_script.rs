@@ -46,6 +46,7 @@ printf '%s' "$OXRAY_TOKEN" >"$FAKE_DIR/token.txt"
 echo "job ran with: $*"
 if [[ -n "${JOB_UNTIL_TERM:-}" ]]; then
     trap 'echo "job got TERM" >"$FAKE_DIR/term.txt"; exit 7' TERM
+    trap 'echo "job got USR1" >"$FAKE_DIR/usr1.txt"' USR1
     : >"$FAKE_DIR/started"
     while :; do sleep 0.05; done
 fi
@@ -251,7 +252,7 @@ fn sbatch_script_exits_with_the_jobs_status_and_still_stops_the_cluster() {
 }
 
 #[test]
-fn sbatch_script_passes_sigterm_to_the_job_and_stops_the_cluster() {
+fn sbatch_script_passes_sigusr1_and_sigterm_to_the_job_and_stops_the_cluster() {
     let fake = Fake::new();
     let mut command = fake.sbatch(2, free_port());
     command
@@ -265,8 +266,17 @@ fn sbatch_script_passes_sigterm_to_the_job_and_stops_the_cluster() {
         assert!(Instant::now() < deadline, "the job never started");
         std::thread::sleep(Duration::from_millis(50));
     }
-    // What scancel (or --signal=B:TERM@SECONDS) does to the batch shell.
+    // A warning before the time limit (--signal=B:USR1@SECONDS) is passed
+    // on to the job, and the cluster stays.
     // SAFETY: signals the child this test started and has not yet waited for.
+    unsafe { libc::kill(script.id() as i32, libc::SIGUSR1) };
+    while fake.read("usr1.txt").is_empty() {
+        assert!(Instant::now() < deadline, "the job never got SIGUSR1");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(fake.read("usr1.txt").trim(), "job got USR1");
+    // What scancel (or --signal=B:TERM@SECONDS) does to the batch shell.
+    // SAFETY: as above.
     unsafe { libc::kill(script.id() as i32, libc::SIGTERM) };
     let status = wait_bounded(script, "sbatch");
     let output = fake.read("term.out") + &fake.read("term.err");
@@ -383,4 +393,96 @@ fn symmetric_run_exits_with_the_commands_status() {
     let (status, output) = fake.run(command, "tokenless");
     assert!(!status.success(), "{output}");
     assert!(output.contains("OXRAY_TOKEN"), "{output}");
+}
+
+/// SLURM's warning before a time limit (`srun --signal=USR1@SECONDS`) goes
+/// to every process of the step, here one process group: the head passes it
+/// on to `oxray train` (which so gets it twice), the node daemons and
+/// workers outlive it, and the run stops after its iteration with a
+/// checkpoint, `oxray train`'s 138 being the step's status.
+#[test]
+fn symmetric_run_stops_training_with_a_checkpoint_on_sigusr1() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::process::CommandExt;
+
+    let fake = Fake::new();
+    std::fs::write(
+        fake.dir.join("small.yaml"),
+        "algorithm: PPO\nenv: CartPole-v1\nenv_runners:\n  num_env_runners: 1\n  \
+         num_envs_per_env_runner: 8\ntraining:\n  train_batch_size: 256\n  \
+         minibatch_size: 128\n  num_epochs: 1\nstop:\n  iterations: 1000000\n",
+    )
+    .unwrap();
+    let address = format!("127.0.0.2:{}", free_port());
+    let task = |procid: usize, node_ip: &str| {
+        let mut command = fake.command(OXRAY);
+        command
+            .current_dir(&fake.dir)
+            .env("SLURM_PROCID", procid.to_string())
+            .env("OXRAY_TOKEN", "symmetric-run-usr1-token")
+            .args(["symmetric-run", "--address", &address, "--min-nodes", "2"])
+            .args(["--node-ip-address", node_ip])
+            .args(["--num-cpus", "1", "--timeout", "60", "--"])
+            .args([OXRAY, "train", "small.yaml", "--address", &address]);
+        command
+    };
+    let mut head = task(0, "127.0.0.2")
+        .process_group(0)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(fake.dir.join("head.err")).unwrap())
+        .spawn()
+        .unwrap();
+    let group = head.id() as i32;
+    let node = task(1, "127.0.0.3")
+        .process_group(group)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(fake.dir.join("node.err")).unwrap())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(head.stdout.take().unwrap());
+    let mut shown = String::new();
+    while !shown.lines().any(|line| line.starts_with("iter    2")) {
+        let read = out.read_line(&mut shown).unwrap();
+        assert!(read > 0, "{shown}{}", fake.read("head.err"));
+    }
+    // SAFETY: signals the group this test created for the step.
+    assert_eq!(unsafe { libc::kill(-group, libc::SIGUSR1) }, 0);
+    std::io::Read::read_to_string(&mut out, &mut shown).unwrap();
+    let status = wait_bounded(head, "head");
+    let err = fake.read("head.err");
+    assert_eq!(status.code(), Some(138), "{shown}{err}");
+    assert!(
+        shown.contains("done: interrupted (SIGUSR1) after "),
+        "{shown}"
+    );
+    assert!(err.contains("continue with `oxray train --resume"), "{err}");
+    assert!(!err.contains("failed"), "no worker may die of it:\n{err}");
+    let node_status = wait_bounded(node, "node");
+    assert!(node_status.success(), "{}", fake.read("node.err"));
+    let checkpoints: Vec<PathBuf> = glob_checkpoints(&fake.dir.join("results"));
+    assert!(!checkpoints.is_empty(), "{shown}");
+    // Workers end with their node (a death signal, delivered as it exits).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    // SAFETY: probes the group; signal 0 sends nothing.
+    while unsafe { libc::kill(-group, 0) } == 0 {
+        assert!(Instant::now() < deadline, "a process outlived the step");
+        std::thread::yield_now();
+    }
+}
+
+/// Every `checkpoint.json` under `dir`.
+fn glob_checkpoints(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.ends_with("checkpoint.json") {
+                found.push(path);
+            }
+        }
+    }
+    found
 }

@@ -740,6 +740,26 @@ fn a_failed_export_names_the_problem_and_keeps_an_earlier_module() {
 /// leaves no process behind; `--resume` continues from that checkpoint.
 #[test]
 fn ctrl_c_stops_after_the_iteration_with_a_checkpoint_to_resume() {
+    stops_after_the_iteration_with_a_checkpoint_to_resume(libc::SIGINT, 1, "Ctrl-C");
+}
+
+/// SLURM's warning before a time limit or preemption (`--signal=USR1@120`)
+/// goes to every process of the step, and may come twice (from SLURM and
+/// passed on by `oxray symmetric-run`): the run stops as after Ctrl-C,
+/// exiting with 138.
+#[test]
+fn sigusr1_stops_after_the_iteration_with_a_checkpoint_to_resume() {
+    stops_after_the_iteration_with_a_checkpoint_to_resume(libc::SIGUSR1, 2, "SIGUSR1");
+}
+
+/// Sends `signal` `times` times to the process group of an endless
+/// `oxray train` once its second iteration is shown; checks the stop, the
+/// checkpoint, that no worker died of it, and the resume.
+fn stops_after_the_iteration_with_a_checkpoint_to_resume(
+    signal: libc::c_int,
+    times: usize,
+    name: &str,
+) {
     use std::io::{BufRead, BufReader, Read};
     use std::os::unix::process::CommandExt;
     use std::process::{Command, Stdio};
@@ -766,12 +786,14 @@ fn ctrl_c_stops_after_the_iteration_with_a_checkpoint_to_resume() {
     assert!(!workers.is_empty());
     for worker in workers {
         assert!(
-            ignores_sigint(worker),
-            "worker {worker} would die of Ctrl-C"
+            ignores(worker, signal),
+            "worker {worker} would die of {name}"
         );
     }
-    // SAFETY: signals the group this test created for the run.
-    assert_eq!(unsafe { libc::kill(-group, libc::SIGINT) }, 0);
+    for _ in 0..times {
+        // SAFETY: signals the group this test created for the run.
+        assert_eq!(unsafe { libc::kill(-group, signal) }, 0);
+    }
     out.read_to_string(&mut shown).unwrap();
     let mut err = String::new();
     child
@@ -781,10 +803,11 @@ fn ctrl_c_stops_after_the_iteration_with_a_checkpoint_to_resume() {
         .read_to_string(&mut err)
         .unwrap();
     let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(130), "{shown}{err}");
+    assert_eq!(status.code(), Some(128 + signal), "{shown}{err}");
+    let done_line = format!("done: interrupted ({name}) after ");
     let done = shown
         .lines()
-        .find_map(|line| line.strip_prefix("done: interrupted (Ctrl-C) after "))
+        .find_map(|line| line.strip_prefix(done_line.as_str()))
         .unwrap_or_else(|| panic!("{shown}{err}"));
     let iterations: u64 = done.split(' ').next().unwrap().parse().unwrap();
     assert!(iterations >= 2, "{shown}");
@@ -797,7 +820,7 @@ fn ctrl_c_stops_after_the_iteration_with_a_checkpoint_to_resume() {
     let resume = format!("continue with `oxray train --resume {}`", run.display());
     let relative = resume.replace(&format!("{}/", scratch.path().display()), "");
     assert!(err.contains(&relative), "{err}");
-    // The EnvRunner's worker ignored the Ctrl-C and ended with the run.
+    // The EnvRunner's worker ignored the signal and ended with the run.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     // SAFETY: probes the group; signal 0 sends nothing.
     while unsafe { libc::kill(-group, 0) } == 0 {
@@ -837,12 +860,12 @@ fn children_of(parent: u32) -> Vec<u32> {
     children
 }
 
-/// Whether `pid` ignores SIGINT (its `SigIgn` mask in /proc).
-fn ignores_sigint(pid: u32) -> bool {
+/// Whether `pid` ignores `signal` (its `SigIgn` mask in /proc).
+fn ignores(pid: u32, signal: libc::c_int) -> bool {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
         .find_map(|line| line.strip_prefix("SigIgn:"))
         .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
-        .is_some_and(|mask| mask & (1 << (libc::SIGINT - 1)) != 0)
+        .is_some_and(|mask| mask & (1 << (signal - 1)) != 0)
 }

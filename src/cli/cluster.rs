@@ -256,6 +256,9 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
     if !args.block {
         return detach();
     }
+    // A batch system's SIGUSR1 (`srun --signal=USR1@SECONDS`) is for the
+    // driver, which needs this node until its iteration ends.
+    super::interrupt::outlive_stop_requests().context("cannot handle SIGUSR1")?;
     if args.head {
         let ip = node_ip.unwrap_or_else(daemon::default_node_ip);
         let bind = std::net::SocketAddr::new(ip, args.port);

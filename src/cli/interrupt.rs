@@ -1,71 +1,150 @@
-//! Ctrl-C during `oxray train`, handled as Ray Tune handles SIGINT: the
-//! first one lets each running trial finish the iteration in progress, save
-//! its end-of-run checkpoint and stop, so `oxray train --resume RUN_DIR`
-//! continues from there; trials of a search not yet started stay pending. A
-//! second Ctrl-C ends the process at once (the default action, which the
-//! handler restores as it runs: `SA_RESETHAND`).
+//! Stopping `oxray train` early with a checkpoint, as Ray Tune handles
+//! SIGINT and SIGUSR1: the first such signal lets each running trial finish
+//! the iteration in progress, save its end-of-run checkpoint and stop, so
+//! `oxray train --resume RUN_DIR` continues from there; trials of a search
+//! not yet started stay pending. A second Ctrl-C ends the process at once
+//! (the default action, which the handler restores as it runs:
+//! `SA_RESETHAND`).
 //!
-//! The terminal sends SIGINT to the whole foreground process group, the
-//! embedded node's workers included; they ignore it (`oxray-core`'s worker
-//! launch), so the EnvRunners and Learners serve the last iteration.
+//! SIGINT is Ctrl-C. SIGUSR1 is what a batch system sends ahead of a time
+//! limit or a preemption (`sbatch --signal=USR1@120`); SLURM sends it to
+//! every process of the job step, so the same run may get it twice (from
+//! SLURM and forwarded by `oxray symmetric-run`): a second SIGUSR1 changes
+//! nothing. The workers a node starts ignore both signals (`oxray-core`'s
+//! worker launch) and node processes outlive SIGUSR1
+//! ([`outlive_stop_requests`]), so the EnvRunners and Learners serve the
+//! last iteration. SIGTERM still ends a run at once, as it does Tune's.
 //!
-//! A SIGINT that was ignored when the process started (`nohup`, a
+//! A signal that was ignored when the process started (`nohup`, a
 //! background job of a non-interactive shell) stays ignored, as Python
 //! leaves it.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicI32, Ordering};
 
-/// The stop reason of a run cut short by Ctrl-C.
-pub const REASON: &str = "interrupted (Ctrl-C)";
+/// The signals that stop a run with a checkpoint.
+const STOP_SIGNALS: [libc::c_int; 2] = [libc::SIGINT, libc::SIGUSR1];
 
-static REQUESTED: AtomicBool = AtomicBool::new(false);
+/// The first stop signal received, 0 before any.
+static RECEIVED: AtomicI32 = AtomicI32::new(0);
 
-/// A run ended by Ctrl-C: `oxray` exits with 130 (128 + SIGINT), as a
-/// shell reports a command that SIGINT ended, after printing this.
-#[derive(Debug, thiserror::Error)]
-#[error("interrupted (Ctrl-C): continue with `oxray train --resume {run_dirs}`")]
-pub struct Interrupted {
-    /// The run directories to resume, space-separated.
-    pub run_dirs: String,
-}
-
-/// The exit status of an interrupted `oxray train`.
-pub const EXIT_STATUS: i32 = 128 + libc::SIGINT;
-
-extern "C" fn on_interrupt(_signal: libc::c_int) {
-    REQUESTED.store(true, Ordering::SeqCst);
-    const NOTICE: &[u8] =
-        b"\nstopping after this iteration with a checkpoint (Ctrl-C again stops at once)\n";
-    // SAFETY: write(2) is async-signal-safe; the buffer is static.
-    unsafe {
-        libc::write(libc::STDERR_FILENO, NOTICE.as_ptr().cast(), NOTICE.len());
+/// How a run stopped by `signal` says so (its stop reason).
+fn reason_for(signal: libc::c_int) -> &'static str {
+    if signal == libc::SIGUSR1 {
+        "interrupted (SIGUSR1)"
+    } else {
+        "interrupted (Ctrl-C)"
     }
 }
 
-/// Installs the handler, unless SIGINT was ignored when this process began.
-pub fn install() -> std::io::Result<()> {
-    // SAFETY: sigaction with a zeroed struct reads the current action;
-    // installing sets a handler that only stores an atomic and writes.
+/// A run ended by a stop signal: `oxray` exits with 128 + its number, as a
+/// shell reports a command that signal ended, after printing this.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: continue with `oxray train --resume {run_dirs}`", reason_for(*.signal))]
+pub struct Interrupted {
+    signal: libc::c_int,
+    /// The run directories to resume, space-separated.
+    run_dirs: String,
+}
+
+impl Interrupted {
+    /// The runs in `run_dirs` were cut short by the stop signal received.
+    pub fn new(run_dirs: &[String]) -> Self {
+        Self {
+            signal: RECEIVED.load(Ordering::SeqCst),
+            run_dirs: run_dirs.join(" "),
+        }
+    }
+
+    /// The exit status of the interrupted `oxray train`.
+    pub fn exit_status(&self) -> i32 {
+        128 + self.signal
+    }
+}
+
+extern "C" fn on_stop_signal(signal: libc::c_int) {
+    let first = RECEIVED
+        .compare_exchange(0, signal, Ordering::SeqCst, Ordering::SeqCst)
+        .is_ok();
+    let notice: &[u8] = match signal {
+        libc::SIGINT => {
+            b"\nstopping after this iteration with a checkpoint (Ctrl-C again stops at once)\n"
+        }
+        _ if first => b"\nSIGUSR1: stopping after this iteration with a checkpoint\n",
+        _ => return,
+    };
+    // SAFETY: write(2) is async-signal-safe; the buffer is static.
     unsafe {
-        let mut current: libc::sigaction = std::mem::zeroed();
-        if libc::sigaction(libc::SIGINT, std::ptr::null(), &mut current) != 0 {
-            return Err(std::io::Error::last_os_error());
+        libc::write(libc::STDERR_FILENO, notice.as_ptr().cast(), notice.len());
+    }
+}
+
+/// Installs the handler for each stop signal not ignored when this process
+/// began.
+pub fn install() -> std::io::Result<()> {
+    for signal in STOP_SIGNALS {
+        // SAFETY: sigaction with a zeroed struct only reads the current action.
+        let ignored = unsafe {
+            let mut current: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(signal, std::ptr::null(), &mut current) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            current.sa_sigaction == libc::SIG_IGN
+        };
+        if !ignored {
+            let flags = match signal {
+                libc::SIGINT => libc::SA_RESETHAND | libc::SA_RESTART,
+                _ => libc::SA_RESTART,
+            };
+            set_handler(signal, on_stop_signal, flags)?;
         }
-        if current.sa_sigaction == libc::SIG_IGN {
-            return Ok(());
-        }
+    }
+    Ok(())
+}
+
+/// Sets `handler` for `signal`; handlers here only store an atomic and
+/// write(2), both async-signal-safe.
+fn set_handler(
+    signal: libc::c_int,
+    handler: extern "C" fn(libc::c_int),
+    flags: libc::c_int,
+) -> std::io::Result<()> {
+    // SAFETY: a zeroed sigaction with the handler, flags and an empty mask.
+    unsafe {
         let mut action: libc::sigaction = std::mem::zeroed();
-        action.sa_sigaction = on_interrupt as extern "C" fn(libc::c_int) as usize;
-        action.sa_flags = libc::SA_RESETHAND | libc::SA_RESTART;
+        action.sa_sigaction = handler as usize;
+        action.sa_flags = flags;
         libc::sigemptyset(&mut action.sa_mask);
-        if libc::sigaction(libc::SIGINT, &action, std::ptr::null_mut()) != 0 {
+        if libc::sigaction(signal, &action, std::ptr::null_mut()) != 0 {
             return Err(std::io::Error::last_os_error());
         }
     }
     Ok(())
 }
 
-/// Whether Ctrl-C was pressed since [`install`].
-pub fn requested() -> bool {
-    REQUESTED.load(Ordering::SeqCst)
+/// The stop reason of a run cut short now, if a stop signal came since
+/// [`install`].
+pub fn requested() -> Option<&'static str> {
+    match RECEIVED.load(Ordering::SeqCst) {
+        0 => None,
+        signal => Some(reason_for(signal)),
+    }
+}
+
+/// Whether `stop_reason` is that of a run a stop signal cut short.
+pub fn is_interruption(stop_reason: &str) -> bool {
+    STOP_SIGNALS
+        .iter()
+        .any(|signal| stop_reason == reason_for(*signal))
+}
+
+extern "C" fn outlive(_signal: libc::c_int) {}
+
+/// Makes a node process (a head, a node daemon) outlive SIGUSR1: a batch
+/// system's warning is for the driver, which needs its nodes to finish the
+/// iteration, and SIGUSR1's default action would end the node and its
+/// workers. A handler that does nothing, not `SIG_IGN`: a handler is reset
+/// by `exec`, so the drivers a head starts for its jobs still get SIGUSR1's
+/// default and handle it as `oxray train` does.
+pub fn outlive_stop_requests() -> std::io::Result<()> {
+    set_handler(libc::SIGUSR1, outlive, libc::SA_RESTART)
 }

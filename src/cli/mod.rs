@@ -21,7 +21,7 @@ mod tls;
 mod train;
 
 use clap::{Parser, Subcommand};
-pub use interrupt::{Interrupted, EXIT_STATUS as INTERRUPTED_EXIT_STATUS};
+pub use interrupt::Interrupted;
 
 /// oxray: a fast reinforcement-learning rollout and training cluster.
 #[derive(Debug, Parser)]

@@ -75,6 +75,8 @@ pub fn run(args: SymmetricRunArgs) -> anyhow::Result<()> {
         bail!("--heartbeat-timeout-s must be a positive number of seconds");
     }
     let token = args.token.given()?;
+    // The head passes SIGUSR1 on to CMD; a node waits for the head to go.
+    super::interrupt::outlive_stop_requests().context("cannot handle SIGUSR1")?;
     if is_head()? {
         let code = run_head(&args, token)?;
         if code != 0 {
@@ -179,8 +181,10 @@ fn run_head(args: &SymmetricRunArgs, token: Option<String>) -> anyhow::Result<i3
 }
 
 /// Runs CMD with the cluster's address and token exported; a SIGTERM or
-/// SIGINT sent to this process is passed on to it.
+/// SIGINT sent to this process is passed on to it as SIGTERM, a SIGUSR1
+/// (a batch system's warning before a time limit) as SIGUSR1.
 fn run_command(command: &[String], address: &str, token: &str) -> anyhow::Result<ExitStatus> {
+    use tokio::signal::unix::{signal, SignalKind};
     let mut child = Command::new(&command[0])
         .args(&command[1..])
         .env("OXRAY_ADDRESS", address)
@@ -196,17 +200,24 @@ fn run_command(command: &[String], address: &str, token: &str) -> anyhow::Result
             return;
         };
         runtime.block_on(async {
-            let Ok(mut terminate) =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            else {
+            let (Ok(mut terminate), Ok(mut stop_request)) = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::user_defined1()),
+            ) else {
                 return;
             };
-            tokio::select! {
-                _ = terminate.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
+            loop {
+                let passed_on = tokio::select! {
+                    _ = terminate.recv() => libc::SIGTERM,
+                    _ = tokio::signal::ctrl_c() => libc::SIGTERM,
+                    _ = stop_request.recv() => libc::SIGUSR1,
+                };
+                // SAFETY: signals the child this process started and still waits for.
+                unsafe { libc::kill(pid, passed_on) };
+                if passed_on == libc::SIGTERM {
+                    break;
+                }
             }
-            // SAFETY: signals the child this process started and still waits for.
-            unsafe { libc::kill(pid, libc::SIGTERM) };
         });
     });
     child

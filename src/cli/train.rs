@@ -144,7 +144,7 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
         oxray_core::init(options)?;
     }
     let scheduler = scheduler.as_ref();
-    interrupt::install().context("cannot install the Ctrl-C handler")?;
+    interrupt::install().context("cannot install the Ctrl-C and SIGUSR1 handlers")?;
     let outcome = match <[Trial; 1]>::try_from(trials) {
         Ok([trial]) => train_one(
             trial.config,
@@ -169,18 +169,15 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
     }
     match outcome?.as_slice() {
         [] => Ok(()),
-        interrupted => Err(interrupt::Interrupted {
-            run_dirs: interrupted.join(" "),
-        }
-        .into()),
+        interrupted => Err(interrupt::Interrupted::new(interrupted).into()),
     }
 }
 
-/// The run directories of the runs that Ctrl-C cut short.
+/// The run directories of the runs that Ctrl-C or SIGUSR1 cut short.
 fn interrupted_runs<'a>(summaries: impl IntoIterator<Item = &'a RunSummary>) -> Vec<String> {
     summaries
         .into_iter()
-        .filter(|summary| summary.stop_reason == interrupt::REASON)
+        .filter(|summary| interrupt::is_interruption(&summary.stop_reason))
         .map(|summary| summary.run_dir.display().to_string())
         .collect()
 }
@@ -236,8 +233,8 @@ fn train_one(
             resume,
         },
         |result| {
-            if interrupt::requested() {
-                return Some(interrupt::REASON.to_string());
+            if let Some(reason) = interrupt::requested() {
+                return Some(reason.to_string());
             }
             let (scheduler, trial) = scheduler?;
             let decision = scheduler
@@ -263,8 +260,8 @@ fn train_one(
 /// that fails is reported and the others still run (as in Ray Tune), then
 /// a table of all of them, the best by its final mean return (Tune's
 /// `get_best_result`), and an error if any failed. Trials that run at
-/// once prefix their lines with `[trial N]`. After Ctrl-C no trial starts;
-/// gives the run directories of those it cut short.
+/// once prefix their lines with `[trial N]`. After Ctrl-C or SIGUSR1 no
+/// trial starts; gives the run directories of those it cut short.
 fn train_trials(
     trials: Vec<Trial>,
     name: &str,
@@ -277,7 +274,7 @@ fn train_trials(
     let outcomes: Vec<Mutex<Option<anyhow::Result<RunSummary>>>> =
         (0..count).map(|_| Mutex::new(None)).collect();
     let train_next = || loop {
-        if interrupt::requested() {
+        if interrupt::requested().is_some() {
             break;
         }
         let index = next_trial.fetch_add(1, Ordering::Relaxed);

@@ -113,16 +113,20 @@ impl WorkerLaunch<'_> {
         }
         // SAFETY: prctl and sigaction are async-signal-safe. The death signal
         // makes the worker die with its node instead of lingering as an
-        // orphan. SIGINT is ignored (and stays so across exec): a Ctrl-C in
-        // the terminal of a driver that hosts the node reaches its whole
-        // process group, and the driver decides what it means (`oxray train`
-        // finishes its iteration on these workers, then stops).
+        // orphan. SIGINT and SIGUSR1 are ignored (and stay so across exec):
+        // a Ctrl-C in the terminal of a driver that hosts the node reaches
+        // its whole process group, and SLURM sends its SIGUSR1 warning
+        // (`--signal=USR1@SECONDS`) to every process of the step; the driver
+        // decides what they mean (`oxray train` finishes its iteration on
+        // these workers, then stops).
         unsafe {
             command.pre_exec(|| {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
                 let mut ignore: libc::sigaction = std::mem::zeroed();
                 ignore.sa_sigaction = libc::SIG_IGN;
-                libc::sigaction(libc::SIGINT, &ignore, std::ptr::null_mut());
+                for signal in [libc::SIGINT, libc::SIGUSR1] {
+                    libc::sigaction(signal, &ignore, std::ptr::null_mut());
+                }
                 Ok(())
             });
         }
