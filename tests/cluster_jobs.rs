@@ -339,7 +339,7 @@ fn a_driver_whose_actors_wait_for_resources_is_told_so() {
         "{shown}"
     );
     assert!(
-        warning.contains("1 × oxray_rl::env_runner::EnvRunner asking for {CPU: 1}"),
+        warning.contains("1 × actor oxray_rl::env_runner::EnvRunner asking for {CPU: 1}"),
         "{warning}"
     );
     assert!(warning.contains("{CPU: 0"), "{warning}");

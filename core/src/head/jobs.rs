@@ -123,8 +123,8 @@ impl Node {
     }
 
     /// Every [`resource_warnings::PERIOD`](super::resource_warnings::PERIOD),
-    /// tells drivers whose actors have waited long for resources.
-    pub(super) async fn warn_of_waiting_actors(node: std::sync::Weak<Node>) {
+    /// tells drivers whose actors or tasks have waited long for resources.
+    pub(super) async fn warn_of_waiting_work(node: std::sync::Weak<Node>) {
         let mut tick = tokio::time::interval(super::resource_warnings::PERIOD);
         loop {
             tick.tick().await;

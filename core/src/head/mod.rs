@@ -374,8 +374,7 @@ impl Node {
             }
         });
         node.runtime.spawn(watch_heartbeats(node.weak()));
-        node.runtime
-            .spawn(Node::warn_of_waiting_actors(node.weak()));
+        node.runtime.spawn(Node::warn_of_waiting_work(node.weak()));
         node.serve_embedded_working_dir()?;
         // A warm pool: one worker per CPU, as Ray prestarts them.
         if node.config.prestart_workers {

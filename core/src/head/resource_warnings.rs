@@ -1,19 +1,23 @@
 //! What waits for resources: the demands `oxray status` lists (`ray
-//! status`'s Demands), and telling a job's driver when its actors have
-//! waited long, as Ray's autoscaler prints "Warning: The following resource
+//! status`'s Demands), and telling a job's driver when its work has waited
+//! long, as Ray's autoscaler prints "Warning: The following resource
 //! request cannot be scheduled right now" into the driver's output.
 //!
 //! Without it a run asking for more CPUs than the cluster has free waits in
-//! silence: its EnvRunners sit in the waiting queue while other jobs hold
-//! the cluster. A periodic pass (every [`PERIOD`], off the event path)
-//! notes when each waiting actor was first seen waiting and, for each job
-//! with actors waiting longer than [`WARN_AFTER`], gives one line for its
-//! driver, at most once per [`REPEAT_EVERY`]. The pass walks only the
-//! actors waiting now, never every actor that ever existed.
+//! silence: its EnvRunners sit in the waiting queue, or its tasks in their
+//! shape queue, while actors hold the cluster. A periodic pass (every
+//! [`PERIOD`], off the event path) notes when each waiting actor was first
+//! seen waiting, and since when each shape queue's first task has been
+//! first; for each job with work waiting longer than [`WARN_AFTER`] it gives
+//! one line for its driver, at most once per [`REPEAT_EVERY`]. Queued tasks
+//! count only while no task holds resources anywhere, Ray's test for a
+//! resource deadlock: a task that runs will end and free its share, so a
+//! queue behind it is merely busy. The pass walks only the actors waiting
+//! and the tasks queued now, never every actor that ever existed.
 
 use super::actors::{ActorRecord, ActorStatus};
 use super::NodeState;
-use crate::ids::{ActorId, JobId};
+use crate::ids::{ActorId, JobId, TaskId};
 use crate::protocol::ResourceDemand;
 use crate::resources::ResourceSet;
 use rustc_hash::FxHashMap;
@@ -29,11 +33,13 @@ const WARN_AFTER: Duration = Duration::from_secs(10);
 /// The shortest time between two warnings to one job.
 const REPEAT_EVERY: Duration = Duration::from_secs(30);
 
-/// The first time each waiting actor was seen waiting, and when each job
-/// was last warned.
+/// The first time each waiting actor was seen waiting, each shape queue's
+/// first task and since when it has been first, and when each job was last
+/// warned.
 #[derive(Default)]
 pub(super) struct ResourceWarnings {
     waiting_since: FxHashMap<ActorId, Instant>,
+    queue_fronts: FxHashMap<String, (TaskId, Instant)>,
     last_warned: FxHashMap<JobId, Instant>,
 }
 
@@ -76,23 +82,26 @@ impl NodeState {
         // are forgotten.
         let seen_before = std::mem::take(&mut self.resource_warnings.waiting_since);
         let mut waiting_since = FxHashMap::default();
-        // Per job: each waiting class with its request, and how many.
-        let mut overdue: BTreeMap<JobId, BTreeMap<(String, String), usize>> = BTreeMap::new();
+        let mut overdue = Overdue::new();
         for (id, actor) in self.actors_waiting_now() {
             let since = seen_before.get(&id).copied().unwrap_or(now);
             waiting_since.insert(id, since);
             if now.duration_since(since) < WARN_AFTER {
                 continue;
             }
-            let shape = (actor.spec.class.clone(), actor.spec.resources.to_string());
+            let shape = (
+                format!("actor {}", actor.spec.class),
+                actor.spec.resources.to_string(),
+            );
             *overdue
                 .entry(actor.job)
                 .or_default()
                 .entry(shape)
                 .or_default() += 1;
         }
+        self.resource_warnings.waiting_since = waiting_since;
+        self.add_overdue_tasks(now, &mut overdue);
         let warnings = &mut self.resource_warnings;
-        warnings.waiting_since = waiting_since;
         warnings
             .last_warned
             .retain(|job, _| overdue.contains_key(job));
@@ -119,14 +128,15 @@ impl NodeState {
             warnings.last_warned.insert(job, now);
             let asked: Vec<String> = shapes
                 .iter()
-                .map(|((class, request), count)| format!("{count} × {class} asking for {request}"))
+                .map(|((what, request), count)| format!("{count} × {what} asking for {request}"))
                 .collect();
             lines.push((
                 job,
                 format!(
-                    "Warning: actors have waited over {} s for resources that no node has free: \
-                     {}. Free now: {}{more_nodes}. Actors (this job's or other jobs') hold the \
-                     rest: end some, add nodes (`oxray start --address HEAD`), or ask for fewer.",
+                    "Warning: waiting over {} s for resources that no node has free: {}. Free \
+                     now: {}{more_nodes}. Actors or placement groups (this job's or other \
+                     jobs') hold the rest: end some, add nodes (`oxray start --address HEAD`), \
+                     or ask for fewer.",
                     WARN_AFTER.as_secs(),
                     asked.join(", "),
                     free.join("; "),
@@ -134,6 +144,48 @@ impl NodeState {
             ));
         }
         lines
+    }
+}
+
+/// Per job: each kind of waiting work (`actor CLASS` or `task NAME`) with
+/// its request, and how many.
+type Overdue = BTreeMap<JobId, BTreeMap<(String, String), usize>>;
+
+impl NodeState {
+    /// Adds to `overdue` the tasks of each shape queue whose first task has
+    /// been first for [`WARN_AFTER`] while no task holds resources.
+    fn add_overdue_tasks(&mut self, now: Instant, overdue: &mut Overdue) {
+        let seen_before = std::mem::take(&mut self.resource_warnings.queue_fronts);
+        let mut fronts = FxHashMap::default();
+        let tasks_hold_resources = self
+            .workers
+            .values()
+            .any(|worker| worker.lease.as_ref().is_some_and(|lease| !lease.lent_out));
+        for (key, queue) in &self.queues {
+            let Some(&first) = queue.tasks.front() else {
+                continue;
+            };
+            let since = match seen_before.get(key) {
+                Some(&(task, since)) if task == first => since,
+                _ => now,
+            };
+            fronts.insert(key.clone(), (first, since));
+            if tasks_hold_resources || now.duration_since(since) < WARN_AFTER {
+                continue;
+            }
+            for task in queue.tasks.iter().filter_map(|id| self.tasks.get(id)) {
+                let shape = (
+                    format!("task {}", task.spec.invocation.display_name()),
+                    queue.request.to_string(),
+                );
+                *overdue
+                    .entry(task.job)
+                    .or_default()
+                    .entry(shape)
+                    .or_default() += 1;
+            }
+        }
+        self.resource_warnings.queue_fronts = fronts;
     }
 }
 
@@ -181,5 +233,46 @@ mod tests {
         assert!(state.resource_warnings(later + 3 * REPEAT_EVERY).is_empty());
         assert!(state.resource_warnings.waiting_since.is_empty());
         assert!(state.resource_demands().is_empty());
+    }
+
+    #[test]
+    fn queued_tasks_are_warned_of_only_while_no_task_holds_resources() {
+        let ids = Ids::new();
+        let mut state = NodeState::for_test(cpus(1.0), 1 << 20);
+        let start = Instant::now();
+
+        // A task runs on the only CPU: the one queued behind it waits its
+        // turn, which is no reason to warn.
+        let first = ids.task("first", cpus(1.0), Vec::new());
+        let first_task = first.task_id;
+        state.submit_now(first);
+        let (worker, mut inbox) = state.start_one();
+        assert_eq!(executed_ids(&mut inbox), [first_task]);
+        let queued = ids.task("queued", cpus(1.0), Vec::new());
+        let queued_task = queued.task_id;
+        state.submit_now(queued);
+        assert!(state.resource_warnings(start).is_empty());
+        assert!(state.resource_warnings(start + 2 * WARN_AFTER).is_empty());
+
+        // It ends and the queued task runs; then an actor takes the CPU and
+        // tasks queue behind it, which only ending the actor would free.
+        state.finish(worker, first_task, Ok(inline(b"")));
+        assert_eq!(executed_ids(&mut inbox), [queued_task]);
+        state.finish(worker, queued_task, Ok(inline(b"")));
+        let later = start + 3 * WARN_AFTER;
+        let (_actor_worker, _actor_inbox) = state.start_actor(ids.actor(cpus(1.0), 0));
+        for _ in 0..2 {
+            state.submit_now(ids.task("stuck", cpus(1.0), Vec::new()));
+        }
+        assert!(state.resource_warnings(later).is_empty());
+        let warned = state.resource_warnings(later + WARN_AFTER);
+        assert_eq!(warned.len(), 1, "{warned:?}");
+        let (job, line) = &warned[0];
+        assert_eq!(*job, JOB);
+        assert!(
+            line.contains("2 × task stuck asking for {CPU: 1}"),
+            "{line}"
+        );
+        assert!(line.contains("{CPU: 0}"), "{line}");
     }
 }
