@@ -7,7 +7,7 @@
 mod train_support;
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use oxray_rl::checkpoint::{self, Checkpoint};
 use oxray_rl::learner::{Learner, LearnerConfig};
@@ -868,4 +868,56 @@ fn ignores(pid: u32, signal: libc::c_int) -> bool {
         .find_map(|line| line.strip_prefix("SigIgn:"))
         .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
         .is_some_and(|mask| mask & (1 << (signal - 1)) != 0)
+}
+
+/// `--resume auto` (Tune's `resume="AUTO"`): the first time it starts a
+/// run, then continues the newest one; a run that met its stop criterion
+/// trains nothing more until the criterion is raised; a search resumes
+/// each trial's own run.
+#[test]
+fn resume_auto_continues_the_newest_run_or_starts_one() {
+    let scratch = Scratch::new();
+    scratch.write("small.yaml", SMALL_PPO);
+    let auto = |sets: &[&str]| {
+        let mut args = vec!["train", "small.yaml", "--resume", "auto"];
+        for set in sets {
+            args.extend(["--set", set]);
+        }
+        let output = scratch.oxray(&args);
+        assert!(output.status.success(), "{output:?}");
+        stdout(&output)
+    };
+    let shown = auto(&[]);
+    assert!(shown.contains("no run of small to resume"), "{shown}");
+    let [run] = <[PathBuf; 1]>::try_from(scratch.runs("small")).unwrap();
+    let progress = run.join("progress.csv");
+    assert_eq!(lines(&progress).len(), 1 + 2);
+
+    let shown = auto(&[]);
+    assert!(shown.contains("resuming results/small/"), "{shown}");
+    assert!(shown.contains("nothing left to train"), "{shown}");
+    assert_eq!(lines(&progress).len(), 1 + 2, "no iteration more");
+
+    auto(&["stop.iterations=3"]);
+    assert_eq!(scratch.runs("small"), std::slice::from_ref(&run));
+    assert_eq!(lines(&progress).len(), 1 + 3);
+
+    // A search: each trial its own run, resumed as a whole.
+    let search = SMALL_PPO.replace(
+        "  lr: 1.0e-3\n",
+        "  lr:\n    grid_search: [1.0e-3, 3.0e-4]\n",
+    );
+    scratch.write("small.yaml", &search);
+    let shown = auto(&[]);
+    assert_eq!(shown.matches("no run of small/").count(), 2, "{shown}");
+    let shown = auto(&["stop.iterations=3"]);
+    assert_eq!(
+        shown.matches("resuming results/small/").count(),
+        2,
+        "{shown}"
+    );
+    for trial in ["0_lr=0.001", "1_lr=0.0003"] {
+        let [run] = <[PathBuf; 1]>::try_from(scratch.runs(&format!("small/{trial}"))).unwrap();
+        assert_eq!(lines(&run.join("progress.csv")).len(), 1 + 3, "{trial}");
+    }
 }

@@ -1,10 +1,10 @@
 //! Stopping `oxray train` early with a checkpoint, as Ray Tune handles
 //! SIGINT and SIGUSR1: the first such signal lets each running trial finish
 //! the iteration in progress, save its end-of-run checkpoint and stop, so
-//! `oxray train --resume RUN_DIR` continues from there; trials of a search
-//! not yet started stay pending. A second Ctrl-C ends the process at once
-//! (the default action, which the handler restores as it runs:
-//! `SA_RESETHAND`).
+//! `oxray train --resume RUN_DIR` (a search: `--resume auto`) continues from
+//! there; trials of a search not yet started stay pending. A second Ctrl-C
+//! ends the process at once (the default action, which the handler restores
+//! as it runs: `SA_RESETHAND`).
 //!
 //! SIGINT is Ctrl-C. SIGUSR1 is what a batch system sends ahead of a time
 //! limit or a preemption (`sbatch --signal=USR1@120`); SLURM sends it to
@@ -39,19 +39,20 @@ fn reason_for(signal: libc::c_int) -> &'static str {
 /// A run ended by a stop signal: `oxray` exits with 128 + its number, as a
 /// shell reports a command that signal ended, after printing this.
 #[derive(Debug, thiserror::Error)]
-#[error("{}: continue with `oxray train --resume {run_dirs}`", reason_for(*.signal))]
+#[error("{}: continue with `{resume}`", reason_for(*.signal))]
 pub struct Interrupted {
     signal: libc::c_int,
-    /// The run directories to resume, space-separated.
-    run_dirs: String,
+    /// The command that continues the runs cut short.
+    resume: String,
 }
 
 impl Interrupted {
-    /// The runs in `run_dirs` were cut short by the stop signal received.
-    pub fn new(run_dirs: &[String]) -> Self {
+    /// Runs were cut short by the stop signal received; `resume` continues
+    /// them.
+    pub fn new(resume: String) -> Self {
         Self {
             signal: RECEIVED.load(Ordering::SeqCst),
-            run_dirs: run_dirs.join(" "),
+            resume,
         }
     }
 

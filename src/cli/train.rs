@@ -9,7 +9,7 @@
 //! that samples and learns in the driver needs no worker processes.
 
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 
@@ -17,12 +17,16 @@ use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use oxray_rl::metrics::{self, Metrics, ProgressSteps};
-use oxray_trainers::run::{run_scheduled, RunEvent, RunOptions, RunSummary};
+use oxray_trainers::run::{self, run_scheduled, RunEvent, RunOptions, RunSummary};
 use oxray_trainers::search_space::{self, Sampling, Trial};
 use oxray_trainers::trial_scheduler::{Asha, AshaConfig, Decision};
 use oxray_trainers::ExperimentConfig;
 
 use super::interrupt;
+
+/// Where runs go: `results/NAME/<timestamp>/`, relative to the working
+/// directory as Tune's `storage_path` default is to the home directory.
+const RESULTS_DIR: &str = "results";
 
 #[derive(Debug, Args)]
 pub struct TrainArgs {
@@ -38,7 +42,10 @@ pub struct TrainArgs {
     name: Option<String>,
     /// Continue the run in RUN_DIR from its latest checkpoint (as Tune's
     /// `Tuner.restore`), with CONFIG if given, else the config it ran with.
-    #[arg(long, value_name = "RUN_DIR")]
+    /// `auto` (Tune's `resume="AUTO"`): continue the newest run of CONFIG's
+    /// experiment, each trial's for a search, or start one where there is
+    /// none; what a job requeued after a time limit runs.
+    #[arg(long, value_name = "RUN_DIR|auto")]
     resume: Option<PathBuf>,
     /// Join the cluster whose head listens at ADDR instead of starting one
     /// (default: `OXRAY_ADDRESS` if set).
@@ -88,7 +95,17 @@ pub struct TrainArgs {
     scheduler: Option<String>,
 }
 
-pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
+pub fn run_train(mut args: TrainArgs) -> anyhow::Result<()> {
+    let resume_latest = args
+        .resume
+        .take_if(|dir| dir.as_os_str().eq_ignore_ascii_case("auto"))
+        .is_some();
+    if resume_latest && args.config.is_none() {
+        anyhow::bail!(
+            "--resume auto continues the newest run of CONFIG's experiment: pass CONFIG \
+             (or --resume RUN_DIR)"
+        );
+    }
     let config_path = match (&args.config, &args.resume) {
         (Some(config), _) => config.clone(),
         (None, Some(run_dir)) => run_dir.join("params.yaml"),
@@ -145,11 +162,13 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
     }
     let scheduler = scheduler.as_ref();
     interrupt::install().context("cannot install the Ctrl-C and SIGUSR1 handlers")?;
+    let search = trials.len() > 1;
     let outcome = match <[Trial; 1]>::try_from(trials) {
         Ok([trial]) => train_one(
             trial.config,
+            args.resume
+                .or_else(|| resume_latest.then(|| latest_run(&name, "")).flatten()),
             name,
-            args.resume,
             Progress::new(),
             scheduler.map(|s| (s, 0)),
         )
@@ -162,6 +181,7 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
             &name,
             usize::from(args.max_concurrent_trials),
             scheduler,
+            resume_latest,
         ),
     };
     if hosts_cluster || address.is_some() {
@@ -169,8 +189,58 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
     }
     match outcome?.as_slice() {
         [] => Ok(()),
-        interrupted => Err(interrupt::Interrupted::new(interrupted).into()),
+        // One run continues from its directory; a search as a whole, each
+        // trial from its own newest run.
+        [run_dir] if !search => Err(interrupt::Interrupted::new(format!(
+            "oxray train --resume {}",
+            shell_word(run_dir)
+        ))
+        .into()),
+        _ => Err(interrupt::Interrupted::new(this_command_resuming_latest()).into()),
     }
+}
+
+/// This `oxray train` command line with `--resume auto` in place of any
+/// `--resume`.
+fn this_command_resuming_latest() -> String {
+    let mut words = vec!["oxray".to_string()];
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        if arg == "--resume" {
+            args.next();
+        } else if !arg.starts_with("--resume=") {
+            words.push(shell_word(&arg));
+        }
+    }
+    words.push("--resume auto".to_string());
+    words.join(" ")
+}
+
+/// `word` as a shell reads it back: quoted when it holds anything but
+/// letters, digits and `-_./=:,+@%`.
+fn shell_word(word: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c);
+    if !word.is_empty() && word.chars().all(plain) {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+/// The newest run of experiment `name` with a checkpoint, for `--resume
+/// auto`, said either way (lines prefixed with `prefix`).
+fn latest_run(name: &str, prefix: &str) -> Option<PathBuf> {
+    let latest = run::latest_run(Path::new(RESULTS_DIR), name);
+    match &latest {
+        Some(run) => say(format_args!(
+            "{prefix}resuming {} (the newest run of {name})",
+            run.display()
+        )),
+        None => say(format_args!(
+            "{prefix}no run of {name} to resume in {RESULTS_DIR}/: starting one"
+        )),
+    }
+    latest
 }
 
 /// The run directories of the runs that Ctrl-C or SIGUSR1 cut short.
@@ -220,8 +290,8 @@ fn uses_actors(config: &ExperimentConfig) -> bool {
 /// (this trial's number beside it), showing progress with `progress`.
 fn train_one(
     config: ExperimentConfig,
-    name: String,
     resume: Option<PathBuf>,
+    name: String,
     mut progress: Progress,
     scheduler: Option<(&Mutex<Asha>, usize)>,
 ) -> anyhow::Result<RunSummary> {
@@ -229,7 +299,7 @@ fn train_one(
         RunOptions {
             config,
             name,
-            results_dir: PathBuf::from("results"),
+            results_dir: PathBuf::from(RESULTS_DIR),
             resume,
         },
         |result| {
@@ -267,6 +337,7 @@ fn train_trials(
     name: &str,
     max_concurrent: usize,
     scheduler: Option<&Mutex<Asha>>,
+    resume_latest: bool,
 ) -> anyhow::Result<Vec<String>> {
     let count = trials.len();
     let concurrent = max_concurrent.min(count);
@@ -300,10 +371,13 @@ fn train_trials(
             "" => format!("{name}/{index}"),
             tag => format!("{name}/{index}_{tag}"),
         };
+        let resume = resume_latest
+            .then(|| latest_run(&run_name, &prefix))
+            .flatten();
         let outcome = train_one(
             trial.config.clone(),
+            resume,
             run_name,
-            None,
             progress,
             scheduler.map(|s| (s, index)),
         );
@@ -544,4 +618,21 @@ fn format_evaluation(result: &Metrics) -> String {
         .map_or(String::new(), |r| {
             format!("  evaluation return mean {r:.1}")
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shell_word;
+
+    #[test]
+    fn shell_words_are_quoted_only_when_a_shell_would_split_or_expand_them() {
+        assert_eq!(shell_word("results/s/0_lr=0.001"), "results/s/0_lr=0.001");
+        assert_eq!(
+            shell_word("model.fcnet_hiddens=[64, 64]"),
+            "'model.fcnet_hiddens=[64, 64]'"
+        );
+        assert_eq!(shell_word("it's"), r"'it'\''s'");
+        assert_eq!(shell_word("$HOME"), "'$HOME'");
+        assert_eq!(shell_word(""), "''");
+    }
 }

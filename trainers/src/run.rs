@@ -86,6 +86,9 @@ pub fn run_scheduled(
             }
             check_same_module(&latest, &options.config, dir)?;
             algorithm.restore(&latest)?;
+            if let Some(finished) = already_stopped(dir, &options.config.stop, &*algorithm)? {
+                return Ok(finished);
+            }
             (dir.clone(), false)
         }
         None => (create_run_dir(&options.results_dir, &options.name)?, true),
@@ -283,6 +286,55 @@ fn keep_earlier_params(params: &Path, yaml: &str, iteration: u64) -> Result<(), 
 }
 
 /// `results/<name>/<UTC timestamp>`, made unique with a suffix if needed.
+/// A resumed run whose checkpoint is at an iteration that already met a stop
+/// criterion of `stop` has nothing to train (a finished Tune trial is not
+/// run again): its summary, from the result `result.json` logged for that
+/// iteration. Stop criteria raised since (`--set stop.iterations=…`) let
+/// it go on.
+fn already_stopped(
+    run_dir: &Path,
+    stop: &StopConfig,
+    algorithm: &dyn Algorithm,
+) -> Result<Option<RunSummary>, TrainError> {
+    let iteration = algorithm.iteration() as f64;
+    let Ok(logged) = fs::read_to_string(run_dir.join(oxray_rl::loggers::json::FILE_NAME)) else {
+        return Ok(None);
+    };
+    let Some(result) = logged.lines().rev().find_map(|line| {
+        let result: Metrics = serde_json::from_str(line).ok()?;
+        (result.get(metrics::TRAINING_ITERATION) == Some(&iteration)).then_some(result)
+    }) else {
+        return Ok(None);
+    };
+    let Some(reason) = stop_reason(stop, &result) else {
+        return Ok(None);
+    };
+    let checkpoints = run_dir.join("checkpoints");
+    let checkpoint = fs::read_link(checkpoints.join(checkpoint::LATEST))
+        .ok()
+        .map(|name| checkpoints.join(name));
+    Ok(Some(RunSummary {
+        run_dir: run_dir.to_path_buf(),
+        stop_reason: format!("{reason} (before this resume: nothing left to train)"),
+        last_result: result,
+        checkpoint,
+        learner_devices: algorithm.learner_devices()?,
+    }))
+}
+
+/// The newest run of experiment `name` under `results_dir` that holds a
+/// checkpoint: what `oxray train --resume auto` continues (Tune's
+/// `resume="AUTO"`). Run directories are named by their start time
+/// ([`create_run_dir`]), so the newest sorts last.
+pub fn latest_run(results_dir: &Path, name: &str) -> Option<PathBuf> {
+    fs::read_dir(results_dir.join(name))
+        .ok()?
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|run| run.join("checkpoints").join(checkpoint::LATEST).exists())
+        .max_by(|a, b| a.file_name().cmp(&b.file_name()))
+}
+
 fn create_run_dir(results_dir: &Path, name: &str) -> Result<PathBuf, TrainError> {
     let parent = results_dir.join(name);
     fs::create_dir_all(&parent).map_err(|error| TrainError::Io {
