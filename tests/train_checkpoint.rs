@@ -921,3 +921,71 @@ fn resume_auto_continues_the_newest_run_or_starts_one() {
         assert_eq!(lines(&run.join("progress.csv")).len(), 1 + 3, "{trial}");
     }
 }
+
+/// A search stopped by SIGUSR1 lists its running trial `PAUSED` and the
+/// next `PENDING`, and names its own command with `--resume auto`, which
+/// continues the paused trial's run and starts the pending one.
+#[test]
+fn an_interrupted_search_resumes_as_a_whole() {
+    use std::io::{BufRead, BufReader, Read};
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+
+    let scratch = Scratch::new();
+    let search = SMALL_PPO.replace(
+        "  lr: 1.0e-3\n",
+        "  lr:\n    grid_search: [1.0e-3, 3.0e-4]\n",
+    );
+    scratch.write("small.yaml", &search);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_oxray"))
+        .args(["train", "small.yaml", "--set", "stop.iterations=1000000"])
+        .current_dir(scratch.path())
+        .process_group(0)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut shown = String::new();
+    while !shown.lines().any(|line| line.starts_with("iter    2")) {
+        assert!(out.read_line(&mut shown).unwrap() > 0, "{shown}");
+    }
+    // SAFETY: signals the process this test started.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGUSR1) }, 0);
+    out.read_to_string(&mut shown).unwrap();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(138), "{shown}{err}");
+    let row = |trial: &str| {
+        shown
+            .lines()
+            .find(|line| line.starts_with(trial))
+            .unwrap_or_else(|| panic!("{shown}"))
+            .split_whitespace()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(row("0 ")[1], "PAUSED", "{shown}");
+    let iterations: u64 = row("0 ")[2].parse().unwrap();
+    assert_eq!(row("1 ")[1], "PENDING", "{shown}");
+    assert!(
+        err.contains(
+            "continue with `oxray train small.yaml --set stop.iterations=1000000 --resume auto`"
+        ),
+        "{err}"
+    );
+
+    let stop = format!("stop.iterations={}", iterations + 1);
+    let resumed = scratch.oxray(&["train", "small.yaml", "--set", &stop, "--resume", "auto"]);
+    assert!(resumed.status.success(), "{resumed:?}");
+    for trial in ["0_lr=0.001", "1_lr=0.0003"] {
+        let [run] = <[PathBuf; 1]>::try_from(scratch.runs(&format!("small/{trial}"))).unwrap();
+        let progress = lines(&run.join("progress.csv"));
+        assert_eq!(progress.len() as u64, 1 + iterations + 1, "{trial}");
+    }
+}

@@ -428,9 +428,16 @@ fn print_trials(trials: &[Trial], outcomes: &[Option<anyhow::Result<RunSummary>>
         match outcome {
             Some(Ok(summary)) => {
                 let result = &summary.last_result;
+                // Cut short by a stop signal: to be resumed, as Tune
+                // leaves such trials paused.
+                let status = if interrupt::is_interruption(&summary.stop_reason) {
+                    "PAUSED"
+                } else {
+                    "TERMINATED"
+                };
                 say(format_args!(
                     "{index:<4} {:<10} {:>6} {:>10} {:>8}  {tag}  ({})",
-                    "TERMINATED",
+                    status,
                     result[metrics::TRAINING_ITERATION],
                     result[metrics::NUM_ENV_STEPS_SAMPLED_LIFETIME],
                     format_return(result),
