@@ -760,29 +760,12 @@ fn stops_after_the_iteration_with_a_checkpoint_to_resume(
     times: usize,
     name: &str,
 ) {
-    use std::io::{BufRead, BufReader, Read};
-    use std::os::unix::process::CommandExt;
-    use std::process::{Command, Stdio};
-
     let scratch = Scratch::new();
     scratch.write("small.yaml", SMALL_PPO);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_oxray"))
-        .args(["train", "small.yaml", "--set", "stop.iterations=1000000"])
-        .args(["--set", "env_runners.num_env_runners=1"])
-        .current_dir(scratch.path())
-        .process_group(0)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let group = child.id() as libc::pid_t;
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut shown = String::new();
-    while !shown.lines().any(|line| line.starts_with("iter    2")) {
-        assert!(out.read_line(&mut shown).unwrap() > 0, "{shown}");
-    }
+    let run = EndlessRun::start(&scratch, &["--set", "env_runners.num_env_runners=1"]);
+    let group = run.child.id() as libc::pid_t;
     // The embedded node's workers (the EnvRunner's among them) ignore it.
-    let workers = children_of(child.id());
+    let workers = children_of(run.child.id());
     assert!(!workers.is_empty());
     for worker in workers {
         assert!(
@@ -794,15 +777,7 @@ fn stops_after_the_iteration_with_a_checkpoint_to_resume(
         // SAFETY: signals the group this test created for the run.
         assert_eq!(unsafe { libc::kill(-group, signal) }, 0);
     }
-    out.read_to_string(&mut shown).unwrap();
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    let status = child.wait().unwrap();
+    let (status, shown, err) = run.finish();
     assert_eq!(status.code(), Some(128 + signal), "{shown}{err}");
     let done_line = format!("done: interrupted ({name}) after ");
     let done = shown
@@ -839,6 +814,47 @@ fn stops_after_the_iteration_with_a_checkpoint_to_resume(
         lines(&run.join("progress.csv")).len() as u64,
         1 + iterations + 1
     );
+}
+
+/// `oxray train small.yaml` without an end, in a process group of its own,
+/// once its second iteration is shown.
+struct EndlessRun {
+    child: std::process::Child,
+    out: std::io::BufReader<std::process::ChildStdout>,
+    shown: String,
+}
+
+impl EndlessRun {
+    fn start(scratch: &Scratch, extra: &[&str]) -> EndlessRun {
+        use std::io::BufRead;
+        use std::os::unix::process::CommandExt;
+        use std::process::{Command, Stdio};
+        let mut child = Command::new(env!("CARGO_BIN_EXE_oxray"))
+            .args(["train", "small.yaml", "--set", "stop.iterations=1000000"])
+            .args(extra)
+            .current_dir(scratch.path())
+            .process_group(0)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut shown = String::new();
+        while !shown.lines().any(|line| line.starts_with("iter    2")) {
+            assert!(out.read_line(&mut shown).unwrap() > 0, "{shown}");
+        }
+        EndlessRun { child, out, shown }
+    }
+
+    /// Reads its output to the end: (status, stdout, stderr).
+    fn finish(mut self) -> (std::process::ExitStatus, String, String) {
+        use std::io::Read;
+        self.out.read_to_string(&mut self.shown).unwrap();
+        let mut err = String::new();
+        let mut stderr = self.child.stderr.take().unwrap();
+        stderr.read_to_string(&mut err).unwrap();
+        (self.child.wait().unwrap(), self.shown, err)
+    }
 }
 
 /// The processes whose parent is `parent`, from /proc.
@@ -927,40 +943,20 @@ fn resume_auto_continues_the_newest_run_or_starts_one() {
 /// continues the paused trial's run and starts the pending one.
 #[test]
 fn an_interrupted_search_resumes_as_a_whole() {
-    use std::io::{BufRead, BufReader, Read};
-    use std::os::unix::process::CommandExt;
-    use std::process::{Command, Stdio};
-
     let scratch = Scratch::new();
     let search = SMALL_PPO.replace(
         "  lr: 1.0e-3\n",
         "  lr:\n    grid_search: [1.0e-3, 3.0e-4]\n",
     );
     scratch.write("small.yaml", &search);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_oxray"))
-        .args(["train", "small.yaml", "--set", "stop.iterations=1000000"])
-        .current_dir(scratch.path())
-        .process_group(0)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut shown = String::new();
-    while !shown.lines().any(|line| line.starts_with("iter    2")) {
-        assert!(out.read_line(&mut shown).unwrap() > 0, "{shown}");
-    }
+    let run = EndlessRun::start(&scratch, &[]);
     // SAFETY: signals the process this test started.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGUSR1) }, 0);
-    out.read_to_string(&mut shown).unwrap();
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    assert_eq!(child.wait().unwrap().code(), Some(138), "{shown}{err}");
+    assert_eq!(
+        unsafe { libc::kill(run.child.id() as i32, libc::SIGUSR1) },
+        0
+    );
+    let (status, shown, err) = run.finish();
+    assert_eq!(status.code(), Some(138), "{shown}{err}");
     let row = |trial: &str| {
         shown
             .lines()
