@@ -4,16 +4,18 @@
 //! request cannot be scheduled right now" into the driver's output.
 //!
 //! Without it a run asking for more CPUs than the cluster has free waits in
-//! silence: its EnvRunners sit in the waiting queue, or its tasks in their
-//! shape queue, while actors hold the cluster. A periodic pass (every
-//! [`PERIOD`], off the event path) notes when each waiting actor was first
-//! seen waiting, and since when each shape queue's first task has been
-//! first; for each job with work waiting longer than [`WARN_AFTER`] it gives
-//! one line for its driver, at most once per [`REPEAT_EVERY`]. Queued tasks
+//! silence: its EnvRunners sit in the waiting queue, its Learners' placement
+//! group stays pending, or its tasks sit in their shape queue, while actors
+//! hold the cluster. A periodic pass (every [`PERIOD`], off the event path)
+//! notes when each waiting actor and pending placement group was first seen
+//! waiting, and since when each shape queue's first task has been first;
+//! for each job with work waiting longer than [`WARN_AFTER`] it gives one
+//! line for its driver, at most once per [`REPEAT_EVERY`]. Queued tasks
 //! count only while no task holds resources anywhere, Ray's test for a
 //! resource deadlock: a task that runs will end and free its share, so a
-//! queue behind it is merely busy. The pass walks only the actors waiting
-//! and the tasks queued now, never every actor that ever existed.
+//! queue behind it is merely busy. The pass walks only the actors waiting,
+//! the placement groups that exist and the tasks queued now, never every
+//! actor that ever existed.
 
 use super::actors::{ActorRecord, ActorStatus};
 use super::NodeState;
@@ -33,12 +35,13 @@ const WARN_AFTER: Duration = Duration::from_secs(10);
 /// The shortest time between two warnings to one job.
 const REPEAT_EVERY: Duration = Duration::from_secs(30);
 
-/// The first time each waiting actor was seen waiting, each shape queue's
-/// first task and since when it has been first, and when each job was last
-/// warned.
+/// The first time each waiting actor and pending placement group was seen
+/// waiting, each shape queue's first task and since when it has been first,
+/// and when each job was last warned.
 #[derive(Default)]
 pub(super) struct ResourceWarnings {
     waiting_since: FxHashMap<ActorId, Instant>,
+    groups_pending_since: FxHashMap<u64, Instant>,
     queue_fronts: FxHashMap<String, (TaskId, Instant)>,
     last_warned: FxHashMap<JobId, Instant>,
 }
@@ -100,6 +103,7 @@ impl NodeState {
                 .or_default() += 1;
         }
         self.resource_warnings.waiting_since = waiting_since;
+        self.add_overdue_groups(now, &mut overdue);
         self.add_overdue_tasks(now, &mut overdue);
         let warnings = &mut self.resource_warnings;
         warnings
@@ -152,6 +156,34 @@ impl NodeState {
 type Overdue = BTreeMap<JobId, BTreeMap<(String, String), usize>>;
 
 impl NodeState {
+    /// Adds to `overdue` the placement groups pending for [`WARN_AFTER`].
+    fn add_overdue_groups(&mut self, now: Instant, overdue: &mut Overdue) {
+        let seen_before = std::mem::take(&mut self.resource_warnings.groups_pending_since);
+        let mut pending_since = FxHashMap::default();
+        let pending = self
+            .placement_groups
+            .iter()
+            .filter(|(_, group)| group.allocations.is_empty() && !group.bundles.is_empty());
+        for (id, group) in pending {
+            let since = seen_before.get(id).copied().unwrap_or(now);
+            pending_since.insert(*id, since);
+            if now.duration_since(since) < WARN_AFTER {
+                continue;
+            }
+            let bundles: Vec<String> = group.bundles.iter().map(ResourceSet::to_string).collect();
+            let shape = (
+                format!("placement group ({:?})", group.strategy),
+                format!("bundles [{}]", bundles.join(", ")),
+            );
+            *overdue
+                .entry(group.job)
+                .or_default()
+                .entry(shape)
+                .or_default() += 1;
+        }
+        self.resource_warnings.groups_pending_since = pending_since;
+    }
+
     /// Adds to `overdue` the tasks of each shape queue whose first task has
     /// been first for [`WARN_AFTER`] while no task holds resources.
     fn add_overdue_tasks(&mut self, now: Instant, overdue: &mut Overdue) {
@@ -274,5 +306,34 @@ mod tests {
             "{line}"
         );
         assert!(line.contains("{CPU: 0}"), "{line}");
+    }
+
+    #[test]
+    fn a_pending_placement_group_is_warned_of_until_it_is_reserved() {
+        use crate::placement::PlacementStrategy;
+        let ids = Ids::new();
+        let mut state = NodeState::for_test(cpus(2.0), 1 << 20);
+        let (_actor_worker, _actor_inbox) = state.start_actor(ids.actor(cpus(2.0), 0));
+        let bundles = vec![cpus(1.0), cpus(1.0)];
+        state
+            .create_placement_group(7, bundles, PlacementStrategy::Spread, JOB)
+            .expect("feasible on the idle cluster");
+        state.schedule();
+        let start = Instant::now();
+        assert!(state.resource_warnings(start).is_empty());
+        let warned = state.resource_warnings(start + WARN_AFTER);
+        assert_eq!(warned.len(), 1, "{warned:?}");
+        let (job, line) = &warned[0];
+        assert_eq!(*job, JOB);
+        assert!(
+            line.contains("1 × placement group (Spread) asking for bundles [{CPU: 1}, {CPU: 1}]"),
+            "{line}"
+        );
+        // Reserved once a node joins: nothing more to say, nothing kept.
+        let _joined = state.join("b", cpus(2.0));
+        state.schedule();
+        assert!(state.placement_group_ready(7).expect("known"));
+        assert!(state.resource_warnings(start + 3 * REPEAT_EVERY).is_empty());
+        assert!(state.resource_warnings.groups_pending_since.is_empty());
     }
 }
