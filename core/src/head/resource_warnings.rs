@@ -92,15 +92,12 @@ impl NodeState {
             if now.duration_since(since) < WARN_AFTER {
                 continue;
             }
-            let shape = (
+            add_one(
+                &mut overdue,
+                actor.job,
                 format!("actor {}", actor.spec.class),
                 actor.spec.resources.to_string(),
             );
-            *overdue
-                .entry(actor.job)
-                .or_default()
-                .entry(shape)
-                .or_default() += 1;
         }
         self.resource_warnings.waiting_since = waiting_since;
         self.add_overdue_groups(now, &mut overdue);
@@ -151,9 +148,18 @@ impl NodeState {
     }
 }
 
-/// Per job: each kind of waiting work (`actor CLASS` or `task NAME`) with
-/// its request, and how many.
+/// Per job: each kind of waiting work (`actor CLASS`, `placement group
+/// (STRATEGY)` or `task NAME`) with its request, and how many.
 type Overdue = BTreeMap<JobId, BTreeMap<(String, String), usize>>;
+
+/// Counts one piece of `job`'s work, `what` asking for `request`.
+fn add_one(overdue: &mut Overdue, job: JobId, what: String, request: String) {
+    *overdue
+        .entry(job)
+        .or_default()
+        .entry((what, request))
+        .or_default() += 1;
+}
 
 impl NodeState {
     /// Adds to `overdue` the placement groups pending for [`WARN_AFTER`].
@@ -171,15 +177,12 @@ impl NodeState {
                 continue;
             }
             let bundles: Vec<String> = group.bundles.iter().map(ResourceSet::to_string).collect();
-            let shape = (
+            add_one(
+                overdue,
+                group.job,
                 format!("placement group ({:?})", group.strategy),
                 format!("bundles [{}]", bundles.join(", ")),
             );
-            *overdue
-                .entry(group.job)
-                .or_default()
-                .entry(shape)
-                .or_default() += 1;
         }
         self.resource_warnings.groups_pending_since = pending_since;
     }
@@ -206,15 +209,12 @@ impl NodeState {
                 continue;
             }
             for task in queue.tasks.iter().filter_map(|id| self.tasks.get(id)) {
-                let shape = (
+                add_one(
+                    overdue,
+                    task.job,
                     format!("task {}", task.spec.invocation.display_name()),
                     queue.request.to_string(),
                 );
-                *overdue
-                    .entry(task.job)
-                    .or_default()
-                    .entry(shape)
-                    .or_default() += 1;
             }
         }
         self.resource_warnings.queue_fronts = fronts;
@@ -225,6 +225,14 @@ impl NodeState {
 mod tests {
     use super::super::test_support::*;
     use super::*;
+
+    /// The one warning in `warned`, which must go to [`JOB`].
+    fn only_warning_to_job(warned: Vec<(JobId, String)>) -> String {
+        match <[(JobId, String); 1]>::try_from(warned) {
+            Ok([(job, line)]) if job == JOB => line,
+            other => panic!("one warning to {JOB:?} expected: {other:?}"),
+        }
+    }
 
     #[test]
     fn waiting_actors_are_demands_and_their_job_hears_of_them_once_per_repeat_period() {
@@ -249,10 +257,7 @@ mod tests {
         assert!(state.resource_warnings(start).is_empty());
         assert!(state.resource_warnings(start + WARN_AFTER / 2).is_empty());
         let later = start + WARN_AFTER;
-        let warned = state.resource_warnings(later);
-        assert_eq!(warned.len(), 1, "{warned:?}");
-        let (job, line) = &warned[0];
-        assert_eq!(*job, JOB);
+        let line = only_warning_to_job(state.resource_warnings(later));
         assert!(line.contains("1 × "), "{line}");
         assert!(line.contains("asking for {CPU: 1}"), "{line}");
         assert!(line.contains("{CPU: 0}"), "{line}");
@@ -297,10 +302,7 @@ mod tests {
             state.submit_now(ids.task("stuck", cpus(1.0), Vec::new()));
         }
         assert!(state.resource_warnings(later).is_empty());
-        let warned = state.resource_warnings(later + WARN_AFTER);
-        assert_eq!(warned.len(), 1, "{warned:?}");
-        let (job, line) = &warned[0];
-        assert_eq!(*job, JOB);
+        let line = only_warning_to_job(state.resource_warnings(later + WARN_AFTER));
         assert!(
             line.contains("2 × task stuck asking for {CPU: 1}"),
             "{line}"
@@ -321,10 +323,7 @@ mod tests {
         state.schedule();
         let start = Instant::now();
         assert!(state.resource_warnings(start).is_empty());
-        let warned = state.resource_warnings(start + WARN_AFTER);
-        assert_eq!(warned.len(), 1, "{warned:?}");
-        let (job, line) = &warned[0];
-        assert_eq!(*job, JOB);
+        let line = only_warning_to_job(state.resource_warnings(start + WARN_AFTER));
         assert!(
             line.contains("1 × placement group (Spread) asking for bundles [{CPU: 1}, {CPU: 1}]"),
             "{line}"
