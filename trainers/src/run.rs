@@ -285,7 +285,6 @@ fn keep_earlier_params(params: &Path, yaml: &str, iteration: u64) -> Result<(), 
     }
 }
 
-/// `results/<name>/<UTC timestamp>`, made unique with a suffix if needed.
 /// A resumed run whose checkpoint is at an iteration that already met a stop
 /// criterion of `stop` has nothing to train (a finished Tune trial is not
 /// run again): its summary, from the result `result.json` logged for that
@@ -335,6 +334,7 @@ pub fn latest_run(results_dir: &Path, name: &str) -> Option<PathBuf> {
         .max_by(|a, b| a.file_name().cmp(&b.file_name()))
 }
 
+/// `results/<name>/<UTC timestamp>`, made unique with a suffix if needed.
 fn create_run_dir(results_dir: &Path, name: &str) -> Result<PathBuf, TrainError> {
     let parent = results_dir.join(name);
     fs::create_dir_all(&parent).map_err(|error| TrainError::Io {

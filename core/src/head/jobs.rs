@@ -123,7 +123,8 @@ impl Node {
     }
 
     /// Every [`resource_warnings::PERIOD`](super::resource_warnings::PERIOD),
-    /// tells drivers whose actors or tasks have waited long for resources.
+    /// tells drivers whose actors, placement groups or tasks have waited
+    /// long for resources.
     pub(super) async fn warn_of_waiting_work(node: std::sync::Weak<Node>) {
         let mut tick = tokio::time::interval(super::resource_warnings::PERIOD);
         loop {

@@ -41,7 +41,7 @@
 //! | `actors.rs` | actor creation, restarts, death, names (GCS actor manager) |
 //! | `placement_groups.rs` | bundle reservation and removal (GCS placement group manager) |
 //! | `membership.rs` | nodes joining, heartbeats, node death (GCS node manager, health checks) |
-//! | `resource_warnings.rs` | what waits for resources: `oxray status`'s demands, and telling a driver its actors wait long (the autoscaler's warnings) |
+//! | `resource_warnings.rs` | what waits for resources: `oxray status`'s demands, and telling a driver its actors, placement groups or tasks wait long (the autoscaler's warnings) |
 //! | `status.rs` | `oxray status`, the state API's rows and the node summary |
 //! | `task_events.rs` | the bounded ring of recent tasks' states (GCS task event table) |
 //!

@@ -42,8 +42,24 @@ const REPEAT_EVERY: Duration = Duration::from_secs(30);
 pub(super) struct ResourceWarnings {
     waiting_since: FxHashMap<ActorId, Instant>,
     groups_pending_since: FxHashMap<u64, Instant>,
-    queue_fronts: FxHashMap<String, (TaskId, Instant)>,
+    /// Keyed by shape queue and its first task: a new first task is a new
+    /// key, so a queue that moves is never overdue.
+    queue_fronts: FxHashMap<(String, TaskId), Instant>,
     last_warned: FxHashMap<JobId, Instant>,
+}
+
+/// Whether `key`, seen waiting at `now`, has waited [`WARN_AFTER`]; records
+/// in `seen` when it was first seen, carried over from the previous pass's
+/// `before` (what no longer waits is not carried, so it is forgotten).
+fn waited_too_long<K: std::hash::Hash + Eq>(
+    before: &FxHashMap<K, Instant>,
+    seen: &mut FxHashMap<K, Instant>,
+    key: K,
+    now: Instant,
+) -> bool {
+    let since = before.get(&key).copied().unwrap_or(now);
+    seen.insert(key, since);
+    now.duration_since(since) >= WARN_AFTER
 }
 
 impl NodeState {
@@ -87,9 +103,7 @@ impl NodeState {
         let mut waiting_since = FxHashMap::default();
         let mut overdue = Overdue::new();
         for (id, actor) in self.actors_waiting_now() {
-            let since = seen_before.get(&id).copied().unwrap_or(now);
-            waiting_since.insert(id, since);
-            if now.duration_since(since) < WARN_AFTER {
+            if !waited_too_long(&seen_before, &mut waiting_since, id, now) {
                 continue;
             }
             add_one(
@@ -171,9 +185,7 @@ impl NodeState {
             .iter()
             .filter(|(_, group)| group.allocations.is_empty() && !group.bundles.is_empty());
         for (id, group) in pending {
-            let since = seen_before.get(id).copied().unwrap_or(now);
-            pending_since.insert(*id, since);
-            if now.duration_since(since) < WARN_AFTER {
+            if !waited_too_long(&seen_before, &mut pending_since, *id, now) {
                 continue;
             }
             let bundles: Vec<String> = group.bundles.iter().map(ResourceSet::to_string).collect();
@@ -200,12 +212,9 @@ impl NodeState {
             let Some(&first) = queue.tasks.front() else {
                 continue;
             };
-            let since = match seen_before.get(key) {
-                Some(&(task, since)) if task == first => since,
-                _ => now,
-            };
-            fronts.insert(key.clone(), (first, since));
-            if tasks_hold_resources || now.duration_since(since) < WARN_AFTER {
+            let overdue_front =
+                waited_too_long(&seen_before, &mut fronts, (key.clone(), first), now);
+            if tasks_hold_resources || !overdue_front {
                 continue;
             }
             for task in queue.tasks.iter().filter_map(|id| self.tasks.get(id)) {
