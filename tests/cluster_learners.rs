@@ -13,7 +13,31 @@ use oxray_rl::learner_group::{LearnerGroup, UpdateOutcome};
 use oxray_rl::rl_module::{ModelConfig, ModuleKind};
 use oxray_rl::SampleBatch;
 use oxray_trainers::algorithms::ppo::{PpoConfig, PpoLearner, PpoLearnerConfig, UpdateParams};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use tch::Tensor;
+
+/// The tests here take turns: a process is the driver of one cluster at a
+/// time (`oxray_core::init` refuses a second).
+static ONE_DRIVER: Mutex<()> = Mutex::new(());
+
+/// This process as the driver of the cluster at `address` until dropped.
+struct Driver {
+    _turn: MutexGuard<'static, ()>,
+}
+
+impl Driver {
+    fn join(address: &str, token: &str) -> Driver {
+        let turn = ONE_DRIVER.lock().unwrap_or_else(PoisonError::into_inner);
+        oxray_core::init(InitOptions::default().address(address).token(token)).unwrap();
+        Driver { _turn: turn }
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        oxray_core::shutdown();
+    }
+}
 
 fn learner_config() -> PpoLearnerConfig {
     let module = module_spec(
@@ -84,7 +108,7 @@ fn two_learners_on_two_nodes_match_one_learner_and_a_lost_one_fails_the_update()
         &["--wait-nodes", "2", "--timeout", "30"],
     );
     assert!(ok, "{shown}");
-    oxray_core::init(InitOptions::default().address(&address).token(&token)).unwrap();
+    let _driver = Driver::join(&address, &token);
 
     let config = learner_config();
     let batch = fixed_batch(&config);
@@ -155,7 +179,7 @@ fn gpu_learners_without_a_cuda_device_are_refused_and_release_their_gpu() {
     let session = tempfile::tempdir().unwrap();
     let session = session.path();
     let (_head, address, token) = start_head(session, &["--num-cpus", "1", "--num-gpus", "1"]);
-    oxray_core::init(InitOptions::default().address(&address).token(&token)).unwrap();
+    let _driver = Driver::join(&address, &token);
     let refused = LearnerGroup::<PpoLearner>::new(learner_config(), 1, 1.0, 1.0)
         .err()
         .expect("a Learner placed on a GPU libtorch cannot see is refused")
@@ -176,5 +200,4 @@ fn gpu_learners_without_a_cuda_device_are_refused_and_release_their_gpu() {
         );
         std::thread::yield_now();
     }
-    oxray_core::shutdown();
 }
