@@ -52,7 +52,7 @@
 //! | `worker/` | worker processes: launch, `.init_array` entry, stream client, task executor |
 //! | `resources/` | resource sets; accounting (node pools, GPU ids, bundles) and scheduling policy |
 //! | `placement` | placement-group bundle packing |
-//! | `packaging` | job executables by SHA-256: checking paths, the bounded per-node cache, shipping through the head |
+//! | `packaging/` | job executables by SHA-256: checking paths, shipping through the head; `executable_cache` the bounded per-node cache |
 //! | `runtime_env` | a job's working directory (packed, named by digest, shipped as its executable is) and environment variables for its workers |
 //! | `daemon` | `oxray start` head and node daemons, the session directory |
 //! | `transfer`, `shm`, `spill` | pulling objects between nodes; shared-memory object files; spilling them to disk when a node's store is full |

@@ -5,7 +5,7 @@
 //! The driver packs the directory into one archive named by the SHA-256 of
 //! its bytes, which travels the way the job's executable does (an upload to
 //! the head, a verified fetch into each node's bounded cache,
-//! `packaging.rs`). A node unpacks it once per digest beside the archive and
+//! `packaging/`). A node unpacks it once per digest beside the archive and
 //! starts the job's workers there, with the directory first on `PYTHONPATH`
 //! so Python envs and wrappers in it import. Jobs with other directories or
 //! variables never share a worker (the digest is part of the worker pool's
