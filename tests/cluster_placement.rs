@@ -80,7 +80,27 @@ fn strict_spread_uses_distinct_nodes_strict_pack_one_and_impossible_groups_fail(
         listed.contains("placement groups: 2 (0 pending)"),
         "{listed}"
     );
+    assert!(listed.contains("demands: none"), "{listed}");
+
+    // Three CPUs on one node exist, but each node lends one to the groups
+    // above: this group waits, and `oxray status` lists it among the
+    // demands, as `ray status` does.
+    let waiting =
+        placement_group(&[one_cpu, one_cpu, one_cpu], PlacementStrategy::StrictPack).unwrap();
+    let (_, listed) = status(session, &address, &token, &[]);
+    assert!(
+        listed.contains("placement groups: 3 (1 pending)"),
+        "{listed}"
+    );
+    assert!(
+        listed.contains(
+            "demands (waiting for resources):\n  {CPU: 1} * 3 (StrictPack): 1 pending placement groups"
+        ),
+        "{listed}"
+    );
     oxray_core::remove_placement_group(&spread).unwrap();
+    waiting.wait(Duration::from_secs(30)).unwrap();
+    oxray_core::remove_placement_group(&waiting).unwrap();
     oxray_core::remove_placement_group(&pack).unwrap();
     let (_, listed) = status(session, &address, &token, &[]);
     assert!(listed.contains("placement groups: 0"), "{listed}");

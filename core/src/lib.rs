@@ -107,8 +107,8 @@ pub use oxray_macros::{actor, remote};
 pub use packaging::{JobExecutable, ShipExecutable, DEFAULT_EXECUTABLE_CACHE_BYTES};
 pub use placement::{placement_group, remove_placement_group, PlacementGroup, PlacementStrategy};
 pub use protocol::{
-    ActorStatusLine, ClusterStatus, JobStatus, NodeStatus, ObjectRow, ResourceDemand, TaskRow,
-    TaskState, TaskType, WorkerRow,
+    ActorStatusLine, ClusterStatus, JobStatus, NodeStatus, ObjectRow, PlacementGroupLine,
+    ResourceDemand, TaskRow, TaskState, TaskType, WorkerRow,
 };
 pub use resources::{ResourceSet, SchedulingStrategy};
 pub use rpc_metrics::{rpc_latencies, LatencyHistogram, BUCKETS as RPC_LATENCY_BUCKETS};

@@ -540,7 +540,8 @@ fn print_status(address: &str, state: &ClusterStatus) {
         "tasks: {} pending, {} running",
         state.pending_tasks, state.running_tasks
     );
-    if state.demands.is_empty() {
+    let group_demands = placement_group_demands(&state.placement_groups);
+    if state.demands.is_empty() && group_demands.is_empty() {
         println!("demands: none");
     } else {
         println!("demands (waiting for resources):");
@@ -549,6 +550,9 @@ fn print_status(address: &str, state: &ClusterStatus) {
                 "  {}: {} pending tasks/actors",
                 demand.request, demand.pending
             );
+        }
+        for line in group_demands {
+            println!("  {line}");
         }
     }
     println!("objects: {}", state.objects);
@@ -564,6 +568,34 @@ fn print_status(address: &str, state: &ClusterStatus) {
     for group in &state.placement_groups {
         println!("  {} {:?} {}", group.id, group.strategy, group.state);
     }
+}
+
+/// The pending placement groups among the demands, as `ray status` lists
+/// them: counted by their bundles (a run of equal bundles written once with
+/// its count) and strategy, e.g. `{CPU: 1} * 3 (StrictPack): 1 pending
+/// placement groups`.
+fn placement_group_demands(groups: &[oxray_core::PlacementGroupLine]) -> Vec<String> {
+    let mut pending: std::collections::BTreeMap<String, usize> = Default::default();
+    for group in groups.iter().filter(|g| g.state == "PENDING") {
+        let mut runs: Vec<(String, usize)> = Vec::new();
+        for (bundle, _) in &group.bundles {
+            let bundle = bundle.to_string();
+            match runs.last_mut() {
+                Some((last, count)) if *last == bundle => *count += 1,
+                _ => runs.push((bundle, 1)),
+            }
+        }
+        let bundles: Vec<String> = runs
+            .into_iter()
+            .map(|(bundle, count)| format!("{bundle} * {count}"))
+            .collect();
+        let key = format!("{} ({:?})", bundles.join(", "), group.strategy);
+        *pending.entry(key).or_default() += 1;
+    }
+    pending
+        .into_iter()
+        .map(|(demand, count)| format!("{demand}: {count} pending placement groups"))
+        .collect()
 }
 
 /// `bytes` in MiB, as `oxray status` shows object store figures.
