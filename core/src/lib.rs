@@ -105,7 +105,9 @@ pub use object_ref::{Arg, ObjectRef};
 pub use options::{ActorOptions, Lifetime, TaskOptions};
 pub use oxray_macros::{actor, remote};
 pub use packaging::{JobExecutable, ShipExecutable, DEFAULT_EXECUTABLE_CACHE_BYTES};
-pub use placement::{placement_group, remove_placement_group, PlacementGroup, PlacementStrategy};
+pub use placement::{
+    describe_bundles, placement_group, remove_placement_group, PlacementGroup, PlacementStrategy,
+};
 pub use protocol::{
     ActorStatusLine, ClusterStatus, JobStatus, NodeStatus, ObjectRow, PlacementGroupLine,
     ResourceDemand, TaskRow, TaskState, TaskType, WorkerRow,

@@ -95,6 +95,24 @@ pub fn placement_group(
     Ok(PlacementGroup { id, bundle_count })
 }
 
+/// A group's bundles as `ray status` writes them: each run of equal bundles
+/// once with its count (`{CPU: 1} * 2, {GPU: 1} * 1`), so a group of many
+/// like bundles stays one short line in warnings and status.
+pub fn describe_bundles<'a>(bundles: impl IntoIterator<Item = &'a ResourceSet>) -> String {
+    let mut runs: Vec<(&ResourceSet, usize)> = Vec::new();
+    for bundle in bundles {
+        match runs.last_mut() {
+            Some((last, count)) if *last == bundle => *count += 1,
+            _ => runs.push((bundle, 1)),
+        }
+    }
+    let runs: Vec<String> = runs
+        .into_iter()
+        .map(|(bundle, count)| format!("{bundle} * {count}"))
+        .collect();
+    runs.join(", ")
+}
+
 /// Frees a group's bundles; actors placed in it are killed, as in Ray.
 pub fn remove_placement_group(group: &PlacementGroup) -> Result<()> {
     runtime::current()?.remove_placement_group(group.id)
@@ -169,6 +187,24 @@ mod tests {
         set.set(CPU, cpus);
         set.set(GPU, gpus);
         set
+    }
+
+    #[test]
+    fn bundles_are_described_as_runs_of_equal_bundles() {
+        let cpu = bundle(1.0, 0.0);
+        let gpu = bundle(1.0, 1.0);
+        let cases: [(&[&ResourceSet], &str); 4] = [
+            (&[], ""),
+            (&[&cpu], "{CPU: 1} * 1"),
+            (&[&cpu, &cpu, &cpu], "{CPU: 1} * 3"),
+            (
+                &[&cpu, &gpu, &gpu, &cpu],
+                "{CPU: 1} * 1, {CPU: 1, GPU: 1} * 2, {CPU: 1} * 1",
+            ),
+        ];
+        for (bundles, described) in cases {
+            assert_eq!(describe_bundles(bundles.iter().copied()), described);
+        }
     }
 
     #[test]

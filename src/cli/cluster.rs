@@ -571,26 +571,15 @@ fn print_status(address: &str, state: &ClusterStatus) {
 }
 
 /// The pending placement groups among the demands, as `ray status` lists
-/// them: counted by their bundles (a run of equal bundles written once with
-/// its count) and strategy, e.g. `{CPU: 1} * 3 (StrictPack): 1 pending
-/// placement groups`.
+/// them: counted by their bundles and strategy, e.g. `{CPU: 1} * 3
+/// (StrictPack): 1 pending placement groups`.
 fn placement_group_demands(groups: &[oxray_core::PlacementGroupLine]) -> Vec<String> {
     let mut pending: std::collections::BTreeMap<String, usize> = Default::default();
     for group in groups.iter().filter(|g| g.state == "PENDING") {
-        let mut runs: Vec<(String, usize)> = Vec::new();
-        for (bundle, _) in &group.bundles {
-            let bundle = bundle.to_string();
-            match runs.last_mut() {
-                Some((last, count)) if *last == bundle => *count += 1,
-                _ => runs.push((bundle, 1)),
-            }
-        }
-        let bundles: Vec<String> = runs
-            .into_iter()
-            .map(|(bundle, count)| format!("{bundle} * {count}"))
-            .collect();
-        let key = format!("{} ({:?})", bundles.join(", "), group.strategy);
-        *pending.entry(key).or_default() += 1;
+        let bundles = oxray_core::describe_bundles(group.bundles.iter().map(|(bundle, _)| bundle));
+        *pending
+            .entry(format!("{bundles} ({:?})", group.strategy))
+            .or_default() += 1;
     }
     pending
         .into_iter()

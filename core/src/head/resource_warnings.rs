@@ -188,12 +188,11 @@ impl NodeState {
             if !waited_too_long(&seen_before, &mut pending_since, *id, now) {
                 continue;
             }
-            let bundles: Vec<String> = group.bundles.iter().map(ResourceSet::to_string).collect();
             add_one(
                 overdue,
                 group.job,
                 format!("placement group ({:?})", group.strategy),
-                format!("bundles [{}]", bundles.join(", ")),
+                crate::placement::describe_bundles(&group.bundles),
             );
         }
         self.resource_warnings.groups_pending_since = pending_since;
@@ -334,7 +333,7 @@ mod tests {
         assert!(state.resource_warnings(start).is_empty());
         let line = only_warning_to_job(state.resource_warnings(start + WARN_AFTER));
         assert!(
-            line.contains("1 × placement group (Spread) asking for bundles [{CPU: 1}, {CPU: 1}]"),
+            line.contains("1 × placement group (Spread) asking for {CPU: 1} * 2"),
             "{line}"
         );
         // Reserved once a node joins: nothing more to say, nothing kept.
