@@ -710,8 +710,184 @@ fn asha_stops_the_trials_below_a_rungs_cutoff() {
         &["--scheduler: reduction_factor must be above 1"],
     );
     assert_clean_error(
-        &scratch.oxray(&["train", "sweep.yaml", "--name", "x", "--scheduler", "pbt"]),
-        &["--scheduler: unknown scheduler `pbt`"],
+        &scratch.oxray(&[
+            "train",
+            "sweep.yaml",
+            "--name",
+            "x",
+            "--scheduler",
+            "hyperband",
+        ]),
+        &["--scheduler: unknown scheduler `hyperband`"],
+    );
+    assert_eq!(scratch.runs("x").len(), 0);
+}
+
+/// `--scheduler` with Ray Tune's population based training: two trials at
+/// once, ranked every iteration by the env steps each samples per
+/// iteration (its batch size, so the ranking does not depend on learning),
+/// the bottom one clones the top one's checkpoint once, with its batch
+/// size and the learning rate moved to a neighbour in the list, and trains
+/// on from the top trial's iteration; the top trial is never cloned. A
+/// mutation the config has no key for, and a population of one, are
+/// refused before any trial starts.
+#[test]
+fn pbt_clones_the_better_trial_with_perturbed_hyperparameters() {
+    let scratch = Scratch::new();
+    scratch.write(
+        "population.yaml",
+        &SMALL_PPO
+            .replace(
+                "train_batch_size: 256",
+                "train_batch_size: {grid_search: [256, 128]}",
+            )
+            .replace("iterations: 2", "iterations: 30"),
+    );
+    let pbt = "{type: pbt, time_attr: training_iteration, metric: \
+        env_runners/num_env_steps_sampled, perturbation_interval: 1, quantile_fraction: 0.5, \
+        resample_probability: 0, hyperparam_mutations: {training.lr: [5.0e-4, 1.0e-3, 2.0e-3]}}";
+    let output = scratch.oxray(&[
+        "train",
+        "population.yaml",
+        "--max-concurrent-trials",
+        "2",
+        "--scheduler",
+        pbt,
+    ]);
+    let stdout = train_support::stdout(&output);
+    assert!(
+        output.status.success(),
+        "{}",
+        train_support::stderr(&output)
+    );
+    let clones: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.contains("clones trial"))
+        .collect();
+    let [clone] = clones[..] else {
+        panic!("one clone expected: {stdout}");
+    };
+    assert!(
+        clone.starts_with("[trial 1] clones trial 0 as of training_iteration "),
+        "{clone}"
+    );
+    let new_lr = if clone.ends_with("; PBT): training.lr 0.001 -> 0.0005") {
+        5e-4
+    } else {
+        assert!(
+            clone.ends_with("; PBT): training.lr 0.001 -> 0.002"),
+            "{clone}"
+        );
+        2e-3
+    };
+
+    let run = |trial: &str| scratch.runs(&format!("population/{trial}"))[0].clone();
+    let params = |path: PathBuf| -> (usize, f64) {
+        let config =
+            ExperimentConfig::parse(&std::fs::read_to_string(&path).unwrap(), "params", &[])
+                .unwrap();
+        match config.training {
+            AlgorithmConfig::Ppo(ppo) => (ppo.train_batch_size, ppo.lr),
+            other => panic!("a PPO trial saved {other:?}"),
+        }
+    };
+    // Per row: training_iteration, env steps sampled, learning rate.
+    let progress = |run: &PathBuf| -> Vec<(f64, f64, f64)> {
+        let csv = std::fs::read_to_string(run.join("progress.csv")).unwrap();
+        let mut lines = csv.lines().map(|line| line.split(',').collect::<Vec<_>>());
+        let header = lines.next().unwrap();
+        let column = |key: &str| header.iter().position(|k| *k == key).unwrap();
+        let columns = [
+            column("training_iteration"),
+            column("env_runners/num_env_steps_sampled"),
+            column("learners/default_policy/default_optimizer_learning_rate"),
+        ];
+        lines
+            .map(|row| {
+                let value = |at: usize| row[columns[at]].parse::<f64>().unwrap();
+                (value(0), value(1), value(2))
+            })
+            .collect()
+    };
+
+    let top = run("0_train_batch_size=256");
+    assert_eq!(params(top.join("params.yaml")), (256, 1e-3));
+    let top_rows = progress(&top);
+    assert_eq!(top_rows.len(), 30);
+    assert!(top_rows.iter().all(|&(_, steps, _)| steps == 256.0));
+    assert!(
+        !std::fs::read_dir(&top)
+            .unwrap()
+            .flatten()
+            .any(|entry| entry.file_name().to_string_lossy().starts_with("params_")),
+        "the top trial was never cloned"
+    );
+
+    let bottom = run("1_train_batch_size=128");
+    assert_eq!(params(bottom.join("params.yaml")), (256, new_lr));
+    let earlier: Vec<PathBuf> = std::fs::read_dir(&bottom)
+        .unwrap()
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| {
+            path.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("params_")
+        })
+        .collect();
+    assert_eq!(earlier.len(), 1, "{earlier:?}");
+    assert_eq!(params(earlier[0].clone()), (128, 1e-3));
+    let rows = progress(&bottom);
+    let switch = rows
+        .iter()
+        .position(|&(_, steps, _)| steps == 256.0)
+        .unwrap();
+    assert!(switch > 0);
+    assert!(rows[..switch]
+        .iter()
+        .all(|&(_, steps, lr)| steps == 128.0 && lr == 1e-3));
+    assert!(rows[switch..]
+        .iter()
+        .all(|&(_, steps, lr)| steps == 256.0 && lr == new_lr));
+    // It went on from the top trial's iteration at its checkpoint, to the
+    // stop at 30.
+    assert!(
+        clone.contains(" (env_runners/num_env_steps_sampled 128 below its 256; PBT): "),
+        "{clone}"
+    );
+    let resumed_at = clone
+        .split("as of training_iteration ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap()
+        .parse::<f64>()
+        .unwrap();
+    assert_eq!(rows[switch].0, resumed_at + 1.0);
+    assert_eq!(rows.last().unwrap().0, 30.0);
+
+    assert_clean_error(
+        &scratch.oxray(&[
+            "train",
+            "population.yaml",
+            "--name",
+            "x",
+            "--scheduler",
+            "{type: pbt, hyperparam_mutations: {training.lrr: [1.0e-3]}}",
+        ]),
+        &["--scheduler: hyperparam_mutations: training.lrr: is not a key of the config"],
+    );
+    scratch.write("one.yaml", SMALL_PPO);
+    assert_clean_error(
+        &scratch.oxray(&[
+            "train",
+            "one.yaml",
+            "--name",
+            "x",
+            "--scheduler",
+            "{type: pbt, hyperparam_mutations: {training.lr: [1.0e-3]}}",
+        ]),
+        &["needs a population", "this one has 1"],
     );
     assert_eq!(scratch.runs("x").len(), 0);
 }

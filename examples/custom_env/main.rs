@@ -38,6 +38,8 @@ fn main() -> anyhow::Result<()> {
                 result.get(EPISODE_RETURN_MEAN).copied().unwrap_or(f64::NAN)
             ),
             RunEvent::Warning(warning) => eprintln!("warning: {warning}"),
+            // Only a search's population based training clones runs.
+            RunEvent::Exploited(exploit) => println!("{}", exploit.description),
         },
     );
     oxray_core::shutdown();

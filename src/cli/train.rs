@@ -1,8 +1,9 @@
 //! `oxray train`: run an experiment config to its stop criterion, showing
 //! progress, and print where the run directory is; a config with a search
 //! space (`grid_search`, `choice`, `uniform`, ...) runs each of its trials
-//! ([`oxray_trainers::search_space`]), which `--scheduler asha` may stop
-//! early ([`oxray_trainers::trial_scheduler`]).
+//! ([`oxray_trainers::search_space`]), which `--scheduler` may stop early
+//! (ASHA) or make clone each other with perturbed hyperparameters (PBT)
+//! ([`oxray_trainers::trial_scheduler`]).
 //!
 //! The embedded single-node cluster is started only when the config asks for
 //! remote EnvRunners or Learners (or `--address` names a cluster): a config
@@ -17,9 +18,9 @@ use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use oxray_rl::metrics::{self, Metrics, ProgressSteps};
-use oxray_trainers::run::{self, run_scheduled, RunEvent, RunOptions, RunSummary};
+use oxray_trainers::run::{self, run_scheduled, RunEvent, RunOptions, RunSummary, Schedule};
 use oxray_trainers::search_space::{self, Sampling, Trial};
-use oxray_trainers::trial_scheduler::{Asha, AshaConfig, Decision};
+use oxray_trainers::trial_scheduler::{Decision, SchedulerConfig, TrialScheduler};
 use oxray_trainers::ExperimentConfig;
 
 use super::interrupt;
@@ -86,11 +87,14 @@ pub struct TrainArgs {
     #[arg(long, value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u16).range(1..))]
     max_concurrent_trials: u16,
-    /// Stop a search's trials early: `asha` (Ray Tune's ASHAScheduler,
-    /// ranking by env_runners/episode_return_mean every
-    /// training_iteration) or a mapping such as `{type: asha, metric:
-    /// env_runners/episode_return_mean, mode: max, time_attr:
-    /// training_iteration, max_t: 100, grace_period: 1, reduction_factor: 4}`.
+    /// Schedule a search's trials: `asha` (Ray Tune's ASHAScheduler, which
+    /// stops trials that fall behind, ranking by
+    /// env_runners/episode_return_mean every training_iteration) or a
+    /// mapping such as `{type: asha, grace_period: 1, max_t: 100,
+    /// reduction_factor: 4}` or `{type: pbt, perturbation_interval: 5,
+    /// hyperparam_mutations: {training.lr: {loguniform: [1e-5, 1e-3]}}}`
+    /// (Tune's PopulationBasedTraining: trials that fall behind go on from
+    /// a better one's checkpoint with perturbed hyperparameters).
     #[arg(long, value_name = "SCHEDULER")]
     scheduler: Option<String>,
 }
@@ -118,10 +122,25 @@ pub fn run_train(mut args: TrainArgs) -> anyhow::Result<()> {
     let scheduler = args
         .scheduler
         .as_deref()
-        .map(AshaConfig::parse)
-        .transpose()?
-        .map(|config| Mutex::new(Asha::new(config)));
+        .map(SchedulerConfig::parse)
+        .transpose()?;
     let trials = search_space::load(&config_path, &args.set, sampling)?;
+    let population = matches!(scheduler, Some(SchedulerConfig::Pbt(_)));
+    let scheduler = scheduler
+        .map(|config| {
+            let configs: Vec<&ExperimentConfig> = trials.iter().map(|t| &t.config).collect();
+            TrialScheduler::new(config, &configs, args.search_seed)
+        })
+        .transpose()?
+        .map(Mutex::new);
+    if population && usize::from(args.max_concurrent_trials) < trials.len() {
+        eprintln!(
+            "warning: population based training ranks the trials that train at the same              time: with --max-concurrent-trials {} of {} trials, a trial is compared only              with those beside it (--max-concurrent-trials {} trains them all at once)",
+            args.max_concurrent_trials,
+            trials.len(),
+            trials.len()
+        );
+    }
     if trials.len() > 1 && args.resume.is_some() {
         anyhow::bail!(
             "--resume continues one run, and this is a search of {} trials: \
@@ -286,14 +305,15 @@ fn uses_actors(config: &ExperimentConfig) -> bool {
         || config.learners.num_learners > 0
 }
 
-/// Trains one config to its stop criterion, or until `scheduler` stops it
-/// (this trial's number beside it), showing progress with `progress`.
+/// Trains one config to its stop criterion, or until Ctrl-C or `scheduler`
+/// stops it (this trial's number beside it), showing progress with
+/// `progress`.
 fn train_one(
     config: ExperimentConfig,
     resume: Option<PathBuf>,
     name: String,
     mut progress: Progress,
-    scheduler: Option<(&Mutex<Asha>, usize)>,
+    scheduler: Option<(&Mutex<TrialScheduler>, usize)>,
 ) -> anyhow::Result<RunSummary> {
     let outcome = run_scheduled(
         RunOptions {
@@ -302,27 +322,49 @@ fn train_one(
             results_dir: PathBuf::from(RESULTS_DIR),
             resume,
         },
-        |result| {
-            if let Some(reason) = interrupt::requested() {
-                return Some(reason.to_string());
-            }
-            let (scheduler, trial) = scheduler?;
-            let decision = scheduler
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .on_result(trial, result);
-            match decision {
-                Decision::Continue => None,
-                Decision::Stop(reason) => Some(reason),
-            }
-        },
+        TrialSchedule { scheduler },
         |event| match event {
             RunEvent::Result(result) => progress.report(result),
             RunEvent::Warning(warning) => progress.warn(&warning),
+            RunEvent::Exploited(exploit) => progress.note(&exploit.description),
         },
     );
     progress.finish();
     Ok(outcome?)
+}
+
+/// A run's schedule in `oxray train`: a stop signal first, then the
+/// search's scheduler, if any.
+struct TrialSchedule<'a> {
+    scheduler: Option<(&'a Mutex<TrialScheduler>, usize)>,
+}
+
+impl TrialSchedule<'_> {
+    fn scheduler(&self) -> Option<(std::sync::MutexGuard<'_, TrialScheduler>, usize)> {
+        let (scheduler, trial) = self.scheduler?;
+        Some((
+            scheduler.lock().unwrap_or_else(PoisonError::into_inner),
+            trial,
+        ))
+    }
+}
+
+impl Schedule for TrialSchedule<'_> {
+    fn on_result(&mut self, result: &Metrics) -> Decision {
+        if let Some(reason) = interrupt::requested() {
+            return Decision::Stop(reason.to_string());
+        }
+        match self.scheduler() {
+            Some((mut scheduler, trial)) => scheduler.on_result(trial, result),
+            None => Decision::Continue,
+        }
+    }
+
+    fn on_checkpoint(&mut self, checkpoint: &Path, config: &ExperimentConfig) {
+        if let Some((mut scheduler, trial)) = self.scheduler() {
+            scheduler.on_checkpoint(trial, checkpoint, config);
+        }
+    }
 }
 
 /// Trains a search's trials, `max_concurrent` at a time in threads of
@@ -336,7 +378,7 @@ fn train_trials(
     trials: Vec<Trial>,
     name: &str,
     max_concurrent: usize,
-    scheduler: Option<&Mutex<Asha>>,
+    scheduler: Option<&Mutex<TrialScheduler>>,
     resume_latest: bool,
 ) -> anyhow::Result<Vec<String>> {
     let count = trials.len();
@@ -381,6 +423,12 @@ fn train_trials(
             progress,
             scheduler.map(|s| (s, index)),
         );
+        if let Some(scheduler) = scheduler {
+            scheduler
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .on_trial_complete(index);
+        }
         match &outcome {
             Ok(summary) => print_run(summary, &prefix),
             Err(error) => eprintln!("error: trial {}: {error:#}", trial.tag),
@@ -595,6 +643,15 @@ impl Progress {
         match self {
             Progress::Bar(bar) => bar.suspend(|| eprintln!("warning: {warning}")),
             Progress::Lines { prefix } => eprintln!("{prefix}warning: {warning}"),
+        }
+    }
+
+    /// A line of news about the run, above the progress bar if there is
+    /// one.
+    fn note(&self, line: &str) {
+        match self {
+            Progress::Bar(bar) => bar.suspend(|| say(format_args!("{line}"))),
+            Progress::Lines { prefix } => say(format_args!("{prefix}{line}")),
         }
     }
 

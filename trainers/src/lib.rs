@@ -13,8 +13,8 @@
 //!   (`evaluation:` section); `evaluate`: policy evaluation from a
 //!   checkpoint; `export`: the policy as TorchScript,
 //! - `search_space`: grid search and sampled values (Tune's `param_space`),
-//!   one config per trial; `trial_scheduler`: early stopping across trials
-//!   (Tune's ASHA).
+//!   one config per trial; `trial_scheduler`: what a search's trials do
+//!   after each result (Tune's ASHA and PBT).
 
 pub mod algorithm;
 pub mod algorithms;

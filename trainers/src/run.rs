@@ -1,6 +1,10 @@
 //! One training run: build the algorithm, lay out its run directory, iterate
 //! until a stop criterion is met, log every result, checkpoint on schedule and
-//! at the end.
+//! at the end. A trial of a search also follows its scheduler ([`Schedule`]):
+//! it stops early, saves a checkpoint for other trials, or goes on from
+//! another trial's checkpoint with another config (PBT's exploit step,
+//! which rebuilds the algorithm from that config and restores the
+//! checkpoint into it, as a resume does).
 //!
 //! Layout of `results/<name>/<timestamp>/`: `params.yaml` (the resolved
 //! config; after a resume with another one, the earlier config stays as
@@ -27,6 +31,7 @@ use crate::algorithms::build;
 use crate::checkpoint_retention::Retention;
 use crate::config::{ExperimentConfig, StopConfig};
 use crate::evaluation::Evaluator;
+use crate::trial_scheduler::{Decision, Exploit};
 
 pub struct RunOptions {
     pub config: ExperimentConfig,
@@ -43,6 +48,30 @@ pub enum RunEvent<'a> {
     Result(&'a Metrics),
     /// Something the user should know that does not stop the run.
     Warning(String),
+    /// The run went on from another trial's checkpoint (PBT's exploit).
+    Exploited(&'a Exploit),
+}
+
+/// Decides after each result whether a run goes on (a search's trial
+/// scheduler, [`crate::trial_scheduler`]), and hears of the checkpoints it
+/// asked for.
+pub trait Schedule {
+    /// Called after the run's own stop criteria, which come first.
+    fn on_result(&mut self, result: &Metrics) -> Decision;
+    /// The checkpoint [`Decision::Checkpoint`] asked for, saved by a run
+    /// training with `config`.
+    fn on_checkpoint(&mut self, checkpoint: &Path, config: &ExperimentConfig);
+}
+
+/// A run that only its own stop criteria end.
+struct Unscheduled;
+
+impl Schedule for Unscheduled {
+    fn on_result(&mut self, _: &Metrics) -> Decision {
+        Decision::Continue
+    }
+
+    fn on_checkpoint(&mut self, _: &Path, _: &ExperimentConfig) {}
 }
 
 #[derive(Debug)]
@@ -60,52 +89,93 @@ pub fn run(
     options: RunOptions,
     on_event: impl FnMut(RunEvent<'_>),
 ) -> Result<RunSummary, TrainError> {
-    run_scheduled(options, |_| None, on_event)
+    run_scheduled(options, Unscheduled, on_event)
 }
 
-/// [`run`], also stopping when `early_stop`, which sees every iteration's
-/// result after the config's own criteria, gives a reason (a trial
-/// scheduler's decision, [`crate::trial_scheduler`]).
+/// [`run`], also doing what `schedule` decides after each result.
 pub fn run_scheduled(
     options: RunOptions,
-    early_stop: impl FnMut(&Metrics) -> Option<String>,
-    on_event: impl FnMut(RunEvent<'_>),
+    mut schedule: impl Schedule,
+    mut on_event: impl FnMut(RunEvent<'_>),
 ) -> Result<RunSummary, TrainError> {
-    let mut algorithm = build(&options.config)?;
-    let mut evaluation = Evaluator::new(&options.config)?;
+    let mut config = options.config;
+    let mut algorithm = build(&config)?;
+    let mut evaluation = Evaluator::new(&config)?;
     let (run_dir, fresh) = match &options.resume {
         Some(dir) => {
             let latest = checkpoint::load(&dir.join("checkpoints"))?;
-            let expected = options.config.algorithm.as_str();
-            if latest.algorithm != expected {
-                return Err(TrainError::Restore(format!(
-                    "{} holds a {} checkpoint, the config trains {expected}",
-                    dir.display(),
-                    latest.algorithm
-                )));
-            }
-            check_same_module(&latest, &options.config, dir)?;
+            check_restorable(&latest, &config, dir)?;
             algorithm.restore(&latest)?;
-            if let Some(finished) = already_stopped(dir, &options.config.stop, &*algorithm)? {
+            if let Some(finished) = already_stopped(dir, &config.stop, &*algorithm)? {
                 return Ok(finished);
             }
             (dir.clone(), false)
         }
         None => (create_run_dir(&options.results_dir, &options.name)?, true),
     };
-    let outcome = train(
-        algorithm.as_mut(),
-        evaluation.as_mut(),
-        &options.config,
-        &run_dir,
-        early_stop,
-        on_event,
-    );
-    let diverged = matches!(outcome, Err(TrainError::Diverged { .. }));
-    if fresh && outcome.is_err() && !diverged && algorithm.iteration() == 0 {
-        let _ = fs::remove_dir_all(&run_dir);
+    loop {
+        let outcome = train(
+            algorithm.as_mut(),
+            evaluation.as_mut(),
+            &config,
+            &run_dir,
+            &mut schedule,
+            &mut on_event,
+        );
+        let diverged = matches!(outcome, Err(TrainError::Diverged { .. }));
+        if fresh && outcome.is_err() && !diverged && algorithm.iteration() == 0 {
+            let _ = fs::remove_dir_all(&run_dir);
+        }
+        let exploit = match outcome? {
+            Trained::Stopped(summary) => return Ok(summary),
+            Trained::Exploit(exploit) => exploit,
+        };
+        // The donor goes on saving; a checkpoint its retention removed in
+        // the meantime leaves this run as it was.
+        let donor = match checkpoint::load(&exploit.checkpoint) {
+            Ok(donor) => donor,
+            Err(error) => {
+                on_event(RunEvent::Warning(format!(
+                    "not cloning {}: {error}; going on as before",
+                    exploit.checkpoint.display()
+                )));
+                continue;
+            }
+        };
+        check_restorable(&donor, &exploit.config, &exploit.checkpoint)?;
+        // The old algorithm's actors go first: the new one may need their
+        // CPUs.
+        drop(evaluation);
+        drop(algorithm);
+        algorithm = build(&exploit.config)?;
+        algorithm.restore(&donor)?;
+        evaluation = Evaluator::new(&exploit.config)?;
+        on_event(RunEvent::Exploited(&exploit));
+        config = *exploit.config;
     }
-    outcome
+}
+
+/// How [`train`] ended: at a stop, or to go on from another checkpoint.
+enum Trained {
+    Stopped(RunSummary),
+    Exploit(Exploit),
+}
+
+/// Refuses a checkpoint of another algorithm or network than `config`'s.
+fn check_restorable(
+    checkpoint: &checkpoint::Checkpoint,
+    config: &ExperimentConfig,
+    dir: &Path,
+) -> Result<(), TrainError> {
+    let expected = config.algorithm.as_str();
+    if checkpoint.algorithm != expected {
+        return Err(TrainError::Restore(format!(
+            "{} holds a {} checkpoint, the config trains {expected}",
+            dir.display(),
+            checkpoint.algorithm
+        )));
+    }
+    check_same_module(checkpoint, config, dir)
 }
 
 fn train(
@@ -113,9 +183,9 @@ fn train(
     mut evaluation: Option<&mut Evaluator>,
     config: &ExperimentConfig,
     run_dir: &Path,
-    mut early_stop: impl FnMut(&Metrics) -> Option<String>,
+    schedule: &mut impl Schedule,
     mut on_event: impl FnMut(RunEvent<'_>),
-) -> Result<RunSummary, TrainError> {
+) -> Result<Trained, TrainError> {
     let params = run_dir.join("params.yaml");
     let yaml = config.to_yaml();
     keep_earlier_params(&params, &yaml, algorithm.iteration())?;
@@ -172,8 +242,25 @@ fn train(
         if iteration.checked_rem(frequency) == Some(0) {
             last_checkpoint = Some((iteration, save(&*algorithm, Some(&result), &mut on_event)?));
         }
-        if let Some(reason) = stop_reason(&config.stop, &result).or_else(|| early_stop(&result)) {
-            break (reason, result);
+        let decision = match stop_reason(&config.stop, &result) {
+            Some(reason) => Decision::Stop(reason),
+            None => schedule.on_result(&result),
+        };
+        match decision {
+            Decision::Continue => {}
+            Decision::Stop(reason) => break (reason, result),
+            Decision::Checkpoint => {
+                let path = match &last_checkpoint {
+                    Some((at, path)) if *at == iteration => path.clone(),
+                    _ => {
+                        let path = save(&*algorithm, Some(&result), &mut on_event)?;
+                        last_checkpoint = Some((iteration, path.clone()));
+                        path
+                    }
+                };
+                schedule.on_checkpoint(&path, config);
+            }
+            Decision::Exploit(exploit) => return Ok(Trained::Exploit(exploit)),
         }
     };
     let iteration = algorithm.iteration();
@@ -184,13 +271,13 @@ fn train(
         }
         other => other.map(|(_, path)| path),
     };
-    Ok(RunSummary {
+    Ok(Trained::Stopped(RunSummary {
         run_dir: run_dir.to_path_buf(),
         stop_reason,
         last_result,
         checkpoint,
         learner_devices: algorithm.learner_devices()?,
-    })
+    }))
 }
 
 /// Training goes on without its result files; the user hears of it once.
@@ -240,8 +327,21 @@ fn check_same_module(
     dir: &Path,
 ) -> Result<(), TrainError> {
     let saved = ExperimentConfig::of_checkpoint(checkpoint)?;
-    // The parameters' names and shapes: settings that shape no parameter
-    // (an ε schedule, say) may change between runs.
+    if same_network(&saved, config)? {
+        return Ok(());
+    }
+    Err(TrainError::Restore(format!(
+        "{} was trained with another network (model: or the training keys that shape it); \
+         resume with the config it was saved with, {}",
+        dir.display(),
+        dir.join("params.yaml").display()
+    )))
+}
+
+/// Whether two configs build networks with the same parameters (names and
+/// shapes), so that weights saved by one load into the other: settings
+/// that shape no parameter (an ε schedule, say) may differ.
+pub fn same_network(a: &ExperimentConfig, b: &ExperimentConfig) -> Result<bool, TrainError> {
     let parameters = |config: &ExperimentConfig| -> Result<Vec<(String, Vec<i64>)>, TrainError> {
         let module = crate::algorithms::module_spec(config)?.build(tch::Device::Cpu);
         let mut shapes: Vec<_> = module
@@ -253,15 +353,7 @@ fn check_same_module(
         shapes.sort();
         Ok(shapes)
     };
-    if parameters(&saved)? == parameters(config)? {
-        return Ok(());
-    }
-    Err(TrainError::Restore(format!(
-        "{} was trained with another network (model: or the training keys that shape it); \
-         resume with the config it was saved with, {}",
-        dir.display(),
-        dir.join("params.yaml").display()
-    )))
+    Ok(parameters(a)? == parameters(b)?)
 }
 
 /// A resume with another config than the run's keeps the one its earlier

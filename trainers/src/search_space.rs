@@ -182,7 +182,8 @@ struct Variable {
 }
 
 /// Tune's `grid_search`, `choice`, `uniform`, `loguniform` and `randint`.
-enum Domain {
+#[derive(Debug)]
+pub(crate) enum Domain {
     Grid(Vec<Value>),
     Choice(Vec<Value>),
     Uniform { low: f64, high: f64 },
@@ -192,7 +193,7 @@ enum Domain {
 
 impl Domain {
     /// This trial's value: a grid's `pick`th, or a draw.
-    fn value(&self, pick: usize, rng: &mut ChaCha8Rng) -> Value {
+    pub(crate) fn value(&self, pick: usize, rng: &mut ChaCha8Rng) -> Value {
         match self {
             Domain::Grid(values) => values[pick].clone(),
             Domain::Choice(values) => values[rng.gen_range(0..values.len())].clone(),
@@ -223,7 +224,7 @@ enum Assignment {
 /// The domain `value` describes if it is a variable (a mapping with only a
 /// `grid_search`, `choice`, `uniform`, `loguniform` or `randint` key); an
 /// error for one whose arguments do not fit.
-fn domain_of(value: &Value) -> Result<Option<Domain>, String> {
+pub(crate) fn domain_of(value: &Value) -> Result<Option<Domain>, String> {
     let Some((kind, arguments)) = value
         .as_mapping()
         .filter(|mapping| mapping.len() == 1)
@@ -352,7 +353,7 @@ fn tag_names(variables: &[Variable]) -> Vec<String> {
 }
 
 /// `value` as YAML on one line, for a `--set`.
-fn inline_yaml(value: &Value) -> String {
+pub(crate) fn inline_yaml(value: &Value) -> String {
     match value {
         Value::String(text) => serde_yaml_ng::to_string(text)
             .map_or_else(|_| text.clone(), |s| s.trim_end().to_string()),

@@ -1,7 +1,6 @@
-//! Early stopping across the trials of a search: Ray Tune's ASHA
-//! (`ASHAScheduler`, asynchronous successive halving with one bracket,
-//! Li et al. 2018), which `oxray train --scheduler asha` hands every trial's
-//! results to.
+//! Ray Tune's ASHA (`ASHAScheduler`, asynchronous successive halving with
+//! one bracket, Li et al. 2018): stops the trials of a search that fall
+//! behind.
 //!
 //! Rungs sit at `grace_period · reduction_factor^k` of `time_attr` below
 //! `max_t`. The first result of a trial at or past a rung it has not been
@@ -12,26 +11,20 @@
 //! trial waits for another, so trials that run one after another are
 //! compared with those before them, and the first to reach a rung always
 //! passes it (Tune's behaviour too).
-//!
-//! One scheduler serves all trials of a search, so it sits behind a lock;
-//! its decisions depend on the order results arrive in, as Tune's do when
-//! trials run at once.
 
 use std::collections::HashMap;
 
 use oxray_rl::metrics::{Metrics, EPISODE_RETURN_MEAN, TRAINING_ITERATION};
 use serde::Deserialize;
 
+use super::{percentile, require, round, Decision, SchedulerError};
 use crate::config::ScoreOrder;
 
-/// `--scheduler`: `asha` with Tune's defaults, or a YAML mapping with
-/// `type: asha` and any of the keys below.
+/// `--scheduler asha` with Tune's defaults, or a mapping with `type: asha`
+/// and any of the keys below.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AshaConfig {
-    /// The scheduler: `asha` (Tune's `ASHAScheduler`) is the one there is.
-    #[serde(rename = "type")]
-    pub kind: SchedulerKind,
     /// The result key that measures a trial's progress.
     pub time_attr: String,
     /// The result key that ranks trials at a rung.
@@ -46,17 +39,10 @@ pub struct AshaConfig {
     pub reduction_factor: f64,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SchedulerKind {
-    Asha,
-}
-
 impl Default for AshaConfig {
     /// Tune's `ASHAScheduler` defaults, ranking by mean return.
     fn default() -> Self {
         AshaConfig {
-            kind: SchedulerKind::Asha,
             time_attr: TRAINING_ITERATION.to_string(),
             metric: EPISODE_RETURN_MEAN.to_string(),
             mode: ScoreOrder::Max,
@@ -67,67 +53,25 @@ impl Default for AshaConfig {
     }
 }
 
-/// A `--scheduler` value that cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum SchedulerError {
-    #[error("--scheduler: {0}")]
-    Parse(String),
-    #[error("--scheduler: {key} {message}")]
-    Range { key: &'static str, message: String },
-}
-
 impl AshaConfig {
-    /// Parses `--scheduler`'s value: a scheduler's name or a YAML mapping.
-    pub fn parse(value: &str) -> Result<AshaConfig, SchedulerError> {
-        let parse = |text: &str| {
-            serde_yaml_ng::from_str::<AshaConfig>(text)
-                .map_err(|e| SchedulerError::Parse(e.to_string()))
-        };
-        let config = match value.trim() {
-            "asha" => AshaConfig::default(),
-            name if !name.starts_with('{') => {
-                return Err(SchedulerError::Parse(format!(
-                    "unknown scheduler `{name}` (known: asha, or a mapping such as \
-                     `{{type: asha, grace_period: 10, max_t: 100}}`)"
-                )))
-            }
-            mapping => parse(mapping)?,
-        };
-        let range = |ok: bool, key: &'static str, message: &str| {
-            if ok {
-                Ok(())
-            } else {
-                Err(SchedulerError::Range {
-                    key,
-                    message: message.to_string(),
-                })
-            }
-        };
-        range(
-            config.grace_period > 0.0 && config.grace_period.is_finite(),
+    /// Refuses values Tune's ASHA refuses.
+    pub(super) fn check(&self) -> Result<(), SchedulerError> {
+        require(
+            self.grace_period > 0.0 && self.grace_period.is_finite(),
             "grace_period",
             "must be positive",
         )?;
-        range(
-            config.max_t >= config.grace_period && config.max_t.is_finite(),
+        require(
+            self.max_t >= self.grace_period && self.max_t.is_finite(),
             "max_t",
             "must be at least grace_period",
         )?;
-        range(
-            config.reduction_factor > 1.0 && config.reduction_factor.is_finite(),
+        require(
+            self.reduction_factor > 1.0 && self.reduction_factor.is_finite(),
             "reduction_factor",
             "must be above 1",
-        )?;
-        Ok(config)
+        )
     }
-}
-
-/// What a trial does after a result.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Decision {
-    Continue,
-    /// Stop, and why.
-    Stop(String),
 }
 
 /// ASHA's state: each rung's recorded values by trial.
@@ -198,22 +142,6 @@ impl Asha {
     }
 }
 
-/// The `q` quantile (0..=1) of `values` with linear interpolation between
-/// the two nearest ranks (NumPy's default); none of no values.
-fn percentile(mut values: Vec<f64>, q: f64) -> Option<f64> {
-    if values.is_empty() {
-        return None;
-    }
-    values.sort_by(f64::total_cmp);
-    let rank = q * (values.len() - 1) as f64;
-    let (low, high) = (rank.floor() as usize, rank.ceil() as usize);
-    Some(values[low] + (values[high] - values[low]) * (rank - low as f64))
-}
-
-fn round(value: f64) -> f64 {
-    (value * 100.0).round() / 100.0
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -246,14 +174,6 @@ mod tests {
             [8.0, 4.0, 2.0]
         );
         assert_eq!(milestones(Asha::new(config(10.0, 10.0, 3.0))), [10.0]);
-    }
-
-    #[test]
-    fn percentile_interpolates_between_ranks() {
-        assert_eq!(percentile(vec![], 0.5), None);
-        assert_eq!(percentile(vec![3.0], 0.75), Some(3.0));
-        assert_eq!(percentile(vec![4.0, 0.0, 8.0], 0.5), Some(4.0));
-        assert_eq!(percentile(vec![0.0, 10.0], 0.75), Some(7.5));
     }
 
     /// Three trials one after another, rungs at 2 and 4 (factor 2, so the
@@ -311,35 +231,5 @@ mod tests {
         assert!(!asha.rungs[1].1.contains_key(&3));
         assert_eq!(asha.on_result(4, &result(5.0, 1.0)), Decision::Continue);
         assert!(asha.rungs[1].1.contains_key(&4) && !asha.rungs[2].1.contains_key(&4));
-    }
-
-    #[test]
-    fn scheduler_values_parse_or_name_the_problem() {
-        assert_eq!(AshaConfig::parse("asha").unwrap(), AshaConfig::default());
-        let custom =
-            AshaConfig::parse("{type: asha, grace_period: 5, max_t: 50, mode: min}").unwrap();
-        assert_eq!(
-            (custom.grace_period, custom.max_t, custom.mode),
-            (5.0, 50.0, ScoreOrder::Min)
-        );
-        for (value, expected) in [
-            ("hyperband", "unknown scheduler `hyperband`"),
-            ("{type: asha, grace: 5}", "unknown field `grace`"),
-            (
-                "{type: asha, reduction_factor: 1}",
-                "reduction_factor must be above 1",
-            ),
-            (
-                "{type: asha, grace_period: 0}",
-                "grace_period must be positive",
-            ),
-            (
-                "{type: asha, grace_period: 20, max_t: 10}",
-                "max_t must be at least grace_period",
-            ),
-        ] {
-            let error = AshaConfig::parse(value).unwrap_err().to_string();
-            assert!(error.contains(expected), "{value}: {error}");
-        }
     }
 }
