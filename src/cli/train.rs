@@ -190,6 +190,7 @@ pub fn run_train(mut args: TrainArgs) -> anyhow::Result<()> {
             name,
             Progress::new(),
             scheduler.map(|s| (s, 0)),
+            None,
         )
         .map(|summary| {
             print_run(&summary, "");
@@ -307,13 +308,15 @@ fn uses_actors(config: &ExperimentConfig) -> bool {
 
 /// Trains one config to its stop criterion, or until Ctrl-C or `scheduler`
 /// stops it (this trial's number beside it), showing progress with
-/// `progress`.
+/// `progress`. A trial's `tag` gains the values PBT gave it, as Tune's
+/// experiment tag does (`lr=0.001@perturbed[lr=0.0012]`).
 fn train_one(
     config: ExperimentConfig,
     resume: Option<PathBuf>,
     name: String,
     mut progress: Progress,
     scheduler: Option<(&Mutex<TrialScheduler>, usize)>,
+    tag: Option<&Mutex<String>>,
 ) -> anyhow::Result<RunSummary> {
     let outcome = run_scheduled(
         RunOptions {
@@ -326,7 +329,14 @@ fn train_one(
         |event| match event {
             RunEvent::Result(result) => progress.report(result),
             RunEvent::Warning(warning) => progress.warn(&warning),
-            RunEvent::Exploited(exploit) => progress.note(&exploit.description),
+            RunEvent::Exploited(exploit) => {
+                progress.note(&exploit.description);
+                if let Some(tag) = tag {
+                    let mut tag = tag.lock().unwrap_or_else(PoisonError::into_inner);
+                    let original = tag.split('@').next().unwrap_or_default().to_string();
+                    *tag = format!("{original}@perturbed[{}]", exploit.tag);
+                }
+            }
         },
     );
     progress.finish();
@@ -386,6 +396,10 @@ fn train_trials(
     let next_trial = AtomicUsize::new(0);
     let outcomes: Vec<Mutex<Option<anyhow::Result<RunSummary>>>> =
         (0..count).map(|_| Mutex::new(None)).collect();
+    let tags: Vec<Mutex<String>> = trials
+        .iter()
+        .map(|trial| Mutex::new(trial.tag.clone()))
+        .collect();
     let train_next = || loop {
         if interrupt::requested().is_some() {
             break;
@@ -422,6 +436,7 @@ fn train_trials(
             run_name,
             progress,
             scheduler.map(|s| (s, index)),
+            Some(&tags[index]),
         );
         if let Some(scheduler) = scheduler {
             scheduler
@@ -453,7 +468,11 @@ fn train_trials(
         .into_iter()
         .map(|outcome| outcome.into_inner().expect("no trial thread panics"))
         .collect();
-    print_trials(&trials, &outcomes);
+    let tags: Vec<String> = tags
+        .into_iter()
+        .map(|tag| tag.into_inner().unwrap_or_else(PoisonError::into_inner))
+        .collect();
+    print_trials(&tags, &outcomes);
     let failed = outcomes
         .iter()
         .filter(|outcome| matches!(outcome, Some(Err(_))))
@@ -466,13 +485,12 @@ fn train_trials(
 
 /// The trials' status table, as Tune prints it (a trial that never started
 /// is `PENDING`), and the best trial by its final mean return.
-fn print_trials(trials: &[Trial], outcomes: &[Option<anyhow::Result<RunSummary>>]) {
+fn print_trials(tags: &[String], outcomes: &[Option<anyhow::Result<RunSummary>>]) {
     say(format_args!(
         "{:<4} {:<10} {:>6} {:>10} {:>8}  {}",
         "#", "status", "iter", "env steps", "return", "trial"
     ));
-    for (index, (trial, outcome)) in trials.iter().zip(outcomes).enumerate() {
-        let tag = &trial.tag;
+    for (index, (tag, outcome)) in tags.iter().zip(outcomes).enumerate() {
         match outcome {
             Some(Ok(summary)) => {
                 let result = &summary.last_result;
@@ -523,7 +541,7 @@ fn print_trials(trials: &[Trial], outcomes: &[Option<anyhow::Result<RunSummary>>
         say(format_args!(
             "best trial by {}: {index} ({}) with {best_return:.1}",
             metrics::EPISODE_RETURN_MEAN,
-            trials[index].tag
+            tags[index]
         ));
     }
 }

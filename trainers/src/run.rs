@@ -63,6 +63,16 @@ pub trait Schedule {
     fn on_checkpoint(&mut self, checkpoint: &Path, config: &ExperimentConfig);
 }
 
+impl<S: Schedule + ?Sized> Schedule for &mut S {
+    fn on_result(&mut self, result: &Metrics) -> Decision {
+        (**self).on_result(result)
+    }
+
+    fn on_checkpoint(&mut self, checkpoint: &Path, config: &ExperimentConfig) {
+        (**self).on_checkpoint(checkpoint, config)
+    }
+}
+
 /// A run that only its own stop criteria end.
 struct Unscheduled;
 
@@ -143,6 +153,13 @@ pub fn run_scheduled(
             }
         };
         check_restorable(&donor, &exploit.config, &exploit.checkpoint)?;
+        // The config that trained until now stays, named after its last
+        // iteration (the restored algorithm counts from the donor's).
+        keep_earlier_params(
+            &run_dir.join("params.yaml"),
+            &exploit.config.to_yaml(),
+            algorithm.iteration(),
+        )?;
         // The old algorithm's actors go first: the new one may need their
         // CPUs.
         drop(evaluation);

@@ -376,7 +376,7 @@ fn tag_value(domain: &Domain, value: &Value) -> String {
 }
 
 /// `x` to about four significant digits: `0.9512`, `1.235e-4`.
-fn short_float(x: f64) -> String {
+pub(crate) fn short_float(x: f64) -> String {
     if (0.01..1000.0).contains(&x.abs()) {
         let fixed = format!("{x:.4}");
         fixed

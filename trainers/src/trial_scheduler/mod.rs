@@ -150,6 +150,9 @@ pub struct Exploit {
     pub config: Box<ExperimentConfig>,
     /// Which trial is cloned and what changed, for the log.
     pub description: String,
+    /// The mutated keys' new values, as a trial's tag writes values
+    /// (`lr=0.0012,gamma=0.99`).
+    pub tag: String,
 }
 
 /// `Ok` when `ok`, else `key`'s range error.

@@ -40,7 +40,7 @@ use serde_yaml_ng::{Mapping, Value};
 use super::{require, round, Decision, Exploit, SchedulerError};
 use crate::config::{ConfigError, ExperimentConfig, ScoreOrder};
 use crate::run::same_network;
-use crate::search_space::{domain_of, inline_yaml, Domain};
+use crate::search_space::{domain_of, inline_yaml, short_float, Domain};
 
 /// `--scheduler '{type: pbt, hyperparam_mutations: {...}, ...}'`: Tune's
 /// `PopulationBasedTraining` keys, with its defaults.
@@ -303,7 +303,7 @@ impl Pbt {
         let Some((checkpoint, donor_config)) = self.trials[donor].last_checkpoint.clone() else {
             return Decision::Continue;
         };
-        let (config, changes) = self.explore(&donor_config);
+        let (config, changes, tag) = self.explore(&donor_config);
         let donor_state = &self.trials[donor];
         let donor_time = donor_state.last_perturbation_time;
         let description = format!(
@@ -324,6 +324,7 @@ impl Pbt {
             checkpoint,
             config: Box::new(config),
             description,
+            tag,
         })
     }
 
@@ -361,13 +362,15 @@ impl Pbt {
         )
     }
 
-    /// `donor`'s config with every mutated key perturbed, and what changed.
-    fn explore(&mut self, donor: &ExperimentConfig) -> (ExperimentConfig, Vec<String>) {
+    /// `donor`'s config with every mutated key perturbed, what changed,
+    /// and the keys' new values as a tag.
+    fn explore(&mut self, donor: &ExperimentConfig) -> (ExperimentConfig, Vec<String>, String) {
         let yaml = donor.to_yaml();
         let document: Value = serde_yaml_ng::from_str(&yaml).expect("a config's YAML parses");
         let mut explored = donor.clone();
         let mut overrides = Vec::new();
         let mut changes = Vec::new();
+        let mut tag = Vec::new();
         for mutation in &self.mutations {
             let current = lookup(&document, &mutation.key)
                 .cloned()
@@ -375,10 +378,12 @@ impl Pbt {
             let value = perturb(mutation, &current, &self.config, &mut self.rng);
             let mut candidate = overrides.clone();
             candidate.push(format!("{}={}", mutation.name(), inline_yaml(&value)));
+            let name = mutation.key.last().map_or("", String::as_str);
             match ExperimentConfig::parse(&yaml, ORIGIN, &candidate) {
                 Ok(config) => {
                     explored = config;
                     overrides = candidate;
+                    tag.push(format!("{name}={}", tag_value(&value)));
                     changes.push(format!(
                         "{} {} -> {}",
                         mutation.name(),
@@ -386,15 +391,18 @@ impl Pbt {
                         inline_yaml(&value)
                     ));
                 }
-                Err(_) => changes.push(format!(
-                    "{} {} kept ({} refused)",
-                    mutation.name(),
-                    inline_yaml(&current),
-                    inline_yaml(&value)
-                )),
+                Err(_) => {
+                    tag.push(format!("{name}={}", tag_value(&current)));
+                    changes.push(format!(
+                        "{} {} kept ({} refused)",
+                        mutation.name(),
+                        inline_yaml(&current),
+                        inline_yaml(&value)
+                    ))
+                }
             }
         }
-        (explored, changes)
+        (explored, changes, tag.join(","))
     }
 }
 
@@ -503,6 +511,14 @@ fn lookup<'a>(document: &'a Value, key: &[String]) -> Option<&'a Value> {
     })
 }
 
+/// `value` in a trial's tag: floats shortened, as a drawn value's.
+fn tag_value(value: &Value) -> String {
+    match value {
+        Value::Number(number) if number.is_f64() => short_float(number.as_f64().unwrap_or(0.0)),
+        other => inline_yaml(other),
+    }
+}
+
 /// Equal values, numbers compared as numbers (`1` is `1.0`).
 fn same(a: &Value, b: &Value) -> bool {
     a == b || matches!((a.as_f64(), b.as_f64()), (Some(x), Some(y)) if x == y)
@@ -574,6 +590,10 @@ training:
         let (lr, gamma, _) = training(&exploit.config);
         assert!(lr == 1e-4 || lr == 1e-2, "{lr}");
         assert_eq!(gamma, 0.95, "only the mutated keys change");
+        assert_eq!(
+            exploit.tag,
+            format!("lr={}", if lr == 1e-4 { "1.000e-4" } else { "0.01" })
+        );
         assert!(
             exploit.description.starts_with(
                 "clones trial 0 as of training_iteration 4 (env_runners/episode_return_mean \
@@ -651,13 +671,14 @@ training:
             2,
         )
         .unwrap();
-        let (config, changes) = scaled.explore(&ppo());
+        let (config, changes, tag) = scaled.explore(&ppo());
         let (_, gamma, epochs) = training(&config);
         assert_eq!((gamma, epochs), (0.99, 8));
         assert_eq!(
             changes,
             ["training.gamma 0.95 -> 0.99", "training.num_epochs 4 -> 8"]
         );
+        assert_eq!(tag, "gamma=0.99,num_epochs=8");
 
         let mut drawn = population(
             "{resample_probability: 1, hyperparam_mutations: {training.lr: {loguniform: [1.0e-5, 1.0e-4]}}}",
@@ -677,7 +698,7 @@ training:
         .unwrap();
         let near_one =
             ExperimentConfig::parse(PPO, "test.yaml", &["training.gamma=0.9".into()]).unwrap();
-        let (config, changes) = past_one.explore(&near_one);
+        let (config, changes, _) = past_one.explore(&near_one);
         assert_eq!(training(&config).1, 1.0);
         assert_eq!(changes, ["training.gamma 0.9 -> 1.0"]);
     }
