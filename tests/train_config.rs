@@ -730,7 +730,8 @@ fn asha_stops_the_trials_below_a_rungs_cutoff() {
 /// bottom one clones it depends on the two threads' timing (it may finish
 /// before the top one's first checkpoint is saved; `trainers/tests/
 /// population.rs` fixes the order), and if it does, once, its printed line,
-/// the trials' table, its params history and progress agree. A mutation
+/// the trials' table, its params history and progress agree. One trial at
+/// a time (with a warning), no trial is ranked against another. A mutation
 /// the config has no key for, and a population of one, are refused before
 /// any trial starts.
 #[test]
@@ -854,6 +855,30 @@ fn pbt_clones_the_better_trial_with_perturbed_hyperparameters() {
         }
         _ => panic!("tied after one clone, the trials clone no more: {stdout}"),
     }
+
+    // One trial at a time, each is ranked alone, and none clones.
+    let output = scratch.oxray(&[
+        "train",
+        "population.yaml",
+        "--name",
+        "sequential",
+        "--scheduler",
+        pbt,
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        train_support::stderr(&output)
+    );
+    assert!(
+        train_support::stderr(&output).contains(
+            "warning: population based training ranks the trials that train at the same time: \
+             with --max-concurrent-trials 1 of 2 trials"
+        ),
+        "{}",
+        train_support::stderr(&output)
+    );
+    assert!(!train_support::stdout(&output).contains("clones trial"));
 
     assert_clean_error(
         &scratch.oxray(&[

@@ -135,7 +135,9 @@ pub fn run_train(mut args: TrainArgs) -> anyhow::Result<()> {
         .map(Mutex::new);
     if population && usize::from(args.max_concurrent_trials) < trials.len() {
         eprintln!(
-            "warning: population based training ranks the trials that train at the same              time: with --max-concurrent-trials {} of {} trials, a trial is compared only              with those beside it (--max-concurrent-trials {} trains them all at once)",
+            "warning: population based training ranks the trials that train at the same \
+             time: with --max-concurrent-trials {} of {} trials, a trial is compared only \
+             with those beside it (--max-concurrent-trials {} trains them all at once)",
             args.max_concurrent_trials,
             trials.len(),
             trials.len()
