@@ -730,8 +730,9 @@ fn asha_stops_the_trials_below_a_rungs_cutoff() {
 /// bottom one clones it depends on the two threads' timing (it may finish
 /// before the top one's first checkpoint is saved; `trainers/tests/
 /// population.rs` fixes the order), and if it does, once, its printed line,
-/// the trials' table, its params history and progress agree. One trial at
-/// a time (with a warning), no trial is ranked against another. A mutation
+/// the trials' table, its params history and progress agree; resumed, each
+/// trial goes on with its run's config. One trial at a time (with a
+/// warning), no trial is ranked against another. A mutation
 /// the config has no key for, and a population of one, are refused before
 /// any trial starts.
 #[test]
@@ -854,6 +855,47 @@ fn pbt_clones_the_better_trial_with_perturbed_hyperparameters() {
             assert!(rows[switch..].iter().all(|&row| row == (256.0, new_lr)));
         }
         _ => panic!("tied after one clone, the trials clone no more: {stdout}"),
+    }
+
+    // Resumed with further to go, each trial trains on with the config its
+    // run last trained with (a clone's is its donor's, explored).
+    let before = [
+        params(top.join("params.yaml")),
+        params(bottom.join("params.yaml")),
+    ];
+    let output = scratch.oxray(&[
+        "train",
+        "population.yaml",
+        "--max-concurrent-trials",
+        "2",
+        "--scheduler",
+        pbt,
+        "--resume",
+        "auto",
+        "--set",
+        "stop.iterations=32",
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        train_support::stderr(&output)
+    );
+    for (run, before) in [&top, &bottom].into_iter().zip(before) {
+        assert_eq!(params(run.join("params.yaml")), before);
+        let csv = std::fs::read_to_string(run.join("progress.csv")).unwrap();
+        let iteration = csv
+            .lines()
+            .next()
+            .unwrap()
+            .split(',')
+            .position(|k| k == "training_iteration");
+        let last = csv
+            .lines()
+            .last()
+            .unwrap()
+            .split(',')
+            .nth(iteration.unwrap());
+        assert_eq!(last, Some("32"));
     }
 
     // One trial at a time, each is ranked alone, and none clones.

@@ -432,14 +432,17 @@ fn train_trials(
         let resume = resume_latest
             .then(|| latest_run(&run_name, &prefix))
             .flatten();
-        let outcome = train_one(
-            trial.config.clone(),
-            resume,
-            run_name,
-            progress,
-            scheduler.map(|s| (s, index)),
-            Some(&tags[index]),
-        );
+        let outcome =
+            resumed_config(&trial.config, resume.as_deref(), scheduler).and_then(|config| {
+                train_one(
+                    config,
+                    resume,
+                    run_name,
+                    progress,
+                    scheduler.map(|s| (s, index)),
+                    Some(&tags[index]),
+                )
+            });
         if let Some(scheduler) = scheduler {
             scheduler
                 .lock()
@@ -483,6 +486,27 @@ fn train_trials(
         anyhow::bail!("{failed} of {count} trials failed (their errors are above)");
     }
     Ok(interrupted_runs(outcomes.iter().flatten().flatten()))
+}
+
+/// The config a trial of a search trains with: its own, or, resuming
+/// `run_dir` under a scheduler that changes configs (PBT), what the
+/// scheduler keeps of the config that run last trained with.
+fn resumed_config(
+    trial: &ExperimentConfig,
+    run_dir: Option<&Path>,
+    scheduler: Option<&Mutex<TrialScheduler>>,
+) -> anyhow::Result<ExperimentConfig> {
+    let (Some(run_dir), Some(scheduler)) = (run_dir, scheduler) else {
+        return Ok(trial.clone());
+    };
+    let params = run_dir.join("params.yaml");
+    let source = std::fs::read_to_string(&params)
+        .with_context(|| format!("cannot read {}", params.display()))?;
+    let run = ExperimentConfig::parse(&source, &params.display().to_string(), &[])?;
+    Ok(scheduler
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .resumed_config(trial, &run))
 }
 
 /// The trials' status table, as Tune prints it (a trial that never started

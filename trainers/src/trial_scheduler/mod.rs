@@ -120,6 +120,21 @@ impl TrialScheduler {
         }
     }
 
+    /// The config `trial` resumes its run with, given the config that run
+    /// last trained with (`params.yaml`): PBT's may have been cloned and
+    /// explored, so PBT keeps it (with the search's `stop:`); ASHA changes
+    /// no config.
+    pub fn resumed_config(
+        &self,
+        trial: &ExperimentConfig,
+        run: &ExperimentConfig,
+    ) -> ExperimentConfig {
+        match self {
+            TrialScheduler::Asha(_) => trial.clone(),
+            TrialScheduler::Pbt(pbt) => pbt.resumed_config(trial, run),
+        }
+    }
+
     /// `trial` stopped training (finished, stopped or failed).
     pub fn on_trial_complete(&mut self, trial: usize) {
         if let TrialScheduler::Pbt(pbt) = self {

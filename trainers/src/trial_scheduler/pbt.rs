@@ -328,6 +328,21 @@ impl Pbt {
         })
     }
 
+    /// The config a trial whose run last trained with `run` resumes with:
+    /// that one, which PBT may have cloned from another trial and
+    /// explored, with the search's `stop:` (`trial`'s), so that a resumed
+    /// search can be given further to go (`--set stop.iterations=...`).
+    pub fn resumed_config(
+        &self,
+        trial: &ExperimentConfig,
+        run: &ExperimentConfig,
+    ) -> ExperimentConfig {
+        ExperimentConfig {
+            stop: trial.stop.clone(),
+            ..run.clone()
+        }
+    }
+
     /// `trial` saved `checkpoint` while training with `config`.
     pub fn on_checkpoint(&mut self, trial: usize, checkpoint: &Path, config: &ExperimentConfig) {
         self.trials[trial].last_checkpoint = Some((checkpoint.to_path_buf(), config.clone()));
@@ -701,6 +716,24 @@ training:
         let (config, changes, _) = past_one.explore(&near_one);
         assert_eq!(training(&config).1, 1.0);
         assert_eq!(changes, ["training.gamma 0.9 -> 1.0"]);
+    }
+
+    /// A resumed trial trains on with its run's last config (cloned and
+    /// explored) and the search's stop criteria.
+    #[test]
+    fn a_resumed_trial_keeps_its_runs_config_and_takes_the_searchs_stop() {
+        let pbt = population(EVERY_TWO, 2).unwrap();
+        let run = ExperimentConfig::parse(
+            PPO,
+            "params.yaml",
+            &["training.lr=1.0e-4".into(), "training.gamma=0.5".into()],
+        )
+        .unwrap();
+        let trial =
+            ExperimentConfig::parse(PPO, "search.yaml", &["stop.iterations=50".into()]).unwrap();
+        let resumed = pbt.resumed_config(&trial, &run);
+        assert_eq!(training(&resumed), (1e-4, 0.5, 4));
+        assert_eq!(resumed.stop.iterations, Some(50));
     }
 
     /// Mutations are checked against each trial's config before the
