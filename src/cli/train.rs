@@ -310,15 +310,15 @@ fn uses_actors(config: &ExperimentConfig) -> bool {
 
 /// Trains one config to its stop criterion, or until Ctrl-C or `scheduler`
 /// stops it (this trial's number beside it), showing progress with
-/// `progress`. A trial's `tag` gains the values PBT gave it, as Tune's
-/// experiment tag does (`lr=0.001@perturbed[lr=0.0012]`).
+/// `progress`. `perturbed` keeps the values PBT last gave the trial, in
+/// the form of a tag.
 fn train_one(
     config: ExperimentConfig,
     resume: Option<PathBuf>,
     name: String,
     mut progress: Progress,
     scheduler: Option<(&Mutex<TrialScheduler>, usize)>,
-    tag: Option<&Mutex<String>>,
+    perturbed: Option<&Mutex<Option<String>>>,
 ) -> anyhow::Result<RunSummary> {
     let outcome = run_scheduled(
         RunOptions {
@@ -333,10 +333,9 @@ fn train_one(
             RunEvent::Warning(warning) => progress.warn(&warning),
             RunEvent::Exploited(exploit) => {
                 progress.note(&exploit.description);
-                if let Some(tag) = tag {
-                    let mut tag = tag.lock().unwrap_or_else(PoisonError::into_inner);
-                    let original = tag.split('@').next().unwrap_or_default().to_string();
-                    *tag = format!("{original}@perturbed[{}]", exploit.tag);
+                if let Some(perturbed) = perturbed {
+                    *perturbed.lock().unwrap_or_else(PoisonError::into_inner) =
+                        Some(exploit.tag.clone());
                 }
             }
         },
@@ -398,10 +397,7 @@ fn train_trials(
     let next_trial = AtomicUsize::new(0);
     let outcomes: Vec<Mutex<Option<anyhow::Result<RunSummary>>>> =
         (0..count).map(|_| Mutex::new(None)).collect();
-    let tags: Vec<Mutex<String>> = trials
-        .iter()
-        .map(|trial| Mutex::new(trial.tag.clone()))
-        .collect();
+    let perturbed: Vec<Mutex<Option<String>>> = (0..count).map(|_| Mutex::new(None)).collect();
     let train_next = || loop {
         if interrupt::requested().is_some() {
             break;
@@ -440,7 +436,7 @@ fn train_trials(
                     run_name,
                     progress,
                     scheduler.map(|s| (s, index)),
-                    Some(&tags[index]),
+                    Some(&perturbed[index]),
                 )
             });
         if let Some(scheduler) = scheduler {
@@ -473,9 +469,20 @@ fn train_trials(
         .into_iter()
         .map(|outcome| outcome.into_inner().expect("no trial thread panics"))
         .collect();
-    let tags: Vec<String> = tags
-        .into_iter()
-        .map(|tag| tag.into_inner().unwrap_or_else(PoisonError::into_inner))
+    // A trial PBT changed shows its latest values, as Tune's experiment
+    // tags do (`lr=0.001@perturbed[lr=0.0012]`).
+    let tags: Vec<String> = trials
+        .iter()
+        .zip(perturbed)
+        .map(|(trial, perturbed)| {
+            match perturbed
+                .into_inner()
+                .unwrap_or_else(PoisonError::into_inner)
+            {
+                Some(values) => format!("{}@perturbed[{values}]", trial.tag),
+                None => trial.tag.clone(),
+            }
+        })
         .collect();
     print_trials(&tags, &outcomes);
     let failed = outcomes
