@@ -9,23 +9,28 @@
 //! inside each op, done once per step instead, so the threads meet once per
 //! gradient instead of once per matrix product.
 //!
-//! A share must carry enough work to pay for waking a thread (tens of
-//! microseconds when it sleeps), so small minibatches of small networks
-//! stay on the calling thread.
+//! The threads are a [`ThreadTeam`]: its helpers spin between the jobs of
+//! a step and sleep between iterations, so a hand-off within a step costs
+//! well under a microsecond, while the first of an iteration wakes a
+//! sleeping thread (tens of microseconds). A share must carry enough work
+//! to pay for that, so small minibatches of small networks stay on the
+//! calling thread.
 
 use std::ops::Range;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
+
+use crate::thread_team::ThreadTeam;
 
 /// Multiply-adds below which a share of rows is not worth another thread:
 /// about 60 µs of matrix products on one core here, a few times a sleeping
-/// thread's wake-up.
+/// helper's wake-up.
 const MIN_SHARE_MULTIPLY_ADDS: usize = 1 << 20;
 
 pub struct HostThreads {
-    /// Threads besides the caller's, started when work first splits (a
+    /// The caller's team, its helpers started when work first splits (a
     /// Learner that trains through libtorch never starts them); `None`
     /// inside when they could not be started.
-    helpers: OnceLock<Option<rayon::ThreadPool>>,
+    helpers: OnceLock<Option<ThreadTeam>>,
     threads: usize,
     /// One gradient buffer per helper, kept from step to step.
     scratch: Vec<Vec<f32>>,
@@ -110,17 +115,21 @@ impl HostThreads {
         let (first_grad, scratch) = (&mut *grad, &mut self.scratch[..shares.len() - 1]);
         let mut buffers = vec![first_grad];
         for buffer in scratch.iter_mut() {
-            buffer.clear();
             buffer.resize(len, 0.0);
             buffers.push(buffer);
         }
-        let parts = shares.iter().zip(buffers).zip(&mut results);
-        run_each(helpers, parts.collect(), |((part, buffer), result)| {
+        let parts = shares.iter().zip(buffers).zip(&mut results).enumerate();
+        run_each(helpers, parts.collect(), |(i, ((part, buffer), result))| {
+            // A helper zeroes its own buffer, in parallel with the others
+            // (the caller's, `grad`, is zero on entry).
+            if i > 0 {
+                buffer.fill(0.0);
+            }
             *result = Some(share(part.rows.clone(), buffer));
         });
         if shares.len() > 1 {
-            let weights = shares.iter().map(|share| share.weight);
-            combine(grad, weights, &self.scratch);
+            let weights: Vec<f32> = shares.iter().map(|share| share.weight).collect();
+            self.combine(grad, &weights);
         }
         shares
             .into_iter()
@@ -130,48 +139,55 @@ impl HostThreads {
     }
 }
 
-/// The `threads − 1` helpers in `helpers`, started on first use.
-fn started(
-    helpers: &OnceLock<Option<rayon::ThreadPool>>,
-    threads: usize,
-) -> Option<&rayon::ThreadPool> {
+/// The team of the caller and `threads − 1` helpers, started on first use.
+fn started(helpers: &OnceLock<Option<ThreadTeam>>, threads: usize) -> Option<&ThreadTeam> {
     helpers
-        .get_or_init(|| {
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(threads - 1)
-                .thread_name(|i| format!("oxray-host-grad-{i}"))
-                .build()
-                .ok()
-        })
+        .get_or_init(|| ThreadTeam::start(threads - 1, "oxray-host-grad").ok())
         .as_ref()
 }
 
-/// [`HostThreads::run_each`] on `helpers`, if any.
-fn run_each<T: Send>(helpers: Option<&rayon::ThreadPool>, parts: Vec<T>, work: impl Fn(T) + Sync) {
-    let mut parts = parts.into_iter();
-    let Some(first) = parts.next() else { return };
-    match helpers {
-        Some(helpers) if parts.len() > 0 => {
-            let work = &work;
-            helpers.in_place_scope(|scope| {
-                for part in parts {
-                    scope.spawn(move |_| work(part));
-                }
-                work(first);
+/// [`HostThreads::run_each`] on `team`, if any: part `i` on the team's
+/// thread `i`.
+fn run_each<T: Send>(team: Option<&ThreadTeam>, parts: Vec<T>, work: impl Fn(T) + Sync) {
+    match team {
+        Some(team) if parts.len() > 1 => {
+            let count = parts.len();
+            let slots: Vec<Mutex<Option<T>>> = parts
+                .into_iter()
+                .map(|part| Mutex::new(Some(part)))
+                .collect();
+            team.run(count, |i| {
+                let part = slots[i].lock().expect("part slot").take();
+                work(part.expect("each part runs once"));
             });
         }
-        _ => std::iter::once(first).chain(parts).for_each(work),
+        _ => parts.into_iter().for_each(work),
     }
 }
 
-/// `grad ← w₀·grad + Σ wᵢ·scratchᵢ₋₁` for weights w₀, w₁, ….
-fn combine(grad: &mut [f32], mut weights: impl Iterator<Item = f32>, scratch: &[Vec<f32>]) {
-    let first = weights.next().expect("the first share's weight");
-    grad.iter_mut().for_each(|g| *g *= first);
-    for (weight, other) in weights.zip(scratch) {
-        grad.iter_mut()
-            .zip(other)
-            .for_each(|(g, o)| *g += weight * o);
+/// Elements below which a part of [`HostThreads::combine`] is not worth
+/// another thread (as Adam's parts).
+const MIN_COMBINE_ELEMENTS_PER_THREAD: usize = 1 << 14;
+
+impl HostThreads {
+    /// `grad ← w₀·grad + Σ wᵢ·scratchᵢ₋₁` for `weights` w₀, w₁, …, split
+    /// over the threads in contiguous parts of the vector.
+    fn combine(&self, grad: &mut [f32], weights: &[f32]) {
+        let part = grad
+            .len()
+            .div_ceil(self.parts(grad.len(), MIN_COMBINE_ELEMENTS_PER_THREAD))
+            .max(1);
+        let scratch = &self.scratch[..weights.len() - 1];
+        let parts: Vec<(usize, &mut [f32])> = grad.chunks_mut(part).enumerate().collect();
+        self.run_each(parts, |(index, grad)| {
+            let range = index * part..index * part + grad.len();
+            grad.iter_mut().for_each(|g| *g *= weights[0]);
+            for (weight, other) in weights[1..].iter().zip(scratch) {
+                grad.iter_mut()
+                    .zip(&other[range.clone()])
+                    .for_each(|(g, o)| *g += weight * o);
+            }
+        });
     }
 }
 
@@ -264,5 +280,39 @@ mod tests {
             .map(|(share, (loss, ..))| share.weight * loss)
             .sum();
         assert!((split_loss - one[0].1 .0).abs() < 1e-6);
+    }
+
+    /// A gradient long enough that combining the shares splits over the
+    /// threads too: step after step (each helper's buffer reused, so it
+    /// must start from zero again) three threads give one thread's
+    /// gradient.
+    #[test]
+    fn long_gradients_combine_over_the_threads_step_after_step() {
+        const LEN: usize = 3 * MIN_COMBINE_ELEMENTS_PER_THREAD + 5;
+        let rows = 30;
+        let mut three = HostThreads::new(3);
+        for step in 0..3 {
+            // Row t adds (t + step)·(i mod 7) to element i, over the rows'
+            // count: the mean over all rows is the same however they split.
+            let share = |range: Range<usize>, grad: &mut [f32]| {
+                let n = range.len() as f32;
+                for t in range.clone() {
+                    grad.iter_mut()
+                        .enumerate()
+                        .for_each(|(i, g)| *g += (t + step) as f32 * (i % 7) as f32 / n);
+                }
+            };
+            let mut one_grad = vec![0.0; LEN];
+            HostThreads::new(1).mean_over_rows(rows, usize::MAX, &mut one_grad, share);
+            let mut three_grad = vec![0.0; LEN];
+            let shares = three.mean_over_rows(rows, heavy(rows) * 2, &mut three_grad, share);
+            assert_eq!(shares.len(), 3);
+            for (i, (a, b)) in one_grad.iter().zip(&three_grad).enumerate() {
+                assert!(
+                    (a - b).abs() <= 1e-4 * a.abs().max(1.0),
+                    "step {step}, element {i}: {a} against {b}"
+                );
+            }
+        }
     }
 }

@@ -17,7 +17,7 @@
 //!   algorithms learn from,
 //! - `env_runner`, `env_runner_group`: sampling,
 //! - `learner`, `learner_group`, `minibatch_sgd`, `target_network`, `optim`,
-//!   `host_threads`, `collective`: learning; `partwise_learner`: a Learner
+//!   `host_threads` (on a `thread_team`), `collective`: learning; `partwise_learner`: a Learner
 //!   whose losses each train one part of the module (SAC, CQL, IQL),
 //! - `metrics`, `loggers`, `checkpoint`: results and state.
 
@@ -43,6 +43,7 @@ pub mod rl_module;
 pub mod sample_batch;
 pub mod schedule;
 pub mod target_network;
+pub mod thread_team;
 pub mod vtrace;
 
 use std::path::{Path, PathBuf};
