@@ -4,12 +4,25 @@
 
 mod train_support;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use oxray_trainers::algorithms::AlgorithmConfig;
 use oxray_trainers::config::StopConfig;
 use oxray_trainers::ExperimentConfig;
 use train_support::{assert_clean_error, Scratch, SMALL_PPO};
+
+/// Column `key` of `run`'s progress.csv, one value per iteration.
+fn progress_column(run: &Path, key: &str) -> Vec<String> {
+    let csv = std::fs::read_to_string(run.join("progress.csv")).unwrap();
+    let mut rows = csv.lines().map(|line| line.split(','));
+    let header = rows.next().expect("a header");
+    let at = header
+        .into_iter()
+        .position(|k| k == key)
+        .unwrap_or_else(|| panic!("progress.csv has no column {key}"));
+    rows.map(|mut row| row.nth(at).expect("a full row").to_string())
+        .collect()
+}
 
 fn parse(source: &str, overrides: &[&str]) -> Result<ExperimentConfig, String> {
     let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
@@ -624,16 +637,12 @@ fn concurrent_trials_learn_what_sequential_ones_do() {
             .iter()
             .map(|trial| {
                 let run = &scratch.runs(&format!("{name}/{trial}"))[0];
-                let csv = std::fs::read_to_string(run.join("progress.csv")).unwrap();
-                let mut lines = csv.lines().map(|line| line.split(',').collect::<Vec<_>>());
-                let header = lines.next().unwrap();
-                let column = |key: &str| header.iter().position(|k| *k == key).unwrap();
-                let (returns, loss) = (
-                    column("env_runners/episode_return_mean"),
-                    column("learners/default_policy/total_loss"),
-                );
-                lines
-                    .map(|row| format!("{} {}", row[returns], row[loss]))
+                let returns = progress_column(run, "env_runners/episode_return_mean");
+                let loss = progress_column(run, "learners/default_policy/total_loss");
+                returns
+                    .iter()
+                    .zip(&loss)
+                    .map(|(returns, loss)| format!("{returns} {loss}"))
                     .collect()
             })
             .collect()
@@ -789,20 +798,13 @@ fn pbt_clones_the_better_trial_with_perturbed_hyperparameters() {
     };
     // Per row: env steps sampled, learning rate.
     let progress = |run: &PathBuf| -> Vec<(f64, f64)> {
-        let csv = std::fs::read_to_string(run.join("progress.csv")).unwrap();
-        let mut lines = csv.lines().map(|line| line.split(',').collect::<Vec<_>>());
-        let header = lines.next().unwrap();
-        let column = |key: &str| header.iter().position(|k| *k == key).unwrap();
-        let columns = [
-            column("env_runners/num_env_steps_sampled"),
-            column("learners/default_policy/default_optimizer_learning_rate"),
-        ];
-        lines
-            .map(|row| {
-                let value = |at: usize| row[columns[at]].parse::<f64>().unwrap();
-                (value(0), value(1))
-            })
-            .collect()
+        let values = |key: &str| -> Vec<f64> {
+            let column = progress_column(run, key);
+            column.iter().map(|value| value.parse().unwrap()).collect()
+        };
+        let steps = values("env_runners/num_env_steps_sampled");
+        let lr = values("learners/default_policy/default_optimizer_learning_rate");
+        steps.into_iter().zip(lr).collect()
     };
 
     let top = run("0_train_batch_size=256");
@@ -882,20 +884,8 @@ fn pbt_clones_the_better_trial_with_perturbed_hyperparameters() {
     );
     for (run, before) in [&top, &bottom].into_iter().zip(before) {
         assert_eq!(params(run.join("params.yaml")), before);
-        let csv = std::fs::read_to_string(run.join("progress.csv")).unwrap();
-        let iteration = csv
-            .lines()
-            .next()
-            .unwrap()
-            .split(',')
-            .position(|k| k == "training_iteration");
-        let last = csv
-            .lines()
-            .last()
-            .unwrap()
-            .split(',')
-            .nth(iteration.unwrap());
-        assert_eq!(last, Some("32"));
+        let iterations = progress_column(run, "training_iteration");
+        assert_eq!(iterations.last().map(String::as_str), Some("32"));
     }
 
     // One trial at a time, each is ranked alone, and none clones.

@@ -228,17 +228,8 @@ fn next_generation(shared: &Shared, seen: u64, sleeping: &AtomicBool) -> u64 {
         let now = shared.generation.load(Ordering::SeqCst);
         (now != seen).then_some(now)
     };
-    let started = Instant::now();
-    loop {
-        for _ in 0..SPINS_PER_CLOCK_READ {
-            if let Some(now) = changed() {
-                return now;
-            }
-            std::hint::spin_loop();
-        }
-        if started.elapsed() >= SPIN_BEFORE_SLEEP {
-            break;
-        }
+    if let Some(now) = spin(changed) {
+        return now;
     }
     loop {
         // Announce the sleep before the last look, so that a job handed
@@ -261,16 +252,27 @@ fn next_generation(shared: &Shared, seen: u64, sleeping: &AtomicBool) -> u64 {
 /// long as the caller's, so the wait is short unless a helper was
 /// descheduled.
 fn wait_until(done: impl Fn() -> bool) {
+    if spin(|| done().then_some(())).is_some() {
+        return;
+    }
+    while !done() {
+        thread::yield_now();
+    }
+}
+
+/// What `ready` gives, as soon as it gives something, spinning for at most
+/// [`SPIN_BEFORE_SLEEP`]; `None` if it gave nothing in that time.
+fn spin<T>(ready: impl Fn() -> Option<T>) -> Option<T> {
     let started = Instant::now();
     loop {
         for _ in 0..SPINS_PER_CLOCK_READ {
-            if done() {
-                return;
+            if let Some(value) = ready() {
+                return Some(value);
             }
             std::hint::spin_loop();
         }
         if started.elapsed() >= SPIN_BEFORE_SLEEP {
-            thread::yield_now();
+            return None;
         }
     }
 }
