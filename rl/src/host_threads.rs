@@ -19,6 +19,7 @@
 use std::ops::Range;
 use std::sync::{Mutex, OnceLock};
 
+use crate::optim::squared_norm;
 use crate::thread_team::ThreadTeam;
 
 /// Multiply-adds below which a share of rows is not worth another thread:
@@ -165,17 +166,31 @@ fn run_each<T: Send>(team: Option<&ThreadTeam>, parts: Vec<T>, work: impl Fn(T) 
     }
 }
 
-/// Elements below which a part of [`HostThreads::combine`] is not worth
-/// another thread (as Adam's parts).
-const MIN_COMBINE_ELEMENTS_PER_THREAD: usize = 1 << 14;
+/// Elements below which a part of [`HostThreads::combine`] or
+/// [`HostThreads::norm`] is not worth another thread (as Adam's parts).
+const MIN_ELEMENTS_PER_THREAD: usize = 1 << 14;
 
 impl HostThreads {
+    /// The L2 norm of `grad`, its parts' squares summed over the threads:
+    /// each thread reads the part it last combined, still in its cache.
+    pub fn norm(&self, grad: &[f32]) -> f64 {
+        let part = grad
+            .len()
+            .div_ceil(self.parts(grad.len(), MIN_ELEMENTS_PER_THREAD))
+            .max(1);
+        let mut sums = vec![0.0; grad.len().div_ceil(part)];
+        self.run_each(grad.chunks(part).zip(&mut sums).collect(), |(part, sum)| {
+            *sum = squared_norm(part)
+        });
+        sums.iter().sum::<f64>().sqrt()
+    }
+
     /// `grad ← w₀·grad + Σ wᵢ·scratchᵢ₋₁` for `weights` w₀, w₁, …, split
     /// over the threads in contiguous parts of the vector.
     fn combine(&self, grad: &mut [f32], weights: &[f32]) {
         let part = grad
             .len()
-            .div_ceil(self.parts(grad.len(), MIN_COMBINE_ELEMENTS_PER_THREAD))
+            .div_ceil(self.parts(grad.len(), MIN_ELEMENTS_PER_THREAD))
             .max(1);
         let scratch = &self.scratch[..weights.len() - 1];
         let parts: Vec<(usize, &mut [f32])> = grad.chunks_mut(part).enumerate().collect();
@@ -288,7 +303,7 @@ mod tests {
     /// gradient.
     #[test]
     fn long_gradients_combine_over_the_threads_step_after_step() {
-        const LEN: usize = 3 * MIN_COMBINE_ELEMENTS_PER_THREAD + 5;
+        const LEN: usize = 3 * MIN_ELEMENTS_PER_THREAD + 5;
         let rows = 30;
         let mut three = HostThreads::new(3);
         for step in 0..3 {
@@ -314,5 +329,23 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// The norm over three threads' parts is the norm over the whole
+    /// vector: every element counted once, the tail after the last whole
+    /// part of eight included.
+    #[test]
+    fn norm_over_the_threads_counts_every_element_once() {
+        const LEN: usize = 3 * MIN_ELEMENTS_PER_THREAD + 5;
+        let grad: Vec<f32> = (0..LEN).map(|i| (i % 13) as f32 - 6.0).collect();
+        let whole: f64 = grad.iter().map(|&g| f64::from(g) * f64::from(g)).sum();
+        let three = HostThreads::new(3);
+        assert_eq!(three.parts(LEN, MIN_ELEMENTS_PER_THREAD), 3);
+        let norm = three.norm(&grad);
+        assert!(
+            (norm - whole.sqrt()).abs() <= 1e-9 * norm,
+            "{norm} against {}",
+            whole.sqrt()
+        );
     }
 }

@@ -22,7 +22,7 @@ use tch::{Device, Tensor};
 use crate::collective::allreduce_tensor;
 use crate::host_threads::HostThreads;
 use crate::optim::{
-    clip_grad_norm, clip_host_grad, flat_gradient, flatten_parameters, host_view, Adam,
+    clip_grad_norm, clip_scale, flat_gradient, flatten_parameters, host_view, Adam,
 };
 use crate::rl_module::{self, ModuleSpec, RLModule};
 use crate::Error;
@@ -292,8 +292,10 @@ impl<M: RLModule> Learner<M> {
         let params = unsafe { host_view(&mut self.flat_params) };
         let loss = gradient(params, &mut grad, &mut self.host_threads);
         let step = if loss.is_finite() {
-            let grad_norm = clip_host_grad(&mut grad, self.grad_clip);
-            self.adam.host_step(params, &grad, &self.host_threads);
+            let grad_norm = self.host_threads.norm(&grad);
+            let grad_scale = clip_scale(grad_norm, self.grad_clip);
+            self.adam
+                .host_step(params, &grad, grad_scale, &self.host_threads);
             Step::Applied { loss, grad_norm }
         } else {
             Step::NonFiniteLoss(loss)

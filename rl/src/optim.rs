@@ -8,8 +8,8 @@
 //! checkpoint can carry them and a resumed run continues with the same ones
 //! rather than restarting Adam's bias correction.
 //!
-//! [`clip_host_grad`] and [`Adam::host_step`] are the same clipping and Adam
-//! in plain Rust, in place on the CPU buffers ([`host_view`]), for a CPU
+//! [`squared_norm`], [`clip_scale`] and [`Adam::host_step`] are the same
+//! clipping and Adam in plain Rust, in place on the CPU buffers ([`host_view`]), for a CPU
 //! Learner whose gradients are computed on the host
 //! ([`crate::learner::Learner::host_step`]): no copy of the parameters or
 //! moments in or out, so a single step (DQN's) pays nothing for it.
@@ -88,9 +88,10 @@ pub(crate) unsafe fn host_view(tensor: &mut Tensor) -> &mut [f32] {
     unsafe { std::slice::from_raw_parts_mut(tensor.data_ptr().cast::<f32>(), len) }
 }
 
-/// [`clip_grad_norm`] of a host gradient: scales `grad` so its L2 norm is at
-/// most `max_norm`; returns the norm before.
-pub fn clip_host_grad(grad: &mut [f32], max_norm: Option<f64>) -> f64 {
+/// The squared L2 norm of a host gradient, or of a part of one: the sum
+/// of [`clip_grad_norm`]'s norm over the whole, split however the threads
+/// split it ([`HostThreads::norm`]).
+pub fn squared_norm(grad: &[f32]) -> f64 {
     // Eight running sums, so the loop vectorises (one sum would chain every
     // addition on the previous one).
     let mut sums = [0.0f64; 8];
@@ -105,14 +106,18 @@ pub fn clip_host_grad(grad: &mut [f32], max_norm: Option<f64>) -> f64 {
         .iter()
         .map(|&g| f64::from(g) * f64::from(g))
         .sum::<f64>();
-    let norm = (sums.iter().sum::<f64>() + tail_sum).sqrt();
-    if let Some(max_norm) = max_norm {
-        if norm > max_norm {
-            let scale = (max_norm / (norm + 1e-6)) as f32;
-            grad.iter_mut().for_each(|g| *g *= scale);
-        }
+    sums.iter().sum::<f64>() + tail_sum
+}
+
+/// The factor [`clip_grad_norm`] scales a gradient of L2 norm `norm` by:
+/// one unless the norm is over `max_norm`. A host step hands it to
+/// [`Adam::host_step`], which scales each element as it reads it instead
+/// of a pass of its own over the gradient.
+pub fn clip_scale(norm: f64, max_norm: Option<f64>) -> f32 {
+    match max_norm {
+        Some(max_norm) if norm > max_norm => (max_norm / (norm + 1e-6)) as f32,
+        _ => 1.0,
     }
-    norm
 }
 
 /// Scales `grad` so its L2 norm is at most `max_norm`; returns the norm before.
@@ -206,7 +211,15 @@ impl Adam {
     ///
     /// # Panics
     /// Unless [`Adam::steps_on_host`].
-    pub(crate) fn host_step(&mut self, params: &mut [f32], grad: &[f32], threads: &HostThreads) {
+    /// One Adam step of `params` on the host along `grad_scale`·`grad`
+    /// (`grad_scale` from [`clip_scale`]).
+    pub(crate) fn host_step(
+        &mut self,
+        params: &mut [f32],
+        grad: &[f32],
+        grad_scale: f32,
+        threads: &HostThreads,
+    ) {
         assert!(
             self.steps_on_host(),
             "Adam steps on the host only on the CPU with one lr"
@@ -228,6 +241,7 @@ impl Adam {
         let n = exp_avg.len();
         assert!(params.len() == n && grad.len() == n && exp_avg_sq.len() == n);
         let update = AdamUpdate {
+            grad_scale,
             w1,
             w2,
             eps,
@@ -302,6 +316,9 @@ macro_rules! apply_compiled_for {
 /// One Adam step's per-element update, its bias corrections folded into
 /// `eps` and `step_size`.
 struct AdamUpdate {
+    /// The clipping's factor, applied to each element as it is read
+    /// (`g·1` is `g` exactly, so an unclipped step is unchanged).
+    grad_scale: f32,
     w1: f32,
     w2: f32,
     eps: f32,
@@ -318,7 +335,7 @@ impl AdamUpdate {
         let n = params.len();
         let (grad, exp_avg, exp_avg_sq) = (&grad[..n], &mut exp_avg[..n], &mut exp_avg_sq[..n]);
         for i in 0..n {
-            let g = grad[i];
+            let g = grad[i] * self.grad_scale;
             exp_avg[i] += self.w1 * (g - exp_avg[i]);
             exp_avg_sq[i] += self.w2 * (g * g - exp_avg_sq[i]);
             params[i] -= exp_avg[i] / (exp_avg_sq[i].sqrt() + self.eps) * self.step_size;
@@ -395,6 +412,7 @@ mod tests {
     #[test]
     fn adams_vector_paths_give_the_plain_loops_bits() {
         let update = AdamUpdate {
+            grad_scale: 0.7,
             w1: 0.1,
             w2: 0.001,
             eps: 1e-5,
@@ -442,16 +460,18 @@ mod tests {
         let mut host_adam = Adam::new(&host_params, 3e-3);
         for scale in [5.0, 0.01, 3.0, 0.1] {
             let grad = Tensor::randn([300], (Kind::Float, Device::Cpu)) * scale;
-            let mut host_grad = crate::to_host(&grad);
+            let host_grad = crate::to_host(&grad);
             let mut grad = grad;
             let norm = clip_grad_norm(&mut grad, Some(0.5));
             adam.step(&params, &grad);
-            let host_norm = clip_host_grad(&mut host_grad, Some(0.5));
+            let threads = HostThreads::new(1);
+            let host_norm = threads.norm(&host_grad);
             // SAFETY: nothing else touches `host_params` during the step.
             host_adam.host_step(
                 unsafe { host_view(&mut host_params) },
                 &host_grad,
-                &HostThreads::new(1),
+                clip_scale(host_norm, Some(0.5)),
+                &threads,
             );
             assert!(
                 (norm - host_norm).abs() <= 1e-5 * norm,
