@@ -84,6 +84,13 @@ impl HostThreads {
         self.threads.min(elements / min_per_part.max(1)).max(1)
     }
 
+    /// The length of each contiguous part of a vector of `elements` split
+    /// into [`HostThreads::parts`] (the last may be shorter; at least 1,
+    /// so an empty vector is no parts).
+    pub fn part_len(&self, elements: usize, min_per_part: usize) -> usize {
+        elements.div_ceil(self.parts(elements, min_per_part)).max(1)
+    }
+
     /// Runs `work` on each of `parts`, the first on the calling thread and
     /// the others on the helpers, and returns when all have run (a panic in
     /// any is raised here).
@@ -174,12 +181,11 @@ impl HostThreads {
     /// The L2 norm of `grad`, its parts' squares summed over the threads:
     /// each thread reads the part it last combined, still in its cache.
     pub fn norm(&self, grad: &[f32]) -> f64 {
-        let part = grad
-            .len()
-            .div_ceil(self.parts(grad.len(), MIN_ELEMENTS_PER_THREAD))
-            .max(1);
-        let mut sums = vec![0.0; grad.len().div_ceil(part)];
-        self.run_each(grad.chunks(part).zip(&mut sums).collect(), |(part, sum)| {
+        let parts: Vec<&[f32]> = grad
+            .chunks(self.part_len(grad.len(), MIN_ELEMENTS_PER_THREAD))
+            .collect();
+        let mut sums = vec![0.0; parts.len()];
+        self.run_each(parts.into_iter().zip(&mut sums).collect(), |(part, sum)| {
             *sum = squared_norm(part)
         });
         sums.iter().sum::<f64>().sqrt()
@@ -188,10 +194,7 @@ impl HostThreads {
     /// `grad ← w₀·grad + Σ wᵢ·scratchᵢ₋₁` for `weights` w₀, w₁, …, split
     /// over the threads in contiguous parts of the vector.
     fn combine(&self, grad: &mut [f32], weights: &[f32]) {
-        let part = grad
-            .len()
-            .div_ceil(self.parts(grad.len(), MIN_ELEMENTS_PER_THREAD))
-            .max(1);
+        let part = self.part_len(grad.len(), MIN_ELEMENTS_PER_THREAD);
         let scratch = &self.scratch[..weights.len() - 1];
         let parts: Vec<(usize, &mut [f32])> = grad.chunks_mut(part).enumerate().collect();
         self.run_each(parts, |(index, grad)| {

@@ -249,7 +249,7 @@ impl Adam {
         };
         // Each element's update is its own, so the vector splits over the
         // threads in contiguous parts.
-        let part = n.div_ceil(threads.parts(n, ADAM_MIN_ELEMENTS_PER_THREAD));
+        let part = threads.part_len(n, ADAM_MIN_ELEMENTS_PER_THREAD);
         let parts = params
             .chunks_mut(part)
             .zip(grad.chunks(part))

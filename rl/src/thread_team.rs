@@ -315,6 +315,15 @@ mod tests {
         }
     }
 
+    /// Runs a job of two parts on `team` and checks that both ran.
+    fn assert_runs_both_parts(team: &ThreadTeam) {
+        let ran = AtomicU32::new(0);
+        team.run(2, |_| {
+            ran.fetch_add(1, Ordering::SeqCst);
+        });
+        assert_eq!(ran.load(Ordering::SeqCst), 2);
+    }
+
     /// A helper that went to sleep wakes for the next job.
     #[test]
     fn sleeping_helpers_wake_for_a_job() {
@@ -323,11 +332,7 @@ mod tests {
             while !team.helpers[0].sleeping.load(Ordering::SeqCst) {
                 thread::yield_now();
             }
-            let ran = AtomicU32::new(0);
-            team.run(2, |_| {
-                ran.fetch_add(1, Ordering::SeqCst);
-            });
-            assert_eq!(ran.load(Ordering::SeqCst), 2);
+            assert_runs_both_parts(&team);
         }
     }
 
@@ -348,11 +353,7 @@ mod tests {
         .unwrap_err();
         assert_eq!(raised.downcast_ref::<&str>(), Some(&"part 1 fails"));
         assert!(caller_ran.load(Ordering::SeqCst));
-        let ran = AtomicU32::new(0);
-        team.run(2, |_| {
-            ran.fetch_add(1, Ordering::SeqCst);
-        });
-        assert_eq!(ran.load(Ordering::SeqCst), 2);
+        assert_runs_both_parts(&team);
     }
 
     /// Two callers at once: each job runs all its parts (the second
